@@ -1,0 +1,117 @@
+package nn
+
+import (
+	"fmt"
+	"math/rand/v2"
+)
+
+// SGD is stochastic gradient descent with momentum and weight decay, as
+// PyTorch's torch.optim.SGD (no dampening, no Nesterov):
+//
+//	g = grad + WeightDecay·w
+//	v = Momentum·v + g
+//	w = w − LR·v
+type SGD struct {
+	LR          float32
+	Momentum    float32
+	WeightDecay float32
+}
+
+// Validate reports a configuration error.
+func (o SGD) Validate() error {
+	switch {
+	case !(o.LR > 0) || o.LR > 1e3:
+		return fmt.Errorf("nn: learning rate %v out of range (0, 1000]", o.LR)
+	case !(o.Momentum >= 0 && o.Momentum < 1):
+		return fmt.Errorf("nn: momentum %v out of range [0, 1)", o.Momentum)
+	case !(o.WeightDecay >= 0) || o.WeightDecay > 1:
+		return fmt.Errorf("nn: weight decay %v out of range [0, 1]", o.WeightDecay)
+	}
+	return nil
+}
+
+// Step applies one update to params with grad; vel is the momentum buffer
+// (ignored when Momentum is 0). All three have the same length.
+func (o SGD) Step(params, grad, vel []float32) {
+	grad = grad[:len(params)]
+	lr, mu, wd := o.LR, o.Momentum, o.WeightDecay
+	switch {
+	case mu == 0 && wd == 0:
+		for i := range params {
+			params[i] -= lr * grad[i]
+		}
+	case mu == 0:
+		for i := range params {
+			params[i] -= lr * (grad[i] + wd*params[i])
+		}
+	default:
+		vel = vel[:len(params)]
+		for i := range params {
+			v := mu*vel[i] + grad[i] + wd*params[i]
+			vel[i] = v
+			params[i] -= lr * v
+		}
+	}
+}
+
+// Trainer runs minibatch SGD for one model over examples held in memory. It
+// owns a workspace, a gradient and a momentum buffer, so a Trainer must not
+// be used by two goroutines at once; after the first call, training
+// allocates nothing.
+type Trainer struct {
+	Model *MLP
+	ws    *Workspace
+	grad  []float32
+	vel   []float32
+	perm  []int
+}
+
+// NewTrainer returns a Trainer for batches of at most batch examples.
+func NewTrainer(m *MLP, batch int) *Trainer {
+	return &Trainer{
+		Model: m,
+		ws:    m.NewWorkspace(batch),
+		grad:  make([]float32, m.NumParams()),
+		vel:   make([]float32, m.NumParams()),
+	}
+}
+
+// Workspace returns the trainer's workspace, for evaluation between steps.
+func (t *Trainer) Workspace() *Workspace { return t.ws }
+
+// Epochs trains params in place for the given number of passes over the
+// examples idx of (x, y), x being row-major with InputDim() features. Each
+// pass visits the examples in an order drawn from rng, in minibatches of
+// the trainer's batch size (the last one may be smaller). The momentum
+// buffer starts at zero. It returns the mean training loss of the last pass.
+func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, epochs int, opt SGD, rng *rand.Rand) float64 {
+	m := t.Model
+	d := m.InputDim()
+	if len(idx) == 0 || epochs <= 0 {
+		return 0
+	}
+	if cap(t.perm) < len(idx) {
+		t.perm = make([]int, len(idx))
+	}
+	perm := t.perm[:len(idx)]
+	copy(perm, idx)
+	clear(t.vel)
+	bs := t.ws.batch
+	var loss float64
+	for e := 0; e < epochs; e++ {
+		rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+		loss = 0
+		for lo := 0; lo < len(perm); lo += bs {
+			n := min(bs, len(perm)-lo)
+			in := t.ws.Input(n)
+			lab := t.ws.Labels(n)
+			for r, ex := range perm[lo : lo+n] {
+				copy(in[r*d:(r+1)*d], x[ex*d:(ex+1)*d])
+				lab[r] = y[ex]
+			}
+			loss += m.LossGrad(t.ws, params, t.grad, n)
+			opt.Step(params, t.grad, t.vel)
+		}
+	}
+	return loss / float64(len(perm))
+}
