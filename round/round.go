@@ -1,0 +1,333 @@
+// Package round is the round logic of federated training as a pure value: it
+// selects clients, accepts or refuses their updates, watches the deadline on
+// a clock the caller passes in, and closes a round into the next global
+// model through an aggregation strategy.
+//
+// A Machine starts no goroutines, does no I/O and reads no clock: every
+// method takes the time as an argument. The same Machine is driven in-process
+// by the simulator and, through the Raft log, by the coordinator: there the
+// leader stamps each command with its time so that every replica steps the
+// Machine identically.
+package round
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/fedzip/fedzip/aggregate"
+)
+
+// ClientID identifies a client. The simulator numbers its virtual clients
+// from 0; the coordinator assigns IDs at registration.
+type ClientID uint64
+
+// Config sets how rounds are run.
+type Config struct {
+	// Fraction is the fraction C of candidate clients selected each round
+	// (McMahan et al.: max(round(C·K), 1) of K). Ignored when PerRound > 0.
+	Fraction float64
+	// PerRound, if positive, selects exactly that many clients (or all
+	// candidates, if fewer).
+	PerRound int
+	// MinClients is the least number of updates a round needs to close
+	// at its deadline, and the least number of candidates to open one.
+	// Zero means 1.
+	MinClients int
+	// Deadline is how long a round stays open for updates; zero means no
+	// deadline, so the round closes only when every selected client has
+	// reported.
+	Deadline time.Duration
+	// Rounds is the number of rounds to run; zero means no limit.
+	Rounds int
+	// Seed drives client selection.
+	Seed uint64
+}
+
+// Validate reports a configuration error.
+func (c Config) Validate() error {
+	switch {
+	case c.PerRound < 0:
+		return fmt.Errorf("round: clients per round %d is negative", c.PerRound)
+	case c.PerRound == 0 && !(c.Fraction > 0 && c.Fraction <= 1):
+		return fmt.Errorf("round: fraction %v out of range (0, 1]", c.Fraction)
+	case c.MinClients < 0:
+		return fmt.Errorf("round: minimum clients %d is negative", c.MinClients)
+	case c.Deadline < 0:
+		return fmt.Errorf("round: deadline %v is negative", c.Deadline)
+	case c.Rounds < 0:
+		return fmt.Errorf("round: rounds %d is negative", c.Rounds)
+	}
+	return nil
+}
+
+func (c Config) minClients() int { return max(c.MinClients, 1) }
+
+// Phase is where a Machine is in the life of a round.
+type Phase int
+
+// The phases of a Machine.
+const (
+	// Idle: no round is open; Open starts the next one.
+	Idle Phase = iota
+	// Collecting: a round is open and accepts updates from its clients.
+	Collecting
+	// Finished: the configured number of rounds has been run.
+	Finished
+)
+
+func (p Phase) String() string {
+	switch p {
+	case Idle:
+		return "idle"
+	case Collecting:
+		return "collecting"
+	case Finished:
+		return "finished"
+	}
+	return fmt.Sprintf("Phase(%d)", int(p))
+}
+
+// Machine is the state of federated training: the global model, its
+// version, and the round in progress. It is not safe for concurrent use.
+type Machine struct {
+	cfg      Config
+	strategy aggregate.Strategy
+	global   []float32
+	version  uint64
+	round    int // number of the open round, or of the last closed one
+	attempt  int // rounds aborted without closing, mixed into selection
+	phase    Phase
+	selected []ClientID
+	isSel    map[ClientID]int // index into selected
+	received []bool
+	nrecv    int
+	deadline time.Time
+	opened   time.Time
+	acc      aggregate.Accumulator
+}
+
+// New returns a Machine that starts from the global model initial (copied)
+// at version 0, before round 1.
+func New(cfg Config, strategy aggregate.Strategy, initial []float32) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if strategy == nil {
+		return nil, fmt.Errorf("round: no aggregation strategy")
+	}
+	if len(initial) == 0 {
+		return nil, fmt.Errorf("round: empty initial model")
+	}
+	return &Machine{cfg: cfg, strategy: strategy, global: slices.Clone(initial)}, nil
+}
+
+// Config returns the configuration.
+func (m *Machine) Config() Config { return m.cfg }
+
+// Global returns the current global model. The caller must not modify it;
+// it changes when a round closes.
+func (m *Machine) Global() []float32 { return m.global }
+
+// Version returns the global model's version: the number of rounds closed.
+func (m *Machine) Version() uint64 { return m.version }
+
+// Round returns the number of the open round, or of the last closed one
+// when idle (0 before the first).
+func (m *Machine) Round() int { return m.round }
+
+// Phase returns the current phase.
+func (m *Machine) Phase() Phase { return m.phase }
+
+// Selected returns the clients of the open round in selection order, the
+// order in which a driver that wants reproducible sums submits them. The
+// caller must not modify it.
+func (m *Machine) Selected() []ClientID { return m.selected }
+
+// Opened describes a round that has just opened.
+type Opened struct {
+	Round    int
+	Version  uint64 // the version of the model the clients train from
+	Selected []ClientID
+	Deadline time.Time // zero when the round has no deadline
+}
+
+// Open starts the next round at time now, selecting clients among
+// candidates (duplicates are ignored). The selection is a deterministic
+// function of the sorted candidates, the seed and the round.
+func (m *Machine) Open(now time.Time, candidates []ClientID) (Opened, error) {
+	switch m.phase {
+	case Collecting:
+		return Opened{}, fmt.Errorf("%w: round %d is open", ErrPhase, m.round)
+	case Finished:
+		return Opened{}, ErrFinished
+	}
+	cands := slices.Clone(candidates)
+	slices.Sort(cands)
+	cands = slices.Compact(cands)
+	if len(cands) < m.cfg.minClients() {
+		return Opened{}, fmt.Errorf("%w: %d candidates, at least %d needed", ErrTooFew, len(cands), m.cfg.minClients())
+	}
+	k := m.cfg.PerRound
+	if k == 0 {
+		k = int(math.Round(m.cfg.Fraction * float64(len(cands))))
+	}
+	k = min(max(k, m.cfg.minClients(), 1), len(cands))
+
+	r := m.round + 1
+	rng := rand.New(rand.NewPCG(m.cfg.Seed, mix(uint64(r), uint64(m.attempt))))
+	// Partial Fisher–Yates: the first k of cands become a uniform sample.
+	for i := 0; i < k; i++ {
+		j := i + rng.IntN(len(cands)-i)
+		cands[i], cands[j] = cands[j], cands[i]
+	}
+	sel := cands[:k:k]
+	slices.Sort(sel)
+
+	m.round = r
+	m.phase = Collecting
+	m.selected = sel
+	m.isSel = make(map[ClientID]int, k)
+	for i, c := range sel {
+		m.isSel[c] = i
+	}
+	m.received = make([]bool, k)
+	m.nrecv = 0
+	m.opened = now
+	m.deadline = time.Time{}
+	if m.cfg.Deadline > 0 {
+		m.deadline = now.Add(m.cfg.Deadline)
+	}
+	m.acc = m.strategy.Begin(len(m.global))
+	return Opened{Round: r, Version: m.version, Selected: sel, Deadline: m.deadline}, nil
+}
+
+// Submission is one client's update for one round.
+type Submission struct {
+	Round  int
+	Client ClientID
+	Update aggregate.Update
+}
+
+// Receipt acknowledges an accepted submission.
+type Receipt struct {
+	// Duplicate is true when this (round, client) had already been
+	// accepted: the submission is acknowledged again and not counted twice.
+	Duplicate bool
+	// Received and Selected count the round's updates so far.
+	Received, Selected int
+}
+
+// Submit offers an update at time now. It is refused with ErrWrongRound,
+// ErrNotSelected, ErrLate or an aggregate validation error; a refusal leaves
+// the Machine unchanged. Submitting the same (round, client) again is
+// acknowledged as a duplicate and has no effect.
+func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
+	if m.phase != Collecting {
+		return Receipt{}, fmt.Errorf("%w: update for round %d, no round is open (phase %v, last round %d)", ErrWrongRound, s.Round, m.phase, m.round)
+	}
+	if s.Round != m.round {
+		return Receipt{}, fmt.Errorf("%w: update for round %d, round %d is open", ErrWrongRound, s.Round, m.round)
+	}
+	i, ok := m.isSel[s.Client]
+	if !ok {
+		return Receipt{}, fmt.Errorf("%w: client %d in round %d", ErrNotSelected, s.Client, s.Round)
+	}
+	if m.received[i] {
+		return Receipt{Duplicate: true, Received: m.nrecv, Selected: len(m.selected)}, nil
+	}
+	if !m.deadline.IsZero() && now.After(m.deadline) {
+		return Receipt{}, fmt.Errorf("%w: client %d, round %d closed for updates at %v", ErrLate, s.Client, s.Round, m.deadline.Format(time.RFC3339Nano))
+	}
+	if err := m.acc.Add(s.Update); err != nil {
+		return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
+	}
+	m.received[i] = true
+	m.nrecv++
+	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
+}
+
+// Missing returns the selected clients that have not reported yet.
+func (m *Machine) Missing() []ClientID {
+	var out []ClientID
+	for i, c := range m.selected {
+		if !m.received[i] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// CanClose reports whether the open round may close at time now: every
+// selected client has reported, or the deadline has passed with at least
+// MinClients updates.
+func (m *Machine) CanClose(now time.Time) bool {
+	if m.phase != Collecting {
+		return false
+	}
+	if m.nrecv == len(m.selected) {
+		return true
+	}
+	return !m.deadline.IsZero() && !now.Before(m.deadline) && m.nrecv >= m.cfg.minClients()
+}
+
+// Closed describes a round that has just closed.
+type Closed struct {
+	Round    int
+	Version  uint64 // the version of the new global model
+	Reported int
+	Missing  []ClientID // selected clients whose update did not arrive
+	Duration time.Duration
+	// Finished is true when this was the last configured round.
+	Finished bool
+}
+
+// Close ends the open round at time now: the strategy turns the accepted
+// updates into the next global model. It fails with ErrNotReady when
+// CanClose is false.
+func (m *Machine) Close(now time.Time) (Closed, error) {
+	if m.phase != Collecting {
+		return Closed{}, fmt.Errorf("%w: no round is open", ErrPhase)
+	}
+	if !m.CanClose(now) {
+		return Closed{}, fmt.Errorf("%w: round %d has %d of %d updates", ErrNotReady, m.round, m.nrecv, len(m.selected))
+	}
+	if err := m.acc.Apply(m.global); err != nil {
+		return Closed{}, fmt.Errorf("round %d: %w", m.round, err)
+	}
+	m.version++
+	c := Closed{Round: m.round, Version: m.version, Reported: m.nrecv, Missing: m.Missing(), Duration: now.Sub(m.opened)}
+	m.phase = Idle
+	m.acc = nil
+	m.attempt = 0
+	if m.cfg.Rounds > 0 && m.round >= m.cfg.Rounds {
+		m.phase = Finished
+		c.Finished = true
+	}
+	return c, nil
+}
+
+// Abort discards the open round, for example when its deadline passed with
+// too few updates. The model is unchanged; the next Open reuses the round
+// number with a fresh selection.
+func (m *Machine) Abort() error {
+	if m.phase != Collecting {
+		return fmt.Errorf("%w: no round is open", ErrPhase)
+	}
+	m.round--
+	m.attempt++
+	m.phase = Idle
+	m.acc = nil
+	m.selected, m.isSel, m.received, m.nrecv = nil, nil, nil, 0
+	return nil
+}
+
+// mix combines two words into a well-spread seed (SplitMix64 finaliser).
+func mix(a, b uint64) uint64 {
+	z := a*0x9e3779b97f4a7c15 ^ b
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
+	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
+	return z ^ (z >> 31)
+}

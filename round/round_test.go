@@ -1,0 +1,195 @@
+package round
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fedzip/fedzip/aggregate"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func ids(n int) []ClientID {
+	out := make([]ClientID, n)
+	for i := range out {
+		out[i] = ClientID(i)
+	}
+	return out
+}
+
+func newMachine(t *testing.T, cfg Config) *Machine {
+	t.Helper()
+	m, err := New(cfg, aggregate.FedAvg{}, []float32{0, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func upd(v float32) aggregate.Update { return aggregate.Update{Weight: 1, Delta: []float32{v, v}} }
+
+func TestSelectionDeterministicAndSized(t *testing.T) {
+	cfg := Config{Fraction: 0.1, Seed: 42}
+	a, b := newMachine(t, cfg), newMachine(t, cfg)
+	oa, err := a.Open(t0, ids(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Candidate order and duplicates must not matter.
+	c := ids(100)
+	slices.Reverse(c)
+	c = append(c, 5, 6, 7)
+	ob, _ := b.Open(t0, c)
+	if !slices.Equal(oa.Selected, ob.Selected) || len(oa.Selected) != 10 {
+		t.Fatalf("selections differ or wrong size: %v vs %v", oa.Selected, ob.Selected)
+	}
+	if !slices.IsSorted(oa.Selected) {
+		t.Fatal("selection not sorted")
+	}
+	// Another seed selects differently; rounds differ from each other.
+	d := newMachine(t, Config{Fraction: 0.1, Seed: 43})
+	od, _ := d.Open(t0, ids(100))
+	if slices.Equal(od.Selected, oa.Selected) {
+		t.Fatal("seed does not change the selection")
+	}
+	for _, id := range oa.Selected {
+		a.Submit(t0, Submission{Round: 1, Client: id, Update: upd(1)})
+	}
+	if _, err := a.Close(t0); err != nil {
+		t.Fatal(err)
+	}
+	o2, _ := a.Open(t0, ids(100))
+	if slices.Equal(o2.Selected, oa.Selected) {
+		t.Fatal("round 2 selected the same clients as round 1")
+	}
+	// Over many rounds every client is selected about equally often.
+	counts := make([]int, 100)
+	m := newMachine(t, Config{Fraction: 0.1, Seed: 1})
+	for r := 0; r < 500; r++ {
+		o, _ := m.Open(t0, ids(100))
+		for _, id := range o.Selected {
+			counts[id]++
+			m.Submit(t0, Submission{Round: o.Round, Client: id, Update: upd(0)})
+		}
+		m.Close(t0)
+	}
+	for id, n := range counts {
+		if n < 25 || n > 80 { // mean 50, sd ≈ 6.7
+			t.Fatalf("client %d selected %d times in 500 rounds", id, n)
+		}
+	}
+}
+
+func TestSubmitRefusals(t *testing.T) {
+	m := newMachine(t, Config{PerRound: 2, Deadline: time.Minute, MinClients: 1})
+	if _, err := m.Submit(t0, Submission{Round: 1, Client: 0, Update: upd(1)}); !errors.Is(err, ErrWrongRound) {
+		t.Fatalf("update before any round: %v", err)
+	}
+	o, _ := m.Open(t0, ids(5))
+	var out ClientID
+	for _, id := range ids(5) {
+		if !slices.Contains(o.Selected, id) {
+			out = id
+		}
+	}
+	in := o.Selected[0]
+	cases := []struct {
+		name string
+		now  time.Time
+		s    Submission
+		want error
+	}{
+		{"other round", t0, Submission{Round: 2, Client: in, Update: upd(1)}, ErrWrongRound},
+		{"not selected", t0, Submission{Round: 1, Client: out, Update: upd(1)}, ErrNotSelected},
+		{"late", t0.Add(2 * time.Minute), Submission{Round: 1, Client: in, Update: upd(1)}, ErrLate},
+		{"non-finite", t0, Submission{Round: 1, Client: in, Update: aggregate.Update{Weight: 1, Delta: []float32{1, float32(inf())}}}, aggregate.ErrNonFinite},
+		{"shape", t0, Submission{Round: 1, Client: in, Update: aggregate.Update{Weight: 1, Delta: []float32{1}}}, aggregate.ErrShape},
+	}
+	for _, tc := range cases {
+		if _, err := m.Submit(tc.now, tc.s); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	r, err := m.Submit(t0, Submission{Round: 1, Client: in, Update: upd(2)})
+	if err != nil || r.Duplicate || r.Received != 1 {
+		t.Fatalf("first submission: %+v %v", r, err)
+	}
+	// The resubmission is acknowledged as a duplicate and not counted.
+	r, err = m.Submit(t0, Submission{Round: 1, Client: in, Update: upd(100)})
+	if err != nil || !r.Duplicate || r.Received != 1 {
+		t.Fatalf("resubmission: %+v %v", r, err)
+	}
+	if m.CanClose(t0) {
+		t.Fatal("can close with one of two updates before the deadline")
+	}
+	if _, err := m.Close(t0); !errors.Is(err, ErrNotReady) {
+		t.Fatal(err)
+	}
+	late := t0.Add(time.Minute)
+	if !m.CanClose(late) {
+		t.Fatal("cannot close at the deadline with MinClients updates")
+	}
+	c, err := m.Close(late)
+	if err != nil || c.Reported != 1 || len(c.Missing) != 1 || c.Version != 1 {
+		t.Fatalf("close: %+v %v", c, err)
+	}
+	if g := m.Global(); g[0] != 2 || g[1] != 2 {
+		t.Fatalf("global = %v, want the one accepted update [2 2]", g)
+	}
+}
+
+func inf() float64 { var z float64; return 1 / z }
+
+func TestAbortAndFinish(t *testing.T) {
+	m := newMachine(t, Config{PerRound: 3, MinClients: 2, Deadline: time.Second, Rounds: 2})
+	o, _ := m.Open(t0, ids(10))
+	m.Submit(t0, Submission{Round: 1, Client: o.Selected[0], Update: upd(1)})
+	if m.CanClose(t0.Add(time.Hour)) {
+		t.Fatal("can close with fewer than MinClients")
+	}
+	if err := m.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	o2, err := m.Open(t0, ids(10))
+	if err != nil || o2.Round != 1 {
+		t.Fatalf("reopen after abort: %+v %v", o2, err)
+	}
+	if g := m.Global(); g[0] != 0 {
+		t.Fatal("aborted update reached the model")
+	}
+	if _, err := m.Open(t0, ids(10)); !errors.Is(err, ErrPhase) {
+		t.Fatal("opened twice")
+	}
+	for r := 1; r <= 2; r++ {
+		if r == 2 {
+			o2, _ = m.Open(t0, ids(10))
+		}
+		for _, id := range o2.Selected {
+			m.Submit(t0, Submission{Round: r, Client: id, Update: upd(1)})
+		}
+		c, err := m.Close(t0)
+		if err != nil || c.Finished != (r == 2) {
+			t.Fatalf("round %d: %+v %v", r, c, err)
+		}
+	}
+	if _, err := m.Open(t0, ids(10)); !errors.Is(err, ErrFinished) {
+		t.Fatal("opened after the last round")
+	}
+	if _, err := m.Open(t0, ids(1)); !errors.Is(err, ErrFinished) {
+		t.Fatal(err)
+	}
+	m2 := newMachine(t, Config{PerRound: 3, MinClients: 2})
+	if _, err := m2.Open(t0, ids(1)); !errors.Is(err, ErrTooFew) {
+		t.Fatalf("one candidate with MinClients 2: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, c := range []Config{{Fraction: 0}, {Fraction: 1.5}, {Fraction: 0.1, MinClients: -1}, {PerRound: -1}, {Fraction: 0.1, Deadline: -1}} {
+		if c.Validate() == nil {
+			t.Errorf("%+v validated", c)
+		}
+	}
+}
