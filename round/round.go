@@ -331,3 +331,11 @@ func mix(a, b uint64) uint64 {
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return z ^ (z >> 31)
 }
+
+// TaskSeed derives the seed of one client's local randomness (example
+// order, dropout, stochastic rounding) in one round from the run's seed, so
+// that a client's work depends only on what it was asked, not on which
+// worker or process did it.
+func TaskSeed(seed uint64, round int, client ClientID) uint64 {
+	return mix(mix(seed, uint64(round)), uint64(client)+0x632d73656564) // "c-seed"
+}

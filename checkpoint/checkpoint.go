@@ -1,0 +1,317 @@
+// Package checkpoint reads and writes the global model file: a float32
+// model with its layout and training metadata, checksummed. The simulator
+// writes it with --save-model, the coordinator after each round, and the
+// delivery pipeline reads it as the input it compresses.
+//
+// # Format (version 1)
+//
+// All integers are little-endian.
+//
+//	offset  size  field
+//	0       8     magic "FZMODEL\x00"
+//	8       2     format version, 1
+//	10      2     flags, 0
+//	12      4     header length H (at most MaxHeader)
+//	16      H     header: UTF-8 JSON, see Header
+//	16+H    8     parameter count P (must equal the layout's size)
+//	24+H    4P    parameters, float32 (IEEE 754 binary32)
+//	24+H+4P 4     CRC-32C (Castagnoli) of every byte before it
+//
+// A reader checks the magic, the version, every size against limits before
+// it allocates, that the header's layout tiles exactly P parameters, that
+// no parameter is NaN or infinite, and the checksum.
+package checkpoint
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/fedzip/fedzip/nn"
+)
+
+// Magic starts every model file.
+const Magic = "FZMODEL\x00"
+
+// Version is the format version this package writes.
+const Version = 1
+
+// Limits on what a reader accepts.
+const (
+	MaxHeader = 1 << 20 // bytes of JSON header
+	MaxParams = 1 << 28 // parameters (1 GiB of float32)
+)
+
+// Errors of the reader. Every error it returns wraps one of these.
+var (
+	ErrMagic    = errors.New("checkpoint: not a fedzip model file (bad magic)")
+	ErrVersion  = errors.New("checkpoint: unsupported format version")
+	ErrTooLarge = errors.New("checkpoint: size over limit")
+	ErrCorrupt  = errors.New("checkpoint: corrupt file")
+	ErrChecksum = errors.New("checkpoint: checksum mismatch")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Header is the JSON metadata of a model file.
+type Header struct {
+	// Model is the architecture spec ("2nn", "lenet300", "mlp:...").
+	Model string `json:"model"`
+	// Sizes are the MLP layer sizes, input first.
+	Sizes []int `json:"sizes"`
+	// Tensors is the layout of the parameter vector.
+	Tensors []TensorInfo `json:"tensors"`
+	// Round is the last training round folded into the model, Version the
+	// global model version.
+	Round   int    `json:"round"`
+	Version uint64 `json:"version"`
+	// Dataset names the training data, for humans.
+	Dataset string `json:"dataset,omitempty"`
+	// Extra holds free-form metadata (seed, strategy, codec, accuracy).
+	Extra map[string]string `json:"extra,omitempty"`
+}
+
+// TensorInfo is one tensor of the layout.
+type TensorInfo struct {
+	Name  string `json:"name"`
+	Shape []int  `json:"shape"`
+}
+
+// Model is a decoded model file.
+type Model struct {
+	Header Header
+	Params []float32
+}
+
+// New returns a Model for an MLP's parameters (not copied).
+func New(m *nn.MLP, params []float32) *Model {
+	h := Header{Model: m.Name(), Sizes: append([]int(nil), m.Sizes()...)}
+	for _, t := range m.Layout().Tensors {
+		h.Tensors = append(h.Tensors, TensorInfo{Name: t.Name, Shape: append([]int(nil), t.Shape...)})
+	}
+	return &Model{Header: h, Params: params}
+}
+
+// MLP rebuilds the network the file describes and checks that its layout
+// matches the file's.
+func (m *Model) MLP() (*nn.MLP, error) {
+	net, err := nn.NewMLP(m.Header.Sizes...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+	}
+	l := net.Layout()
+	if len(l.Tensors) != len(m.Header.Tensors) || l.Size != len(m.Params) {
+		return nil, fmt.Errorf("%w: layout of %d tensors does not match sizes %v", ErrCorrupt, len(m.Header.Tensors), m.Header.Sizes)
+	}
+	for i, t := range l.Tensors {
+		h := m.Header.Tensors[i]
+		if h.Name != t.Name || !equalInts(h.Shape, t.Shape) {
+			return nil, fmt.Errorf("%w: tensor %d is %s%v, sizes %v imply %s%v", ErrCorrupt, i, h.Name, h.Shape, m.Header.Sizes, t.Name, t.Shape)
+		}
+	}
+	return net, nil
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Write encodes m to w.
+func Write(w io.Writer, m *Model) error {
+	hdr, err := json.Marshal(m.Header)
+	if err != nil {
+		return err
+	}
+	if len(hdr) > MaxHeader {
+		return fmt.Errorf("%w: header of %d bytes", ErrTooLarge, len(hdr))
+	}
+	if len(m.Params) > MaxParams {
+		return fmt.Errorf("%w: %d parameters", ErrTooLarge, len(m.Params))
+	}
+	crc := crc32.New(castagnoli)
+	bw := bufio.NewWriter(io.MultiWriter(w, crc))
+	var fixed [16]byte
+	copy(fixed[:], Magic)
+	binary.LittleEndian.PutUint16(fixed[8:], Version)
+	binary.LittleEndian.PutUint32(fixed[12:], uint32(len(hdr)))
+	bw.Write(fixed[:])
+	bw.Write(hdr)
+	var b8 [8]byte
+	binary.LittleEndian.PutUint64(b8[:], uint64(len(m.Params)))
+	bw.Write(b8[:])
+	var b4 [4]byte
+	for _, v := range m.Params {
+		binary.LittleEndian.PutUint32(b4[:], math.Float32bits(v))
+		bw.Write(b4[:])
+	}
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	binary.LittleEndian.PutUint32(b4[:], crc.Sum32())
+	_, err = w.Write(b4[:])
+	return err
+}
+
+// Marshal returns the encoding of m.
+func Marshal(m *Model) ([]byte, error) {
+	var b bytes.Buffer
+	err := Write(&b, m)
+	return b.Bytes(), err
+}
+
+// Read decodes a model file from r, reading at most what the header
+// announces (plus the checksum).
+func Read(r io.Reader) (*Model, error) {
+	crc := crc32.New(castagnoli)
+	br := bufio.NewReader(r)
+	tr := io.TeeReader(br, crc)
+	var fixed [16]byte
+	if _, err := io.ReadFull(tr, fixed[:]); err != nil {
+		return nil, fmt.Errorf("%w: reading the fixed header: %v", ErrCorrupt, err)
+	}
+	if string(fixed[:8]) != Magic {
+		return nil, ErrMagic
+	}
+	if v := binary.LittleEndian.Uint16(fixed[8:]); v != Version {
+		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, v, Version)
+	}
+	if f := binary.LittleEndian.Uint16(fixed[10:]); f != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, f)
+	}
+	hlen := binary.LittleEndian.Uint32(fixed[12:])
+	if hlen > MaxHeader {
+		return nil, fmt.Errorf("%w: header of %d bytes (limit %d)", ErrTooLarge, hlen, MaxHeader)
+	}
+	hdr := make([]byte, hlen)
+	if _, err := io.ReadFull(tr, hdr); err != nil {
+		return nil, fmt.Errorf("%w: header truncated: %v", ErrCorrupt, err)
+	}
+	var m Model
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&m.Header); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", ErrCorrupt, err)
+	}
+	want, err := layoutSize(m.Header)
+	if err != nil {
+		return nil, err
+	}
+	var b8 [8]byte
+	if _, err := io.ReadFull(tr, b8[:]); err != nil {
+		return nil, fmt.Errorf("%w: parameter count truncated: %v", ErrCorrupt, err)
+	}
+	p := binary.LittleEndian.Uint64(b8[:])
+	if p != uint64(want) {
+		return nil, fmt.Errorf("%w: %d parameters, layout has %d", ErrCorrupt, p, want)
+	}
+	m.Params = make([]float32, p)
+	var buf [4096]byte
+	for i := 0; i < len(m.Params); {
+		n := min(len(buf)/4, len(m.Params)-i)
+		if _, err := io.ReadFull(tr, buf[:4*n]); err != nil {
+			return nil, fmt.Errorf("%w: parameters truncated after %d of %d: %v", ErrCorrupt, i, p, err)
+		}
+		for j := 0; j < n; j++ {
+			v := math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return nil, fmt.Errorf("%w: parameter %d is %v", ErrCorrupt, i+j, v)
+			}
+			m.Params[i+j] = v
+		}
+		i += n
+	}
+	sum := crc.Sum32()
+	var b4 [4]byte
+	if _, err := io.ReadFull(br, b4[:]); err != nil {
+		return nil, fmt.Errorf("%w: checksum truncated: %v", ErrCorrupt, err)
+	}
+	if got := binary.LittleEndian.Uint32(b4[:]); got != sum {
+		return nil, fmt.Errorf("%w: file says %08x, content gives %08x", ErrChecksum, got, sum)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return nil, fmt.Errorf("%w: trailing bytes after the checksum", ErrCorrupt)
+	}
+	return &m, nil
+}
+
+// layoutSize checks the header's tensors and returns the number of
+// parameters they cover, refusing anything over MaxParams.
+func layoutSize(h Header) (int, error) {
+	if len(h.Tensors) == 0 || len(h.Tensors) > 4096 {
+		return 0, fmt.Errorf("%w: %d tensors", ErrCorrupt, len(h.Tensors))
+	}
+	total := 0
+	for _, t := range h.Tensors {
+		if t.Name == "" || len(t.Shape) == 0 || len(t.Shape) > 8 {
+			return 0, fmt.Errorf("%w: tensor %q with shape %v", ErrCorrupt, t.Name, t.Shape)
+		}
+		n := 1
+		for _, d := range t.Shape {
+			if d <= 0 || d > MaxParams || n > MaxParams/d {
+				return 0, fmt.Errorf("%w: tensor %q with shape %v", ErrTooLarge, t.Name, t.Shape)
+			}
+			n *= d
+		}
+		if total > MaxParams-n {
+			return 0, fmt.Errorf("%w: more than %d parameters", ErrTooLarge, MaxParams)
+		}
+		total += n
+	}
+	return total, nil
+}
+
+// WriteFile writes m to path atomically: to a temporary file in the same
+// directory, synced, then renamed over path.
+func WriteFile(path string, m *Model) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err = Write(f, m); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return err
+	}
+	if err = f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+// ReadFile reads a model file; errors name the file.
+func ReadFile(path string) (*Model, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m, err := Read(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}

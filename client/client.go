@@ -1,0 +1,102 @@
+// Package client is the client side of a round: the Trainer interface that
+// users implement to plug in their model and data, and Step, which turns a
+// global model into an update. The simulator runs Step for its virtual
+// clients; the client runtime runs it against a coordinator.
+package client
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/nn"
+)
+
+// Task is what a client is asked to do in one round.
+type Task struct {
+	Round int
+	// Seed drives the client's local randomness this round (see
+	// round.TaskSeed).
+	Seed      uint64
+	Epochs    int
+	BatchSize int
+	Optimizer nn.SGD
+}
+
+// Validate reports a malformed task.
+func (t Task) Validate() error {
+	if t.Epochs < 1 || t.Epochs > 1000 {
+		return fmt.Errorf("client: local epochs %d out of range 1..1000", t.Epochs)
+	}
+	if t.BatchSize < 1 || t.BatchSize > 1<<16 {
+		return fmt.Errorf("client: batch size %d out of range 1..65536", t.BatchSize)
+	}
+	return t.Optimizer.Validate()
+}
+
+// Result reports local training.
+type Result struct {
+	// Examples is the number of local training examples, the client's
+	// weight in FedAvg.
+	Examples int
+	// Loss is the mean training loss of the last local epoch.
+	Loss float64
+}
+
+// Trainer trains a model on local data. Train receives params holding the
+// global model, owned by the caller, and updates them in place; it must not
+// keep params after returning. It must be deterministic for a given Task
+// (use Task.Seed for all randomness) so that reruns give the same model.
+// A Trainer is used by one goroutine at a time.
+type Trainer interface {
+	Train(ctx context.Context, params []float32, task Task) (Result, error)
+}
+
+// Step runs one client round: it copies global into local (so that training
+// never touches the global model's memory), trains local in place, and turns
+// it into the update local − global. local must have the length of global
+// and must not overlap it. The returned update's Delta is local.
+func Step(ctx context.Context, tr Trainer, global, local []float32, task Task) (aggregate.Update, Result, error) {
+	if len(local) != len(global) {
+		panic(fmt.Sprintf("client: Step: len(local) = %d, len(global) = %d", len(local), len(global)))
+	}
+	if len(global) > 0 && &local[0] == &global[0] {
+		panic("client: Step: local aliases the global model")
+	}
+	copy(local, global)
+	res, err := tr.Train(ctx, local, task)
+	if err != nil {
+		return aggregate.Update{}, res, err
+	}
+	if res.Examples <= 0 {
+		return aggregate.Update{}, res, fmt.Errorf("client: trainer reported %d examples", res.Examples)
+	}
+	for i, g := range global {
+		local[i] -= g
+	}
+	return aggregate.Update{Weight: float64(res.Examples), Delta: local}, res, nil
+}
+
+// DataTrainer trains an nn.MLP on examples held in memory: the rows Index
+// of X (row-major) with labels Y. It is the built-in trainer of the
+// simulator and of the MNIST client.
+type DataTrainer struct {
+	NN    *nn.Trainer
+	X     []float32
+	Y     []uint8
+	Index []int
+}
+
+// Train runs Task.Epochs passes of minibatch SGD.
+func (d DataTrainer) Train(ctx context.Context, params []float32, task Task) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{}, err
+	}
+	if task.BatchSize != d.NN.Workspace().Batch() {
+		return Result{}, fmt.Errorf("client: task batch size %d, trainer built for %d", task.BatchSize, d.NN.Workspace().Batch())
+	}
+	rng := rand.New(rand.NewPCG(task.Seed, 0x6c6f63616c)) // "local"
+	loss := d.NN.Epochs(params, d.X, d.Y, d.Index, task.Epochs, task.Optimizer, rng)
+	return Result{Examples: len(d.Index), Loss: loss}, nil
+}

@@ -1,0 +1,391 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/sim"
+)
+
+type simulateFlags struct {
+	dataset, model, partition, dataDir string
+	clients, localEpochs, batchSize    int
+	rounds, evalEvery, workers         int
+	fraction, lr, momentum, wd, alpha  float64
+	synAlpha, synBeta, target          float64
+	seed                               uint64
+	metricsOut, saveModel, output      string
+	quiet                              bool
+}
+
+func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
+	fs.StringVar(&f.dataset, "dataset", "mnist", "data set: mnist or synthetic (FedProx's Synthetic(alpha, beta))")
+	fs.StringVar(&f.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
+	fs.StringVar(&f.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10) or mlp:H1,H2,...")
+	fs.IntVar(&f.clients, "clients", 100, "number of clients K")
+	fs.Float64Var(&f.fraction, "fraction", 0.1, "fraction C of clients selected each round, in (0, 1]")
+	fs.IntVar(&f.localEpochs, "local-epochs", 1, "local epochs E")
+	fs.IntVar(&f.batchSize, "batch-size", 10, "local minibatch size B")
+	fs.Float64Var(&f.lr, "lr", 0.1, "client learning rate")
+	fs.Float64Var(&f.momentum, "momentum", 0, "client SGD momentum, in [0, 1)")
+	fs.Float64Var(&f.wd, "weight-decay", 0, "client SGD weight decay")
+	fs.IntVar(&f.rounds, "rounds", 50, "number of rounds")
+	fs.StringVar(&f.partition, "partition", "iid", "how MNIST is split among clients: iid, shards (McMahan's pathological non-IID) or dirichlet")
+	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet concentration for --partition dirichlet (smaller is more skewed)")
+	fs.Float64Var(&f.synAlpha, "synthetic-alpha", 1, "alpha of Synthetic(alpha, beta): how much client models differ")
+	fs.Float64Var(&f.synBeta, "synthetic-beta", 1, "beta of Synthetic(alpha, beta): how much client data differ")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of every random choice: data split, initial model, selection, local shuffling")
+	fs.IntVar(&f.evalEvery, "eval-every", 1, "evaluate the global model on the test set every N rounds (0: only after the last)")
+	fs.Float64Var(&f.target, "target", 0, "test accuracy to report rounds and bytes to reach, such as 0.97 (0: none)")
+	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
+	fs.StringVar(&f.metricsOut, "metrics-out", "", "write one JSON object per round to this file")
+	fs.StringVar(&f.saveModel, "save-model", "", "write the final global model to this file (fedzip model format)")
+	fs.StringVar(&f.output, "o", "table", "summary format: table or json")
+	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
+	return fs
+}
+
+const simulateExample = `
+Examples:
+  fedzip simulate                                   # the main job: 2NN on MNIST, 100 clients, C=0.1
+  fedzip simulate --partition shards --rounds 200 --target 0.95
+  fedzip simulate --dataset synthetic --clients 30 --model mlp: --rounds 20
+  fedzip simulate --clients 10000 --fraction 0.01 --rounds 5
+`
+
+func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f simulateFlags
+	fs := simulateFlagSet(&f)
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: fedzip simulate [flags]\n\nRuns federated averaging with virtual clients in this process.\n\nFlags:")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			fmt.Fprint(stdout, simulateExample)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "fedzip simulate: %v (run 'fedzip simulate -h' for help)\n", err)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fedzip simulate: unexpected argument %q (run 'fedzip simulate -h' for help)\n", fs.Arg(0))
+		return exitUsage
+	}
+	if err := f.validate(); err != nil {
+		fmt.Fprintf(stderr, "fedzip simulate: %v\n", err)
+		return exitUsage
+	}
+	if err := simulate(ctx, f, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "fedzip simulate: %v\n", err)
+		return exitError
+	}
+	return exitOK
+}
+
+func (f *simulateFlags) validate() error {
+	oneOf := func(name, v string, allowed ...string) error {
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fmt.Errorf("--%s %q: want one of %s", name, v, strings.Join(allowed, ", "))
+	}
+	if err := oneOf("dataset", f.dataset, "mnist", "synthetic"); err != nil {
+		return err
+	}
+	if err := oneOf("partition", f.partition, "iid", "shards", "dirichlet"); err != nil {
+		return err
+	}
+	if err := oneOf("o", f.output, "table", "json"); err != nil {
+		return err
+	}
+	if _, err := nn.ParseArch(f.model, 1, 1); err != nil {
+		return fmt.Errorf("--model %q: want 2nn, lenet300 or mlp:H1,H2,...", f.model)
+	}
+	switch {
+	case f.clients < 1 || f.clients > 1_000_000:
+		return fmt.Errorf("--clients %d: want 1..1000000", f.clients)
+	case !(f.fraction > 0 && f.fraction <= 1):
+		return fmt.Errorf("--fraction %v: want a value in (0, 1]", f.fraction)
+	case f.localEpochs < 1 || f.localEpochs > 1000:
+		return fmt.Errorf("--local-epochs %d: want 1..1000", f.localEpochs)
+	case f.batchSize < 1 || f.batchSize > 65536:
+		return fmt.Errorf("--batch-size %d: want 1..65536", f.batchSize)
+	case !(f.lr > 0 && f.lr <= 1000):
+		return fmt.Errorf("--lr %v: want a value in (0, 1000]", f.lr)
+	case !(f.momentum >= 0 && f.momentum < 1):
+		return fmt.Errorf("--momentum %v: want a value in [0, 1)", f.momentum)
+	case !(f.wd >= 0 && f.wd <= 1):
+		return fmt.Errorf("--weight-decay %v: want a value in [0, 1]", f.wd)
+	case f.rounds < 1 || f.rounds > 1_000_000:
+		return fmt.Errorf("--rounds %d: want 1..1000000", f.rounds)
+	case !(f.alpha > 0) || f.alpha > 1e6:
+		return fmt.Errorf("--alpha %v: want a positive value", f.alpha)
+	case f.evalEvery < 0:
+		return fmt.Errorf("--eval-every %d: want 0 or more", f.evalEvery)
+	case f.workers < 0:
+		return fmt.Errorf("--workers %d: want 0 or more", f.workers)
+	case !(f.target >= 0 && f.target <= 1):
+		return fmt.Errorf("--target %v: want an accuracy in [0, 1]", f.target)
+	case !(f.synAlpha >= 0) || !(f.synBeta >= 0):
+		return fmt.Errorf("--synthetic-alpha and --synthetic-beta must be non-negative")
+	}
+	return nil
+}
+
+// summary is what a simulation reports at the end.
+type summary struct {
+	Dataset         string  `json:"dataset"`
+	Model           string  `json:"model"`
+	Params          int     `json:"params"`
+	Partition       string  `json:"partition,omitempty"`
+	Clients         int     `json:"clients"`
+	PerRound        int     `json:"clients_per_round"`
+	Rounds          int     `json:"rounds"`
+	FinalAccuracy   float64 `json:"final_test_accuracy"`
+	FinalLoss       float64 `json:"final_test_loss"`
+	BestAccuracy    float64 `json:"best_test_accuracy"`
+	BestRound       int     `json:"best_round"`
+	Target          float64 `json:"target,omitempty"`
+	RoundsToTarget  int     `json:"rounds_to_target,omitempty"`
+	UploadToTarget  int64   `json:"upload_bytes_to_target,omitempty"`
+	UploadBytes     int64   `json:"upload_bytes"`
+	DownloadBytes   int64   `json:"download_bytes"`
+	Seconds         float64 `json:"seconds"`
+	SecondsPerRound float64 `json:"seconds_per_round"`
+	Workers         int     `json:"workers"`
+}
+
+func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) error {
+	start := time.Now()
+	data, err := sim.DataSpec{
+		Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition,
+		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed,
+	}.Load()
+	if err != nil {
+		return err
+	}
+	model, err := nn.ParseArch(f.model, data.Train.Dim, data.Train.Classes)
+	if err != nil {
+		return err
+	}
+	init := make([]float32, model.NumParams())
+	model.Init(init, f.seed)
+
+	var metrics *os.File
+	if f.metricsOut != "" {
+		if metrics, err = os.Create(f.metricsOut); err != nil {
+			return err
+		}
+		defer metrics.Close()
+	}
+	workers := f.workers
+	if workers == 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	cfg := sim.Config{
+		Round:       round.Config{Fraction: f.fraction, Rounds: f.rounds, Seed: f.seed},
+		LocalEpochs: f.localEpochs,
+		BatchSize:   f.batchSize,
+		Optimizer:   nn.SGD{LR: float32(f.lr), Momentum: float32(f.momentum), WeightDecay: float32(f.wd)},
+		Seed:        f.seed,
+		Workers:     workers,
+		EvalEvery:   f.evalEvery,
+	}
+	if !f.quiet {
+		fmt.Fprintf(stdout, "fedzip simulate: %s on %s, %d clients (%s), %d rounds, C=%g, E=%d, B=%d, lr=%g, %d workers\n",
+			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, workers)
+	}
+	prog := newProgress(stdout, stderr, f.rounds, f.quiet)
+	s := summary{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts),
+		Rounds: f.rounds, Target: f.target, Workers: workers}
+	if f.dataset == "mnist" {
+		s.Partition = f.partition
+	}
+	var werr error
+	res, err := sim.Run(ctx, cfg, model, init, data, func(m sim.Metrics) {
+		s.PerRound = m.Clients
+		s.UploadBytes += m.UploadBytes
+		s.DownloadBytes += m.DownloadBytes
+		if m.Evaluated {
+			if m.TestAccuracy > s.BestAccuracy {
+				s.BestAccuracy, s.BestRound = m.TestAccuracy, m.Round
+			}
+			if f.target > 0 && s.RoundsToTarget == 0 && m.TestAccuracy >= f.target {
+				s.RoundsToTarget, s.UploadToTarget = m.Round, s.UploadBytes
+			}
+			s.FinalAccuracy, s.FinalLoss = m.TestAccuracy, m.TestLoss
+		}
+		if metrics != nil && werr == nil {
+			werr = writeMetrics(metrics, m)
+		}
+		prog.update(m)
+	})
+	prog.done()
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("writing %s: %w", f.metricsOut, werr)
+	}
+	s.Seconds = time.Since(start).Seconds()
+	var total float64
+	for _, m := range res.Rounds {
+		total += m.Seconds
+	}
+	s.SecondsPerRound = total / float64(len(res.Rounds))
+	if f.saveModel != "" {
+		ck := checkpoint.New(model, res.Model)
+		ck.Header.Round, ck.Header.Version, ck.Header.Dataset = f.rounds, uint64(f.rounds), f.dataset
+		ck.Header.Extra = map[string]string{
+			"seed": strconv.FormatUint(f.seed, 10), "strategy": "fedavg",
+			"test_accuracy": strconv.FormatFloat(s.FinalAccuracy, 'f', 4, 64),
+		}
+		if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {
+			return err
+		}
+	}
+	return printSummary(stdout, f, s)
+}
+
+func partitionLabel(f simulateFlags) string {
+	switch {
+	case f.dataset != "mnist":
+		return "natural split"
+	case f.partition == "dirichlet":
+		return fmt.Sprintf("dirichlet alpha=%g", f.alpha)
+	}
+	return f.partition
+}
+
+// writeMetrics appends one round as a JSON line. Test fields appear only
+// in rounds that were evaluated.
+func writeMetrics(w io.Writer, m sim.Metrics) error {
+	type line struct {
+		Round        int      `json:"round"`
+		TestAccuracy *float64 `json:"test_accuracy"`
+		TestLoss     *float64 `json:"test_loss"`
+		sim.Metrics
+	}
+	l := line{Round: m.Round, Metrics: m}
+	if m.Evaluated {
+		l.TestAccuracy, l.TestLoss = &m.TestAccuracy, &m.TestLoss
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+func printSummary(w io.Writer, f simulateFlags, s summary) error {
+	if f.output == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+	fmt.Fprintln(tw, "\nSummary")
+	row("model", fmt.Sprintf("%s (%d parameters)", s.Model, s.Params))
+	row("clients", fmt.Sprintf("%d, %d per round", s.Clients, s.PerRound))
+	row("rounds", strconv.Itoa(s.Rounds))
+	row("final test accuracy", fmt.Sprintf("%.2f%% (loss %.4f)", 100*s.FinalAccuracy, s.FinalLoss))
+	row("best test accuracy", fmt.Sprintf("%.2f%% at round %d", 100*s.BestAccuracy, s.BestRound))
+	if s.Target > 0 {
+		if s.RoundsToTarget > 0 {
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded)", s.RoundsToTarget, humanBytes(s.UploadToTarget)))
+		} else {
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
+		}
+	}
+	row("uploaded", humanBytes(s.UploadBytes))
+	row("downloaded", humanBytes(s.DownloadBytes))
+	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
+	if f.saveModel != "" {
+		row("model saved to", f.saveModel)
+	}
+	if f.metricsOut != "" {
+		row("metrics in", f.metricsOut)
+	}
+	return tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// progress shows a bar on a terminal and one line per evaluated round
+// otherwise.
+type progress struct {
+	out, bar io.Writer
+	total    int
+	tty      bool
+	quiet    bool
+	start    time.Time
+	lastAcc  float64
+}
+
+func newProgress(stdout, stderr io.Writer, total int, quiet bool) *progress {
+	p := &progress{out: stdout, bar: stderr, total: total, quiet: quiet, start: time.Now()}
+	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+	}
+	return p
+}
+
+func (p *progress) update(m sim.Metrics) {
+	if p.quiet {
+		return
+	}
+	if m.Evaluated {
+		p.lastAcc = m.TestAccuracy
+	}
+	if p.tty {
+		const width = 30
+		done := m.Round * width / p.total
+		elapsed := time.Since(p.start)
+		eta := time.Duration(float64(elapsed) / float64(m.Round) * float64(p.total-m.Round)).Round(time.Second)
+		fmt.Fprintf(p.bar, "\r  [%s%s] round %d/%d  acc %.2f%%  %.2fs/round  eta %v   ",
+			strings.Repeat("=", done), strings.Repeat(" ", width-done), m.Round, p.total, 100*p.lastAcc, m.Seconds, eta)
+		return
+	}
+	if m.Evaluated {
+		fmt.Fprintf(p.out, "round %4d  test accuracy %.4f  test loss %.4f  train loss %.4f  %.3fs\n",
+			m.Round, m.TestAccuracy, m.TestLoss, m.TrainLoss, m.Seconds)
+	}
+}
+
+func (p *progress) done() {
+	if p.tty && !p.quiet {
+		fmt.Fprintln(p.bar)
+	}
+}

@@ -1,0 +1,322 @@
+// Package sim drives federated rounds in one process: virtual clients train
+// in parallel on all cores, and their updates go through the same round
+// state machine (package round), client step (package client) and
+// aggregation strategy (package aggregate) as on a real cluster. The
+// simulator adds scheduling and measurement, no round logic of its own.
+//
+// Results are bit-identical for a seed whatever the number of workers:
+// every client's training depends only on its task, updates are folded into
+// the aggregate in selection order, and evaluation sums fixed chunks in a
+// fixed order.
+//
+// Memory grows with the model times the number of workers, plus the data
+// set: virtual clients are an index list each, and at most 2×Workers client
+// models exist at once.
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+)
+
+// Config sets up a simulation.
+type Config struct {
+	// Round configures client selection (fraction, seed) and the number of
+	// rounds (Round.Rounds must be positive).
+	Round round.Config
+	// LocalEpochs, BatchSize and Optimizer are the clients' local training.
+	LocalEpochs int
+	BatchSize   int
+	Optimizer   nn.SGD
+	// Seed drives client tasks; model initialisation uses InitSeed.
+	Seed uint64
+	// Workers is the number of clients trained at once; 0 means GOMAXPROCS.
+	Workers int
+	// EvalEvery evaluates the global model on the test set every so many
+	// rounds (and after the last); 0 means only after the last.
+	EvalEvery int
+	// Strategy aggregates the updates; nil means FedAvg.
+	Strategy aggregate.Strategy
+}
+
+// Data is a federated data set: one training set split among clients, and
+// a test set for the global model.
+type Data struct {
+	Train *dataset.Dataset
+	Test  *dataset.Dataset
+	// Parts[k] holds the indices into Train of client k's examples.
+	Parts dataset.Partition
+}
+
+// Metrics describes one round. Fields that were not measured this round
+// (evaluation is not run every round) are NaN-free: Evaluated says whether
+// the test fields hold a value.
+type Metrics struct {
+	Round        int     `json:"round"`
+	Evaluated    bool    `json:"-"`
+	TestAccuracy float64 `json:"test_accuracy,omitempty"`
+	TestLoss     float64 `json:"test_loss,omitempty"`
+	TrainLoss    float64 `json:"train_loss"`
+	Clients      int     `json:"clients"`
+	Examples     int     `json:"examples"`
+	// UploadBytes and DownloadBytes are the bytes that would cross the
+	// network this round: each selected client downloads the model and
+	// uploads its update, as dense float32 until updates are compressed.
+	UploadBytes   int64   `json:"upload_bytes"`
+	DownloadBytes int64   `json:"download_bytes"`
+	Seconds       float64 `json:"seconds"`
+	// TrainSeconds and EvalSeconds split Seconds.
+	TrainSeconds float64 `json:"train_seconds"`
+	EvalSeconds  float64 `json:"eval_seconds"`
+}
+
+// Result is the outcome of a simulation.
+type Result struct {
+	Model  []float32
+	Rounds []Metrics
+}
+
+// evalChunk is the number of test rows per evaluation job: fixed, so the
+// order of the loss sum does not depend on the number of workers.
+const evalChunk = 500
+
+// Run simulates Config.Round.Rounds rounds of federated training of model,
+// starting from init (not modified), and calls observe (if not nil) after
+// each round from the calling goroutine.
+func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Data, observe func(Metrics)) (*Result, error) {
+	if err := validate(cfg, model, init, data); err != nil {
+		return nil, err
+	}
+	strategy := cfg.Strategy
+	if strategy == nil {
+		strategy = aggregate.FedAvg{}
+	}
+	mach, err := round.New(cfg.Round, strategy, init)
+	if err != nil {
+		return nil, err
+	}
+	workers := cfg.Workers
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	p := newPool(ctx, workers, model, cfg.BatchSize)
+	defer p.stop()
+
+	candidates := make([]round.ClientID, len(data.Parts))
+	for i := range candidates {
+		candidates[i] = round.ClientID(i)
+	}
+	res := &Result{}
+	// The simulator's clock is virtual: rounds have no deadline to miss.
+	now := time.Unix(0, 0).UTC()
+	modelBytes := int64(4 * model.NumParams())
+	for mach.Phase() != round.Finished {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		opened, err := mach.Open(now, candidates)
+		if err != nil {
+			return nil, err
+		}
+		met := Metrics{Round: opened.Round, Clients: len(opened.Selected)}
+		var lossSum float64
+		err = p.train(mach.Global(), opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result) error {
+			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
+				return err
+			}
+			lossSum += r.Loss * float64(r.Examples)
+			met.Examples += r.Examples
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		closed, err := mach.Close(now)
+		if err != nil {
+			return nil, err
+		}
+		met.TrainSeconds = time.Since(start).Seconds()
+		met.TrainLoss = lossSum / float64(max(met.Examples, 1))
+		met.UploadBytes = int64(met.Clients) * modelBytes
+		met.DownloadBytes = int64(met.Clients) * modelBytes
+		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) {
+			es := time.Now()
+			met.TestAccuracy, met.TestLoss = p.evaluate(mach.Global(), data.Test)
+			met.Evaluated = true
+			met.EvalSeconds = time.Since(es).Seconds()
+		}
+		met.Seconds = time.Since(start).Seconds()
+		res.Rounds = append(res.Rounds, met)
+		if observe != nil {
+			observe(met)
+		}
+	}
+	res.Model = append([]float32(nil), mach.Global()...)
+	return res, nil
+}
+
+func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
+	if err := cfg.Round.Validate(); err != nil {
+		return err
+	}
+	if cfg.Round.Rounds < 1 {
+		return errors.New("sim: rounds must be at least 1")
+	}
+	if err := (client.Task{Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}).Validate(); err != nil {
+		return err
+	}
+	if len(init) != model.NumParams() {
+		return fmt.Errorf("sim: initial model has %d parameters, %s has %d", len(init), model.Name(), model.NumParams())
+	}
+	if data.Train == nil || data.Test == nil {
+		return errors.New("sim: missing training or test set")
+	}
+	if data.Train.Dim != model.InputDim() || data.Test.Dim != model.InputDim() {
+		return fmt.Errorf("sim: data has %d features, model takes %d", data.Train.Dim, model.InputDim())
+	}
+	if data.Train.Classes > model.Classes() {
+		return fmt.Errorf("sim: data has %d classes, model has %d outputs", data.Train.Classes, model.Classes())
+	}
+	if len(data.Parts) == 0 {
+		return errors.New("sim: no clients")
+	}
+	for k, p := range data.Parts {
+		if len(p) == 0 {
+			return fmt.Errorf("sim: client %d has no examples", k)
+		}
+	}
+	return nil
+}
+
+// pool is a fixed set of workers, each with its own trainer and
+// evaluation workspace, alive for one Run.
+type pool struct {
+	ctx     context.Context
+	model   *nn.MLP
+	jobs    chan func(w *worker)
+	wg      sync.WaitGroup
+	workers int
+	bufs    chan []float32
+}
+
+type worker struct {
+	tr   *nn.Trainer
+	eval *nn.Workspace
+}
+
+func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
+	p := &pool{ctx: ctx, model: model, jobs: make(chan func(*worker)), workers: n, bufs: make(chan []float32, 2*n)}
+	for i := 0; i < 2*n; i++ {
+		p.bufs <- make([]float32, model.NumParams())
+	}
+	p.wg.Add(n)
+	for i := 0; i < n; i++ {
+		w := &worker{tr: nn.NewTrainer(model, batch), eval: model.NewWorkspace(250)}
+		go func() {
+			defer p.wg.Done()
+			for job := range p.jobs {
+				job(w)
+			}
+		}()
+	}
+	return p
+}
+
+func (p *pool) stop() {
+	close(p.jobs)
+	p.wg.Wait()
+}
+
+type outcome struct {
+	i   int
+	buf []float32
+	u   aggregate.Update
+	r   client.Result
+	err error
+}
+
+// train runs the selected clients on the workers and hands their updates
+// to submit in selection order. At most cap(p.bufs) client models exist at
+// once: a buffer returns to the pool when its update has been submitted.
+func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit func(round.ClientID, aggregate.Update, client.Result) error) error {
+	n := len(o.Selected)
+	results := make(chan outcome, cap(p.bufs))
+	go func() {
+		for i, id := range o.Selected {
+			buf := <-p.bufs
+			task := client.Task{
+				Round:     o.Round,
+				Seed:      round.TaskSeed(cfg.Seed, o.Round, id),
+				Epochs:    cfg.LocalEpochs,
+				BatchSize: cfg.BatchSize,
+				Optimizer: cfg.Optimizer,
+			}
+			idx := data.Parts[id]
+			p.jobs <- func(w *worker) {
+				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: data.Train.Y, Index: idx}
+				u, r, err := client.Step(p.ctx, tr, global, buf, task)
+				results <- outcome{i: i, buf: buf, u: u, r: r, err: err}
+			}
+		}
+	}()
+	pending := make(map[int]outcome, cap(p.bufs))
+	var firstErr error
+	for next := 0; next < n; {
+		oc := <-results
+		pending[oc.i] = oc
+		for {
+			oc, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			if oc.err != nil && firstErr == nil {
+				firstErr = fmt.Errorf("client %d: %w", o.Selected[next], oc.err)
+			}
+			if firstErr == nil {
+				if err := submit(o.Selected[next], oc.u, oc.r); err != nil {
+					firstErr = err
+				}
+			}
+			p.bufs <- oc.buf
+			next++
+		}
+	}
+	return firstErr
+}
+
+// evaluate returns the test accuracy and mean loss of params, computed in
+// fixed chunks on the workers and summed in chunk order.
+func (p *pool) evaluate(params []float32, test *dataset.Dataset) (acc, loss float64) {
+	chunks := (test.N + evalChunk - 1) / evalChunk
+	correct := make([]int, chunks)
+	losses := make([]float64, chunks)
+	var wg sync.WaitGroup
+	wg.Add(chunks)
+	for c := 0; c < chunks; c++ {
+		lo, hi := c*evalChunk, min((c+1)*evalChunk, test.N)
+		p.jobs <- func(w *worker) {
+			defer wg.Done()
+			correct[c], losses[c] = p.model.Evaluate(w.eval, params, test.X[lo*test.Dim:hi*test.Dim], test.Y[lo:hi])
+		}
+	}
+	wg.Wait()
+	var nc int
+	var ls float64
+	for c := range correct {
+		nc += correct[c]
+		ls += losses[c]
+	}
+	return float64(nc) / float64(test.N), ls / float64(test.N)
+}
