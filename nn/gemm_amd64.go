@@ -1,0 +1,123 @@
+//go:build !purego
+
+package nn
+
+import "golang.org/x/sys/cpu"
+
+// useAsm selects the AVX2/FMA kernels of gemm_amd64.s. Build with the
+// purego tag, or set it to false in a test, to use the portable Go kernels.
+var useAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+
+//go:noescape
+func dot2x4(a *float32, lda int, b *float32, ldb int, k8 int, out *[8]float32)
+
+//go:noescape
+func dot1x4(a *float32, b *float32, ldb int, k8 int, out *[4]float32)
+
+//go:noescape
+func bcast4x16(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
+
+//go:noescape
+func bcast4x8(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
+
+//go:noescape
+func bcast1x16(a *float32, aps int, b *float32, ldb int, k int, c *float32)
+
+//go:noescape
+func bcast1x8(a *float32, aps int, b *float32, ldb int, k int, c *float32)
+
+// gemmNTAsm: C = A·Bᵀ by dot products, 2×4 or 1×4 output tiles over the
+// first k8 = k rounded down to 8 elements, then the tail and the leftover
+// columns in Go.
+func gemmNTAsm(c, a, b []float32, m, n, k int) {
+	k8 := k &^ 7
+	n4 := n &^ 3
+	if k8 == 0 || n4 == 0 {
+		gemmNTGo(c, a, b, m, n, k)
+		return
+	}
+	var out [8]float32
+	i := 0
+	for ; i+1 < m; i += 2 {
+		for j := 0; j < n4; j += 4 {
+			dot2x4(&a[i*k], k, &b[j*k], k, k8, &out)
+			for r := 0; r < 2; r++ {
+				ar := a[(i+r)*k : (i+r+1)*k]
+				for q := 0; q < 4; q++ {
+					s := out[r*4+q]
+					if k8 < k {
+						s += dot(ar[k8:], b[(j+q)*k+k8:(j+q+1)*k])
+					}
+					c[(i+r)*n+j+q] = s
+				}
+			}
+		}
+	}
+	if i < m {
+		var o4 [4]float32
+		ar := a[i*k : (i+1)*k]
+		for j := 0; j < n4; j += 4 {
+			dot1x4(&ar[0], &b[j*k], k, k8, &o4)
+			for q := 0; q < 4; q++ {
+				s := o4[q]
+				if k8 < k {
+					s += dot(ar[k8:], b[(j+q)*k+k8:(j+q+1)*k])
+				}
+				c[i*n+j+q] = s
+			}
+		}
+	}
+	for i := 0; i < m; i++ {
+		ar := a[i*k : (i+1)*k]
+		for j := n4; j < n; j++ {
+			c[i*n+j] = dot(ar, b[j*k:(j+1)*k])
+		}
+	}
+}
+
+// gemmBcast computes C[m×n] = Σ_p a(i,p)·B[p,:] with a(i,p) =
+// a[i*ars+p*aps], in 4×16, 4×8, 1×16 and 1×8 tiles, leftover columns in Go.
+func gemmBcast(c, a, b []float32, m, n, k, ars, aps int) {
+	if k == 0 {
+		clear(c[:m*n])
+		return
+	}
+	n16 := n &^ 15
+	n8 := n &^ 7
+	i := 0
+	for ; i+3 < m; i += 4 {
+		ai := &a[i*ars]
+		for j := 0; j < n16; j += 16 {
+			bcast4x16(ai, ars, aps, &b[j], n, k, &c[i*n+j], n)
+		}
+		if n16 < n8 {
+			bcast4x8(ai, ars, aps, &b[n16], n, k, &c[i*n+n16], n)
+		}
+	}
+	for ; i < m; i++ {
+		ai := &a[i*ars]
+		for j := 0; j < n16; j += 16 {
+			bcast1x16(ai, aps, &b[j], n, k, &c[i*n+j])
+		}
+		if n16 < n8 {
+			bcast1x8(ai, aps, &b[n16], n, k, &c[i*n+n16])
+		}
+	}
+	if n8 < n {
+		for i := 0; i < m; i++ {
+			for j := n8; j < n; j++ {
+				var s float32
+				for p := 0; p < k; p++ {
+					s += a[i*ars+p*aps] * b[p*n+j]
+				}
+				c[i*n+j] = s
+			}
+		}
+	}
+}
+
+// gemmTNAsm: C[m×n] = A[k×m]ᵀ·B[k×n], a(i,p) = A[p*m+i].
+func gemmTNAsm(c, a, b []float32, m, n, k int) { gemmBcast(c, a, b, m, n, k, 1, m) }
+
+// gemmNNAsm: C[m×n] = A[m×k]·B[k×n], a(i,p) = A[i*k+p].
+func gemmNNAsm(c, a, b []float32, m, n, k int) { gemmBcast(c, a, b, m, n, k, k, 1) }
