@@ -45,7 +45,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.Float64Var(&f.lr, "lr", 0.1, "client learning rate")
 	fs.Float64Var(&f.momentum, "momentum", 0, "client SGD momentum, in [0, 1)")
 	fs.Float64Var(&f.wd, "weight-decay", 0, "client SGD weight decay")
-	fs.IntVar(&f.rounds, "rounds", 50, "number of rounds")
+	fs.IntVar(&f.rounds, "rounds", 100, "number of rounds")
 	fs.StringVar(&f.partition, "partition", "iid", "how MNIST is split among clients: iid, shards (McMahan's pathological non-IID) or dirichlet")
 	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet concentration for --partition dirichlet (smaller is more skewed)")
 	fs.Float64Var(&f.synAlpha, "synthetic-alpha", 1, "alpha of Synthetic(alpha, beta): how much client models differ")

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/fedzip/fedzip/checkpoint"
+)
+
+func runCmd(args ...string) (code int, stdout, stderr string) {
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func TestBadInputExitsTwoWithOneLine(t *testing.T) {
+	for _, args := range [][]string{
+		{"simulate", "--partition", "foo"},
+		{"simulate", "--fraction", "0"},
+		{"simulate", "--fraction", "1.5"},
+		{"simulate", "--model", "cnn"},
+		{"simulate", "--dataset", "cifar"},
+		{"simulate", "--rounds", "0"},
+		{"simulate", "--no-such-flag"},
+		{"simulate", "--lr", "abc"},
+		{"simulate", "extra"},
+		{"frobnicate"},
+	} {
+		code, _, stderr := runCmd(args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
+		}
+		if n := strings.Count(strings.TrimRight(stderr, "\n"), "\n"); n != 0 || stderr == "" {
+			t.Errorf("%v: want one line on stderr, got %q", args, stderr)
+		}
+	}
+	code, stdout, _ := runCmd("simulate", "-h")
+	if code != exitOK || !strings.Contains(stdout, "--partition") && !strings.Contains(stdout, "-partition") {
+		t.Errorf("simulate -h: exit %d, output %q", code, stdout)
+	}
+}
+
+func TestMissingDatasetSaysWhereItLooked(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runCmd("simulate", "--data-dir", dir, "--rounds", "1")
+	if code != exitError {
+		t.Fatalf("exit %d, want %d", code, exitError)
+	}
+	if !strings.Contains(stderr, dir) || !strings.Contains(stderr, "--data-dir") {
+		t.Fatalf("error does not say where it looked and how to point elsewhere: %q", stderr)
+	}
+}
+
+func TestSimulateWritesMetricsAndModel(t *testing.T) {
+	dir := t.TempDir()
+	metrics := filepath.Join(dir, "m.jsonl")
+	model := filepath.Join(dir, "model.fzm")
+	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "10", "--fraction", "0.5",
+		"--model", "mlp:16", "--rounds", "3", "--eval-every", "2", "--metrics-out", metrics, "--save-model", model, "-o", "json", "--quiet")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var s summary
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatalf("summary is not JSON: %v\n%s", err, stdout)
+	}
+	if s.Rounds != 3 || s.PerRound != 5 || s.FinalAccuracy <= 0 {
+		t.Fatalf("summary %+v", s)
+	}
+	f, err := os.Open(metrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	n := 0
+	for sc.Scan() {
+		n++
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{"round", "test_accuracy", "test_loss", "clients", "upload_bytes", "download_bytes", "seconds"} {
+			if _, ok := m[k]; !ok {
+				t.Fatalf("line %d lacks %q: %s", n, k, sc.Text())
+			}
+		}
+		evaluated := n == 2 || n == 3
+		if (m["test_accuracy"] != nil) != evaluated {
+			t.Fatalf("round %d: test_accuracy %v, evaluated %v", n, m["test_accuracy"], evaluated)
+		}
+	}
+	if n != 3 {
+		t.Fatalf("%d metric lines, want 3", n)
+	}
+	ck, err := checkpoint.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ck.Header.Round != 3 || ck.Header.Model != "mlp:60-16-10" {
+		t.Fatalf("saved model header %+v", ck.Header)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, out, _ := runCmd("help"); code != exitOK || !strings.Contains(out, "simulate") {
+		t.Fatal(code, out)
+	}
+	if code, _, _ := runCmd(); code != exitUsage {
+		t.Fatal(code)
+	}
+}
