@@ -18,13 +18,31 @@ func gemmNT(c, a, b []float32, m, n, k int) {
 	gemmNTGo(c, a, b, m, n, k)
 }
 
-func gemmTN(c, a, b []float32, m, n, k int) {
+func gemmTN(c, a, b []float32, m, n, k int) { gemmTNUpdate(c, a, b, m, n, k, 1, 0) }
+
+// gemmTNUpdate computes C = beta·C + alpha·Aᵀ·B; with beta = 0, C is not
+// read. It applies an SGD step to a weight matrix without materialising the
+// gradient: W = (1 − lr·wd)·W − lr·dZᵀ·X.
+func gemmTNUpdate(c, a, b []float32, m, n, k int, alpha, beta float32) {
 	checkGemm("gemmTN", c, a, b, m, n, k)
 	if useAsm {
-		gemmTNAsm(c, a, b, m, n, k)
+		gemmTNAsm(c, a, b, m, n, k, alpha, beta)
 		return
 	}
-	gemmTNGo(c, a, b, m, n, k)
+	gemmTNGo(c, a, b, m, n, k, alpha, beta)
+}
+
+// scaleRows multiplies c by beta, writing zeros when beta is zero.
+func scaleRows(c []float32, beta float32) {
+	switch beta {
+	case 0:
+		clear(c)
+	case 1:
+	default:
+		for i := range c {
+			c[i] *= beta
+		}
+	}
 }
 
 func gemmNN(c, a, b []float32, m, n, k int) {
@@ -86,13 +104,14 @@ func dot(x, y []float32) float32 {
 	return s
 }
 
-// gemmTNGo: row j of C is the sum over p of A[p][j] times row p of B.
-func gemmTNGo(c, a, b []float32, m, n, k int) {
+// gemmTNGo: row j of C is beta times itself plus the sum over p of
+// alpha·A[p][j] times row p of B.
+func gemmTNGo(c, a, b []float32, m, n, k int, alpha, beta float32) {
 	for j := 0; j < m; j++ {
 		cj := c[j*n : j*n+n]
-		clear(cj)
+		scaleRows(cj, beta)
 		for p := 0; p < k; p++ {
-			axpy(cj, a[p*m+j], b[p*n:p*n+n])
+			axpy(cj, alpha*a[p*m+j], b[p*n:p*n+n])
 		}
 	}
 }

@@ -15,16 +15,16 @@ func dot2x4(a *float32, lda int, b *float32, ldb int, k8 int, out *[8]float32)
 func dot1x4(a *float32, b *float32, ldb int, k8 int, out *[4]float32)
 
 //go:noescape
-func bcast4x16(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
+func bcast4x16(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
-func bcast4x8(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
+func bcast4x8(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape
-func bcast1x16(a *float32, aps int, b *float32, ldb int, k int, c *float32)
+func bcast1x16(a *float32, aps int, b *float32, ldb int, k int, c *float32, alpha, beta float32)
 
 //go:noescape
-func bcast1x8(a *float32, aps int, b *float32, ldb int, k int, c *float32)
+func bcast1x8(a *float32, aps int, b *float32, ldb int, k int, c *float32, alpha, beta float32)
 
 // gemmNTAsm: C = A·Bᵀ by dot products, 2×4 or 1×4 output tiles over the
 // first k8 = k rounded down to 8 elements, then the tail and the leftover
@@ -75,11 +75,12 @@ func gemmNTAsm(c, a, b []float32, m, n, k int) {
 	}
 }
 
-// gemmBcast computes C[m×n] = Σ_p a(i,p)·B[p,:] with a(i,p) =
+// gemmBcast computes C[m×n] = beta·C + alpha·Σ_p a(i,p)·B[p,:] with a(i,p) =
 // a[i*ars+p*aps], in 4×16, 4×8, 1×16 and 1×8 tiles, leftover columns in Go.
-func gemmBcast(c, a, b []float32, m, n, k, ars, aps int) {
+// When beta is zero C is only written.
+func gemmBcast(c, a, b []float32, m, n, k, ars, aps int, alpha, beta float32) {
 	if k == 0 {
-		clear(c[:m*n])
+		scaleRows(c[:m*n], beta)
 		return
 	}
 	n16 := n &^ 15
@@ -88,19 +89,19 @@ func gemmBcast(c, a, b []float32, m, n, k, ars, aps int) {
 	for ; i+3 < m; i += 4 {
 		ai := &a[i*ars]
 		for j := 0; j < n16; j += 16 {
-			bcast4x16(ai, ars, aps, &b[j], n, k, &c[i*n+j], n)
+			bcast4x16(ai, ars, aps, &b[j], n, k, &c[i*n+j], n, alpha, beta)
 		}
 		if n16 < n8 {
-			bcast4x8(ai, ars, aps, &b[n16], n, k, &c[i*n+n16], n)
+			bcast4x8(ai, ars, aps, &b[n16], n, k, &c[i*n+n16], n, alpha, beta)
 		}
 	}
 	for ; i < m; i++ {
 		ai := &a[i*ars]
 		for j := 0; j < n16; j += 16 {
-			bcast1x16(ai, aps, &b[j], n, k, &c[i*n+j])
+			bcast1x16(ai, aps, &b[j], n, k, &c[i*n+j], alpha, beta)
 		}
 		if n16 < n8 {
-			bcast1x8(ai, aps, &b[n16], n, k, &c[i*n+n16])
+			bcast1x8(ai, aps, &b[n16], n, k, &c[i*n+n16], alpha, beta)
 		}
 	}
 	if n8 < n {
@@ -110,14 +111,20 @@ func gemmBcast(c, a, b []float32, m, n, k, ars, aps int) {
 				for p := 0; p < k; p++ {
 					s += a[i*ars+p*aps] * b[p*n+j]
 				}
-				c[i*n+j] = s
+				if beta == 0 {
+					c[i*n+j] = alpha * s
+				} else {
+					c[i*n+j] = beta*c[i*n+j] + alpha*s
+				}
 			}
 		}
 	}
 }
 
-// gemmTNAsm: C[m×n] = A[k×m]ᵀ·B[k×n], a(i,p) = A[p*m+i].
-func gemmTNAsm(c, a, b []float32, m, n, k int) { gemmBcast(c, a, b, m, n, k, 1, m) }
+// gemmTNAsm: C[m×n] = beta·C + alpha·A[k×m]ᵀ·B[k×n], a(i,p) = A[p*m+i].
+func gemmTNAsm(c, a, b []float32, m, n, k int, alpha, beta float32) {
+	gemmBcast(c, a, b, m, n, k, 1, m, alpha, beta)
+}
 
 // gemmNNAsm: C[m×n] = A[m×k]·B[k×n], a(i,p) = A[i*k+p].
-func gemmNNAsm(c, a, b []float32, m, n, k int) { gemmBcast(c, a, b, m, n, k, k, 1) }
+func gemmNNAsm(c, a, b []float32, m, n, k int) { gemmBcast(c, a, b, m, n, k, k, 1, 1, 0) }

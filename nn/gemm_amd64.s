@@ -2,6 +2,30 @@
 
 #include "textflag.h"
 
+// Tails of the bcast kernels: Y14 holds alpha and Y15 beta; BX is zero
+// when beta is ±0, in which case C is written without being read.
+#define LOADAB \
+	VBROADCASTSS alpha+64(FP), Y14 \
+	VBROADCASTSS beta+68(FP), Y15 \
+	MOVL beta+68(FP), BX \
+	ANDL $0x7fffffff, BX
+
+#define LOADAB1 \
+	VBROADCASTSS alpha+48(FP), Y14 \
+	VBROADCASTSS beta+52(FP), Y15 \
+	MOVL beta+52(FP), BX \
+	ANDL $0x7fffffff, BX
+
+#define OVER(Y, PTR) \
+	VMULPS Y14, Y, Y \
+	VMOVUPS Y, PTR
+
+#define ACC(Y, PTR) \
+	VMULPS Y14, Y, Y \
+	VFMADD231PS PTR, Y15, Y \
+	VMOVUPS Y, PTR
+
+
 // func dot2x4(a *float32, lda int, b *float32, ldb int, k8 int, out *[8]float32)
 //
 // out[r*4+c] = Σ_{p<k8} a[r*lda+p]·b[c*ldb+p] for r < 2, c < 4. k8 is a
@@ -102,10 +126,11 @@ loop1x4:
 	VZEROUPPER
 	RET
 
-// func bcast4x16(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
+// func bcast4x16(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
 //
-// c[r*ldc+j] = Σ_{p<k} a[r*ars+p*aps]·b[p*ldb+j] for r < 4, j < 16; k > 0.
-TEXT ·bcast4x16(SB), NOSPLIT, $0-64
+// c[r*ldc+j] = beta·c[r*ldc+j] + alpha·Σ_{p<k} a[r*ars+p*aps]·b[p*ldb+j] for
+// r < 4, j < 16; k > 0. When beta is zero, c is not read.
+TEXT ·bcast4x16(SB), NOSPLIT, $0-72
 	MOVQ a+0(FP), SI
 	MOVQ ars+8(FP), R8
 	MOVQ aps+16(FP), R9
@@ -148,22 +173,40 @@ loop4x16:
 	DECQ CX
 	JNZ  loop4x16
 
-	VMOVUPS Y0, (DX)
-	VMOVUPS Y1, 32(DX)
+	LOADAB
+	TESTL BX, BX
+	JNZ  acc4x16
+	OVER(Y0, (DX))
+	OVER(Y1, 32(DX))
 	ADDQ R12, DX
-	VMOVUPS Y2, (DX)
-	VMOVUPS Y3, 32(DX)
+	OVER(Y2, (DX))
+	OVER(Y3, 32(DX))
 	ADDQ R12, DX
-	VMOVUPS Y4, (DX)
-	VMOVUPS Y5, 32(DX)
+	OVER(Y4, (DX))
+	OVER(Y5, 32(DX))
 	ADDQ R12, DX
-	VMOVUPS Y6, (DX)
-	VMOVUPS Y7, 32(DX)
+	OVER(Y6, (DX))
+	OVER(Y7, 32(DX))
 	VZEROUPPER
 	RET
 
-// func bcast4x8(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int)
-TEXT ·bcast4x8(SB), NOSPLIT, $0-64
+acc4x16:
+	ACC(Y0, (DX))
+	ACC(Y1, 32(DX))
+	ADDQ R12, DX
+	ACC(Y2, (DX))
+	ACC(Y3, 32(DX))
+	ADDQ R12, DX
+	ACC(Y4, (DX))
+	ACC(Y5, 32(DX))
+	ADDQ R12, DX
+	ACC(Y6, (DX))
+	ACC(Y7, 32(DX))
+	VZEROUPPER
+	RET
+
+// func bcast4x8(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
+TEXT ·bcast4x8(SB), NOSPLIT, $0-72
 	MOVQ a+0(FP), SI
 	MOVQ ars+8(FP), R8
 	MOVQ aps+16(FP), R9
@@ -197,18 +240,32 @@ loop4x8:
 	DECQ CX
 	JNZ  loop4x8
 
-	VMOVUPS Y0, (DX)
+	LOADAB
+	TESTL BX, BX
+	JNZ  acc4x8
+	OVER(Y0, (DX))
 	ADDQ R12, DX
-	VMOVUPS Y2, (DX)
+	OVER(Y2, (DX))
 	ADDQ R12, DX
-	VMOVUPS Y4, (DX)
+	OVER(Y4, (DX))
 	ADDQ R12, DX
-	VMOVUPS Y6, (DX)
+	OVER(Y6, (DX))
 	VZEROUPPER
 	RET
 
-// func bcast1x16(a *float32, aps int, b *float32, ldb int, k int, c *float32)
-TEXT ·bcast1x16(SB), NOSPLIT, $0-48
+acc4x8:
+	ACC(Y0, (DX))
+	ADDQ R12, DX
+	ACC(Y2, (DX))
+	ADDQ R12, DX
+	ACC(Y4, (DX))
+	ADDQ R12, DX
+	ACC(Y6, (DX))
+	VZEROUPPER
+	RET
+
+// func bcast1x16(a *float32, aps int, b *float32, ldb int, k int, c *float32, alpha, beta float32)
+TEXT ·bcast1x16(SB), NOSPLIT, $0-56
 	MOVQ a+0(FP), SI
 	MOVQ aps+8(FP), R9
 	MOVQ b+16(FP), DI
@@ -229,13 +286,22 @@ loop1x16:
 	DECQ CX
 	JNZ  loop1x16
 
-	VMOVUPS Y0, (DX)
-	VMOVUPS Y1, 32(DX)
+	LOADAB1
+	TESTL BX, BX
+	JNZ  acc1x16
+	OVER(Y0, (DX))
+	OVER(Y1, 32(DX))
 	VZEROUPPER
 	RET
 
-// func bcast1x8(a *float32, aps int, b *float32, ldb int, k int, c *float32)
-TEXT ·bcast1x8(SB), NOSPLIT, $0-48
+acc1x16:
+	ACC(Y0, (DX))
+	ACC(Y1, 32(DX))
+	VZEROUPPER
+	RET
+
+// func bcast1x8(a *float32, aps int, b *float32, ldb int, k int, c *float32, alpha, beta float32)
+TEXT ·bcast1x8(SB), NOSPLIT, $0-56
 	MOVQ a+0(FP), SI
 	MOVQ aps+8(FP), R9
 	MOVQ b+16(FP), DI
@@ -254,6 +320,14 @@ loop1x8:
 	DECQ CX
 	JNZ  loop1x8
 
-	VMOVUPS Y0, (DX)
+	LOADAB1
+	TESTL BX, BX
+	JNZ  acc1x8
+	OVER(Y0, (DX))
+	VZEROUPPER
+	RET
+
+acc1x8:
+	ACC(Y0, (DX))
 	VZEROUPPER
 	RET

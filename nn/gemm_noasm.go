@@ -5,5 +5,7 @@ package nn
 const useAsm = false
 
 func gemmNTAsm(c, a, b []float32, m, n, k int) { gemmNTGo(c, a, b, m, n, k) }
-func gemmTNAsm(c, a, b []float32, m, n, k int) { gemmTNGo(c, a, b, m, n, k) }
+func gemmTNAsm(c, a, b []float32, m, n, k int, alpha, beta float32) {
+	gemmTNGo(c, a, b, m, n, k, alpha, beta)
+}
 func gemmNNAsm(c, a, b []float32, m, n, k int) { gemmNNGo(c, a, b, m, n, k) }

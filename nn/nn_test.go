@@ -228,3 +228,65 @@ func TestZeroAllocsPerMinibatch(t *testing.T) {
 		t.Fatalf("%v allocations per epoch of 2 minibatches, want 0", a)
 	}
 }
+
+// TestFusedStepMatchesGradientStep checks SGDStep, which never builds the
+// gradient, against LossGrad followed by SGD.Step.
+func TestFusedStepMatchesGradientStep(t *testing.T) {
+	for _, wd := range []float32{0, 0.01} {
+		m, _ := NewMLP(40, 24, 20, 10)
+		rng := rand.New(rand.NewPCG(9, 9))
+		p1 := make([]float32, m.NumParams())
+		m.Init(p1, 4)
+		p2 := append([]float32(nil), p1...)
+		ws := m.NewWorkspace(7)
+		in := randSlice(rng, 7*40)
+		lab := make([]uint8, 7)
+		for i := range lab {
+			lab[i] = uint8(rng.IntN(10))
+		}
+		grad := make([]float32, m.NumParams())
+		opt := SGD{LR: 0.3, WeightDecay: wd}
+		for step := 0; step < 3; step++ {
+			copy(ws.Input(7), in)
+			copy(ws.Labels(7), lab)
+			l1 := m.LossGrad(ws, p1, grad, 7)
+			opt.Step(p1, grad, nil)
+			copy(ws.Input(7), in)
+			l2 := m.SGDStep(ws, p2, 7, opt.LR, opt.WeightDecay)
+			if math.Abs(l1-l2) > 1e-5 {
+				t.Fatalf("wd=%v step %d: loss %v vs fused %v", wd, step, l1, l2)
+			}
+		}
+		for i := range p1 {
+			if d := abs32(p1[i] - p2[i]); d > 1e-5 {
+				t.Fatalf("wd=%v: parameter %d (%s) = %v, fused step gives %v", wd, i, tensorOf(m.Layout(), i), p1[i], p2[i])
+			}
+		}
+	}
+}
+
+func TestGemmTNUpdate(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, sh := range [][3]int{{200, 784, 10}, {9, 21, 3}, {4, 16, 1}} {
+		m, n, k := sh[0], sh[1], sh[2]
+		a := randSlice(rng, k*m)
+		b := randSlice(rng, k*n)
+		c := randSlice(rng, m*n)
+		want := make([]float32, m*n)
+		for i := 0; i < m; i++ {
+			for j := 0; j < n; j++ {
+				var s float64
+				for p := 0; p < k; p++ {
+					s += float64(a[p*m+i]) * float64(b[p*n+j])
+				}
+				want[i*n+j] = float32(0.9*float64(c[i*n+j]) - 0.5*s)
+			}
+		}
+		gemmTNUpdate(c, a, b, m, n, k, -0.5, 0.9)
+		for i := range c {
+			if d := abs32(c[i] - want[i]); d > 1e-4*float32(k+1) {
+				t.Fatalf("%v: element %d = %v, want %v", sh, i, c[i], want[i])
+			}
+		}
+	}
+}

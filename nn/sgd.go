@@ -109,8 +109,12 @@ func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, ep
 				copy(in[r*d:(r+1)*d], x[ex*d:(ex+1)*d])
 				lab[r] = y[ex]
 			}
-			loss += m.LossGrad(t.ws, params, t.grad, n)
-			opt.Step(params, t.grad, t.vel)
+			if opt.Momentum == 0 {
+				loss += m.SGDStep(t.ws, params, n, opt.LR, opt.WeightDecay)
+			} else {
+				loss += m.LossGrad(t.ws, params, t.grad, n)
+				opt.Step(params, t.grad, t.vel)
+			}
 		}
 	}
 	return loss / float64(len(perm))

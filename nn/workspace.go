@@ -228,3 +228,42 @@ func reluBackward(dst, dA, act []float32) {
 		}
 	}
 }
+
+// SGDStep runs a forward and backward pass over the n examples in
+// ws.Input(n) and ws.Labels(n) and applies plain SGD (no momentum) in place:
+// w = (1 − lr·wd)·w − lr·∇w, without materialising the gradient. Fusing the
+// update into the weight-gradient product saves writing and re-reading a
+// gradient as large as the model at every minibatch. It returns the summed
+// loss of the batch.
+func (m *MLP) SGDStep(ws *Workspace, params []float32, n int, lr, wd float32) float64 {
+	logits := m.Forward(ws, params, n)
+	c := m.Classes()
+	loss := softmaxXent(ws.dZ[:n*c], logits, ws.y[:n], c, 1/float32(n))
+	decay := 1 - lr*wd
+	for l := len(m.sizes) - 2; l >= 0; l-- {
+		in, out := m.sizes[l], m.sizes[l+1]
+		w, b := m.weights(params, l)
+		x := ws.acts[l][:n*in]
+		dz := ws.dZ[:n*out]
+		// dX needs the weights before this step's update.
+		if l > 0 {
+			gemmNN(ws.dA[:n*in], dz, w, n, in, out)
+		}
+		gemmTNUpdate(w, dz, x, out, in, n, -lr, decay)
+		for j := range b {
+			var s float32
+			for i := 0; i < n; i++ {
+				s += dz[i*out+j]
+			}
+			if decay == 1 {
+				b[j] -= lr * s
+			} else {
+				b[j] = decay*b[j] - lr*s
+			}
+		}
+		if l > 0 {
+			reluBackward(ws.dZ[:n*in], ws.dA[:n*in], x)
+		}
+	}
+	return loss
+}
