@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,6 +31,7 @@ type simulateFlags struct {
 	synAlpha, synBeta, target          float64
 	seed                               uint64
 	metricsOut, saveModel, output      string
+	cpuProfile                         string
 	quiet                              bool
 }
 
@@ -58,6 +60,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.saveModel, "save-model", "", "write the final global model to this file (fedzip model format)")
 	fs.StringVar(&f.output, "o", "table", "summary format: table or json")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return fs
 }
 
@@ -176,6 +179,17 @@ type summary struct {
 
 func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) error {
 	start := time.Now()
+	if f.cpuProfile != "" {
+		pf, err := os.Create(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	data, err := sim.DataSpec{
 		Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition,
 		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed,
