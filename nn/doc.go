@@ -1,0 +1,14 @@
+// Package nn holds float32 neural networks whose parameters are one flat
+// []float32 described by a Layout of named tensors: the form in which models
+// are averaged, compressed, sent and saved everywhere else in fedzip.
+//
+// An MLP is stateless and safe for concurrent use; each goroutine brings its
+// own Workspace (activations) or Trainer (workspace, gradient, momentum).
+// After construction, forward passes, backward passes and SGD steps
+// allocate nothing.
+//
+// The matrix products run on hand-written AVX2/FMA kernels on amd64 CPUs
+// that have them (gemm_amd64.s) and on portable Go elsewhere or with the
+// purego build tag. Each output element is a sum in a fixed order, so a run
+// gives the same bits every time on the same machine and build.
+package nn
