@@ -34,6 +34,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/fedzip/fedzip/nn"
 )
@@ -113,23 +114,11 @@ func (m *Model) MLP() (*nn.MLP, error) {
 	}
 	for i, t := range l.Tensors {
 		h := m.Header.Tensors[i]
-		if h.Name != t.Name || !equalInts(h.Shape, t.Shape) {
+		if h.Name != t.Name || !slices.Equal(h.Shape, t.Shape) {
 			return nil, fmt.Errorf("%w: tensor %d is %s%v, sizes %v imply %s%v", ErrCorrupt, i, h.Name, h.Shape, m.Header.Sizes, t.Name, t.Shape)
 		}
 	}
 	return net, nil
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Write encodes m to w.

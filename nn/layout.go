@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -80,13 +81,8 @@ func (l Layout) Equal(o Layout) bool {
 	}
 	for i, t := range l.Tensors {
 		u := o.Tensors[i]
-		if t.Name != u.Name || t.Offset != u.Offset || len(t.Shape) != len(u.Shape) {
+		if t.Name != u.Name || t.Offset != u.Offset || !slices.Equal(t.Shape, u.Shape) {
 			return false
-		}
-		for j := range t.Shape {
-			if t.Shape[j] != u.Shape[j] {
-				return false
-			}
 		}
 	}
 	return true

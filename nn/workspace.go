@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"slices"
 )
 
 // Workspace is the scratch memory of one goroutine working with an MLP:
@@ -135,7 +136,7 @@ func (m *MLP) Evaluate(ws *Workspace, params []float32, x []float32, y []uint8) 
 }
 
 func (m *MLP) check(ws *Workspace, params []float32, n int) {
-	if ws.m != m && !sameSizes(ws.m.sizes, m.sizes) {
+	if ws.m != m && !slices.Equal(ws.m.sizes, m.sizes) {
 		panic("nn: workspace belongs to a different model")
 	}
 	if len(params) != m.layout.Size {
@@ -144,18 +145,6 @@ func (m *MLP) check(ws *Workspace, params []float32, n int) {
 	if n < 1 || n > ws.batch {
 		panic(fmt.Sprintf("nn: batch of %d rows, workspace holds 1..%d", n, ws.batch))
 	}
-}
-
-func sameSizes(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // softmaxXent writes scale·(softmax(logits) − onehot(y)) into d and returns
