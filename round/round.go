@@ -339,3 +339,58 @@ func mix(a, b uint64) uint64 {
 func TaskSeed(seed uint64, round int, client ClientID) uint64 {
 	return mix(mix(seed, uint64(round)), uint64(client)+0x632d73656564) // "c-seed"
 }
+
+// State is the part of a Machine that a snapshot must hold to rebuild it:
+// everything but the updates accepted in the open round, which the caller
+// keeps (as the bytes it received) and replays with Submit after Restore.
+type State struct {
+	Round    int
+	Version  uint64
+	Attempt  int
+	Phase    Phase
+	Selected []ClientID
+	Opened   time.Time
+	Deadline time.Time
+	// Global is the current global model. State returns the Machine's own
+	// slice: persist or copy it before the next Close.
+	Global []float32
+}
+
+// State returns the Machine's state for a snapshot.
+func (m *Machine) State() State {
+	return State{Round: m.round, Version: m.version, Attempt: m.attempt, Phase: m.phase,
+		Selected: m.selected, Opened: m.opened, Deadline: m.deadline, Global: m.global}
+}
+
+// Restore rebuilds a Machine from a snapshot's state. If a round was open,
+// it is open again with no update received: the caller replays the accepted
+// submissions, in their original order, to rebuild the aggregate bit for
+// bit.
+func Restore(cfg Config, strategy aggregate.Strategy, st State) (*Machine, error) {
+	m, err := New(cfg, strategy, st.Global)
+	if err != nil {
+		return nil, err
+	}
+	if st.Round < 0 || st.Attempt < 0 {
+		return nil, fmt.Errorf("round: restore: negative round %d or attempt %d", st.Round, st.Attempt)
+	}
+	m.round, m.version, m.attempt, m.phase = st.Round, st.Version, st.Attempt, st.Phase
+	switch st.Phase {
+	case Idle, Finished:
+	case Collecting:
+		if len(st.Selected) == 0 || !slices.IsSorted(st.Selected) {
+			return nil, fmt.Errorf("round: restore: open round %d with selection %v", st.Round, st.Selected)
+		}
+		m.selected = slices.Clone(st.Selected)
+		m.isSel = make(map[ClientID]int, len(m.selected))
+		for i, c := range m.selected {
+			m.isSel[c] = i
+		}
+		m.received = make([]bool, len(m.selected))
+		m.opened, m.deadline = st.Opened, st.Deadline
+		m.acc = m.strategy.Begin(len(m.global))
+	default:
+		return nil, fmt.Errorf("round: restore: unknown phase %d", st.Phase)
+	}
+	return m, nil
+}

@@ -193,3 +193,43 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreReplaysToTheSameModel snapshots a Machine mid-round, restores
+// it, replays the accepted updates and requires the same model bits.
+func TestRestoreReplaysToTheSameModel(t *testing.T) {
+	cfg := Config{PerRound: 3, Deadline: time.Minute, Seed: 9}
+	a := newMachine(t, cfg)
+	o, _ := a.Open(t0, ids(10))
+	subs := []Submission{
+		{Round: 1, Client: o.Selected[0], Update: aggregate.Update{Weight: 3, Delta: []float32{0.1, 0.7}}},
+		{Round: 1, Client: o.Selected[1], Update: aggregate.Update{Weight: 5, Delta: []float32{0.3, -0.2}}},
+	}
+	for _, s := range subs {
+		a.Submit(t0, s)
+	}
+	st := a.State()
+	st.Global = slices.Clone(st.Global)
+	b, err := Restore(cfg, aggregate.FedAvg{}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subs {
+		if _, err := b.Submit(t0, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := Submission{Round: 1, Client: o.Selected[2], Update: aggregate.Update{Weight: 1, Delta: []float32{1, 1}}}
+	a.Submit(t0, last)
+	b.Submit(t0, last)
+	ca, _ := a.Close(t0)
+	cb, err := b.Close(t0)
+	if err != nil || ca.Version != cb.Version || ca.Reported != cb.Reported {
+		t.Fatal(err, ca, cb)
+	}
+	if !slices.Equal(a.Global(), b.Global()) || a.Version() != b.Version() {
+		t.Fatalf("restored machine ends at %v, original at %v", b.Global(), a.Global())
+	}
+	if _, err := Restore(cfg, aggregate.FedAvg{}, State{Phase: Collecting, Global: []float32{1}}); err == nil {
+		t.Fatal("restored an open round with no selection")
+	}
+}
