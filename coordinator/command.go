@@ -1,0 +1,200 @@
+package coordinator
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fedzip/fedzip/round"
+)
+
+// Commands are the entries of the Raft log: every change of coordinator
+// state is one of them, applied in log order by every replica's FSM. Each
+// carries the leader's clock reading (Now, Unix nanoseconds), so that
+// deadlines are judged identically everywhere.
+//
+// Encoding: one type byte, then the fields in order: integers as uvarints
+// (signed as zig-zag varints), floats as 8 little-endian bytes, strings and
+// byte slices as a uvarint length and the bytes. Decoding bounds every
+// length by what is left of the entry.
+type cmdType byte
+
+const (
+	cmdInit     cmdType = 1 // create the training run: its configuration and initial model
+	cmdRegister cmdType = 2 // add a client
+	cmdOpen     cmdType = 3 // open the next round among the given candidates
+	cmdSubmit   cmdType = 4 // one client's update
+	cmdClose    cmdType = 5 // close the open round into the next model
+	cmdAbort    cmdType = 6 // discard the open round (deadline passed with too few updates)
+)
+
+func (t cmdType) String() string {
+	switch t {
+	case cmdInit:
+		return "init"
+	case cmdRegister:
+		return "register"
+	case cmdOpen:
+		return "open"
+	case cmdSubmit:
+		return "submit"
+	case cmdClose:
+		return "close"
+	case cmdAbort:
+		return "abort"
+	}
+	return fmt.Sprintf("cmd(%d)", byte(t))
+}
+
+// command is the decoded form of every command; fields a type does not use
+// stay zero.
+type command struct {
+	Type cmdType
+	Now  int64
+	// Init: the run's configuration, JSON (see RunConfig).
+	Config []byte
+	// Register: the new client's name, the SHA-256 of its token, and what
+	// it declared.
+	Name      string
+	TokenHash []byte
+	Examples  uint64
+	// Open: candidates.
+	Candidates []round.ClientID
+	// Submit.
+	Round     int64
+	Client    round.ClientID
+	TrainLoss float64
+	Payload   []byte
+}
+
+var errCommand = errors.New("coordinator: malformed log entry")
+
+type encoder struct{ b []byte }
+
+func (e *encoder) uvarint(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)    { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) bytes(p []byte)    { e.uvarint(uint64(len(p))); e.b = append(e.b, p...) }
+func (e *encoder) float64(f float64) { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(f)) }
+
+func (c *command) encode() []byte {
+	e := &encoder{b: make([]byte, 0, 64+len(c.Payload)+len(c.Config))}
+	e.b = append(e.b, byte(c.Type))
+	e.varint(c.Now)
+	switch c.Type {
+	case cmdInit:
+		e.bytes(c.Config)
+	case cmdRegister:
+		e.bytes([]byte(c.Name))
+		e.bytes(c.TokenHash)
+		e.uvarint(c.Examples)
+	case cmdOpen:
+		e.uvarint(uint64(len(c.Candidates)))
+		for _, id := range c.Candidates {
+			e.uvarint(uint64(id))
+		}
+	case cmdSubmit:
+		e.varint(c.Round)
+		e.uvarint(uint64(c.Client))
+		e.uvarint(c.Examples)
+		e.float64(c.TrainLoss)
+		e.bytes(c.Payload)
+	}
+	return e.b
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", errCommand, what)
+	}
+}
+
+func (d *decoder) uvarint(what string) uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint(what string) int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes(what string) []byte {
+	n := d.uvarint(what)
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.fail(what)
+		return nil
+	}
+	p := d.b[:n:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) float64(what string) float64 {
+	if len(d.b) < 8 {
+		d.fail(what)
+		return 0
+	}
+	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return v
+}
+
+// decodeCommand parses a log entry. Byte slices in the result alias data.
+func decodeCommand(data []byte) (command, error) {
+	if len(data) == 0 {
+		return command{}, fmt.Errorf("%w: empty", errCommand)
+	}
+	c := command{Type: cmdType(data[0])}
+	d := &decoder{b: data[1:]}
+	c.Now = d.varint("time")
+	switch c.Type {
+	case cmdInit:
+		c.Config = d.bytes("config")
+	case cmdRegister:
+		c.Name = string(d.bytes("name"))
+		c.TokenHash = d.bytes("token hash")
+		c.Examples = d.uvarint("examples")
+	case cmdOpen:
+		n := d.uvarint("candidate count")
+		if n > uint64(len(d.b)) { // each candidate takes at least one byte
+			d.fail("candidate count")
+			break
+		}
+		c.Candidates = make([]round.ClientID, 0, n)
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			c.Candidates = append(c.Candidates, round.ClientID(d.uvarint("candidate")))
+		}
+	case cmdSubmit:
+		c.Round = d.varint("round")
+		c.Client = round.ClientID(d.uvarint("client"))
+		c.Examples = d.uvarint("examples")
+		c.TrainLoss = d.float64("train loss")
+		c.Payload = d.bytes("payload")
+	case cmdClose, cmdAbort:
+	default:
+		return command{}, fmt.Errorf("%w: unknown type %d", errCommand, data[0])
+	}
+	if d.err != nil {
+		return command{}, fmt.Errorf("%s entry: %w", c.Type, d.err)
+	}
+	if len(d.b) != 0 {
+		return command{}, fmt.Errorf("%w: %s entry has %d trailing bytes", errCommand, c.Type, len(d.b))
+	}
+	return c, nil
+}

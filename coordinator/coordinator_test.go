@@ -1,0 +1,263 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.uber.org/goleak"
+
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func fastRaft(c *raft.Config) {
+	c.HeartbeatTimeout = 50 * time.Millisecond
+	c.ElectionTimeout = 50 * time.Millisecond
+	c.LeaderLeaseTimeout = 50 * time.Millisecond
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
+func testRun(rounds int) *RunConfig {
+	return &RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
+		Strategy: "fedavg", Round: round.Config{PerRound: 3, MinClients: 2, Rounds: rounds, Deadline: 30 * time.Second, Seed: 5},
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}
+}
+
+// inmemCluster starts n nodes on raft's in-memory transport; node 0
+// bootstraps with every node in the configuration.
+func inmemCluster(t *testing.T, n int, run *RunConfig) []*Node {
+	t.Helper()
+	trans := make([]*raft.InmemTransport, n)
+	var servers []raft.Server
+	for i := range trans {
+		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("node%d", i)))
+		trans[i] = tr
+		servers = append(servers, raft.Server{ID: raft.ServerID(fmt.Sprintf("n%d", i)), Address: addr})
+	}
+	for i := range trans {
+		for j := range trans {
+			if i != j {
+				trans[i].Connect(trans[j].LocalAddr(), trans[j])
+			}
+		}
+	}
+	nodes := make([]*Node, n)
+	for i := range nodes {
+		logs := raft.NewInmemStore()
+		snaps := raft.NewInmemSnapshotStore()
+		if i == 0 {
+			rc := raft.DefaultConfig()
+			rc.LocalID = servers[0].ID
+			if err := raft.BootstrapCluster(rc, logs, logs, snaps, trans[i], raft.Configuration{Servers: servers}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		node, err := Open(Config{ID: string(servers[i].ID), Run: run, Transport: trans[i], Logs: logs, Stable: logs, Snapshots: snaps,
+			Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes[i] = node
+	}
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			nd.Close()
+		}
+	})
+	return nodes
+}
+
+func leaderOf(t *testing.T, nodes []*Node) *Node {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, nd := range nodes {
+			if nd != nil && nd.IsLeader() {
+				return nd
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("no leader elected")
+	return nil
+}
+
+// simClient is an in-process client that talks to whichever node leads.
+type simClient struct {
+	id    round.ClientID
+	token string
+	tr    client.DataTrainer
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// driveRound has every selected client train on its synthetic shard and
+// submit through the current leader, retrying on leader changes.
+func driveRound(t *testing.T, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
+	t.Helper()
+	leader := leaderOf(t, nodes())
+	v := leader.FSM().View()
+	waitFor(t, "a round to open", func() bool {
+		v = leaderOf(t, nodes()).FSM().View()
+		return v.Phase == round.Collecting
+	})
+	model, version := leader.FSM().Model()
+	net, _ := nn.ParseArch(v.Config.Model, v.Config.InputDim, v.Config.Classes)
+	for _, id := range v.Pending {
+		c := clients[id]
+		local := make([]float32, len(model))
+		task := client.Task{Round: v.Round, Seed: round.TaskSeed(v.Config.TaskSeed, v.Round, id), Epochs: 1, BatchSize: 10, Optimizer: nn.SGD{LR: 0.05}}
+		c.tr.NN = nn.NewTrainer(net, 10)
+		u, res, err := client.Step(context.Background(), c.tr, model, local, task)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := denseCodec{}.encode(nil, u.Delta)
+		for attempt := 0; ; attempt++ {
+			_, err := leaderOf(t, nodes()).Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
+			if err == nil {
+				break
+			}
+			var nl *NotLeaderError
+			if !errors.As(err, &nl) || attempt > 200 {
+				t.Fatalf("client %d round %d: %v", id, v.Round, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(t, "the round to close", func() bool {
+		nv := leaderOf(t, nodes()).FSM().View()
+		return nv.Version > version
+	})
+}
+
+func registerClients(t *testing.T, leader *Node, fed *dataset.Federated, n int) map[round.ClientID]*simClient {
+	t.Helper()
+	clients := map[round.ClientID]*simClient{}
+	for k := 0; k < n; k++ {
+		id, tok, err := leader.Register(fmt.Sprintf("c%d", k), "s3cret", uint64(len(fed.TrainParts[k])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[id] = &simClient{id: id, token: tok, tr: client.DataTrainer{X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}}
+	}
+	return clients
+}
+
+// TestReplicasBitIdentical runs rounds on a 3-node cluster and requires
+// every replica to hold the same model hash after each round.
+func TestReplicasBitIdentical(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 6, 3)
+	nodes := inmemCluster(t, 3, testRun(3))
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	clients := registerClients(t, leader, fed, 6)
+	if _, _, err := leader.Register("x", "wrong", 1); !errors.Is(err, ErrBadSecret) {
+		t.Fatalf("wrong join secret: %v", err)
+	}
+	for r := 1; r <= 3; r++ {
+		driveRound(t, func() []*Node { return nodes }, clients, fed)
+		want := leader.FSM().ModelHash()
+		waitFor(t, "replicas to apply", func() bool {
+			for _, nd := range nodes {
+				if nd.FSM().ModelHash() != want {
+					return false
+				}
+			}
+			return true
+		})
+	}
+	if v := leader.FSM().View(); v.Phase != round.Finished || v.Version != 3 {
+		t.Fatalf("after 3 rounds: phase %v version %d", v.Phase, v.Version)
+	}
+	// A follower refuses writes and names the leader.
+	for _, nd := range nodes {
+		if nd == leader {
+			continue
+		}
+		_, err := nd.Submit(1, 3, 10, 0, nil)
+		var nl *NotLeaderError
+		if !errors.As(err, &nl) || nl.Leader != leader.Address() {
+			t.Fatalf("follower answered %v", err)
+		}
+	}
+}
+
+// TestSubmitRefusals covers what the leader refuses, and that a refusal
+// loses nothing already accepted.
+func TestSubmitRefusals(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 4, 3)
+	nodes := inmemCluster(t, 1, testRun(0))
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	clients := registerClients(t, leader, fed, 4)
+	var v View
+	waitFor(t, "a round", func() bool { v = leader.FSM().View(); return v.Phase == round.Collecting })
+	model, _ := leader.FSM().Model()
+	good := denseCodec{}.encode(nil, make([]float32, len(model)))
+	sel := v.Pending[0]
+	var notSel round.ClientID
+	for id := range clients {
+		if !slices.Contains(v.Selected, id) {
+			notSel = id
+		}
+	}
+	nan := slices.Clone(good)
+	nan[3] = 0xff
+	nan[2] = 0xff
+	nan[1] = 0xff
+	nan[0] = 0xff
+	cases := []struct {
+		name    string
+		id      round.ClientID
+		round   int
+		payload []byte
+		want    error
+	}{
+		{"garbage", sel, v.Round, []byte("hello"), ErrBadUpdate},
+		{"truncated", sel, v.Round, good[:len(good)-4], ErrBadUpdate},
+		{"NaN", sel, v.Round, nan, ErrBadUpdate},
+		{"other round", sel, v.Round + 1, good, round.ErrWrongRound},
+		{"unknown client", 999, v.Round, good, ErrUnknownClient},
+		{"not selected", notSel, v.Round, good, round.ErrNotSelected},
+	}
+	if _, err := leader.Submit(sel, v.Round, 10, 0, good); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range cases {
+		if tc.name == "not selected" && notSel == 0 {
+			continue
+		}
+		if _, err := leader.Submit(tc.id, tc.round, 10, 0, tc.payload); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	r, err := leader.Submit(sel, v.Round, 10, 0, good)
+	if err != nil || !r.Duplicate || r.Received != 1 {
+		t.Fatalf("replayed update: %+v %v", r, err)
+	}
+	if err := leader.FSM().Authenticate(sel, clients[sel].token); err != nil {
+		t.Fatal(err)
+	}
+	if err := leader.FSM().Authenticate(sel, "nope"); !errors.Is(err, ErrBadToken) {
+		t.Fatal(err)
+	}
+}

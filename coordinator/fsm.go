@@ -1,0 +1,458 @@
+package coordinator
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+)
+
+// RunConfig is what a training run is: the model, how rounds run, how
+// clients train and how updates travel. It is committed to the Raft log
+// once, in the first entry, so that every replica builds the same run.
+type RunConfig struct {
+	// Model is the architecture spec ("2nn", "lenet300", "mlp:...") for
+	// InputDim features and Classes outputs, initialised with InitSeed.
+	Model    string `json:"model"`
+	InputDim int    `json:"input_dim"`
+	Classes  int    `json:"classes"`
+	InitSeed uint64 `json:"init_seed"`
+	// Strategy names the aggregation strategy (aggregate.New).
+	Strategy string       `json:"strategy"`
+	Round    round.Config `json:"round"`
+	// TaskSeed drives the clients' local randomness (round.TaskSeed).
+	TaskSeed    uint64  `json:"task_seed"`
+	LocalEpochs int     `json:"local_epochs"`
+	BatchSize   int     `json:"batch_size"`
+	LR          float64 `json:"lr"`
+	Momentum    float64 `json:"momentum"`
+	WeightDecay float64 `json:"weight_decay"`
+	// UploadCodec is the spec of the update codec clients use.
+	UploadCodec string `json:"upload_codec"`
+}
+
+// Validate reports a configuration error.
+func (c RunConfig) Validate() error {
+	if _, err := nn.ParseArch(c.Model, max(c.InputDim, 1), max(c.Classes, 1)); err != nil {
+		return err
+	}
+	if c.InputDim < 1 || c.Classes < 2 {
+		return fmt.Errorf("coordinator: input dimension %d and classes %d", c.InputDim, c.Classes)
+	}
+	if _, err := aggregate.New(c.Strategy); err != nil {
+		return err
+	}
+	if err := c.Round.Validate(); err != nil {
+		return err
+	}
+	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
+		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
+	}
+	if _, err := newUpdateCodec(c.UploadCodec); err != nil {
+		return err
+	}
+	return nil
+}
+
+// clientRecord is one registered client.
+type clientRecord struct {
+	ID        round.ClientID
+	Name      string
+	TokenHash []byte
+	Examples  uint64
+	// Registered is the leader's time of registration (Unix ns).
+	Registered int64
+}
+
+// registered is Apply's answer to a register command.
+type registered struct{ ID round.ClientID }
+
+// FSM is the coordinator's replicated state machine: the run configuration,
+// the client registry, and the round state machine with the updates
+// accepted in the open round. Apply is deterministic: replicas that apply
+// the same log hold bit-identical models.
+//
+// Apply, Snapshot and Restore are called by Raft from one goroutine; the
+// read methods may be called concurrently from RPC handlers.
+type FSM struct {
+	mu       sync.RWMutex
+	cfg      *RunConfig
+	rawCfg   []byte
+	model    *nn.MLP
+	strategy aggregate.Strategy
+	mach     *round.Machine
+	codec    updateCodec
+	scratch  []float32
+	clients  map[round.ClientID]*clientRecord
+	nextID   round.ClientID
+	// accepted holds the open round's accepted submit commands, in order,
+	// for snapshots: restoring replays them into the aggregate.
+	accepted []command
+	// lastClosed describes the last closed round.
+	lastClosed round.Closed
+	applied    uint64
+	changed    chan struct{}
+}
+
+// NewFSM returns an empty FSM, waiting for the run's init entry.
+func NewFSM() *FSM {
+	return &FSM{clients: make(map[round.ClientID]*clientRecord), nextID: 1, changed: make(chan struct{})}
+}
+
+var _ raft.FSM = (*FSM)(nil)
+
+// Apply applies one committed log entry. Its result is the entry's answer:
+// an error, registered, round.Opened, round.Receipt or round.Closed.
+func (f *FSM) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	c, err := decodeCommand(l.Data)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = l.Index
+	res := f.apply(c)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return res
+}
+
+func (f *FSM) apply(c command) any {
+	now := time.Unix(0, c.Now).UTC()
+	if c.Type != cmdInit && f.mach == nil {
+		return fmt.Errorf("%w: %s before init", ErrNotInitialised, c.Type)
+	}
+	switch c.Type {
+	case cmdInit:
+		if f.mach != nil {
+			return ErrAlreadyInitialised
+		}
+		return f.init(c.Config)
+	case cmdRegister:
+		id := f.nextID
+		f.nextID++
+		f.clients[id] = &clientRecord{ID: id, Name: c.Name, TokenHash: slices.Clone(c.TokenHash), Examples: c.Examples, Registered: c.Now}
+		return registered{ID: id}
+	case cmdOpen:
+		o, err := f.mach.Open(now, c.Candidates)
+		if err != nil {
+			return err
+		}
+		f.accepted = f.accepted[:0]
+		return o
+	case cmdSubmit:
+		r, err := f.submit(now, c)
+		if err != nil {
+			return err
+		}
+		return r
+	case cmdClose:
+		cl, err := f.mach.Close(now)
+		if err != nil {
+			return err
+		}
+		f.accepted = nil
+		f.lastClosed = cl
+		return cl
+	case cmdAbort:
+		if err := f.mach.Abort(); err != nil {
+			return err
+		}
+		f.accepted = nil
+		return nil
+	}
+	return fmt.Errorf("%w: %s", errCommand, c.Type)
+}
+
+func (f *FSM) init(raw []byte) error {
+	var cfg RunConfig
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		return fmt.Errorf("coordinator: run config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	model, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
+	if err != nil {
+		return err
+	}
+	strategy, err := aggregate.New(cfg.Strategy)
+	if err != nil {
+		return err
+	}
+	codec, err := newUpdateCodec(cfg.UploadCodec)
+	if err != nil {
+		return err
+	}
+	params := make([]float32, model.NumParams())
+	model.Init(params, cfg.InitSeed)
+	mach, err := round.New(cfg.Round, strategy, params)
+	if err != nil {
+		return err
+	}
+	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec = &cfg, slices.Clone(raw), model, strategy, mach, codec
+	f.scratch = make([]float32, model.NumParams())
+	return nil
+}
+
+func (f *FSM) submit(now time.Time, c command) (round.Receipt, error) {
+	if _, ok := f.clients[c.Client]; !ok {
+		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, c.Client)
+	}
+	if c.Examples == 0 || c.Examples > 1<<40 {
+		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, c.Examples)
+	}
+	if err := f.codec.decode(f.scratch, c.Payload); err != nil {
+		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	}
+	r, err := f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client,
+		Update: aggregate.Update{Weight: float64(c.Examples), Delta: f.scratch}})
+	if err != nil {
+		return r, err
+	}
+	if !r.Duplicate {
+		c.Payload = slices.Clone(c.Payload)
+		f.accepted = append(f.accepted, c)
+	}
+	return r, nil
+}
+
+// Snapshot captures the state; the model is copied so that Apply may go on
+// while Persist writes.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s := &snapshot{Clients: make([]clientRecord, 0, len(f.clients)), NextID: f.nextID, Applied: f.applied, LastClosed: f.lastClosed}
+	for _, c := range f.clients {
+		s.Clients = append(s.Clients, *c)
+	}
+	slices.SortFunc(s.Clients, func(a, b clientRecord) int { return int(a.ID) - int(b.ID) })
+	if f.mach != nil {
+		s.Config = f.rawCfg
+		s.Machine = f.mach.State()
+		s.Machine.Global = slices.Clone(s.Machine.Global)
+		s.Machine.Selected = slices.Clone(s.Machine.Selected)
+		s.Accepted = slices.Clone(f.accepted)
+	}
+	return s, nil
+}
+
+// Restore replaces the state with a snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	var s snapshot
+	if err := gob.NewDecoder(rc).Decode(&s); err != nil {
+		return fmt.Errorf("coordinator: restore: %w", err)
+	}
+	nf := NewFSM()
+	nf.nextID, nf.applied, nf.lastClosed = s.NextID, s.Applied, s.LastClosed
+	for i := range s.Clients {
+		c := s.Clients[i]
+		nf.clients[c.ID] = &c
+	}
+	if s.Config != nil {
+		if err := nf.init(s.Config); err != nil {
+			return fmt.Errorf("coordinator: restore: %w", err)
+		}
+		mach, err := round.Restore(nf.cfg.Round, nf.strategy, s.Machine)
+		if err != nil {
+			return fmt.Errorf("coordinator: restore: %w", err)
+		}
+		nf.mach = mach
+		for _, c := range s.Accepted {
+			if _, err := nf.submit(time.Unix(0, c.Now).UTC(), c); err != nil {
+				return fmt.Errorf("coordinator: restore: replaying client %d: %w", c.Client, err)
+			}
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.scratch = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.scratch
+	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
+	close(f.changed)
+	f.changed = make(chan struct{})
+	return nil
+}
+
+// snapshot is the persisted form of the FSM (gob-encoded).
+type snapshot struct {
+	Config     []byte
+	Clients    []clientRecord
+	NextID     round.ClientID
+	Applied    uint64
+	Machine    round.State
+	Accepted   []command
+	LastClosed round.Closed
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := gob.NewEncoder(sink).Encode(s); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *snapshot) Release() {}
+
+// View is a consistent read of the FSM's state for RPC handlers.
+type View struct {
+	Initialised bool
+	Config      RunConfig
+	Phase       round.Phase
+	Round       int
+	Version     uint64
+	Selected    []round.ClientID
+	Deadline    time.Time
+	// Pending are the selected clients whose update has not arrived.
+	Pending []round.ClientID
+	Clients int
+	Applied uint64
+	LastClosed  round.Closed
+	// Changed is closed at the next applied entry: wait on it to learn of
+	// new rounds.
+	Changed <-chan struct{}
+}
+
+// View returns the current state (slices are copies).
+func (f *FSM) View() View {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v := View{Clients: len(f.clients), Applied: f.applied, LastClosed: f.lastClosed, Changed: f.changed}
+	if f.mach == nil {
+		return v
+	}
+	st := f.mach.State()
+	v.Initialised, v.Config = true, *f.cfg
+	v.Phase, v.Round, v.Version, v.Deadline = st.Phase, st.Round, st.Version, st.Deadline
+	v.Selected = slices.Clone(st.Selected)
+	if st.Phase == round.Collecting {
+		v.Pending = f.mach.Missing()
+	}
+	return v
+}
+
+// Model returns a copy of the global model and its version, or nil before
+// init.
+func (f *FSM) Model() ([]float32, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.mach == nil {
+		return nil, 0
+	}
+	return slices.Clone(f.mach.Global()), f.mach.Version()
+}
+
+// ModelHash returns the SHA-256 of the global model's little-endian bytes:
+// equal on every replica that has applied the same entries.
+func (f *FSM) ModelHash() [32]byte {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.mach == nil {
+		return [32]byte{}
+	}
+	return hashParams(f.mach.Global())
+}
+
+func hashParams(p []float32) [32]byte {
+	h := sha256.New()
+	var buf [4096]byte
+	for i := 0; i < len(p); {
+		n := min(len(buf)/4, len(p)-i)
+		for j := 0; j < n; j++ {
+			binary.LittleEndian.PutUint32(buf[4*j:], math.Float32bits(p[i+j]))
+		}
+		h.Write(buf[:4*n])
+		i += n
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// Authenticate checks a client's token against the registry.
+func (f *FSM) Authenticate(id round.ClientID, token string) error {
+	f.mu.RLock()
+	c, ok := f.clients[id]
+	f.mu.RUnlock()
+	if !ok {
+		return fmt.Errorf("%w: %d", ErrUnknownClient, id)
+	}
+	h := sha256Sum(token)
+	if subtle.ConstantTimeCompare(h[:], c.TokenHash) != 1 {
+		return ErrBadToken
+	}
+	return nil
+}
+
+// ClientIDs returns the registered clients, sorted.
+func (f *FSM) ClientIDs() []round.ClientID {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	ids := make([]round.ClientID, 0, len(f.clients))
+	for id := range f.clients {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Errors of the coordinator's state machine.
+var (
+	ErrNotInitialised     = errors.New("coordinator: run not initialised")
+	ErrAlreadyInitialised = errors.New("coordinator: run already initialised")
+	ErrUnknownClient      = errors.New("coordinator: unknown client")
+	ErrBadToken           = errors.New("coordinator: bad token")
+	ErrBadUpdate          = errors.New("coordinator: malformed update")
+)
+
+func sha256Sum(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// precheck refuses, before it reaches the log, an update that could not be
+// accepted: unknown client, another round, or bytes that do not decode. The
+// FSM checks again when it applies the entry; this only keeps garbage out
+// of the log.
+func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
+	f.mu.RLock()
+	_, known := f.clients[id]
+	codec, n := f.codec, len(f.scratch)
+	var open int
+	collecting := false
+	if f.mach != nil {
+		open, collecting = f.mach.Round(), f.mach.Phase() == round.Collecting
+	}
+	f.mu.RUnlock()
+	switch {
+	case codec == nil:
+		return ErrNotInitialised
+	case !known:
+		return fmt.Errorf("%w: %d", ErrUnknownClient, id)
+	case !collecting || roundNo != open:
+		return fmt.Errorf("%w: update for round %d, open round is %d (collecting: %v)", round.ErrWrongRound, roundNo, open, collecting)
+	}
+	buf := make([]float32, n)
+	if err := codec.decode(buf, payload); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	}
+	return nil
+}

@@ -1,0 +1,419 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/fedzip/fedzip/round"
+)
+
+// Config configures one coordinator node.
+type Config struct {
+	// ID is the node's Raft server ID, unique in the cluster.
+	ID string
+	// Dir holds the node's state: raft.db (the Raft log and stable store,
+	// bbolt) and snapshots/. A node restarted on the same Dir resumes.
+	Dir string
+	// RaftAddr is the TCP address Raft listens on and advertises.
+	RaftAddr string
+	// Bootstrap makes this node the first member of a new cluster. It is
+	// ignored when Dir already holds Raft state.
+	Bootstrap bool
+	// Run is the training run; the leader commits it as the first log entry
+	// if the log has none.
+	Run *RunConfig
+	// JoinSecret is what clients must present to register; empty means no
+	// secret.
+	JoinSecret string
+	// Tick is how often the leader checks whether to open or close a round.
+	Tick time.Duration
+	// AliveWindow: a client counts as alive for selection when it polled for
+	// a task or submitted within this window.
+	AliveWindow time.Duration
+	// ApplyTimeout bounds how long a command waits to be committed.
+	ApplyTimeout time.Duration
+	// Raft adjusts the Raft configuration (timeouts) before start.
+	Raft func(*raft.Config)
+	// Transport, Logs, Stable and Snapshots replace the on-disk defaults,
+	// for in-process tests.
+	Transport raft.Transport
+	Logs      raft.LogStore
+	Stable    raft.StableStore
+	Snapshots raft.SnapshotStore
+	Logger    *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Node is one coordinator: a Raft replica of the FSM and, when leader, the
+// driver that opens and closes rounds.
+type Node struct {
+	cfg    Config
+	raft   *raft.Raft
+	fsm    *FSM
+	trans  raft.Transport
+	bolt   *raftboltdb.BoltStore
+	log    *slog.Logger
+	mu     sync.Mutex
+	alive  map[round.ClientID]time.Time
+	stop   chan struct{}
+	done   chan struct{}
+	closed sync.Once
+}
+
+// Open starts a node.
+func Open(cfg Config) (*Node, error) {
+	if cfg.ID == "" {
+		return nil, errors.New("coordinator: node ID is empty")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 50 * time.Millisecond
+	}
+	if cfg.AliveWindow <= 0 {
+		cfg.AliveWindow = 30 * time.Second
+	}
+	if cfg.ApplyTimeout <= 0 {
+		cfg.ApplyTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Run != nil {
+		if err := cfg.Run.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.LogOutput = io.Discard
+	rc.SnapshotThreshold = 256
+	rc.TrailingLogs = 512
+	if cfg.Raft != nil {
+		cfg.Raft(rc)
+	}
+	logs, stable, snaps, trans := cfg.Logs, cfg.Stable, cfg.Snapshots, cfg.Transport
+	var err error
+	if logs == nil || stable == nil || snaps == nil {
+		if cfg.Dir == "" {
+			return nil, errors.New("coordinator: no data directory")
+		}
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, err
+		}
+		n.bolt, err = raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: opening the Raft log: %w", err)
+		}
+		logs, stable = n.bolt, n.bolt
+		snaps, err = raft.NewFileSnapshotStore(cfg.Dir, 2, io.Discard)
+		if err != nil {
+			n.bolt.Close()
+			return nil, fmt.Errorf("coordinator: snapshot store: %w", err)
+		}
+	}
+	if trans == nil {
+		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
+		}
+		tt, err := raft.NewTCPTransport(cfg.RaftAddr, addr, 4, 5*time.Second, io.Discard)
+		if err != nil {
+			n.closeStores()
+			return nil, fmt.Errorf("coordinator: raft transport: %w", err)
+		}
+		trans = tt
+	}
+	n.trans = trans
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			n.closeStores()
+			return nil, err
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{ID: rc.LocalID, Address: trans.LocalAddr()}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
+				n.closeStores()
+				return nil, fmt.Errorf("coordinator: bootstrap: %w", err)
+			}
+		}
+	}
+	n.raft, err = raft.NewRaft(rc, n.fsm, logs, stable, snaps, trans)
+	if err != nil {
+		n.closeStores()
+		return nil, fmt.Errorf("coordinator: starting raft: %w", err)
+	}
+	go n.loop()
+	return n, nil
+}
+
+func (n *Node) closeStores() {
+	if n.bolt != nil {
+		n.bolt.Close()
+	}
+	if c, ok := n.trans.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// Close stops the node: the leader loop, Raft, the stores.
+func (n *Node) Close() error {
+	var err error
+	n.closed.Do(func() {
+		close(n.stop)
+		<-n.done
+		err = n.raft.Shutdown().Error()
+		n.closeStores()
+	})
+	return err
+}
+
+// FSM returns the node's state machine, for reads.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Raft returns the node's Raft instance.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// Address returns the node's Raft address.
+func (n *Node) Address() string { return string(n.trans.LocalAddr()) }
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the leader's Raft address and ID, empty if unknown.
+func (n *Node) Leader() (addr, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// AddVoter adds a node to the cluster (leader only).
+func (n *Node) AddVoter(id, addr string) error {
+	return n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.cfg.ApplyTimeout).Error()
+}
+
+// apply commits a command and returns the FSM's answer.
+func (n *Node) apply(c command) (any, error) {
+	if n.raft.State() != raft.Leader {
+		return nil, n.notLeader()
+	}
+	f := n.raft.Apply(c.encode(), n.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return nil, n.notLeader()
+		}
+		return nil, err
+	}
+	if err, ok := f.Response().(error); ok {
+		return nil, err
+	}
+	return f.Response(), nil
+}
+
+// NotLeaderError is returned by a follower; Leader is the leader's Raft
+// address if known.
+type NotLeaderError struct{ Leader, LeaderID string }
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return "coordinator: not the leader, and no leader is known"
+	}
+	return fmt.Sprintf("coordinator: not the leader; the leader is %s (%s)", e.LeaderID, e.Leader)
+}
+
+func (n *Node) notLeader() error {
+	a, id := n.Leader()
+	return &NotLeaderError{Leader: a, LeaderID: id}
+}
+
+func (n *Node) touch(id round.ClientID) {
+	n.mu.Lock()
+	n.alive[id] = n.cfg.Now()
+	n.mu.Unlock()
+}
+
+// Register adds a client. It checks the join secret in constant time and
+// returns the new client's ID and bearer token; only a hash of the token is
+// replicated.
+func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, string, error) {
+	if n.cfg.JoinSecret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.JoinSecret)) != 1 {
+		return 0, "", ErrBadSecret
+	}
+	if len(name) > 256 {
+		return 0, "", fmt.Errorf("%w: name of %d bytes", ErrBadRequest, len(name))
+	}
+	var tok [32]byte
+	if _, err := rand.Read(tok[:]); err != nil {
+		return 0, "", err
+	}
+	token := hex.EncodeToString(tok[:])
+	h := sha256Sum(token)
+	res, err := n.apply(command{Type: cmdRegister, Now: n.cfg.Now().UnixNano(), Name: name, TokenHash: h[:], Examples: examples})
+	if err != nil {
+		return 0, "", err
+	}
+	id := res.(registered).ID
+	n.touch(id)
+	return id, token, nil
+}
+
+// Submit commits one client's update and returns the receipt only after
+// the entry is committed and applied. Payloads that do not decode are
+// refused before they reach the log.
+func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
+	n.touch(id)
+	if n.raft.State() != raft.Leader {
+		return round.Receipt{}, n.notLeader()
+	}
+	if err := n.fsm.precheck(id, roundNo, payload); err != nil {
+		return round.Receipt{}, err
+	}
+	res, err := n.apply(command{Type: cmdSubmit, Now: n.cfg.Now().UnixNano(), Round: int64(roundNo), Client: id,
+		Examples: examples, TrainLoss: trainLoss, Payload: payload})
+	if err != nil {
+		return round.Receipt{}, err
+	}
+	return res.(round.Receipt), nil
+}
+
+// Task is what a client is asked to do.
+type Task struct {
+	Round        int
+	ModelVersion uint64
+	Deadline     time.Time
+	Seed         uint64
+	Config       RunConfig
+	Done         bool
+}
+
+// WaitTask returns the client's task for the open round, waiting until a
+// round selects it, the run finishes (Done), or ctx ends (ErrNoTask).
+func (n *Node) WaitTask(ctx context.Context, id round.ClientID) (Task, error) {
+	for {
+		n.touch(id)
+		v := n.fsm.View()
+		if v.Initialised {
+			if v.Phase == round.Finished {
+				return Task{Done: true, Round: v.Round, ModelVersion: v.Version, Config: v.Config}, nil
+			}
+			if v.Phase == round.Collecting && slices.Contains(v.Pending, id) {
+				return Task{Round: v.Round, ModelVersion: v.Version, Deadline: v.Deadline,
+					Seed: round.TaskSeed(v.Config.TaskSeed, v.Round, id), Config: v.Config}, nil
+			}
+		}
+		select {
+		case <-v.Changed:
+		case <-ctx.Done():
+			return Task{}, ErrNoTask
+		case <-n.stop:
+			return Task{}, ErrNoTask
+		}
+	}
+}
+
+// loop is the leader's driver: it initialises the run and opens and closes
+// rounds, each as a command through the log.
+func (n *Node) loop() {
+	defer close(n.done)
+	t := time.NewTicker(n.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if n.raft.State() != raft.Leader {
+			continue
+		}
+		if err := n.step(); err != nil && !errors.Is(err, round.ErrTooFew) {
+			n.log.Debug("leader step", "err", err)
+		}
+	}
+}
+
+func (n *Node) step() error {
+	v := n.fsm.View()
+	now := n.cfg.Now()
+	if !v.Initialised {
+		if n.cfg.Run == nil {
+			return nil
+		}
+		raw, err := json.Marshal(n.cfg.Run)
+		if err != nil {
+			return err
+		}
+		_, err = n.apply(command{Type: cmdInit, Now: now.UnixNano(), Config: raw})
+		return err
+	}
+	switch v.Phase {
+	case round.Idle:
+		cands := n.aliveClients(now)
+		if len(cands) < max(v.Config.Round.MinClients, 1) {
+			return nil
+		}
+		res, err := n.apply(command{Type: cmdOpen, Now: now.UnixNano(), Candidates: cands})
+		if err == nil {
+			o := res.(round.Opened)
+			n.log.Info("round opened", "round", o.Round, "selected", len(o.Selected))
+		}
+		return err
+	case round.Collecting:
+		received := len(v.Selected) - len(v.Pending)
+		late := !v.Deadline.IsZero() && !now.Before(v.Deadline)
+		switch {
+		case len(v.Pending) == 0 || (late && received >= max(v.Config.Round.MinClients, 1)):
+			res, err := n.apply(command{Type: cmdClose, Now: now.UnixNano()})
+			if err == nil {
+				c := res.(round.Closed)
+				n.log.Info("round closed", "round", c.Round, "reported", c.Reported, "missing", len(c.Missing))
+			}
+			return err
+		case late:
+			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
+			return err
+		}
+	}
+	return nil
+}
+
+func (n *Node) aliveClients(now time.Time) []round.ClientID {
+	registered := n.fsm.ClientIDs()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []round.ClientID
+	for _, id := range registered {
+		if t, ok := n.alive[id]; ok && now.Sub(t) <= n.cfg.AliveWindow {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Errors of a node.
+var (
+	ErrBadSecret  = errors.New("coordinator: wrong join secret")
+	ErrBadRequest = errors.New("coordinator: bad request")
+	ErrNoTask     = errors.New("coordinator: no task for this client yet")
+)
