@@ -72,10 +72,12 @@ var errCommand = errors.New("coordinator: malformed log entry")
 
 type encoder struct{ b []byte }
 
-func (e *encoder) uvarint(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
-func (e *encoder) varint(v int64)    { e.b = binary.AppendVarint(e.b, v) }
-func (e *encoder) bytes(p []byte)    { e.uvarint(uint64(len(p))); e.b = append(e.b, p...) }
-func (e *encoder) float64(f float64) { e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(f)) }
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) bytes(p []byte)   { e.uvarint(uint64(len(p))); e.b = append(e.b, p...) }
+func (e *encoder) float64(f float64) {
+	e.b = binary.LittleEndian.AppendUint64(e.b, math.Float64bits(f))
+}
 
 func (c *command) encode() []byte {
 	e := &encoder{b: make([]byte, 0, 64+len(c.Payload)+len(c.Config))}

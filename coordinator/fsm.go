@@ -325,10 +325,10 @@ type View struct {
 	Selected    []round.ClientID
 	Deadline    time.Time
 	// Pending are the selected clients whose update has not arrived.
-	Pending []round.ClientID
-	Clients int
-	Applied uint64
-	LastClosed  round.Closed
+	Pending    []round.ClientID
+	Clients    int
+	Applied    uint64
+	LastClosed round.Closed
 	// Changed is closed at the next applied entry: wait on it to learn of
 	// new rounds.
 	Changed <-chan struct{}
