@@ -11,8 +11,8 @@
 //   - A programmer error, such as slices of mismatched lengths or a bit width
 //     out of range, panics with a message that starts with "compress: ".
 //   - Bad data, meaning bytes that came from a file or a network, never panics:
-//     every decoder returns an error wrapping one of the sentinel errors of
-//     errors.go. Decoders write into a destination the caller sized, so the
+//     every decoder returns an error wrapping one of the sentinel errors
+//     ErrTruncated, ErrCorrupt, ErrIndexRange or ErrSymbol. Decoders write into a destination the caller sized, so the
 //     caller bounds every size before it allocates anything.
 //   - The hot paths allocate nothing. Functions that need scratch memory take a
 //     *Workspace, which the caller keeps and reuses.

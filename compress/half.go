@@ -34,20 +34,20 @@ func Float16bits(f float32) uint16 {
 			return sign // below 2^-25: rounds to zero
 		}
 		man |= 0x800000
-		shift := uint32(14 - e) // 14..24
+		shift := uint32(14-e) & 31 // 14..24
 		m := man >> shift
+		// Round to nearest even without a branch: adding half-1 plus the
+		// low bit of m to the dropped bits carries into the kept ones
+		// exactly when they are above half, or at half with m odd. A
+		// carry into the smallest normal is correct.
 		rem := man & (1<<shift - 1)
-		half := uint32(1) << (shift - 1)
-		if rem > half || rem == half && m&1 == 1 {
-			m++ // may carry into the smallest normal, which is correct
-		}
+		m += (rem + 1<<(shift-1) - 1 + m&1) >> shift
 		return sign | uint16(m)
 	}
+	// Normal: the same rounding; a carry into the exponent, and up to Inf,
+	// is correct.
 	h := uint32(e)<<10 | man>>13
-	rem := man & 0x1fff
-	if rem > 0x1000 || rem == 0x1000 && h&1 == 1 {
-		h++ // may carry into the exponent, and up to Inf, which is correct
-	}
+	h += (man&0x1fff + 0xfff + h&1) >> 13
 	return sign | uint16(h)
 }
 
@@ -105,6 +105,17 @@ func ToFloat16(dst []uint16, src []float32) {
 		panic("compress: ToFloat16: len(dst) != len(src)")
 	}
 	for i, v := range src {
+		// Inlined fast path for values that are normal halves (or round
+		// to Inf): |v| in [2^-14, 2^16). Rebiasing the exponent is one
+		// subtraction; rounding is that of Float16bits.
+		b := math.Float32bits(v)
+		a := b & absMask
+		if a-0x38800000 < 0x47800000-0x38800000 {
+			h := (a - 0x38000000) >> 13
+			h += (a&0x1fff + 0xfff + h&1) >> 13
+			dst[i] = uint16(b>>16)&0x8000 | uint16(h)
+			continue
+		}
 		dst[i] = Float16bits(v)
 	}
 }
@@ -116,6 +127,11 @@ func FromFloat16(dst []float32, src []uint16) {
 		panic("compress: FromFloat16: len(dst) != len(src)")
 	}
 	for i, h := range src {
+		// Inlined fast path for normal halves: rebias the exponent.
+		if h&0x7c00-0x400 < 0x7800 {
+			dst[i] = math.Float32frombits(uint32(h&0x8000)<<16 | (uint32(h&0x7fff)<<13 + 0x38000000))
+			continue
+		}
 		dst[i] = Float16frombits(h)
 	}
 }

@@ -208,6 +208,36 @@ func TestHalfSlices(t *testing.T) {
 			t.Fatalf("bfloat16 slice entry %d", i)
 		}
 	}
+	// The inlined fast paths against the scalar functions: every half, and
+	// float32 values around the fast-path boundaries and at random.
+	all := make([]uint16, 1<<16)
+	for i := range all {
+		all[i] = uint16(i)
+	}
+	fs := make([]float32, len(all))
+	FromFloat16(fs, all)
+	for i, f := range fs {
+		if math.Float32bits(f) != math.Float32bits(Float16frombits(all[i])) {
+			t.Fatalf("FromFloat16(%#04x) = %v", i, f)
+		}
+	}
+	var xs []float32
+	for _, b := range []uint32{0x38800000, 0x47800000, 0x477ff000, 0x477fe000, 0x7f800000, 0x33000000} {
+		for d := uint32(0); d < 5000; d++ {
+			xs = append(xs, math.Float32frombits(b+d), math.Float32frombits(b-d), -math.Float32frombits(b+d))
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for range 100000 {
+		xs = append(xs, math.Float32frombits(r.Uint32()))
+	}
+	hs := make([]uint16, len(xs))
+	ToFloat16(hs, xs)
+	for i, f := range xs {
+		if hs[i] != Float16bits(f) {
+			t.Fatalf("ToFloat16(%#08x) = %#04x, want %#04x", math.Float32bits(f), hs[i], Float16bits(f))
+		}
+	}
 	mustPanic(t, "ToFloat16", func() { ToFloat16(h[:1], x) })
 	mustPanic(t, "FromFloat16", func() { FromFloat16(y[:1], h) })
 	mustPanic(t, "ToBFloat16", func() { ToBFloat16(h[:1], x) })

@@ -100,7 +100,8 @@ func Quantize(dst []int8, scales []float32, src []float32, bits, bucket int) {
 // Quantize. A value with |x|/s = l + f, l an integer and 0 <= f < 1, gets the
 // level l+1 with probability f and l otherwise, so that E[q*s] = x. For
 // bits == 1, s = max|x| and the code is +1 with probability (1 + x/s)/2 and
-// -1 otherwise, again unbiased.
+// -1 otherwise, again unbiased. (Probabilities are resolved to 2^-24: the
+// bias is below 2^-24 steps.)
 //
 // The random draws come from a PCG stream seeded with seed, so the output is
 // a function of the inputs and the seed. The panics are those of Quantize.
@@ -134,10 +135,7 @@ func QuantizeStochastic(dst []int8, scales []float32, src []float32, bits, bucke
 			for i, v := range s {
 				// P(+1) = (1 + v/m)/2.
 				p := float32(float32(v*inv)*0.5) + 0.5
-				d[i] = -1
-				if rng.next() < p {
-					d[i] = 1
-				}
+				d[i] = int8(2*rng.below(p) - 1)
 			}
 			continue
 		}
@@ -146,9 +144,7 @@ func QuantizeStochastic(dst []int8, scales []float32, src []float32, bits, bucke
 			u := math.Float32bits(v)
 			a := float32(math.Float32frombits(u&absMask) * inv)
 			l := int32(a)
-			if rng.next() < a-float32(l) {
-				l++
-			}
+			l += rng.below(a - float32(l))
 			q := min(l, L)
 			d[i] = int8(q ^ int32(u)>>31 - int32(u)>>31)
 		}
@@ -215,10 +211,7 @@ func TernaryStochastic(dst []int8, src []float32, seed uint64) (scale float32) {
 	for i, v := range src {
 		u := math.Float32bits(v)
 		a := float32(math.Float32frombits(u&absMask) * inv)
-		var q int32
-		if rng.next() < a {
-			q = 1
-		}
+		q := rng.below(a)
 		dst[i] = int8(q ^ int32(u)>>31 - int32(u)>>31)
 	}
 	return m
@@ -264,22 +257,29 @@ func maxAbs(x []float32) float32 {
 	return math.Float32frombits(max(m0, m1, m2, m3))
 }
 
-// uniform24 draws uniform float32 values in [0, 1) with 24 random bits
-// each, two per PCG output.
+// uniform24 draws uniform 24-bit integers, two per PCG output.
 type uniform24 struct {
 	p    rand.PCG
 	buf  uint64
 	have bool
 }
 
-func (u *uniform24) next() float32 {
+func (u *uniform24) next() uint32 {
 	if u.have {
 		u.have = false
-		return float32(u.buf&(1<<24-1)) * (1.0 / (1 << 24))
+		return uint32(u.buf) & (1<<24 - 1)
 	}
 	u.buf = u.p.Uint64()
 	u.have = true
-	return float32(u.buf>>40) * (1.0 / (1 << 24))
+	return uint32(u.buf >> 40)
+}
+
+// below returns 1 with probability p (less at most 2^-24) and 0 otherwise,
+// for p in [0, 1], without a branch on the outcome: the draw u is below
+// t = floor(p * 2^24) exactly when u - t, as a uint32, has its top bit set.
+func (u *uniform24) below(p float32) int32 {
+	t := uint32(max(p*(1<<24), 0)) // p * 2^24 is exact
+	return int32((u.next() - t) >> 31)
 }
 
 // ToSymbols maps quantizer codes to the unsigned symbols that AppendPacked

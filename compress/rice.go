@@ -167,10 +167,12 @@ func AppendRiceIndices(dst []byte, idx []int32, n int) []byte {
 
 // DecodeRiceIndices decodes len(dst) indices written by AppendRiceIndices
 // for a vector of length n from the start of src, and returns the number of
-// bytes it consumed. The indices it writes are strictly increasing and in
-// [0, n). It returns an error, and never panics, on any src: ErrTruncated if
-// src ends early, ErrIndexRange if an index reaches n, ErrCorrupt for a bad
-// parameter or nonzero padding. It panics if n is not in [0, 2^31].
+// bytes it consumed (at least the header byte, which is present even for no
+// indices). The indices it writes are strictly increasing and in [0, n). It
+// returns an error, and never panics, on any src: ErrTruncated if src ends
+// early, ErrIndexRange if an index reaches n (or len(dst) > n), ErrCorrupt
+// for a bad parameter or nonzero padding. It allocates nothing. It panics if
+// n is not in [0, 2^31].
 func DecodeRiceIndices(dst []int32, src []byte, n int) (int, error) {
 	if n < 0 || int64(n) > 1<<31 {
 		panic("compress: DecodeRiceIndices: n out of [0, 2^31]")

@@ -58,7 +58,7 @@ func checkLen(n int) {
 //
 // The work is about one pass over x: a strided sample bounds the threshold
 // from below, one scan collects the candidates above the bound (typically
-// 1.2 to 4 times len(dst)), and a radix select among them finds the exact
+// 1.2 to 5 times len(dst)), and a radix select among them finds the exact
 // threshold. If the bound fails (about one call in a thousand on continuous
 // data, or when most entries are equal) TopK falls back to a radix select
 // over all of x, up to five passes. ws may be nil, but then TopK allocates.
@@ -148,15 +148,15 @@ func sampleBound(x []float32, k int, ws *Workspace) (lo uint32, capacity int, ok
 }
 
 // collect writes the indices and values of the entries of x whose key is at
-// least lo (1 <= lo) to cidx and cval, in index order, and if zero is set
+// least lo to cidx and cval, in index order, and if zero is set
 // also sets those entries of x to zero. It reports false if there are more
 // than len(cidx) of them; the first len(cidx) are then collected (and
 // zeroed), the rest untouched.
 //
 // The scan is the hot loop of TopK. It reads x as 64-bit words holding two
 // keys each: the sign bit of key + (1<<31 - lo) is set exactly when
-// key >= lo, and for keys below 1<<31 the two 32-bit lanes of one 64-bit add
-// never carry into each other. OR-ing four words tests eight entries with a
+// key >= lo, and for keys and lo below 1<<31 the two 32-bit lanes of one
+// 64-bit add never carry into each other. OR-ing four words tests eight entries with a
 // single branch, which is taken for few blocks at the densities of interest
 // (about 10 % at 1 %); in those blocks the qualifying lanes become a bit
 // mask and only they are visited. Zeroing in the scan touches only cache
@@ -389,8 +389,8 @@ func kthLargest(x []float32, k int) (t uint32, above int) {
 // true threshold, m == len(dst) except with a probability of a few percent,
 // and a shortfall is of the order of len(dst)/sqrt(mu). (Measured over 200
 // seeds at n = 2e5, k = 200, mu = 12.5: 8 short, the worst m = 148.) If
-// the estimate is far too low (more than twice the expected candidates) it
-// falls back to the exact scan of TopK.
+// the estimate is far too low (more than twice the expected candidates), or
+// x has fewer than 1024 entries, it makes the exact selection of TopK.
 //
 // TopK costs the same in practice and always returns len(dst) entries;
 // TopKSampled is here to reproduce DGC.
@@ -506,8 +506,45 @@ func Threshold(dst []int32, x []float32, t float32) int {
 	checkLen(len(x))
 	lo := thresholdKey(t)
 	total := 0
-	for i, v := range x {
-		if absKey(v) >= lo {
+	i := 0
+	// The word scan of collect, counting past the end of dst.
+	for ; i < len(x) && (uintptr(unsafe.Pointer(&x[i]))%8 != 0 || !littleEndian); i++ {
+		if absKey(x[i]) >= lo {
+			if total < len(dst) {
+				dst[total] = int32(i)
+			}
+			total++
+		}
+	}
+	if nw := (len(x) - i) / 2; nw >= 4 {
+		w := unsafe.Slice((*uint64)(unsafe.Pointer(&x[i])), nw)
+		const mask = absMask | absMask<<32
+		const sign = 1<<31 | 1<<63
+		off := uint64(1<<31 - lo)
+		off |= off << 32
+		base := i
+		j := 0
+		for ; j+4 <= len(w); j += 4 {
+			b := w[j : j+4 : j+4]
+			q0, q1 := (b[0]&mask+off)&sign, (b[1]&mask+off)&sign
+			q2, q3 := (b[2]&mask+off)&sign, (b[3]&mask+off)&sign
+			if q0|q1|q2|q3 == 0 {
+				continue
+			}
+			bm := q0>>31&1 | q0>>62 | q1>>29&4 | q1>>60 | q2>>27&16 | q2>>58 | q3>>25&64 | q3>>56
+			p := base + 2*j
+			for bm != 0 {
+				if total < len(dst) {
+					dst[total] = int32(p + bits.TrailingZeros64(bm))
+				}
+				total++
+				bm &= bm - 1
+			}
+		}
+		i = base + 2*j
+	}
+	for ; i < len(x); i++ {
+		if absKey(x[i]) >= lo {
 			if total < len(dst) {
 				dst[total] = int32(i)
 			}
@@ -527,19 +564,7 @@ func ThresholdResidual(idx []int32, val []float32, acc []float32, t float32) int
 		panic("compress: ThresholdResidual: len(val) != len(idx)")
 	}
 	checkLen(len(acc))
-	lo := thresholdKey(t)
-	c := 0
-	for i, v := range acc {
-		if absKey(v) >= lo {
-			if c == len(idx) {
-				break
-			}
-			idx[c] = int32(i)
-			val[c] = v
-			acc[i] = 0
-			c++
-		}
-	}
+	c, _ := collect(idx, val, acc, thresholdKey(t), true)
 	return c
 }
 

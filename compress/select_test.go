@@ -285,6 +285,52 @@ func TestThreshold(t *testing.T) {
 	}
 }
 
+// TestThresholdScan checks the word scan of Threshold and ThresholdResidual
+// against a plain loop, at every alignment and in the scalar mode.
+func TestThresholdScan(t *testing.T) {
+	x := genVec("special", 10007, 4)
+	defer func(le bool) { littleEndian = le }(littleEndian)
+	for _, le := range []bool{true, false} {
+		littleEndian = le
+		for off := range 3 {
+			y := x[off:]
+			for _, thr := range []float32{-1, 0, 0.5, 2, float32(math.Inf(1))} {
+				var want []int32
+				for i, v := range y {
+					if absKey(v) >= thresholdKey(thr) {
+						want = append(want, int32(i))
+					}
+				}
+				for _, capacity := range []int{0, len(want) / 2, len(want), len(y)} {
+					dst := make([]int32, capacity)
+					c := Threshold(dst, y, thr)
+					m := min(c, capacity)
+					if c != len(want) || !slices.Equal(dst[:m], want[:m]) {
+						t.Fatalf("le=%v off=%d t=%v cap=%d: Threshold = %d, want %d", le, off, thr, capacity, c, len(want))
+					}
+					acc := slices.Clone(y)
+					idx, val := make([]int32, capacity), make([]float32, capacity)
+					c = ThresholdResidual(idx, val, acc, thr)
+					if c != m || !slices.Equal(idx[:c], want[:m]) {
+						t.Fatalf("le=%v off=%d t=%v cap=%d: ThresholdResidual = %d, want %d", le, off, thr, capacity, c, m)
+					}
+					for j, i := range idx[:c] {
+						if math.Float32bits(val[j]) != math.Float32bits(y[i]) || acc[i] != 0 {
+							t.Fatalf("ThresholdResidual: entry %d not moved", i)
+						}
+						acc[i] = y[i]
+					}
+					for i := range acc {
+						if math.Float32bits(acc[i]) != math.Float32bits(y[i]) {
+							t.Fatalf("ThresholdResidual: entry %d changed", i)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 func TestGatherScatter(t *testing.T) {
 	x := []float32{1, 2, 3, 4, 5}
 	idx := []int32{0, 3, 4}

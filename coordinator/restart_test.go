@@ -1,0 +1,140 @@
+package coordinator
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/round"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestRestartResumesFromDisk runs a single node on its bolt log and file
+// snapshots, accepts part of a round, closes the node and opens it again on
+// the same directory: the round, the accepted updates and the model are
+// all still there.
+func TestRestartResumesFromDisk(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 5, 3)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	run := testRun(0)
+	open := func() *Node {
+		n, err := Open(Config{ID: "solo", Dir: dir, RaftAddr: addr, Bootstrap: true, Run: run, Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret",
+			// Snapshot often, so the restart also exercises Restore.
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := open()
+	leader := leaderOf(t, []*Node{n})
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	clients := registerClients(t, leader, fed, 5)
+	driveRound(t, func() []*Node { return []*Node{n} }, clients, fed)
+	var v View
+	waitFor(t, "round 2", func() bool { v = n.FSM().View(); return v.Phase == round.Collecting && v.Round == 2 })
+	model, _ := n.FSM().Model()
+	payload := denseCodec{}.encode(nil, make([]float32, len(model)))
+	if _, err := n.Submit(v.Pending[0], v.Round, 7, 0, payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	// One more accepted update after the snapshot: it lives only in the log.
+	if _, err := n.Submit(v.Pending[1], v.Round, 7, 0, payload); err != nil {
+		t.Fatal(err)
+	}
+	hash := n.FSM().ModelHash()
+	n.Close()
+
+	n2 := open()
+	defer n2.Close()
+	waitFor(t, "replay", func() bool { return n2.FSM().View().Applied >= v.Applied+2 })
+	v2 := n2.FSM().View()
+	if v2.Round != 2 || v2.Phase != round.Collecting || n2.FSM().ModelHash() != hash {
+		t.Fatalf("after restart: round %d phase %v, model changed: %v", v2.Round, v2.Phase, n2.FSM().ModelHash() != hash)
+	}
+	if want := v.Pending[2:]; !slices.Equal(v2.Pending, want) {
+		t.Fatalf("pending after restart %v, want %v (accepted updates lost)", v2.Pending, want)
+	}
+	leaderOf(t, []*Node{n2})
+	r, err := n2.Submit(v.Pending[0], v.Round, 7, 0, payload)
+	if err != nil || !r.Duplicate {
+		t.Fatalf("resubmission after restart: %+v %v", r, err)
+	}
+}
+
+// TestSnapshotRestoreRoundTrip snapshots an FSM mid-round and restores it
+// into a fresh one; finishing the round on both gives the same model.
+func TestSnapshotRestoreRoundTrip(t *testing.T) {
+	a := NewFSM()
+	idx := uint64(0)
+	apply := func(f *FSM, c command) any {
+		idx++
+		return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()})
+	}
+	raw := []byte(fmt.Sprintf(`{"model":"mlp:","input_dim":3,"classes":2,"init_seed":1,"strategy":"fedavg","round":{"PerRound":2,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"none"}`))
+	if err, ok := apply(a, command{Type: cmdInit, Config: raw}).(error); ok && err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		apply(a, command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}})
+	}
+	o := apply(a, command{Type: cmdOpen, Candidates: []round.ClientID{1, 2, 3}}).(round.Opened)
+	n := len(a.scratch)
+	upd := func(v float32) []byte {
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = v * float32(i+1)
+		}
+		return denseCodec{}.encode(nil, d)
+	}
+	if r, ok := apply(a, command{Type: cmdSubmit, Round: 1, Client: o.Selected[0], Examples: 3, Payload: upd(0.25)}).(round.Receipt); !ok || r.Received != 1 {
+		t.Fatal("first update not accepted")
+	}
+	snap, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	sink := &memSink{Buffer: &buf}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	b := NewFSM()
+	if err := b.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	last := command{Type: cmdSubmit, Round: 1, Client: o.Selected[1], Examples: 5, Payload: upd(-0.5)}
+	apply(a, last)
+	apply(b, last)
+	apply(a, command{Type: cmdClose})
+	apply(b, command{Type: cmdClose})
+	if a.ModelHash() != b.ModelHash() || a.View().Version != 1 || b.View().Version != 1 {
+		t.Fatal("restored FSM diverged")
+	}
+}
+
+type memSink struct{ *bytes.Buffer }
+
+func (memSink) ID() string    { return "mem" }
+func (memSink) Cancel() error { return nil }
+func (memSink) Close() error  { return nil }
