@@ -261,3 +261,63 @@ func TestSubmitRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestFailoverMidRound stops the leader after it acknowledged part of a
+// round. The survivors elect a new leader that still holds every
+// acknowledged update; clients resubmit what they have no acknowledgment
+// for, the round closes, and both survivors agree on the model.
+func TestFailoverMidRound(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 6, 3)
+	run := testRun(2)
+	run.Round.PerRound = 4
+	nodes := inmemCluster(t, 3, run)
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	clients := registerClients(t, leader, fed, 6)
+	var v View
+	waitFor(t, "a round", func() bool { v = leader.FSM().View(); return v.Phase == round.Collecting })
+	model, _ := leader.FSM().Model()
+	payload := func(id round.ClientID) []byte {
+		d := make([]float32, len(model))
+		for i := range d {
+			d[i] = float32(id) * 1e-3
+		}
+		return denseCodec{}.encode(nil, d)
+	}
+	acked := v.Pending[:2]
+	for _, id := range acked {
+		if _, err := leader.Submit(id, v.Round, 10, 0, payload(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader.Close()
+	var survivors []*Node
+	for _, nd := range nodes {
+		if nd != leader {
+			survivors = append(survivors, nd)
+		}
+	}
+	nl := leaderOf(t, survivors)
+	nv := nl.FSM().View()
+	if got := len(nv.Selected) - len(nv.Pending); got != len(acked) || nv.Round != v.Round {
+		t.Fatalf("new leader has %d updates of round %d, want %d of round %d", got, nv.Round, len(acked), v.Round)
+	}
+	for _, id := range v.Pending {
+		for attempt := 0; ; attempt++ {
+			r, err := leaderOf(t, survivors).Submit(id, v.Round, 10, 0, payload(id))
+			if err == nil {
+				if slices.Contains(acked, id) != r.Duplicate {
+					t.Fatalf("client %d: duplicate=%v", id, r.Duplicate)
+				}
+				break
+			}
+			if attempt > 100 {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(t, "the round to close", func() bool { return leaderOf(t, survivors).FSM().View().Version == 1 })
+	waitFor(t, "replicas to agree", func() bool { return survivors[0].FSM().ModelHash() == survivors[1].FSM().ModelHash() })
+	_ = clients
+}
