@@ -1,0 +1,312 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// Server defaults, used where a ServerConfig field is zero.
+const (
+	// DefaultConnectionTimeout bounds a new connection's TLS and HTTP/2
+	// handshake.
+	DefaultConnectionTimeout = 10 * time.Second
+	// DefaultStreamIdleTimeout bounds the wait for each message of a
+	// client-streamed RPC.
+	DefaultStreamIdleTimeout = 30 * time.Second
+	// DefaultMaxConcurrentStreams bounds the RPCs in flight on one connection.
+	DefaultMaxConcurrentStreams = 64
+	// DefaultMaxHeaderListSize bounds a request's metadata.
+	DefaultMaxHeaderListSize = 64 << 10
+)
+
+// DefaultServerKeepalive is the server's keepalive when
+// ServerConfig.Keepalive is zero: ping idle clients every 30 s, drop them
+// 10 s after an unanswered ping, close connections idle (no RPC) for
+// 10 min, and age connections out after 30 min with 2 min of grace for
+// their RPCs; clients reconnect transparently. The age bounds how long any
+// stalled stream can hold resources.
+var DefaultServerKeepalive = keepalive.ServerParameters{
+	Time:                  30 * time.Second,
+	Timeout:               10 * time.Second,
+	MaxConnectionIdle:     10 * time.Minute,
+	MaxConnectionAge:      30 * time.Minute,
+	MaxConnectionAgeGrace: 2 * time.Minute,
+}
+
+// DefaultEnforcementPolicy is the server's keepalive enforcement when
+// ServerConfig.KeepalivePolicy is zero: clients may ping at most every
+// 10 s, also without RPCs in flight (DefaultClientKeepalive complies).
+var DefaultEnforcementPolicy = keepalive.EnforcementPolicy{
+	MinTime:             10 * time.Second,
+	PermitWithoutStream: true,
+}
+
+// ServerConfig configures NewServer.
+type ServerConfig struct {
+	// TLS is the server's TLS configuration (ServerTLSConfig). Nil
+	// requires Insecure.
+	TLS *tls.Config
+	// Insecure allows serving without TLS: tokens then cross the network
+	// in clear text. For tests and in-process use only.
+	Insecure bool
+	// Authenticator checks the token of every non-public RPC. Required.
+	Authenticator Authenticator
+	// PublicMethods lists full method names served without a token in
+	// addition to IsPublicMethod's.
+	PublicMethods []string
+	// Limits bound message and stream sizes (LimitsFor). Required.
+	Limits Limits
+	// Metrics, if not nil, counts RPCs.
+	Metrics *Metrics
+	// Health is the health service to register; nil registers a new one
+	// reporting SERVING for "" and "fedzip.v1.Coordinator".
+	Health *health.Server
+	// Logger receives handler panics; nil means slog.Default().
+	Logger *slog.Logger
+
+	// ConnectionTimeout bounds a connection's handshake (anti-slowloris);
+	// 0 means DefaultConnectionTimeout.
+	ConnectionTimeout time.Duration
+	// StreamIdleTimeout bounds the wait for each message of a
+	// client-streamed RPC (Submit); the RPC then fails with
+	// DeadlineExceeded (ErrStreamIdle). 0 means DefaultStreamIdleTimeout.
+	StreamIdleTimeout time.Duration
+	// MaxConcurrentStreams bounds RPCs in flight per connection; 0 means
+	// DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
+	// Keepalive: zero means DefaultServerKeepalive.
+	Keepalive keepalive.ServerParameters
+	// KeepalivePolicy: zero means DefaultEnforcementPolicy.
+	KeepalivePolicy keepalive.EnforcementPolicy
+}
+
+// Validate reports whether cfg can make a server.
+func (cfg *ServerConfig) Validate() error {
+	if cfg.TLS == nil && !cfg.Insecure {
+		return errors.New("transport: ServerConfig needs TLS or Insecure")
+	}
+	if cfg.TLS != nil && cfg.Insecure {
+		return errors.New("transport: ServerConfig has both TLS and Insecure")
+	}
+	if cfg.Authenticator == nil {
+		return errors.New("transport: ServerConfig needs an Authenticator")
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return err
+	}
+	if cfg.ConnectionTimeout < 0 || cfg.StreamIdleTimeout < 0 {
+		return errors.New("transport: negative timeout in ServerConfig")
+	}
+	return nil
+}
+
+// NewServer returns a gRPC server with cfg's credentials, limits,
+// keepalive enforcement, the interceptor chain (metrics, panic recovery,
+// token auth, stream guard) and the health service registered. The caller
+// registers the Coordinator service (fedzippb.RegisterCoordinatorServer),
+// then calls Serve, and stops it with Shutdown. NewServer panics if
+// cfg.Validate fails: call it first where cfg comes from user input.
+//
+// The stream guard fails a client-streamed RPC with DeadlineExceeded when
+// no message arrives for StreamIdleTimeout and with ResourceExhausted when
+// it receives more than Limits.MaxUpdateBytes plus framing.
+func NewServer(cfg ServerConfig) *grpc.Server {
+	if err := cfg.Validate(); err != nil {
+		panic(err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ConnectionTimeout == 0 {
+		cfg.ConnectionTimeout = DefaultConnectionTimeout
+	}
+	if cfg.StreamIdleTimeout == 0 {
+		cfg.StreamIdleTimeout = DefaultStreamIdleTimeout
+	}
+	if cfg.MaxConcurrentStreams == 0 {
+		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.Keepalive == (keepalive.ServerParameters{}) {
+		cfg.Keepalive = DefaultServerKeepalive
+	}
+	if cfg.KeepalivePolicy == (keepalive.EnforcementPolicy{}) {
+		cfg.KeepalivePolicy = DefaultEnforcementPolicy
+	}
+
+	public := IsPublicMethod
+	if len(cfg.PublicMethods) > 0 {
+		extra := make(map[string]bool, len(cfg.PublicMethods))
+		for _, m := range cfg.PublicMethods {
+			extra[m] = true
+		}
+		public = func(m string) bool { return extra[m] || IsPublicMethod(m) }
+	}
+
+	var unary []grpc.UnaryServerInterceptor
+	var stream []grpc.StreamServerInterceptor
+	if cfg.Metrics != nil {
+		unary = append(unary, cfg.Metrics.UnaryServerInterceptor())
+		stream = append(stream, cfg.Metrics.StreamServerInterceptor())
+	}
+	unary = append(unary, unaryRecover(cfg.Logger), UnaryAuthInterceptor(cfg.Authenticator, public))
+	stream = append(stream, streamRecover(cfg.Logger), StreamAuthInterceptor(cfg.Authenticator, public),
+		StreamGuardInterceptor(cfg.StreamIdleTimeout, cfg.Limits.streamBudget()))
+
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(cfg.Limits.maxChunk() + MessageOverhead),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.MaxHeaderListSize(DefaultMaxHeaderListSize),
+		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
+		grpc.KeepaliveParams(cfg.Keepalive),
+		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	srv := grpc.NewServer(opts...)
+
+	h := cfg.Health
+	if h == nil {
+		h = health.NewServer()
+		h.SetServingStatus("", healthgrpc.HealthCheckResponse_SERVING)
+		h.SetServingStatus(fedzippb.Coordinator_ServiceDesc.ServiceName, healthgrpc.HealthCheckResponse_SERVING)
+	}
+	healthgrpc.RegisterHealthServer(srv, h)
+	return srv
+}
+
+// Shutdown stops srv gracefully: it stops accepting connections and waits
+// for RPCs in flight to finish, for at most timeout; then it stops srv
+// forcibly, cancelling the RPCs left (long polls, stalled streams). It
+// returns true if the graceful stop completed in time. Handlers that can
+// wait long (GetTask) should also watch their node's own shutdown signal.
+func Shutdown(srv *grpc.Server, timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		srv.Stop()
+		<-done
+		return false
+	}
+}
+
+// unaryRecover turns a handler panic into codes.Internal.
+func unaryRecover(log *slog.Logger) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = recovered(log, info.FullMethod, r)
+			}
+		}()
+		return handler(ctx, req)
+	}
+}
+
+// streamRecover turns a handler panic into codes.Internal.
+func streamRecover(log *slog.Logger) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = recovered(log, info.FullMethod, r)
+			}
+		}()
+		return handler(srv, ss)
+	}
+}
+
+func recovered(log *slog.Logger, method string, r any) error {
+	log.Error("transport: handler panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return errorf(codes.Internal, ErrInternal, "handler failed")
+}
+
+// StreamGuardInterceptor guards client-streamed RPCs (NewServer installs
+// it): each RecvMsg fails with DeadlineExceeded (ErrStreamIdle) if no
+// message arrives within idle, and the RPC fails with ResourceExhausted
+// (ErrChunkTooLarge) once its received messages exceed budget bytes.
+// After a failure every later RecvMsg returns the same error; the handler
+// must return, which ends the stream. Server-streaming RPCs pass through.
+func StreamGuardInterceptor(idle time.Duration, budget int64) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !info.IsClientStream {
+			return handler(srv, ss)
+		}
+		g := &guardStream{ServerStream: ss, idle: idle, budget: budget}
+		defer g.stop()
+		return handler(srv, g)
+	}
+}
+
+// guardStream is a server stream whose RecvMsg is bounded in time and in
+// total size. The underlying RecvMsg runs in a goroutine so that a stalled
+// client cannot block the handler; when the handler returns, gRPC cancels
+// the stream and that goroutine's RecvMsg returns.
+type guardStream struct {
+	grpc.ServerStream
+	idle     time.Duration
+	budget   int64
+	received int64
+	err      error       // sticky failure
+	timer    *time.Timer // reused across RecvMsg calls
+}
+
+func (g *guardStream) RecvMsg(m any) error {
+	if g.err != nil {
+		return g.err
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.ServerStream.RecvMsg(m) }()
+	if g.timer == nil {
+		g.timer = time.NewTimer(g.idle)
+	} else {
+		g.timer.Reset(g.idle)
+	}
+	select {
+	case err := <-done:
+		g.timer.Stop()
+		if err != nil {
+			return err
+		}
+		if p, ok := m.(proto.Message); ok {
+			g.received += int64(proto.Size(p))
+		}
+		if g.received > g.budget {
+			g.err = errorf(codes.ResourceExhausted, ErrChunkTooLarge, "stream exceeds %d bytes", g.budget)
+			return g.err
+		}
+		return nil
+	case <-g.timer.C:
+		g.err = errorf(codes.DeadlineExceeded, ErrStreamIdle, "no message for %v", g.idle)
+		return g.err
+	}
+}
+
+func (g *guardStream) stop() {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+}

@@ -1,0 +1,204 @@
+package transport
+
+import (
+	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// Tests on real sockets: TLS, mTLS, and clients that stall.
+
+// listen listens on a random loopback port.
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+// devCerts writes a fresh set of dev certificates.
+func devCerts(t *testing.T) CertFiles {
+	t.Helper()
+	dir := t.TempDir()
+	if err := GenerateDevCerts(dir, []string{"coord.example", "10.1.2.3"}); err != nil {
+		t.Fatal(err)
+	}
+	return DevCertFiles(dir)
+}
+
+func TestGenerateDevCerts(t *testing.T) {
+	files := devCerts(t)
+	for path, mode := range map[string]os.FileMode{
+		files.CA: 0o644, files.CAKey: 0o600, files.ServerCert: 0o644,
+		files.ServerKey: 0o600, files.ClientCert: 0o644, files.ClientKey: 0o600,
+	} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != mode {
+			t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), mode)
+		}
+	}
+	cfg, err := ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := cfg.Certificates[0].Leaf
+	for _, h := range []string{"127.0.0.1", "localhost", "coord.example", "10.1.2.3"} {
+		if err := leaf.VerifyHostname(h); err != nil {
+			t.Errorf("server certificate: %v", err)
+		}
+	}
+	if err := GenerateDevCerts(filepath.Dir(files.CA), nil); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second GenerateDevCerts: %v, want fs.ErrExist", err)
+	}
+}
+
+func TestMTLS(t *testing.T) {
+	files := devCerts(t)
+	other := devCerts(t)
+	serverTLS, err := ServerTLSConfig(files.ServerCert, files.ServerKey, files.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(testLimits)
+	s := serve(t, f, listen(t), ServerConfig{TLS: serverTLS})
+
+	// A client with a certificate from the CA: handshake, token auth, health.
+	clientTLS, err := ClientTLSConfig(files.CA, files.ClientCert, files.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := NewTokenCredentials(0, "")
+	conn := s.dial(t, ClientConfig{TLS: clientTLS, Credentials: creds})
+	id := register(t, conn, creds)
+	ctx := ctxT(t)
+	if _, err := fedzippb.NewCoordinatorClient(conn).GetTask(ctx, &fedzippb.GetTaskRequest{ClientId: id}); err != nil {
+		t.Fatalf("GetTask over mTLS: %v", err)
+	}
+	resp, err := healthgrpc.NewHealthClient(conn).Check(ctx, &healthgrpc.HealthCheckRequest{})
+	if err != nil || resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
+		t.Fatalf("health over mTLS: %v, %v", resp, err)
+	}
+
+	// Refused handshakes.
+	noCert, err := ClientTLSConfig(files.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCert, err := ClientTLSConfig(files.CA, other.ClientCert, other.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA, err := ClientTLSConfig(other.CA, files.ClientCert, files.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cfg := range map[string]ClientConfig{
+		"no client certificate":      {TLS: noCert},
+		"certificate of another CA":  {TLS: otherCert},
+		"server not trusted":         {TLS: otherCA},
+		"plain text to a TLS server": {Insecure: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			conn, err := Dial(ctx, []string{s.addr}, cfg)
+			if err == nil {
+				conn.Close()
+				t.Fatal("Dial succeeded")
+			}
+			t.Log(err)
+		})
+	}
+}
+
+func TestServerTLSWithoutClientCert(t *testing.T) {
+	files := devCerts(t)
+	serverTLS, err := ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, newFake(testLimits), listen(t), ServerConfig{TLS: serverTLS})
+	clientTLS, err := ClientTLSConfig(files.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := NewTokenCredentials(0, "")
+	// Two addresses, the first dead: the connection moves on to the second.
+	dead := listen(t)
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	conn, err := Dial(ctxT(t), []string{deadAddr, s.addr}, ClientConfig{TLS: clientTLS, Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	register(t, conn, creds)
+}
+
+// TestSlowloris: clients that stall in the handshake or in a stream do
+// not block others, and the server shuts down in bounded time.
+func TestSlowloris(t *testing.T) {
+	files := devCerts(t)
+	serverTLS, err := ServerTLSConfig(files.ServerCert, files.ServerKey, files.CA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFake(testLimits)
+	s := serve(t, f, listen(t), ServerConfig{TLS: serverTLS, ConnectionTimeout: 200 * time.Millisecond,
+		StreamIdleTimeout: time.Hour})
+
+	// A TCP connection that never starts its TLS handshake is closed.
+	raw, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+
+	clientTLS, err := ClientTLSConfig(files.CA, files.ClientCert, files.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := NewTokenCredentials(0, "")
+	conn := s.dial(t, ClientConfig{TLS: clientTLS, Credentials: creds})
+	register(t, conn, creds)
+	c := fedzippb.NewCoordinatorClient(conn)
+	ctx := ctxT(t)
+	stalled, err := c.Submit(ctx) // opens a stream and sends nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Others are served meanwhile.
+	creds2 := NewTokenCredentials(0, "")
+	conn2 := s.dial(t, ClientConfig{TLS: clientTLS, Credentials: creds2})
+	id2 := register(t, conn2, creds2)
+	if _, err := Upload(ctx, fedzippb.NewCoordinatorClient(conn2), &fedzippb.UpdateHeader{ClientId: id2}, testPayload(1<<20, 8), 32<<10); err != nil {
+		t.Fatalf("upload beside a stalled client: %v", err)
+	}
+
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read from a stalled connection returned data")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatal("the server kept a connection that never completed its handshake")
+	}
+
+	// The stalled stream keeps GracefulStop from finishing: Shutdown forces.
+	if Shutdown(s.srv, 100*time.Millisecond) {
+		t.Fatal("graceful stop finished with a stalled stream open")
+	}
+	err = stalled.RecvMsg(new(fedzippb.SubmitResponse))
+	wantCode(t, err, codes.Unavailable)
+}
