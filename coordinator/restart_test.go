@@ -35,8 +35,7 @@ func TestRestartResumesFromDisk(t *testing.T) {
 	addr := freeAddr(t)
 	run := testRun(0)
 	open := func() *Node {
-		n, err := Open(Config{ID: "solo", Dir: dir, RaftAddr: addr, Bootstrap: true, Run: run, Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"}) // Snapshot often, so the restart also exercises Restore.
-
+		n, err := Open(Config{ID: "solo", Dir: dir, RaftAddr: addr, Bootstrap: true, Run: run, Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"})
 		if err != nil {
 			t.Fatal(err)
 		}

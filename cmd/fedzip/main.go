@@ -5,6 +5,9 @@
 // Usage:
 //
 //	fedzip simulate [flags]
+//	fedzip coordinator [flags]
+//	fedzip client [flags]
+//	fedzip dev-certs DIR
 //	fedzip version
 //
 // Run "fedzip COMMAND -h" for the flags of a command.
@@ -42,6 +45,9 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"simulate", "run federated rounds with virtual clients in this process", runSimulate},
+		{"coordinator", "run a coordinator node (Raft-replicated rounds, gRPC service)", runCoordinator},
+		{"client", "run a training client against a coordinator", runClient},
+		{"dev-certs", "write a CA and TLS certificates for local use", runDevCerts},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)
 			return exitOK

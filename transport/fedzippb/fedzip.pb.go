@@ -342,7 +342,12 @@ type Task struct {
 	// size limits from it.
 	ModelParams uint64 `protobuf:"varint,13,opt,name=model_params,json=modelParams,proto3" json:"model_params,omitempty"`
 	// done says training is over; every other field may be zero.
-	Done          bool `protobuf:"varint,14,opt,name=done,proto3" json:"done,omitempty"`
+	Done bool `protobuf:"varint,14,opt,name=done,proto3" json:"done,omitempty"`
+	// The model architecture spec ("2nn", "mlp:H1,H2") and its input and
+	// output sizes: everything a client needs to build the network.
+	Model         string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
+	InputDim      uint32 `protobuf:"varint,16,opt,name=input_dim,json=inputDim,proto3" json:"input_dim,omitempty"`
+	Classes       uint32 `protobuf:"varint,17,opt,name=classes,proto3" json:"classes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -473,6 +478,27 @@ func (x *Task) GetDone() bool {
 		return x.Done
 	}
 	return false
+}
+
+func (x *Task) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *Task) GetInputDim() uint32 {
+	if x != nil {
+		return x.InputDim
+	}
+	return 0
+}
+
+func (x *Task) GetClasses() uint32 {
+	if x != nil {
+		return x.Classes
+	}
+	return 0
 }
 
 // DownloadRequest asks for a model version.
@@ -1171,7 +1197,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xb6\x03\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x83\x04\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1188,7 +1214,10 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\ttask_seed\x18\v \x01(\x04R\btaskSeed\x126\n" +
 	"\bdeadline\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12!\n" +
 	"\fmodel_params\x18\r \x01(\x04R\vmodelParams\x12\x12\n" +
-	"\x04done\x18\x0e \x01(\bR\x04done\"t\n" +
+	"\x04done\x18\x0e \x01(\bR\x04done\x12\x14\n" +
+	"\x05model\x18\x0f \x01(\tR\x05model\x12\x1b\n" +
+	"\tinput_dim\x18\x10 \x01(\rR\binputDim\x12\x18\n" +
+	"\aclasses\x18\x11 \x01(\rR\aclasses\"t\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +

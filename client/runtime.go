@@ -1,0 +1,383 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// RuntimeConfig configures a client process.
+type RuntimeConfig struct {
+	// Addrs are coordinator addresses ("host:port"); the runtime finds the
+	// leader among them and follows redirects.
+	Addrs []string
+	// TLS is the client's TLS configuration; nil requires Insecure.
+	TLS      *tls.Config
+	Insecure bool
+	// Name and JoinSecret are presented at registration.
+	Name       string
+	JoinSecret string
+	// StateDir keeps the client's identity and its unacknowledged update
+	// across restarts.
+	StateDir string
+	// Examples is the number of local training examples, declared at
+	// registration.
+	Examples uint64
+	// NewTrainer returns the trainer for a task's model. It is called
+	// again only when the model changes.
+	NewTrainer func(task *fedzippb.Task) (Trainer, error)
+	// MaxBackoff caps the wait between retries (exponential with jitter,
+	// from 100 ms); 0 means 5 s.
+	MaxBackoff time.Duration
+	Logger     *slog.Logger
+}
+
+// Summary reports what a client did.
+type Summary struct {
+	ClientID uint64
+	Rounds   []int
+	Bytes    int64
+}
+
+// state is what a client keeps in StateDir/state.json.
+type state struct {
+	ClientID  uint64 `json:"client_id"`
+	Token     string `json:"token"`
+	LastRound uint64 `json:"last_round"`
+	// Pending is an update trained but not yet acknowledged; its payload is
+	// in pending.bin.
+	Pending *pending `json:"pending,omitempty"`
+}
+
+type pending struct {
+	Round        uint64  `json:"round"`
+	ModelVersion uint64  `json:"model_version"`
+	Examples     uint64  `json:"examples"`
+	TrainLoss    float64 `json:"train_loss"`
+}
+
+// Runtime is a running client: fetch task → download → train → encode →
+// upload, until the run is done or ctx ends.
+type Runtime struct {
+	cfg     RuntimeConfig
+	log     *slog.Logger
+	st      state
+	conn    *grpc.ClientConn
+	api     fedzippb.CoordinatorClient
+	creds   *transport.TokenCredentials
+	addrs   []string
+	trainer Trainer
+	model   string
+	backoff time.Duration
+	sum     Summary
+}
+
+// Run runs a client until the coordinator says training is done.
+func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
+	if len(cfg.Addrs) == 0 {
+		return Summary{}, errors.New("client: no coordinator address")
+	}
+	if cfg.NewTrainer == nil {
+		return Summary{}, errors.New("client: no trainer")
+	}
+	if cfg.StateDir == "" {
+		return Summary{}, errors.New("client: no state directory")
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return Summary{}, err
+	}
+	r := &Runtime{cfg: cfg, log: cfg.Logger, addrs: slices.Clone(cfg.Addrs), creds: transport.NewTokenCredentials(0, "")}
+	defer r.close()
+	if err := r.load(); err != nil {
+		return Summary{}, err
+	}
+	return r.run(ctx)
+}
+
+func (r *Runtime) close() {
+	if r.conn != nil {
+		r.conn.Close()
+		r.conn = nil
+	}
+}
+
+func (r *Runtime) statePath() string   { return filepath.Join(r.cfg.StateDir, "state.json") }
+func (r *Runtime) pendingPath() string { return filepath.Join(r.cfg.StateDir, "pending.bin") }
+
+func (r *Runtime) load() error {
+	b, err := os.ReadFile(r.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &r.st); err != nil {
+		return fmt.Errorf("client: %s: %w", r.statePath(), err)
+	}
+	if r.st.ClientID != 0 {
+		r.creds.Set(r.st.ClientID, r.st.Token)
+	}
+	return nil
+}
+
+// save writes the state atomically.
+func (r *Runtime) save() error {
+	b, err := json.MarshalIndent(r.st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeAtomic(r.statePath(), b)
+}
+
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (r *Runtime) dial(ctx context.Context) error {
+	r.close()
+	conn, err := transport.Dial(ctx, r.addrs, transport.ClientConfig{TLS: r.cfg.TLS, Insecure: r.cfg.Insecure, Credentials: r.creds})
+	if err != nil {
+		return err
+	}
+	r.conn, r.api = conn, fedzippb.NewCoordinatorClient(conn)
+	return nil
+}
+
+// retry decides what to do after a failed call: follow a leader redirect,
+// or back off and reconnect. It returns ctx's error when ctx ends.
+func (r *Runtime) retry(ctx context.Context, err error) error {
+	if leader, ok := transport.LeaderFromError(err); ok && leader != "" {
+		r.log.Info("following the leader", "addr", leader)
+		r.addrs = append([]string{leader}, slices.DeleteFunc(slices.Clone(r.cfg.Addrs), func(a string) bool { return a == leader })...)
+		r.close()
+		return ctx.Err()
+	}
+	r.backoff = min(max(2*r.backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
+	wait := time.Duration(float64(r.backoff) * (0.5 + rand.Float64()/2))
+	r.log.Debug("retrying", "err", err, "wait", wait)
+	select {
+	case <-time.After(wait):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if status.Code(err) == codes.Unavailable || r.conn == nil {
+		r.close()
+		// Rotate so that the next dial tries another node first.
+		r.addrs = append(r.addrs[1:], r.addrs[0])
+	}
+	return nil
+}
+
+func (r *Runtime) run(ctx context.Context) (Summary, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return r.sum, err
+		}
+		if r.conn == nil {
+			if err := r.dial(ctx); err != nil {
+				if e := r.retry(ctx, err); e != nil {
+					return r.sum, e
+				}
+				continue
+			}
+		}
+		if r.st.ClientID == 0 {
+			res, err := r.api.Register(ctx, &fedzippb.RegisterRequest{JoinSecret: r.cfg.JoinSecret, Name: r.cfg.Name,
+				Capabilities: &fedzippb.Capabilities{Codecs: []string{"none"}, Examples: r.cfg.Examples}})
+			if err != nil {
+				if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied || c == codes.InvalidArgument {
+					return r.sum, fmt.Errorf("client: registration refused: %w", err)
+				}
+				if e := r.retry(ctx, err); e != nil {
+					return r.sum, e
+				}
+				continue
+			}
+			r.st = state{ClientID: res.GetClientId(), Token: res.GetToken()}
+			r.creds.Set(r.st.ClientID, r.st.Token)
+			if err := r.save(); err != nil {
+				return r.sum, err
+			}
+			r.sum.ClientID = r.st.ClientID
+			r.log.Info("registered", "id", r.st.ClientID)
+		}
+		r.sum.ClientID = r.st.ClientID
+		done, err := r.once(ctx)
+		if done {
+			return r.sum, nil
+		}
+		if err != nil {
+			if transport.IsNoTask(err) && ctx.Err() == nil {
+				continue
+			}
+			var fatal *fatalError
+			if errors.As(err, &fatal) {
+				return r.sum, fatal.err
+			}
+			if e := r.retry(ctx, err); e != nil {
+				return r.sum, e
+			}
+			continue
+		}
+		r.backoff = 0
+	}
+}
+
+type fatalError struct{ err error }
+
+func (f *fatalError) Error() string { return f.err.Error() }
+
+// once runs one task: it returns done when the run is over.
+func (r *Runtime) once(ctx context.Context) (done bool, err error) {
+	task, err := r.api.GetTask(ctx, &fedzippb.GetTaskRequest{ClientId: r.st.ClientID})
+	if err != nil {
+		if status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.NotFound {
+			// The coordinator does not know this identity (a new run):
+			// register again.
+			r.log.Warn("identity refused; registering again", "err", err)
+			r.st = state{}
+			r.creds.Set(0, "")
+			return false, r.save()
+		}
+		return false, err
+	}
+	if task.GetDone() {
+		return true, nil
+	}
+	if p := r.st.Pending; p != nil && p.Round == task.GetRound() && p.ModelVersion == task.GetModelVersion() {
+		payload, err := os.ReadFile(r.pendingPath())
+		if err == nil {
+			r.log.Info("resubmitting an unacknowledged update", "round", p.Round)
+			return false, r.upload(ctx, task, p, payload)
+		}
+	}
+	if err := r.ensureTrainer(task); err != nil {
+		return false, &fatalError{err}
+	}
+	lim := transport.LimitsFor(int(task.GetModelParams()), 0)
+	h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, WantVersion: task.GetModelVersion()}, lim, nil)
+	if err != nil {
+		return false, err
+	}
+	global, err := decodeModel(body, int(task.GetModelParams()))
+	if err != nil {
+		return false, status.Error(codes.DataLoss, err.Error())
+	}
+	local := make([]float32, len(global))
+	ct := Task{Round: int(task.GetRound()), Seed: task.GetTaskSeed(), Epochs: int(task.GetEpochs()), BatchSize: int(task.GetBatchSize()),
+		Optimizer: nn.SGD{LR: float32(task.GetLr()), Momentum: float32(task.GetMomentum()), WeightDecay: float32(task.GetWeightDecay())}}
+	if err := ct.Validate(); err != nil {
+		return false, &fatalError{fmt.Errorf("client: task from the coordinator: %w", err)}
+	}
+	u, res, err := Step(ctx, r.trainer, global, local, ct)
+	if err != nil {
+		return false, err
+	}
+	payload := make([]byte, 0, 4*len(u.Delta))
+	for _, v := range u.Delta {
+		payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
+	}
+	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss}
+	if err := writeAtomic(r.pendingPath(), payload); err != nil {
+		return false, err
+	}
+	r.st.Pending = p
+	if err := r.save(); err != nil {
+		return false, err
+	}
+	return false, r.upload(ctx, task, p, payload)
+}
+
+func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
+	h := &fedzippb.UpdateHeader{ClientId: r.st.ClientID, Round: p.Round, ModelVersion: p.ModelVersion, Examples: p.Examples, TrainLoss: p.TrainLoss}
+	res, err := transport.Upload(ctx, r.api, h, payload, 0)
+	if err != nil {
+		switch status.Code(err) {
+		case codes.FailedPrecondition, codes.InvalidArgument:
+			// The round moved on or the update is refused: retrying the
+			// same bytes cannot succeed.
+			r.log.Warn("update refused", "round", p.Round, "err", err)
+			r.st.Pending = nil
+			r.st.LastRound = p.Round
+			return r.save()
+		}
+		return err
+	}
+	r.log.Info("update accepted", "round", p.Round, "duplicate", res.GetDuplicate(), "received", res.GetReceived(), "selected", res.GetSelected())
+	r.sum.Rounds = append(r.sum.Rounds, int(p.Round))
+	r.sum.Bytes += int64(len(payload))
+	r.st.Pending = nil
+	r.st.LastRound = p.Round
+	os.Remove(r.pendingPath())
+	return r.save()
+}
+
+func (r *Runtime) ensureTrainer(task *fedzippb.Task) error {
+	key := fmt.Sprintf("%s/%d/%d/%d", task.GetModel(), task.GetInputDim(), task.GetClasses(), task.GetBatchSize())
+	if r.trainer != nil && r.model == key {
+		return nil
+	}
+	t, err := r.cfg.NewTrainer(task)
+	if err != nil {
+		return err
+	}
+	r.trainer, r.model = t, key
+	return nil
+}
+
+func decodeModel(b []byte, n int) ([]float32, error) {
+	if len(b) != 4*n {
+		return nil, fmt.Errorf("client: model of %d bytes, want %d parameters", len(b), n)
+	}
+	out := make([]float32, n)
+	for i := range out {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("client: model parameter %d is %v", i, v)
+		}
+		out[i] = v
+	}
+	return out, nil
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/sim"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+type clientFlags struct {
+	coordinators, name, joinSecret, stateDir string
+	ca, cert, key, logFormat                 string
+	insecure                                 bool
+	dataset, dataDir, partition              string
+	clients, index                           int
+	alpha                                    float64
+	seed                                     uint64
+	timeout                                  time.Duration
+}
+
+func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f clientFlags
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.StringVar(&f.coordinators, "coordinator", "127.0.0.1:7070", "coordinator addresses, comma-separated; the client finds the leader")
+	fs.StringVar(&f.name, "name", "", "client name shown by the coordinator (default: client-INDEX)")
+	fs.StringVar(&f.joinSecret, "join-secret", "", "the coordinator's join secret")
+	fs.StringVar(&f.stateDir, "state-dir", "", "directory for the client's identity and unacknowledged update (default: fedzip-client-INDEX)")
+	fs.StringVar(&f.ca, "ca", "", "CA that signed the coordinator's certificate (PEM)")
+	fs.StringVar(&f.cert, "cert", "", "client certificate for mTLS (PEM)")
+	fs.StringVar(&f.key, "key", "", "client key for mTLS (PEM)")
+	fs.BoolVar(&f.insecure, "insecure", false, "connect without TLS (local testing only)")
+	fs.StringVar(&f.dataset, "dataset", "mnist", "local data: mnist or synthetic")
+	fs.StringVar(&f.dataDir, "data-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
+	fs.StringVar(&f.partition, "partition", "iid", "how the data set is split: iid, shards or dirichlet")
+	fs.IntVar(&f.clients, "clients", 10, "number of shards the data set is split into")
+	fs.IntVar(&f.index, "client-index", 0, "which shard this client trains on, 0..clients-1")
+	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet alpha for --partition dirichlet")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the data split (must match across clients)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
+	if code, done := parseFlags(fs, args, stdout, stderr, "client", "Runs a training client against a coordinator.",
+		"  fedzip client --coordinator 127.0.0.1:7070 --ca certs/ca.pem --cert certs/client.pem --key certs/client-key.pem --clients 5 --client-index 0\n"); done {
+		return code
+	}
+	if f.index < 0 || f.index >= f.clients {
+		fmt.Fprintf(stderr, "fedzip client: --client-index %d out of range 0..%d\n", f.index, f.clients-1)
+		return exitUsage
+	}
+	if f.name == "" {
+		f.name = fmt.Sprintf("client-%d", f.index)
+	}
+	if f.stateDir == "" {
+		f.stateDir = fmt.Sprintf("fedzip-client-%d", f.index)
+	}
+	log := newLogger(stderr, f.logFormat).With("client", f.name)
+	data, err := sim.DataSpec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
+		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed}.Load()
+	if err != nil {
+		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+		return exitError
+	}
+	idx := data.Parts[f.index]
+	cfg := client.RuntimeConfig{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
+		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log,
+		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
+			if int(t.GetInputDim()) != data.Train.Dim {
+				return nil, fmt.Errorf("the coordinator's model takes %d features, local data has %d", t.GetInputDim(), data.Train.Dim)
+			}
+			m, err := nn.ParseArch(t.GetModel(), int(t.GetInputDim()), int(t.GetClasses()))
+			if err != nil {
+				return nil, err
+			}
+			if t.GetBatchSize() == 0 || t.GetBatchSize() > 1<<16 {
+				return nil, fmt.Errorf("batch size %d", t.GetBatchSize())
+			}
+			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
+		}}
+	if !f.insecure {
+		if f.ca == "" {
+			fmt.Fprintln(stderr, "fedzip client: --ca is required (or --insecure for local testing)")
+			return exitUsage
+		}
+		if cfg.TLS, err = transport.ClientTLSConfig(f.ca, f.cert, f.key); err != nil {
+			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+			return exitError
+		}
+	}
+	if f.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+	}
+	sum, err := client.Run(ctx, cfg)
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stdout, "client %d (%s): %d updates accepted, %d bytes uploaded\n", sum.ClientID, f.name, len(sum.Rounds), sum.Bytes)
+	return exitOK
+}
+
+func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
+	hosts := fs.String("hosts", "", "extra host names or IPs for the server certificate, comma-separated")
+	if code, done := parseFlagsArgs(fs, args, stdout, stderr); done {
+		return code
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "fedzip dev-certs: want one argument, the output directory (run 'fedzip dev-certs -h' for help)")
+		return exitUsage
+	}
+	var hs []string
+	if *hosts != "" {
+		hs = strings.Split(*hosts, ",")
+	}
+	if err := transport.GenerateDevCerts(fs.Arg(0), hs); err != nil {
+		fmt.Fprintf(stderr, "fedzip dev-certs: %v\n", err)
+		return exitError
+	}
+	files := transport.DevCertFiles(fs.Arg(0))
+	fmt.Fprintf(stdout, "wrote a CA (%s), a server certificate (%s) and a client certificate (%s); keys are mode 0600\n", files.CA, files.ServerCert, files.ClientCert)
+	return exitOK
+}
+
+func parseFlagsArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "Usage: fedzip dev-certs [--hosts h1,h2] DIR\n\nWrites a CA, a server certificate (127.0.0.1, localhost and --hosts) and a client certificate into DIR, for local TLS and mTLS.\n\nFlags:")
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			return exitOK, true
+		}
+		fmt.Fprintf(stderr, "fedzip dev-certs: %v (run 'fedzip dev-certs -h' for help)\n", err)
+		return exitUsage, true
+	}
+	return 0, false
+}

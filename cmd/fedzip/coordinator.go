@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/coordinator"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+type coordinatorFlags struct {
+	id, dataDir, listen, raftAddr     string
+	bootstrap, insecure               bool
+	model, strategy, uploadCodec      string
+	dataset, mnistDir                 string
+	rounds, perRound, minClients      int
+	localEpochs, batchSize            int
+	fraction, lr, momentum, wd        float64
+	deadline                          time.Duration
+	seed                              uint64
+	joinSecret                        string
+	tlsCert, tlsKey, clientCA         string
+	saveModel, logFormat, evalDataset string
+	longPoll                          time.Duration
+}
+
+func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f coordinatorFlags
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	fs.StringVar(&f.id, "id", "node1", "this node's Raft ID")
+	fs.StringVar(&f.dataDir, "data-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
+	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
+	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
+	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
+	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
+	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
+	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec clients use for updates")
+	fs.IntVar(&f.rounds, "rounds", 100, "stop after this many rounds (0: never)")
+	fs.Float64Var(&f.fraction, "fraction", 0.1, "fraction of alive clients selected each round (ignored with --clients-per-round)")
+	fs.IntVar(&f.perRound, "clients-per-round", 0, "clients selected each round (0: use --fraction)")
+	fs.IntVar(&f.minClients, "min-clients", 1, "least number of alive clients to open a round and of updates to close one at its deadline")
+	fs.DurationVar(&f.deadline, "deadline", 2*time.Minute, "how long a round waits for updates")
+	fs.IntVar(&f.localEpochs, "local-epochs", 1, "client local epochs")
+	fs.IntVar(&f.batchSize, "batch-size", 10, "client batch size")
+	fs.Float64Var(&f.lr, "lr", 0.1, "client learning rate")
+	fs.Float64Var(&f.momentum, "momentum", 0, "client momentum")
+	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
+	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
+	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
+	fs.StringVar(&f.clientCA, "client-ca", "", "CA of client certificates: require mTLS")
+	fs.BoolVar(&f.insecure, "insecure", false, "serve without TLS (tokens travel in clear text; local testing only)")
+	fs.StringVar(&f.saveModel, "save-model", "", "write the global model to this file after every round")
+	fs.StringVar(&f.evalDataset, "eval", "", "evaluate the global model after every round on this data set's test split (mnist)")
+	fs.StringVar(&f.mnistDir, "mnist-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
+	if code, done := parseFlags(fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
+		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
+		return code
+	}
+	if f.joinSecret == "" {
+		f.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
+	}
+	log := newLogger(stderr, f.logFormat)
+	if err := coordinate(ctx, f, log); err != nil {
+		fmt.Fprintf(stderr, "fedzip coordinator: %v\n", err)
+		var ue usageError
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitError
+	}
+	return exitOK
+}
+
+type usageError struct{ error }
+
+func newLogger(w io.Writer, format string) *slog.Logger {
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, nil))
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}
+
+func dims(name string) (int, int, error) {
+	switch name {
+	case "mnist":
+		return dataset.MNISTDim, dataset.MNISTClasses, nil
+	case "synthetic":
+		return dataset.SyntheticDim, dataset.SyntheticClasses, nil
+	}
+	return 0, 0, usageError{fmt.Errorf("--dataset %q: want mnist or synthetic", name)}
+}
+
+func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error {
+	in, classes, err := dims(f.dataset)
+	if err != nil {
+		return err
+	}
+	run := &coordinator.RunConfig{Model: f.model, InputDim: in, Classes: classes, InitSeed: f.seed, Strategy: f.strategy,
+		Round:    round.Config{Fraction: f.fraction, PerRound: f.perRound, MinClients: f.minClients, Deadline: f.deadline, Rounds: f.rounds, Seed: f.seed},
+		TaskSeed: f.seed, LocalEpochs: f.localEpochs, BatchSize: f.batchSize, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd,
+		UploadCodec: f.uploadCodec}
+	if err := run.Validate(); err != nil {
+		return usageError{err}
+	}
+	model, _ := nn.ParseArch(f.model, in, classes)
+	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log}
+	if !f.insecure {
+		if f.tlsCert == "" || f.tlsKey == "" {
+			return usageError{errors.New("--tls-cert and --tls-key are required (or --insecure for local testing; see 'fedzip dev-certs')")}
+		}
+		if srvCfg.TLS, err = transport.ServerTLSConfig(f.tlsCert, f.tlsKey, f.clientCA); err != nil {
+			return err
+		}
+	}
+	node, err := coordinator.Open(coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap,
+		Run: run, JoinSecret: f.joinSecret, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	svc := coordinator.NewService(node, srvCfg.Limits)
+	svc.LongPoll = f.longPoll
+	srvCfg.Authenticator = svc
+	if err := srvCfg.Validate(); err != nil {
+		return err
+	}
+	srv := transport.NewServer(srvCfg)
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	lis, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "")
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(lis) }()
+
+	var test *dataset.Dataset
+	if f.evalDataset == "mnist" {
+		dir, err := dataset.MNISTDir(f.mnistDir)
+		if err != nil {
+			return err
+		}
+		if _, test, err = dataset.LoadMNIST(dir); err != nil {
+			return err
+		}
+	}
+	err = watchRounds(ctx, node, model, test, f, log)
+	transport.Shutdown(srv, 5*time.Second)
+	if e := <-serveErr; e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
+		err = e
+	}
+	return err
+}
+
+// watchRounds logs each closed round, saves the model and evaluates it,
+// until the run finishes or ctx ends.
+func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, test *dataset.Dataset, f coordinatorFlags, log *slog.Logger) error {
+	var ws *nn.Workspace
+	if test != nil {
+		ws = model.NewWorkspace(250)
+	}
+	var seen uint64
+	for {
+		v := node.FSM().View()
+		if v.Initialised && v.Version > seen {
+			seen = v.Version
+			params, version := node.FSM().Model()
+			attrs := []any{"round", v.LastClosed.Round, "version", version, "reported", v.LastClosed.Reported, "missing", len(v.LastClosed.Missing)}
+			if test != nil {
+				correct, loss := model.Evaluate(ws, params, test.X, test.Y)
+				attrs = append(attrs, "test_accuracy", float64(correct)/float64(test.N), "test_loss", loss/float64(test.N))
+			}
+			log.Info("round closed", attrs...)
+			if f.saveModel != "" {
+				ck := checkpoint.New(model, params)
+				ck.Header.Round, ck.Header.Version, ck.Header.Dataset = v.LastClosed.Round, version, f.dataset
+				ck.Header.Extra = map[string]string{"seed": strconv.FormatUint(f.seed, 10), "strategy": f.strategy, "upload_codec": f.uploadCodec}
+				if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {
+					log.Error("saving the model", "err", err)
+				}
+			}
+			if v.Phase == round.Finished {
+				log.Info("training finished", "rounds", v.Round)
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-v.Changed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// parseFlags parses a subcommand's flags; done reports that the command
+// should return code (help, or a usage error).
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, name, about, example string) (code int, done bool) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "Usage: fedzip %s [flags]\n\n%s\n\nFlags:\n", name, about)
+			fs.SetOutput(stdout)
+			fs.PrintDefaults()
+			fmt.Fprintf(stdout, "\nExample:\n%s", example)
+			return exitOK, true
+		}
+		fmt.Fprintf(stderr, "fedzip %s: %v (run 'fedzip %s -h' for help)\n", name, err, name)
+		return exitUsage, true
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "fedzip %s: unexpected argument %q (run 'fedzip %s -h' for help)\n", name, fs.Arg(0), name)
+		return exitUsage, true
+	}
+	return 0, false
+}

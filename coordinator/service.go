@@ -1,0 +1,179 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// Service is the coordinator's gRPC service: it authenticates clients,
+// hands out tasks, streams the model, and turns uploads into Raft
+// commands. Errors from the node become gRPC statuses here and only here.
+type Service struct {
+	fedzippb.UnimplementedCoordinatorServer
+	node *Node
+	// Limits bound uploads and downloads.
+	Limits transport.Limits
+	// LongPoll is how long GetTask waits for a round before answering "no
+	// task yet" (DeadlineExceeded).
+	LongPoll time.Duration
+	// ChunkSize is the size of download chunks.
+	ChunkSize int
+	// LeaderAddr maps the leader's Raft ID and address to the address
+	// clients should dial; nil means the Raft address.
+	LeaderAddr func(raftID, raftAddr string) string
+}
+
+var _ fedzippb.CoordinatorServer = (*Service)(nil)
+
+// NewService returns the service of node; limits bound payload sizes.
+func NewService(node *Node, limits transport.Limits) *Service {
+	return &Service{node: node, Limits: limits, LongPoll: 20 * time.Second, ChunkSize: 256 << 10}
+}
+
+// Authenticate checks a client's bearer token (transport.Authenticator).
+func (s *Service) Authenticate(_ context.Context, id uint64, token string) error {
+	return s.node.FSM().Authenticate(round.ClientID(id), token)
+}
+
+// Register adds a client after checking the join secret.
+func (s *Service) Register(ctx context.Context, req *fedzippb.RegisterRequest) (*fedzippb.RegisterResponse, error) {
+	id, tok, err := s.node.Register(req.GetName(), req.GetJoinSecret(), req.GetCapabilities().GetExamples())
+	if err != nil {
+		return nil, s.status(ctx, err)
+	}
+	return &fedzippb.RegisterResponse{ClientId: uint64(id), Token: tok}, nil
+}
+
+// GetTask long-polls for the client's task in the open round.
+func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*fedzippb.Task, error) {
+	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
+		return nil, err
+	}
+	wait, cancel := context.WithTimeout(ctx, s.LongPoll)
+	defer cancel()
+	t, err := s.node.WaitTask(wait, round.ClientID(req.GetClientId()))
+	if err != nil {
+		if errors.Is(err, ErrNoTask) && ctx.Err() == nil {
+			return nil, transport.NoTaskError()
+		}
+		return nil, s.status(ctx, err)
+	}
+	c := t.Config
+	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec,
+		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay,
+		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes)}
+	if !t.Deadline.IsZero() {
+		out.Deadline = timestamppb.New(t.Deadline)
+	}
+	if model, _ := s.node.FSM().Model(); model != nil {
+		out.ModelParams = uint64(len(model))
+	}
+	return out, nil
+}
+
+// Download streams the current global model as little-endian float32.
+func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordinator_DownloadServer) error {
+	ctx := stream.Context()
+	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
+		return err
+	}
+	model, version := s.node.FSM().Model()
+	if model == nil {
+		return s.status(ctx, ErrNotInitialised)
+	}
+	if w := req.GetWantVersion(); w != 0 && w != version {
+		return status.Errorf(codes.FailedPrecondition, "model version %d is not available; the current version is %d", w, version)
+	}
+	payload := make([]byte, 0, 4*len(model))
+	for _, v := range model {
+		payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
+	}
+	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: version}
+	return transport.SendModel(stream.Send, h, payload, s.ChunkSize)
+}
+
+// Submit receives one update and acknowledges it once committed.
+func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) error {
+	ctx := stream.Context()
+	h, payload, err := transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
+		return transport.CheckClientID(ctx, h.GetClientId())
+	})
+	if err != nil {
+		return err
+	}
+	if h.GetRound() > math.MaxInt32 {
+		return status.Errorf(codes.InvalidArgument, "round %d out of range", h.GetRound())
+	}
+	v := s.node.FSM().View()
+	if v.Phase == round.Collecting && int(h.GetRound()) == v.Round && h.GetModelVersion() != v.Version {
+		return status.Errorf(codes.FailedPrecondition, "update trained from model version %d; round %d trains version %d", h.GetModelVersion(), v.Round, v.Version)
+	}
+	if l := h.GetTrainLoss(); math.IsNaN(l) || math.IsInf(l, 0) {
+		return status.Errorf(codes.InvalidArgument, "training loss %v is not finite", l)
+	}
+	r, err := s.node.Submit(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples(), h.GetTrainLoss(), payload)
+	if err != nil {
+		return s.status(ctx, err)
+	}
+	return stream.SendAndClose(&fedzippb.SubmitResponse{Accepted: true, Duplicate: r.Duplicate, Round: h.GetRound(),
+		Received: uint32(r.Received), Selected: uint32(r.Selected)})
+}
+
+// ClusterStatus reports this node's view of the cluster.
+func (s *Service) ClusterStatus(ctx context.Context, _ *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {
+	n := s.node
+	v := n.FSM().View()
+	hash := n.FSM().ModelHash()
+	stats := n.raft.Stats()
+	var term uint64
+	fmt.Sscan(stats["term"], &term)
+	self := &fedzippb.NodeStatus{Id: n.cfg.ID, Address: n.Address(), Role: n.raft.State().String(), Term: term,
+		LastApplied: n.raft.AppliedIndex(), Round: uint64(v.Round), ModelHash: hex.EncodeToString(hash[:])}
+	addr, id := n.Leader()
+	return &fedzippb.ClusterStatusResponse{Nodes: []*fedzippb.NodeStatus{self}, LeaderAddress: s.leaderAddr(id, addr)}, nil
+}
+
+func (s *Service) leaderAddr(id, addr string) string {
+	if s.LeaderAddr != nil && addr != "" {
+		return s.LeaderAddr(id, addr)
+	}
+	return addr
+}
+
+// status maps a node error to a gRPC status.
+func (s *Service) status(ctx context.Context, err error) error {
+	var nl *NotLeaderError
+	switch {
+	case errors.As(err, &nl):
+		return transport.NotLeaderError(ctx, s.leaderAddr(nl.LeaderID, nl.Leader))
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return status.FromContextError(err).Err()
+	case errors.Is(err, ErrBadSecret), errors.Is(err, ErrBadToken):
+		return status.Error(codes.Unauthenticated, err.Error())
+	case errors.Is(err, ErrUnknownClient):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadRequest), errors.Is(err, aggregate.ErrShape),
+		errors.Is(err, aggregate.ErrNonFinite), errors.Is(err, aggregate.ErrWeight):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, round.ErrWrongRound), errors.Is(err, round.ErrNotSelected), errors.Is(err, round.ErrLate),
+		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase):
+		return status.Error(codes.FailedPrecondition, err.Error())
+	case errors.Is(err, ErrNotInitialised):
+		return status.Error(codes.Unavailable, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
