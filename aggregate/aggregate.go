@@ -5,28 +5,110 @@
 // updates added in the same order, it produces a bit-identical result. The
 // coordinator relies on this, because each Raft replica runs the strategy in
 // its FSM; the simulator relies on it for reruns that match bit for bit.
+// Strategies use no goroutines, no clock, no map iteration and no global
+// random source; sums run in a fixed order, and products are rounded
+// explicitly before they are added so that no architecture fuses them into
+// FMA instructions. Server state is float64 and survives Raft snapshots
+// through MarshalState and UnmarshalState.
+//
+// The strategies, by configuration name (see Parse for their parameters),
+// with n the model size, k the number of updates in a round and s the
+// number of coordinates an update carries (n when dense):
+//
+//	name          rule                            memory, bytes           time per round
+//	fedavg        weighted mean                   8n                      O(Σs + n)
+//	fedavgm       mean, server momentum           8n + 8n state           O(Σs + n)
+//	fedadam       mean, server Adam               8n + 16n state          O(Σs + n)
+//	fedyogi       mean, server Yogi               8n + 16n state          O(Σs + n)
+//	fedadagrad    mean, server Adagrad            8n + 8n state (β1 = 0)  O(Σs + n)
+//	median        coordinate-wise median          4nk                     O(nk) expected
+//	trimmed-mean  coordinate-wise trimmed mean    4nk                     O(nk log k)
+//	krum          the update of best Krum score   4nk + 8k²               O(nk²)
+//	multi-krum    mean of the m best Krum scores  4nk + 8k²               O(nk²)
+//	bulyan        iterated Krum, trimmed median   4nk + 8k²               O(nk² + nk log k)
+//
+// The mean-based strategies accumulate sparse updates (Update.Indices and
+// Update.Values) in O(s) without densifying them; the robust ones need every
+// update dense and buffer a float32 copy of each. Two wrappers apply to any
+// strategy: NormBound clips each update's L2 norm, and DP adds DP-FedAvg's
+// clipping and Gaussian noise to a mean-based one; Accountant tracks the
+// privacy spent.
+//
+// The order of Add is part of the input. The mean-based strategies sum in
+// that order, so another order may change the last bits. Median and
+// trimmed-mean do not depend on it at all; Krum, Multi-Krum and Bulyan only
+// through ties in score, which go to the update added first.
 package aggregate
 
 import (
 	"fmt"
 	"math"
-	"sort"
 )
 
 // Update is one client's contribution to a round: the change of its local
 // model relative to the global model it started from.
+//
+// An update is dense or sparse. A dense update sets Delta to one value per
+// parameter. A sparse update leaves Delta nil and sets N to the number of
+// parameters, Indices to the positions it carries, strictly increasing, and
+// Values to the values at those positions; every other position is zero.
 type Update struct {
 	// Weight is the client's weight in the mean, usually its number of
-	// training examples. It must be positive and finite.
+	// training examples. It must be positive and at most MaxWeight.
 	Weight float64
 	// Delta is w_local − w_global, one value per parameter. Add reads it
 	// and does not keep it: the caller may reuse the slice afterwards.
 	Delta []float32
+
+	// N is the model size of a sparse update; it must be 0 for a dense one.
+	N int
+	// Indices holds a sparse update's positions, strictly increasing and
+	// below N. Add reads it and does not keep it.
+	Indices []int32
+	// Values holds a sparse update's values, one per index. Add reads it
+	// and does not keep it.
+	Values []float32
+}
+
+// IsSparse reports whether u is in the sparse form.
+func (u Update) IsSparse() bool {
+	return u.Delta == nil && (u.N > 0 || u.Indices != nil || u.Values != nil)
+}
+
+// Len returns the number of parameters u is an update for.
+func (u Update) Len() int {
+	if u.IsSparse() {
+		return u.N
+	}
+	return len(u.Delta)
+}
+
+// Dense writes u as a dense vector into dst, which must have length u.Len(),
+// and returns dst. It does not validate u.
+func (u Update) Dense(dst []float32) []float32 {
+	if len(dst) != u.Len() {
+		panic(fmt.Sprintf("aggregate: Dense into %d values, update has %d", len(dst), u.Len()))
+	}
+	if !u.IsSparse() {
+		copy(dst, u.Delta)
+		return dst
+	}
+	clear(dst)
+	for j, i := range u.Indices {
+		dst[i] = u.Values[j]
+	}
+	return dst
 }
 
 // Strategy is an aggregation rule. A Strategy may hold server state across
-// rounds (momentum, adaptive moments); Begin and Accumulator.Apply are then
-// called from one goroutine at a time, round after round.
+// rounds (momentum, adaptive moments, a privacy round counter); Begin and
+// Accumulator.Apply are then called from one goroutine at a time, one round
+// at a time, and the state changes only when Apply succeeds. Stateful
+// strategies are pointers and implement encoding.BinaryMarshaler and
+// encoding.BinaryUnmarshaler (see MarshalState).
+//
+// A strategy whose parameters are invalid still returns an Accumulator from
+// Begin; its Add and Apply return the configuration error (ErrParam).
 type Strategy interface {
 	// Name returns the strategy's configuration name, such as "fedavg".
 	Name() string
@@ -40,44 +122,98 @@ type Strategy interface {
 type Accumulator interface {
 	// Add folds one update into the round. It returns an error, and leaves
 	// the accumulator unchanged, for a malformed update (wrong length,
-	// non-finite values, bad weight).
+	// non-finite values, bad weight, bad sparse indices).
 	Add(u Update) error
 	// Count returns the number of updates added so far.
 	Count() int
 	// Apply writes the next global model into global, which holds the
-	// current one. It fails with ErrNoUpdates when nothing was added.
+	// current one. It fails with ErrNoUpdates when nothing was added; on any
+	// error global and the strategy's state are unchanged.
 	Apply(global []float32) error
 }
 
-// New returns the strategy called name. Only "fedavg" exists so far.
-func New(name string) (Strategy, error) {
-	switch name {
-	case "fedavg", "":
-		return FedAvg{}, nil
-	}
-	names := Names()
-	return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknownStrategy, name, names)
-}
+// New returns the strategy a spec describes, as Parse does; a bare name
+// such as "fedavg" gives the strategy with its default parameters, and ""
+// means "fedavg".
+func New(name string) (Strategy, error) { return Parse(name) }
 
-// Names returns the names New accepts, sorted.
+// Names returns the names of the strategies Parse accepts, sorted.
 func Names() []string {
-	n := []string{"fedavg"}
-	sort.Strings(n)
-	return n
+	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "trimmed-mean"}
 }
 
-// Validate checks an update against a model of n parameters.
+// MinUpdates returns the least number of updates a round must collect for
+// s to aggregate it: 2f+3 for Krum, 4f+3 for Bulyan, 1 for the others. A
+// driver can check it against the number of clients it selects.
+func MinUpdates(s Strategy) int {
+	if m, ok := s.(interface{ MinUpdates() int }); ok {
+		return m.MinUpdates()
+	}
+	return 1
+}
+
+// Validate checks an update against a model of n parameters: its length,
+// weight and values, and for a sparse update its indices.
 func Validate(u Update, n int) error {
+	if !(u.Weight > 0 && u.Weight <= MaxWeight) {
+		return fmt.Errorf("%w: weight %v", ErrWeight, u.Weight)
+	}
+	if u.IsSparse() {
+		return validateSparse(u, n)
+	}
+	if u.N != 0 || u.Indices != nil || u.Values != nil {
+		return fmt.Errorf("%w: update has both a dense Delta and sparse fields", ErrShape)
+	}
 	if len(u.Delta) != n {
 		return fmt.Errorf("%w: %d values, model has %d", ErrShape, len(u.Delta), n)
 	}
-	if !(u.Weight > 0) || math.IsInf(u.Weight, 0) {
-		return fmt.Errorf("%w: weight %v", ErrWeight, u.Weight)
+	if i := nonFinite(u.Delta); i >= 0 {
+		return fmt.Errorf("%w: value %v at index %d", ErrNonFinite, u.Delta[i], i)
 	}
-	for i, v := range u.Delta {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%w: value %v at index %d", ErrNonFinite, v, i)
+	return nil
+}
+
+// addTo returns g + d rounded to float32, saturated at ±math.MaxFloat32 so
+// that a model stays finite even when updates near the float32 limit push
+// it past.
+func addTo(g float32, d float64) float32 {
+	return float32(min(max(float64(g)+d, -math.MaxFloat32), math.MaxFloat32))
+}
+
+// MaxWeight is the largest Update.Weight accepted: 2⁵³, beyond which
+// weighted sums of float32 values could overflow.
+const MaxWeight = 1 << 53
+
+// nonFinite returns the index of the first NaN or infinity in v, or −1:
+// those, and only those, have every exponent bit set.
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if math.Float32bits(x)&0x7f800000 == 0x7f800000 {
+			return i
 		}
+	}
+	return -1
+}
+
+func validateSparse(u Update, n int) error {
+	if u.N != n {
+		return fmt.Errorf("%w: sparse update for %d parameters, model has %d", ErrShape, u.N, n)
+	}
+	if len(u.Indices) != len(u.Values) {
+		return fmt.Errorf("%w: %d indices, %d values", ErrSparse, len(u.Indices), len(u.Values))
+	}
+	if len(u.Indices) > n {
+		return fmt.Errorf("%w: %d indices for %d parameters", ErrSparse, len(u.Indices), n)
+	}
+	prev := int64(-1)
+	for j, i := range u.Indices {
+		if int64(i) <= prev || int64(i) >= int64(n) {
+			return fmt.Errorf("%w: index %d at position %d (previous %d, model has %d)", ErrSparse, i, j, prev, n)
+		}
+		prev = int64(i)
+	}
+	if j := nonFinite(u.Values); j >= 0 {
+		return fmt.Errorf("%w: value %v at index %d", ErrNonFinite, u.Values[j], u.Indices[j])
 	}
 	return nil
 }
@@ -85,49 +221,28 @@ func Validate(u Update, n int) error {
 // FedAvg is federated averaging (McMahan et al. 2017): the next model is the
 // current one plus the mean of the deltas weighted by Update.Weight, which
 // equals the weighted mean of the client models. Sums are kept in float64 in
-// the order of Add, so the result is reproducible bit for bit.
+// the order of Add, so the result is reproducible bit for bit; a sparse
+// update gives the same bits as its dense form.
 //
-// Cost: one float64 per parameter, O(n) time per update.
+// Cost: one float64 per parameter (8n bytes); O(s) time per update of s
+// coordinates (n dense, its index count sparse) and O(n) for Apply.
 type FedAvg struct{}
 
 // Name returns "fedavg".
 func (FedAvg) Name() string { return "fedavg" }
 
+// String returns the spec "fedavg".
+func (FedAvg) String() string { return "fedavg" }
+
 // Begin starts a round.
-func (FedAvg) Begin(n int) Accumulator { return &meanAcc{sum: make([]float64, n)} }
+func (FedAvg) Begin(n int) Accumulator { return newMeanAcc(n, plainStep{}) }
 
-type meanAcc struct {
-	sum   []float64
-	total float64
-	count int
-}
+type plainStep struct{}
 
-func (a *meanAcc) Add(u Update) error {
-	if err := Validate(u, len(a.sum)); err != nil {
-		return err
-	}
-	w := u.Weight
-	sum := a.sum[:len(u.Delta)]
-	for i, v := range u.Delta {
-		sum[i] += w * float64(v)
-	}
-	a.total += w
-	a.count++
-	return nil
-}
+func (plainStep) check(n int) error { return nil }
 
-func (a *meanAcc) Count() int { return a.count }
-
-func (a *meanAcc) Apply(global []float32) error {
-	if a.count == 0 {
-		return ErrNoUpdates
+func (plainStep) step(global []float32, sum []float64, scale float64) {
+	for i, s := range sum {
+		global[i] = addTo(global[i], float64(s*scale))
 	}
-	if len(global) != len(a.sum) {
-		return fmt.Errorf("%w: global model has %d values, round has %d", ErrShape, len(global), len(a.sum))
-	}
-	inv := 1 / a.total
-	for i, s := range a.sum {
-		global[i] = float32(float64(global[i]) + s*inv)
-	}
-	return nil
 }

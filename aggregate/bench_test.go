@@ -1,0 +1,90 @@
+package aggregate
+
+import (
+	"fmt"
+	"testing"
+)
+
+// The 2NN of McMahan et al. (784-200-200-10) has 199210 parameters.
+const n2NN = 199210
+
+var benchUpdates = map[string][]Update{}
+
+// cachedUpdates returns k random updates of n values at density frac with a
+// fixed seed; at most distinct of them are different (the rest repeat),
+// which bounds the memory of the largest benchmarks.
+func cachedUpdates(n, k, distinct int, frac float64) []Update {
+	key := fmt.Sprint(n, k, distinct, frac)
+	if ups, ok := benchUpdates[key]; ok {
+		return ups
+	}
+	base := randomUpdates(uint64(n)+uint64(k), n, distinct, frac)
+	ups := make([]Update, k)
+	for i := range ups {
+		ups[i] = base[i%distinct]
+		ups[i].Weight = float64(1 + i%7)
+	}
+	benchUpdates[key] = ups
+	return ups
+}
+
+func benchRound(b *testing.B, s Strategy, n int, ups []Update) {
+	b.ReportAllocs()
+	global := make([]float32, n)
+	for b.Loop() {
+		acc := s.Begin(n)
+		for _, u := range ups {
+			if err := acc.Add(u); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := acc.Apply(global); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/round")
+}
+
+// BenchmarkRound2NN times one round (Begin, Add of every update, Apply) of
+// each strategy for the 2NN with 10 and 100 dense clients. The robust rules
+// tolerate f = clients/5 Byzantine updates (Bulyan: as many as 4f+3 ≤
+// clients allows, at most clients/5).
+func BenchmarkRound2NN(b *testing.B) {
+	for _, k := range []int{10, 100} {
+		f := k / 5
+		fb := min(f, (k-3)/4)
+		ups := cachedUpdates(n2NN, k, k, 1)
+		for _, spec := range []string{
+			"fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad",
+			"median", "trimmed-mean,beta=0.2",
+			fmt.Sprintf("krum,f=%d", f), fmt.Sprintf("multi-krum,f=%d", f), fmt.Sprintf("bulyan,f=%d", fb),
+			"fedavg,bound=10", "fedavg,dp-clip=10,dp-noise=1,dp-seed=1",
+		} {
+			b.Run(fmt.Sprintf("%s/clients=%d", spec, k), func(b *testing.B) {
+				s, err := Parse(spec)
+				if err != nil {
+					b.Fatal(err)
+				}
+				benchRound(b, s, n2NN, ups)
+			})
+		}
+	}
+}
+
+// BenchmarkRound1M times a round of 100 updates of 1M parameters, dense
+// and top-1 % sparse, for the mean-based strategies: sparse rounds cost
+// O(kept coordinates) for the updates plus O(n) once for Apply.
+func BenchmarkRound1M(b *testing.B) {
+	const n, k = 1_000_000, 100
+	for _, form := range []struct {
+		name string
+		frac float64
+	}{{"dense", 1}, {"sparse1%", 0.01}} {
+		ups := cachedUpdates(n, k, 8, form.frac)
+		for _, spec := range []string{"fedavg", "fedadam", "fedavg,bound=10", "fedavg,dp-clip=10,dp-noise=1"} {
+			b.Run(fmt.Sprintf("%s/%s", spec, form.name), func(b *testing.B) {
+				benchRound(b, mustParse(b, spec), n, ups)
+			})
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package aggregate
+
+import (
+	"fmt"
+	"math"
+)
+
+// scaledAdder is implemented by this package's accumulators: it adds
+// scale·u, where u already passed Validate, with the given weight and
+// without copying u, which is how NormBound and DP clip.
+type scaledAdder interface {
+	addValid(u Update, scale, weight float64) error
+}
+
+// NormBound is norm bounding (Sun et al. 2019, "Can you really backdoor
+// federated learning?"): each update whose L2 norm exceeds Bound is scaled
+// down to norm Bound before Inner aggregates it; smaller updates pass
+// unchanged. It wraps any strategy (nil Inner means FedAvg); with a
+// mean-based one a sparse update stays sparse.
+//
+// Cost: O(s) per update of s coordinates for the norm, on top of Inner's
+// cost; no copy of the update with this package's strategies, one n-value
+// scratch vector with others.
+type NormBound struct {
+	// Inner aggregates the clipped updates; nil means FedAvg.
+	Inner Strategy
+	// Bound is the largest L2 norm an update keeps, positive.
+	Bound float64
+}
+
+func (b NormBound) inner() Strategy {
+	if b.Inner == nil {
+		return FedAvg{}
+	}
+	return b.Inner
+}
+
+// Name returns the inner strategy's name.
+func (b NormBound) Name() string { return b.inner().Name() }
+
+// MinUpdates returns the inner strategy's minimum.
+func (b NormBound) MinUpdates() int { return MinUpdates(b.inner()) }
+
+// Validate reports a bad bound or a bad inner strategy.
+func (b NormBound) Validate() error {
+	if err := positive("bound", b.Bound); err != nil {
+		return err
+	}
+	if _, ok := b.Inner.(NormBound); ok {
+		return fmt.Errorf("%w: NormBound inside NormBound", ErrParam)
+	}
+	return validateStrategy(b.inner())
+}
+
+// Begin starts a round.
+func (b NormBound) Begin(n int) Accumulator {
+	if err := b.Validate(); err != nil {
+		return errAcc{err}
+	}
+	acc := b.inner().Begin(n)
+	sa, _ := acc.(scaledAdder)
+	return &boundAcc{inner: acc, sa: sa, bound: b.Bound, n: n}
+}
+
+// MarshalBinary returns the inner strategy's state (see MarshalState).
+func (b NormBound) MarshalBinary() ([]byte, error) { return MarshalState(b.inner()) }
+
+// UnmarshalBinary restores the inner strategy's state (see UnmarshalState).
+func (b NormBound) UnmarshalBinary(data []byte) error { return UnmarshalState(b.inner(), data) }
+
+type boundAcc struct {
+	inner   Accumulator
+	sa      scaledAdder
+	bound   float64
+	n       int
+	scratch []float32
+}
+
+func (a *boundAcc) Add(u Update) error {
+	if err := Validate(u, a.n); err != nil {
+		return err
+	}
+	return addClipped(a.inner, a.sa, &a.scratch, u, clipScale(u, a.bound), u.Weight)
+}
+
+func (a *boundAcc) Count() int                   { return a.inner.Count() }
+func (a *boundAcc) Apply(global []float32) error { return a.inner.Apply(global) }
+
+// addClipped adds scale·u, a validated update, with weight to acc, through
+// sa when acc has it and through a scaled copy in *scratch otherwise.
+func addClipped(acc Accumulator, sa scaledAdder, scratch *[]float32, u Update, scale, weight float64) error {
+	if sa != nil {
+		return sa.addValid(u, scale, weight)
+	}
+	if scale == 1 && weight == u.Weight {
+		return acc.Add(u)
+	}
+	src := u.Delta
+	if u.IsSparse() {
+		src = u.Values
+	}
+	if cap(*scratch) < len(src) {
+		*scratch = make([]float32, len(src))
+	}
+	dst := (*scratch)[:len(src)]
+	for i, v := range src {
+		dst[i] = float32(float64(v) * scale)
+	}
+	c := Update{Weight: weight}
+	if u.IsSparse() {
+		c.N, c.Indices, c.Values = u.N, u.Indices, dst
+	} else {
+		c.Delta = dst
+	}
+	return acc.Add(c)
+}
+
+// l2Norm returns the L2 norm of a validated update. The squares go into
+// four partial sums by index modulo 4, in index order, combined in a fixed
+// order; since a zero adds nothing, a sparse update and its dense form get
+// the same bits.
+func l2Norm(u Update) float64 {
+	var s [4]float64
+	if u.IsSparse() {
+		for j, i := range u.Indices {
+			x := float64(u.Values[j])
+			s[i&3] += float64(x * x)
+		}
+	} else {
+		v := u.Delta
+		var s0, s1, s2, s3 float64
+		i := 0
+		for ; i+4 <= len(v); i += 4 {
+			x0, x1, x2, x3 := float64(v[i]), float64(v[i+1]), float64(v[i+2]), float64(v[i+3])
+			s0 += float64(x0 * x0)
+			s1 += float64(x1 * x1)
+			s2 += float64(x2 * x2)
+			s3 += float64(x3 * x3)
+		}
+		s = [4]float64{s0, s1, s2, s3}
+		for ; i < len(v); i++ {
+			x := float64(v[i])
+			s[i&3] += float64(x * x)
+		}
+	}
+	return math.Sqrt((s[0] + s[1]) + (s[2] + s[3]))
+}
+
+// clipScale returns the factor that brings u's norm down to at most c.
+func clipScale(u Update, c float64) float64 {
+	if norm := l2Norm(u); norm > c {
+		return c / norm
+	}
+	return 1
+}

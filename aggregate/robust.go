@@ -1,0 +1,452 @@
+package aggregate
+
+import (
+	"fmt"
+	"slices"
+)
+
+// The robust strategies need every update dense at once: their Add keeps a
+// float32 copy of each update (a sparse one is densified), so a round of k
+// updates of n parameters holds 4nk bytes, 80 MB for the 2NN (n = 199210)
+// and 100 clients. They ignore Update.Weight (it is still validated): a
+// Byzantine client could claim any weight. Their per-coordinate statistics
+// are computed in float64 and written into the float32 model.
+
+// robustRule is the aggregation rule of a buffering accumulator.
+type robustRule interface {
+	// minUpdates is the least number of rows apply accepts.
+	minUpdates() int
+	// validate reports bad parameters.
+	validate() error
+	// apply adds the robust aggregate of rows to global. rows has at least
+	// minUpdates() rows, each of len(global) values.
+	apply(global []float32, rows [][]float32)
+}
+
+// rowsAcc buffers dense copies of the updates.
+type rowsAcc struct {
+	n       int
+	rows    [][]float32
+	rule    robustRule
+	applied bool
+}
+
+func newRowsAcc(n int, rule robustRule) Accumulator {
+	if err := rule.validate(); err != nil {
+		return errAcc{err}
+	}
+	return &rowsAcc{n: n, rule: rule}
+}
+
+func (a *rowsAcc) Add(u Update) error {
+	if err := Validate(u, a.n); err != nil {
+		return err
+	}
+	return a.addValid(u, 1, u.Weight)
+}
+
+// addValid buffers scale·u, where u passed Validate.
+func (a *rowsAcc) addValid(u Update, scale, _ float64) error {
+	if a.applied {
+		return ErrApplied
+	}
+	row := u.Dense(make([]float32, a.n))
+	if scale != 1 {
+		if u.IsSparse() {
+			for _, i := range u.Indices {
+				row[i] = float32(float64(row[i]) * scale)
+			}
+		} else {
+			for i, v := range row {
+				row[i] = float32(float64(v) * scale)
+			}
+		}
+	}
+	a.rows = append(a.rows, row)
+	return nil
+}
+
+func (a *rowsAcc) Count() int { return len(a.rows) }
+
+func (a *rowsAcc) Apply(global []float32) error {
+	if a.applied {
+		return ErrApplied
+	}
+	if len(a.rows) == 0 {
+		return ErrNoUpdates
+	}
+	if len(global) != a.n {
+		return fmt.Errorf("%w: global model has %d values, round has %d", ErrShape, len(global), a.n)
+	}
+	if need := a.rule.minUpdates(); len(a.rows) < need {
+		return fmt.Errorf("%w: %d updates, at least %d needed", ErrTooFewUpdates, len(a.rows), need)
+	}
+	a.rule.apply(global, a.rows)
+	a.applied = true
+	return nil
+}
+
+// Median is the coordinate-wise median (Yin et al. 2018, "Byzantine-robust
+// distributed learning: towards optimal statistical rates"): each
+// coordinate moves by the median of the updates' values there, the mean of
+// the two middle values when the count is even. It tolerates fewer than half
+// of the updates being arbitrary. The result does not depend on the order
+// of Add.
+//
+// Cost: 4nk bytes of buffered updates (see above); O(nk) expected time
+// (selection, not sorting).
+type Median struct{}
+
+// Name returns "median".
+func (Median) Name() string { return "median" }
+
+// Begin starts a round.
+func (m Median) Begin(n int) Accumulator { return newRowsAcc(n, m) }
+
+func (Median) minUpdates() int { return 1 }
+func (Median) validate() error { return nil }
+
+func (Median) apply(global []float32, rows [][]float32) {
+	col := make([]float32, len(rows))
+	for i := range global {
+		gather(col, rows, nil, i)
+		global[i] = addTo(global[i], medianF32(col))
+	}
+}
+
+// TrimmedMean is the coordinate-wise trimmed mean (Yin et al. 2018): at
+// each coordinate it drops the ⌊Beta·k⌋ smallest and as many largest of the
+// k values and averages the rest. Beta is in [0, 0.5); Beta 0 is the
+// unweighted mean. Parse's default is 0.2, Flower's FedTrimmedAvg default.
+// The result does not depend on the order of Add.
+//
+// Cost: 4nk bytes of buffered updates; O(nk log k) time.
+type TrimmedMean struct {
+	// Beta is the fraction trimmed at each end.
+	Beta float64
+}
+
+// Name returns "trimmed-mean".
+func (TrimmedMean) Name() string { return "trimmed-mean" }
+
+// Begin starts a round.
+func (t TrimmedMean) Begin(n int) Accumulator { return newRowsAcc(n, t) }
+
+// Validate reports a Beta out of range.
+func (t TrimmedMean) Validate() error { return t.validate() }
+
+func (TrimmedMean) minUpdates() int { return 1 }
+
+func (t TrimmedMean) validate() error {
+	if !(t.Beta >= 0 && t.Beta < 0.5) {
+		return fmt.Errorf("%w: trimmed-mean beta = %v, want 0 ≤ beta < 0.5", ErrParam, t.Beta)
+	}
+	return nil
+}
+
+func (t TrimmedMean) apply(global []float32, rows [][]float32) {
+	k := len(rows)
+	cut := int(t.Beta * float64(k))
+	col := make([]float32, k)
+	inv := 1 / float64(k-2*cut)
+	for i := range global {
+		gather(col, rows, nil, i)
+		sortF32(col)
+		var s float64
+		for _, v := range col[cut : k-cut] {
+			s += float64(v)
+		}
+		global[i] = addTo(global[i], float64(s*inv))
+	}
+}
+
+// Krum is the Krum rule of Blanchard et al. 2017 ("Machine learning with
+// adversaries: Byzantine tolerant gradient descent"): each update is scored
+// by the sum of its squared L2 distances to its k−F−2 nearest other updates,
+// and the model moves by the update with the lowest score. It tolerates F
+// Byzantine updates among k ≥ 2F+3. Ties go to the update added first.
+//
+// Cost: 4nk bytes of buffered updates plus 8k² bytes of distances;
+// O(nk²) time for the pairwise distances.
+type Krum struct {
+	// F is the number of Byzantine updates tolerated, ≥ 0. Parse's
+	// default is 1.
+	F int
+}
+
+// Name returns "krum".
+func (Krum) Name() string { return "krum" }
+
+// Begin starts a round.
+func (s Krum) Begin(n int) Accumulator { return newRowsAcc(n, s) }
+
+// MinUpdates returns 2F+3.
+func (s Krum) MinUpdates() int { return s.minUpdates() }
+
+// Validate reports an F out of range.
+func (s Krum) Validate() error { return s.validate() }
+
+func (s Krum) minUpdates() int { return 2*s.F + 3 }
+func (s Krum) validate() error { return checkF(s.F) }
+
+func (s Krum) apply(global []float32, rows [][]float32) {
+	d := pairDistances(rows)
+	all := seq(len(rows))
+	best := krumOrder(d, len(rows), all, s.F)[0]
+	for i, v := range rows[best] {
+		global[i] = addTo(global[i], float64(v))
+	}
+}
+
+// MultiKrum is Multi-Krum (El Mhamdi et al. 2018, "The hidden vulnerability
+// of distributed learning in Byzantium"): the M updates with the lowest
+// Krum scores are averaged, unweighted. M 0 means k−F, the most the rule
+// allows; M 1 is Krum. It needs k ≥ 2F+3 and M ≤ k−F. Ties in score go to
+// the update added first; the selected updates are summed in Add order.
+//
+// Cost: as Krum.
+type MultiKrum struct {
+	// F is the number of Byzantine updates tolerated, ≥ 0. Parse's
+	// default is 1.
+	F int
+	// M is the number of updates averaged, 0 for k−F.
+	M int
+}
+
+// Name returns "multi-krum".
+func (MultiKrum) Name() string { return "multi-krum" }
+
+// Begin starts a round.
+func (s MultiKrum) Begin(n int) Accumulator { return newRowsAcc(n, s) }
+
+// MinUpdates returns max(2F+3, M+F).
+func (s MultiKrum) MinUpdates() int { return s.minUpdates() }
+
+// Validate reports F or M out of range.
+func (s MultiKrum) Validate() error { return s.validate() }
+
+func (s MultiKrum) minUpdates() int { return max(2*s.F+3, s.M+s.F) }
+
+func (s MultiKrum) validate() error {
+	if err := checkF(s.F); err != nil {
+		return err
+	}
+	if s.M < 0 || s.M > maxClients {
+		return fmt.Errorf("%w: multi-krum m = %d, want 0 ≤ m ≤ %d", ErrParam, s.M, maxClients)
+	}
+	return nil
+}
+
+func (s MultiKrum) apply(global []float32, rows [][]float32) {
+	k := len(rows)
+	m := s.M
+	if m == 0 {
+		m = k - s.F
+	}
+	d := pairDistances(rows)
+	sel := krumOrder(d, k, seq(k), s.F)[:m]
+	slices.Sort(sel)
+	meanOfRows(global, rows, sel)
+}
+
+// Bulyan is the Bulyan rule of El Mhamdi et al. 2018: Krum picks θ = k−2F
+// updates one at a time, each time from those not yet picked; then at each
+// coordinate the β = θ−2F values closest to the median of the θ picked are
+// averaged. It tolerates F Byzantine updates among k ≥ 4F+3.
+//
+// Cost: 4nk bytes of buffered updates plus 8k² bytes of distances;
+// O(nk²) time for the distances and O(nθ log θ) for the coordinates.
+type Bulyan struct {
+	// F is the number of Byzantine updates tolerated, ≥ 0. Parse's
+	// default is 1.
+	F int
+}
+
+// Name returns "bulyan".
+func (Bulyan) Name() string { return "bulyan" }
+
+// Begin starts a round.
+func (s Bulyan) Begin(n int) Accumulator { return newRowsAcc(n, s) }
+
+// MinUpdates returns 4F+3.
+func (s Bulyan) MinUpdates() int { return s.minUpdates() }
+
+// Validate reports an F out of range.
+func (s Bulyan) Validate() error { return s.validate() }
+
+func (s Bulyan) minUpdates() int { return 4*s.F + 3 }
+func (s Bulyan) validate() error { return checkF(s.F) }
+
+func (s Bulyan) apply(global []float32, rows [][]float32) {
+	k := len(rows)
+	theta := k - 2*s.F
+	beta := theta - 2*s.F
+	d := pairDistances(rows)
+	rest := seq(k)
+	sel := make([]int, 0, theta)
+	for len(sel) < theta {
+		best := krumOrder(d, k, rest, s.F)[0]
+		sel = append(sel, best)
+		rest = slices.DeleteFunc(rest, func(i int) bool { return i == best })
+	}
+	slices.Sort(sel)
+	col := make([]float32, theta)
+	inv := 1 / float64(beta)
+	for i := range global {
+		gather(col, rows, sel, i)
+		sortF32(col)
+		lo, hi := closestToMedian(col, beta)
+		var sum float64
+		for _, v := range col[lo:hi] {
+			sum += float64(v)
+		}
+		global[i] = addTo(global[i], float64(sum*inv))
+	}
+}
+
+// closestToMedian returns the window [lo, hi) of the sorted col holding the
+// b values closest to its median; of two equally close values the smaller
+// is taken first.
+func closestToMedian(col []float32, b int) (lo, hi int) {
+	k := len(col)
+	var med float64
+	if k%2 == 1 {
+		med = float64(col[k/2])
+	} else {
+		med = (float64(col[k/2-1]) + float64(col[k/2])) / 2
+	}
+	lo, hi = k/2, k/2
+	for hi-lo < b {
+		switch {
+		case lo == 0:
+			hi++
+		case hi == k:
+			lo--
+		case med-float64(col[lo-1]) <= float64(col[hi])-med:
+			lo--
+		default:
+			hi++
+		}
+	}
+	return lo, hi
+}
+
+// maxClients bounds the Byzantine parameters so that 4F+3 cannot overflow.
+const maxClients = 1 << 24
+
+func checkF(f int) error {
+	if f < 0 || f > maxClients {
+		return fmt.Errorf("%w: f = %d, want 0 ≤ f ≤ %d", ErrParam, f, maxClients)
+	}
+	return nil
+}
+
+func seq(k int) []int {
+	s := make([]int, k)
+	for i := range s {
+		s[i] = i
+	}
+	return s
+}
+
+// meanOfRows adds the unweighted mean of rows[sel] to global, summing in
+// the order of sel.
+func meanOfRows(global []float32, rows [][]float32, sel []int) {
+	inv := 1 / float64(len(sel))
+	for i := range global {
+		var s float64
+		for _, r := range sel {
+			s += float64(rows[r][i])
+		}
+		global[i] = addTo(global[i], float64(s*inv))
+	}
+}
+
+// distChunk is the number of coordinates per block of the pairwise distance
+// computation: a block of 100 rows (400 KB) stays in cache while every pair
+// is visited.
+const distChunk = 1024
+
+// pairDistances returns the k×k matrix of squared L2 distances between
+// rows, row-major. Each entry is summed block by block in coordinate order,
+// so it does not depend on anything but the two rows.
+func pairDistances(rows [][]float32) []float64 {
+	k := len(rows)
+	d := make([]float64, k*k)
+	if k == 0 {
+		return d
+	}
+	n := len(rows[0])
+	for c0 := 0; c0 < n; c0 += distChunk {
+		c1 := min(c0+distChunk, n)
+		for i := 0; i < k; i++ {
+			a := rows[i][c0:c1]
+			for j := i + 1; j < k; j++ {
+				d[i*k+j] += sqDist(a, rows[j][c0:c1])
+			}
+		}
+	}
+	for i := 0; i < k; i++ {
+		for j := i + 1; j < k; j++ {
+			d[j*k+i] = d[i*k+j]
+		}
+	}
+	return d
+}
+
+// sqDist returns Σ (a[i]−b[i])² in float64 with four partial sums combined
+// in a fixed order.
+func sqDist(a, b []float32) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		x0 := float64(a[i]) - float64(b[i])
+		x1 := float64(a[i+1]) - float64(b[i+1])
+		x2 := float64(a[i+2]) - float64(b[i+2])
+		x3 := float64(a[i+3]) - float64(b[i+3])
+		s0 += float64(x0 * x0)
+		s1 += float64(x1 * x1)
+		s2 += float64(x2 * x2)
+		s3 += float64(x3 * x3)
+	}
+	for ; i < len(a); i++ {
+		x := float64(a[i]) - float64(b[i])
+		s0 += float64(x * x)
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// krumOrder scores each member of set by the sum of its len(set)−f−2
+// smallest squared distances to the other members (d is k×k) and returns
+// the members sorted by score, ties by index.
+func krumOrder(d []float64, k int, set []int, f int) []int {
+	nb := max(len(set)-f-2, 0)
+	score := make([]float64, k)
+	dist := make([]float64, 0, len(set))
+	for _, i := range set {
+		dist = dist[:0]
+		for _, j := range set {
+			if j != i {
+				dist = append(dist, d[i*k+j])
+			}
+		}
+		slices.Sort(dist)
+		var s float64
+		for _, x := range dist[:min(nb, len(dist))] {
+			s += x
+		}
+		score[i] = s
+	}
+	order := slices.Clone(set)
+	slices.SortStableFunc(order, func(a, b int) int {
+		switch {
+		case score[a] < score[b]:
+			return -1
+		case score[a] > score[b]:
+			return 1
+		}
+		return a - b
+	})
+	return order
+}

@@ -1,0 +1,350 @@
+package aggregate
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Param describes one key of a strategy spec, for help texts.
+type Param struct {
+	Key     string // the key, such as "lr"
+	Default string // its default value, "" when it has none
+	Help    string // a one-line description
+}
+
+// strategyParams returns the keys of strategy name, nil for an unknown one.
+func strategyParams(name string) ([]Param, bool) {
+	adaptive := func(lr string) []Param {
+		return []Param{
+			{"lr", lr, "server learning rate η"},
+			{"beta1", "0.9", "first-moment decay β1, in [0, 1)"},
+			{"beta2", "0.99", "second-moment decay β2, in [0, 1)"},
+			{"tau", "0.001", "adaptivity τ, > 0"},
+		}
+	}
+	switch name {
+	case "fedavg", "median":
+		return []Param{}, true
+	case "fedavgm":
+		return []Param{
+			{"lr", "1", "server learning rate η"},
+			{"momentum", "0.9", "server momentum β, in [0, 1)"},
+		}, true
+	case "fedadam":
+		return append(adaptive("0.1"), Param{"bias-correction", "false", "Adam bias correction of η (Flower's variant)"}), true
+	case "fedyogi":
+		return adaptive("0.01"), true
+	case "fedadagrad":
+		return []Param{
+			{"lr", "0.1", "server learning rate η"},
+			{"beta1", "0", "first-moment decay β1, in [0, 1)"},
+			{"tau", "0.001", "adaptivity τ, > 0"},
+		}, true
+	case "trimmed-mean":
+		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}}, true
+	case "krum", "bulyan":
+		return []Param{{"f", "1", "Byzantine updates tolerated"}}, true
+	case "multi-krum":
+		return []Param{
+			{"f", "1", "Byzantine updates tolerated"},
+			{"m", "0", "updates averaged; 0 means clients − f"},
+		}, true
+	}
+	return nil, false
+}
+
+// wrapperParams are the keys every strategy accepts: norm bounding and
+// differential privacy.
+var wrapperParams = []Param{
+	{"bound", "", "clip each update to this L2 norm (NormBound)"},
+	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
+	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
+	{"dp-seed", "0", "seed of the DP noise"},
+	{"dp-clients", "0", "expected clients per round m, the mean's denominator; 0 means those received"},
+	{"dp-adaptive", "false", "adaptive clipping (Andrew et al. 2021)"},
+	{"dp-quantile", "0.5", "adaptive clipping: target unclipped fraction γ"},
+	{"dp-clip-lr", "0.2", "adaptive clipping: clip learning rate η_C"},
+	{"dp-count-stddev", "", "adaptive clipping: noise on the unclipped count; default dp-clients/20"},
+}
+
+// Params returns the keys a spec for strategy name accepts: the strategy's
+// own, then the wrapper keys (bound, dp-*) every strategy accepts.
+func Params(name string) ([]Param, error) {
+	p, ok := strategyParams(name)
+	if !ok {
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownStrategy, name, strings.Join(Names(), ", "))
+	}
+	return append(slices.Clip(p), wrapperParams...), nil
+}
+
+// Parse returns the strategy a spec describes. A spec is a name from Names
+// followed by comma-separated key=value parameters, such as
+//
+//	fedadam,lr=0.03,tau=1e-4
+//	multi-krum,f=2,m=5
+//	trimmed-mean,beta=0.1,bound=10
+//	fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10,dp-seed=7
+//
+// Params lists each strategy's keys and their defaults. The key bound wraps
+// the strategy in NormBound; any dp-* key wraps it in DP, which needs a
+// mean-based strategy. An empty spec means "fedavg". Unknown names, unknown
+// or repeated keys, malformed values and values out of range are errors
+// (ErrUnknownStrategy, ErrParam, ErrPrivacy) that name the culprit.
+func Parse(spec string) (Strategy, error) {
+	fields := strings.Split(spec, ",")
+	name := strings.TrimSpace(fields[0])
+	if name == "" && len(fields) == 1 {
+		name = "fedavg"
+	}
+	known, ok := strategyParams(name)
+	if !ok {
+		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownStrategy, name, strings.Join(Names(), ", "))
+	}
+	p := &kv{name: name, vals: map[string]string{}}
+	for _, f := range fields[1:] {
+		key, val, ok := strings.Cut(f, "=")
+		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
+		if !ok || key == "" {
+			return nil, fmt.Errorf("%w: %s: %q is not key=value", ErrParam, name, strings.TrimSpace(f))
+		}
+		if _, dup := p.vals[key]; dup {
+			return nil, fmt.Errorf("%w: %s: key %q given twice", ErrParam, name, key)
+		}
+		if !hasKey(known, key) && !hasKey(wrapperParams, key) {
+			all, _ := Params(name)
+			keys := make([]string, len(all))
+			for i, q := range all {
+				keys[i] = q.Key
+			}
+			return nil, fmt.Errorf("%w: %s has no parameter %q (known: %s)", ErrParam, name, key, strings.Join(keys, ", "))
+		}
+		p.vals[key] = val
+	}
+	s := p.strategy()
+	if s, ok := p.wrap(s); ok && p.err == nil {
+		if err := validateStrategy(s); err != nil {
+			return nil, fmt.Errorf("%s: %w", spec, err)
+		}
+		return s, nil
+	}
+	return nil, p.err
+}
+
+func hasKey(ps []Param, key string) bool {
+	return slices.ContainsFunc(ps, func(p Param) bool { return p.Key == key })
+}
+
+// kv reads typed parameters, keeping the first error.
+type kv struct {
+	name string
+	vals map[string]string
+	err  error
+}
+
+func (p *kv) has(key string) bool { _, ok := p.vals[key]; return ok }
+
+func (p *kv) fail(key, val, want string) {
+	if p.err == nil {
+		p.err = fmt.Errorf("%w: %s: %s=%q: want %s", ErrParam, p.name, key, val, want)
+	}
+}
+
+func (p *kv) float(key string, def float64) float64 {
+	v, ok := p.vals[key]
+	if !ok {
+		return def
+	}
+	x, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		p.fail(key, v, "a number")
+		return def
+	}
+	return x
+}
+
+func (p *kv) int(key string, def int) int {
+	v, ok := p.vals[key]
+	if !ok {
+		return def
+	}
+	x, err := strconv.Atoi(v)
+	if err != nil {
+		p.fail(key, v, "an integer")
+		return def
+	}
+	return x
+}
+
+func (p *kv) uint64(key string, def uint64) uint64 {
+	v, ok := p.vals[key]
+	if !ok {
+		return def
+	}
+	x, err := strconv.ParseUint(v, 0, 64)
+	if err != nil {
+		p.fail(key, v, "an unsigned integer")
+		return def
+	}
+	return x
+}
+
+func (p *kv) bool(key string, def bool) bool {
+	v, ok := p.vals[key]
+	if !ok {
+		return def
+	}
+	x, err := strconv.ParseBool(v)
+	if err != nil {
+		p.fail(key, v, "true or false")
+		return def
+	}
+	return x
+}
+
+func (p *kv) strategy() Strategy {
+	switch p.name {
+	case "fedavg":
+		return FedAvg{}
+	case "fedavgm":
+		s := NewFedAvgM()
+		s.LR, s.Momentum = p.float("lr", s.LR), p.float("momentum", s.Momentum)
+		return s
+	case "fedadam":
+		s := NewFedAdam()
+		s.LR, s.Beta1, s.Beta2, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("beta2", s.Beta2), p.float("tau", s.Tau)
+		s.BiasCorrection = p.bool("bias-correction", false)
+		return s
+	case "fedyogi":
+		s := NewFedYogi()
+		s.LR, s.Beta1, s.Beta2, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("beta2", s.Beta2), p.float("tau", s.Tau)
+		return s
+	case "fedadagrad":
+		s := NewFedAdagrad()
+		s.LR, s.Beta1, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("tau", s.Tau)
+		return s
+	case "median":
+		return Median{}
+	case "trimmed-mean":
+		return TrimmedMean{Beta: p.float("beta", 0.2)}
+	case "krum":
+		return Krum{F: p.int("f", 1)}
+	case "multi-krum":
+		return MultiKrum{F: p.int("f", 1), M: p.int("m", 0)}
+	case "bulyan":
+		return Bulyan{F: p.int("f", 1)}
+	}
+	panic("aggregate: strategy without a constructor: " + p.name)
+}
+
+// wrap applies the bound and dp-* keys.
+func (p *kv) wrap(s Strategy) (Strategy, bool) {
+	isDP := false
+	for _, w := range wrapperParams {
+		if strings.HasPrefix(w.Key, "dp-") && p.has(w.Key) {
+			isDP = true
+		}
+	}
+	if p.has("bound") {
+		if isDP {
+			p.err = fmt.Errorf("%w: %s: bound and dp-* both clip updates; use dp-clip alone", ErrParam, p.name)
+			return nil, false
+		}
+		return NormBound{Inner: s, Bound: p.float("bound", 0)}, true
+	}
+	if !isDP {
+		return s, true
+	}
+	d := &DP{
+		Inner:           s,
+		Clip:            p.float("dp-clip", 0),
+		NoiseMultiplier: p.float("dp-noise", 0),
+		ExpectedClients: p.int("dp-clients", 0),
+		Seed:            p.uint64("dp-seed", 0),
+	}
+	adaptiveKeys := p.has("dp-quantile") || p.has("dp-clip-lr") || p.has("dp-count-stddev")
+	if p.bool("dp-adaptive", adaptiveKeys) {
+		d.Adaptive = &AdaptiveClip{
+			Quantile:    p.float("dp-quantile", 0),
+			LR:          p.float("dp-clip-lr", 0),
+			CountStddev: p.float("dp-count-stddev", 0),
+		}
+	} else if adaptiveKeys {
+		p.err = fmt.Errorf("%w: %s: dp-quantile, dp-clip-lr and dp-count-stddev need dp-adaptive=true", ErrParam, p.name)
+	}
+	return d, true
+}
+
+// validateStrategy calls s.Validate when s has one.
+func validateStrategy(s Strategy) error {
+	if v, ok := s.(interface{ Validate() error }); ok {
+		return v.Validate()
+	}
+	return nil
+}
+
+// Spec returns a spec that Parse turns into a strategy configured as s
+// (without its server state): s.String() when s has one, else s.Name().
+func Spec(s Strategy) string {
+	if st, ok := s.(fmt.Stringer); ok {
+		return st.String()
+	}
+	return s.Name()
+}
+
+func ff(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+
+// String returns the spec of s.
+func (s *FedAvgM) String() string {
+	return "fedavgm,lr=" + ff(s.LR) + ",momentum=" + ff(s.Momentum)
+}
+
+// String returns the spec of s.
+func (s *FedAdam) String() string {
+	spec := "fedadam,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",beta2=" + ff(s.Beta2) + ",tau=" + ff(s.Tau)
+	if s.BiasCorrection {
+		spec += ",bias-correction=true"
+	}
+	return spec
+}
+
+// String returns the spec of s.
+func (s *FedYogi) String() string {
+	return "fedyogi,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",beta2=" + ff(s.Beta2) + ",tau=" + ff(s.Tau)
+}
+
+// String returns the spec of s.
+func (s *FedAdagrad) String() string {
+	return "fedadagrad,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",tau=" + ff(s.Tau)
+}
+
+// String returns the spec "median".
+func (Median) String() string { return "median" }
+
+// String returns the spec of t.
+func (t TrimmedMean) String() string { return "trimmed-mean,beta=" + ff(t.Beta) }
+
+// String returns the spec of s.
+func (s Krum) String() string { return "krum,f=" + strconv.Itoa(s.F) }
+
+// String returns the spec of s.
+func (s MultiKrum) String() string {
+	return "multi-krum,f=" + strconv.Itoa(s.F) + ",m=" + strconv.Itoa(s.M)
+}
+
+// String returns the spec of s.
+func (s Bulyan) String() string { return "bulyan,f=" + strconv.Itoa(s.F) }
+
+// String returns the spec of b.
+func (b NormBound) String() string { return Spec(b.inner()) + ",bound=" + ff(b.Bound) }
+
+// String returns the spec of d's configuration.
+func (d *DP) String() string {
+	spec := Spec(d.inner()) + ",dp-clip=" + ff(d.Clip) + ",dp-noise=" + ff(d.NoiseMultiplier) +
+		",dp-seed=" + strconv.FormatUint(d.Seed, 10) + ",dp-clients=" + strconv.Itoa(d.ExpectedClients)
+	if a := d.Adaptive; a != nil {
+		spec += ",dp-adaptive=true,dp-quantile=" + ff(a.Quantile) + ",dp-clip-lr=" + ff(a.LR) + ",dp-count-stddev=" + ff(a.CountStddev)
+	}
+	return spec
+}

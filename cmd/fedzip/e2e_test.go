@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// proc is a fedzip process whose JSON log lines are collected.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs []map[string]any
+	done chan struct{}
+}
+
+func start(t *testing.T, bin, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(bin, args...), done: make(chan struct{})}
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stdout = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(p.done)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) != nil {
+				m = map[string]any{"msg": "raw", "line": sc.Text()}
+			}
+			p.mu.Lock()
+			p.logs = append(p.logs, m)
+			p.mu.Unlock()
+		}
+		p.cmd.Wait()
+	}()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) kill() {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+	}
+	<-p.done
+}
+
+// find returns the first log line with msg whose attributes match.
+func (p *proc) find(msg string, attrs map[string]float64) map[string]any {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.logs {
+		if l["msg"] != msg {
+			continue
+		}
+		ok := true
+		for k, v := range attrs {
+			if f, _ := l[k].(float64); f != v {
+				ok = false
+			}
+		}
+		if ok {
+			return l
+		}
+	}
+	return nil
+}
+
+func (p *proc) dump() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var b strings.Builder
+	for _, l := range p.logs {
+		j, _ := json.Marshal(l)
+		b.Write(j)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func waitLog(t *testing.T, p *proc, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; %s log:\n%s", what, p.name, p.dump())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestEndToEnd runs a coordinator and 5 client processes on 127.0.0.1 over
+// mTLS for 3 rounds of MNIST. It kill -9s the coordinator after it has
+// acknowledged an update of round 2 and restarts it: round 2 must still
+// close with all 5 updates, because an acknowledged client does not send
+// again. Then it kills a client in round 3: the round closes at its
+// deadline with the 4 others. The final model must exceed 90% accuracy.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process end-to-end test in -short mode")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fedzip")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	certs := filepath.Join(dir, "certs")
+	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
+		t.Fatalf("dev-certs: %v\n%s", err, out)
+	}
+	grpcAddr, raftAddr := freePort(t), freePort(t)
+	coordArgs := []string{"coordinator", "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
+		"--data-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
+		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--save-model", filepath.Join(dir, "model.fzm"),
+		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
+		"--client-ca", filepath.Join(certs, "ca.pem")}
+	coord := start(t, bin, "coordinator", coordArgs...)
+	clients := make([]*proc, 5)
+	for i := range clients {
+		clients[i] = start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", grpcAddr,
+			"--ca", filepath.Join(certs, "ca.pem"), "--cert", filepath.Join(certs, "client.pem"), "--key", filepath.Join(certs, "client-key.pem"),
+			"--clients", "5", "--client-index", fmt.Sprint(i), "--join-secret", "e2e", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)),
+			"--timeout", "3m")
+	}
+	waitLog(t, coord, "round 1 to close", time.Minute, func() bool { return coord.find("round closed", map[string]float64{"round": 1, "version": 1}) != nil })
+
+	// Kill the coordinator as soon as one update of round 2 is acknowledged.
+	var acked *proc
+	waitLog(t, coord, "an acknowledged round-2 update", time.Minute, func() bool {
+		for _, c := range clients {
+			if c.find("update accepted", map[string]float64{"round": 2}) != nil {
+				acked = c
+				return true
+			}
+		}
+		return false
+	})
+	coord.kill()
+	coord = start(t, bin, "coordinator (restarted)", coordArgs...)
+	waitLog(t, coord, "round 2 to close after the restart", time.Minute, func() bool {
+		return coord.find("round closed", map[string]float64{"round": 2, "version": 2}) != nil
+	})
+	if l := coord.find("round closed", map[string]float64{"round": 2, "version": 2}); l["reported"] != 5.0 {
+		t.Fatalf("round 2 closed with %v updates, want 5: the update acknowledged to %s before the crash was lost\n%s", l["reported"], acked.name, coord.dump())
+	}
+
+	// Kill one client as soon as round 3 opens: the round must close at its
+	// deadline with the other four.
+	waitLog(t, coord, "round 3 to open", time.Minute, func() bool { return coord.find("round opened", map[string]float64{"round": 3}) != nil })
+	clients[4].kill()
+	waitLog(t, coord, "training to finish", time.Minute, func() bool { return coord.find("training finished", nil) != nil })
+	l := coord.find("round closed", map[string]float64{"round": 3, "version": 3})
+	if l == nil {
+		t.Fatalf("no evaluation of round 3\n%s", coord.dump())
+	}
+	if acc, _ := l["test_accuracy"].(float64); acc < 0.90 {
+		t.Fatalf("test accuracy after 3 rounds %.4f, want > 0.90", acc)
+	}
+	for _, c := range clients[:4] {
+		waitLog(t, c, "the client to exit", 30*time.Second, func() bool {
+			select {
+			case <-c.done:
+				return true
+			default:
+				return false
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "model.fzm")); err != nil {
+		t.Fatal(err)
+	}
+}
