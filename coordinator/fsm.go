@@ -253,6 +253,13 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 		s.Machine.Global = slices.Clone(s.Machine.Global)
 		s.Machine.Selected = slices.Clone(s.Machine.Selected)
 		s.Accepted = slices.Clone(f.accepted)
+		// Server state of stateful strategies (momentum, adaptive moments,
+		// DP clip): without it a restored replica would diverge.
+		st, err := aggregate.MarshalState(f.strategy)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator: snapshot of the strategy: %w", err)
+		}
+		s.Strategy = st
 	}
 	return s, nil
 }
@@ -273,6 +280,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	if s.Config != nil {
 		if err := nf.init(s.Config); err != nil {
 			return fmt.Errorf("coordinator: restore: %w", err)
+		}
+		if err := aggregate.UnmarshalState(nf.strategy, s.Strategy); err != nil {
+			return fmt.Errorf("coordinator: restore: strategy state: %w", err)
 		}
 		mach, err := round.Restore(nf.cfg.Round, nf.strategy, s.Machine)
 		if err != nil {
@@ -303,6 +313,7 @@ type snapshot struct {
 	Machine    round.State
 	Accepted   []command
 	LastClosed round.Closed
+	Strategy   []byte
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {

@@ -80,54 +80,68 @@ func TestRestartResumesFromDisk(t *testing.T) {
 	}
 }
 
-// TestSnapshotRestoreRoundTrip snapshots an FSM mid-round and restores it
-// into a fresh one; finishing the round on both gives the same model.
+// TestSnapshotRestoreRoundTrip snapshots an FSM mid-round, after a round
+// that updated the strategy's server state, and restores it into a fresh
+// one; finishing the round on both gives the same model bits.
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
-	a := NewFSM()
-	idx := uint64(0)
-	apply := func(f *FSM, c command) any {
-		idx++
-		return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()})
-	}
-	raw := []byte(fmt.Sprintf(`{"model":"mlp:","input_dim":3,"classes":2,"init_seed":1,"strategy":"fedavg","round":{"PerRound":2,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"none"}`))
-	if err, ok := apply(a, command{Type: cmdInit, Config: raw}).(error); ok && err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		apply(a, command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}})
-	}
-	o := apply(a, command{Type: cmdOpen, Candidates: []round.ClientID{1, 2, 3}}).(round.Opened)
-	n := len(a.scratch)
-	upd := func(v float32) []byte {
-		d := make([]float32, n)
-		for i := range d {
-			d[i] = v * float32(i+1)
-		}
-		return denseCodec{}.encode(nil, d)
-	}
-	if r, ok := apply(a, command{Type: cmdSubmit, Round: 1, Client: o.Selected[0], Examples: 3, Payload: upd(0.25)}).(round.Receipt); !ok || r.Received != 1 {
-		t.Fatal("first update not accepted")
-	}
-	snap, err := a.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	sink := &memSink{Buffer: &buf}
-	if err := snap.Persist(sink); err != nil {
-		t.Fatal(err)
-	}
-	b := NewFSM()
-	if err := b.Restore(io.NopCloser(&buf)); err != nil {
-		t.Fatal(err)
-	}
-	last := command{Type: cmdSubmit, Round: 1, Client: o.Selected[1], Examples: 5, Payload: upd(-0.5)}
-	apply(a, last)
-	apply(b, last)
-	apply(a, command{Type: cmdClose})
-	apply(b, command{Type: cmdClose})
-	if a.ModelHash() != b.ModelHash() || a.View().Version != 1 || b.View().Version != 1 {
-		t.Fatal("restored FSM diverged")
+	for _, strategy := range []string{"fedavg", "fedavgm", "fedadam", "median"} {
+		t.Run(strategy, func(t *testing.T) {
+			a := NewFSM()
+			idx := uint64(0)
+			apply := func(f *FSM, c command) any {
+				idx++
+				return f.Apply(&raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()})
+			}
+			raw := []byte(fmt.Sprintf(`{"model":"mlp:","input_dim":3,"classes":2,"init_seed":1,"strategy":%q,"round":{"PerRound":3,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"none"}`, strategy))
+			if err, ok := apply(a, command{Type: cmdInit, Config: raw}).(error); ok && err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 3; i++ {
+				apply(a, command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}})
+			}
+			n := len(a.scratch)
+			upd := func(v float32) []byte {
+				d := make([]float32, n)
+				for i := range d {
+					d[i] = v * float32(i+1)
+				}
+				return denseCodec{}.encode(nil, d)
+			}
+			cands := []round.ClientID{1, 2, 3}
+			o := apply(a, command{Type: cmdOpen, Candidates: cands}).(round.Opened)
+			for i, id := range o.Selected {
+				apply(a, command{Type: cmdSubmit, Round: 1, Client: id, Examples: 3, Payload: upd(0.1 * float32(i+1))})
+			}
+			if _, ok := apply(a, command{Type: cmdClose}).(round.Closed); !ok {
+				t.Fatal("round 1 did not close")
+			}
+			o = apply(a, command{Type: cmdOpen, Candidates: cands}).(round.Opened)
+			if r, ok := apply(a, command{Type: cmdSubmit, Round: 2, Client: o.Selected[0], Examples: 3, Payload: upd(0.25)}).(round.Receipt); !ok || r.Received != 1 {
+				t.Fatal("first update not accepted")
+			}
+			snap, err := a.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+				t.Fatal(err)
+			}
+			b := NewFSM()
+			if err := b.Restore(io.NopCloser(&buf)); err != nil {
+				t.Fatal(err)
+			}
+			for i, id := range o.Selected[1:] {
+				c := command{Type: cmdSubmit, Round: 2, Client: id, Examples: 5, Payload: upd(-0.5 * float32(i+1))}
+				apply(a, c)
+				apply(b, c)
+			}
+			apply(a, command{Type: cmdClose})
+			apply(b, command{Type: cmdClose})
+			if a.ModelHash() != b.ModelHash() || a.View().Version != 2 || b.View().Version != 2 {
+				t.Fatal("restored FSM diverged")
+			}
+		})
 	}
 }
 
