@@ -1,0 +1,5 @@
+//go:build !race
+
+package gradient
+
+const raceEnabled = false

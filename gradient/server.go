@@ -1,0 +1,228 @@
+package gradient
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math"
+
+	"github.com/fedzip/fedzip/compress"
+)
+
+// ServerEncoder compresses the download direction, as in Sparse Ternary
+// Compression: the coordinator sends clients the compressed change of the
+// global model since the version they hold, and keeps a server-side
+// residual.
+//
+// It tracks the model the clients can reconstruct, Model(), which is
+// version 0 (the initial model) plus every published delta as decoded.
+// Publishing a new global model encodes global − Model(): the part of
+// earlier changes that was not sent is still in that difference, so the
+// server residual is implicit (global − Model()) and exact, and the spec's
+// ef key is not needed. Clients apply the deltas with ApplyDownload and
+// hold Model() bit for bit.
+//
+// It keeps the last MaxLag encoded deltas. A client behind by at most that
+// many versions gets them concatenated; a client further behind, or one for
+// which the deltas would be larger than the model, gets the full model
+// (float32, FlagFull). Memory: 12 bytes per parameter (the model, a scratch
+// difference and the decoder's scratch) plus the kept deltas.
+//
+// A ServerEncoder is not safe for concurrent use.
+type ServerEncoder struct {
+	enc     *Encoder
+	model   []float32
+	diff    []float32
+	version int
+	maxLag  int
+	history [][]byte // history[i] leads to version - len(history) + 1 + i
+	dec     Decoder
+}
+
+// NewServerEncoder returns a ServerEncoder at version 0 with a copy of
+// initial as the model. spec is the codec of the deltas; its ef key is
+// implied and momentum is refused. maxLag >= 0 is the number of deltas kept.
+func NewServerEncoder(spec Spec, initial []float32, maxLag int) (*ServerEncoder, error) {
+	if spec.Momentum > 0 {
+		return nil, fmt.Errorf("%w: momentum=%g: the download direction has no momentum correction", ErrSpec, spec.Momentum)
+	}
+	if maxLag < 0 {
+		return nil, fmt.Errorf("%w: maxLag %d < 0", ErrSpec, maxLag)
+	}
+	spec.EF = false
+	enc, err := NewEncoder(spec, len(initial))
+	if err != nil {
+		return nil, err
+	}
+	if !finite32(initial) {
+		return nil, fmt.Errorf("%w: initial model holds NaN or Inf", ErrNonFinite)
+	}
+	return &ServerEncoder{
+		enc:    enc,
+		model:  append([]float32(nil), initial...),
+		diff:   make([]float32, len(initial)),
+		maxLag: maxLag,
+	}, nil
+}
+
+// Version returns the current model version: the number of Publish calls.
+func (s *ServerEncoder) Version() int { return s.version }
+
+// Model returns the model at the current version as clients reconstruct
+// it. The slice is the encoder's own: read it, do not keep it.
+func (s *ServerEncoder) Model() []float32 { return s.model }
+
+// Publish advances to the next version: it encodes global − Model() with
+// the spec (random draws from seed), keeps the message, and adds it to
+// Model() as clients will. It returns the statistics of the delta.
+func (s *ServerEncoder) Publish(global []float32, seed uint64) (Stats, error) {
+	if len(global) != len(s.model) {
+		return Stats{}, fmt.Errorf("%w: model of %d values, server encoder has %d", ErrLength, len(global), len(s.model))
+	}
+	if s.version >= math.MaxUint32 {
+		return Stats{}, fmt.Errorf("%w: version %d", ErrTooLarge, s.version)
+	}
+	for i, g := range global {
+		s.diff[i] = g - s.model[i]
+	}
+	// Reuse the bytes of the delta that drops out of the history. Encode
+	// writes nothing on error, so the history stays intact until it
+	// succeeds.
+	var buf []byte
+	full := s.maxLag > 0 && len(s.history) == s.maxLag
+	if full {
+		buf = s.history[0][:0]
+	}
+	buf, st, err := s.enc.encode(buf, s.diff, s.version+1, s.version, seed)
+	if err != nil {
+		return st, err
+	}
+	if full {
+		copy(s.history, s.history[1:])
+		s.history = s.history[:len(s.history)-1]
+	}
+	v, err := s.dec.apply(s.model, s.version, buf, Limits{MaxParams: len(s.model), MaxBytes: len(buf)}.norm())
+	if err != nil {
+		// The encoder produced what the decoder refuses: a bug.
+		panic(fmt.Sprintf("gradient: ServerEncoder: own delta refused: %v", err))
+	}
+	s.version = v
+	if s.maxLag > 0 {
+		s.history = append(s.history, buf)
+	}
+	return st, nil
+}
+
+// fullHeader is the header of a full-model message.
+func fullHeader(n, version int) Header {
+	h := Header{Flags: FlagFull, Selection: Dense, Format: FormatFloat32, Bits: 32, N: n, K: n, Round: version}
+	h.Sections[0] = Section{Kind: SectionValues, Coding: CodingRaw, Length: 4 * n}
+	h.NumSections = 1
+	return h
+}
+
+// fullSize is the size of a full-model message for n parameters.
+func fullSize(n int) int {
+	h := fullHeader(n, math.MaxUint32)
+	var b [64]byte
+	return len(appendHeader(b[:0], &h)) + 4*n + crcSize
+}
+
+// AppendUpdate appends to dst what a client holding version have needs to
+// reach the current version, and reports whether that is the full model:
+// nothing if have is current; otherwise the deltas since have,
+// concatenated, or the full model if have is not a version of the last
+// MaxLag or the deltas would be at least as large.
+func (s *ServerEncoder) AppendUpdate(dst []byte, have int) ([]byte, bool) {
+	if have == s.version {
+		return dst, false
+	}
+	lag := s.version - have
+	if have < 0 || lag < 0 || lag > len(s.history) {
+		return s.AppendFull(dst), true
+	}
+	size := 0
+	for _, m := range s.history[len(s.history)-lag:] {
+		size += len(m)
+	}
+	if size >= fullSize(len(s.model)) {
+		return s.AppendFull(dst), true
+	}
+	for _, m := range s.history[len(s.history)-lag:] {
+		dst = append(dst, m...)
+	}
+	return dst, false
+}
+
+// AppendFull appends the full model at the current version: a dense
+// float32 message with FlagFull and Round set to the version.
+func (s *ServerEncoder) AppendFull(dst []byte) []byte {
+	h := fullHeader(len(s.model), s.version)
+	start := len(dst)
+	dst = appendHeader(dst, &h)
+	dst = appendFloat32s(dst, s.model)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// ApplyDownload applies a download stream (what AppendUpdate wrote) to
+// model, which holds version have, and returns the version it holds
+// afterwards. Each delta must apply to the version reached so far
+// (ErrBase otherwise); a full model replaces model. The messages are
+// applied one by one, each only once it has been decoded and checked
+// completely, so that on error model holds the returned version intact.
+// It uses a pooled Decoder.
+func ApplyDownload(model []float32, have int, src []byte, limits Limits) (int, error) {
+	d := decoders.Get().(*Decoder)
+	v, err := d.ApplyDownload(model, have, src, limits)
+	decoders.Put(d)
+	return v, err
+}
+
+// ApplyDownload is the package-level ApplyDownload with d's scratch
+// memory.
+func (d *Decoder) ApplyDownload(model []float32, have int, src []byte, limits Limits) (int, error) {
+	return d.apply(model, have, src, limits.norm())
+}
+
+func (d *Decoder) apply(model []float32, version int, src []byte, lim Limits) (int, error) {
+	for len(src) > 0 {
+		h, err := parse(src, lim, true)
+		if err != nil {
+			return version, err
+		}
+		msg := src[:h.Size]
+		src = src[h.Size:]
+		if h.N != len(model) {
+			return version, fmt.Errorf("%w: message for a model of %d parameters, model has %d", ErrLength, h.N, len(model))
+		}
+		if h.Full() {
+			v := grow(&d.dense, h.N)
+			if err := d.values(v, &h, msg); err != nil {
+				return version, err
+			}
+			copy(model, v)
+			version = h.Round
+			continue
+		}
+		if h.Base != version {
+			return version, fmt.Errorf("%w: delta from version %d to %d, model is at version %d", ErrBase, h.Base, h.Round, version)
+		}
+		if h.Selection == Dense {
+			v := grow(&d.dense, h.N)
+			if err := d.values(v, &h, msg); err != nil {
+				return version, err
+			}
+			for i, x := range v {
+				model[i] += x
+			}
+		} else {
+			idx, val, err := d.sparse(&h, msg)
+			if err != nil {
+				return version, err
+			}
+			compress.ScatterAdd(model, idx, val)
+		}
+		version = h.Round
+	}
+	return version, nil
+}

@@ -1,0 +1,178 @@
+package gradient
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"slices"
+	"testing"
+)
+
+// walk returns the global models of a training run: a random walk.
+func walk(n, versions int) [][]float32 {
+	w := make([][]float32, versions+1)
+	w[0] = genDelta(make([]float32, n), 99, 1)
+	for v := 1; v <= versions; v++ {
+		d := genDelta(make([]float32, n), uint64(v), 0.01)
+		w[v] = make([]float32, n)
+		for i := range d {
+			w[v][i] = w[v-1][i] + d[i]
+		}
+	}
+	return w
+}
+
+func TestServerEncoder(t *testing.T) {
+	const n, versions, maxLag = 2000, 12, 4
+	for _, s := range []string{"stc", "topk=0.05,bits=4", "topk=0.1", "randk=0.1,bits=8,stochastic=on", "bits=16", "none", "topk=0.02,bits=ternary,ef=on,entropy=zstd"} {
+		t.Run(s, func(t *testing.T) {
+			w := walk(n, versions)
+			srv, err := NewServerEncoder(mustSpec(t, s), w[0], maxLag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Clients that last synced at each version.
+			models := make([][]float32, versions+1)
+			for v := 1; v <= versions; v++ {
+				prev := slices.Clone(srv.Model())
+				st, err := srv.Publish(w[v], uint64(v))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if srv.Version() != v || st.Kept == 0 {
+					t.Fatalf("version %d, stats %+v", srv.Version(), st)
+				}
+				// The server residual is what is left of the global model.
+				if sp := mustSpec(t, s); sp.Lossless() && !slices.Equal(srv.Model(), w[v]) {
+					t.Fatalf("version %d: lossless codec, model differs from global", v)
+				}
+				// A client one version behind gets exactly one delta.
+				up, full := srv.AppendUpdate(nil, v-1)
+				m := slices.Clone(prev)
+				got, err := ApplyDownload(m, v-1, up, Limits{})
+				if err != nil || got != v || full && !mustSpec(t, s).Lossless() {
+					t.Fatalf("version %d: apply: %v, version %d, full %v", v, err, got, full)
+				}
+				if !slices.Equal(m, srv.Model()) {
+					t.Fatalf("version %d: client model differs from the server's", v)
+				}
+				models[v] = m
+			}
+			models[0] = slices.Clone(w[0])
+			// Clients behind by every lag, and one from the future.
+			for have := range versions + 2 {
+				m := slices.Clone(models[min(have, versions)])
+				up, full := srv.AppendUpdate(nil, have)
+				wantFull := have < versions-maxLag || have > versions
+				if !wantFull && have < versions {
+					size := 0
+					for _, d := range srv.history[len(srv.history)-(versions-have):] {
+						size += len(d)
+					}
+					wantFull = size >= fullSize(n)
+				}
+				if full != wantFull {
+					t.Errorf("have %d: full = %v, want %v", have, full, wantFull)
+				}
+				if have == versions && len(up) != 0 {
+					t.Errorf("current client gets %d bytes", len(up))
+				}
+				got, err := ApplyDownload(m, have, up, Limits{})
+				if err != nil || got != versions && have != versions+1 {
+					t.Fatalf("have %d: %v, version %d", have, err, got)
+				}
+				if have <= versions && !slices.Equal(m, srv.Model()) {
+					t.Fatalf("have %d: model differs from the server's", have)
+				}
+			}
+			full := srv.AppendFull(nil)
+			h, err := ReadHeader(full, Limits{})
+			if err != nil || !h.Full() || h.Round != versions || h.Size > fullSize(n) {
+				t.Fatalf("full model: %+v, %v (fullSize %d)", h, err, fullSize(n))
+			}
+		})
+	}
+}
+
+// TestServerResidual checks the STC property: what the server did not send
+// is sent later, so that publishing the same global model repeatedly
+// brings the clients' model to it.
+func TestServerResidual(t *testing.T) {
+	const n = 1000
+	w := walk(n, 3)
+	srv, err := NewServerEncoder(mustSpec(t, "topk=0.1"), w[0], 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := 1; v <= 3; v++ {
+		if _, err := srv.Publish(w[v], 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dist := func() float64 {
+		var s float64
+		for i, x := range srv.Model() {
+			s = max(s, math.Abs(float64(w[3][i]-x)))
+		}
+		return s
+	}
+	d0 := dist()
+	for range 10 {
+		if _, err := srv.Publish(w[3], 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := dist(); d0 == 0 || d > 1e-6*d0 {
+		t.Errorf("residual not sent: max distance %g, was %g", d, d0)
+	}
+	if up, full := srv.AppendUpdate(nil, 5); !full || len(up) == 0 {
+		t.Errorf("maxLag 0: a client behind gets a delta")
+	}
+}
+
+func TestApplyDownloadRefusal(t *testing.T) {
+	const n = 500
+	w := walk(n, 3)
+	srv, _ := NewServerEncoder(mustSpec(t, "topk=0.05,bits=4"), w[0], 5)
+	for v := 1; v <= 3; v++ {
+		_, _ = srv.Publish(w[v], 0)
+	}
+	stream, _ := srv.AppendUpdate(nil, 0)
+	h1, err := parse(stream, Limits{}.norm(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := slices.Clone(w[0])
+	// Wrong base version: refused, model untouched.
+	if v, err := ApplyDownload(m, 1, stream, Limits{}); !errors.Is(err, ErrBase) || v != 1 || !slices.Equal(m, w[0]) {
+		t.Errorf("wrong base: %v, version %d", err, v)
+	}
+	// A corrupted second message: the first is applied, then refusal.
+	bad := bytes.Clone(stream)
+	bad[h1.Size+h1.Size/2+3] ^= 1
+	v, err := ApplyDownload(m, 0, bad, Limits{})
+	if !errors.Is(err, ErrChecksum) || v != 1 {
+		t.Errorf("corrupted second message: %v, version %d", err, v)
+	}
+	want := slices.Clone(w[0])
+	if _, err := ApplyDownload(want, 0, stream[:h1.Size], Limits{}); err != nil || !slices.Equal(m, want) {
+		t.Errorf("model after the refusal is not version 1: %v", err)
+	}
+	if _, err := ApplyDownload(make([]float32, n+1), 0, stream, Limits{}); !errors.Is(err, ErrLength) {
+		t.Errorf("wrong model length: %v", err)
+	}
+	if _, err := ApplyDownload(m, 0, stream[:len(stream)-1], Limits{}); !errors.Is(err, ErrTruncated) {
+		t.Errorf("truncated stream: %v", err)
+	}
+	if _, err := NewServerEncoder(mustSpec(t, "dgc"), w[0], 1); !errors.Is(err, ErrSpec) {
+		t.Errorf("momentum on the server: %v", err)
+	}
+	if _, err := srv.Publish(w[0][:n-1], 0); !errors.Is(err, ErrLength) {
+		t.Errorf("short global model: %v", err)
+	}
+	nan := slices.Clone(w[0])
+	nan[3] = float32(math.NaN())
+	if _, err := srv.Publish(nan, 0); !errors.Is(err, ErrNonFinite) {
+		t.Errorf("NaN global model: %v", err)
+	}
+}
