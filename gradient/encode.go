@@ -117,6 +117,11 @@ func (e *Encoder) Len() int { return e.n }
 // between calls, do not keep it.
 func (e *Encoder) Residual() []float32 { return e.residual }
 
+// Velocity returns the DGC momentum buffer u (nil without momentum). Like
+// Residual, the slice is the encoder's own: a driver that multiplexes many
+// clients over one encoder copies each client's state in and out.
+func (e *Encoder) Velocity() []float32 { return e.velocity }
+
 // Reset clears the encoder's state (residual and momentum).
 func (e *Encoder) Reset() {
 	clear(e.residual)

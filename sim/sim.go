@@ -25,6 +25,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -47,6 +48,14 @@ type Config struct {
 	EvalEvery int
 	// Strategy aggregates the updates; nil means FedAvg.
 	Strategy aggregate.Strategy
+	// UploadCodec is the gradient codec spec of client updates ("" or
+	// "none": dense float32). Each update is encoded with its client's
+	// error-feedback state and decoded as the coordinator would; the
+	// aggregate sees the decoded update and the metrics count the bytes.
+	UploadCodec string
+	// StateStore keeps the clients' codec state: "float32" (default) or
+	// "float16" (see NewStateStore).
+	StateStore string
 }
 
 // Data is a federated data set: one training set split among clients, and
@@ -73,6 +82,8 @@ type Metrics struct {
 	// network this round: each selected client downloads the model and
 	// uploads its update, as dense float32 until updates are compressed.
 	UploadBytes   int64   `json:"upload_bytes"`
+	// ClientStateBytes is the memory holding the clients' codec state.
+	ClientStateBytes int64 `json:"client_state_bytes,omitempty"`
 	DownloadBytes int64   `json:"download_bytes"`
 	Seconds       float64 `json:"seconds"`
 	// TrainSeconds and EvalSeconds split Seconds.
@@ -111,6 +122,9 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	}
 	p := newPool(ctx, workers, model, cfg.BatchSize)
 	defer p.stop()
+	if err := p.setCodec(cfg, model.NumParams()); err != nil {
+		return nil, err
+	}
 
 	candidates := make([]round.ClientID, len(data.Parts))
 	for i := range candidates {
@@ -131,10 +145,11 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		}
 		met := Metrics{Round: opened.Round, Clients: len(opened.Selected)}
 		var lossSum float64
-		err = p.train(mach.Global(), opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result) error {
+		err = p.train(mach.Global(), opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
 			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
 				return err
 			}
+			met.UploadBytes += int64(wire)
 			lossSum += r.Loss * float64(r.Examples)
 			met.Examples += r.Examples
 			return nil
@@ -148,8 +163,10 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		}
 		met.TrainSeconds = time.Since(start).Seconds()
 		met.TrainLoss = lossSum / float64(max(met.Examples, 1))
-		met.UploadBytes = int64(met.Clients) * modelBytes
 		met.DownloadBytes = int64(met.Clients) * modelBytes
+		if p.store != nil {
+			met.ClientStateBytes = p.store.Bytes()
+		}
 		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) {
 			es := time.Now()
 			met.TestAccuracy, met.TestLoss = p.evaluate(mach.Global(), data.Test)
@@ -208,11 +225,17 @@ type pool struct {
 	wg      sync.WaitGroup
 	workers int
 	bufs    chan []float32
+	all     []*worker
+	store   StateStore
+	limits  gradient.Limits
 }
 
 type worker struct {
 	tr   *nn.Trainer
 	eval *nn.Workspace
+	enc  *gradient.Encoder
+	dec  gradient.Decoder
+	wire []byte
 }
 
 func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
@@ -223,6 +246,7 @@ func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
 	p.wg.Add(n)
 	for i := 0; i < n; i++ {
 		w := &worker{tr: nn.NewTrainer(model, batch), eval: model.NewWorkspace(250)}
+		p.all = append(p.all, w)
 		go func() {
 			defer p.wg.Done()
 			for job := range p.jobs {
@@ -233,14 +257,57 @@ func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
 	return p
 }
 
+// setCodec gives every worker an encoder for cfg.UploadCodec; a dense
+// upload ("" or "none") needs none.
+func (p *pool) setCodec(cfg Config, n int) error {
+	if cfg.UploadCodec == "" || cfg.UploadCodec == "none" {
+		return nil
+	}
+	spec, err := gradient.ParseSpec(cfg.UploadCodec)
+	if err != nil {
+		return err
+	}
+	if p.store, err = NewStateStore(cfg.StateStore); err != nil {
+		return err
+	}
+	for _, w := range p.all {
+		if w.enc, err = gradient.NewEncoder(spec, n); err != nil {
+			return err
+		}
+	}
+	p.limits = gradient.Limits{MaxParams: n}
+	return nil
+}
+
+// encode runs client id's update through the codec with the client's
+// state, then decodes it in place as the coordinator would. It returns the
+// bytes on the wire.
+func (p *pool) encode(w *worker, id round.ClientID, delta []float32, roundNo int, seed uint64) (int, error) {
+	if w.enc == nil {
+		return 4 * len(delta), nil
+	}
+	p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
+	var err error
+	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
+	if err != nil {
+		return 0, err
+	}
+	p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+	if _, err := w.dec.Decode(delta, w.wire, p.limits); err != nil {
+		return 0, fmt.Errorf("decoding its own update: %w", err)
+	}
+	return len(w.wire), nil
+}
+
 func (p *pool) stop() {
 	close(p.jobs)
 	p.wg.Wait()
 }
 
 type outcome struct {
-	i   int
-	buf []float32
+	i    int
+	wire int
+	buf  []float32
 	u   aggregate.Update
 	r   client.Result
 	err error
@@ -249,7 +316,7 @@ type outcome struct {
 // train runs the selected clients on the workers and hands their updates
 // to submit in selection order. At most cap(p.bufs) client models exist at
 // once: a buffer returns to the pool when its update has been submitted.
-func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit func(round.ClientID, aggregate.Update, client.Result) error) error {
+func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit func(round.ClientID, aggregate.Update, client.Result, int) error) error {
 	n := len(o.Selected)
 	results := make(chan outcome, cap(p.bufs))
 	go func() {
@@ -266,7 +333,11 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 			p.jobs <- func(w *worker) {
 				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: data.Train.Y, Index: idx}
 				u, r, err := client.Step(p.ctx, tr, global, buf, task)
-				results <- outcome{i: i, buf: buf, u: u, r: r, err: err}
+				wire := 0
+				if err == nil {
+					wire, err = p.encode(w, id, u.Delta, o.Round, task.Seed)
+				}
+				results <- outcome{i: i, wire: wire, buf: buf, u: u, r: r, err: err}
 			}
 		}
 	}()
@@ -285,7 +356,7 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 				firstErr = fmt.Errorf("client %d: %w", o.Selected[next], oc.err)
 			}
 			if firstErr == nil {
-				if err := submit(o.Selected[next], oc.u, oc.r); err != nil {
+				if err := submit(o.Selected[next], oc.u, oc.r, oc.wire); err != nil {
 					firstErr = err
 				}
 			}

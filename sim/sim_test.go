@@ -146,7 +146,7 @@ func TestMemoryBoundedByWorkers(t *testing.T) {
 	}
 	o, _ := mach.Open(zeroTime, ids)
 	order := []round.ClientID{}
-	err := p.train(mach.Global(), o, config(1, 1), data, func(id round.ClientID, u aggregate.Update, r client.Result) error {
+	err := p.train(mach.Global(), o, config(1, 1), data, func(id round.ClientID, u aggregate.Update, r client.Result, _ int) error {
 		order = append(order, id)
 		if len(p.bufs) > cap(p.bufs) {
 			t.Fatal("pool overflow")

@@ -17,7 +17,9 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/sim"
@@ -32,6 +34,7 @@ type simulateFlags struct {
 	seed                               uint64
 	metricsOut, saveModel, output      string
 	cpuProfile                         string
+	uploadCodec, stateStore, strategy  string
 	quiet                              bool
 }
 
@@ -56,6 +59,9 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.IntVar(&f.evalEvery, "eval-every", 1, "evaluate the global model on the test set every N rounds (0: only after the last)")
 	fs.Float64Var(&f.target, "target", 0, "test accuracy to report rounds and bytes to reach, such as 0.97 (0: none)")
 	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
+	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec of client updates: none, a preset (dgc, stc, topk1, topk4, qsgd8, ...) or key=value,... (see README)")
+	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
+	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.StringVar(&f.metricsOut, "metrics-out", "", "write one JSON object per round to this file")
 	fs.StringVar(&f.saveModel, "save-model", "", "write the final global model to this file (fedzip model format)")
 	fs.StringVar(&f.output, "o", "table", "summary format: table or json")
@@ -120,6 +126,17 @@ func (f *simulateFlags) validate() error {
 	if err := oneOf("o", f.output, "table", "json"); err != nil {
 		return err
 	}
+	if f.uploadCodec != "none" {
+		if _, err := gradient.ParseSpec(f.uploadCodec); err != nil {
+			return fmt.Errorf("--upload-codec: %v", err)
+		}
+	}
+	if err := oneOf("state-store", f.stateStore, "float32", "float16"); err != nil {
+		return err
+	}
+	if _, err := aggregate.Parse(f.strategy); err != nil {
+		return fmt.Errorf("--strategy: %v", err)
+	}
 	if _, err := nn.ParseArch(f.model, 1, 1); err != nil {
 		return fmt.Errorf("--model %q: want 2nn, lenet300 or mlp:H1,H2,...", f.model)
 	}
@@ -170,7 +187,11 @@ type summary struct {
 	Target          float64 `json:"target,omitempty"`
 	RoundsToTarget  int     `json:"rounds_to_target,omitempty"`
 	UploadToTarget  int64   `json:"upload_bytes_to_target,omitempty"`
+	UploadCodec     string  `json:"upload_codec"`
+	Strategy        string  `json:"strategy"`
 	UploadBytes     int64   `json:"upload_bytes"`
+	UploadRatio     float64 `json:"upload_ratio"`
+	ClientStateMB   float64 `json:"client_state_mb,omitempty"`
 	DownloadBytes   int64   `json:"download_bytes"`
 	Seconds         float64 `json:"seconds"`
 	SecondsPerRound float64 `json:"seconds_per_round"`
@@ -223,22 +244,31 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		Seed:        f.seed,
 		Workers:     workers,
 		EvalEvery:   f.evalEvery,
+		UploadCodec: f.uploadCodec,
+		StateStore:  f.stateStore,
+	}
+	if cfg.Strategy, err = aggregate.Parse(f.strategy); err != nil {
+		return err
 	}
 	if !f.quiet {
-		fmt.Fprintf(stdout, "fedzip simulate: %s on %s, %d clients (%s), %d rounds, C=%g, E=%d, B=%d, lr=%g, %d workers\n",
-			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, workers)
+		fmt.Fprintf(stdout, "fedzip simulate: %s on %s, %d clients (%s), %d rounds, C=%g, E=%d, B=%d, lr=%g, %s, upload %s, %d workers\n",
+			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, f.strategy, f.uploadCodec, workers)
 	}
 	prog := newProgress(stdout, stderr, f.rounds, f.quiet)
 	s := summary{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts),
-		Rounds: f.rounds, Target: f.target, Workers: workers}
+		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, Strategy: f.strategy}
 	if f.dataset == "mnist" {
 		s.Partition = f.partition
 	}
 	var werr error
+	var dense int64
 	res, err := sim.Run(ctx, cfg, model, init, data, func(m sim.Metrics) {
 		s.PerRound = m.Clients
 		s.UploadBytes += m.UploadBytes
 		s.DownloadBytes += m.DownloadBytes
+		s.ClientStateMB = float64(m.ClientStateBytes) / 1e6
+		dense += int64(m.Clients) * 4 * int64(model.NumParams())
+		s.UploadRatio = float64(dense) / float64(max(s.UploadBytes, 1))
 		if m.Evaluated {
 			if m.TestAccuracy > s.BestAccuracy {
 				s.BestAccuracy, s.BestRound = m.TestAccuracy, m.Round
@@ -270,7 +300,7 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		ck := checkpoint.New(model, res.Model)
 		ck.Header.Round, ck.Header.Version, ck.Header.Dataset = f.rounds, uint64(f.rounds), f.dataset
 		ck.Header.Extra = map[string]string{
-			"seed": strconv.FormatUint(f.seed, 10), "strategy": "fedavg",
+			"seed": strconv.FormatUint(f.seed, 10), "strategy": f.strategy, "upload_codec": f.uploadCodec,
 			"test_accuracy": strconv.FormatFloat(s.FinalAccuracy, 'f', 4, 64),
 		}
 		if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {
@@ -332,7 +362,10 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
 		}
 	}
-	row("uploaded", humanBytes(s.UploadBytes))
+	row("uploaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", humanBytes(s.UploadBytes), s.UploadCodec, s.UploadRatio))
+	if s.ClientStateMB > 0 {
+		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
+	}
 	row("downloaded", humanBytes(s.DownloadBytes))
 	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
 	if f.saveModel != "" {
