@@ -81,11 +81,11 @@ type Metrics struct {
 	// UploadBytes and DownloadBytes are the bytes that would cross the
 	// network this round: each selected client downloads the model and
 	// uploads its update, as dense float32 until updates are compressed.
-	UploadBytes   int64   `json:"upload_bytes"`
+	UploadBytes int64 `json:"upload_bytes"`
 	// ClientStateBytes is the memory holding the clients' codec state.
-	ClientStateBytes int64 `json:"client_state_bytes,omitempty"`
-	DownloadBytes int64   `json:"download_bytes"`
-	Seconds       float64 `json:"seconds"`
+	ClientStateBytes int64   `json:"client_state_bytes,omitempty"`
+	DownloadBytes    int64   `json:"download_bytes"`
+	Seconds          float64 `json:"seconds"`
 	// TrainSeconds and EvalSeconds split Seconds.
 	TrainSeconds float64 `json:"train_seconds"`
 	EvalSeconds  float64 `json:"eval_seconds"`
@@ -308,9 +308,9 @@ type outcome struct {
 	i    int
 	wire int
 	buf  []float32
-	u   aggregate.Update
-	r   client.Result
-	err error
+	u    aggregate.Update
+	r    client.Result
+	err  error
 }
 
 // train runs the selected clients on the workers and hands their updates
