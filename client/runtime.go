@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -87,6 +88,8 @@ type Runtime struct {
 	addrs   []string
 	trainer Trainer
 	model   string
+	enc     *gradient.Encoder
+	encKey  string
 	backoff time.Duration
 	sum     Summary
 }
@@ -225,7 +228,7 @@ func (r *Runtime) run(ctx context.Context) (Summary, error) {
 		}
 		if r.st.ClientID == 0 {
 			res, err := r.api.Register(ctx, &fedzippb.RegisterRequest{JoinSecret: r.cfg.JoinSecret, Name: r.cfg.Name,
-				Capabilities: &fedzippb.Capabilities{Codecs: []string{"none"}, Examples: r.cfg.Examples}})
+				Capabilities: &fedzippb.Capabilities{Codecs: gradient.PresetNames(), Examples: r.cfg.Examples}})
 			if err != nil {
 				if c := status.Code(err); c == codes.Unauthenticated || c == codes.PermissionDenied || c == codes.InvalidArgument {
 					return r.sum, fmt.Errorf("client: registration refused: %w", err)
@@ -315,9 +318,9 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	payload := make([]byte, 0, 4*len(u.Delta))
-	for _, v := range u.Delta {
-		payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
+	payload, err := r.encode(task, u.Delta)
+	if err != nil {
+		return false, &fatalError{err}
 	}
 	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss}
 	if err := writeAtomic(r.pendingPath(), payload); err != nil {
@@ -352,6 +355,72 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 	r.st.LastRound = p.Round
 	os.Remove(r.pendingPath())
 	return r.save()
+}
+
+// encode turns the update into upload bytes with the task's codec. With
+// error feedback the residual is saved before the upload, together with the
+// pending update, so that a restart neither loses nor repeats it.
+func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
+	spec := task.GetUploadCodec()
+	if spec == "" || spec == "none" {
+		payload := make([]byte, 0, 4*len(delta))
+		for _, v := range delta {
+			payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
+		}
+		return payload, nil
+	}
+	key := fmt.Sprintf("%s/%d", spec, len(delta))
+	if r.enc == nil || r.encKey != key {
+		sp, err := gradient.ParseSpec(spec)
+		if err != nil {
+			return nil, fmt.Errorf("client: the coordinator's upload codec: %w", err)
+		}
+		if r.enc, err = gradient.NewEncoder(sp, len(delta)); err != nil {
+			return nil, err
+		}
+		r.encKey = key
+		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual())
+		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity())
+	}
+	payload, _, err := r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed())
+	if err != nil {
+		return nil, err
+	}
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual()); err != nil {
+		return nil, err
+	}
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity()); err != nil {
+		return nil, err
+	}
+	return payload, nil
+}
+
+// loadFloats fills dst from a file of little-endian float32 written by
+// saveFloats; a missing or mis-sized file leaves dst zero.
+func loadFloats(path string, dst []float32) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) != 4*len(dst) || len(dst) == 0 {
+		return
+	}
+	for i := range dst {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			clear(dst)
+			return
+		}
+		dst[i] = v
+	}
+}
+
+func saveFloats(path string, src []float32) error {
+	if len(src) == 0 {
+		return nil
+	}
+	b := make([]byte, 0, 4*len(src))
+	for _, v := range src {
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
+	}
+	return writeAtomic(path, b)
 }
 
 func (r *Runtime) ensureTrainer(task *fedzippb.Task) error {

@@ -4,11 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/fedzip/fedzip/gradient"
 )
 
 // updateCodec decodes the update bytes clients upload into a dense delta.
-// It is a seam for the gradient package's codecs: until they are wired in,
-// the only codec is "none", dense little-endian float32.
+// "none" is dense little-endian float32; every other spec is the gradient
+// wire format, which is self-describing: the coordinator decodes any valid
+// message, whatever codec made it, within the model's size limits.
 type updateCodec interface {
 	decode(dst []float32, payload []byte) error
 	encode(dst []byte, delta []float32) []byte
@@ -19,7 +22,10 @@ func newUpdateCodec(spec string) (updateCodec, error) {
 	case "", "none":
 		return denseCodec{}, nil
 	}
-	return nil, fmt.Errorf("coordinator: upload codec %q is not supported yet (want none)", spec)
+	if _, err := gradient.ParseSpec(spec); err != nil {
+		return nil, fmt.Errorf("coordinator: upload codec: %w", err)
+	}
+	return wireCodec{}, nil
 }
 
 type denseCodec struct{}
@@ -43,4 +49,23 @@ func (denseCodec) encode(dst []byte, delta []float32) []byte {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
 	}
 	return dst
+}
+
+// wireCodec decodes gradient wire messages. Its decoders are pooled inside
+// the gradient package, so it is safe for concurrent use.
+type wireCodec struct{}
+
+func (wireCodec) decode(dst []float32, p []byte) error {
+	h, err := gradient.Decode(dst, p, gradient.Limits{MaxParams: len(dst), MaxBytes: 16*len(dst) + 1<<16})
+	if err != nil {
+		return err
+	}
+	if h.N != len(dst) {
+		return fmt.Errorf("update for %d parameters, model has %d", h.N, len(dst))
+	}
+	return nil
+}
+
+func (wireCodec) encode(dst []byte, delta []float32) []byte {
+	panic("coordinator: the coordinator does not encode updates")
 }

@@ -117,7 +117,7 @@ func freePort(t *testing.T) string {
 }
 
 // TestEndToEnd runs a coordinator and 5 client processes on 127.0.0.1 over
-// mTLS for 3 rounds of MNIST. It kill -9s the coordinator after it has
+// mTLS for 3 rounds of MNIST with top-k 1%, 8-bit, error-feedback updates. It kill -9s the coordinator after it has
 // acknowledged an update of round 2 and restarts it: round 2 must still
 // close with all 5 updates, because an acknowledged client does not send
 // again. Then it kills a client in round 3: the round closes at its
@@ -138,7 +138,7 @@ func TestEndToEnd(t *testing.T) {
 	grpcAddr, raftAddr := freePort(t), freePort(t)
 	coordArgs := []string{"coordinator", "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
 		"--data-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
-		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--save-model", filepath.Join(dir, "model.fzm"),
+		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
 		"--client-ca", filepath.Join(certs, "ca.pem")}
 	coord := start(t, bin, "coordinator", coordArgs...)
