@@ -27,6 +27,9 @@ const (
 	cmdSubmit   cmdType = 4 // one client's update
 	cmdClose    cmdType = 5 // close the open round into the next model
 	cmdAbort    cmdType = 6 // discard the open round (deadline passed with too few updates)
+	cmdNode     cmdType = 7 // record a coordinator node's addresses
+	cmdUnnode   cmdType = 8 // forget a coordinator node
+	cmdDrop     cmdType = 9 // drop a selected client that memberlist declared dead
 )
 
 func (t cmdType) String() string {
@@ -43,6 +46,12 @@ func (t cmdType) String() string {
 		return "close"
 	case cmdAbort:
 		return "abort"
+	case cmdNode:
+		return "node"
+	case cmdUnnode:
+		return "unnode"
+	case cmdDrop:
+		return "drop"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -61,7 +70,10 @@ type command struct {
 	Examples  uint64
 	// Open: candidates.
 	Candidates []round.ClientID
-	// Submit.
+	// Node and Unnode: a coordinator node's Raft ID (in Name) and
+	// addresses.
+	RaftAddr, GRPCAddr string
+	// Submit and Drop.
 	Round     int64
 	Client    round.ClientID
 	TrainLoss float64
@@ -101,6 +113,15 @@ func (c *command) encode() []byte {
 		e.uvarint(c.Examples)
 		e.float64(c.TrainLoss)
 		e.bytes(c.Payload)
+	case cmdNode:
+		e.bytes([]byte(c.Name))
+		e.bytes([]byte(c.RaftAddr))
+		e.bytes([]byte(c.GRPCAddr))
+	case cmdUnnode:
+		e.bytes([]byte(c.Name))
+	case cmdDrop:
+		e.varint(c.Round)
+		e.uvarint(uint64(c.Client))
 	}
 	return e.b
 }
@@ -188,6 +209,15 @@ func decodeCommand(data []byte) (command, error) {
 		c.Examples = d.uvarint("examples")
 		c.TrainLoss = d.float64("train loss")
 		c.Payload = d.bytes("payload")
+	case cmdNode:
+		c.Name = string(d.bytes("node id"))
+		c.RaftAddr = string(d.bytes("raft address"))
+		c.GRPCAddr = string(d.bytes("grpc address"))
+	case cmdUnnode:
+		c.Name = string(d.bytes("node id"))
+	case cmdDrop:
+		c.Round = d.varint("round")
+		c.Client = round.ClientID(d.uvarint("client"))
 	case cmdClose, cmdAbort:
 	default:
 		return command{}, fmt.Errorf("%w: unknown type %d", errCommand, data[0])

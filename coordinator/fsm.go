@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -103,6 +104,8 @@ type FSM struct {
 	// accepted holds the open round's accepted submit commands, in order,
 	// for snapshots: restoring replays them into the aggregate.
 	accepted []command
+	// nodes are the coordinator nodes' addresses, by Raft ID.
+	nodes map[string]NodeInfo
 	// lastClosed describes the last closed round.
 	lastClosed round.Closed
 	applied    uint64
@@ -111,7 +114,7 @@ type FSM struct {
 
 // NewFSM returns an empty FSM, waiting for the run's init entry.
 func NewFSM() *FSM {
-	return &FSM{clients: make(map[round.ClientID]*clientRecord), nextID: 1, changed: make(chan struct{})}
+	return &FSM{clients: make(map[round.ClientID]*clientRecord), nodes: make(map[string]NodeInfo), nextID: 1, changed: make(chan struct{})}
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -137,6 +140,14 @@ func (f *FSM) Apply(l *raft.Log) any {
 
 func (f *FSM) apply(c command) any {
 	now := time.Unix(0, c.Now).UTC()
+	switch c.Type {
+	case cmdNode:
+		f.nodes[c.Name] = NodeInfo{ID: c.Name, RaftAddr: c.RaftAddr, GRPCAddr: c.GRPCAddr}
+		return nil
+	case cmdUnnode:
+		delete(f.nodes, c.Name)
+		return nil
+	}
 	if c.Type != cmdInit && f.mach == nil {
 		return fmt.Errorf("%w: %s before init", ErrNotInitialised, c.Type)
 	}
@@ -172,6 +183,11 @@ func (f *FSM) apply(c command) any {
 		f.accepted = nil
 		f.lastClosed = cl
 		return cl
+	case cmdDrop:
+		if f.mach.Round() != int(c.Round) {
+			return fmt.Errorf("%w: drop for round %d, round %d is open", round.ErrWrongRound, c.Round, f.mach.Round())
+		}
+		return f.mach.Drop(c.Client)
 	case cmdAbort:
 		if err := f.mach.Abort(); err != nil {
 			return err
@@ -243,6 +259,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	s := &snapshot{Clients: make([]clientRecord, 0, len(f.clients)), NextID: f.nextID, Applied: f.applied, LastClosed: f.lastClosed}
+	for _, n := range f.nodes {
+		s.Nodes = append(s.Nodes, n)
+	}
+	slices.SortFunc(s.Nodes, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
 	for _, c := range f.clients {
 		s.Clients = append(s.Clients, *c)
 	}
@@ -273,6 +293,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	nf := NewFSM()
 	nf.nextID, nf.applied, nf.lastClosed = s.NextID, s.Applied, s.LastClosed
+	for _, n := range s.Nodes {
+		nf.nodes[n.ID] = n
+	}
 	for i := range s.Clients {
 		c := s.Clients[i]
 		nf.clients[c.ID] = &c
@@ -299,6 +322,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.scratch = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.scratch
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
+	f.nodes = nf.nodes
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil
@@ -314,6 +338,34 @@ type snapshot struct {
 	Accepted   []command
 	LastClosed round.Closed
 	Strategy   []byte
+	Nodes      []NodeInfo
+}
+
+// NodeInfo is a coordinator node as the cluster records it.
+type NodeInfo struct {
+	ID       string
+	RaftAddr string
+	GRPCAddr string
+}
+
+// Nodes returns the recorded coordinator nodes, sorted by ID.
+func (f *FSM) Nodes() []NodeInfo {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]NodeInfo, 0, len(f.nodes))
+	for _, n := range f.nodes {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b NodeInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// Node returns the recorded node with Raft ID id.
+func (f *FSM) Node(id string) (NodeInfo, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	n, ok := f.nodes[id]
+	return n, ok
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
@@ -335,8 +387,10 @@ type View struct {
 	Version     uint64
 	Selected    []round.ClientID
 	Deadline    time.Time
-	// Pending are the selected clients whose update has not arrived.
+	// Pending are the selected clients still awaited (not reported, not
+	// dropped); Received counts the accepted updates.
 	Pending    []round.ClientID
+	Received   int
 	Clients    int
 	Applied    uint64
 	LastClosed round.Closed
@@ -358,7 +412,8 @@ func (f *FSM) View() View {
 	v.Phase, v.Round, v.Version, v.Deadline = st.Phase, st.Round, st.Version, st.Deadline
 	v.Selected = slices.Clone(st.Selected)
 	if st.Phase == round.Collecting {
-		v.Pending = f.mach.Missing()
+		v.Pending = f.mach.Pending()
+		v.Received = len(st.Selected) - len(f.mach.Missing())
 	}
 	return v
 }
@@ -466,4 +521,11 @@ func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
 	return nil
+}
+
+// canClose reports whether the open round may close at now.
+func (f *FSM) canClose(now time.Time) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mach != nil && f.mach.CanClose(now)
 }

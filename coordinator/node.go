@@ -380,10 +380,9 @@ func (n *Node) step() error {
 		}
 		return err
 	case round.Collecting:
-		received := len(v.Selected) - len(v.Pending)
 		late := !v.Deadline.IsZero() && !now.Before(v.Deadline)
 		switch {
-		case len(v.Pending) == 0 || (late && received >= max(v.Config.Round.MinClients, 1)):
+		case n.fsm.canClose(now):
 			res, err := n.apply(command{Type: cmdClose, Now: now.UnixNano()})
 			if err == nil {
 				c := res.(round.Closed)

@@ -12,4 +12,5 @@ var (
 	ErrNotSelected = errors.New("round: client not selected for this round")
 	ErrLate        = errors.New("round: update after the deadline")
 	ErrNotReady    = errors.New("round: round cannot close yet")
+	ErrDropped     = errors.New("round: client dropped from the round")
 )

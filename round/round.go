@@ -104,6 +104,8 @@ type Machine struct {
 	isSel    map[ClientID]int // index into selected
 	received []bool
 	nrecv    int
+	dropped  []bool
+	ndrop    int
 	deadline time.Time
 	opened   time.Time
 	acc      aggregate.Accumulator
@@ -195,6 +197,8 @@ func (m *Machine) Open(now time.Time, candidates []ClientID) (Opened, error) {
 	}
 	m.received = make([]bool, k)
 	m.nrecv = 0
+	m.dropped = make([]bool, k)
+	m.ndrop = 0
 	m.opened = now
 	m.deadline = time.Time{}
 	if m.cfg.Deadline > 0 {
@@ -238,6 +242,9 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	if m.received[i] {
 		return Receipt{Duplicate: true, Received: m.nrecv, Selected: len(m.selected)}, nil
 	}
+	if m.dropped[i] {
+		return Receipt{}, fmt.Errorf("%w: client %d was dropped from round %d", ErrDropped, s.Client, s.Round)
+	}
 	if !m.deadline.IsZero() && now.After(m.deadline) {
 		return Receipt{}, fmt.Errorf("%w: client %d, round %d closed for updates at %v", ErrLate, s.Client, s.Round, m.deadline.Format(time.RFC3339Nano))
 	}
@@ -249,7 +256,8 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
 }
 
-// Missing returns the selected clients that have not reported yet.
+// Missing returns the selected clients that have not reported yet,
+// dropped ones included.
 func (m *Machine) Missing() []ClientID {
 	var out []ClientID
 	for i, c := range m.selected {
@@ -260,6 +268,37 @@ func (m *Machine) Missing() []ClientID {
 	return out
 }
 
+// Pending returns the selected clients still awaited: not reported and
+// not dropped.
+func (m *Machine) Pending() []ClientID {
+	var out []ClientID
+	for i, c := range m.selected {
+		if !m.received[i] && !m.dropped[i] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Drop stops waiting for a selected client that has not reported (the
+// membership layer declared it dead): the round may then close as soon as
+// every other selected client has reported. Dropping a client that already
+// reported, or twice, changes nothing.
+func (m *Machine) Drop(id ClientID) error {
+	if m.phase != Collecting {
+		return fmt.Errorf("%w: no round is open", ErrPhase)
+	}
+	i, ok := m.isSel[id]
+	if !ok {
+		return fmt.Errorf("%w: client %d in round %d", ErrNotSelected, id, m.round)
+	}
+	if !m.received[i] && !m.dropped[i] {
+		m.dropped[i] = true
+		m.ndrop++
+	}
+	return nil
+}
+
 // CanClose reports whether the open round may close at time now: every
 // selected client has reported, or the deadline has passed with at least
 // MinClients updates.
@@ -268,6 +307,9 @@ func (m *Machine) CanClose(now time.Time) bool {
 		return false
 	}
 	if m.nrecv == len(m.selected) {
+		return true
+	}
+	if m.nrecv+m.ndrop == len(m.selected) && m.nrecv >= m.cfg.minClients() {
 		return true
 	}
 	return !m.deadline.IsZero() && !now.Before(m.deadline) && m.nrecv >= m.cfg.minClients()
@@ -320,7 +362,7 @@ func (m *Machine) Abort() error {
 	m.attempt++
 	m.phase = Idle
 	m.acc = nil
-	m.selected, m.isSel, m.received, m.nrecv = nil, nil, nil, 0
+	m.selected, m.isSel, m.received, m.nrecv, m.dropped, m.ndrop = nil, nil, nil, 0, nil, 0
 	return nil
 }
 
@@ -351,6 +393,8 @@ type State struct {
 	Selected []ClientID
 	Opened   time.Time
 	Deadline time.Time
+	// Dropped are the selected clients no longer awaited.
+	Dropped []ClientID
 	// Global is the current global model. State returns the Machine's own
 	// slice: persist or copy it before the next Close.
 	Global []float32
@@ -358,8 +402,14 @@ type State struct {
 
 // State returns the Machine's state for a snapshot.
 func (m *Machine) State() State {
-	return State{Round: m.round, Version: m.version, Attempt: m.attempt, Phase: m.phase,
+	st := State{Round: m.round, Version: m.version, Attempt: m.attempt, Phase: m.phase,
 		Selected: m.selected, Opened: m.opened, Deadline: m.deadline, Global: m.global}
+	for i, c := range m.selected {
+		if m.dropped[i] {
+			st.Dropped = append(st.Dropped, c)
+		}
+	}
+	return st
 }
 
 // Restore rebuilds a Machine from a snapshot's state. If a round was open,
@@ -387,6 +437,17 @@ func Restore(cfg Config, strategy aggregate.Strategy, st State) (*Machine, error
 			m.isSel[c] = i
 		}
 		m.received = make([]bool, len(m.selected))
+		m.dropped = make([]bool, len(m.selected))
+		for _, c := range st.Dropped {
+			i, ok := m.isSel[c]
+			if !ok {
+				return nil, fmt.Errorf("round: restore: dropped client %d was not selected", c)
+			}
+			if !m.dropped[i] {
+				m.dropped[i] = true
+				m.ndrop++
+			}
+		}
 		m.opened, m.deadline = st.Opened, st.Deadline
 		m.acc = m.strategy.Begin(len(m.global))
 	default:

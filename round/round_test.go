@@ -233,3 +233,39 @@ func TestRestoreReplaysToTheSameModel(t *testing.T) {
 		t.Fatal("restored an open round with no selection")
 	}
 }
+
+// TestDropClosesWithoutWaiting drops a dead client: the round closes as
+// soon as the others have reported, without waiting for the deadline, and
+// the dropped client can no longer submit.
+func TestDropClosesWithoutWaiting(t *testing.T) {
+	m := newMachine(t, Config{PerRound: 3, MinClients: 2, Deadline: time.Hour})
+	o, _ := m.Open(t0, ids(6))
+	dead := o.Selected[2]
+	for _, id := range o.Selected[:2] {
+		m.Submit(t0, Submission{Round: 1, Client: id, Update: upd(1)})
+	}
+	if m.CanClose(t0) {
+		t.Fatal("closable before the drop")
+	}
+	if err := m.Drop(dead); err != nil {
+		t.Fatal(err)
+	}
+	if !m.CanClose(t0) {
+		t.Fatal("not closable after dropping the only missing client")
+	}
+	if _, err := m.Submit(t0, Submission{Round: 1, Client: dead, Update: upd(1)}); !errors.Is(err, ErrDropped) {
+		t.Fatalf("dropped client submitted: %v", err)
+	}
+	if p := m.Pending(); len(p) != 0 {
+		t.Fatalf("pending %v", p)
+	}
+	st := m.State()
+	st.Global = slices.Clone(st.Global)
+	r, err := Restore(m.Config(), aggregate.FedAvg{}, st)
+	if err != nil || len(r.State().Dropped) != 1 {
+		t.Fatalf("restore lost the drop: %v %v", err, r.State().Dropped)
+	}
+	if _, err := m.Close(t0); err != nil {
+		t.Fatal(err)
+	}
+}

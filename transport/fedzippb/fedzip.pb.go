@@ -993,7 +993,13 @@ type NodeStatus struct {
 	// round is the round the node's FSM is in.
 	Round uint64 `protobuf:"varint,6,opt,name=round,proto3" json:"round,omitempty"`
 	// model_hash is the hex digest of the node's global model.
-	ModelHash     string `protobuf:"bytes,7,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	ModelHash string `protobuf:"bytes,7,opt,name=model_hash,json=modelHash,proto3" json:"model_hash,omitempty"`
+	// grpc_address is where the node serves clients.
+	GrpcAddress string `protobuf:"bytes,8,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	// commit_index is the node's Raft commit index.
+	CommitIndex uint64 `protobuf:"varint,9,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	// model_version is the global model's version on this node.
+	ModelVersion  uint64 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1075,6 +1081,27 @@ func (x *NodeStatus) GetModelHash() string {
 		return x.ModelHash
 	}
 	return ""
+}
+
+func (x *NodeStatus) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetModelVersion() uint64 {
+	if x != nil {
+		return x.ModelVersion
+	}
+	return 0
 }
 
 // ClusterStatusResponse lists the nodes and the leader.
@@ -1178,6 +1205,274 @@ func (x *NotLeader) GetLeaderAddress() string {
 	return ""
 }
 
+// JoinRequest asks the leader to add a node.
+type JoinRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterSecret string                 `protobuf:"bytes,2,opt,name=cluster_secret,json=clusterSecret,proto3" json:"cluster_secret,omitempty"`
+	// node_id is the joining node's Raft server ID.
+	NodeId string `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// raft_address is where the node's Raft transport listens.
+	RaftAddress string `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	// grpc_address is where the node serves clients.
+	GrpcAddress   string `protobuf:"bytes,5,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinRequest) Reset() {
+	*x = JoinRequest{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinRequest) ProtoMessage() {}
+
+func (x *JoinRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
+func (*JoinRequest) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *JoinRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetClusterSecret() string {
+	if x != nil {
+		return x.ClusterSecret
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+// JoinResponse confirms the node is a voter.
+type JoinResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LeaderId      string                 `protobuf:"bytes,1,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JoinResponse) Reset() {
+	*x = JoinResponse{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JoinResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JoinResponse) ProtoMessage() {}
+
+func (x *JoinResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
+func (*JoinResponse) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *JoinResponse) GetLeaderId() string {
+	if x != nil {
+		return x.LeaderId
+	}
+	return ""
+}
+
+// RemoveRequest asks the leader to remove a node.
+type RemoveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterSecret string                 `protobuf:"bytes,2,opt,name=cluster_secret,json=clusterSecret,proto3" json:"cluster_secret,omitempty"`
+	NodeId        string                 `protobuf:"bytes,3,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRequest) Reset() {
+	*x = RemoveRequest{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRequest) ProtoMessage() {}
+
+func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRequest) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RemoveRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetClusterSecret() string {
+	if x != nil {
+		return x.ClusterSecret
+	}
+	return ""
+}
+
+func (x *RemoveRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+// RemoveResponse confirms the removal.
+type RemoveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveResponse) Reset() {
+	*x = RemoveResponse{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveResponse) ProtoMessage() {}
+
+func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
+func (*RemoveResponse) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{18}
+}
+
+// StatusRequest asks a node for its own state.
+type StatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *StatusRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 var File_fedzip_v1_fedzip_proto protoreflect.FileDescriptor
 
 const file_fedzip_v1_fedzip_proto_rawDesc = "" +
@@ -1252,7 +1547,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12\x1a\n" +
 	"\breceived\x18\x04 \x01(\rR\breceived\x12\x1a\n" +
 	"\bselected\x18\x05 \x01(\rR\bselected\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xb6\x01\n" +
+	"\x14ClusterStatusRequest\"\xa1\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1262,12 +1557,34 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\flast_applied\x18\x05 \x01(\x04R\vlastApplied\x12\x14\n" +
 	"\x05round\x18\x06 \x01(\x04R\x05round\x12\x1d\n" +
 	"\n" +
-	"model_hash\x18\a \x01(\tR\tmodelHash\"k\n" +
+	"model_hash\x18\a \x01(\tR\tmodelHash\x12!\n" +
+	"\fgrpc_address\x18\b \x01(\tR\vgrpcAddress\x12!\n" +
+	"\fcommit_index\x18\t \x01(\x04R\vcommitIndex\x12#\n" +
+	"\rmodel_version\x18\n" +
+	" \x01(\x04R\fmodelVersion\"k\n" +
 	"\x15ClusterStatusResponse\x12+\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x15.fedzip.v1.NodeStatusR\x05nodes\x12%\n" +
 	"\x0eleader_address\x18\x02 \x01(\tR\rleaderAddress\"2\n" +
 	"\tNotLeader\x12%\n" +
-	"\x0eleader_address\x18\x01 \x01(\tR\rleaderAddress*R\n" +
+	"\x0eleader_address\x18\x01 \x01(\tR\rleaderAddress\"\xb2\x01\n" +
+	"\vJoinRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12%\n" +
+	"\x0ecluster_secret\x18\x02 \x01(\tR\rclusterSecret\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\x12!\n" +
+	"\fraft_address\x18\x04 \x01(\tR\vraftAddress\x12!\n" +
+	"\fgrpc_address\x18\x05 \x01(\tR\vgrpcAddress\"+\n" +
+	"\fJoinResponse\x12\x1b\n" +
+	"\tleader_id\x18\x01 \x01(\tR\bleaderId\"n\n" +
+	"\rRemoveRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12%\n" +
+	"\x0ecluster_secret\x18\x02 \x01(\tR\rclusterSecret\x12\x17\n" +
+	"\anode_id\x18\x03 \x01(\tR\x06nodeId\"\x10\n" +
+	"\x0eRemoveResponse\".\n" +
+	"\rStatusRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId*R\n" +
 	"\tModelKind\x12\x1a\n" +
 	"\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMODEL_KIND_FULL\x10\x01\x12\x14\n" +
@@ -1277,7 +1594,11 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\aGetTask\x12\x19.fedzip.v1.GetTaskRequest\x1a\x0f.fedzip.v1.Task\x12?\n" +
 	"\bDownload\x12\x1a.fedzip.v1.DownloadRequest\x1a\x15.fedzip.v1.ModelChunk0\x01\x12=\n" +
 	"\x06Submit\x12\x16.fedzip.v1.UpdateChunk\x1a\x19.fedzip.v1.SubmitResponse(\x01\x12R\n" +
-	"\rClusterStatus\x12\x1f.fedzip.v1.ClusterStatusRequest\x1a .fedzip.v1.ClusterStatusResponseB6Z4github.com/fedzip/fedzip/transport/fedzippb;fedzippbb\x06proto3"
+	"\rClusterStatus\x12\x1f.fedzip.v1.ClusterStatusRequest\x1a .fedzip.v1.ClusterStatusResponse2\xbc\x01\n" +
+	"\aCluster\x127\n" +
+	"\x04Join\x12\x16.fedzip.v1.JoinRequest\x1a\x17.fedzip.v1.JoinResponse\x12=\n" +
+	"\x06Remove\x12\x18.fedzip.v1.RemoveRequest\x1a\x19.fedzip.v1.RemoveResponse\x129\n" +
+	"\x06Status\x12\x18.fedzip.v1.StatusRequest\x1a\x15.fedzip.v1.NodeStatusB6Z4github.com/fedzip/fedzip/transport/fedzippb;fedzippbb\x06proto3"
 
 var (
 	file_fedzip_v1_fedzip_proto_rawDescOnce sync.Once
@@ -1292,7 +1613,7 @@ func file_fedzip_v1_fedzip_proto_rawDescGZIP() []byte {
 }
 
 var file_fedzip_v1_fedzip_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(ModelKind)(0),                // 0: fedzip.v1.ModelKind
 	(*RegisterRequest)(nil),       // 1: fedzip.v1.RegisterRequest
@@ -1310,11 +1631,16 @@ var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(*NodeStatus)(nil),            // 13: fedzip.v1.NodeStatus
 	(*ClusterStatusResponse)(nil), // 14: fedzip.v1.ClusterStatusResponse
 	(*NotLeader)(nil),             // 15: fedzip.v1.NotLeader
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*JoinRequest)(nil),           // 16: fedzip.v1.JoinRequest
+	(*JoinResponse)(nil),          // 17: fedzip.v1.JoinResponse
+	(*RemoveRequest)(nil),         // 18: fedzip.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 19: fedzip.v1.RemoveResponse
+	(*StatusRequest)(nil),         // 20: fedzip.v1.StatusRequest
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_fedzip_v1_fedzip_proto_depIdxs = []int32{
 	2,  // 0: fedzip.v1.RegisterRequest.capabilities:type_name -> fedzip.v1.Capabilities
-	16, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	21, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 2: fedzip.v1.ModelHeader.kind:type_name -> fedzip.v1.ModelKind
 	7,  // 3: fedzip.v1.ModelChunk.header:type_name -> fedzip.v1.ModelHeader
 	9,  // 4: fedzip.v1.UpdateChunk.header:type_name -> fedzip.v1.UpdateHeader
@@ -1324,13 +1650,19 @@ var file_fedzip_v1_fedzip_proto_depIdxs = []int32{
 	6,  // 8: fedzip.v1.Coordinator.Download:input_type -> fedzip.v1.DownloadRequest
 	10, // 9: fedzip.v1.Coordinator.Submit:input_type -> fedzip.v1.UpdateChunk
 	12, // 10: fedzip.v1.Coordinator.ClusterStatus:input_type -> fedzip.v1.ClusterStatusRequest
-	3,  // 11: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
-	5,  // 12: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
-	8,  // 13: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
-	11, // 14: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
-	14, // 15: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
+	16, // 11: fedzip.v1.Cluster.Join:input_type -> fedzip.v1.JoinRequest
+	18, // 12: fedzip.v1.Cluster.Remove:input_type -> fedzip.v1.RemoveRequest
+	20, // 13: fedzip.v1.Cluster.Status:input_type -> fedzip.v1.StatusRequest
+	3,  // 14: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
+	5,  // 15: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
+	8,  // 16: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
+	11, // 17: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
+	14, // 18: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
+	17, // 19: fedzip.v1.Cluster.Join:output_type -> fedzip.v1.JoinResponse
+	19, // 20: fedzip.v1.Cluster.Remove:output_type -> fedzip.v1.RemoveResponse
+	13, // 21: fedzip.v1.Cluster.Status:output_type -> fedzip.v1.NodeStatus
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
 	6,  // [6:6] is the sub-list for extension type_name
 	6,  // [6:6] is the sub-list for extension extendee
 	0,  // [0:6] is the sub-list for field type_name
@@ -1347,9 +1679,9 @@ func file_fedzip_v1_fedzip_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedzip_v1_fedzip_proto_rawDesc), len(file_fedzip_v1_fedzip_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
-			NumServices:   1,
+			NumServices:   2,
 		},
 		GoTypes:           file_fedzip_v1_fedzip_proto_goTypes,
 		DependencyIndexes: file_fedzip_v1_fedzip_proto_depIdxs,
