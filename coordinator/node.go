@@ -41,6 +41,14 @@ type Config struct {
 	// JoinSecret is what clients must present to register; empty means no
 	// secret.
 	JoinSecret string
+	// ClusterID names the cluster; nodes with another ID cannot join.
+	ClusterID string
+	// ClusterSecret is what a node must present to join or remove nodes.
+	ClusterSecret string
+	// GRPCAddr is the address this node serves clients on, recorded in the
+	// replicated node registry so that followers can redirect to the
+	// leader.
+	GRPCAddr string
 	// Tick is how often the leader checks whether to open or close a round.
 	Tick time.Duration
 	// AliveWindow: a client counts as alive for selection when it polled for
@@ -354,8 +362,14 @@ func (n *Node) loop() {
 }
 
 func (n *Node) step() error {
-	v := n.fsm.View()
 	now := n.cfg.Now()
+	// The leader keeps its own entry of the node registry current.
+	if info, ok := n.fsm.Node(n.cfg.ID); !ok || info.RaftAddr != n.Address() || info.GRPCAddr != n.cfg.GRPCAddr {
+		if _, err := n.apply(command{Type: cmdNode, Now: now.UnixNano(), Name: n.cfg.ID, RaftAddr: n.Address(), GRPCAddr: n.cfg.GRPCAddr}); err != nil {
+			return err
+		}
+	}
+	v := n.fsm.View()
 	if !v.Initialised {
 		if n.cfg.Run == nil {
 			return nil
@@ -410,9 +424,82 @@ func (n *Node) aliveClients(now time.Time) []round.ClientID {
 	return out
 }
 
+// Join adds a node to the cluster as a voter and records its addresses.
+// It checks the cluster ID and secret; only the leader accepts it.
+func (n *Node) Join(clusterID, secret, id, raftAddr, grpcAddr string) error {
+	if err := n.checkCluster(clusterID, secret); err != nil {
+		return err
+	}
+	if id == "" || raftAddr == "" {
+		return fmt.Errorf("%w: node ID and Raft address are required", ErrBadRequest)
+	}
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(raftAddr), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return n.notLeader()
+		}
+		return err
+	}
+	_, err := n.apply(command{Type: cmdNode, Now: n.cfg.Now().UnixNano(), Name: id, RaftAddr: raftAddr, GRPCAddr: grpcAddr})
+	return err
+}
+
+// RemoveNode takes a node out of the cluster (leader only).
+func (n *Node) RemoveNode(clusterID, secret, id string) error {
+	if err := n.checkCluster(clusterID, secret); err != nil {
+		return err
+	}
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) {
+			return n.notLeader()
+		}
+		return err
+	}
+	_, err := n.apply(command{Type: cmdUnnode, Now: n.cfg.Now().UnixNano(), Name: id})
+	return err
+}
+
+func (n *Node) checkCluster(clusterID, secret string) error {
+	if clusterID != n.cfg.ClusterID {
+		return fmt.Errorf("%w: %q, this cluster is %q", ErrWrongCluster, clusterID, n.cfg.ClusterID)
+	}
+	if subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.ClusterSecret)) != 1 {
+		return ErrBadSecret
+	}
+	return nil
+}
+
+// LeaderGRPC returns the gRPC address of the leader, if the registry
+// knows it.
+func (n *Node) LeaderGRPC() string {
+	_, id := n.Leader()
+	if info, ok := n.fsm.Node(id); ok {
+		return info.GRPCAddr
+	}
+	return ""
+}
+
+// DropClient stops waiting for a selected client that membership declared
+// dead, so that the round closes without it (leader only; a no-op when
+// the client is not awaited).
+func (n *Node) DropClient(id round.ClientID) error {
+	v := n.fsm.View()
+	if v.Phase != round.Collecting || !slices.Contains(v.Pending, id) {
+		return nil
+	}
+	_, err := n.apply(command{Type: cmdDrop, Now: n.cfg.Now().UnixNano(), Round: int64(v.Round), Client: id})
+	return err
+}
+
 // Errors of a node.
 var (
-	ErrBadSecret  = errors.New("coordinator: wrong join secret")
-	ErrBadRequest = errors.New("coordinator: bad request")
-	ErrNoTask     = errors.New("coordinator: no task for this client yet")
+	ErrWrongCluster = errors.New("coordinator: wrong cluster ID")
+	ErrBadSecret    = errors.New("coordinator: wrong join secret")
+	ErrBadRequest   = errors.New("coordinator: bad request")
+	ErrNoTask       = errors.New("coordinator: no task for this client yet")
 )

@@ -41,7 +41,14 @@ var _ fedzippb.CoordinatorServer = (*Service)(nil)
 
 // NewService returns the service of node; limits bound payload sizes.
 func NewService(node *Node, limits transport.Limits) *Service {
-	return &Service{node: node, Limits: limits, LongPoll: 20 * time.Second, ChunkSize: 256 << 10}
+	s := &Service{node: node, Limits: limits, LongPoll: 20 * time.Second, ChunkSize: 256 << 10}
+	s.LeaderAddr = func(id, _ string) string {
+		if info, ok := node.FSM().Node(id); ok {
+			return info.GRPCAddr
+		}
+		return ""
+	}
+	return s
 }
 
 // Authenticate checks a client's bearer token (transport.Authenticator).
@@ -133,18 +140,72 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) error {
 		Received: uint32(r.Received), Selected: uint32(r.Selected)})
 }
 
-// ClusterStatus reports this node's view of the cluster.
+// ClusterStatus reports the cluster as this node knows it: its own full
+// status, and the other recorded nodes with their addresses (ask each
+// node's Cluster.Status for the rest; `fedzip cluster status` does).
 func (s *Service) ClusterStatus(ctx context.Context, _ *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {
 	n := s.node
+	out := &fedzippb.ClusterStatusResponse{Nodes: []*fedzippb.NodeStatus{n.Status()}}
+	for _, info := range n.FSM().Nodes() {
+		if info.ID != n.cfg.ID {
+			out.Nodes = append(out.Nodes, &fedzippb.NodeStatus{Id: info.ID, Address: info.RaftAddr, GrpcAddress: info.GRPCAddr})
+		}
+	}
+	addr, id := n.Leader()
+	out.LeaderAddress = s.leaderAddr(id, addr)
+	return out, nil
+}
+
+// Status returns this node's own state.
+func (n *Node) Status() *fedzippb.NodeStatus {
 	v := n.FSM().View()
 	hash := n.FSM().ModelHash()
 	stats := n.raft.Stats()
-	var term uint64
+	var term, commit uint64
 	fmt.Sscan(stats["term"], &term)
-	self := &fedzippb.NodeStatus{Id: n.cfg.ID, Address: n.Address(), Role: n.raft.State().String(), Term: term,
-		LastApplied: n.raft.AppliedIndex(), Round: uint64(v.Round), ModelHash: hex.EncodeToString(hash[:])}
-	addr, id := n.Leader()
-	return &fedzippb.ClusterStatusResponse{Nodes: []*fedzippb.NodeStatus{self}, LeaderAddress: s.leaderAddr(id, addr)}, nil
+	fmt.Sscan(stats["commit_index"], &commit)
+	return &fedzippb.NodeStatus{Id: n.cfg.ID, Address: n.Address(), GrpcAddress: n.cfg.GRPCAddr, Role: n.raft.State().String(), Term: term,
+		LastApplied: n.raft.AppliedIndex(), CommitIndex: commit, Round: uint64(v.Round), ModelVersion: v.Version, ModelHash: hex.EncodeToString(hash[:])}
+}
+
+// ClusterService is the nodes' own gRPC service: join, remove, status.
+type ClusterService struct {
+	fedzippb.UnimplementedClusterServer
+	svc *Service
+}
+
+var _ fedzippb.ClusterServer = (*ClusterService)(nil)
+
+// NewClusterService returns the cluster service of the node behind svc.
+func NewClusterService(svc *Service) *ClusterService { return &ClusterService{svc: svc} }
+
+// ClusterMethods are the full method names of the Cluster service: they
+// carry the cluster secret instead of a client token.
+var ClusterMethods = []string{fedzippb.Cluster_Join_FullMethodName, fedzippb.Cluster_Remove_FullMethodName, fedzippb.Cluster_Status_FullMethodName}
+
+// Join adds the calling node (leader only).
+func (c *ClusterService) Join(ctx context.Context, req *fedzippb.JoinRequest) (*fedzippb.JoinResponse, error) {
+	if err := c.svc.node.Join(req.GetClusterId(), req.GetClusterSecret(), req.GetNodeId(), req.GetRaftAddress(), req.GetGrpcAddress()); err != nil {
+		return nil, c.svc.status(ctx, err)
+	}
+	_, id := c.svc.node.Leader()
+	return &fedzippb.JoinResponse{LeaderId: id}, nil
+}
+
+// Remove removes a node (leader only).
+func (c *ClusterService) Remove(ctx context.Context, req *fedzippb.RemoveRequest) (*fedzippb.RemoveResponse, error) {
+	if err := c.svc.node.RemoveNode(req.GetClusterId(), req.GetClusterSecret(), req.GetNodeId()); err != nil {
+		return nil, c.svc.status(ctx, err)
+	}
+	return &fedzippb.RemoveResponse{}, nil
+}
+
+// Status reports this node's own state.
+func (c *ClusterService) Status(ctx context.Context, req *fedzippb.StatusRequest) (*fedzippb.NodeStatus, error) {
+	if req.GetClusterId() != c.svc.node.cfg.ClusterID {
+		return nil, c.svc.status(ctx, fmt.Errorf("%w: %q", ErrWrongCluster, req.GetClusterId()))
+	}
+	return c.svc.node.Status(), nil
 }
 
 func (s *Service) leaderAddr(id, addr string) string {
@@ -162,7 +223,7 @@ func (s *Service) status(ctx context.Context, err error) error {
 		return transport.NotLeaderError(ctx, s.leaderAddr(nl.LeaderID, nl.Leader))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
-	case errors.Is(err, ErrBadSecret), errors.Is(err, ErrBadToken):
+	case errors.Is(err, ErrBadSecret), errors.Is(err, ErrBadToken), errors.Is(err, ErrWrongCluster):
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, ErrUnknownClient):
 		return status.Error(codes.NotFound, err.Error())
@@ -170,7 +231,7 @@ func (s *Service) status(ctx context.Context, err error) error {
 		errors.Is(err, aggregate.ErrNonFinite), errors.Is(err, aggregate.ErrWeight):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, round.ErrWrongRound), errors.Is(err, round.ErrNotSelected), errors.Is(err, round.ErrLate),
-		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase):
+		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase), errors.Is(err, round.ErrDropped):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrNotInitialised):
 		return status.Error(codes.Unavailable, err.Error())

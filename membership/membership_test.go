@@ -1,0 +1,85 @@
+package membership
+
+import (
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).triggerFunc")) }
+
+var key = []byte("0123456789abcdef0123456789abcdef")
+
+func start(t *testing.T, name string, k []byte, meta Meta, join []string, onLeave func(Member)) *Members {
+	t.Helper()
+	m, err := Start(Config{Name: name, BindAddr: "127.0.0.1:0", Key: k, Meta: meta, Join: join, OnLeave: onLeave, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAliveAndDead gossips a coordinator and two clients, kills one client
+// without leaving, and expects it to be reported dead and gone from the
+// alive set.
+func TestAliveAndDead(t *testing.T) {
+	left := make(chan Member, 4)
+	coord := start(t, "coord", key, Meta{Role: RoleCoordinator, NodeID: "n1", GRPC: "127.0.0.1:7070"}, nil, func(m Member) { left <- m })
+	defer coord.Close()
+	c1 := start(t, "c1", key, Meta{Role: RoleClient, ClientID: 1, Examples: 600, Codecs: []string{"topk1"}}, []string{coord.Addr()}, nil)
+	defer c1.Close()
+	c2 := start(t, "c2", key, Meta{Role: RoleClient}, []string{coord.Addr()}, nil)
+	if err := c2.SetMeta(Meta{Role: RoleClient, ClientID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both clients alive with metadata", func() bool { a := coord.AliveClients(); return a[1] && a[2] })
+	for _, m := range coord.Alive() {
+		if m.Name == "c1" && (m.Meta.Examples != 600 || m.Meta.Codecs[0] != "topk1") {
+			t.Fatalf("metadata not gossiped: %+v", m.Meta)
+		}
+	}
+	c2.Kill()
+	select {
+	case m := <-left:
+		if m.Meta.ClientID != 2 {
+			t.Fatalf("reported dead: %+v", m)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("dead client not reported")
+	}
+	if coord.AliveClients()[2] {
+		t.Fatal("dead client still alive")
+	}
+}
+
+// TestKeyRequired: a member without the key, or with another key, cannot
+// join.
+func TestKeyRequired(t *testing.T) {
+	coord := start(t, "coord", key, Meta{Role: RoleCoordinator}, nil, nil)
+	defer coord.Close()
+	for name, k := range map[string][]byte{"no key": nil, "wrong key": []byte("fedcba9876543210fedcba9876543210")} {
+		m, err := Start(Config{Name: "intruder", BindAddr: "127.0.0.1:0", Key: k, Meta: Meta{Role: RoleClient, ClientID: 9}, Join: []string{coord.Addr()}, Fast: true})
+		if err == nil {
+			m.Close()
+			t.Errorf("%s: joined", name)
+		}
+	}
+	if coord.AliveClients()[9] {
+		t.Fatal("intruder is a member")
+	}
+	if _, err := Start(Config{Name: "x", BindAddr: "127.0.0.1:0", Key: []byte("short")}); err != ErrKey {
+		t.Fatalf("short key: %v", err)
+	}
+}
