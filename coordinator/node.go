@@ -54,6 +54,9 @@ type Config struct {
 	// AliveWindow: a client counts as alive for selection when it polled for
 	// a task or submitted within this window.
 	AliveWindow time.Duration
+	// Alive, if set, says which clients are alive (membership by gossip);
+	// otherwise a client is alive if it polled within AliveWindow.
+	Alive func() map[round.ClientID]bool
 	// ApplyTimeout bounds how long a command waits to be committed.
 	ApplyTimeout time.Duration
 	// Raft adjusts the Raft configuration (timeouts) before start.
@@ -413,6 +416,10 @@ func (n *Node) step() error {
 
 func (n *Node) aliveClients(now time.Time) []round.ClientID {
 	registered := n.fsm.ClientIDs()
+	if n.cfg.Alive != nil {
+		alive := n.cfg.Alive()
+		return slices.DeleteFunc(registered, func(id round.ClientID) bool { return !alive[id] })
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var out []round.ClientID
