@@ -50,6 +50,10 @@ type RuntimeConfig struct {
 	// from 100 ms); 0 means 5 s.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
+	// OnIdentity, if set, is called with the client's ID once it is known
+	// (after registration, or at start from the state directory), for
+	// example to announce it in the gossip metadata.
+	OnIdentity func(id uint64)
 }
 
 // Summary reports what a client did.
@@ -243,8 +247,10 @@ func (r *Runtime) run(ctx context.Context) (Summary, error) {
 			if err := r.save(); err != nil {
 				return r.sum, err
 			}
-			r.sum.ClientID = r.st.ClientID
 			r.log.Info("registered", "id", r.st.ClientID)
+		}
+		if r.sum.ClientID != r.st.ClientID && r.cfg.OnIdentity != nil {
+			r.cfg.OnIdentity(r.st.ClientID)
 		}
 		r.sum.ClientID = r.st.ClientID
 		done, err := r.once(ctx)

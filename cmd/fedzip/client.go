@@ -6,10 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/sim"
 	"github.com/fedzip/fedzip/transport"
@@ -25,6 +28,7 @@ type clientFlags struct {
 	alpha                                    float64
 	seed                                     uint64
 	timeout                                  time.Duration
+	gossipAddr, gossipKey, gossipJoin        string
 }
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -47,6 +51,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the data split (must match across clients)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address to gossip membership from, e.g. 127.0.0.1:0 (empty: no gossip)")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key, the coordinators' (also $FEDZIP_GOSSIP_KEY)")
+	fs.StringVar(&f.gossipJoin, "gossip-join", "", "coordinators' memberlist addresses, comma-separated")
 	if code, done := parseFlags(fs, args, stdout, stderr, "client", "Runs a training client against a coordinator.",
 		"  fedzip client --coordinator 127.0.0.1:7070 --ca certs/ca.pem --cert certs/client.pem --key certs/client-key.pem --clients 5 --client-index 0\n"); done {
 		return code
@@ -84,6 +91,30 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			}
 			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
 		}}
+	if f.gossipAddr != "" {
+		if f.gossipKey == "" {
+			f.gossipKey = os.Getenv("FEDZIP_GOSSIP_KEY")
+		}
+		key, err := gossipKey(f.gossipKey)
+		if err != nil {
+			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+			return exitUsage
+		}
+		meta := membership.Meta{Role: membership.RoleClient, Examples: uint64(len(idx)), Capacity: 1, Codecs: gradient.PresetNames()}
+		members, err := membership.Start(membership.Config{Name: fmt.Sprintf("client-%s-%d", f.name, os.Getpid()), BindAddr: f.gossipAddr, Key: key,
+			Meta: meta, Join: splitList(f.gossipJoin), Fast: true})
+		if err != nil {
+			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+			return exitError
+		}
+		defer members.Close()
+		cfg.OnIdentity = func(id uint64) {
+			meta.ClientID = id
+			if err := members.SetMeta(meta); err != nil {
+				log.Warn("gossip metadata", "err", err)
+			}
+		}
+	}
 	if !f.insecure {
 		if f.ca == "" {
 			fmt.Fprintln(stderr, "fedzip client: --ca is required (or --insecure for local testing)")

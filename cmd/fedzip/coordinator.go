@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,11 +12,16 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
@@ -35,6 +42,9 @@ type coordinatorFlags struct {
 	tlsCert, tlsKey, clientCA         string
 	saveModel, logFormat, evalDataset string
 	longPoll                          time.Duration
+	clusterID, clusterSecret, join    string
+	advertise, ca                     string
+	gossipAddr, gossipKey, gossipJoin string
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -70,12 +80,29 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.mnistDir, "mnist-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
+	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
+	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
+	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
+	fs.StringVar(&f.advertise, "advertise", "", "gRPC address other nodes and clients reach this node at (default: --listen)")
+	fs.StringVar(&f.ca, "ca", "", "CA of the other nodes' certificates, to dial them (default: --client-ca)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address for membership gossip, e.g. 127.0.0.1:7072 (empty: no gossip; clients are alive while they poll)")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key of 16, 24 or 32 bytes (also $FEDZIP_GOSSIP_KEY)")
+	fs.StringVar(&f.gossipJoin, "gossip-join", "", "memberlist addresses of existing members, comma-separated")
 	if code, done := parseFlags(fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
 		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
 		return code
 	}
 	if f.joinSecret == "" {
 		f.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
+	}
+	if f.clusterSecret == "" {
+		f.clusterSecret = os.Getenv("FEDZIP_CLUSTER_SECRET")
+	}
+	if f.gossipKey == "" {
+		f.gossipKey = os.Getenv("FEDZIP_GOSSIP_KEY")
+	}
+	if f.advertise == "" {
+		f.advertise = f.listen
 	}
 	log := newLogger(stderr, f.logFormat)
 	if err := coordinate(ctx, f, log); err != nil {
@@ -130,8 +157,37 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 			return err
 		}
 	}
-	node, err := coordinator.Open(coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap,
-		Run: run, JoinSecret: f.joinSecret, Logger: log})
+	var members *membership.Members
+	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
+		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
+	var node *coordinator.Node
+	if f.gossipAddr != "" {
+		key, err := gossipKey(f.gossipKey)
+		if err != nil {
+			return usageError{err}
+		}
+		members, err = membership.Start(membership.Config{Name: "coordinator-" + f.id, BindAddr: f.gossipAddr, Key: key,
+			Meta: membership.Meta{Role: membership.RoleCoordinator, NodeID: f.id, GRPC: f.advertise}, Join: splitList(f.gossipJoin), Fast: true,
+			OnLeave: func(m membership.Member) {
+				if m.Meta.Role == membership.RoleClient && m.Meta.ClientID != 0 && node != nil && node.IsLeader() {
+					log.Info("client left the membership", "client", m.Meta.ClientID)
+					go node.DropClient(round.ClientID(m.Meta.ClientID))
+				}
+			}})
+		if err != nil {
+			return err
+		}
+		defer members.Close()
+		ncfg.Alive = func() map[round.ClientID]bool {
+			out := map[round.ClientID]bool{}
+			for id := range members.AliveClients() {
+				out[round.ClientID(id)] = true
+			}
+			return out
+		}
+		log.Info("gossip", "addr", members.Addr(), "encrypted", key != nil)
+	}
+	node, err = coordinator.Open(ncfg)
 	if err != nil {
 		return err
 	}
@@ -139,11 +195,13 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	svc := coordinator.NewService(node, srvCfg.Limits)
 	svc.LongPoll = f.longPoll
 	srvCfg.Authenticator = svc
+	srvCfg.PublicMethods = coordinator.ClusterMethods
 	if err := srvCfg.Validate(); err != nil {
 		return err
 	}
 	srv := transport.NewServer(srvCfg)
 	fedzippb.RegisterCoordinatorServer(srv, svc)
+	fedzippb.RegisterClusterServer(srv, coordinator.NewClusterService(svc))
 	lis, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
@@ -151,6 +209,16 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "")
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
+	if f.join != "" {
+		peerTLS, err := f.peerTLS()
+		if err != nil {
+			return err
+		}
+		if err := joinCluster(ctx, f, peerTLS, node, log); err != nil {
+			transport.Shutdown(srv, time.Second)
+			return err
+		}
+	}
 
 	var test *dataset.Dataset
 	if f.evalDataset == "mnist" {
@@ -231,4 +299,88 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, name,
 		return exitUsage, true
 	}
 	return 0, false
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func gossipKey(b64 string) ([]byte, error) {
+	if b64 == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-key: not base64: %v", err)
+	}
+	if len(key) != 16 && len(key) != 24 && len(key) != 32 {
+		return nil, fmt.Errorf("--gossip-key: %d bytes, want 16, 24 or 32 (e.g. head -c 32 /dev/urandom | base64)", len(key))
+	}
+	return key, nil
+}
+
+// peerTLS is the TLS configuration for dialling other nodes: the node's
+// own certificate as a client certificate, and the CA that signed theirs.
+func (f coordinatorFlags) peerTLS() (*tls.Config, error) {
+	if f.insecure {
+		return nil, nil
+	}
+	ca := f.ca
+	if ca == "" {
+		ca = f.clientCA
+	}
+	return transport.ClientTLSConfig(ca, f.tlsCert, f.tlsKey)
+}
+
+// joinCluster asks the existing nodes to add this one, following leader
+// redirects, until it is a voter or ctx ends.
+func joinCluster(ctx context.Context, f coordinatorFlags, peerTLS *tls.Config, node *coordinator.Node, log *slog.Logger) error {
+	addrs := splitList(f.join)
+	req := &fedzippb.JoinRequest{ClusterId: f.clusterID, ClusterSecret: f.clusterSecret, NodeId: f.id, RaftAddress: node.Address(), GrpcAddress: f.advertise}
+	for attempt := 0; ; attempt++ {
+		err := callCluster(ctx, addrs, peerTLS, f.insecure, func(c fedzippb.ClusterClient) error {
+			_, err := c.Join(ctx, req)
+			return err
+		})
+		if err == nil {
+			log.Info("joined the cluster", "via", addrs)
+			return nil
+		}
+		if c := status.Code(err); c == codes.Unauthenticated || c == codes.InvalidArgument || c == codes.PermissionDenied {
+			return fmt.Errorf("joining the cluster: %w", err)
+		}
+		log.Info("join: retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		}
+	}
+}
+
+// callCluster runs call against the nodes at addrs, following one leader
+// redirect.
+func callCluster(ctx context.Context, addrs []string, tlsCfg *tls.Config, insecure bool, call func(fedzippb.ClusterClient) error) error {
+	for hop := 0; hop < 3; hop++ {
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := transport.Dial(dctx, addrs, transport.ClientConfig{TLS: tlsCfg, Insecure: insecure})
+		cancel()
+		if err != nil {
+			return err
+		}
+		err = call(fedzippb.NewClusterClient(conn))
+		conn.Close()
+		if leader, ok := transport.LeaderFromError(err); ok && leader != "" {
+			addrs = []string{leader}
+			continue
+		}
+		return err
+	}
+	return errors.New("too many leader redirects")
 }

@@ -47,6 +47,7 @@ func commands() []command {
 		{"simulate", "run federated rounds with virtual clients in this process", runSimulate},
 		{"coordinator", "run a coordinator node (Raft-replicated rounds, gRPC service)", runCoordinator},
 		{"client", "run a training client against a coordinator", runClient},
+		{"cluster", "show, add or remove coordinator nodes", runCluster},
 		{"dev-certs", "write a CA and TLS certificates for local use", runDevCerts},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)

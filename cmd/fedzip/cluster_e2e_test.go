@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterFailover runs a 3-node coordinator cluster (one bootstraps,
+// two join) with gossip membership, and 5 client processes that know all
+// three addresses. It kill -9s the leader during round 2 and then kills a
+// client during a later round. The run must finish every round; the
+// round in progress at the leader's death must close with every update
+// (none acknowledged is lost); the dead client must be dropped by
+// membership well before the round's 60 s deadline; and the two surviving
+// replicas must end with byte-identical model files.
+func TestClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process cluster test in -short mode")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "fedzip")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	certs := filepath.Join(dir, "certs")
+	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
+		t.Fatalf("dev-certs: %v\n%s", err, out)
+	}
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	tlsArgs := []string{"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"), "--client-ca", filepath.Join(certs, "ca.pem")}
+	type addrs struct{ grpc, raft, gossip string }
+	nodes := make([]addrs, 3)
+	for i := range nodes {
+		nodes[i] = addrs{freePort(t), freePort(t), freePort(t)}
+	}
+	start3 := func(i int) *proc {
+		args := []string{"coordinator", "--id", fmt.Sprintf("n%d", i), "--log-format", "json", "--listen", nodes[i].grpc, "--raft-addr", nodes[i].raft,
+			"--gossip-addr", nodes[i].gossip, "--gossip-key", key, "--data-dir", filepath.Join(dir, fmt.Sprintf("d%d", i)),
+			"--rounds", "5", "--clients-per-round", "4", "--min-clients", "3", "--deadline", "60s", "--eval", "mnist",
+			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1",
+			"--save-model", filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))}
+		args = append(args, tlsArgs...)
+		if i > 0 {
+			args = append(args, "--join", nodes[0].grpc, "--gossip-join", nodes[0].gossip)
+		}
+		return start(t, bin, fmt.Sprintf("n%d", i), args...)
+	}
+	coords := []*proc{start3(0)}
+	waitLog(t, coords[0], "n0 to lead", 30*time.Second, func() bool { return coords[0].find("coordinator listening", nil) != nil })
+	coords = append(coords, start3(1), start3(2))
+	for _, c := range coords[1:] {
+		waitLog(t, c, "the node to join", 30*time.Second, func() bool { return c.find("joined the cluster", nil) != nil })
+	}
+	var grpcAddrs, gossipAddrs []string
+	for _, n := range nodes {
+		grpcAddrs = append(grpcAddrs, n.grpc)
+		gossipAddrs = append(gossipAddrs, n.gossip)
+	}
+	clients := make([]*proc, 5)
+	for i := range clients {
+		clients[i] = start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", strings.Join(grpcAddrs, ","),
+			"--ca", filepath.Join(certs, "ca.pem"), "--cert", filepath.Join(certs, "client.pem"), "--key", filepath.Join(certs, "client-key.pem"),
+			"--clients", "5", "--client-index", fmt.Sprint(i), "--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)),
+			"--gossip-addr", "127.0.0.1:0", "--gossip-join", strings.Join(gossipAddrs, ","), "--gossip-key", key, "--timeout", "4m")
+	}
+	// n0 bootstrapped, so it leads until killed.
+	waitLog(t, coords[0], "round 2 to open", time.Minute, func() bool { return coords[0].find("round opened", map[string]float64{"round": 2}) != nil })
+	coords[0].kill()
+	survivors := coords[1:]
+	var leader *proc
+	waitLog(t, coords[1], "a new leader to close round 2", time.Minute, func() bool {
+		for _, c := range survivors {
+			if c.find("round closed", map[string]float64{"round": 2}) != nil && c.find("round opened", map[string]float64{"round": 3}) != nil {
+				leader = c
+				return true
+			}
+		}
+		return false
+	})
+	// Round 2 may have been closed by n0 just before it died; if the new
+	// leader closed it, every update must be there.
+	if l := leader.find("round closed", map[string]float64{"round": 2}); l != nil && l["missing"] != 0.0 {
+		t.Fatalf("round 2 closed after the failover without %v updates:\n%s", l["missing"], leader.dump())
+	}
+	// Kill a client while round 4 is open: membership drops it and the
+	// round closes long before its 60 s deadline.
+	waitLog(t, leader, "round 4 to open", time.Minute, func() bool { return leader.find("round opened", map[string]float64{"round": 4}) != nil })
+	killed := time.Now()
+	clients[0].kill()
+	waitLog(t, leader, "training to finish", 50*time.Second, func() bool { return leader.find("training finished", nil) != nil })
+	waitLog(t, leader, "membership to report the dead client", 30*time.Second, func() bool { return leader.find("client left the membership", nil) != nil })
+	if d := time.Since(killed); d > 50*time.Second {
+		t.Fatalf("the run took %v after a client died: it waited for the deadline", d)
+	}
+	l := leader.find("round closed", map[string]float64{"round": 5, "version": 5})
+	if acc, _ := l["test_accuracy"].(float64); acc < 0.9 {
+		t.Fatalf("final accuracy %v", l["test_accuracy"])
+	}
+	// Both survivors saved the same model bytes after the last round.
+	var files [][]byte
+	for _, i := range []int{1, 2} {
+		path := filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))
+		waitLog(t, survivors[i-1], "the last model to be saved", 30*time.Second, func() bool {
+			return survivors[i-1].find("training finished", nil) != nil
+		})
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, b)
+	}
+	if !bytes.Equal(files[0], files[1]) {
+		t.Fatal("the surviving replicas saved different models")
+	}
+}
