@@ -35,6 +35,11 @@ func testRun(rounds int) *RunConfig {
 // inmemCluster starts n nodes on raft's in-memory transport; node 0
 // bootstraps with every node in the configuration.
 func inmemCluster(t *testing.T, n int, run *RunConfig) []*Node {
+	nodes, _ := inmemClusterTrans(t, n, run)
+	return nodes
+}
+
+func inmemClusterTrans(t *testing.T, n int, run *RunConfig) ([]*Node, []*raft.InmemTransport) {
 	t.Helper()
 	trans := make([]*raft.InmemTransport, n)
 	var servers []raft.Server
@@ -62,7 +67,7 @@ func inmemCluster(t *testing.T, n int, run *RunConfig) []*Node {
 			}
 		}
 		node, err := Open(Config{ID: string(servers[i].ID), Run: run, Transport: trans[i], Logs: logs, Stable: logs, Snapshots: snaps,
-			Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"})
+			Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -73,7 +78,7 @@ func inmemCluster(t *testing.T, n int, run *RunConfig) []*Node {
 			nd.Close()
 		}
 	})
-	return nodes
+	return nodes, trans
 }
 
 func leaderOf(t *testing.T, nodes []*Node) *Node {
