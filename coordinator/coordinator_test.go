@@ -81,7 +81,7 @@ func inmemClusterTrans(t *testing.T, n int, run *RunConfig) ([]*Node, []*raft.In
 	return nodes, trans
 }
 
-func leaderOf(t *testing.T, nodes []*Node) *Node {
+func leaderOf(t testing.TB, nodes []*Node) *Node {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -103,7 +103,7 @@ type simClient struct {
 	tr    client.DataTrainer
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -116,7 +116,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // driveRound has every selected client train on its synthetic shard and
 // submit through the current leader, retrying on leader changes.
-func driveRound(t *testing.T, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
+func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
 	t.Helper()
 	leader := leaderOf(t, nodes())
 	v := leader.FSM().View()
@@ -154,7 +154,7 @@ func driveRound(t *testing.T, nodes func() []*Node, clients map[round.ClientID]*
 	})
 }
 
-func registerClients(t *testing.T, leader *Node, fed *dataset.Federated, n int) map[round.ClientID]*simClient {
+func registerClients(t testing.TB, leader *Node, fed *dataset.Federated, n int) map[round.ClientID]*simClient {
 	t.Helper()
 	clients := map[round.ClientID]*simClient{}
 	for k := 0; k < n; k++ {

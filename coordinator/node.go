@@ -120,6 +120,9 @@ func Open(cfg Config) (*Node, error) {
 	rc.LogOutput = io.Discard
 	rc.SnapshotThreshold = 256
 	rc.TrailingLogs = 512
+	// Commands queued while a disk write is in flight go out together.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
 	if cfg.Raft != nil {
 		cfg.Raft(rc)
 	}
@@ -183,6 +186,9 @@ func Open(cfg Config) (*Node, error) {
 func (n *Node) closeStores() {
 	if n.bolt != nil {
 		n.bolt.Close()
+	}
+	if nt, ok := n.trans.(*raft.NetworkTransport); ok {
+		nt.CloseStreams() // pooled outgoing connections
 	}
 	if c, ok := n.trans.(io.Closer); ok {
 		c.Close()
