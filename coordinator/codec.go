@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/fedzip/fedzip/aggregate"
+
 	"github.com/fedzip/fedzip/gradient"
 )
 
@@ -15,6 +17,17 @@ import (
 type updateCodec interface {
 	decode(dst []float32, payload []byte) error
 	encode(dst []byte, delta []float32) []byte
+	// update decodes payload for a model of n parameters into an update
+	// whose slices come from sc: sparse (O(k)) when the message is sparse,
+	// so that mean-based strategies accumulate it without densifying.
+	update(sc *scratch, n int, payload []byte, weight float64) (aggregate.Update, error)
+}
+
+// scratch holds decode buffers reused across updates.
+type scratch struct {
+	dense []float32
+	idx   []int32
+	val   []float32
 }
 
 func newUpdateCodec(spec string) (updateCodec, error) {
@@ -44,6 +57,16 @@ func (denseCodec) decode(dst []float32, p []byte) error {
 	return nil
 }
 
+func (c denseCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Update, error) {
+	if len(sc.dense) != n {
+		sc.dense = make([]float32, n)
+	}
+	if err := c.decode(sc.dense, p); err != nil {
+		return aggregate.Update{}, err
+	}
+	return aggregate.Update{Weight: w, Delta: sc.dense}, nil
+}
+
 func (denseCodec) encode(dst []byte, delta []float32) []byte {
 	for _, v := range delta {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
@@ -64,6 +87,18 @@ func (wireCodec) decode(dst []float32, p []byte) error {
 		return fmt.Errorf("update for %d parameters, model has %d", h.N, len(dst))
 	}
 	return nil
+}
+
+func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Update, error) {
+	idx, val, h, err := gradient.DecodeSparse(sc.idx[:0], sc.val[:0], p, gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16})
+	if err != nil {
+		return aggregate.Update{}, err
+	}
+	if h.N != n {
+		return aggregate.Update{}, fmt.Errorf("update for %d parameters, model has %d", h.N, n)
+	}
+	sc.idx, sc.val = idx, val
+	return aggregate.Update{Weight: w, N: n, Indices: idx, Values: val}, nil
 }
 
 func (wireCodec) encode(dst []byte, delta []float32) []byte {

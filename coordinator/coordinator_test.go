@@ -118,13 +118,22 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // submit through the current leader, retrying on leader changes.
 func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
 	t.Helper()
-	leader := leaderOf(t, nodes())
-	v := leader.FSM().View()
+	var v View
+	var leader *Node
 	waitFor(t, "a round to open", func() bool {
-		v = leaderOf(t, nodes()).FSM().View()
+		leader = leaderOf(t, nodes())
+		// A new leader may not have applied everything committed yet.
+		if leader.Raft().Barrier(time.Second).Error() != nil {
+			return false
+		}
+		for id := range clients { // clients poll whichever node leads
+			leader.touch(id)
+		}
+		v = leader.FSM().View()
 		return v.Phase == round.Collecting
 	})
-	model, version := leader.FSM().Model()
+	model, _ := leader.FSM().Model()
+	version := v.Version
 	net, _ := nn.ParseArch(v.Config.Model, v.Config.InputDim, v.Config.Classes)
 	for _, id := range v.Pending {
 		c := clients[id]

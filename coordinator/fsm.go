@@ -99,6 +99,7 @@ type FSM struct {
 	mach     *round.Machine
 	codec    updateCodec
 	scratch  []float32
+	sc       scratch
 	clients  map[round.ClientID]*clientRecord
 	nextID   round.ClientID
 	// accepted holds the open round's accepted submit commands, in order,
@@ -238,11 +239,11 @@ func (f *FSM) submit(now time.Time, c command) (round.Receipt, error) {
 	if c.Examples == 0 || c.Examples > 1<<40 {
 		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, c.Examples)
 	}
-	if err := f.codec.decode(f.scratch, c.Payload); err != nil {
+	u, err := f.codec.update(&f.sc, len(f.scratch), c.Payload, float64(c.Examples))
+	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
-	r, err := f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client,
-		Update: aggregate.Update{Weight: float64(c.Examples), Delta: f.scratch}})
+	r, err := f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
 	if err != nil {
 		return r, err
 	}
@@ -516,8 +517,12 @@ func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
 	case !collecting || roundNo != open:
 		return fmt.Errorf("%w: update for round %d, open round is %d (collecting: %v)", round.ErrWrongRound, roundNo, open, collecting)
 	}
-	buf := make([]float32, n)
-	if err := codec.decode(buf, payload); err != nil {
+	var sc scratch
+	u, err := codec.update(&sc, n, payload, 1)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	}
+	if err := aggregate.Validate(u, n); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
 	return nil

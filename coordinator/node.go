@@ -355,6 +355,7 @@ func (n *Node) loop() {
 	defer close(n.done)
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
+	caughtUp := false
 	for {
 		select {
 		case <-n.stop:
@@ -362,7 +363,16 @@ func (n *Node) loop() {
 		case <-t.C:
 		}
 		if n.raft.State() != raft.Leader {
+			caughtUp = false
 			continue
+		}
+		// A new leader first applies everything committed before its term,
+		// so that it acts on the current round state.
+		if !caughtUp {
+			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+				continue
+			}
+			caughtUp = true
 		}
 		if err := n.step(); err != nil && !errors.Is(err, round.ErrTooFew) {
 			n.log.Debug("leader step", "err", err)
