@@ -224,3 +224,32 @@ func TestMNISTLearns(t *testing.T) {
 }
 
 var zeroTime = time.Unix(0, 0)
+
+func TestStateStores(t *testing.T) {
+	for _, kind := range []string{"float32", "float16"} {
+		s, err := NewStateStore(kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, v := make([]float32, 3), make([]float32, 3)
+		s.Load(7, r, v)
+		if r[0] != 0 || v[2] != 0 {
+			t.Fatal("a new client's state is not zero")
+		}
+		s.Save(7, []float32{1, 0.5, -2}, []float32{0.25, 0, 3})
+		s.Load(7, r, v)
+		if r[0] != 1 || r[2] != -2 || v[2] != 3 {
+			t.Fatalf("%s: loaded %v %v", kind, r, v)
+		}
+		want := int64(24)
+		if kind == "float16" {
+			want = 12
+		}
+		if s.Bytes() != want {
+			t.Fatalf("%s: %d bytes", kind, s.Bytes())
+		}
+	}
+	if _, err := NewStateStore("disk"); err == nil {
+		t.Fatal("unknown store accepted")
+	}
+}

@@ -30,22 +30,27 @@ type StateStore interface {
 func NewStateStore(kind string) (StateStore, error) {
 	switch kind {
 	case "", "float32":
-		return &f32Store{m: map[round.ClientID]*f32State{}}, nil
+		return &store[float32]{size: 4,
+			put: func(dst, src []float32) { copy(dst, src) },
+			get: func(dst, src []float32) { copy(dst, src) }}, nil
 	case "float16":
-		return &f16Store{m: map[round.ClientID]*f16State{}}, nil
+		return &store[uint16]{size: 2, put: compress.ToFloat16, get: compress.FromFloat16}, nil
 	}
 	return nil, fmt.Errorf("sim: unknown state store %q (want float32 or float16)", kind)
 }
 
-type f32State struct{ r, v []float32 }
-
-type f32Store struct {
+// store keeps each client's residual and velocity as []T, converted by put
+// and get.
+type store[T any] struct {
+	size  int64 // bytes per value
+	put   func(dst []T, src []float32)
+	get   func(dst []float32, src []T)
 	mu    sync.Mutex
-	m     map[round.ClientID]*f32State
+	m     map[round.ClientID]*[2][]T
 	bytes int64
 }
 
-func (s *f32Store) Load(id round.ClientID, r, v []float32) {
+func (s *store[T]) Load(id round.ClientID, r, v []float32) {
 	s.mu.Lock()
 	st := s.m[id]
 	s.mu.Unlock()
@@ -54,64 +59,27 @@ func (s *f32Store) Load(id round.ClientID, r, v []float32) {
 		clear(v)
 		return
 	}
-	copy(r, st.r)
-	copy(v, st.v)
+	s.get(r, st[0])
+	s.get(v, st[1])
 }
 
-func (s *f32Store) Save(id round.ClientID, r, v []float32) {
+func (s *store[T]) Save(id round.ClientID, r, v []float32) {
 	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[round.ClientID]*[2][]T{}
+	}
 	st := s.m[id]
 	if st == nil {
-		st = &f32State{r: make([]float32, len(r)), v: make([]float32, len(v))}
+		st = &[2][]T{make([]T, len(r)), make([]T, len(v))}
 		s.m[id] = st
-		s.bytes += int64(4 * (len(r) + len(v)))
+		s.bytes += s.size * int64(len(r)+len(v))
 	}
 	s.mu.Unlock()
-	copy(st.r, r)
-	copy(st.v, v)
+	s.put(st[0], r)
+	s.put(st[1], v)
 }
 
-func (s *f32Store) Bytes() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.bytes
-}
-
-type f16State struct{ r, v []uint16 }
-
-type f16Store struct {
-	mu    sync.Mutex
-	m     map[round.ClientID]*f16State
-	bytes int64
-}
-
-func (s *f16Store) Load(id round.ClientID, r, v []float32) {
-	s.mu.Lock()
-	st := s.m[id]
-	s.mu.Unlock()
-	if st == nil {
-		clear(r)
-		clear(v)
-		return
-	}
-	compress.FromFloat16(r, st.r)
-	compress.FromFloat16(v, st.v)
-}
-
-func (s *f16Store) Save(id round.ClientID, r, v []float32) {
-	s.mu.Lock()
-	st := s.m[id]
-	if st == nil {
-		st = &f16State{r: make([]uint16, len(r)), v: make([]uint16, len(v))}
-		s.m[id] = st
-		s.bytes += int64(2 * (len(r) + len(v)))
-	}
-	s.mu.Unlock()
-	compress.ToFloat16(st.r, r)
-	compress.ToFloat16(st.v, v)
-}
-
-func (s *f16Store) Bytes() int64 {
+func (s *store[T]) Bytes() int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.bytes
