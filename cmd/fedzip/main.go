@@ -49,6 +49,9 @@ func commands() []command {
 		{"client", "run a training client against a coordinator", runClient},
 		{"cluster", "show, add or remove coordinator nodes", runCluster},
 		{"dev-certs", "write a CA and TLS certificates for local use", runDevCerts},
+		{"compress", "compress a model into a signed device file (.fzm)", runCompress},
+		{"predict", "verify a device model and predict", runPredict},
+		{"export", "export a model to safetensors or ONNX", runExport},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)
 			return exitOK
