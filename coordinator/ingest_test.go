@@ -3,8 +3,8 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"net"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"testing"
 	"time"
