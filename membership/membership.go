@@ -21,6 +21,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,6 +79,10 @@ type Members struct {
 	mu   sync.Mutex
 	meta []byte
 	cfg  Config
+	// alive mirrors memberlist's alive members, kept from its events:
+	// memberlist.Members returns nodes that its own goroutines go on
+	// mutating, so reading them races.
+	alive map[string]Member
 }
 
 // ErrKey reports a key of the wrong length.
@@ -96,7 +101,7 @@ func Start(cfg Config) (*Members, error) {
 	if err != nil {
 		return nil, fmt.Errorf("membership: bind port %q: %w", portStr, err)
 	}
-	m := &Members{cfg: cfg}
+	m := &Members{cfg: cfg, alive: map[string]Member{}}
 	if m.meta, err = encodeMeta(cfg.Meta); err != nil {
 		return nil, err
 	}
@@ -137,26 +142,13 @@ func (m *Members) Addr() string {
 
 // Alive returns the members memberlist considers alive, sorted by name.
 func (m *Members) Alive() []Member {
-	var out []Member
-	for _, n := range m.ml.Members() {
-		if n.State != memberlist.StateAlive {
-			continue
-		}
-		meta, err := decodeMeta(n.Meta)
-		if err != nil {
-			continue
-		}
-		out = append(out, Member{Name: n.Name, Addr: n.Address(), Meta: meta})
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.alive))
+	for _, mem := range m.alive {
+		out = append(out, mem)
 	}
-	slices.SortFunc(out, func(a, b Member) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -237,15 +229,36 @@ func (m *Members) MergeRemoteState(buf []byte, join bool) {}
 
 type events struct{ m *Members }
 
-func (e *events) NotifyJoin(*memberlist.Node)   {}
-func (e *events) NotifyUpdate(*memberlist.Node) {}
-func (e *events) NotifyLeave(n *memberlist.Node) {
-	if e.m.cfg.OnLeave == nil {
-		return
-	}
+// member copies what it needs out of n, which memberlist owns.
+func member(n *memberlist.Node) (Member, bool) {
 	meta, err := decodeMeta(n.Meta)
 	if err != nil {
-		return
+		return Member{}, false
 	}
-	e.m.cfg.OnLeave(Member{Name: n.Name, Addr: n.Address(), Meta: meta})
+	return Member{Name: n.Name, Addr: n.Address(), Meta: meta}, true
+}
+
+func (e *events) NotifyJoin(n *memberlist.Node) { e.set(n) }
+
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.set(n) }
+
+func (e *events) set(n *memberlist.Node) {
+	mem, ok := member(n)
+	e.m.mu.Lock()
+	defer e.m.mu.Unlock()
+	if ok {
+		e.m.alive[mem.Name] = mem
+	} else {
+		delete(e.m.alive, n.Name)
+	}
+}
+
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	mem, ok := member(n)
+	e.m.mu.Lock()
+	delete(e.m.alive, n.Name)
+	e.m.mu.Unlock()
+	if ok && e.m.cfg.OnLeave != nil {
+		e.m.cfg.OnLeave(mem)
+	}
 }
