@@ -35,11 +35,11 @@ func testRun(rounds int) *RunConfig {
 // inmemCluster starts n nodes on raft's in-memory transport; node 0
 // bootstraps with every node in the configuration.
 func inmemCluster(t *testing.T, n int, run *RunConfig) []*Node {
-	nodes, _ := inmemClusterTrans(t, n, run)
+	nodes, _ := inmemClusterTrans(t, n, run, fastRaft)
 	return nodes
 }
 
-func inmemClusterTrans(t *testing.T, n int, run *RunConfig) ([]*Node, []*raft.InmemTransport) {
+func inmemClusterTrans(t *testing.T, n int, run *RunConfig, tune func(*raft.Config)) ([]*Node, []*raft.InmemTransport) {
 	t.Helper()
 	trans := make([]*raft.InmemTransport, n)
 	var servers []raft.Server
@@ -67,7 +67,8 @@ func inmemClusterTrans(t *testing.T, n int, run *RunConfig) ([]*Node, []*raft.In
 			}
 		}
 		node, err := Open(Config{ID: string(servers[i].ID), Run: run, Transport: trans[i], Logs: logs, Stable: logs, Snapshots: snaps,
-			Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: time.Second})
+			Raft: tune, Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: time.Second,
+			ClusterID: "test", ClusterSecret: "cs"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,7 +1,11 @@
 package coordinator
 
 import (
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/round"
@@ -13,7 +17,7 @@ import (
 func TestMinorityPartition(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, 6, 3)
 	run := testRun(0)
-	nodes, trans := inmemClusterTrans(t, 3, run)
+	nodes, trans := inmemClusterTrans(t, 3, run, fastRaft)
 	old := leaderOf(t, nodes)
 	waitFor(t, "init", func() bool { return old.FSM().View().Initialised })
 	registerClients(t, old, fed, 6)
@@ -69,4 +73,85 @@ func TestMinorityPartition(t *testing.T) {
 	waitFor(t, "the healed node to catch up", func() bool {
 		return old.FSM().View().Received == nl.FSM().View().Received && old.FSM().ModelHash() == nl.FSM().ModelHash()
 	})
+}
+
+// TestCatchUpFromSnapshot keeps a follower away while the others run
+// rounds and compact their logs past what it has; when it returns, the
+// leader must send it a snapshot (the log it lacks is gone), and it ends
+// with the same model.
+func TestCatchUpFromSnapshot(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 6, 3)
+	tune := func(c *raft.Config) {
+		fastRaft(c)
+		c.TrailingLogs = 4
+		c.SnapshotThreshold = 8
+		c.SnapshotInterval = 50 * time.Millisecond
+	}
+	nodes, trans := inmemClusterTrans(t, 3, testRun(0), tune)
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	clients := registerClients(t, leader, fed, 6)
+	var away int
+	for i, n := range nodes {
+		if n != leader {
+			away = i
+			break
+		}
+	}
+	for i := range trans {
+		if i != away {
+			trans[away].Disconnect(trans[i].LocalAddr())
+			trans[i].Disconnect(trans[away].LocalAddr())
+		}
+	}
+	var rest []*Node
+	for i, n := range nodes {
+		if i != away {
+			rest = append(rest, n)
+		}
+	}
+	for r := 0; r < 4; r++ {
+		driveRound(t, func() []*Node { return rest }, clients, fed)
+	}
+	l := leaderOf(t, rest)
+	if err := l.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	if first, _ := l.cfg.Logs.FirstIndex(); first <= nodes[away].FSM().View().Applied+1 {
+		t.Fatalf("the leader's log still starts at %d: the follower could catch up without a snapshot", first)
+	}
+	for i := range trans {
+		if i != away {
+			trans[away].Connect(trans[i].LocalAddr(), trans[i])
+			trans[i].Connect(trans[away].LocalAddr(), trans[away])
+		}
+	}
+	waitFor(t, "the follower to catch up", func() bool {
+		return nodes[away].FSM().View().Version == l.FSM().View().Version && nodes[away].FSM().ModelHash() == l.FSM().ModelHash()
+	})
+}
+
+// TestJoinRefusals: a node with the wrong cluster ID or secret is not
+// added; a follower redirects a join to the leader.
+func TestJoinRefusals(t *testing.T) {
+	nodes := inmemCluster(t, 2, testRun(0))
+	leader := leaderOf(t, nodes)
+	if err := leader.Join("other", "cs", "x", "x:1", ""); !errors.Is(err, ErrWrongCluster) {
+		t.Fatalf("wrong cluster ID: %v", err)
+	}
+	if err := leader.Join("test", "nope", "x", "x:1", ""); !errors.Is(err, ErrBadSecret) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	for _, n := range nodes {
+		if n != leader {
+			var nl *NotLeaderError
+			if err := n.Join("test", "cs", "x", "x:1", ""); !errors.As(err, &nl) {
+				t.Fatalf("follower accepted a join: %v", err)
+			}
+		}
+	}
+	cfg := leader.Raft().GetConfiguration()
+	if err := cfg.Error(); err != nil || len(cfg.Configuration().Servers) != 2 {
+		t.Fatalf("configuration changed: %v %v", cfg.Configuration().Servers, err)
+	}
 }
