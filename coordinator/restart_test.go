@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"slices"
 	"testing"
 	"time"
@@ -150,3 +153,46 @@ type memSink struct{ *bytes.Buffer }
 func (memSink) ID() string    { return "mem" }
 func (memSink) Cancel() error { return nil }
 func (memSink) Close() error  { return nil }
+
+// TestCorruptSnapshotRefused flips a byte of a node's only snapshot: the
+// node refuses to start from it (raft checks the snapshot's CRC-64) rather
+// than load a wrong state.
+func TestCorruptSnapshotRefused(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 4, 3)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	open := func() (*Node, error) {
+		return Open(Config{ID: "solo", Dir: dir, RaftAddr: addr, Bootstrap: true, Run: testRun(0), Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"})
+	}
+	n, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaderOf(t, []*Node{n})
+	waitFor(t, "init", func() bool { return n.FSM().View().Initialised })
+	registerClients(t, n, fed, 4)
+	if err := n.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	n.Close()
+	states, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*", "state.bin"))
+	if len(states) != 1 {
+		t.Fatalf("snapshots: %v", states)
+	}
+	b, err := os.ReadFile(states[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(states[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n2, err := open()
+	if err == nil {
+		n2.Close()
+		t.Fatal("a node started from a corrupt snapshot")
+	}
+	if !strings.Contains(err.Error(), "snapshot") {
+		t.Fatalf("error does not say what failed: %v", err)
+	}
+}
