@@ -21,6 +21,10 @@ type updateCodec interface {
 	// whose slices come from sc: sparse (O(k)) when the message is sparse,
 	// so that mean-based strategies accumulate it without densifying.
 	update(sc *scratch, n int, payload []byte, weight float64) (aggregate.Update, error)
+	// check is the leader's cheap test before an update enters the log:
+	// sizes, header and checksum. Anything it misses, the FSM's decode
+	// refuses, identically on every replica.
+	check(n int, payload []byte) error
 }
 
 // scratch holds decode buffers reused across updates.
@@ -67,6 +71,19 @@ func (c denseCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.U
 	return aggregate.Update{Weight: w, Delta: sc.dense}, nil
 }
 
+func (c denseCodec) check(n int, p []byte) error {
+	if len(p) != 4*n {
+		return fmt.Errorf("dense update of %d bytes, model needs %d", len(p), 4*n)
+	}
+	for i := 0; i < n; i++ {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("value %v at index %d", v, i)
+		}
+	}
+	return nil
+}
+
 func (denseCodec) encode(dst []byte, delta []float32) []byte {
 	for _, v := range delta {
 		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
@@ -99,6 +116,17 @@ func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Upda
 	}
 	sc.idx, sc.val = idx, val
 	return aggregate.Update{Weight: w, N: n, Indices: idx, Values: val}, nil
+}
+
+func (wireCodec) check(n int, p []byte) error {
+	h, err := gradient.ReadHeader(p, gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16})
+	if err != nil {
+		return err
+	}
+	if h.N != n {
+		return fmt.Errorf("update for %d parameters, model has %d", h.N, n)
+	}
+	return nil
 }
 
 func (wireCodec) encode(dst []byte, delta []float32) []byte {

@@ -496,9 +496,9 @@ var (
 func sha256Sum(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
 // precheck refuses, before it reaches the log, an update that could not be
-// accepted: unknown client, another round, or bytes that do not decode. The
-// FSM checks again when it applies the entry; this only keeps garbage out
-// of the log.
+// accepted: unknown client, another round, or bytes whose sizes, header or
+// checksum are wrong. It does not decode the sections: the FSM does that
+// once, on every replica, and refuses identically what it finds wrong.
 func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
 	f.mu.RLock()
 	_, known := f.clients[id]
@@ -517,12 +517,7 @@ func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
 	case !collecting || roundNo != open:
 		return fmt.Errorf("%w: update for round %d, open round is %d (collecting: %v)", round.ErrWrongRound, roundNo, open, collecting)
 	}
-	var sc scratch
-	u, err := codec.update(&sc, n, payload, 1)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
-	}
-	if err := aggregate.Validate(u, n); err != nil {
+	if err := codec.check(n, payload); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
 	return nil
