@@ -22,7 +22,14 @@ type Task struct {
 	Epochs    int
 	BatchSize int
 	Optimizer nn.SGD
+	// ProxMu is FedProx's proximal coefficient mu (Li et al. 2020): local
+	// training minimises the loss plus mu/2·‖w − w_global‖². Zero is plain
+	// local SGD (FedAvg's client).
+	ProxMu float32
 }
+
+// MaxProxMu is the largest Task.ProxMu accepted.
+const MaxProxMu = 1e4
 
 // Validate reports a malformed task.
 func (t Task) Validate() error {
@@ -32,7 +39,18 @@ func (t Task) Validate() error {
 	if t.BatchSize < 1 || t.BatchSize > 1<<16 {
 		return fmt.Errorf("client: batch size %d out of range 1..65536", t.BatchSize)
 	}
-	return t.Optimizer.Validate()
+	if err := t.Optimizer.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case !(t.ProxMu >= 0 && t.ProxMu <= MaxProxMu):
+		return fmt.Errorf("client: proximal mu %v out of range [0, %v]", t.ProxMu, MaxProxMu)
+	case float64(t.ProxMu)*float64(t.Optimizer.LR) >= 2:
+		// Gradient steps on mu/2·‖w − w₀‖² alone multiply w − w₀ by
+		// 1 − LR·mu, which diverges beyond 2.
+		return fmt.Errorf("client: proximal mu %v with learning rate %v: SGD diverges unless mu·lr < 2", t.ProxMu, t.Optimizer.LR)
+	}
+	return nil
 }
 
 // Result reports local training.
@@ -88,7 +106,9 @@ type DataTrainer struct {
 	Index []int
 }
 
-// Train runs Task.Epochs passes of minibatch SGD.
+// Train runs Task.Epochs passes of minibatch SGD, on FedProx's objective
+// when Task.ProxMu is positive: params on entry are the global model the
+// proximal term holds the local model to.
 func (d DataTrainer) Train(ctx context.Context, params []float32, task Task) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
@@ -97,6 +117,6 @@ func (d DataTrainer) Train(ctx context.Context, params []float32, task Task) (Re
 		return Result{}, fmt.Errorf("client: task batch size %d, trainer built for %d", task.BatchSize, d.NN.Workspace().Batch())
 	}
 	rng := rand.New(rand.NewPCG(task.Seed, 0x6c6f63616c)) // "local"
-	loss := d.NN.Epochs(params, d.X, d.Y, d.Index, task.Epochs, task.Optimizer, rng)
+	loss := d.NN.ProxEpochs(params, d.X, d.Y, d.Index, task.Epochs, task.Optimizer, task.ProxMu, rng)
 	return Result{Examples: len(d.Index), Loss: loss}, nil
 }

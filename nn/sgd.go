@@ -64,6 +64,9 @@ type Trainer struct {
 	grad  []float32
 	vel   []float32
 	perm  []int
+	// anchor is w₀ of the proximal term, allocated by the first
+	// ProxEpochs with mu > 0.
+	anchor []float32
 }
 
 // NewTrainer returns a Trainer for batches of at most batch examples.
@@ -85,6 +88,13 @@ func (t *Trainer) Workspace() *Workspace { return t.ws }
 // the trainer's batch size (the last one may be smaller). The momentum
 // buffer starts at zero. It returns the mean training loss of the last pass.
 func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, epochs int, opt SGD, rng *rand.Rand) float64 {
+	return t.epochs(params, x, y, idx, epochs, opt, 0, rng)
+}
+
+// epochs is Epochs with the proximal term mu/2·‖w − w₀‖² of ProxEpochs.
+// Plain SGD without it takes the fused step (MLP.SGDStep); momentum or a
+// proximal term need the gradient materialised.
+func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, epochs int, opt SGD, mu float32, rng *rand.Rand) float64 {
 	m := t.Model
 	d := m.InputDim()
 	if len(idx) == 0 || epochs <= 0 {
@@ -96,6 +106,12 @@ func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, ep
 	perm := t.perm[:len(idx)]
 	copy(perm, idx)
 	clear(t.vel)
+	if mu > 0 {
+		if t.anchor == nil {
+			t.anchor = make([]float32, len(params))
+		}
+		copy(t.anchor, params)
+	}
 	bs := t.ws.batch
 	var loss float64
 	for e := 0; e < epochs; e++ {
@@ -109,10 +125,15 @@ func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, ep
 				copy(in[r*d:(r+1)*d], x[ex*d:(ex+1)*d])
 				lab[r] = y[ex]
 			}
-			if opt.Momentum == 0 {
+			switch {
+			case opt.Momentum == 0 && mu == 0:
 				loss += m.SGDStep(t.ws, params, n, opt.LR, opt.WeightDecay)
-			} else {
+			case mu == 0:
 				loss += m.LossGrad(t.ws, params, t.grad, n)
+				opt.Step(params, t.grad, t.vel)
+			default:
+				loss += m.LossGrad(t.ws, params, t.grad, n)
+				ProxGrad(t.grad, params, t.anchor, mu)
 				opt.Step(params, t.grad, t.vel)
 			}
 		}

@@ -12,6 +12,11 @@
 // Memory grows with the model times the number of workers, plus the data
 // set: virtual clients are an index list each, and at most 2×Workers client
 // models exist at once.
+//
+// For robustness and privacy experiments, Config.Attack makes a seeded
+// subset of the clients Byzantine (see Attack), Config.ProxMu gives the
+// clients FedProx's proximal term, and a DP strategy (aggregate.DP) has
+// its privacy spending accounted after every round (Metrics.Epsilon).
 package sim
 
 import (
@@ -56,6 +61,14 @@ type Config struct {
 	// StateStore keeps the clients' codec state: "float32" (default) or
 	// "float16" (see NewStateStore).
 	StateStore string
+	// ProxMu is FedProx's proximal coefficient in the clients' local
+	// objective (client.Task.ProxMu); 0 is plain FedAvg training.
+	ProxMu float32
+	// Attack makes some clients Byzantine; the zero value attacks nothing.
+	Attack Attack
+	// DPDelta is the δ at which Metrics.Epsilon is reported when Strategy
+	// is an *aggregate.DP with noise; 0 means DefaultDPDelta.
+	DPDelta float64
 }
 
 // Data is a federated data set: one training set split among clients, and
@@ -89,6 +102,13 @@ type Metrics struct {
 	// TrainSeconds and EvalSeconds split Seconds.
 	TrainSeconds float64 `json:"train_seconds"`
 	EvalSeconds  float64 `json:"eval_seconds"`
+	// Attackers is the number of selected clients that attacked.
+	Attackers int `json:"attackers,omitempty"`
+	// Epsilon is the privacy spent after this round, at Config.DPDelta,
+	// when the strategy is DP with noise.
+	Epsilon float64 `json:"epsilon,omitempty"`
+	// DPClip is the clip norm this round used, when the strategy is DP.
+	DPClip float64 `json:"dp_clip,omitempty"`
 }
 
 // Result is the outcome of a simulation.
@@ -125,6 +145,11 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	if err := p.setCodec(cfg, model.NumParams()); err != nil {
 		return nil, err
 	}
+	p.attackers = cfg.Attack.Attackers(len(data.Parts))
+	if p.attackers != nil && cfg.Attack.Kind == "labelflip" {
+		p.flipped = flipLabels(data.Train.Y, data.Train.Classes)
+	}
+	priv := newPrivacy(strategy, cfg.DPDelta)
 
 	candidates := make([]round.ClientID, len(data.Parts))
 	for i := range candidates {
@@ -143,7 +168,8 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		if err != nil {
 			return nil, err
 		}
-		met := Metrics{Round: opened.Round, Clients: len(opened.Selected)}
+		met := Metrics{Round: opened.Round, Clients: len(opened.Selected),
+			Attackers: countAttackers(p.attackers, opened.Selected), DPClip: dpClip(strategy)}
 		var lossSum float64
 		err = p.train(mach.Global(), opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
 			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
@@ -160,6 +186,9 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		closed, err := mach.Close(now)
 		if err != nil {
 			return nil, err
+		}
+		if priv != nil {
+			met.Epsilon = priv.step(len(opened.Selected), len(candidates))
 		}
 		met.TrainSeconds = time.Since(start).Seconds()
 		met.TrainLoss = lossSum / float64(max(met.Examples, 1))
@@ -190,8 +219,14 @@ func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
 	if cfg.Round.Rounds < 1 {
 		return errors.New("sim: rounds must be at least 1")
 	}
-	if err := (client.Task{Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}).Validate(); err != nil {
+	if err := (client.Task{Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer, ProxMu: cfg.ProxMu}).Validate(); err != nil {
 		return err
+	}
+	if err := cfg.Attack.Validate(); err != nil {
+		return err
+	}
+	if !(cfg.DPDelta >= 0 && cfg.DPDelta < 1) {
+		return fmt.Errorf("sim: DP delta %v out of range (0, 1)", cfg.DPDelta)
 	}
 	if len(init) != model.NumParams() {
 		return fmt.Errorf("sim: initial model has %d parameters, %s has %d", len(init), model.Name(), model.NumParams())
@@ -228,6 +263,10 @@ type pool struct {
 	all     []*worker
 	store   StateStore
 	limits  gradient.Limits
+	// attackers[id] is set for the clients that attack (nil: none);
+	// flipped holds the training labels that labelflip attackers see.
+	attackers []bool
+	flipped   []uint8
 }
 
 type worker struct {
@@ -328,12 +367,21 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 				Epochs:    cfg.LocalEpochs,
 				BatchSize: cfg.BatchSize,
 				Optimizer: cfg.Optimizer,
+				ProxMu:    cfg.ProxMu,
 			}
 			idx := data.Parts[id]
+			evil := p.attackers != nil && p.attackers[id]
+			labels := data.Train.Y
+			if evil && p.flipped != nil {
+				labels = p.flipped
+			}
 			p.jobs <- func(w *worker) {
-				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: data.Train.Y, Index: idx}
+				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: labels, Index: idx}
 				u, r, err := client.Step(p.ctx, tr, global, buf, task)
 				wire := 0
+				if err == nil && evil {
+					cfg.Attack.corrupt(u.Delta, task.Seed)
+				}
 				if err == nil {
 					wire, err = p.encode(w, id, u.Delta, o.Round, task.Seed)
 				}

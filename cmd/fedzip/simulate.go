@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -36,6 +38,11 @@ type simulateFlags struct {
 	cpuProfile                         string
 	uploadCodec, stateStore, strategy  string
 	quiet                              bool
+	proxMu                             float64
+	attack                             string
+	attackers, attackScale, attackStd  float64
+	dpClip, dpNoise, dpDelta           float64
+	dpAdaptive                         bool
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -62,6 +69,15 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec of client updates: none, a preset (dgc, stc, topk1, topk4, qsgd8, ...) or key=value,... (see README)")
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
+	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx: clients minimise their loss + mu/2·‖w − w_global‖² (0: plain local SGD)")
+	fs.StringVar(&f.attack, "attack", "none", "Byzantine clients: none, "+strings.Join(sim.AttackKinds, ", ")+" (see --attackers)")
+	fs.Float64Var(&f.attackers, "attackers", 0, "fraction of all clients that attack, a seeded subset, in [0, 1]")
+	fs.Float64Var(&f.attackScale, "attack-scale", 0, "factor s of the attack: scale sends s·Δ (0: 10), signflip sends −s·Δ (0: 1)")
+	fs.Float64Var(&f.attackStd, "attack-stddev", sim.DefaultAttackStddev, "standard deviation of the noise a gaussian attacker sends instead of its update")
+	fs.Float64Var(&f.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
+	fs.Float64Var(&f.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
+	fs.Float64Var(&f.dpDelta, "dp-delta", sim.DefaultDPDelta, "DP-FedAvg: delta at which epsilon is reported")
+	fs.BoolVar(&f.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
 	fs.StringVar(&f.metricsOut, "metrics-out", "", "write one JSON object per round to this file")
 	fs.StringVar(&f.saveModel, "save-model", "", "write the final global model to this file (fedzip model format)")
 	fs.StringVar(&f.output, "o", "table", "summary format: table or json")
@@ -76,6 +92,9 @@ Examples:
   fedzip simulate --partition shards --rounds 200 --target 0.95
   fedzip simulate --dataset synthetic --clients 30 --model mlp: --rounds 20
   fedzip simulate --clients 10000 --fraction 0.01 --rounds 5
+  fedzip simulate --partition dirichlet --alpha 0.1 --strategy fedyogi,lr=0.01 --target 0.95
+  fedzip simulate --attack signflip --attackers 0.2 --strategy trimmed-mean,beta=0.2
+  fedzip simulate --clients 1000 --dp-clip 1 --dp-noise 1 --dp-delta 1e-5
 `
 
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -137,6 +156,9 @@ func (f *simulateFlags) validate() error {
 	if _, err := aggregate.Parse(f.strategy); err != nil {
 		return fmt.Errorf("--strategy: %v", err)
 	}
+	if err := oneOf("attack", f.attack, append([]string{"none"}, sim.AttackKinds...)...); err != nil {
+		return err
+	}
 	if _, err := nn.ParseArch(f.model, 1, 1); err != nil {
 		return fmt.Errorf("--model %q: want 2nn, lenet300 or mlp:H1,H2,...", f.model)
 	}
@@ -168,7 +190,92 @@ func (f *simulateFlags) validate() error {
 	case !(f.synAlpha >= 0) || !(f.synBeta >= 0):
 		return fmt.Errorf("--synthetic-alpha and --synthetic-beta must be non-negative")
 	}
+	if err := f.validateExtensions(); err != nil {
+		return err
+	}
+	s, err := aggregate.Parse(f.strategySpec())
+	if err != nil {
+		if f.dpOn() {
+			return fmt.Errorf("--dp-*: %v", err)
+		}
+		return fmt.Errorf("--strategy: %v", err)
+	}
+	if need := aggregate.MinUpdates(s); need > f.perRound() {
+		return fmt.Errorf("--strategy %s needs at least %d updates a round, --clients %d and --fraction %g select %d", f.strategy, need, f.clients, f.fraction, f.perRound())
+	}
 	return nil
+}
+
+// validateExtensions checks the FedProx, attack and DP flags.
+func (f *simulateFlags) validateExtensions() error {
+	switch {
+	case !(f.proxMu >= 0 && f.proxMu <= client.MaxProxMu):
+		return fmt.Errorf("--prox-mu %v: want a value in [0, %g]", f.proxMu, float64(client.MaxProxMu))
+	case f.proxMu*f.lr >= 2:
+		return fmt.Errorf("--prox-mu %v with --lr %v: local SGD diverges unless prox-mu·lr < 2", f.proxMu, f.lr)
+	case !(f.attackers >= 0 && f.attackers <= 1):
+		return fmt.Errorf("--attackers %v: want a fraction in [0, 1]", f.attackers)
+	case f.attack == "none" && f.attackers > 0:
+		return fmt.Errorf("--attackers %v without --attack: want --attack %s", f.attackers, strings.Join(sim.AttackKinds, "|"))
+	case f.attack != "none" && f.attackers == 0:
+		return fmt.Errorf("--attack %s needs --attackers FRACTION > 0", f.attack)
+	case f.attack != "none" && math.Round(f.attackers*float64(f.clients)) == 0:
+		return fmt.Errorf("--attackers %v of %d clients rounds to no attacker", f.attackers, f.clients)
+	case !(f.attackScale >= 0 && f.attackScale <= 1e6):
+		return fmt.Errorf("--attack-scale %v: want a value in [0, 1e6]", f.attackScale)
+	case !(f.attackStd > 0 && f.attackStd <= 1e6):
+		return fmt.Errorf("--attack-stddev %v: want a value in (0, 1e6]", f.attackStd)
+	case !(f.dpClip >= 0) || math.IsInf(f.dpClip, 0):
+		return fmt.Errorf("--dp-clip %v: want a finite value ≥ 0", f.dpClip)
+	case !(f.dpNoise >= 0) || math.IsInf(f.dpNoise, 0):
+		return fmt.Errorf("--dp-noise %v: want a finite value ≥ 0", f.dpNoise)
+	case !(f.dpDelta > 0 && f.dpDelta < 1):
+		return fmt.Errorf("--dp-delta %v: want a value in (0, 1)", f.dpDelta)
+	case f.dpOn() && !f.dpAdaptive && f.dpClip == 0:
+		return fmt.Errorf("--dp-noise %v needs --dp-clip C > 0 (or --dp-adaptive)", f.dpNoise)
+	case f.dpOn() && strings.Contains(f.strategy, "dp-"):
+		return fmt.Errorf("--strategy %q has dp-* keys and --dp-* flags are set: use one or the other", f.strategy)
+	}
+	return nil
+}
+
+// dpOn reports whether a --dp-* flag turns DP on.
+func (f *simulateFlags) dpOn() bool { return f.dpClip > 0 || f.dpNoise > 0 || f.dpAdaptive }
+
+// perRound returns the number of clients selected each round, as
+// round.Machine computes it.
+func (f *simulateFlags) perRound() int {
+	return min(max(int(math.Round(f.fraction*float64(f.clients))), 1), f.clients)
+}
+
+// strategySpec returns --strategy with the --dp-* flags appended as the
+// dp-* keys of aggregate.Parse: the mean's denominator is the number of
+// clients selected each round and the noise is seeded by --seed.
+func (f *simulateFlags) strategySpec() string {
+	if !f.dpOn() {
+		return f.strategy
+	}
+	spec := f.strategy
+	if strings.TrimSpace(spec) == "" {
+		spec = "fedavg"
+	}
+	if f.dpClip > 0 {
+		spec += ",dp-clip=" + strconv.FormatFloat(f.dpClip, 'g', -1, 64)
+	}
+	spec += ",dp-noise=" + strconv.FormatFloat(f.dpNoise, 'g', -1, 64) +
+		",dp-clients=" + strconv.Itoa(f.perRound()) + ",dp-seed=" + strconv.FormatUint(f.seed, 10)
+	if f.dpAdaptive {
+		spec += ",dp-adaptive=true"
+	}
+	return spec
+}
+
+// attackConfig returns the simulator's attack for the flags.
+func (f *simulateFlags) attackConfig() sim.Attack {
+	if f.attack == "none" {
+		return sim.Attack{}
+	}
+	return sim.Attack{Kind: f.attack, Fraction: f.attackers, Scale: f.attackScale, Stddev: f.attackStd, Seed: f.seed}
 }
 
 // summary is what a simulation reports at the end.
@@ -196,6 +303,14 @@ type summary struct {
 	Seconds         float64 `json:"seconds"`
 	SecondsPerRound float64 `json:"seconds_per_round"`
 	Workers         int     `json:"workers"`
+	ProxMu          float64 `json:"prox_mu,omitempty"`
+	Attack          string  `json:"attack,omitempty"`
+	Attackers       float64 `json:"attackers,omitempty"`
+	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
+	// adds noise.
+	Epsilon float64 `json:"epsilon,omitempty"`
+	DPDelta float64 `json:"dp_delta,omitempty"`
+	DPClip  float64 `json:"dp_clip,omitempty"`
 }
 
 func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) error {
@@ -246,17 +361,30 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		EvalEvery:   f.evalEvery,
 		UploadCodec: f.uploadCodec,
 		StateStore:  f.stateStore,
+		ProxMu:      float32(f.proxMu),
+		Attack:      f.attackConfig(),
+		DPDelta:     f.dpDelta,
 	}
-	if cfg.Strategy, err = aggregate.Parse(f.strategy); err != nil {
+	spec := f.strategySpec()
+	if cfg.Strategy, err = aggregate.Parse(spec); err != nil {
 		return err
 	}
 	if !f.quiet {
 		fmt.Fprintf(stdout, "fedzip simulate: %s on %s, %d clients (%s), %d rounds, C=%g, E=%d, B=%d, lr=%g, %s, upload %s, %d workers\n",
-			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, f.strategy, f.uploadCodec, workers)
+			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, spec, f.uploadCodec, workers)
+		if f.proxMu > 0 {
+			fmt.Fprintf(stdout, "  FedProx mu=%g\n", f.proxMu)
+		}
+		if f.attack != "none" {
+			fmt.Fprintf(stdout, "  attack %s by %g of the clients\n", f.attack, f.attackers)
+		}
 	}
 	prog := newProgress(stdout, stderr, f.rounds, f.quiet)
 	s := summary{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts),
-		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, Strategy: f.strategy}
+		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, Strategy: spec, ProxMu: f.proxMu}
+	if f.attack != "none" {
+		s.Attack, s.Attackers = f.attack, f.attackers
+	}
 	if f.dataset == "mnist" {
 		s.Partition = f.partition
 	}
@@ -269,6 +397,10 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		s.ClientStateMB = float64(m.ClientStateBytes) / 1e6
 		dense += int64(m.Clients) * 4 * int64(model.NumParams())
 		s.UploadRatio = float64(dense) / float64(max(s.UploadBytes, 1))
+		if m.Epsilon > 0 {
+			s.Epsilon, s.DPDelta = m.Epsilon, f.dpDelta
+		}
+		s.DPClip = m.DPClip
 		if m.Evaluated {
 			if m.TestAccuracy > s.BestAccuracy {
 				s.BestAccuracy, s.BestRound = m.TestAccuracy, m.Round
@@ -300,8 +432,15 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		ck := checkpoint.New(model, res.Model)
 		ck.Header.Round, ck.Header.Version, ck.Header.Dataset = f.rounds, uint64(f.rounds), f.dataset
 		ck.Header.Extra = map[string]string{
-			"seed": strconv.FormatUint(f.seed, 10), "strategy": f.strategy, "upload_codec": f.uploadCodec,
+			"seed": strconv.FormatUint(f.seed, 10), "strategy": spec, "upload_codec": f.uploadCodec,
 			"test_accuracy": strconv.FormatFloat(s.FinalAccuracy, 'f', 4, 64),
+		}
+		if s.Epsilon > 0 {
+			ck.Header.Extra["dp_epsilon"] = strconv.FormatFloat(s.Epsilon, 'g', 6, 64)
+			ck.Header.Extra["dp_delta"] = strconv.FormatFloat(s.DPDelta, 'g', -1, 64)
+		}
+		if f.proxMu > 0 {
+			ck.Header.Extra["prox_mu"] = strconv.FormatFloat(f.proxMu, 'g', -1, 64)
 		}
 		if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {
 			return err
@@ -367,6 +506,16 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
 	}
 	row("downloaded", humanBytes(s.DownloadBytes))
+	row("strategy", s.Strategy)
+	if s.Attack != "" {
+		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))
+	}
+	switch {
+	case s.Epsilon > 0:
+		row("privacy", fmt.Sprintf("(ε = %.3g, δ = %g)-DP per client, clip %.3g", s.Epsilon, s.DPDelta, s.DPClip))
+	case s.DPClip > 0:
+		row("privacy", "clipping without noise: no ε")
+	}
 	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
 	if f.saveModel != "" {
 		row("model saved to", f.saveModel)
