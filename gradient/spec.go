@@ -158,6 +158,7 @@ var Presets = map[string]string{
 	"none":     "none",
 	"dgc":      "topk=0.001,ef=on,momentum=0.9,warmup=4",
 	"stc":      "topk=0.01,bits=ternary,ef=on",
+	"stcm":     "topk=0.01,bits=ternary,ef=on,momentum=0.9,warmup=4",
 	"qsgd8":    "bits=8,stochastic=on,bucket=512",
 	"qsgd4":    "bits=4,stochastic=on,bucket=512",
 	"topk1":    "topk=0.01,bits=8,ef=on",

@@ -43,6 +43,7 @@ type simulateFlags struct {
 	attackers, attackScale, attackStd  float64
 	dpClip, dpNoise, dpDelta           float64
 	dpAdaptive                         bool
+	deliver, deliverRecipe, deliverKey string
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -66,7 +67,10 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.IntVar(&f.evalEvery, "eval-every", 1, "evaluate the global model on the test set every N rounds (0: only after the last)")
 	fs.Float64Var(&f.target, "target", 0, "test accuracy to report rounds and bytes to reach, such as 0.97 (0: none)")
 	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
-	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec of client updates: none, a preset (dgc, stc, topk1, topk4, qsgd8, ...) or key=value,... (see README)")
+	fs.StringVar(&f.uploadCodec, "upload-codec", "stcm", "codec of client updates: none (dense float32), a preset (stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see README)")
+	fs.StringVar(&f.deliver, "deliver", "fedzip-model.fzm", "after training, compress the global model into this signed device file (empty: do not deliver)")
+	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
+	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: a new key pair written beside it)")
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx: clients minimise their loss + mu/2·‖w − w_global‖² (0: plain local SGD)")
@@ -280,32 +284,33 @@ func (f *simulateFlags) attackConfig() sim.Attack {
 
 // summary is what a simulation reports at the end.
 type summary struct {
-	Dataset         string  `json:"dataset"`
-	Model           string  `json:"model"`
-	Params          int     `json:"params"`
-	Partition       string  `json:"partition,omitempty"`
-	Clients         int     `json:"clients"`
-	PerRound        int     `json:"clients_per_round"`
-	Rounds          int     `json:"rounds"`
-	FinalAccuracy   float64 `json:"final_test_accuracy"`
-	FinalLoss       float64 `json:"final_test_loss"`
-	BestAccuracy    float64 `json:"best_test_accuracy"`
-	BestRound       int     `json:"best_round"`
-	Target          float64 `json:"target,omitempty"`
-	RoundsToTarget  int     `json:"rounds_to_target,omitempty"`
-	UploadToTarget  int64   `json:"upload_bytes_to_target,omitempty"`
-	UploadCodec     string  `json:"upload_codec"`
-	Strategy        string  `json:"strategy"`
-	UploadBytes     int64   `json:"upload_bytes"`
-	UploadRatio     float64 `json:"upload_ratio"`
-	ClientStateMB   float64 `json:"client_state_mb,omitempty"`
-	DownloadBytes   int64   `json:"download_bytes"`
-	Seconds         float64 `json:"seconds"`
-	SecondsPerRound float64 `json:"seconds_per_round"`
-	Workers         int     `json:"workers"`
-	ProxMu          float64 `json:"prox_mu,omitempty"`
-	Attack          string  `json:"attack,omitempty"`
-	Attackers       float64 `json:"attackers,omitempty"`
+	Dataset         string     `json:"dataset"`
+	Model           string     `json:"model"`
+	Params          int        `json:"params"`
+	Partition       string     `json:"partition,omitempty"`
+	Clients         int        `json:"clients"`
+	PerRound        int        `json:"clients_per_round"`
+	Rounds          int        `json:"rounds"`
+	FinalAccuracy   float64    `json:"final_test_accuracy"`
+	FinalLoss       float64    `json:"final_test_loss"`
+	BestAccuracy    float64    `json:"best_test_accuracy"`
+	BestRound       int        `json:"best_round"`
+	Target          float64    `json:"target,omitempty"`
+	RoundsToTarget  int        `json:"rounds_to_target,omitempty"`
+	UploadToTarget  int64      `json:"upload_bytes_to_target,omitempty"`
+	UploadCodec     string     `json:"upload_codec"`
+	Delivered       *delivered `json:"delivered,omitempty"`
+	Strategy        string     `json:"strategy"`
+	UploadBytes     int64      `json:"upload_bytes"`
+	UploadRatio     float64    `json:"upload_ratio"`
+	ClientStateMB   float64    `json:"client_state_mb,omitempty"`
+	DownloadBytes   int64      `json:"download_bytes"`
+	Seconds         float64    `json:"seconds"`
+	SecondsPerRound float64    `json:"seconds_per_round"`
+	Workers         int        `json:"workers"`
+	ProxMu          float64    `json:"prox_mu,omitempty"`
+	Attack          string     `json:"attack,omitempty"`
+	Attackers       float64    `json:"attackers,omitempty"`
 	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
 	// adds noise.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -446,6 +451,16 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 			return err
 		}
 	}
+	if f.deliver != "" {
+		if !f.quiet {
+			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
+		}
+		d, err := deliverModel(ctx, model, res.Model, data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
+		if err != nil {
+			return fmt.Errorf("delivering the model: %w", err)
+		}
+		s.Delivered = d
+	}
 	return printSummary(stdout, f, s)
 }
 
@@ -517,6 +532,12 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 		row("privacy", "clipping without noise: no ε")
 	}
 	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
+	if d := s.Delivered; d != nil {
+		row("delivered", fmt.Sprintf("%s: %s, %.1f× smaller than float32, test accuracy %.2f%% (%+.2f points)", d.File, humanBytes(int64(d.Bytes)), d.Ratio, 100*d.Accuracy, d.Delta))
+		if d.PubKey != "" {
+			row("verify with", d.PubKey)
+		}
+	}
 	if f.saveModel != "" {
 		row("model saved to", f.saveModel)
 	}
