@@ -62,7 +62,8 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 	metrics := filepath.Join(dir, "m.jsonl")
 	model := filepath.Join(dir, "model.fzm")
 	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "10", "--fraction", "0.5",
-		"--model", "mlp:16", "--rounds", "3", "--eval-every", "2", "--metrics-out", metrics, "--save-model", model, "-o", "json", "--quiet")
+		"--model", "mlp:16", "--rounds", "3", "--eval-every", "2", "--metrics-out", metrics, "--save-model", model, "-o", "json", "--quiet",
+		"--deliver", filepath.Join(dir, "device.fzm"), "--deliver-recipe", "prune=0.5;encode=huffman")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -72,6 +73,12 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 	}
 	if s.Rounds != 3 || s.PerRound != 5 || s.FinalAccuracy <= 0 {
 		t.Fatalf("summary %+v", s)
+	}
+	if d := s.Delivered; d == nil || d.Bytes <= 0 || d.Ratio <= 1 || d.Accuracy <= 0 {
+		t.Fatalf("delivery in the summary: %+v", s.Delivered)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "device.fzm")); err != nil || int(fi.Size()) != s.Delivered.Bytes {
+		t.Fatalf("delivered file: %v, %v", fi, err)
 	}
 	f, err := os.Open(metrics)
 	if err != nil {

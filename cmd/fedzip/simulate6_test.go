@@ -71,7 +71,7 @@ func TestSimulateReportsEpsilon(t *testing.T) {
 	metrics := filepath.Join(t.TempDir(), "m.jsonl")
 	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
 		"--model", "mlp:8", "--rounds", "4", "--dp-clip", "0.5", "--dp-noise", "1", "--dp-delta", "1e-4",
-		"--metrics-out", metrics, "-o", "json", "--quiet")
+		"--metrics-out", metrics, "-o", "json", "--quiet", "--deliver", "")
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -109,7 +109,7 @@ func TestSimulateAttackIsReproducible(t *testing.T) {
 		metrics := filepath.Join(dir, w+".jsonl")
 		code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
 			"--model", "mlp:8", "--rounds", "3", "--attack", "labelflip", "--attackers", "0.3", "--prox-mu", "0.5",
-			"--strategy", "trimmed-mean", "--workers", w, "--metrics-out", metrics, "-o", "json", "--quiet")
+			"--strategy", "trimmed-mean", "--workers", w, "--metrics-out", metrics, "-o", "json", "--quiet", "--deliver", "")
 		if code != exitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
