@@ -123,6 +123,9 @@ func Open(cfg Config) (*Node, error) {
 	// Commands queued while a disk write is in flight go out together.
 	rc.BatchApplyCh = true
 	rc.MaxAppendEntries = 256
+	// Followers learn the commit index on the next append; with the default
+	// 50 ms an idle leader would make a lightly loaded cluster wait.
+	rc.CommitTimeout = 5 * time.Millisecond
 	if cfg.Raft != nil {
 		cfg.Raft(rc)
 	}
