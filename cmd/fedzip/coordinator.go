@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -29,22 +30,23 @@ import (
 )
 
 type coordinatorFlags struct {
-	id, dataDir, listen, raftAddr     string
-	bootstrap, insecure               bool
-	model, strategy, uploadCodec      string
-	dataset, mnistDir                 string
-	rounds, perRound, minClients      int
-	localEpochs, batchSize            int
-	fraction, lr, momentum, wd        float64
-	deadline                          time.Duration
-	seed                              uint64
-	joinSecret                        string
-	tlsCert, tlsKey, clientCA         string
-	saveModel, logFormat, evalDataset string
-	longPoll                          time.Duration
-	clusterID, clusterSecret, join    string
-	advertise, ca                     string
-	gossipAddr, gossipKey, gossipJoin string
+	id, dataDir, listen, raftAddr       string
+	bootstrap, insecure                 bool
+	model, strategy, uploadCodec        string
+	dataset, mnistDir                   string
+	rounds, perRound, minClients        int
+	localEpochs, batchSize              int
+	fraction, lr, momentum, wd          float64
+	deadline                            time.Duration
+	seed                                uint64
+	joinSecret                          string
+	tlsCert, tlsKey, clientCA           string
+	saveModel, logFormat, evalDataset   string
+	longPoll                            time.Duration
+	clusterID, clusterSecret, join      string
+	advertise, ca                       string
+	gossipAddr, gossipKey, gossipJoin   string
+	httpAddr, deliverKey, deliverRecipe string
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -88,6 +90,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address for membership gossip, e.g. 127.0.0.1:7072 (empty: no gossip; clients are alive while they poll)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key of 16, 24 or 32 bytes (also $FEDZIP_GOSSIP_KEY)")
 	fs.StringVar(&f.gossipJoin, "gossip-join", "", "memberlist addresses of existing members, comma-separated")
+	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM, e.g. from 'fedzip compress --gen-key'): when training ends, deliver the model compressed and signed with it (needs --eval mnist for the transfer set)")
+	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "serve the newest delivered model at http(s)://ADDR/v1/model, and keep serving after training ends")
 	if code, done := parseFlags(fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
 		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
 		return code
@@ -220,17 +225,53 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		}
 	}
 
-	var test *dataset.Dataset
+	var train, test *dataset.Dataset
 	if f.evalDataset == "mnist" {
 		dir, err := dataset.MNISTDir(f.mnistDir)
 		if err != nil {
 			return err
 		}
-		if _, test, err = dataset.LoadMNIST(dir); err != nil {
+		if train, test, err = dataset.LoadMNIST(dir); err != nil {
 			return err
 		}
 	}
+	if f.deliverKey != "" && test == nil {
+		return usageError{errors.New("--deliver-key needs --eval mnist: delivery fine-tunes and evaluates on it")}
+	}
+	ms := &modelServer{}
+	if f.httpAddr != "" {
+		httpTLS := srvCfg.TLS
+		if httpTLS != nil {
+			httpTLS = httpTLS.Clone()
+			httpTLS.ClientAuth = tls.NoClientCert // devices fetch without client certificates; the file is signed
+		}
+		hs, err := serveModels(f.httpAddr, httpTLS, ms, log)
+		if err != nil {
+			return err
+		}
+		defer hs.Close()
+	}
 	err = watchRounds(ctx, node, model, test, f, log)
+	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
+		params, version := node.FSM().Model()
+		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
+		d, derr := deliverModel(ctx, model, params, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
+		if derr != nil {
+			err = fmt.Errorf("delivering the model: %w", derr)
+		} else {
+			b, rerr := os.ReadFile(out)
+			if rerr != nil {
+				err = rerr
+			} else {
+				ms.set(b, version)
+				log.Info("model delivered", "file", out, "version", version, "bytes", d.Bytes, "ratio", d.Ratio, "test_accuracy", d.Accuracy)
+			}
+		}
+	}
+	if err == nil && f.httpAddr != "" {
+		log.Info("training done; serving the delivered model until interrupted")
+		<-ctx.Done()
+	}
 	transport.Shutdown(srv, 5*time.Second)
 	if e := <-serveErr; e != nil && err == nil && !errors.Is(e, net.ErrClosed) {
 		err = e

@@ -135,8 +135,12 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
 		t.Fatalf("dev-certs: %v\n%s", err, out)
 	}
-	grpcAddr, raftAddr := freePort(t), freePort(t)
-	coordArgs := []string{"coordinator", "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
+	key := filepath.Join(dir, "key.pem")
+	if out, err := exec.Command(bin, "compress", "--gen-key", key).CombinedOutput(); err != nil {
+		t.Fatalf("gen-key: %v\n%s", err, out)
+	}
+	grpcAddr, raftAddr, httpAddr := freePort(t), freePort(t), freePort(t)
+	coordArgs := []string{"coordinator", "--deliver-key", key, "--deliver-recipe", "prune=0.8;cluster=bits:5;encode=huffman", "--http-addr", httpAddr, "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
 		"--data-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
 		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
@@ -195,5 +199,24 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "model.fzm")); err != nil {
 		t.Fatal(err)
+	}
+	// The coordinator delivers the final model, signed with its key, and
+	// serves it; a device fetches and verifies it.
+	waitLog(t, coord, "the model to be delivered", time.Minute, func() bool { return coord.find("model delivered", nil) != nil })
+	url := "https://" + httpAddr + "/v1/model"
+	out, err := exec.Command(bin, "fetch-model", "--url", url, "--ca", filepath.Join(certs, "ca.pem"),
+		"--pubkey", filepath.Join(dir, "key.pub.pem"), "--out", filepath.Join(dir, "device.fzm")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "signature verified") {
+		t.Fatalf("fetch-model: %v\n%s", err, out)
+	}
+	other := filepath.Join(dir, "other.pem")
+	exec.Command(bin, "compress", "--gen-key", other).Run()
+	out, err = exec.Command(bin, "fetch-model", "--url", url, "--ca", filepath.Join(certs, "ca.pem"),
+		"--pubkey", filepath.Join(dir, "other.pub.pem"), "--out", filepath.Join(dir, "bad.fzm")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("fetch-model accepted a file signed by another key:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad.fzm")); err == nil {
+		t.Fatal("an unverified model was written")
 	}
 }

@@ -52,6 +52,7 @@ func commands() []command {
 		{"compress", "compress a model into a signed device file (.fzm)", runCompress},
 		{"predict", "verify a device model and predict", runPredict},
 		{"export", "export a model to safetensors or ONNX", runExport},
+		{"fetch-model", "download a coordinator's delivered model and verify it", runFetchModel},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)
 			return exitOK
