@@ -59,6 +59,8 @@ func strategyParams(name string) ([]Param, bool) {
 // differential privacy.
 var wrapperParams = []Param{
 	{"bound", "", "clip each update to this L2 norm (NormBound)"},
+	{"bucket", "", "average shuffled buckets of this many updates before the rule (Bucketing; for robust rules on non-IID clients)"},
+	{"bucket-seed", "0", "seed of the bucket shuffle"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
 	{"dp-seed", "0", "seed of the DP noise"},
@@ -238,8 +240,14 @@ func (p *kv) strategy() Strategy {
 	panic("aggregate: strategy without a constructor: " + p.name)
 }
 
-// wrap applies the bound and dp-* keys.
+// wrap applies the bucket, bound and dp-* keys.
 func (p *kv) wrap(s Strategy) (Strategy, bool) {
+	if p.has("bucket") {
+		s = Bucketing{Inner: s, S: p.int("bucket", 0), Seed: p.uint64("bucket-seed", 0)}
+	} else if p.has("bucket-seed") {
+		p.err = fmt.Errorf("%w: %s: bucket-seed needs bucket", ErrParam, p.name)
+		return nil, false
+	}
 	isDP := false
 	for _, w := range wrapperParams {
 		if strings.HasPrefix(w.Key, "dp-") && p.has(w.Key) {
