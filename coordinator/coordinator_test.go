@@ -312,7 +312,13 @@ func TestFailoverMidRound(t *testing.T) {
 			survivors = append(survivors, nd)
 		}
 	}
-	nl := leaderOf(t, survivors)
+	// Committed entries are in the new leader's log; the barrier waits
+	// until it has applied them.
+	var nl *Node
+	waitFor(t, "the new leader to apply its log", func() bool {
+		nl = leaderOf(t, survivors)
+		return nl.Raft().Barrier(time.Second).Error() == nil
+	})
 	nv := nl.FSM().View()
 	if got := len(nv.Selected) - len(nv.Pending); got != len(acked) || nv.Round != v.Round {
 		t.Fatalf("new leader has %d updates of round %d, want %d of round %d", got, nv.Round, len(acked), v.Round)
