@@ -53,6 +53,7 @@ func commands() []command {
 		{"predict", "verify a device model and predict", runPredict},
 		{"export", "export a model to safetensors or ONNX", runExport},
 		{"fetch-model", "download a coordinator's delivered model and verify it", runFetchModel},
+		{"report", "plot and summarise runs from their --metrics-out files", runReport},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)
 			return exitOK
