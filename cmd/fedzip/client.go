@@ -36,7 +36,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.StringVar(&f.coordinators, "coordinator", "127.0.0.1:7070", "coordinator addresses, comma-separated; the client finds the leader")
 	fs.StringVar(&f.name, "name", "", "client name shown by the coordinator (default: client-INDEX)")
-	fs.StringVar(&f.joinSecret, "join-secret", "", "the coordinator's join secret")
+	fs.StringVar(&f.joinSecret, "join-secret", "", "the coordinator's join secret (also $FEDZIP_JOIN_SECRET)")
 	fs.StringVar(&f.stateDir, "state-dir", "", "directory for the client's identity and unacknowledged update (default: fedzip-client-INDEX)")
 	fs.StringVar(&f.ca, "ca", "", "CA that signed the coordinator's certificate (PEM)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate for mTLS (PEM)")
@@ -64,6 +64,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if f.name == "" {
 		f.name = fmt.Sprintf("client-%d", f.index)
+	}
+	if f.joinSecret == "" {
+		f.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
 	}
 	if f.stateDir == "" {
 		f.stateDir = fmt.Sprintf("fedzip-client-%d", f.index)

@@ -107,10 +107,12 @@ func writeKeyPair(path string, stdout io.Writer) error {
 		return err
 	}
 	pubPath := strings.TrimSuffix(path, ".pem") + ".pub.pem"
-	if err := os.WriteFile(path, deliver.MarshalPrivateKeyPEM(priv), 0o600); err != nil {
+	// Never overwrite a key: a lost signing key orphans every device that
+	// trusts it.
+	if err := writeNew(path, deliver.MarshalPrivateKeyPEM(priv), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(pubPath, deliver.MarshalPublicKeyPEM(pub), 0o644); err != nil {
+	if err := writeNew(pubPath, deliver.MarshalPublicKeyPEM(pub), 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "private key: %s\npublic key:  %s\n", path, pubPath)
@@ -499,4 +501,17 @@ func export(in, pubPath, format, out string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s (%s, %d bytes)\n", out, format, len(b))
 	return nil
+}
+
+// writeNew writes a file that must not exist yet.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
