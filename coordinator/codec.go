@@ -10,13 +10,11 @@ import (
 	"github.com/fedzip/fedzip/gradient"
 )
 
-// updateCodec decodes the update bytes clients upload into a dense delta.
-// "none" is dense little-endian float32; every other spec is the gradient
-// wire format, which is self-describing: the coordinator decodes any valid
-// message, whatever codec made it, within the model's size limits.
+// updateCodec decodes the update bytes clients upload. "none" is dense
+// little-endian float32; every other spec is the gradient wire format,
+// which is self-describing: the coordinator decodes any valid message,
+// whatever codec made it, within the model's size limits.
 type updateCodec interface {
-	decode(dst []float32, payload []byte) error
-	encode(dst []byte, delta []float32) []byte
 	// update decodes payload for a model of n parameters into an update
 	// whose slices come from sc: sparse (O(k)) when the message is sparse,
 	// so that mean-based strategies accumulate it without densifying.
@@ -95,17 +93,6 @@ func (denseCodec) encode(dst []byte, delta []float32) []byte {
 // the gradient package, so it is safe for concurrent use.
 type wireCodec struct{}
 
-func (wireCodec) decode(dst []float32, p []byte) error {
-	h, err := gradient.Decode(dst, p, gradient.Limits{MaxParams: len(dst), MaxBytes: 16*len(dst) + 1<<16})
-	if err != nil {
-		return err
-	}
-	if h.N != len(dst) {
-		return fmt.Errorf("update for %d parameters, model has %d", h.N, len(dst))
-	}
-	return nil
-}
-
 func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Update, error) {
 	idx, val, h, err := gradient.DecodeSparse(sc.idx[:0], sc.val[:0], p, gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16})
 	if err != nil {
@@ -127,8 +114,4 @@ func (wireCodec) check(n int, p []byte) error {
 		return fmt.Errorf("update for %d parameters, model has %d", h.N, n)
 	}
 	return nil
-}
-
-func (wireCodec) encode(dst []byte, delta []float32) []byte {
-	panic("coordinator: the coordinator does not encode updates")
 }
