@@ -6,7 +6,6 @@ import (
 	"math"
 
 	"github.com/fedzip/fedzip/aggregate"
-
 	"github.com/fedzip/fedzip/gradient"
 )
 

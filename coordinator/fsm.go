@@ -98,7 +98,7 @@ type FSM struct {
 	strategy aggregate.Strategy
 	mach     *round.Machine
 	codec    updateCodec
-	scratch  []float32
+	n        int // model parameters
 	sc       scratch
 	clients  map[round.ClientID]*clientRecord
 	nextID   round.ClientID
@@ -228,7 +228,7 @@ func (f *FSM) init(raw []byte) error {
 		return err
 	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec = &cfg, slices.Clone(raw), model, strategy, mach, codec
-	f.scratch = make([]float32, model.NumParams())
+	f.n = model.NumParams()
 	return nil
 }
 
@@ -239,7 +239,7 @@ func (f *FSM) submit(now time.Time, c command) (round.Receipt, error) {
 	if c.Examples == 0 || c.Examples > 1<<40 {
 		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, c.Examples)
 	}
-	u, err := f.codec.update(&f.sc, len(f.scratch), c.Payload, float64(c.Examples))
+	u, err := f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
@@ -321,7 +321,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.scratch = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.scratch
+	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.nodes = nf.nodes
 	close(f.changed)
@@ -502,7 +502,7 @@ func sha256Sum(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
 	f.mu.RLock()
 	_, known := f.clients[id]
-	codec, n := f.codec, len(f.scratch)
+	codec, n := f.codec, f.n
 	var open int
 	collecting := false
 	if f.mach != nil {

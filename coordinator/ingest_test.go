@@ -132,7 +132,7 @@ func BenchmarkDecodeAccumulate(b *testing.B) {
 	if err := f.init(cfgJSON); err != nil {
 		b.Fatal(err)
 	}
-	n := len(f.scratch)
+	n := f.n
 	spec, _ := gradient.ParseSpec("topk1")
 	enc, _ := gradient.NewEncoder(spec, n)
 	rng := rand.New(rand.NewPCG(1, 1))

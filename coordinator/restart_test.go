@@ -102,7 +102,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 			for i := 0; i < 3; i++ {
 				apply(a, command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}})
 			}
-			n := len(a.scratch)
+			n := a.n
 			upd := func(v float32) []byte {
 				d := make([]float32, n)
 				for i := range d {
