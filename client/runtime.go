@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -54,6 +55,9 @@ type RuntimeConfig struct {
 	// (after registration, or at start from the state directory), for
 	// example to announce it in the gossip metadata.
 	OnIdentity func(id uint64)
+	// Metrics, if not nil, records the client's timings, bytes and
+	// outcomes.
+	Metrics *metrics.Client
 }
 
 // Summary reports what a client did.
@@ -78,6 +82,8 @@ type pending struct {
 	ModelVersion uint64  `json:"model_version"`
 	Examples     uint64  `json:"examples"`
 	TrainLoss    float64 `json:"train_loss"`
+	// Timings of this update, reported with it (not kept across restarts).
+	download, train, encode time.Duration
 }
 
 // Runtime is a running client: fetch task → download → train → encode →
@@ -96,6 +102,9 @@ type Runtime struct {
 	encKey  string
 	backoff time.Duration
 	sum     Summary
+	// lastUpload is the duration of the last acknowledged upload, reported
+	// with the next update.
+	lastUpload time.Duration
 }
 
 // Run runs a client until the coordinator says training is done.
@@ -201,6 +210,7 @@ func (r *Runtime) retry(ctx context.Context, err error) error {
 		r.close()
 		return ctx.Err()
 	}
+	r.cfg.Metrics.Retried()
 	r.backoff = min(max(2*r.backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 	wait := time.Duration(float64(r.backoff) * (0.5 + rand.Float64()/2))
 	r.log.Debug("retrying", "err", err, "wait", wait)
@@ -306,10 +316,13 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 		return false, &fatalError{err}
 	}
 	lim := transport.LimitsFor(int(task.GetModelParams()), 0)
+	start := time.Now()
 	h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, WantVersion: task.GetModelVersion()}, lim, nil)
 	if err != nil {
 		return false, err
 	}
+	downloaded := time.Now()
+	r.cfg.Metrics.Downloaded(len(body), downloaded.Sub(start))
 	global, err := decodeModel(body, int(task.GetModelParams()))
 	if err != nil {
 		return false, status.Error(codes.DataLoss, err.Error())
@@ -324,11 +337,15 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	trained := time.Now()
 	payload, err := r.encode(task, u.Delta)
 	if err != nil {
 		return false, &fatalError{err}
 	}
-	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss}
+	encoded := time.Now()
+	r.cfg.Metrics.Trained(trained.Sub(downloaded), encoded.Sub(trained), res.Loss, 4*len(u.Delta), len(payload))
+	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss,
+		download: downloaded.Sub(start), train: trained.Sub(downloaded), encode: encoded.Sub(trained)}
 	if err := writeAtomic(r.pendingPath(), payload); err != nil {
 		return false, err
 	}
@@ -340,13 +357,16 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 }
 
 func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
-	h := &fedzippb.UpdateHeader{ClientId: r.st.ClientID, Round: p.Round, ModelVersion: p.ModelVersion, Examples: p.Examples, TrainLoss: p.TrainLoss}
+	h := &fedzippb.UpdateHeader{ClientId: r.st.ClientID, Round: p.Round, ModelVersion: p.ModelVersion, Examples: p.Examples, TrainLoss: p.TrainLoss,
+		DownloadSeconds: p.download.Seconds(), TrainSeconds: p.train.Seconds(), EncodeSeconds: p.encode.Seconds(), UploadSeconds: r.lastUpload.Seconds()}
+	start := time.Now()
 	res, err := transport.Upload(ctx, r.api, h, payload, 0)
 	if err != nil {
-		switch status.Code(err) {
+		switch c := status.Code(err); c {
 		case codes.FailedPrecondition, codes.InvalidArgument:
 			// The round moved on or the update is refused: retrying the
 			// same bytes cannot succeed.
+			r.cfg.Metrics.Refused(metrics.CodeReason(c))
 			r.log.Warn("update refused", "round", p.Round, "err", err)
 			r.st.Pending = nil
 			r.st.LastRound = p.Round
@@ -354,6 +374,12 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 		}
 		return err
 	}
+	r.lastUpload = time.Since(start)
+	codec := task.GetUploadCodec()
+	if codec == "" {
+		codec = "none"
+	}
+	r.cfg.Metrics.Uploaded(p.Round, codec, len(payload), r.lastUpload)
 	r.log.Info("update accepted", "round", p.Round, "duplicate", res.GetDuplicate(), "received", res.GetReceived(), "selected", res.GetSelected())
 	r.sum.Rounds = append(r.sum.Rounds, int(p.Round))
 	r.sum.Bytes += int64(len(payload))

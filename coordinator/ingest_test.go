@@ -26,12 +26,14 @@ import (
 func BenchmarkIngest(b *testing.B) {
 	for _, nodes := range []int{1, 3} {
 		for _, m := range []int{10, 100, 1000} {
-			b.Run(fmt.Sprintf("nodes=%d/clients=%d", nodes, m), func(b *testing.B) { benchIngest(b, nodes, m) })
+			b.Run(fmt.Sprintf("nodes=%d/clients=%d", nodes, m), func(b *testing.B) { benchIngest(b, nodes, m, false) })
 		}
 	}
 }
 
-func benchIngest(b *testing.B, nodes, clients int) {
+// benchIngest measures ingest; with instrumented, the service counts in
+// Prometheus metrics that a scraper reads every 100 ms.
+func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	run := &RunConfig{Model: "mlp:1200", InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
 		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "topk1"}
 	ds := diskCluster(b, nodes, run, nil)
@@ -40,6 +42,10 @@ func benchIngest(b *testing.B, nodes, clients int) {
 	model, _ := leader.FSM().Model()
 	n := len(model)
 	svc := NewService(leader, transport.LimitsFor(n, 0))
+	if instrumented {
+		stop := scrapeWhileBenchmarking(b, svc)
+		defer stop()
+	}
 	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits})
 	fedzippb.RegisterCoordinatorServer(srv, svc)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

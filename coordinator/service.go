@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -35,6 +36,11 @@ type Service struct {
 	// LeaderAddr maps the leader's Raft ID and address to the address
 	// clients should dial; nil means the Raft address.
 	LeaderAddr func(raftID, raftAddr string) string
+
+	// metrics, when set by Instrument, counts updates and bytes; traffic
+	// keeps the recent rounds' share of them.
+	metrics *metrics.Coordinator
+	traffic traffic
 }
 
 var _ fedzippb.CoordinatorServer = (*Service)(nil)
@@ -110,13 +116,27 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 		payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
 	}
 	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: version}
-	return transport.SendModel(stream.Send, h, payload, s.ChunkSize)
+	err := transport.SendModel(stream.Send, h, payload, s.ChunkSize)
+	if err == nil && s.metrics != nil {
+		s.observeDownload(s.node.FSM().View().Round, len(payload))
+	}
+	return err
 }
 
 // Submit receives one update and acknowledges it once committed.
-func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) error {
+func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 	ctx := stream.Context()
-	h, payload, err := transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
+	var (
+		h       *fedzippb.UpdateHeader
+		payload []byte
+		r       round.Receipt
+		cause   error // the node's error, before it became a status
+		v       View
+	)
+	if s.metrics != nil {
+		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
+	}
+	h, payload, err = transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
 		return transport.CheckClientID(ctx, h.GetClientId())
 	})
 	if err != nil {
@@ -125,16 +145,15 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) error {
 	if h.GetRound() > math.MaxInt32 {
 		return status.Errorf(codes.InvalidArgument, "round %d out of range", h.GetRound())
 	}
-	v := s.node.FSM().View()
+	v = s.node.FSM().View()
 	if v.Phase == round.Collecting && int(h.GetRound()) == v.Round && h.GetModelVersion() != v.Version {
 		return status.Errorf(codes.FailedPrecondition, "update trained from model version %d; round %d trains version %d", h.GetModelVersion(), v.Round, v.Version)
 	}
 	if l := h.GetTrainLoss(); math.IsNaN(l) || math.IsInf(l, 0) {
 		return status.Errorf(codes.InvalidArgument, "training loss %v is not finite", l)
 	}
-	r, err := s.node.Submit(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples(), h.GetTrainLoss(), payload)
-	if err != nil {
-		return s.status(ctx, err)
+	if r, cause = s.node.Submit(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples(), h.GetTrainLoss(), payload); cause != nil {
+		return s.status(ctx, cause)
 	}
 	return stream.SendAndClose(&fedzippb.SubmitResponse{Accepted: true, Duplicate: r.Duplicate, Round: h.GetRound(),
 		Received: uint32(r.Received), Selected: uint32(r.Selected)})

@@ -6,13 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/membership"
+	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/sim"
 	"github.com/fedzip/fedzip/transport"
@@ -29,6 +32,7 @@ type clientFlags struct {
 	seed                                     uint64
 	timeout                                  time.Duration
 	gossipAddr, gossipKey, gossipJoin        string
+	metricsAddr, metricsToken                string
 }
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -49,12 +53,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.IntVar(&f.index, "client-index", 0, "which shard this client trains on, 0..clients-1")
 	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet alpha for --partition dirichlet")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the data split (must match across clients)")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve this client's Prometheus metrics at http://ADDR/metrics (empty: off)")
+	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none)")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address to gossip membership from, e.g. 127.0.0.1:0 (empty: no gossip)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key, the coordinators' (also $FEDZIP_GOSSIP_KEY)")
 	fs.StringVar(&f.gossipJoin, "gossip-join", "", "coordinators' memberlist addresses, comma-separated")
-	if code, done := parseFlags(fs, args, stdout, stderr, "client", "Runs a training client against a coordinator.",
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "client", "Runs a training client against a coordinator.",
 		"  fedzip client --coordinator 127.0.0.1:7070 --ca certs/ca.pem --cert certs/client.pem --key certs/client-key.pem --clients 5 --client-index 0\n"); done {
 		return code
 	}
@@ -65,13 +71,15 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if f.name == "" {
 		f.name = fmt.Sprintf("client-%d", f.index)
 	}
-	if f.joinSecret == "" {
-		f.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
-	}
 	if f.stateDir == "" {
 		f.stateDir = fmt.Sprintf("fedzip-client-%d", f.index)
 	}
-	log := newLogger(stderr, f.logFormat).With("client", f.name)
+	log, err := newLogger(stderr, f.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+		return exitUsage
+	}
+	log = log.With("client", f.name)
 	data, err := sim.DataSpec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
 		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed}.Load()
 	if err != nil {
@@ -95,9 +103,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
 		}}
 	if f.gossipAddr != "" {
-		if f.gossipKey == "" {
-			f.gossipKey = os.Getenv("FEDZIP_GOSSIP_KEY")
-		}
 		key, err := gossipKey(f.gossipKey)
 		if err != nil {
 			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
@@ -117,6 +122,19 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				log.Warn("gossip metadata", "err", err)
 			}
 		}
+	}
+	if f.metricsAddr != "" {
+		reg := metrics.NewRegistry()
+		cfg.Metrics = metrics.NewClient(reg)
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(reg))
+		hs, url, err := serveHTTP("metrics", f.metricsAddr, f.metricsToken, httpguard.ReadOnly(f.metricsToken, mux), log)
+		if err != nil {
+			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
+			return exitError
+		}
+		defer hs.Close()
+		log.Info("metrics", "url", url+"/metrics")
 	}
 	if !f.insecure {
 		if f.ca == "" {
@@ -142,10 +160,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-func runDevCerts(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
 	hosts := fs.String("hosts", "", "extra host names or IPs for the server certificate, comma-separated")
+	addConfigFlag(fs)
 	if code, done := parseFlagsArgs(fs, args, stdout, stderr); done {
+		return code
+	}
+	if code, done := configure(ctx, fs, "dev-certs", stderr); done {
 		return code
 	}
 	if fs.NArg() != 1 {
@@ -170,8 +192,7 @@ func parseFlagsArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "Usage: fedzip dev-certs [--hosts h1,h2] DIR\n\nWrites a CA, a server certificate (127.0.0.1, localhost and --hosts) and a client certificate into DIR, for local TLS and mTLS.\n\nFlags:")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			printDefaults(fs, stdout)
 			return exitOK, true
 		}
 		fmt.Fprintf(stderr, "fedzip dev-certs: %v (run 'fedzip dev-certs -h' for help)\n", err)

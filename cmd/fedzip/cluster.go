@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -51,19 +50,19 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fs.StringVar(&f.id, "id", "", "node ID (add, remove)")
 	fs.StringVar(&f.raftAddr, "raft-addr", "", "the node's Raft address (add)")
 	fs.StringVar(&f.grpcAddr, "grpc-addr", "", "the node's gRPC address (add)")
+	addConfigFlag(fs)
 	fs.SetOutput(io.Discard)
 	if sub == "-h" || sub == "--help" {
 		fmt.Fprint(stdout, clusterUsage)
-		fs.SetOutput(stdout)
-		fs.PrintDefaults()
+		printDefaults(fs, stdout)
 		return exitOK
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		fmt.Fprintf(stderr, "fedzip cluster %s: %v (run 'fedzip cluster -h' for help)\n", sub, err)
 		return exitUsage
 	}
-	if f.clusterSecret == "" {
-		f.clusterSecret = os.Getenv("FEDZIP_CLUSTER_SECRET")
+	if code, done := configure(ctx, fs, "cluster", stderr); done {
+		return code
 	}
 	if f.output != "table" && f.output != "json" {
 		fmt.Fprintf(stderr, "fedzip cluster: -o %q: want table or json\n", f.output)

@@ -42,7 +42,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	start3 := func(i int) *proc {
 		args := []string{"coordinator", "--id", fmt.Sprintf("n%d", i), "--log-format", "json", "--listen", nodes[i].grpc, "--raft-addr", nodes[i].raft,
-			"--gossip-addr", nodes[i].gossip, "--gossip-key", key, "--data-dir", filepath.Join(dir, fmt.Sprintf("d%d", i)),
+			"--gossip-addr", nodes[i].gossip, "--gossip-key", key, "--state-dir", filepath.Join(dir, fmt.Sprintf("d%d", i)),
 			"--rounds", "5", "--clients-per-round", "4", "--min-clients", "3", "--deadline", "60s", "--eval", "mnist",
 			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1",
 			"--save-model", filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))}

@@ -47,13 +47,15 @@ type coordinatorFlags struct {
 	advertise, ca                       string
 	gossipAddr, gossipKey, gossipJoin   string
 	httpAddr, deliverKey, deliverRecipe string
+	metricsAddr, metricsToken           string
+	uiAddr, uiToken                     string
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f coordinatorFlags
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.StringVar(&f.id, "id", "node1", "this node's Raft ID")
-	fs.StringVar(&f.dataDir, "data-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
+	fs.StringVar(&f.dataDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
@@ -80,7 +82,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.saveModel, "save-model", "", "write the global model to this file after every round")
 	fs.StringVar(&f.evalDataset, "eval", "", "evaluate the global model after every round on this data set's test split (mnist)")
 	fs.StringVar(&f.mnistDir, "mnist-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
-	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
+	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (empty: off)")
+	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none; bind to 127.0.0.1 then)")
+	fs.StringVar(&f.uiAddr, "ui-addr", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080 (empty: off)")
+	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
 	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
@@ -93,23 +99,18 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM, e.g. from 'fedzip compress --gen-key'): when training ends, deliver the model compressed and signed with it (needs --eval mnist for the transfer set)")
 	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model")
 	fs.StringVar(&f.httpAddr, "http-addr", "", "serve the newest delivered model at http(s)://ADDR/v1/model, and keep serving after training ends")
-	if code, done := parseFlags(fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
 		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
 		return code
-	}
-	if f.joinSecret == "" {
-		f.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
-	}
-	if f.clusterSecret == "" {
-		f.clusterSecret = os.Getenv("FEDZIP_CLUSTER_SECRET")
-	}
-	if f.gossipKey == "" {
-		f.gossipKey = os.Getenv("FEDZIP_GOSSIP_KEY")
 	}
 	if f.advertise == "" {
 		f.advertise = f.listen
 	}
-	log := newLogger(stderr, f.logFormat)
+	log, err := newLogger(stderr, f.logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "fedzip coordinator: %v\n", err)
+		return exitUsage
+	}
 	if err := coordinate(ctx, f, log); err != nil {
 		fmt.Fprintf(stderr, "fedzip coordinator: %v\n", err)
 		var ue usageError
@@ -122,13 +123,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 type usageError struct{ error }
-
-func newLogger(w io.Writer, format string) *slog.Logger {
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, nil))
-	}
-	return slog.New(slog.NewTextHandler(w, nil))
-}
 
 func dims(name string) (int, int, error) {
 	switch name {
@@ -199,6 +193,11 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	defer node.Close()
 	svc := coordinator.NewService(node, srvCfg.Limits)
 	svc.LongPoll = f.longPoll
+	obs, stopObs, err := observeCoordinator(ctx, f, node, svc, log)
+	if err != nil {
+		return err
+	}
+	defer stopObs()
 	srvCfg.Authenticator = svc
 	srvCfg.PublicMethods = coordinator.ClusterMethods
 	if err := srvCfg.Validate(); err != nil {
@@ -251,7 +250,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		}
 		defer hs.Close()
 	}
-	err = watchRounds(ctx, node, model, test, f, log)
+	err = watchRounds(ctx, node, model, test, f, log, obs)
 	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
 		params, version := node.FSM().Model()
 		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
@@ -281,7 +280,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 
 // watchRounds logs each closed round, saves the model and evaluates it,
 // until the run finishes or ctx ends.
-func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, test *dataset.Dataset, f coordinatorFlags, log *slog.Logger) error {
+func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, test *dataset.Dataset, f coordinatorFlags, log *slog.Logger, obs *observer) error {
 	var ws *nn.Workspace
 	if test != nil {
 		ws = model.NewWorkspace(250)
@@ -293,11 +292,16 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 			seen = v.Version
 			params, version := node.FSM().Model()
 			attrs := []any{"round", v.LastClosed.Round, "version", version, "reported", v.LastClosed.Reported, "missing", len(v.LastClosed.Missing)}
+			var acc, loss float64
 			if test != nil {
-				correct, loss := model.Evaluate(ws, params, test.X, test.Y)
-				attrs = append(attrs, "test_accuracy", float64(correct)/float64(test.N), "test_loss", loss/float64(test.N))
+				correct, sum := model.Evaluate(ws, params, test.X, test.Y)
+				acc, loss = float64(correct)/float64(test.N), sum/float64(test.N)
+				attrs = append(attrs, "test_accuracy", acc, "test_loss", loss)
 			}
 			log.Info("round closed", attrs...)
+			if v.LastClosed.Round > 0 {
+				obs.roundClosed(v.LastClosed, test != nil, acc, loss)
+			}
 			if f.saveModel != "" {
 				ck := checkpoint.New(model, params)
 				ck.Header.Round, ck.Header.Version, ck.Header.Dataset = v.LastClosed.Round, version, f.dataset
@@ -320,15 +324,16 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 	}
 }
 
-// parseFlags parses a subcommand's flags; done reports that the command
-// should return code (help, or a usage error).
-func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, name, about, example string) (code int, done bool) {
+// parseFlags parses a subcommand's flags, then its --config file and the
+// environment (configure); done reports that the command should return
+// code (help, a usage error, or 'config print').
+func parseFlags(ctx context.Context, fs *flag.FlagSet, args []string, stdout, stderr io.Writer, name, about, example string) (code int, done bool) {
+	addConfigFlag(fs)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(stdout, "Usage: fedzip %s [flags]\n\n%s\n\nFlags:\n", name, about)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			printDefaults(fs, stdout)
 			fmt.Fprintf(stdout, "\nExample:\n%s", example)
 			return exitOK, true
 		}
@@ -339,7 +344,15 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer, name,
 		fmt.Fprintf(stderr, "fedzip %s: unexpected argument %q (run 'fedzip %s -h' for help)\n", name, fs.Arg(0), name)
 		return exitUsage, true
 	}
-	return 0, false
+	return configure(ctx, fs, name, stderr)
+}
+
+// printDefaults prints fs's flags and how else to set them.
+func printDefaults(fs *flag.FlagSet, w io.Writer) {
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	fmt.Fprintln(w, "\nEvery flag can also come from --config FILE (YAML: flag-name: value) or $FEDZIP_<FLAG_NAME>\n(e.g. FEDZIP_UPLOAD_CODEC); flags override the file, the environment overrides both.\nSee 'fedzip config print'.")
 }
 
 func splitList(s string) []string {

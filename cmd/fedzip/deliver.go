@@ -71,7 +71,7 @@ func runCompress(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	seed := fs.Uint64("seed", 1, "seed of shuffling and student initialisation")
 	output := fs.String("o", "table", "output format: table or json")
 	quiet := fs.Bool("quiet", false, "print only the table")
-	if code, done := parseFlags(fs, args, stdout, stderr, "compress", compressAbout, compressExample); done {
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "compress", compressAbout, compressExample); done {
 		return code
 	}
 	var err error
@@ -249,7 +249,7 @@ func runPredict(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	labels := fs.String("labels", "", "optional IDX labels file: also print the accuracy")
 	limit := fs.Int("limit", 0, "predict at most this many inputs (0: all)")
 	output := fs.String("o", "table", "output format: table or json")
-	if code, done := parseFlags(fs, args, stdout, stderr, "predict", predictAbout, predictExample); done {
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "predict", predictAbout, predictExample); done {
 		return code
 	}
 	var err error
@@ -441,7 +441,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	pubPath := fs.String("pubkey", "", "public key for a .fzm input")
 	format := fs.String("format", "", "safetensors or onnx")
 	out := fs.String("out", "", "output file")
-	if code, done := parseFlags(fs, args, stdout, stderr, "export", exportAbout, exportExample); done {
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "export", exportAbout, exportExample); done {
 		return code
 	}
 	var err error

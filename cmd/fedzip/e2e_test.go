@@ -141,7 +141,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	grpcAddr, raftAddr, httpAddr := freePort(t), freePort(t), freePort(t)
 	coordArgs := []string{"coordinator", "--deliver-key", key, "--deliver-recipe", "prune=0.8;cluster=bits:5;encode=huffman", "--http-addr", httpAddr, "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
-		"--data-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
+		"--state-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
 		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
 		"--client-ca", filepath.Join(certs, "ca.pem")}

@@ -8,9 +8,12 @@
 //	fedzip coordinator [flags]
 //	fedzip client [flags]
 //	fedzip dev-certs DIR
+//	fedzip config print [COMMAND [FLAGS]]
 //	fedzip version
 //
-// Run "fedzip COMMAND -h" for the flags of a command.
+// Run "fedzip COMMAND -h" for the flags of a command. Every command also
+// reads its flags from --config FILE (YAML) and FEDZIP_<FLAG> environment
+// variables; see config.go.
 package main
 
 import (
@@ -54,6 +57,7 @@ func commands() []command {
 		{"export", "export a model to safetensors or ONNX", runExport},
 		{"fetch-model", "download a coordinator's delivered model and verify it", runFetchModel},
 		{"report", "plot and summarise runs from their --metrics-out files", runReport},
+		{"config", "print a command's effective configuration (--config file, flags, $FEDZIP_*)", runConfig},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)
 			return exitOK

@@ -109,7 +109,7 @@ func runFetchModel(ctx context.Context, args []string, stdout, stderr io.Writer)
 	pubPath := fs.String("pubkey", "", "the coordinator's ed25519 public key (PEM): the file is verified against it")
 	out := fs.String("out", "model.fzm", "where to write the verified file")
 	ca := fs.String("ca", "", "CA of the server's certificate, for https")
-	if code, done := parseFlags(fs, args, stdout, stderr, "fetch-model", "Downloads the newest delivered model from a coordinator and verifies its signature before writing it.",
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "fetch-model", "Downloads the newest delivered model from a coordinator and verifies its signature before writing it.",
 		"  fedzip fetch-model --url https://127.0.0.1:7080/v1/model --ca certs/ca.pem --pubkey key.pub.pem --out model.fzm\n"); done {
 		return code
 	}

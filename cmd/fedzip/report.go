@@ -27,12 +27,13 @@ const reportExample = `  fedzip simulate --rounds 30 --deliver "" --upload-codec
   fedzip report dense.jsonl stcm.jsonl --out report --labels "dense float32,stcm"
 `
 
-func runReport(_ context.Context, args []string, stdout, stderr io.Writer) int {
+func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	out := fs.String("out", "", "folder to write the plots and summary.md into (required; made if missing)")
 	labels := fs.String("labels", "", "comma-separated names of the runs, one per file (default: the file names without extension)")
 	title := fs.String("title", "", "title of the plots and the summary")
 	targets := fs.String("targets", "0.9,0.95,0.97", "comma-separated test accuracies to report rounds and bytes to reach, in (0, 1]")
+	addConfigFlag(fs)
 
 	// Files and flags may come in any order: parse flags, take a file,
 	// and parse again. After "--" everything is a file.
@@ -42,7 +43,7 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.SetOutput(io.Discard)
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				code, _ := parseFlags(fs, []string{"-h"}, stdout, stderr, "report", reportAbout, reportExample)
+				code, _ := parseFlags(ctx, fs, []string{"-h"}, stdout, stderr, "report", reportAbout, reportExample)
 				return code
 			}
 			fmt.Fprintf(stderr, "fedzip report: %v (run 'fedzip report -h' for help)\n", err)
@@ -57,6 +58,9 @@ func runReport(_ context.Context, args []string, stdout, stderr io.Writer) int {
 			break
 		}
 		files, rest = append(files, left[0]), left[1:]
+	}
+	if code, done := configure(ctx, fs, "report", stderr); done {
+		return code
 	}
 
 	usage := func(format string, a ...any) int {

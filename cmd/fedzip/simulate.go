@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"os"
 	"runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dashboard"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -44,6 +46,7 @@ type simulateFlags struct {
 	dpClip, dpNoise, dpDelta           float64
 	dpAdaptive                         bool
 	deliver, deliverRecipe, deliverKey string
+	ui, uiToken                        string
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -87,6 +90,8 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.output, "o", "table", "summary format: table or json")
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	fs.StringVar(&f.ui, "ui", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080, during the run and after it until interrupted (empty: off)")
+	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
 }
 
@@ -104,12 +109,12 @@ Examples:
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var f simulateFlags
 	fs := simulateFlagSet(&f)
+	addConfigFlag(fs)
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "Usage: fedzip simulate [flags]\n\nRuns federated averaging with virtual clients in this process.\n\nFlags:")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			printDefaults(fs, stdout)
 			fmt.Fprint(stdout, simulateExample)
 			return exitOK
 		}
@@ -119,6 +124,9 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "fedzip simulate: unexpected argument %q (run 'fedzip simulate -h' for help)\n", fs.Arg(0))
 		return exitUsage
+	}
+	if code, done := configure(ctx, fs, "simulate", stderr); done {
+		return code
 	}
 	if err := f.validate(); err != nil {
 		fmt.Fprintf(stderr, "fedzip simulate: %v\n", err)
@@ -384,6 +392,20 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 			fmt.Fprintf(stdout, "  attack %s by %g of the clients\n", f.attack, f.attackers)
 		}
 	}
+	var feed *dashboard.Feed
+	if f.ui != "" {
+		feed = dashboard.NewFeed("fedzip simulate", "simulate")
+		feed.Update(func(s *dashboard.State) {
+			s.Model, s.Strategy, s.UploadCodec, s.TotalRounds, s.Phase = model.Name(), spec, f.uploadCodec, f.rounds, "running"
+			s.Round = 1
+		})
+		hs, url, err := serveHTTP("dashboard", f.ui, f.uiToken, dashboard.Handler(feed, f.uiToken), slog.New(slog.NewTextHandler(stderr, nil)))
+		if err != nil {
+			return err
+		}
+		defer hs.Close()
+		fmt.Fprintf(stderr, "fedzip simulate: dashboard at %s/\n", url)
+	}
 	prog := newProgress(stdout, stderr, f.rounds, f.quiet)
 	s := summary{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts),
 		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, Strategy: spec, ProxMu: f.proxMu}
@@ -418,9 +440,20 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		if metrics != nil && werr == nil {
 			werr = writeMetrics(metrics, m)
 		}
+		if feed != nil {
+			feedRound(feed, m, model.NumParams(), f.rounds)
+		}
 		prog.update(m)
 	})
 	prog.done()
+	if feed != nil {
+		feed.Update(func(s *dashboard.State) {
+			s.Done, s.Phase = err == nil, "finished"
+			if err != nil {
+				s.Phase = "stopped"
+			}
+		})
+	}
 	if err != nil {
 		return err
 	}
@@ -461,7 +494,28 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		}
 		s.Delivered = d
 	}
-	return printSummary(stdout, f, s)
+	if err := printSummary(stdout, f, s); err != nil {
+		return err
+	}
+	if feed != nil && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "fedzip simulate: training done; the dashboard stays up until interrupted (Ctrl-C)")
+		<-ctx.Done()
+	}
+	return nil
+}
+
+// feedRound adds a simulated round to the dashboard.
+func feedRound(feed *dashboard.Feed, m sim.Metrics, params, total int) {
+	r := dashboard.Round{Round: m.Round, UploadBytes: m.UploadBytes, DownloadBytes: m.DownloadBytes, Selected: m.Clients, Reported: m.Clients,
+		Seconds: m.Seconds, TrainLoss: dashboard.Float(m.TrainLoss)}
+	if m.UploadBytes > 0 {
+		r.Ratio = float64(m.Clients) * 4 * float64(params) / float64(m.UploadBytes)
+	}
+	if m.Evaluated {
+		r.TestAccuracy, r.TestLoss = dashboard.Float(m.TestAccuracy), dashboard.Float(m.TestLoss)
+	}
+	feed.AddRound(r)
+	feed.Update(func(s *dashboard.State) { s.Round = min(m.Round+1, total) })
 }
 
 func partitionLabel(f simulateFlags) string {

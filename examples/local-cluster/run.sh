@@ -31,7 +31,7 @@ for i in $(seq 1 "$NODES"); do
 done
 for i in $(seq 1 "$NODES"); do
   args=(coordinator --id "n$i" --listen "${grpc[$((i-1))]}" --raft-addr "127.0.0.1:$((17100 + i))"
-        --gossip-addr "${gossip[$((i-1))]}" --data-dir "node$i" --save-model "model-n$i.fzmodel" "${TLS[@]}" "${COMMON[@]}")
+        --gossip-addr "${gossip[$((i-1))]}" --state-dir "node$i" --save-model "model-n$i.fzmodel" "${TLS[@]}" "${COMMON[@]}")
   if [ "$i" -gt 1 ]; then args+=(--join "${grpc[0]}" --gossip-join "${gossip[0]}"); fi
   "$B" "${args[@]}" > "node$i.log" 2>&1 &
   pids+=($!)

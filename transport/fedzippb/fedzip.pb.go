@@ -719,9 +719,20 @@ type UpdateHeader struct {
 	// crc32c is the CRC-32C (Castagnoli) of the whole payload.
 	Crc32C uint32 `protobuf:"varint,6,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
 	// train_loss is the client's mean training loss, for metrics.
-	TrainLoss     float64 `protobuf:"fixed64,7,opt,name=train_loss,json=trainLoss,proto3" json:"train_loss,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TrainLoss float64 `protobuf:"fixed64,7,opt,name=train_loss,json=trainLoss,proto3" json:"train_loss,omitempty"`
+	// Client-side timings in seconds, for the coordinator's metrics only
+	// (optional: 0 means not measured; the server ignores values that are
+	// negative, not finite or above a day). download_seconds, train_seconds
+	// and encode_seconds are this update's: downloading the model, local
+	// training, compressing the update. The current upload is still running
+	// when the header is sent, so upload_seconds is the client's previous
+	// upload, from its first chunk to the acknowledgment.
+	DownloadSeconds float64 `protobuf:"fixed64,8,opt,name=download_seconds,json=downloadSeconds,proto3" json:"download_seconds,omitempty"`
+	TrainSeconds    float64 `protobuf:"fixed64,9,opt,name=train_seconds,json=trainSeconds,proto3" json:"train_seconds,omitempty"`
+	EncodeSeconds   float64 `protobuf:"fixed64,10,opt,name=encode_seconds,json=encodeSeconds,proto3" json:"encode_seconds,omitempty"`
+	UploadSeconds   float64 `protobuf:"fixed64,11,opt,name=upload_seconds,json=uploadSeconds,proto3" json:"upload_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
@@ -799,6 +810,34 @@ func (x *UpdateHeader) GetCrc32C() uint32 {
 func (x *UpdateHeader) GetTrainLoss() float64 {
 	if x != nil {
 		return x.TrainLoss
+	}
+	return 0
+}
+
+func (x *UpdateHeader) GetDownloadSeconds() float64 {
+	if x != nil {
+		return x.DownloadSeconds
+	}
+	return 0
+}
+
+func (x *UpdateHeader) GetTrainSeconds() float64 {
+	if x != nil {
+		return x.TrainSeconds
+	}
+	return 0
+}
+
+func (x *UpdateHeader) GetEncodeSeconds() float64 {
+	if x != nil {
+		return x.EncodeSeconds
+	}
+	return 0
+}
+
+func (x *UpdateHeader) GetUploadSeconds() float64 {
+	if x != nil {
+		return x.UploadSeconds
 	}
 	return 0
 }
@@ -1527,7 +1566,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\n" +
 	"ModelChunk\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.fedzip.v1.ModelHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xda\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xf8\x02\n" +
 	"\fUpdateHeader\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1537,7 +1576,12 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"totalBytes\x12\x16\n" +
 	"\x06crc32c\x18\x06 \x01(\rR\x06crc32c\x12\x1d\n" +
 	"\n" +
-	"train_loss\x18\a \x01(\x01R\ttrainLoss\"R\n" +
+	"train_loss\x18\a \x01(\x01R\ttrainLoss\x12)\n" +
+	"\x10download_seconds\x18\b \x01(\x01R\x0fdownloadSeconds\x12#\n" +
+	"\rtrain_seconds\x18\t \x01(\x01R\ftrainSeconds\x12%\n" +
+	"\x0eencode_seconds\x18\n" +
+	" \x01(\x01R\rencodeSeconds\x12%\n" +
+	"\x0eupload_seconds\x18\v \x01(\x01R\ruploadSeconds\"R\n" +
 	"\vUpdateChunk\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.fedzip.v1.UpdateHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x98\x01\n" +

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, name, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+type testFlags struct {
+	rounds           int
+	codec, join, dir string
+	insecure         bool
+	deadline         time.Duration
+	lr               float64
+}
+
+func testFlagSet(f *testFlags) *flag.FlagSet {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.IntVar(&f.rounds, "rounds", 100, "")
+	fs.StringVar(&f.codec, "upload-codec", "none", "")
+	fs.StringVar(&f.join, "join", "", "")
+	fs.StringVar(&f.dir, "data-dir", "d", "")
+	fs.BoolVar(&f.insecure, "insecure", false, "")
+	fs.DurationVar(&f.deadline, "deadline", time.Minute, "")
+	fs.Float64Var(&f.lr, "lr", 0.1, "")
+	addConfigFlag(fs)
+	return fs
+}
+
+// TestConfigPrecedence checks default < file < flag < environment, flag by
+// flag, and the source each one reports.
+func TestConfigPrecedence(t *testing.T) {
+	file := writeFile(t, "c.yaml", "rounds: 20\nupload-codec: stcm\njoin: [a:1, b:2]\ninsecure: true\ndeadline: 30s\n")
+	env := map[string]string{"FEDZIP_UPLOAD_CODEC": "topk1", "FEDZIP_LR": "0.5", "FEDZIP_DATA_DIR": ""}
+	var f testFlags
+	fs := testFlagSet(&f)
+	if err := fs.Parse([]string{"--config", file, "--rounds", "7", "--upload-codec", "qsgd8", "--lr", "0.2"}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := applySources(fs, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := testFlags{rounds: 7, codec: "topk1", join: "a:1,b:2", dir: "d", insecure: true, deadline: 30 * time.Second, lr: 0.5}
+	if f != want {
+		t.Fatalf("flags %+v, want %+v", f, want)
+	}
+	for name, s := range map[string]string{
+		"rounds":       "flag",                    // the flag beats the file
+		"upload-codec": "env FEDZIP_UPLOAD_CODEC", // the environment beats the flag and the file
+		"lr":           "env FEDZIP_LR",           // the environment beats the flag
+		"join":         "file " + file + ":3",     // a list, joined
+		"insecure":     "file " + file + ":4",     // only in the file
+		"data-dir":     "",                        // an empty variable is unset
+		"deadline":     "file " + file + ":5",     // durations as written
+	} {
+		if src[name] != s {
+			t.Errorf("source of %s: %q, want %q", name, src[name], s)
+		}
+	}
+}
+
+// TestConfigBadFile: every mistake in a file is refused with the file,
+// the line and the key.
+func TestConfigBadFile(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"unknown key", "rounds: 3\nupload_codec: stcm\n", []string{":2:", `unknown key "upload_codec"`, `did you mean "upload-codec"`}},
+		{"far unknown key", "rounds: 3\n\nfrobnicate: 1\n", []string{":3:", `unknown key "frobnicate"`, "fedzip demo -h"}},
+		{"bad int", "rounds: many\n", []string{":1:", `key "rounds"`, `"many"`}},
+		{"bad bool", "lr: 0.1\ninsecure: yes please\n", []string{":2:", `key "insecure"`}},
+		{"bad duration", "deadline: 5 minutes\n", []string{":1:", `key "deadline"`}},
+		{"repeated key", "rounds: 1\nlr: 0.1\nrounds: 2\n", []string{":3:", `key "rounds" repeats the one on line 1`}},
+		{"mapping value", "join:\n  a: 1\n", []string{":1:", `key "join"`, "not a mapping"}},
+		{"not a mapping", "- rounds\n- 3\n", []string{":1:", "want a mapping"}},
+		{"syntax", "rounds: 3\nlr: [0.1\n", []string{"c.yaml", "line"}},
+		{"config inside config", "config: other.yaml\n", []string{":1:", `unknown key "config"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := writeFile(t, "c.yaml", tc.body)
+			var f testFlags
+			fs := testFlagSet(&f)
+			fs.Parse([]string{"--config", file})
+			_, err := applySources(fs, func(string) (string, bool) { return "", false })
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	var f testFlags
+	fs := testFlagSet(&f)
+	fs.Parse(nil)
+	_, err := applySources(fs, func(k string) (string, bool) { return "lots", k == "FEDZIP_ROUNDS" })
+	if err == nil || !strings.Contains(err.Error(), "$FEDZIP_ROUNDS") || !strings.Contains(err.Error(), "--rounds") {
+		t.Fatalf("bad environment value: %v", err)
+	}
+	fs = testFlagSet(&f)
+	fs.Parse([]string{"--config", filepath.Join(t.TempDir(), "missing.yaml")})
+	if _, err := applySources(fs, func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), "missing.yaml") {
+		t.Fatalf("missing file: %v", err)
+	}
+	empty := writeFile(t, "empty.yaml", "# nothing set\n")
+	fs = testFlagSet(&f)
+	fs.Parse([]string{"--config", empty})
+	if _, err := applySources(fs, func(string) (string, bool) { return "", false }); err != nil || f.rounds != 100 {
+		t.Fatalf("empty file: %v, rounds %d", err, f.rounds)
+	}
+}
+
+// TestEveryCommandTakesConfig runs 'config print' for every command with
+// flags: each must reach configure, so each reads --config and $FEDZIP_*.
+func TestEveryCommandTakesConfig(t *testing.T) {
+	for _, c := range configurable() {
+		code, stdout, stderr := runCmd("config", "print", c.name)
+		if code != exitOK || !strings.HasPrefix(stdout, "# fedzip "+c.name+": effective configuration") {
+			t.Errorf("config print %s: exit %d, stdout %q, stderr %q", c.name, code, stdout, stderr)
+		}
+	}
+	code, stdout, _ := runCmd("config", "print")
+	if code != exitOK || strings.Count(stdout, ": effective configuration") != len(configurable()) {
+		t.Errorf("config print: exit %d, %d commands", code, strings.Count(stdout, ": effective configuration"))
+	}
+}
+
+// TestConfigPrintCoordinator is the documented example: file, flag and
+// environment together, secrets hidden, and the YAML it prints is a
+// config file that gives the same configuration.
+func TestConfigPrintCoordinator(t *testing.T) {
+	file := writeFile(t, "coord.yaml", "rounds: 20\nupload-codec: stcm\njoin-secret: hunter2\nlog-format: json\n")
+	t.Setenv("FEDZIP_ROUNDS", "30")
+	code, stdout, stderr := runCmd("config", "print", "coordinator", "--config", file, "--insecure", "--upload-codec", "topk1")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"rounds: 30", "# env FEDZIP_ROUNDS", "upload-codec: topk1", "insecure: true", "log-format: json",
+		"# file " + file + ":4", "# join-secret: (set; not shown)", "deadline: 2m0s", "id: node1"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if strings.Contains(stdout, "hunter2") {
+		t.Fatal("config print shows a secret")
+	}
+	// The printed YAML, as a file, gives the same configuration (but the
+	// secret it does not show).
+	again := writeFile(t, "again.yaml", stdout)
+	t.Setenv("FEDZIP_ROUNDS", "")
+	code, stdout2, stderr := runCmd("config", "print", "coordinator", "--config", again)
+	if code != exitOK {
+		t.Fatalf("printed YAML does not load: %s", stderr)
+	}
+	strip := func(s string) string {
+		var out []string
+		for _, l := range strings.Split(s, "\n") {
+			if i := strings.Index(l, "  #"); i >= 0 {
+				l = strings.TrimSpace(l[:i])
+			}
+			if !strings.HasPrefix(l, "#") && !strings.HasPrefix(l, "join-secret:") { // hidden, so not carried over
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	if strip(stdout) != strip(stdout2) {
+		t.Errorf("round trip differs:\n%s\n---\n%s", strip(stdout), strip(stdout2))
+	}
+
+	code, stdout, _ = runCmd("config", "print", "-o", "json", "client", "--name", "x")
+	var doc struct {
+		Command string
+		Flags   []configEntry
+	}
+	if code != exitOK || json.Unmarshal([]byte(stdout), &doc) != nil || doc.Command != "client" {
+		t.Fatalf("json: exit %d, %q", code, stdout)
+	}
+	for _, e := range doc.Flags {
+		if e.Name == "name" && (e.Value != "x" || e.Source != "flag" || e.Env != "FEDZIP_NAME") {
+			t.Errorf("json entry %+v", e)
+		}
+	}
+}
+
+// TestCommandsRefuseBadConfig: a real command stops with exit 2 and one
+// line naming the file, line and key; good files reach the command.
+func TestCommandsRefuseBadConfig(t *testing.T) {
+	bad := writeFile(t, "sim.yaml", "rounds: 2\nround: 3\n")
+	code, _, stderr := runCmd("simulate", "--config", bad)
+	if code != exitUsage || !strings.Contains(stderr, "sim.yaml:2") || !strings.Contains(stderr, `"round"`) || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	// A value from the file reaches the command's own validation.
+	zero := writeFile(t, "zero.yaml", "rounds: 0\n")
+	code, _, stderr = runCmd("simulate", "--config", zero)
+	if code != exitUsage || !strings.Contains(stderr, "--rounds 0") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	// ... and the command line overrides it.
+	code, _, stderr = runCmd("simulate", "--config", zero, "--rounds", "1", "--fraction", "7")
+	if code != exitUsage || !strings.Contains(stderr, "--fraction 7") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runCmd("coordinator", "--log-format", "xml")
+	if code != exitUsage || !strings.Contains(stderr, "--log-format") {
+		t.Fatalf("bad log format: exit %d, %q", code, stderr)
+	}
+}

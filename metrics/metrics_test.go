@@ -1,0 +1,92 @@
+package metrics
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+)
+
+func TestCodeReason(t *testing.T) {
+	for c, want := range map[codes.Code]string{codes.ResourceExhausted: "resource_exhausted", codes.DataLoss: "data_loss",
+		codes.InvalidArgument: "invalid_argument", codes.Unavailable: "unavailable", codes.OK: "o_k"} {
+		if got := CodeReason(c); got != want {
+			t.Errorf("CodeReason(%v) = %q, want %q", c, got, want)
+		}
+	}
+}
+
+// TestNilIsOff: a nil *Coordinator or *Client ignores every call, so
+// instrumented code paths need no checks.
+func TestNilIsOff(t *testing.T) {
+	var c *Coordinator
+	c.Accepted("x", 1, 4, false)
+	c.Refused("late", "x", 3)
+	c.Sent("float32", 9)
+	c.ClientTimings(1, 2, 3, 4)
+	c.Evaluated(0.9, 0.1)
+	c.SetState(nil)
+	if c.CompressionRatio() != 0 || c.Totals() != (Totals{}) {
+		t.Fatal("nil coordinator reports values")
+	}
+	var cl *Client
+	cl.Downloaded(1, time.Second)
+	cl.Trained(time.Second, time.Second, 0.5, 40, 4)
+	cl.Uploaded(1, "x", 4, time.Second)
+	cl.Refused("x")
+	cl.Retried()
+}
+
+func TestCoordinatorCounts(t *testing.T) {
+	reg := NewRegistry()
+	m := NewCoordinator(reg, func() CoordinatorState { return CoordinatorState{Round: 4, RaftRole: "follower", Phase: "collecting"} })
+	m.Accepted("topk1", 100, 4000, false)
+	m.Accepted("topk1", 100, 4000, true)
+	m.Refused("late", "topk1", 50)
+	m.Sent("float32", 4000)
+	m.ClientTimings(0.5, math.NaN(), -1, 2*MaxSeconds) // only the download is valid
+	if r := m.CompressionRatio(); r != 40 {
+		t.Fatalf("ratio %v, want 40", r)
+	}
+	if got := (m.Totals()); got != (Totals{Accepted: 2, Refused: 1, BytesIn: 200, DenseIn: 8000, BytesOut: 4000}) {
+		t.Fatalf("totals %+v", got)
+	}
+	if n := testutil.CollectAndCount(m.train); n != 1 {
+		t.Fatalf("%d train histograms", n)
+	}
+	want := `
+# HELP fedzip_round The open round, or the last one when none is open.
+# TYPE fedzip_round gauge
+fedzip_round 4
+# HELP fedzip_updates_refused_total Updates refused, by reason: a sentinel (late, wrong_round, not_selected, bad_update, not_leader, ...) or the gRPC code (resource_exhausted, data_loss, ...).
+# TYPE fedzip_updates_refused_total counter
+fedzip_updates_refused_total{reason="late"} 1
+# HELP fedzip_bytes_total Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32).
+# TYPE fedzip_bytes_total counter
+fedzip_bytes_total{codec="float32",direction="out"} 4000
+fedzip_bytes_total{codec="topk1",direction="in"} 250
+# HELP fedzip_raft_role 1 for this node's current Raft role.
+# TYPE fedzip_raft_role gauge
+fedzip_raft_role{role="candidate"} 0
+fedzip_raft_role{role="follower"} 1
+fedzip_raft_role{role="leader"} 0
+fedzip_raft_role{role="shutdown"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fedzip_round", "fedzip_updates_refused_total", "fedzip_bytes_total", "fedzip_raft_role"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := testutil.GatherAndCount(reg, "fedzip_client_reported_download_seconds", "fedzip_client_reported_train_seconds"); n != 2 {
+		t.Fatalf("%d histograms", n)
+	}
+	if n, _ := testutil.GatherAndCount(reg, "fedzip_test_accuracy"); n != 0 {
+		t.Fatal("test accuracy before any evaluation")
+	}
+	m.Evaluated(0.93, 0.2)
+	m.Evaluated(0.95, 0.1)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader("# HELP fedzip_test_accuracy Test accuracy of the last evaluated global model (--eval).\n# TYPE fedzip_test_accuracy gauge\nfedzip_test_accuracy 0.95\n"), "fedzip_test_accuracy"); err != nil {
+		t.Fatal(err)
+	}
+}
