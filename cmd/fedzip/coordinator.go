@@ -251,6 +251,14 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		defer hs.Close()
 	}
 	err = watchRounds(ctx, node, model, test, f, log, obs)
+	if err == nil && node.IsLeader() {
+		// Followers learn that the last round closed with the leader's next
+		// append; linger so that they apply it before this node goes away.
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
 	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
 		params, version := node.FSM().Model()
 		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
