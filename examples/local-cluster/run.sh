@@ -31,7 +31,7 @@ for i in $(seq 1 "$NODES"); do
 done
 for i in $(seq 1 "$NODES"); do
   args=(coordinator --id "n$i" --listen "${grpc[$((i-1))]}" --raft-addr "127.0.0.1:$((17100 + i))"
-        --gossip-addr "${gossip[$((i-1))]}" --state-dir "node$i" --save-model "model-n$i.fzmodel" "${TLS[@]}" "${COMMON[@]}")
+        --gossip-addr "${gossip[$((i-1))]}" --state-dir "node$i" --save-model "model-n$i.fzmodel" --ui-addr "127.0.0.1:$((17300 + i))" "${TLS[@]}" "${COMMON[@]}")
   if [ "$i" -gt 1 ]; then args+=(--join "${grpc[0]}" --gossip-join "${gossip[0]}"); fi
   "$B" "${args[@]}" > "node$i.log" 2>&1 &
   pids+=($!)
@@ -47,6 +47,7 @@ for i in $(seq 0 $((CLIENTS - 1))); do
 done
 echo "$NODES coordinator(s) and $CLIENTS clients running in $WORK"
 echo "  cluster status: $B cluster status --coordinator $addrs --ca $WORK/certs/ca.pem --cert $WORK/certs/client.pem --key $WORK/certs/client-key.pem"
+echo "  dashboards:     http://127.0.0.1:17301/ (node 1), :17302, :17303"
 echo "  rounds:         grep 'round closed' $WORK/node*.log"
 echo "  kill the leader: pkill -9 -f 'coordinator --id nX' (X from cluster status)"
 wait "${pids[0]}" || true
