@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,15 +23,7 @@ func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster test in -short mode")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedzip")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	certs := filepath.Join(dir, "certs")
-	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
-		t.Fatalf("dev-certs: %v\n%s", err, out)
-	}
+	dir, bin, certs := buildWithCerts(t)
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	tlsArgs := []string{"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"), "--client-ca", filepath.Join(certs, "ca.pem")}
 	type addrs struct{ grpc, raft, gossip string }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -266,13 +265,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		if derr != nil {
 			err = fmt.Errorf("delivering the model: %w", derr)
 		} else {
-			b, rerr := os.ReadFile(out)
-			if rerr != nil {
-				err = rerr
-			} else {
-				ms.set(b, version)
-				log.Info("model delivered", "file", out, "version", version, "bytes", d.Bytes, "ratio", d.Ratio, "test_accuracy", d.Accuracy)
-			}
+			ms.set(d.Signed, version)
+			log.Info("model delivered", "file", out, "version", version, "bytes", d.Bytes, "ratio", d.Ratio, "test_accuracy", d.Accuracy)
 		}
 	}
 	if err == nil && f.httpAddr != "" {

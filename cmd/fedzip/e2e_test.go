@@ -106,6 +106,22 @@ func waitLog(t *testing.T, p *proc, what string, timeout time.Duration, cond fun
 	}
 }
 
+// buildWithCerts builds fedzip and development certificates into a
+// temporary directory for the multi-process tests.
+func buildWithCerts(t *testing.T) (dir, bin, certs string) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "fedzip")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	certs = filepath.Join(dir, "certs")
+	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
+		t.Fatalf("dev-certs: %v\n%s", err, out)
+	}
+	return dir, bin, certs
+}
+
 func freePort(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -126,15 +142,7 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process end-to-end test in -short mode")
 	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "fedzip")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	certs := filepath.Join(dir, "certs")
-	if out, err := exec.Command(bin, "dev-certs", certs).CombinedOutput(); err != nil {
-		t.Fatalf("dev-certs: %v\n%s", err, out)
-	}
+	dir, bin, certs := buildWithCerts(t)
 	key := filepath.Join(dir, "key.pem")
 	if out, err := exec.Command(bin, "compress", "--gen-key", key).CombinedOutput(); err != nil {
 		t.Fatalf("gen-key: %v\n%s", err, out)

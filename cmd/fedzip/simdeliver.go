@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
-	"fmt"
 	"os"
 	"strings"
 
@@ -27,6 +26,8 @@ type delivered struct {
 	Ratio    float64 `json:"ratio"`
 	Accuracy float64 `json:"test_accuracy"`
 	Delta    float64 `json:"delta_points"`
+	// Signed is the file's content.
+	Signed []byte `json:"-"`
 }
 
 // deliverModel compresses the final global model with recipe into a signed
@@ -36,12 +37,9 @@ func deliverModel(ctx context.Context, model *nn.MLP, params []float32, train, t
 	var key ed25519.PrivateKey
 	pubPath := ""
 	if keyPath != "" {
-		b, err := os.ReadFile(keyPath)
-		if err != nil {
+		var err error
+		if key, err = readPrivateKey(keyPath); err != nil {
 			return nil, err
-		}
-		if key, err = deliver.ParsePrivateKeyPEM(b); err != nil {
-			return nil, fmt.Errorf("%s: %w", keyPath, err)
 		}
 	} else {
 		pub, priv, err := deliver.GenerateKey()
@@ -67,5 +65,5 @@ func deliverModel(ctx context.Context, model *nn.MLP, params []float32, train, t
 		return nil, err
 	}
 	last := res.Rows[len(res.Rows)-1]
-	return &delivered{File: out, PubKey: pubPath, Recipe: recipe, Bytes: last.Bytes, Ratio: last.Ratio, Accuracy: last.Accuracy, Delta: last.Delta}, nil
+	return &delivered{File: out, PubKey: pubPath, Recipe: recipe, Bytes: last.Bytes, Ratio: last.Ratio, Accuracy: last.Accuracy, Delta: last.Delta, Signed: res.File}, nil
 }
