@@ -100,8 +100,11 @@ type FSM struct {
 	codec    updateCodec
 	n        int // model parameters
 	sc       scratch
-	clients  map[round.ClientID]*clientRecord
-	nextID   round.ClientID
+	// batch holds ApplyBatch's decode buffers, one per update decoded
+	// ahead; only the Raft goroutine uses them.
+	batch   []scratch
+	clients map[round.ClientID]*clientRecord
+	nextID  round.ClientID
 	// accepted holds the open round's accepted submit commands, in order,
 	// for snapshots: restoring replays them into the aggregate.
 	accepted []command
@@ -133,13 +136,16 @@ func (f *FSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = l.Index
-	res := f.apply(c)
-	close(f.changed)
-	f.changed = make(chan struct{})
+	before := f.roundMark()
+	res := f.apply(c, nil)
+	if f.roundMark() != before {
+		close(f.changed)
+		f.changed = make(chan struct{})
+	}
 	return res
 }
 
-func (f *FSM) apply(c command) any {
+func (f *FSM) apply(c command, pre *decoded) any {
 	now := time.Unix(0, c.Now).UTC()
 	switch c.Type {
 	case cmdNode:
@@ -171,7 +177,7 @@ func (f *FSM) apply(c command) any {
 		f.accepted = f.accepted[:0]
 		return o
 	case cmdSubmit:
-		r, err := f.submit(now, c)
+		r, err := f.submit(now, c, pre)
 		if err != nil {
 			return err
 		}
@@ -232,14 +238,25 @@ func (f *FSM) init(raw []byte) error {
 	return nil
 }
 
-func (f *FSM) submit(now time.Time, c command) (round.Receipt, error) {
+// submit applies a submit entry. pre, if not nil, is its update decoded
+// ahead by ApplyBatch; it is used only if it was decoded for the model
+// size and codec in force now.
+func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, error) {
 	if _, ok := f.clients[c.Client]; !ok {
 		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, c.Client)
 	}
 	if c.Examples == 0 || c.Examples > 1<<40 {
 		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, c.Examples)
 	}
-	u, err := f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
+	var (
+		u   aggregate.Update
+		err error
+	)
+	if pre != nil && pre.n == f.n && pre.codec == f.codec {
+		u, err = pre.u, pre.err
+	} else {
+		u, err = f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
+	}
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
@@ -248,7 +265,9 @@ func (f *FSM) submit(now time.Time, c command) (round.Receipt, error) {
 		return r, err
 	}
 	if !r.Duplicate {
-		c.Payload = slices.Clone(c.Payload)
+		// c.Payload aliases the Raft log entry's data, which neither Raft
+		// nor this package modifies once the entry exists: keep it for
+		// snapshots without a copy.
 		f.accepted = append(f.accepted, c)
 	}
 	return r, nil
@@ -314,7 +333,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 		nf.mach = mach
 		for _, c := range s.Accepted {
-			if _, err := nf.submit(time.Unix(0, c.Now).UTC(), c); err != nil {
+			if _, err := nf.submit(time.Unix(0, c.Now).UTC(), c, nil); err != nil {
 				return fmt.Errorf("coordinator: restore: replaying client %d: %w", c.Client, err)
 			}
 		}
@@ -380,43 +399,91 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 func (s *snapshot) Release() {}
 
 // View is a consistent read of the FSM's state for RPC handlers.
-type View struct {
+type Progress struct {
 	Initialised bool
 	Config      RunConfig
 	Phase       round.Phase
 	Round       int
 	Version     uint64
-	Selected    []round.ClientID
 	Deadline    time.Time
-	// Pending are the selected clients still awaited (not reported, not
-	// dropped); Received counts the accepted updates.
-	Pending    []round.ClientID
-	Received   int
-	Clients    int
-	Applied    uint64
-	LastClosed round.Closed
-	// Changed is closed at the next applied entry: wait on it to learn of
-	// new rounds.
+	// NumSelected counts the clients the open round selected, Received
+	// its accepted updates and NumPending the clients still awaited (not
+	// reported, not dropped); FSM.Awaits tells whether one client is.
+	NumSelected int
+	Received    int
+	NumPending  int
+	Clients     int
+	Applied     uint64
+	LastClosed  round.Closed
+	// Changed is closed when the round state next changes: the run is
+	// initialised, or a round opens, closes, is aborted, or a snapshot is
+	// restored. Submissions, registrations and node records do not close
+	// it, so that long-polling clients wake once per round, not once per
+	// accepted update.
 	Changed <-chan struct{}
 }
 
-// View returns the current state (slices are copies).
-func (f *FSM) View() View {
+// View is Progress with copies of the open round's client lists.
+type View struct {
+	Progress
+	// Selected are the clients the open round selected; Pending those
+	// still awaited.
+	Selected []round.ClientID
+	Pending  []round.ClientID
+}
+
+// Progress returns the current state without any per-client list. It is
+// O(1), so that every submission and poll may call it.
+func (f *FSM) Progress() Progress {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	v := View{Clients: len(f.clients), Applied: f.applied, LastClosed: f.lastClosed, Changed: f.changed}
+	return f.progress()
+}
+
+func (f *FSM) progress() Progress {
+	v := Progress{Clients: len(f.clients), Applied: f.applied, LastClosed: f.lastClosed, Changed: f.changed}
 	if f.mach == nil {
 		return v
 	}
-	st := f.mach.State()
 	v.Initialised, v.Config = true, *f.cfg
-	v.Phase, v.Round, v.Version, v.Deadline = st.Phase, st.Round, st.Version, st.Deadline
-	v.Selected = slices.Clone(st.Selected)
-	if st.Phase == round.Collecting {
-		v.Pending = f.mach.Pending()
-		v.Received = len(st.Selected) - len(f.mach.Missing())
+	v.Phase, v.Round, v.Version = f.mach.Phase(), f.mach.Round(), f.mach.Version()
+	if v.Phase == round.Collecting {
+		v.Deadline = f.mach.Deadline()
+		var dropped int
+		v.NumSelected, v.Received, dropped = f.mach.Progress()
+		v.NumPending = v.NumSelected - v.Received - dropped
 	}
 	return v
+}
+
+// View returns the current state with copies of the open round's client
+// lists: O(selected clients). Prefer Progress and Awaits on hot paths.
+func (f *FSM) View() View {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	v := View{Progress: f.progress()}
+	if v.Phase == round.Collecting {
+		v.Selected = slices.Clone(f.mach.State().Selected)
+		v.Pending = f.mach.Pending()
+	}
+	return v
+}
+
+// roundMark identifies the round state that View.Changed announces
+// changes of. The caller holds f.mu.
+func (f *FSM) roundMark() [4]uint64 {
+	if f.mach == nil {
+		return [4]uint64{}
+	}
+	return [4]uint64{1, uint64(f.mach.Phase()), uint64(f.mach.Round()), f.mach.Version()}
+}
+
+// Awaits reports whether the open round still waits for the client's
+// update: selected, not reported, not dropped. O(1).
+func (f *FSM) Awaits(id round.ClientID) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mach != nil && f.mach.Awaits(id)
 }
 
 // Model returns a copy of the global model and its version, or nil before

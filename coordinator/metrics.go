@@ -93,7 +93,7 @@ func (s *Service) RoundTraffic(r int) RoundTraffic {
 // bytes received, the receipt, the node's error before it became a status
 // (cause) and the status returned (err). Only updates for the view's round
 // count in the per-round traffic, so that a client cannot make up rounds.
-func (s *Service) observeSubmit(v *View, h *fedzippb.UpdateHeader, payload int, rc round.Receipt, cause, err error) {
+func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload int, rc round.Receipt, cause, err error) {
 	t := &s.traffic
 	t.mu.Lock()
 	if cfg := &v.Config; t.codec == "" && v.Initialised {
@@ -183,14 +183,14 @@ func refusalReason(cause, err error) string {
 // clients from the FSM, liveness from membership or polls, and Raft's
 // role and indices.
 func (n *Node) MetricsState() metrics.CoordinatorState {
-	v := n.fsm.View()
+	v := n.fsm.Progress()
 	st := metrics.CoordinatorState{Round: v.Round, ModelVersion: v.Version, ClientsRegistered: v.Clients,
 		ClientsLate: len(v.LastClosed.Missing), RaftRole: roleName(n.raft.State())}
 	if v.Initialised {
 		st.Phase = v.Phase.String()
 	}
 	if v.Phase == round.Collecting {
-		st.ClientsSelected, st.ClientsReporting = len(v.Selected), v.Received
+		st.ClientsSelected, st.ClientsReporting = v.NumSelected, v.Received
 	}
 	st.ClientsAlive = len(n.aliveClients(n.cfg.Now()))
 	stats := n.raft.Stats()

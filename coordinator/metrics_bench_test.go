@@ -59,7 +59,7 @@ func scrapeWhileBenchmarking(b *testing.B, svc *Service) (stop func()) {
 func BenchmarkObserveSubmit(b *testing.B) {
 	svc := &Service{}
 	svc.metrics = metrics.NewCoordinator(metrics.NewRegistry(), nil)
-	v := &View{Initialised: true, Round: 3, Config: *testRun(1)}
+	v := &Progress{Initialised: true, Round: 3, Config: *testRun(1)}
 	h := &fedzippb.UpdateHeader{ClientId: 1, Round: 3, Examples: 600, TrainLoss: 0.5,
 		DownloadSeconds: 0.2, TrainSeconds: 1.5, EncodeSeconds: 0.05, UploadSeconds: 0.1}
 	for b.Loop() {

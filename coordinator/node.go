@@ -332,23 +332,30 @@ type Task struct {
 func (n *Node) WaitTask(ctx context.Context, id round.ClientID) (Task, error) {
 	for {
 		n.touch(id)
-		v := n.fsm.View()
+		v := n.fsm.Progress()
 		if v.Initialised {
 			if v.Phase == round.Finished {
 				return Task{Done: true, Round: v.Round, ModelVersion: v.Version, Config: v.Config}, nil
 			}
-			if v.Phase == round.Collecting && slices.Contains(v.Pending, id) {
+			if v.Phase == round.Collecting && n.fsm.Awaits(id) {
 				return Task{Round: v.Round, ModelVersion: v.Version, Deadline: v.Deadline,
 					Seed: round.TaskSeed(v.Config.TaskSeed, v.Round, id), Config: v.Config}, nil
 			}
 		}
+		// A waiting client is alive: wake at least twice per AliveWindow
+		// to record it, since Changed fires only when the round changes.
+		refresh := time.NewTimer(n.cfg.AliveWindow / 2)
 		select {
 		case <-v.Changed:
+		case <-refresh.C:
 		case <-ctx.Done():
+			refresh.Stop()
 			return Task{}, ErrNoTask
 		case <-n.stop:
+			refresh.Stop()
 			return Task{}, ErrNoTask
 		}
+		refresh.Stop()
 	}
 }
 
@@ -391,7 +398,7 @@ func (n *Node) step() error {
 			return err
 		}
 	}
-	v := n.fsm.View()
+	v := n.fsm.Progress()
 	if !v.Initialised {
 		if n.cfg.Run == nil {
 			return nil
@@ -514,8 +521,8 @@ func (n *Node) LeaderGRPC() string {
 // dead, so that the round closes without it (leader only; a no-op when
 // the client is not awaited).
 func (n *Node) DropClient(id round.ClientID) error {
-	v := n.fsm.View()
-	if v.Phase != round.Collecting || !slices.Contains(v.Pending, id) {
+	v := n.fsm.Progress()
+	if v.Phase != round.Collecting || !n.fsm.Awaits(id) {
 		return nil
 	}
 	_, err := n.apply(command{Type: cmdDrop, Now: n.cfg.Now().UnixNano(), Round: int64(v.Round), Client: id})

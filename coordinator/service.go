@@ -118,7 +118,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: version}
 	err := transport.SendModel(stream.Send, h, payload, s.ChunkSize)
 	if err == nil && s.metrics != nil {
-		s.observeDownload(s.node.FSM().View().Round, len(payload))
+		s.observeDownload(s.node.FSM().Progress().Round, len(payload))
 	}
 	return err
 }
@@ -131,7 +131,7 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 		payload []byte
 		r       round.Receipt
 		cause   error // the node's error, before it became a status
-		v       View
+		v       Progress
 	)
 	if s.metrics != nil {
 		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
@@ -145,7 +145,7 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 	if h.GetRound() > math.MaxInt32 {
 		return status.Errorf(codes.InvalidArgument, "round %d out of range", h.GetRound())
 	}
-	v = s.node.FSM().View()
+	v = s.node.FSM().Progress()
 	if v.Phase == round.Collecting && int(h.GetRound()) == v.Round && h.GetModelVersion() != v.Version {
 		return status.Errorf(codes.FailedPrecondition, "update trained from model version %d; round %d trains version %d", h.GetModelVersion(), v.Round, v.Version)
 	}
@@ -177,7 +177,7 @@ func (s *Service) ClusterStatus(ctx context.Context, _ *fedzippb.ClusterStatusRe
 
 // Status returns this node's own state.
 func (n *Node) Status() *fedzippb.NodeStatus {
-	v := n.FSM().View()
+	v := n.FSM().Progress()
 	hash := n.FSM().ModelHash()
 	stats := n.raft.Stats()
 	var term, commit uint64

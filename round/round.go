@@ -143,6 +143,15 @@ func (m *Machine) Round() int { return m.round }
 // Phase returns the current phase.
 func (m *Machine) Phase() Phase { return m.phase }
 
+// Deadline returns the open round's deadline (zero when none is set or no
+// round is open).
+func (m *Machine) Deadline() time.Time {
+	if m.phase != Collecting {
+		return time.Time{}
+	}
+	return m.deadline
+}
+
 // Selected returns the clients of the open round in selection order, the
 // order in which a driver that wants reproducible sums submits them. The
 // caller must not modify it.
@@ -254,6 +263,23 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	m.received[i] = true
 	m.nrecv++
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
+}
+
+// Progress returns the open round's counts without copying any list: the
+// clients selected, the updates received and the clients dropped. It is
+// O(1), for callers that poll (status, metrics, every submission).
+func (m *Machine) Progress() (selected, received, dropped int) {
+	return len(m.selected), m.nrecv, m.ndrop
+}
+
+// Awaits reports whether the open round still waits for id: it is
+// selected and has neither reported nor been dropped. O(1).
+func (m *Machine) Awaits(id ClientID) bool {
+	if m.phase != Collecting {
+		return false
+	}
+	i, ok := m.isSel[id]
+	return ok && !m.received[i] && !m.dropped[i]
 }
 
 // Missing returns the selected clients that have not reported yet,

@@ -269,3 +269,35 @@ func TestDropClosesWithoutWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestProgressAndAwaitsMatchTheLists checks the O(1) accessors against
+// Pending and Missing through submissions, a drop and the close.
+func TestProgressAndAwaitsMatchTheLists(t *testing.T) {
+	m := newMachine(t, Config{PerRound: 4, MinClients: 2, Deadline: time.Hour})
+	all := ids(8)
+	o, _ := m.Open(t0, all)
+	check := func(stage string) {
+		t.Helper()
+		sel, recv, drop := m.Progress()
+		if m.Phase() == Collecting && (sel != len(o.Selected) || recv != len(o.Selected)-len(m.Missing()) || sel-recv-drop != len(m.Pending())) {
+			t.Fatalf("%s: progress %d/%d/%d, missing %v, pending %v", stage, sel, recv, drop, m.Missing(), m.Pending())
+		}
+		for _, id := range all {
+			if got, want := m.Awaits(id), m.Phase() == Collecting && slices.Contains(m.Pending(), id); got != want {
+				t.Fatalf("%s: Awaits(%d) = %v, want %v", stage, id, got, want)
+			}
+		}
+	}
+	check("opened")
+	m.Submit(t0, Submission{Round: 1, Client: o.Selected[0], Update: upd(1)})
+	check("one submitted")
+	m.Submit(t0, Submission{Round: 1, Client: o.Selected[1], Update: upd(1)})
+	m.Drop(o.Selected[2])
+	check("dropped")
+	m.Submit(t0, Submission{Round: 1, Client: o.Selected[3], Update: upd(1)})
+	check("all in")
+	if _, err := m.Close(t0); err != nil {
+		t.Fatal(err)
+	}
+	check("closed")
+}

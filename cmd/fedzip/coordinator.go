@@ -289,7 +289,7 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 	}
 	var seen uint64
 	for {
-		v := node.FSM().View()
+		v := node.FSM().Progress()
 		if v.Initialised && v.Version > seen {
 			seen = v.Version
 			params, version := node.FSM().Model()

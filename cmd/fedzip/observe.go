@@ -117,7 +117,7 @@ func feedCoordinator(ctx context.Context, node *coordinator.Node, feed *dashboar
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for {
-		v := node.FSM().View()
+		v := node.FSM().Progress()
 		st := node.MetricsState()
 		var nodes []dashboard.Node
 		for _, m := range node.Members() {
@@ -135,7 +135,7 @@ func feedCoordinator(ctx context.Context, node *coordinator.Node, feed *dashboar
 			s.Model, s.Strategy, s.UploadCodec, s.TotalRounds = c.Model, c.Strategy, c.UploadCodec, c.Round.Rounds
 			s.Phase, s.Done = v.Phase.String(), v.Phase == round.Finished
 			if v.Phase == round.Collecting {
-				s.Selected, s.Received = len(v.Selected), v.Received
+				s.Selected, s.Received = v.NumSelected, v.Received
 				if !v.Deadline.IsZero() {
 					d := v.Deadline
 					s.Deadline = &d

@@ -1,0 +1,117 @@
+package coordinator
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"reflect"
+	"testing"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+	"github.com/hashicorp/raft"
+)
+
+// TestApplyBatchEqualsApply feeds one log to an FSM entry by entry and to
+// another in batches of every size: results and models must be identical,
+// through refused, duplicate and unknown-client updates, an init in the
+// same batch as the first submissions, and several rounds.
+func TestApplyBatchEqualsApply(t *testing.T) {
+	for _, strategy := range []string{"fedavg", "median"} {
+		logs := batchTestLog(t, strategy)
+		want := NewFSM()
+		var wantRes []any
+		for _, l := range logs {
+			wantRes = append(wantRes, want.Apply(l))
+		}
+		closed := 0
+		for _, r := range wantRes {
+			if c, ok := r.(round.Closed); ok {
+				if c.Reported != 4 {
+					t.Fatalf("round %d closed with %d updates, want 4", c.Round, c.Reported)
+				}
+				closed++
+			}
+		}
+		if closed != 3 {
+			t.Fatalf("%d rounds closed, want 3", closed)
+		}
+		for _, size := range []int{1, 2, 3, 7, len(logs)} {
+			t.Run(fmt.Sprintf("%s/batch=%d", strategy, size), func(t *testing.T) {
+				got := NewFSM()
+				var gotRes []any
+				for i := 0; i < len(logs); i += size {
+					gotRes = append(gotRes, got.ApplyBatch(logs[i:min(i+size, len(logs))])...)
+				}
+				if len(gotRes) != len(wantRes) {
+					t.Fatalf("%d results, want %d", len(gotRes), len(wantRes))
+				}
+				for i := range wantRes {
+					if fmt.Sprint(gotRes[i]) != fmt.Sprint(wantRes[i]) {
+						t.Fatalf("entry %d: %v, want %v", i+1, gotRes[i], wantRes[i])
+					}
+				}
+				if got.ModelHash() != want.ModelHash() || !reflect.DeepEqual(got.View().LastClosed, want.View().LastClosed) {
+					t.Fatal("models differ")
+				}
+			})
+		}
+	}
+}
+
+// batchTestLog is a run of three rounds of compressed updates with bad
+// ones mixed in.
+func batchTestLog(t *testing.T, strategy string) []*raft.Log {
+	var logs []*raft.Log
+	add := func(c command) {
+		logs = append(logs, &raft.Log{Index: uint64(len(logs) + 1), Type: raft.LogCommand, Data: c.encode()})
+	}
+	raw := []byte(fmt.Sprintf(`{"model":"mlp:8","input_dim":20,"classes":3,"init_seed":1,"strategy":%q,"round":{"PerRound":4,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"topk1"}`, strategy))
+	probe := NewFSM()
+	if err := probe.init(raw); err != nil {
+		t.Fatal(err)
+	}
+	n := probe.n
+	spec, _ := gradient.ParseSpec("topk=0.2,bits=8")
+	enc, _ := gradient.NewEncoder(spec, n)
+	rng := rand.New(rand.NewPCG(3, 4))
+	update := func(rnd int) []byte {
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = float32(rng.NormFloat64())
+		}
+		p, _, err := enc.Encode(nil, d, rnd, rng.Uint64())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// A submission before init, then init and registrations.
+	add(command{Type: cmdSubmit, Round: 1, Client: 1, Examples: 3, Payload: update(1)})
+	add(command{Type: cmdInit, Config: raw})
+	for range 5 {
+		add(command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}})
+	}
+	// Four of the five are selected each round: the fifth is refused.
+	cands := []round.ClientID{1, 2, 3, 4, 5}
+	for r := 1; r <= 3; r++ {
+		add(command{Type: cmdOpen, Candidates: cands})
+		for i, id := range cands {
+			p := update(r)
+			switch i {
+			case 0:
+				bad := append([]byte(nil), p...)
+				bad[len(bad)-1] ^= 1 // CRC mismatch: refused
+				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: 3, Payload: bad})
+			case 1:
+				add(command{Type: cmdSubmit, Round: int64(r), Client: 99, Examples: 3, Payload: p}) // unknown client
+			}
+			add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p})
+			if i == 2 {
+				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p}) // duplicate
+			}
+		}
+		add(command{Type: cmdClose})
+	}
+	return logs
+}
+
