@@ -329,7 +329,8 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	}
 	local := make([]float32, len(global))
 	ct := Task{Round: int(task.GetRound()), Seed: task.GetTaskSeed(), Epochs: int(task.GetEpochs()), BatchSize: int(task.GetBatchSize()),
-		Optimizer: nn.SGD{LR: float32(task.GetLr()), Momentum: float32(task.GetMomentum()), WeightDecay: float32(task.GetWeightDecay())}}
+		Optimizer: nn.SGD{LR: float32(task.GetLr()), Momentum: float32(task.GetMomentum()), WeightDecay: float32(task.GetWeightDecay())},
+		ProxMu:    float32(task.GetProxMu())}
 	if err := ct.Validate(); err != nil {
 		return false, &fatalError{fmt.Errorf("client: task from the coordinator: %w", err)}
 	}

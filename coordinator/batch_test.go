@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -115,3 +116,18 @@ func batchTestLog(t *testing.T, strategy string) []*raft.Log {
 	return logs
 }
 
+
+func TestRunConfigRefusesProxMu(t *testing.T) {
+	for _, mu := range []float64{-0.1, math.NaN(), math.Inf(1), 2e4} {
+		run := testRun(1)
+		run.ProxMu = mu
+		if err := run.Validate(); err == nil {
+			t.Errorf("prox mu %v accepted", mu)
+		}
+	}
+	run := testRun(1)
+	run.ProxMu = 0.1
+	if err := run.Validate(); err != nil {
+		t.Errorf("prox mu 0.1 refused: %v", err)
+	}
+}

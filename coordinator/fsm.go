@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/fedzip/fedzip/client"
 	"io"
 	"math"
 	"slices"
@@ -43,6 +44,9 @@ type RunConfig struct {
 	LR          float64 `json:"lr"`
 	Momentum    float64 `json:"momentum"`
 	WeightDecay float64 `json:"weight_decay"`
+	// ProxMu is FedProx's proximal coefficient in the clients' local
+	// objective (client.Task.ProxMu); 0 is plain FedAvg training.
+	ProxMu float64 `json:"prox_mu,omitempty"`
 	// UploadCodec is the spec of the update codec clients use.
 	UploadCodec string `json:"upload_codec"`
 }
@@ -63,6 +67,9 @@ func (c RunConfig) Validate() error {
 	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
+	}
+	if !(c.ProxMu >= 0 && c.ProxMu <= client.MaxProxMu) {
+		return fmt.Errorf("coordinator: prox mu %v outside [0, %v]", c.ProxMu, client.MaxProxMu)
 	}
 	if _, err := newUpdateCodec(c.UploadCodec); err != nil {
 		return err
@@ -484,6 +491,13 @@ func (f *FSM) Awaits(id round.ClientID) bool {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.mach != nil && f.mach.Awaits(id)
+}
+
+// Params returns the number of model parameters, 0 before init.
+func (f *FSM) Params() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.n
 }
 
 // Model returns a copy of the global model and its version, or nil before

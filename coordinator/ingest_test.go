@@ -1,11 +1,20 @@
 package coordinator
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +31,12 @@ import (
 // node on its bolt log and Raft over TCP. An update counts when its
 // acknowledgment (after the Raft commit) arrives.
 //
+// The clients run in a separate process (this test binary, re-executed as
+// TestIngestLoadGen), so that the coordinator's own CPU time per update
+// (cpu-µs/update, from getrusage; every node of the cluster is in this
+// process) is measured apart from theirs. Both processes share the
+// machine's cores, as they would on one host.
+//
 //	go test -run x -bench Ingest -benchtime 1x ./coordinator/
 func BenchmarkIngest(b *testing.B) {
 	for _, nodes := range []int{1, 3} {
@@ -31,16 +46,37 @@ func BenchmarkIngest(b *testing.B) {
 	}
 }
 
+// ingestModel is BenchmarkIngest's model and the update its clients send.
+const ingestModel, ingestCodec = "mlp:1200", "topk1"
+
+// ingestPayload is the update every load-generating client uploads: the
+// same bytes in both processes.
+func ingestPayload(tb testing.TB, n int) []byte {
+	spec, _ := gradient.ParseSpec(ingestCodec)
+	enc, _ := gradient.NewEncoder(spec, n)
+	rng := rand.New(rand.NewPCG(1, 1))
+	delta := make([]float32, n)
+	for i := range delta {
+		delta[i] = float32(rng.NormFloat64()) * 1e-3
+	}
+	payload, _, err := enc.Encode(nil, delta, 1, 1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return payload
+}
+
 // benchIngest measures ingest; with instrumented, the service counts in
 // Prometheus metrics that a scraper reads every 100 ms.
 func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
-	run := &RunConfig{Model: "mlp:1200", InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
-		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "topk1"}
+	run := &RunConfig{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
+		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}
+	// As `fedzip coordinator` runs (the load generator keeps Go's default).
+	defer debug.SetGCPercent(debug.SetGCPercent(DefaultGCPercent))
 	ds := diskCluster(b, nodes, run, nil)
 	leader := leaderOfDisk(b, ds)
-	waitFor(b, "init", func() bool { return leader.FSM().View().Initialised })
-	model, _ := leader.FSM().Model()
-	n := len(model)
+	waitFor(b, "init", func() bool { return leader.FSM().Progress().Initialised })
+	n := leader.FSM().n
 	svc := NewService(leader, transport.LimitsFor(n, 0))
 	if instrumented {
 		stop := scrapeWhileBenchmarking(b, svc)
@@ -54,79 +90,181 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	}
 	go srv.Serve(lis)
 	defer transport.Shutdown(srv, time.Second)
-	addr := []string{lis.Addr().String()}
-	ctx := context.Background()
-	anon, err := transport.Dial(ctx, addr, transport.ClientConfig{Insecure: true})
+
+	gen := startLoadGen(b, lis.Addr().String(), n, clients)
+	defer gen.stop(b)
+	payloadBytes := len(ingestPayload(b, n))
+	var wall, cpu time.Duration
+	accepted := 0
+	b.ResetTimer()
+	for it := 0; it < b.N; it++ {
+		b.StopTimer()
+		var v Progress
+		waitFor(b, "a round with every client", func() bool {
+			for _, id := range gen.ids {
+				leader.touch(id)
+			}
+			v = leader.FSM().Progress()
+			return v.Phase == round.Collecting && v.Received == 0
+		})
+		b.StartTimer()
+		cpu0, start := processCPU(), time.Now()
+		gen.upload(b, v.Round, v.Version)
+		wall += time.Since(start)
+		cpu += processCPU() - cpu0
+		// The round may already have closed: then its record counts.
+		if nv := leader.FSM().Progress(); nv.Received != clients && !(nv.Version > v.Version && nv.LastClosed.Reported == clients) {
+			b.Fatalf("%d of %d updates accepted", nv.Received, clients)
+		}
+		accepted += clients
+	}
+	b.ReportMetric(float64(accepted)/wall.Seconds(), "updates/s")
+	b.ReportMetric(float64(payloadBytes*accepted)/wall.Seconds()/1e6, "MB/s")
+	b.ReportMetric(float64(payloadBytes), "bytes/update")
+	b.ReportMetric(float64(cpu.Microseconds())/float64(accepted), "cpu-µs/update")
+}
+
+// loadGen is the client process of BenchmarkIngest.
+type loadGen struct {
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	ids  []round.ClientID
+	errs bytes.Buffer
+}
+
+// startLoadGen starts the load generator and waits until its clients are
+// registered and connected.
+func startLoadGen(b *testing.B, addr string, n, clients int) *loadGen {
+	g := &loadGen{cmd: exec.Command(os.Args[0], "-test.run=^TestIngestLoadGen$", "-test.count=1")}
+	g.cmd.Env = append(os.Environ(), fmt.Sprintf("FEDZIP_LOADGEN=%s,%d,%d", addr, n, clients), "GOGC=100")
+	g.cmd.Stderr = &g.errs
+	var err error
+	if g.in, err = g.cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := g.cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
+	}
+	g.out = bufio.NewScanner(stdout)
+	g.out.Buffer(nil, 1<<24)
+	if err := g.cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	line := g.line(b)
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "ready")) {
+		id, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			b.Fatalf("load generator: %q", line)
+		}
+		g.ids = append(g.ids, round.ClientID(id))
+	}
+	if len(g.ids) != clients {
+		b.Fatalf("load generator: %d clients ready, want %d", len(g.ids), clients)
+	}
+	return g
+}
+
+// line reads the generator's next protocol line (test output is skipped).
+func (g *loadGen) line(b *testing.B) string {
+	for g.out.Scan() {
+		if l := g.out.Text(); strings.HasPrefix(l, "ready") || strings.HasPrefix(l, "done") || strings.HasPrefix(l, "error") {
+			if strings.HasPrefix(l, "error") {
+				b.Fatalf("load generator: %s", l)
+			}
+			return l
+		}
+	}
+	b.Fatalf("load generator ended: %v\n%s", g.out.Err(), g.errs.String())
+	return ""
+}
+
+// upload has every client upload once for the round and waits for all
+// acknowledgments.
+func (g *loadGen) upload(b *testing.B, rnd int, version uint64) {
+	fmt.Fprintf(g.in, "%d %d\n", rnd, version)
+	g.line(b)
+}
+
+func (g *loadGen) stop(b *testing.B) {
+	g.in.Close()
+	if err := g.cmd.Wait(); err != nil {
+		b.Errorf("load generator: %v\n%s", err, g.errs.String())
+	}
+}
+
+// TestIngestLoadGen is BenchmarkIngest's client process; it does nothing
+// unless FEDZIP_LOADGEN=addr,params,clients is set. It registers the
+// clients, prints "ready ID...", then for each "ROUND VERSION" line on
+// stdin has all of them upload at once and prints "done" when every
+// update is acknowledged.
+func TestIngestLoadGen(t *testing.T) {
+	env := os.Getenv("FEDZIP_LOADGEN")
+	if env == "" {
+		t.Skip("the client process of BenchmarkIngest")
+	}
+	var addr string
+	var n, clients int
+	parts := strings.Split(env, ",")
+	if len(parts) != 3 {
+		t.Fatalf("FEDZIP_LOADGEN=%q", env)
+	}
+	addr = parts[0]
+	n, _ = strconv.Atoi(parts[1])
+	clients, _ = strconv.Atoi(parts[2])
+	ctx := context.Background()
+	payload := ingestPayload(t, n)
+	anon, err := transport.Dial(ctx, []string{addr}, transport.ClientConfig{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer anon.Close()
-	spec, _ := gradient.ParseSpec("topk1")
-	enc, _ := gradient.NewEncoder(spec, n)
-	rng := rand.New(rand.NewPCG(1, 1))
-	delta := make([]float32, n)
-	for i := range delta {
-		delta[i] = float32(rng.NormFloat64()) * 1e-3
-	}
-	payload, _, err := enc.Encode(nil, delta, 1, 1)
-	if err != nil {
-		b.Fatal(err)
-	}
 	type cl struct {
 		id  uint64
 		api fedzippb.CoordinatorClient
 	}
 	cls := make([]cl, clients)
+	ready := "ready"
 	for i := range cls {
 		res, err := fedzippb.NewCoordinatorClient(anon).Register(ctx, &fedzippb.RegisterRequest{JoinSecret: "s3cret"})
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
-		conn, err := transport.Dial(ctx, addr, transport.ClientConfig{Insecure: true, Credentials: transport.NewTokenCredentials(res.GetClientId(), res.GetToken())})
+		conn, err := transport.Dial(ctx, []string{addr}, transport.ClientConfig{Insecure: true, Credentials: transport.NewTokenCredentials(res.GetClientId(), res.GetToken())})
 		if err != nil {
-			b.Fatal(err)
+			t.Fatal(err)
 		}
 		defer conn.Close()
 		cls[i] = cl{res.GetClientId(), fedzippb.NewCoordinatorClient(conn)}
+		ready += " " + strconv.FormatUint(res.GetClientId(), 10)
 	}
-	var total time.Duration
-	accepted := 0
-	b.ResetTimer()
-	for it := 0; it < b.N; it++ {
-		b.StopTimer()
-		var v View
-		waitFor(b, "a round with every client", func() bool {
-			for _, c := range cls {
-				leader.touch(round.ClientID(c.id))
-			}
-			v = leader.FSM().View()
-			return v.Phase == round.Collecting && v.Received == 0
-		})
-		b.StartTimer()
-		start := time.Now()
+	fmt.Println(ready)
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var rnd, version uint64
+		if _, err := fmt.Sscan(in.Text(), &rnd, &version); err != nil {
+			t.Fatal(err)
+		}
 		var wg sync.WaitGroup
+		var failed atomic.Value
 		for _, c := range cls {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				h := &fedzippb.UpdateHeader{ClientId: c.id, Round: uint64(v.Round), ModelVersion: v.Version, Examples: 600}
+				h := &fedzippb.UpdateHeader{ClientId: c.id, Round: rnd, ModelVersion: version, Examples: 600}
 				if _, err := transport.Upload(ctx, c.api, h, payload, 0); err != nil {
-					b.Error(err)
+					failed.Store(err.Error())
 				}
 			}()
 		}
 		wg.Wait()
-		total += time.Since(start)
-		// The round may already have closed: then its record counts.
-		if nv := leader.FSM().View(); nv.Received != clients && !(nv.Version > v.Version && nv.LastClosed.Reported == clients) {
-			b.Fatalf("%d of %d updates accepted", nv.Received, clients)
+		if e := failed.Load(); e != nil {
+			fmt.Println("error", e)
+			continue
 		}
-		accepted += clients
+		fmt.Println("done")
 	}
-	secs := total.Seconds()
-	b.ReportMetric(float64(accepted)/secs, "updates/s")
-	b.ReportMetric(float64(len(payload)*accepted)/secs/1e6, "MB/s")
-	b.ReportMetric(float64(len(payload)), "bytes/update")
 }
 
 // BenchmarkDecodeAccumulate is the in-process floor for BenchmarkIngest:
@@ -139,14 +277,7 @@ func BenchmarkDecodeAccumulate(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := f.n
-	spec, _ := gradient.ParseSpec("topk1")
-	enc, _ := gradient.NewEncoder(spec, n)
-	rng := rand.New(rand.NewPCG(1, 1))
-	delta := make([]float32, n)
-	for i := range delta {
-		delta[i] = float32(rng.NormFloat64()) * 1e-3
-	}
-	payload, _, _ := enc.Encode(nil, delta, 1, 1)
+	payload := ingestPayload(b, n)
 	acc := f.strategy.Begin(n)
 	b.ResetTimer()
 	for b.Loop() {

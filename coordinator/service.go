@@ -87,14 +87,12 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	}
 	c := t.Config
 	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec,
-		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay,
+		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, ProxMu: c.ProxMu,
 		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes)}
 	if !t.Deadline.IsZero() {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
-	if model, _ := s.node.FSM().Model(); model != nil {
-		out.ModelParams = uint64(len(model))
-	}
+	out.ModelParams = uint64(s.node.FSM().Params())
 	return out, nil
 }
 

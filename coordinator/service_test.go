@@ -24,7 +24,7 @@ import (
 // update accepted before them is still counted after them.
 func TestServiceRefusesBadInput(t *testing.T) {
 	run := testRun(0)
-	run.UploadCodec = "topk1"
+	run.UploadCodec, run.ProxMu = "topk1", 0.01
 	nodes := inmemCluster(t, 1, run)
 	node := leaderOf(t, nodes)
 	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
@@ -75,6 +75,9 @@ func TestServiceRefusesBadInput(t *testing.T) {
 		}
 		return false
 	})
+	if task.GetProxMu() != 0.01 || task.GetLr() != run.LR || task.GetModelParams() != uint64(n) {
+		t.Fatalf("task carries prox mu %v, lr %v, %d params; want %v, %v, %d", task.GetProxMu(), task.GetLr(), task.GetModelParams(), 0.01, run.LR, n)
+	}
 	spec, _ := gradient.ParseSpec("topk1")
 	enc, _ := gradient.NewEncoder(spec, n)
 	delta := make([]float32, n)

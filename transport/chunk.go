@@ -189,7 +189,15 @@ func recvChunks[C any, H chunkHeader](recv func() (C, error), split func(C) (H, 
 		}
 	}
 	n := int(total)
-	buf := make([]byte, 0, min(n, initialAlloc))
+	var buf []byte
+	if len(data) == n && n <= maxChunk {
+		// The whole payload came in the first message, which gRPC decoded
+		// into a fresh buffer: keep it instead of copying. A further
+		// chunk would be more than announced and is refused below.
+		buf, data = data[:n:n], nil
+	} else {
+		buf = make([]byte, 0, min(n, initialAlloc))
+	}
 	for {
 		if len(data) > maxChunk {
 			return none, nil, errorf(codes.ResourceExhausted, ErrChunkTooLarge, "chunk of %d bytes, limit %d", len(data), maxChunk)

@@ -97,6 +97,8 @@ func TestRecvRefusals(t *testing.T) {
 		{"first chunk over limit", []*fedzippb.UpdateChunk{ch(hdr(250, crc), good[:101])}, nil, codes.ResourceExhausted, ErrChunkTooLarge},
 		{"later chunk over limit", []*fedzippb.UpdateChunk{ch(hdr(250, crc), good[:100]), ch(nil, good[100:250])}, nil, codes.ResourceExhausted, ErrChunkTooLarge},
 		{"truncated", []*fedzippb.UpdateChunk{ch(hdr(250, crc), good[:100]), ch(nil, good[100:200])}, nil, codes.DataLoss, ErrTruncated},
+		{"whole payload in one chunk, then more", []*fedzippb.UpdateChunk{ch(hdr(100, Checksum(good[:100])), good[:100]), ch(nil, good[100:101])}, nil, codes.InvalidArgument, ErrMalformedStream},
+		{"whole payload in one chunk, bad crc", []*fedzippb.UpdateChunk{ch(hdr(100, Checksum(good[:100])^1), good[:100])}, nil, codes.DataLoss, ErrChecksum},
 		{"crc mismatch", []*fedzippb.UpdateChunk{ch(hdr(250, crc^1), good[:100]), ch(nil, good[100:200]), ch(nil, good[200:])}, nil, codes.DataLoss, ErrChecksum},
 		{"overrun", []*fedzippb.UpdateChunk{ch(hdr(150, crc), good[:100]), ch(nil, good[100:200])}, nil, codes.InvalidArgument, ErrMalformedStream},
 		{"header repeated", []*fedzippb.UpdateChunk{ch(hdr(250, crc), good[:100]), ch(hdr(250, crc), good[100:200])}, nil, codes.InvalidArgument, ErrMalformedStream},

@@ -223,4 +223,8 @@ func TestCommandsRefuseBadConfig(t *testing.T) {
 	if code != exitUsage || !strings.Contains(stderr, "--log-format") {
 		t.Fatalf("bad log format: exit %d, %q", code, stderr)
 	}
+	code, _, stderr = runCmd("coordinator", "--gc-percent", "-5")
+	if code != exitUsage || !strings.Contains(stderr, "--gc-percent") {
+		t.Fatalf("negative gc percent: exit %d, %q", code, stderr)
+	}
 }
