@@ -170,6 +170,8 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.maxChunk() + MessageOverhead),
 		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.InitialWindowSize(WindowSize),
+		grpc.InitialConnWindowSize(WindowSize),
 		grpc.MaxHeaderListSize(DefaultMaxHeaderListSize),
 		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
 		grpc.KeepaliveParams(cfg.Keepalive),
@@ -191,6 +193,16 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 	healthgrpc.RegisterHealthServer(srv, h)
 	return srv
 }
+
+// WindowSize is the HTTP/2 flow-control window of each stream and of each
+// connection the server grants. A fixed window replaces gRPC's
+// bandwidth-delay estimation, which starts at 64 KiB and sends window
+// updates and pings as it grows: with 1 MiB an update of up to 1 MiB needs
+// no window update, which saved 7% of the coordinator's CPU per update in
+// BenchmarkIngest (M = 1000, four paired runs). It also bounds the unread
+// bytes a connection can make the server buffer to 1 MiB, where the
+// estimator may grow to 16 MiB.
+const WindowSize = 1 << 20
 
 // Shutdown stops srv gracefully: it stops accepting connections and waits
 // for RPCs in flight to finish, for at most timeout; then it stops srv
