@@ -631,8 +631,10 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 	if s.ClientStateMB > 0 {
 		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
 	}
-	row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", humanBytes(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
-	if s.DownloadCodec != "none" && s.DownloadCodec != "" {
+	if s.DownloadCodec == "none" || s.DownloadCodec == "" {
+		row("downloaded", fmt.Sprintf("%s (dense float32)", humanBytes(s.DownloadBytes)))
+	} else {
+		row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", humanBytes(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
 		row("server global model", fmt.Sprintf("%.2f%% test accuracy after the last round (the accuracies above are the clients' model)", 100*s.FinalGlobalAccuracy))
 	}
 	row("strategy", s.Strategy)
