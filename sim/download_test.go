@@ -6,7 +6,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -139,5 +141,62 @@ func TestDownloadValidates(t *testing.T) {
 	cfg.DownloadCodec, cfg.DownloadMaxLag = "stc", -1
 	if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
 		t.Error("negative max lag accepted")
+	}
+}
+
+// TestClientsTrainFromDownloadedModel checks that with a download codec the
+// clients start from the model they reconstruct, not from the server's
+// global model: round 2 of a FedAvg run must equal the global model after
+// round 1 plus the weighted mean of the clients' changes, each trained here
+// from the round-1 client model, and differ from training from the global
+// model.
+func TestClientsTrainFromDownloadedModel(t *testing.T) {
+	data, model := synthetic(t, 6)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 2)
+	cfg := config(1, 1)
+	cfg.Workers, cfg.DownloadCodec = 2, "topk=0.05,bits=4"
+	one, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Round.Rounds = 2
+	two, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What round 2 gives when the clients start from start.
+	round2 := func(start []float32) []float64 {
+		want := make([]float64, len(start))
+		var total float64
+		for k := range data.Parts {
+			local := slices.Clone(start)
+			tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
+			task := client.Task{Round: 2, Seed: round.TaskSeed(cfg.Seed, 2, round.ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+			r, err := tr.Train(context.Background(), local, task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := float64(r.Examples)
+			total += w
+			for i := range local {
+				want[i] += w * float64(local[i]-start[i])
+			}
+		}
+		for i := range want {
+			want[i] = float64(one.Model[i]) + want[i]/total
+		}
+		return want
+	}
+	dist := func(a []float64) float64 {
+		var d float64
+		for i := range a {
+			d = max(d, math.Abs(a[i]-float64(two.Model[i])))
+		}
+		return d
+	}
+	fromClient, fromGlobal := dist(round2(one.ClientModel)), dist(round2(one.Model))
+	if fromClient > 1e-5 || fromGlobal < 100*fromClient {
+		t.Fatalf("round 2 is %g from training from the client model, %g from training from the global model", fromClient, fromGlobal)
 	}
 }
