@@ -330,6 +330,10 @@ func FuzzRead(f *testing.F) {
 		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 		b = append(b, ed25519.Sign(testKey, b)...)
 		file, err := Read(b, testPub())
+		// The unverified reader agrees with Read on signed bytes.
+		if u, uerr := ReadUnverified(b, Limits{}); (uerr == nil) != (err == nil) || err == nil && !reflect.DeepEqual(u.File, file) {
+			t.Fatalf("ReadUnverified: %v, Read: %v", uerr, err)
+		}
 		if err != nil {
 			return
 		}
@@ -365,4 +369,44 @@ func normalize(f *File) *File {
 		f.Meta = nil
 	}
 	return f
+}
+
+// TestReadUnverified: the unverified reader returns the same file as Read
+// and the tensor sizes Encode measured, reads a file signed by another key,
+// and refuses a bad checksum and every truncation.
+func TestReadUnverified(t *testing.T) {
+	f := testFile(3)
+	enc, err := Encode(f, testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := ReadUnverified(enc.Data, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Read(enc.Data, testPub())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(u.File, want) || !reflect.DeepEqual(u.Tensors, enc.Tensors) || u.Size != len(enc.Data) {
+		t.Fatalf("unverified read: %+v, sizes %+v, want %+v", u.File, u.Tensors, enc.Tensors)
+	}
+	if !bytes.Equal(u.Signature, enc.Data[len(enc.Data)-ed25519.SignatureSize:]) {
+		t.Fatal("signature not returned")
+	}
+	other := bytes.Clone(enc.Data)
+	other[len(other)-1] ^= 1
+	if _, err := ReadUnverified(other, Limits{}); err != nil {
+		t.Fatalf("a bad signature is not checked here: %v", err)
+	}
+	bad := bytes.Clone(enc.Data)
+	bad[10] ^= 1
+	if _, err := ReadUnverified(bad, Limits{}); !errors.Is(err, ErrChecksum) {
+		t.Fatalf("corrupted body: %v", err)
+	}
+	for n := range len(enc.Data) {
+		if _, err := ReadUnverified(enc.Data[:n], Limits{}); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", n)
+		}
+	}
 }

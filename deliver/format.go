@@ -196,20 +196,62 @@ func ReadLimits(data []byte, pub ed25519.PublicKey, lim Limits) (*File, error) {
 	if got, want := binary.LittleEndian.Uint32(data[n-4:n]), crc32.Checksum(body, castagnoli); got != want {
 		return nil, fmt.Errorf("%w: file says %08x, content gives %08x", ErrChecksum, got, want)
 	}
-	return parse(body, lim)
+	f, _, err := parse(body, lim)
+	return f, err
+}
+
+// Unverified describes a device model file read without its signature
+// verified.
+type Unverified struct {
+	File *File
+	// Tensors is what each tensor of File takes in the file.
+	Tensors []TensorBytes
+	// Size is the file's length; CRC its checksum, which matched.
+	Size int
+	CRC  uint32
+	// Signature is the trailing ed25519 signature, not verified.
+	Signature []byte
+}
+
+// ReadUnverified decodes a device model file with every check of
+// ReadLimits except the signature, which it returns unverified: it is for
+// tools that describe a file (fedzip inspect), never for running one, since
+// nothing vouches for the content. It returns errors, never panicking, on
+// any input.
+func ReadUnverified(data []byte, lim Limits) (*Unverified, error) {
+	lim = lim.withDefaults()
+	if len(data) > lim.MaxFileBytes {
+		return nil, fmt.Errorf("%w: file of %d bytes (limit %d)", ErrTooLarge, len(data), lim.MaxFileBytes)
+	}
+	if len(data) < minFile {
+		return nil, fmt.Errorf("%w: file of %d bytes is shorter than any signed model (%d)", ErrTruncated, len(data), minFile)
+	}
+	n := len(data) - ed25519.SignatureSize
+	body := data[:n-4]
+	crc := binary.LittleEndian.Uint32(data[n-4 : n])
+	if want := crc32.Checksum(body, castagnoli); crc != want {
+		return nil, fmt.Errorf("%w: file says %08x, content gives %08x", ErrChecksum, crc, want)
+	}
+	f, sizes, err := parse(body, lim)
+	if err != nil {
+		return nil, err
+	}
+	return &Unverified{File: f, Tensors: sizes, Size: len(data), CRC: crc, Signature: data[n:]}, nil
 }
 
 // parse decodes the signed, checksummed part of a file (without trailer).
-func parse(body []byte, lim Limits) (*File, error) {
+// It also returns what each tensor takes.
+func parse(body []byte, lim Limits) (*File, []TensorBytes, error) {
 	if len(body) < len(Magic)+2 || string(body[:len(Magic)]) != Magic {
-		return nil, ErrMagic
+		return nil, nil, ErrMagic
 	}
 	if v := body[len(Magic)]; v != Version {
-		return nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, v, Version)
+		return nil, nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, v, Version)
 	}
 	if fl := body[len(Magic)+1]; fl != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, fl)
+		return nil, nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, fl)
 	}
+	var sizes []TensorBytes
 	r := &reader{b: body, pos: len(Magic) + 2}
 	f := &File{}
 	nmeta := r.count("metadata entries", maxMeta)
@@ -226,9 +268,12 @@ func parse(body []byte, lim Limits) (*File, error) {
 	budget := lim.MaxParams
 	for i := 0; i < nt && r.err == nil; i++ {
 		var t Tensor
+		at := r.pos
+		r.index, r.values = 0, 0
 		n := r.tensor(&t, budget)
 		budget -= n
 		f.Tensors = append(f.Tensors, t)
+		sizes = append(sizes, TensorBytes{Name: t.Name, Index: r.index, Values: r.pos - r.values, Total: r.pos - at})
 	}
 	nl := r.count("layers", lim.MaxLayers)
 	for i := 0; i < nl && r.err == nil; i++ {
@@ -251,15 +296,15 @@ func parse(body []byte, lim Limits) (*File, error) {
 		f.Layers = append(f.Layers, l)
 	}
 	if r.err != nil {
-		return nil, r.err
+		return nil, nil, r.err
 	}
 	if r.pos != len(body) {
-		return nil, fmt.Errorf("%w: %d bytes after the last layer", ErrCorrupt, len(body)-r.pos)
+		return nil, nil, fmt.Errorf("%w: %d bytes after the last layer", ErrCorrupt, len(body)-r.pos)
 	}
 	if err := f.validate(lim); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return f, nil
+	return f, sizes, nil
 }
 
 // reader decodes fields from a byte slice; after the first error every
@@ -269,6 +314,9 @@ type reader struct {
 	pos int
 	err error
 	ctx string // the tensor being read, for messages
+	// index is the length of the last tensor's positions (with their
+	// length prefix), values the offset where its values start.
+	index, values int
 }
 
 func (r *reader) fail(sentinel error, format string, a ...any) {
@@ -369,7 +417,9 @@ func (r *reader) tensor(t *Tensor, budget int) int {
 	case layout == 1:
 		t.Sparse = true
 		stored = r.count("stored entries", size)
+		at := r.pos
 		src := r.str("positions", len(r.b))
+		r.index = r.pos - at
 		if r.err != nil {
 			return 0
 		}
@@ -393,6 +443,7 @@ func (r *reader) tensor(t *Tensor, budget int) int {
 		return 0
 	}
 	t.Encoding = Encoding(r.byte())
+	r.values = r.pos
 	switch t.Encoding {
 	case Float32:
 		b := r.bytes(4*stored, "float32 values")

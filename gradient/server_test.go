@@ -176,3 +176,31 @@ func TestApplyDownloadRefusal(t *testing.T) {
 		t.Errorf("NaN global model: %v", err)
 	}
 }
+
+// TestReadStreamHeader walks a download stream message by message.
+func TestReadStreamHeader(t *testing.T) {
+	w := walk(300, 3)
+	srv, _ := NewServerEncoder(mustSpec(t, "topk=0.1,bits=8"), w[0], 3)
+	for v := 1; v <= 3; v++ {
+		_, _ = srv.Publish(w[v], 0)
+	}
+	stream, full := srv.AppendUpdate(nil, 0)
+	if full {
+		t.Fatal("full model for a client 3 versions behind")
+	}
+	var bases []int
+	for rest := stream; len(rest) > 0; {
+		h, err := ReadStreamHeader(rest, Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bases = append(bases, h.Base)
+		rest = rest[h.Size:]
+	}
+	if !slices.Equal(bases, []int{0, 1, 2}) {
+		t.Fatalf("bases %v", bases)
+	}
+	if _, err := ReadHeader(stream, Limits{}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ReadHeader on a stream of 3: %v", err)
+	}
+}

@@ -234,6 +234,13 @@ func ReadHeader(src []byte, limits Limits) (Header, error) {
 	return parse(src, limits.norm(), false)
 }
 
+// ReadStreamHeader is ReadHeader for the first message of a download
+// stream (what ServerEncoder.AppendUpdate writes): src may continue after
+// the message, and the next one starts at Header.Size.
+func ReadStreamHeader(src []byte, limits Limits) (Header, error) {
+	return parse(src, limits.norm(), true)
+}
+
 // uvarint reads a varint field of at most max.
 func uvarint(src []byte, pos *int, name string, maxv uint64) (int, error) {
 	if *pos >= len(src) {

@@ -41,7 +41,11 @@ type Round struct {
 	// UploadBytes and DownloadBytes are this round's bytes, not totals.
 	UploadBytes   int64
 	DownloadBytes int64
-	Seconds       float64
+	// DenseUploadBytes and DenseDownloadBytes are what the round would
+	// have cost with dense float32 models (0 in files that predate them).
+	DenseUploadBytes   int64
+	DenseDownloadBytes int64
+	Seconds            float64
 	// Epsilon is the privacy spent after this round (0: no DP).
 	Epsilon float64
 }
@@ -61,6 +65,8 @@ type line struct {
 	Clients       *int     `json:"clients"`
 	UploadBytes   *int64   `json:"upload_bytes"`
 	DownloadBytes *int64   `json:"download_bytes"`
+	DenseUpload   *int64   `json:"dense_upload_bytes"`
+	DenseDownload *int64   `json:"dense_download_bytes"`
 	Seconds       *float64 `json:"seconds"`
 	Epsilon       *float64 `json:"epsilon"`
 }
@@ -183,6 +189,8 @@ func parseLine(b []byte) (Round, error) {
 	}{
 		{"upload_bytes", l.UploadBytes, &r.UploadBytes},
 		{"download_bytes", l.DownloadBytes, &r.DownloadBytes},
+		{"dense_upload_bytes", l.DenseUpload, &r.DenseUploadBytes},
+		{"dense_download_bytes", l.DenseDownload, &r.DenseDownloadBytes},
 	} {
 		if f.v != nil {
 			if *f.v < 0 {

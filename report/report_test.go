@@ -37,6 +37,7 @@ func TestReadRefusesMalformedLines(t *testing.T) {
 		{"accuracy negative", `{"round":1,"test_accuracy":-0.1,"upload_bytes":1}`, 1},
 		{"negative upload", `{"round":1,"upload_bytes":-1}`, 1},
 		{"negative download", `{"round":1,"upload_bytes":1,"download_bytes":-5}`, 1},
+		{"negative dense download", `{"round":1,"upload_bytes":1,"dense_download_bytes":-5}`, 1},
 		{"negative loss", `{"round":1,"upload_bytes":1,"test_loss":-1}`, 1},
 		{"negative clients", `{"round":1,"upload_bytes":1,"clients":-1}`, 1},
 		{"upload overflows int64", `{"round":1,"upload_bytes":99999999999999999999}`, 1},
@@ -308,5 +309,19 @@ func TestTicks(t *testing.T) {
 	}
 	if got := strings.Join(labels, ","); got != "60,65,70,75,80,85,90,95,100" {
 		t.Fatalf("linear ticks %s", got)
+	}
+}
+
+// TestReadDenseBytes: the dense byte counts of fedzip simulate are read
+// when present and zero in older files.
+func TestReadDenseBytes(t *testing.T) {
+	run, err := Read(strings.NewReader(`{"round":1,"upload_bytes":10,"download_bytes":900,"dense_upload_bytes":400,"dense_download_bytes":400}
+{"round":2,"upload_bytes":10,"download_bytes":40}`), "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, r2 := run.Rounds[0], run.Rounds[1]
+	if r1.DenseUploadBytes != 400 || r1.DenseDownloadBytes != 400 || r1.DownloadBytes != 900 || r2.DenseDownloadBytes != 0 || r2.DownloadBytes != 40 {
+		t.Fatalf("rounds %+v %+v", r1, r2)
 	}
 }

@@ -11,7 +11,10 @@
 //
 // Memory grows with the model times the number of workers, plus the data
 // set: virtual clients are an index list each, and at most 2×Workers client
-// models exist at once.
+// models exist at once. A download codec (Config.DownloadCodec) adds the
+// server's encoder, three model-sized buffers and the last DownloadMaxLag
+// encoded deltas, and one int32 per client (the version it holds): no
+// client model is kept.
 //
 // For robustness and privacy experiments, Config.Attack makes a seeded
 // subset of the clients Byzantine (see Attack), Config.ProxMu gives the
@@ -23,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"time"
@@ -69,7 +73,33 @@ type Config struct {
 	// DPDelta is the δ at which Metrics.Epsilon is reported when Strategy
 	// is an *aggregate.DP with noise; 0 means DefaultDPDelta.
 	DPDelta float64
+	// DownloadCodec is the gradient codec spec of the download direction
+	// ("" or "none": each selected client downloads the dense float32
+	// global model). With a codec the server compresses the change of the
+	// global model as in Sparse Ternary Compression (Sattler et al. 2019)
+	// through a gradient.ServerEncoder: clients train from the model they
+	// can reconstruct (ServerEncoder.Model), not from the server's global
+	// model, and each selected client downloads the deltas since the
+	// version it last held, or the full model when it has none, is more
+	// than DownloadMaxLag versions behind, or the deltas would be larger.
+	// Momentum is refused; error feedback is implied (the server residual
+	// is exact).
+	DownloadCodec string
+	// DownloadMaxLag is the number of encoded deltas the server keeps for
+	// clients that are behind (0: DefaultDownloadMaxLag). Each costs the
+	// size of one delta in memory.
+	DownloadMaxLag int
+	// EvalGlobal, with a download codec, also evaluates the server's
+	// global model (Metrics.GlobalTestAccuracy) in every evaluated round,
+	// not only after the last. It costs a second evaluation.
+	EvalGlobal bool
+
+	// downloadHook, if set (tests), sees every download message.
+	downloadHook func(id round.ClientID, have int, msg []byte, model []float32)
 }
+
+// downloadOn reports whether the download direction is compressed.
+func (c Config) downloadOn() bool { return c.DownloadCodec != "" && c.DownloadCodec != "none" }
 
 // Data is a federated data set: one training set split among clients, and
 // a test set for the global model.
@@ -92,13 +122,27 @@ type Metrics struct {
 	Clients      int     `json:"clients"`
 	Examples     int     `json:"examples"`
 	// UploadBytes and DownloadBytes are the bytes that would cross the
-	// network this round: each selected client downloads the model and
-	// uploads its update, as dense float32 until updates are compressed.
+	// network this round: each selected client downloads the model (dense
+	// float32, or the encoded deltas or full-model message of a download
+	// codec) and uploads its encoded update.
 	UploadBytes int64 `json:"upload_bytes"`
 	// ClientStateBytes is the memory holding the clients' codec state.
-	ClientStateBytes int64   `json:"client_state_bytes,omitempty"`
-	DownloadBytes    int64   `json:"download_bytes"`
-	Seconds          float64 `json:"seconds"`
+	ClientStateBytes int64 `json:"client_state_bytes,omitempty"`
+	DownloadBytes    int64 `json:"download_bytes"`
+	// DenseUploadBytes and DenseDownloadBytes are what the round's uploads
+	// and downloads would have cost as dense float32 models: 4 bytes per
+	// parameter per selected client, each.
+	DenseUploadBytes   int64 `json:"dense_upload_bytes"`
+	DenseDownloadBytes int64 `json:"dense_download_bytes"`
+	// GlobalTestAccuracy and GlobalTestLoss evaluate the server's global
+	// model when a download codec is set, so that the test fields evaluate
+	// the model the clients receive: after the last round, and in every
+	// evaluated round with Config.EvalGlobal. GlobalEvaluated says whether
+	// they hold a value.
+	GlobalEvaluated    bool    `json:"-"`
+	GlobalTestAccuracy float64 `json:"global_test_accuracy,omitempty"`
+	GlobalTestLoss     float64 `json:"global_test_loss,omitempty"`
+	Seconds            float64 `json:"seconds"`
 	// TrainSeconds and EvalSeconds split Seconds.
 	TrainSeconds float64 `json:"train_seconds"`
 	EvalSeconds  float64 `json:"eval_seconds"`
@@ -113,8 +157,13 @@ type Metrics struct {
 
 // Result is the outcome of a simulation.
 type Result struct {
-	Model  []float32
-	Rounds []Metrics
+	// Model is the server's global model after the last round.
+	Model []float32
+	// ClientModel is, with a download codec, the model the clients
+	// reconstruct after the last round (what the test fields of the
+	// metrics evaluate); nil otherwise, where it is Model.
+	ClientModel []float32
+	Rounds      []Metrics
 }
 
 // evalChunk is the number of test rows per evaluation job: fixed, so the
@@ -145,6 +194,10 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	if err := p.setCodec(cfg, model.NumParams()); err != nil {
 		return nil, err
 	}
+	down, err := newDownloads(cfg, init, len(data.Parts))
+	if err != nil {
+		return nil, err
+	}
 	p.attackers = cfg.Attack.Attackers(len(data.Parts))
 	if p.attackers != nil && cfg.Attack.Kind == "labelflip" {
 		p.flipped = flipLabels(data.Train.Y, data.Train.Classes)
@@ -171,7 +224,20 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		met := Metrics{Round: opened.Round, Clients: len(opened.Selected),
 			Attackers: countAttackers(p.attackers, opened.Selected), DPClip: dpClip(strategy)}
 		var lossSum float64
-		err = p.train(mach.Global(), opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
+		// Clients start from the model they can reconstruct: the global
+		// model, or the download codec's.
+		from := mach.Global()
+		if down != nil {
+			from = down.model()
+			for _, id := range opened.Selected {
+				met.DownloadBytes += down.send(id)
+			}
+		} else {
+			met.DownloadBytes = int64(met.Clients) * modelBytes
+		}
+		met.DenseUploadBytes = int64(met.Clients) * modelBytes
+		met.DenseDownloadBytes = met.DenseUploadBytes
+		err = p.train(from, opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
 			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
 				return err
 			}
@@ -192,14 +258,26 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		}
 		met.TrainSeconds = time.Since(start).Seconds()
 		met.TrainLoss = lossSum / float64(max(met.Examples, 1))
-		met.DownloadBytes = int64(met.Clients) * modelBytes
+		evaluated := mach.Global()
+		if down != nil {
+			// Publish the new global model: the clients' model moves
+			// towards it by the encoded delta.
+			if err := down.publish(mach.Global(), cfg.Seed, closed.Round); err != nil {
+				return nil, err
+			}
+			evaluated = down.model()
+		}
 		if p.store != nil {
 			met.ClientStateBytes = p.store.Bytes()
 		}
 		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) {
 			es := time.Now()
-			met.TestAccuracy, met.TestLoss = p.evaluate(mach.Global(), data.Test)
+			met.TestAccuracy, met.TestLoss = p.evaluate(evaluated, data.Test)
 			met.Evaluated = true
+			if down != nil && (closed.Finished || cfg.EvalGlobal) {
+				met.GlobalTestAccuracy, met.GlobalTestLoss = p.evaluate(mach.Global(), data.Test)
+				met.GlobalEvaluated = true
+			}
 			met.EvalSeconds = time.Since(es).Seconds()
 		}
 		met.Seconds = time.Since(start).Seconds()
@@ -209,6 +287,9 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		}
 	}
 	res.Model = append([]float32(nil), mach.Global()...)
+	if down != nil {
+		res.ClientModel = append([]float32(nil), down.model()...)
+	}
 	return res, nil
 }
 
@@ -224,6 +305,12 @@ func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
 	}
 	if err := cfg.Attack.Validate(); err != nil {
 		return err
+	}
+	if cfg.DownloadMaxLag < 0 {
+		return fmt.Errorf("sim: download max lag %d < 0", cfg.DownloadMaxLag)
+	}
+	if cfg.downloadOn() && cfg.Round.Rounds > math.MaxInt32 {
+		return fmt.Errorf("sim: %d rounds with a download codec, at most %d", cfg.Round.Rounds, math.MaxInt32)
 	}
 	if !(cfg.DPDelta >= 0 && cfg.DPDelta < 1) {
 		return fmt.Errorf("sim: DP delta %v out of range (0, 1)", cfg.DPDelta)

@@ -8,6 +8,7 @@
 //	fedzip coordinator [flags]
 //	fedzip client [flags]
 //	fedzip dev-certs DIR
+//	fedzip inspect FILE
 //	fedzip config print [COMMAND [FLAGS]]
 //	fedzip version
 //
@@ -57,6 +58,7 @@ func commands() []command {
 		{"export", "export a model to safetensors or ONNX", runExport},
 		{"fetch-model", "download a coordinator's delivered model and verify it", runFetchModel},
 		{"report", "plot and summarise runs from their --metrics-out files", runReport},
+		{"inspect", "print what a fedzip file holds: encoded update, model file or device model", runInspect},
 		{"config", "print a command's effective configuration (--config file, flags, $FEDZIP_*)", runConfig},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) int {
 			fmt.Fprintln(stdout, "fedzip", version)

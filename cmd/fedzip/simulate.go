@@ -39,6 +39,9 @@ type simulateFlags struct {
 	metricsOut, saveModel, output      string
 	cpuProfile                         string
 	uploadCodec, stateStore, strategy  string
+	downloadCodec                      string
+	downloadMaxLag                     int
+	evalGlobal                         bool
 	quiet                              bool
 	proxMu                             float64
 	attack                             string
@@ -71,6 +74,9 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.Float64Var(&f.target, "target", 0, "test accuracy to report rounds and bytes to reach, such as 0.97 (0: none)")
 	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
 	fs.StringVar(&f.uploadCodec, "upload-codec", "stcm", "codec of client updates: none (dense float32), a preset (stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see README)")
+	fs.StringVar(&f.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): the server sends the compressed change since the version a client holds, keeping the rest as an exact residual (STC)")
+	fs.IntVar(&f.downloadMaxLag, "download-max-lag", sim.DefaultDownloadMaxLag, "with --download-codec: encoded deltas the server keeps; a client further behind downloads the full model (memory: one delta each)")
+	fs.BoolVar(&f.evalGlobal, "eval-global", false, "with --download-codec: also evaluate the server's global model every evaluated round (always after the last); the test accuracy is the clients' model")
 	fs.StringVar(&f.deliver, "deliver", "fedzip-model.fzm", "after training, compress the global model into this signed device file (empty: do not deliver)")
 	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
 	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: a new key pair written beside it)")
@@ -104,6 +110,7 @@ Examples:
   fedzip simulate --partition dirichlet --alpha 0.1 --strategy fedyogi,lr=0.01 --target 0.95
   fedzip simulate --attack signflip --attackers 0.2 --strategy trimmed-mean,beta=0.2
   fedzip simulate --clients 1000 --dp-clip 1 --dp-noise 1 --dp-delta 1e-5
+  fedzip simulate --download-codec topk=0.05,bits=ternary --target 0.96
 `
 
 func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -161,6 +168,12 @@ func (f *simulateFlags) validate() error {
 		if _, err := gradient.ParseSpec(f.uploadCodec); err != nil {
 			return fmt.Errorf("--upload-codec: %v", err)
 		}
+	}
+	if err := validateDownloadCodec(f.downloadCodec); err != nil {
+		return err
+	}
+	if f.downloadMaxLag < 1 || f.downloadMaxLag > 100_000 {
+		return fmt.Errorf("--download-max-lag %d: want 1..100000", f.downloadMaxLag)
 	}
 	if err := oneOf("state-store", f.stateStore, "float32", "float16"); err != nil {
 		return err
@@ -251,6 +264,22 @@ func (f *simulateFlags) validateExtensions() error {
 	return nil
 }
 
+// validateDownloadCodec checks --download-codec: a spec the server can
+// encode with, which excludes momentum.
+func validateDownloadCodec(s string) error {
+	if s == "none" {
+		return nil
+	}
+	spec, err := gradient.ParseSpec(s)
+	if err != nil {
+		return fmt.Errorf("--download-codec: %v", err)
+	}
+	if spec.Momentum > 0 {
+		return fmt.Errorf("--download-codec %q: momentum=%g: the download direction has no momentum correction (use e.g. stc or topk=0.05,bits=ternary)", s, spec.Momentum)
+	}
+	return nil
+}
+
 // dpOn reports whether a --dp-* flag turns DP on.
 func (f *simulateFlags) dpOn() bool { return f.dpClip > 0 || f.dpNoise > 0 || f.dpAdaptive }
 
@@ -292,33 +321,46 @@ func (f *simulateFlags) attackConfig() sim.Attack {
 
 // summary is what a simulation reports at the end.
 type summary struct {
-	Dataset         string     `json:"dataset"`
-	Model           string     `json:"model"`
-	Params          int        `json:"params"`
-	Partition       string     `json:"partition,omitempty"`
-	Clients         int        `json:"clients"`
-	PerRound        int        `json:"clients_per_round"`
-	Rounds          int        `json:"rounds"`
-	FinalAccuracy   float64    `json:"final_test_accuracy"`
-	FinalLoss       float64    `json:"final_test_loss"`
-	BestAccuracy    float64    `json:"best_test_accuracy"`
-	BestRound       int        `json:"best_round"`
-	Target          float64    `json:"target,omitempty"`
-	RoundsToTarget  int        `json:"rounds_to_target,omitempty"`
-	UploadToTarget  int64      `json:"upload_bytes_to_target,omitempty"`
-	UploadCodec     string     `json:"upload_codec"`
-	Delivered       *delivered `json:"delivered,omitempty"`
-	Strategy        string     `json:"strategy"`
-	UploadBytes     int64      `json:"upload_bytes"`
-	UploadRatio     float64    `json:"upload_ratio"`
-	ClientStateMB   float64    `json:"client_state_mb,omitempty"`
-	DownloadBytes   int64      `json:"download_bytes"`
-	Seconds         float64    `json:"seconds"`
-	SecondsPerRound float64    `json:"seconds_per_round"`
-	Workers         int        `json:"workers"`
-	ProxMu          float64    `json:"prox_mu,omitempty"`
-	Attack          string     `json:"attack,omitempty"`
-	Attackers       float64    `json:"attackers,omitempty"`
+	Dataset        string  `json:"dataset"`
+	Model          string  `json:"model"`
+	Params         int     `json:"params"`
+	Partition      string  `json:"partition,omitempty"`
+	Clients        int     `json:"clients"`
+	PerRound       int     `json:"clients_per_round"`
+	Rounds         int     `json:"rounds"`
+	FinalAccuracy  float64 `json:"final_test_accuracy"`
+	FinalLoss      float64 `json:"final_test_loss"`
+	BestAccuracy   float64 `json:"best_test_accuracy"`
+	BestRound      int     `json:"best_round"`
+	Target         float64 `json:"target,omitempty"`
+	RoundsToTarget int     `json:"rounds_to_target,omitempty"`
+	UploadToTarget int64   `json:"upload_bytes_to_target,omitempty"`
+	// DownloadToTarget is the bytes downloaded up to RoundsToTarget.
+	DownloadToTarget int64  `json:"download_bytes_to_target,omitempty"`
+	UploadCodec      string `json:"upload_codec"`
+	DownloadCodec    string `json:"download_codec"`
+	// FinalGlobalAccuracy is the test accuracy of the server's global
+	// model after the last round, with a download codec (where the test
+	// accuracy is that of the clients' model).
+	FinalGlobalAccuracy float64    `json:"final_global_test_accuracy,omitempty"`
+	Delivered           *delivered `json:"delivered,omitempty"`
+	Strategy            string     `json:"strategy"`
+	UploadBytes         int64      `json:"upload_bytes"`
+	UploadRatio         float64    `json:"upload_ratio"`
+	ClientStateMB       float64    `json:"client_state_mb,omitempty"`
+	DownloadBytes       int64      `json:"download_bytes"`
+	// DenseUploadBytes and DenseDownloadBytes are the totals dense float32
+	// models would have cost; DownloadRatio is DenseDownloadBytes over
+	// DownloadBytes.
+	DenseUploadBytes   int64   `json:"dense_upload_bytes"`
+	DenseDownloadBytes int64   `json:"dense_download_bytes"`
+	DownloadRatio      float64 `json:"download_ratio"`
+	Seconds            float64 `json:"seconds"`
+	SecondsPerRound    float64 `json:"seconds_per_round"`
+	Workers            int     `json:"workers"`
+	ProxMu             float64 `json:"prox_mu,omitempty"`
+	Attack             string  `json:"attack,omitempty"`
+	Attackers          float64 `json:"attackers,omitempty"`
 	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
 	// adds noise.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -365,18 +407,21 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		workers = runtime.GOMAXPROCS(0)
 	}
 	cfg := sim.Config{
-		Round:       round.Config{Fraction: f.fraction, Rounds: f.rounds, Seed: f.seed},
-		LocalEpochs: f.localEpochs,
-		BatchSize:   f.batchSize,
-		Optimizer:   nn.SGD{LR: float32(f.lr), Momentum: float32(f.momentum), WeightDecay: float32(f.wd)},
-		Seed:        f.seed,
-		Workers:     workers,
-		EvalEvery:   f.evalEvery,
-		UploadCodec: f.uploadCodec,
-		StateStore:  f.stateStore,
-		ProxMu:      float32(f.proxMu),
-		Attack:      f.attackConfig(),
-		DPDelta:     f.dpDelta,
+		Round:          round.Config{Fraction: f.fraction, Rounds: f.rounds, Seed: f.seed},
+		LocalEpochs:    f.localEpochs,
+		BatchSize:      f.batchSize,
+		Optimizer:      nn.SGD{LR: float32(f.lr), Momentum: float32(f.momentum), WeightDecay: float32(f.wd)},
+		Seed:           f.seed,
+		Workers:        workers,
+		EvalEvery:      f.evalEvery,
+		UploadCodec:    f.uploadCodec,
+		StateStore:     f.stateStore,
+		DownloadCodec:  f.downloadCodec,
+		DownloadMaxLag: f.downloadMaxLag,
+		EvalGlobal:     f.evalGlobal,
+		ProxMu:         float32(f.proxMu),
+		Attack:         f.attackConfig(),
+		DPDelta:        f.dpDelta,
 	}
 	spec := f.strategySpec()
 	if cfg.Strategy, err = aggregate.Parse(spec); err != nil {
@@ -385,6 +430,9 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 	if !f.quiet {
 		fmt.Fprintf(stdout, "fedzip simulate: %s on %s, %d clients (%s), %d rounds, C=%g, E=%d, B=%d, lr=%g, %s, upload %s, %d workers\n",
 			model.Name(), f.dataset, f.clients, partitionLabel(f), f.rounds, f.fraction, f.localEpochs, f.batchSize, f.lr, spec, f.uploadCodec, workers)
+		if f.downloadCodec != "none" {
+			fmt.Fprintf(stdout, "  download %s (max lag %d); test accuracy is the clients' model\n", f.downloadCodec, f.downloadMaxLag)
+		}
 		if f.proxMu > 0 {
 			fmt.Fprintf(stdout, "  FedProx mu=%g\n", f.proxMu)
 		}
@@ -408,7 +456,7 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 	}
 	prog := newProgress(stdout, stderr, f.rounds, f.quiet)
 	s := summary{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts),
-		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, Strategy: spec, ProxMu: f.proxMu}
+		Rounds: f.rounds, Target: f.target, Workers: workers, UploadCodec: f.uploadCodec, DownloadCodec: f.downloadCodec, Strategy: spec, ProxMu: f.proxMu}
 	if f.attack != "none" {
 		s.Attack, s.Attackers = f.attack, f.attackers
 	}
@@ -416,14 +464,18 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		s.Partition = f.partition
 	}
 	var werr error
-	var dense int64
 	res, err := sim.Run(ctx, cfg, model, init, data, func(m sim.Metrics) {
 		s.PerRound = m.Clients
 		s.UploadBytes += m.UploadBytes
 		s.DownloadBytes += m.DownloadBytes
+		s.DenseUploadBytes += m.DenseUploadBytes
+		s.DenseDownloadBytes += m.DenseDownloadBytes
 		s.ClientStateMB = float64(m.ClientStateBytes) / 1e6
-		dense += int64(m.Clients) * 4 * int64(model.NumParams())
-		s.UploadRatio = float64(dense) / float64(max(s.UploadBytes, 1))
+		s.UploadRatio = float64(s.DenseUploadBytes) / float64(max(s.UploadBytes, 1))
+		s.DownloadRatio = float64(s.DenseDownloadBytes) / float64(max(s.DownloadBytes, 1))
+		if m.GlobalEvaluated {
+			s.FinalGlobalAccuracy = m.GlobalTestAccuracy
+		}
 		if m.Epsilon > 0 {
 			s.Epsilon, s.DPDelta = m.Epsilon, f.dpDelta
 		}
@@ -433,7 +485,7 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 				s.BestAccuracy, s.BestRound = m.TestAccuracy, m.Round
 			}
 			if f.target > 0 && s.RoundsToTarget == 0 && m.TestAccuracy >= f.target {
-				s.RoundsToTarget, s.UploadToTarget = m.Round, s.UploadBytes
+				s.RoundsToTarget, s.UploadToTarget, s.DownloadToTarget = m.Round, s.UploadBytes, s.DownloadBytes
 			}
 			s.FinalAccuracy, s.FinalLoss = m.TestAccuracy, m.TestLoss
 		}
@@ -472,6 +524,11 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		ck.Header.Extra = map[string]string{
 			"seed": strconv.FormatUint(f.seed, 10), "strategy": spec, "upload_codec": f.uploadCodec,
 			"test_accuracy": strconv.FormatFloat(s.FinalAccuracy, 'f', 4, 64),
+		}
+		if f.downloadCodec != "none" {
+			// The file holds the server's global model, not the clients'.
+			ck.Header.Extra["download_codec"] = f.downloadCodec
+			ck.Header.Extra["test_accuracy"] = strconv.FormatFloat(s.FinalGlobalAccuracy, 'f', 4, 64)
 		}
 		if s.Epsilon > 0 {
 			ck.Header.Extra["dp_epsilon"] = strconv.FormatFloat(s.Epsilon, 'g', 6, 64)
@@ -565,7 +622,7 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 	row("best test accuracy", fmt.Sprintf("%.2f%% at round %d", 100*s.BestAccuracy, s.BestRound))
 	if s.Target > 0 {
 		if s.RoundsToTarget > 0 {
-			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded)", s.RoundsToTarget, humanBytes(s.UploadToTarget)))
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, humanBytes(s.UploadToTarget), humanBytes(s.DownloadToTarget)))
 		} else {
 			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
 		}
@@ -574,7 +631,12 @@ func printSummary(w io.Writer, f simulateFlags, s summary) error {
 	if s.ClientStateMB > 0 {
 		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
 	}
-	row("downloaded", humanBytes(s.DownloadBytes))
+	if s.DownloadCodec == "none" || s.DownloadCodec == "" {
+		row("downloaded", fmt.Sprintf("%s (dense float32)", humanBytes(s.DownloadBytes)))
+	} else {
+		row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", humanBytes(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
+		row("server global model", fmt.Sprintf("%.2f%% test accuracy after the last round (the accuracies above are the clients' model)", 100*s.FinalGlobalAccuracy))
+	}
 	row("strategy", s.Strategy)
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))

@@ -1,0 +1,83 @@
+package sim
+
+import (
+	"fmt"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+)
+
+// DefaultDownloadMaxLag is the number of published download deltas the
+// server keeps when Config.DownloadMaxLag is 0.
+const DefaultDownloadMaxLag = 20
+
+// downloadSeed is mixed into the run seed for the download codec's random
+// draws, so that they differ from the clients' task seeds.
+const downloadSeed = 0x646f776e6c6f6164 // "download"
+
+// downloads is the server side of a compressed download direction: a
+// gradient.ServerEncoder and, per client, the model version it last
+// received. It is driven from Run's goroutine only.
+//
+// Memory: the ServerEncoder (12 bytes per parameter plus at most MaxLag
+// encoded deltas), one scratch message, and 4 bytes per client.
+type downloads struct {
+	srv *gradient.ServerEncoder
+	// have[id] is the version client id holds, -1 before its first
+	// download.
+	have []int32
+	buf  []byte
+	// sent, if set (tests), sees every download: the client, the version
+	// it held, the bytes it was sent and the model it then holds.
+	sent func(id round.ClientID, have int, msg []byte, model []float32)
+}
+
+// newDownloads returns the download side for cfg.DownloadCodec, or nil
+// for a dense download ("" or "none").
+func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
+	if !cfg.downloadOn() {
+		return nil, nil
+	}
+	spec, err := gradient.ParseSpec(cfg.DownloadCodec)
+	if err != nil {
+		return nil, fmt.Errorf("sim: download codec: %w", err)
+	}
+	lag := cfg.DownloadMaxLag
+	if lag == 0 {
+		lag = DefaultDownloadMaxLag
+	}
+	srv, err := gradient.NewServerEncoder(spec, init, lag)
+	if err != nil {
+		return nil, fmt.Errorf("sim: download codec: %w", err)
+	}
+	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook}
+	for i := range d.have {
+		d.have[i] = -1
+	}
+	return d, nil
+}
+
+// model returns the model the clients reconstruct, at the current version.
+func (d *downloads) model() []float32 { return d.srv.Model() }
+
+// send returns the size of what client id receives to reach the current
+// version from the one it holds (exactly the bytes AppendUpdate writes:
+// the deltas since, or the full model) and records that it holds it.
+func (d *downloads) send(id round.ClientID) int64 {
+	have := int(d.have[id])
+	d.buf, _ = d.srv.AppendUpdate(d.buf[:0], have)
+	d.have[id] = int32(d.srv.Version())
+	if d.sent != nil {
+		d.sent(id, have, d.buf, d.srv.Model())
+	}
+	return int64(len(d.buf))
+}
+
+// publish makes global the next version, encoded with a seed drawn from
+// the run seed and the round.
+func (d *downloads) publish(global []float32, seed uint64, roundNo int) error {
+	if _, err := d.srv.Publish(global, round.TaskSeed(seed^downloadSeed, roundNo, 0)); err != nil {
+		return fmt.Errorf("sim: publishing round %d: %w", roundNo, err)
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package sim
+
+import (
+	"context"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+)
+
+// TestDownloadBytes checks the per-round byte counts: dense downloads cost
+// the dense model per client; a sparse download codec costs less, except
+// in the first round, where every client gets the full model.
+func TestDownloadBytes(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	dense := 4 * int64(model.NumParams())
+	for _, tc := range []struct {
+		codec   string
+		smaller bool // than dense after the first round
+	}{
+		{"", false},
+		{"none", false},
+		{"topk=0.1,bits=8", true},
+		{"topk=0.05,bits=ternary", true},
+		{"bits=16", true},
+	} {
+		t.Run(tc.codec, func(t *testing.T) {
+			cfg := config(6, 0.5)
+			cfg.Workers = 2
+			cfg.DownloadCodec = tc.codec
+			res, err := Run(context.Background(), cfg, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range res.Rounds {
+				want := int64(m.Clients) * dense
+				if m.DenseDownloadBytes != want || m.DenseUploadBytes != want {
+					t.Fatalf("round %d: dense bytes %d up, %d down, want %d", m.Round, m.DenseUploadBytes, m.DenseDownloadBytes, want)
+				}
+				switch {
+				case !tc.smaller && m.DownloadBytes != want:
+					t.Fatalf("round %d: %d bytes downloaded, want the dense %d", m.Round, m.DownloadBytes, want)
+				case tc.smaller && m.Round == 1 && m.DownloadBytes <= want:
+					t.Fatalf("round 1: %d bytes downloaded, want the full model (more than %d)", m.DownloadBytes, want)
+				case tc.smaller && m.Round > 1 && m.DownloadBytes >= want:
+					t.Fatalf("round %d: %d bytes downloaded, dense is %d", m.Round, m.DownloadBytes, want)
+				}
+				if tc.smaller != m.GlobalEvaluated && m.Round == len(res.Rounds) {
+					t.Fatalf("last round: global model evaluated %v", m.GlobalEvaluated)
+				}
+			}
+		})
+	}
+}
+
+// TestDownloadsApply replays what every client is sent: a client that
+// applies its downloads (gradient.ApplyDownload from the version it held)
+// holds the model the server says clients train from, bit for bit, and the
+// metrics count exactly those bytes. Clients that wait more than MaxLag
+// rounds get the full model.
+func TestDownloadsApply(t *testing.T) {
+	data, model := synthetic(t, 12)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 4)
+	for _, codec := range []string{"topk=0.05,bits=ternary", "randk=0.1,bits=8,stochastic=on", "topk=0.2,entropy=zstd"} {
+		t.Run(codec, func(t *testing.T) {
+			clients := map[round.ClientID][]float32{}
+			versions := map[round.ClientID]int{}
+			var sent []int64
+			var full, deltas int
+			cfg := config(12, 0.25)
+			cfg.DownloadCodec, cfg.DownloadMaxLag, cfg.Workers = codec, 3, 2
+			cfg.downloadHook = func(id round.ClientID, have int, msg []byte, want []float32) {
+				m, ok := clients[id]
+				if !ok {
+					m = make([]float32, len(init))
+					have = -1
+				}
+				if have != versions[id] && ok {
+					t.Fatalf("client %d: the server thinks it holds version %d, it holds %d", id, have, versions[id])
+				}
+				// Byte 5 of a message is its flags (see package gradient).
+				if msg[5]&gradient.FlagFull != 0 {
+					full++
+				} else {
+					deltas++
+				}
+				v, err := gradient.ApplyDownload(m, have, msg, gradient.Limits{})
+				if err != nil {
+					t.Fatalf("client %d from version %d: %v", id, have, err)
+				}
+				for i := range m {
+					if math.Float32bits(m[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("client %d at version %d: parameter %d = %v, the server's client model has %v", id, v, i, m[i], want[i])
+					}
+				}
+				clients[id], versions[id] = m, v
+				sent = append(sent, int64(len(msg)))
+			}
+			res, err := Run(context.Background(), cfg, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var total, counted int64
+			for _, n := range sent {
+				total += n
+			}
+			for _, m := range res.Rounds {
+				counted += m.DownloadBytes
+			}
+			if total != counted || total == 0 {
+				t.Fatalf("clients received %d bytes, metrics count %d", total, counted)
+			}
+			if full <= len(clients) || deltas == 0 {
+				t.Fatalf("%d full models to %d clients, %d delta streams: the test does not cover both", full, len(clients), deltas)
+			}
+			if slices.Equal(res.ClientModel, res.Model) {
+				t.Fatal("a lossy download codec gives the clients the global model exactly")
+			}
+		})
+	}
+}
+
+func TestDownloadValidates(t *testing.T) {
+	data, model := synthetic(t, 4)
+	init := make([]float32, model.NumParams())
+	for _, c := range []struct{ codec string }{{"stcm"}, {"topk=2"}, {"nonsense"}} {
+		cfg := config(1, 1)
+		cfg.DownloadCodec = c.codec
+		if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
+			t.Errorf("download codec %q accepted", c.codec)
+		}
+	}
+	cfg := config(1, 1)
+	cfg.DownloadCodec, cfg.DownloadMaxLag = "stc", -1
+	if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
+		t.Error("negative max lag accepted")
+	}
+}
+
+// TestClientsTrainFromDownloadedModel checks that with a download codec the
+// clients start from the model they reconstruct, not from the server's
+// global model: round 2 of a FedAvg run must equal the global model after
+// round 1 plus the weighted mean of the clients' changes, each trained here
+// from the round-1 client model, and differ from training from the global
+// model.
+func TestClientsTrainFromDownloadedModel(t *testing.T) {
+	data, model := synthetic(t, 6)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 2)
+	cfg := config(1, 1)
+	cfg.Workers, cfg.DownloadCodec = 2, "topk=0.05,bits=4"
+	one, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Round.Rounds = 2
+	two, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What round 2 gives when the clients start from start.
+	round2 := func(start []float32) []float64 {
+		want := make([]float64, len(start))
+		var total float64
+		for k := range data.Parts {
+			local := slices.Clone(start)
+			tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
+			task := client.Task{Round: 2, Seed: round.TaskSeed(cfg.Seed, 2, round.ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+			r, err := tr.Train(context.Background(), local, task)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := float64(r.Examples)
+			total += w
+			for i := range local {
+				want[i] += w * float64(local[i]-start[i])
+			}
+		}
+		for i := range want {
+			want[i] = float64(one.Model[i]) + want[i]/total
+		}
+		return want
+	}
+	dist := func(a []float64) float64 {
+		var d float64
+		for i := range a {
+			d = max(d, math.Abs(a[i]-float64(two.Model[i])))
+		}
+		return d
+	}
+	fromClient, fromGlobal := dist(round2(one.ClientModel)), dist(round2(one.Model))
+	if fromClient > 1e-5 || fromGlobal < 100*fromClient {
+		t.Fatalf("round 2 is %g from training from the client model, %g from training from the global model", fromClient, fromGlobal)
+	}
+}
