@@ -71,8 +71,11 @@ func ingestPayload(tb testing.TB, n int) []byte {
 func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	run := &RunConfig{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
 		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}
-	// As `fedzip coordinator` runs (the load generator keeps Go's default).
-	defer debug.SetGCPercent(debug.SetGCPercent(DefaultGCPercent))
+	// As `fedzip coordinator` runs: DefaultGCPercent unless $GOGC is set
+	// (the load generator keeps Go's default).
+	if os.Getenv("GOGC") == "" {
+		defer debug.SetGCPercent(debug.SetGCPercent(DefaultGCPercent))
+	}
 	ds := diskCluster(b, nodes, run, nil)
 	leader := leaderOfDisk(b, ds)
 	waitFor(b, "init", func() bool { return leader.FSM().Progress().Initialised })
@@ -95,6 +98,7 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	defer gen.stop(b)
 	payloadBytes := len(ingestPayload(b, n))
 	var wall, cpu, clientCPU time.Duration
+	var peakAnon int64 // sampled after each round of uploads
 	accepted := 0
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
@@ -112,6 +116,7 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 		clientCPU += gen.upload(b, v.Round, v.Version)
 		wall += time.Since(start)
 		cpu += processCPU() - cpu0
+		peakAnon = max(peakAnon, anonRSS())
 		// The round may already have closed: then its record counts.
 		if nv := leader.FSM().Progress(); nv.Received != clients && !(nv.Version > v.Version && nv.LastClosed.Reported == clients) {
 			b.Fatalf("%d of %d updates accepted", nv.Received, clients)
@@ -126,6 +131,7 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	// The peak of this process: every benchmark run in it so far counts,
 	// so run one sub-benchmark alone to read its figure.
 	b.ReportMetric(float64(peakRSS())/(1<<20), "peak-RSS-MiB")
+	b.ReportMetric(float64(peakAnon)/(1<<20), "anon-RSS-MiB")
 }
 
 // loadGen is the client process of BenchmarkIngest.
