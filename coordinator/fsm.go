@@ -334,7 +334,7 @@ func (f *FSM) init(raw []byte) error {
 // Should encoding fail (a version beyond 2³², a model that overflows), the
 // encoder restarts at the new version from the exact global model, which
 // every client then downloads whole; should even that fail, it stays
-// behind and downloads serve the global model (see appendDownload). The
+// behind and downloads serve the global model (see AppendDownload). The
 // caller holds mu.
 func (f *FSM) publish(cl round.Closed) {
 	if f.down == nil {
