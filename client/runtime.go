@@ -39,7 +39,9 @@ type RuntimeConfig struct {
 	Name       string
 	JoinSecret string
 	// StateDir keeps the client's identity and its unacknowledged update
-	// across restarts.
+	// across restarts, its error-feedback residual, and, when the run has
+	// a download codec, the model it holds (model.bin), so that after a
+	// restart it still downloads only the deltas since that version.
 	StateDir string
 	// Examples is the number of local training examples, declared at
 	// registration.
@@ -105,6 +107,12 @@ type Runtime struct {
 	// lastUpload is the duration of the last acknowledged upload, reported
 	// with the next update.
 	lastUpload time.Duration
+	// held is, with a download codec, the model the client holds at
+	// version heldVersion (nil: none); heldLoaded says whether model.bin
+	// was read.
+	held        []float32
+	heldVersion uint64
+	heldLoaded  bool
 }
 
 // Run runs a client until the coordinator says training is done.
@@ -254,6 +262,8 @@ func (r *Runtime) run(ctx context.Context) (Summary, error) {
 			}
 			r.st = state{ClientID: res.GetClientId(), Token: res.GetToken()}
 			r.creds.Set(r.st.ClientID, r.st.Token)
+			// A model held under another identity is another run's.
+			r.forgetModel()
 			if err := r.save(); err != nil {
 				return r.sum, err
 			}
@@ -317,16 +327,24 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	}
 	lim := transport.LimitsFor(int(task.GetModelParams()), 0)
 	start := time.Now()
-	h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, WantVersion: task.GetModelVersion()}, lim, nil)
-	if err != nil {
+	var (
+		h      *fedzippb.ModelHeader
+		global []float32
+	)
+	if task.GetDownloadCodec() == "" {
+		var body []byte
+		h, body, err = transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, WantVersion: task.GetModelVersion()}, lim, nil)
+		if err != nil {
+			return false, err
+		}
+		r.cfg.Metrics.Downloaded(len(body), time.Since(start))
+		if global, err = decodeModel(body, int(task.GetModelParams())); err != nil {
+			return false, status.Error(codes.DataLoss, err.Error())
+		}
+	} else if h, global, err = r.fetch(ctx, task, lim, start); err != nil {
 		return false, err
 	}
 	downloaded := time.Now()
-	r.cfg.Metrics.Downloaded(len(body), downloaded.Sub(start))
-	global, err := decodeModel(body, int(task.GetModelParams()))
-	if err != nil {
-		return false, status.Error(codes.DataLoss, err.Error())
-	}
 	local := make([]float32, len(global))
 	ct := Task{Round: int(task.GetRound()), Seed: task.GetTaskSeed(), Epochs: int(task.GetEpochs()), BatchSize: int(task.GetBatchSize()),
 		Optimizer: nn.SGD{LR: float32(task.GetLr()), Momentum: float32(task.GetMomentum()), WeightDecay: float32(task.GetWeightDecay())},

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -49,6 +50,70 @@ type RunConfig struct {
 	ProxMu float64 `json:"prox_mu,omitempty"`
 	// UploadCodec is the spec of the update codec clients use.
 	UploadCodec string `json:"upload_codec"`
+	// DownloadCodec is the gradient codec spec of model downloads; "" or
+	// "none" downloads the dense float32 global model, as before the field
+	// existed (it is omitted from the JSON then, so that logs written
+	// before it decode and encode the same). With a codec every replica
+	// keeps a gradient.ServerEncoder: each round close publishes the new
+	// global model as an encoded delta (STC with an exact server
+	// residual), clients download the deltas since the version they hold,
+	// or the whole model when they are too far behind, and train from the
+	// model they reconstruct (FSM.ClientModel), not the global one.
+	DownloadCodec string `json:"download_codec,omitempty"`
+	// DownloadMaxLag is the number of encoded deltas kept for clients that
+	// are behind (0: DefaultDownloadMaxLag); a client further behind
+	// downloads the whole model.
+	DownloadMaxLag int `json:"download_max_lag,omitempty"`
+}
+
+// Download limits of RunConfig.
+const (
+	// DefaultDownloadMaxLag is the number of download deltas kept when
+	// RunConfig.DownloadMaxLag is 0.
+	DefaultDownloadMaxLag = 20
+	// MaxDownloadMaxLag bounds RunConfig.DownloadMaxLag: each kept delta
+	// is in every replica's memory and snapshot.
+	MaxDownloadMaxLag = 1000
+)
+
+// downloadSeed is mixed into TaskSeed for the download codec's random
+// draws (the same constant as the simulator's), so that they differ from
+// the clients' task seeds.
+const downloadSeed = 0x646f776e6c6f6164 // "download"
+
+// downloadOn reports whether downloads are compressed.
+func (c RunConfig) downloadOn() bool { return c.DownloadCodec != "" && c.DownloadCodec != "none" }
+
+// TaskDownloadCodec is the download codec as Task.download_codec carries
+// it: empty for whole models only.
+func (c RunConfig) TaskDownloadCodec() string {
+	if !c.downloadOn() {
+		return ""
+	}
+	return c.DownloadCodec
+}
+
+// downloadSpec parses the download codec and its lag (with the default
+// applied) and checks them.
+func (c RunConfig) downloadSpec() (gradient.Spec, int, error) {
+	if c.DownloadMaxLag < 0 || c.DownloadMaxLag > MaxDownloadMaxLag {
+		return gradient.Spec{}, 0, fmt.Errorf("coordinator: download max lag %d outside [0, %d]", c.DownloadMaxLag, MaxDownloadMaxLag)
+	}
+	lag := c.DownloadMaxLag
+	if lag == 0 {
+		lag = DefaultDownloadMaxLag
+	}
+	if !c.downloadOn() {
+		return gradient.Spec{}, lag, nil
+	}
+	sp, err := gradient.ParseSpec(c.DownloadCodec)
+	if err != nil {
+		return sp, 0, fmt.Errorf("coordinator: download codec: %w", err)
+	}
+	if sp.Momentum > 0 {
+		return sp, 0, fmt.Errorf("coordinator: download codec %q: momentum=%g: the download direction has no momentum correction", c.DownloadCodec, sp.Momentum)
+	}
+	return sp, lag, nil
 }
 
 // Validate reports a configuration error.
@@ -72,6 +137,9 @@ func (c RunConfig) Validate() error {
 		return fmt.Errorf("coordinator: prox mu %v outside [0, %v]", c.ProxMu, client.MaxProxMu)
 	}
 	if _, err := newUpdateCodec(c.UploadCodec); err != nil {
+		return err
+	}
+	if _, _, err := c.downloadSpec(); err != nil {
 		return err
 	}
 	return nil
@@ -106,7 +174,11 @@ type FSM struct {
 	mach     *round.Machine
 	codec    updateCodec
 	n        int // model parameters
-	sc       scratch
+	// down is the download codec's encoder, nil for dense downloads. Its
+	// version is the FSM's model version, unless publishing failed (see
+	// publish); Apply is its only writer, and readers hold mu.
+	down *gradient.ServerEncoder
+	sc   scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
@@ -196,6 +268,7 @@ func (f *FSM) apply(c command, pre *decoded) any {
 		}
 		f.accepted = nil
 		f.lastClosed = cl
+		f.publish(cl)
 		return cl
 	case cmdDrop:
 		if f.mach.Round() != int(c.Round) {
@@ -236,13 +309,48 @@ func (f *FSM) init(raw []byte) error {
 	}
 	params := make([]float32, model.NumParams())
 	model.Init(params, cfg.InitSeed)
+	var down *gradient.ServerEncoder
+	if cfg.downloadOn() {
+		spec, lag, err := cfg.downloadSpec()
+		if err != nil {
+			return err
+		}
+		if down, err = gradient.NewServerEncoder(spec, params, lag); err != nil {
+			return fmt.Errorf("coordinator: download codec: %w", err)
+		}
+	}
 	mach, err := round.New(cfg.Round, strategy, params)
 	if err != nil {
 		return err
 	}
-	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec = &cfg, slices.Clone(raw), model, strategy, mach, codec
+	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
 	f.n = model.NumParams()
 	return nil
+}
+
+// publish makes the global model of a round just closed the download
+// encoder's next version, with random draws seeded by the run's task seed
+// and the round: deterministic, so every replica serves the same bytes.
+// Should encoding fail (a version beyond 2³², a model that overflows), the
+// encoder restarts at the new version from the exact global model, which
+// every client then downloads whole; should even that fail, it stays
+// behind and downloads serve the global model (see AppendDownload). The
+// caller holds mu.
+func (f *FSM) publish(cl round.Closed) {
+	if f.down == nil {
+		return
+	}
+	global := f.mach.Global()
+	if _, err := f.down.Publish(global, round.TaskSeed(f.cfg.TaskSeed^downloadSeed, cl.Round, 0)); err == nil {
+		return
+	}
+	spec, lag, err := f.cfg.downloadSpec()
+	if err != nil || cl.Version > math.MaxUint32 {
+		return
+	}
+	if d, err := gradient.RestoreServerEncoder(spec, gradient.ServerState{Version: int(cl.Version), Model: global}, lag); err == nil {
+		f.down = d
+	}
 }
 
 // submit applies a submit entry. pre, if not nil, is its update decoded
@@ -307,6 +415,11 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 			return nil, fmt.Errorf("coordinator: snapshot of the strategy: %w", err)
 		}
 		s.Strategy = st
+		if f.down != nil {
+			// A copy: Publish reuses the bytes of the delta it drops.
+			ds := f.down.State()
+			s.Download = &ds
+		}
 	}
 	return s, nil
 }
@@ -339,6 +452,21 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("coordinator: restore: %w", err)
 		}
 		nf.mach = mach
+		if nf.down != nil {
+			if s.Download == nil {
+				return errors.New("coordinator: restore: the run has a download codec and the snapshot no download encoder state")
+			}
+			spec, lag, err := nf.cfg.downloadSpec()
+			if err != nil {
+				return fmt.Errorf("coordinator: restore: %w", err)
+			}
+			if uint64(s.Download.Version) > mach.Version() {
+				return fmt.Errorf("coordinator: restore: download encoder at version %d, model at %d", s.Download.Version, mach.Version())
+			}
+			if nf.down, err = gradient.RestoreServerEncoder(spec, *s.Download, lag); err != nil {
+				return fmt.Errorf("coordinator: restore: download encoder: %w", err)
+			}
+		}
 		for _, c := range s.Accepted {
 			if _, err := nf.submit(time.Unix(0, c.Now).UTC(), c, nil); err != nil {
 				return fmt.Errorf("coordinator: restore: replaying client %d: %w", c.Client, err)
@@ -348,6 +476,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n
+	f.down = nf.down
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.nodes = nf.nodes
 	close(f.changed)
@@ -366,6 +495,9 @@ type snapshot struct {
 	LastClosed round.Closed
 	Strategy   []byte
 	Nodes      []NodeInfo
+	// Download is the download encoder's state, nil without a download
+	// codec (and in snapshots from before download codecs).
+	Download *gradient.ServerState
 }
 
 // NodeInfo is a coordinator node as the cluster records it.

@@ -33,6 +33,9 @@ func (s *Service) Instrument(m *metrics.Coordinator) {
 type RoundTraffic struct {
 	Accepted, Refused          int
 	BytesIn, DenseIn, BytesOut int64
+	// Downloads counts the models sent (BytesOut's downloads), whole or
+	// as deltas.
+	Downloads int
 	// TrainLoss is the examples-weighted mean training loss the clients
 	// reported (NaN when no update was accepted).
 	TrainLoss float64
@@ -135,12 +138,15 @@ func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload i
 	s.metrics.ClientTimings(h.GetDownloadSeconds(), h.GetTrainSeconds(), h.GetEncodeSeconds(), h.GetUploadSeconds())
 }
 
-// observeDownload records n model bytes sent while round r was open.
-func (s *Service) observeDownload(r, n int) {
+// observeDownload records n model bytes sent while round r was open:
+// codec is "float32" for a whole model, the download codec for deltas.
+func (s *Service) observeDownload(r int, codec string, n int) {
 	s.traffic.mu.Lock()
-	s.traffic.at(r).BytesOut += int64(n)
+	rt := s.traffic.at(r)
+	rt.BytesOut += int64(n)
+	rt.Downloads++
 	s.traffic.mu.Unlock()
-	s.metrics.Sent("float32", n)
+	s.metrics.Sent(codec, n)
 }
 
 // refusalReason names why an update was refused: the node's sentinel when

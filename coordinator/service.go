@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -86,7 +85,7 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		return nil, s.status(ctx, err)
 	}
 	c := t.Config
-	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec,
+	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec, DownloadCodec: c.TaskDownloadCodec(),
 		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, ProxMu: c.ProxMu,
 		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes)}
 	if !t.Deadline.IsZero() {
@@ -96,27 +95,32 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	return out, nil
 }
 
-// Download streams the current global model as little-endian float32.
+// Download streams the model of the current version: the whole global
+// model as little-endian float32 (MODEL_KIND_FULL) without a download
+// codec; with one, the encoded deltas since the version the client holds
+// (MODEL_KIND_DELTA from base_version), or the whole model clients
+// reconstruct when have_version is 0, unknown, from the future or too far
+// behind (FSM.AppendDownload). want_version, if not 0, must be the
+// current version.
 func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordinator_DownloadServer) error {
 	ctx := stream.Context()
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return err
 	}
-	model, version := s.node.FSM().Model()
-	if model == nil {
+	d, ok := s.node.FSM().AppendDownload(nil, req.GetHaveVersion())
+	if !ok {
 		return s.status(ctx, ErrNotInitialised)
 	}
-	if w := req.GetWantVersion(); w != 0 && w != version {
-		return status.Errorf(codes.FailedPrecondition, "model version %d is not available; the current version is %d", w, version)
+	if w := req.GetWantVersion(); w != 0 && w != d.Version {
+		return status.Errorf(codes.FailedPrecondition, "model version %d is not available; the current version is %d", w, d.Version)
 	}
-	payload := make([]byte, 0, 4*len(model))
-	for _, v := range model {
-		payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
+	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: d.Version}
+	if d.Delta {
+		h.Kind, h.BaseVersion = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base
 	}
-	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: version}
-	err := transport.SendModel(stream.Send, h, payload, s.ChunkSize)
+	err := transport.SendModel(stream.Send, h, d.Payload, s.ChunkSize)
 	if err == nil && s.metrics != nil {
-		s.observeDownload(s.node.FSM().Progress().Round, len(payload))
+		s.observeDownload(s.node.FSM().Progress().Round, d.Codec, len(d.Payload))
 	}
 	return err
 }

@@ -121,9 +121,14 @@ func fullHeader(n, version int) Header {
 	return h
 }
 
-// fullSize is the size of a full-model message for n parameters.
-func fullSize(n int) int {
-	h := fullHeader(n, math.MaxUint32)
+// fullSize is the size of a full-model message for n parameters at the
+// largest version: at least that of any full-model message.
+func fullSize(n int) int { return fullSizeAt(n, math.MaxUint32) }
+
+// fullSizeAt is the size of a full-model message for n parameters at
+// version.
+func fullSizeAt(n, version int) int {
+	h := fullHeader(n, version)
 	var b [64]byte
 	return len(appendHeader(b[:0], &h)) + 4*n + crcSize
 }
@@ -134,24 +139,95 @@ func fullSize(n int) int {
 // concatenated, or the full model if have is not a version of the last
 // MaxLag or the deltas would be at least as large.
 func (s *ServerEncoder) AppendUpdate(dst []byte, have int) ([]byte, bool) {
+	if _, full := s.UpdateSize(have); full {
+		return s.AppendFull(dst), true
+	}
+	for _, m := range s.history[len(s.history)-(s.version-have):] {
+		dst = append(dst, m...)
+	}
+	return dst, false
+}
+
+// UpdateSize returns the number of bytes AppendUpdate(dst, have) appends
+// and whether they are the full model, without writing them: a caller
+// that sends whole models in another form (raw float32, say) asks first.
+// It does not modify the encoder.
+func (s *ServerEncoder) UpdateSize(have int) (int, bool) {
 	if have == s.version {
-		return dst, false
+		return 0, false
 	}
 	lag := s.version - have
 	if have < 0 || lag < 0 || lag > len(s.history) {
-		return s.AppendFull(dst), true
+		return fullSizeAt(len(s.model), s.version), true
 	}
 	size := 0
 	for _, m := range s.history[len(s.history)-lag:] {
 		size += len(m)
 	}
 	if size >= fullSize(len(s.model)) {
-		return s.AppendFull(dst), true
+		return fullSizeAt(len(s.model), s.version), true
 	}
-	for _, m := range s.history[len(s.history)-lag:] {
-		dst = append(dst, m...)
+	return size, false
+}
+
+// ServerState is a ServerEncoder's state: what a replicated coordinator
+// snapshots so that a restored encoder serves the same bytes and reaches
+// the same models as one that never stopped.
+type ServerState struct {
+	// Version is the current version and Model the model clients hold at
+	// it.
+	Version int
+	Model   []float32
+	// History are the kept deltas, oldest first: History[i] leads to
+	// version Version − len(History) + 1 + i.
+	History [][]byte
+}
+
+// State returns a copy of the encoder's state, which shares no memory
+// with the encoder.
+func (s *ServerEncoder) State() ServerState {
+	st := ServerState{Version: s.version, Model: append([]float32(nil), s.model...), History: make([][]byte, len(s.history))}
+	for i, m := range s.history {
+		st.History[i] = append([]byte(nil), m...)
 	}
-	return dst, false
+	return st
+}
+
+// RestoreServerEncoder returns a ServerEncoder for spec and maxLag (as
+// NewServerEncoder) in state st, which it copies. It checks st as bytes
+// from disk: the model finite, every kept delta a complete, valid delta
+// for the model's size, and the deltas a chain of consecutive versions
+// that ends at st.Version. Deltas beyond maxLag, the oldest, are dropped.
+func RestoreServerEncoder(spec Spec, st ServerState, maxLag int) (*ServerEncoder, error) {
+	s, err := NewServerEncoder(spec, st.Model, maxLag)
+	if err != nil {
+		return nil, err
+	}
+	n := len(st.Model)
+	if st.Version < 0 || st.Version > math.MaxUint32 || len(st.History) > st.Version {
+		return nil, fmt.Errorf("%w: server state at version %d with %d deltas", ErrCorrupt, st.Version, len(st.History))
+	}
+	hist := st.History[len(st.History)-min(len(st.History), maxLag):]
+	// Apply the deltas to a scratch model: each must decode in full and
+	// lead to the next version.
+	scratch := make([]float32, n)
+	v := st.Version - len(hist)
+	for _, m := range hist {
+		h, err := ReadHeader(m, Limits{MaxParams: n, MaxBytes: len(m)})
+		if err != nil {
+			return nil, fmt.Errorf("server state: delta to version %d: %w", v+1, err)
+		}
+		if h.Full() || h.N != n || h.Base != v || h.Round != v+1 {
+			return nil, fmt.Errorf("%w: server state: delta from version %d to %d for %d parameters, want %d to %d for %d",
+				ErrCorrupt, h.Base, h.Round, h.N, v, v+1, n)
+		}
+		if v, err = s.dec.apply(scratch, v, m, Limits{MaxParams: n, MaxBytes: len(m)}.norm()); err != nil {
+			return nil, fmt.Errorf("server state: delta to version %d: %w", h.Round, err)
+		}
+		s.history = append(s.history, append([]byte(nil), m...))
+	}
+	s.version = st.Version
+	return s, nil
 }
 
 // AppendFull appends the full model at the current version: a dense

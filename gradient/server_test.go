@@ -204,3 +204,84 @@ func TestReadStreamHeader(t *testing.T) {
 		t.Fatalf("ReadHeader on a stream of 3: %v", err)
 	}
 }
+
+// TestServerEncoderRestore restores an encoder from State mid-run: it
+// serves the same bytes for every held version, and publishing the same
+// models with the same seeds keeps both bit-identical. Damaged states are
+// refused, and a smaller maxLag keeps the newest deltas.
+func TestServerEncoderRestore(t *testing.T) {
+	const n, versions, maxLag = 1500, 9, 4
+	sp := mustSpec(t, "topk=0.05,bits=4")
+	w := walk(n, versions)
+	a, err := NewServerEncoder(sp, w[0], maxLag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := 1; v <= 6; v++ {
+		if _, err := a.Publish(w[v], uint64(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := a.State()
+	b, err := RestoreServerEncoder(sp, st, maxLag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The state is a copy: publishing on a does not change it.
+	for v := 7; v <= versions; v++ {
+		for _, s := range []*ServerEncoder{a, b} {
+			if _, err := s.Publish(w[v], uint64(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a.Version() != b.Version() || !slices.Equal(a.Model(), b.Model()) {
+			t.Fatalf("version %d: restored encoder diverged", v)
+		}
+		for have := -1; have <= v+1; have++ {
+			ua, fa := a.AppendUpdate(nil, have)
+			ub, fb := b.AppendUpdate(nil, have)
+			size, full := a.UpdateSize(have)
+			if !bytes.Equal(ua, ub) || fa != fb || size != len(ua) || full != fa {
+				t.Fatalf("version %d, have %d: %d/%v bytes vs %d/%v, UpdateSize %d/%v", v, have, len(ua), fa, len(ub), fb, size, full)
+			}
+		}
+	}
+	c, err := RestoreServerEncoder(sp, st, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, full := c.AppendUpdate(nil, 4); full || c.Version() != 6 {
+		t.Fatal("restore with maxLag 2 lost the newest deltas")
+	}
+	if _, full := c.AppendUpdate(nil, 3); !full {
+		t.Fatal("restore with maxLag 2 kept more than 2 deltas")
+	}
+	damage := map[string]func(s *ServerState){
+		"flipped byte":     func(s *ServerState) { s.History[1][len(s.History[1])/2] ^= 1 },
+		"truncated delta":  func(s *ServerState) { s.History[2] = s.History[2][:len(s.History[2])-1] },
+		"swapped deltas":   func(s *ServerState) { s.History[0], s.History[1] = s.History[1], s.History[0] },
+		"wrong version":    func(s *ServerState) { s.Version++ },
+		"negative version": func(s *ServerState) { s.Version = -1 },
+		"NaN in the model": func(s *ServerState) { s.Model[3] = float32(math.NaN()) },
+		"two deltas in one": func(s *ServerState) {
+			s.History = [][]byte{s.History[0], s.History[1], append(slices.Clone(s.History[2]), s.History[3]...)}
+		},
+		"more deltas than versions": func(s *ServerState) { s.Version = 3 },
+		"a full model":              func(s *ServerState) { s.History[3] = a.AppendFull(nil) },
+	}
+	for name, f := range damage {
+		s := cloneState(st)
+		f(&s)
+		if _, err := RestoreServerEncoder(sp, s, maxLag); err == nil {
+			t.Errorf("%s: restored", name)
+		}
+	}
+}
+
+func cloneState(st ServerState) ServerState {
+	c := ServerState{Version: st.Version, Model: slices.Clone(st.Model)}
+	for _, m := range st.History {
+		c.History = append(c.History, slices.Clone(m))
+	}
+	return c
+}

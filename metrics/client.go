@@ -28,7 +28,7 @@ func NewClient(reg *prometheus.Registry) *Client {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_client_updates_refused_total",
 		Help: "Updates the coordinator refused for good, by gRPC code."}, []string{"reason"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_client_bytes_total",
-		Help: "Payload bytes of models downloaded (direction in, codec float32) and updates uploaded (direction out, codec: the upload codec)."},
+		Help: "Payload bytes of models downloaded (direction in, codec float32 for whole models, the download codec for deltas) and updates uploaded (direction out, codec: the upload codec)."},
 		[]string{"direction", "codec"})
 	hist := func(name, help string) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
@@ -41,12 +41,16 @@ func NewClient(reg *prometheus.Registry) *Client {
 	return m
 }
 
-// Downloaded records a model download of n bytes that took d.
-func (m *Client) Downloaded(n int, d time.Duration) {
+// Downloaded records a whole-model download of n bytes that took d.
+func (m *Client) Downloaded(n int, d time.Duration) { m.DownloadedCodec("float32", n, d) }
+
+// DownloadedCodec records a model download of n bytes in codec ("float32"
+// for a whole model, the download codec for deltas) that took d.
+func (m *Client) DownloadedCodec(codec string, n int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.bytes.WithLabelValues(In, "float32").Add(float64(n))
+	m.bytes.WithLabelValues(In, codec).Add(float64(n))
 	m.download.Observe(d.Seconds())
 }
 

@@ -68,7 +68,7 @@ func NewCoordinator(reg *prometheus.Registry, state func() CoordinatorState) *Co
 		Help: "Updates refused, by reason: a sentinel (late, wrong_round, not_selected, bad_update, not_leader, ...) or the gRPC code (resource_exhausted, data_loss, ...)."},
 		[]string{"reason"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_bytes_total",
-		Help: "Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32)."},
+		Help: "Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32 for whole models, the download codec for deltas)."},
 		[]string{"direction", "codec"})
 	hist := func(name, help string) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})

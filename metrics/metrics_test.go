@@ -64,7 +64,7 @@ fedzip_round 4
 # HELP fedzip_updates_refused_total Updates refused, by reason: a sentinel (late, wrong_round, not_selected, bad_update, not_leader, ...) or the gRPC code (resource_exhausted, data_loss, ...).
 # TYPE fedzip_updates_refused_total counter
 fedzip_updates_refused_total{reason="late"} 1
-# HELP fedzip_bytes_total Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32).
+# HELP fedzip_bytes_total Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32 for whole models, the download codec for deltas).
 # TYPE fedzip_bytes_total counter
 fedzip_bytes_total{codec="float32",direction="out"} 4000
 fedzip_bytes_total{codec="topk1",direction="in"} 250

@@ -36,6 +36,8 @@ type coordinatorFlags struct {
 	id, dataDir, listen, raftAddr       string
 	bootstrap, insecure                 bool
 	model, strategy, uploadCodec        string
+	downloadCodec                       string
+	downloadMaxLag                      int
 	dataset, mnistDir                   string
 	rounds, perRound, minClients        int
 	localEpochs, batchSize              int
@@ -66,6 +68,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
 	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec clients use for updates")
+	fs.StringVar(&f.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.1,bits=8): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
+	fs.IntVar(&f.downloadMaxLag, "download-max-lag", coordinator.DefaultDownloadMaxLag, fmt.Sprintf("with --download-codec: encoded deltas each node keeps (1..%d); a client further behind downloads the whole model", coordinator.MaxDownloadMaxLag))
 	fs.IntVar(&f.rounds, "rounds", 100, "stop after this many rounds (0: never)")
 	fs.Float64Var(&f.fraction, "fraction", 0.1, "fraction of alive clients selected each round (ignored with --clients-per-round)")
 	fs.IntVar(&f.perRound, "clients-per-round", 0, "clients selected each round (0: use --fraction)")
@@ -155,6 +159,17 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		Round:    round.Config{Fraction: f.fraction, PerRound: f.perRound, MinClients: f.minClients, Deadline: f.deadline, Rounds: f.rounds, Seed: f.seed},
 		TaskSeed: f.seed, LocalEpochs: f.localEpochs, BatchSize: f.batchSize, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, ProxMu: f.proxMu,
 		UploadCodec: f.uploadCodec}
+	if f.downloadCodec != "none" {
+		// Set only with a codec, so that a run without one commits the
+		// same configuration as before download codecs existed.
+		if err := validateDownloadCodec(f.downloadCodec); err != nil {
+			return usageError{err}
+		}
+		if f.downloadMaxLag < 1 || f.downloadMaxLag > coordinator.MaxDownloadMaxLag {
+			return usageError{fmt.Errorf("--download-max-lag %d: want 1..%d", f.downloadMaxLag, coordinator.MaxDownloadMaxLag)}
+		}
+		run.DownloadCodec, run.DownloadMaxLag = f.downloadCodec, f.downloadMaxLag
+	}
 	if err := run.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -307,11 +322,25 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 			seen = v.Version
 			params, version := node.FSM().Model()
 			attrs := []any{"round", v.LastClosed.Round, "version", version, "reported", v.LastClosed.Reported, "missing", len(v.LastClosed.Missing)}
+			if obs != nil && obs.svc != nil && v.LastClosed.Round > 0 {
+				// What this node sent while the round was open: with a
+				// download codec, compare with downloads × 4 bytes per
+				// parameter.
+				t := obs.svc.RoundTraffic(v.LastClosed.Round)
+				attrs = append(attrs, "downloads", t.Downloads, "download_bytes", t.BytesOut)
+			}
 			var acc, loss float64
 			if test != nil {
 				correct, sum := model.Evaluate(ws, params, test.X, test.Y)
 				acc, loss = float64(correct)/float64(test.N), sum/float64(test.N)
 				attrs = append(attrs, "test_accuracy", acc, "test_loss", loss)
+				if v.Config.TaskDownloadCodec() != "" {
+					// With a download codec clients train from the model
+					// they reconstruct, not the global one.
+					cm, _ := node.FSM().ClientModel()
+					correct, _ := model.Evaluate(ws, cm, test.X, test.Y)
+					attrs = append(attrs, "client_test_accuracy", float64(correct)/float64(test.N))
+				}
 			}
 			log.Info("round closed", attrs...)
 			if v.LastClosed.Round > 0 {
@@ -321,6 +350,9 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 				ck := checkpoint.New(model, params)
 				ck.Header.Round, ck.Header.Version, ck.Header.Dataset = v.LastClosed.Round, version, f.dataset
 				ck.Header.Extra = map[string]string{"seed": strconv.FormatUint(f.seed, 10), "strategy": f.strategy, "upload_codec": f.uploadCodec}
+				if f.downloadCodec != "none" {
+					ck.Header.Extra["download_codec"] = f.downloadCodec
+				}
 				if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {
 					log.Error("saving the model", "err", err)
 				}

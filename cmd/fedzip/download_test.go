@@ -86,3 +86,31 @@ func TestSimulateBadDownloadFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordinatorDownloadFlags checks that the coordinator refuses a
+// download codec the server cannot encode with, or a lag out of range,
+// as usage errors before it opens anything, and that the flag also comes
+// from the environment.
+func TestCoordinatorDownloadFlags(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--download-codec", "topk=0.1,momentum=0.9"}, "momentum"},
+		{[]string{"--download-codec", "dgc"}, "momentum"},
+		{[]string{"--download-codec", "topk=2"}, "--download-codec"},
+		{[]string{"--download-codec", "topk=0.1,bits=8", "--download-max-lag", "0"}, "--download-max-lag 0"},
+		{[]string{"--download-codec", "stc", "--download-max-lag", "1001"}, "--download-max-lag 1001"},
+	} {
+		args := append([]string{"coordinator", "--insecure", "--state-dir", filepath.Join(dir, "x"), "--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, tc.args...)
+		code, _, stderr := runCmd(args...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, %q; want a usage error naming %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	t.Setenv("FEDZIP_DOWNLOAD_CODEC", "topk=0.1,momentum=0.5")
+	if code, _, stderr := runCmd("coordinator", "--insecure", "--state-dir", filepath.Join(dir, "y")); code != exitUsage || !strings.Contains(stderr, "momentum") {
+		t.Errorf("codec from the environment: exit %d, %q", code, stderr)
+	}
+}

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
 )
 
 // proc is a fedzip process whose JSON log lines are collected.
@@ -133,7 +136,10 @@ func freePort(t *testing.T) string {
 }
 
 // TestEndToEnd runs a coordinator and 5 client processes on 127.0.0.1 over
-// mTLS for 3 rounds of MNIST with top-k 1%, 8-bit, error-feedback updates. It kill -9s the coordinator after it has
+// mTLS for 3 rounds of MNIST with top-k 1%, 8-bit, error-feedback updates
+// and top-k 10%, 8-bit model downloads: clients keep the model they hold
+// and download the compressed change since its version, so that round 3's
+// downloads must be several times smaller than dense ones. It kill -9s the coordinator after it has
 // acknowledged an update of round 2 and restarts it: round 2 must still
 // close with all 5 updates, because an acknowledged client does not send
 // again. Then it kills a client in round 3: the round closes at its
@@ -147,10 +153,10 @@ func TestEndToEnd(t *testing.T) {
 	if out, err := exec.Command(bin, "compress", "--gen-key", key).CombinedOutput(); err != nil {
 		t.Fatalf("gen-key: %v\n%s", err, out)
 	}
-	grpcAddr, raftAddr, httpAddr := freePort(t), freePort(t), freePort(t)
+	grpcAddr, raftAddr, httpAddr, metricsAddr := freePort(t), freePort(t), freePort(t), freePort(t)
 	coordArgs := []string{"coordinator", "--deliver-key", key, "--deliver-recipe", "prune=0.8;cluster=bits:5;encode=huffman", "--http-addr", httpAddr, "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
 		"--state-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
-		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--save-model", filepath.Join(dir, "model.fzm"),
+		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--download-codec", "topk=0.1,bits=8", "--metrics-addr", metricsAddr, "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
 		"--client-ca", filepath.Join(certs, "ca.pem")}
 	coord := start(t, bin, "coordinator", coordArgs...)
@@ -194,6 +200,20 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if acc, _ := l["test_accuracy"].(float64); acc < 0.90 {
 		t.Fatalf("test accuracy after 3 rounds %.4f, want > 0.90", acc)
+	}
+	// Round 3's clients held version 1 and downloaded the delta to 2 (in
+	// rounds 1 and 2 they held nothing or version 0, which a request
+	// cannot name, and downloaded whole models).
+	arch, _ := nn.ParseArch("2nn", dataset.MNISTDim, dataset.MNISTClasses)
+	downloads, _ := l["downloads"].(float64)
+	bytes, _ := l["download_bytes"].(float64)
+	dense := downloads * 4 * float64(arch.NumParams())
+	t.Logf("round 3: %v downloads, %v bytes, dense %v (%.1fx smaller); client model accuracy %v", downloads, bytes, dense, dense/bytes, l["client_test_accuracy"])
+	if downloads < 4 || bytes <= 0 || bytes > dense/4 {
+		t.Fatalf("round 3: %v downloads of %v bytes in all, dense %v: want at least 4 downloads, 4x smaller than dense\n%s", downloads, bytes, dense, coord.dump())
+	}
+	if r2 := coord.find("round closed", map[string]float64{"round": 2, "version": 2}); r2 == nil || r2["client_test_accuracy"] == nil {
+		t.Fatalf("the round log has no client model accuracy: %v", r2)
 	}
 	for _, c := range clients[:4] {
 		waitLog(t, c, "the client to exit", 30*time.Second, func() bool {

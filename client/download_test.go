@@ -1,0 +1,175 @@
+package client
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// TestApplyDownload applies a server's deltas as a client does, and
+// refuses, with an error and without touching what it holds, every
+// download that does not fit: another base, version or kind, damaged or
+// mis-sized bytes.
+func TestApplyDownload(t *testing.T) {
+	const n = 500
+	spec, err := gradient.ParseSpec("topk=0.1,bits=8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := make([]float32, n)
+	for i := range init {
+		init[i] = float32(math.Sin(float64(i)))
+	}
+	srv, err := gradient.NewServerEncoder(spec, init, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	global := slices.Clone(init)
+	for v := 1; v <= 3; v++ {
+		for i := range global {
+			global[i] += float32(math.Cos(float64(i*v))) * 0.01
+		}
+		if _, err := srv.Publish(global, uint64(v)); err != nil {
+			t.Fatal(err)
+		}
+		if v == 1 {
+			init = slices.Clone(srv.Model()) // the client holds version 1
+		}
+	}
+	held := slices.Clone(init)
+	delta, _ := srv.AppendUpdate(nil, 1)
+	whole := make([]byte, 0, 4*n)
+	for _, x := range srv.Model() {
+		whole = appendF32(whole, x)
+	}
+	lim := transport.LimitsFor(n, 0)
+	hd := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 1}
+	m, err := applyDownload(held, 1, 3, hd, delta, n, lim)
+	if err != nil || !slices.Equal(m, srv.Model()) {
+		t.Fatalf("delta: %v, bit-identical %v", err, slices.Equal(m, srv.Model()))
+	}
+	hf := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: 3}
+	if m, err := applyDownload(nil, 0, 3, hf, whole, n, lim); err != nil || !slices.Equal(m, srv.Model()) {
+		t.Fatalf("whole model: %v", err)
+	}
+	flipped := slices.Clone(delta)
+	flipped[len(flipped)/2] ^= 0x10
+	nan := slices.Clone(whole)
+	copy(nan[8:], appendF32(nil, float32(math.NaN())))
+	for name, tc := range map[string]struct {
+		h          *fedzippb.ModelHeader
+		body       []byte
+		have, want uint64
+		held       []float32
+	}{
+		"delta from another base":      {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 2}, delta, 1, 3, held},
+		"delta while holding nothing":  {hd, delta, 0, 3, nil},
+		"delta for a model of another": {hd, delta, 1, 3, held[:n-1]},
+		"another version":              {hd, delta, 1, 4, held},
+		"header and deltas disagree":   {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 2, BaseVersion: 1}, delta, 1, 2, held},
+		"flipped byte":                 {hd, flipped, 1, 3, held},
+		"truncated delta":              {hd, delta[:len(delta)-3], 1, 3, held},
+		"garbage":                      {hd, []byte("not a delta"), 1, 3, held},
+		"unspecified kind":             {&fedzippb.ModelHeader{Version: 3}, whole, 1, 3, held},
+		"whole model, wrong size":      {hf, whole[:4*n-4], 0, 3, nil},
+		"whole model with NaN":         {hf, nan, 0, 3, nil},
+		"version beyond 2^32":          {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 1 << 33, BaseVersion: 1 << 32}, delta, 1 << 32, 1 << 33, held},
+	} {
+		before := slices.Clone(tc.held)
+		if _, err := applyDownload(tc.held, tc.have, tc.want, tc.h, tc.body, n, lim); !errors.Is(err, errDownload) {
+			t.Errorf("%s: %v, want errDownload", name, err)
+		}
+		if !slices.Equal(before, tc.held) {
+			t.Errorf("%s: the held model changed", name)
+		}
+	}
+}
+
+// TestModelFile saves and loads the held model; a damaged, mis-sized or
+// version-0 file loads as nothing.
+func TestModelFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "model.bin")
+	m := []float32{1, -2, 3.5, float32(math.SmallestNonzeroFloat32)}
+	if err := saveModel(path, m, 7); err != nil {
+		t.Fatal(err)
+	}
+	if got, v := loadModel(path, len(m)); v != 7 || !slices.Equal(got, m) {
+		t.Fatalf("loaded version %d %v", v, got)
+	}
+	if got, _ := loadModel(path, len(m)+1); got != nil {
+		t.Fatal("loaded a model of another size")
+	}
+	b, _ := os.ReadFile(path)
+	for i := range b {
+		c := slices.Clone(b)
+		c[i] ^= 1
+		os.WriteFile(path, c, 0o600)
+		if got, _ := loadModel(path, len(m)); got != nil {
+			t.Fatalf("loaded a file with byte %d flipped", i)
+		}
+	}
+	saveModel(path, m, 0)
+	if got, _ := loadModel(path, len(m)); got != nil {
+		t.Fatal("loaded a model at version 0")
+	}
+	if got, _ := loadModel(filepath.Join(dir, "missing"), len(m)); got != nil {
+		t.Fatal("loaded a missing file")
+	}
+}
+
+func appendF32(b []byte, x float32) []byte {
+	u := math.Float32bits(x)
+	return append(b, byte(u), byte(u>>8), byte(u>>16), byte(u>>24))
+}
+
+// FuzzApplyDownload feeds arbitrary bytes and headers to the client's
+// download decoder: it returns an error or a finite model of the right
+// size, never panics, and never changes what the client holds.
+func FuzzApplyDownload(f *testing.F) {
+	const n = 64
+	spec, _ := gradient.ParseSpec("topk=0.25,bits=4")
+	held := make([]float32, n)
+	for i := range held {
+		held[i] = float32(i) / n
+	}
+	srv, _ := gradient.NewServerEncoder(spec, held, 3)
+	next := slices.Clone(held)
+	for i := range next {
+		next[i] += float32(i%5) * 0.1
+	}
+	srv.Publish(next, 1)
+	srv.Publish(held, 2)
+	d, _ := srv.AppendUpdate(nil, 0)
+	f.Add(uint8(2), uint64(2), uint64(0), d)
+	d, _ = srv.AppendUpdate(nil, 1)
+	f.Add(uint8(2), uint64(2), uint64(1), d)
+	f.Add(uint8(1), uint64(2), uint64(0), make([]byte, 4*n))
+	lim := transport.LimitsFor(n, 0)
+	f.Fuzz(func(t *testing.T, kind uint8, version, base uint64, body []byte) {
+		h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind(kind % 4), Version: version, BaseVersion: base}
+		before := slices.Clone(held)
+		m, err := applyDownload(held, 1, version, h, body, n, lim)
+		if !slices.Equal(before, held) {
+			t.Fatal("the held model changed")
+		}
+		if err != nil {
+			return
+		}
+		if len(m) != n {
+			t.Fatalf("%d parameters", len(m))
+		}
+		for _, x := range m {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				t.Fatal("non-finite model accepted")
+			}
+		}
+	})
+}

@@ -1,0 +1,85 @@
+package coordinator
+
+import (
+	"encoding/binary"
+	"math"
+	"slices"
+)
+
+// Download is what a client is sent to hold a model version: the encoded
+// deltas from the version it holds, or the whole model.
+type Download struct {
+	// Payload is, when Delta, the download codec's messages from Base to
+	// Version, concatenated (gradient.ApplyDownload applies them);
+	// otherwise the whole model as little-endian float32. Payload may be
+	// empty: a delta to the version the client holds.
+	Payload []byte
+	Delta   bool
+	// Base is the version a delta applies to (0 for a whole model), and
+	// Version the version the payload leads to.
+	Base, Version uint64
+	// Codec is the download codec's spec for a delta, "float32" for a
+	// whole model: the label of the bytes in metrics.
+	Codec string
+}
+
+// AppendDownload appends to dst the download for a client that holds
+// model version have (0: none, or unknown) and returns it; nil before
+// init.
+//
+// Without a download codec it is always the whole global model, as bytes
+// identical to those Download sent before download codecs existed. With
+// one it is the encoded deltas since have, or, when have is 0, current,
+// from the future, more than the kept deltas behind, or when the deltas
+// would be at least as large as the model, the whole model clients
+// reconstruct (ClientModel). Given the same applied log, every replica
+// returns the same bytes.
+func (f *FSM) AppendDownload(dst []byte, have uint64) (Download, bool) {
+	f.mu.RLock()
+	if f.mach == nil {
+		f.mu.RUnlock()
+		return Download{}, false
+	}
+	version := f.mach.Version()
+	// The encoder lags the FSM only if publishing failed (see publish):
+	// then everyone gets the global model.
+	if d := f.down; d != nil && uint64(d.Version()) == version {
+		if have != 0 && have <= version {
+			if _, full := d.UpdateSize(int(have)); !full {
+				dst, _ = d.AppendUpdate(dst, int(have))
+				f.mu.RUnlock()
+				return Download{Payload: dst, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec}, true
+			}
+		}
+		model := slices.Clone(d.Model())
+		f.mu.RUnlock()
+		return Download{Payload: appendFloat32s(dst, model), Version: version, Codec: "float32"}, true
+	}
+	model := slices.Clone(f.mach.Global())
+	f.mu.RUnlock()
+	return Download{Payload: appendFloat32s(dst, model), Version: version, Codec: "float32"}, true
+}
+
+// ClientModel returns a copy of the model clients train from and its
+// version, or nil before init: with a download codec the model they
+// reconstruct from the deltas they download; otherwise the global model.
+func (f *FSM) ClientModel() ([]float32, uint64) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.mach == nil {
+		return nil, 0
+	}
+	if d := f.down; d != nil && uint64(d.Version()) == f.mach.Version() {
+		return slices.Clone(d.Model()), f.mach.Version()
+	}
+	return slices.Clone(f.mach.Global()), f.mach.Version()
+}
+
+// appendFloat32s appends v as little-endian float32.
+func appendFloat32s(dst []byte, v []float32) []byte {
+	dst = slices.Grow(dst, 4*len(v))
+	for _, x := range v {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(x))
+	}
+	return dst
+}

@@ -1,0 +1,244 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/metrics"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+const testDownloadCodec = "topk=0.1,bits=8"
+
+// TestServiceDownloadDeltas runs rounds on a 3-node cluster with a
+// download codec and downloads through the real gRPC service (bufconn):
+// a client at version v gets a DELTA from v whose application reproduces
+// the served client model bit for bit; one too far behind, holding nothing,
+// or sending a garbage version gets the whole client model (FULL); the
+// replicas would serve the same bytes; the task names the codec; and the
+// bytes sent are counted as sent.
+func TestServiceDownloadDeltas(t *testing.T) {
+	const maxLag = 2
+	fed, _ := dataset.Synthetic(1, 1, 4, 3)
+	run := testRun(0)
+	run.DownloadCodec, run.DownloadMaxLag = testDownloadCodec, maxLag
+	nodes := inmemCluster(t, 3, run)
+	node := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
+	clients := registerClients(t, node, fed, 4)
+	held := map[uint64][]float32{}
+	m0, _ := node.FSM().ClientModel()
+	held[0] = m0
+	const rounds = 4
+	for r := 1; r <= rounds; r++ {
+		driveRound(t, func() []*Node { return nodes }, clients, fed)
+		m, v := node.FSM().ClientModel()
+		held[v] = m
+	}
+	n := len(m0)
+
+	svc := NewService(node, transport.LimitsFor(n, 0))
+	svc.LongPoll = 200 * time.Millisecond
+	svc.Instrument(metrics.NewCoordinator(metrics.NewRegistry(), nil))
+	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits})
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	lis := bufconn.Listen(1 << 20)
+	go srv.Serve(lis)
+	defer transport.Shutdown(srv, time.Second)
+	var me *simClient
+	for _, c := range clients {
+		if me == nil || c.id < me.id {
+			me = c
+		}
+	}
+	conn, err := transport.Dial(context.Background(), []string{"bufnet:0"}, transport.ClientConfig{Insecure: true,
+		Credentials: transport.NewTokenCredentials(uint64(me.id), me.token),
+		Dialer:      func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	api := fedzippb.NewCoordinatorClient(conn)
+	ctx := context.Background()
+
+	task, err := api.GetTask(ctx, &fedzippb.GetTaskRequest{ClientId: uint64(me.id)})
+	if err != nil && !transport.IsNoTask(err) {
+		t.Fatal(err)
+	}
+	if err == nil && task.GetDownloadCodec() != testDownloadCodec {
+		t.Fatalf("task download codec %q", task.GetDownloadCodec())
+	}
+	current, v := node.FSM().ClientModel()
+	if v != rounds {
+		t.Fatalf("version %d after %d rounds", v, rounds)
+	}
+	lim := transport.LimitsFor(n, 0)
+	var sent, downloads int64
+	for _, tc := range []struct {
+		have  uint64
+		delta bool
+	}{
+		{v, true}, {v - 1, true}, {v - maxLag, true}, {v - maxLag - 1, false}, {0, false},
+		{v + 1, false}, {1 << 40, false}, {math.MaxUint64, false},
+	} {
+		h, body, err := transport.DownloadModel(ctx, api, &fedzippb.DownloadRequest{ClientId: uint64(me.id), HaveVersion: tc.have, WantVersion: v}, lim, nil)
+		if err != nil {
+			t.Fatalf("have %d: %v", tc.have, err)
+		}
+		sent += int64(len(body))
+		downloads++
+		if h.GetVersion() != v {
+			t.Fatalf("have %d: version %d, want %d", tc.have, h.GetVersion(), v)
+		}
+		if !tc.delta {
+			if h.GetKind() != fedzippb.ModelKind_MODEL_KIND_FULL || h.GetBaseVersion() != 0 || !slices.Equal(decodeFloat32s(body), current) {
+				t.Fatalf("have %d: kind %v base %d, %d bytes: want the whole client model", tc.have, h.GetKind(), h.GetBaseVersion(), len(body))
+			}
+			continue
+		}
+		if h.GetKind() != fedzippb.ModelKind_MODEL_KIND_DELTA || h.GetBaseVersion() != tc.have {
+			t.Fatalf("have %d: kind %v base %d", tc.have, h.GetKind(), h.GetBaseVersion())
+		}
+		m := slices.Clone(held[tc.have])
+		got, err := gradient.ApplyDownload(m, int(tc.have), body, gradient.Limits{MaxParams: n})
+		if err != nil || uint64(got) != v || !slices.Equal(m, current) {
+			t.Fatalf("have %d: the delta leads to version %d (%v), bit-identical %v", tc.have, got, err, slices.Equal(m, current))
+		}
+		if tc.have < v && len(body)*4 > 4*n {
+			t.Errorf("have %d: a delta of %d bytes for a model of %d", tc.have, len(body), 4*n)
+		}
+		// Every replica serves the same bytes.
+		for _, nd := range nodes {
+			waitFor(t, "the replica to catch up", func() bool { return nd.FSM().Progress().Version == v })
+			if d, _ := nd.FSM().AppendDownload(nil, tc.have); !bytes.Equal(d.Payload, body) {
+				t.Fatalf("have %d: replica %s serves other bytes", tc.have, nd.cfg.ID)
+			}
+		}
+	}
+	s, err := api.Download(ctx, &fedzippb.DownloadRequest{ClientId: uint64(me.id), HaveVersion: v - 1, WantVersion: 42})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("download of a missing version: %v", err)
+	}
+	rt := svc.RoundTraffic(node.FSM().Progress().Round)
+	if rt.BytesOut != sent || int64(rt.Downloads) != downloads {
+		t.Fatalf("traffic: %d bytes in %d downloads counted, %d in %d sent", rt.BytesOut, rt.Downloads, sent, downloads)
+	}
+}
+
+// TestClientRestartKeepsDownloading runs the real client runtime against
+// a node with a download codec, stops every client after round 2 and
+// starts them again on the same state directories: they finish the run,
+// and after the restart they download only deltas, from the model they
+// kept on disk.
+func TestClientRestartKeepsDownloading(t *testing.T) {
+	const nclients, rounds = 3, 4
+	fed, _ := dataset.Synthetic(1, 1, nclients, 3)
+	run := testRun(rounds)
+	run.DownloadCodec, run.UploadCodec = testDownloadCodec, "topk1"
+	node := leaderOf(t, inmemCluster(t, 1, run))
+	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
+	model, _ := node.FSM().Model()
+	svc := NewService(node, transport.LimitsFor(len(model), 0))
+	svc.LongPoll = 200 * time.Millisecond
+	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits})
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer transport.Shutdown(srv, time.Second)
+
+	dirs := make([]string, nclients)
+	for k := range dirs {
+		dirs[k] = t.TempDir()
+	}
+	// runClients runs every client until ctx ends or the run is over and
+	// returns their metrics registries.
+	runClients := func(ctx context.Context) []*prometheus.Registry {
+		var wg sync.WaitGroup
+		regs := make([]*prometheus.Registry, nclients)
+		for k := range nclients {
+			regs[k] = metrics.NewRegistry()
+			cfg := client.RuntimeConfig{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+				StateDir: dirs[k], Examples: uint64(len(fed.TrainParts[k])), MaxBackoff: 100 * time.Millisecond, Metrics: metrics.NewClient(regs[k]),
+				NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
+					m, err := nn.ParseArch(task.GetModel(), int(task.GetInputDim()), int(task.GetClasses()))
+					if err != nil {
+						return nil, err
+					}
+					return client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}, nil
+				}}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := client.Run(ctx, cfg); err != nil && ctx.Err() == nil {
+					t.Errorf("client %d: %v", k, err)
+				}
+			}()
+		}
+		wg.Wait()
+		return regs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, stop := context.WithCancel(ctx)
+	go func() {
+		for first.Err() == nil && node.FSM().Progress().Version < 2 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		stop()
+	}()
+	before := runClients(first)
+	stop()
+	if v := node.FSM().Progress(); v.Version < 2 || v.Phase == round.Finished {
+		t.Fatalf("clients stopped at version %d, phase %v", v.Version, v.Phase)
+	}
+	after := runClients(ctx)
+	if v := node.FSM().Progress(); v.Phase != round.Finished || v.Version != rounds {
+		t.Fatalf("after the restart: phase %v, version %d", v.Phase, v.Version)
+	}
+	var full, delta float64
+	for k := range nclients {
+		b := gather(t, before[k])
+		full += b[`fedzip_client_bytes_total{codec="float32",direction="in"}`]
+		a := gather(t, after[k])
+		if got := a[`fedzip_client_bytes_total{codec="float32",direction="in"}`]; got != 0 {
+			t.Errorf("client %d downloaded %v bytes of whole models after its restart", k, got)
+		}
+		delta += a[fmt.Sprintf(`fedzip_client_bytes_total{codec=%q,direction="in"}`, testDownloadCodec)]
+	}
+	if full == 0 || delta == 0 {
+		t.Fatalf("whole-model bytes before the restart %v, delta bytes after %v", full, delta)
+	}
+}
+
+// gather returns a registry's samples by name and labels.
+func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	hs := httptest.NewServer(metrics.Handler(reg))
+	defer hs.Close()
+	return scrape(t, hs.URL)
+}

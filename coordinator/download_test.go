@@ -1,0 +1,297 @@
+package coordinator
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+)
+
+// downloadLog is the log of a run with a download codec: init, three
+// clients, and rounds of three dense updates each. It returns the entries
+// of each round separately (the first element holds init and the
+// registrations).
+func downloadLog(t *testing.T, codec string, maxLag, rounds int) (raw []byte, parts [][]*raft.Log) {
+	t.Helper()
+	cfg := RunConfig{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: "fedavg",
+		Round: round.Config{PerRound: 3, MinClients: 1, Seed: 2}, TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1,
+		UploadCodec: "none", DownloadCodec: codec, DownloadMaxLag: maxLag}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFSM()
+	if err := f.init(raw); err != nil {
+		t.Fatal(err)
+	}
+	n := f.n
+	idx := uint64(0)
+	entry := func(c command) *raft.Log {
+		idx++
+		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()}
+	}
+	first := []*raft.Log{entry(command{Type: cmdInit, Config: raw})}
+	for i := 0; i < 3; i++ {
+		first = append(first, entry(command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}, Examples: 5}))
+	}
+	parts = append(parts, first)
+	cands := []round.ClientID{1, 2, 3}
+	for r := 1; r <= rounds; r++ {
+		p := []*raft.Log{entry(command{Type: cmdOpen, Candidates: cands})}
+		for _, id := range cands {
+			d := make([]float32, n)
+			for i := range d {
+				// Different in every round and client, and mostly small,
+				// so that top-k leaves a residual.
+				d[i] = float32(math.Sin(float64(r*1000+int(id)*100+i))) * 0.01
+				if (i+r)%17 == 0 {
+					d[i] *= 30
+				}
+			}
+			p = append(p, entry(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(id), Payload: denseCodec{}.encode(nil, d)}))
+		}
+		p = append(p, entry(command{Type: cmdClose}))
+		parts = append(parts, p)
+	}
+	return raw, parts
+}
+
+func applyAll(t *testing.T, f *FSM, logs []*raft.Log, batch bool) {
+	t.Helper()
+	var res []any
+	if batch {
+		res = f.ApplyBatch(logs)
+	} else {
+		for _, l := range logs {
+			res = append(res, f.Apply(l))
+		}
+	}
+	for i, r := range res {
+		if err, ok := r.(error); ok {
+			t.Fatalf("entry %d: %v", logs[i].Index, err)
+		}
+	}
+}
+
+// downloads returns every download a's clients can ask for, by the
+// version they hold: 0 to one past the current version, and garbage.
+func downloads(f *FSM) map[uint64]Download {
+	out := map[uint64]Download{}
+	v := f.Progress().Version
+	for _, have := range append([]uint64{1 << 40, math.MaxUint64}, func() []uint64 {
+		var hs []uint64
+		for h := uint64(0); h <= v+1; h++ {
+			hs = append(hs, h)
+		}
+		return hs
+	}()...) {
+		d, ok := f.AppendDownload(nil, have)
+		if !ok {
+			panic("not initialised")
+		}
+		out[have] = d
+	}
+	return out
+}
+
+func sameDownloads(t *testing.T, what string, a, b map[uint64]Download) {
+	t.Helper()
+	for have, da := range a {
+		db := b[have]
+		if !bytes.Equal(da.Payload, db.Payload) || da.Delta != db.Delta || da.Base != db.Base || da.Version != db.Version {
+			t.Fatalf("%s: have %d: %d bytes (delta %v) vs %d bytes (delta %v)", what, have, len(da.Payload), da.Delta, len(db.Payload), db.Delta)
+		}
+	}
+}
+
+// detCodec draws random coordinates and rounds stochastically, so that
+// replicas agree only if they seed the draws alike.
+const detCodec = "randk=0.2,bits=4,stochastic=on"
+
+// TestDownloadDeterministicAcrossReplicas feeds the same log to two FSMs,
+// one entry at a time and in batches, and to a third restored from a
+// snapshot of the first taken mid-round: after every round all three serve
+// identical bytes for every held version, and the deltas applied to what a
+// client held reproduce the served client model bit for bit.
+func TestDownloadDeterministicAcrossReplicas(t *testing.T) {
+	const rounds, maxLag = 7, 3
+	_, parts := downloadLog(t, detCodec, maxLag, rounds)
+	a, b := NewFSM(), NewFSM()
+	applyAll(t, a, parts[0], false)
+	applyAll(t, b, parts[0], true)
+	var c *FSM
+	// held[v] is the client model at version v, as a client keeps it.
+	held := map[uint64][]float32{}
+	m0, _ := a.ClientModel()
+	held[0] = m0
+	for r := 1; r <= rounds; r++ {
+		p := parts[r]
+		if r == 4 {
+			// Snapshot a after the open and one update of round 4.
+			applyAll(t, a, p[:2], false)
+			snap, err := a.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+				t.Fatal(err)
+			}
+			c = NewFSM()
+			if err := c.Restore(io.NopCloser(&buf)); err != nil {
+				t.Fatal(err)
+			}
+			sameDownloads(t, "restored mid-round", downloads(a), downloads(c))
+			applyAll(t, a, p[2:], false)
+			applyAll(t, c, p[2:], false)
+		} else {
+			applyAll(t, a, p, false)
+			if c != nil {
+				applyAll(t, c, p, true)
+			}
+		}
+		applyAll(t, b, p, true)
+		da := downloads(a)
+		sameDownloads(t, fmt.Sprintf("round %d, replicas", r), da, downloads(b))
+		if c != nil {
+			sameDownloads(t, fmt.Sprintf("round %d, restored", r), da, downloads(c))
+			if a.ModelHash() != c.ModelHash() {
+				t.Fatalf("round %d: restored global model diverged", r)
+			}
+			mc, _ := c.ClientModel()
+			ma, _ := a.ClientModel()
+			if !slices.Equal(ma, mc) {
+				t.Fatalf("round %d: restored client model diverged", r)
+			}
+		}
+		cm, v := a.ClientModel()
+		if v != uint64(r) {
+			t.Fatalf("round %d: version %d", r, v)
+		}
+		global, _ := a.Model()
+		if slices.Equal(global, cm) {
+			t.Fatalf("round %d: the client model is the global model: the codec sent everything", r)
+		}
+		held[v] = cm
+		for have, d := range da {
+			wantDelta := have >= 1 && have <= v && v-have <= maxLag
+			if d.Delta != wantDelta || d.Version != v {
+				t.Fatalf("round %d: have %d: delta %v version %d, want delta %v", r, have, d.Delta, d.Version, wantDelta)
+			}
+			if !d.Delta {
+				if got := decodeFloat32s(d.Payload); !slices.Equal(got, cm) {
+					t.Fatalf("round %d: have %d: the whole model is not the client model", r, have)
+				}
+				continue
+			}
+			if d.Base != have || d.Codec != detCodec || (have == v) != (len(d.Payload) == 0) {
+				t.Fatalf("round %d: have %d: base %d codec %q, %d bytes", r, have, d.Base, d.Codec, len(d.Payload))
+			}
+			m := slices.Clone(held[have])
+			got, err := gradient.ApplyDownload(m, int(have), d.Payload, gradient.Limits{MaxParams: len(m)})
+			if err != nil || uint64(got) != v || !slices.Equal(m, cm) {
+				t.Fatalf("round %d: have %d: applied to version %d (%v), equal %v", r, have, got, err, slices.Equal(m, cm))
+			}
+			if len(d.Payload) >= 4*len(cm) {
+				t.Fatalf("round %d: have %d: delta of %d bytes for a model of %d", r, have, len(d.Payload), 4*len(cm))
+			}
+		}
+	}
+}
+
+// TestDownloadDenseUnchanged checks that without a download codec every
+// download is the global model as little-endian float32, whatever version
+// the client says it holds, and that the run's JSON does not mention
+// downloads (logs written before download codecs existed decode alike).
+func TestDownloadDenseUnchanged(t *testing.T) {
+	for _, codec := range []string{"", "none"} {
+		raw, parts := downloadLog(t, codec, 0, 2)
+		if codec == "" && strings.Contains(string(raw), "download") {
+			t.Fatalf("run config %s mentions downloads", raw)
+		}
+		f := NewFSM()
+		for _, p := range parts {
+			applyAll(t, f, p, false)
+		}
+		global, v := f.Model()
+		cm, _ := f.ClientModel()
+		if !slices.Equal(global, cm) || v != 2 {
+			t.Fatal("without a download codec clients must train from the global model")
+		}
+		want := denseCodec{}.encode(nil, global)
+		for have, d := range downloads(f) {
+			if d.Delta || d.Version != v || d.Codec != "float32" || !bytes.Equal(d.Payload, want) {
+				t.Fatalf("codec %q, have %d: delta %v, %d bytes", codec, have, d.Delta, len(d.Payload))
+			}
+		}
+		if f.Progress().Config.TaskDownloadCodec() != "" {
+			t.Fatalf("codec %q: task carries a download codec", codec)
+		}
+	}
+}
+
+// TestRunConfigDownloadCodec checks the validation of the download codec.
+func TestRunConfigDownloadCodec(t *testing.T) {
+	for _, tc := range []struct {
+		codec string
+		lag   int
+		ok    bool
+	}{
+		{"", 0, true}, {"none", 0, true}, {"topk=0.1,bits=8", 0, true}, {"stc", 5, true}, {"topk=0.1,bits=8", MaxDownloadMaxLag, true},
+		{"topk=0.1,momentum=0.9", 0, false}, {"dgc", 0, false}, {"nonsense", 0, false}, {"topk=0.1", -1, false}, {"topk=0.1", MaxDownloadMaxLag + 1, false},
+		{"none", -1, false},
+	} {
+		run := testRun(1)
+		run.DownloadCodec, run.DownloadMaxLag = tc.codec, tc.lag
+		if err := run.Validate(); (err == nil) != tc.ok {
+			t.Errorf("codec %q lag %d: %v, want ok %v", tc.codec, tc.lag, err, tc.ok)
+		}
+	}
+}
+
+// TestRestoreRefusesMissingDownloadState: a snapshot of a run with a
+// download codec but no encoder state would make the replica serve other
+// bytes than its peers; it is refused.
+func TestRestoreRefusesMissingDownloadState(t *testing.T) {
+	_, parts := downloadLog(t, "topk=0.1,bits=8", 2, 2)
+	a := NewFSM()
+	for _, p := range parts {
+		applyAll(t, a, p, false)
+	}
+	snap, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.(*snapshot).Download = nil
+	var buf bytes.Buffer
+	if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewFSM().Restore(io.NopCloser(&buf)); err == nil {
+		t.Fatal("restored a snapshot without the download encoder's state")
+	}
+	snap, _ = a.Snapshot()
+	snap.(*snapshot).Download.History[0][10] ^= 1
+	buf.Reset()
+	snap.Persist(&memSink{Buffer: &buf})
+	if err := NewFSM().Restore(io.NopCloser(&buf)); err == nil {
+		t.Fatal("restored a damaged download encoder state")
+	}
+}
+
+func decodeFloat32s(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	if err := (denseCodec{}).decode(out, b); err != nil {
+		return nil
+	}
+	return out
+}
