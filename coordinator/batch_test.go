@@ -116,7 +116,6 @@ func batchTestLog(t *testing.T, strategy string) []*raft.Log {
 	return logs
 }
 
-
 func TestRunConfigRefusesProxMu(t *testing.T) {
 	for _, mu := range []float64{-0.1, math.NaN(), math.Inf(1), 2e4} {
 		run := testRun(1)
