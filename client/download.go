@@ -23,10 +23,11 @@ import (
 // Compressed downloads. When the task names a download codec the client
 // keeps the model it holds and its version, in memory and in
 // StateDir/model.bin, and asks for the deltas since that version
-// (DownloadRequest.have_version). It applies a DELTA with
+// (DownloadRequest.have_version and has_model, so that version 0, the
+// initial model, can be named). It applies a DELTA with
 // gradient.ApplyDownload to a copy of what it holds, after checking that
 // the delta starts from that version; on any mismatch or decode error it
-// asks again for the whole model (have_version 0). It trains from the
+// asks again for the whole model (has_model false). It trains from the
 // model so reconstructed, which is the coordinator's ClientModel, not its
 // global model.
 
@@ -46,12 +47,12 @@ func (r *Runtime) fetch(ctx context.Context, task *fedzippb.Task, lim transport.
 		r.held, r.heldVersion = loadModel(r.modelPath(), n)
 		r.heldLoaded = true
 	}
-	have := uint64(0)
-	if r.held != nil && r.heldVersion <= want {
+	have, holds := uint64(0), r.held != nil && r.heldVersion <= want
+	if holds {
 		have = r.heldVersion
 	}
 	for {
-		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want}, lim, nil)
+		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want, HasModel: holds}, lim, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -60,13 +61,17 @@ func (r *Runtime) fetch(ctx context.Context, task *fedzippb.Task, lim transport.
 			codec = task.GetDownloadCodec()
 		}
 		r.cfg.Metrics.DownloadedCodec(codec, len(body), time.Since(start))
-		model, err := applyDownload(r.held, have, want, h, body, n, lim)
+		held := r.held
+		if !holds {
+			held = nil
+		}
+		model, err := applyDownload(held, have, want, h, body, n, lim)
 		if err != nil {
-			if have == 0 {
+			if !holds {
 				return nil, nil, status.Error(codes.DataLoss, err.Error())
 			}
 			r.log.Warn("model delta refused; downloading the whole model", "have", have, "err", err)
-			have = 0
+			have, holds = 0, false
 			continue
 		}
 		// An empty delta (the client already holds the version) changes
@@ -101,7 +106,7 @@ func applyDownload(held []float32, have, want uint64, h *fedzippb.ModelHeader, b
 	default:
 		return nil, fmt.Errorf("%w: model kind %v", errDownload, h.GetKind())
 	}
-	if have == 0 || held == nil || len(held) != n || h.GetBaseVersion() != have {
+	if held == nil || len(held) != n || h.GetBaseVersion() != have {
 		return nil, fmt.Errorf("%w: delta from version %d, the client holds version %d", errDownload, h.GetBaseVersion(), have)
 	}
 	if have > math.MaxUint32 || want > math.MaxUint32 {

@@ -24,17 +24,17 @@ type Download struct {
 }
 
 // AppendDownload appends to dst the download for a client that holds
-// model version have (0: none, or unknown) and returns it; nil before
-// init.
+// model version have (when holds; version 0 is the initial model) and
+// returns it; nil before init.
 //
 // Without a download codec it is always the whole global model, as bytes
 // identical to those Download sent before download codecs existed. With
-// one it is the encoded deltas since have, or, when have is 0, current,
-// from the future, more than the kept deltas behind, or when the deltas
-// would be at least as large as the model, the whole model clients
-// reconstruct (ClientModel). Given the same applied log, every replica
+// one it is the encoded deltas since have; or the whole model clients
+// reconstruct (ClientModel) when the client holds none, when have is from
+// the future or more than the kept deltas behind, or when the deltas would
+// be at least as large as the model. Given the same applied log, every replica
 // returns the same bytes.
-func (f *FSM) AppendDownload(dst []byte, have uint64) (Download, bool) {
+func (f *FSM) AppendDownload(dst []byte, have uint64, holds bool) (Download, bool) {
 	f.mu.RLock()
 	if f.mach == nil {
 		f.mu.RUnlock()
@@ -44,7 +44,7 @@ func (f *FSM) AppendDownload(dst []byte, have uint64) (Download, bool) {
 	// The encoder lags the FSM only if publishing failed (see publish):
 	// then everyone gets the global model.
 	if d := f.down; d != nil && uint64(d.Version()) == version {
-		if have != 0 && have <= version {
+		if holds && have <= version {
 			if _, full := d.UpdateSize(int(have)); !full {
 				dst, _ = d.AppendUpdate(dst, int(have))
 				f.mu.RUnlock()

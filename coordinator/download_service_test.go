@@ -100,7 +100,8 @@ func TestServiceDownloadDeltas(t *testing.T) {
 		{v, true}, {v - 1, true}, {v - maxLag, true}, {v - maxLag - 1, false}, {0, false},
 		{v + 1, false}, {1 << 40, false}, {math.MaxUint64, false},
 	} {
-		h, body, err := transport.DownloadModel(ctx, api, &fedzippb.DownloadRequest{ClientId: uint64(me.id), HaveVersion: tc.have, WantVersion: v}, lim, nil)
+		// have_version 0 without has_model is "none": the whole model.
+		h, body, err := transport.DownloadModel(ctx, api, &fedzippb.DownloadRequest{ClientId: uint64(me.id), HaveVersion: tc.have, WantVersion: v, HasModel: tc.have != 0}, lim, nil)
 		if err != nil {
 			t.Fatalf("have %d: %v", tc.have, err)
 		}
@@ -129,7 +130,7 @@ func TestServiceDownloadDeltas(t *testing.T) {
 		// Every replica serves the same bytes.
 		for _, nd := range nodes {
 			waitFor(t, "the replica to catch up", func() bool { return nd.FSM().Progress().Version == v })
-			if d, _ := nd.FSM().AppendDownload(nil, tc.have); !bytes.Equal(d.Payload, body) {
+			if d, _ := nd.FSM().AppendDownload(nil, tc.have, tc.have != 0); !bytes.Equal(d.Payload, body) {
 				t.Fatalf("have %d: replica %s serves other bytes", tc.have, nd.cfg.ID)
 			}
 		}

@@ -82,8 +82,12 @@ func applyAll(t *testing.T, f *FSM, logs []*raft.Log, batch bool) {
 	}
 }
 
+// noModel keys, in downloads, the answer to a client that holds no model.
+const noModel = math.MaxUint64 - 1
+
 // downloads returns every download a's clients can ask for, by the
-// version they hold: 0 to one past the current version, and garbage.
+// version they hold: 0 (the initial model) to one past the current
+// version, garbage, and none (noModel).
 func downloads(f *FSM) map[uint64]Download {
 	out := map[uint64]Download{}
 	v := f.Progress().Version
@@ -94,12 +98,13 @@ func downloads(f *FSM) map[uint64]Download {
 		}
 		return hs
 	}()...) {
-		d, ok := f.AppendDownload(nil, have)
+		d, ok := f.AppendDownload(nil, have, true)
 		if !ok {
 			panic("not initialised")
 		}
 		out[have] = d
 	}
+	out[noModel], _ = f.AppendDownload(nil, 0, false)
 	return out
 }
 
@@ -183,7 +188,7 @@ func TestDownloadDeterministicAcrossReplicas(t *testing.T) {
 		}
 		held[v] = cm
 		for have, d := range da {
-			wantDelta := have >= 1 && have <= v && v-have <= maxLag
+			wantDelta := have <= v && v-have <= maxLag // noModel > v
 			if d.Delta != wantDelta || d.Version != v {
 				t.Fatalf("round %d: have %d: delta %v version %d, want delta %v", r, have, d.Delta, d.Version, wantDelta)
 			}

@@ -107,7 +107,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return err
 	}
-	d, ok := s.node.FSM().AppendDownload(nil, req.GetHaveVersion())
+	d, ok := s.node.FSM().AppendDownload(nil, req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
 	if !ok {
 		return s.status(ctx, ErrNotInitialised)
 	}

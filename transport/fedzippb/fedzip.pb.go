@@ -510,7 +510,10 @@ type DownloadRequest struct {
 	// answer with a DELTA from it.
 	HaveVersion uint64 `protobuf:"varint,2,opt,name=have_version,json=haveVersion,proto3" json:"have_version,omitempty"`
 	// want_version is the version the client wants; 0 means the current one.
-	WantVersion   uint64 `protobuf:"varint,3,opt,name=want_version,json=wantVersion,proto3" json:"want_version,omitempty"`
+	WantVersion uint64 `protobuf:"varint,3,opt,name=want_version,json=wantVersion,proto3" json:"want_version,omitempty"`
+	// has_model says the client holds have_version, which may then be 0 (the
+	// initial model). Without it have_version 0 means the client holds none.
+	HasModel      bool `protobuf:"varint,4,opt,name=has_model,json=hasModel,proto3" json:"has_model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -564,6 +567,13 @@ func (x *DownloadRequest) GetWantVersion() uint64 {
 		return x.WantVersion
 	}
 	return 0
+}
+
+func (x *DownloadRequest) GetHasModel() bool {
+	if x != nil {
+		return x.HasModel
+	}
+	return false
 }
 
 // ModelHeader announces a model payload; it is set on the first chunk only.
@@ -1551,11 +1561,12 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x04done\x18\x0e \x01(\bR\x04done\x12\x14\n" +
 	"\x05model\x18\x0f \x01(\tR\x05model\x12\x1b\n" +
 	"\tinput_dim\x18\x10 \x01(\rR\binputDim\x12\x18\n" +
-	"\aclasses\x18\x11 \x01(\rR\aclasses\"t\n" +
+	"\aclasses\x18\x11 \x01(\rR\aclasses\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
-	"\fwant_version\x18\x03 \x01(\x04R\vwantVersion\"\xad\x01\n" +
+	"\fwant_version\x18\x03 \x01(\x04R\vwantVersion\x12\x1b\n" +
+	"\thas_model\x18\x04 \x01(\bR\bhasModel\"\xad\x01\n" +
 	"\vModelHeader\x12(\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x14.fedzip.v1.ModelKindR\x04kind\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12!\n" +
