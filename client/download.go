@@ -120,6 +120,11 @@ func applyDownload(held []float32, have, want uint64, h *fedzippb.ModelHeader, b
 	if uint64(v) != want {
 		return nil, fmt.Errorf("%w: the deltas lead to version %d, the task trains version %d", errDownload, v, want)
 	}
+	if h.ModelCrc32C != nil {
+		if got := gradient.ModelCRC(m); got != h.GetModelCrc32C() {
+			return nil, fmt.Errorf("%w: the rebuilt model of version %d has crc32c %08x, the coordinator's %08x", errDownload, want, got, h.GetModelCrc32C())
+		}
+	}
 	for i, x := range m {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			return nil, fmt.Errorf("%w: model parameter %d is %v after the deltas", errDownload, i, x)

@@ -50,7 +50,8 @@ func TestApplyDownload(t *testing.T) {
 		whole = appendF32(whole, x)
 	}
 	lim := transport.LimitsFor(n, 0)
-	hd := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 1}
+	crc := gradient.ModelCRC(srv.Model())
+	hd := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 1, ModelCrc32C: &crc}
 	m, err := applyDownload(held, 1, 3, hd, delta, n, lim)
 	if err != nil || !slices.Equal(m, srv.Model()) {
 		t.Fatalf("delta: %v, bit-identical %v", err, slices.Equal(m, srv.Model()))
@@ -59,6 +60,10 @@ func TestApplyDownload(t *testing.T) {
 	if m, err := applyDownload(nil, 0, 3, hf, whole, n, lim); err != nil || !slices.Equal(m, srv.Model()) {
 		t.Fatalf("whole model: %v", err)
 	}
+	// A client holding the wrong model of version 1 (say a stale file)
+	// rebuilds a wrong model that the deltas alone cannot tell.
+	wrongHeld := slices.Clone(held)
+	wrongHeld[7] += 0.5
 	flipped := slices.Clone(delta)
 	flipped[len(flipped)/2] ^= 0x10
 	nan := slices.Clone(whole)
@@ -75,6 +80,7 @@ func TestApplyDownload(t *testing.T) {
 		"another version":              {hd, delta, 1, 4, held},
 		"header and deltas disagree":   {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 2, BaseVersion: 1}, delta, 1, 2, held},
 		"flipped byte":                 {hd, flipped, 1, 3, held},
+		"wrong held model":             {hd, delta, 1, 3, wrongHeld},
 		"truncated delta":              {hd, delta[:len(delta)-3], 1, 3, held},
 		"garbage":                      {hd, []byte("not a delta"), 1, 3, held},
 		"unspecified kind":             {&fedzippb.ModelHeader{Version: 3}, whole, 1, 3, held},

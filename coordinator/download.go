@@ -1,7 +1,10 @@
 package coordinator
 
 import (
+	"sync"
+
 	"encoding/binary"
+	"github.com/fedzip/fedzip/gradient"
 	"math"
 	"slices"
 )
@@ -21,6 +24,28 @@ type Download struct {
 	// Codec is the download codec's spec for a delta, "float32" for a
 	// whole model: the label of the bytes in metrics.
 	Codec string
+	// ModelCRC, for a delta, is gradient.ModelCRC of the model it leads to.
+	ModelCRC uint32
+}
+
+// modelCRC caches gradient.ModelCRC of the download encoder's model: it
+// changes once per round, and is asked for on every delta download.
+type modelCRC struct {
+	mu      sync.Mutex
+	down    *gradient.ServerEncoder
+	version int
+	crc     uint32
+}
+
+// of returns the checksum of d's model. The caller holds the FSM's read
+// lock, so that d does not change meanwhile.
+func (c *modelCRC) of(d *gradient.ServerEncoder) uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down != d || c.version != d.Version() {
+		c.down, c.version, c.crc = d, d.Version(), gradient.ModelCRC(d.Model())
+	}
+	return c.crc
 }
 
 // AppendDownload appends to dst the download for a client that holds
@@ -47,8 +72,9 @@ func (f *FSM) AppendDownload(dst []byte, have uint64, holds bool) (Download, boo
 		if holds && have <= version {
 			if _, full := d.UpdateSize(int(have)); !full {
 				dst, _ = d.AppendUpdate(dst, int(have))
+				crc := f.downCRC.of(d)
 				f.mu.RUnlock()
-				return Download{Payload: dst, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec}, true
+				return Download{Payload: dst, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec, ModelCRC: crc}, true
 			}
 		}
 		model := slices.Clone(d.Model())

@@ -119,6 +119,9 @@ func TestServiceDownloadDeltas(t *testing.T) {
 		if h.GetKind() != fedzippb.ModelKind_MODEL_KIND_DELTA || h.GetBaseVersion() != tc.have {
 			t.Fatalf("have %d: kind %v base %d", tc.have, h.GetKind(), h.GetBaseVersion())
 		}
+		if h.ModelCrc32C == nil || h.GetModelCrc32C() != gradient.ModelCRC(current) {
+			t.Fatalf("have %d: model crc32c %v, want %08x", tc.have, h.ModelCrc32C, gradient.ModelCRC(current))
+		}
 		m := slices.Clone(held[tc.have])
 		got, err := gradient.ApplyDownload(m, int(tc.have), body, gradient.Limits{MaxParams: n})
 		if err != nil || uint64(got) != v || !slices.Equal(m, current) {

@@ -177,8 +177,9 @@ type FSM struct {
 	// down is the download codec's encoder, nil for dense downloads. Its
 	// version is the FSM's model version, unless publishing failed (see
 	// publish); Apply is its only writer, and readers hold mu.
-	down *gradient.ServerEncoder
-	sc   scratch
+	down    *gradient.ServerEncoder
+	downCRC modelCRC
+	sc      scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch

@@ -116,7 +116,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	}
 	h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: d.Version}
 	if d.Delta {
-		h.Kind, h.BaseVersion = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base
+		h.Kind, h.BaseVersion, h.ModelCrc32C = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base, &d.ModelCRC
 	}
 	err := transport.SendModel(stream.Send, h, d.Payload, s.ChunkSize)
 	if err == nil && s.metrics != nil {

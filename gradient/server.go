@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"unsafe"
 
 	"github.com/fedzip/fedzip/compress"
 )
@@ -302,3 +303,36 @@ func (d *Decoder) apply(model []float32, version int, src []byte, lim Limits) (i
 	}
 	return version, nil
 }
+
+// ModelCRC returns the CRC-32C (Castagnoli) of model as little-endian
+// float32: the checksum of the bytes a whole-model download of it would
+// carry. A client that rebuilt a model from deltas compares it with the
+// one the server announces, which checks the whole chain of deltas and the
+// model it started from. On little-endian machines it reads the floats'
+// memory directly and allocates nothing.
+func ModelCRC(model []float32) uint32 {
+	if len(model) == 0 {
+		return 0
+	}
+	if littleEndian {
+		return crc32.Checksum(unsafe.Slice((*byte)(unsafe.Pointer(&model[0])), 4*len(model)), castagnoli)
+	}
+	buf := make([]byte, 0, 4*min(len(model), 1024))
+	var crc uint32
+	for len(model) > 0 {
+		m := min(len(model), 1024)
+		buf = buf[:0]
+		for _, v := range model[:m] {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(v))
+		}
+		crc = crc32.Update(crc, castagnoli, buf)
+		model = model[m:]
+	}
+	return crc
+}
+
+// littleEndian reports whether float32s are stored little-endian here.
+var littleEndian = func() bool {
+	x := uint16(1)
+	return *(*byte)(unsafe.Pointer(&x)) == 1
+}()

@@ -2,7 +2,9 @@ package gradient
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math"
 	"slices"
 	"testing"
@@ -284,4 +286,22 @@ func cloneState(st ServerState) ServerState {
 		c.History = append(c.History, slices.Clone(m))
 	}
 	return c
+}
+
+func TestModelCRC(t *testing.T) {
+	for _, n := range []int{0, 1, 1023, 1024, 1025, 5000} {
+		m := make([]float32, n)
+		var b []byte
+		for i := range m {
+			m[i] = float32(i) * 0.37
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(m[i]))
+		}
+		if got, want := ModelCRC(m), crc32.Checksum(b, castagnoli); got != want {
+			t.Fatalf("n=%d: %08x, want %08x", n, got, want)
+		}
+	}
+	probe := make([]float32, 3000)
+	if a := testing.AllocsPerRun(10, func() { ModelCRC(probe) }); a != 0 {
+		t.Fatalf("%v allocations", a)
+	}
 }

@@ -587,7 +587,11 @@ type ModelHeader struct {
 	// total_bytes is the payload length, the sum of all chunks' data.
 	TotalBytes uint64 `protobuf:"varint,4,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
 	// crc32c is the CRC-32C (Castagnoli) of the whole payload.
-	Crc32C        uint32 `protobuf:"varint,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	Crc32C uint32 `protobuf:"varint,5,opt,name=crc32c,proto3" json:"crc32c,omitempty"`
+	// model_crc32c, on a DELTA, is the CRC-32C of the model it produces as
+	// little-endian float32 (what a FULL payload of it would carry): the
+	// client checks the model it rebuilt, and so the model it started from.
+	ModelCrc32C   *uint32 `protobuf:"varint,6,opt,name=model_crc32c,json=modelCrc32c,proto3,oneof" json:"model_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -653,6 +657,13 @@ func (x *ModelHeader) GetTotalBytes() uint64 {
 func (x *ModelHeader) GetCrc32C() uint32 {
 	if x != nil {
 		return x.Crc32C
+	}
+	return 0
+}
+
+func (x *ModelHeader) GetModelCrc32C() uint32 {
+	if x != nil && x.ModelCrc32C != nil {
+		return *x.ModelCrc32C
 	}
 	return 0
 }
@@ -1566,14 +1577,16 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
 	"\fwant_version\x18\x03 \x01(\x04R\vwantVersion\x12\x1b\n" +
-	"\thas_model\x18\x04 \x01(\bR\bhasModel\"\xad\x01\n" +
+	"\thas_model\x18\x04 \x01(\bR\bhasModel\"\xe6\x01\n" +
 	"\vModelHeader\x12(\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x14.fedzip.v1.ModelKindR\x04kind\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12!\n" +
 	"\fbase_version\x18\x03 \x01(\x04R\vbaseVersion\x12\x1f\n" +
 	"\vtotal_bytes\x18\x04 \x01(\x04R\n" +
 	"totalBytes\x12\x16\n" +
-	"\x06crc32c\x18\x05 \x01(\rR\x06crc32c\"P\n" +
+	"\x06crc32c\x18\x05 \x01(\rR\x06crc32c\x12&\n" +
+	"\fmodel_crc32c\x18\x06 \x01(\rH\x00R\vmodelCrc32c\x88\x01\x01B\x0f\n" +
+	"\r_model_crc32c\"P\n" +
 	"\n" +
 	"ModelChunk\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.fedzip.v1.ModelHeaderR\x06header\x12\x12\n" +
@@ -1728,6 +1741,7 @@ func file_fedzip_v1_fedzip_proto_init() {
 	if File_fedzip_v1_fedzip_proto != nil {
 		return
 	}
+	file_fedzip_v1_fedzip_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
