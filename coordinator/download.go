@@ -48,21 +48,24 @@ func (c *modelCRC) of(d *gradient.ServerEncoder) uint32 {
 	return c.crc
 }
 
-// AppendDownload appends to dst the download for a client that holds
-// model version have (when holds; version 0 is the initial model) and
-// returns it; nil before init.
+// ServeDownload returns the download for a client that holds model
+// version have (when holds; version 0 is the initial model), or false
+// before init. The payload may be shared with other downloads of the same
+// version: callers must not modify it.
 //
 // Without a download codec it is always the whole global model, as bytes
 // identical to those Download sent before download codecs existed. With
 // one it is the encoded deltas since have; or the whole model clients
 // reconstruct (ClientModel) when the client holds none, when have is from
 // the future or more than the kept deltas behind, or when the deltas would
-// be at least as large as the model. Given the same applied log, every replica
-// returns the same bytes.
-func (f *FSM) AppendDownload(dst []byte, have uint64, holds bool) (Download, bool) {
+// be at least as large as the model. Given the same applied log, every
+// replica returns the same bytes. A whole model is serialised once per
+// version and shared, so that the clients of a round do not each cost two
+// copies of the model.
+func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
 	f.mu.RLock()
+	defer f.mu.RUnlock()
 	if f.mach == nil {
-		f.mu.RUnlock()
 		return Download{}, false
 	}
 	version := f.mach.Version()
@@ -71,19 +74,41 @@ func (f *FSM) AppendDownload(dst []byte, have uint64, holds bool) (Download, boo
 	if d := f.down; d != nil && uint64(d.Version()) == version {
 		if holds && have <= version {
 			if _, full := d.UpdateSize(int(have)); !full {
-				dst, _ = d.AppendUpdate(dst, int(have))
-				crc := f.downCRC.of(d)
-				f.mu.RUnlock()
-				return Download{Payload: dst, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec, ModelCRC: crc}, true
+				p, _ := d.AppendUpdate(nil, int(have))
+				return Download{Payload: p, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec, ModelCRC: f.downCRC.of(d)}, true
 			}
 		}
-		model := slices.Clone(d.Model())
-		f.mu.RUnlock()
-		return Download{Payload: appendFloat32s(dst, model), Version: version, Codec: "float32"}, true
+		return Download{Payload: f.whole.of(d, version, d.Model()), Version: version, Codec: "float32"}, true
 	}
-	model := slices.Clone(f.mach.Global())
-	f.mu.RUnlock()
-	return Download{Payload: appendFloat32s(dst, model), Version: version, Codec: "float32"}, true
+	return Download{Payload: f.whole.of(nil, version, f.mach.Global()), Version: version, Codec: "float32"}, true
+}
+
+// wholeModel caches the little-endian float32 bytes of one model version:
+// the global model (down nil) or the download encoder's.
+type wholeModel struct {
+	mu      sync.Mutex
+	down    *gradient.ServerEncoder
+	version uint64
+	payload []byte
+}
+
+// reset forgets the cached bytes (a snapshot replaced the state).
+func (c *wholeModel) reset() {
+	c.mu.Lock()
+	c.down, c.version, c.payload = nil, 0, nil
+	c.mu.Unlock()
+}
+
+// of returns the bytes of model, the model of down (or the global model
+// when down is nil) at version. The caller holds the FSM's read lock, so
+// that model does not change meanwhile.
+func (c *wholeModel) of(down *gradient.ServerEncoder, version uint64, model []float32) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.payload == nil || c.down != down || c.version != version {
+		c.down, c.version, c.payload = down, version, appendFloat32s(nil, model)
+	}
+	return c.payload
 }
 
 // ClientModel returns a copy of the model clients train from and its

@@ -133,7 +133,7 @@ func TestServiceDownloadDeltas(t *testing.T) {
 		// Every replica serves the same bytes.
 		for _, nd := range nodes {
 			waitFor(t, "the replica to catch up", func() bool { return nd.FSM().Progress().Version == v })
-			if d, _ := nd.FSM().AppendDownload(nil, tc.have, tc.have != 0); !bytes.Equal(d.Payload, body) {
+			if d, _ := nd.FSM().ServeDownload(tc.have, tc.have != 0); !bytes.Equal(d.Payload, body) {
 				t.Fatalf("have %d: replica %s serves other bytes", tc.have, nd.cfg.ID)
 			}
 		}

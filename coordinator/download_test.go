@@ -98,13 +98,13 @@ func downloads(f *FSM) map[uint64]Download {
 		}
 		return hs
 	}()...) {
-		d, ok := f.AppendDownload(nil, have, true)
+		d, ok := f.ServeDownload(have, true)
 		if !ok {
 			panic("not initialised")
 		}
 		out[have] = d
 	}
-	out[noModel], _ = f.AppendDownload(nil, 0, false)
+	out[noModel], _ = f.ServeDownload(0, false)
 	return out
 }
 
@@ -166,6 +166,9 @@ func TestDownloadDeterministicAcrossReplicas(t *testing.T) {
 		}
 		applyAll(t, b, p, true)
 		da := downloads(a)
+		if again, _ := a.ServeDownload(0, false); &again.Payload[0] != &da[noModel].Payload[0] {
+			t.Fatalf("round %d: a second whole-model download serialised the model again", r)
+		}
 		sameDownloads(t, fmt.Sprintf("round %d, replicas", r), da, downloads(b))
 		if c != nil {
 			sameDownloads(t, fmt.Sprintf("round %d, restored", r), da, downloads(c))

@@ -179,7 +179,9 @@ type FSM struct {
 	// publish); Apply is its only writer, and readers hold mu.
 	down    *gradient.ServerEncoder
 	downCRC modelCRC
-	sc      scratch
+	// whole caches the whole-model download of the current version.
+	whole wholeModel
+	sc    scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
@@ -335,7 +337,7 @@ func (f *FSM) init(raw []byte) error {
 // Should encoding fail (a version beyond 2³², a model that overflows), the
 // encoder restarts at the new version from the exact global model, which
 // every client then downloads whole; should even that fail, it stays
-// behind and downloads serve the global model (see AppendDownload). The
+// behind and downloads serve the global model (see ServeDownload). The
 // caller holds mu.
 func (f *FSM) publish(cl round.Closed) {
 	if f.down == nil {
@@ -478,6 +480,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n
 	f.down = nf.down
+	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.nodes = nf.nodes
 	close(f.changed)

@@ -100,14 +100,14 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 // codec; with one, the encoded deltas since the version the client holds
 // (MODEL_KIND_DELTA from base_version), or the whole model clients
 // reconstruct when have_version is 0, unknown, from the future or too far
-// behind (FSM.AppendDownload). want_version, if not 0, must be the
+// behind (FSM.ServeDownload). want_version, if not 0, must be the
 // current version.
 func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordinator_DownloadServer) error {
 	ctx := stream.Context()
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return err
 	}
-	d, ok := s.node.FSM().AppendDownload(nil, req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
+	d, ok := s.node.FSM().ServeDownload(req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
 	if !ok {
 		return s.status(ctx, ErrNotInitialised)
 	}
