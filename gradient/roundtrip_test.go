@@ -31,14 +31,14 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 	// A twin without error feedback and momentum encodes the first round
 	// identically, since its residual starts at zero.
 	plain := sp
-	plain.EF, plain.Momentum = false, 0
+	plain.EF, plain.Momentum, plain.Decay = false, 0, 0
 	twin, err := NewEncoder(plain, n)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	m := float32(sp.Momentum)
-	sumIn := make([]float64, n)   // sum of the inputs to the accumulator
+	m, r := float32(sp.Momentum), decayFactor(sp.Decay)
+	sumIn := make([]float64, n)   // sum of the inputs to the accumulator, less what decay took
 	sumSent := make([]float64, n) // sum of the decoded updates
 	delta := make([]float32, n)
 	dense := make([]float32, n)
@@ -119,9 +119,14 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 			if !sp.EF {
 				continue
 			}
-			// decoded + residual == residual before + in, up to the
-			// rounding of the two float32 operations involved.
-			acc := before[i] + in
+			kept := before[i]
+			if r != 1 {
+				kept = float32(r * before[i])
+				sumIn[i] += float64(kept) - float64(before[i])
+			}
+			// decoded + residual == decayed residual before + in, up to
+			// the rounding of the two float32 operations involved.
+			acc := kept + in
 			got := dense[i] + e.residual[i]
 			if d := math.Abs(float64(got - acc)); d > 1e-6*(math.Abs(float64(acc))+math.Abs(float64(dense[i])))+1e-30 {
 				t.Fatalf("round %d, coordinate %d: sent %g + residual %g = %g, accumulator %g",
@@ -411,5 +416,78 @@ func TestEncoderMemory(t *testing.T) {
 			st.IndexBitsPerKept()+st.ValueBitsPerKept() >= st.BitsPerKept() {
 			t.Errorf("%s: stats %+v", tt.spec, st)
 		}
+	}
+}
+
+// TestDecayResidual checks decay against values worked out by hand: the
+// residual is multiplied by the factor before the new delta is added, and
+// with momentum the velocity is not decayed.
+func TestDecayResidual(t *testing.T) {
+	// top-1 of 4 coordinates, float32 values: what is sent leaves the
+	// residual exactly.
+	e := mustEncoder(t, "topk=0.25,ef=on,decay=0.5", 4)
+	if _, _, err := e.Encode(nil, []float32{4, 1, -2, 0.5}, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Sent 4 at 0; residual (0, 1, −2, 0.5).
+	if _, _, err := e.Encode(nil, []float32{1, 1, 1, 1}, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	// acc = 0.5·(0, 1, −2, 0.5) + 1 = (1, 1.5, 0, 1.25); sent 1.5 at 1.
+	want := []float32{1, 0, 0, 1.25}
+	if got := e.Residual(); !slices.Equal(got, want) {
+		t.Errorf("residual = %v, want %v", got, want)
+	}
+
+	m := mustEncoder(t, "topk=0.25,ef=on,momentum=0.5,decay=0.5", 4)
+	for r, d := range [][]float32{{4, 1, -2, 0.5}, {1, 1, 1, 1}} {
+		if _, _, err := m.Encode(nil, d, r+1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Round 1: u = (4, 1, −2, 0.5), sent 4 at 0, u masked to (0, 1, −2,
+	// 0.5), residual (0, 1, −2, 0.5). Round 2: u = 0.5·u + 1 = (1, 1.5,
+	// 0, 1.25), acc = 0.5·residual + u = (1, 2, −1, 1.5); sent 2 at 1.
+	if got, want := m.Residual(), []float32{1, 0, -1, 1.5}; !slices.Equal(got, want) {
+		t.Errorf("momentum: residual = %v, want %v", got, want)
+	}
+	if got, want := m.Velocity(), []float32{1, 0, 0, 1.25}; !slices.Equal(got, want) {
+		t.Errorf("momentum: velocity = %v, want %v", got, want)
+	}
+}
+
+// TestAutoPicksGaps checks that entropy=auto codes clustered top-k indices
+// with the gap code, smaller than Rice, and random ones with Rice.
+func TestAutoPicksGaps(t *testing.T) {
+	const n = 100_000
+	clustered := make([]float32, n)
+	random := make([]float32, n)
+	genDelta(random, 3, 0.01)
+	// Large values in runs of four adjacent coordinates, every 400.
+	for i := range clustered {
+		clustered[i] = 0.001 * float32(i%7)
+		if i%400 < 4 {
+			clustered[i] = 1 + float32(i%400)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		delta []float32
+		want  Coding
+	}{{"clustered", clustered, CodingGaps}, {"random", random, CodingRice}} {
+		var st [2]Stats
+		for j, s := range []string{"topk=0.01,bits=ternary", "topk=0.01,bits=ternary,entropy=golomb"} {
+			var err error
+			if _, st[j], err = mustEncoder(t, s, n).Encode(nil, tc.delta, 1, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st[0].IndexCoding != tc.want {
+			t.Errorf("%s: auto chose %s, want %s", tc.name, st[0].IndexCoding, tc.want)
+		}
+		if st[0].IndexBytes > st[1].IndexBytes {
+			t.Errorf("%s: auto %d index bytes, rice %d", tc.name, st[0].IndexBytes, st[1].IndexBytes)
+		}
+		t.Logf("%s: auto %s %.2f bits/index, rice %.2f", tc.name, st[0].IndexCoding, st[0].IndexBitsPerKept(), st[1].IndexBitsPerKept())
 	}
 }

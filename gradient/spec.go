@@ -76,8 +76,8 @@ type Entropy uint8
 
 const (
 	// EntropyAuto measures each section of each update and keeps the
-	// smaller coding: Golomb-Rice or fixed-width indices, Huffman or
-	// bit-packed codes.
+	// smallest coding: gap-coded, Golomb-Rice or fixed-width indices,
+	// Huffman or bit-packed codes.
 	EntropyAuto Entropy = iota
 	// EntropyNone writes fixed-width indices and bit-packed codes.
 	EntropyNone
@@ -90,9 +90,13 @@ const (
 	// EntropyZstd compresses the fixed-width form of each section with
 	// zstd (a baseline: see the figures in the package documentation).
 	EntropyZstd
+	// EntropyGaps writes gap-coded indices (compress.AppendGapIndices:
+	// Elias-gamma buckets, Huffman coded) and, like auto, Huffman or
+	// bit-packed codes, whichever is smaller.
+	EntropyGaps
 )
 
-var entropyNames = [...]string{"auto", "none", "golomb", "huffman", "zstd"}
+var entropyNames = [...]string{"auto", "none", "golomb", "huffman", "zstd", "gaps"}
 
 // String returns the value of the entropy key for e.
 func (e Entropy) String() string {
@@ -124,11 +128,19 @@ type Spec struct {
 	// Momentum, in [0, 1), is the factor of DGC's momentum correction
 	// with factor masking; 0 is off. It needs EF.
 	Momentum float64
+	// Decay, in (0, 1], multiplies the error-feedback residual each time
+	// the encoder is used, before the new delta is added, so that what a
+	// client held back long ago fades instead of arriving stale; 0 is off
+	// (the same as 1). It needs EF.
+	Decay float64
 	// Clip, if positive, scales each delta down to at most this L2 norm
 	// before anything else.
 	Clip float64
 	// Warmup is the number of rounds of DGC's density warm-up (0: none).
 	Warmup int
+	// WarmStart is the density of the first warm-up round, in (0, 1]; 0
+	// means DGC's 25 %. Only with Warmup.
+	WarmStart float64
 	// Entropy is the entropy-coding policy.
 	Entropy Entropy
 	// Bucket is the number of values per quantization scale (0: one scale
@@ -187,9 +199,14 @@ func PresetNames() []string {
 //	ef=on|off    error feedback: keep what was not sent in a residual
 //	momentum=M   DGC momentum correction with factor masking, M in [0, 1);
 //	             needs ef=on
+//	decay=D      multiply the residual by D in (0, 1] at every update,
+//	             before adding the new delta (stale residuals fade);
+//	             needs ef=on
 //	clip=C       scale each delta to L2 norm at most C > 0
 //	warmup=R     DGC density warm-up over R rounds (with topk or randk)
-//	entropy=E    auto (default), none, golomb, huffman or zstd
+//	warmstart=F  density of the first warm-up round, F in (0, 1]
+//	             (default 0.25, DGC's); needs warmup
+//	entropy=E    auto (default), none, golomb, huffman, zstd or gaps
 //	bucket=N     values per quantization scale (0: one scale; bits 1..8,
 //	             ternary or sign only)
 //
@@ -234,7 +251,7 @@ func ParseSpec(s string) (Spec, error) {
 	return sp, nil
 }
 
-var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "clip", "warmup", "entropy", "bucket"}
+var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket"}
 
 func (sp *Spec) set(key, val string) error {
 	switch key {
@@ -286,6 +303,12 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("momentum=%s: want a factor in [0, 1), such as 0.9", val)
 		}
 		sp.Momentum = m
+	case "decay":
+		d, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(d > 0 && d <= 1) {
+			return fmt.Errorf("decay=%s: want a factor in (0, 1], such as 0.9", val)
+		}
+		sp.Decay = d
 	case "clip":
 		c, err := strconv.ParseFloat(val, 64)
 		if err != nil || !(c > 0) || math.IsInf(c, 0) {
@@ -298,6 +321,12 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("warmup=%s: want a number of rounds >= 0", val)
 		}
 		sp.Warmup = r
+	case "warmstart":
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(f > 0 && f <= 1) {
+			return fmt.Errorf("warmstart=%s: want a density in (0, 1], such as 0.05", val)
+		}
+		sp.WarmStart = f
 	case "entropy":
 		i := slices.Index(entropyNames[:], val)
 		if i < 0 {
@@ -352,6 +381,12 @@ func (sp Spec) check() error {
 	if sp.Momentum > 0 && !sp.EF {
 		return fmt.Errorf("momentum=%g: needs ef=on (DGC accumulates the corrected momentum in the residual)", sp.Momentum)
 	}
+	if !(sp.Decay >= 0 && sp.Decay <= 1) {
+		return fmt.Errorf("decay=%g: want a factor in (0, 1]", sp.Decay)
+	}
+	if sp.Decay > 0 && !sp.EF {
+		return fmt.Errorf("decay=%g: needs ef=on (it decays the residual)", sp.Decay)
+	}
 	if sp.Clip < 0 || math.IsNaN(sp.Clip) || math.IsInf(sp.Clip, 0) {
 		return fmt.Errorf("clip=%g: want a finite L2 norm > 0", sp.Clip)
 	}
@@ -361,11 +396,17 @@ func (sp Spec) check() error {
 	if sp.Warmup > 0 && sp.Select == Dense {
 		return fmt.Errorf("warmup=%d: needs topk or randk", sp.Warmup)
 	}
+	if !(sp.WarmStart >= 0 && sp.WarmStart <= 1) {
+		return fmt.Errorf("warmstart=%g: want a density in (0, 1]", sp.WarmStart)
+	}
+	if sp.WarmStart > 0 && sp.Warmup == 0 {
+		return fmt.Errorf("warmstart=%g: needs warmup", sp.WarmStart)
+	}
 	switch sp.Entropy {
 	case EntropyAuto, EntropyNone, EntropyZstd:
-	case EntropyGolomb:
+	case EntropyGolomb, EntropyGaps:
 		if sp.Select != TopK {
-			return fmt.Errorf("entropy=golomb: codes top-k indices, needs topk")
+			return fmt.Errorf("entropy=%s: codes top-k indices, needs topk", sp.Entropy)
 		}
 	case EntropyHuffman:
 		if !quantized {
@@ -399,7 +440,8 @@ func (sp Spec) Lossless() bool {
 
 // String returns the canonical form of sp: "none" for the zero Spec,
 // otherwise the keys that differ from their defaults, in the order topk
-// or randk, bits, stochastic, ef, momentum, clip, warmup, entropy, bucket.
+// or randk, bits, stochastic, ef, momentum, decay, clip, warmup,
+// warmstart, entropy, bucket.
 // ParseSpec(sp.String()) == sp for every valid sp.
 func (sp Spec) String() string {
 	var b []string
@@ -428,11 +470,17 @@ func (sp Spec) String() string {
 	if sp.Momentum != 0 {
 		b = append(b, "momentum="+f(sp.Momentum))
 	}
+	if sp.Decay != 0 {
+		b = append(b, "decay="+f(sp.Decay))
+	}
 	if sp.Clip != 0 {
 		b = append(b, "clip="+f(sp.Clip))
 	}
 	if sp.Warmup != 0 {
 		b = append(b, "warmup="+strconv.Itoa(sp.Warmup))
+	}
+	if sp.WarmStart != 0 {
+		b = append(b, "warmstart="+f(sp.WarmStart))
 	}
 	if sp.Entropy != EntropyAuto {
 		b = append(b, "entropy="+sp.Entropy.String())
@@ -448,23 +496,29 @@ func (sp Spec) String() string {
 
 // Density returns the fraction of coordinates sent in the given round
 // (rounds count from 1, as in package round): Fraction, or 1 for Dense.
-// During DGC's warm-up, rounds 1..Warmup, the density starts at 25 % and
-// falls exponentially to Fraction, reached at round Warmup+1:
-// 0.25 * (Fraction/0.25)^((round-1)/Warmup). With Fraction 0.001 and
-// Warmup 4 that is 25 %, 6.3 %, 1.6 %, 0.4 %, then 0.1 %, DGC's schedule.
-// A Fraction above 25 % has no warm-up. Rounds below 1 count as round 1.
+// During DGC's warm-up, rounds 1..Warmup, the density starts at s =
+// WarmStart (25 % by default) and falls exponentially to Fraction, reached
+// at round Warmup+1: s * (Fraction/s)^((round-1)/Warmup). With Fraction
+// 0.001 and Warmup 4 that is 25 %, 6.3 %, 1.6 %, 0.4 %, then 0.1 %, DGC's
+// schedule. A Fraction at or above s has no warm-up. Rounds below 1 count
+// as round 1.
 func (sp Spec) Density(round int) float64 {
 	if sp.Select == Dense {
 		return 1
 	}
+	start := warmupStart
+	if sp.WarmStart > 0 {
+		start = sp.WarmStart
+	}
 	step := max(round-1, 0)
-	if sp.Warmup == 0 || step >= sp.Warmup || sp.Fraction >= warmupStart {
+	if sp.Warmup == 0 || step >= sp.Warmup || sp.Fraction >= start {
 		return sp.Fraction
 	}
-	return warmupStart * math.Pow(sp.Fraction/warmupStart, float64(step)/float64(sp.Warmup))
+	return start * math.Pow(sp.Fraction/start, float64(step)/float64(sp.Warmup))
 }
 
-// warmupStart is the density of the first warm-up round, as in DGC.
+// warmupStart is the default density of the first warm-up round, as in
+// DGC.
 const warmupStart = 0.25
 
 // Kept returns the number of coordinates of an n-vector sent in the given
