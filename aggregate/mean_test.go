@@ -498,3 +498,25 @@ func TestMeanSenders(t *testing.T) {
 		}
 	}
 }
+
+// TestMeanAddNoAlloc checks that adding sparse and dense updates to a mean
+// accumulator, with either MeanOver, allocates nothing.
+func TestMeanAddNoAlloc(t *testing.T) {
+	const n = 1000
+	sparse := Update{Weight: 2, N: n, Indices: []int32{1, 5, 900}, Values: []float32{1, -2, 3}}
+	dense := Update{Weight: 1, Delta: make([]float32, n)}
+	dense.Delta[7] = 1
+	for _, spec := range []string{"fedavg", "fedavg,mean=senders", "fedavgm,mean=senders"} {
+		acc := mustParse(t, spec).Begin(n)
+		if a := testing.AllocsPerRun(20, func() {
+			if err := acc.Add(sparse); err != nil {
+				t.Fatal(err)
+			}
+			if err := acc.Add(dense); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("%s: %v allocations per Add", spec, a)
+		}
+	}
+}

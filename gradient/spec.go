@@ -76,8 +76,8 @@ type Entropy uint8
 
 const (
 	// EntropyAuto measures each section of each update and keeps the
-	// smallest coding: gap-coded, Golomb-Rice or fixed-width indices,
-	// Huffman or bit-packed codes.
+	// smallest coding: run-coded, gap-coded, Golomb-Rice or fixed-width
+	// indices, Huffman or bit-packed codes.
 	EntropyAuto Entropy = iota
 	// EntropyNone writes fixed-width indices and bit-packed codes.
 	EntropyNone
@@ -94,9 +94,13 @@ const (
 	// Elias-gamma buckets, Huffman coded) and, like auto, Huffman or
 	// bit-packed codes, whichever is smaller.
 	EntropyGaps
+	// EntropyRuns writes run-coded indices (compress.AppendRunIndices:
+	// the gap code over runs of adjacent indices, for block selection) and
+	// codes as auto does.
+	EntropyRuns
 )
 
-var entropyNames = [...]string{"auto", "none", "golomb", "huffman", "zstd", "gaps"}
+var entropyNames = [...]string{"auto", "none", "golomb", "huffman", "zstd", "gaps", "runs"}
 
 // String returns the value of the entropy key for e.
 func (e Entropy) String() string {
@@ -146,6 +150,10 @@ type Spec struct {
 	// Bucket is the number of values per quantization scale (0: one scale
 	// per update). Only for Uniform and Ternary.
 	Bucket int
+	// Block, if at least 2, makes top-k select whole blocks of Block
+	// consecutive coordinates, those of largest L1 norm, instead of single
+	// coordinates (0: single coordinates). Only with TopK.
+	Block int
 }
 
 // Presets are the named specs that ParseSpec accepts, with the spec each
@@ -206,9 +214,13 @@ func PresetNames() []string {
 //	warmup=R     DGC density warm-up over R rounds (with topk or randk)
 //	warmstart=F  density of the first warm-up round, F in (0, 1]
 //	             (default 0.25, DGC's); needs warmup
-//	entropy=E    auto (default), none, golomb, huffman, zstd or gaps
+//	entropy=E    auto (default), none, golomb, huffman, zstd, gaps or runs
 //	bucket=N     values per quantization scale (0: one scale; bits 1..8,
 //	             ternary or sign only)
+//	block=B      with topk: select blocks of B >= 2 consecutive
+//	             coordinates by L1 norm, the fraction F of coordinates in
+//	             all; runs of adjacent indices cost little with the run
+//	             code that entropy=auto picks for them
 //
 // Each key may appear once. The error wraps ErrSpec and names the key and
 // its allowed values.
@@ -251,7 +263,7 @@ func ParseSpec(s string) (Spec, error) {
 	return sp, nil
 }
 
-var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket"}
+var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block"}
 
 func (sp *Spec) set(key, val string) error {
 	switch key {
@@ -339,6 +351,12 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("bucket=%s: want a number of values >= 0 (0: one scale)", val)
 		}
 		sp.Bucket = n
+	case "block":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 2 || n > 1<<16 {
+			return fmt.Errorf("block=%s: want a number of coordinates in [2, 65536]", val)
+		}
+		sp.Block = n
 	default:
 		return fmt.Errorf("unknown key %q (keys: %s)", key, strings.Join(specKeys, ", "))
 	}
@@ -404,7 +422,7 @@ func (sp Spec) check() error {
 	}
 	switch sp.Entropy {
 	case EntropyAuto, EntropyNone, EntropyZstd:
-	case EntropyGolomb, EntropyGaps:
+	case EntropyGolomb, EntropyGaps, EntropyRuns:
 		if sp.Select != TopK {
 			return fmt.Errorf("entropy=%s: codes top-k indices, needs topk", sp.Entropy)
 		}
@@ -420,6 +438,12 @@ func (sp Spec) check() error {
 	}
 	if sp.Bucket > 0 && !quantized {
 		return fmt.Errorf("bucket=%d: needs bits=1..8, sign or ternary, not bits=%s", sp.Bucket, sp.Values)
+	}
+	if sp.Block != 0 && (sp.Block < 2 || sp.Block > 1<<16) {
+		return fmt.Errorf("block=%d: want a number of coordinates in [2, 65536]", sp.Block)
+	}
+	if sp.Block != 0 && sp.Select != TopK {
+		return fmt.Errorf("block=%d: needs topk", sp.Block)
 	}
 	return nil
 }
@@ -441,7 +465,7 @@ func (sp Spec) Lossless() bool {
 // String returns the canonical form of sp: "none" for the zero Spec,
 // otherwise the keys that differ from their defaults, in the order topk
 // or randk, bits, stochastic, ef, momentum, decay, clip, warmup,
-// warmstart, entropy, bucket.
+// warmstart, entropy, bucket, block.
 // ParseSpec(sp.String()) == sp for every valid sp.
 func (sp Spec) String() string {
 	var b []string
@@ -488,6 +512,9 @@ func (sp Spec) String() string {
 	if sp.Bucket != 0 {
 		b = append(b, "bucket="+strconv.Itoa(sp.Bucket))
 	}
+	if sp.Block != 0 {
+		b = append(b, "block="+strconv.Itoa(sp.Block))
+	}
 	if len(b) == 0 {
 		return "none"
 	}
@@ -523,6 +550,9 @@ const warmupStart = 0.25
 
 // Kept returns the number of coordinates of an n-vector sent in the given
 // round: round(Density(round) * n), at least 1 if n > 0 and at most n.
+// With Block, it is Blocks(n, round) whole blocks, Block coordinates each,
+// at most n: the encoder sends fewer when the last block of the vector,
+// shorter if Block does not divide n, is among them.
 func (sp Spec) Kept(n, round int) int {
 	if n <= 0 {
 		return 0
@@ -530,6 +560,21 @@ func (sp Spec) Kept(n, round int) int {
 	if sp.Select == Dense {
 		return n
 	}
+	if sp.Block > 1 {
+		return min(sp.Blocks(n, round)*sp.Block, n)
+	}
 	k := int(math.Round(sp.Density(round) * float64(n)))
 	return min(max(k, 1), n)
+}
+
+// Blocks returns the number of blocks a block top-k selects in the given
+// round: round(Density(round) * n / Block), at least 1 and at most the
+// ceil(n/Block) blocks of the vector; 0 without Block or for n <= 0.
+func (sp Spec) Blocks(n, round int) int {
+	if sp.Block < 2 || sp.Select != TopK || n <= 0 {
+		return 0
+	}
+	nb := (n + sp.Block - 1) / sp.Block
+	b := int(math.Round(sp.Density(round) * float64(n) / float64(sp.Block)))
+	return min(max(b, 1), nb)
 }

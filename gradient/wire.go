@@ -96,6 +96,7 @@ const (
 	CodingSeed    Coding = 3
 	CodingZstd    Coding = 4
 	CodingGaps    Coding = 5
+	CodingRuns    Coding = 6
 )
 
 // String names the coding.
@@ -113,6 +114,8 @@ func (c Coding) String() string {
 		return "zstd"
 	case CodingGaps:
 		return "gaps"
+	case CodingRuns:
+		return "runs"
 	}
 	return fmt.Sprintf("Coding(%d)", uint8(c))
 }
@@ -440,6 +443,12 @@ func (h *Header) checkSection(s Section) error {
 			// the decoder's scratch.
 			if s.Length < 2 {
 				return bad("gaps: %d bytes cannot hold %d indices", s.Length, h.K)
+			}
+		case CodingRuns:
+			// The run count, then two Huffman streams of at least two
+			// bytes each.
+			if s.Length < 5 {
+				return bad("runs: %d bytes cannot hold %d indices", s.Length, h.K)
 			}
 		case CodingSeed:
 			if h.Selection != RandK {

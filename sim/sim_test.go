@@ -45,6 +45,19 @@ func config(rounds int, fraction float64) Config {
 // TestBitIdenticalAcrossWorkers runs the same simulation on 1, 2 and 5
 // workers and requires the same bits in the model and the same metrics.
 func TestBitIdenticalAcrossWorkers(t *testing.T) {
+	t.Run("dense", func(t *testing.T) { testBitIdentical(t, "", nil) })
+	// Compressed uploads with per-client state (residual decay, warm-up)
+	// and the per-coordinate mean.
+	strategy, err := aggregate.Parse("fedavgm,lr=2,momentum=0,mean=senders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("compressed", func(t *testing.T) {
+		testBitIdentical(t, "topk=0.05,bits=ternary,ef=on,decay=0.7,warmup=2,warmstart=0.2", strategy)
+	})
+}
+
+func testBitIdentical(t *testing.T, codec string, strategy aggregate.Strategy) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
@@ -52,6 +65,11 @@ func TestBitIdenticalAcrossWorkers(t *testing.T) {
 	for _, w := range []int{1, 2, 5} {
 		cfg := config(4, 0.5)
 		cfg.Workers = w
+		cfg.UploadCodec = codec
+		if strategy != nil {
+			// A fresh copy per run: FedAvgM keeps server state.
+			cfg.Strategy, _ = aggregate.Parse(aggregate.Spec(strategy))
+		}
 		res, err := Run(context.Background(), cfg, model, init, data, nil)
 		if err != nil {
 			t.Fatal(err)
