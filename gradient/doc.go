@@ -22,7 +22,8 @@
 // ParseSpec documents the keys (topk, randk, bits, stochastic, ef,
 // momentum, decay, clip, warmup, warmstart, entropy, bucket) and Presets
 // the named specs
-// (none, dgc, stc, qsgd8, qsgd4, topk1, topk4, efsign, terngrad).
+// (none, dgc, stc, stcm, stcd, qsgd8, qsgd4, topk1, topk4, efsign,
+// terngrad).
 // Spec.String gives the canonical form, which ParseSpec accepts back.
 //
 // # The encoding pipeline

@@ -165,6 +165,13 @@ type Spec struct {
 //	        masking, density warm-up 25 % -> 0.1 % over four rounds)
 //	stc     topk=0.01,bits=ternary,ef=on (Sattler et al. 2019: 1 % density,
 //	        ternary values with the mean magnitude as scale)
+//	stcm    stc with DGC's momentum correction and warm-up
+//	stcd    topk=0.01,bits=ternary,ef=on,decay=0.7,warmup=8,warmstart=0.05:
+//	        stc whose residual fades (decay) and whose density falls from
+//	        5 % to 1 % over the first eight rounds; with the server strategy
+//	        fedavgm,lr=3,momentum=0 it reaches 96 % on the iid 2NN with
+//	        283× fewer upload bytes than dense FedAvg (292× on a second
+//	        seed), see README, "accuracy per byte"
 //	qsgd8   bits=8,stochastic=on,bucket=512 (Alistarh et al. 2017: dense,
 //	        unbiased 8-bit, a scale per 512 values)
 //	qsgd4   bits=4,stochastic=on,bucket=512
@@ -179,6 +186,7 @@ var Presets = map[string]string{
 	"dgc":      "topk=0.001,ef=on,momentum=0.9,warmup=4",
 	"stc":      "topk=0.01,bits=ternary,ef=on",
 	"stcm":     "topk=0.01,bits=ternary,ef=on,momentum=0.9,warmup=4",
+	"stcd":     "topk=0.01,bits=ternary,ef=on,decay=0.7,warmup=8,warmstart=0.05",
 	"qsgd8":    "bits=8,stochastic=on,bucket=512",
 	"qsgd4":    "bits=4,stochastic=on,bucket=512",
 	"topk1":    "topk=0.01,bits=8,ef=on",
