@@ -226,16 +226,23 @@ func validateSparse(u Update, n int) error {
 //
 // Cost: one float64 per parameter (8n bytes); O(s) time per update of s
 // coordinates (n dense, its index count sparse) and O(n) for Apply.
-type FedAvg struct{}
+type FedAvg struct {
+	// Mean is what each coordinate is divided by: the weight of all
+	// updates (MeanAll, the zero value) or of those non-zero there.
+	Mean MeanOver
+}
 
 // Name returns "fedavg".
 func (FedAvg) Name() string { return "fedavg" }
 
-// String returns the spec "fedavg".
-func (FedAvg) String() string { return "fedavg" }
+// String returns the spec of s: "fedavg", or "fedavg,mean=senders".
+func (s FedAvg) String() string { return "fedavg" + meanKey(s.Mean) }
+
+// Validate reports parameters out of range.
+func (s FedAvg) Validate() error { return s.Mean.validate() }
 
 // Begin starts a round.
-func (FedAvg) Begin(n int) Accumulator { return newMeanAcc(n, plainStep{}) }
+func (s FedAvg) Begin(n int) Accumulator { return newMeanAcc(n, plainStep{}, s.Mean) }
 
 type plainStep struct{}
 

@@ -151,6 +151,9 @@ func (d *DP) Validate() error {
 	if err := validateStrategy(d.inner()); err != nil {
 		return err
 	}
+	if m, ok := d.inner().(interface{ meanOver() MeanOver }); ok && m.meanOver() != MeanAll {
+		return fmt.Errorf("%w: DP needs mean=all: dividing by the senders' weight changes the sensitivity", ErrParam)
+	}
 	z := d.NoiseMultiplier
 	if !(z >= 0) || math.IsInf(z, 0) {
 		return fmt.Errorf("%w: noise multiplier %v, want a finite z ≥ 0", ErrParam, z)

@@ -26,6 +26,9 @@ type FedAvgM struct {
 	LR float64
 	// Momentum is the server momentum β, in [0, 1).
 	Momentum float64
+	// Mean is what each coordinate of the mean update Δ is divided by
+	// (see MeanOver).
+	Mean MeanOver
 
 	v []float64
 }
@@ -41,11 +44,14 @@ func (s *FedAvgM) Validate() error {
 	if err := positive("lr", s.LR); err != nil {
 		return err
 	}
+	if err := s.Mean.validate(); err != nil {
+		return err
+	}
 	return unitInterval("momentum", s.Momentum)
 }
 
 // Begin starts a round.
-func (s *FedAvgM) Begin(n int) Accumulator { return newMeanAcc(n, s) }
+func (s *FedAvgM) Begin(n int) Accumulator { return newMeanAcc(n, s, s.Mean) }
 
 func (s *FedAvgM) check(n int) error {
 	if err := s.Validate(); err != nil {
@@ -116,6 +122,8 @@ type FedAdam struct {
 	Tau   float64 // adaptivity τ, positive
 	// BiasCorrection applies Adam's bias correction to η.
 	BiasCorrection bool
+	// Mean is what each coordinate of Δ is divided by (see MeanOver).
+	Mean MeanOver
 
 	st adaptive
 }
@@ -129,10 +137,10 @@ func NewFedAdam() *FedAdam {
 func (s *FedAdam) Name() string { return "fedadam" }
 
 // Validate reports parameters out of range.
-func (s *FedAdam) Validate() error { return validateAdaptive(s.LR, s.Beta1, s.Beta2, s.Tau) }
+func (s *FedAdam) Validate() error { return validateAdaptive(s.LR, s.Beta1, s.Beta2, s.Tau, s.Mean) }
 
 // Begin starts a round.
-func (s *FedAdam) Begin(n int) Accumulator { return newMeanAcc(n, s) }
+func (s *FedAdam) Begin(n int) Accumulator { return newMeanAcc(n, s, s.Mean) }
 
 func (s *FedAdam) check(n int) error { return checkAdaptive(s.Validate(), &s.st, n) }
 
@@ -154,6 +162,8 @@ type FedYogi struct {
 	Beta1 float64 // first-moment decay β1, in [0, 1)
 	Beta2 float64 // second-moment decay β2, in [0, 1)
 	Tau   float64 // adaptivity τ, positive
+	// Mean is what each coordinate of Δ is divided by (see MeanOver).
+	Mean MeanOver
 
 	st adaptive
 }
@@ -167,10 +177,10 @@ func NewFedYogi() *FedYogi {
 func (s *FedYogi) Name() string { return "fedyogi" }
 
 // Validate reports parameters out of range.
-func (s *FedYogi) Validate() error { return validateAdaptive(s.LR, s.Beta1, s.Beta2, s.Tau) }
+func (s *FedYogi) Validate() error { return validateAdaptive(s.LR, s.Beta1, s.Beta2, s.Tau, s.Mean) }
 
 // Begin starts a round.
-func (s *FedYogi) Begin(n int) Accumulator { return newMeanAcc(n, s) }
+func (s *FedYogi) Begin(n int) Accumulator { return newMeanAcc(n, s, s.Mean) }
 
 func (s *FedYogi) check(n int) error { return checkAdaptive(s.Validate(), &s.st, n) }
 
@@ -190,6 +200,8 @@ type FedAdagrad struct {
 	LR    float64 // server learning rate η, positive
 	Beta1 float64 // first-moment decay β1, in [0, 1)
 	Tau   float64 // adaptivity τ, positive
+	// Mean is what each coordinate of Δ is divided by (see MeanOver).
+	Mean MeanOver
 
 	st adaptive
 }
@@ -201,10 +213,10 @@ func NewFedAdagrad() *FedAdagrad { return &FedAdagrad{LR: 0.1, Tau: defaultTau} 
 func (s *FedAdagrad) Name() string { return "fedadagrad" }
 
 // Validate reports parameters out of range.
-func (s *FedAdagrad) Validate() error { return validateAdaptive(s.LR, s.Beta1, 0, s.Tau) }
+func (s *FedAdagrad) Validate() error { return validateAdaptive(s.LR, s.Beta1, 0, s.Tau, s.Mean) }
 
 // Begin starts a round.
-func (s *FedAdagrad) Begin(n int) Accumulator { return newMeanAcc(n, s) }
+func (s *FedAdagrad) Begin(n int) Accumulator { return newMeanAcc(n, s, s.Mean) }
 
 func (s *FedAdagrad) check(n int) error { return checkAdaptive(s.Validate(), &s.st, n) }
 
@@ -212,8 +224,11 @@ func (s *FedAdagrad) step(global []float32, sum []float64, scale float64) {
 	adaptiveStep(kindAdagrad, s.LR, s.Beta1, 0, s.Tau, false, &s.st, global, sum, scale)
 }
 
-func validateAdaptive(lr, beta1, beta2, tau float64) error {
+func validateAdaptive(lr, beta1, beta2, tau float64, mean MeanOver) error {
 	if err := positive("lr", lr); err != nil {
+		return err
+	}
+	if err := mean.validate(); err != nil {
 		return err
 	}
 	if err := unitInterval("beta1", beta1); err != nil {

@@ -12,21 +12,83 @@ type serverStep interface {
 	step(global []float32, sum []float64, scale float64)
 }
 
+// MeanOver says what a mean-based strategy divides each coordinate's
+// weighted sum by.
+type MeanOver uint8
+
+const (
+	// MeanAll divides every coordinate by the total weight of the round's
+	// updates: FedAvg's mean, in which a coordinate that one client of ten
+	// sent moves by a tenth of its value.
+	MeanAll MeanOver = iota
+	// MeanSenders divides each coordinate by the total weight of the
+	// updates that are non-zero there, so that a coordinate sent by one
+	// client of ten moves by that client's value. It undoes the dilution of
+	// sparse (top-k) updates; for dense updates it equals MeanAll except at
+	// coordinates where some update is exactly zero. A coordinate that no
+	// update touches does not move. It costs 8n more bytes and O(s) time
+	// per update of s coordinates.
+	MeanSenders
+)
+
+// String returns "all" or "senders", the value of the mean key.
+func (m MeanOver) String() string {
+	switch m {
+	case MeanAll:
+		return "all"
+	case MeanSenders:
+		return "senders"
+	}
+	return fmt.Sprintf("MeanOver(%d)", uint8(m))
+}
+
+func parseMeanOver(s string) (MeanOver, bool) {
+	switch s {
+	case "all":
+		return MeanAll, true
+	case "senders":
+		return MeanSenders, true
+	}
+	return 0, false
+}
+
+func (s FedAvg) meanOver() MeanOver      { return s.Mean }
+func (s *FedAvgM) meanOver() MeanOver    { return s.Mean }
+func (s *FedAdam) meanOver() MeanOver    { return s.Mean }
+func (s *FedYogi) meanOver() MeanOver    { return s.Mean }
+func (s *FedAdagrad) meanOver() MeanOver { return s.Mean }
+
+func (m MeanOver) validate() error {
+	if m > MeanSenders {
+		return fmt.Errorf("%w: mean = %d, want all or senders", ErrParam, uint8(m))
+	}
+	return nil
+}
+
 // meanAcc accumulates a weighted sum of updates in float64, dense or
-// sparse, in Add order.
+// sparse, in Add order. With MeanSenders, wsum[i] is the total weight of
+// the updates that are non-zero at i.
 type meanAcc struct {
 	sum     []float64
+	wsum    []float64
 	total   float64
 	count   int
 	srv     serverStep
 	applied bool
 }
 
-func newMeanAcc(n int, srv serverStep) Accumulator {
+func newMeanAcc(n int, srv serverStep, over MeanOver) Accumulator {
 	if err := srv.check(n); err != nil {
 		return errAcc{err}
 	}
-	return &meanAcc{sum: make([]float64, n), srv: srv}
+	if err := over.validate(); err != nil {
+		return errAcc{err}
+	}
+	a := &meanAcc{sum: make([]float64, n), srv: srv}
+	if over == MeanSenders {
+		a.wsum = make([]float64, n)
+	}
+	return a
 }
 
 func (a *meanAcc) Add(u Update) error {
@@ -44,12 +106,29 @@ func (a *meanAcc) addValid(u Update, scale, weight float64) error {
 		return ErrApplied
 	}
 	w := weight * scale
-	if u.IsSparse() {
+	switch {
+	case a.wsum != nil && u.IsSparse():
+		sum, ws := a.sum, a.wsum
+		for j, i := range u.Indices {
+			if v := u.Values[j]; v != 0 {
+				sum[i] += float64(w * float64(v))
+				ws[i] += weight
+			}
+		}
+	case a.wsum != nil:
+		sum, ws := a.sum[:len(u.Delta)], a.wsum[:len(u.Delta)]
+		for i, v := range u.Delta {
+			if v != 0 {
+				sum[i] += float64(w * float64(v))
+				ws[i] += weight
+			}
+		}
+	case u.IsSparse():
 		sum := a.sum
 		for j, i := range u.Indices {
 			sum[i] += float64(w * float64(u.Values[j]))
 		}
-	} else {
+	default:
 		sum := a.sum[:len(u.Delta)]
 		for i, v := range u.Delta {
 			sum[i] += float64(w * float64(v))
@@ -65,6 +144,16 @@ func (a *meanAcc) Count() int { return a.count }
 func (a *meanAcc) Apply(global []float32) error {
 	if err := a.ready(global); err != nil {
 		return err
+	}
+	if a.wsum != nil {
+		// sum[i]/wsum[i] = (sum[i]·total/wsum[i]) · (1/total): rescale
+		// each coordinate so that the server step's common scale 1/total
+		// divides it by the weight of its senders instead.
+		for i, ws := range a.wsum {
+			if ws > 0 {
+				a.sum[i] = float64(a.sum[i]*a.total) / ws
+			}
+		}
 	}
 	a.srv.step(global, a.sum, 1/a.total)
 	a.applied = true

@@ -453,3 +453,70 @@ func TestModelStaysFinite(t *testing.T) {
 		}
 	}
 }
+
+// TestMeanSenders checks mean=senders against hand-computed values: each
+// coordinate is divided by the weight of the updates non-zero there, a
+// coordinate nobody sent stays, and the dense form of the sparse updates
+// gives the same bits.
+func TestMeanSenders(t *testing.T) {
+	// Weights 1 and 3 over four coordinates: 0 sent by both, 1 by the
+	// first, 2 by the second, 3 by neither (the second sends an explicit
+	// zero there, which does not count as sending).
+	sparse := []Update{
+		{Weight: 1, N: 4, Indices: []int32{0, 1}, Values: []float32{0.4, -0.2}},
+		{Weight: 3, N: 4, Indices: []int32{0, 2, 3}, Values: []float32{0.8, 0.5, 0}},
+	}
+	dense := []Update{
+		{Weight: 1, Delta: []float32{0.4, -0.2, 0, 0}},
+		{Weight: 3, Delta: []float32{0.8, 0, 0.5, 0}},
+	}
+	w0 := []float32{1, 1, 1, 1}
+	for _, tc := range []struct {
+		spec string
+		want []float32
+	}{
+		// (1·0.4 + 3·0.8)/4 = 0.7; −0.2/1; 3·0.5/3 = 0.5; nothing.
+		{"fedavg,mean=senders", []float32{1.7, 0.8, 1.5, 1}},
+		// FedAvg divides all by 4: 0.7, −0.05, 0.375, 0.
+		{"fedavg", []float32{1.7, 0.95, 1.375, 1}},
+		// lr 2 doubles the per-sender mean.
+		{"fedavgm,lr=2,momentum=0,mean=senders", []float32{2.4, 0.6, 2, 1}},
+	} {
+		var got [2][]float32
+		for j, ups := range [][]Update{sparse, dense} {
+			g := slices.Clone(w0)
+			runRounds(t, mustParse(t, tc.spec), g, [][]Update{ups})
+			got[j] = g
+		}
+		for i := range tc.want {
+			if math.Abs(float64(got[0][i]-tc.want[i])) > 1e-6 {
+				t.Errorf("%s: sparse: coordinate %d = %v, want %v", tc.spec, i, got[0][i], tc.want[i])
+			}
+			if math.Float32bits(got[0][i]) != math.Float32bits(got[1][i]) {
+				t.Errorf("%s: coordinate %d: sparse %v, dense %v, want the same bits", tc.spec, i, got[0][i], got[1][i])
+			}
+		}
+	}
+}
+
+// TestMeanAddNoAlloc checks that adding sparse and dense updates to a mean
+// accumulator, with either MeanOver, allocates nothing.
+func TestMeanAddNoAlloc(t *testing.T) {
+	const n = 1000
+	sparse := Update{Weight: 2, N: n, Indices: []int32{1, 5, 900}, Values: []float32{1, -2, 3}}
+	dense := Update{Weight: 1, Delta: make([]float32, n)}
+	dense.Delta[7] = 1
+	for _, spec := range []string{"fedavg", "fedavg,mean=senders", "fedavgm,mean=senders"} {
+		acc := mustParse(t, spec).Begin(n)
+		if a := testing.AllocsPerRun(20, func() {
+			if err := acc.Add(sparse); err != nil {
+				t.Fatal(err)
+			}
+			if err := acc.Add(dense); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("%s: %v allocations per Add", spec, a)
+		}
+	}
+}

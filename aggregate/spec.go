@@ -16,21 +16,26 @@ type Param struct {
 
 // strategyParams returns the keys of strategy name, nil for an unknown one.
 func strategyParams(name string) ([]Param, bool) {
+	mean := Param{"mean", "all", "divide each coordinate by the weight of all updates (all) or of those non-zero there (senders; for sparse updates)"}
 	adaptive := func(lr string) []Param {
 		return []Param{
 			{"lr", lr, "server learning rate η"},
 			{"beta1", "0.9", "first-moment decay β1, in [0, 1)"},
 			{"beta2", "0.99", "second-moment decay β2, in [0, 1)"},
 			{"tau", "0.001", "adaptivity τ, > 0"},
+			mean,
 		}
 	}
 	switch name {
-	case "fedavg", "median":
+	case "fedavg":
+		return []Param{mean}, true
+	case "median":
 		return []Param{}, true
 	case "fedavgm":
 		return []Param{
 			{"lr", "1", "server learning rate η"},
 			{"momentum", "0.9", "server momentum β, in [0, 1)"},
+			mean,
 		}, true
 	case "fedadam":
 		return append(adaptive("0.1"), Param{"bias-correction", "false", "Adam bias correction of η (Flower's variant)"}), true
@@ -41,6 +46,7 @@ func strategyParams(name string) ([]Param, bool) {
 			{"lr", "0.1", "server learning rate η"},
 			{"beta1", "0", "first-moment decay β1, in [0, 1)"},
 			{"tau", "0.001", "adaptivity τ, > 0"},
+			mean,
 		}, true
 	case "trimmed-mean":
 		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}}, true
@@ -205,26 +211,42 @@ func (p *kv) bool(key string, def bool) bool {
 	return x
 }
 
+func (p *kv) meanOver() MeanOver {
+	v, ok := p.vals["mean"]
+	if !ok {
+		return MeanAll
+	}
+	m, ok := parseMeanOver(v)
+	if !ok {
+		p.fail("mean", v, "all or senders")
+	}
+	return m
+}
+
 func (p *kv) strategy() Strategy {
 	switch p.name {
 	case "fedavg":
-		return FedAvg{}
+		return FedAvg{Mean: p.meanOver()}
 	case "fedavgm":
 		s := NewFedAvgM()
 		s.LR, s.Momentum = p.float("lr", s.LR), p.float("momentum", s.Momentum)
+		s.Mean = p.meanOver()
 		return s
 	case "fedadam":
 		s := NewFedAdam()
 		s.LR, s.Beta1, s.Beta2, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("beta2", s.Beta2), p.float("tau", s.Tau)
 		s.BiasCorrection = p.bool("bias-correction", false)
+		s.Mean = p.meanOver()
 		return s
 	case "fedyogi":
 		s := NewFedYogi()
 		s.LR, s.Beta1, s.Beta2, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("beta2", s.Beta2), p.float("tau", s.Tau)
+		s.Mean = p.meanOver()
 		return s
 	case "fedadagrad":
 		s := NewFedAdagrad()
 		s.LR, s.Beta1, s.Tau = p.float("lr", s.LR), p.float("beta1", s.Beta1), p.float("tau", s.Tau)
+		s.Mean = p.meanOver()
 		return s
 	case "median":
 		return Median{}
@@ -303,9 +325,17 @@ func Spec(s Strategy) string {
 
 func ff(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
 
+// meanKey returns ",mean=V" for a MeanOver other than the default.
+func meanKey(m MeanOver) string {
+	if m == MeanAll {
+		return ""
+	}
+	return ",mean=" + m.String()
+}
+
 // String returns the spec of s.
 func (s *FedAvgM) String() string {
-	return "fedavgm,lr=" + ff(s.LR) + ",momentum=" + ff(s.Momentum)
+	return "fedavgm,lr=" + ff(s.LR) + ",momentum=" + ff(s.Momentum) + meanKey(s.Mean)
 }
 
 // String returns the spec of s.
@@ -314,17 +344,17 @@ func (s *FedAdam) String() string {
 	if s.BiasCorrection {
 		spec += ",bias-correction=true"
 	}
-	return spec
+	return spec + meanKey(s.Mean)
 }
 
 // String returns the spec of s.
 func (s *FedYogi) String() string {
-	return "fedyogi,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",beta2=" + ff(s.Beta2) + ",tau=" + ff(s.Tau)
+	return "fedyogi,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",beta2=" + ff(s.Beta2) + ",tau=" + ff(s.Tau) + meanKey(s.Mean)
 }
 
 // String returns the spec of s.
 func (s *FedAdagrad) String() string {
-	return "fedadagrad,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",tau=" + ff(s.Tau)
+	return "fedadagrad,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",tau=" + ff(s.Tau) + meanKey(s.Mean)
 }
 
 // String returns the spec "median".

@@ -150,6 +150,24 @@ func (d *Decoder) indices(idx []int32, h *Header, src []byte) error {
 			return fmt.Errorf("%w: indices section (rice): %d trailing bytes", ErrCorrupt, len(b)-used)
 		}
 		return nil
+	case CodingGaps:
+		used, err := compress.DecodeGapIndices(idx, b, h.N, grow(&d.sym, h.K))
+		if err != nil {
+			return sectionError(s.Kind, s.Coding, err)
+		}
+		if used != len(b) {
+			return fmt.Errorf("%w: indices section (gaps): %d trailing bytes", ErrCorrupt, len(b)-used)
+		}
+		return nil
+	case CodingRuns:
+		used, err := compress.DecodeRunIndices(idx, b, h.N, grow(&d.sym, 2*h.K))
+		if err != nil {
+			return sectionError(s.Kind, s.Coding, err)
+		}
+		if used != len(b) {
+			return fmt.Errorf("%w: indices section (runs): %d trailing bytes", ErrCorrupt, len(b)-used)
+		}
+		return nil
 	case CodingZstd:
 		var err error
 		if b, err = unzstd(&d.zbuf, b, packedLen(h.K, indexWidth(h.N)), s.Kind); err != nil {

@@ -38,6 +38,9 @@ type Encoder struct {
 	val    []float32
 	codes  []int8
 	sym    []uint8
+	isym   []uint8   // the buckets of the gap-coded indices
+	bscore []float32 // block top-k: the L1 norm of each block
+	bidx   []int32   // block top-k: the selected blocks
 	scales []float32
 	half   []uint16
 	u32    []uint32
@@ -132,7 +135,8 @@ func (e *Encoder) Reset() {
 // and its scratch buffers.
 func (e *Encoder) MemoryBytes() (state, scratch int) {
 	state = 4*len(e.residual) + 4*len(e.velocity)
-	scratch = 4*cap(e.tmp) + 4*cap(e.idx) + 4*cap(e.val) + cap(e.codes) + cap(e.sym) +
+	scratch = 4*cap(e.tmp) + 4*cap(e.idx) + 4*cap(e.val) + cap(e.codes) + cap(e.sym) + cap(e.isym) +
+		4*cap(e.bscore) + 4*cap(e.bidx) +
 		4*cap(e.scales) + 2*cap(e.half) + 4*cap(e.u32) + cap(e.sec) + cap(e.raw)
 	return state, scratch
 }
@@ -150,7 +154,8 @@ func (e *Encoder) DropScratch() {
 // nothing once its scratch buffers and dst have grown to size.
 //
 // The steps, each as the spec says: scale delta to norm at most clip; with
-// momentum, u = momentum*u + delta; with ef, acc = residual + (u or delta);
+// momentum, u = momentum*u + delta; with ef, acc = decay*residual + (u or
+// delta);
 // select Kept(n, round) coordinates of acc (top-k, or random-k drawn from
 // seed); quantize them (stochastic rounding draws from seed as well); code
 // them. With ef, what is not sent, including the quantization error of
@@ -193,7 +198,7 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 	switch {
 	case sp.EF:
 		acc = e.residual
-		if !accumulate(acc, e.velocity, delta, c, float32(sp.Momentum)) {
+		if !accumulate(acc, e.velocity, delta, c, float32(sp.Momentum), decayFactor(sp.Decay)) {
 			e.Reset()
 			return dst, st, fmt.Errorf("%w: residual + delta is not finite (state cleared)", ErrNonFinite)
 		}
@@ -218,8 +223,17 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 	}
 	var idx []int32
 	val := acc
-	switch sel {
-	case TopK:
+	switch {
+	case sel == TopK && sp.Block > 1:
+		idx = e.blockTopK(acc, sp.Blocks(n, round))
+		k = len(idx)
+		val = grow(&e.val, k)
+		if sp.EF {
+			compress.GatherZero(val, acc, idx)
+		} else {
+			compress.Gather(val, acc, idx)
+		}
+	case sel == TopK:
 		idx, val = grow(&e.idx, k), grow(&e.val, k)
 		if sp.EF {
 			compress.TopKResidual(idx, val, acc, &e.ws)
@@ -227,7 +241,7 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 			compress.TopK(idx, acc, &e.ws)
 			compress.Gather(val, acc, idx)
 		}
-	case RandK:
+	case sel == RandK:
 		idx, val = grow(&e.idx, k), grow(&e.val, k)
 		compress.RandK(idx, n, seed, &e.ws)
 		if sp.EF {
@@ -352,6 +366,34 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 	return dst, st, nil
 }
 
+// blockTopK returns, in ascending order, the coordinates of the nb blocks
+// of Spec.Block consecutive coordinates of acc with the largest L1 norms
+// (the last block is shorter if Block does not divide n). Ties go to the
+// lower block, as in compress.TopK.
+func (e *Encoder) blockTopK(acc []float32, nb int) []int32 {
+	b, n := e.spec.Block, len(acc)
+	score := grow(&e.bscore, (n+b-1)/b)
+	for j := range score {
+		var s float32
+		for _, x := range acc[j*b : min((j+1)*b, n)] {
+			s += absf(x)
+		}
+		score[j] = s
+	}
+	blocks := grow(&e.bidx, nb)
+	compress.TopK(blocks, score, &e.ws)
+	idx := e.idx[:0]
+	for _, j := range blocks {
+		for i := int(j) * b; i < min((int(j)+1)*b, n); i++ {
+			idx = append(idx, int32(i))
+		}
+	}
+	e.idx = idx
+	return idx
+}
+
+func absf(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }
+
 // quantize fills codes and scales for val as the spec says.
 func (e *Encoder) quantize(codes []int8, scales, val []float32, bucket int, seed uint64) {
 	sp := &e.spec
@@ -392,9 +434,36 @@ func (e *Encoder) appendIndices(idx []int32) Coding {
 		e.raw = e.appendRawIndices(e.raw[:0], idx)
 		e.sec = zstdEncoder().EncodeAll(e.raw, e.sec)
 		return CodingZstd
+	case EntropyGaps:
+		e.sec = compress.AppendGapIndices(e.sec, idx, grow(&e.isym, len(idx)))
+		return CodingGaps
+	case EntropyRuns:
+		e.sec = compress.AppendRunIndices(e.sec, idx, grow(&e.isym, 2*len(idx)))
+		return CodingRuns
 	}
+	// Auto: the run or gap code if one is the smallest, else Rice or raw,
+	// the sizes of which are known without writing them.
 	_, riceBits := compress.RiceParam(idx, n)
-	if 1+(riceBits+7)/8 <= int64(packedLen(len(idx), indexWidth(n))) {
+	rice, raw := 1+(riceBits+7)/8, int64(packedLen(len(idx), indexWidth(n)))
+	if len(idx) > 0 {
+		at := len(e.sec)
+		sym := grow(&e.isym, 2*len(idx))
+		e.sec = compress.AppendGapIndices(e.sec, idx, sym)
+		gaps := int64(len(e.sec) - at)
+		e.sec = compress.AppendRunIndices(e.sec, idx, sym)
+		runs := int64(len(e.sec)-at) - gaps
+		switch {
+		case runs < gaps && runs < rice && runs < raw:
+			copy(e.sec[at:], e.sec[at+int(gaps):])
+			e.sec = e.sec[:at+int(runs)]
+			return CodingRuns
+		case gaps < rice && gaps < raw:
+			e.sec = e.sec[:at+int(gaps)]
+			return CodingGaps
+		}
+		e.sec = e.sec[:at]
+	}
+	if rice <= raw {
 		e.sec = compress.AppendRiceIndices(e.sec, idx, n)
 		return CodingRice
 	}
@@ -450,14 +519,33 @@ func (e *Encoder) appendRaw(write func([]byte) []byte) Coding {
 	return CodingRaw
 }
 
-// accumulate sets, with momentum (u != nil), u = m*u + c*d and acc += u,
-// otherwise acc += c*d, and reports whether every result is finite. The
-// conversions keep the compiler from fusing multiply and add, so that all
-// architectures round alike.
-func accumulate(acc, u, d []float32, c, m float32) bool {
+// decayFactor returns the residual factor of Spec.Decay: 1 when off.
+func decayFactor(d float64) float32 {
+	if d == 0 {
+		return 1
+	}
+	return float32(d)
+}
+
+// accumulate sets, with momentum (u != nil), u = m*u + c*d and
+// acc = r*acc + u, otherwise acc = r*acc + c*d, and reports whether every
+// result is finite. The conversions keep the compiler from fusing multiply
+// and add, so that all architectures round alike.
+func accumulate(acc, u, d []float32, c, m, r float32) bool {
 	acc = acc[:len(d)]
 	var bad uint32
 	switch {
+	case r != 1:
+		for i, x := range d {
+			y := float32(c * x)
+			if u != nil {
+				y = float32(m*u[i]) + y
+				u[i] = y
+			}
+			a := float32(r*acc[i]) + y
+			acc[i] = a
+			bad |= math.Float32bits(a)&0x7fffffff + 0x00800000
+		}
 	case u != nil:
 		u = u[:len(d)]
 		for i, x := range d {

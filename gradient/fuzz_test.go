@@ -157,9 +157,9 @@ func FuzzRoundTrip(f *testing.F) {
 			if !sp.EF {
 				continue
 			}
-			c := st.ClipFactor
+			c, r := st.ClipFactor, decayFactor(sp.Decay)
 			for i, d := range delta {
-				acc := float64(before[i] + float32(c*d))
+				acc := float64(float32(r*before[i]) + float32(c*d))
 				got := float64(out[i]) + float64(e.residual[i])
 				if math.Abs(got-acc) > 1e-6*(math.Abs(acc)+math.Abs(float64(out[i])))+1e-37 {
 					t.Fatalf("%s: round %d, coordinate %d: sent %g + residual %g != %g",

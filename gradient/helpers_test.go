@@ -44,6 +44,13 @@ var testSpecs = []string{
 	"topk=0.01,bits=4,ef=on,momentum=0.5,warmup=2,clip=0.5",
 	"randk=0.01,bits=2,ef=on,momentum=0.9,warmup=5",
 	"bits=2,ef=on,momentum=0.9",
+	"topk=0.01,bits=ternary,ef=on,momentum=0.9,decay=0.8",
+	"topk=0.02,bits=ternary,ef=on,decay=0.5,warmup=1",
+	"topk=0.05,bits=4,ef=on,entropy=gaps",
+	"topk=0.3,entropy=gaps",
+	"topk=0.04,bits=ternary,ef=on,decay=0.7,block=8",
+	"topk=0.1,block=3,warmup=2,warmstart=0.5",
+	"topk=0.01,bits=ternary,ef=on,momentum=0.9,decay=0.8,warmup=2,warmstart=0.05",
 	"clip=0.1",
 	"clip=100,bits=4,stochastic=on",
 }

@@ -31,14 +31,14 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 	// A twin without error feedback and momentum encodes the first round
 	// identically, since its residual starts at zero.
 	plain := sp
-	plain.EF, plain.Momentum = false, 0
+	plain.EF, plain.Momentum, plain.Decay = false, 0, 0
 	twin, err := NewEncoder(plain, n)
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	m := float32(sp.Momentum)
-	sumIn := make([]float64, n)   // sum of the inputs to the accumulator
+	m, r := float32(sp.Momentum), decayFactor(sp.Decay)
+	sumIn := make([]float64, n)   // sum of the inputs to the accumulator, less what decay took
 	sumSent := make([]float64, n) // sum of the decoded updates
 	delta := make([]float32, n)
 	dense := make([]float32, n)
@@ -79,7 +79,11 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 		if st.Bytes != len(msg) || st.HeaderBytes+st.IndexBytes+st.ScaleBytes+st.ValueBytes != st.Bytes {
 			t.Fatalf("round %d: stats %+v for %d bytes", round, st, len(msg))
 		}
-		if h.Size != len(msg) || h.N != n || h.K != st.Kept || st.Kept != sp.Kept(n, round) || h.Round != round {
+		kept := sp.Kept(n, round)
+		if sp.Block > 1 && st.Kept < kept && st.Kept > kept-sp.Block {
+			kept = st.Kept // the short last block was selected
+		}
+		if h.Size != len(msg) || h.N != n || h.K != st.Kept || st.Kept != kept || h.Round != round {
 			t.Fatalf("round %d: header %+v, stats %+v", round, h, st)
 		}
 		if h.Selection != Dense {
@@ -119,9 +123,14 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 			if !sp.EF {
 				continue
 			}
-			// decoded + residual == residual before + in, up to the
-			// rounding of the two float32 operations involved.
-			acc := before[i] + in
+			kept := before[i]
+			if r != 1 {
+				kept = float32(r * before[i])
+				sumIn[i] += float64(kept) - float64(before[i])
+			}
+			// decoded + residual == decayed residual before + in, up to
+			// the rounding of the two float32 operations involved.
+			acc := kept + in
 			got := dense[i] + e.residual[i]
 			if d := math.Abs(float64(got - acc)); d > 1e-6*(math.Abs(float64(acc))+math.Abs(float64(dense[i])))+1e-30 {
 				t.Fatalf("round %d, coordinate %d: sent %g + residual %g = %g, accumulator %g",
@@ -136,7 +145,7 @@ func testRoundTrip(t *testing.T, s string, n, rounds int) {
 				}
 			}
 		}
-		if sp.Select == TopK && !sp.EF {
+		if sp.Select == TopK && !sp.EF && sp.Block == 0 {
 			checkTopK(t, delta, idx)
 		}
 	}
@@ -410,6 +419,94 @@ func TestEncoderMemory(t *testing.T) {
 		if st.Ratio() <= 0 || st.BitsPerKept() != 8*float64(st.Bytes)/float64(st.Kept) ||
 			st.IndexBitsPerKept()+st.ValueBitsPerKept() >= st.BitsPerKept() {
 			t.Errorf("%s: stats %+v", tt.spec, st)
+		}
+	}
+}
+
+// TestDecayResidual checks decay against values worked out by hand: the
+// residual is multiplied by the factor before the new delta is added, and
+// with momentum the velocity is not decayed.
+func TestDecayResidual(t *testing.T) {
+	// top-1 of 4 coordinates, float32 values: what is sent leaves the
+	// residual exactly.
+	e := mustEncoder(t, "topk=0.25,ef=on,decay=0.5", 4)
+	if _, _, err := e.Encode(nil, []float32{4, 1, -2, 0.5}, 1, 1); err != nil {
+		t.Fatal(err)
+	}
+	// Sent 4 at 0; residual (0, 1, −2, 0.5).
+	if _, _, err := e.Encode(nil, []float32{1, 1, 1, 1}, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	// acc = 0.5·(0, 1, −2, 0.5) + 1 = (1, 1.5, 0, 1.25); sent 1.5 at 1.
+	want := []float32{1, 0, 0, 1.25}
+	if got := e.Residual(); !slices.Equal(got, want) {
+		t.Errorf("residual = %v, want %v", got, want)
+	}
+
+	m := mustEncoder(t, "topk=0.25,ef=on,momentum=0.5,decay=0.5", 4)
+	for r, d := range [][]float32{{4, 1, -2, 0.5}, {1, 1, 1, 1}} {
+		if _, _, err := m.Encode(nil, d, r+1, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Round 1: u = (4, 1, −2, 0.5), sent 4 at 0, u masked to (0, 1, −2,
+	// 0.5), residual (0, 1, −2, 0.5). Round 2: u = 0.5·u + 1 = (1, 1.5,
+	// 0, 1.25), acc = 0.5·residual + u = (1, 2, −1, 1.5); sent 2 at 1.
+	if got, want := m.Residual(), []float32{1, 0, -1, 1.5}; !slices.Equal(got, want) {
+		t.Errorf("momentum: residual = %v, want %v", got, want)
+	}
+	if got, want := m.Velocity(), []float32{1, 0, 0, 1.25}; !slices.Equal(got, want) {
+		t.Errorf("momentum: velocity = %v, want %v", got, want)
+	}
+}
+
+// TestAutoPicksSmallest checks that entropy=auto codes top-k indices with
+// the smallest of the codings, each forced in turn: the run code for whole
+// blocks and runs of adjacent indices, the gap code where a few gaps are 1,
+// Rice for random indices.
+func TestAutoPicksSmallest(t *testing.T) {
+	const n = 100_000
+	random := make([]float32, n)
+	genDelta(random, 3, 0.01)
+	runs := make([]float32, n)
+	pairs := make([]float32, n)
+	for i := range n {
+		runs[i] = 0.001 * float32(i%7)
+		pairs[i] = runs[i]
+		if i%400 < 4 { // runs of four, every 400
+			runs[i] = 1 + float32(i%400)
+		}
+		if i%100 == 0 || i%300 == 1 { // a third of the gaps are 1
+			pairs[i] = 1 + float32(i%100)
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		delta []float32
+		spec  string
+		want  Coding
+	}{
+		{"runs", runs, "topk=0.01,bits=ternary", CodingRuns},
+		{"pairs", pairs, "topk=0.0133,bits=ternary", CodingGaps},
+		{"random", random, "topk=0.01,bits=ternary", CodingRice},
+		{"blocks", random, "topk=0.04,bits=ternary,block=8", CodingRuns},
+	} {
+		_, auto, err := mustEncoder(t, tc.spec, n).Encode(nil, tc.delta, 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if auto.IndexCoding != tc.want {
+			t.Errorf("%s: auto chose %s, want %s", tc.name, auto.IndexCoding, tc.want)
+		}
+		for _, ent := range []string{"golomb", "gaps", "runs", "none"} {
+			_, st, err := mustEncoder(t, tc.spec+",entropy="+ent, n).Encode(nil, tc.delta, 1, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.IndexBytes < auto.IndexBytes {
+				t.Errorf("%s: entropy=%s takes %d index bytes, auto (%s) %d", tc.name, ent, st.IndexBytes, auto.IndexCoding, auto.IndexBytes)
+			}
+			t.Logf("%s: entropy=%s %.2f bits/index", tc.name, ent, st.IndexBitsPerKept())
 		}
 	}
 }

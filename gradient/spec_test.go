@@ -29,8 +29,13 @@ func TestParseSpec(t *testing.T) {
 		{"topk=0.001,ef=on,momentum=0.9,warmup=4,clip=2.5,entropy=golomb",
 			Spec{Select: TopK, Fraction: 0.001, EF: true, Momentum: 0.9, Warmup: 4, Clip: 2.5, Entropy: EntropyGolomb}},
 		{"entropy=zstd", Spec{Entropy: EntropyZstd}},
+		{"topk=0.01,ef=on,decay=0.5", Spec{Select: TopK, Fraction: 0.01, EF: true, Decay: 0.5}},
+		{"ef=on,decay=1", Spec{EF: true, Decay: 1}},
+		{"topk=0.01,warmup=2,warmstart=0.05", Spec{Select: TopK, Fraction: 0.01, Warmup: 2, WarmStart: 0.05}},
+		{"topk=0.04,bits=ternary,ef=on,block=8", Spec{Select: TopK, Fraction: 0.04, Values: Ternary, EF: true, Block: 8}},
 		{"dgc", Spec{Select: TopK, Fraction: 0.001, EF: true, Momentum: 0.9, Warmup: 4}},
 		{"stc", Spec{Select: TopK, Fraction: 0.01, Values: Ternary, EF: true}},
+		{"stcd", Spec{Select: TopK, Fraction: 0.01, Values: Ternary, EF: true, Decay: 0.7, Warmup: 8, WarmStart: 0.05}},
 		{"qsgd8", Spec{Values: Uniform, Bits: 8, Stochastic: true, Bucket: 512}},
 		{"topk1", Spec{Select: TopK, Fraction: 0.01, Values: Uniform, Bits: 8, EF: true}},
 	}
@@ -68,6 +73,16 @@ func TestParseSpecErrors(t *testing.T) {
 		{"ef=1", "ef=1: want on or off"},
 		{"momentum=1", "momentum=1: want a factor in [0, 1)"},
 		{"momentum=0.9", "needs ef=on"},
+		{"decay=0.5", "decay=0.5: needs ef=on"},
+		{"ef=on,decay=0", "decay=0: want a factor in (0, 1]"},
+		{"ef=on,decay=1.5", "decay=1.5"},
+		{"ef=on,decay=NaN", "decay=NaN"},
+		{"topk=0.01,warmstart=0.1", "warmstart=0.1: needs warmup"},
+		{"block=4", "block=4: needs topk"},
+		{"randk=0.1,block=4", "block=4: needs topk"},
+		{"topk=0.1,block=1", "block=1: want a number of coordinates in [2, 65536]"},
+		{"topk=0.01,warmup=1,warmstart=0", "warmstart=0: want a density in (0, 1]"},
+		{"topk=0.01,warmup=1,warmstart=2", "warmstart=2"},
 		{"clip=0", "clip=0"},
 		{"clip=-1", "clip=-1"},
 		{"clip=Inf", "clip=Inf"},
@@ -169,6 +184,16 @@ func TestDensityWarmup(t *testing.T) {
 	}
 	if got := mustSpec(t, "topk=0.5,warmup=3").Density(1); got != 0.5 {
 		t.Errorf("fraction above the warm-up start: %g", got)
+	}
+	// warmstart moves the first round's density: 4 %, 2 %, then 1 %.
+	ws := mustSpec(t, "topk=0.01,warmup=2,warmstart=0.04")
+	for i, w := range []float64{0.04, 0.02, 0.01, 0.01} {
+		if got := ws.Density(i + 1); math.Abs(got-w) > 1e-12 {
+			t.Errorf("warmstart=0.04: round %d: density %g, want %g", i+1, got, w)
+		}
+	}
+	if got := mustSpec(t, "topk=0.05,warmup=2,warmstart=0.04").Density(1); got != 0.05 {
+		t.Errorf("fraction above warmstart: %g", got)
 	}
 	if got := mustSpec(t, "topk=0.01").Kept(199210, 1); got != 1992 {
 		t.Errorf("Kept: %d", got)

@@ -95,6 +95,8 @@ const (
 	CodingHuffman Coding = 2
 	CodingSeed    Coding = 3
 	CodingZstd    Coding = 4
+	CodingGaps    Coding = 5
+	CodingRuns    Coding = 6
 )
 
 // String names the coding.
@@ -110,6 +112,10 @@ func (c Coding) String() string {
 		return "seed"
 	case CodingZstd:
 		return "zstd"
+	case CodingGaps:
+		return "gaps"
+	case CodingRuns:
+		return "runs"
 	}
 	return fmt.Sprintf("Coding(%d)", uint8(c))
 }
@@ -437,6 +443,19 @@ func (h *Header) checkSection(s Section) error {
 			// allocated for it.
 			if s.Length < 1 || int64(h.K) > 8*int64(s.Length-1) {
 				return bad("rice: %d bytes cannot hold %d indices", s.Length, h.K)
+			}
+		case CodingGaps:
+			// Any k takes at least the two bytes of a constant Huffman
+			// stream (k adjacent indices take no more); k <= n bounds
+			// the decoder's scratch.
+			if s.Length < 2 {
+				return bad("gaps: %d bytes cannot hold %d indices", s.Length, h.K)
+			}
+		case CodingRuns:
+			// The run count, then two Huffman streams of at least two
+			// bytes each.
+			if s.Length < 5 {
+				return bad("runs: %d bytes cannot hold %d indices", s.Length, h.K)
 			}
 		case CodingSeed:
 			if h.Selection != RandK {

@@ -44,15 +44,17 @@ func config(rounds int, fraction float64) Config {
 
 // TestBitIdenticalAcrossWorkers runs the same simulation on 1, 2 and 5
 // workers and requires the same bits in the model and the same metrics,
-// with dense and compressed uploads and downloads.
+// with dense and compressed uploads and downloads, per-client codec state
+// (residual decay, warm-up) and the per-coordinate mean.
 func TestBitIdenticalAcrossWorkers(t *testing.T) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
-	for _, tc := range []struct{ name, upload, download string }{
-		{"dense", "", ""},
-		{"stc up, topk down", "stc", "topk=0.1,bits=8"},
-		{"dense up, stochastic randk down", "none", "randk=0.2,bits=4,stochastic=on"},
+	for _, tc := range []struct{ name, upload, download, strategy string }{
+		{"dense", "", "", ""},
+		{"stc up, topk down", "stc", "topk=0.1,bits=8", ""},
+		{"dense up, stochastic randk down", "none", "randk=0.2,bits=4,stochastic=on", ""},
+		{"decay and warm-up, mean of senders", "topk=0.05,bits=ternary,ef=on,decay=0.7,warmup=2,warmstart=0.2", "", "fedavgm,lr=2,momentum=0,mean=senders"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ref *Result
@@ -61,6 +63,13 @@ func TestBitIdenticalAcrossWorkers(t *testing.T) {
 				cfg.Workers = w
 				cfg.UploadCodec, cfg.DownloadCodec = tc.upload, tc.download
 				cfg.DownloadMaxLag = 2
+				if tc.strategy != "" {
+					// A fresh strategy per run: FedAvgM keeps server state.
+					var err error
+					if cfg.Strategy, err = aggregate.Parse(tc.strategy); err != nil {
+						t.Fatal(err)
+					}
+				}
 				res, err := Run(context.Background(), cfg, model, init, data, nil)
 				if err != nil {
 					t.Fatal(err)
