@@ -71,8 +71,9 @@ func ingestPayload(tb testing.TB, n int) []byte {
 func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	run := &RunConfig{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
 		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}
-	// As `fedzip coordinator` runs: DefaultGCPercent unless $GOGC is set
-	// (the load generator keeps Go's default).
+	// As `fedzip coordinator` runs: DefaultGCPercent unless $GOGC is set.
+	// The load generator, which shares the cores but stands for clients
+	// on other machines, runs with GOGC=400 too so as to take less of them.
 	if os.Getenv("GOGC") == "" {
 		defer debug.SetGCPercent(debug.SetGCPercent(DefaultGCPercent))
 	}
@@ -147,7 +148,7 @@ type loadGen struct {
 // registered and connected.
 func startLoadGen(b *testing.B, addr string, n, clients int) *loadGen {
 	g := &loadGen{cmd: exec.Command(os.Args[0], "-test.run=^TestIngestLoadGen$", "-test.count=1")}
-	g.cmd.Env = append(os.Environ(), fmt.Sprintf("FEDZIP_LOADGEN=%s,%d,%d", addr, n, clients), "GOGC=100")
+	g.cmd.Env = append(os.Environ(), fmt.Sprintf("FEDZIP_LOADGEN=%s,%d,%d", addr, n, clients), "GOGC=400")
 	g.cmd.Stderr = &g.errs
 	var err error
 	if g.in, err = g.cmd.StdinPipe(); err != nil {
