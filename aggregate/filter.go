@@ -30,6 +30,13 @@ import (
 // who knows the rule can keep its cosine just above Threshold, which
 // bounds the harm it can do along c but not across it.
 //
+// Measured on MNIST split among 100 clients by Dirichlet(0.1), 10 a round,
+// with 20 % fixed sign-flipping clients, the filter does not separate
+// them: a reversed single-class update resembles the honest updates of the
+// other classes, and most attacker updates had a positive cosine with the
+// median (see README, robustness). Reputation, which judges each client
+// over many rounds, does.
+//
 // Breakdown: the median c is within the range of the honest values at
 // every coordinate while fewer than half of the k updates are Byzantine,
 // so the filter's reference cannot be captured by a minority. The filter

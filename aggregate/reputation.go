@@ -43,7 +43,7 @@ import (
 // honest updates agree more with one another than with the attackers the
 // attackers' scores stay lower; once excluded they leave the reference.
 // Exclusion only removes updates, so Inner sees at most as many Byzantine
-// updates as without the filter, among at least k − ⌊MaxDrop·k⌋, and its
+// updates as without it, among at least k − ⌊MaxDrop·k⌋, and its
 // own breakdown applies to those. What it does not do: attackers that
 // change identity (Sybils, fresh clients) are scored from zero each time,
 // and attackers whose updates agree with the others (small, aligned
@@ -57,7 +57,8 @@ import (
 //
 // Cost: 4nk bytes for k dense updates of n parameters (Inner buffers the
 // survivors again if it is a robust rule) and 8n for the reference; time
-// O(nk) per round plus O(k log C) for C clients tracked. State: 24 bytes
+// O(nk + C) per round for C clients tracked (the table is copied so that a
+// failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
 // per client seen, at most MaxClients clients (clients beyond are scored
 // into the population but not tracked, hence never excluded); serialised
 // by MarshalBinary.

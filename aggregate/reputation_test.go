@@ -227,3 +227,25 @@ func TestReputationParse(t *testing.T) {
 		}
 	}
 }
+
+// TestReputationNoPerElementAllocs: a round's allocations do not grow with
+// the model size.
+func TestReputationNoPerElementAllocs(t *testing.T) {
+	count := func(n int) float64 {
+		ups, _ := repRounds(6, 1, n, 10, 3)
+		g := make([]float32, n)
+		return testing.AllocsPerRun(5, func() {
+			r := &Reputation{Inner: Median{}, Z: 2, MinRounds: 1, MaxDrop: 0.5}
+			for range 2 {
+				acc := r.Begin(n)
+				for _, u := range ups[0] {
+					_ = acc.Add(u)
+				}
+				_ = acc.Apply(g)
+			}
+		})
+	}
+	if small, big := count(64), count(64*64); small != big {
+		t.Fatalf("allocations grow with n: %v for n=64, %v for n=4096", small, big)
+	}
+}
