@@ -29,10 +29,18 @@
 //
 // The mean-based strategies accumulate sparse updates (Update.Indices and
 // Update.Values) in O(s) without densifying them; the robust ones need every
-// update dense and buffer a float32 copy of each. Two wrappers apply to any
+// update dense and buffer a float32 copy of each. Wrappers apply to any
 // strategy: NormBound clips each update's L2 norm, and DP adds DP-FedAvg's
 // clipping and Gaussian noise to a mean-based one; Accountant tracks the
-// privacy spent.
+// privacy spent. Against Byzantine clients on heterogeneous data, three
+// wrappers go in front of a robust rule (spec keys, applied innermost
+// first): Bucketing (bucket=S) averages random buckets of S updates,
+// DirectionFilter (filter=τ) drops updates pointing away from the round's
+// coordinate-wise median, and Reputation (reputation=Z) excludes clients
+// whose updates keep disagreeing with the others' across rounds, which
+// needs client identities (Update.Client, set by round.Machine) and keeps
+// per-client server state. Their accumulators report the updates they
+// left out through Excluder.
 //
 // The order of Add is part of the input. The mean-based strategies sum in
 // that order, so another order may change the last bits. Median and
@@ -68,6 +76,12 @@ type Update struct {
 	// Values holds a sparse update's values, one per index. Add reads it
 	// and does not keep it.
 	Values []float32
+
+	// Client identifies the client that sent the update when ClientKnown
+	// is true. Only strategies that track clients across rounds
+	// (Reputation) read it; round.Machine sets both from the submission.
+	Client      uint64
+	ClientKnown bool
 }
 
 // IsSparse reports whether u is in the sparse form.

@@ -59,6 +59,7 @@ func BenchmarkRound2NN(b *testing.B) {
 			"median", "trimmed-mean,beta=0.2",
 			fmt.Sprintf("krum,f=%d", f), fmt.Sprintf("multi-krum,f=%d", f), fmt.Sprintf("bulyan,f=%d", fb),
 			"fedavg,bound=10", "fedavg,dp-clip=10,dp-noise=1,dp-seed=1",
+			"median,bucket=2", "median,filter=0", "median,reputation=2",
 		} {
 			b.Run(fmt.Sprintf("%s/clients=%d", spec, k), func(b *testing.B) {
 				s, err := Parse(spec)

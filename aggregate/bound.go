@@ -86,6 +86,14 @@ func (a *boundAcc) Add(u Update) error {
 func (a *boundAcc) Count() int                   { return a.inner.Count() }
 func (a *boundAcc) Apply(global []float32) error { return a.inner.Apply(global) }
 
+// Excluded forwards the inner accumulator's exclusions (see Excluder).
+func (a *boundAcc) Excluded() []int {
+	if e, ok := a.inner.(Excluder); ok {
+		return e.Excluded()
+	}
+	return nil
+}
+
 // addClipped adds scale·u, a validated update, with weight to acc, through
 // sa when acc has it and through a scaled copy in *scratch otherwise.
 func addClipped(acc Accumulator, sa scaledAdder, scratch *[]float32, u Update, scale, weight float64) error {
@@ -106,7 +114,7 @@ func addClipped(acc Accumulator, sa scaledAdder, scratch *[]float32, u Update, s
 	for i, v := range src {
 		dst[i] = float32(float64(v) * scale)
 	}
-	c := Update{Weight: weight}
+	c := Update{Weight: weight, Client: u.Client, ClientKnown: u.ClientKnown}
 	if u.IsSparse() {
 		c.N, c.Indices, c.Values = u.N, u.Indices, dst
 	} else {

@@ -67,6 +67,12 @@ var wrapperParams = []Param{
 	{"bound", "", "clip each update to this L2 norm (NormBound)"},
 	{"bucket", "", "average shuffled buckets of this many updates before the rule (Bucketing; for robust rules on non-IID clients)"},
 	{"bucket-seed", "0", "seed of the bucket shuffle"},
+	{"filter", "", "drop updates whose cosine with the coordinate-wise median is below this, in [-1, 1] (DirectionFilter; before bucket and the rule)"},
+	{"filter-max", "0.5", "filter: largest fraction of a round's updates dropped, in [0, 0.5]"},
+	{"reputation", "", "exclude clients whose mean agreement score is this many standard errors below everyone's, > 0 (Reputation; stateful, before filter)"},
+	{"reputation-min", "3", "reputation: scores a client needs before it can be excluded, ≥ 1"},
+	{"reputation-max", "0.5", "reputation: largest fraction of a round's updates excluded, in [0, 0.5]"},
+	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
 	{"dp-seed", "0", "seed of the DP noise"},
@@ -262,12 +268,26 @@ func (p *kv) strategy() Strategy {
 	panic("aggregate: strategy without a constructor: " + p.name)
 }
 
-// wrap applies the bucket, bound and dp-* keys.
+// wrap applies the wrapper keys, innermost first: bucket, filter,
+// reputation, then bound or dp-*.
 func (p *kv) wrap(s Strategy) (Strategy, bool) {
 	if p.has("bucket") {
 		s = Bucketing{Inner: s, S: p.int("bucket", 0), Seed: p.uint64("bucket-seed", 0)}
 	} else if p.has("bucket-seed") {
 		p.err = fmt.Errorf("%w: %s: bucket-seed needs bucket", ErrParam, p.name)
+		return nil, false
+	}
+	if p.has("filter") {
+		s = DirectionFilter{Inner: s, Threshold: p.float("filter", 0), MaxDrop: p.float("filter-max", DefaultFilterMaxDrop)}
+	} else if p.has("filter-max") {
+		p.err = fmt.Errorf("%w: %s: filter-max needs filter", ErrParam, p.name)
+		return nil, false
+	}
+	if p.has("reputation") {
+		s = &Reputation{Inner: s, Z: p.float("reputation", 0), MinRounds: p.int("reputation-min", DefaultReputationMinRounds),
+			MaxDrop: p.float("reputation-max", DefaultReputationMaxDrop), MaxClients: p.int("reputation-clients", 0)}
+	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") {
+		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max and reputation-clients need reputation", ErrParam, p.name)
 		return nil, false
 	}
 	isDP := false

@@ -104,6 +104,7 @@ type Machine struct {
 	isSel    map[ClientID]int // index into selected
 	received []bool
 	nrecv    int
+	order    []ClientID // accepted clients in the order of Add
 	dropped  []bool
 	ndrop    int
 	deadline time.Time
@@ -206,6 +207,7 @@ func (m *Machine) Open(now time.Time, candidates []ClientID) (Opened, error) {
 	}
 	m.received = make([]bool, k)
 	m.nrecv = 0
+	m.order = m.order[:0]
 	m.dropped = make([]bool, k)
 	m.ndrop = 0
 	m.opened = now
@@ -257,11 +259,14 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	if !m.deadline.IsZero() && now.After(m.deadline) {
 		return Receipt{}, fmt.Errorf("%w: client %d, round %d closed for updates at %v", ErrLate, s.Client, s.Round, m.deadline.Format(time.RFC3339Nano))
 	}
-	if err := m.acc.Add(s.Update); err != nil {
+	u := s.Update
+	u.Client, u.ClientKnown = uint64(s.Client), true
+	if err := m.acc.Add(u); err != nil {
 		return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
 	}
 	m.received[i] = true
 	m.nrecv++
+	m.order = append(m.order, s.Client)
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
 }
 
@@ -350,6 +355,10 @@ type Closed struct {
 	Duration time.Duration
 	// Finished is true when this was the last configured round.
 	Finished bool
+	// Excluded are the clients whose accepted update the strategy left
+	// out of the aggregate (see aggregate.Excluder), in the order their
+	// updates were accepted; nil for strategies that use every update.
+	Excluded []ClientID
 }
 
 // Close ends the open round at time now: the strategy turns the accepted
@@ -367,6 +376,13 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 	}
 	m.version++
 	c := Closed{Round: m.round, Version: m.version, Reported: m.nrecv, Missing: m.Missing(), Duration: now.Sub(m.opened)}
+	if ex, ok := m.acc.(aggregate.Excluder); ok {
+		for _, i := range ex.Excluded() {
+			if i >= 0 && i < len(m.order) {
+				c.Excluded = append(c.Excluded, m.order[i])
+			}
+		}
+	}
 	m.phase = Idle
 	m.acc = nil
 	m.attempt = 0
@@ -475,6 +491,7 @@ func Restore(cfg Config, strategy aggregate.Strategy, st State) (*Machine, error
 			}
 		}
 		m.opened, m.deadline = st.Opened, st.Deadline
+		m.order = nil
 		m.acc = m.strategy.Begin(len(m.global))
 	default:
 		return nil, fmt.Errorf("round: restore: unknown phase %d", st.Phase)

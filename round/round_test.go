@@ -301,3 +301,74 @@ func TestProgressAndAwaitsMatchTheLists(t *testing.T) {
 	}
 	check("closed")
 }
+
+// TestClosedExcluded: the machine hands the strategy each submission's
+// client identity, and Closed.Excluded names the clients a filtering
+// strategy left out, whatever order they submitted in.
+func TestClosedExcluded(t *testing.T) {
+	s, err := aggregate.Parse("median,filter=0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Fraction: 0.5, Seed: 1}, s, []float32{0, 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := m.Open(t0, ids(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := slices.Clone(op.Selected)
+	slices.Reverse(sel)
+	flipped := sel[1]
+	for _, id := range sel {
+		u := aggregate.Update{Weight: 1, Delta: []float32{1 + float32(id)/10, 1}}
+		if id == flipped {
+			u.Delta = []float32{-5, -5}
+		}
+		if _, err := m.Submit(t0, Submission{Round: 1, Client: id, Update: u}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := m.Close(t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.Excluded, []ClientID{flipped}) {
+		t.Fatalf("excluded %v, want [%d]", c.Excluded, flipped)
+	}
+
+	// The identity reaches the strategy.
+	var seen []uint64
+	m2, _ := New(Config{Fraction: 0.3, Seed: 2}, recordingStrategy{&seen}, []float32{0, 0})
+	op2, _ := m2.Open(t0, ids(10))
+	for _, id := range op2.Selected {
+		m2.Submit(t0, Submission{Round: 1, Client: id, Update: upd(1)})
+	}
+	want := make([]uint64, len(op2.Selected))
+	for i, id := range op2.Selected {
+		want[i] = uint64(id)
+	}
+	if !slices.Equal(seen, want) {
+		t.Fatalf("strategy saw clients %v, want %v", seen, want)
+	}
+}
+
+type recordingStrategy struct{ seen *[]uint64 }
+
+func (recordingStrategy) Name() string { return "recording" }
+func (r recordingStrategy) Begin(n int) aggregate.Accumulator {
+	return recordingAcc{r.seen, aggregate.FedAvg{}.Begin(n)}
+}
+
+type recordingAcc struct {
+	seen *[]uint64
+	aggregate.Accumulator
+}
+
+func (a recordingAcc) Add(u aggregate.Update) error {
+	if u.ClientKnown {
+		*a.seen = append(*a.seen, u.Client)
+	}
+	return a.Accumulator.Add(u)
+}

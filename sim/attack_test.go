@@ -215,3 +215,62 @@ func TestRobustStrategyResistsScaleAttack(t *testing.T) {
 		t.Fatalf("model movement under attack / without: FedAvg %.3g, median %.3g", avg, med)
 	}
 }
+
+// TestReputationReportsExclusions: with fixed sign-flipping attackers the
+// reputation wrapper excludes them, the metrics count the exclusions and
+// the attackers among them, and the run is the same bits on any number of
+// workers.
+func TestReputationReportsExclusions(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	var ref *Result
+	for _, w := range []int{1, 3} {
+		s, err := aggregate.Parse("median,reputation=2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config(30, 0.5)
+		cfg.Workers, cfg.Strategy = w, s
+		cfg.Attack = Attack{Kind: "signflip", Fraction: 0.2, Seed: 2}
+		res, err := Run(context.Background(), cfg, model, init, data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref != nil {
+			if !slices.Equal(res.Model, ref.Model) {
+				t.Fatalf("%d workers: model differs from 1 worker", w)
+			}
+			for i, m := range res.Rounds {
+				if m.Excluded != ref.Rounds[i].Excluded || m.ExcludedAttackers != ref.Rounds[i].ExcludedAttackers {
+					t.Fatalf("%d workers, round %d: exclusions differ from 1 worker", w, m.Round)
+				}
+			}
+			continue
+		}
+		ref = res
+		var excluded, caught, attackers, lateAttackers, lateCaught, clients int
+		for _, m := range res.Rounds {
+			clients += m.Clients
+			if m.ExcludedAttackers > m.Excluded || m.ExcludedAttackers > m.Attackers {
+				t.Fatalf("round %d: %d attackers excluded of %d excluded, %d attackers", m.Round, m.ExcludedAttackers, m.Excluded, m.Attackers)
+			}
+			excluded += m.Excluded
+			caught += m.ExcludedAttackers
+			attackers += m.Attackers
+			if m.Round > 20 {
+				lateAttackers += m.Attackers
+				lateCaught += m.ExcludedAttackers
+			}
+		}
+		honest := clients - attackers
+		t.Logf("excluded %d of %d attacker updates (rounds 21–30: %d of %d), %d of %d honest ones", caught, attackers, lateCaught, lateAttackers, excluded-caught, honest)
+		if lateAttackers == 0 || 3*lateCaught < lateAttackers {
+			t.Errorf("rounds 21–30: %d of %d attacker updates excluded", lateCaught, lateAttackers)
+		}
+		// The attackers' exclusion rate is several times the honest one.
+		if float64(excluded-caught)/float64(honest) > float64(caught)/float64(attackers)/3 {
+			t.Errorf("excluded %d of %d honest updates, %d of %d attacker ones", excluded-caught, honest, caught, attackers)
+		}
+	}
+}

@@ -148,6 +148,11 @@ type Metrics struct {
 	EvalSeconds  float64 `json:"eval_seconds"`
 	// Attackers is the number of selected clients that attacked.
 	Attackers int `json:"attackers,omitempty"`
+	// Excluded is the number of received updates the strategy left out
+	// of the aggregate (aggregate.Excluder, e.g. the direction filter);
+	// ExcludedAttackers counts the attackers among them.
+	Excluded          int `json:"excluded,omitempty"`
+	ExcludedAttackers int `json:"excluded_attackers,omitempty"`
 	// Epsilon is the privacy spent after this round, at Config.DPDelta,
 	// when the strategy is DP with noise.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -253,6 +258,8 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		if err != nil {
 			return nil, err
 		}
+		met.Excluded = len(closed.Excluded)
+		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
 		if priv != nil {
 			met.Epsilon = priv.step(len(opened.Selected), len(candidates))
 		}

@@ -1,0 +1,470 @@
+package aggregate
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+)
+
+// Reputation excludes the clients whose updates keep disagreeing with the
+// others', round after round, before its inner strategy aggregates the
+// rest. It targets Byzantine clients that are the same clients every round
+// (a compromised device, a poisoned data silo) on heterogeneous data, where
+// a single round cannot tell a reversed update from an honest client with
+// unusual data, but the disagreement of an attacker repeats while an
+// honest client's varies.
+//
+// Each round, every update u_i gets an agreement score: its cosine
+// similarity with the sum of the other updates of the round, each clipped
+// to the round's median L2 norm (so no update weighs more than a typical
+// one), leaving out the updates of clients already excluded:
+//
+//	s_i = cos(u_i, Σ_{j≠i, j trusted} min(1, m/‖u_j‖)·u_j),   m the median norm
+//
+// The server keeps, per client, the number n_c and sum of its scores, and
+// over all clients the mean μ and standard deviation σ of every score seen.
+// A client is excluded in a round when it has at least MinRounds scores,
+// this round's included, and its mean lies Z standard errors below the
+// population's:
+//
+//	(mean_c − μ)·√n_c / σ < −Z
+//
+// A client whose mean falls back above the bar is trusted again. Excluded
+// clients' updates are still scored, but left out of the reference and of
+// the aggregate. At most ⌊MaxDrop·k⌋ of a round's k updates are excluded,
+// and never so many that fewer than MinUpdates(Inner) remain: the lowest
+// z go first (ties: the client added last). Updates without a client
+// identity (Update.ClientKnown false) are scored into the population but
+// never excluded; round.Machine sets the identity of every submission.
+//
+// Breakdown: the per-round reference is a sum of norm-clipped updates,
+// so b attackers among k move it by at most b·m, and while the trusted
+// honest updates agree more with one another than with the attackers the
+// attackers' scores stay lower; once excluded they leave the reference.
+// Exclusion only removes updates, so Inner sees at most as many Byzantine
+// updates as without it, among at least k − ⌊MaxDrop·k⌋, and its
+// own breakdown applies to those. What it does not do: attackers that
+// change identity (Sybils, fresh clients) are scored from zero each time,
+// and attackers whose updates agree with the others (small, aligned
+// perturbations) keep a good score and are left to Inner. An honest
+// client whose data differs persistently from everyone else's can be
+// excluded too; Excluded reports who was left out each round.
+//
+// Deterministic: scores are summed in coordinate order with four partial
+// sums combined in a fixed order, the state is a table sorted by client
+// ID (no map iteration), and it changes only when Apply succeeds.
+//
+// Cost: 4nk bytes for k dense updates of n parameters (Inner buffers the
+// survivors again if it is a robust rule) and 8n for the reference; time
+// O(nk + C) per round for C clients tracked (the table is copied so that a
+// failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
+// per client seen, at most MaxClients clients (clients beyond are scored
+// into the population but not tracked, hence never excluded); serialised
+// by MarshalBinary.
+type Reputation struct {
+	// Inner aggregates the updates of trusted clients; nil means FedAvg.
+	Inner Strategy
+	// Z is the number of standard errors below the population mean at
+	// which a client is excluded, positive.
+	Z float64
+	// MinRounds is the number of scores a client needs before it can be
+	// excluded, at least 1.
+	MinRounds int
+	// MaxDrop is the largest fraction of a round's updates excluded, in
+	// [0, 0.5].
+	MaxDrop float64
+	// MaxClients bounds the clients tracked, at least 1; 0 means
+	// DefaultReputationClients.
+	MaxClients int
+
+	st reputationState
+}
+
+// Defaults of Reputation's parameters in Parse.
+const (
+	DefaultReputationMinRounds = 3
+	DefaultReputationMaxDrop   = 0.5
+	DefaultReputationClients   = 1 << 20
+)
+
+type clientScore struct {
+	id  uint64
+	n   uint64
+	sum float64
+}
+
+type reputationState struct {
+	clients []clientScore // sorted by id
+	n       uint64        // scores seen
+	sum     float64       // their sum
+	sumSq   float64       // and sum of squares
+}
+
+func (r *Reputation) inner() Strategy {
+	if r.Inner == nil {
+		return FedAvg{}
+	}
+	return r.Inner
+}
+
+func (r *Reputation) maxClients() int {
+	if r.MaxClients == 0 {
+		return DefaultReputationClients
+	}
+	return r.MaxClients
+}
+
+// Name returns the inner strategy's name.
+func (r *Reputation) Name() string { return r.inner().Name() }
+
+// String returns a spec Parse accepts.
+func (r *Reputation) String() string {
+	s := Spec(r.inner()) + ",reputation=" + ff(r.Z) + ",reputation-min=" + strconv.Itoa(r.MinRounds) +
+		",reputation-max=" + ff(r.MaxDrop)
+	if r.MaxClients != 0 {
+		s += ",reputation-clients=" + strconv.Itoa(r.MaxClients)
+	}
+	return s
+}
+
+// MinUpdates returns the inner strategy's minimum.
+func (r *Reputation) MinUpdates() int { return MinUpdates(r.inner()) }
+
+// Validate reports parameters out of range or a bad inner strategy.
+func (r *Reputation) Validate() error {
+	if err := positive("reputation", r.Z); err != nil {
+		return err
+	}
+	if r.MinRounds < 1 || r.MinRounds > maxClients {
+		return fmt.Errorf("%w: reputation-min %d, want 1 ≤ reputation-min ≤ %d", ErrParam, r.MinRounds, maxClients)
+	}
+	if !(r.MaxDrop >= 0 && r.MaxDrop <= 0.5) {
+		return fmt.Errorf("%w: reputation-max %v, want 0 ≤ reputation-max ≤ 0.5", ErrParam, r.MaxDrop)
+	}
+	if r.MaxClients < 0 || r.MaxClients > maxClients {
+		return fmt.Errorf("%w: reputation-clients %d, want 0 ≤ reputation-clients ≤ %d", ErrParam, r.MaxClients, maxClients)
+	}
+	if len(r.st.clients) > r.maxClients() {
+		return fmt.Errorf("%w: %d clients tracked, at most %d", ErrState, len(r.st.clients), r.maxClients())
+	}
+	if _, ok := r.Inner.(*Reputation); ok {
+		return fmt.Errorf("%w: Reputation inside Reputation", ErrParam)
+	}
+	return validateStrategy(r.inner())
+}
+
+// Begin starts a round.
+func (r *Reputation) Begin(n int) Accumulator {
+	if err := r.Validate(); err != nil {
+		return errAcc{err}
+	}
+	return &reputationAcc{r: r, n: n}
+}
+
+// Tracked returns, for each client the state holds, its number of scores
+// and their mean, sorted by client ID.
+func (r *Reputation) Tracked() (ids []uint64, counts []uint64, means []float64) {
+	for _, c := range r.st.clients {
+		ids, counts, means = append(ids, c.id), append(counts, c.n), append(means, c.sum/float64(c.n))
+	}
+	return ids, counts, means
+}
+
+// find returns the position of id in the sorted table and whether it is
+// there.
+func (st *reputationState) find(id uint64) (int, bool) {
+	return slices.BinarySearchFunc(st.clients, id, func(c clientScore, id uint64) int {
+		switch {
+		case c.id < id:
+			return -1
+		case c.id > id:
+			return 1
+		}
+		return 0
+	})
+}
+
+// z returns the standard score of a client's mean, or +Inf when it cannot
+// be judged yet.
+func (st *reputationState) z(c clientScore, minRounds int) float64 {
+	if c.n < uint64(minRounds) || st.n < 2 {
+		return math.Inf(1)
+	}
+	mu := st.sum / float64(st.n)
+	v := st.sumSq/float64(st.n) - mu*mu
+	if !(v > 0) {
+		return math.Inf(1)
+	}
+	return (c.sum/float64(c.n) - mu) * math.Sqrt(float64(c.n)) / math.Sqrt(v)
+}
+
+type reputationAcc struct {
+	r        *Reputation
+	n        int
+	rows     [][]float32
+	ups      []Update // weight and identity of each row
+	excluded []int
+	scores   []float64
+	applied  bool
+}
+
+func (a *reputationAcc) Add(u Update) error {
+	if a.applied {
+		return ErrApplied
+	}
+	if err := Validate(u, a.n); err != nil {
+		return err
+	}
+	a.rows = append(a.rows, u.Dense(make([]float32, a.n)))
+	a.ups = append(a.ups, Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown})
+	return nil
+}
+
+func (a *reputationAcc) Count() int { return len(a.rows) }
+
+func (a *reputationAcc) Excluded() []int { return a.excluded }
+
+// Scores returns each update's agreement score, in Add order, after Apply.
+func (a *reputationAcc) Scores() []float64 { return a.scores }
+
+func (a *reputationAcc) Apply(global []float32) error {
+	if a.applied {
+		return ErrApplied
+	}
+	k := len(a.rows)
+	if k == 0 {
+		return ErrNoUpdates
+	}
+	if len(global) != a.n {
+		return fmt.Errorf("%w: global model has %d values, round has %d", ErrShape, len(global), a.n)
+	}
+	r := a.r
+	minKeep := MinUpdates(r.inner())
+	if k < minKeep {
+		return fmt.Errorf("%w: %d updates, at least %d needed", ErrTooFewUpdates, k, minKeep)
+	}
+	// Trust as of the previous rounds decides the reference.
+	trusted := make([]bool, k)
+	for i, u := range a.ups {
+		trusted[i] = true
+		if u.ClientKnown {
+			if p, ok := r.st.find(u.Client); ok && r.st.z(r.st.clients[p], r.MinRounds) < -r.Z {
+				trusted[i] = false
+			}
+		}
+	}
+	if !slices.Contains(trusted, true) {
+		for i := range trusted {
+			trusted[i] = true
+		}
+	}
+	scores := agreementScores(a.rows, trusted, a.n)
+
+	// The new state, committed only if Inner succeeds.
+	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
+	for i, u := range a.ups {
+		s := scores[i]
+		st.n++
+		st.sum += s
+		st.sumSq += s * s
+		if !u.ClientKnown {
+			continue
+		}
+		p, ok := st.find(u.Client)
+		if !ok {
+			if len(st.clients) >= r.maxClients() {
+				continue
+			}
+			st.clients = slices.Insert(st.clients, p, clientScore{id: u.Client})
+		}
+		st.clients[p].n++
+		st.clients[p].sum += s
+	}
+	z := make([]float64, k)
+	for i, u := range a.ups {
+		z[i] = math.Inf(1)
+		if p, ok := st.find(u.Client); u.ClientKnown && ok {
+			z[i] = st.z(st.clients[p], r.MinRounds)
+		}
+	}
+	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
+
+	inner := r.inner().Begin(a.n)
+	var excluded []int
+	for i, row := range a.rows {
+		if drop[i] {
+			excluded = append(excluded, i)
+			continue
+		}
+		if err := inner.Add(Update{Weight: a.ups[i].Weight, Delta: row}); err != nil {
+			return fmt.Errorf("update %d: %w", i, err)
+		}
+	}
+	if err := inner.Apply(global); err != nil {
+		return err
+	}
+	r.st = st
+	a.applied, a.excluded, a.scores, a.rows = true, excluded, scores, nil
+	return nil
+}
+
+// agreementScores returns, for each row, its cosine similarity with the
+// sum of the other trusted rows clipped to the median row norm. A zero
+// row, or a zero reference, scores 0.
+func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
+	k := len(rows)
+	norms := make([]float64, k)
+	for i, r := range rows {
+		norms[i] = math.Sqrt(dot32(r, r))
+	}
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	clip := make([]float64, k)
+	for i, x := range norms {
+		clip[i] = 1
+		if x > m {
+			clip[i] = m / x
+		}
+	}
+	ref := make([]float64, n)
+	for i, r := range rows {
+		if !trusted[i] {
+			continue
+		}
+		c := clip[i]
+		for j, v := range r {
+			ref[j] += float64(c * float64(v))
+		}
+	}
+	refSq := dot64(ref, ref)
+	scores := make([]float64, k)
+	for i, r := range rows {
+		if norms[i] == 0 {
+			continue
+		}
+		d := dot3264(r, ref)
+		// ⟨u, S − c·u⟩ and ‖S − c·u‖² without forming S − c·u.
+		c := 0.0
+		if trusted[i] {
+			c = clip[i]
+		}
+		uu := norms[i] * norms[i]
+		num := d - float64(c*uu)
+		den2 := refSq - float64(2*c*d) + float64(c*c*uu)
+		if !(den2 > 0) {
+			continue
+		}
+		scores[i] = max(-1, min(1, num/norms[i]/math.Sqrt(den2)))
+	}
+	return scores
+}
+
+// dot64 returns Σ a[i]·b[i] with four partial sums combined in a fixed
+// order.
+func dot64(a, b []float64) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += float64(a[i] * b[i])
+		s1 += float64(a[i+1] * b[i+1])
+		s2 += float64(a[i+2] * b[i+2])
+		s3 += float64(a[i+3] * b[i+3])
+	}
+	for ; i < len(a); i++ {
+		s0 += float64(a[i] * b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// dot3264 returns Σ a[i]·b[i] for float32 a and float64 b, as dot64.
+func dot3264(a []float32, b []float64) float64 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+4 <= len(a); i += 4 {
+		s0 += float64(float64(a[i]) * b[i])
+		s1 += float64(float64(a[i+1]) * b[i+1])
+		s2 += float64(float64(a[i+2]) * b[i+2])
+		s3 += float64(float64(a[i+3]) * b[i+3])
+	}
+	for ; i < len(a); i++ {
+		s0 += float64(float64(a[i]) * b[i])
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// MarshalBinary saves the parameters, the per-client scores, the
+// population statistics and the inner strategy's state.
+func (r *Reputation) MarshalBinary() ([]byte, error) {
+	inner, err := MarshalState(r.inner())
+	if err != nil {
+		return nil, err
+	}
+	w := newStateWriter("reputation")
+	w.f64(r.Z)
+	w.u64(uint64(r.MinRounds))
+	w.f64(r.MaxDrop)
+	w.u64(uint64(r.MaxClients))
+	w.u64(r.st.n)
+	w.f64(r.st.sum)
+	w.f64(r.st.sumSq)
+	w.u64(uint64(len(r.st.clients)))
+	for _, c := range r.st.clients {
+		w.u64(c.id)
+		w.u64(c.n)
+		w.f64(c.sum)
+	}
+	w.bytes(inner)
+	return w.done(), nil
+}
+
+// UnmarshalBinary restores what MarshalBinary saved into r, whose Inner
+// must be a strategy of the saved kind; on error r is unchanged.
+func (r *Reputation) UnmarshalBinary(data []byte) error {
+	rd := newStateReader(data, "reputation")
+	t := Reputation{Inner: r.Inner, Z: rd.f64()}
+	t.MinRounds = int(min(rd.u64(), maxClients+1))
+	t.MaxDrop = rd.f64()
+	t.MaxClients = int(min(rd.u64(), maxClients+1))
+	t.st.n, t.st.sum, t.st.sumSq = rd.u64(), rd.f64(), rd.f64()
+	nc := rd.u64()
+	if rd.err == nil && nc > uint64(len(rd.b)/24) {
+		rd.err = fmt.Errorf("%w: %d clients in %d bytes", ErrState, nc, len(rd.b))
+	}
+	if rd.err == nil {
+		t.st.clients = make([]clientScore, nc)
+		for i := range t.st.clients {
+			t.st.clients[i] = clientScore{id: rd.u64(), n: rd.u64(), sum: rd.f64()}
+		}
+	}
+	inner := rd.bytes()
+	if err := rd.finish(); err != nil {
+		return err
+	}
+	var total uint64
+	for i, c := range t.st.clients {
+		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) {
+			return fmt.Errorf("%w: reputation of client %d", ErrState, c.id)
+		}
+		total += c.n
+	}
+	if total > t.st.n || math.IsNaN(t.st.sum) || math.IsNaN(t.st.sumSq) || t.st.sumSq < 0 || math.Abs(t.st.sum) > float64(t.st.n) || t.st.sumSq > float64(t.st.n) {
+		return fmt.Errorf("%w: reputation population of %d scores", ErrState, t.st.n)
+	}
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrState, err)
+	}
+	// The inner strategy's restore is the last step that can fail, and
+	// leaves it unchanged when it does.
+	if err := UnmarshalState(r.inner(), inner); err != nil {
+		return err
+	}
+	*r = t
+	return nil
+}
