@@ -245,7 +245,9 @@ func TestReputationNoPerElementAllocs(t *testing.T) {
 			}
 		})
 	}
-	if small, big := count(64), count(64*64); small != big {
-		t.Fatalf("allocations grow with n: %v for n=64, %v for n=4096", small, big)
+	// Per-element allocations would add thousands; a size class or a map
+	// bucket may differ by one.
+	if small, big := count(64*64), count(64*64*16); big > small+2 {
+		t.Fatalf("allocations grow with n: %v for n=4096, %v for n=65536", small, big)
 	}
 }
