@@ -322,6 +322,9 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 			seen = v.Version
 			params, version := node.FSM().Model()
 			attrs := []any{"round", v.LastClosed.Round, "version", version, "reported", v.LastClosed.Reported, "missing", len(v.LastClosed.Missing)}
+			if len(v.LastClosed.Missing) > 0 && len(v.LastClosed.Missing) <= 32 {
+				attrs = append(attrs, "missing_clients", v.LastClosed.Missing)
+			}
 			if obs != nil && obs.svc != nil && v.LastClosed.Round > 0 {
 				// What this node sent while the round was open: with a
 				// download codec, compare with downloads × 4 bytes per

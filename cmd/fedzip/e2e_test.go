@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -185,8 +186,22 @@ func TestEndToEnd(t *testing.T) {
 	waitLog(t, coord, "round 2 to close after the restart", time.Minute, func() bool {
 		return coord.find("round closed", map[string]float64{"round": 2, "version": 2}) != nil
 	})
-	if l := coord.find("round closed", map[string]float64{"round": 2, "version": 2}); l["reported"] != 5.0 {
-		t.Fatalf("round 2 closed with %v updates, want 5: the update acknowledged to %s before the crash was lost\n%s", l["reported"], acked.name, coord.dump())
+	// The update acknowledged before the crash must be in the round. The
+	// others are resubmitted after the restart, with backoff: one may miss
+	// the deadline on a loaded machine, so at least --min-clients count.
+	ackedID := acked.find("registered", nil)["id"]
+	closed2 := coord.find("round closed", map[string]float64{"round": 2, "version": 2})
+	reported, _ := closed2["reported"].(float64)
+	lost := ackedID == nil || reported < 4
+	if m, ok := closed2["missing_clients"].([]any); ok && slices.Contains(m, ackedID) {
+		lost = true
+	}
+	if lost {
+		var logs strings.Builder
+		for _, c := range clients {
+			fmt.Fprintf(&logs, "--- %s\n%s", c.name, c.dump())
+		}
+		t.Fatalf("round 2 closed with %v updates, missing %v: the update acknowledged to %s (client %v) before the crash was lost\n%s\n%s", reported, closed2["missing_clients"], acked.name, ackedID, coord.dump(), logs.String())
 	}
 
 	// Kill one client as soon as round 3 opens: the round must close at its
