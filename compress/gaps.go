@@ -54,31 +54,49 @@ func AppendGapIndices(dst []byte, idx []int32, sym []uint8) []byte {
 	at := len(dst)
 	size := int((total + 7) / 8)
 	dst = slices.Grow(dst, size+8)[:at+size+8]
-	out := dst[at:]
-	var acc uint64
-	var na uint
-	o := 0
+	w := bitWriter{out: dst[at:]}
 	prev = -1
 	for j, i := range idx {
 		g := uint64(int64(i) - prev)
 		prev = int64(i)
 		s := uint(sym[j])
-		acc |= (g &^ (1 << s)) << na
-		na += s
-		if na >= 32 {
-			out[o], out[o+1], out[o+2], out[o+3] = byte(acc), byte(acc>>8), byte(acc>>16), byte(acc>>24)
-			o += 4
-			acc >>= 32
-			na -= 32
-		}
+		w.put(g&^(1<<s), s)
 	}
-	for na > 0 {
-		out[o] = byte(acc)
-		o++
-		acc >>= 8
-		na -= min(na, 8)
+	return dst[:at+w.flush()]
+}
+
+// bitWriter writes bit fields of up to 32 bits, least significant first,
+// into out, which must have room for the fields plus 8 bytes: the gap and
+// run codes size it in advance, so it never checks or grows.
+type bitWriter struct {
+	out []byte
+	o   int
+	acc uint64
+	na  uint
+}
+
+// put appends the low n bits of v (n <= 32; v must have no higher bits).
+func (w *bitWriter) put(v uint64, n uint) {
+	w.acc |= v << w.na
+	w.na += n
+	if w.na >= 32 {
+		w.out[w.o], w.out[w.o+1], w.out[w.o+2], w.out[w.o+3] = byte(w.acc), byte(w.acc>>8), byte(w.acc>>16), byte(w.acc>>24)
+		w.o += 4
+		w.acc >>= 32
+		w.na -= 32
 	}
-	return dst[:at+o]
+}
+
+// flush writes the bits left, padded with zeros to a byte, and returns the
+// number of bytes written.
+func (w *bitWriter) flush() int {
+	for w.na > 0 {
+		w.out[w.o] = byte(w.acc)
+		w.o++
+		w.acc >>= 8
+		w.na -= min(w.na, 8)
+	}
+	return w.o
 }
 
 // DecodeGapIndices decodes len(dst) indices written by AppendGapIndices

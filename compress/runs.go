@@ -67,35 +67,19 @@ func AppendRunIndices(dst []byte, idx []int32, sym []uint8) []byte {
 	at := len(dst)
 	size := int((total + 7) / 8)
 	dst = slices.Grow(dst, size+8)[:at+size+8]
-	out := dst[at:]
-	var acc uint64
-	var na uint
-	o := 0
+	w := bitWriter{out: dst[at:]}
 	prevEnd = 0
 	j := 0
 	for q := range r {
 		start := int64(idx[j])
 		g := uint64(start - prevEnd + 1)
 		s := uint(gaps[q])
-		acc |= (g &^ (1 << s)) << na
-		na += s
-		if na >= 32 {
-			out[o], out[o+1], out[o+2], out[o+3] = byte(acc), byte(acc>>8), byte(acc>>16), byte(acc>>24)
-			o += 4
-			acc >>= 32
-			na -= 32
-		}
+		w.put(g&^(1<<s), s)
 		l := int(lens[q]) + 1
 		prevEnd = start + int64(l)
 		j += l
 	}
-	for na > 0 {
-		out[o] = byte(acc)
-		o++
-		acc >>= 8
-		na -= min(na, 8)
-	}
-	return dst[:at+o]
+	return dst[:at+w.flush()]
 }
 
 // DecodeRunIndices decodes len(dst) indices written by AppendRunIndices
