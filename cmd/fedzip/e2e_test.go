@@ -196,6 +196,7 @@ func TestEndToEnd(t *testing.T) {
 	if m, ok := closed2["missing_clients"].([]any); ok && slices.Contains(m, ackedID) {
 		lost = true
 	}
+	t.Logf("round 2 after the restart: %v updates, missing %v; acknowledged before the crash: client %v", reported, closed2["missing_clients"], ackedID)
 	if lost {
 		var logs strings.Builder
 		for _, c := range clients {
