@@ -159,28 +159,50 @@ func saveModel(path string, m []float32, version uint64) error {
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // loadModel reads a model of n parameters saved by saveModel; a missing,
-// damaged or mis-sized file, or one with a version 0 or non-finite
-// values, gives nil: the client then downloads the whole model.
+// damaged or mis-sized file, or one with non-finite values, gives nil: the
+// client then downloads the whole model. Version 0, the initial model, is a
+// model like any other.
 func loadModel(path string, n int) ([]float32, uint64) {
 	fi, err := os.Stat(path)
-	if err != nil || n <= 0 || fi.Size() != int64(len(modelMagic)+12+4*n+4) {
+	if err != nil || n <= 0 || fi.Size() != int64(modelFileSize(n)) {
 		return nil, 0
 	}
 	b, err := os.ReadFile(path)
-	if err != nil || len(b) != len(modelMagic)+12+4*n+4 || string(b[:4]) != modelMagic {
+	if err != nil {
 		return nil, 0
 	}
-	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
-	if crc32.Checksum(body, castagnoli) != sum {
-		return nil, 0
-	}
-	version := binary.LittleEndian.Uint64(b[4:])
-	if version == 0 || binary.LittleEndian.Uint32(b[12:]) != uint32(n) {
-		return nil, 0
-	}
-	m, err := decodeModel(body[16:], n)
+	m, version, err := parseModelFile(b, n)
 	if err != nil {
 		return nil, 0
 	}
 	return m, version
+}
+
+// modelFileSize is the size of saveModel's file for n parameters.
+func modelFileSize(n int) int { return len(modelMagic) + 12 + 4*n + 4 }
+
+// parseModelFile decodes the bytes of saveModel's file for a model of n
+// parameters. It checks the size before it allocates, then the magic, the
+// checksum, the parameter count and that every value is finite, and
+// returns an error, never panics, on any bytes.
+func parseModelFile(b []byte, n int) ([]float32, uint64, error) {
+	if n <= 0 || len(b) != modelFileSize(n) {
+		return nil, 0, fmt.Errorf("%w: model file of %d bytes, %d parameters need %d", errDownload, len(b), n, modelFileSize(max(n, 0)))
+	}
+	if string(b[:len(modelMagic)]) != modelMagic {
+		return nil, 0, fmt.Errorf("%w: not a held-model file", errDownload)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, 0, fmt.Errorf("%w: held-model file checksum", errDownload)
+	}
+	version := binary.LittleEndian.Uint64(b[len(modelMagic):])
+	if binary.LittleEndian.Uint32(b[len(modelMagic)+8:]) != uint32(n) {
+		return nil, 0, fmt.Errorf("%w: held-model file for another model size", errDownload)
+	}
+	m, err := decodeModel(body[len(modelMagic)+12:], n)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", errDownload, err)
+	}
+	return m, version, nil
 }

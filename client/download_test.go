@@ -1,7 +1,9 @@
 package client
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -98,8 +100,8 @@ func TestApplyDownload(t *testing.T) {
 	}
 }
 
-// TestModelFile saves and loads the held model; a damaged, mis-sized or
-// version-0 file loads as nothing.
+// TestModelFile saves and loads the held model, version 0 included; a
+// damaged or mis-sized file loads as nothing.
 func TestModelFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "model.bin")
@@ -123,8 +125,8 @@ func TestModelFile(t *testing.T) {
 		}
 	}
 	saveModel(path, m, 0)
-	if got, _ := loadModel(path, len(m)); got != nil {
-		t.Fatal("loaded a model at version 0")
+	if got, v := loadModel(path, len(m)); v != 0 || !slices.Equal(got, m) {
+		t.Fatalf("version 0 (the initial model): loaded version %d %v", v, got)
 	}
 	if got, _ := loadModel(filepath.Join(dir, "missing"), len(m)); got != nil {
 		t.Fatal("loaded a missing file")
@@ -176,6 +178,34 @@ func FuzzApplyDownload(f *testing.F) {
 			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 				t.Fatal("non-finite model accepted")
 			}
+		}
+	})
+}
+
+// FuzzParseModelFile: any bytes give a model or an error, never a panic,
+// and a model that parses is saved back to the same bytes.
+func FuzzParseModelFile(f *testing.F) {
+	dir := f.TempDir()
+	for i, m := range [][]float32{{1, 2, 3}, {0}, {-1.5, 2.25, 1e-30, 7, 8}} {
+		path := filepath.Join(dir, fmt.Sprint(i))
+		if err := saveModel(path, m, uint64(i)); err != nil {
+			f.Fatal(err)
+		}
+		b, _ := os.ReadFile(path)
+		f.Add(b, len(m))
+	}
+	f.Add([]byte("FZHM"), 1)
+	f.Fuzz(func(t *testing.T, b []byte, n int) {
+		m, v, err := parseModelFile(b, n%64)
+		if err != nil {
+			return
+		}
+		path := filepath.Join(t.TempDir(), "m")
+		if err := saveModel(path, m, v); err != nil {
+			t.Fatal(err)
+		}
+		if again, _ := os.ReadFile(path); !bytes.Equal(again, b) {
+			t.Fatalf("parsed model does not save back to the same %d bytes", len(b))
 		}
 	})
 }
