@@ -322,6 +322,8 @@ func TestSnapshotContinues(t *testing.T) {
 		"fedavgm", "fedadam,bias-correction=true", "fedyogi", "fedadagrad,beta1=0.5",
 		"fedadam,bound=0.7",
 		"fedadam,dp-clip=0.5,dp-noise=0.3,dp-seed=5,dp-clients=20,dp-adaptive=true",
+		"fedavgm,mean=senders", "fedadam,mean=senders", "fedyogi,mean=senders", "fedadagrad,mean=senders",
+		"median,reputation=1,reputation-min=1", "fedavgm,mean=senders,reputation=2",
 	} {
 		t.Run(spec, func(t *testing.T) {
 			orig := mustParse(t, spec)

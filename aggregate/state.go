@@ -12,7 +12,8 @@ import (
 // format, little-endian:
 //
 //	"FZAG"  magic
-//	u8      format version (stateVersion)
+//	u8      format version (stateVersion; version 1, without the mean
+//	        byte of the mean-based strategies, is still read as mean=all)
 //	u8 len, bytes   kind: the strategy's name, "dp" or "rdp"
 //	...     the kind's payload: parameters (float64 bits, u64), then state
 //	        vectors as u8 present, u64 length, length float64 bits
@@ -24,7 +25,7 @@ import (
 
 const (
 	stateMagic   = "FZAG"
-	stateVersion = 1
+	stateVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -69,6 +70,9 @@ func (w *stateWriter) bool(x bool) {
 	}
 }
 
+// mean writes a mean-based strategy's MeanOver (format version 2 on).
+func (w *stateWriter) mean(m MeanOver) { w.b = append(w.b, byte(m)) }
+
 func (w *stateWriter) vec(v []float64) {
 	w.bool(v != nil)
 	if v == nil {
@@ -90,8 +94,9 @@ func (w *stateWriter) done() []byte {
 }
 
 type stateReader struct {
-	b   []byte
-	err error
+	b       []byte
+	err     error
+	version byte
 }
 
 // newStateReader checks the frame of data and returns a reader of the
@@ -109,12 +114,13 @@ func newStateReader(data []byte, kind string) *stateReader {
 		r.err = fmt.Errorf("%w: not strategy state (bad magic)", ErrState)
 	case crc32.Checksum(body, castagnoli) != sum:
 		r.err = fmt.Errorf("%w: checksum mismatch", ErrState)
-	case body[len(stateMagic)] != stateVersion:
-		r.err = fmt.Errorf("%w: format version %d, this build reads %d", ErrState, body[len(stateMagic)], stateVersion)
+	case body[len(stateMagic)] < 1 || body[len(stateMagic)] > stateVersion:
+		r.err = fmt.Errorf("%w: format version %d, this build reads 1 to %d", ErrState, body[len(stateMagic)], stateVersion)
 	}
 	if r.err != nil {
 		return r
 	}
+	r.version = body[len(stateMagic)]
 	n := int(body[len(stateMagic)+1])
 	if len(body) < head+n {
 		r.err = fmt.Errorf("%w: truncated kind", ErrState)
@@ -161,6 +167,23 @@ func (r *stateReader) bool() bool {
 	return p[0] == 1
 }
 
+// mean reads what stateWriter.mean wrote; state of format version 1 has
+// none and was saved by a strategy that divided by all updates.
+func (r *stateReader) mean() MeanOver {
+	if r.version < 2 {
+		return MeanAll
+	}
+	p := r.take(1)
+	if p == nil {
+		return MeanAll
+	}
+	if m := MeanOver(p[0]); m == MeanAll || m == MeanSenders {
+		return m
+	}
+	r.err = fmt.Errorf("%w: mean %d", ErrState, p[0])
+	return MeanAll
+}
+
 func (r *stateReader) vec() []float64 {
 	if !r.bool() {
 		return nil
@@ -201,6 +224,7 @@ func (s *FedAvgM) MarshalBinary() ([]byte, error) {
 	w := newStateWriter(s.Name())
 	w.f64(s.LR)
 	w.f64(s.Momentum)
+	w.mean(s.Mean)
 	w.vec(s.v)
 	return w.done(), nil
 }
@@ -209,7 +233,8 @@ func (s *FedAvgM) MarshalBinary() ([]byte, error) {
 // unchanged.
 func (s *FedAvgM) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, s.Name())
-	t := FedAvgM{LR: r.f64(), Momentum: r.f64(), v: r.vec()}
+	t := FedAvgM{LR: r.f64(), Momentum: r.f64()}
+	t.Mean, t.v = r.mean(), r.vec()
 	if err := r.finish(); err != nil {
 		return err
 	}
@@ -241,6 +266,7 @@ func (s *FedAdam) MarshalBinary() ([]byte, error) {
 	w.f64(s.Beta2)
 	w.f64(s.Tau)
 	w.bool(s.BiasCorrection)
+	w.mean(s.Mean)
 	s.st.write(w)
 	return w.done(), nil
 }
@@ -250,6 +276,7 @@ func (s *FedAdam) MarshalBinary() ([]byte, error) {
 func (s *FedAdam) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, s.Name())
 	t := FedAdam{LR: r.f64(), Beta1: r.f64(), Beta2: r.f64(), Tau: r.f64(), BiasCorrection: r.bool()}
+	t.Mean = r.mean()
 	t.st.read(r)
 	if err := r.finish(); err != nil {
 		return err
@@ -268,6 +295,7 @@ func (s *FedYogi) MarshalBinary() ([]byte, error) {
 	w.f64(s.Beta1)
 	w.f64(s.Beta2)
 	w.f64(s.Tau)
+	w.mean(s.Mean)
 	s.st.write(w)
 	return w.done(), nil
 }
@@ -277,6 +305,7 @@ func (s *FedYogi) MarshalBinary() ([]byte, error) {
 func (s *FedYogi) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, s.Name())
 	t := FedYogi{LR: r.f64(), Beta1: r.f64(), Beta2: r.f64(), Tau: r.f64()}
+	t.Mean = r.mean()
 	t.st.read(r)
 	if err := r.finish(); err != nil {
 		return err
@@ -294,6 +323,7 @@ func (s *FedAdagrad) MarshalBinary() ([]byte, error) {
 	w.f64(s.LR)
 	w.f64(s.Beta1)
 	w.f64(s.Tau)
+	w.mean(s.Mean)
 	s.st.write(w)
 	return w.done(), nil
 }
@@ -303,6 +333,7 @@ func (s *FedAdagrad) MarshalBinary() ([]byte, error) {
 func (s *FedAdagrad) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, s.Name())
 	t := FedAdagrad{LR: r.f64(), Beta1: r.f64(), Tau: r.f64()}
+	t.Mean = r.mean()
 	t.st.read(r)
 	if err := r.finish(); err != nil {
 		return err
