@@ -34,7 +34,12 @@ type Bucketing struct {
 func (b Bucketing) Name() string { return b.Inner.Name() }
 
 // String returns a spec Parse accepts.
-func (b Bucketing) String() string { return fmt.Sprintf("%s,bucket=%d", Spec(b.Inner), b.S) }
+func (b Bucketing) String() string {
+	if b.Seed != 0 {
+		return fmt.Sprintf("%s,bucket=%d,bucket-seed=%d", Spec(b.Inner), b.S, b.Seed)
+	}
+	return fmt.Sprintf("%s,bucket=%d", Spec(b.Inner), b.S)
+}
 
 // MinUpdates returns how many updates give the inner rule enough buckets.
 func (b Bucketing) MinUpdates() int { return MinUpdates(b.Inner) * b.S }

@@ -178,23 +178,44 @@ func (a *filterAcc) Apply(global []float32) error {
 	}
 	cos := filterCosines(a.rows, a.n)
 	drop := dropSet(cos, a.f.Threshold, min(int(a.f.MaxDrop*float64(k)), k-minKeep))
-	inner := a.f.inner().Begin(a.n)
-	var excluded []int
-	for i, row := range a.rows {
-		if drop[i] {
-			excluded = append(excluded, i)
-			continue
-		}
-		if err := inner.Add(Update{Weight: a.weights[i], Delta: row}); err != nil {
-			return fmt.Errorf("update %d: %w", i, err)
-		}
-	}
-	if err := inner.Apply(global); err != nil {
+	excluded, err := applyExcluding(a.f.inner(), a.n, a.rows, func(i int) float64 { return a.weights[i] }, drop, global)
+	if err != nil {
 		return err
 	}
 	a.applied, a.excluded, a.cos = true, excluded, cos
 	a.rows = nil
 	return nil
+}
+
+// applyExcluding is the second half of an excluding wrapper's Apply: it
+// adds the rows not in drop, with their weights, to a new accumulator of
+// inner, applies it to global, and returns the Add positions left out,
+// ascending: those in drop and, when the inner accumulator is itself an
+// Excluder (a wrapper inside a wrapper), those it left out, mapped back
+// from positions among the survivors.
+func applyExcluding(inner Strategy, n int, rows [][]float32, weight func(int) float64, drop []bool, global []float32) ([]int, error) {
+	acc := inner.Begin(n)
+	var excluded, kept []int
+	for i, row := range rows {
+		if drop[i] {
+			excluded = append(excluded, i)
+			continue
+		}
+		if err := acc.Add(Update{Weight: weight(i), Delta: row}); err != nil {
+			return nil, fmt.Errorf("update %d: %w", i, err)
+		}
+		kept = append(kept, i)
+	}
+	if err := acc.Apply(global); err != nil {
+		return nil, err
+	}
+	if e, ok := acc.(Excluder); ok {
+		for _, j := range e.Excluded() {
+			excluded = append(excluded, kept[j])
+		}
+		slices.Sort(excluded)
+	}
+	return excluded, nil
 }
 
 // filterCosines returns the cosine similarity of each row with the

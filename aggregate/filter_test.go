@@ -247,3 +247,23 @@ func TestFilterStateRoundTrip(t *testing.T) {
 		t.Fatalf("stateless filter accepted state: %v", err)
 	}
 }
+
+// TestStackedWrappersReportInnerExclusions: a reputation wrapper around a
+// direction filter reports the filter's exclusions too, at their Add
+// positions (the reputation excludes nobody in its first round).
+func TestStackedWrappersReportInnerExclusions(t *testing.T) {
+	const n, k = 40, 10
+	flipped := []int{2, 7, 8}
+	ups := nonIIDRound(1, n, k, flipped...)
+	for j := range ups {
+		ups[j].Client, ups[j].ClientKnown = uint64(100+j), true
+	}
+	alone, exAlone := applyRound(t, mustParse(t, "median,filter=0"), n, ups)
+	stacked, ex := applyRound(t, mustParse(t, "median,filter=0,reputation=2"), n, ups)
+	if !slices.Equal(exAlone, flipped) || !slices.Equal(ex, flipped) {
+		t.Fatalf("excluded %v alone and %v stacked, want %v", exAlone, ex, flipped)
+	}
+	if !bitsEqual(alone, stacked) {
+		t.Fatal("the reputation changed its first round")
+	}
+}

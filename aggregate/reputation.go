@@ -290,18 +290,8 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
-	inner := r.inner().Begin(a.n)
-	var excluded []int
-	for i, row := range a.rows {
-		if drop[i] {
-			excluded = append(excluded, i)
-			continue
-		}
-		if err := inner.Add(Update{Weight: a.ups[i].Weight, Delta: row}); err != nil {
-			return fmt.Errorf("update %d: %w", i, err)
-		}
-	}
-	if err := inner.Apply(global); err != nil {
+	excluded, err := applyExcluding(r.inner(), a.n, a.rows, func(i int) float64 { return a.ups[i].Weight }, drop, global)
+	if err != nil {
 		return err
 	}
 	r.st = st

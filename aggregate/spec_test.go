@@ -26,6 +26,7 @@ func TestParse(t *testing.T) {
 		{"fedyogi", &FedYogi{LR: 0.01, Beta1: 0.9, Beta2: 0.99, Tau: 1e-3}},
 		{"fedadagrad", &FedAdagrad{LR: 0.1, Beta1: 0, Tau: 1e-3}},
 		{"median", Median{}},
+		{"median,bucket=2,bucket-seed=7", Bucketing{Inner: Median{}, S: 2, Seed: 7}},
 		{"trimmed-mean", TrimmedMean{Beta: 0.2}},
 		{"trimmed-mean,beta=0", TrimmedMean{Beta: 0}},
 		{"krum", Krum{F: 1}},
