@@ -12,13 +12,11 @@ import (
 
 var _ raft.BatchingFSM = (*FSM)(nil)
 
-// decoded is a submitted update decoded ahead of its turn, with the model
-// size and codec it was decoded for.
+// decoded is a submitted update decoded ahead of its turn.
 type decoded struct {
-	n     int
-	codec updateCodec
-	u     aggregate.Update
-	err   error
+	set bool
+	u   aggregate.Update
+	err error
 }
 
 // maxPredecodeFactor bounds the coordinates one batch decodes ahead, as a
@@ -30,10 +28,9 @@ const maxPredecodeFactor = 8
 // the model size and the codec, so the batch's compressed updates are
 // decoded first, in parallel on GOMAXPROCS goroutines; then every entry is
 // applied in log order, and the aggregate sees the updates in exactly the
-// order Apply would give it. An update decoded for a model size or codec
-// that an earlier entry of the batch changed is decoded again in turn.
-// Decode buffers are kept between batches: at most maxPredecodeFactor
-// times the model's coordinates.
+// order Apply would give it. Decode buffers are kept between batches, up
+// to 2·maxPredecodeFactor times the model's coordinates in all (8 bytes
+// each); trimBatch releases the rest after each batch.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	cmds := make([]command, len(logs))
@@ -55,18 +52,10 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []any {
 			continue
 		}
 		var p *decoded
-		if pre != nil && pre[i].codec != nil {
+		if pre != nil && pre[i].set {
 			p = &pre[i]
 		}
-		f.mu.Lock()
-		f.applied = l.Index
-		before := f.roundMark()
-		out[i] = f.apply(cmds[i], p)
-		if f.roundMark() != before {
-			close(f.changed)
-			f.changed = make(chan struct{})
-		}
-		f.mu.Unlock()
+		out[i] = f.applyEntry(l.Index, cmds[i], p)
 	}
 	return out
 }
@@ -82,7 +71,7 @@ func (f *FSM) predecode(cmds []command, valid []bool) []decoded {
 	if _, ok := codec.(wireCodec); !ok {
 		return nil
 	}
-	lim := gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16}
+	lim := wireLimits(n)
 	var jobs []int
 	budget := maxPredecodeFactor * n
 	for i, c := range cmds {
@@ -117,10 +106,30 @@ func (f *FSM) predecode(cmds []command, valid []bool) []decoded {
 				}
 				i := jobs[j]
 				u, err := codec.update(&f.batch[j], n, cmds[i].Payload, float64(cmds[i].Examples))
-				pre[i] = decoded{n: n, codec: codec, u: u, err: err}
+				pre[i] = decoded{set: true, u: u, err: err}
 			}
 		}()
 	}
 	wg.Wait()
+	f.trimBatch(n)
 	return pre
+}
+
+// trimBatch keeps the batch decode buffers within twice
+// maxPredecodeFactor times the model's coordinates in all (a batch decodes
+// at most maxPredecodeFactor·n ahead; append may have doubled a buffer),
+// releasing the buffers beyond: each buffer otherwise keeps the largest
+// capacity it ever grew to.
+func (f *FSM) trimBatch(n int) {
+	budget := 2 * maxPredecodeFactor * n
+	for j := range f.batch {
+		sc := &f.batch[j]
+		c := max(cap(sc.idx), cap(sc.val)) + cap(sc.dense)
+		if c > budget {
+			clear(f.batch[j:])
+			f.batch = f.batch[:j]
+			return
+		}
+		budget -= c
+	}
 }

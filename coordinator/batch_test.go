@@ -54,6 +54,9 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 				if got.ModelHash() != want.ModelHash() || !reflect.DeepEqual(got.View().LastClosed, want.View().LastClosed) {
 					t.Fatal("models differ")
 				}
+				if size == 7 && len(got.batch) == 0 {
+					t.Fatal("no batch decoded its updates ahead: the parallel path was not tested")
+				}
 			})
 		}
 	}
@@ -128,5 +131,69 @@ func TestRunConfigRefusesProxMu(t *testing.T) {
 	run.ProxMu = 0.1
 	if err := run.Validate(); err != nil {
 		t.Errorf("prox mu 0.1 refused: %v", err)
+	}
+}
+
+// TestChangedFiresPerRound: View.Changed, which long-polling clients wait
+// on, closes when a round opens or closes, through ApplyBatch (the path
+// Raft uses) as through Apply, and stays open through submissions.
+func TestChangedFiresPerRound(t *testing.T) {
+	for _, batched := range []bool{false, true} {
+		f := NewFSM()
+		opens, closes := 0, 0
+		for _, l := range batchTestLog(t, "fedavg") {
+			ch := f.Progress().Changed
+			c, _ := decodeCommand(l.Data)
+			if batched {
+				f.ApplyBatch([]*raft.Log{l})
+			} else {
+				f.Apply(l)
+			}
+			fired := false
+			select {
+			case <-ch:
+				fired = true
+			default:
+			}
+			switch c.Type {
+			case cmdSubmit, cmdRegister:
+				if fired {
+					t.Fatalf("batched %v: entry %d (%s) woke the long polls", batched, l.Index, c.Type)
+				}
+			case cmdOpen, cmdClose, cmdInit:
+				if !fired {
+					t.Fatalf("batched %v: entry %d (%s) did not wake the long polls", batched, l.Index, c.Type)
+				}
+				if c.Type == cmdOpen {
+					opens++
+				}
+				if c.Type == cmdClose {
+					closes++
+				}
+			}
+		}
+		if opens != 3 || closes != 3 {
+			t.Fatalf("%d opens, %d closes checked", opens, closes)
+		}
+	}
+}
+
+// TestTrimBatch: decode buffers beyond the bound are released.
+func TestTrimBatch(t *testing.T) {
+	const n = 100
+	f := NewFSM()
+	f.batch = make([]scratch, 4)
+	for j := range f.batch {
+		f.batch[j].idx = make([]int32, 0, 3*n)
+		f.batch[j].val = make([]float32, 0, 3*n)
+	}
+	f.trimBatch(n) // 4 × 3n is within the bound of 2·8·n
+	if len(f.batch) != 4 {
+		t.Fatalf("%d of 4 buffers kept within the bound", len(f.batch))
+	}
+	f.batch = append(f.batch, scratch{idx: make([]int32, 0, 100*n)})
+	f.trimBatch(n)
+	if len(f.batch) != 4 {
+		t.Fatalf("%d buffers kept, want the 4 within the bound", len(f.batch))
 	}
 }

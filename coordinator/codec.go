@@ -93,7 +93,7 @@ func (denseCodec) encode(dst []byte, delta []float32) []byte {
 type wireCodec struct{}
 
 func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Update, error) {
-	idx, val, h, err := gradient.DecodeSparse(sc.idx[:0], sc.val[:0], p, gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16})
+	idx, val, h, err := gradient.DecodeSparse(sc.idx[:0], sc.val[:0], p, wireLimits(n))
 	if err != nil {
 		return aggregate.Update{}, err
 	}
@@ -105,7 +105,7 @@ func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Upda
 }
 
 func (wireCodec) check(n int, p []byte) error {
-	h, err := gradient.ReadHeader(p, gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16})
+	h, err := gradient.ReadHeader(p, wireLimits(n))
 	if err != nil {
 		return err
 	}
@@ -113,4 +113,10 @@ func (wireCodec) check(n int, p []byte) error {
 		return fmt.Errorf("update for %d parameters, model has %d", h.N, n)
 	}
 	return nil
+}
+
+// wireLimits bounds a wire message for a model of n parameters: every
+// decode of an update the coordinator does uses the same limits.
+func wireLimits(n int) gradient.Limits {
+	return gradient.Limits{MaxParams: n, MaxBytes: 16*n + 1<<16}
 }

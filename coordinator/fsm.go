@@ -215,11 +215,18 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		return err
 	}
+	return f.applyEntry(l.Index, c, nil)
+}
+
+// applyEntry applies one decoded entry under the write lock, records its
+// index, and closes View.Changed if the round state changed: the one body
+// of Apply and ApplyBatch.
+func (f *FSM) applyEntry(index uint64, c command, pre *decoded) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.applied = l.Index
+	f.applied = index
 	before := f.roundMark()
-	res := f.apply(c, nil)
+	res := f.apply(c, pre)
 	if f.roundMark() != before {
 		close(f.changed)
 		f.changed = make(chan struct{})
@@ -357,8 +364,8 @@ func (f *FSM) publish(cl round.Closed) {
 }
 
 // submit applies a submit entry. pre, if not nil, is its update decoded
-// ahead by ApplyBatch; it is used only if it was decoded for the model
-// size and codec in force now.
+// ahead by ApplyBatch (for the model size and codec of the whole batch:
+// only init sets them, and predecode skips a batch before init).
 func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, error) {
 	if _, ok := f.clients[c.Client]; !ok {
 		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, c.Client)
@@ -370,7 +377,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		u   aggregate.Update
 		err error
 	)
-	if pre != nil && pre.n == f.n && pre.codec == f.codec {
+	if pre != nil {
 		u, err = pre.u, pre.err
 	} else {
 		u, err = f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
@@ -619,6 +626,16 @@ func (f *FSM) roundMark() [4]uint64 {
 		return [4]uint64{}
 	}
 	return [4]uint64{1, uint64(f.mach.Phase()), uint64(f.mach.Round()), f.mach.Version()}
+}
+
+// TaskFor returns the progress and whether the open round waits for id's
+// update, read together under one lock, so that a round closing and the
+// next opening between two reads cannot pair one round's number with the
+// other's selection.
+func (f *FSM) TaskFor(id round.ClientID) (Progress, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.progress(), f.mach != nil && f.mach.Awaits(id)
 }
 
 // Awaits reports whether the open round still waits for the client's

@@ -332,12 +332,12 @@ type Task struct {
 func (n *Node) WaitTask(ctx context.Context, id round.ClientID) (Task, error) {
 	for {
 		n.touch(id)
-		v := n.fsm.Progress()
+		v, awaited := n.fsm.TaskFor(id)
 		if v.Initialised {
 			if v.Phase == round.Finished {
 				return Task{Done: true, Round: v.Round, ModelVersion: v.Version, Config: v.Config}, nil
 			}
-			if v.Phase == round.Collecting && n.fsm.Awaits(id) {
+			if v.Phase == round.Collecting && awaited {
 				return Task{Round: v.Round, ModelVersion: v.Version, Deadline: v.Deadline,
 					Seed: round.TaskSeed(v.Config.TaskSeed, v.Round, id), Config: v.Config}, nil
 			}
@@ -521,8 +521,8 @@ func (n *Node) LeaderGRPC() string {
 // dead, so that the round closes without it (leader only; a no-op when
 // the client is not awaited).
 func (n *Node) DropClient(id round.ClientID) error {
-	v := n.fsm.Progress()
-	if v.Phase != round.Collecting || !n.fsm.Awaits(id) {
+	v, awaited := n.fsm.TaskFor(id)
+	if v.Phase != round.Collecting || !awaited {
 		return nil
 	}
 	_, err := n.apply(command{Type: cmdDrop, Now: n.cfg.Now().UnixNano(), Round: int64(v.Round), Client: id})
