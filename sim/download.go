@@ -61,15 +61,18 @@ func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
 func (d *downloads) model() []float32 { return d.srv.Model() }
 
 // send returns the size of what client id receives to reach the current
-// version from the one it holds (exactly the bytes AppendUpdate writes:
-// the deltas since, or the full model) and records that it holds it.
+// version from the one it holds (exactly the bytes AppendUpdate would
+// write: the deltas since, or the full model) and records that it holds
+// it. The bytes are built only for the test hook.
 func (d *downloads) send(id round.ClientID) int64 {
 	have := int(d.have[id])
-	d.buf, _ = d.srv.AppendUpdate(d.buf[:0], have)
 	d.have[id] = int32(d.srv.Version())
-	if d.sent != nil {
-		d.sent(id, have, d.buf, d.srv.Model())
+	if d.sent == nil {
+		size, _ := d.srv.UpdateSize(have)
+		return int64(size)
 	}
+	d.buf, _ = d.srv.AppendUpdate(d.buf[:0], have)
+	d.sent(id, have, d.buf, d.srv.Model())
 	return int64(len(d.buf))
 }
 
