@@ -5,6 +5,7 @@ import (
 
 	"encoding/binary"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/transport"
 	"math"
 	"slices"
 )
@@ -26,26 +27,9 @@ type Download struct {
 	Codec string
 	// ModelCRC, for a delta, is gradient.ModelCRC of the model it leads to.
 	ModelCRC uint32
-}
-
-// modelCRC caches gradient.ModelCRC of the download encoder's model: it
-// changes once per round, and is asked for on every delta download.
-type modelCRC struct {
-	mu      sync.Mutex
-	down    *gradient.ServerEncoder
-	version int
-	crc     uint32
-}
-
-// of returns the checksum of d's model. The caller holds the FSM's read
-// lock, so that d does not change meanwhile.
-func (c *modelCRC) of(d *gradient.ServerEncoder) uint32 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.down != d || c.version != d.Version() {
-		c.down, c.version, c.crc = d, d.Version(), gradient.ModelCRC(d.Model())
-	}
-	return c.crc
+	// PayloadCRC is the CRC-32C of Payload (transport.Checksum), which
+	// the stream's header announces.
+	PayloadCRC uint32
 }
 
 // ServeDownload returns the download for a client that holds model
@@ -75,40 +59,49 @@ func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
 		if holds && have <= version {
 			if _, full := d.UpdateSize(int(have)); !full {
 				p, _ := d.AppendUpdate(nil, int(have))
-				return Download{Payload: p, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec, ModelCRC: f.downCRC.of(d)}, true
+				_, model := f.whole.of(d, version, d.Model())
+				return Download{Payload: p, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec,
+					ModelCRC: model, PayloadCRC: transport.Checksum(p)}, true
 			}
 		}
-		return Download{Payload: f.whole.of(d, version, d.Model()), Version: version, Codec: "float32"}, true
+		p, crc := f.whole.of(d, version, d.Model())
+		return Download{Payload: p, Version: version, Codec: "float32", ModelCRC: crc, PayloadCRC: crc}, true
 	}
-	return Download{Payload: f.whole.of(nil, version, f.mach.Global()), Version: version, Codec: "float32"}, true
+	p, crc := f.whole.of(nil, version, f.mach.Global())
+	return Download{Payload: p, Version: version, Codec: "float32", ModelCRC: crc, PayloadCRC: crc}, true
 }
 
-// wholeModel caches the little-endian float32 bytes of one model version:
-// the global model (down nil) or the download encoder's.
+// wholeModel caches the little-endian float32 bytes of one model version,
+// the global model (down nil) or the download encoder's, and their CRC-32C
+// (which is also gradient.ModelCRC of the model): every whole-model
+// download of the version shares the bytes, and every delta download leading
+// to it announces the checksum, computed once.
 type wholeModel struct {
 	mu      sync.Mutex
 	down    *gradient.ServerEncoder
 	version uint64
 	payload []byte
+	crc     uint32
 }
 
 // reset forgets the cached bytes (a snapshot replaced the state).
 func (c *wholeModel) reset() {
 	c.mu.Lock()
-	c.down, c.version, c.payload = nil, 0, nil
+	c.down, c.version, c.payload, c.crc = nil, 0, nil, 0
 	c.mu.Unlock()
 }
 
 // of returns the bytes of model, the model of down (or the global model
-// when down is nil) at version. The caller holds the FSM's read lock, so
-// that model does not change meanwhile.
-func (c *wholeModel) of(down *gradient.ServerEncoder, version uint64, model []float32) []byte {
+// when down is nil) at version, and their CRC-32C. The caller holds the
+// FSM's read lock, so that model does not change meanwhile.
+func (c *wholeModel) of(down *gradient.ServerEncoder, version uint64, model []float32) ([]byte, uint32) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.payload == nil || c.down != down || c.version != version {
 		c.down, c.version, c.payload = down, version, appendFloat32s(nil, model)
+		c.crc = transport.Checksum(c.payload)
 	}
-	return c.payload
+	return c.payload, c.crc
 }
 
 // ClientModel returns a copy of the model clients train from and its

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -112,7 +113,8 @@ func sameDownloads(t *testing.T, what string, a, b map[uint64]Download) {
 	t.Helper()
 	for have, da := range a {
 		db := b[have]
-		if !bytes.Equal(da.Payload, db.Payload) || da.Delta != db.Delta || da.Base != db.Base || da.Version != db.Version {
+		if !bytes.Equal(da.Payload, db.Payload) || da.Delta != db.Delta || da.Base != db.Base || da.Version != db.Version ||
+			da.ModelCRC != db.ModelCRC || da.PayloadCRC != db.PayloadCRC || da.Codec != db.Codec {
 			t.Fatalf("%s: have %d: %d bytes (delta %v) vs %d bytes (delta %v)", what, have, len(da.Payload), da.Delta, len(db.Payload), db.Delta)
 		}
 	}
@@ -194,6 +196,9 @@ func TestDownloadDeterministicAcrossReplicas(t *testing.T) {
 			wantDelta := have <= v && v-have <= maxLag // noModel > v
 			if d.Delta != wantDelta || d.Version != v {
 				t.Fatalf("round %d: have %d: delta %v version %d, want delta %v", r, have, d.Delta, d.Version, wantDelta)
+			}
+			if d.ModelCRC != gradient.ModelCRC(cm) || d.PayloadCRC != transport.Checksum(d.Payload) {
+				t.Fatalf("round %d: have %d: model crc %08x, payload crc %08x", r, have, d.ModelCRC, d.PayloadCRC)
 			}
 			if !d.Delta {
 				if got := decodeFloat32s(d.Payload); !slices.Equal(got, cm) {

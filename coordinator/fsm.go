@@ -177,8 +177,7 @@ type FSM struct {
 	// down is the download codec's encoder, nil for dense downloads. Its
 	// version is the FSM's model version, unless publishing failed (see
 	// publish); Apply is its only writer, and readers hold mu.
-	down    *gradient.ServerEncoder
-	downCRC modelCRC
+	down *gradient.ServerEncoder
 	// whole caches the whole-model download of the current version.
 	whole wholeModel
 	sc    scratch

@@ -118,7 +118,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	if d.Delta {
 		h.Kind, h.BaseVersion, h.ModelCrc32C = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base, &d.ModelCRC
 	}
-	err := transport.SendModel(stream.Send, h, d.Payload, s.ChunkSize)
+	err := transport.SendModelChecksummed(stream.Send, h, d.Payload, d.PayloadCRC, s.ChunkSize)
 	if err == nil && s.metrics != nil {
 		s.observeDownload(s.node.FSM().Progress().Round, d.Codec, len(d.Payload))
 	}

@@ -48,9 +48,16 @@ const initialAlloc = 1 << 20
 // may be shared between concurrent downloads. chunkSize must not exceed
 // the receiver's MaxChunk (DefaultMaxChunk unless the client chose otherwise).
 func SendModel(send func(*fedzippb.ModelChunk) error, h *fedzippb.ModelHeader, payload []byte, chunkSize int) error {
+	return SendModelChecksummed(send, h, payload, Checksum(payload), chunkSize)
+}
+
+// SendModelChecksummed is SendModel for a payload whose Checksum the caller
+// already has (crc must equal Checksum(payload)): a server that sends the
+// same model to many clients computes it once.
+func SendModelChecksummed(send func(*fedzippb.ModelChunk) error, h *fedzippb.ModelHeader, payload []byte, crc uint32, chunkSize int) error {
 	hc := proto.Clone(h).(*fedzippb.ModelHeader)
 	hc.TotalBytes = uint64(len(payload))
-	hc.Crc32C = Checksum(payload)
+	hc.Crc32C = crc
 	return sendChunks(payload, chunkSize, func(first bool, data []byte) error {
 		c := &fedzippb.ModelChunk{Data: data}
 		if first {
