@@ -13,8 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/gradient"
-	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
 )
 
 // downloadLog is the log of a run with a download codec: init, three
