@@ -149,9 +149,7 @@ func saveModel(path string, m []float32, version uint64) error {
 	b = append(b, modelMagic...)
 	b = binary.LittleEndian.AppendUint64(b, version)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m)))
-	for _, v := range m {
-		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-	}
+	b = gradient.AppendFloat32s(b, m)
 	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 	return writeAtomic(path, b)
 }

@@ -414,11 +414,7 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	spec := task.GetUploadCodec()
 	if spec == "" || spec == "none" {
-		payload := make([]byte, 0, 4*len(delta))
-		for _, v := range delta {
-			payload = binary.LittleEndian.AppendUint32(payload, math.Float32bits(v))
-		}
-		return payload, nil
+		return gradient.AppendFloat32s(nil, delta), nil
 	}
 	key := fmt.Sprintf("%s/%d", spec, len(delta))
 	if r.enc == nil || r.encKey != key {
@@ -467,11 +463,7 @@ func saveFloats(path string, src []float32) error {
 	if len(src) == 0 {
 		return nil
 	}
-	b := make([]byte, 0, 4*len(src))
-	for _, v := range src {
-		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
-	}
-	return writeAtomic(path, b)
+	return writeAtomic(path, gradient.AppendFloat32s(nil, src))
 }
 
 func (r *Runtime) ensureTrainer(task *fedzippb.Task) error {

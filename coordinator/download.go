@@ -3,10 +3,8 @@ package coordinator
 import (
 	"sync"
 
-	"encoding/binary"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/transport"
-	"math"
 	"slices"
 )
 
@@ -98,7 +96,7 @@ func (c *wholeModel) of(down *gradient.ServerEncoder, version uint64, model []fl
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.payload == nil || c.down != down || c.version != version {
-		c.down, c.version, c.payload = down, version, appendFloat32s(nil, model)
+		c.down, c.version, c.payload = down, version, gradient.AppendFloat32s(nil, model)
 		c.crc = transport.Checksum(c.payload)
 	}
 	return c.payload, c.crc
@@ -119,11 +117,3 @@ func (f *FSM) ClientModel() ([]float32, uint64) {
 	return slices.Clone(f.mach.Global()), f.mach.Version()
 }
 
-// appendFloat32s appends v as little-endian float32.
-func appendFloat32s(dst []byte, v []float32) []byte {
-	dst = slices.Grow(dst, 4*len(v))
-	for _, x := range v {
-		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(x))
-	}
-	return dst
-}

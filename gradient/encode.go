@@ -346,7 +346,7 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 	case FormatCodes:
 		vc = e.appendSymbols(sym, h.Bits)
 	case FormatFloat32:
-		vc = e.appendRaw(func(b []byte) []byte { return appendFloat32s(b, val) })
+		vc = e.appendRaw(func(b []byte) []byte { return AppendFloat32s(b, val) })
 	default:
 		vc = e.appendRaw(func(b []byte) []byte { return appendUint16s(b, e.half[:k]) })
 	}
@@ -634,7 +634,10 @@ func codeError(val []float32, codes []int8, scales []float32, bucket int) {
 	}
 }
 
-func appendFloat32s(dst []byte, x []float32) []byte {
+// AppendFloat32s appends x to dst as little-endian float32, the layout of
+// a dense update, a whole-model download and fedzip's model files, and
+// returns the extended slice.
+func AppendFloat32s(dst []byte, x []float32) []byte {
 	at := len(dst)
 	dst = growBytes(dst, 4*len(x))
 	out := dst[at:]

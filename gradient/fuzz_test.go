@@ -113,7 +113,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint8(0), uint64(1), []byte{0, 0, 128, 63, 0, 0, 0, 64, 0, 0, 64, 64})
 	f.Add(uint8(3), uint64(2), binary.LittleEndian.AppendUint32(nil, math.Float32bits(float32(math.NaN()))))
 	for i := range testSpecs {
-		f.Add(uint8(i), uint64(i), appendFloat32s(nil, genDelta(make([]float32, 64), uint64(i), 1)))
+		f.Add(uint8(i), uint64(i), AppendFloat32s(nil, genDelta(make([]float32, 64), uint64(i), 1)))
 	}
 	f.Fuzz(func(t *testing.T, which uint8, seed uint64, raw []byte) {
 		s := testSpecs[int(which)%len(testSpecs)]

@@ -105,7 +105,7 @@ func build(h Header, bodies ...[]byte) []byte {
 	return binary.LittleEndian.AppendUint32(msg, crc32.Checksum(msg, castagnoli))
 }
 
-func f32bytes(x ...float32) []byte { return appendFloat32s(nil, x) }
+func f32bytes(x ...float32) []byte { return AppendFloat32s(nil, x) }
 
 func u32bytes(x ...uint32) []byte {
 	var b []byte

@@ -237,7 +237,7 @@ func (s *ServerEncoder) AppendFull(dst []byte) []byte {
 	h := fullHeader(len(s.model), s.version)
 	start := len(dst)
 	dst = appendHeader(dst, &h)
-	dst = appendFloat32s(dst, s.model)
+	dst = AppendFloat32s(dst, s.model)
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
