@@ -81,7 +81,9 @@ func (c denseCodec) check(n int, p []byte) error {
 	return nil
 }
 
-func (denseCodec) encode(dst []byte, delta []float32) []byte { return gradient.AppendFloat32s(dst, delta) }
+func (denseCodec) encode(dst []byte, delta []float32) []byte {
+	return gradient.AppendFloat32s(dst, delta)
+}
 
 // wireCodec decodes gradient wire messages. Its decoders are pooled inside
 // the gradient package, so it is safe for concurrent use.

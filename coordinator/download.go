@@ -116,4 +116,3 @@ func (f *FSM) ClientModel() ([]float32, uint64) {
 	}
 	return slices.Clone(f.mach.Global()), f.mach.Version()
 }
-
