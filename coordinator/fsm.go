@@ -110,8 +110,8 @@ func (c RunConfig) downloadSpec() (gradient.Spec, int, error) {
 	if err != nil {
 		return sp, 0, fmt.Errorf("coordinator: download codec: %w", err)
 	}
-	if sp.Momentum > 0 {
-		return sp, 0, fmt.Errorf("coordinator: download codec %q: momentum=%g: the download direction has no momentum correction", c.DownloadCodec, sp.Momentum)
+	if err := sp.CheckDownload(); err != nil {
+		return sp, 0, fmt.Errorf("coordinator: download codec %q: %w", c.DownloadCodec, err)
 	}
 	return sp, lag, nil
 }

@@ -10,6 +10,16 @@ import (
 	"github.com/fedzip/fedzip/compress"
 )
 
+// CheckDownload reports whether s can encode the download direction: the
+// server has no momentum correction, so a spec with momentum is refused
+// (ErrSpec).
+func (s Spec) CheckDownload() error {
+	if s.Momentum > 0 {
+		return fmt.Errorf("%w: momentum=%g: the download direction has no momentum correction", ErrSpec, s.Momentum)
+	}
+	return nil
+}
+
 // ServerEncoder compresses the download direction, as in Sparse Ternary
 // Compression: the coordinator sends clients the compressed change of the
 // global model since the version they hold, and keeps a server-side
@@ -44,8 +54,8 @@ type ServerEncoder struct {
 // initial as the model. spec is the codec of the deltas; its ef key is
 // implied and momentum is refused. maxLag >= 0 is the number of deltas kept.
 func NewServerEncoder(spec Spec, initial []float32, maxLag int) (*ServerEncoder, error) {
-	if spec.Momentum > 0 {
-		return nil, fmt.Errorf("%w: momentum=%g: the download direction has no momentum correction", ErrSpec, spec.Momentum)
+	if err := spec.CheckDownload(); err != nil {
+		return nil, err
 	}
 	if maxLag < 0 {
 		return nil, fmt.Errorf("%w: maxLag %d < 0", ErrSpec, maxLag)

@@ -274,8 +274,8 @@ func validateDownloadCodec(s string) error {
 	if err != nil {
 		return fmt.Errorf("--download-codec: %v", err)
 	}
-	if spec.Momentum > 0 {
-		return fmt.Errorf("--download-codec %q: momentum=%g: the download direction has no momentum correction (use e.g. stc or topk=0.05,bits=ternary)", s, spec.Momentum)
+	if err := spec.CheckDownload(); err != nil {
+		return fmt.Errorf("--download-codec %q: %v (use e.g. stc or topk=0.05,bits=ternary)", s, err)
 	}
 	return nil
 }
