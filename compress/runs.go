@@ -23,7 +23,8 @@ import (
 // then the bits of each gap below its leading one, least significant bit
 // first, zero-padded to a byte. The gap of a run is its start minus the end
 // (exclusive) of the previous run, plus one; the first run's previous end
-// is 0. A gap of 1 occurs only where a run longer than maxRun was split.
+// is 0. A gap of 1 occurs only where a run longer than maxRun was split,
+// or for a first run that starts at index 0.
 
 const maxRun = 256
 
