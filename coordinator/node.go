@@ -11,8 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -70,6 +68,12 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Recover lets Open repair a state directory it would refuse (a
+	// missing, corrupt or rolled-back raft.db, a corrupt newest snapshot,
+	// an unreadable marker), moving what it sets aside to Dir/damaged-TIME/
+	// and logging what is lost; see recoverState. It never changes a
+	// directory of another node or cluster.
+	Recover bool
 }
 
 // Node is one coordinator: a Raft replica of the FSM and, when leader, the
@@ -86,6 +90,10 @@ type Node struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
+	// marker is the state directory's marker as last written; markerDone
+	// is closed when markerLoop ends (nil: no state directory).
+	marker     marker
+	markerDone chan struct{}
 }
 
 // Open starts a node.
@@ -131,23 +139,18 @@ func Open(cfg Config) (*Node, error) {
 	}
 	logs, stable, snaps, trans := cfg.Logs, cfg.Stable, cfg.Snapshots, cfg.Transport
 	var err error
+	rejoin := false
 	if logs == nil || stable == nil || snaps == nil {
 		if cfg.Dir == "" {
 			return nil, errors.New("coordinator: no data directory")
 		}
-		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		st, err := prepareState(cfg, n.log)
+		if err != nil {
 			return nil, err
 		}
-		n.bolt, err = raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: opening the Raft log: %w", err)
-		}
-		logs, stable = n.bolt, n.bolt
-		snaps, err = raft.NewFileSnapshotStore(cfg.Dir, 2, io.Discard)
-		if err != nil {
-			n.bolt.Close()
-			return nil, fmt.Errorf("coordinator: snapshot store: %w", err)
-		}
+		n.bolt, n.marker, n.markerDone = st.bolt, st.marker, make(chan struct{})
+		logs, stable, snaps = n.bolt, n.bolt, st.snaps
+		rejoin = st.rejoin
 	}
 	if trans == nil {
 		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
@@ -163,7 +166,7 @@ func Open(cfg Config) (*Node, error) {
 		trans = tt
 	}
 	n.trans = trans
-	if cfg.Bootstrap {
+	if cfg.Bootstrap && !rejoin {
 		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
 			n.closeStores()
@@ -177,13 +180,78 @@ func Open(cfg Config) (*Node, error) {
 			}
 		}
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, stable, snaps, trans)
+	n.raft, err = newRaft(rc, n.fsm, logs, stable, snaps, trans)
 	if err != nil {
 		n.closeStores()
-		return nil, fmt.Errorf("coordinator: starting raft: %w", err)
+		n.log.Error("refusing to start", "dir", cfg.Dir, "err", err)
+		return nil, err
 	}
 	go n.loop()
+	if n.markerDone != nil {
+		go n.markerLoop()
+	}
 	return n, nil
+}
+
+// newRaft is raft.NewRaft with a panic (raft panics on a log entry it
+// cannot read) turned into an error. Open checks the state first; this is
+// the net under it.
+func newRaft(rc *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%w: raft failed loading it: %v", ErrStateCorrupt, p)
+		}
+	}()
+	r, err = raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: starting raft: %w", err)
+	}
+	return r, nil
+}
+
+// markerInterval is how often a node records its applied index in the
+// marker. A raft.db replaced by a copy older than the last record is
+// refused; one from within the last interval is not noticed.
+var markerInterval = time.Second
+
+// markerLoop records the applied index in the marker every
+// markerInterval while the node runs.
+func (n *Node) markerLoop() {
+	defer close(n.markerDone)
+	t := time.NewTicker(markerInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		n.saveMarker(true)
+	}
+}
+
+// saveMarker writes the marker if the applied index grew; servers also
+// records the current configuration (not after Shutdown).
+func (n *Node) saveMarker(servers bool) {
+	applied := n.raft.AppliedIndex()
+	if applied <= n.marker.Applied {
+		return
+	}
+	m := n.marker
+	m.Applied, m.Term = applied, n.raft.CurrentTerm()
+	if servers {
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			m.Servers = nil
+			for _, s := range f.Configuration().Servers {
+				m.Servers = append(m.Servers, string(s.ID))
+			}
+		}
+	}
+	if err := writeMarker(n.cfg.Dir, m); err != nil {
+		n.log.Warn("recording the applied index", "err", err)
+		return
+	}
+	n.marker = m
 }
 
 func (n *Node) closeStores() {
@@ -204,7 +272,13 @@ func (n *Node) Close() error {
 	n.closed.Do(func() {
 		close(n.stop)
 		<-n.done
+		if n.markerDone != nil {
+			<-n.markerDone
+		}
 		err = n.raft.Shutdown().Error()
+		if n.markerDone != nil {
+			n.saveMarker(false)
+		}
 		n.closeStores()
 	})
 	return err
