@@ -230,15 +230,13 @@ func (n *Node) markerLoop() {
 	}
 }
 
-// saveMarker writes the marker if the applied index grew; servers also
-// records the current configuration (not after Shutdown).
+// saveMarker writes the marker if the applied index grew or, with
+// servers (not after Shutdown), the configuration changed.
 func (n *Node) saveMarker(servers bool) {
-	applied := n.raft.AppliedIndex()
-	if applied <= n.marker.Applied {
-		return
-	}
 	m := n.marker
-	m.Applied, m.Term = applied, n.raft.CurrentTerm()
+	if applied := n.raft.AppliedIndex(); applied > m.Applied {
+		m.Applied, m.Term = applied, n.raft.CurrentTerm()
+	}
 	if servers {
 		if f := n.raft.GetConfiguration(); f.Error() == nil {
 			m.Servers = nil
@@ -246,6 +244,9 @@ func (n *Node) saveMarker(servers bool) {
 				m.Servers = append(m.Servers, string(s.ID))
 			}
 		}
+	}
+	if m.Applied == n.marker.Applied && slices.Equal(m.Servers, n.marker.Servers) {
+		return
 	}
 	if err := writeMarker(n.cfg.Dir, m); err != nil {
 		n.log.Warn("recording the applied index", "err", err)
@@ -274,6 +275,7 @@ func (n *Node) Close() error {
 		<-n.done
 		if n.markerDone != nil {
 			<-n.markerDone
+			n.saveMarker(true)
 		}
 		err = n.raft.Shutdown().Error()
 		if n.markerDone != nil {
