@@ -657,4 +657,3 @@ func TestStateFlipsNeverPanic(t *testing.T) {
 	}
 	t.Logf("%d of %d damaged directories refused", refused, iters)
 }
-
