@@ -54,6 +54,7 @@ type coordinatorFlags struct {
 	httpAddr, deliverKey, deliverRecipe string
 	metricsAddr, metricsToken           string
 	uiAddr, uiToken                     string
+	recoverState                        bool
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -64,6 +65,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
+	fs.BoolVar(&f.recoverState, "recover", false, "start on a state directory that is refused (raft.db missing, corrupt or older than the marker, newest snapshot corrupt): move the damage to STATE-DIR/damaged-TIME/ and restart a single node from its newest snapshot (logging what is lost), or a member of a larger cluster empty, to be added back")
 	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
 	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
@@ -185,7 +187,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	}
 	var members *membership.Members
 	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
-		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
+		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
+		Recover: f.recoverState}
 	var node *coordinator.Node
 	if f.gossipAddr != "" {
 		key, err := gossipKey(f.gossipKey)
