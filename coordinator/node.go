@@ -26,7 +26,10 @@ type Config struct {
 	// ID is the node's Raft server ID, unique in the cluster.
 	ID string
 	// Dir holds the node's state: raft.db (the Raft log and stable store,
-	// bbolt) and snapshots/. A node restarted on the same Dir resumes.
+	// bbolt), snapshots/ and fedzip-node.json (the marker: cluster, node
+	// and applied index). A node restarted on the same Dir resumes; Open
+	// refuses a Dir whose log is missing, corrupt, rolled back or another
+	// node's (see statedir.go).
 	Dir string
 	// RaftAddr is the TCP address Raft listens on and advertises.
 	RaftAddr string

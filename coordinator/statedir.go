@@ -417,7 +417,8 @@ type stateDir struct {
 	log     logState
 	logSize int64 // -1: no raft.db
 	problem stateProblem
-	err     error // the refusal, when problem is not stateOK or stateNew
+	err     error  // the refusal, when problem is not stateOK or stateNew
+	reason  string // what is wrong with raft.db, in a few words
 }
 
 // snapIndex is the index the newest usable snapshot holds, or 0.
@@ -476,18 +477,18 @@ func inspectState(cfg Config) (*stateDir, error) {
 		if s.logSize == 0 {
 			what = "is empty"
 		}
-		s.problem = stateNoLog
+		s.problem, s.reason = stateNoLog, "raft.db "+what
 		s.err = fmt.Errorf("%w: %s %s, but %s: refusing to start a new run; restore raft.db from a backup, or see --recover",
 			ErrStateMissing, path, what, s.evidence())
 		return s, nil
 	}
 	if s.log, err = checkLog(path, s.snapIndex()); err != nil {
-		s.problem = stateBadLog
+		s.problem, s.reason = stateBadLog, "raft.db is corrupt"
 		s.err = fmt.Errorf("%w: %s: %v; restore raft.db from a backup, or see --recover", ErrStateCorrupt, path, err)
 		return s, nil
 	}
 	if m != nil && s.durable() < m.Applied {
-		s.problem = stateRolledBack
+		s.problem, s.reason = stateRolledBack, "raft.db is older than the marker"
 		s.err = fmt.Errorf("%w: %s ends at index %d and the newest snapshot at %d, but this node applied index %d (%s): raft.db was replaced by an older copy? restore the newest one, or see --recover",
 			ErrStateRolledBack, path, s.log.last, s.snapIndex(), m.Applied, filepath.Join(cfg.Dir, markerFile))
 		return s, nil
@@ -721,8 +722,8 @@ func recoverState(cfg Config, s *stateDir, p *preparedState, log *slog.Logger) (
 		return true, nil
 	}
 	if s.newest == nil {
-		return false, fmt.Errorf("%w: %v, and %s holds no usable snapshot: this node's run is lost; to start a new one, move %s aside and start on an empty directory",
-			ErrNoRecovery, s.err, cfg.Dir, cfg.Dir)
+		return false, fmt.Errorf("%w: in %s, %s and no snapshot is there to restart from: this node's run is lost; to start a new run, move %s aside and start on an empty directory",
+			ErrNoRecovery, cfg.Dir, s.reason, cfg.Dir)
 	}
 	log.Warn("--recover: restarting a single node from its newest snapshot with an empty log", "snapshot", s.newest.id,
 		"applied_before", applied, "lost", fmt.Sprintf("%d..%d", s.newest.index+1, max(applied, s.newest.index)), "err", s.err)
