@@ -67,6 +67,7 @@ var (
 	ErrStateCorrupt    = errors.New("coordinator: the node's state is corrupt")
 	ErrStateForeign    = errors.New("coordinator: the state directory belongs to another node")
 	ErrNoRecovery      = errors.New("coordinator: nothing to recover from")
+	ErrStateInUse      = errors.New("coordinator: the state directory is in use")
 )
 
 // marker is fedzip-node.json.
@@ -483,6 +484,9 @@ func inspectState(cfg Config) (*stateDir, error) {
 		return s, nil
 	}
 	if s.log, err = checkLog(path, s.snapIndex()); err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s is locked by another process (another node on --state-dir %s?)", ErrStateInUse, path, cfg.Dir)
+		}
 		s.problem, s.reason = stateBadLog, "raft.db is corrupt"
 		s.err = fmt.Errorf("%w: %s: %v; restore raft.db from a backup, or see --recover", ErrStateCorrupt, path, err)
 		return s, nil

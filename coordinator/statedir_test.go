@@ -358,6 +358,29 @@ func TestForeignStateRefused(t *testing.T) {
 	s.mustOpen(t, false).Close()
 }
 
+// TestStateInUseRefused: a second node on a directory in use waits for
+// raft.db's lock, then refuses, also with --recover, and moves nothing.
+func TestStateInUseRefused(t *testing.T) {
+	s := newSolo(t, fastRaft)
+	n := s.mustOpen(t, false)
+	defer n.Close()
+	for _, recover := range []bool{false, true} {
+		cfg := s.config(recover)
+		cfg.RaftAddr = freeAddr(t)
+		n2, err := Open(cfg)
+		if err == nil {
+			n2.Close()
+			t.Fatal("two nodes on one directory")
+		}
+		if !errors.Is(err, ErrStateInUse) {
+			t.Fatalf("error: %v", err)
+		}
+	}
+	if ents, _ := filepath.Glob(filepath.Join(s.dir, "damaged-*")); len(ents) != 0 {
+		t.Fatalf("moved aside: %v", ents)
+	}
+}
+
 // TestMarkerFollowsApplied: the marker's applied index grows while the node
 // runs, without a Close.
 func TestMarkerFollowsApplied(t *testing.T) {
