@@ -178,7 +178,7 @@ func Open(cfg Config) (*Node, error) {
 		stream, err := listenRaft(raftListen{bind: cfg.RaftAddr, advertise: cfg.RaftAdvertise, tls: cfg.RaftTLS, dial: cfg.raftDial, log: n.log})
 		if err != nil {
 			n.closeStores()
-			return nil, fmt.Errorf("coordinator: raft transport: %w", err)
+			return nil, err
 		}
 		if cfg.RaftTLS == nil {
 			n.log.Warn("raft: peer traffic in clear text, unauthenticated: whoever reaches the Raft port can rewrite the state", "raft_addr", cfg.RaftAddr)
