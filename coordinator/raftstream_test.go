@@ -3,11 +3,19 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -140,10 +148,48 @@ func tlsAttacker(t *testing.T, certFile, keyFile string) raft.Transport {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := raft.NewNetworkTransport(&tlsDialStream{ln, &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}},
-		1, 2*time.Second, io.Discard)
+	// GetClientCertificate: present the certificate even though it is not
+	// from a CA the server names.
+	cfg := &tls.Config{GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &cert, nil },
+		InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+	tr := raft.NewNetworkTransport(&tlsDialStream{ln, cfg}, 1, 2*time.Second, io.Discard)
 	t.Cleanup(func() { tr.CloseStreams(); tr.Close() })
 	return tr
+}
+
+// roleless writes a certificate that the peer CA of pki signs but that
+// lacks the node role (as a careless or compromised peer CA might issue),
+// valid for server and client authentication, and returns its files.
+func roleless(t *testing.T, pki transport.CertFiles) (certFile, keyFile string) {
+	t.Helper()
+	ca, err := tls.LoadX509KeyPair(pki.PeerCA, pki.PeerCAKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "no role"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Leaf, &key.PublicKey, ca.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "norole.pem"), filepath.Join(dir, "norole-key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // syncBuffer is a log destination that tests read while nodes write.
@@ -169,9 +215,11 @@ func (b *syncBuffer) String() string {
 // outside the cluster to a node whose Raft port runs peer TLS, must be
 // refused in the handshake whatever the attacker presents: nothing, a
 // client certificate or the gRPC server certificate (the clients' CA, no
-// node role), or a node certificate of another peer CA.
+// node role), a node certificate of another peer CA, or a certificate of
+// the right peer CA without the node role.
 func TestRaftForgedAppendEntries(t *testing.T) {
 	pki, other := devPKI(t), devPKI(t)
+	noRoleCert, noRoleKey := roleless(t, pki)
 	var logs syncBuffer
 	n := soloNode(t, Config{RaftTLS: peerTLS(t, pki), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !n.RaftTLS() {
@@ -185,6 +233,7 @@ func TestRaftForgedAppendEntries(t *testing.T) {
 		{"TLS with a client certificate", func(t *testing.T) raft.Transport { return tlsAttacker(t, pki.ClientCert, pki.ClientKey) }},
 		{"TLS with the gRPC server certificate", func(t *testing.T) raft.Transport { return tlsAttacker(t, pki.ServerCert, pki.ServerKey) }},
 		{"TLS with a node certificate of another peer CA", func(t *testing.T) raft.Transport { return tlsAttacker(t, other.NodeCert, other.NodeKey) }},
+		{"TLS with a certificate of the peer CA without the node role", func(t *testing.T) raft.Transport { return tlsAttacker(t, noRoleCert, noRoleKey) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ok, err := forgeRegister(t, tc.attacker(t), n, "token-of-"+tc.name, 3)
@@ -206,11 +255,27 @@ func TestRaftForgedAppendEntries(t *testing.T) {
 	waitFor(t, "the refusal in the log", func() bool { return strings.Contains(logs.String(), "raft: refused a peer connection") })
 }
 
+// TestRaftForgedAppendEntriesControl keeps TestRaftForgedAppendEntries
+// honest: the same attack against a node without peer TLS (loopback, where
+// Open allows clear text with a warning) succeeds, so the refusals above
+// come from TLS and not from a broken attack. It is also the residual risk
+// of --insecure: any local process can rewrite the state.
+func TestRaftForgedAppendEntriesControl(t *testing.T) {
+	n := soloNode(t, Config{})
+	if n.RaftTLS() {
+		t.Fatal("RaftTLS() is true without peer TLS")
+	}
+	if ok, err := forgeRegister(t, plainAttacker(t), n, "attacker-chosen-token", 20); !ok {
+		t.Fatalf("the attack did not work against clear-text Raft (%v): the harness is broken", err)
+	}
+}
+
 // TestRaftDialRefusesNonNode: a node dialling a Raft address where a
 // server shows a certificate without the node role, or one from another
 // peer CA, refuses it in the handshake and sends nothing.
 func TestRaftDialRefusesNonNode(t *testing.T) {
 	pki, other := devPKI(t), devPKI(t)
+	noRoleCert, noRoleKey := roleless(t, pki)
 	s, err := listenRaft(raftListen{bind: "127.0.0.1:0", tls: peerTLS(t, pki)})
 	if err != nil {
 		t.Fatal(err)
@@ -220,6 +285,7 @@ func TestRaftDialRefusesNonNode(t *testing.T) {
 		{"the gRPC server certificate", pki.ServerCert, pki.ServerKey},
 		{"a client certificate", pki.ClientCert, pki.ClientKey},
 		{"a node certificate of another peer CA", other.NodeCert, other.NodeKey},
+		{"a certificate of the peer CA without the node role", noRoleCert, noRoleKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cert, err := tls.LoadX509KeyPair(tc.cert, tc.key)
