@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
@@ -30,8 +32,25 @@ type Config struct {
 	// Dir holds the node's state: raft.db (the Raft log and stable store,
 	// bbolt) and snapshots/. A node restarted on the same Dir resumes.
 	Dir string
-	// RaftAddr is the TCP address Raft listens on and advertises.
+	// RaftAddr is the TCP address Raft listens on (and advertises, unless
+	// RaftAdvertise is set). Without RaftTLS, Open refuses an address that
+	// is not loopback unless RaftInsecure is set.
 	RaftAddr string
+	// RaftAdvertise is the address other nodes dial for this node's Raft
+	// port, HOST:PORT. A DNS name is resolved at every dial, not once, so
+	// a node that comes back at a new IP under the same name (a Kubernetes
+	// StatefulSet pod) is found again. Empty: RaftAddr.
+	RaftAdvertise string
+	// RaftTLS, if set, makes the Raft port mutual TLS 1.3: build it with
+	// transport.PeerTLSConfig, which verifies on both ends that the peer's
+	// certificate chains to the peer CA and carries the node role. Open
+	// refuses a configuration that does not require client certificates.
+	RaftTLS *tls.Config
+	// RaftInsecure allows Raft in clear text on an address that is not
+	// loopback; anyone who reaches the port can then rewrite the state.
+	RaftInsecure bool
+	// raftDial replaces the Raft port's dialer, for tests.
+	raftDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Bootstrap makes this node the first member of a new cluster. It is
 	// ignored when Dir already holds Raft state.
 	Bootstrap bool
@@ -86,6 +105,8 @@ type Node struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
+
+	raftTLS bool // the node's own Raft port runs mutual TLS
 }
 
 // Open starts a node.
@@ -150,17 +171,21 @@ func Open(cfg Config) (*Node, error) {
 		}
 	}
 	if trans == nil {
-		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !isLoopback(cfg.RaftAddr) {
+			n.closeStores()
+			return nil, fmt.Errorf("%w: %s (give node certificates, or allow clear text explicitly)", ErrRaftClearText, cfg.RaftAddr)
+		}
+		stream, err := listenRaft(raftListen{bind: cfg.RaftAddr, advertise: cfg.RaftAdvertise, tls: cfg.RaftTLS, dial: cfg.raftDial, log: n.log})
 		if err != nil {
 			n.closeStores()
-			return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
+			return nil, err
 		}
-		tt, err := raft.NewTCPTransport(cfg.RaftAddr, addr, 4, 5*time.Second, io.Discard)
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("coordinator: raft transport: %w", err)
+		if cfg.RaftTLS == nil {
+			n.log.Warn("raft: peer traffic in clear text, unauthenticated: whoever reaches the Raft port can rewrite the state", "raft_addr", cfg.RaftAddr)
 		}
-		trans = tt
+		n.raftTLS = cfg.RaftTLS != nil
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 4, Timeout: 5 * time.Second,
+			Logger: hclog.NewNullLogger()})
 	}
 	n.trans = trans
 	if cfg.Bootstrap {
@@ -218,6 +243,10 @@ func (n *Node) Raft() *raft.Raft { return n.raft }
 
 // Address returns the node's Raft address.
 func (n *Node) Address() string { return string(n.trans.LocalAddr()) }
+
+// RaftTLS reports whether the node's Raft port runs mutual TLS (false with
+// a Transport given in Config).
+func (n *Node) RaftTLS() bool { return n.raftTLS }
 
 // IsLeader reports whether this node is the Raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

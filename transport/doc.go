@@ -40,8 +40,11 @@
 //
 // A coordinator node serves this package's gRPC service on one TCP port,
 // for clients, operators (ClusterStatus) and health checkers alike. Raft
-// replication and memberlist gossip use their own ports, owned and
-// secured by the coordinator package, not by this one.
+// replication and memberlist gossip use their own ports, owned by the
+// coordinator package; this package builds the Raft port's mutual TLS
+// configuration (PeerTLSConfig): node certificates from a separate peer
+// CA that carry the node role (NodeRoleURI), so that a client certificate
+// never speaks Raft.
 //
 // # Security model
 //

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -54,6 +55,8 @@ type coordinatorFlags struct {
 	httpAddr, deliverKey, deliverRecipe string
 	metricsAddr, metricsToken           string
 	uiAddr, uiToken                     string
+	raftAdvertise, raftCA               string
+	raftCert, raftKey                   string
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -63,6 +66,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.dataDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
+	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial for this one, HOST:PORT; a DNS name is resolved at every dial, so a node that restarts at a new IP is found again (default: --raft-addr)")
+	fs.StringVar(&f.raftCert, "raft-cert", "", "this node's certificate on the Raft port (PEM), with the node role (spiffe://fedzip/node; 'fedzip dev-certs' writes node.pem); Raft runs mutual TLS unless --insecure (default: --tls-cert)")
+	fs.StringVar(&f.raftKey, "raft-key", "", "the key of --raft-cert (PEM; dev-certs: node-key.pem; default: --tls-key)")
+	fs.StringVar(&f.raftCA, "raft-ca", "", "peer CA: the CA of the nodes' Raft certificates (dev-certs: peer-ca.pem; default: --ca, then --client-ca)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
 	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
 	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
@@ -109,7 +116,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.httpAddr, "http-addr", "", "serve the newest delivered model at http(s)://ADDR/v1/model, and keep serving after training ends")
 	fs.IntVar(&f.gcPercent, "gc-percent", coordinator.DefaultGCPercent, "Go garbage collector target (as GOGC): the coordinator's live heap is small and it allocates per update, so collecting less often saves CPU; 0 leaves Go's default or $GOGC")
 	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
-		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
+		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem \\\n    --raft-cert certs/node.pem --raft-key certs/node-key.pem --raft-ca certs/peer-ca.pem --rounds 10\n"); done {
 		return code
 	}
 	if f.advertise == "" {
@@ -183,8 +190,12 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 			return err
 		}
 	}
+	raftTLS, err := f.raftTLS()
+	if err != nil {
+		return err
+	}
 	var members *membership.Members
-	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
+	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
 		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
 	var node *coordinator.Node
 	if f.gossipAddr != "" {
@@ -237,7 +248,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "")
+	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "", "raft_tls", node.RaftTLS())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	if f.join != "" {
@@ -440,6 +451,29 @@ func (f coordinatorFlags) peerTLS() (*tls.Config, error) {
 		ca = f.clientCA
 	}
 	return transport.ClientTLSConfig(ca, f.tlsCert, f.tlsKey)
+}
+
+// raftTLS is the peer TLS configuration of the Raft port: mutual TLS with
+// the node role, unless --insecure is given without --raft-cert.
+func (f coordinatorFlags) raftTLS() (*tls.Config, error) {
+	if f.insecure && f.raftCert == "" {
+		return nil, nil
+	}
+	cert, key, ca := f.raftCert, f.raftKey, f.raftCA
+	if cert == "" {
+		cert, key = f.tlsCert, f.tlsKey
+	}
+	if ca == "" {
+		ca = cmp.Or(f.ca, f.clientCA)
+	}
+	cfg, err := transport.PeerTLSConfig(ca, cert, key)
+	if err != nil {
+		err = fmt.Errorf("raft peer TLS: %w; give --raft-cert, --raft-key and --raft-ca ('fedzip dev-certs' writes node.pem, node-key.pem and peer-ca.pem), or --insecure for local testing", err)
+		if errors.Is(err, transport.ErrPeerCert) {
+			return nil, usageError{err}
+		}
+	}
+	return cfg, err
 }
 
 // joinCluster asks the existing nodes to add this one, following leader
