@@ -11,9 +11,7 @@ import (
 // the run and the round, or raw float32 in a run without a run ID.
 func clientPayload(tb testing.TB, f *FSM, roundNo int, delta []float32) []byte {
 	tb.Helper()
-	f.mu.RLock()
-	run := f.run
-	f.mu.RUnlock()
+	run := f.RunID()
 	if run.IsZero() {
 		return denseCodec{}.encode(nil, delta)
 	}

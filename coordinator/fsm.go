@@ -726,6 +726,14 @@ func (f *FSM) Awaits(id round.ClientID) bool {
 	return f.mach != nil && f.mach.Awaits(id)
 }
 
+// RunID returns the run's ID: zero before init and for a run committed
+// without one (RunConfig.RunID).
+func (f *FSM) RunID() gradient.RunID {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.run
+}
+
 // Params returns the number of model parameters, 0 before init.
 func (f *FSM) Params() int {
 	f.mu.RLock()

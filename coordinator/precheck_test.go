@@ -34,9 +34,7 @@ type refusal struct {
 // not selected.
 func refusals(t *testing.T, f *FSM, v View, accepted, dropped, notSel round.ClientID) []refusal {
 	t.Helper()
-	f.mu.RLock()
-	run, n := f.run, f.n
-	f.mu.RUnlock()
+	run, n := f.RunID(), f.Params()
 	if run.IsZero() {
 		t.Fatal("the run has no run ID")
 	}
