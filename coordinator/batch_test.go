@@ -141,7 +141,7 @@ func batchTestLog(t *testing.T, strategy string, bound bool) []*raft.Log {
 			}
 			add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p})
 			if i == 2 {
-				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p}) // duplicate
+				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p})         // duplicate
 				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: update(r)}) // conflict
 			}
 			if bound && i == 3 {
