@@ -33,6 +33,12 @@ var (
 	// ErrStreamIdle: a client-streamed RPC sent nothing for longer than the
 	// server's idle timeout (codes.DeadlineExceeded).
 	ErrStreamIdle = errors.New("transport: stream idle")
+	// ErrStreamSlow: a client-streamed RPC sent less than the server's
+	// minimum rate (codes.DeadlineExceeded).
+	ErrStreamSlow = errors.New("transport: stream too slow")
+	// ErrTooManyUploads: the client, or the server, has as many uploads
+	// open as it allows (codes.ResourceExhausted).
+	ErrTooManyUploads = errors.New("transport: too many uploads open")
 	// ErrUnauthenticated: missing or invalid token, client id or join
 	// secret (codes.Unauthenticated).
 	ErrUnauthenticated = errors.New("transport: unauthenticated")
