@@ -153,7 +153,7 @@ type served struct {
 }
 
 // serve starts f on lis (bufconn if nil) with cfg filled in.
-func serve(t *testing.T, f *fake, lis net.Listener, cfg ServerConfig) *served {
+func serve(t testing.TB, f *fake, lis net.Listener, cfg ServerConfig) *served {
 	t.Helper()
 	s := &served{metrics: cfg.Metrics}
 	if s.metrics == nil {
