@@ -399,7 +399,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		if err != nil {
 			return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 		}
-		if err := f.checkBinding(h, int(c.Round)); err != nil {
+		if err := checkBinding(f.run, h, int(c.Round)); err != nil {
 			return round.Receipt{}, err
 		}
 	}
@@ -459,9 +459,9 @@ func (f *FSM) checkSubmit(now time.Time, id round.ClientID, roundNo int, example
 // checkBinding refuses an update whose header names another round than
 // its request's, or, in a run with a run ID, does not name the run. h is
 // nil for raw float32 updates, which only runs without a run ID accept.
-func (f *FSM) checkBinding(h *gradient.Header, roundNo int) error {
+func checkBinding(run gradient.RunID, h *gradient.Header, roundNo int) error {
 	if h == nil {
-		if f.run.IsZero() {
+		if run.IsZero() {
 			return nil
 		}
 		return fmt.Errorf("%w: an update without a header", ErrWrongRun)
@@ -469,11 +469,11 @@ func (f *FSM) checkBinding(h *gradient.Header, roundNo int) error {
 	if h.Round != roundNo {
 		return fmt.Errorf("%w: the update was encoded for round %d, sent for round %d", round.ErrWrongRound, h.Round, roundNo)
 	}
-	if !f.run.IsZero() && h.Run != f.run {
+	if !run.IsZero() && h.Run != run {
 		if !h.HasRun() {
-			return fmt.Errorf("%w: the update names no run, this run is %v", ErrWrongRun, f.run)
+			return fmt.Errorf("%w: the update names no run, this run is %v", ErrWrongRun, run)
 		}
-		return fmt.Errorf("%w: the update names run %v, this run is %v", ErrWrongRun, h.Run, f.run)
+		return fmt.Errorf("%w: the update names run %v, this run is %v", ErrWrongRun, h.Run, run)
 	}
 	return nil
 }
@@ -840,7 +840,7 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 		return r, false, ErrNotInitialised
 	}
 	r, err = f.checkSubmit(now, id, roundNo, examples, payload)
-	codec, n := f.codec, f.n
+	codec, n, run := f.codec, f.n, f.run
 	f.mu.RUnlock()
 	if err != nil || r.Duplicate {
 		return r, r.Duplicate, err
@@ -851,9 +851,7 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 	}
 	// Only the leader checks the round in the header of a run without a
 	// run ID: there the FSM must replay its old log as it was applied.
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return r, false, f.checkBinding(h, roundNo)
+	return r, false, checkBinding(run, h, roundNo)
 }
 
 // canClose reports whether the open round may close at now.
