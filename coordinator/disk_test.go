@@ -151,7 +151,7 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		slices.Sort(ids)
 		model, _ := leader.FSM().Model()
-		payload := denseCodec{}.encode(nil, make([]float32, len(model)))
+		zero := make([]float32, len(model))
 		var times []float64
 		for kill := 0; kill < 10; kill++ {
 			var v View
@@ -174,6 +174,7 @@ func BenchmarkFailover(b *testing.B) {
 			dead.node.Close()
 			dead.node = nil
 			id := v.Pending[0]
+			payload := clientPayload(b, leader.FSM(), v.Round, zero)
 			for {
 				nl := leaderOfDisk(b, ds)
 				if _, err := nl.Submit(id, v.Round, 10, 0, payload); err == nil {

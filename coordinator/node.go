@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -328,17 +329,21 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 }
 
 // Submit commits one client's update and returns the receipt only after
-// the entry is committed and applied. Payloads that do not decode are
-// refused before they reach the log.
+// the entry is committed and applied. An update the FSM would refuse
+// (FSM.precheck: not selected, late, another round or run, a conflicting
+// resubmission, bytes that do not parse) is refused before it reaches the
+// log, and a resubmission of the bytes already accepted is acknowledged
+// from the applied state, also without a new entry.
 func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
 	n.touch(id)
 	if n.raft.State() != raft.Leader {
 		return round.Receipt{}, n.notLeader()
 	}
-	if err := n.fsm.precheck(id, roundNo, payload); err != nil {
-		return round.Receipt{}, err
+	now := n.cfg.Now()
+	if r, dup, err := n.fsm.precheck(now, id, roundNo, examples, payload); err != nil || dup {
+		return r, err
 	}
-	res, err := n.apply(command{Type: cmdSubmit, Now: n.cfg.Now().UnixNano(), Round: int64(roundNo), Client: id,
+	res, err := n.apply(command{Type: cmdSubmit, Now: now.UnixNano(), Round: int64(roundNo), Client: id,
 		Examples: examples, TrainLoss: trainLoss, Payload: payload})
 	if err != nil {
 		return round.Receipt{}, err
@@ -432,7 +437,15 @@ func (n *Node) step() error {
 		if n.cfg.Run == nil {
 			return nil
 		}
-		raw, err := json.Marshal(n.cfg.Run)
+		run := *n.cfg.Run
+		if run.RunID == "" {
+			// Drawn here, carried in the entry: every replica holds the
+			// same ID.
+			var id gradient.RunID
+			rand.Read(id[:])
+			run.RunID = id.String()
+		}
+		raw, err := json.Marshal(&run)
 		if err != nil {
 			return err
 		}

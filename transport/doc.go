@@ -66,8 +66,11 @@
 //     CheckClientID on every client id a request names, so a client acts
 //     only for itself (codes.PermissionDenied otherwise).
 //   - Resource bounds: per-message size (Limits.MaxChunk plus
-//     MessageOverhead), per-stream bytes and idle time for client streams
-//     (StreamGuardInterceptor), handshake timeout, streams per connection,
+//     MessageOverhead), per-stream bytes, idle time and minimum rate for
+//     client streams, and caps on the uploads open per client and per
+//     server, refused at once with codes.ResourceExhausted (StreamGuard);
+//     receive buffers that grow only with the data that arrived; handshake
+//     timeout, streams per connection,
 //     metadata size, keepalive enforcement and a maximum connection age,
 //     so that oversized input and stalled clients (slowloris) cost bounded
 //     memory and time and do not block others. Handler panics become

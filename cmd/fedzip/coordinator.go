@@ -49,6 +49,8 @@ type coordinatorFlags struct {
 	tlsCert, tlsKey, clientCA           string
 	saveModel, logFormat, evalDataset   string
 	longPoll                            time.Duration
+	maxUploads, maxUploadsPerClient     int
+	uploadMinRate                       int
 	clusterID, clusterSecret, join      string
 	advertise, ca                       string
 	gossipAddr, gossipKey, gossipJoin   string
@@ -103,6 +105,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.uiAddr, "ui-addr", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080 (empty: off)")
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
+	fs.IntVar(&f.maxUploadsPerClient, "max-uploads-per-client", transport.DefaultMaxUploadsPerClient, "uploads one client may have open at once; one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.maxUploads, "max-uploads", transport.DefaultMaxUploads, "uploads the node serves at once from all clients; one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.uploadMinRate, "upload-min-rate", transport.DefaultUploadMinRate, "least average bytes per second of an upload after the first 30 s; a slower one is cut (negative: no minimum)")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
 	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
 	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
@@ -181,7 +186,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return usageError{err}
 	}
 	model, _ := nn.ParseArch(f.model, in, classes)
-	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log}
+	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log,
+		MaxUploads: f.maxUploads, MaxUploadsPerClient: f.maxUploadsPerClient, UploadMinRate: f.uploadMinRate}
 	if !f.insecure {
 		if f.tlsCert == "" || f.tlsKey == "" {
 			return usageError{errors.New("--tls-cert and --tls-key are required (or --insecure for local testing; see 'fedzip dev-certs')")}
