@@ -410,11 +410,21 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 
 // encode turns the update into upload bytes with the task's codec. With
 // error feedback the residual is saved before the upload, together with the
-// pending update, so that a restart neither loses nor repeats it.
+// pending update, so that a restart neither loses nor repeats it. When the
+// task names its run (run_id), the message names the run and the round
+// (gradient.FlagRun), "none" included, whose message is then the dense
+// float32 one; a run without an ID takes "none" as raw float32.
 func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	spec := task.GetUploadCodec()
+	run, err := TaskRun(task)
+	if err != nil {
+		return nil, err
+	}
 	if spec == "" || spec == "none" {
-		return gradient.AppendFloat32s(nil, delta), nil
+		if run.IsZero() {
+			return gradient.AppendFloat32s(nil, delta), nil
+		}
+		spec = "none"
 	}
 	key := fmt.Sprintf("%s/%d", spec, len(delta))
 	if r.enc == nil || r.encKey != key {
@@ -429,6 +439,7 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual())
 		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity())
 	}
+	r.enc.SetRun(run)
 	payload, _, err := r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed())
 	if err != nil {
 		return nil, err
@@ -440,6 +451,23 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 		return nil, err
 	}
 	return payload, nil
+}
+
+// TaskRun returns the run a task names (Task.run_id), the zero RunID when
+// it names none, and an error when run_id is not a run ID.
+func TaskRun(task *fedzippb.Task) (gradient.RunID, error) {
+	var run gradient.RunID
+	switch b := task.GetRunId(); len(b) {
+	case 0:
+	case gradient.RunIDSize:
+		copy(run[:], b)
+		if run.IsZero() {
+			return run, errors.New("client: the task's run ID is zero")
+		}
+	default:
+		return run, fmt.Errorf("client: the task's run ID has %d bytes, want %d", len(b), gradient.RunIDSize)
+	}
+	return run, nil
 }
 
 // loadFloats fills dst from a file of little-endian float32 written by

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -17,8 +18,15 @@ import (
 // through refused, duplicate and unknown-client updates, an init in the
 // same batch as the first submissions, and several rounds.
 func TestApplyBatchEqualsApply(t *testing.T) {
-	for _, strategy := range []string{"fedavg", "median"} {
-		logs := batchTestLog(t, strategy)
+	for _, c := range []struct {
+		strategy string
+		bound    bool
+	}{{"fedavg", false}, {"median", false}, {"fedavg", true}, {"median", true}} {
+		strategy := c.strategy
+		if c.bound {
+			strategy += "/bound"
+		}
+		logs := batchTestLog(t, c.strategy, c.bound)
 		want := NewFSM()
 		var wantRes []any
 		for _, l := range logs {
@@ -35,6 +43,17 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 		}
 		if closed != 3 {
 			t.Fatalf("%d rounds closed, want 3", closed)
+		}
+		refused := map[error]int{}
+		for _, r := range wantRes {
+			for _, e := range []error{ErrWrongRun, round.ErrWrongRound, ErrConflict} {
+				if err, _ := r.(error); errors.Is(err, e) {
+					refused[e]++
+				}
+			}
+		}
+		if refused[ErrConflict] != 3 || c.bound && (refused[ErrWrongRun] == 0 || refused[round.ErrWrongRound] == 0) {
+			t.Fatalf("refusals %v", refused)
 		}
 		for _, size := range []int{1, 2, 3, 7, len(logs)} {
 			t.Run(fmt.Sprintf("%s/batch=%d", strategy, size), func(t *testing.T) {
@@ -63,13 +82,21 @@ func TestApplyBatchEqualsApply(t *testing.T) {
 }
 
 // batchTestLog is a run of three rounds of compressed updates with bad
-// ones mixed in.
-func batchTestLog(t *testing.T, strategy string) []*raft.Log {
+// ones mixed in. A bound run has a run ID: its updates name it, and
+// updates naming another run or round, or resent with other bytes, are
+// mixed in too.
+func batchTestLog(t *testing.T, strategy string, bound bool) []*raft.Log {
 	var logs []*raft.Log
 	add := func(c command) {
 		logs = append(logs, &raft.Log{Index: uint64(len(logs) + 1), Type: raft.LogCommand, Data: c.encode()})
 	}
-	raw := []byte(fmt.Sprintf(`{"model":"mlp:8","input_dim":20,"classes":3,"init_seed":1,"strategy":%q,"round":{"PerRound":4,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"topk1"}`, strategy))
+	run := gradient.RunID{}
+	runField := ""
+	if bound {
+		run = gradient.RunID{7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7}
+		runField = fmt.Sprintf(`,"run_id":%q`, run.String())
+	}
+	raw := []byte(fmt.Sprintf(`{"model":"mlp:8","input_dim":20,"classes":3,"init_seed":1,"strategy":%q,"round":{"PerRound":4,"Seed":1},"task_seed":1,"local_epochs":1,"batch_size":1,"lr":0.1,"upload_codec":"topk1"%s}`, strategy, runField))
 	probe := NewFSM()
 	if err := probe.init(raw); err != nil {
 		t.Fatal(err)
@@ -77,6 +104,9 @@ func batchTestLog(t *testing.T, strategy string) []*raft.Log {
 	n := probe.n
 	spec, _ := gradient.ParseSpec("topk=0.2,bits=8")
 	enc, _ := gradient.NewEncoder(spec, n)
+	enc.SetRun(run)
+	other, _ := gradient.NewEncoder(spec, n)
+	other.SetRun(gradient.RunID{8, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7})
 	rng := rand.New(rand.NewPCG(3, 4))
 	update := func(rnd int) []byte {
 		d := make([]float32, n)
@@ -111,7 +141,15 @@ func batchTestLog(t *testing.T, strategy string) []*raft.Log {
 			}
 			add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p})
 			if i == 2 {
-				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p}) // duplicate
+				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: p})         // duplicate
+				add(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(3 + i), Payload: update(r)}) // conflict
+			}
+			if bound && i == 3 {
+				d := make([]float32, n)
+				wrongRun, _, _ := other.Encode(nil, d, r, 1)
+				add(command{Type: cmdSubmit, Round: int64(r), Client: cands[4], Examples: 3, Payload: wrongRun})
+				wrongRound, _, _ := enc.Encode(nil, d, r+77777, 1)
+				add(command{Type: cmdSubmit, Round: int64(r), Client: cands[4], Examples: 3, Payload: wrongRound})
 			}
 		}
 		add(command{Type: cmdClose})
@@ -141,7 +179,7 @@ func TestChangedFiresPerRound(t *testing.T) {
 	for _, batched := range []bool{false, true} {
 		f := NewFSM()
 		opens, closes := 0, 0
-		for _, l := range batchTestLog(t, "fedavg") {
+		for _, l := range batchTestLog(t, "fedavg", false) {
 			ch := f.Progress().Changed
 			c, _ := decodeCommand(l.Data)
 			if batched {

@@ -20,8 +20,9 @@ type updateCodec interface {
 	update(sc *scratch, n int, payload []byte, weight float64) (aggregate.Update, error)
 	// check is the leader's cheap test before an update enters the log:
 	// sizes, header and checksum. Anything it misses, the FSM's decode
-	// refuses, identically on every replica.
-	check(n int, payload []byte) error
+	// refuses, identically on every replica. It returns the header of a
+	// wire message, nil for raw float32.
+	check(n int, payload []byte) (*gradient.Header, error)
 }
 
 // scratch holds decode buffers reused across updates.
@@ -31,9 +32,15 @@ type scratch struct {
 	val   []float32
 }
 
-func newUpdateCodec(spec string) (updateCodec, error) {
-	switch spec {
-	case "", "none":
+// newUpdateCodec returns the decoder of uploads in the codec spec. In a
+// bound run (one with a run ID) every upload is a wire message, "none" the
+// dense float32 one, whose header names its round and run; a run without
+// a run ID takes "none" as raw float32.
+func newUpdateCodec(spec string, bound bool) (updateCodec, error) {
+	switch {
+	case (spec == "" || spec == "none") && bound:
+		return wireDenseCodec{}, nil
+	case spec == "" || spec == "none":
 		return denseCodec{}, nil
 	}
 	if _, err := gradient.ParseSpec(spec); err != nil {
@@ -68,17 +75,17 @@ func (c denseCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.U
 	return aggregate.Update{Weight: w, Delta: sc.dense}, nil
 }
 
-func (c denseCodec) check(n int, p []byte) error {
+func (c denseCodec) check(n int, p []byte) (*gradient.Header, error) {
 	if len(p) != 4*n {
-		return fmt.Errorf("dense update of %d bytes, model needs %d", len(p), 4*n)
+		return nil, fmt.Errorf("dense update of %d bytes, model needs %d", len(p), 4*n)
 	}
 	for i := 0; i < n; i++ {
 		v := math.Float32frombits(binary.LittleEndian.Uint32(p[4*i:]))
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("value %v at index %d", v, i)
+			return nil, fmt.Errorf("value %v at index %d", v, i)
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func (denseCodec) encode(dst []byte, delta []float32) []byte {
@@ -101,16 +108,36 @@ func (wireCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Upda
 	return aggregate.Update{Weight: w, N: n, Indices: idx, Values: val}, nil
 }
 
-func (wireCodec) check(n int, p []byte) error {
+func (wireCodec) check(n int, p []byte) (*gradient.Header, error) { return checkWire(n, p) }
+
+func checkWire(n int, p []byte) (*gradient.Header, error) {
 	h, err := gradient.ReadHeader(p, wireLimits(n))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if h.N != n {
-		return fmt.Errorf("update for %d parameters, model has %d", h.N, n)
+		return nil, fmt.Errorf("update for %d parameters, model has %d", h.N, n)
 	}
-	return nil
+	return &h, nil
 }
+
+// wireDenseCodec is "none" in a run with a run ID: a wire message
+// (normally dense float32, the gradient spec "none"), decoded into a dense
+// update as denseCodec's, so that strategies see the same update.
+type wireDenseCodec struct{}
+
+func (wireDenseCodec) update(sc *scratch, n int, p []byte, w float64) (aggregate.Update, error) {
+	if len(sc.dense) != n {
+		sc.dense = make([]float32, n)
+	}
+	// Decode refuses a message for another model length (ErrLength).
+	if _, err := gradient.Decode(sc.dense, p, wireLimits(n)); err != nil {
+		return aggregate.Update{}, err
+	}
+	return aggregate.Update{Weight: w, Delta: sc.dense}, nil
+}
+
+func (wireDenseCodec) check(n int, p []byte) (*gradient.Header, error) { return checkWire(n, p) }
 
 // wireLimits bounds a wire message for a model of n parameters: every
 // decode of an update the coordinator does uses the same limits.

@@ -145,7 +145,7 @@ func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*
 		if err != nil {
 			t.Fatal(err)
 		}
-		payload := denseCodec{}.encode(nil, u.Delta)
+		payload := clientPayload(t, leader.FSM(), v.Round, u.Delta)
 		for attempt := 0; ; attempt++ {
 			_, err := leaderOf(t, nodes()).Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
 			if err == nil {
@@ -227,8 +227,8 @@ func TestSubmitRefusals(t *testing.T) {
 	var v View
 	waitFor(t, "a round", func() bool { v = leader.FSM().View(); return v.Phase == round.Collecting })
 	model, _ := leader.FSM().Model()
-	good := denseCodec{}.encode(nil, make([]float32, len(model)))
-	sel := v.Pending[0]
+	good := clientPayload(t, leader.FSM(), v.Round, make([]float32, len(model)))
+	sel, other := v.Pending[0], v.Pending[1]
 	var notSel round.ClientID
 	for id := range clients {
 		if !slices.Contains(v.Selected, id) {
@@ -247,9 +247,10 @@ func TestSubmitRefusals(t *testing.T) {
 		payload []byte
 		want    error
 	}{
-		{"garbage", sel, v.Round, []byte("hello"), ErrBadUpdate},
-		{"truncated", sel, v.Round, good[:len(good)-4], ErrBadUpdate},
-		{"NaN", sel, v.Round, nan, ErrBadUpdate},
+		{"garbage", other, v.Round, []byte("hello"), ErrBadUpdate},
+		{"truncated", other, v.Round, good[:len(good)-4], ErrBadUpdate},
+		{"NaN", other, v.Round, nan, ErrBadUpdate},
+		{"conflict", sel, v.Round, nan, ErrConflict},
 		{"other round", sel, v.Round + 1, good, round.ErrWrongRound},
 		{"unknown client", 999, v.Round, good, ErrUnknownClient},
 		{"not selected", notSel, v.Round, good, round.ErrNotSelected},
@@ -297,7 +298,7 @@ func TestFailoverMidRound(t *testing.T) {
 		for i := range d {
 			d[i] = float32(id) * 1e-3
 		}
-		return denseCodec{}.encode(nil, d)
+		return clientPayload(t, leader.FSM(), v.Round, d)
 	}
 	acked := v.Pending[:2]
 	for _, id := range acked {

@@ -1,7 +1,10 @@
 package coordinator
 
 import (
+	"crypto/tls"
 	"fmt"
+	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -15,15 +18,21 @@ import (
 )
 
 // diskNode is a node on its bolt log and a TCP transport on 127.0.0.1,
-// restartable on the same directory and address.
+// restartable on the same directory and address. With tls set, Raft runs
+// peer TLS and the node is advertised as localhost:PORT.
 type diskNode struct {
-	id, dir, addr string
-	node          *Node
+	id, dir, addr, adv string
+	tls                *tls.Config
+	node               *Node
 }
+
+// diskRaftPlain runs disk clusters' Raft over plain TCP instead of peer
+// TLS, to compare them: FEDZIP_RAFT_PLAIN=1 go test -bench ...
+var diskRaftPlain = os.Getenv("FEDZIP_RAFT_PLAIN") != ""
 
 func (d *diskNode) open(t testing.TB, run *RunConfig, bootstrap bool, tune func(*raft.Config)) {
 	t.Helper()
-	n, err := Open(Config{ID: d.id, Dir: d.dir, RaftAddr: d.addr, Bootstrap: bootstrap, Run: run, Raft: tune,
+	n, err := Open(Config{ID: d.id, Dir: d.dir, RaftAddr: d.addr, RaftAdvertise: d.adv, RaftTLS: d.tls, Bootstrap: bootstrap, Run: run, Raft: tune,
 		Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -37,16 +46,23 @@ func diskCluster(t testing.TB, n int, run *RunConfig, tune func(*raft.Config)) [
 	t.Helper()
 	base := t.TempDir()
 	ds := make([]*diskNode, n)
+	var peer *tls.Config
+	if !diskRaftPlain {
+		peer = peerTLS(t, devPKI(t))
+	}
 	for i := range ds {
-		ds[i] = &diskNode{id: fmt.Sprintf("d%d", i), dir: filepath.Join(base, fmt.Sprint(i)), addr: freeAddr(t)}
+		ds[i] = &diskNode{id: fmt.Sprintf("d%d", i), dir: filepath.Join(base, fmt.Sprint(i)), addr: freeAddr(t), tls: peer}
+		if peer != nil {
+			_, port, _ := net.SplitHostPort(ds[i].addr)
+			ds[i].adv = "localhost:" + port
+		}
 	}
 	ds[0].open(t, run, true, tune)
-	leader := leaderOfDisk(t, ds)
 	for _, d := range ds[1:] {
 		d.open(t, run, false, tune)
-		if err := leader.AddVoter(d.id, d.addr); err != nil {
-			t.Fatal(err)
-		}
+		// With test timeouts a leader that waits for the new voter's first
+		// (TLS) connection may step down; add it through the next one.
+		waitFor(t, "a voter added", func() bool { return leaderOfDisk(t, ds).AddVoter(d.id, d.node.Address()) == nil })
 	}
 	t.Cleanup(func() {
 		for _, d := range ds {
@@ -135,7 +151,7 @@ func BenchmarkFailover(b *testing.B) {
 		}
 		slices.Sort(ids)
 		model, _ := leader.FSM().Model()
-		payload := denseCodec{}.encode(nil, make([]float32, len(model)))
+		zero := make([]float32, len(model))
 		var times []float64
 		for kill := 0; kill < 10; kill++ {
 			var v View
@@ -158,6 +174,7 @@ func BenchmarkFailover(b *testing.B) {
 			dead.node.Close()
 			dead.node = nil
 			id := v.Pending[0]
+			payload := clientPayload(b, leader.FSM(), v.Round, zero)
 			for {
 				nl := leaderOfDisk(b, ds)
 				if _, err := nl.Submit(id, v.Round, 10, 0, payload); err == nil {

@@ -64,6 +64,16 @@ type RunConfig struct {
 	// are behind (0: DefaultDownloadMaxLag); a client further behind
 	// downloads the whole model.
 	DownloadMaxLag int `json:"download_max_lag,omitempty"`
+	// RunID names the run (gradient.RunID in hex): random bytes the leader
+	// draws when it commits the run, unless set, so that every replica
+	// holds the same. Clients receive it in their task and name it in
+	// every update (gradient.FlagRun); the coordinator refuses an update
+	// that names another run or another round than its request's. A run
+	// committed without one (before run IDs) keeps the old rules: uploads
+	// are not bound and "none" stays raw float32, so that its log replays
+	// as it was first applied. With a run ID, "none" uploads are
+	// dense float32 wire messages (gradient spec "none").
+	RunID string `json:"run_id,omitempty"`
 }
 
 // Download limits of RunConfig.
@@ -136,13 +146,23 @@ func (c RunConfig) Validate() error {
 	if !(c.ProxMu >= 0 && c.ProxMu <= client.MaxProxMu) {
 		return fmt.Errorf("coordinator: prox mu %v outside [0, %v]", c.ProxMu, client.MaxProxMu)
 	}
-	if _, err := newUpdateCodec(c.UploadCodec); err != nil {
+	if _, err := newUpdateCodec(c.UploadCodec, false); err != nil {
 		return err
 	}
 	if _, _, err := c.downloadSpec(); err != nil {
 		return err
 	}
+	if _, err := gradient.ParseRunID(c.RunID); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
 	return nil
+}
+
+// runID returns the run's ID, zero for a run committed without one.
+// Validate has checked it.
+func (c RunConfig) runID() gradient.RunID {
+	id, _ := gradient.ParseRunID(c.RunID)
+	return id
 }
 
 // clientRecord is one registered client.
@@ -174,6 +194,9 @@ type FSM struct {
 	mach     *round.Machine
 	codec    updateCodec
 	n        int // model parameters
+	// run is the run's ID; when it is not zero every update must name it
+	// and its round in its header (checkBinding).
+	run gradient.RunID
 	// down is the download codec's encoder, nil for dense downloads. Its
 	// version is the FSM's model version, unless publishing failed (see
 	// publish); Apply is its only writer, and readers hold mu.
@@ -312,7 +335,8 @@ func (f *FSM) init(raw []byte) error {
 	if err != nil {
 		return err
 	}
-	codec, err := newUpdateCodec(cfg.UploadCodec)
+	run := cfg.runID()
+	codec, err := newUpdateCodec(cfg.UploadCodec, !run.IsZero())
 	if err != nil {
 		return err
 	}
@@ -333,7 +357,7 @@ func (f *FSM) init(raw []byte) error {
 		return err
 	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
-	f.n = model.NumParams()
+	f.n, f.run = model.NumParams(), run
 	return nil
 }
 
@@ -366,16 +390,20 @@ func (f *FSM) publish(cl round.Closed) {
 // ahead by ApplyBatch (for the model size and codec of the whole batch:
 // only init sets them, and predecode skips a batch before init).
 func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, error) {
-	if _, ok := f.clients[c.Client]; !ok {
-		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, c.Client)
+	r, err := f.checkSubmit(now, c.Client, int(c.Round), c.Examples, c.Payload)
+	if err != nil || r.Duplicate {
+		return r, err
 	}
-	if c.Examples == 0 || c.Examples > 1<<40 {
-		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, c.Examples)
+	if !f.run.IsZero() {
+		h, err := f.codec.check(f.n, c.Payload)
+		if err != nil {
+			return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
+		}
+		if err := checkBinding(f.run, h, int(c.Round)); err != nil {
+			return round.Receipt{}, err
+		}
 	}
-	var (
-		u   aggregate.Update
-		err error
-	)
+	var u aggregate.Update
 	if pre != nil {
 		u, err = pre.u, pre.err
 	} else {
@@ -384,7 +412,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
 	}
-	r, err := f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
+	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
 	if err != nil {
 		return r, err
 	}
@@ -395,6 +423,59 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		f.accepted = append(f.accepted, c)
 	}
 	return r, nil
+}
+
+// checkSubmit is what refuses an update before its bytes are looked at,
+// the same on the leader before the log (precheck) and in Apply: an
+// unknown client, an absurd example count, and whatever round.Machine.Check
+// refuses (another round, not selected, dropped, late). A client whose
+// update the round already accepted gets the Duplicate receipt if it sends
+// the same bytes again, and ErrConflict if it sends others. The caller
+// holds mu.
+func (f *FSM) checkSubmit(now time.Time, id round.ClientID, roundNo int, examples uint64, payload []byte) (round.Receipt, error) {
+	if _, ok := f.clients[id]; !ok {
+		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, id)
+	}
+	if examples == 0 || examples > 1<<40 {
+		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, examples)
+	}
+	r, err := f.mach.Check(now, roundNo, id)
+	if err != nil || !r.Duplicate {
+		return r, err
+	}
+	// Duplicates are rare (a client retrying after a lost answer): a scan
+	// of the round's accepted updates costs nothing on the usual path.
+	for i := range f.accepted {
+		if a := &f.accepted[i]; a.Client == id {
+			if !bytes.Equal(a.Payload, payload) || a.Examples != examples {
+				return round.Receipt{}, fmt.Errorf("%w: client %d, round %d", ErrConflict, id, roundNo)
+			}
+			return r, nil
+		}
+	}
+	return r, nil
+}
+
+// checkBinding refuses an update whose header names another round than
+// its request's, or, in a run with a run ID, does not name the run. h is
+// nil for raw float32 updates, which only runs without a run ID accept.
+func checkBinding(run gradient.RunID, h *gradient.Header, roundNo int) error {
+	if h == nil {
+		if run.IsZero() {
+			return nil
+		}
+		return fmt.Errorf("%w: an update without a header", ErrWrongRun)
+	}
+	if h.Round != roundNo {
+		return fmt.Errorf("%w: the update was encoded for round %d, sent for round %d", round.ErrWrongRound, h.Round, roundNo)
+	}
+	if !run.IsZero() && h.Run != run {
+		if !h.HasRun() {
+			return fmt.Errorf("%w: the update names no run, this run is %v", ErrWrongRun, run)
+		}
+		return fmt.Errorf("%w: the update names run %v, this run is %v", ErrWrongRun, h.Run, run)
+	}
+	return nil
 }
 
 // Snapshot captures the state; the model is copied so that Apply may go on
@@ -484,7 +565,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n
+	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n, f.run = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n, nf.run
 	f.down = nf.down
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
@@ -645,6 +726,14 @@ func (f *FSM) Awaits(id round.ClientID) bool {
 	return f.mach != nil && f.mach.Awaits(id)
 }
 
+// RunID returns the run's ID: zero before init and for a run committed
+// without one (RunConfig.RunID).
+func (f *FSM) RunID() gradient.RunID {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.run
+}
+
 // Params returns the number of model parameters, 0 before init.
 func (f *FSM) Params() int {
 	f.mu.RLock()
@@ -724,36 +813,45 @@ var (
 	ErrUnknownClient      = errors.New("coordinator: unknown client")
 	ErrBadToken           = errors.New("coordinator: bad token")
 	ErrBadUpdate          = errors.New("coordinator: malformed update")
+	// ErrConflict: the round already accepted another update from the
+	// client; resending the accepted bytes is acknowledged instead.
+	ErrConflict = errors.New("coordinator: the round accepted a different update from this client")
+	// ErrWrongRun: the update does not name the run (gradient.FlagRun).
+	ErrWrongRun = errors.New("coordinator: update for another run")
 )
 
 func sha256Sum(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
-// precheck refuses, before it reaches the log, an update that could not be
-// accepted: unknown client, another round, or bytes whose sizes, header or
-// checksum are wrong. It does not decode the sections: the FSM does that
-// once, on every replica, and refuses identically what it finds wrong.
-func (f *FSM) precheck(id round.ClientID, roundNo int, payload []byte) error {
+// precheck refuses, before it reaches the log, an update that the FSM
+// would refuse, judged at the leader's time now: unknown client, another
+// round, not selected, dropped, late, a different update from a client
+// already accepted, a header naming another round or run, or bytes whose
+// sizes, header or checksum are wrong. It does not decode the sections:
+// the FSM does that once, on every replica, and refuses identically what
+// it finds wrong. When the round has already accepted these very bytes
+// from the client, precheck returns their Duplicate receipt with dup set:
+// the update is committed, and the caller answers without a new entry.
+// Apply checks everything again: the state may change between precheck
+// and commit.
+func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples uint64, payload []byte) (r round.Receipt, dup bool, err error) {
 	f.mu.RLock()
-	_, known := f.clients[id]
-	codec, n := f.codec, f.n
-	var open int
-	collecting := false
-	if f.mach != nil {
-		open, collecting = f.mach.Round(), f.mach.Phase() == round.Collecting
+	if f.mach == nil {
+		f.mu.RUnlock()
+		return r, false, ErrNotInitialised
 	}
+	r, err = f.checkSubmit(now, id, roundNo, examples, payload)
+	codec, n, run := f.codec, f.n, f.run
 	f.mu.RUnlock()
-	switch {
-	case codec == nil:
-		return ErrNotInitialised
-	case !known:
-		return fmt.Errorf("%w: %d", ErrUnknownClient, id)
-	case !collecting || roundNo != open:
-		return fmt.Errorf("%w: update for round %d, open round is %d (collecting: %v)", round.ErrWrongRound, roundNo, open, collecting)
+	if err != nil || r.Duplicate {
+		return r, r.Duplicate, err
 	}
-	if err := codec.check(n, payload); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadUpdate, err)
+	h, err := codec.check(n, payload)
+	if err != nil {
+		return r, false, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
-	return nil
+	// Only the leader checks the round in the header of a run without a
+	// run ID: there the FSM must replay its old log as it was applied.
+	return r, false, checkBinding(run, h, roundNo)
 }
 
 // canClose reports whether the open round may close at now.

@@ -49,17 +49,18 @@ func BenchmarkIngest(b *testing.B) {
 // ingestModel is BenchmarkIngest's model and the update its clients send.
 const ingestModel, ingestCodec = "mlp:1200", "topk1"
 
-// ingestPayload is the update every load-generating client uploads: the
-// same bytes in both processes.
-func ingestPayload(tb testing.TB, n int) []byte {
+// ingestPayload is the update every load-generating client uploads for
+// round rnd of the run: the same bytes in both processes.
+func ingestPayload(tb testing.TB, n int, run gradient.RunID, rnd int) []byte {
 	spec, _ := gradient.ParseSpec(ingestCodec)
 	enc, _ := gradient.NewEncoder(spec, n)
+	enc.SetRun(run)
 	rng := rand.New(rand.NewPCG(1, 1))
 	delta := make([]float32, n)
 	for i := range delta {
 		delta[i] = float32(rng.NormFloat64()) * 1e-3
 	}
-	payload, _, err := enc.Encode(nil, delta, 1, 1)
+	payload, _, err := enc.Encode(nil, delta, rnd, 1)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 
 	gen := startLoadGen(b, lis.Addr().String(), n, clients)
 	defer gen.stop(b)
-	payloadBytes := len(ingestPayload(b, n))
+	payloadBytes := len(ingestPayload(b, n, leader.FSM().RunID(), 1))
 	var wall, cpu, clientCPU time.Duration
 	var peakAnon int64 // sampled after each round of uploads
 	accepted := 0
@@ -114,7 +115,7 @@ func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 		})
 		b.StartTimer()
 		cpu0, start := processCPU(), time.Now()
-		clientCPU += gen.upload(b, v.Round, v.Version)
+		clientCPU += gen.upload(b, v.Round, v.Version, leader.FSM().RunID())
 		wall += time.Since(start)
 		cpu += processCPU() - cpu0
 		peakAnon = max(peakAnon, anonRSS())
@@ -193,8 +194,8 @@ func (g *loadGen) line(b *testing.B) string {
 
 // upload has every client upload once for the round and waits for all
 // acknowledgments.
-func (g *loadGen) upload(b *testing.B, rnd int, version uint64) time.Duration {
-	fmt.Fprintf(g.in, "%d %d\n", rnd, version)
+func (g *loadGen) upload(b *testing.B, rnd int, version uint64, run gradient.RunID) time.Duration {
+	fmt.Fprintf(g.in, "%d %d %s\n", rnd, version, run)
 	var cpu int64
 	fmt.Sscan(strings.TrimPrefix(g.line(b), "done"), &cpu)
 	return time.Duration(cpu)
@@ -209,7 +210,7 @@ func (g *loadGen) stop(b *testing.B) {
 
 // TestIngestLoadGen is BenchmarkIngest's client process; it does nothing
 // unless FEDZIP_LOADGEN=addr,params,clients is set. It registers the
-// clients, prints "ready ID...", then for each "ROUND VERSION" line on
+// clients, prints "ready ID...", then for each "ROUND VERSION RUNID" line on
 // stdin has all of them upload at once and prints "done CPU" when every
 // update is acknowledged, with the CPU time that took in nanoseconds.
 func TestIngestLoadGen(t *testing.T) {
@@ -227,7 +228,6 @@ func TestIngestLoadGen(t *testing.T) {
 	n, _ = strconv.Atoi(parts[1])
 	clients, _ = strconv.Atoi(parts[2])
 	ctx := context.Background()
-	payload := ingestPayload(t, n)
 	anon, err := transport.Dial(ctx, []string{addr}, transport.ClientConfig{Insecure: true})
 	if err != nil {
 		t.Fatal(err)
@@ -256,9 +256,15 @@ func TestIngestLoadGen(t *testing.T) {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var rnd, version uint64
-		if _, err := fmt.Sscan(in.Text(), &rnd, &version); err != nil {
+		var runHex string
+		if _, err := fmt.Sscan(in.Text(), &rnd, &version, &runHex); err != nil {
 			t.Fatal(err)
 		}
+		run, err := gradient.ParseRunID(runHex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload := ingestPayload(t, n, run, int(rnd))
 		cpu0 := processCPU()
 		var wg sync.WaitGroup
 		var failed atomic.Value
@@ -291,7 +297,7 @@ func BenchmarkDecodeAccumulate(b *testing.B) {
 		b.Fatal(err)
 	}
 	n := f.n
-	payload := ingestPayload(b, n)
+	payload := ingestPayload(b, n, gradient.RunID{}, 1)
 	acc := f.strategy.Begin(n)
 	b.ResetTimer()
 	for b.Loop() {

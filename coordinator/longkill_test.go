@@ -42,7 +42,7 @@ func TestFiftyLeaderKills(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		payload := denseCodec{}.encode(nil, u.Delta)
+		payload := clientPayload(t, leaderOfDisk(t, ds).FSM(), v.Round, u.Delta)
 		for {
 			if _, err := leaderOfDisk(t, ds).Submit(id, v.Round, uint64(res.Examples), res.Loss, payload); err == nil {
 				return

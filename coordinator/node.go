@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,9 +16,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -31,8 +34,25 @@ type Config struct {
 	// refuses a Dir whose log is missing, corrupt, rolled back or another
 	// node's (see statedir.go).
 	Dir string
-	// RaftAddr is the TCP address Raft listens on and advertises.
+	// RaftAddr is the TCP address Raft listens on (and advertises, unless
+	// RaftAdvertise is set). Without RaftTLS, Open refuses an address that
+	// is not loopback unless RaftInsecure is set.
 	RaftAddr string
+	// RaftAdvertise is the address other nodes dial for this node's Raft
+	// port, HOST:PORT. A DNS name is resolved at every dial, not once, so
+	// a node that comes back at a new IP under the same name (a Kubernetes
+	// StatefulSet pod) is found again. Empty: RaftAddr.
+	RaftAdvertise string
+	// RaftTLS, if set, makes the Raft port mutual TLS 1.3: build it with
+	// transport.PeerTLSConfig, which verifies on both ends that the peer's
+	// certificate chains to the peer CA and carries the node role. Open
+	// refuses a configuration that does not require client certificates.
+	RaftTLS *tls.Config
+	// RaftInsecure allows Raft in clear text on an address that is not
+	// loopback; anyone who reaches the port can then rewrite the state.
+	RaftInsecure bool
+	// raftDial replaces the Raft port's dialer, for tests.
+	raftDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// Bootstrap makes this node the first member of a new cluster. It is
 	// ignored when Dir already holds Raft state.
 	Bootstrap bool
@@ -93,6 +113,8 @@ type Node struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
+
+	raftTLS bool // the node's own Raft port runs mutual TLS
 	// marker is the state directory's marker as last written; markerDone
 	// is closed when markerLoop ends (nil: no state directory).
 	marker     marker
@@ -156,17 +178,21 @@ func Open(cfg Config) (*Node, error) {
 		rejoin = st.rejoin
 	}
 	if trans == nil {
-		addr, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !isLoopback(cfg.RaftAddr) {
+			n.closeStores()
+			return nil, fmt.Errorf("%w: %s (give node certificates, or allow clear text explicitly)", ErrRaftClearText, cfg.RaftAddr)
+		}
+		stream, err := listenRaft(raftListen{bind: cfg.RaftAddr, advertise: cfg.RaftAdvertise, tls: cfg.RaftTLS, dial: cfg.raftDial, log: n.log})
 		if err != nil {
 			n.closeStores()
-			return nil, fmt.Errorf("coordinator: raft address %q: %w", cfg.RaftAddr, err)
+			return nil, err
 		}
-		tt, err := raft.NewTCPTransport(cfg.RaftAddr, addr, 4, 5*time.Second, io.Discard)
-		if err != nil {
-			n.closeStores()
-			return nil, fmt.Errorf("coordinator: raft transport: %w", err)
+		if cfg.RaftTLS == nil {
+			n.log.Warn("raft: peer traffic in clear text, unauthenticated: whoever reaches the Raft port can rewrite the state", "raft_addr", cfg.RaftAddr)
 		}
-		trans = tt
+		n.raftTLS = cfg.RaftTLS != nil
+		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 4, Timeout: 5 * time.Second,
+			Logger: hclog.NewNullLogger()})
 	}
 	n.trans = trans
 	if cfg.Bootstrap && !rejoin {
@@ -298,6 +324,10 @@ func (n *Node) Raft() *raft.Raft { return n.raft }
 // Address returns the node's Raft address.
 func (n *Node) Address() string { return string(n.trans.LocalAddr()) }
 
+// RaftTLS reports whether the node's Raft port runs mutual TLS (false with
+// a Transport given in Config).
+func (n *Node) RaftTLS() bool { return n.raftTLS }
+
 // IsLeader reports whether this node is the Raft leader.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
@@ -378,17 +408,21 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 }
 
 // Submit commits one client's update and returns the receipt only after
-// the entry is committed and applied. Payloads that do not decode are
-// refused before they reach the log.
+// the entry is committed and applied. An update the FSM would refuse
+// (FSM.precheck: not selected, late, another round or run, a conflicting
+// resubmission, bytes that do not parse) is refused before it reaches the
+// log, and a resubmission of the bytes already accepted is acknowledged
+// from the applied state, also without a new entry.
 func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
 	n.touch(id)
 	if n.raft.State() != raft.Leader {
 		return round.Receipt{}, n.notLeader()
 	}
-	if err := n.fsm.precheck(id, roundNo, payload); err != nil {
-		return round.Receipt{}, err
+	now := n.cfg.Now()
+	if r, dup, err := n.fsm.precheck(now, id, roundNo, examples, payload); err != nil || dup {
+		return r, err
 	}
-	res, err := n.apply(command{Type: cmdSubmit, Now: n.cfg.Now().UnixNano(), Round: int64(roundNo), Client: id,
+	res, err := n.apply(command{Type: cmdSubmit, Now: now.UnixNano(), Round: int64(roundNo), Client: id,
 		Examples: examples, TrainLoss: trainLoss, Payload: payload})
 	if err != nil {
 		return round.Receipt{}, err
@@ -482,7 +516,15 @@ func (n *Node) step() error {
 		if n.cfg.Run == nil {
 			return nil
 		}
-		raw, err := json.Marshal(n.cfg.Run)
+		run := *n.cfg.Run
+		if run.RunID == "" {
+			// Drawn here, carried in the entry: every replica holds the
+			// same ID.
+			var id gradient.RunID
+			rand.Read(id[:])
+			run.RunID = id.String()
+		}
+		raw, err := json.Marshal(&run)
 		if err != nil {
 			return err
 		}

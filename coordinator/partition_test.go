@@ -24,7 +24,7 @@ func TestMinorityPartition(t *testing.T) {
 	var v View
 	waitFor(t, "a round", func() bool { v = old.FSM().View(); return v.Phase == round.Collecting })
 	model, _ := old.FSM().Model()
-	payload := denseCodec{}.encode(nil, make([]float32, len(model)))
+	payload := clientPayload(t, old.FSM(), v.Round, make([]float32, len(model)))
 
 	var oldIdx int
 	for i, n := range nodes {

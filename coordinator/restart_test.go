@@ -52,7 +52,7 @@ func TestRestartResumesFromDisk(t *testing.T) {
 	var v View
 	waitFor(t, "round 2", func() bool { v = n.FSM().View(); return v.Phase == round.Collecting && v.Round == 2 })
 	model, _ := n.FSM().Model()
-	payload := denseCodec{}.encode(nil, make([]float32, len(model)))
+	payload := clientPayload(t, n.FSM(), v.Round, make([]float32, len(model)))
 	if _, err := n.Submit(v.Pending[0], v.Round, 7, 0, payload); err != nil {
 		t.Fatal(err)
 	}

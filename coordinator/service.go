@@ -92,6 +92,9 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
 	out.ModelParams = uint64(s.node.FSM().Params())
+	if run := c.runID(); !run.IsZero() {
+		out.RunId = run[:]
+	}
 	return out, nil
 }
 
@@ -252,7 +255,8 @@ func (s *Service) status(ctx context.Context, err error) error {
 		errors.Is(err, aggregate.ErrNonFinite), errors.Is(err, aggregate.ErrWeight):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, round.ErrWrongRound), errors.Is(err, round.ErrNotSelected), errors.Is(err, round.ErrLate),
-		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase), errors.Is(err, round.ErrDropped):
+		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase), errors.Is(err, round.ErrDropped),
+		errors.Is(err, ErrConflict), errors.Is(err, ErrWrongRun):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrNotInitialised):
 		return status.Error(codes.Unavailable, err.Error())

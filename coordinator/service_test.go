@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
@@ -80,6 +81,11 @@ func TestServiceRefusesBadInput(t *testing.T) {
 	}
 	spec, _ := gradient.ParseSpec("topk1")
 	enc, _ := gradient.NewEncoder(spec, n)
+	runID, err := client.TaskRun(task)
+	if err != nil || runID.IsZero() || runID != node.FSM().RunID() {
+		t.Fatalf("task names run %v (%v), the run is %v", runID, err, node.FSM().RunID())
+	}
+	enc.SetRun(runID)
 	delta := make([]float32, n)
 	for i := range delta {
 		delta[i] = float32(i%7) * 1e-3
@@ -90,9 +96,6 @@ func TestServiceRefusesBadInput(t *testing.T) {
 	}
 	hdr := func() *fedzippb.UpdateHeader {
 		return &fedzippb.UpdateHeader{ClientId: me.id, Round: task.GetRound(), ModelVersion: task.GetModelVersion(), Examples: 10}
-	}
-	if _, err := transport.Upload(ctx, me.api, hdr(), good, 0); err != nil {
-		t.Fatal(err)
 	}
 	flipped := append([]byte(nil), good...)
 	flipped[len(flipped)/2] ^= 0x40
@@ -143,6 +146,18 @@ func TestServiceRefusesBadInput(t *testing.T) {
 		if status.Code(err) != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+	}
+	if _, err := transport.Upload(ctx, me.api, hdr(), good, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Other bytes after the accepted ones conflict with them.
+	delta[0] = 1
+	changed, _, err := enc.Encode(nil, delta, int(task.GetRound()), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := transport.Upload(ctx, me.api, hdr(), changed, 0); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a different update after the accepted one: %v", err)
 	}
 	// A replay of the accepted update is acknowledged as a duplicate.
 	res, err := transport.Upload(ctx, me.api, hdr(), good, 0)

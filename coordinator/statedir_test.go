@@ -188,7 +188,7 @@ func boltPage(t *testing.T, path, typ string) int64 {
 	defer db.Close()
 	var offs []int64
 	err = db.View(func(tx *bbolt.Tx) error {
-		for id := 2; ; id++ {
+		for id := 2; ; {
 			p, err := tx.Page(id)
 			if err != nil {
 				return err
@@ -199,6 +199,8 @@ func boltPage(t *testing.T, path, typ string) int64 {
 			if p.Type == typ {
 				offs = append(offs, int64(id)*int64(db.Info().PageSize))
 			}
+			// The pages of a large value follow its first one.
+			id += 1 + p.OverflowCount
 		}
 	})
 	if err != nil || len(offs) == 0 {
@@ -566,7 +568,7 @@ func TestRecoverClusterMember(t *testing.T) {
 	if err := os.Truncate(filepath.Join(f.dir, logFile), 0); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{ID: f.id, Dir: f.dir, RaftAddr: f.addr, Tick: 10 * time.Millisecond, Raft: fastRaft, JoinSecret: "s3cret"}
+	cfg := Config{ID: f.id, Dir: f.dir, RaftAddr: f.addr, RaftAdvertise: f.adv, RaftTLS: f.tls, Tick: 10 * time.Millisecond, Raft: fastRaft, JoinSecret: "s3cret"}
 	if n, err := Open(cfg); !errors.Is(err, ErrStateMissing) {
 		if n != nil {
 			n.Close()
@@ -595,9 +597,7 @@ func TestRecoverClusterMember(t *testing.T) {
 	}
 	// 3. On the leader: add it back.
 	leader = leaderOfDisk(t, ds)
-	if err := leader.AddVoter(f.id, f.addr); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the node added back", func() bool { return leaderOfDisk(t, ds).AddVoter(f.id, n.Address()) == nil })
 	driveRound(t, nodes, clients, fed)
 	waitFor(t, "the recovered node to catch up", func() bool {
 		l := leaderOfDisk(t, ds)

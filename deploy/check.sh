@@ -9,7 +9,8 @@
 #   - every fedzip command line in the Procfile, compose.yaml and the
 #     Kubernetes manifests names an existing subcommand and existing flags;
 #   - the coordinator StatefulSet's start script bootstraps on pod 0's first
-#     start and joins the other nodes otherwise.
+#     start and joins the other nodes otherwise, and runs Raft over peer TLS
+#     advertised under the pod's stable DNS name.
 #
 #   bash deploy/check.sh
 set -euo pipefail
@@ -87,7 +88,8 @@ start() { POD_NAME="fedzip-coordinator-$1" POD_NAMESPACE=ns POD_IP=10.0.0.9 sh "
 svc=fedzip-coordinator.ns.svc.cluster.local
 out="$(start 0)"
 case "$out" in *--join*) fail "pod 0 joins on its first start: $out" ;; esac
-case "$out" in *"--advertise fedzip-coordinator-0.$svc:7070"*"--raft-addr 10.0.0.9:7071"*) ;; *) fail "pod 0: $out" ;; esac
+case "$out" in *"--advertise fedzip-coordinator-0.$svc:7070"*"--raft-addr 10.0.0.9:7071 --raft-advertise fedzip-coordinator-0.$svc:7071"*) ;; *) fail "pod 0: $out" ;; esac
+case "$out" in *"--raft-cert /peer/node.pem --raft-key /peer/node-key.pem --raft-ca /peer/peer-ca.pem"*) ;; *) fail "pod 0 runs Raft without peer TLS: $out" ;; esac
 out="$(start 1)"
 case "$out" in *"--join fedzip-coordinator-0.$svc:7070,fedzip-coordinator-2.$svc:7070 --gossip-join fedzip-coordinator-0.$svc:7072,fedzip-coordinator-2.$svc:7072"*) ;; *) fail "pod 1: $out" ;; esac
 touch "$tmp/raft.db"

@@ -93,8 +93,9 @@
 //	0       magic      4 bytes  "FZUP"
 //	4       version    u8       1
 //	5       flags      u8       bit 0: FULL, a whole model that replaces the
-//	                            receiver's instead of adding to it; the other
-//	                            bits are zero
+//	                            receiver's instead of adding to it; bit 1:
+//	                            RUN, the header names its run (below); the
+//	                            other bits are zero
 //	6       selection  u8       0 dense, 1 top-k, 2 random-k
 //	7       format     u8       0 float32, 1 float16, 2 bfloat16, 3 codes
 //	8       bits       u8       32, 16, 16, or the code width 1..8
@@ -106,6 +107,9 @@
 //	                            applies to; 0 otherwise
 //	        bucket     uvarint  values per scale, 0 for one scale; 0 unless
 //	                            the format is codes
+//	        run        16 bytes only with the RUN flag: the run ID (not all
+//	                            zero), random bytes the coordinator draws
+//	                            when it creates the run (Encoder.SetRun)
 //	        count      u8       number of sections, 1..3
 //	        table      count × {kind u8, coding u8, length uvarint}
 //	        sections   the section bodies, back to back, in table order
@@ -143,6 +147,14 @@
 // The update is value j at coordinate j (dense) or at index j (sparse),
 // zero elsewhere. A FULL message is dense float32 with base 0.
 //
+// Round and run bind an upload to where it belongs: a coordinator refuses
+// an upload whose round is not the round of the request, or, in a run that
+// has a run ID, whose header does not name that run. The RUN flag was added
+// within version 1: a flag is how the format grows where a decoder that
+// does not know it must refuse the message (decoders refuse unknown flag
+// bits), and the version byte changes only for a change that flags cannot
+// express. A message without the flag is byte for byte what it was.
+//
 // Decoders check, in order: the length against Limits.MaxBytes; the magic;
 // the version; that the header and table fit and the sections fill the
 // rest exactly (ErrTruncated, or ErrCorrupt for trailing bytes); the
@@ -155,7 +167,8 @@
 // allocated before n and k are bounded; a Decoder's scratch memory is at
 // most about 10 bytes per parameter.
 //
-// Header, table and checksum take 28 to 33 bytes for the 2NN.
+// Header, table and checksum take 28 to 33 bytes for the 2NN, 16 more with
+// a run ID.
 //
 // # Figures
 //

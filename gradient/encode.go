@@ -27,6 +27,7 @@ import (
 type Encoder struct {
 	spec Spec
 	n    int
+	run  RunID // named in every message unless zero (SetRun)
 
 	residual []float32 // ef: what has not been sent yet
 	velocity []float32 // momentum: DGC's u
@@ -145,9 +146,17 @@ func (e *Encoder) MemoryBytes() (state, scratch int) {
 // again. The state is kept.
 func (e *Encoder) DropScratch() {
 	st := e.spec
-	r, v, n := e.residual, e.velocity, e.n
-	*e = Encoder{spec: st, n: n, residual: r, velocity: v}
+	r, v, n, run := e.residual, e.velocity, e.n, e.run
+	*e = Encoder{spec: st, n: n, residual: r, velocity: v, run: run}
 }
+
+// SetRun makes every later message name the run id (FlagRun, 16 more
+// header bytes), so that a coordinator can refuse it in any other run; the
+// zero RunID stops naming one. It does not touch the state.
+func (e *Encoder) SetRun(id RunID) { e.run = id }
+
+// Run returns the run the encoder's messages name (SetRun).
+func (e *Encoder) Run() RunID { return e.run }
 
 // Encode appends to dst the wire form of the update delta for the given
 // round and returns the extended slice and what it holds. It allocates
@@ -264,6 +273,9 @@ func (e *Encoder) encode(dst []byte, delta []float32, round, base int, seed uint
 	// Quantize. With ef, val becomes the error val - sent in place (for
 	// Dense, val is the residual itself).
 	h := Header{Flags: 0, Selection: sel, N: n, K: k, Round: round, Base: base}
+	if !e.run.IsZero() {
+		h.Flags, h.Run = FlagRun, e.run
+	}
 	qseed := mix(seed)
 	var sym []uint8
 	clearAfter := false

@@ -24,6 +24,15 @@ func FuzzDecode(f *testing.F) {
 		"topk=0.2,bits=3,bucket=7,stochastic=on"} {
 		f.Add(sample(f, s, 300))
 	}
+	for _, s := range []string{"none", "stc"} {
+		e := mustEncoder(f, s, 300)
+		e.SetRun(RunID{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16})
+		msg, _, err := e.Encode(nil, genDelta(make([]float32, 300), 11, 1), 77777, 7)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(msg)
+	}
 	srv, _ := NewServerEncoder(mustSpec(f, "stc"), make([]float32, 300), 1)
 	f.Add(srv.AppendFull(nil))
 	sentinels := []error{ErrMagic, ErrVersion, ErrTruncated, ErrChecksum, ErrTooLarge, ErrLength, ErrCorrupt, ErrIndex, ErrNonFinite}
@@ -89,13 +98,18 @@ func checkDecode(t *testing.T, d *Decoder, src []byte, sentinels []error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.SetRun(h.Run)
 	msg, _, err := e.Encode(nil, dense, h.Round, 0)
 	if err != nil {
 		t.Fatalf("re-encoding: %v", err)
 	}
 	again := make([]float32, h.N)
-	if _, err := d.Decode(again, msg, fuzzLimits); err != nil {
+	h3, err := d.Decode(again, msg, fuzzLimits)
+	if err != nil {
 		t.Fatalf("re-encoded message refused: %v", err)
+	}
+	if h3.Run != h.Run || h3.HasRun() != h.HasRun() || h3.Round != h.Round {
+		t.Fatalf("re-encoded header names run %v round %d, want %v round %d", h3.Run, h3.Round, h.Run, h.Round)
 	}
 	for i := range again {
 		if math.Float32bits(again[i]) != math.Float32bits(dense[i]) {

@@ -2,6 +2,7 @@ package gradient
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"hash/crc32"
 	"math"
@@ -28,6 +29,49 @@ const (
 // FlagFull marks a message that holds a whole model, which replaces the
 // receiver's model instead of being added to it (see ServerEncoder).
 const FlagFull = 1 << 0
+
+// FlagRun marks a message that names the training run it belongs to: a
+// RunIDSize-byte run ID follows the bucket field of the header (see
+// Header.Run and Encoder.SetRun). Decoders older than the flag refuse
+// such a message as having unknown flags.
+const FlagRun = 1 << 1
+
+// knownFlags are the flags this decoder reads.
+const knownFlags = FlagFull | FlagRun
+
+// RunIDSize is the length of a run ID.
+const RunIDSize = 16
+
+// RunID identifies a training run: random bytes drawn when the run is
+// created, so that an update encoded for one run cannot be accepted by
+// another. The zero RunID names no run.
+type RunID [RunIDSize]byte
+
+// IsZero reports whether id names no run.
+func (id RunID) IsZero() bool { return id == RunID{} }
+
+// String is the run ID in hex, "" for the zero RunID.
+func (id RunID) String() string {
+	if id.IsZero() {
+		return ""
+	}
+	return hex.EncodeToString(id[:])
+}
+
+// ParseRunID parses the hex form of String; "" is the zero RunID.
+func ParseRunID(s string) (RunID, error) {
+	var id RunID
+	if s == "" {
+		return id, nil
+	}
+	if len(s) != 2*RunIDSize {
+		return id, fmt.Errorf("%w: run ID %q is not %d hex digits", ErrSpec, s, 2*RunIDSize)
+	}
+	if _, err := hex.Decode(id[:], []byte(s)); err != nil {
+		return RunID{}, fmt.Errorf("%w: run ID %q: %v", ErrSpec, s, err)
+	}
+	return id, nil
+}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -146,6 +190,9 @@ type Header struct {
 	Round, Base int
 	// Bucket is the number of values per scale (0: one scale), for codes.
 	Bucket int
+	// Run is the run the message belongs to, the zero RunID unless
+	// FlagRun is set (HasRun).
+	Run RunID
 	// Sections lists the NumSections sections in order.
 	Sections    [maxSections]Section
 	NumSections int
@@ -156,6 +203,9 @@ type Header struct {
 
 // Full reports whether the message holds a whole model (FlagFull).
 func (h *Header) Full() bool { return h.Flags&FlagFull != 0 }
+
+// HasRun reports whether the message names its run (FlagRun).
+func (h *Header) HasRun() bool { return h.Flags&FlagRun != 0 }
 
 // Section returns the section of the given kind and whether there is one.
 func (h *Header) Section(kind SectionKind) (Section, bool) {
@@ -308,6 +358,13 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 	if h.Bucket, err = uvarint(src, &pos, "bucket", 1<<31); err != nil {
 		return h, err
 	}
+	if h.Flags&FlagRun != 0 {
+		if pos+RunIDSize > len(src) {
+			return h, fmt.Errorf("%w: header ends inside the run ID", ErrTruncated)
+		}
+		copy(h.Run[:], src[pos:])
+		pos += RunIDSize
+	}
 	if pos >= len(src) {
 		return h, fmt.Errorf("%w: header ends before the section count", ErrTruncated)
 	}
@@ -350,7 +407,7 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 	}
 
 	// The bytes are what the sender wrote; check what they mean.
-	if h.Flags&^FlagFull != 0 {
+	if h.Flags&^knownFlags != 0 {
 		return h, fmt.Errorf("%w: unknown flags %#02x", ErrCorrupt, h.Flags)
 	}
 	if h.N > lim.MaxParams {
@@ -394,6 +451,9 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 	}
 	if h.Full() && (h.Format != FormatFloat32 || h.Base != 0) {
 		return h, fmt.Errorf("%w: a full model must be dense float32 with base 0", ErrCorrupt)
+	}
+	if h.HasRun() && h.Run.IsZero() {
+		return h, fmt.Errorf("%w: the run flag with the zero run ID", ErrCorrupt)
 	}
 
 	// The section table: exactly the kinds the header implies, in order,
@@ -502,6 +562,9 @@ func appendHeader(dst []byte, h *Header) []byte {
 	dst = binary.AppendUvarint(dst, uint64(h.Round))
 	dst = binary.AppendUvarint(dst, uint64(h.Base))
 	dst = binary.AppendUvarint(dst, uint64(h.Bucket))
+	if h.Flags&FlagRun != 0 {
+		dst = append(dst, h.Run[:]...)
+	}
 	dst = append(dst, byte(h.NumSections))
 	for _, s := range h.Sections[:h.NumSections] {
 		dst = append(dst, byte(s.Kind), byte(s.Coding))

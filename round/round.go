@@ -240,25 +240,11 @@ type Receipt struct {
 // the Machine unchanged. Submitting the same (round, client) again is
 // acknowledged as a duplicate and has no effect.
 func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
-	if m.phase != Collecting {
-		return Receipt{}, fmt.Errorf("%w: update for round %d, no round is open (phase %v, last round %d)", ErrWrongRound, s.Round, m.phase, m.round)
+	r, err := m.Check(now, s.Round, s.Client)
+	if err != nil || r.Duplicate {
+		return r, err
 	}
-	if s.Round != m.round {
-		return Receipt{}, fmt.Errorf("%w: update for round %d, round %d is open", ErrWrongRound, s.Round, m.round)
-	}
-	i, ok := m.isSel[s.Client]
-	if !ok {
-		return Receipt{}, fmt.Errorf("%w: client %d in round %d", ErrNotSelected, s.Client, s.Round)
-	}
-	if m.received[i] {
-		return Receipt{Duplicate: true, Received: m.nrecv, Selected: len(m.selected)}, nil
-	}
-	if m.dropped[i] {
-		return Receipt{}, fmt.Errorf("%w: client %d was dropped from round %d", ErrDropped, s.Client, s.Round)
-	}
-	if !m.deadline.IsZero() && now.After(m.deadline) {
-		return Receipt{}, fmt.Errorf("%w: client %d, round %d closed for updates at %v", ErrLate, s.Client, s.Round, m.deadline.Format(time.RFC3339Nano))
-	}
+	i := m.isSel[s.Client]
 	u := s.Update
 	u.Client, u.ClientKnown = uint64(s.Client), true
 	if err := m.acc.Add(u); err != nil {
@@ -268,6 +254,37 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	m.nrecv++
 	m.order = append(m.order, s.Client)
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
+}
+
+// Check answers, without changing anything, what Submit would answer at
+// time now for an update of client for round roundNo, short of validating
+// the update itself: a refusal (ErrWrongRound, ErrNotSelected, ErrDropped,
+// ErrLate), a Duplicate receipt when the client's update for the round
+// was already accepted, or a zero receipt when Submit would go on to
+// accumulate the update. Submit calls it first, so that a driver that
+// checks before it commits (the coordinator's leader, before the Raft
+// log) and Submit itself cannot disagree. O(1).
+func (m *Machine) Check(now time.Time, roundNo int, client ClientID) (Receipt, error) {
+	if m.phase != Collecting {
+		return Receipt{}, fmt.Errorf("%w: update for round %d, no round is open (phase %v, last round %d)", ErrWrongRound, roundNo, m.phase, m.round)
+	}
+	if roundNo != m.round {
+		return Receipt{}, fmt.Errorf("%w: update for round %d, round %d is open", ErrWrongRound, roundNo, m.round)
+	}
+	i, ok := m.isSel[client]
+	if !ok {
+		return Receipt{}, fmt.Errorf("%w: client %d in round %d", ErrNotSelected, client, roundNo)
+	}
+	if m.received[i] {
+		return Receipt{Duplicate: true, Received: m.nrecv, Selected: len(m.selected)}, nil
+	}
+	if m.dropped[i] {
+		return Receipt{}, fmt.Errorf("%w: client %d was dropped from round %d", ErrDropped, client, roundNo)
+	}
+	if !m.deadline.IsZero() && now.After(m.deadline) {
+		return Receipt{}, fmt.Errorf("%w: client %d, round %d closed for updates at %v", ErrLate, client, roundNo, m.deadline.Format(time.RFC3339Nano))
+	}
+	return Receipt{}, nil
 }
 
 // Progress returns the open round's counts without copying any list: the

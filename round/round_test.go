@@ -372,3 +372,52 @@ func (a recordingAcc) Add(u aggregate.Update) error {
 	}
 	return a.Accumulator.Add(u)
 }
+
+// TestCheckAgreesWithSubmit: Check answers what Submit answers, for every
+// client, round and time, without changing the Machine; Submit of a valid
+// update then changes it exactly when Check said it would.
+func TestCheckAgreesWithSubmit(t *testing.T) {
+	m := newMachine(t, Config{PerRound: 4, Deadline: time.Minute, Seed: 3})
+	if _, err := m.Check(t0, 1, 0); !errors.Is(err, ErrWrongRound) {
+		t.Fatalf("no round open: %v", err)
+	}
+	o, err := m.Open(t0, ids(8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Submit(t0, Submission{Round: 1, Client: o.Selected[0], Update: upd(1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Drop(o.Selected[1]); err != nil {
+		t.Fatal(err)
+	}
+	lates := 0
+	for _, at := range []time.Time{t0.Add(time.Minute + 1), t0.Add(time.Minute), t0} {
+		for _, r := range []int{0, 1, 2} {
+			for _, id := range ids(9) {
+				before := m.State()
+				recv := m.nrecv
+				chk, cerr := m.Check(at, r, id)
+				if m.nrecv != recv || !slices.Equal(m.State().Dropped, before.Dropped) {
+					t.Fatal("Check changed the Machine")
+				}
+				sub, serr := m.Submit(at, Submission{Round: r, Client: id, Update: upd(2)})
+				if (cerr == nil) != (serr == nil) || cerr != nil && cerr.Error() != serr.Error() {
+					t.Fatalf("at %v round %d client %d: Check %v, Submit %v", at.Sub(t0), r, id, cerr, serr)
+				}
+				if errors.Is(cerr, ErrLate) {
+					lates++
+				}
+				if chk.Duplicate != sub.Duplicate {
+					t.Fatalf("client %d: Check duplicate %v, Submit %v", id, chk.Duplicate, sub.Duplicate)
+				}
+				if accepted := serr == nil && !sub.Duplicate; accepted != (m.nrecv == recv+1) {
+					t.Fatalf("client %d: accepted %v, received %d -> %d", id, accepted, recv, m.nrecv)
+				}
+			}
+		}
+	}
+	if lates != 2 || m.nrecv != 3 {
+		t.Fatalf("%d late answers, %d received; want 2 and 3", lates, m.nrecv)
+	}
+}

@@ -407,6 +407,7 @@ func (p *pool) setCodec(cfg Config, n int) error {
 		if w.enc, err = gradient.NewEncoder(spec, n); err != nil {
 			return err
 		}
+		w.enc.SetRun(runID)
 	}
 	p.limits = gradient.Limits{MaxParams: n}
 	return nil
@@ -426,11 +427,21 @@ func (p *pool) encode(w *worker, id round.ClientID, delta []float32, roundNo int
 		return 0, err
 	}
 	p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
-	if _, err := w.dec.Decode(delta, w.wire, p.limits); err != nil {
+	h, err := w.dec.Decode(delta, w.wire, p.limits)
+	if err != nil {
 		return 0, fmt.Errorf("decoding its own update: %w", err)
+	}
+	if h.Round != roundNo || h.Run != runID {
+		return 0, fmt.Errorf("its own update names round %d of run %v, want round %d of %v", h.Round, h.Run, roundNo, runID)
 	}
 	return len(w.wire), nil
 }
+
+// runID is the run every simulated update names (gradient.FlagRun), as a
+// coordinator's clients name the run they train for: a fixed ID, so that
+// simulations stay reproducible; the 16 bytes are in the bytes an update
+// costs. Dense uploads ("none") are counted as raw float32, unencoded.
+var runID = gradient.RunID{'f', 'e', 'd', 'z', 'i', 'p', '-', 's', 'i', 'm', 'u', 'l', 'a', 't', 'o', 'r'}
 
 func (p *pool) stop() {
 	close(p.jobs)

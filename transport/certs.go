@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -25,6 +26,10 @@ const (
 	ServerKeyFile  = "server-key.pem"
 	ClientCertFile = "client.pem"
 	ClientKeyFile  = "client-key.pem"
+	PeerCAFile     = "peer-ca.pem"
+	PeerCAKeyFile  = "peer-ca-key.pem"
+	NodeCertFile   = "node.pem"
+	NodeKeyFile    = "node-key.pem"
 )
 
 // DevCertValidity is how long development certificates are valid.
@@ -35,6 +40,10 @@ type CertFiles struct {
 	CA, CAKey             string
 	ServerCert, ServerKey string
 	ClientCert, ClientKey string
+	// PeerCA signs node certificates only; NodeCert (with NodeKey) is a
+	// coordinator node's certificate on the Raft port (PeerTLSConfig).
+	PeerCA, PeerCAKey string
+	NodeCert, NodeKey string
 }
 
 // DevCertFiles returns the paths GenerateDevCerts writes in dir.
@@ -44,6 +53,8 @@ func DevCertFiles(dir string) CertFiles {
 		CA: j(CAFile), CAKey: j(CAKeyFile),
 		ServerCert: j(ServerCertFile), ServerKey: j(ServerKeyFile),
 		ClientCert: j(ClientCertFile), ClientKey: j(ClientKeyFile),
+		PeerCA: j(PeerCAFile), PeerCAKey: j(PeerCAKeyFile),
+		NodeCert: j(NodeCertFile), NodeKey: j(NodeKeyFile),
 	}
 }
 
@@ -53,7 +64,12 @@ func DevCertFiles(dir string) CertFiles {
 // server.pem and server-key.pem for the coordinator nodes, valid for
 // 127.0.0.1, ::1, localhost and hosts (IP addresses or DNS names), usable
 // for server and client authentication (a node may also dial its peers);
-// client.pem and client-key.pem for training clients. Keys are PKCS #8 PEM
+// client.pem and client-key.pem for training clients. A second CA,
+// peer-ca.pem and peer-ca-key.pem, signs only node.pem and node-key.pem:
+// the certificate coordinator nodes present to each other on the Raft port,
+// which carries the node role (NodeRoleURI; PeerTLSConfig). Neither the
+// client nor the server certificate carries the role, and the peer CA
+// signs nothing else, so a client certificate never speaks Raft. Keys are PKCS #8 PEM
 // with mode 0600, certificates 0644. It refuses to overwrite: if any of
 // the files exists it returns an error wrapping fs.ErrExist and writes
 // nothing.
@@ -63,7 +79,8 @@ func DevCertFiles(dir string) CertFiles {
 // certificates from your own CA.
 func GenerateDevCerts(dir string, hosts []string) error {
 	files := DevCertFiles(dir)
-	for _, f := range []string{files.CA, files.CAKey, files.ServerCert, files.ServerKey, files.ClientCert, files.ClientKey} {
+	for _, f := range []string{files.CA, files.CAKey, files.ServerCert, files.ServerKey, files.ClientCert, files.ClientKey,
+		files.PeerCA, files.PeerCAKey, files.NodeCert, files.NodeKey} {
 		if _, err := os.Lstat(f); err == nil {
 			return fmt.Errorf("transport: dev certs: %s: %w", f, fs.ErrExist)
 		} else if !errors.Is(err, fs.ErrNotExist) {
@@ -122,6 +139,40 @@ func GenerateDevCerts(dir string, hosts []string) error {
 		return err
 	}
 
+	peerCA := &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{"fedzip dev"}, CommonName: "fedzip dev peer CA"},
+		NotBefore:             now,
+		NotAfter:              now.Add(DevCertValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	peerCAKey, peerCADER, err := issue(peerCA, nil, nil)
+	if err != nil {
+		return err
+	}
+	peerCACert, err := x509.ParseCertificate(peerCADER)
+	if err != nil {
+		return fmt.Errorf("transport: dev certs: %w", err)
+	}
+	role, err := url.Parse(NodeRoleURI)
+	if err != nil {
+		return fmt.Errorf("transport: dev certs: %w", err)
+	}
+	node := &x509.Certificate{
+		Subject:     pkix.Name{Organization: []string{"fedzip dev"}, CommonName: "fedzip node"},
+		NotBefore:   now,
+		NotAfter:    now.Add(DevCertValidity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		URIs:        []*url.URL{role},
+	}
+	nodeKey, nodeDER, err := issue(node, peerCACert, peerCAKey)
+	if err != nil {
+		return err
+	}
+
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("transport: dev certs: %w", err)
 	}
@@ -136,6 +187,10 @@ func GenerateDevCerts(dir string, hosts []string) error {
 		{files.ServerKey, "PRIVATE KEY", serverKey, 0o600},
 		{files.ClientCert, "CERTIFICATE", clientDER, 0o644},
 		{files.ClientKey, "PRIVATE KEY", clientKey, 0o600},
+		{files.PeerCA, "CERTIFICATE", peerCADER, 0o644},
+		{files.PeerCAKey, "PRIVATE KEY", peerCAKey, 0o600},
+		{files.NodeCert, "CERTIFICATE", nodeDER, 0o644},
+		{files.NodeKey, "PRIVATE KEY", nodeKey, 0o600},
 	} {
 		if err := writeNew(w.path, pem.EncodeToMemory(&pem.Block{Type: w.kind, Bytes: w.der}), w.mode); err != nil {
 			return err

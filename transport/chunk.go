@@ -36,11 +36,6 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // stream announces in its header.
 func Checksum(b []byte) uint32 { return crc32.Checksum(b, crcTable) }
 
-// initialAlloc bounds the first allocation of a receive buffer, so that a
-// peer that announces a large total and then stalls costs little memory;
-// the buffer grows with the data actually received, never past the total.
-const initialAlloc = 1 << 20
-
 // SendModel streams payload as ModelChunks of at most chunkSize bytes
 // (DefaultChunkSize if chunkSize <= 0) through send, typically a Download
 // handler's stream.Send. The first chunk carries a copy of h with
@@ -203,7 +198,10 @@ func recvChunks[C any, H chunkHeader](recv func() (C, error), split func(C) (H, 
 		// chunk would be more than announced and is refused below.
 		buf, data = data[:n:n], nil
 	} else {
-		buf = make([]byte, 0, min(n, initialAlloc))
+		// Only what has arrived: a peer that announces a large total and
+		// then stalls costs no more than it sent. The buffer grows with
+		// the data, doubling, never past the total.
+		buf = make([]byte, 0, len(data))
 	}
 	for {
 		if len(data) > maxChunk {

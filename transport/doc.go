@@ -40,8 +40,11 @@
 //
 // A coordinator node serves this package's gRPC service on one TCP port,
 // for clients, operators (ClusterStatus) and health checkers alike. Raft
-// replication and memberlist gossip use their own ports, owned and
-// secured by the coordinator package, not by this one.
+// replication and memberlist gossip use their own ports, owned by the
+// coordinator package; this package builds the Raft port's mutual TLS
+// configuration (PeerTLSConfig): node certificates from a separate peer
+// CA that carry the node role (NodeRoleURI), so that a client certificate
+// never speaks Raft.
 //
 // # Security model
 //
@@ -63,8 +66,11 @@
 //     CheckClientID on every client id a request names, so a client acts
 //     only for itself (codes.PermissionDenied otherwise).
 //   - Resource bounds: per-message size (Limits.MaxChunk plus
-//     MessageOverhead), per-stream bytes and idle time for client streams
-//     (StreamGuardInterceptor), handshake timeout, streams per connection,
+//     MessageOverhead), per-stream bytes, idle time and minimum rate for
+//     client streams, and caps on the uploads open per client and per
+//     server, refused at once with codes.ResourceExhausted (StreamGuard);
+//     receive buffers that grow only with the data that arrived; handshake
+//     timeout, streams per connection,
 //     metadata size, keepalive enforcement and a maximum connection age,
 //     so that oversized input and stalled clients (slowloris) cost bounded
 //     memory and time and do not block others. Handler panics become

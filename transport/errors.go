@@ -33,6 +33,16 @@ var (
 	// ErrStreamIdle: a client-streamed RPC sent nothing for longer than the
 	// server's idle timeout (codes.DeadlineExceeded).
 	ErrStreamIdle = errors.New("transport: stream idle")
+	// ErrPeerCert: a node certificate that does not chain to the peer CA
+	// or lacks the node role (NodeRoleURI), or a peer TLS configuration
+	// that lacks one. Returned by PeerTLSConfig; not a gRPC error.
+	ErrPeerCert = errors.New("transport: not a coordinator node certificate")
+	// ErrStreamSlow: a client-streamed RPC sent less than the server's
+	// minimum rate (codes.DeadlineExceeded).
+	ErrStreamSlow = errors.New("transport: stream too slow")
+	// ErrTooManyUploads: the client, or the server, has as many uploads
+	// open as it allows (codes.ResourceExhausted).
+	ErrTooManyUploads = errors.New("transport: too many uploads open")
 	// ErrUnauthenticated: missing or invalid token, client id or join
 	// secret (codes.Unauthenticated).
 	ErrUnauthenticated = errors.New("transport: unauthenticated")

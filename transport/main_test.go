@@ -40,6 +40,9 @@ type fake struct {
 	model   []byte
 	updates map[uint64][]byte
 	panicky bool
+	// onHeader, if set, sees the header of every upload the handler
+	// receives (the stream got past the guard's caps).
+	onHeader func(*fedzippb.UpdateHeader)
 }
 
 var (
@@ -109,6 +112,9 @@ func (f *fake) Download(req *fedzippb.DownloadRequest, stream grpc.ServerStreami
 func (f *fake) Submit(stream grpc.ClientStreamingServer[fedzippb.UpdateChunk, fedzippb.SubmitResponse]) error {
 	ctx := stream.Context()
 	h, data, err := RecvUpdate(stream.Recv, f.lim, func(h *fedzippb.UpdateHeader) error {
+		if f.onHeader != nil {
+			f.onHeader(h)
+		}
 		return CheckClientID(ctx, h.GetClientId())
 	})
 	if err != nil {
@@ -147,7 +153,7 @@ type served struct {
 }
 
 // serve starts f on lis (bufconn if nil) with cfg filled in.
-func serve(t *testing.T, f *fake, lis net.Listener, cfg ServerConfig) *served {
+func serve(t testing.TB, f *fake, lis net.Listener, cfg ServerConfig) *served {
 	t.Helper()
 	s := &served{metrics: cfg.Metrics}
 	if s.metrics == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -32,6 +33,16 @@ const (
 	DefaultMaxConcurrentStreams = 64
 	// DefaultMaxHeaderListSize bounds a request's metadata.
 	DefaultMaxHeaderListSize = 64 << 10
+	// DefaultMaxUploadsPerClient bounds the uploads (client-streamed RPCs)
+	// one authenticated client may have open at once: a retry beside the
+	// one in flight.
+	DefaultMaxUploadsPerClient = 2
+	// DefaultMaxUploads bounds the uploads open at once on a server.
+	DefaultMaxUploads = 256
+	// DefaultUploadMinRate is the least average rate, in bytes per second
+	// after the first StreamIdleTimeout, of an upload: a 64 kbit/s link
+	// passes, a stream that sends a byte now and then is cut.
+	DefaultUploadMinRate = 4 << 10
 )
 
 // DefaultServerKeepalive is the server's keepalive when
@@ -89,6 +100,20 @@ type ServerConfig struct {
 	// MaxConcurrentStreams bounds RPCs in flight per connection; 0 means
 	// DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
+	// MaxUploadsPerClient bounds the client-streamed RPCs (Submit) one
+	// authenticated client may have open at once, and MaxUploads those of
+	// all clients together; one more is refused at once with
+	// ResourceExhausted (ErrTooManyUploads), never queued. 0 means
+	// DefaultMaxUploadsPerClient and DefaultMaxUploads. Uploads hold what
+	// they received until they end: at most MaxUploads × MaxUpdateBytes.
+	MaxUploadsPerClient, MaxUploads int
+	// UploadMinRate is the least average rate, in bytes per second, of a
+	// client-streamed RPC once StreamIdleTimeout has passed: a stream that
+	// has received fewer than UploadMinRate × (elapsed − StreamIdleTimeout)
+	// bytes fails with DeadlineExceeded (ErrStreamSlow), so that sending a
+	// byte just within each idle timeout no longer holds a stream open. 0
+	// means DefaultUploadMinRate; negative turns the rule off.
+	UploadMinRate int
 	// Keepalive: zero means DefaultServerKeepalive.
 	Keepalive keepalive.ServerParameters
 	// KeepalivePolicy: zero means DefaultEnforcementPolicy.
@@ -112,6 +137,9 @@ func (cfg *ServerConfig) Validate() error {
 	if cfg.ConnectionTimeout < 0 || cfg.StreamIdleTimeout < 0 {
 		return errors.New("transport: negative timeout in ServerConfig")
 	}
+	if cfg.MaxUploadsPerClient < 0 || cfg.MaxUploads < 0 {
+		return errors.New("transport: negative upload cap in ServerConfig")
+	}
 	return nil
 }
 
@@ -122,9 +150,11 @@ func (cfg *ServerConfig) Validate() error {
 // then calls Serve, and stops it with Shutdown. NewServer panics if
 // cfg.Validate fails: call it first where cfg comes from user input.
 //
-// The stream guard fails a client-streamed RPC with DeadlineExceeded when
-// no message arrives for StreamIdleTimeout and with ResourceExhausted when
-// it receives more than Limits.MaxUpdateBytes plus framing.
+// The stream guard refuses a client-streamed RPC beyond the upload caps
+// (MaxUploadsPerClient, MaxUploads) with ResourceExhausted, and fails one
+// with DeadlineExceeded when no message arrives for StreamIdleTimeout or
+// it falls below UploadMinRate, and with ResourceExhausted when it
+// receives more than Limits.MaxUpdateBytes plus framing.
 func NewServer(cfg ServerConfig) *grpc.Server {
 	if err := cfg.Validate(); err != nil {
 		panic(err)
@@ -140,6 +170,18 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 	}
 	if cfg.MaxConcurrentStreams == 0 {
 		cfg.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if cfg.MaxUploadsPerClient == 0 {
+		cfg.MaxUploadsPerClient = DefaultMaxUploadsPerClient
+	}
+	if cfg.MaxUploads == 0 {
+		cfg.MaxUploads = DefaultMaxUploads
+	}
+	switch {
+	case cfg.UploadMinRate == 0:
+		cfg.UploadMinRate = DefaultUploadMinRate
+	case cfg.UploadMinRate < 0:
+		cfg.UploadMinRate = 0
 	}
 	if cfg.Keepalive == (keepalive.ServerParameters{}) {
 		cfg.Keepalive = DefaultServerKeepalive
@@ -165,7 +207,8 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 	}
 	unary = append(unary, unaryRecover(cfg.Logger), UnaryAuthInterceptor(cfg.Authenticator, public))
 	stream = append(stream, streamRecover(cfg.Logger), StreamAuthInterceptor(cfg.Authenticator, public),
-		StreamGuardInterceptor(cfg.StreamIdleTimeout, cfg.Limits.streamBudget()))
+		StreamGuard{Idle: cfg.StreamIdleTimeout, Budget: cfg.Limits.streamBudget(), MinRate: int64(cfg.UploadMinRate),
+			MaxPerClient: cfg.MaxUploadsPerClient, MaxTotal: cfg.MaxUploads}.Interceptor())
 
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.Limits.maxChunk() + MessageOverhead),
@@ -256,20 +299,82 @@ func recovered(log *slog.Logger, method string, r any) error {
 	return errorf(codes.Internal, ErrInternal, "handler failed")
 }
 
-// StreamGuardInterceptor guards client-streamed RPCs (NewServer installs
-// it): each RecvMsg fails with DeadlineExceeded (ErrStreamIdle) if no
-// message arrives within idle, and the RPC fails with ResourceExhausted
-// (ErrChunkTooLarge) once its received messages exceed budget bytes.
-// After a failure every later RecvMsg returns the same error; the handler
-// must return, which ends the stream. Server-streaming RPCs pass through.
+// StreamGuardInterceptor guards client-streamed RPCs with an idle timeout
+// and a byte budget only: StreamGuard{Idle: idle, Budget: budget}.
 func StreamGuardInterceptor(idle time.Duration, budget int64) grpc.StreamServerInterceptor {
+	return StreamGuard{Idle: idle, Budget: budget}.Interceptor()
+}
+
+// StreamGuard bounds client-streamed RPCs (uploads) in number, time and
+// size. NewServer installs one after the auth interceptor, which is what
+// makes the client of a stream known (ClientIDFromContext).
+type StreamGuard struct {
+	// Idle bounds the wait for each message: the RPC fails with
+	// DeadlineExceeded (ErrStreamIdle).
+	Idle time.Duration
+	// Budget bounds the bytes of all messages of one RPC: beyond, it
+	// fails with ResourceExhausted (ErrChunkTooLarge).
+	Budget int64
+	// MinRate, if positive, is the least average rate in bytes per
+	// second once Idle has passed: a stream that has received fewer than
+	// MinRate × (elapsed − Idle) bytes fails with DeadlineExceeded
+	// (ErrStreamSlow). So no stream lives longer than Idle +
+	// Budget/MinRate.
+	MinRate int64
+	// MaxPerClient and MaxTotal, if positive, bound the RPCs open at once
+	// per authenticated client and in all; one more is refused before its
+	// handler runs with ResourceExhausted (ErrTooManyUploads).
+	MaxPerClient, MaxTotal int
+}
+
+// Interceptor returns the interceptor that applies g. Each call makes
+// its own count of open streams. After a failure every later RecvMsg
+// returns the same error; the handler must return, which ends the stream.
+// Server-streaming RPCs pass through.
+func (g StreamGuard) Interceptor() grpc.StreamServerInterceptor {
+	open := &uploadCount{perClient: make(map[uint64]int)}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if !info.IsClientStream {
 			return handler(srv, ss)
 		}
-		g := &guardStream{ServerStream: ss, idle: idle, budget: budget}
-		defer g.stop()
-		return handler(srv, g)
+		id, _ := ClientIDFromContext(ss.Context())
+		if err := open.acquire(id, g.MaxPerClient, g.MaxTotal); err != nil {
+			return err
+		}
+		defer open.release(id)
+		gs := &guardStream{ServerStream: ss, idle: g.Idle, budget: g.Budget, minRate: g.MinRate, start: time.Now()}
+		defer gs.stop()
+		return handler(srv, gs)
+	}
+}
+
+// uploadCount counts the open client-streamed RPCs, per client and in all.
+type uploadCount struct {
+	mu        sync.Mutex
+	total     int
+	perClient map[uint64]int // only clients with open streams
+}
+
+func (c *uploadCount) acquire(id uint64, maxPer, maxTotal int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if maxTotal > 0 && c.total >= maxTotal {
+		return errorf(codes.ResourceExhausted, ErrTooManyUploads, "the server has %d uploads open, its limit", c.total)
+	}
+	if maxPer > 0 && c.perClient[id] >= maxPer {
+		return errorf(codes.ResourceExhausted, ErrTooManyUploads, "client %d has %d uploads open, its limit", id, c.perClient[id])
+	}
+	c.total++
+	c.perClient[id]++
+	return nil
+}
+
+func (c *uploadCount) release(id uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.total--
+	if c.perClient[id]--; c.perClient[id] <= 0 {
+		delete(c.perClient, id)
 	}
 }
 
@@ -281,21 +386,49 @@ type guardStream struct {
 	grpc.ServerStream
 	idle     time.Duration
 	budget   int64
+	minRate  int64
+	start    time.Time
 	received int64
 	err      error       // sticky failure
 	timer    *time.Timer // reused across RecvMsg calls
+}
+
+// wait returns how long the next message may take, and whether the rate
+// rule (rather than the idle timeout) sets it.
+func (g *guardStream) wait() (time.Duration, bool) {
+	if g.minRate <= 0 {
+		return g.idle, false
+	}
+	// The rule: received >= minRate × (elapsed − idle), so the stream may
+	// run until start + idle + received/minRate.
+	allowed := g.idle + time.Duration(g.received)*time.Second/time.Duration(g.minRate)
+	// Before any byte the idle timeout is the rule (the two coincide).
+	if left := allowed - time.Since(g.start); left < g.idle && g.received > 0 {
+		return left, true
+	}
+	return g.idle, false
+}
+
+func (g *guardStream) slow() error {
+	return errorf(codes.DeadlineExceeded, ErrStreamSlow, "%d bytes in %v, below %d bytes/s after the first %v",
+		g.received, time.Since(g.start).Round(time.Millisecond), g.minRate, g.idle)
 }
 
 func (g *guardStream) RecvMsg(m any) error {
 	if g.err != nil {
 		return g.err
 	}
+	wait, slow := g.wait()
+	if wait <= 0 {
+		g.err = g.slow()
+		return g.err
+	}
 	done := make(chan error, 1)
 	go func() { done <- g.ServerStream.RecvMsg(m) }()
 	if g.timer == nil {
-		g.timer = time.NewTimer(g.idle)
+		g.timer = time.NewTimer(wait)
 	} else {
-		g.timer.Reset(g.idle)
+		g.timer.Reset(wait)
 	}
 	select {
 	case err := <-done:
@@ -312,7 +445,11 @@ func (g *guardStream) RecvMsg(m any) error {
 		}
 		return nil
 	case <-g.timer.C:
-		g.err = errorf(codes.DeadlineExceeded, ErrStreamIdle, "no message for %v", g.idle)
+		if slow {
+			g.err = g.slow()
+		} else {
+			g.err = errorf(codes.DeadlineExceeded, ErrStreamIdle, "no message for %v", g.idle)
+		}
 		return g.err
 	}
 }

@@ -208,7 +208,8 @@ func TestStreamGuardBudget(t *testing.T) {
 
 func TestStalledStream(t *testing.T) {
 	f := newFake(testLimits)
-	s := serve(t, f, nil, ServerConfig{StreamIdleTimeout: 100 * time.Millisecond})
+	// Three uploads of one client at once: two stalled, one served.
+	s := serve(t, f, nil, ServerConfig{StreamIdleTimeout: 100 * time.Millisecond, MaxUploadsPerClient: 3})
 	creds := NewTokenCredentials(0, "")
 	conn := s.dial(t, ClientConfig{Credentials: creds})
 	id := register(t, conn, creds)

@@ -69,3 +69,105 @@ func loadPool(file string) (*x509.CertPool, error) {
 	}
 	return pool, nil
 }
+
+// NodeRoleURI is the URI SAN that marks a certificate as a coordinator
+// node's: only a certificate that carries it, and chains to the peer CA,
+// may speak Raft (PeerTLSConfig). Client certificates must not carry it.
+const NodeRoleURI = "spiffe://fedzip/node"
+
+// HasNodeRole reports whether cert carries NodeRoleURI among its URI SANs.
+func HasNodeRole(cert *x509.Certificate) bool {
+	for _, u := range cert.URIs {
+		if u.String() == NodeRoleURI {
+			return true
+		}
+	}
+	return false
+}
+
+// PeerTLSConfig returns the mutual TLS configuration of a coordinator node
+// on its Raft port, from the peer CA (caFile: the CA that signs node
+// certificates, PEM) and this node's certificate and key (PEM). The same
+// configuration serves both ends of a connection; see NewPeerTLSConfig.
+func PeerTLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("%w: the peer CA, the node certificate and its key are all required", ErrPeerCert)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("transport: node certificate: %w", err)
+	}
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := NewPeerTLSConfig(cert, pool)
+	if err != nil {
+		return nil, fmt.Errorf("%w (%s, CA %s)", err, certFile, caFile)
+	}
+	return cfg, nil
+}
+
+// NewPeerTLSConfig returns the mutual TLS 1.3 configuration of a node that
+// presents cert and trusts the node certificates that cas signed. Both ends
+// of every connection verify the other: the peer's certificate must chain
+// to cas, be valid for server and client authentication (every node both
+// dials and accepts), and carry NodeRoleURI. So a certificate from another
+// CA, and a client certificate (no node role) even from the same CA, are
+// refused in the handshake. The peer's host name is not checked: what a
+// node proves is the node role, the same for every node, so that a node
+// may be dialled at any address or DNS name (Consul checks its servers the
+// same way). It returns an error wrapping ErrPeerCert if cert itself would
+// be refused by its peers.
+func NewPeerTLSConfig(cert tls.Certificate, cas *x509.CertPool) (*tls.Config, error) {
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrPeerCert, err)
+		}
+	}
+	if leaf == nil || cas == nil {
+		return nil, fmt.Errorf("%w: no certificate or no CA", ErrPeerCert)
+	}
+	var inter []*x509.Certificate
+	for _, der := range cert.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter = append(inter, c)
+		}
+	}
+	verify := func(chain []*x509.Certificate) error {
+		if len(chain) == 0 {
+			return fmt.Errorf("%w: no certificate", ErrPeerCert)
+		}
+		if !HasNodeRole(chain[0]) {
+			return fmt.Errorf("%w: %q lacks the node role %s", ErrPeerCert, chain[0].Subject.CommonName, NodeRoleURI)
+		}
+		pool := x509.NewCertPool()
+		for _, c := range chain[1:] {
+			pool.AddCert(c)
+		}
+		for _, usage := range []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth} {
+			if _, err := chain[0].Verify(x509.VerifyOptions{Roots: cas, Intermediates: pool, KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
+				return fmt.Errorf("%w: %w", ErrPeerCert, err)
+			}
+		}
+		return nil
+	}
+	if err := verify(append([]*x509.Certificate{leaf}, inter...)); err != nil {
+		return nil, fmt.Errorf("this node's certificate would be refused by its peers: %w", err)
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS13,
+		// Accepting: Go verifies the chain (client authentication);
+		// VerifyConnection adds the node role and server authentication.
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  cas,
+		// Dialling: no host name to check (see above), so the chain is
+		// verified in VerifyConnection instead.
+		RootCAs:            cas,
+		InsecureSkipVerify: true,
+		VerifyConnection:   func(cs tls.ConnectionState) error { return verify(cs.PeerCertificates) },
+	}, nil
+}

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"errors"
 	"io/fs"
 	"net"
@@ -42,6 +43,7 @@ func TestGenerateDevCerts(t *testing.T) {
 	for path, mode := range map[string]os.FileMode{
 		files.CA: 0o644, files.CAKey: 0o600, files.ServerCert: 0o644,
 		files.ServerKey: 0o600, files.ClientCert: 0o644, files.ClientKey: 0o600,
+		files.PeerCA: 0o644, files.PeerCAKey: 0o600, files.NodeCert: 0o644, files.NodeKey: 0o600,
 	} {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -59,6 +61,16 @@ func TestGenerateDevCerts(t *testing.T) {
 	for _, h := range []string{"127.0.0.1", "localhost", "coord.example", "10.1.2.3"} {
 		if err := leaf.VerifyHostname(h); err != nil {
 			t.Errorf("server certificate: %v", err)
+		}
+	}
+	// Only the node certificate carries the node role.
+	for path, want := range map[string]bool{files.ServerCert: false, files.ClientCert: false, files.NodeCert: true} {
+		cert, err := tls.LoadX509KeyPair(path, map[string]string{files.ServerCert: files.ServerKey, files.ClientCert: files.ClientKey, files.NodeCert: files.NodeKey}[path])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if HasNodeRole(cert.Leaf) != want {
+			t.Errorf("%s: node role %v, want %v", path, !want, want)
 		}
 	}
 	if err := GenerateDevCerts(filepath.Dir(files.CA), nil); !errors.Is(err, fs.ErrExist) {
@@ -201,4 +213,82 @@ func TestSlowloris(t *testing.T) {
 	}
 	err = stalled.RecvMsg(new(fedzippb.SubmitResponse))
 	wantCode(t, err, codes.Unavailable)
+}
+
+// TestPeerTLSConfig: a node's own certificate must chain to the peer CA and
+// carry the node role, or PeerTLSConfig refuses it; and two nodes of the
+// same peer CA complete a handshake while a client certificate of the
+// clients' CA does not, from either end.
+func TestPeerTLSConfig(t *testing.T) {
+	files, other := devCerts(t), devCerts(t)
+	for _, tc := range []struct{ name, ca, cert, key string }{
+		{"the server certificate (no role)", files.CA, files.ServerCert, files.ServerKey},
+		{"a client certificate (no role)", files.CA, files.ClientCert, files.ClientKey},
+		{"a node certificate and the clients' CA", files.CA, files.NodeCert, files.NodeKey},
+		{"a node certificate of another peer CA", files.PeerCA, other.NodeCert, other.NodeKey},
+	} {
+		if _, err := PeerTLSConfig(tc.ca, tc.cert, tc.key); !errors.Is(err, ErrPeerCert) {
+			t.Errorf("%s: %v, want ErrPeerCert", tc.name, err)
+		}
+	}
+	if _, err := PeerTLSConfig("", files.NodeCert, files.NodeKey); !errors.Is(err, ErrPeerCert) {
+		t.Errorf("no CA: %v, want ErrPeerCert", err)
+	}
+	node, err := PeerTLSConfig(files.PeerCA, files.NodeCert, files.NodeKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := tls.LoadX509KeyPair(files.ClientCert, files.ClientKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Trusts the clients' CA and names the client certificate's CA as
+	// its own: the node role is still missing.
+	impostor := &tls.Config{Certificates: []tls.Certificate{clientCert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13,
+		ClientAuth: tls.RequireAnyClientCert}
+	for _, tc := range []struct {
+		name           string
+		server, client *tls.Config
+		ok             bool
+	}{
+		{"node to node", node, node, true},
+		{"client certificate to node", node, impostor, false},
+		{"node to client certificate", impostor, node, false},
+	} {
+		err := handshake(t, tc.server, tc.client)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: handshake error %v", tc.name, err)
+		}
+	}
+}
+
+// handshake runs a TLS handshake over loopback and returns the first
+// error of either end, after one byte from client to server (TLS 1.3
+// servers judge the client's certificate after the client is done).
+func handshake(t *testing.T, server, client *tls.Config) error {
+	t.Helper()
+	lis := listen(t)
+	defer lis.Close()
+	errc := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		sc := tls.Server(c, server)
+		_, err = sc.Read(make([]byte, 1))
+		errc <- err
+	}()
+	c, err := tls.Dial("tcp", lis.Addr().String(), client)
+	if err == nil {
+		_, err = c.Write([]byte{1})
+		c.Close()
+	}
+	if serr := <-errc; serr != nil {
+		return serr
+	}
+	return err
 }

@@ -183,7 +183,8 @@ func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitError
 	}
 	files := transport.DevCertFiles(fs.Arg(0))
-	fmt.Fprintf(stdout, "wrote a CA (%s), a server certificate (%s) and a client certificate (%s); keys are mode 0600\n", files.CA, files.ServerCert, files.ClientCert)
+	fmt.Fprintf(stdout, "wrote a CA (%s), a server certificate (%s) and a client certificate (%s), and a peer CA (%s) with the nodes' Raft certificate (%s); keys are mode 0600\n",
+		files.CA, files.ServerCert, files.ClientCert, files.PeerCA, files.NodeCert)
 	return exitOK
 }
 
@@ -191,7 +192,7 @@ func parseFlagsArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "Usage: fedzip dev-certs [--hosts h1,h2] DIR\n\nWrites a CA, a server certificate (127.0.0.1, localhost and --hosts) and a client certificate into DIR, for local TLS and mTLS.\n\nFlags:")
+			fmt.Fprintln(stdout, "Usage: fedzip dev-certs [--hosts h1,h2] DIR\n\nWrites a CA, a server certificate (127.0.0.1, localhost and --hosts) and a client certificate into DIR, for local TLS and mTLS; and a second CA, peer-ca.pem, with node.pem and node-key.pem, the certificate coordinator nodes present to each other on the Raft port (--raft-cert, --raft-key, --raft-ca).\n\nFlags:")
 			printDefaults(fs, stdout)
 			return exitOK, true
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,7 +26,8 @@ func TestClusterFailover(t *testing.T) {
 	}
 	dir, bin, certs := buildWithCerts(t)
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
-	tlsArgs := []string{"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"), "--client-ca", filepath.Join(certs, "ca.pem")}
+	tlsArgs := []string{"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"), "--client-ca", filepath.Join(certs, "ca.pem"),
+		"--raft-cert", filepath.Join(certs, "node.pem"), "--raft-key", filepath.Join(certs, "node-key.pem"), "--raft-ca", filepath.Join(certs, "peer-ca.pem")}
 	type addrs struct{ grpc, raft, gossip string }
 	nodes := make([]addrs, 3)
 	for i := range nodes {
@@ -38,6 +40,9 @@ func TestClusterFailover(t *testing.T) {
 			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1",
 			"--save-model", filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))}
 		args = append(args, tlsArgs...)
+		// Raft over peer TLS, advertised by name: resolved at each dial.
+		_, port, _ := net.SplitHostPort(nodes[i].raft)
+		args = append(args, "--raft-advertise", "localhost:"+port)
 		if i > 0 {
 			args = append(args, "--join", nodes[0].grpc, "--gossip-join", nodes[0].gossip)
 		}
@@ -45,6 +50,9 @@ func TestClusterFailover(t *testing.T) {
 	}
 	coords := []*proc{start3(0)}
 	waitLog(t, coords[0], "n0 to lead", 30*time.Second, func() bool { return coords[0].find("coordinator listening", nil) != nil })
+	if l := coords[0].find("coordinator listening", nil); l["raft_tls"] != true || !strings.HasPrefix(l["raft"].(string), "localhost:") {
+		t.Fatalf("n0 runs Raft without TLS or not at its advertised name: %v", l)
+	}
 	coords = append(coords, start3(1), start3(2))
 	for _, c := range coords[1:] {
 		waitLog(t, c, "the node to join", 30*time.Second, func() bool { return c.find("joined the cluster", nil) != nil })

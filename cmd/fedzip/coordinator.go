@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -48,12 +49,16 @@ type coordinatorFlags struct {
 	tlsCert, tlsKey, clientCA           string
 	saveModel, logFormat, evalDataset   string
 	longPoll                            time.Duration
+	maxUploads, maxUploadsPerClient     int
+	uploadMinRate                       int
 	clusterID, clusterSecret, join      string
 	advertise, ca                       string
 	gossipAddr, gossipKey, gossipJoin   string
 	httpAddr, deliverKey, deliverRecipe string
 	metricsAddr, metricsToken           string
 	uiAddr, uiToken                     string
+	raftAdvertise, raftCA               string
+	raftCert, raftKey                   string
 	recoverState                        bool
 }
 
@@ -64,6 +69,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.dataDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
+	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial for this one, HOST:PORT; a DNS name is resolved at every dial, so a node that restarts at a new IP is found again (default: --raft-addr)")
+	fs.StringVar(&f.raftCert, "raft-cert", "", "this node's certificate on the Raft port (PEM), with the node role (spiffe://fedzip/node; 'fedzip dev-certs' writes node.pem); Raft runs mutual TLS unless --insecure (default: --tls-cert)")
+	fs.StringVar(&f.raftKey, "raft-key", "", "the key of --raft-cert (PEM; dev-certs: node-key.pem; default: --tls-key)")
+	fs.StringVar(&f.raftCA, "raft-ca", "", "peer CA: the CA of the nodes' Raft certificates (dev-certs: peer-ca.pem; default: --ca, then --client-ca)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
 	fs.BoolVar(&f.recoverState, "recover", false, "start on a state directory that is refused (raft.db missing, corrupt or older than the marker, newest snapshot corrupt): move the damage to STATE-DIR/damaged-TIME/ and restart a single node from its newest snapshot (logging what is lost), or a member of a larger cluster empty, to be added back")
 	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
@@ -98,6 +107,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.uiAddr, "ui-addr", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080 (empty: off)")
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
+	fs.IntVar(&f.maxUploadsPerClient, "max-uploads-per-client", transport.DefaultMaxUploadsPerClient, "uploads one client may have open at once; one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.maxUploads, "max-uploads", transport.DefaultMaxUploads, "uploads the node serves at once from all clients; one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.uploadMinRate, "upload-min-rate", transport.DefaultUploadMinRate, "least average bytes per second of an upload after the first 30 s; a slower one is cut (negative: no minimum)")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
 	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
 	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
@@ -111,7 +123,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.httpAddr, "http-addr", "", "serve the newest delivered model at http(s)://ADDR/v1/model, and keep serving after training ends")
 	fs.IntVar(&f.gcPercent, "gc-percent", coordinator.DefaultGCPercent, "Go garbage collector target (as GOGC): the coordinator's live heap is small and it allocates per update, so collecting less often saves CPU; 0 leaves Go's default or $GOGC")
 	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "coordinator", "Runs a coordinator node: Raft-replicated round state and the gRPC service for clients.",
-		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem --rounds 10\n"); done {
+		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem \\\n    --raft-cert certs/node.pem --raft-key certs/node-key.pem --raft-ca certs/peer-ca.pem --rounds 10\n"); done {
 		return code
 	}
 	if f.advertise == "" {
@@ -176,7 +188,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return usageError{err}
 	}
 	model, _ := nn.ParseArch(f.model, in, classes)
-	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log}
+	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log,
+		MaxUploads: f.maxUploads, MaxUploadsPerClient: f.maxUploadsPerClient, UploadMinRate: f.uploadMinRate}
 	if !f.insecure {
 		if f.tlsCert == "" || f.tlsKey == "" {
 			return usageError{errors.New("--tls-cert and --tls-key are required (or --insecure for local testing; see 'fedzip dev-certs')")}
@@ -185,8 +198,12 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 			return err
 		}
 	}
+	raftTLS, err := f.raftTLS()
+	if err != nil {
+		return err
+	}
 	var members *membership.Members
-	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
+	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
 		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
 		Recover: f.recoverState}
 	var node *coordinator.Node
@@ -240,7 +257,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "")
+	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "", "raft_tls", node.RaftTLS())
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	if f.join != "" {
@@ -443,6 +460,29 @@ func (f coordinatorFlags) peerTLS() (*tls.Config, error) {
 		ca = f.clientCA
 	}
 	return transport.ClientTLSConfig(ca, f.tlsCert, f.tlsKey)
+}
+
+// raftTLS is the peer TLS configuration of the Raft port: mutual TLS with
+// the node role, unless --insecure is given without --raft-cert.
+func (f coordinatorFlags) raftTLS() (*tls.Config, error) {
+	if f.insecure && f.raftCert == "" {
+		return nil, nil
+	}
+	cert, key, ca := f.raftCert, f.raftKey, f.raftCA
+	if cert == "" {
+		cert, key = f.tlsCert, f.tlsKey
+	}
+	if ca == "" {
+		ca = cmp.Or(f.ca, f.clientCA)
+	}
+	cfg, err := transport.PeerTLSConfig(ca, cert, key)
+	if err != nil {
+		err = fmt.Errorf("raft peer TLS: %w; give --raft-cert, --raft-key and --raft-ca ('fedzip dev-certs' writes node.pem, node-key.pem and peer-ca.pem), or --insecure for local testing", err)
+		if errors.Is(err, transport.ErrPeerCert) {
+			return nil, usageError{err}
+		}
+	}
+	return cfg, err
 }
 
 // joinCluster asks the existing nodes to add this one, following leader

@@ -159,7 +159,8 @@ func TestEndToEnd(t *testing.T) {
 		"--state-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
 		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--download-codec", "topk=0.1,bits=8", "--metrics-addr", metricsAddr, "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
-		"--client-ca", filepath.Join(certs, "ca.pem")}
+		"--client-ca", filepath.Join(certs, "ca.pem"), "--raft-cert", filepath.Join(certs, "node.pem"), "--raft-key", filepath.Join(certs, "node-key.pem"),
+		"--raft-ca", filepath.Join(certs, "peer-ca.pem")}
 	coord := start(t, bin, "coordinator", coordArgs...)
 	clients := make([]*proc, 5)
 	for i := range clients {

@@ -98,8 +98,10 @@ type updateInfo struct {
 	K           int    `json:"k"`
 	// Round is an upload's round or the model version a download leads
 	// to; Base the version a download delta applies to.
-	Round    int           `json:"round"`
-	Base     int           `json:"base"`
+	Round int `json:"round"`
+	Base  int `json:"base"`
+	// Run is the run ID an update names (hex), empty when it names none.
+	Run      string        `json:"run_id,omitempty"`
 	Sections []sectionInfo `json:"sections"`
 	// IndexBits and ValueBits are bits per kept coordinate: the indices
 	// section, and the values with their scales.
@@ -223,7 +225,7 @@ func inspectUpdate(in *inspection, data []byte) error {
 		}
 		u := updateInfo{Offset: off, Size: h.Size, WireVersion: h.Version, Full: h.Full(), Selection: h.Selection.String(),
 			Format: h.Format.String(), Bits: h.Bits, Bucket: h.Bucket, N: h.N, K: h.K, Round: h.Round, Base: h.Base,
-			CRC: fmt.Sprintf("%08x", h.CRC), CRCOK: err == nil}
+			Run: h.Run.String(), CRC: fmt.Sprintf("%08x", h.CRC), CRCOK: err == nil}
 		for _, s := range h.Sections[:h.NumSections] {
 			u.Sections = append(u.Sections, sectionInfo{Kind: s.Kind.String(), Coding: s.Coding.String(), Bytes: s.Length})
 			bits := 8 * float64(s.Length) / float64(max(h.K, 1))
@@ -267,6 +269,9 @@ func inspectUpdate(in *inspection, data []byte) error {
 			row("codec", kind)
 			row("n, k", fmt.Sprintf("%d, %d (%.4g%% kept)", u.N, u.K, 100*float64(u.K)/float64(max(u.N, 1))))
 			row("round / version", fmt.Sprintf("%d (base %d)", u.Round, u.Base))
+			if u.Run != "" {
+				row("run", u.Run)
+			}
 			for _, s := range u.Sections {
 				row(s.Kind+" section", fmt.Sprintf("%d bytes, %s", s.Bytes, s.Coding))
 			}

@@ -157,6 +157,31 @@ func TestInspectUpdates(t *testing.T) {
 			}
 		})
 	}
+	t.Run("run ID", func(t *testing.T) {
+		enc, err := gradient.NewEncoder(gradient.Spec{}, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := gradient.RunID{0xab, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 0xcd}
+		enc.SetRun(run)
+		data, _, err := enc.Encode(nil, randDelta(n, 1), 7, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := writeBytes(t, dir, "run.bin", data)
+		code, stdout, stderr := runCmd("inspect", "-o", "json", path)
+		var in inspection
+		if err := json.Unmarshal([]byte(stdout), &in); err != nil || code != exitOK {
+			t.Fatalf("exit %d, %v: %s", code, err, stderr)
+		}
+		if len(in.Update) != 1 || in.Update[0].Run != run.String() || in.Update[0].Round != 7 {
+			t.Fatalf("%+v", in.Update)
+		}
+		code, stdout, _ = runCmd("inspect", "-o", "table", path)
+		if code != exitOK || !strings.Contains(stdout, run.String()) {
+			t.Fatalf("table: exit %d\n%s", code, stdout)
+		}
+	})
 	t.Run("download stream", func(t *testing.T) {
 		path := writeBytes(t, dir, "d.bin", downloadStream(t, n))
 		code, stdout, stderr := runCmd("inspect", "-o", "json", path)

@@ -131,13 +131,17 @@ func checkK8s(docs []doc) error {
 }
 
 // fedzipCommands finds the command lines that run fedzip in a Compose file
-// (services.*.command; the image's entrypoint is fedzip) or a Kubernetes
+// (services.*.command of the services whose image is fedzip's: its
+// entrypoint is fedzip) or a Kubernetes
 // object (containers' command and args, anywhere in the document).
 func fedzipCommands(m map[string]any) []string {
 	var out []string
 	if services, ok := m["services"].(map[string]any); ok {
 		for _, name := range sortedKeys(services) {
 			svc, _ := services[name].(map[string]any)
+			if img, _ := svc["image"].(string); !strings.Contains(img, "fedzip") {
+				continue
+			}
 			if cmd := strs(svc["command"]); len(cmd) > 0 {
 				out = append(out, "fedzip "+strings.Join(cmd, " "))
 			}

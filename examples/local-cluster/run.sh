@@ -18,7 +18,8 @@ B="$WORK/fedzip"
 cd "$WORK"
 "$B" dev-certs certs >/dev/null
 KEY="$(head -c 32 /dev/urandom | base64)"
-TLS=(--tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem)
+TLS=(--tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem
+     --raft-cert certs/node.pem --raft-key certs/node-key.pem --raft-ca certs/peer-ca.pem)
 COMMON=(--rounds "$ROUNDS" --fraction 0.5 --min-clients 2 --deadline 30s --eval mnist --upload-codec "$CODEC"
         --join-secret example --cluster-secret example --gossip-key "$KEY")
 pids=()

@@ -345,9 +345,16 @@ type Task struct {
 	Done bool `protobuf:"varint,14,opt,name=done,proto3" json:"done,omitempty"`
 	// The model architecture spec ("2nn", "mlp:H1,H2") and its input and
 	// output sizes: everything a client needs to build the network.
-	Model         string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
-	InputDim      uint32 `protobuf:"varint,16,opt,name=input_dim,json=inputDim,proto3" json:"input_dim,omitempty"`
-	Classes       uint32 `protobuf:"varint,17,opt,name=classes,proto3" json:"classes,omitempty"`
+	Model    string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
+	InputDim uint32 `protobuf:"varint,16,opt,name=input_dim,json=inputDim,proto3" json:"input_dim,omitempty"`
+	Classes  uint32 `protobuf:"varint,17,opt,name=classes,proto3" json:"classes,omitempty"`
+	// run_id names the training run: 16 random bytes the coordinator drew
+	// when it created the run, empty for a run created before run IDs. A
+	// client names it in the header of every update it encodes (the
+	// gradient wire format's RUN flag, with the round), so that the update
+	// is refused in any other run or round; with run_id set, an upload_codec
+	// of "none" is the dense float32 wire message, not raw float32.
+	RunId         []byte `protobuf:"bytes,18,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -499,6 +506,13 @@ func (x *Task) GetClasses() uint32 {
 		return x.Classes
 	}
 	return 0
+}
+
+func (x *Task) GetRunId() []byte {
+	if x != nil {
+		return x.RunId
+	}
+	return nil
 }
 
 // DownloadRequest asks for a model version.
@@ -1552,7 +1566,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x83\x04\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x9a\x04\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1572,7 +1586,8 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x04done\x18\x0e \x01(\bR\x04done\x12\x14\n" +
 	"\x05model\x18\x0f \x01(\tR\x05model\x12\x1b\n" +
 	"\tinput_dim\x18\x10 \x01(\rR\binputDim\x12\x18\n" +
-	"\aclasses\x18\x11 \x01(\rR\aclasses\"\x91\x01\n" +
+	"\aclasses\x18\x11 \x01(\rR\aclasses\x12\x15\n" +
+	"\x06run_id\x18\x12 \x01(\fR\x05runId\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
