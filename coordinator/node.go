@@ -264,7 +264,7 @@ func (n *Node) markerLoop() {
 func (n *Node) saveMarker(servers bool) {
 	m := n.marker
 	if applied := n.raft.AppliedIndex(); applied > m.Applied {
-		m.Applied, m.Term = applied, n.raft.CurrentTerm()
+		m.Applied, m.Term, m.Rejoin = applied, n.raft.CurrentTerm(), false
 	}
 	if servers {
 		if f := n.raft.GetConfiguration(); f.Error() == nil {

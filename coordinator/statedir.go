@@ -83,6 +83,10 @@ type marker struct {
 	// Servers are the IDs in the newest Raft configuration known, to tell
 	// a single-node cluster from a member of a larger one on recovery.
 	Servers []string `json:"servers,omitempty"`
+	// Rejoin: the node was recovered empty to be added back to its
+	// cluster; until it holds state it must not bootstrap a cluster of
+	// its own, also on a restart without Recover.
+	Rejoin bool `json:"rejoin,omitempty"`
 }
 
 func readMarker(dir string) (*marker, error) {
@@ -608,7 +612,10 @@ func prepareStateInner(cfg Config, log *slog.Logger) (*preparedState, error) {
 	// A new directory gets its marker once raft.db exists, so that a crash
 	// between the two leaves a log without a marker (accepted, as from
 	// before markers), never a marker without a log.
-	p.marker = marker{ClusterID: cfg.ClusterID, NodeID: cfg.ID}
+	if prev != nil && prev.Rejoin && s.durable() == 0 {
+		p.rejoin = true // still waiting to be added back
+	}
+	p.marker = marker{ClusterID: cfg.ClusterID, NodeID: cfg.ID, Rejoin: p.rejoin}
 	switch {
 	case p.rejoin:
 	case prev != nil:

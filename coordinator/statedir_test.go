@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/round"
 )
@@ -553,9 +554,21 @@ func TestRecoverClusterMember(t *testing.T) {
 	ds := diskCluster(t, 3, testRun(0), fastRaft)
 	leader := leaderOfDisk(t, ds)
 	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
-	clients := registerClients(t, leader, fed, 6)
+	// With test timeouts on a busy machine the first leader may step
+	// down: register through whichever node leads.
+	clients := map[round.ClientID]*simClient{}
+	for k := 0; k < 6; k++ {
+		waitFor(t, "a registration", func() bool {
+			id, tok, err := leaderOfDisk(t, ds).Register(fmt.Sprintf("c%d", k), "s3cret", uint64(len(fed.TrainParts[k])))
+			if err == nil {
+				clients[id] = &simClient{id: id, token: tok, tr: client.DataTrainer{X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}}
+			}
+			return err == nil
+		})
+	}
 	nodes := func() []*Node { return liveNodes(ds) }
 	driveRound(t, nodes, clients, fed)
+	leader = leaderOfDisk(t, ds)
 	var f *diskNode
 	for _, d := range ds {
 		if d.node != leader {
@@ -576,10 +589,9 @@ func TestRecoverClusterMember(t *testing.T) {
 		t.Fatalf("wiped follower: %v", err)
 	}
 	// 1. On the leader: remove the node.
-	leader = leaderOfDisk(t, ds)
-	if err := leader.Raft().RemoveServer(raft.ServerID(f.id), 0, 5*time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	waitFor(t, "the node removed", func() bool {
+		return leaderOfDisk(t, ds).Raft().RemoveServer(raft.ServerID(f.id), 0, 5*time.Second).Error() == nil
+	})
 	driveRound(t, nodes, clients, fed)
 	// 2. Restart it with --recover (Bootstrap as fedzip coordinator's
 	// default: it must not bootstrap a cluster of its own).
@@ -594,6 +606,17 @@ func TestRecoverClusterMember(t *testing.T) {
 	}
 	if c := n.Raft().GetConfiguration(); c.Error() != nil || len(c.Configuration().Servers) != 0 {
 		t.Fatalf("the recovered node bootstrapped a cluster of its own: %+v", c.Configuration())
+	}
+	// Restarted before it is added back, without --recover, it still
+	// does not bootstrap.
+	n.Close()
+	cfg.Recover = false
+	if n, err = Open(cfg); err != nil {
+		t.Fatal(err)
+	}
+	f.node = n
+	if c := n.Raft().GetConfiguration(); c.Error() != nil || len(c.Configuration().Servers) != 0 {
+		t.Fatalf("restarted before it was added back, the node bootstrapped: %+v", c.Configuration())
 	}
 	// 3. On the leader: add it back.
 	leader = leaderOfDisk(t, ds)
@@ -610,7 +633,6 @@ func TestRecoverClusterMember(t *testing.T) {
 	})
 	n.Close()
 	f.node = nil
-	cfg.Recover = false
 	if f.node, err = Open(cfg); err != nil {
 		t.Fatal(err)
 	}
