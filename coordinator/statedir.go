@@ -620,17 +620,18 @@ func prepareStateInner(cfg Config, log *slog.Logger) (*preparedState, error) {
 	case p.rejoin:
 	case prev != nil:
 		p.marker = *prev
-		p.marker.Applied = max(prev.Applied, s.snapIndex())
+		p.marker.Applied, p.marker.Rejoin = max(prev.Applied, s.snapIndex()), false
 	default:
 		p.marker.Applied, p.marker.Term = s.snapIndex(), s.log.term
 	}
-	if s.newest != nil && !p.rejoin {
-		p.marker.Servers = nil
+	// The marker's servers are as new as its applied index; the
+	// snapshot's may be older. The running node records its own.
+	if s.newest != nil && !p.rejoin && len(p.marker.Servers) == 0 {
 		for _, srv := range s.newest.meta.Configuration.Servers {
 			p.marker.Servers = append(p.marker.Servers, string(srv.ID))
 		}
 	}
-	if prev == nil || p.rejoin || p.marker.Applied != prev.Applied || cfg.Recover {
+	if prev == nil || p.rejoin || p.marker.Applied != prev.Applied || prev.Rejoin || cfg.Recover {
 		if err := writeMarker(cfg.Dir, p.marker); err != nil {
 			p.bolt.Close()
 			return nil, err
