@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -325,6 +326,9 @@ var (
 // keeps no checksums of values.
 func checkLog(path string, after uint64) (logState, error) {
 	var ls logState
+	if err := checkBoltMeta(path); err != nil {
+		return ls, err
+	}
 	err := guard(func() error {
 		db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: boltOpenTimeout})
 		if err != nil {
@@ -382,6 +386,105 @@ func checkLog(path string, after uint64) (logState, error) {
 		})
 	})
 	return ls, err
+}
+
+// bbolt's on-disk layout (go.etcd.io/bbolt v1.3, native byte order): a
+// page starts with id u64, flags u16, count u16, overflow u32; the meta
+// page's body follows at 16: magic, version, page size, flags (u32 each),
+// root bucket (u64 root, u64 sequence), freelist, high-water page ID, txid,
+// then the FNV-64a checksum of the 56 bytes before it.
+const (
+	boltMagic        = 0xED0CDAED
+	boltMetaFlag     = 0x04
+	boltFreelistFlag = 0x10
+	boltNoFreelist   = ^uint64(0)
+)
+
+// checkBoltMeta reads raft.db's meta pages and the free-list page they
+// name before bbolt maps the file: bbolt sizes a copy of the free list by
+// the count on that page, so a corrupt count would make it allocate and
+// copy gigabytes before it faults.
+func checkBoltMeta(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	size := uint64(fi.Size())
+	ne := binary.NativeEndian
+	readAt := func(off uint64, n int) ([]byte, error) {
+		if off > size || uint64(n) > size-off {
+			return nil, fmt.Errorf("bbolt: offset %d is past the end of the file (%d bytes)", off, size)
+		}
+		b := make([]byte, n)
+		_, err := f.ReadAt(b, int64(off))
+		return b, err
+	}
+	type meta struct{ pageSize, freelist, pgid, txid uint64 }
+	metaAt := func(off, id uint64) (meta, bool) {
+		b, err := readAt(off, 80)
+		if err != nil || ne.Uint64(b[0:]) != id || ne.Uint16(b[8:]) != boltMetaFlag || ne.Uint32(b[16:]) != boltMagic {
+			return meta{}, false
+		}
+		h := fnv.New64a()
+		h.Write(b[16:72])
+		if h.Sum64() != ne.Uint64(b[72:]) {
+			return meta{}, false
+		}
+		return meta{pageSize: uint64(ne.Uint32(b[24:])), freelist: ne.Uint64(b[48:]), pgid: ne.Uint64(b[56:]), txid: ne.Uint64(b[64:])}, true
+	}
+	m0, ok0 := metaAt(0, 0)
+	var m1 meta
+	ok1 := false
+	if ok0 {
+		m1, ok1 = metaAt(m0.pageSize, 1)
+	} else {
+		for ps := uint64(1024); ps <= 64<<10 && !ok1; ps *= 2 {
+			if m1, ok1 = metaAt(ps, 1); ok1 && m1.pageSize != ps {
+				ok1 = false
+			}
+		}
+	}
+	m := m0
+	switch {
+	case !ok0 && !ok1:
+		return errors.New("bbolt: no valid meta page")
+	case !ok0 || (ok1 && m1.txid > m0.txid):
+		m = m1
+	}
+	ps := m.pageSize
+	if ps < 512 || ps > 1<<20 || ps&(ps-1) != 0 {
+		return fmt.Errorf("bbolt: page size %d", ps)
+	}
+	if m.pgid > size/ps {
+		return fmt.Errorf("bbolt: %d pages in use, the file holds %d", m.pgid, size/ps)
+	}
+	if m.freelist == boltNoFreelist {
+		return nil
+	}
+	if m.freelist < 2 || m.freelist >= m.pgid {
+		return fmt.Errorf("bbolt: free list at page %d of %d", m.freelist, m.pgid)
+	}
+	b, err := readAt(m.freelist*ps, 24)
+	if err != nil {
+		return err
+	}
+	if ne.Uint64(b[0:]) != m.freelist || ne.Uint16(b[8:]) != boltFreelistFlag {
+		return fmt.Errorf("bbolt: page %d is not the free list", m.freelist)
+	}
+	count, ids := uint64(ne.Uint16(b[10:])), uint64(16)
+	if count == 0xFFFF { // the count is the first element
+		count, ids = ne.Uint64(b[16:]), 24
+	}
+	pages := uint64(ne.Uint32(b[12:])) + 1
+	if pages > m.pgid-m.freelist || count > (pages*ps-ids)/8 {
+		return fmt.Errorf("bbolt: free list of %d IDs on %d pages", count, pages)
+	}
+	return nil
 }
 
 // guard runs f on a goroutine of its own that turns a panic, or a memory
