@@ -402,8 +402,8 @@ const (
 
 // checkBoltMeta reads raft.db's meta pages and the free-list page they
 // name before bbolt maps the file: bbolt sizes a copy of the free list by
-// the count on that page, so a corrupt count would make it allocate and
-// copy gigabytes before it faults.
+// the count on that page, and a corrupt count kills the process ("fatal
+// error: out of memory", which no recover catches).
 func checkBoltMeta(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -804,4 +805,30 @@ func FuzzReadMarker(f *testing.F) {
 			t.Fatalf("marker %+v", m)
 		}
 	})
+}
+
+// TestFreeListCountRefused sets the count on raft.db's free-list page to
+// 2^40: bbolt would size a copy of the free list by it when it opens the
+// file, and the process would die ("fatal error: out of memory", which no
+// recover catches). Open refuses it before bbolt maps the file.
+func TestFreeListCountRefused(t *testing.T) {
+	s := newSolo(t, fastRaft)
+	s.build(t, false)
+	b, err := os.ReadFile(s.path(logFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ne := binary.NativeEndian
+	ps := uint64(ne.Uint32(b[24:]))
+	for _, meta := range []uint64{0, ps} {
+		p := ne.Uint64(b[meta+48:]) * ps
+		ne.PutUint16(b[p+10:], 0xFFFF) // the count is in the first element
+		ne.PutUint64(b[p+16:], 1<<40)
+	}
+	if err := os.WriteFile(s.path(logFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.refused(t, false, ErrStateCorrupt); !strings.Contains(err.Error(), "free list") {
+		t.Fatalf("error does not name the free list: %v", err)
+	}
 }
