@@ -12,7 +12,6 @@ import (
 	"slices"
 	"time"
 
-
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
