@@ -355,7 +355,10 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 		}
 	}
 	if err := r.ensureTrainer(task); err != nil {
-		return false, r.refuse(key, fmt.Errorf("%w: no trainer for it: %w", ErrTaskRefused, err))
+		if !errors.Is(err, ErrTaskRefused) {
+			err = fmt.Errorf("%w: no trainer for it: %w", ErrTaskRefused, err)
+		}
+		return false, r.refuse(key, err)
 	}
 	if s, ok := r.trainer.(interface{ NumParams() int }); ok && uint64(s.NumParams()) != task.GetModelParams() {
 		return false, r.refuse(key, fmt.Errorf("%w: model_params %d, the trainer's model has %d", ErrTaskRefused, task.GetModelParams(), s.NumParams()))
