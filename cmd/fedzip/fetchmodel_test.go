@@ -95,4 +95,5 @@ func TestFetchModelTrustsOnlySignedData(t *testing.T) {
 	if code == exitOK || !strings.Contains(stderr, "Content-Length 300000000") {
 		t.Fatalf("300 MB announced: exit %d after %v: %s%s", code, time.Since(start), stdout, stderr)
 	}
+	t.Logf("300 MB announced: refused after %v: %s", time.Since(start), strings.TrimSpace(stderr))
 }
