@@ -100,6 +100,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			if int(t.GetInputDim()) != data.Train.Dim {
 				return nil, fmt.Errorf("the coordinator's model takes %d features, local data has %d", t.GetInputDim(), data.Train.Dim)
 			}
+			if int(t.GetClasses()) < data.Train.Classes {
+				// Labels beyond the model's outputs would index out of range.
+				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
+			}
 			m, err := client.TaskMLP(t)
 			if err != nil {
 				return nil, err
