@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,16 +15,15 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/fakecoord"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
-// The runtime against a coordinator that lies: evilCoordinator is a real
+// The runtime against a coordinator that lies: fakecoord.Server is a real
 // gRPC server on a 127.0.0.1 socket that serves whatever task and model
 // the test sets, and records what the client does.
 
@@ -33,93 +31,21 @@ import (
 // classes (4·3 weights + 3 biases).
 const testParams = 15
 
-type evilCoordinator struct {
-	fedzippb.UnimplementedCoordinatorServer
-	mu  sync.Mutex
-	cur *fedzippb.Task
-	// model is what Download sends, whole (FULL), as the version of the
-	// current task.
-	model     []float32
-	polls     int
-	downloads int
-	submitted []uint64 // rounds
-	addr      string
+// evil is a fake coordinator and the client running against it.
+type evil struct {
+	*fakecoord.Server
 	// exited receives Run's error when the running client ends.
 	exited chan error
 }
 
-func (e *evilCoordinator) Register(context.Context, *fedzippb.RegisterRequest) (*fedzippb.RegisterResponse, error) {
-	return &fedzippb.RegisterResponse{ClientId: 7, Token: strings.Repeat("ab", 32)}, nil
-}
-
-func (e *evilCoordinator) GetTask(ctx context.Context, _ *fedzippb.GetTaskRequest) (*fedzippb.Task, error) {
-	e.mu.Lock()
-	e.polls++
-	t := e.cur
-	e.mu.Unlock()
-	if t == nil {
-		select {
-		case <-ctx.Done():
-		case <-time.After(20 * time.Millisecond):
-		}
-		return nil, transport.NoTaskError()
-	}
-	return proto.Clone(t).(*fedzippb.Task), nil
-}
-
-func (e *evilCoordinator) Download(req *fedzippb.DownloadRequest, s grpc.ServerStreamingServer[fedzippb.ModelChunk]) error {
-	e.mu.Lock()
-	e.downloads++
-	v, m := e.cur.GetModelVersion(), e.model
-	e.mu.Unlock()
-	return transport.SendModel(s.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: v}, gradient.AppendFloat32s(nil, m), 0)
-}
-
-func (e *evilCoordinator) Submit(s grpc.ClientStreamingServer[fedzippb.UpdateChunk, fedzippb.SubmitResponse]) error {
-	h, _, err := transport.RecvUpdate(s.Recv, transport.LimitsFor(testParams, 0), nil)
-	if err != nil {
-		return err
-	}
-	e.mu.Lock()
-	e.submitted = append(e.submitted, h.GetRound())
-	if e.cur.GetRound() == h.GetRound() {
-		e.cur = nil // the round is done for this client
-	}
-	e.mu.Unlock()
-	return s.SendAndClose(&fedzippb.SubmitResponse{Received: 1, Selected: 1})
-}
-
-func (e *evilCoordinator) ClusterStatus(context.Context, *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {
-	return &fedzippb.ClusterStatusResponse{}, nil
-}
-
-var _ fedzippb.CoordinatorServer = (*evilCoordinator)(nil)
-
-func startEvil(t *testing.T) *evilCoordinator {
+func startEvil(t *testing.T) *evil {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := fakecoord.Start()
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &evilCoordinator{addr: lis.Addr().String()}
-	srv := grpc.NewServer()
-	fedzippb.RegisterCoordinatorServer(srv, e)
-	go srv.Serve(lis)
-	t.Cleanup(func() { transport.Shutdown(srv, time.Second) })
-	return e
-}
-
-// set serves task t with model m.
-func (e *evilCoordinator) set(t *fedzippb.Task, m []float32) {
-	e.mu.Lock()
-	e.cur, e.model = t, m
-	e.mu.Unlock()
-}
-
-func (e *evilCoordinator) counts() (polls, downloads int, submitted []uint64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.polls, e.downloads, slices.Clone(e.submitted)
+	t.Cleanup(s.Close)
+	return &evil{Server: s}
 }
 
 // goodTask is a valid task of round r training version v, with an
@@ -161,10 +87,10 @@ func (divergingTrainer) Train(_ context.Context, p []float32, task Task) (Result
 
 // runClient runs the client runtime against e on dir until the returned
 // stop is called; stop returns Run's error. logs collects its log.
-func runClient(t *testing.T, e *evilCoordinator, dir string, logs *syncBuffer) (stop func() error) {
+func runClient(t *testing.T, e *evil, dir string, logs *syncBuffer) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := RuntimeConfig{Addrs: []string{e.addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
+	cfg := RuntimeConfig{Addrs: []string{e.Addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		NewTrainer: func(task *fedzippb.Task) (Trainer, error) {
 			if _, err := TaskMLP(task); err != nil {
@@ -211,7 +137,7 @@ func (s *syncBuffer) String() string {
 
 // waitUntil polls cond until it holds, failing after a deadline or if the
 // client exited.
-func waitUntil(t *testing.T, e *evilCoordinator, logs *syncBuffer, what string, cond func() bool) {
+func waitUntil(t *testing.T, e *evil, logs *syncBuffer, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -230,30 +156,30 @@ func waitUntil(t *testing.T, e *evilCoordinator, logs *syncBuffer, what string, 
 // refusedAndWaiting serves t with m and waits until the client has
 // downloaded it at most twice (a delta, then the whole model), sent nothing, and polled twice more after
 // refusing it.
-func refusedAndWaiting(t *testing.T, e *evilCoordinator, logs *syncBuffer, name string, task *fedzippb.Task, m []float32, want string) {
+func refusedAndWaiting(t *testing.T, e *evil, logs *syncBuffer, name string, task *fedzippb.Task, m []float32, want string) {
 	t.Helper()
-	_, d0, s0 := e.counts()
+	_, d0, s0 := e.Counts()
 	start := len(logs.String())
 	before := strings.Count(logs.String(), "task refused")
-	e.set(task, m)
+	e.Set(task, m)
 	waitUntil(t, e, logs, name+": the refusal", func() bool { return strings.Count(logs.String(), "task refused") > before })
 	if !strings.Contains(logs.String()[start:], want) {
 		t.Errorf("%s: the log does not say %q:\n%s", name, want, logs.String())
 	}
-	p1, _, _ := e.counts()
-	waitUntil(t, e, logs, name+": two more polls", func() bool { p, _, _ := e.counts(); return p >= p1+2 })
-	_, d, s := e.counts()
+	p1, _, _ := e.Counts()
+	waitUntil(t, e, logs, name+": two more polls", func() bool { p, _, _ := e.Counts(); return p >= p1+2 })
+	_, d, s := e.Counts()
 	if d > d0+2 || len(s) != len(s0) {
 		t.Fatalf("%s: %d downloads and %d uploads after the refusal (want at most 2 and 0)\n%s", name, d-d0, len(s)-len(s0), logs.String())
 	}
 }
 
 // trainedAndSent serves task with m and waits for its update.
-func trainedAndSent(t *testing.T, e *evilCoordinator, logs *syncBuffer, task *fedzippb.Task, m []float32) {
+func trainedAndSent(t *testing.T, e *evil, logs *syncBuffer, task *fedzippb.Task, m []float32) {
 	t.Helper()
-	e.set(task, m)
+	e.Set(task, m)
 	waitUntil(t, e, logs, fmt.Sprintf("the update of round %d", task.GetRound()), func() bool {
-		_, _, s := e.counts()
+		_, _, s := e.Counts()
 		return slices.Contains(s, task.GetRound())
 	})
 }
@@ -386,7 +312,7 @@ func TestClientRefusesBadTasks(t *testing.T) {
 		{"model spec unknown", bad(func(t *fedzippb.Task) { t.Model = "resnet" })},
 	} {
 		refusedAndWaiting(t, e, &logs, tc.name, tc.task, filled(0.5), "task refused")
-		if _, d, _ := e.counts(); d != 0 {
+		if _, d, _ := e.Counts(); d != 0 {
 			t.Fatalf("%s: the client downloaded a model for a refused task", tc.name)
 		}
 	}
