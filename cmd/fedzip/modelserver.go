@@ -39,7 +39,9 @@ func (m *modelServer) set(file []byte, version uint64) {
 }
 
 // ServeHTTP answers GET /v1/model with the signed file, its version in
-// X-Fedzip-Model-Version and its SHA-256 as the ETag.
+// X-Fedzip-Model-Version and its SHA-256 as the ETag. The header is for
+// information only: it is not signed, and fetch-model takes the version
+// from the signed file.
 func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != modelPath {
 		http.NotFound(w, r)
