@@ -306,7 +306,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
 		params, version := node.FSM().Model()
 		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
-		d, derr := deliverModel(ctx, model, params, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
+		d, derr := deliverModel(ctx, model, params, version, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
 		if derr != nil {
 			err = fmt.Errorf("delivering the model: %w", derr)
 		} else {

@@ -108,6 +108,11 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+metricsAddr+"/metrics", ""); code != http.StatusUnauthorized {
 		t.Errorf("metrics without token: %d", code)
 	}
+	// Issue 12, finding 10: the token in the URL (and so in access logs)
+	// does not open /metrics.
+	if code, _ := httpGet(t, "http://"+metricsAddr+"/metrics?token=m-tok", ""); code != http.StatusUnauthorized {
+		t.Errorf("metrics with ?token=: %d", code)
+	}
 	code, page := httpGet(t, "http://"+metricsAddr+"/metrics", "m-tok")
 	if code != 200 {
 		t.Fatalf("metrics: %d %s", code, page)
