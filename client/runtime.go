@@ -468,13 +468,12 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 // pending update, so that a restart neither loses nor repeats it. When the
 // task names its run (run_id), the message names the run and the round
 // (gradient.FlagRun), "none" included, whose message is then the dense
-// float32 one; a run without an ID takes "none" as raw float32.
-// If the
-// error-feedback state cannot take the update (residual + delta overflows),
-// the state is cleared, on disk too, and the update encoded again from
-// zero state; a codec the client cannot build gives ErrTaskRefused, an
-// update that still does not encode ErrUpdateRefused. Other errors are
-// the state files'.
+// float32 one; a run without an ID takes "none" as raw float32. If the
+// error-feedback state cannot take the update (residual + delta
+// overflows), the state is cleared, on disk too, and the update encoded
+// again from zero state; a codec the client cannot build or a malformed
+// run ID gives ErrTaskRefused, an update that still does not encode
+// ErrUpdateRefused. Other errors are the state files'.
 func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	spec := task.GetUploadCodec()
 	run, err := TaskRun(task)
