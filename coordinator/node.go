@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
 )
 
 // Config configures one coordinator node.
@@ -38,12 +38,17 @@ type Config struct {
 	// Run is the training run; the leader commits it as the first log entry
 	// if the log has none.
 	Run *RunConfig
-	// JoinSecret is what clients must present to register; empty means no
-	// secret.
+	// JoinSecret is what clients must present to register. Empty refuses
+	// every registration, unless OpenRegistration is set.
 	JoinSecret string
+	// OpenRegistration lets any client register without a join secret
+	// (only when JoinSecret is empty): for local testing.
+	OpenRegistration bool
 	// ClusterID names the cluster; nodes with another ID cannot join.
 	ClusterID string
 	// ClusterSecret is what a node must present to join or remove nodes.
+	// Empty refuses every join and removal: an empty secret matches
+	// nothing.
 	ClusterSecret string
 	// GRPCAddr is the address this node serves clients on, recorded in the
 	// replicated node registry so that followers can redirect to the
@@ -277,8 +282,8 @@ func (n *Node) touch(id round.ClientID) {
 // returns the new client's ID and bearer token; only a hash of the token is
 // replicated.
 func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, string, error) {
-	if n.cfg.JoinSecret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.JoinSecret)) != 1 {
-		return 0, "", ErrBadSecret
+	if err := n.checkJoinSecret(secret); err != nil {
+		return 0, "", err
 	}
 	if len(name) > 256 {
 		return 0, "", fmt.Errorf("%w: name of %d bytes", ErrBadRequest, len(name))
@@ -501,7 +506,29 @@ func (n *Node) checkCluster(clusterID, secret string) error {
 	if clusterID != n.cfg.ClusterID {
 		return fmt.Errorf("%w: %q, this cluster is %q", ErrWrongCluster, clusterID, n.cfg.ClusterID)
 	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.ClusterSecret)) != 1 {
+	return checkSecret(secret, n.cfg.ClusterSecret)
+}
+
+// checkJoinSecret checks a registering client's secret: with no join
+// secret configured only OpenRegistration lets it in.
+func (n *Node) checkJoinSecret(secret string) error {
+	if n.cfg.JoinSecret == "" && n.cfg.OpenRegistration {
+		return nil
+	}
+	return checkSecret(secret, n.cfg.JoinSecret)
+}
+
+// checkSecret compares a presented secret with the configured one in
+// constant time (transport.CheckJoinSecret): an empty configured secret
+// refuses everything, and an empty presented one matches nothing.
+func checkSecret(got, want string) error {
+	if got == "" {
+		return fmt.Errorf("%w: no secret presented", ErrBadSecret)
+	}
+	if err := transport.CheckJoinSecret(got, want); err != nil {
+		if want == "" {
+			return fmt.Errorf("%w: none is configured on this node, so it refuses every request", ErrBadSecret)
+		}
 		return ErrBadSecret
 	}
 	return nil

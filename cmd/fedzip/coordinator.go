@@ -45,6 +45,7 @@ type coordinatorFlags struct {
 	deadline                            time.Duration
 	seed                                uint64
 	joinSecret                          string
+	openRegistration                    bool
 	tlsCert, tlsKey, clientCA           string
 	saveModel, logFormat, evalDataset   string
 	longPoll                            time.Duration
@@ -82,7 +83,8 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient mu of the clients' local objective (0: FedAvg training)")
 	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
-	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET)")
+	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET); required unless --open-registration")
+	fs.BoolVar(&f.openRegistration, "open-registration", false, "let any client register without a join secret (local testing only; logs a warning)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
 	fs.StringVar(&f.clientCA, "client-ca", "", "CA of client certificates: require mTLS")
@@ -97,7 +99,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
-	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
+	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET); empty: this node refuses every join and removal")
 	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
 	fs.StringVar(&f.advertise, "advertise", "", "gRPC address other nodes and clients reach this node at (default: --listen)")
 	fs.StringVar(&f.ca, "ca", "", "CA of the other nodes' certificates, to dial them (default: --client-ca)")
@@ -140,6 +142,37 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 
 type usageError struct{ error }
 
+// protections are the attributes of the one startup log line that says
+// which protections are on and which are off. Add a field here when a
+// protection is added.
+func (f coordinatorFlags) protections() []any {
+	onOff := func(on bool) string {
+		if on {
+			return "on"
+		}
+		return "off"
+	}
+	// optional: "unused" when the listener it protects is off.
+	optional := func(enabled, on bool) string {
+		if !enabled {
+			return "unused"
+		}
+		return onOff(on)
+	}
+	return []any{
+		"grpc_tls", onOff(!f.insecure),
+		"mtls", onOff(!f.insecure && f.clientCA != ""),
+		"join_secret", onOff(f.joinSecret != ""),
+		"open_registration", onOff(f.openRegistration),
+		"cluster_secret", onOff(f.clusterSecret != ""),
+		"gossip_encryption", optional(f.gossipAddr != "", f.gossipKey != ""),
+		"metrics_token", optional(f.metricsAddr != "", f.metricsToken != ""),
+		"ui_token", optional(f.uiAddr != "", f.uiToken != ""),
+		// Raft TLS: set by the Raft transport's work (issue 12).
+		"raft_tls", "off",
+	}
+}
+
 func dims(name string) (int, int, error) {
 	switch name {
 	case "mnist":
@@ -173,6 +206,14 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err := run.Validate(); err != nil {
 		return usageError{err}
 	}
+	switch {
+	case f.joinSecret == "" && !f.openRegistration:
+		return usageError{errors.New("no join secret: give --join-secret (or $FEDZIP_JOIN_SECRET), or --open-registration to let any client register")}
+	case f.joinSecret != "" && f.openRegistration:
+		return usageError{errors.New("--open-registration and --join-secret: give one")}
+	case f.join != "" && f.clusterSecret == "":
+		return usageError{errors.New("--join needs --cluster-secret (or $FEDZIP_CLUSTER_SECRET): the cluster refuses nodes without it")}
+	}
 	model, _ := nn.ParseArch(f.model, in, classes)
 	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log}
 	if !f.insecure {
@@ -185,7 +226,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	}
 	var members *membership.Members
 	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
-		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
+		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
 	var node *coordinator.Node
 	if f.gossipAddr != "" {
 		key, err := gossipKey(f.gossipKey)
@@ -238,6 +279,10 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return err
 	}
 	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "")
+	log.Info("protections", f.protections()...)
+	if f.openRegistration {
+		log.Warn("open registration: any client that reaches the gRPC port can register, without a join secret")
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	if f.join != "" {
