@@ -21,15 +21,16 @@ import (
 type cmdType byte
 
 const (
-	cmdInit     cmdType = 1 // create the training run: its configuration and initial model
-	cmdRegister cmdType = 2 // add a client
-	cmdOpen     cmdType = 3 // open the next round among the given candidates
-	cmdSubmit   cmdType = 4 // one client's update
-	cmdClose    cmdType = 5 // close the open round into the next model
-	cmdAbort    cmdType = 6 // discard the open round (deadline passed with too few updates)
-	cmdNode     cmdType = 7 // record a coordinator node's addresses
-	cmdUnnode   cmdType = 8 // forget a coordinator node
-	cmdDrop     cmdType = 9 // drop a selected client that memberlist declared dead
+	cmdInit     cmdType = 1  // create the training run: its configuration and initial model
+	cmdRegister cmdType = 2  // add a client
+	cmdOpen     cmdType = 3  // open the next round among the given candidates
+	cmdSubmit   cmdType = 4  // one client's update
+	cmdClose    cmdType = 5  // close the open round into the next model
+	cmdAbort    cmdType = 6  // discard the open round (deadline passed with too few updates)
+	cmdNode     cmdType = 7  // record a coordinator node's addresses
+	cmdUnnode   cmdType = 8  // forget a coordinator node
+	cmdDrop     cmdType = 9  // drop a selected client that memberlist declared dead
+	cmdExpire   cmdType = 10 // forget registered clients the leader has not seen for long
 )
 
 func (t cmdType) String() string {
@@ -52,6 +53,8 @@ func (t cmdType) String() string {
 		return "unnode"
 	case cmdDrop:
 		return "drop"
+	case cmdExpire:
+		return "expire"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -68,7 +71,7 @@ type command struct {
 	Name      string
 	TokenHash []byte
 	Examples  uint64
-	// Open: candidates.
+	// Open: candidates. Expire: the clients to forget.
 	Candidates []round.ClientID
 	// Node and Unnode: a coordinator node's Raft ID (in Name) and
 	// addresses.
@@ -102,7 +105,7 @@ func (c *command) encode() []byte {
 		e.bytes([]byte(c.Name))
 		e.bytes(c.TokenHash)
 		e.uvarint(c.Examples)
-	case cmdOpen:
+	case cmdOpen, cmdExpire:
 		e.uvarint(uint64(len(c.Candidates)))
 		for _, id := range c.Candidates {
 			e.uvarint(uint64(id))
@@ -193,7 +196,7 @@ func decodeCommand(data []byte) (command, error) {
 		c.Name = string(d.bytes("name"))
 		c.TokenHash = d.bytes("token hash")
 		c.Examples = d.uvarint("examples")
-	case cmdOpen:
+	case cmdOpen, cmdExpire:
 		n := d.uvarint("candidate count")
 		if n > uint64(len(d.b)) { // each candidate takes at least one byte
 			d.fail("candidate count")

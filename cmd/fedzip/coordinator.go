@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -46,6 +47,9 @@ type coordinatorFlags struct {
 	seed                                uint64
 	joinSecret                          string
 	openRegistration                    bool
+	maxClients                          int
+	registerRate                        float64
+	clientTTL                           time.Duration
 	tlsCert, tlsKey, clientCA           string
 	saveModel, logFormat, evalDataset   string
 	longPoll                            time.Duration
@@ -84,6 +88,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
 	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET); required unless --open-registration")
+	fs.IntVar(&f.maxClients, "max-clients", coordinator.DefaultMaxClients, "most registered clients; registration beyond is refused (ResourceExhausted) until idle clients expire")
+	fs.Float64Var(&f.registerRate, "register-rate", coordinator.DefaultRegisterRate, fmt.Sprintf("registrations per second this node accepts (bursts of %d)", coordinator.DefaultRegisterBurst))
+	fs.DurationVar(&f.clientTTL, "client-ttl", coordinator.DefaultClientTTL, fmt.Sprintf("forget a registered client not seen (poll, update or gossip) for this long; one that never polled after %v; it must register again", coordinator.DefaultFirstPollTTL))
 	fs.BoolVar(&f.openRegistration, "open-registration", false, "let any client register without a join secret (local testing only; logs a warning)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
@@ -141,6 +148,15 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 }
 
 type usageError struct{ error }
+
+// clientClaim is what a gossip member says about the client it is, for the
+// coordinator to verify.
+func clientClaim(m membership.Member) (coordinator.ClientClaim, bool) {
+	if m.Meta.Role != membership.RoleClient || m.Meta.ClientID == 0 {
+		return coordinator.ClientClaim{}, false
+	}
+	return coordinator.ClientClaim{ID: round.ClientID(m.Meta.ClientID), Member: m.Name, Proof: m.Meta.Proof}, true
+}
 
 // protections are the attributes of the one startup log line that says
 // which protections are on and which are off. Add a field here when a
@@ -211,6 +227,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return usageError{errors.New("no join secret: give --join-secret (or $FEDZIP_JOIN_SECRET), or --open-registration to let any client register")}
 	case f.joinSecret != "" && f.openRegistration:
 		return usageError{errors.New("--open-registration and --join-secret: give one")}
+	case f.maxClients < 1 || !(f.registerRate > 0) || f.clientTTL <= 0:
+		return usageError{fmt.Errorf("--max-clients %d, --register-rate %v and --client-ttl %v must be positive", f.maxClients, f.registerRate, f.clientTTL)}
 	case f.join != "" && f.clusterSecret == "":
 		return usageError{errors.New("--join needs --cluster-secret (or $FEDZIP_CLUSTER_SECRET): the cluster refuses nodes without it")}
 	}
@@ -226,8 +244,10 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	}
 	var members *membership.Members
 	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, Bootstrap: f.bootstrap && f.join == "",
-		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log}
-	var node *coordinator.Node
+		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
+		MaxClients: f.maxClients, RegisterRate: f.registerRate, ClientTTL: f.clientTTL}
+	// Gossip events may come before the node exists: they see nil.
+	var nodeRef atomic.Pointer[coordinator.Node]
 	if f.gossipAddr != "" {
 		key, err := gossipKey(f.gossipKey)
 		if err != nil {
@@ -236,29 +256,33 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		members, err = membership.Start(membership.Config{Name: "coordinator-" + f.id, BindAddr: f.gossipAddr, Key: key,
 			Meta: membership.Meta{Role: membership.RoleCoordinator, NodeID: f.id, GRPC: f.advertise}, Join: splitList(f.gossipJoin), Fast: true,
 			OnLeave: func(m membership.Member) {
-				if m.Meta.Role == membership.RoleClient && m.Meta.ClientID != 0 && node != nil && node.IsLeader() {
-					log.Info("client left the membership", "client", m.Meta.ClientID)
-					go node.DropClient(round.ClientID(m.Meta.ClientID))
+				if c, ok := clientClaim(m); ok {
+					if node := nodeRef.Load(); node != nil {
+						node.MemberLeft(c)
+					}
 				}
 			}})
 		if err != nil {
 			return err
 		}
 		defer members.Close()
-		ncfg.Alive = func() map[round.ClientID]bool {
-			out := map[round.ClientID]bool{}
-			for id := range members.AliveClients() {
-				out[round.ClientID(id)] = true
+		ncfg.Alive = func() []coordinator.ClientClaim {
+			var out []coordinator.ClientClaim
+			for _, m := range members.Alive() {
+				if c, ok := clientClaim(m); ok {
+					out = append(out, c)
+				}
 			}
 			return out
 		}
 		log.Info("gossip", "addr", members.Addr(), "encrypted", key != nil)
 	}
-	node, err = coordinator.Open(ncfg)
+	node, err := coordinator.Open(ncfg)
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	nodeRef.Store(node)
 	svc := coordinator.NewService(node, srvCfg.Limits)
 	svc.LongPoll = f.longPoll
 	obs, stopObs, err := observeCoordinator(ctx, f, node, svc, log)
