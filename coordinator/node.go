@@ -20,6 +20,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 )
@@ -604,6 +605,15 @@ type ClientClaim struct {
 	ID     round.ClientID
 	Member string
 	Proof  []byte
+}
+
+// MemberClaim is the claim a gossip member makes, if it says it is a
+// client.
+func MemberClaim(m membership.Member) (ClientClaim, bool) {
+	if m.Meta.Role != membership.RoleClient || m.Meta.ClientID == 0 {
+		return ClientClaim{}, false
+	}
+	return ClientClaim{ID: round.ClientID(m.Meta.ClientID), Member: m.Name, Proof: m.Meta.Proof}, true
 }
 
 // verifiedAlive returns the clients that an alive gossip member claims

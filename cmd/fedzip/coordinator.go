@@ -149,14 +149,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 
 type usageError struct{ error }
 
-// clientClaim is what a gossip member says about the client it is, for the
-// coordinator to verify.
-func clientClaim(m membership.Member) (coordinator.ClientClaim, bool) {
-	if m.Meta.Role != membership.RoleClient || m.Meta.ClientID == 0 {
-		return coordinator.ClientClaim{}, false
-	}
-	return coordinator.ClientClaim{ID: round.ClientID(m.Meta.ClientID), Member: m.Name, Proof: m.Meta.Proof}, true
-}
 
 // protections are the attributes of the one startup log line that says
 // which protections are on and which are off. Add a field here when a
@@ -256,7 +248,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		members, err = membership.Start(membership.Config{Name: "coordinator-" + f.id, BindAddr: f.gossipAddr, Key: key,
 			Meta: membership.Meta{Role: membership.RoleCoordinator, NodeID: f.id, GRPC: f.advertise}, Join: splitList(f.gossipJoin), Fast: true,
 			OnLeave: func(m membership.Member) {
-				if c, ok := clientClaim(m); ok {
+				if c, ok := coordinator.MemberClaim(m); ok {
 					if node := nodeRef.Load(); node != nil {
 						node.MemberLeft(c)
 					}
@@ -269,7 +261,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		ncfg.Alive = func() []coordinator.ClientClaim {
 			var out []coordinator.ClientClaim
 			for _, m := range members.Alive() {
-				if c, ok := clientClaim(m); ok {
+				if c, ok := coordinator.MemberClaim(m); ok {
 					out = append(out, c)
 				}
 			}
