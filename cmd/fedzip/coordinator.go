@@ -149,7 +149,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 
 type usageError struct{ error }
 
-
 // protections are the attributes of the one startup log line that says
 // which protections are on and which are off. Add a field here when a
 // protection is added.
