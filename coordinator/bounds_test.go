@@ -3,7 +3,9 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -173,5 +175,57 @@ func TestExpiryReplicated(t *testing.T) {
 	svc := NewService(leader, transport.LimitsFor(1000, 0))
 	if err := svc.Authenticate(context.Background(), uint64(polled.id), polled.token); err == nil {
 		t.Fatal("expired token authenticates")
+	}
+}
+
+// BenchmarkRegisterFlood registers b.N clients as fast as one caller can
+// on a node with its bolt log on disk: with the bounds off (what the red
+// team measured) and with the defaults (DefaultMaxClients, the rate). It
+// reports the registrations accepted, the live heap they added (after a
+// GC) and the heap per accepted client.
+//
+//	go test -run '^$' -bench RegisterFlood -benchtime 20000x ./coordinator/
+func BenchmarkRegisterFlood(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		cfg  func(*Config)
+	}{
+		{"bounds=off", func(c *Config) { c.MaxClients, c.RegisterRate, c.RegisterBurst = 1<<30, 1e9, 1 << 30 }},
+		{"bounds=default", func(*Config) {}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := Config{ID: "d0", Dir: b.TempDir(), RaftAddr: freeAddr(b), Bootstrap: true, Run: testRun(0), Raft: fastRaft,
+				Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: 2 * time.Second}
+			bc.cfg(&cfg)
+			n, err := Open(cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer n.Close()
+			waitFor(b, "init", func() bool { return n.IsLeader() && n.FSM().Progress().Initialised })
+			heap := func() uint64 {
+				var ms runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				return ms.HeapAlloc
+			}
+			before := heap()
+			b.ResetTimer()
+			accepted := 0
+			for range b.N {
+				if _, _, err := n.Register("c", "s3cret", 10); err == nil {
+					accepted++
+				} else if !errors.Is(err, ErrRateLimited) && !errors.Is(err, ErrTooManyClients) {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			grown := float64(heap()) - float64(before)
+			b.ReportMetric(float64(accepted), "accepted")
+			b.ReportMetric(grown/1e6, "heap-MB")
+			if accepted > 0 {
+				b.ReportMetric(grown/float64(accepted), "heap-B/client")
+			}
+		})
 	}
 }
