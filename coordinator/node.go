@@ -802,7 +802,7 @@ func (n *Node) dropLoop() {
 			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) || !n.IsLeader() {
 				continue
 			}
-			n.log.Info("client left the membership; dropping it from the open round", "client", l.claim.ID, "member", l.claim.Member)
+			n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
 			if err := n.DropClient(l.claim.ID); err != nil {
 				n.log.Debug("drop", "client", l.claim.ID, "err", err)
 			}
