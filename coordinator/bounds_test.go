@@ -190,7 +190,7 @@ func BenchmarkRegisterFlood(b *testing.B) {
 		name string
 		cfg  func(*Config)
 	}{
-		{"bounds=off", func(c *Config) { c.MaxClients, c.RegisterRate, c.RegisterBurst = 1<<30, 1e9, 1 << 30 }},
+		{"bounds=off", func(c *Config) { c.MaxClients, c.RegisterRate, c.RegisterBurst = 1<<30, 1e9, 1<<30 }},
 		{"bounds=default", func(*Config) {}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

@@ -200,6 +200,14 @@ func (f *FSM) registrations() []registration {
 	return out
 }
 
+// registered reports whether id is a registered client.
+func (f *FSM) registered(id round.ClientID) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.clients[id]
+	return ok
+}
+
 // verifyClaim reports whether a gossip member's claim to be a client
 // carries a valid proof for the client's token.
 func (f *FSM) verifyClaim(c ClientClaim) bool {

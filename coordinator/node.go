@@ -138,6 +138,9 @@ type Node struct {
 	// regLimit is their rate.
 	regMu    sync.Mutex
 	regLimit *rate.Limiter
+	// verified remembers gossip claims whose proof verified, by member
+	// name and proof (see verifiedAlive); guarded by mu.
+	verified map[string]round.ClientID
 	// leaderSince and lastExpire belong to the loop goroutine.
 	leaderSince, lastExpire time.Time
 	// left queues gossip leave events for the drop worker, which ends
@@ -617,11 +620,27 @@ func MemberClaim(m membership.Member) (ClientClaim, bool) {
 }
 
 // verifiedAlive returns the clients that an alive gossip member claims
-// with a valid proof.
+// with a valid proof. Claims that verified are remembered (an ID is never
+// reissued, so a claim valid once stays valid while its client is
+// registered): the leader asks every tick, and would otherwise compute an
+// HMAC per client each time.
 func (n *Node) verifiedAlive() map[round.ClientID]bool {
 	out := map[round.ClientID]bool{}
-	for _, c := range n.cfg.Alive() {
-		if n.fsm.verifyClaim(c) {
+	claims := n.cfg.Alive()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.verified == nil || len(n.verified) > 2*n.cfg.MaxClients {
+		n.verified = make(map[string]round.ClientID)
+	}
+	for _, c := range claims {
+		if !n.fsm.registered(c.ID) {
+			continue
+		}
+		key := c.Member + "\x00" + string(c.Proof)
+		if id, ok := n.verified[key]; ok && id == c.ID {
+			out[c.ID] = true
+		} else if n.fsm.verifyClaim(c) {
+			n.verified[key] = c.ID
 			out[c.ID] = true
 		}
 	}
