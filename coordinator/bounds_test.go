@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -228,4 +229,46 @@ func BenchmarkRegisterFlood(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestExpiredClientRegistersAgain: the client runtime, whose registration
+// expired, is refused as Unauthenticated and registers again under a new
+// ID instead of failing.
+func TestExpiredClientRegistersAgain(t *testing.T) {
+	run := testRun(0)
+	run.Round.MinClients = 2 // one client: no round opens
+	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run})
+	addr := serveAt(t, node)
+	ids := make(chan uint64, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.Run(ctx, client.RuntimeConfig{Addrs: []string{addr}, Insecure: true, Name: "c", JoinSecret: "s3cret", StateDir: t.TempDir(),
+			Examples: 10, MaxBackoff: 50 * time.Millisecond, OnIdentity: func(id uint64, _ string) { ids <- id },
+			NewTrainer: func(*fedzippb.Task) (client.Trainer, error) { return nil, errors.New("no task expected") }})
+		done <- err
+	}()
+	first := round.ClientID(<-ids)
+	waitFor(t, "the client to poll", func() bool {
+		node.mu.Lock()
+		defer node.mu.Unlock()
+		_, ok := node.alive[first]
+		return ok
+	})
+	if _, err := node.apply(command{Type: cmdExpire, Now: time.Now().UnixNano(), Candidates: []round.ClientID{first}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case second := <-ids:
+		if round.ClientID(second) == first || !slices.Contains(node.FSM().ClientIDs(), round.ClientID(second)) {
+			t.Fatalf("registered again as %d (was %d); registry %v", second, first, node.FSM().ClientIDs())
+		}
+	case err := <-done:
+		t.Fatalf("the client stopped: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the client did not register again")
+	}
+	cancel()
+	<-done
 }

@@ -54,7 +54,21 @@ func openSolo(t *testing.T, cfg Config) *Node {
 // unauthenticated connection's two clients.
 func serveGRPC(t *testing.T, node *Node) (fedzippb.CoordinatorClient, fedzippb.ClusterClient) {
 	t.Helper()
+	addr := serveAt(t, node)
+	conn, err := transport.Dial(context.Background(), []string{addr}, transport.ClientConfig{Insecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return fedzippb.NewCoordinatorClient(conn), fedzippb.NewClusterClient(conn)
+}
+
+// serveAt serves node's services on 127.0.0.1 and returns the address.
+// Task polls last 200 ms.
+func serveAt(t *testing.T, node *Node) string {
+	t.Helper()
 	svc := NewService(node, transport.LimitsFor(1000, 0))
+	svc.LongPoll = 200 * time.Millisecond
 	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits, PublicMethods: ClusterMethods})
 	fedzippb.RegisterCoordinatorServer(srv, svc)
 	fedzippb.RegisterClusterServer(srv, NewClusterService(svc))
@@ -64,12 +78,7 @@ func serveGRPC(t *testing.T, node *Node) (fedzippb.CoordinatorClient, fedzippb.C
 	}
 	go srv.Serve(lis)
 	t.Cleanup(func() { transport.Shutdown(srv, time.Second) })
-	conn, err := transport.Dial(context.Background(), []string{lis.Addr().String()}, transport.ClientConfig{Insecure: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return fedzippb.NewCoordinatorClient(conn), fedzippb.NewClusterClient(conn)
+	return lis.Addr().String()
 }
 
 func voters(t *testing.T, n *Node) int {
