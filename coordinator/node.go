@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -636,7 +637,8 @@ func (n *Node) verifiedAlive() map[round.ClientID]bool {
 		if !n.fsm.registered(c.ID) {
 			continue
 		}
-		key := c.Member + "\x00" + string(c.Proof)
+		key := strconv.Itoa(len(c.Member)) + ":" + c.Member + string(c.Proof) // unambiguous
+
 		if id, ok := n.verified[key]; ok && id == c.ID {
 			out[c.ID] = true
 		} else if n.fsm.verifyClaim(c) {
