@@ -44,7 +44,7 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	defer coord.Close()
 	run := testRun(0)
 	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, 0
-	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: 300 * time.Millisecond, Alive: func() []ClientClaim {
+	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: 2 * time.Second, Alive: func() []ClientClaim {
 		var out []ClientClaim
 		for _, m := range coord.Alive() {
 			if c, ok := MemberClaim(m); ok {

@@ -139,9 +139,9 @@ type Node struct {
 	// regLimit is their rate.
 	regMu    sync.Mutex
 	regLimit *rate.Limiter
-	// verified remembers gossip claims whose proof verified, by member
-	// name and proof (see verifiedAlive); guarded by mu.
-	verified map[string]round.ClientID
+	// verified remembers checked gossip claims, by member name and proof
+	// (see verifiedAlive); guarded by mu.
+	verified map[string]checkedClaim
 	// leaderSince and lastExpire belong to the loop goroutine.
 	leaderSince, lastExpire time.Time
 	// left queues gossip leave events for the drop worker, which ends
@@ -621,32 +621,40 @@ func MemberClaim(m membership.Member) (ClientClaim, bool) {
 }
 
 // verifiedAlive returns the clients that an alive gossip member claims
-// with a valid proof. Claims that verified are remembered (an ID is never
-// reissued, so a claim valid once stays valid while its client is
-// registered): the leader asks every tick, and would otherwise compute an
-// HMAC per client each time.
+// with a valid proof. Checked claims are remembered, valid or not: once
+// the client is registered a claim's validity cannot change (an ID is
+// never reissued), and the leader asks every tick, so it would otherwise
+// compute an HMAC per member each time.
 func (n *Node) verifiedAlive() map[round.ClientID]bool {
 	out := map[round.ClientID]bool{}
 	claims := n.cfg.Alive()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.verified == nil || len(n.verified) > 2*n.cfg.MaxClients {
-		n.verified = make(map[string]round.ClientID)
+		n.verified = make(map[string]checkedClaim)
 	}
 	for _, c := range claims {
 		if !n.fsm.registered(c.ID) {
 			continue
 		}
 		key := strconv.Itoa(len(c.Member)) + ":" + c.Member + string(c.Proof) // unambiguous
-
-		if id, ok := n.verified[key]; ok && id == c.ID {
-			out[c.ID] = true
-		} else if n.fsm.verifyClaim(c) {
-			n.verified[key] = c.ID
+		chk, ok := n.verified[key]
+		if !ok || chk.id != c.ID {
+			chk = checkedClaim{c.ID, n.fsm.verifyClaim(c)}
+			n.verified[key] = chk
+		}
+		if chk.valid {
 			out[c.ID] = true
 		}
 	}
 	return out
+}
+
+// checkedClaim is a gossip claim's client ID and whether its proof
+// verified.
+type checkedClaim struct {
+	id    round.ClientID
+	valid bool
 }
 
 func laterOf(a, b time.Time) time.Time {
