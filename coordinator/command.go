@@ -21,17 +21,19 @@ import (
 type cmdType byte
 
 const (
-	cmdInit     cmdType = 1  // create the training run: its configuration and initial model
-	cmdRegister cmdType = 2  // add a client
-	cmdOpen     cmdType = 3  // open the next round among the given candidates
-	cmdSubmit   cmdType = 4  // one client's update
-	cmdClose    cmdType = 5  // close the open round into the next model
-	cmdAbort    cmdType = 6  // discard the open round (deadline passed with too few updates)
-	cmdNode     cmdType = 7  // record a coordinator node's addresses
-	cmdUnnode   cmdType = 8  // forget a coordinator node
-	cmdDrop     cmdType = 9  // drop a selected client that memberlist declared dead
-	cmdExpire   cmdType = 10 // forget registered clients the leader has not seen for long
+	cmdInit     cmdType = 1 // create the training run: its configuration and initial model
+	cmdRegister cmdType = 2 // add a client
+	cmdOpen     cmdType = 3 // open the next round among the given candidates
+	cmdSubmit   cmdType = 4 // one client's update
+	cmdClose    cmdType = 5 // close the open round into the next model
+	cmdAbort    cmdType = 6 // discard the open round (deadline passed with too few updates)
+	cmdNode     cmdType = 7 // record a coordinator node's addresses
+	cmdUnnode   cmdType = 8 // forget a coordinator node
+	cmdDrop     cmdType = 9 // drop a selected client that memberlist declared dead
 )
+
+// cmdExpire forgets registered clients the leader has not seen for long.
+const cmdExpire cmdType = 10
 
 func (t cmdType) String() string {
 	switch t {
