@@ -250,3 +250,17 @@ func TestCoordinatorNeedsJoinSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterCommandsNeedSecret: `fedzip cluster add` and `remove` say
+// that the secret is missing instead of sending an empty one.
+func TestClusterCommandsNeedSecret(t *testing.T) {
+	for _, args := range [][]string{
+		{"cluster", "add", "--insecure", "--id", "n9", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2"},
+		{"cluster", "remove", "--insecure", "--id", "n9"},
+	} {
+		code, _, stderr := runCmd(args...)
+		if code != exitUsage || !strings.Contains(stderr, "--cluster-secret") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr)
+		}
+	}
+}
