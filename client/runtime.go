@@ -52,10 +52,11 @@ type RuntimeConfig struct {
 	// from 100 ms); 0 means 5 s.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
-	// OnIdentity, if set, is called with the client's ID once it is known
-	// (after registration, or at start from the state directory), for
-	// example to announce it in the gossip metadata.
-	OnIdentity func(id uint64)
+	// OnIdentity, if set, is called with the client's ID and token once
+	// they are known (after registration, or at start from the state
+	// directory), for example to announce the ID in the gossip metadata
+	// with a proof made from the token.
+	OnIdentity func(id uint64, token string)
 	// Metrics, if not nil, records the client's timings, bytes and
 	// outcomes.
 	Metrics *metrics.Client
@@ -295,7 +296,7 @@ func (r *Runtime) run(ctx context.Context) (Summary, error) {
 			r.log.Info("registered", "id", r.st.ClientID)
 		}
 		if r.sum.ClientID != r.st.ClientID && r.cfg.OnIdentity != nil {
-			r.cfg.OnIdentity(r.st.ClientID)
+			r.cfg.OnIdentity(r.st.ClientID, r.st.Token)
 		}
 		r.sum.ClientID = r.st.ClientID
 		done, err := r.once(ctx)

@@ -117,15 +117,18 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return exitUsage
 		}
 		meta := membership.Meta{Role: membership.RoleClient, Examples: uint64(len(idx)), Capacity: 1, Codecs: gradient.PresetNames()}
-		members, err := membership.Start(membership.Config{Name: fmt.Sprintf("client-%s-%d", f.name, os.Getpid()), BindAddr: f.gossipAddr, Key: key,
+		name := fmt.Sprintf("client-%s-%d", f.name, os.Getpid())
+		members, err := membership.Start(membership.Config{Name: name, BindAddr: f.gossipAddr, Key: key,
 			Meta: meta, Join: splitList(f.gossipJoin), Fast: true})
 		if err != nil {
 			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 			return exitError
 		}
 		defer members.Close()
-		cfg.OnIdentity = func(id uint64) {
-			meta.ClientID = id
+		cfg.OnIdentity = func(id uint64, token string) {
+			// The proof binds this member to the token: coordinators
+			// ignore a member that claims the ID without it.
+			meta.ClientID, meta.Proof = id, membership.TokenProof(token, name, id)
 			if err := members.SetMeta(meta); err != nil {
 				log.Warn("gossip metadata", "err", err)
 			}
