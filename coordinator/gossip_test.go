@@ -114,7 +114,7 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 		t.Fatal("gossip forgeries dropped the honest client from the open round")
 	}
 	v := node.FSM().Progress()
-	payload := gradient.AppendFloat32s(nil, make([]float32, node.FSM().Params()))
+	payload := clientPayload(t, node.FSM(), v.Round, make([]float32, node.FSM().Params()))
 	r, err := node.Submit(honestID, v.Round, 10, 0.5, payload)
 	if err != nil || r.Duplicate || r.Received != 1 {
 		t.Fatalf("the honest client's update: %+v, %v", r, err)
