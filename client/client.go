@@ -106,6 +106,10 @@ type DataTrainer struct {
 	Index []int
 }
 
+// NumParams returns the number of parameters of the network d trains: the
+// runtime refuses a task whose model_params differs.
+func (d DataTrainer) NumParams() int { return d.NN.Model.NumParams() }
+
 // Train runs Task.Epochs passes of minibatch SGD, on FedProx's objective
 // when Task.ProxMu is positive: params on entry are the global model the
 // proximal term holds the local model to.

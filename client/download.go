@@ -12,9 +12,6 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -44,7 +41,12 @@ func (r *Runtime) fetch(ctx context.Context, task *fedzippb.Task, lim transport.
 	n := int(task.GetModelParams())
 	want := task.GetModelVersion()
 	if !r.heldLoaded || len(r.held) != n && r.held != nil {
-		r.held, r.heldVersion = loadModel(r.modelPath(), n)
+		var err error
+		r.held, r.heldVersion, err = loadModel(r.modelPath(), n, r.cfg.MaxAbsParam)
+		if err != nil {
+			r.log.Warn("discarding the held model file", "file", r.modelPath(), "err", err)
+			os.Remove(r.modelPath())
+		}
 		r.heldLoaded = true
 	}
 	have, holds := uint64(0), r.held != nil && r.heldVersion <= want
@@ -68,11 +70,19 @@ func (r *Runtime) fetch(ctx context.Context, task *fedzippb.Task, lim transport.
 		model, err := applyDownload(held, have, want, h, body, n, lim)
 		if err != nil {
 			if !holds {
-				return nil, nil, status.Error(codes.DataLoss, err.Error())
+				// The whole model itself is unusable (the transport
+				// checked its checksum: this is what the coordinator
+				// sends).
+				return nil, nil, fmt.Errorf("%w: %w", ErrModelRefused, err)
 			}
 			r.log.Warn("model delta refused; downloading the whole model", "have", have, "err", err)
 			have, holds = 0, false
 			continue
+		}
+		// A model out of bounds is neither trained on nor kept: the
+		// client still holds what it held before.
+		if err := checkValues(model, r.cfg.MaxAbsParam); err != nil {
+			return nil, nil, fmt.Errorf("%w: version %d: %w", ErrModelRefused, h.GetVersion(), err)
 		}
 		// An empty delta (the client already holds the version) changes
 		// nothing on disk.
@@ -156,24 +166,34 @@ func saveModel(path string, m []float32, version uint64) error {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// loadModel reads a model of n parameters saved by saveModel; a missing,
-// damaged or mis-sized file, or one with non-finite values, gives nil: the
-// client then downloads the whole model. Version 0, the initial model, is a
-// model like any other.
-func loadModel(path string, n int) ([]float32, uint64) {
+// loadModel reads a model of n parameters saved by saveModel. A missing
+// file gives nil and no error; a damaged or mis-sized file, or one with a
+// value that is not finite or beyond bound in magnitude, gives nil and an
+// error saying why: the client then downloads the whole model. Version 0,
+// the initial model, is a model like any other.
+func loadModel(path string, n int, bound float32) ([]float32, uint64, error) {
 	fi, err := os.Stat(path)
-	if err != nil || n <= 0 || fi.Size() != int64(modelFileSize(n)) {
-		return nil, 0
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if n <= 0 || fi.Size() != int64(modelFileSize(n)) {
+		return nil, 0, fmt.Errorf("%w: model file of %d bytes, %d parameters need %d", errDownload, fi.Size(), n, modelFileSize(max(n, 0)))
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, 0
+		return nil, 0, err
 	}
 	m, version, err := parseModelFile(b, n)
 	if err != nil {
-		return nil, 0
+		return nil, 0, err
 	}
-	return m, version
+	if err := checkValues(m, bound); err != nil {
+		return nil, 0, fmt.Errorf("%w: held model of version %d: %w", ErrModelRefused, version, err)
+	}
+	return m, version, nil
 }
 
 // modelFileSize is the size of saveModel's file for n parameters.

@@ -109,10 +109,10 @@ func TestModelFile(t *testing.T) {
 	if err := saveModel(path, m, 7); err != nil {
 		t.Fatal(err)
 	}
-	if got, v := loadModel(path, len(m)); v != 7 || !slices.Equal(got, m) {
+	if got, v, _ := loadModel(path, len(m), DefaultMaxAbsParam); v != 7 || !slices.Equal(got, m) {
 		t.Fatalf("loaded version %d %v", v, got)
 	}
-	if got, _ := loadModel(path, len(m)+1); got != nil {
+	if got, _, _ := loadModel(path, len(m)+1, DefaultMaxAbsParam); got != nil {
 		t.Fatal("loaded a model of another size")
 	}
 	b, _ := os.ReadFile(path)
@@ -120,15 +120,15 @@ func TestModelFile(t *testing.T) {
 		c := slices.Clone(b)
 		c[i] ^= 1
 		os.WriteFile(path, c, 0o600)
-		if got, _ := loadModel(path, len(m)); got != nil {
+		if got, _, _ := loadModel(path, len(m), DefaultMaxAbsParam); got != nil {
 			t.Fatalf("loaded a file with byte %d flipped", i)
 		}
 	}
 	saveModel(path, m, 0)
-	if got, v := loadModel(path, len(m)); v != 0 || !slices.Equal(got, m) {
+	if got, v, _ := loadModel(path, len(m), DefaultMaxAbsParam); v != 0 || !slices.Equal(got, m) {
 		t.Fatalf("version 0 (the initial model): loaded version %d %v", v, got)
 	}
-	if got, _ := loadModel(filepath.Join(dir, "missing"), len(m)); got != nil {
+	if got, _, _ := loadModel(filepath.Join(dir, "missing"), len(m), DefaultMaxAbsParam); got != nil {
 		t.Fatal("loaded a missing file")
 	}
 }

@@ -22,7 +22,6 @@ import (
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/metrics"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -53,13 +52,23 @@ type RuntimeConfig struct {
 	// from 100 ms); 0 means 5 s.
 	MaxBackoff time.Duration
 	Logger     *slog.Logger
-	// OnIdentity, if set, is called with the client's ID once it is known
-	// (after registration, or at start from the state directory), for
-	// example to announce it in the gossip metadata.
-	OnIdentity func(id uint64)
+	// OnIdentity, if set, is called with the client's ID and token once
+	// they are known (after registration, or at start from the state
+	// directory), for example to announce the ID in the gossip metadata
+	// with a proof made from the token.
+	OnIdentity func(id uint64, token string)
 	// Metrics, if not nil, records the client's timings, bytes and
 	// outcomes.
 	Metrics *metrics.Client
+	// MaxAbsParam bounds the magnitude of every model parameter the client
+	// accepts and of every update value it uploads: a model or an update
+	// with a value beyond it, or not finite, is refused (ErrModelRefused,
+	// ErrUpdateRefused) and the client waits for the next task. 0 means
+	// DefaultMaxAbsParam.
+	MaxAbsParam float32
+	// MaxParams bounds a task's model_params; a task beyond it is refused
+	// (ErrTaskRefused). 0 means DefaultMaxParams.
+	MaxParams int
 }
 
 // Summary reports what a client did.
@@ -113,7 +122,18 @@ type Runtime struct {
 	held        []float32
 	heldVersion uint64
 	heldLoaded  bool
+	// refused is the last task refused for what it holds (its counts, its
+	// model or the update trained from it); nil if none. The same task is
+	// not downloaded or trained again.
+	refused *taskKey
 }
+
+// taskKey names a task: its round and the model version it trains from.
+type taskKey struct{ round, version uint64 }
+
+// errStillRefused is what once returns for a task it refused already: the
+// runtime backs off and polls again.
+var errStillRefused = errors.New("client: this task was refused; waiting for the next one")
 
 // Run runs a client until the coordinator says training is done.
 func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
@@ -128,6 +148,12 @@ func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Second
+	}
+	if !(cfg.MaxAbsParam > 0) || math.IsInf(float64(cfg.MaxAbsParam), 0) {
+		cfg.MaxAbsParam = DefaultMaxAbsParam
+	}
+	if cfg.MaxParams <= 0 {
+		cfg.MaxParams = DefaultMaxParams
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -270,7 +296,7 @@ func (r *Runtime) run(ctx context.Context) (Summary, error) {
 			r.log.Info("registered", "id", r.st.ClientID)
 		}
 		if r.sum.ClientID != r.st.ClientID && r.cfg.OnIdentity != nil {
-			r.cfg.OnIdentity(r.st.ClientID)
+			r.cfg.OnIdentity(r.st.ClientID, r.st.Token)
 		}
 		r.sum.ClientID = r.st.ClientID
 		done, err := r.once(ctx)
@@ -315,6 +341,13 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	if task.GetDone() {
 		return true, nil
 	}
+	key := taskKey{task.GetRound(), task.GetModelVersion()}
+	if r.refused != nil && *r.refused == key {
+		return false, errStillRefused
+	}
+	if err := checkTask(task, r.cfg.MaxParams); err != nil {
+		return false, r.refuse(key, err)
+	}
 	if p := r.st.Pending; p != nil && p.Round == task.GetRound() && p.ModelVersion == task.GetModelVersion() {
 		payload, err := os.ReadFile(r.pendingPath())
 		if err == nil {
@@ -323,9 +356,18 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 		}
 	}
 	if err := r.ensureTrainer(task); err != nil {
-		return false, &fatalError{err}
+		if !errors.Is(err, ErrTaskRefused) {
+			err = fmt.Errorf("%w: no trainer for it: %w", ErrTaskRefused, err)
+		}
+		return false, r.refuse(key, err)
 	}
-	lim := transport.LimitsFor(int(task.GetModelParams()), 0)
+	if s, ok := r.trainer.(interface{ NumParams() int }); ok && uint64(s.NumParams()) != task.GetModelParams() {
+		return false, r.refuse(key, fmt.Errorf("%w: model_params %d, the trainer's model has %d", ErrTaskRefused, task.GetModelParams(), s.NumParams()))
+	}
+	lim, err := transport.CheckedLimits(int(task.GetModelParams()), 0)
+	if err != nil {
+		return false, r.refuse(key, fmt.Errorf("%w: %w", ErrTaskRefused, err))
+	}
 	start := time.Now()
 	var (
 		h      *fedzippb.ModelHeader
@@ -339,26 +381,32 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 		}
 		r.cfg.Metrics.Downloaded(len(body), time.Since(start))
 		if global, err = decodeModel(body, int(task.GetModelParams())); err != nil {
-			return false, status.Error(codes.DataLoss, err.Error())
+			return false, r.refuse(key, fmt.Errorf("%w: %w", ErrModelRefused, err))
+		}
+		if err := checkValues(global, r.cfg.MaxAbsParam); err != nil {
+			return false, r.refuse(key, fmt.Errorf("%w: version %d: %w", ErrModelRefused, h.GetVersion(), err))
 		}
 	} else if h, global, err = r.fetch(ctx, task, lim, start); err != nil {
+		if errors.Is(err, ErrModelRefused) {
+			return false, r.refuse(key, err)
+		}
 		return false, err
 	}
 	downloaded := time.Now()
 	local := make([]float32, len(global))
-	ct := Task{Round: int(task.GetRound()), Seed: task.GetTaskSeed(), Epochs: int(task.GetEpochs()), BatchSize: int(task.GetBatchSize()),
-		Optimizer: nn.SGD{LR: float32(task.GetLr()), Momentum: float32(task.GetMomentum()), WeightDecay: float32(task.GetWeightDecay())},
-		ProxMu:    float32(task.GetProxMu())}
-	if err := ct.Validate(); err != nil {
-		return false, &fatalError{fmt.Errorf("client: task from the coordinator: %w", err)}
-	}
-	u, res, err := Step(ctx, r.trainer, global, local, ct)
+	u, res, err := Step(ctx, r.trainer, global, local, taskOf(task))
 	if err != nil {
 		return false, err
 	}
 	trained := time.Now()
+	if err := checkValues(u.Delta, r.cfg.MaxAbsParam); err != nil {
+		return false, r.refuse(key, fmt.Errorf("%w: round %d, trained from version %d: %w", ErrUpdateRefused, task.GetRound(), h.GetVersion(), err))
+	}
 	payload, err := r.encode(task, u.Delta)
 	if err != nil {
+		if errors.Is(err, ErrUpdateRefused) || errors.Is(err, ErrTaskRefused) {
+			return false, r.refuse(key, err)
+		}
 		return false, &fatalError{err}
 	}
 	encoded := time.Now()
@@ -373,6 +421,14 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	return false, r.upload(ctx, task, p, payload)
+}
+
+// refuse remembers that the task key was refused for err, logs it, and
+// returns err: the run loop backs off and polls for the next task.
+func (r *Runtime) refuse(key taskKey, err error) error {
+	r.refused = &key
+	r.log.Warn("task refused; waiting for the next one", "round", key.round, "model_version", key.version, "err", err)
+	return err
 }
 
 func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
@@ -413,12 +469,17 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 // pending update, so that a restart neither loses nor repeats it. When the
 // task names its run (run_id), the message names the run and the round
 // (gradient.FlagRun), "none" included, whose message is then the dense
-// float32 one; a run without an ID takes "none" as raw float32.
+// float32 one; a run without an ID takes "none" as raw float32. If the
+// error-feedback state cannot take the update (residual + delta
+// overflows), the state is cleared, on disk too, and the update encoded
+// again from zero state; a codec the client cannot build or a malformed
+// run ID gives ErrTaskRefused, an update that still does not encode
+// ErrUpdateRefused. Other errors are the state files'.
 func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	spec := task.GetUploadCodec()
 	run, err := TaskRun(task)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
 	if spec == "" || spec == "none" {
 		if run.IsZero() {
@@ -430,19 +491,34 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	if r.enc == nil || r.encKey != key {
 		sp, err := gradient.ParseSpec(spec)
 		if err != nil {
-			return nil, fmt.Errorf("client: the coordinator's upload codec: %w", err)
+			return nil, fmt.Errorf("%w: the coordinator's upload codec: %w", ErrTaskRefused, err)
 		}
-		if r.enc, err = gradient.NewEncoder(sp, len(delta)); err != nil {
-			return nil, err
+		enc, err := gradient.NewEncoder(sp, len(delta))
+		if err != nil {
+			return nil, fmt.Errorf("%w: the coordinator's upload codec: %w", ErrTaskRefused, err)
 		}
-		r.encKey = key
+		r.enc, r.encKey = enc, key
 		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual())
 		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity())
 	}
 	r.enc.SetRun(run)
 	payload, _, err := r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed())
+	if errors.Is(err, gradient.ErrNonFinite) {
+		// Encode cleared the state it had partly updated; the files
+		// still hold the state that could not take this update.
+		r.log.Warn("error-feedback state overflowed; cleared", "round", task.GetRound(), "err", err)
+		for _, name := range []string{"residual.bin", "velocity.bin"} {
+			if e := os.Remove(filepath.Join(r.cfg.StateDir, name)); e != nil && !errors.Is(e, os.ErrNotExist) {
+				return nil, e
+			}
+		}
+		if payload, _, err = r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed()); err != nil {
+			r.enc.Reset()
+			return nil, fmt.Errorf("%w: %w", ErrUpdateRefused, err)
+		}
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrUpdateRefused, err)
 	}
 	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual()); err != nil {
 		return nil, err

@@ -32,6 +32,9 @@ const (
 	cmdDrop     cmdType = 9 // drop a selected client that memberlist declared dead
 )
 
+// cmdExpire forgets registered clients the leader has not seen for long.
+const cmdExpire cmdType = 10
+
 func (t cmdType) String() string {
 	switch t {
 	case cmdInit:
@@ -52,6 +55,8 @@ func (t cmdType) String() string {
 		return "unnode"
 	case cmdDrop:
 		return "drop"
+	case cmdExpire:
+		return "expire"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -68,7 +73,7 @@ type command struct {
 	Name      string
 	TokenHash []byte
 	Examples  uint64
-	// Open: candidates.
+	// Open: candidates. Expire: the clients to forget.
 	Candidates []round.ClientID
 	// Node and Unnode: a coordinator node's Raft ID (in Name) and
 	// addresses.
@@ -102,7 +107,7 @@ func (c *command) encode() []byte {
 		e.bytes([]byte(c.Name))
 		e.bytes(c.TokenHash)
 		e.uvarint(c.Examples)
-	case cmdOpen:
+	case cmdOpen, cmdExpire:
 		e.uvarint(uint64(len(c.Candidates)))
 		for _, id := range c.Candidates {
 			e.uvarint(uint64(id))
@@ -193,7 +198,7 @@ func decodeCommand(data []byte) (command, error) {
 		c.Name = string(d.bytes("name"))
 		c.TokenHash = d.bytes("token hash")
 		c.Examples = d.uvarint("examples")
-	case cmdOpen:
+	case cmdOpen, cmdExpire:
 		n := d.uvarint("candidate count")
 		if n > uint64(len(d.b)) { // each candidate takes at least one byte
 			d.fail("candidate count")

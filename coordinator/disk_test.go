@@ -33,7 +33,8 @@ var diskRaftPlain = os.Getenv("FEDZIP_RAFT_PLAIN") != ""
 func (d *diskNode) open(t testing.TB, run *RunConfig, bootstrap bool, tune func(*raft.Config)) {
 	t.Helper()
 	n, err := Open(Config{ID: d.id, Dir: d.dir, RaftAddr: d.addr, RaftAdvertise: d.adv, RaftTLS: d.tls, Bootstrap: bootstrap, Run: run, Raft: tune,
-		Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: 2 * time.Second})
+		Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: 2 * time.Second,
+		RegisterRate: 1e6, RegisterBurst: 1 << 20}) // BenchmarkIngest registers 1000 clients at once
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -178,6 +179,64 @@ type clientRecord struct {
 // registered is Apply's answer to a register command.
 type registered struct{ ID round.ClientID }
 
+// expired is Apply's answer to an expire command: the clients forgotten.
+type expired struct{ IDs []round.ClientID }
+
+// expire forgets the listed clients, except those the open round selected
+// (their accepted updates are replayed from snapshots, and they may still
+// report). It depends on the log only. The caller holds mu.
+func (f *FSM) expire(ids []round.ClientID) expired {
+	var keep map[round.ClientID]bool
+	if f.mach.Phase() == round.Collecting {
+		keep = make(map[round.ClientID]bool, len(f.mach.Selected()))
+		for _, id := range f.mach.Selected() {
+			keep[id] = true
+		}
+	}
+	var out expired
+	for _, id := range ids {
+		if _, ok := f.clients[id]; ok && !keep[id] {
+			delete(f.clients, id)
+			out.IDs = append(out.IDs, id)
+		}
+	}
+	return out
+}
+
+// registration is a registered client's ID and time of registration.
+type registration struct {
+	id         round.ClientID
+	registered int64
+}
+
+// registrations lists the registered clients, in no order.
+func (f *FSM) registrations() []registration {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make([]registration, 0, len(f.clients))
+	for _, c := range f.clients {
+		out = append(out, registration{c.ID, c.Registered})
+	}
+	return out
+}
+
+// registered reports whether id is a registered client.
+func (f *FSM) registered(id round.ClientID) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	_, ok := f.clients[id]
+	return ok
+}
+
+// verifyClaim reports whether a gossip member's claim to be a client
+// carries a valid proof for the client's token.
+func (f *FSM) verifyClaim(c ClientClaim) bool {
+	f.mu.RLock()
+	rec, ok := f.clients[c.ID]
+	f.mu.RUnlock()
+	return ok && membership.VerifyClientProof(rec.TokenHash, c.Member, uint64(c.ID), c.Proof)
+}
+
 // FSM is the coordinator's replicated state machine: the run configuration,
 // the client registry, and the round state machine with the updates
 // accepted in the open round. Apply is deterministic: replicas that apply
@@ -281,7 +340,10 @@ func (f *FSM) apply(c command, pre *decoded) any {
 		f.clients[id] = &clientRecord{ID: id, Name: c.Name, TokenHash: slices.Clone(c.TokenHash), Examples: c.Examples, Registered: c.Now}
 		return registered{ID: id}
 	case cmdOpen:
-		o, err := f.mach.Open(now, c.Candidates)
+		// Only registered clients: one may have expired since the leader
+		// listed it.
+		cands := slices.DeleteFunc(c.Candidates, func(id round.ClientID) bool { _, ok := f.clients[id]; return !ok })
+		o, err := f.mach.Open(now, cands)
 		if err != nil {
 			return err
 		}
@@ -313,6 +375,8 @@ func (f *FSM) apply(c command, pre *decoded) any {
 		}
 		f.accepted = nil
 		return nil
+	case cmdExpire:
+		return f.expire(c.Candidates)
 	}
 	return fmt.Errorf("%w: %s", errCommand, c.Type)
 }

@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/rand"
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
@@ -13,15 +12,19 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"golang.org/x/time/rate"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
 )
 
 // Config configures one coordinator node.
@@ -59,12 +62,17 @@ type Config struct {
 	// Run is the training run; the leader commits it as the first log entry
 	// if the log has none.
 	Run *RunConfig
-	// JoinSecret is what clients must present to register; empty means no
-	// secret.
+	// JoinSecret is what clients must present to register. Empty refuses
+	// every registration, unless OpenRegistration is set.
 	JoinSecret string
+	// OpenRegistration lets any client register without a join secret
+	// (only when JoinSecret is empty): for local testing.
+	OpenRegistration bool
 	// ClusterID names the cluster; nodes with another ID cannot join.
 	ClusterID string
 	// ClusterSecret is what a node must present to join or remove nodes.
+	// Empty refuses every join and removal: an empty secret matches
+	// nothing.
 	ClusterSecret string
 	// GRPCAddr is the address this node serves clients on, recorded in the
 	// replicated node registry so that followers can redirect to the
@@ -75,9 +83,14 @@ type Config struct {
 	// AliveWindow: a client counts as alive for selection when it polled for
 	// a task or submitted within this window.
 	AliveWindow time.Duration
-	// Alive, if set, says which clients are alive (membership by gossip);
-	// otherwise a client is alive if it polled within AliveWindow.
-	Alive func() map[round.ClientID]bool
+	// Alive, if set, lists the gossip members that say they are clients
+	// (membership by gossip): a client is alive if one of them carries a
+	// valid proof for it (see ClientClaim). Otherwise a client is alive if
+	// it polled or submitted within AliveWindow.
+	Alive func() []ClientClaim
+	// DropGrace is how long a client that gossip says left may refute it
+	// before the leader drops it from the open round (0: DefaultDropGrace).
+	DropGrace time.Duration
 	// ApplyTimeout bounds how long a command waits to be committed.
 	ApplyTimeout time.Duration
 	// Raft adjusts the Raft configuration (timeouts) before start.
@@ -97,7 +110,42 @@ type Config struct {
 	// and logging what is lost; see recoverState. It never changes a
 	// directory of another node or cluster.
 	Recover bool
+
+	// MaxClients caps the registered clients (0: DefaultMaxClients): a
+	// registration beyond it is refused (ErrTooManyClients) until expiry
+	// frees a place.
+	MaxClients int
+	// RegisterRate is how many registrations per second this node accepts,
+	// in bursts of up to RegisterBurst (0: DefaultRegisterRate and
+	// DefaultRegisterBurst); beyond it ErrRateLimited.
+	RegisterRate  float64
+	RegisterBurst int
+	// ClientTTL: the leader expires a registered client that it has not
+	// seen (a poll or a submission, or an alive gossip member with a valid
+	// proof) for this long (0: DefaultClientTTL). A client that registered
+	// under this leader and never polled expires after FirstPollTTL (0:
+	// DefaultFirstPollTTL, at most ClientTTL). An expired client's token
+	// no longer authenticates: it registers again.
+	ClientTTL    time.Duration
+	FirstPollTTL time.Duration
 }
+
+// Defaults of the registration bounds (Config).
+const (
+	DefaultMaxClients    = 10000
+	DefaultRegisterRate  = 20.0
+	DefaultRegisterBurst = 100
+	DefaultClientTTL     = time.Hour
+	DefaultFirstPollTTL  = 2 * time.Minute
+	// DefaultDropGrace is Config.DropGrace's default.
+	DefaultDropGrace = 5 * time.Second
+	// maxExpirePerEntry bounds the clients one expire entry names.
+	maxExpirePerEntry = 1024
+	// expireEvery is how often the leader looks for clients to expire.
+	expireEvery = time.Second
+	// maxWaitingDrops bounds the gossip leaves waiting out their grace.
+	maxWaitingDrops = 4096
+)
 
 // Node is one coordinator: a Raft replica of the FSM and, when leader, the
 // driver that opens and closes rounds.
@@ -119,6 +167,26 @@ type Node struct {
 	// is closed when markerLoop ends (nil: no state directory).
 	marker     marker
 	markerDone chan struct{}
+
+	// regMu serialises registrations, so that the cap holds exactly;
+	// regLimit is their rate.
+	regMu    sync.Mutex
+	regLimit *rate.Limiter
+	// verified remembers checked gossip claims, by member name and proof
+	// (see verifiedAlive); guarded by mu.
+	verified map[string]checkedClaim
+	// leaderSince and lastExpire belong to the loop goroutine.
+	leaderSince, lastExpire time.Time
+	// left queues gossip leave events for the drop worker, which ends
+	// with dropDone.
+	left     chan leftClient
+	dropDone chan struct{}
+}
+
+// leftClient is a client that gossip said left, and when.
+type leftClient struct {
+	claim ClientClaim
+	at    time.Time
 }
 
 // Open starts a node.
@@ -141,13 +209,31 @@ func Open(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	if cfg.DropGrace <= 0 {
+		cfg.DropGrace = DefaultDropGrace
+	}
+	if cfg.MaxClients <= 0 {
+		cfg.MaxClients = DefaultMaxClients
+	}
+	if cfg.RegisterRate <= 0 {
+		cfg.RegisterRate = DefaultRegisterRate
+	}
+	if cfg.RegisterBurst <= 0 {
+		cfg.RegisterBurst = DefaultRegisterBurst
+	}
+	if cfg.ClientTTL <= 0 {
+		cfg.ClientTTL = DefaultClientTTL
+	}
+	if cfg.FirstPollTTL <= 0 {
+		cfg.FirstPollTTL = min(DefaultFirstPollTTL, cfg.ClientTTL)
+	}
 	if cfg.Run != nil {
 		if err := cfg.Run.Validate(); err != nil {
 			return nil, err
 		}
 	}
 	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), left: make(chan leftClient, 256), dropDone: make(chan struct{}), regLimit: rate.NewLimiter(rate.Limit(cfg.RegisterRate), cfg.RegisterBurst)}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.LogOutput = io.Discard
@@ -219,6 +305,7 @@ func Open(cfg Config) (*Node, error) {
 	if n.markerDone != nil {
 		go n.markerLoop()
 	}
+	go n.dropLoop()
 	return n, nil
 }
 
@@ -306,6 +393,7 @@ func (n *Node) Close() error {
 			<-n.markerDone
 			n.saveMarker(true)
 		}
+		<-n.dropDone
 		err = n.raft.Shutdown().Error()
 		if n.markerDone != nil {
 			n.saveMarker(false)
@@ -384,13 +472,27 @@ func (n *Node) touch(id round.ClientID) {
 
 // Register adds a client. It checks the join secret in constant time and
 // returns the new client's ID and bearer token; only a hash of the token is
-// replicated.
+// replicated. Registrations are bounded: at most Config.MaxClients
+// registered clients, at Config.RegisterRate per second on this node.
+// Registering is not a sign of life: the client is selectable only once it
+// polls (or gossips with a valid proof).
 func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, string, error) {
-	if n.cfg.JoinSecret != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.JoinSecret)) != 1 {
-		return 0, "", ErrBadSecret
+	if err := n.checkJoinSecret(secret); err != nil {
+		return 0, "", err
 	}
 	if len(name) > 256 {
 		return 0, "", fmt.Errorf("%w: name of %d bytes", ErrBadRequest, len(name))
+	}
+	if n.raft.State() != raft.Leader {
+		return 0, "", n.notLeader()
+	}
+	n.regMu.Lock()
+	defer n.regMu.Unlock()
+	if c := n.fsm.Progress().Clients; c >= n.cfg.MaxClients {
+		return 0, "", fmt.Errorf("%w: %d registered, the cap is %d", ErrTooManyClients, c, n.cfg.MaxClients)
+	}
+	if !n.regLimit.AllowN(n.cfg.Now(), 1) {
+		return 0, "", fmt.Errorf("%w: more than %v registrations per second", ErrRateLimited, n.cfg.RegisterRate)
 	}
 	var tok [32]byte
 	if _, err := rand.Read(tok[:]); err != nil {
@@ -402,9 +504,7 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 	if err != nil {
 		return 0, "", err
 	}
-	id := res.(registered).ID
-	n.touch(id)
-	return id, token, nil
+	return res.(registered).ID, token, nil
 }
 
 // Submit commits one client's update and returns the receipt only after
@@ -496,9 +596,13 @@ func (n *Node) loop() {
 				continue
 			}
 			caughtUp = true
+			n.leaderSince = n.cfg.Now()
 		}
 		if err := n.step(); err != nil && !errors.Is(err, round.ErrTooFew) {
 			n.log.Debug("leader step", "err", err)
+		}
+		if err := n.expire(n.cfg.Now()); err != nil {
+			n.log.Debug("expiring clients", "err", err)
 		}
 	}
 }
@@ -561,10 +665,130 @@ func (n *Node) step() error {
 	return nil
 }
 
+// expire forgets, through the log, the registered clients that this leader
+// has not seen for ClientTTL (FirstPollTTL for those that registered under
+// it and never polled). A client the open round selected is kept. Time
+// before this node became leader counts as seen: it could not watch then.
+// Runs on the loop goroutine.
+func (n *Node) expire(now time.Time) error {
+	if now.Sub(n.lastExpire) < expireEvery {
+		return nil
+	}
+	n.lastExpire = now
+	if !n.fsm.Progress().Initialised {
+		return nil
+	}
+	regs := n.fsm.registrations()
+	var gossip map[round.ClientID]bool
+	if n.cfg.Alive != nil {
+		gossip = n.verifiedAlive()
+	}
+	var ids []round.ClientID
+	n.mu.Lock()
+	for _, r := range regs {
+		if gossip[r.id] || len(ids) == maxExpirePerEntry {
+			continue
+		}
+		registered := time.Unix(0, r.registered)
+		seen, ok := n.alive[r.id]
+		base, ttl := n.leaderSince, n.cfg.ClientTTL
+		switch {
+		case ok:
+			base = laterOf(seen, base)
+		case !registered.Before(n.leaderSince):
+			base, ttl = registered, n.cfg.FirstPollTTL
+		}
+		if now.Sub(base) >= ttl {
+			ids = append(ids, r.id)
+		}
+	}
+	n.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	res, err := n.apply(command{Type: cmdExpire, Now: now.UnixNano(), Candidates: ids})
+	if err != nil {
+		return err
+	}
+	gone := res.(expired).IDs
+	n.mu.Lock()
+	for _, id := range gone {
+		delete(n.alive, id)
+	}
+	n.mu.Unlock()
+	n.log.Info("clients expired", "count", len(gone))
+	return nil
+}
+
+// ClientClaim is a gossip member that says it is a client: its member
+// name, the client ID it claims, and its proof,
+// membership.ClientProof(SHA-256(token), name, ID). Only the client that
+// holds the token can make the proof, and the name binds it to one member,
+// so that another holder of the gossip key can neither claim the ID nor
+// replay the proof under another name.
+type ClientClaim struct {
+	ID     round.ClientID
+	Member string
+	Proof  []byte
+}
+
+// MemberClaim is the claim a gossip member makes, if it says it is a
+// client.
+func MemberClaim(m membership.Member) (ClientClaim, bool) {
+	if m.Meta.Role != membership.RoleClient || m.Meta.ClientID == 0 {
+		return ClientClaim{}, false
+	}
+	return ClientClaim{ID: round.ClientID(m.Meta.ClientID), Member: m.Name, Proof: m.Meta.Proof}, true
+}
+
+// verifiedAlive returns the clients that an alive gossip member claims
+// with a valid proof. Checked claims are remembered, valid or not: once
+// the client is registered a claim's validity cannot change (an ID is
+// never reissued), and the leader asks every tick, so it would otherwise
+// compute an HMAC per member each time.
+func (n *Node) verifiedAlive() map[round.ClientID]bool {
+	out := map[round.ClientID]bool{}
+	claims := n.cfg.Alive()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.verified == nil || len(n.verified) > 2*n.cfg.MaxClients {
+		n.verified = make(map[string]checkedClaim)
+	}
+	for _, c := range claims {
+		if !n.fsm.registered(c.ID) {
+			continue
+		}
+		key := strconv.Itoa(len(c.Member)) + ":" + c.Member + string(c.Proof) // unambiguous
+		chk, ok := n.verified[key]
+		if !ok || chk.id != c.ID {
+			chk = checkedClaim{c.ID, n.fsm.verifyClaim(c)}
+			n.verified[key] = chk
+		}
+		if chk.valid {
+			out[c.ID] = true
+		}
+	}
+	return out
+}
+
+// checkedClaim is a gossip claim's client ID and whether its proof
+// verified.
+type checkedClaim struct {
+	id    round.ClientID
+	valid bool
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 func (n *Node) aliveClients(now time.Time) []round.ClientID {
 	registered := n.fsm.ClientIDs()
 	if n.cfg.Alive != nil {
-		alive := n.cfg.Alive()
+		alive := n.verifiedAlive()
 		return slices.DeleteFunc(registered, func(id round.ClientID) bool { return !alive[id] })
 	}
 	n.mu.Lock()
@@ -622,7 +846,29 @@ func (n *Node) checkCluster(clusterID, secret string) error {
 	if clusterID != n.cfg.ClusterID {
 		return fmt.Errorf("%w: %q, this cluster is %q", ErrWrongCluster, clusterID, n.cfg.ClusterID)
 	}
-	if subtle.ConstantTimeCompare([]byte(secret), []byte(n.cfg.ClusterSecret)) != 1 {
+	return checkSecret(secret, n.cfg.ClusterSecret)
+}
+
+// checkJoinSecret checks a registering client's secret: with no join
+// secret configured only OpenRegistration lets it in.
+func (n *Node) checkJoinSecret(secret string) error {
+	if n.cfg.JoinSecret == "" && n.cfg.OpenRegistration {
+		return nil
+	}
+	return checkSecret(secret, n.cfg.JoinSecret)
+}
+
+// checkSecret compares a presented secret with the configured one in
+// constant time (transport.CheckJoinSecret): an empty configured secret
+// refuses everything, and an empty presented one matches nothing.
+func checkSecret(got, want string) error {
+	if got == "" {
+		return fmt.Errorf("%w: no secret presented", ErrBadSecret)
+	}
+	if err := transport.CheckJoinSecret(got, want); err != nil {
+		if want == "" {
+			return fmt.Errorf("%w: none is configured on this node, so it refuses every request", ErrBadSecret)
+		}
 		return ErrBadSecret
 	}
 	return nil
@@ -650,6 +896,72 @@ func (n *Node) DropClient(id round.ClientID) error {
 	return err
 }
 
+// MemberLeft tells the node that gossip declared a client member dead or
+// gone. It does not block: it ignores a claim whose proof does not verify,
+// and the drop worker drops the client from the open round only if, after
+// Config.DropGrace, no member with a valid proof for it is alive again and
+// it has not been seen over gRPC since (it refuted a forged "dead", or
+// rejoined). Only the leader drops.
+func (n *Node) MemberLeft(c ClientClaim) {
+	if !n.fsm.verifyClaim(c) {
+		n.log.Debug("ignoring a gossip leave without a valid client proof", "member", c.Member, "client", c.ID)
+		return
+	}
+	select {
+	case n.left <- leftClient{claim: c, at: n.cfg.Now()}:
+	default:
+		n.log.Warn("gossip leave dropped: too many queued", "client", c.ID)
+	}
+}
+
+// dropLoop is the drop worker: it owns the clients gossip said left until
+// their grace ends. It stops with the node.
+func (n *Node) dropLoop() {
+	defer close(n.dropDone)
+	t := time.NewTicker(n.cfg.Tick)
+	defer t.Stop()
+	var waiting []leftClient
+	for {
+		select {
+		case <-n.stop:
+			return
+		case l := <-n.left:
+			if len(waiting) < maxWaitingDrops {
+				waiting = append(waiting, l)
+			}
+			continue
+		case <-t.C:
+		}
+		if len(waiting) == 0 {
+			continue
+		}
+		now := n.cfg.Now()
+		var alive map[round.ClientID]bool
+		keep := waiting[:0]
+		for _, l := range waiting {
+			if now.Sub(l.at) < n.cfg.DropGrace {
+				keep = append(keep, l)
+				continue
+			}
+			if alive == nil && n.cfg.Alive != nil {
+				alive = n.verifiedAlive()
+			}
+			n.mu.Lock()
+			seen, ok := n.alive[l.claim.ID]
+			n.mu.Unlock()
+			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) || !n.IsLeader() {
+				continue
+			}
+			n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
+			if err := n.DropClient(l.claim.ID); err != nil {
+				n.log.Debug("drop", "client", l.claim.ID, "err", err)
+			}
+		}
+		clear(waiting[len(keep):])
+		waiting = keep
+	}
+}
+
 // DefaultGCPercent is the garbage-collector target (as GOGC) that
 // `fedzip coordinator` sets unless told otherwise. A coordinator's live heap
 // is O(model) while it allocates for every update it receives (gRPC
@@ -665,4 +977,9 @@ var (
 	ErrBadSecret    = errors.New("coordinator: wrong join secret")
 	ErrBadRequest   = errors.New("coordinator: bad request")
 	ErrNoTask       = errors.New("coordinator: no task for this client yet")
+	// ErrTooManyClients: registration refused, Config.MaxClients are
+	// registered.
+	ErrTooManyClients = errors.New("coordinator: too many registered clients")
+	// ErrRateLimited: registration refused, above Config.RegisterRate.
+	ErrRateLimited = errors.New("coordinator: too many registrations; try again later")
 )

@@ -251,6 +251,8 @@ func (s *Service) status(ctx context.Context, err error) error {
 		return status.Error(codes.Unauthenticated, err.Error())
 	case errors.Is(err, ErrUnknownClient):
 		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, ErrTooManyClients), errors.Is(err, ErrRateLimited):
+		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadRequest), errors.Is(err, aggregate.ErrShape),
 		errors.Is(err, aggregate.ErrNonFinite), errors.Is(err, aggregate.ErrWeight):
 		return status.Error(codes.InvalidArgument, err.Error())

@@ -163,9 +163,11 @@ var static embed.FS
 
 // Handler serves the page and its JSON feed: GET / (the page and its
 // assets) and GET /api/state[?since=N]. It is read-only; with a token,
-// /api/state needs it (httpguard.ReadOnly) while the page's static files,
-// which hold no data, do not: open the page as /?token=TOKEN and it passes
-// the token on.
+// /api/state needs it, as "Authorization: Bearer TOKEN" or as the session
+// cookie a browser gets by opening the page once as /?token=TOKEN, which
+// redirects to / without the token (httpguard.Login and
+// ReadOnlySession): the token is never in the URL of a data request. The
+// page's static files hold no data and need no token.
 func Handler(feed *Feed, token string) http.Handler {
 	sub, err := fs.Sub(static, "static")
 	if err != nil {
@@ -173,12 +175,12 @@ func Handler(feed *Feed, token string) http.Handler {
 	}
 	files := http.FileServerFS(sub)
 	mux := http.NewServeMux()
-	mux.Handle("/", httpguard.ReadOnly("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux.Handle("/", httpguard.ReadOnly("", httpguard.Login(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'")
 		w.Header().Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
-	})))
-	mux.Handle("/api/state", httpguard.ReadOnly(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	}))))
+	mux.Handle("/api/state", httpguard.ReadOnlySession(token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		since, _ := strconv.Atoi(r.URL.Query().Get("since"))
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")

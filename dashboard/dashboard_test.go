@@ -67,14 +67,30 @@ func TestHandlerServesEmbeddedPageAndGuardsTheFeed(t *testing.T) {
 	if code, _ := get(t, h, "/api/state", ""); code != http.StatusUnauthorized {
 		t.Fatalf("feed without token: status %d", code)
 	}
-	if code, _ := get(t, h, "/api/state?token=s3cret", ""); code != 200 {
+	// Issue 12, finding 10: a token in a data URL is not accepted.
+	if code, _ := get(t, h, "/api/state?token=s3cret", ""); code != http.StatusUnauthorized {
 		t.Fatalf("feed with token in query: status %d", code)
 	}
 	if code, _ := get(t, h, "/api/state", "Bearer s3cret"); code != 200 {
 		t.Fatalf("feed with bearer token: status %d", code)
 	}
-	req := httptest.NewRequest("POST", "/api/state?token=s3cret", nil)
+	// A browser opens the page once as /?token=: it gets a session cookie
+	// and a redirect without the token, and the cookie opens the feed.
+	req := httptest.NewRequest("GET", "/?token=s3cret", nil)
 	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/" || len(rec.Result().Cookies()) != 1 {
+		t.Fatalf("login: status %d, Location %q, cookies %v", rec.Code, rec.Header().Get("Location"), rec.Result().Cookies())
+	}
+	req = httptest.NewRequest("GET", "/api/state", nil)
+	req.AddCookie(rec.Result().Cookies()[0])
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("feed with the session cookie: status %d", rec.Code)
+	}
+	req = httptest.NewRequest("POST", "/api/state?token=s3cret", nil)
+	rec = httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Fatalf("POST: status %d", rec.Code)

@@ -19,6 +19,11 @@
 //	crc        4   CRC-32C (Castagnoli) of every byte before it
 //	signature  64  ed25519 signature of every byte before it
 //
+// The metadata key "model_version" (MetaModelVersion), when present, is
+// the decimal version of the global model the file was made from. Being
+// signed, it is the one version a reader may trust: a server's headers are
+// not (see package deliver/fetch).
+//
 // A tensor describes itself:
 //
 //	name       str

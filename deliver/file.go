@@ -209,6 +209,48 @@ const (
 	maxMetaText = 4096
 )
 
+// MetaModelVersion is the metadata key under which a delivered file names
+// the version of the global model it was made from, in decimal. The
+// metadata is inside the signed bytes, so the version of a file that Read
+// verified is the signer's; files made before the key existed have none.
+const MetaModelVersion = "model_version"
+
+// ModelVersion returns the model version in f's metadata under
+// MetaModelVersion. ok is false if f has none; a value that is not a
+// canonical decimal uint64 (digits only, no sign, no leading zero, at most
+// 20 digits) gives an error wrapping ErrCorrupt.
+func (f *File) ModelVersion() (v uint64, ok bool, err error) {
+	s, ok := f.Meta[MetaModelVersion]
+	if !ok {
+		return 0, false, nil
+	}
+	v, err = parseVersion(s)
+	if err != nil {
+		return 0, false, err
+	}
+	return v, true, nil
+}
+
+// parseVersion parses a canonical decimal uint64.
+func parseVersion(s string) (uint64, error) {
+	if s == "" || len(s) > 20 || len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%w: %s %.24q is not a version", ErrCorrupt, MetaModelVersion, s)
+	}
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("%w: %s %.24q is not a version", ErrCorrupt, MetaModelVersion, s)
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, fmt.Errorf("%w: %s %.24q overflows uint64", ErrCorrupt, MetaModelVersion, s)
+		}
+		v = 10*v + d
+	}
+	return v, nil
+}
+
 // Classes returns the number of outputs of the network: the out of its
 // last layer (0 if there is none).
 func (f *File) Classes() int {

@@ -13,6 +13,9 @@
 package membership
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,6 +47,42 @@ type Meta struct {
 	Examples uint64   `json:"e,omitempty"`
 	Capacity int      `json:"k,omitempty"`
 	Codecs   []string `json:"x,omitempty"`
+	// Proof binds a client member to its token: ClientProof of the
+	// SHA-256 of the client's token, the member's name and ClientID.
+	// Coordinators ignore a client member whose proof does not verify.
+	Proof []byte `json:"p,omitempty"`
+}
+
+// proofContext separates member proofs from every other use of a token.
+const proofContext = "fedzip-member-v1"
+
+// ClientProof returns the proof a client member with this name carries in
+// its Meta for client ID id: HMAC-SHA256 keyed with tokenHash (the SHA-256
+// of the client's bearer token, which is what the coordinators store) over
+// "fedzip-member-v1", the name and the ID. Another member cannot make it
+// without the token, and it does not verify under another name or ID.
+func ClientProof(tokenHash []byte, name string, id uint64) []byte {
+	mac := hmac.New(sha256.New, tokenHash)
+	mac.Write([]byte(proofContext))
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(len(name)))
+	mac.Write(b[:])
+	mac.Write([]byte(name))
+	binary.BigEndian.PutUint64(b[:], id)
+	mac.Write(b[:])
+	return mac.Sum(nil)
+}
+
+// TokenProof is ClientProof for a client that holds its token.
+func TokenProof(token, name string, id uint64) []byte {
+	h := sha256.Sum256([]byte(token))
+	return ClientProof(h[:], name, id)
+}
+
+// VerifyClientProof reports, in constant time, whether proof is
+// ClientProof(tokenHash, name, id). An empty tokenHash verifies nothing.
+func VerifyClientProof(tokenHash []byte, name string, id uint64, proof []byte) bool {
+	return len(tokenHash) > 0 && hmac.Equal(proof, ClientProof(tokenHash, name, id))
 }
 
 // Member is an alive member with its metadata.

@@ -1,6 +1,7 @@
 package membership
 
 import (
+	"crypto/sha256"
 	"testing"
 	"time"
 
@@ -83,5 +84,34 @@ func TestKeyRequired(t *testing.T) {
 	}
 	if _, err := Start(Config{Name: "x", BindAddr: "127.0.0.1:0", Key: []byte("short")}); err != ErrKey {
 		t.Fatalf("short key: %v", err)
+	}
+}
+
+// TestClientProof: a proof verifies for its token hash, member name and
+// client ID only, and the metadata with a proof and every codec still
+// fits memberlist's limit.
+func TestClientProof(t *testing.T) {
+	h := sha256.Sum256([]byte("token"))
+	p := TokenProof("token", "client-a", 7)
+	if !VerifyClientProof(h[:], "client-a", 7, p) {
+		t.Fatal("the proof does not verify")
+	}
+	other := sha256.Sum256([]byte("other"))
+	for name, ok := range map[string]bool{
+		"another name":             VerifyClientProof(h[:], "client-b", 7, p),
+		"another ID":               VerifyClientProof(h[:], "client-a", 8, p),
+		"another token":            VerifyClientProof(other[:], "client-a", 7, p),
+		"no proof":                 VerifyClientProof(h[:], "client-a", 7, nil),
+		"no token hash":            VerifyClientProof(nil, "client-a", 7, ClientProof(nil, "client-a", 7)),
+		"name and ID run together": VerifyClientProof(h[:], "client-a\x00", 7, p),
+	} {
+		if ok {
+			t.Errorf("%s: verifies", name)
+		}
+	}
+	meta := Meta{Role: RoleClient, ClientID: 1 << 63, Examples: 1 << 40, Capacity: 1, Proof: p,
+		Codecs: []string{"none", "topk1", "topk10", "stc", "stcm", "dgc", "qsgd8", "qsgd4", "signsgd", "powersgd"}}
+	if _, err := encodeMeta(meta); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"math"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -151,6 +152,16 @@ func TestLimitsFor(t *testing.T) {
 	}
 	if (Limits{}).Validate() == nil {
 		t.Fatal("zero Limits validated")
+	}
+	// Sizes from the network go through CheckedLimits: an error, never a
+	// panic.
+	for _, bad := range [][2]int{{0, 0}, {-1, 0}, {math.MaxInt, 0}, {math.MaxInt/16 + 1, 0}, {10, -1}, {10, math.MaxInt}} {
+		if _, err := CheckedLimits(bad[0], bad[1]); !errors.Is(err, ErrBadLimits) {
+			t.Errorf("CheckedLimits(%d, %d): %v, want ErrBadLimits", bad[0], bad[1], err)
+		}
+	}
+	if l, err := CheckedLimits(1_000_000, 90_000); err != nil || l != LimitsFor(1_000_000, 90_000) {
+		t.Fatalf("CheckedLimits(1e6, 9e4) = %+v, %v", l, err)
 	}
 	defer func() {
 		if recover() == nil {

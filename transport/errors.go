@@ -57,6 +57,9 @@ var (
 	ErrNoTask = errors.New("transport: no task yet")
 	// ErrInternal: a handler panicked (codes.Internal).
 	ErrInternal = errors.New("transport: internal error")
+	// ErrBadLimits: CheckedLimits was given a parameter count or codec
+	// size out of range (a local error; it carries no gRPC status).
+	ErrBadLimits = errors.New("transport: sizes out of range for limits")
 )
 
 // statusError is an error with a gRPC status that still unwraps to a

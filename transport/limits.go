@@ -44,13 +44,26 @@ type Limits struct {
 // assumed). A model download may be whole (4 bytes per parameter) or a
 // delta in a codec, so MaxModelBytes covers the larger of the two.
 // LimitsFor panics if params is not positive or codecWorstCaseBytes is
-// negative.
+// negative: use it for sizes the program itself knows (its own model), and
+// CheckedLimits for sizes that came from the network or a file.
 func LimitsFor(params int, codecWorstCaseBytes int) Limits {
+	l, err := CheckedLimits(params, codecWorstCaseBytes)
+	if err != nil {
+		panic(fmt.Sprintf("transport: LimitsFor: %v", err))
+	}
+	return l
+}
+
+// CheckedLimits is LimitsFor for untrusted sizes, such as a task's
+// model_params: it returns an error wrapping ErrBadLimits, and never
+// panics, if params is not in 1..MaxInt/16 or codecWorstCaseBytes is not
+// in 0..MaxInt/2.
+func CheckedLimits(params int, codecWorstCaseBytes int) (Limits, error) {
 	if params <= 0 || params > math.MaxInt/16 {
-		panic(fmt.Sprintf("transport: LimitsFor: %d parameters", params))
+		return Limits{}, fmt.Errorf("%w: %d parameters", ErrBadLimits, params)
 	}
 	if codecWorstCaseBytes < 0 || codecWorstCaseBytes > math.MaxInt/2 {
-		panic(fmt.Sprintf("transport: LimitsFor: codec worst case %d bytes", codecWorstCaseBytes))
+		return Limits{}, fmt.Errorf("%w: codec worst case %d bytes", ErrBadLimits, codecWorstCaseBytes)
 	}
 	if codecWorstCaseBytes == 0 {
 		codecWorstCaseBytes = 8 * params
@@ -59,7 +72,7 @@ func LimitsFor(params int, codecWorstCaseBytes int) Limits {
 		MaxModelBytes:  max(4*params, codecWorstCaseBytes) + ModelOverhead,
 		MaxUpdateBytes: codecWorstCaseBytes + UpdateOverhead,
 		MaxChunk:       DefaultMaxChunk,
-	}
+	}, nil
 }
 
 // Validate reports whether every limit is positive.

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"strings"
@@ -33,6 +34,7 @@ type clientFlags struct {
 	timeout                                  time.Duration
 	gossipAddr, gossipKey, gossipJoin        string
 	metricsAddr, metricsToken                string
+	maxAbsParam                              float64
 }
 
 func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -56,6 +58,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve this client's Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none)")
+	fs.Float64Var(&f.maxAbsParam, "max-abs-param", client.DefaultMaxAbsParam, "refuse a global model or a local update with a value beyond ±this, or not finite")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address to gossip membership from, e.g. 127.0.0.1:0 (empty: no gossip)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key, the coordinators' (also $FEDZIP_GOSSIP_KEY)")
@@ -66,6 +69,10 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if f.index < 0 || f.index >= f.clients {
 		fmt.Fprintf(stderr, "fedzip client: --client-index %d out of range 0..%d\n", f.index, f.clients-1)
+		return exitUsage
+	}
+	if !(f.maxAbsParam > 0 && f.maxAbsParam <= math.MaxFloat32) {
+		fmt.Fprintf(stderr, "fedzip client: --max-abs-param %v: want a positive float32\n", f.maxAbsParam)
 		return exitUsage
 	}
 	if f.name == "" {
@@ -88,17 +95,18 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	idx := data.Parts[f.index]
 	cfg := client.RuntimeConfig{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
-		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log,
+		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
 		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
 			if int(t.GetInputDim()) != data.Train.Dim {
 				return nil, fmt.Errorf("the coordinator's model takes %d features, local data has %d", t.GetInputDim(), data.Train.Dim)
 			}
-			m, err := nn.ParseArch(t.GetModel(), int(t.GetInputDim()), int(t.GetClasses()))
+			if int(t.GetClasses()) < data.Train.Classes {
+				// Labels beyond the model's outputs would index out of range.
+				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
+			}
+			m, err := client.TaskMLP(t)
 			if err != nil {
 				return nil, err
-			}
-			if t.GetBatchSize() == 0 || t.GetBatchSize() > 1<<16 {
-				return nil, fmt.Errorf("batch size %d", t.GetBatchSize())
 			}
 			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
 		}}
@@ -109,15 +117,18 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return exitUsage
 		}
 		meta := membership.Meta{Role: membership.RoleClient, Examples: uint64(len(idx)), Capacity: 1, Codecs: gradient.PresetNames()}
-		members, err := membership.Start(membership.Config{Name: fmt.Sprintf("client-%s-%d", f.name, os.Getpid()), BindAddr: f.gossipAddr, Key: key,
+		name := fmt.Sprintf("client-%s-%d", f.name, os.Getpid())
+		members, err := membership.Start(membership.Config{Name: name, BindAddr: f.gossipAddr, Key: key,
 			Meta: meta, Join: splitList(f.gossipJoin), Fast: true})
 		if err != nil {
 			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 			return exitError
 		}
 		defer members.Close()
-		cfg.OnIdentity = func(id uint64) {
-			meta.ClientID = id
+		cfg.OnIdentity = func(id uint64, token string) {
+			// The proof binds this member to the token: coordinators
+			// ignore a member that claims the ID without it.
+			meta.ClientID, meta.Proof = id, membership.TokenProof(token, name, id)
 			if err := members.SetMeta(meta); err != nil {
 				log.Warn("gossip metadata", "err", err)
 			}

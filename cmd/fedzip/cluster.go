@@ -80,6 +80,11 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return exitError
 		}
 	}
+	if (sub == "add" || sub == "remove") && f.clusterSecret == "" {
+		// The nodes refuse an empty secret anyway; say so before asking.
+		fmt.Fprintf(stderr, "fedzip cluster %s: --cluster-secret (or $FEDZIP_CLUSTER_SECRET) is required\n", sub)
+		return exitUsage
+	}
 	addrs := splitList(f.coordinators)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +227,40 @@ func TestCommandsRefuseBadConfig(t *testing.T) {
 	code, _, stderr = runCmd("coordinator", "--gc-percent", "-5")
 	if code != exitUsage || !strings.Contains(stderr, "--gc-percent") {
 		t.Fatalf("negative gc percent: exit %d, %q", code, stderr)
+	}
+}
+
+// TestCoordinatorNeedsJoinSecret: a coordinator without a join secret
+// accepted every registration (issue 12, finding 2). Now it does not start
+// unless --open-registration says so, and --join needs a cluster secret.
+func TestCoordinatorNeedsJoinSecret(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"coordinator", "--insecure", "--state-dir", filepath.Join(dir, "x"), "--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "--open-registration"},
+		{[]string{"--join-secret", "s", "--open-registration"}, "give one"},
+		{[]string{"--join-secret", "s", "--join", "127.0.0.1:1"}, "--join needs --cluster-secret"},
+	} {
+		code, _, stderr := runCmd(append(slices.Clone(base), tc.args...)...)
+		if code != exitUsage || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, %q; want a usage error naming %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+// TestClusterCommandsNeedSecret: `fedzip cluster add` and `remove` say
+// that the secret is missing instead of sending an empty one.
+func TestClusterCommandsNeedSecret(t *testing.T) {
+	for _, args := range [][]string{
+		{"cluster", "add", "--insecure", "--id", "n9", "--raft-addr", "127.0.0.1:1", "--grpc-addr", "127.0.0.1:2"},
+		{"cluster", "remove", "--insecure", "--id", "n9"},
+	} {
+		code, _, stderr := runCmd(args...)
+		if code != exitUsage || !strings.Contains(stderr, "--cluster-secret") {
+			t.Errorf("%v: exit %d, %q", args, code, stderr)
+		}
 	}
 }

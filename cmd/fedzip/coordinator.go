@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -46,6 +47,10 @@ type coordinatorFlags struct {
 	deadline                            time.Duration
 	seed                                uint64
 	joinSecret                          string
+	openRegistration                    bool
+	maxClients                          int
+	registerRate                        float64
+	clientTTL                           time.Duration
 	tlsCert, tlsKey, clientCA           string
 	saveModel, logFormat, evalDataset   string
 	longPoll                            time.Duration
@@ -93,7 +98,11 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient mu of the clients' local objective (0: FedAvg training)")
 	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
-	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET)")
+	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET); required unless --open-registration")
+	fs.IntVar(&f.maxClients, "max-clients", coordinator.DefaultMaxClients, "most registered clients; registration beyond is refused (ResourceExhausted) until idle clients expire")
+	fs.Float64Var(&f.registerRate, "register-rate", coordinator.DefaultRegisterRate, fmt.Sprintf("registrations per second this node accepts (bursts of %d)", coordinator.DefaultRegisterBurst))
+	fs.DurationVar(&f.clientTTL, "client-ttl", coordinator.DefaultClientTTL, fmt.Sprintf("forget a registered client not seen (poll, update or gossip) for this long; one that never polled after %v; it must register again", coordinator.DefaultFirstPollTTL))
+	fs.BoolVar(&f.openRegistration, "open-registration", false, "let any client register without a join secret (local testing only; logs a warning)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "server certificate (PEM)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "server key (PEM)")
 	fs.StringVar(&f.clientCA, "client-ca", "", "CA of client certificates: require mTLS")
@@ -111,7 +120,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.IntVar(&f.maxUploads, "max-uploads", transport.DefaultMaxUploads, "uploads the node serves at once from all clients; one more is refused (ResourceExhausted)")
 	fs.IntVar(&f.uploadMinRate, "upload-min-rate", transport.DefaultUploadMinRate, "least average bytes per second of an upload after the first 30 s; a slower one is cut (negative: no minimum)")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
-	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET)")
+	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET); empty: this node refuses every join and removal")
 	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
 	fs.StringVar(&f.advertise, "advertise", "", "gRPC address other nodes and clients reach this node at (default: --listen)")
 	fs.StringVar(&f.ca, "ca", "", "CA of the other nodes' certificates, to dial them (default: --client-ca)")
@@ -154,6 +163,36 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 
 type usageError struct{ error }
 
+// protections are the attributes of the one startup log line that says
+// which protections are on and which are off. Add a field here when a
+// protection is added.
+func (f coordinatorFlags) protections(raftTLS bool) []any {
+	onOff := func(on bool) string {
+		if on {
+			return "on"
+		}
+		return "off"
+	}
+	// optional: "unused" when the listener it protects is off.
+	optional := func(enabled, on bool) string {
+		if !enabled {
+			return "unused"
+		}
+		return onOff(on)
+	}
+	return []any{
+		"grpc_tls", onOff(!f.insecure),
+		"mtls", onOff(!f.insecure && f.clientCA != ""),
+		"join_secret", onOff(f.joinSecret != ""),
+		"open_registration", onOff(f.openRegistration),
+		"cluster_secret", onOff(f.clusterSecret != ""),
+		"gossip_encryption", optional(f.gossipAddr != "", f.gossipKey != ""),
+		"metrics_token", optional(f.metricsAddr != "", f.metricsToken != ""),
+		"ui_token", optional(f.uiAddr != "", f.uiToken != ""),
+		"raft_tls", onOff(raftTLS),
+	}
+}
+
 func dims(name string) (int, int, error) {
 	switch name {
 	case "mnist":
@@ -187,6 +226,16 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err := run.Validate(); err != nil {
 		return usageError{err}
 	}
+	switch {
+	case f.joinSecret == "" && !f.openRegistration:
+		return usageError{errors.New("no join secret: give --join-secret (or $FEDZIP_JOIN_SECRET), or --open-registration to let any client register")}
+	case f.joinSecret != "" && f.openRegistration:
+		return usageError{errors.New("--open-registration and --join-secret: give one")}
+	case f.maxClients < 1 || !(f.registerRate > 0) || f.clientTTL <= 0:
+		return usageError{fmt.Errorf("--max-clients %d, --register-rate %v and --client-ttl %v must be positive", f.maxClients, f.registerRate, f.clientTTL)}
+	case f.join != "" && f.clusterSecret == "":
+		return usageError{errors.New("--join needs --cluster-secret (or $FEDZIP_CLUSTER_SECRET): the cluster refuses nodes without it")}
+	}
 	model, _ := nn.ParseArch(f.model, in, classes)
 	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log,
 		MaxUploads: f.maxUploads, MaxUploadsPerClient: f.maxUploadsPerClient, UploadMinRate: f.uploadMinRate}
@@ -204,9 +253,10 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	}
 	var members *membership.Members
 	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
-		Run: run, JoinSecret: f.joinSecret, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
-		Recover: f.recoverState}
-	var node *coordinator.Node
+		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
+		MaxClients: f.maxClients, RegisterRate: f.registerRate, ClientTTL: f.clientTTL, Recover: f.recoverState}
+	// Gossip events may come before the node exists: they see nil.
+	var nodeRef atomic.Pointer[coordinator.Node]
 	if f.gossipAddr != "" {
 		key, err := gossipKey(f.gossipKey)
 		if err != nil {
@@ -215,29 +265,33 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		members, err = membership.Start(membership.Config{Name: "coordinator-" + f.id, BindAddr: f.gossipAddr, Key: key,
 			Meta: membership.Meta{Role: membership.RoleCoordinator, NodeID: f.id, GRPC: f.advertise}, Join: splitList(f.gossipJoin), Fast: true,
 			OnLeave: func(m membership.Member) {
-				if m.Meta.Role == membership.RoleClient && m.Meta.ClientID != 0 && node != nil && node.IsLeader() {
-					log.Info("client left the membership", "client", m.Meta.ClientID)
-					go node.DropClient(round.ClientID(m.Meta.ClientID))
+				if c, ok := coordinator.MemberClaim(m); ok {
+					if node := nodeRef.Load(); node != nil {
+						node.MemberLeft(c)
+					}
 				}
 			}})
 		if err != nil {
 			return err
 		}
 		defer members.Close()
-		ncfg.Alive = func() map[round.ClientID]bool {
-			out := map[round.ClientID]bool{}
-			for id := range members.AliveClients() {
-				out[round.ClientID(id)] = true
+		ncfg.Alive = func() []coordinator.ClientClaim {
+			var out []coordinator.ClientClaim
+			for _, m := range members.Alive() {
+				if c, ok := coordinator.MemberClaim(m); ok {
+					out = append(out, c)
+				}
 			}
 			return out
 		}
 		log.Info("gossip", "addr", members.Addr(), "encrypted", key != nil)
 	}
-	node, err = coordinator.Open(ncfg)
+	node, err := coordinator.Open(ncfg)
 	if err != nil {
 		return err
 	}
 	defer node.Close()
+	nodeRef.Store(node)
 	svc := coordinator.NewService(node, srvCfg.Limits)
 	svc.LongPoll = f.longPoll
 	obs, stopObs, err := observeCoordinator(ctx, f, node, svc, log)
@@ -258,6 +312,10 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return err
 	}
 	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "", "raft_tls", node.RaftTLS())
+	log.Info("protections", f.protections(node.RaftTLS())...)
+	if f.openRegistration {
+		log.Warn("open registration: any client that reaches the gRPC port can register, without a join secret")
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(lis) }()
 	if f.join != "" {
@@ -309,7 +367,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
 		params, version := node.FSM().Model()
 		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
-		d, derr := deliverModel(ctx, model, params, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
+		d, derr := deliverModel(ctx, model, params, version, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
 		if derr != nil {
 			err = fmt.Errorf("delivering the model: %w", derr)
 		} else {

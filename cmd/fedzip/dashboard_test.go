@@ -75,7 +75,9 @@ func TestDashboardInChromium(t *testing.T) {
 	}
 	// Wait for the run to finish: the dashboard stays up after it.
 	for {
-		res, err := http.Get(base + "/api/state?token=t0k")
+		req, _ := http.NewRequest("GET", base+"/api/state", nil)
+		req.Header.Set("Authorization", "Bearer t0k")
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,8 +98,10 @@ func TestDashboardInChromium(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if res, err := http.Get(base + "/api/state"); err != nil || res.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("feed without the token: %v %v", res.Status, err)
+	for _, u := range []string{base + "/api/state", base + "/api/state?token=t0k"} {
+		if res, err := http.Get(u); err != nil || res.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s: %v %v", u, res.Status, err)
+		}
 	}
 
 	dom := dumpDOM(t, base+"/?token=t0k")

@@ -168,7 +168,8 @@ func compressModel(ctx context.Context, in, out, recipe, keyPath, dataDir string
 		return err
 	}
 	cfg := pipeline.Config{Train: train, Test: test, Key: key, Seed: seed,
-		Meta: map[string]string{"source": ck.Header.Model, "source_version": strconv.FormatUint(ck.Header.Version, 10)}}
+		Meta: map[string]string{"source": ck.Header.Model, "source_version": strconv.FormatUint(ck.Header.Version, 10),
+			deliver.MetaModelVersion: strconv.FormatUint(ck.Header.Version, 10)}}
 	if !quiet && output == "table" {
 		cfg.Log = stderr
 	}

@@ -12,12 +12,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/fedzip/fedzip/deliver"
+	"github.com/fedzip/fedzip/deliver/fetch"
 	"github.com/fedzip/fedzip/transport"
 )
 
@@ -40,7 +39,9 @@ func (m *modelServer) set(file []byte, version uint64) {
 }
 
 // ServeHTTP answers GET /v1/model with the signed file, its version in
-// X-Fedzip-Model-Version and its SHA-256 as the ETag.
+// X-Fedzip-Model-Version and its SHA-256 as the ETag. The header is for
+// information only: it is not signed, and fetch-model takes the version
+// from the signed file.
 func (m *modelServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != modelPath {
 		http.NotFound(w, r)
@@ -100,16 +101,15 @@ func serveModels(addr string, tlsCfg *tls.Config, ms *modelServer, log *slog.Log
 	return srv, nil
 }
 
-// maxModelFile bounds what fetch-model downloads.
-const maxModelFile = 256 << 20
-
 func runFetchModel(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fetch-model", flag.ContinueOnError)
 	url := fs.String("url", "http://127.0.0.1:7080"+modelPath, "where the coordinator serves its delivered model")
 	pubPath := fs.String("pubkey", "", "the coordinator's ed25519 public key (PEM): the file is verified against it")
-	out := fs.String("out", "model.fzm", "where to write the verified file")
+	out := fs.String("out", "model.fzm", "where to write the verified file; a model already there is the reference for --allow-downgrade")
 	ca := fs.String("ca", "", "CA of the server's certificate, for https")
-	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "fetch-model", "Downloads the newest delivered model from a coordinator and verifies its signature before writing it.",
+	allowDowngrade := fs.Bool("allow-downgrade", false, "accept a model older than the one at --out (or one with no signed version while that one has one)")
+	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "fetch-model", "Downloads the newest delivered model from a coordinator and verifies its signature before writing it.\n"+
+		"The version printed is the one inside the signed file; a model older than the one already at --out is refused unless --allow-downgrade.",
 		"  fedzip fetch-model --url https://127.0.0.1:7080/v1/model --ca certs/ca.pem --pubkey key.pub.pem --out model.fzm\n"); done {
 		return code
 	}
@@ -122,49 +122,32 @@ func runFetchModel(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
 		return exitError
 	}
-	client := &http.Client{Timeout: time.Minute}
+	opt := fetch.Options{Client: &http.Client{Timeout: time.Minute}, PublicKey: pub, AllowDowngrade: *allowDowngrade}
 	if *ca != "" {
 		tlsCfg, err := transport.ClientTLSConfig(*ca, "", "")
 		if err != nil {
 			fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
 			return exitError
 		}
-		client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
+		opt.Client.Transport = &http.Transport{TLSClientConfig: tlsCfg}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
-		return exitUsage
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
+	if opt.Held, err = fetch.ReadHeld(*out, pub, 0); err != nil && !*allowDowngrade {
+		fmt.Fprintf(stderr, "fedzip fetch-model: %v (remove it, or pass --allow-downgrade to overwrite it)\n", err)
 		return exitError
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		fmt.Fprintf(stderr, "fedzip fetch-model: %s: %s\n", *url, resp.Status)
+	m, err := fetch.Fetch(ctx, *url, opt)
+	if err != nil {
+		fmt.Fprintf(stderr, "fedzip fetch-model: refusing the model: %v\n", err)
 		return exitError
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxModelFile+1))
-	if err != nil {
+	if err := writeFileAtomic(*out, m.Signed); err != nil {
 		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
 		return exitError
 	}
-	if len(body) > maxModelFile {
-		fmt.Fprintf(stderr, "fedzip fetch-model: the file is larger than %d bytes\n", maxModelFile)
-		return exitError
+	version := "with no signed version"
+	if m.Versioned {
+		version = "version " + strconv.FormatUint(m.Version, 10)
 	}
-	f, err := deliver.Read(body, pub)
-	if err != nil {
-		fmt.Fprintf(stderr, "fedzip fetch-model: refusing the file: %v\n", err)
-		return exitError
-	}
-	if err := os.WriteFile(*out, body, 0o644); err != nil {
-		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
-		return exitError
-	}
-	fmt.Fprintf(stdout, "fetched model version %s (%d bytes, %d tensors), signature verified, written to %s\n",
-		resp.Header.Get("X-Fedzip-Model-Version"), len(body), len(f.Tensors), *out)
+	fmt.Fprintf(stdout, "fetched model %s (%d bytes, %d tensors), signature verified, written to %s\n", version, len(m.Signed), len(m.File.Tensors), *out)
 	return exitOK
 }

@@ -59,7 +59,7 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 		coordDone <- run(ctx, []string{"coordinator", "--insecure", "--id", "n1", "--state-dir", filepath.Join(dir, "n1"), "--listen", grpcAddr,
 			"--raft-addr", raftAddr, "--dataset", "synthetic", "--model", "mlp:16", "--rounds", "2", "--fraction", "1", "--min-clients", "2",
 			"--upload-codec", "topk1", "--long-poll", "1s", "--log-format", "json", "--http-addr", httpAddr,
-			"--metrics-addr", metricsAddr, "--metrics-token", "m-tok", "--ui-addr", uiAddr, "--ui-token", "u-tok"}, io.Discard, &coordErr)
+			"--metrics-addr", metricsAddr, "--metrics-token", "m-tok", "--ui-addr", uiAddr, "--ui-token", "u-tok", "--open-registration"}, io.Discard, &coordErr)
 	}()
 	clientDone := make(chan int, 2)
 	for i := 0; i < 2; i++ {
@@ -108,6 +108,11 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 	if code, _ := httpGet(t, "http://"+metricsAddr+"/metrics", ""); code != http.StatusUnauthorized {
 		t.Errorf("metrics without token: %d", code)
 	}
+	// Issue 12, finding 10: the token in the URL (and so in access logs)
+	// does not open /metrics.
+	if code, _ := httpGet(t, "http://"+metricsAddr+"/metrics?token=m-tok", ""); code != http.StatusUnauthorized {
+		t.Errorf("metrics with ?token=: %d", code)
+	}
 	code, page := httpGet(t, "http://"+metricsAddr+"/metrics", "m-tok")
 	if code != 200 {
 		t.Fatalf("metrics: %d %s", code, page)
@@ -120,6 +125,13 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 	}
 	// The client's endpoint is gone with the client; its metrics were
 	// checked by the coordinator package's test. Here: it served.
+	// One line says which protections are on; open registration warns.
+	for _, want := range []string{`"msg":"protections","grpc_tls":"off","mtls":"off","join_secret":"off","open_registration":"on","cluster_secret":"off","gossip_encryption":"unused","metrics_token":"on","ui_token":"on",`,
+		`"level":"WARN","msg":"open registration`} {
+		if !strings.Contains(coordErr.String(), want) {
+			t.Errorf("coordinator log lacks %s:\n%s", want, coordErr.String())
+		}
+	}
 	if !strings.Contains(coordErr.String(), `"msg":"dashboard"`) || !strings.Contains(coordErr.String(), `"msg":"metrics"`) {
 		t.Errorf("coordinator did not log its endpoints:\n%s", coordErr.String())
 	}

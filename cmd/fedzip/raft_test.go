@@ -21,7 +21,7 @@ func TestCoordinatorRaftNeedsNodeCertificate(t *testing.T) {
 		}
 	}
 	base := []string{"coordinator", "--state-dir", filepath.Join(dir, "state"), "--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0",
-		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.CA}
+		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.CA, "--join-secret", "s3cret"}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -39,7 +39,7 @@ func TestCoordinatorRaftNeedsNodeCertificate(t *testing.T) {
 	}
 	code, _, stderr := runCmd("coordinator", "--state-dir", filepath.Join(dir, "state2"), "--listen", "127.0.0.1:0", "--raft-addr", "192.0.2.1:7071",
 		"--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--client-ca", pki.CA, "--raft-cert", pki.NodeCert, "--raft-key", pki.NodeKey,
-		"--raft-ca", pki.PeerCA, "--raft-advertise", "0.0.0.0:7071")
+		"--raft-ca", pki.PeerCA, "--raft-advertise", "0.0.0.0:7071", "--join-secret", "s3cret")
 	if code == exitOK || !strings.Contains(stderr, "advertise") {
 		t.Errorf("advertising 0.0.0.0: exit %d, stderr %q", code, stderr)
 	}

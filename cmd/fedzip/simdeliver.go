@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/fedzip/fedzip/dataset"
@@ -33,7 +34,9 @@ type delivered struct {
 // deliverModel compresses the final global model with recipe into a signed
 // device file at out. keyPath names an ed25519 private key (PEM); if it is
 // empty, a new key pair is written beside out (OUT.key.pem, OUT.pub.pem).
-func deliverModel(ctx context.Context, model *nn.MLP, params []float32, train, test *dataset.Dataset, recipe, out, keyPath string, seed uint64) (*delivered, error) {
+// version, the global model's, goes into the signed metadata
+// (deliver.MetaModelVersion).
+func deliverModel(ctx context.Context, model *nn.MLP, params []float32, version uint64, train, test *dataset.Dataset, recipe, out, keyPath string, seed uint64) (*delivered, error) {
 	var key ed25519.PrivateKey
 	pubPath := ""
 	if keyPath != "" {
@@ -57,7 +60,7 @@ func deliverModel(ctx context.Context, model *nn.MLP, params []float32, train, t
 		key = priv
 	}
 	res, err := pipeline.Run(ctx, pipeline.FromMLP(model, params), recipe, pipeline.Config{Train: train, Test: test, Key: key, Seed: seed,
-		LatencySamples: 200, Meta: map[string]string{"source": "fedzip simulate"}})
+		LatencySamples: 200, Meta: map[string]string{"source": "fedzip simulate", deliver.MetaModelVersion: strconv.FormatUint(version, 10)}})
 	if err != nil {
 		return nil, err
 	}

@@ -545,7 +545,7 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		if !f.quiet {
 			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
 		}
-		d, err := deliverModel(ctx, model, res.Model, data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
+		d, err := deliverModel(ctx, model, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
 		if err != nil {
 			return fmt.Errorf("delivering the model: %w", err)
 		}

@@ -37,7 +37,7 @@ func TestWipedRaftLogExitsOneLine(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		var o, e bytes.Buffer
 		code := run(ctx, []string{"coordinator", "--insecure", "--state-dir", dir, "--listen", "127.0.0.1:0", "--raft-addr", freePort(t),
-			"--dataset", "synthetic", "--model", "mlp:8", "--gc-percent", "0", tc.flag}, &o, &e)
+			"--dataset", "synthetic", "--model", "mlp:8", "--gc-percent", "0", "--join-secret", "js", "--cluster-secret", "cs", tc.flag}, &o, &e)
 		cancel()
 		stderr := e.String()
 		lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")

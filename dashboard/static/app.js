@@ -6,7 +6,6 @@
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const W = 480, H = 240, M = { l: 56, r: 12, t: 22, b: 26 };
-const token = new URLSearchParams(location.search).get("token");
 const rounds = new Map(); // round number -> round
 let state = null;
 let last = 0; // highest round received
@@ -256,9 +255,11 @@ function setConn(cls, msg) {
 async function poll() {
   let wait = 1000;
   try {
-    const res = await fetch("api/state?since=" + last, { headers: token ? { Authorization: "Bearer " + token } : {}, cache: "no-store" });
+    // The session cookie set by opening the page as /?token=TOKEN goes
+    // with the request (same origin); the token is never in a data URL.
+    const res = await fetch("api/state?since=" + last, { credentials: "same-origin", cache: "no-store" });
     if (res.status === 401) {
-      setConn("bad", "unauthorized: open this page as ?token=TOKEN");
+      setConn("bad", "unauthorized: open this page once as /?token=TOKEN");
       wait = 5000;
     } else if (!res.ok) {
       setConn("bad", "error " + res.status);

@@ -17,12 +17,12 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT INT TERM
 # The coordinator's signing key; devices get only key.pub.pem.
 "$B" compress --gen-key key.pem >/dev/null
 "$B" coordinator --insecure --id n1 --listen 127.0.0.1:17501 --raft-addr 127.0.0.1:17502 --state-dir coord \
-    --rounds 10 --fraction 1 --min-clients 3 --upload-codec stcm --eval mnist \
+    --rounds 10 --fraction 1 --min-clients 3 --upload-codec stcm --eval mnist --join-secret example \
     --deliver-key key.pem --http-addr 127.0.0.1:17580 > coordinator.log 2>&1 &
 pids+=($!)
 sleep 1
 for i in 0 1 2; do
-  "$B" client --insecure --coordinator 127.0.0.1:17501 --clients 3 --client-index "$i" --state-dir "client$i" > "client$i.log" 2>&1 &
+  "$B" client --insecure --coordinator 127.0.0.1:17501 --join-secret example --clients 3 --client-index "$i" --state-dir "client$i" > "client$i.log" 2>&1 &
   pids+=($!)
 done
 echo "training 10 rounds with 3 clients (logs in $WORK)..."

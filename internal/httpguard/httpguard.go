@@ -1,10 +1,20 @@
 // Package httpguard serves fedzip's read-only HTTP endpoints (metrics,
 // dashboard): GET and HEAD only, optionally behind a bearer token, on a
 // listener the caller chooses (bind it to 127.0.0.1 to keep it local).
+//
+// A token travels in the Authorization header only, never in a URL, where
+// access logs, proxies and browser history would keep it. The one
+// exception is a browser's first load of the dashboard: Login takes
+// "?token=TOKEN" once, answers with a session cookie (HttpOnly,
+// SameSite=Strict) and redirects to the same URL without the token;
+// ReadOnlySession then accepts that cookie on the data requests.
 package httpguard
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -12,20 +22,33 @@ import (
 	"time"
 )
 
+// SessionCookie is the name of the cookie Login sets.
+const SessionCookie = "fedzip_session"
+
 // ReadOnly wraps h: it answers 405 to any method but GET and HEAD and,
-// when token is not empty, 401 to a request that carries neither
-// "Authorization: Bearer TOKEN" nor "?token=TOKEN" (compared in constant
-// time).
+// when token is not empty, 401 to a request without "Authorization:
+// Bearer TOKEN" (compared in constant time). A "?token=" in the URL is not
+// a credential: it is refused like no token at all.
 func ReadOnly(token string, h http.Handler) http.Handler {
+	return guard(token, false, h)
+}
+
+// ReadOnlySession is ReadOnly that also accepts the session cookie Login
+// sets for token: for the data requests of a page opened in a browser.
+func ReadOnlySession(token string, h http.Handler) http.Handler {
+	return guard(token, true, h)
+}
+
+func guard(token string, cookie bool, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed: this endpoint is read-only", http.StatusMethodNotAllowed)
 			return
 		}
-		if token != "" && !Authorized(r, token) {
+		if token != "" && !Authorized(r, token) && !(cookie && hasSession(r, token)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="fedzip"`)
-			http.Error(w, "unauthorized: pass the token as 'Authorization: Bearer TOKEN' or ?token=TOKEN", http.StatusUnauthorized)
+			http.Error(w, "unauthorized: pass the token as 'Authorization: Bearer TOKEN'", http.StatusUnauthorized)
 			return
 		}
 		w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -33,13 +56,65 @@ func ReadOnly(token string, h http.Handler) http.Handler {
 	})
 }
 
-// Authorized reports whether r carries token.
+// Authorized reports whether r carries "Authorization: Bearer TOKEN".
 func Authorized(r *http.Request, token string) bool {
-	got := r.URL.Query().Get("token")
-	if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
-		got = strings.TrimPrefix(a, "Bearer ")
+	a := r.Header.Get("Authorization")
+	if !strings.HasPrefix(a, "Bearer ") {
+		return false
 	}
-	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+	got := strings.TrimPrefix(a, "Bearer ")
+	return got != "" && token != "" && subtle.ConstantTimeCompare([]byte(got), []byte(token)) == 1
+}
+
+// sessionValue is the cookie Login sets for token: an HMAC of a fixed
+// label under the token, so that the cookie is not the token itself (it
+// opens the dashboard's data, not /metrics).
+func sessionValue(token string) string {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write([]byte("fedzip dashboard session v1"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+func hasSession(r *http.Request, token string) bool {
+	c, err := r.Cookie(SessionCookie)
+	return err == nil && token != "" && subtle.ConstantTimeCompare([]byte(c.Value), []byte(sessionValue(token))) == 1
+}
+
+// Login wraps a page handler h for browsers. A GET or HEAD whose URL has
+// "?token=TOKEN" gets, if the token is right, a session cookie
+// (SessionCookie: HttpOnly, SameSite=Strict, Secure over TLS) and a 303
+// redirect to the same path without the token, and 401 if it is wrong;
+// every other request goes to h. With an empty token Login only drops a
+// "?token=" from the URL the same way.
+func Login(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if !q.Has("token") || r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.ServeHTTP(w, r)
+			return
+		}
+		got := q.Get("token")
+		if token != "" {
+			if subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+				http.Error(w, "unauthorized: wrong token", http.StatusUnauthorized)
+				return
+			}
+			http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: sessionValue(token), Path: "/", HttpOnly: true,
+				SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		}
+		q.Del("token")
+		// A path of "//host" would be a redirect to another site.
+		path := r.URL.Path
+		if !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//") || strings.HasPrefix(path, "/\\") {
+			path = "/"
+		}
+		if len(q) > 0 {
+			path += "?" + q.Encode()
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Referrer-Policy", "no-referrer")
+		http.Redirect(w, r, path, http.StatusSeeOther)
+	})
 }
 
 // Listen serves h on addr in a new goroutine and returns the server and the

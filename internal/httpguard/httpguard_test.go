@@ -20,9 +20,12 @@ func TestReadOnly(t *testing.T) {
 		{"delete refused even with token", "t0k", "DELETE", "/?token=t0k", "", 405},
 		{"no token", "t0k", "GET", "/", "", 401},
 		{"wrong token", "t0k", "GET", "/?token=nope", "", 401},
-		{"query token", "t0k", "GET", "/?token=t0k", "", 200},
+		// Issue 12, finding 10: a token in the URL ends up in access
+		// logs; it is not a credential.
+		{"query token refused", "t0k", "GET", "/metrics?token=t0k", "", 401},
 		{"bearer token", "t0k", "GET", "/", "Bearer t0k", 200},
-		{"wrong bearer beats right query", "t0k", "GET", "/?token=t0k", "Bearer x", 401},
+		{"wrong bearer, right query", "t0k", "GET", "/?token=t0k", "Bearer x", 401},
+		{"empty bearer", "t0k", "GET", "/", "Bearer ", 401},
 		{"basic auth is not a token", "t0k", "GET", "/", "Basic t0k", 401},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -50,5 +53,60 @@ func TestLoopback(t *testing.T) {
 		if got := Loopback(addr); got != want {
 			t.Errorf("Loopback(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// TestLogin: a browser's first load with ?token= gets a session cookie
+// (HttpOnly, SameSite=Strict) and a redirect to the URL without the
+// token; the cookie then opens ReadOnlySession but not ReadOnly (the
+// metrics endpoint takes the bearer token only).
+func TestLogin(t *testing.T) {
+	page := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "page") })
+	data := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "data") })
+	mux := http.NewServeMux()
+	mux.Handle("/", ReadOnly("", Login("t0k", page)))
+	mux.Handle("/api/state", ReadOnlySession("t0k", data))
+	mux.Handle("/metrics", ReadOnly("t0k", data))
+	do := func(target string, c *http.Cookie) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", target, nil)
+		if c != nil {
+			req.AddCookie(c)
+		}
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		return rec
+	}
+	rec := do("/?token=t0k&since=3", nil)
+	if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != "/?since=3" {
+		t.Fatalf("login: %d, Location %q", rec.Code, rec.Header().Get("Location"))
+	}
+	cookies := rec.Result().Cookies()
+	if len(cookies) != 1 || cookies[0].Name != SessionCookie || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode || cookies[0].Value == "t0k" {
+		t.Fatalf("cookies %+v", cookies)
+	}
+	session := &http.Cookie{Name: SessionCookie, Value: cookies[0].Value}
+	if rec := do("/api/state", session); rec.Code != 200 || rec.Body.String() != "data" {
+		t.Fatalf("data with the session cookie: %d", rec.Code)
+	}
+	for _, tc := range []struct {
+		target string
+		cookie *http.Cookie
+		want   int
+	}{
+		{"/api/state", nil, 401},
+		{"/api/state?token=t0k", nil, 401},
+		{"/api/state", &http.Cookie{Name: SessionCookie, Value: "t0k"}, 401},
+		{"/api/state", &http.Cookie{Name: SessionCookie, Value: ""}, 401},
+		{"/metrics", session, 401},
+		{"/?token=wrong", nil, 401},
+		{"/", nil, 200},
+	} {
+		if rec := do(tc.target, tc.cookie); rec.Code != tc.want {
+			t.Errorf("%s with %v: %d, want %d", tc.target, tc.cookie, rec.Code, tc.want)
+		}
+	}
+	// No open redirect through the path.
+	if rec := do("//evil.example/?token=t0k", nil); rec.Code == http.StatusSeeOther && rec.Header().Get("Location") != "/" {
+		t.Fatalf("redirect to %q", rec.Header().Get("Location"))
 	}
 }

@@ -1,0 +1,161 @@
+package client
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// What the client refuses from the network. A task, a model or an update
+// refused for one of these reasons is logged and skipped: the runtime does
+// not train on it, does not upload it, leaves its state files as they
+// were, and waits for the next task. It never exits for them.
+
+// Sentinel errors of the runtime's checks; test with errors.Is.
+var (
+	// ErrTaskRefused means a task from the coordinator holds a count, rate
+	// or string out of range (see RuntimeConfig.MaxParams and Task.Validate).
+	ErrTaskRefused = errors.New("client: task refused")
+	// ErrModelRefused means a downloaded global model (whole, or rebuilt
+	// from a delta) holds a value that is not finite or is larger in
+	// magnitude than RuntimeConfig.MaxAbsParam.
+	ErrModelRefused = errors.New("client: model refused")
+	// ErrUpdateRefused means local training produced an update that is not
+	// finite or is larger in magnitude than RuntimeConfig.MaxAbsParam: it
+	// is not uploaded.
+	ErrUpdateRefused = errors.New("client: update refused")
+)
+
+const (
+	// DefaultMaxAbsParam is RuntimeConfig.MaxAbsParam's default: no model
+	// parameter and no update value may exceed 10⁶ in magnitude. Trained
+	// networks hold weights of order 1 to 10²; 10⁶ leaves room for unusual
+	// models while keeping every sum the client computes (training,
+	// error-feedback accumulation) far from float32's overflow at 3.4·10³⁸.
+	DefaultMaxAbsParam = 1e6
+	// DefaultMaxParams is RuntimeConfig.MaxParams's default: 2²⁷
+	// parameters, a 512 MiB float32 model.
+	DefaultMaxParams = 1 << 27
+	// MaxWorkspaceFloats bounds the activations a task may make the
+	// client allocate: batch size × (sum of the layer sizes + 2 × the
+	// widest layer), 2²⁷ float32 (512 MiB).
+	MaxWorkspaceFloats = 1 << 27
+	// maxTaskString bounds the model and codec spec strings of a task.
+	maxTaskString = 256
+	// maxLayerSize is the widest layer of a task's network (nn.NewMLP's
+	// bound).
+	maxLayerSize = 1 << 20
+)
+
+// checkTask reports, with an error wrapping ErrTaskRefused, a task whose
+// fields cannot be used as they are: every count that sizes an allocation
+// (model_params against maxParams, input_dim, classes, batch size, epochs),
+// the optimizer's rates (finite and in range, as Task.Validate), the
+// deadline, the round (the codecs take it as a uint32) and the codec and
+// model strings (bounded and parsable). It never panics.
+func checkTask(t *fedzippb.Task, maxParams int) error {
+	refuse := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrTaskRefused, fmt.Sprintf(format, a...))
+	}
+	if p := t.GetModelParams(); p == 0 || p > uint64(maxParams) {
+		return refuse("model_params %d out of range 1..%d", p, maxParams)
+	}
+	if d := t.GetInputDim(); d == 0 || d > maxLayerSize {
+		return refuse("input_dim %d out of range 1..%d", d, maxLayerSize)
+	}
+	if c := t.GetClasses(); c == 0 || c > maxLayerSize {
+		return refuse("classes %d out of range 1..%d", c, maxLayerSize)
+	}
+	if r := t.GetRound(); r > math.MaxUint32 {
+		return refuse("round %d beyond 2^32", r)
+	}
+	if len(t.GetModel()) > maxTaskString {
+		return refuse("model spec of %d bytes (limit %d)", len(t.GetModel()), maxTaskString)
+	}
+	if d := t.GetDeadline(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return refuse("deadline: %v", err)
+		}
+	}
+	for _, x := range []struct {
+		name string
+		v    float64
+	}{{"lr", t.GetLr()}, {"momentum", t.GetMomentum()}, {"weight_decay", t.GetWeightDecay()}, {"prox_mu", t.GetProxMu()}} {
+		// The float32 conversion of a huge double is Inf, caught below;
+		// a NaN or Inf double is caught here.
+		if math.IsNaN(x.v) || math.IsInf(x.v, 0) {
+			return refuse("%s %v", x.name, x.v)
+		}
+	}
+	if err := taskOf(t).Validate(); err != nil {
+		return refuse("%v", err)
+	}
+	for _, c := range []struct{ name, spec string }{{"upload codec", t.GetUploadCodec()}, {"download codec", t.GetDownloadCodec()}} {
+		if len(c.spec) > maxTaskString {
+			return refuse("%s spec of %d bytes (limit %d)", c.name, len(c.spec), maxTaskString)
+		}
+		if c.spec == "" || c.spec == "none" {
+			continue
+		}
+		sp, err := gradient.ParseSpec(c.spec)
+		if err != nil {
+			return refuse("%s: %v", c.name, err)
+		}
+		if c.name == "download codec" {
+			if err := sp.CheckDownload(); err != nil {
+				return refuse("%s: %v", c.name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// taskOf is the local training task a coordinator's task asks for.
+func taskOf(t *fedzippb.Task) Task {
+	return Task{Round: int(t.GetRound()), Seed: t.GetTaskSeed(), Epochs: int(t.GetEpochs()), BatchSize: int(t.GetBatchSize()),
+		Optimizer: nn.SGD{LR: float32(t.GetLr()), Momentum: float32(t.GetMomentum()), WeightDecay: float32(t.GetWeightDecay())},
+		ProxMu:    float32(t.GetProxMu())}
+}
+
+// TaskMLP returns the network a task names (nn.ParseArch of its model,
+// input_dim and classes), after checking that it has exactly the task's
+// model_params parameters and that a training workspace of the task's
+// batch size stays within MaxWorkspaceFloats. Call it from
+// RuntimeConfig.NewTrainer; the runtime has already checked the task's
+// counts, so nothing here allocates more than the bounds allow.
+func TaskMLP(t *fedzippb.Task) (*nn.MLP, error) {
+	if len(t.GetModel()) > maxTaskString {
+		return nil, fmt.Errorf("%w: model spec of %d bytes (limit %d)", ErrTaskRefused, len(t.GetModel()), maxTaskString)
+	}
+	m, err := nn.ParseArch(t.GetModel(), int(t.GetInputDim()), int(t.GetClasses()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	if uint64(m.NumParams()) != t.GetModelParams() {
+		return nil, fmt.Errorf("%w: model %s has %d parameters, the task says %d", ErrTaskRefused, t.GetModel(), m.NumParams(), t.GetModelParams())
+	}
+	sum, widest := 0, 0
+	for _, s := range m.Sizes() {
+		sum, widest = sum+s, max(widest, s)
+	}
+	b := uint64(t.GetBatchSize())
+	if b == 0 || b*uint64(sum+2*widest) > MaxWorkspaceFloats {
+		return nil, fmt.Errorf("%w: batch size %d for model %s needs a workspace over %d values", ErrTaskRefused, b, t.GetModel(), MaxWorkspaceFloats)
+	}
+	return m, nil
+}
+
+// checkValues returns an error if some value of xs is not finite or is
+// larger than bound in magnitude.
+func checkValues(xs []float32, bound float32) error {
+	for i, x := range xs {
+		if !(x <= bound && x >= -bound) {
+			return fmt.Errorf("value %d is %v (bound ±%v)", i, x, bound)
+		}
+	}
+	return nil
+}

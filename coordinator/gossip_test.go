@@ -1,0 +1,122 @@
+package coordinator
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/membership"
+	"github.com/fedzip/fedzip/round"
+)
+
+var gossipKey = []byte("0123456789abcdef0123456789abcdef")
+
+func startMember(t *testing.T, name string, meta membership.Meta, join []string, onLeave func(membership.Member)) *membership.Members {
+	t.Helper()
+	m, err := membership.Start(membership.Config{Name: name, BindAddr: "127.0.0.1:0", Key: gossipKey, Meta: meta, Join: join, OnLeave: onLeave, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestGossipCannotEvictHonestClient is finding 6 of issue 12: any holder
+// of the gossip key announced a member claiming another client's ID, then
+// left, and the leader dropped the real client from the open round. Over
+// real memberlist on 127.0.0.1: a member with no proof, and one replaying
+// the honest client's proof under its own name, join and leave; a "dead"
+// about the honest client's own member, which it refutes by staying
+// alive, comes too. The honest client stays in the round and its update
+// is accepted, while a client that really died is dropped.
+func TestGossipCannotEvictHonestClient(t *testing.T) {
+	var nodeRef atomic.Pointer[Node]
+	leaves := make(chan string, 16)
+	coord := startMember(t, "coordinator-n0", membership.Meta{Role: membership.RoleCoordinator, NodeID: "n0"}, nil, func(m membership.Member) {
+		// As `fedzip coordinator` wires it.
+		if c, ok := MemberClaim(m); ok {
+			if n := nodeRef.Load(); n != nil {
+				n.MemberLeft(c)
+			}
+		}
+		leaves <- m.Name
+	})
+	defer coord.Close()
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, 0
+	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: 2 * time.Second, Alive: func() []ClientClaim {
+		var out []ClientClaim
+		for _, m := range coord.Alive() {
+			if c, ok := MemberClaim(m); ok {
+				out = append(out, c)
+			}
+		}
+		return out
+	}})
+	nodeRef.Store(node)
+
+	honestID, honestTok, err := node.Register("honest", "s3cret", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomedID, doomedTok, err := node.Register("doomed", "s3cret", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientMeta := func(name string, id round.ClientID, tok string) membership.Meta {
+		return membership.Meta{Role: membership.RoleClient, ClientID: uint64(id), Proof: membership.TokenProof(tok, name, uint64(id)), Codecs: gradient.PresetNames()}
+	}
+	honest := startMember(t, "client-honest", clientMeta("client-honest", honestID, honestTok), []string{coord.Addr()}, nil)
+	defer honest.Close()
+	doomed := startMember(t, "client-doomed", clientMeta("client-doomed", doomedID, doomedTok), []string{coord.Addr()}, nil)
+	waitFor(t, "a round selecting both gossiping clients", func() bool {
+		v := node.FSM().Progress()
+		return v.Phase == round.Collecting && node.FSM().Awaits(honestID) && node.FSM().Awaits(doomedID)
+	})
+
+	// The attack: members that claim the honest client's ID, one without
+	// a proof, one with the honest member's proof copied, join and leave.
+	stolen := clientMeta("client-honest", honestID, honestTok)
+	for name, meta := range map[string]membership.Meta{
+		"evil-noproof": {Role: membership.RoleClient, ClientID: uint64(honestID)},
+		"evil-replay":  stolen,
+	} {
+		evil := startMember(t, name, meta, []string{coord.Addr()}, nil)
+		waitFor(t, name+" to be seen", func() bool {
+			for _, m := range coord.Alive() {
+				if m.Name == name {
+					return true
+				}
+			}
+			return false
+		})
+		evil.Close()
+		waitFor(t, name+" to leave", func() bool {
+			for {
+				select {
+				case got := <-leaves:
+					if got == name {
+						return true
+					}
+				default:
+					return false
+				}
+			}
+		})
+	}
+	// A forged "dead" about the honest member itself, which is alive.
+	node.MemberLeft(ClientClaim{ID: honestID, Member: "client-honest", Proof: stolen.Proof})
+	// The doomed client dies for real, after the forgeries: once it is
+	// dropped, the forged leaves have had their grace too.
+	doomed.Kill()
+	waitFor(t, "the dead client to be dropped", func() bool { return !node.FSM().Awaits(doomedID) })
+	if !node.FSM().Awaits(honestID) {
+		t.Fatal("gossip forgeries dropped the honest client from the open round")
+	}
+	v := node.FSM().Progress()
+	payload := clientPayload(t, node.FSM(), v.Round, make([]float32, node.FSM().Params()))
+	r, err := node.Submit(honestID, v.Round, 10, 0.5, payload)
+	if err != nil || r.Duplicate || r.Received != 1 {
+		t.Fatalf("the honest client's update: %+v, %v", r, err)
+	}
+}

@@ -1,0 +1,127 @@
+// Package fakecoord is a coordinator that lies, for tests: a real gRPC
+// server of the fedzip Coordinator service, on a socket, that registers
+// anyone and serves whatever task and model the test sets (a poisoned
+// model, a task with absurd counts), and records what the client does. It
+// has no rounds, no Raft and no checks of its own.
+package fakecoord
+
+import (
+	"context"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// Server is a fake coordinator. Its methods are safe for concurrent use.
+type Server struct {
+	fedzippb.UnimplementedCoordinatorServer
+	// Addr is the address it listens on ("127.0.0.1:port").
+	Addr string
+	srv  *grpc.Server
+
+	mu  sync.Mutex
+	cur *fedzippb.Task
+	// model is what Download sends, whole (FULL), as the version of the
+	// current task.
+	model     []float32
+	polls     int
+	downloads int
+	submitted []uint64
+}
+
+var _ fedzippb.CoordinatorServer = (*Server)(nil)
+
+// Start listens on 127.0.0.1:0 and serves until Close, without TLS.
+func Start() (*Server, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer()}
+	fedzippb.RegisterCoordinatorServer(s.srv, s)
+	go s.srv.Serve(lis)
+	return s, nil
+}
+
+// Close stops the server.
+func (s *Server) Close() { transport.Shutdown(s.srv, time.Second) }
+
+// Set makes GetTask answer task (nil: no task) and Download send model,
+// whole, as the task's model version. The server keeps both; the caller
+// must not change them afterwards.
+func (s *Server) Set(task *fedzippb.Task, model []float32) {
+	s.mu.Lock()
+	s.cur, s.model = task, model
+	s.mu.Unlock()
+}
+
+// Counts returns how many GetTask calls and downloads the server answered
+// and the rounds of the updates it received.
+func (s *Server) Counts() (polls, downloads int, submitted []uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.polls, s.downloads, slices.Clone(s.submitted)
+}
+
+// Register registers anyone as client 7.
+func (s *Server) Register(context.Context, *fedzippb.RegisterRequest) (*fedzippb.RegisterResponse, error) {
+	return &fedzippb.RegisterResponse{ClientId: 7, Token: strings.Repeat("ab", 32)}, nil
+}
+
+// GetTask answers the current task, or "no task yet" after a short wait.
+func (s *Server) GetTask(ctx context.Context, _ *fedzippb.GetTaskRequest) (*fedzippb.Task, error) {
+	s.mu.Lock()
+	s.polls++
+	t := s.cur
+	s.mu.Unlock()
+	if t == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		return nil, transport.NoTaskError()
+	}
+	return proto.Clone(t).(*fedzippb.Task), nil
+}
+
+// Download sends the model whole, whatever the request.
+func (s *Server) Download(_ *fedzippb.DownloadRequest, st grpc.ServerStreamingServer[fedzippb.ModelChunk]) error {
+	s.mu.Lock()
+	s.downloads++
+	v, m := s.cur.GetModelVersion(), s.model
+	s.mu.Unlock()
+	return transport.SendModel(st.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: v}, gradient.AppendFloat32s(nil, m), 0)
+}
+
+// Submit receives an update and records its round; an update for the
+// current task's round ends that task.
+func (s *Server) Submit(st grpc.ClientStreamingServer[fedzippb.UpdateChunk, fedzippb.SubmitResponse]) error {
+	s.mu.Lock()
+	n := max(len(s.model), 1)
+	s.mu.Unlock()
+	h, _, err := transport.RecvUpdate(st.Recv, transport.LimitsFor(n, 0), nil)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.submitted = append(s.submitted, h.GetRound())
+	if s.cur.GetRound() == h.GetRound() {
+		s.cur = nil
+	}
+	s.mu.Unlock()
+	return st.SendAndClose(&fedzippb.SubmitResponse{Received: 1, Selected: 1})
+}
+
+// ClusterStatus answers an empty status.
+func (s *Server) ClusterStatus(context.Context, *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {
+	return &fedzippb.ClusterStatusResponse{}, nil
+}
