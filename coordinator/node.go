@@ -11,8 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -34,7 +32,10 @@ type Config struct {
 	// ID is the node's Raft server ID, unique in the cluster.
 	ID string
 	// Dir holds the node's state: raft.db (the Raft log and stable store,
-	// bbolt) and snapshots/. A node restarted on the same Dir resumes.
+	// bbolt), snapshots/ and fedzip-node.json (the marker: cluster, node
+	// and applied index). A node restarted on the same Dir resumes; Open
+	// refuses a Dir whose log is missing, corrupt, rolled back or another
+	// node's (see statedir.go).
 	Dir string
 	// RaftAddr is the TCP address Raft listens on (and advertises, unless
 	// RaftAdvertise is set). Without RaftTLS, Open refuses an address that
@@ -103,6 +104,12 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Recover lets Open repair a state directory it would refuse (a
+	// missing, corrupt or rolled-back raft.db, a corrupt newest snapshot,
+	// an unreadable marker), moving what it sets aside to Dir/damaged-TIME/
+	// and logging what is lost; see recoverState. It never changes a
+	// directory of another node or cluster.
+	Recover bool
 
 	// MaxClients caps the registered clients (0: DefaultMaxClients): a
 	// registration beyond it is refused (ErrTooManyClients) until expiry
@@ -156,6 +163,10 @@ type Node struct {
 	closed sync.Once
 
 	raftTLS bool // the node's own Raft port runs mutual TLS
+	// marker is the state directory's marker as last written; markerDone
+	// is closed when markerLoop ends (nil: no state directory).
+	marker     marker
+	markerDone chan struct{}
 
 	// regMu serialises registrations, so that the cap holds exactly;
 	// regLimit is their rate.
@@ -239,23 +250,18 @@ func Open(cfg Config) (*Node, error) {
 	}
 	logs, stable, snaps, trans := cfg.Logs, cfg.Stable, cfg.Snapshots, cfg.Transport
 	var err error
+	rejoin := false
 	if logs == nil || stable == nil || snaps == nil {
 		if cfg.Dir == "" {
 			return nil, errors.New("coordinator: no data directory")
 		}
-		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		st, err := prepareState(cfg, n.log)
+		if err != nil {
 			return nil, err
 		}
-		n.bolt, err = raftboltdb.NewBoltStore(filepath.Join(cfg.Dir, "raft.db"))
-		if err != nil {
-			return nil, fmt.Errorf("coordinator: opening the Raft log: %w", err)
-		}
-		logs, stable = n.bolt, n.bolt
-		snaps, err = raft.NewFileSnapshotStore(cfg.Dir, 2, io.Discard)
-		if err != nil {
-			n.bolt.Close()
-			return nil, fmt.Errorf("coordinator: snapshot store: %w", err)
-		}
+		n.bolt, n.marker, n.markerDone = st.bolt, st.marker, make(chan struct{})
+		logs, stable, snaps = n.bolt, n.bolt, st.snaps
+		rejoin = st.rejoin
 	}
 	if trans == nil {
 		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !isLoopback(cfg.RaftAddr) {
@@ -275,7 +281,7 @@ func Open(cfg Config) (*Node, error) {
 			Logger: hclog.NewNullLogger()})
 	}
 	n.trans = trans
-	if cfg.Bootstrap {
+	if cfg.Bootstrap && !rejoin {
 		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
 			n.closeStores()
@@ -289,14 +295,80 @@ func Open(cfg Config) (*Node, error) {
 			}
 		}
 	}
-	n.raft, err = raft.NewRaft(rc, n.fsm, logs, stable, snaps, trans)
+	n.raft, err = newRaft(rc, n.fsm, logs, stable, snaps, trans)
 	if err != nil {
 		n.closeStores()
-		return nil, fmt.Errorf("coordinator: starting raft: %w", err)
+		n.log.Error("refusing to start", "dir", cfg.Dir, "err", err)
+		return nil, err
 	}
 	go n.loop()
+	if n.markerDone != nil {
+		go n.markerLoop()
+	}
 	go n.dropLoop()
 	return n, nil
+}
+
+// newRaft is raft.NewRaft with a panic (raft panics on a log entry it
+// cannot read) turned into an error. Open checks the state first; this is
+// the net under it.
+func newRaft(rc *raft.Config, fsm raft.FSM, logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, trans raft.Transport) (r *raft.Raft, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			r, err = nil, fmt.Errorf("%w: raft failed loading it: %v", ErrStateCorrupt, p)
+		}
+	}()
+	r, err = raft.NewRaft(rc, fsm, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: starting raft: %w", err)
+	}
+	return r, nil
+}
+
+// markerInterval is how often a node records its applied index in the
+// marker. A raft.db replaced by a copy older than the last record is
+// refused; one from within the last interval is not noticed.
+var markerInterval = time.Second
+
+// markerLoop records the applied index in the marker every
+// markerInterval while the node runs.
+func (n *Node) markerLoop() {
+	defer close(n.markerDone)
+	t := time.NewTicker(markerInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		n.saveMarker(true)
+	}
+}
+
+// saveMarker writes the marker if the applied index grew or, with
+// servers (not after Shutdown), the configuration changed.
+func (n *Node) saveMarker(servers bool) {
+	m := n.marker
+	if applied := n.raft.AppliedIndex(); applied > m.Applied {
+		m.Applied, m.Term, m.Rejoin = applied, n.raft.CurrentTerm(), false
+	}
+	if servers {
+		if f := n.raft.GetConfiguration(); f.Error() == nil {
+			m.Servers = nil
+			for _, s := range f.Configuration().Servers {
+				m.Servers = append(m.Servers, string(s.ID))
+			}
+		}
+	}
+	if m.Applied == n.marker.Applied && slices.Equal(m.Servers, n.marker.Servers) {
+		return
+	}
+	if err := writeMarker(n.cfg.Dir, m); err != nil {
+		n.log.Warn("recording the applied index", "err", err)
+		return
+	}
+	n.marker = m
 }
 
 func (n *Node) closeStores() {
@@ -317,8 +389,15 @@ func (n *Node) Close() error {
 	n.closed.Do(func() {
 		close(n.stop)
 		<-n.done
+		if n.markerDone != nil {
+			<-n.markerDone
+			n.saveMarker(true)
+		}
 		<-n.dropDone
 		err = n.raft.Shutdown().Error()
+		if n.markerDone != nil {
+			n.saveMarker(false)
+		}
 		n.closeStores()
 	})
 	return err

@@ -64,6 +64,7 @@ type coordinatorFlags struct {
 	uiAddr, uiToken                     string
 	raftAdvertise, raftCA               string
 	raftCert, raftKey                   string
+	recoverState                        bool
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -78,6 +79,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.raftKey, "raft-key", "", "the key of --raft-cert (PEM; dev-certs: node-key.pem; default: --tls-key)")
 	fs.StringVar(&f.raftCA, "raft-ca", "", "peer CA: the CA of the nodes' Raft certificates (dev-certs: peer-ca.pem; default: --ca, then --client-ca)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
+	fs.BoolVar(&f.recoverState, "recover", false, "start on a state directory that is refused (raft.db missing, corrupt or older than the marker, newest snapshot corrupt): move the damage to STATE-DIR/damaged-TIME/ and restart a single node from its newest snapshot (logging what is lost), or a member of a larger cluster empty, to be added back")
 	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
 	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
@@ -252,7 +254,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	var members *membership.Members
 	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
 		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
-		MaxClients: f.maxClients, RegisterRate: f.registerRate, ClientTTL: f.clientTTL}
+		MaxClients: f.maxClients, RegisterRate: f.registerRate, ClientTTL: f.clientTTL, Recover: f.recoverState}
 	// Gossip events may come before the node exists: they see nil.
 	var nodeRef atomic.Pointer[coordinator.Node]
 	if f.gossipAddr != "" {
