@@ -70,6 +70,8 @@ type Config struct {
 	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// observe is set on the FSM before Raft starts (tests only).
+	observe func(index uint64, c command, res any)
 }
 
 // Node is one coordinator: a Raft replica of the FSM and, when leader, the
@@ -115,6 +117,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time),
 		stop: make(chan struct{}), done: make(chan struct{})}
+	n.fsm.observe = cfg.observe
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.LogOutput = io.Discard

@@ -1,0 +1,706 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/fedzip/fedzip/round"
+)
+
+// The nemesis test runs a coordinator cluster on bolt logs and file
+// snapshots (each node's own directory, reopened on restart) over raft's
+// in-process transport, which lets the test cut and restore the links
+// between nodes. Clients submit updates all along, to whichever node
+// leads, retrying as the real client does; a nemesis meanwhile kills and
+// restarts the leader or a follower and partitions the leader or a
+// follower from the others, from a seeded RNG. Every entry any replica
+// applies is recorded with its answer; the checker then requires that
+//
+//   - replicas that applied the same index applied the same command with
+//     the same answer (also a replica replaying its log after a restart);
+//   - every update the cluster acknowledged is in exactly one closed round
+//     (or in the round still open at the end), no update is counted twice,
+//     and every accepted update is the one its client sent;
+//   - after healing, every replica holds bit-identical state: the FSM
+//     snapshot (model, round, version, registry, node records) and the
+//     model hash.
+//
+// Rounds have no deadline: a round waits for every selected client, so no
+// round is aborted and an acknowledged update can only leave the run by a
+// bug. (An aborted round discards the updates it acknowledged by design.)
+//
+//	go test -race -run Nemesis -v ./coordinator/                    # 12 faults
+//	FEDZIP_LONG=1 go test -run Nemesis -v ./coordinator/            # 200 faults
+//	FEDZIP_NEMESIS_SEED=7 go test -race -run Nemesis ./coordinator/ # replay a seed
+
+// nemesisParams is the nemesis run's model size: mlp:4 on 8 inputs and 3
+// classes.
+const nemesisParams = 8*4 + 4 + 4*3 + 3
+
+func nemesisRun() *RunConfig {
+	return &RunConfig{Model: "mlp:4", InputDim: 8, Classes: 3, InitSeed: 1, Strategy: "fedavg",
+		Round:    round.Config{PerRound: 3, MinClients: 2, Seed: 5}, // no deadline: no aborts
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}
+}
+
+// nemesisPayload is client id's update for round r: the same bytes on
+// every attempt, as a client that resends after a failover sends them.
+func nemesisPayload(r int, id round.ClientID) []byte {
+	d := make([]float32, nemesisParams)
+	for i := range d {
+		d[i] = float32(int(id)*7+r%13-i%5) * 1e-3
+	}
+	return denseCodec{}.encode(nil, d)
+}
+
+func nemesisTune(c *raft.Config) {
+	fastRaft(c)
+	// Snapshots and log compaction during the run, so that restarted and
+	// partitioned nodes also catch up by InstallSnapshot.
+	c.SnapshotThreshold = 48
+	c.TrailingLogs = 16
+	c.SnapshotInterval = 100 * time.Millisecond
+}
+
+// nemNode is one node slot: its directory and address outlive the Node
+// that a kill closes.
+type nemNode struct {
+	id    string
+	addr  raft.ServerAddress
+	dir   string
+	inc   int // incarnation, for the record
+	trans *raft.InmemTransport
+	node  *Node // nil while killed
+}
+
+// nemCluster is the cluster under test. mu guards the slots' node and
+// transport and the cut links; the nemesis (the test goroutine) is the
+// only one that changes them.
+type nemCluster struct {
+	t     *testing.T
+	run   *RunConfig
+	rec   *nemRecorder
+	mu    sync.Mutex
+	nodes []*nemNode
+	cut   map[[2]int]bool // links cut by a partition, i < j
+}
+
+func (c *nemCluster) linked(i, j int) bool {
+	return !c.cut[[2]int{min(i, j), max(i, j)}]
+}
+
+// start opens slot i's node on its directory with a fresh transport,
+// linked to every running node it is not partitioned from.
+func (c *nemCluster) start(i int, bootstrap bool) {
+	c.t.Helper()
+	s := c.nodes[i]
+	_, tr := raft.NewInmemTransport(s.addr)
+	c.mu.Lock()
+	for j, o := range c.nodes {
+		if j != i && o.trans != nil && c.linked(i, j) {
+			tr.Connect(o.addr, o.trans)
+			o.trans.Connect(s.addr, tr)
+		}
+	}
+	s.inc++
+	inc := s.inc
+	c.mu.Unlock()
+	n, err := Open(Config{ID: s.id, Dir: s.dir, Transport: tr, Bootstrap: bootstrap, Run: c.run, Raft: nemesisTune,
+		Tick: 10 * time.Millisecond, JoinSecret: "s3cret", ApplyTimeout: time.Second,
+		observe: func(index uint64, cmd command, res any) { c.rec.applied(s.id, inc, index, cmd, res) }})
+	if err != nil {
+		c.t.Fatalf("starting %s (incarnation %d): %v", s.id, inc, err)
+	}
+	c.mu.Lock()
+	s.trans, s.node = tr, n
+	c.mu.Unlock()
+}
+
+// kill closes slot i's node; its peers see its address refuse
+// connections, as they would a dead process's.
+func (c *nemCluster) kill(i int) {
+	c.mu.Lock()
+	s := c.nodes[i]
+	n := s.node
+	s.node, s.trans = nil, nil
+	for j, o := range c.nodes {
+		if j != i && o.trans != nil {
+			o.trans.Disconnect(s.addr)
+		}
+	}
+	c.mu.Unlock()
+	n.Close()
+}
+
+// isolate cuts every link of slot i.
+func (c *nemCluster) isolate(i int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.nodes[i]
+	for j, o := range c.nodes {
+		if j == i {
+			continue
+		}
+		c.cut[[2]int{min(i, j), max(i, j)}] = true
+		if s.trans != nil && o.trans != nil {
+			s.trans.Disconnect(o.addr)
+			o.trans.Disconnect(s.addr)
+		}
+	}
+}
+
+// heal restores every cut link between running nodes.
+func (c *nemCluster) heal() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.cut {
+		a, b := c.nodes[k[0]], c.nodes[k[1]]
+		if a.trans != nil && b.trans != nil {
+			a.trans.Connect(b.addr, b.trans)
+			b.trans.Connect(a.addr, a.trans)
+		}
+	}
+	clear(c.cut)
+}
+
+// live returns the running nodes.
+func (c *nemCluster) live() []*Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*Node
+	for _, s := range c.nodes {
+		if s.node != nil {
+			out = append(out, s.node)
+		}
+	}
+	return out
+}
+
+// leaderSlot waits for a running node that leads, and returns its slot.
+func (c *nemCluster) leaderSlot() int {
+	c.t.Helper()
+	idx := -1
+	waitFor(c.t, "a leader", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for i, s := range c.nodes {
+			// A partitioned node may still believe it leads; the
+			// nemesis means the one the majority follows.
+			if s.node != nil && s.node.IsLeader() && c.reachesMajority(i) {
+				idx = i
+				return true
+			}
+		}
+		return false
+	})
+	return idx
+}
+
+// reachesMajority reports whether running slot i is linked to a majority
+// of the slots (itself included) that are running. The caller holds mu.
+func (c *nemCluster) reachesMajority(i int) bool {
+	n := 1
+	for j, s := range c.nodes {
+		if j != i && s.node != nil && c.linked(i, j) {
+			n++
+		}
+	}
+	return 2*n > len(c.nodes)
+}
+
+// pick returns the node a client would end up at: a random running node,
+// or the leader it names. It may be a stale leader behind a partition,
+// as for a real client.
+func (c *nemCluster) pick(rng *rand.Rand) *Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var up []*nemNode
+	for _, s := range c.nodes {
+		if s.node != nil {
+			up = append(up, s)
+		}
+	}
+	if len(up) == 0 {
+		return nil
+	}
+	n := up[rng.IntN(len(up))].node
+	if n.IsLeader() {
+		return n
+	}
+	_, id := n.Leader()
+	for _, s := range up {
+		if s.id == id {
+			return s.node
+		}
+	}
+	return nil
+}
+
+// client is one client's loop: wait for a task at the leader, submit the
+// round's update there until the cluster acknowledges it or the task is
+// gone, and again, until stop is closed.
+func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}) {
+	rng := rand.New(rand.NewPCG(seed, uint64(id)))
+	pause := func() {
+		select {
+		case <-stop:
+		case <-time.After(time.Duration(2+rng.IntN(10)) * time.Millisecond): // retry backoff
+		}
+	}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		n := c.pick(rng)
+		if n == nil {
+			pause()
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		task, err := n.WaitTask(ctx, id)
+		cancel()
+		if err != nil || task.Done {
+			pause()
+			continue
+		}
+		payload := nemesisPayload(task.Round, id)
+		c.rec.attempted(task.Round, id)
+		if n = c.pick(rng); n == nil {
+			continue
+		}
+		r, err := n.Submit(id, task.Round, 10, 0, payload)
+		if err != nil {
+			pause()
+			continue
+		}
+		c.rec.acked(task.Round, id, r)
+	}
+}
+
+// nemEntry is one applied log entry as the first replica to apply it
+// answered.
+type nemEntry struct {
+	by     string // node/incarnation
+	digest [32]byte
+	cmd    command // Type, Round, Client (no payload)
+	ok     bool    // the payload is the client's own for that round
+	res    any
+	answer string
+}
+
+type roundClient struct {
+	round  int
+	client round.ClientID
+}
+
+// nemRecorder keeps what replicas applied and what clients were told. Its
+// methods are called from the replicas' FSMs (under their locks) and the
+// clients; it calls nothing back.
+type nemRecorder struct {
+	mu        sync.Mutex
+	entries   map[uint64]nemEntry
+	diverged  []string
+	applies   int
+	closes    atomic.Int64
+	acks      map[roundClient]int
+	attempts  map[roundClient]bool
+	ackCount  atomic.Int64
+	dupAcks   int
+	closedIdx []uint64
+}
+
+func newNemRecorder() *nemRecorder {
+	return &nemRecorder{entries: map[uint64]nemEntry{}, acks: map[roundClient]int{}, attempts: map[roundClient]bool{}}
+}
+
+func answer(res any) string {
+	if err, ok := res.(error); ok {
+		return "error: " + err.Error()
+	}
+	return fmt.Sprintf("%T%+v", res, res)
+}
+
+func (r *nemRecorder) applied(node string, inc int, index uint64, c command, res any) {
+	e := nemEntry{by: node + "/" + strconv.Itoa(inc), digest: sha256.Sum256(c.encode()),
+		cmd: command{Type: c.Type, Round: c.Round, Client: c.Client}, res: res, answer: answer(res)}
+	if c.Type == cmdSubmit {
+		e.ok = bytes.Equal(c.Payload, nemesisPayload(int(c.Round), c.Client))
+	}
+	switch v := res.(type) {
+	case round.Opened:
+		v.Selected = slices.Clone(v.Selected)
+		e.res = v
+	case round.Closed:
+		v.Missing = slices.Clone(v.Missing)
+		e.res = v
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.applies++
+	first, seen := r.entries[index]
+	if !seen {
+		r.entries[index] = e
+		if c.Type == cmdClose {
+			if _, ok := res.(round.Closed); ok {
+				r.closes.Add(1)
+			}
+		}
+		return
+	}
+	if first.digest != e.digest || first.answer != e.answer {
+		if len(r.diverged) < 10 {
+			r.diverged = append(r.diverged, fmt.Sprintf("index %d: %s applied %s → %s; %s applied %s → %s",
+				index, first.by, first.cmd.Type, first.answer, e.by, e.cmd.Type, e.answer))
+		}
+	}
+}
+
+func (r *nemRecorder) attempted(rnd int, id round.ClientID) {
+	r.mu.Lock()
+	r.attempts[roundClient{rnd, id}] = true
+	r.mu.Unlock()
+}
+
+func (r *nemRecorder) acked(rnd int, id round.ClientID, rc round.Receipt) {
+	r.mu.Lock()
+	r.acks[roundClient{rnd, id}]++
+	if rc.Duplicate {
+		r.dupAcks++
+	}
+	r.mu.Unlock()
+	r.ackCount.Add(1)
+}
+
+// nemReport is what check found.
+type nemReport struct {
+	entries, applies, dupAcks        int
+	rounds, accepted, acked, unacked int
+	openAtEnd                        int // accepted updates of the round still open
+}
+
+// check walks the applied entries in log order, rebuilding each round's
+// accepted updates from the answers, and checks them against what the
+// clients were acknowledged.
+func (r *nemRecorder) check() (nemReport, []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := nemReport{entries: len(r.entries), applies: r.applies, dupAcks: r.dupAcks}
+	var bad []string
+	fail := func(format string, args ...any) {
+		if len(bad) < 20 {
+			bad = append(bad, fmt.Sprintf(format, args...))
+		}
+	}
+	bad = append(bad, r.diverged...)
+	idx := make([]uint64, 0, len(r.entries))
+	for i := range r.entries {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx)
+	type openRound struct {
+		round    int
+		selected []round.ClientID
+		accepted []round.ClientID
+	}
+	var cur *openRound
+	closed := map[int][]round.ClientID{}
+	for _, i := range idx {
+		e := r.entries[i]
+		switch v := e.res.(type) {
+		case round.Opened:
+			if cur != nil {
+				fail("index %d: round %d opened while round %d is open", i, v.Round, cur.round)
+			}
+			if _, done := closed[v.Round]; done {
+				fail("index %d: round %d opened again after it closed", i, v.Round)
+			}
+			cur = &openRound{round: v.Round, selected: v.Selected}
+		case round.Receipt:
+			rc := roundClient{int(e.cmd.Round), e.cmd.Client}
+			switch {
+			case cur == nil || cur.round != rc.round:
+				fail("index %d: update of client %d accepted for round %d, which is not open", i, rc.client, rc.round)
+				continue
+			case !slices.Contains(cur.selected, rc.client):
+				fail("index %d: update of client %d accepted in round %d, which did not select it", i, rc.client, rc.round)
+			case !e.ok:
+				fail("index %d: the update accepted for client %d in round %d is not the one it sent", i, rc.client, rc.round)
+			}
+			had := slices.Contains(cur.accepted, rc.client)
+			if v.Duplicate != had {
+				fail("index %d: client %d round %d: duplicate=%v, already accepted=%v", i, rc.client, rc.round, v.Duplicate, had)
+			}
+			if !had {
+				cur.accepted = append(cur.accepted, rc.client)
+			}
+			if v.Received != len(cur.accepted) {
+				fail("index %d: round %d counts %d updates, %d were accepted (an applied entry is missing from the record)", i, rc.round, v.Received, len(cur.accepted))
+			}
+		case round.Closed:
+			if cur == nil || cur.round != v.Round {
+				fail("index %d: round %d closed, it was not open", i, v.Round)
+				continue
+			}
+			var missing []round.ClientID
+			for _, id := range cur.selected {
+				if !slices.Contains(cur.accepted, id) {
+					missing = append(missing, id)
+				}
+			}
+			if v.Reported != len(cur.accepted) || !slices.Equal(v.Missing, missing) {
+				fail("index %d: round %d closed with %d updates, missing %v; the log accepted %v of %v", i, v.Round, v.Reported, v.Missing, cur.accepted, cur.selected)
+			}
+			if _, twice := closed[v.Round]; twice {
+				fail("index %d: round %d closed twice", i, v.Round)
+			}
+			closed[v.Round] = cur.accepted
+			rep.accepted += len(cur.accepted)
+			cur = nil
+		default:
+			if e.cmd.Type == cmdAbort && e.res == nil {
+				fail("index %d: round aborted (the run has no deadline)", i)
+				cur = nil
+			}
+		}
+	}
+	rep.rounds = len(closed)
+	if cur != nil {
+		rep.openAtEnd = len(cur.accepted)
+	}
+	for rc, n := range r.acks {
+		rep.acked++
+		in := slices.Contains(closed[rc.round], rc.client)
+		if !in && cur != nil && cur.round == rc.round {
+			in = slices.Contains(cur.accepted, rc.client)
+		}
+		if !in {
+			fail("LOST: the update of client %d for round %d was acknowledged %d times and is in no round", rc.client, rc.round, n)
+		}
+	}
+	count := func(ids []round.ClientID, rnd int) {
+		for _, id := range ids {
+			rc := roundClient{rnd, id}
+			if !r.attempts[rc] {
+				fail("round %d counted an update of client %d that it never sent", rnd, id)
+			}
+			if r.acks[rc] == 0 {
+				rep.unacked++
+			}
+		}
+	}
+	for rnd, ids := range closed {
+		count(ids, rnd)
+	}
+	if cur != nil {
+		count(cur.accepted, cur.round)
+	}
+	return rep, bad
+}
+
+// nemesisSeed is FEDZIP_NEMESIS_SEED, or a fresh seed.
+func nemesisSeed(t *testing.T) uint64 {
+	if s := os.Getenv("FEDZIP_NEMESIS_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("FEDZIP_NEMESIS_SEED=%q: %v", s, err)
+		}
+		return v
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
+	return binary.LittleEndian.Uint64(b[:]) % math.MaxInt32
+}
+
+// TestNemesis: see the top of the file. The default run injects 12 faults
+// into a 3-node cluster; FEDZIP_LONG=1 injects 200 into 3 nodes and 200
+// into 5.
+func TestNemesis(t *testing.T) {
+	long := os.Getenv("FEDZIP_LONG") != ""
+	if testing.Short() && !long {
+		t.Skip("nemesis in -short mode")
+	}
+	seed := nemesisSeed(t)
+	t.Run("3 nodes", func(t *testing.T) {
+		faults := 12
+		if long {
+			faults = 200
+		}
+		runNemesis(t, seed, 3, faults)
+	})
+	if long {
+		t.Run("5 nodes", func(t *testing.T) { runNemesis(t, seed, 5, 200) })
+	}
+}
+
+func runNemesis(t *testing.T, seed uint64, size, faults int) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("replay with FEDZIP_NEMESIS_SEED=%d (cluster of %d, %d faults)", seed, size, faults)
+		}
+	})
+	t.Logf("seed %d", seed)
+	start := time.Now()
+	rng := rand.New(rand.NewPCG(seed, uint64(size)))
+	c := &nemCluster{t: t, run: nemesisRun(), rec: newNemRecorder(), cut: map[[2]int]bool{}}
+	base := t.TempDir()
+	for i := 0; i < size; i++ {
+		c.nodes = append(c.nodes, &nemNode{id: fmt.Sprintf("n%d", i), addr: raft.ServerAddress(fmt.Sprintf("nem%d", i)), dir: filepath.Join(base, strconv.Itoa(i))})
+	}
+	c.start(0, true)
+	first := leaderOf(t, c.live())
+	for i := 1; i < size; i++ {
+		c.start(i, false)
+		if err := first.AddVoter(c.nodes[i].id, string(c.nodes[i].addr)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	t.Cleanup(func() { // also on a failure: clients first, then nodes
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+		for i, s := range c.nodes {
+			if s.node != nil {
+				c.kill(i)
+			}
+		}
+	})
+	waitFor(t, "init", func() bool { return first.FSM().Progress().Initialised })
+	const nclients = 5
+	for k := 0; k < nclients; k++ {
+		var id round.ClientID
+		waitFor(t, "a registration", func() bool { // the leader may change as voters join
+			var err error
+			id, _, err = leaderOf(t, c.live()).Register(fmt.Sprintf("c%d", k), "s3cret", 10)
+			return err == nil
+		})
+		wg.Add(1)
+		go func() { defer wg.Done(); c.client(id, seed, stop) }()
+	}
+	// progress waits until the cluster acknowledges another update: with a
+	// majority up and linked, it must.
+	progress := func(what string) {
+		t.Helper()
+		before := c.rec.ackCount.Load()
+		waitFor(t, "an acknowledged update "+what, func() bool { return c.rec.ackCount.Load() > before })
+	}
+	progress("at start")
+
+	// The nemesis: at most a minority impaired at once.
+	maxImpaired := (size - 1) / 2
+	killed, isolated := map[int]bool{}, map[int]bool{}
+	kinds := map[string]int{}
+	for f := 0; f < faults; {
+		impaired := len(killed) + len(isolated)
+		if impaired == maxImpaired || (impaired > 0 && rng.IntN(2) == 0) {
+			// Recover: restart one killed node, or heal every partition.
+			if len(killed) > 0 && (len(isolated) == 0 || rng.IntN(2) == 0) {
+				ks := slices.Sorted(maps.Keys(killed))
+				i := ks[rng.IntN(len(ks))]
+				delete(killed, i)
+				c.start(i, false)
+				kinds["restart"]++
+			} else {
+				c.heal()
+				clear(isolated)
+				kinds["heal"]++
+			}
+			progress("after recovering")
+			continue
+		}
+		l := c.leaderSlot()
+		var followers []int
+		for i, s := range c.nodes {
+			if i != l && s.node != nil && !isolated[i] {
+				followers = append(followers, i)
+			}
+		}
+		kind := []string{"kill leader", "kill follower", "partition leader", "partition follower"}[rng.IntN(4)]
+		target := l
+		if strings.HasSuffix(kind, "follower") {
+			target = followers[rng.IntN(len(followers))]
+		}
+		if strings.HasPrefix(kind, "kill") {
+			c.kill(target)
+			killed[target] = true
+		} else {
+			c.isolate(target)
+			isolated[target] = true
+		}
+		kinds[kind]++
+		f++
+		progress("after: " + kind)
+		// Pacing: a little more traffic under the fault.
+		time.Sleep(time.Duration(rng.IntN(100)) * time.Millisecond)
+	}
+	for i := range killed {
+		c.start(i, false)
+		kinds["restart"]++
+	}
+	c.heal()
+	kinds["heal"]++
+	progress("after the last heal")
+	// A round closes with every node up.
+	closes := c.rec.closes.Load()
+	waitFor(t, "a round to close after the last heal", func() bool { return c.rec.closes.Load() > closes })
+	close(stop)
+	wg.Wait()
+
+	// Replicas converge to the same state, bit for bit.
+	var applied uint64
+	waitFor(t, "every replica to hold the same state", func() bool {
+		nodes := c.live()
+		if len(nodes) != size {
+			return false
+		}
+		ref := nodes[0].FSM()
+		want, wantHash := stateBytes(t, ref), ref.ModelHash()
+		applied = ref.Progress().Applied
+		for _, n := range nodes[1:] {
+			if n.FSM().Progress().Applied != applied || !bytes.Equal(stateBytes(t, n.FSM()), want) || n.FSM().ModelHash() != wantHash {
+				return false
+			}
+		}
+		return true
+	})
+	v := c.live()[0].FSM().View()
+	rep, bad := c.rec.check()
+	for _, b := range bad {
+		t.Error(b)
+	}
+	var ks []string
+	for k, n := range kinds {
+		ks = append(ks, fmt.Sprintf("%s %d", k, n))
+	}
+	sort.Strings(ks)
+	t.Logf("%d nodes, %d faults in %v: %s", size, faults, time.Since(start).Round(time.Millisecond), strings.Join(ks, ", "))
+	t.Logf("%d rounds closed (version %d), %d updates in them, %d acknowledged (%d duplicate receipts), %d accepted without an acknowledgment, %d in the open round; %d entries applied %d times in all; replicas identical at index %d",
+		rep.rounds, v.Version, rep.accepted, rep.acked, rep.dupAcks, rep.unacked, rep.openAtEnd, rep.entries, rep.applies, applied)
+	if rep.rounds == 0 || uint64(rep.rounds) != v.Version {
+		t.Errorf("%d rounds closed in the record, the model is at version %d", rep.rounds, v.Version)
+	}
+}
