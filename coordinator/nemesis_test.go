@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -61,13 +60,16 @@ func nemesisRun() *RunConfig {
 		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}
 }
 
-// nemesisPayload is client id's update for round r: the same bytes on
-// every attempt, as a client that resends after a failover sends them.
-func nemesisPayload(r int, id round.ClientID) []byte {
+// nemesisPayload is client id's update for round r on its attempt-th
+// submission. Each attempt sends other bytes, so that the checker can tell
+// which attempt the log accepted: an acknowledgment of one attempt while
+// the log holds another is an acknowledged update lost.
+func nemesisPayload(r int, id round.ClientID, attempt int) []byte {
 	d := make([]float32, nemesisParams)
 	for i := range d {
 		d[i] = float32(int(id)*7+r%13-i%5) * 1e-3
 	}
+	d[0] = float32(attempt)
 	return denseCodec{}.encode(nil, d)
 }
 
@@ -259,6 +261,7 @@ func (c *nemCluster) pick(rng *rand.Rand) *Node {
 // gone, and again, until stop is closed.
 func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}) {
 	rng := rand.New(rand.NewPCG(seed, uint64(id)))
+	attempt := 0
 	pause := func() {
 		select {
 		case <-stop:
@@ -283,8 +286,9 @@ func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}
 			pause()
 			continue
 		}
-		payload := nemesisPayload(task.Round, id)
-		c.rec.attempted(task.Round, id)
+		attempt++
+		payload := nemesisPayload(task.Round, id, attempt)
+		c.rec.attempted(task.Round, id, attempt, payload)
 		if n = c.pick(rng); n == nil {
 			continue
 		}
@@ -293,7 +297,7 @@ func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}
 			pause()
 			continue
 		}
-		c.rec.acked(task.Round, id, r)
+		c.rec.acked(task.Round, id, attempt, r)
 	}
 }
 
@@ -303,9 +307,11 @@ type nemEntry struct {
 	by     string // node/incarnation
 	digest [32]byte
 	cmd    command // Type, Round, Client (no payload)
-	ok     bool    // the payload is the client's own for that round
-	res    any
-	answer string
+	// attempt is the client's attempt whose payload a submit carries, 0
+	// if its client never sent it.
+	attempt int
+	res     any
+	answer  string
 }
 
 type roundClient struct {
@@ -322,15 +328,22 @@ type nemRecorder struct {
 	diverged  []string
 	applies   int
 	closes    atomic.Int64
-	acks      map[roundClient]int
-	attempts  map[roundClient]bool
+	acks      map[roundClient][]ack
+	sent      map[[32]byte]roundClient // payload digest → its round and client
+	attempts  map[[32]byte]int         // payload digest → the attempt that sent it
 	ackCount  atomic.Int64
 	dupAcks   int
 	closedIdx []uint64
 }
 
 func newNemRecorder() *nemRecorder {
-	return &nemRecorder{entries: map[uint64]nemEntry{}, acks: map[roundClient]int{}, attempts: map[roundClient]bool{}}
+	return &nemRecorder{entries: map[uint64]nemEntry{}, acks: map[roundClient][]ack{}, sent: map[[32]byte]roundClient{}, attempts: map[[32]byte]int{}}
+}
+
+// ack is one acknowledgment a client received.
+type ack struct {
+	attempt   int
+	duplicate bool
 }
 
 func answer(res any) string {
@@ -343,8 +356,16 @@ func answer(res any) string {
 func (r *nemRecorder) applied(node string, inc int, index uint64, c command, res any) {
 	e := nemEntry{by: node + "/" + strconv.Itoa(inc), digest: sha256.Sum256(c.encode()),
 		cmd: command{Type: c.Type, Round: c.Round, Client: c.Client}, res: res, answer: answer(res)}
+	var sentBy roundClient
+	var attempt int
 	if c.Type == cmdSubmit {
-		e.ok = bytes.Equal(c.Payload, nemesisPayload(int(c.Round), c.Client))
+		d := sha256.Sum256(c.Payload)
+		r.mu.Lock()
+		sentBy, attempt = r.sent[d], r.attempts[d]
+		r.mu.Unlock()
+		if sentBy == (roundClient{int(c.Round), c.Client}) {
+			e.attempt = attempt
+		}
 	}
 	switch v := res.(type) {
 	case round.Opened:
@@ -375,15 +396,17 @@ func (r *nemRecorder) applied(node string, inc int, index uint64, c command, res
 	}
 }
 
-func (r *nemRecorder) attempted(rnd int, id round.ClientID) {
+// attempted records a submission before it is sent.
+func (r *nemRecorder) attempted(rnd int, id round.ClientID, attempt int, payload []byte) {
+	d := sha256.Sum256(payload)
 	r.mu.Lock()
-	r.attempts[roundClient{rnd, id}] = true
+	r.sent[d], r.attempts[d] = roundClient{rnd, id}, attempt
 	r.mu.Unlock()
 }
 
-func (r *nemRecorder) acked(rnd int, id round.ClientID, rc round.Receipt) {
+func (r *nemRecorder) acked(rnd int, id round.ClientID, attempt int, rc round.Receipt) {
 	r.mu.Lock()
-	r.acks[roundClient{rnd, id}]++
+	r.acks[roundClient{rnd, id}] = append(r.acks[roundClient{rnd, id}], ack{attempt, rc.Duplicate})
 	if rc.Duplicate {
 		r.dupAcks++
 	}
@@ -424,6 +447,7 @@ func (r *nemRecorder) check() (nemReport, []string) {
 	}
 	var cur *openRound
 	closed := map[int][]round.ClientID{}
+	acceptedAttempt := map[roundClient]int{}
 	for _, i := range idx {
 		e := r.entries[i]
 		switch v := e.res.(type) {
@@ -443,10 +467,13 @@ func (r *nemRecorder) check() (nemReport, []string) {
 				continue
 			case !slices.Contains(cur.selected, rc.client):
 				fail("index %d: update of client %d accepted in round %d, which did not select it", i, rc.client, rc.round)
-			case !e.ok:
-				fail("index %d: the update accepted for client %d in round %d is not the one it sent", i, rc.client, rc.round)
+			case e.attempt == 0:
+				fail("index %d: the update accepted for client %d in round %d is not one it sent", i, rc.client, rc.round)
 			}
 			had := slices.Contains(cur.accepted, rc.client)
+			if !had {
+				acceptedAttempt[rc] = e.attempt
+			}
 			if v.Duplicate != had {
 				fail("index %d: client %d round %d: duplicate=%v, already accepted=%v", i, rc.client, rc.round, v.Duplicate, had)
 			}
@@ -487,23 +514,25 @@ func (r *nemRecorder) check() (nemReport, []string) {
 	if cur != nil {
 		rep.openAtEnd = len(cur.accepted)
 	}
-	for rc, n := range r.acks {
+	for rc, acks := range r.acks {
 		rep.acked++
 		in := slices.Contains(closed[rc.round], rc.client)
 		if !in && cur != nil && cur.round == rc.round {
 			in = slices.Contains(cur.accepted, rc.client)
 		}
 		if !in {
-			fail("LOST: the update of client %d for round %d was acknowledged %d times and is in no round", rc.client, rc.round, n)
+			fail("LOST: the update of client %d for round %d was acknowledged (%+v) and is in no round", rc.client, rc.round, acks)
+			continue
+		}
+		for _, a := range acks {
+			if !a.duplicate && a.attempt != acceptedAttempt[rc] {
+				fail("LOST: client %d round %d: attempt %d was acknowledged as accepted, the log accepted attempt %d", rc.client, rc.round, a.attempt, acceptedAttempt[rc])
+			}
 		}
 	}
 	count := func(ids []round.ClientID, rnd int) {
 		for _, id := range ids {
-			rc := roundClient{rnd, id}
-			if !r.attempts[rc] {
-				fail("round %d counted an update of client %d that it never sent", rnd, id)
-			}
-			if r.acks[rc] == 0 {
+			if len(r.acks[roundClient{rnd, id}]) == 0 {
 				rep.unacked++
 			}
 		}
@@ -672,21 +701,25 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 
 	// Replicas converge to the same state, bit for bit.
 	var applied uint64
-	waitFor(t, "every replica to hold the same state", func() bool {
+	var states []string
+	same := func() bool {
 		nodes := c.live()
-		if len(nodes) != size {
-			return false
+		states = states[:0]
+		for _, n := range nodes {
+			p := n.FSM().Progress()
+			states = append(states, fmt.Sprintf("applied %d round %d version %d phase %v model %x state %x",
+				p.Applied, p.Round, p.Version, p.Phase, n.FSM().ModelHash(), sha256.Sum256(stateBytes(t, n.FSM()))))
 		}
-		ref := nodes[0].FSM()
-		want, wantHash := stateBytes(t, ref), ref.ModelHash()
-		applied = ref.Progress().Applied
-		for _, n := range nodes[1:] {
-			if n.FSM().Progress().Applied != applied || !bytes.Equal(stateBytes(t, n.FSM()), want) || n.FSM().ModelHash() != wantHash {
-				return false
-			}
+		applied = nodes[0].FSM().Progress().Applied
+		return len(nodes) == size && !slices.ContainsFunc(states, func(s string) bool { return s != states[0] })
+	}
+	for deadline := time.Now().Add(20 * time.Second); !same(); {
+		if time.Now().After(deadline) {
+			t.Errorf("replicas did not converge:\n%s", strings.Join(states, "\n"))
+			break
 		}
-		return true
-	})
+		time.Sleep(5 * time.Millisecond)
+	}
 	v := c.live()[0].FSM().View()
 	rep, bad := c.rec.check()
 	for _, b := range bad {
@@ -698,7 +731,7 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 	}
 	sort.Strings(ks)
 	t.Logf("%d nodes, %d faults in %v: %s", size, faults, time.Since(start).Round(time.Millisecond), strings.Join(ks, ", "))
-	t.Logf("%d rounds closed (version %d), %d updates in them, %d acknowledged (%d duplicate receipts), %d accepted without an acknowledgment, %d in the open round; %d entries applied %d times in all; replicas identical at index %d",
+	t.Logf("%d rounds closed (version %d), %d updates in them, %d acknowledged (%d duplicate receipts), %d accepted without an acknowledgment, %d in the open round; %d entries applied %d times in all; final applied index %d",
 		rep.rounds, v.Version, rep.accepted, rep.acked, rep.dupAcks, rep.unacked, rep.openAtEnd, rep.entries, rep.applies, applied)
 	if rep.rounds == 0 || uint64(rep.rounds) != v.Version {
 		t.Errorf("%d rounds closed in the record, the model is at version %d", rep.rounds, v.Version)
