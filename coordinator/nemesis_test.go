@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -294,6 +295,7 @@ func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}
 		}
 		r, err := n.Submit(id, task.Round, 10, 0, payload)
 		if err != nil {
+			c.rec.refused(err)
 			pause()
 			continue
 		}
@@ -333,11 +335,12 @@ type nemRecorder struct {
 	attempts  map[[32]byte]int         // payload digest → the attempt that sent it
 	ackCount  atomic.Int64
 	dupAcks   int
+	refusals  map[string]int
 	closedIdx []uint64
 }
 
 func newNemRecorder() *nemRecorder {
-	return &nemRecorder{entries: map[uint64]nemEntry{}, acks: map[roundClient][]ack{}, sent: map[[32]byte]roundClient{}, attempts: map[[32]byte]int{}}
+	return &nemRecorder{entries: map[uint64]nemEntry{}, acks: map[roundClient][]ack{}, sent: map[[32]byte]roundClient{}, attempts: map[[32]byte]int{}, refusals: map[string]int{}}
 }
 
 // ack is one acknowledgment a client received.
@@ -396,6 +399,25 @@ func (r *nemRecorder) applied(node string, inc int, index uint64, c command, res
 	}
 }
 
+// refused counts a submission the cluster did not acknowledge, by reason.
+func (r *nemRecorder) refused(err error) {
+	var nl *NotLeaderError
+	why := "other"
+	switch {
+	case errors.As(err, &nl):
+		why = "not leader"
+	case errors.Is(err, round.ErrWrongRound):
+		why = "wrong round"
+	case errors.Is(err, raft.ErrRaftShutdown):
+		why = "node shut down"
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		why = "timeout"
+	}
+	r.mu.Lock()
+	r.refusals[why]++
+	r.mu.Unlock()
+}
+
 // attempted records a submission before it is sent.
 func (r *nemRecorder) attempted(rnd int, id round.ClientID, attempt int, payload []byte) {
 	d := sha256.Sum256(payload)
@@ -417,6 +439,7 @@ func (r *nemRecorder) acked(rnd int, id round.ClientID, attempt int, rc round.Re
 // nemReport is what check found.
 type nemReport struct {
 	entries, applies, dupAcks        int
+	refusals                         string
 	rounds, accepted, acked, unacked int
 	openAtEnd                        int // accepted updates of the round still open
 }
@@ -427,7 +450,7 @@ type nemReport struct {
 func (r *nemRecorder) check() (nemReport, []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rep := nemReport{entries: len(r.entries), applies: r.applies, dupAcks: r.dupAcks}
+	rep := nemReport{entries: len(r.entries), applies: r.applies, dupAcks: r.dupAcks, refusals: fmt.Sprint(r.refusals)}
 	var bad []string
 	fail := func(format string, args ...any) {
 		if len(bad) < 20 {
@@ -599,9 +622,9 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 	first := leaderOf(t, c.live())
 	for i := 1; i < size; i++ {
 		c.start(i, false)
-		if err := first.AddVoter(c.nodes[i].id, string(c.nodes[i].addr)); err != nil {
-			t.Fatal(err)
-		}
+		waitFor(t, "a voter to join", func() bool { // the leader may change as voters join
+			return leaderOf(t, c.live()).AddVoter(c.nodes[i].id, string(c.nodes[i].addr)) == nil
+		})
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -731,8 +754,8 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 	}
 	sort.Strings(ks)
 	t.Logf("%d nodes, %d faults in %v: %s", size, faults, time.Since(start).Round(time.Millisecond), strings.Join(ks, ", "))
-	t.Logf("%d rounds closed (version %d), %d updates in them, %d acknowledged (%d duplicate receipts), %d accepted without an acknowledgment, %d in the open round; %d entries applied %d times in all; final applied index %d",
-		rep.rounds, v.Version, rep.accepted, rep.acked, rep.dupAcks, rep.unacked, rep.openAtEnd, rep.entries, rep.applies, applied)
+	t.Logf("%d rounds closed (version %d), %d updates in them, %d acknowledged (%d duplicate receipts), %d accepted without an acknowledgment, %d in the open round; %d entries applied %d times in all; final applied index %d; unacknowledged submissions %s",
+		rep.rounds, v.Version, rep.accepted, rep.acked, rep.dupAcks, rep.unacked, rep.openAtEnd, rep.entries, rep.applies, applied, rep.refusals)
 	if rep.rounds == 0 || uint64(rep.rounds) != v.Version {
 		t.Errorf("%d rounds closed in the record, the model is at version %d", rep.rounds, v.Version)
 	}
