@@ -293,7 +293,9 @@ func (c *nemCluster) client(id round.ClientID, seed uint64, stop <-chan struct{}
 		if n = c.pick(rng); n == nil {
 			continue
 		}
+		c.rec.inflight.Add(1)
 		r, err := n.Submit(id, task.Round, 10, 0, payload)
+		c.rec.inflight.Add(-1)
 		if err != nil {
 			c.rec.refused(err)
 			pause()
@@ -334,6 +336,7 @@ type nemRecorder struct {
 	sent      map[[32]byte]roundClient // payload digest → its round and client
 	attempts  map[[32]byte]int         // payload digest → the attempt that sent it
 	ackCount  atomic.Int64
+	inflight  atomic.Int64 // submissions sent and not answered
 	dupAcks   int
 	refusals  map[string]int
 	closedIdx []uint64
@@ -695,6 +698,13 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 		target := l
 		if strings.HasSuffix(kind, "follower") {
 			target = followers[rng.IntN(len(followers))]
+		} else {
+			// Strike the leader while it holds a submission whose fate
+			// is not decided yet, if one comes soon: the case where an
+			// acknowledgment could outrun the commit.
+			for wait := time.Now().Add(300 * time.Millisecond); c.rec.inflight.Load() == 0 && time.Now().Before(wait); {
+				time.Sleep(time.Millisecond)
+			}
 		}
 		if strings.HasPrefix(kind, "kill") {
 			c.kill(target)
