@@ -88,6 +88,10 @@ type Node struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
+	// closing (under mu) refuses new commands; applying counts those
+	// in flight, which Close lets Raft answer before it shuts Raft down.
+	closing  bool
+	applying sync.WaitGroup
 }
 
 // Open starts a node.
@@ -205,8 +209,16 @@ func (n *Node) closeStores() {
 func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
+		n.mu.Lock()
+		n.closing = true
+		n.mu.Unlock()
 		close(n.stop)
 		<-n.done
+		// Raft answers every queued command while it runs (committed,
+		// or refused when leadership is lost) and none that Shutdown
+		// leaves in its buffer (BatchApplyCh): a caller would wait
+		// forever.
+		n.applying.Wait()
 		err = n.raft.Shutdown().Error()
 		n.closeStores()
 	})
@@ -238,6 +250,14 @@ func (n *Node) AddVoter(id, addr string) error {
 
 // apply commits a command and returns the FSM's answer.
 func (n *Node) apply(c command) (any, error) {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return nil, raft.ErrRaftShutdown
+	}
+	n.applying.Add(1)
+	n.mu.Unlock()
+	defer n.applying.Done()
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}
