@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"maps"
@@ -581,9 +580,7 @@ func nemesisSeed(t *testing.T) uint64 {
 		}
 		return v
 	}
-	var b [8]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(time.Now().UnixNano()))
-	return binary.LittleEndian.Uint64(b[:]) % math.MaxInt32
+	return uint64(time.Now().UnixNano()) % math.MaxInt32
 }
 
 // TestNemesis: see the top of the file. The default run injects 12 faults
