@@ -326,19 +326,18 @@ type roundClient struct {
 // methods are called from the replicas' FSMs (under their locks) and the
 // clients; it calls nothing back.
 type nemRecorder struct {
-	mu        sync.Mutex
-	entries   map[uint64]nemEntry
-	diverged  []string
-	applies   int
-	closes    atomic.Int64
-	acks      map[roundClient][]ack
-	sent      map[[32]byte]roundClient // payload digest → its round and client
-	attempts  map[[32]byte]int         // payload digest → the attempt that sent it
-	ackCount  atomic.Int64
-	inflight  atomic.Int64 // submissions sent and not answered
-	dupAcks   int
-	refusals  map[string]int
-	closedIdx []uint64
+	mu       sync.Mutex
+	entries  map[uint64]nemEntry
+	diverged []string
+	applies  int
+	closes   atomic.Int64
+	acks     map[roundClient][]ack
+	sent     map[[32]byte]roundClient // payload digest → its round and client
+	attempts map[[32]byte]int         // payload digest → the attempt that sent it
+	ackCount atomic.Int64
+	inflight atomic.Int64 // submissions sent and not answered
+	dupAcks  int
+	refusals map[string]int
 }
 
 func newNemRecorder() *nemRecorder {
