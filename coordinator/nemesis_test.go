@@ -46,7 +46,7 @@ import (
 // round is aborted and an acknowledged update can only leave the run by a
 // bug. (An aborted round discards the updates it acknowledged by design.)
 //
-//	go test -race -run Nemesis -v ./coordinator/                    # 12 faults
+//	go test -race -run Nemesis -v ./coordinator/                    # 20 faults
 //	FEDZIP_LONG=1 go test -run Nemesis -v ./coordinator/            # 200 faults
 //	FEDZIP_NEMESIS_SEED=7 go test -race -run Nemesis ./coordinator/ # replay a seed
 
@@ -181,6 +181,33 @@ func (c *nemCluster) heal() {
 		}
 	}
 	clear(c.cut)
+}
+
+// status describes every slot, for a failure message.
+func (c *nemCluster) status() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var b strings.Builder
+	for i, s := range c.nodes {
+		if s.node == nil {
+			fmt.Fprintf(&b, "%s: down\n", s.id)
+			continue
+		}
+		var cut []int
+		for j := range c.nodes {
+			if j != i && !c.linked(i, j) {
+				cut = append(cut, j)
+			}
+		}
+		_, lid := s.node.Leader()
+		v := s.node.FSM().View()
+		fmt.Fprintf(&b, "%s/%d: %v (leader %q), cut from %v; applied %d, phase %v round %d version %d, selected %v pending %v; raft last index %d\n",
+			s.id, s.inc, s.node.Raft().State(), lid, cut, v.Applied, v.Phase, v.Round, v.Version, v.Selected, v.Pending, s.node.Raft().LastIndex())
+	}
+	c.rec.mu.Lock()
+	fmt.Fprintf(&b, "submissions in flight %d, refused %v", c.rec.inflight.Load(), c.rec.refusals)
+	c.rec.mu.Unlock()
+	return b.String()
 }
 
 // live returns the running nodes.
@@ -582,7 +609,7 @@ func nemesisSeed(t *testing.T) uint64 {
 	return uint64(time.Now().UnixNano()) % math.MaxInt32
 }
 
-// TestNemesis: see the top of the file. The default run injects 12 faults
+// TestNemesis: see the top of the file. The default run injects 20 faults
 // into a 3-node cluster; FEDZIP_LONG=1 injects 200 into 3 nodes and 200
 // into 5.
 func TestNemesis(t *testing.T) {
@@ -592,7 +619,7 @@ func TestNemesis(t *testing.T) {
 	}
 	seed := nemesisSeed(t)
 	t.Run("3 nodes", func(t *testing.T) {
-		faults := 12
+		faults := 20
 		if long {
 			faults = 200
 		}
@@ -657,7 +684,11 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 	progress := func(what string) {
 		t.Helper()
 		before := c.rec.ackCount.Load()
-		waitFor(t, "an acknowledged update "+what, func() bool { return c.rec.ackCount.Load() > before })
+		for deadline := time.Now().Add(20 * time.Second); c.rec.ackCount.Load() == before; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no acknowledged update for 20 s %s:\n%s", what, c.status())
+			}
+		}
 	}
 	progress("at start")
 
@@ -681,6 +712,21 @@ func runNemesis(t *testing.T, seed uint64, size, faults int) {
 				kinds["heal"]++
 			}
 			progress("after recovering")
+			continue
+		}
+		if impaired == 0 && rng.IntN(10) == 0 {
+			// Every node down at once, then up again on its disk state:
+			// what was acknowledged must come back from the logs and
+			// snapshots alone.
+			for _, i := range rng.Perm(size) {
+				c.kill(i)
+			}
+			for _, i := range rng.Perm(size) {
+				c.start(i, false)
+			}
+			kinds["kill all, restart all"]++
+			f++
+			progress("after restarting every node")
 			continue
 		}
 		l := c.leaderSlot()
