@@ -205,7 +205,9 @@ func (n *Node) closeStores() {
 	}
 }
 
-// Close stops the node: the leader loop, Raft, the stores.
+// Close stops the node: the leader loop, Raft, the stores. Calls that
+// reach the log after Close began fail with raft.ErrRaftShutdown; those
+// already in flight get Raft's answer first.
 func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
