@@ -133,6 +133,13 @@ func Open(cfg Config) (*Node, error) {
 	// Followers learn the commit index on the next append; with the default
 	// 50 ms an idle leader would make a lightly loaded cluster wait.
 	rc.CommitTimeout = 5 * time.Millisecond
+	// No pre-vote: with it, a candidate keeps its term, and an
+	// InstallSnapshot at that term makes it record a leader without
+	// stepping down; once that leader is gone it refuses every vote and
+	// the cluster elects no one (hashicorp/raft 1.7.3;
+	// TestNoStaleLeaderAfterSnapshotToCandidate). Without it a candidate's
+	// term is past the old leader's, whose messages it then ignores.
+	rc.PreVoteDisabled = true
 	if cfg.Raft != nil {
 		cfg.Raft(rc)
 	}
