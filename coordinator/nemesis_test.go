@@ -29,9 +29,12 @@ import (
 // in-process transport, which lets the test cut and restore the links
 // between nodes. Clients submit updates all along, to whichever node
 // leads, retrying as the real client does; a nemesis meanwhile kills and
-// restarts the leader or a follower and partitions the leader or a
-// follower from the others, from a seeded RNG. Every entry any replica
-// applies is recorded with its answer; the checker then requires that
+// restarts the leader or a follower, partitions the leader or a follower
+// from the others, or takes every node down and up again, from a seeded
+// RNG, with at most a minority impaired at once; after every fault and
+// recovery the cluster must acknowledge another update within 20 s. Every
+// entry any replica applies is recorded with its answer; the checker then
+// requires that
 //
 //   - replicas that applied the same index applied the same command with
 //     the same answer (also a replica replaying its log after a restart);
@@ -47,7 +50,7 @@ import (
 // bug. (An aborted round discards the updates it acknowledged by design.)
 //
 //	go test -race -run Nemesis -v ./coordinator/                    # 20 faults
-//	FEDZIP_LONG=1 go test -run Nemesis -v ./coordinator/            # 200 faults
+//	FEDZIP_LONG=1 go test -run Nemesis -v ./coordinator/            # 200 faults, 3 and 5 nodes
 //	FEDZIP_NEMESIS_SEED=7 go test -race -run Nemesis ./coordinator/ # replay a seed
 
 // nemesisParams is the nemesis run's model size: mlp:4 on 8 inputs and 3
