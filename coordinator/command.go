@@ -17,7 +17,9 @@ import (
 // Encoding: one type byte, then the fields in order: integers as uvarints
 // (signed as zig-zag varints), floats as 8 little-endian bytes, strings and
 // byte slices as a uvarint length and the bytes. Decoding bounds every
-// length by what is left of the entry.
+// length by what is left of the entry and refuses integers written in more
+// bytes than they need, so that an entry that decodes re-encodes to the
+// same bytes.
 type cmdType byte
 
 const (
@@ -144,7 +146,7 @@ func (d *decoder) fail(what string) {
 
 func (d *decoder) uvarint(what string) uint64 {
 	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(v) {
 		d.fail(what)
 		return 0
 	}
@@ -154,7 +156,7 @@ func (d *decoder) uvarint(what string) uint64 {
 
 func (d *decoder) varint(what string) int64 {
 	v, n := binary.Varint(d.b)
-	if n <= 0 {
+	if n <= 0 || n != uvarintLen(uint64(v)<<1^uint64(v>>63)) {
 		d.fail(what)
 		return 0
 	}
@@ -171,6 +173,15 @@ func (d *decoder) bytes(what string) []byte {
 	p := d.b[:n:n]
 	d.b = d.b[n:]
 	return p
+}
+
+// uvarintLen is the length of v's shortest uvarint encoding.
+func uvarintLen(v uint64) int {
+	n := 1
+	for ; v >= 0x80; v >>= 7 {
+		n++
+	}
+	return n
 }
 
 func (d *decoder) float64(what string) float64 {

@@ -277,6 +277,9 @@ type FSM struct {
 	lastClosed round.Closed
 	applied    uint64
 	changed    chan struct{}
+	// observe, if set (by tests, through Config), sees every applied
+	// command and its answer, under mu, in log order.
+	observe func(index uint64, c command, res any)
 }
 
 // NewFSM returns an empty FSM, waiting for the run's init entry.
@@ -308,6 +311,9 @@ func (f *FSM) applyEntry(index uint64, c command, pre *decoded) any {
 	f.applied = index
 	before := f.roundMark()
 	res := f.apply(c, pre)
+	if f.observe != nil {
+		f.observe(index, c, res)
+	}
 	if f.roundMark() != before {
 		close(f.changed)
 		f.changed = make(chan struct{})

@@ -128,6 +128,9 @@ type Config struct {
 	// no longer authenticates: it registers again.
 	ClientTTL    time.Duration
 	FirstPollTTL time.Duration
+
+	// observe is set on the FSM before Raft starts (tests only).
+	observe func(index uint64, c command, res any)
 }
 
 // Defaults of the registration bounds (Config).
@@ -181,6 +184,10 @@ type Node struct {
 	// with dropDone.
 	left     chan leftClient
 	dropDone chan struct{}
+	// closing (under mu) refuses new commands; applying counts those
+	// in flight, which Close lets Raft answer before it shuts Raft down.
+	closing  bool
+	applying sync.WaitGroup
 }
 
 // leftClient is a client that gossip said left, and when.
@@ -234,6 +241,7 @@ func Open(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time),
 		stop: make(chan struct{}), done: make(chan struct{}), left: make(chan leftClient, 256), dropDone: make(chan struct{}), regLimit: rate.NewLimiter(rate.Limit(cfg.RegisterRate), cfg.RegisterBurst)}
+	n.fsm.observe = cfg.observe
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.LogOutput = io.Discard
@@ -245,6 +253,13 @@ func Open(cfg Config) (*Node, error) {
 	// Followers learn the commit index on the next append; with the default
 	// 50 ms an idle leader would make a lightly loaded cluster wait.
 	rc.CommitTimeout = 5 * time.Millisecond
+	// No pre-vote: with it, a candidate keeps its term, and an
+	// InstallSnapshot at that term makes it record a leader without
+	// stepping down; once that leader is gone it refuses every vote and
+	// the cluster elects no one (hashicorp/raft 1.7.3;
+	// TestNoStaleLeaderAfterSnapshotToCandidate). Without it a candidate's
+	// term is past the old leader's, whose messages it then ignores.
+	rc.PreVoteDisabled = true
 	if cfg.Raft != nil {
 		cfg.Raft(rc)
 	}
@@ -383,10 +398,15 @@ func (n *Node) closeStores() {
 	}
 }
 
-// Close stops the node: the leader loop, Raft, the stores.
+// Close stops the node: the leader loop, Raft, the stores. Calls that
+// reach the log after Close began fail with raft.ErrRaftShutdown; those
+// already in flight get Raft's answer first.
 func (n *Node) Close() error {
 	var err error
 	n.closed.Do(func() {
+		n.mu.Lock()
+		n.closing = true
+		n.mu.Unlock()
 		close(n.stop)
 		<-n.done
 		if n.markerDone != nil {
@@ -394,6 +414,11 @@ func (n *Node) Close() error {
 			n.saveMarker(true)
 		}
 		<-n.dropDone
+		// Raft answers every queued command while it runs (committed,
+		// or refused when leadership is lost) and none that Shutdown
+		// leaves in its buffer (BatchApplyCh): a caller would wait
+		// forever.
+		n.applying.Wait()
 		err = n.raft.Shutdown().Error()
 		if n.markerDone != nil {
 			n.saveMarker(false)
@@ -432,6 +457,14 @@ func (n *Node) AddVoter(id, addr string) error {
 
 // apply commits a command and returns the FSM's answer.
 func (n *Node) apply(c command) (any, error) {
+	n.mu.Lock()
+	if n.closing {
+		n.mu.Unlock()
+		return nil, raft.ErrRaftShutdown
+	}
+	n.applying.Add(1)
+	n.mu.Unlock()
+	defer n.applying.Done()
 	if n.raft.State() != raft.Leader {
 		return nil, n.notLeader()
 	}

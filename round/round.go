@@ -461,8 +461,14 @@ type State struct {
 
 // State returns the Machine's state for a snapshot.
 func (m *Machine) State() State {
-	st := State{Round: m.round, Version: m.version, Attempt: m.attempt, Phase: m.phase,
-		Selected: m.selected, Opened: m.opened, Deadline: m.deadline, Global: m.global}
+	st := State{Round: m.round, Version: m.version, Attempt: m.attempt, Phase: m.phase, Global: m.global}
+	if m.phase != Collecting {
+		// What the last round left (its selection, times) means nothing
+		// now, and Restore does not bring it back: leaving it out keeps
+		// the state of a restored Machine equal to the original's.
+		return st
+	}
+	st.Selected, st.Opened, st.Deadline = m.selected, m.opened, m.deadline
 	for i, c := range m.selected {
 		if m.dropped[i] {
 			st.Dropped = append(st.Dropped, c)
