@@ -860,13 +860,14 @@ func (n *Node) checkJoinSecret(secret string) error {
 
 // checkSecret compares a presented secret with the configured one in
 // constant time (transport.CheckJoinSecret): an empty configured secret
-// refuses everything, and an empty presented one matches nothing.
+// refuses everything, and an empty presented one matches nothing; a
+// secret of only white space counts as empty (transport.BlankSecret).
 func checkSecret(got, want string) error {
-	if got == "" {
+	if transport.BlankSecret(got) {
 		return fmt.Errorf("%w: no secret presented", ErrBadSecret)
 	}
 	if err := transport.CheckJoinSecret(got, want); err != nil {
-		if want == "" {
+		if transport.BlankSecret(want) {
 			return fmt.Errorf("%w: none is configured on this node, so it refuses every request", ErrBadSecret)
 		}
 		return ErrBadSecret

@@ -1,11 +1,16 @@
 package coordinator
 
 import (
+	"context"
 	"net"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
 // Red-team attacks on the merged fixes of issue 12, kept as regression
@@ -67,5 +72,32 @@ func TestRedteamRaftHandshakeFlood(t *testing.T) {
 	c.Close()
 	if err := <-accepted; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRedteamBlankSecrets: a secret of only white space (a YAML value of
+// spaces, an environment variable set to " ") is no secret: anyone
+// guesses it. Over real gRPC, a node configured with blank cluster and
+// join secrets must refuse cluster add, remove and registration with the
+// same blank secret. Before the fix each was accepted: the attacker
+// registered, and added a dead voter that cost the node its leadership.
+func TestRedteamBlankSecrets(t *testing.T) {
+	for _, blank := range []string{" ", "   ", "\t\n"} {
+		node := openSolo(t, Config{ClusterSecret: blank, JoinSecret: blank})
+		api, cluster := serveGRPC(t, node)
+		ctx := context.Background()
+		if res, err := api.Register(ctx, &fedzippb.RegisterRequest{JoinSecret: blank, Name: "mallory"}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("register with the blank secret %q: id %d, %v; want Unauthenticated", blank, res.GetClientId(), err)
+		}
+		if _, err := cluster.Remove(ctx, &fedzippb.RemoveRequest{ClusterId: "test", ClusterSecret: blank, NodeId: "nobody"}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("remove with the blank secret %q: %v; want Unauthenticated", blank, err)
+		}
+		if _, err := cluster.Join(ctx, &fedzippb.JoinRequest{ClusterId: "test", ClusterSecret: blank, NodeId: "dead", RaftAddress: "127.0.0.1:1"}); status.Code(err) != codes.Unauthenticated {
+			t.Errorf("add with the blank secret %q: %v; want Unauthenticated", blank, err)
+		}
+		if v := voters(t, node); v != 1 {
+			t.Fatalf("%d voters after blank-secret requests", v)
+		}
+		node.Close()
 	}
 }

@@ -227,6 +227,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return usageError{err}
 	}
 	switch {
+	case f.joinSecret != "" && transport.BlankSecret(f.joinSecret), f.clusterSecret != "" && transport.BlankSecret(f.clusterSecret):
+		return usageError{errors.New("--join-secret or --cluster-secret is only white space: give a real secret (or none)")}
 	case f.joinSecret == "" && !f.openRegistration:
 		return usageError{errors.New("no join secret: give --join-secret (or $FEDZIP_JOIN_SECRET), or --open-registration to let any client register")}
 	case f.joinSecret != "" && f.openRegistration:
