@@ -530,6 +530,18 @@ func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss
 	return res.(round.Receipt), nil
 }
 
+// CheckUpload judges an update by its header, before its payload is
+// read, as Submit would: only the leader takes updates, and only from a
+// client the open round still waits for. The service calls it so that a
+// client that would be refused cannot hold an upload stream (and one of
+// the node's MaxUploads places) while it sends its bytes.
+func (n *Node) CheckUpload(id round.ClientID, roundNo int, examples uint64) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	return n.fsm.checkUpload(n.cfg.Now(), id, roundNo, examples)
+}
+
 // Task is what a client is asked to do.
 type Task struct {
 	Round        int

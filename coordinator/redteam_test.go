@@ -3,13 +3,17 @@ package coordinator
 import (
 	"context"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
@@ -99,5 +103,67 @@ func TestRedteamBlankSecrets(t *testing.T) {
 			t.Fatalf("%d voters after blank-secret requests", v)
 		}
 		node.Close()
+	}
+}
+
+// TestRedteamUploadSlotsNeedSelection: the node serves at most
+// MaxUploads upload streams at once, MaxUploadsPerClient per client. A
+// registered client that the round did not select (any client holds the
+// join secret) opened streams, sent a header and then dripped bytes at
+// the minimum rate: each stream lived for minutes, and 128 such clients
+// held all 256 places while selected clients got ResourceExhausted. The
+// update was refused only once all its bytes had arrived. Now the node
+// judges the header at once (client, round, selection, deadline, and
+// leadership) and ends the stream before reading the payload.
+func TestRedteamUploadSlotsNeedSelection(t *testing.T) {
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients = 1, 1
+	node := openSolo(t, Config{OpenRegistration: true, Run: run})
+	api, _ := serveGRPC(t, node)
+	ctx := context.Background()
+	reg := func(name string) *fedzippb.RegisterResponse {
+		res, err := api.Register(ctx, &fedzippb.RegisterRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	honest, mallory := reg("honest"), reg("mallory")
+	var v View
+	waitFor(t, "a round that selects the honest client", func() bool {
+		node.touch(round.ClientID(honest.GetClientId()))
+		v = node.FSM().View()
+		return v.Phase == round.Collecting
+	})
+	if len(v.Selected) != 1 || v.Selected[0] != round.ClientID(honest.GetClientId()) {
+		t.Fatalf("selected %v", v.Selected)
+	}
+	for _, tc := range []struct {
+		name  string
+		round uint64
+		want  codes.Code
+	}{
+		{"not selected, the open round", uint64(v.Round), codes.FailedPrecondition},
+		{"not selected, a future round", uint64(v.Round) + 5, codes.FailedPrecondition},
+	} {
+		sctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, transport.AuthorizationKey, "Bearer "+mallory.GetToken(),
+			transport.ClientIDKey, strconv.FormatUint(mallory.GetClientId(), 10)), 5*time.Second)
+		stream, err := api.Submit(sctx)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		// A header that announces 8 KB, then nothing more.
+		h := &fedzippb.UpdateHeader{ClientId: mallory.GetClientId(), Round: tc.round, ModelVersion: v.Version, Examples: 10, TotalBytes: 8000}
+		if err := stream.Send(&fedzippb.UpdateChunk{Header: h}); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		var resp fedzippb.SubmitResponse
+		err = stream.RecvMsg(&resp)
+		cancel()
+		if status.Code(err) != tc.want {
+			t.Errorf("%s: the stream ended with %v; want %v as soon as the header arrived", tc.name, err, tc.want)
+		}
 	}
 }

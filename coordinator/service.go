@@ -142,7 +142,17 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
 	}
 	h, payload, err = transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
-		return transport.CheckClientID(ctx, h.GetClientId())
+		if err := transport.CheckClientID(ctx, h.GetClientId()); err != nil {
+			return err
+		}
+		if h.GetRound() > math.MaxInt32 {
+			return status.Errorf(codes.InvalidArgument, "round %d out of range", h.GetRound())
+		}
+		// Refuse before the payload what Submit would refuse anyway.
+		if cause = s.node.CheckUpload(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples()); cause != nil {
+			return s.status(ctx, cause)
+		}
+		return nil
 	})
 	if err != nil {
 		return err
