@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -164,6 +166,104 @@ func TestRedteamUploadSlotsNeedSelection(t *testing.T) {
 		cancel()
 		if status.Code(err) != tc.want {
 			t.Errorf("%s: the stream ended with %v; want %v as soon as the header arrived", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestRedteamStalledDownloads: one registered client opens many Download
+// streams on several connections and never reads them. Each stream held
+// a marshalled chunk (256 KB) on the node, for as long as the client kept
+// its connection (keepalive pings are answered by its transport, which
+// reads nothing for the application): memory grew without bound, and
+// nothing cut the streams. Now downloads are counted like uploads: one
+// client holds at most MaxUploadsPerClient at once (2), and the rest are
+// refused with ResourceExhausted at once.
+func TestRedteamStalledDownloads(t *testing.T) {
+	run := testRun(0)
+	run.Model = "mlp:5000" // 355 k parameters: a 1.4 MB model, 6 chunks
+	node := openSolo(t, Config{OpenRegistration: true, Run: run})
+	// Served as `fedzip coordinator` serves it, with its default caps.
+	svc := NewService(node, transport.LimitsFor(355010, 0))
+	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits,
+		MaxUploads: 256, MaxUploadsPerClient: 2, StreamIdleTimeout: time.Second})
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer transport.Shutdown(srv, time.Second)
+	addr := lis.Addr().String()
+	var res *fedzippb.RegisterResponse
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	dial := func() fedzippb.CoordinatorClient {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		return fedzippb.NewCoordinatorClient(c)
+	}
+	api0 := dial()
+	res, err = api0.Register(ctx, &fedzippb.RegisterRequest{Name: "mallory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx := metadata.AppendToOutgoingContext(ctx, transport.AuthorizationKey, "Bearer "+res.GetToken(),
+		transport.ClientIDKey, strconv.FormatUint(res.GetClientId(), 10))
+	admitted, refused := 0, 0
+	var held []fedzippb.Coordinator_DownloadClient
+	for range 3 {
+		api := dial()
+		for range 10 {
+			stream, err := api.Download(actx, &fedzippb.DownloadRequest{ClientId: res.GetClientId()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The first message, or the refusal; then the stream is left
+			// unread, as a stalled client leaves it.
+			_, err = stream.Recv()
+			switch status.Code(err) {
+			case codes.OK:
+				admitted++
+				held = append(held, stream)
+			case codes.ResourceExhausted:
+				refused++
+			default:
+				t.Fatalf("download: %v", err)
+			}
+		}
+	}
+	t.Logf("%d downloads admitted, %d refused", admitted, refused)
+	if admitted > 2 {
+		t.Fatalf("one client holds %d unread downloads open at once; want at most 2", admitted)
+	}
+	// The unread streams are cut once a message waits longer than the
+	// idle timeout (1 s here), and their places are free again.
+	waitFor(t, "a place for a new download", func() bool {
+		pctx, pcancel := context.WithCancel(actx)
+		defer pcancel()
+		stream, err := api0.Download(pctx, &fedzippb.DownloadRequest{ClientId: res.GetClientId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.Recv()
+		return err == nil
+	})
+	for _, stream := range held {
+		var err error
+		for err == nil {
+			_, err = stream.Recv()
+		}
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("a stalled download ended with %v; want DeadlineExceeded", err)
 		}
 	}
 }
