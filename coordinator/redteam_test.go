@@ -170,6 +170,42 @@ func TestRedteamUploadSlotsNeedSelection(t *testing.T) {
 	}
 }
 
+// downloadAttack serves node as `fedzip coordinator` does, with its
+// default caps, a 1 s idle timeout and minRate (0: the default), and
+// registers a client. dial opens a new connection with a 64 KiB window;
+// actx carries the client's token.
+func downloadAttack(t *testing.T, node *Node, minRate int) (dial func() fedzippb.CoordinatorClient, actx context.Context, res *fedzippb.RegisterResponse) {
+	t.Helper()
+	svc := NewService(node, transport.LimitsFor(1420010, 0))
+	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits,
+		MaxUploads: 256, MaxUploadsPerClient: 2, StreamIdleTimeout: time.Second, UploadMinRate: minRate})
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(func() { transport.Shutdown(srv, time.Second) })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	dial = func() fedzippb.CoordinatorClient {
+		c, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return fedzippb.NewCoordinatorClient(c)
+	}
+	res, err = dial().Register(ctx, &fedzippb.RegisterRequest{Name: "mallory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx = metadata.AppendToOutgoingContext(ctx, transport.AuthorizationKey, "Bearer "+res.GetToken(),
+		transport.ClientIDKey, strconv.FormatUint(res.GetClientId(), 10))
+	return dial, actx, res
+}
+
 // TestRedteamStalledDownloads: one registered client opens many Download
 // streams on several connections and never reads them. Each stream held
 // a marshalled chunk (256 KB) on the node, for as long as the client kept
@@ -180,44 +216,11 @@ func TestRedteamUploadSlotsNeedSelection(t *testing.T) {
 // refused with ResourceExhausted at once.
 func TestRedteamStalledDownloads(t *testing.T) {
 	run := testRun(0)
-	run.Model = "mlp:5000" // 355 k parameters: a 1.4 MB model, 6 chunks
+	run.Model = "mlp:20000" // 1.4 M parameters: a 5.7 MB model, 22 chunks, more than any window
 	node := openSolo(t, Config{OpenRegistration: true, Run: run})
 	// Served as `fedzip coordinator` serves it, with its default caps.
-	svc := NewService(node, transport.LimitsFor(355010, 0))
-	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits,
-		MaxUploads: 256, MaxUploadsPerClient: 2, StreamIdleTimeout: time.Second})
-	fedzippb.RegisterCoordinatorServer(srv, svc)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	defer transport.Shutdown(srv, time.Second)
-	addr := lis.Addr().String()
-	var res *fedzippb.RegisterResponse
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var conns []*grpc.ClientConn
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	dial := func() fedzippb.CoordinatorClient {
-		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns = append(conns, c)
-		return fedzippb.NewCoordinatorClient(c)
-	}
+	dial, actx, res := downloadAttack(t, node, 0)
 	api0 := dial()
-	res, err = api0.Register(ctx, &fedzippb.RegisterRequest{Name: "mallory"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx := metadata.AppendToOutgoingContext(ctx, transport.AuthorizationKey, "Bearer "+res.GetToken(),
-		transport.ClientIDKey, strconv.FormatUint(res.GetClientId(), 10))
 	admitted, refused := 0, 0
 	var held []fedzippb.Coordinator_DownloadClient
 	for range 3 {
@@ -265,5 +268,35 @@ func TestRedteamStalledDownloads(t *testing.T) {
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("a stalled download ended with %v; want DeadlineExceeded", err)
 		}
+	}
+}
+
+// TestRedteamSlowDownload: a client that takes one message just within
+// each idle timeout kept its download open for as long as the model
+// lasted (about 30 min for a 4.5 MB model at one 256 KB chunk per 30 s).
+// Downloads now follow the uploads' rate rule: after the idle timeout
+// the client must have taken MinRate × (elapsed − idle) bytes. Here the
+// idle timeout is 1 s and the rate 1 GB/s, and the client reads one
+// message every 400 ms (each within the idle timeout), so it is cut
+// before it has the 5.7 MB model.
+func TestRedteamSlowDownload(t *testing.T) {
+	run := testRun(0)
+	run.Model = "mlp:20000"
+	node := openSolo(t, Config{OpenRegistration: true, Run: run})
+	dial, actx, res := downloadAttack(t, node, 1<<30)
+	stream, err := dial().Download(actx, &fedzippb.DownloadRequest{ClientId: res.GetClientId()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := 0
+	for {
+		if _, err = stream.Recv(); err != nil {
+			break
+		}
+		msgs++
+		time.Sleep(400 * time.Millisecond) // the attack: a slow reader
+	}
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a reader below the rate took %d messages and ended with %v; want DeadlineExceeded", msgs, err)
 	}
 }

@@ -108,15 +108,17 @@ type ServerConfig struct {
 	// they received until they end: at most MaxUploads × MaxUpdateBytes.
 	// The same bounds apply, counted apart, to an authenticated client's
 	// server-streamed RPCs (Download; ErrTooManyDownloads), whose every
-	// message the client must take within StreamIdleTimeout
-	// (ErrDownloadStalled).
+	// message the client must take within StreamIdleTimeout, and at
+	// UploadMinRate on average after it (ErrDownloadStalled).
 	MaxUploadsPerClient, MaxUploads int
 	// UploadMinRate is the least average rate, in bytes per second, of a
 	// client-streamed RPC once StreamIdleTimeout has passed: a stream that
 	// has received fewer than UploadMinRate × (elapsed − StreamIdleTimeout)
 	// bytes fails with DeadlineExceeded (ErrStreamSlow), so that sending a
-	// byte just within each idle timeout no longer holds a stream open. 0
-	// means DefaultUploadMinRate; negative turns the rule off.
+	// byte just within each idle timeout no longer holds a stream open.
+	// Downloads follow the same rule for the bytes the client has taken
+	// (ErrDownloadStalled). 0 means DefaultUploadMinRate; negative turns
+	// the rule off.
 	UploadMinRate int
 	// Keepalive: zero means DefaultServerKeepalive.
 	Keepalive keepalive.ServerParameters
@@ -354,7 +356,7 @@ func (g StreamGuard) Interceptor() grpc.StreamServerInterceptor {
 				return err
 			}
 			defer downloads.release(id)
-			sg := &sendGuard{ServerStream: ss, idle: g.Idle}
+			sg := &sendGuard{ServerStream: ss, idle: g.Idle, minRate: g.MinRate, start: time.Now()}
 			defer sg.stop()
 			return handler(srv, sg)
 		}
@@ -484,16 +486,20 @@ func (g *guardStream) stop() {
 	}
 }
 
-// sendGuard is a server stream whose SendMsg must complete within idle:
-// a client that stops reading fills its flow-control window, and SendMsg
-// then blocks until gRPC cancels the stream. The blocked SendMsg runs in
-// a goroutine; when the handler returns on the timeout, gRPC ends the
-// stream and that SendMsg returns.
+// sendGuard is a server stream whose SendMsg must complete within idle,
+// and, with minRate, whose client must have taken minRate × (elapsed −
+// idle) bytes: a client that stops reading fills its flow-control window,
+// and SendMsg then blocks until gRPC cancels the stream. The blocked
+// SendMsg runs in a goroutine; when the handler returns on the timeout,
+// gRPC ends the stream and that SendMsg returns.
 type sendGuard struct {
 	grpc.ServerStream
-	idle  time.Duration
-	err   error // sticky failure
-	timer *time.Timer
+	idle    time.Duration
+	minRate int64
+	start   time.Time
+	sent    int64
+	err     error // sticky failure
+	timer   *time.Timer
 }
 
 func (g *sendGuard) SendMsg(m any) error {
@@ -503,21 +509,44 @@ func (g *sendGuard) SendMsg(m any) error {
 	if g.idle <= 0 {
 		return g.ServerStream.SendMsg(m)
 	}
+	// The rate rule as for uploads (guardStream.wait): the stream may run
+	// until start + idle + sent/minRate.
+	wait := g.idle
+	if g.minRate > 0 && g.sent > 0 {
+		allowed := g.idle + time.Duration(g.sent)*time.Second/time.Duration(g.minRate)
+		wait = min(wait, allowed-time.Since(g.start))
+	}
+	if wait <= 0 {
+		g.err = g.slow()
+		return g.err
+	}
 	done := make(chan error, 1)
 	go func() { done <- g.ServerStream.SendMsg(m) }()
 	if g.timer == nil {
-		g.timer = time.NewTimer(g.idle)
+		g.timer = time.NewTimer(wait)
 	} else {
-		g.timer.Reset(g.idle)
+		g.timer.Reset(wait)
 	}
 	select {
 	case err := <-done:
 		g.timer.Stop()
+		if p, ok := m.(proto.Message); ok && err == nil {
+			g.sent += int64(proto.Size(p))
+		}
 		return err
 	case <-g.timer.C:
-		g.err = errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took no message for %v", g.idle)
+		if wait < g.idle {
+			g.err = g.slow()
+		} else {
+			g.err = errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took no message for %v", g.idle)
+		}
 		return g.err
 	}
+}
+
+func (g *sendGuard) slow() error {
+	return errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took %d bytes in %v, below %d bytes/s after the first %v",
+		g.sent, time.Since(g.start).Round(time.Millisecond), g.minRate, g.idle)
 }
 
 func (g *sendGuard) stop() {
