@@ -300,3 +300,40 @@ func TestRedteamSlowDownload(t *testing.T) {
 		t.Fatalf("a reader below the rate took %d messages and ended with %v; want DeadlineExceeded", msgs, err)
 	}
 }
+
+// TestRedteamPollFlood: one registered client sent GetTask calls
+// without waiting for the previous ones, 64 per connection on as many
+// connections as it liked; each waited the whole long poll on the node
+// (12,800 of them raised a coordinator's memory by 197 MB). Now a client
+// has at most MaxPollsPerClient waiting; more are refused at once with
+// ResourceExhausted, and the waiting ones are unaffected.
+func TestRedteamPollFlood(t *testing.T) {
+	node := openSolo(t, Config{OpenRegistration: true}) // one client: no round opens, every poll waits
+	dial, actx, res := downloadAttack(t, node, 0)
+	api := dial()
+	ctx, cancel := context.WithCancel(actx)
+	defer cancel()
+	const calls = 20
+	refused := make(chan error, calls)
+	for range calls {
+		go func() {
+			_, err := api.GetTask(ctx, &fedzippb.GetTaskRequest{ClientId: res.GetClientId()})
+			refused <- err
+		}()
+	}
+	deadline := time.After(10 * time.Second)
+	for i := 0; i < calls-MaxPollsPerClient; i++ {
+		select {
+		case err := <-refused:
+			if status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("a poll beyond the limit ended with %v; want ResourceExhausted", err)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d concurrent polls of one client are waiting; want at most %d", calls-i, calls, MaxPollsPerClient)
+		}
+	}
+	cancel()
+	for range MaxPollsPerClient {
+		<-refused
+	}
+}
