@@ -173,6 +173,8 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 		r       round.Receipt
 		cause   error // the node's error, before it became a status
 		v       Progress
+
+		refusedHeader *fedzippb.UpdateHeader // refused by CheckUpload
 	)
 	if s.metrics != nil {
 		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
@@ -186,11 +188,15 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 		}
 		// Refuse before the payload what Submit would refuse anyway.
 		if cause = s.node.CheckUpload(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples()); cause != nil {
+			refusedHeader = h
 			return s.status(ctx, cause)
 		}
 		return nil
 	})
 	if err != nil {
+		if refusedHeader != nil { // counted in its round's traffic, as a refusal after the payload was
+			h, v = refusedHeader, s.node.FSM().Progress()
+		}
 		return err
 	}
 	if h.GetRound() > math.MaxInt32 {
