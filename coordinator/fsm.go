@@ -924,6 +924,26 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 	return r, false, checkBinding(run, h, roundNo)
 }
 
+// checkUpload judges an update from its header alone, at the leader's
+// clock now: what precheck would refuse whatever the payload (an unknown
+// client, an absurd example count, another round, a client not selected,
+// dropped or late). A duplicate passes: its payload decides.
+func (f *FSM) checkUpload(now time.Time, id round.ClientID, roundNo int, examples uint64) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.mach == nil {
+		return ErrNotInitialised
+	}
+	if _, ok := f.clients[id]; !ok {
+		return fmt.Errorf("%w: %d", ErrUnknownClient, id)
+	}
+	if examples == 0 || examples > 1<<40 {
+		return fmt.Errorf("%w: %d examples", ErrBadUpdate, examples)
+	}
+	_, err := f.mach.Check(now, roundNo, id)
+	return err
+}
+
 // canClose reports whether the open round may close at now.
 func (f *FSM) canClose(now time.Time) bool {
 	f.mu.RLock()

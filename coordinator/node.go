@@ -563,6 +563,18 @@ func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss
 	return res.(round.Receipt), nil
 }
 
+// CheckUpload judges an update by its header, before its payload is
+// read, as Submit would: only the leader takes updates, and only from a
+// client the open round still waits for. The service calls it so that a
+// client that would be refused cannot hold an upload stream (and one of
+// the node's MaxUploads places) while it sends its bytes.
+func (n *Node) CheckUpload(id round.ClientID, roundNo int, examples uint64) error {
+	if n.raft.State() != raft.Leader {
+		return n.notLeader()
+	}
+	return n.fsm.checkUpload(n.cfg.Now(), id, roundNo, examples)
+}
+
 // Task is what a client is asked to do.
 type Task struct {
 	Round        int
@@ -893,13 +905,14 @@ func (n *Node) checkJoinSecret(secret string) error {
 
 // checkSecret compares a presented secret with the configured one in
 // constant time (transport.CheckJoinSecret): an empty configured secret
-// refuses everything, and an empty presented one matches nothing.
+// refuses everything, and an empty presented one matches nothing; a
+// secret of only white space counts as empty (transport.BlankSecret).
 func checkSecret(got, want string) error {
-	if got == "" {
+	if transport.BlankSecret(got) {
 		return fmt.Errorf("%w: no secret presented", ErrBadSecret)
 	}
 	if err := transport.CheckJoinSecret(got, want); err != nil {
-		if want == "" {
+		if transport.BlankSecret(want) {
 			return fmt.Errorf("%w: none is configured on this node, so it refuses every request", ErrBadSecret)
 		}
 		return ErrBadSecret

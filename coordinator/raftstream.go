@@ -25,7 +25,9 @@ import (
 //
 // Accepting: a goroutine accepts TCP connections and hands each to a
 // handshake goroutine with a deadline (RaftHandshakeTimeout), at most
-// maxRaftHandshakes at once (more are closed at once). Only connections
+// maxRaftHandshakes at once and maxRaftHandshakesPerHost from one remote
+// IP (more are closed at once), so that one host holding silent
+// connections cannot take every place from the nodes. Only connections
 // whose handshake succeeded reach Accept, so raft never reads a byte from
 // an unauthenticated peer, and a peer that connects and sends nothing
 // holds one goroutine for the handshake timeout, not forever, and never
@@ -40,8 +42,11 @@ import (
 const RaftHandshakeTimeout = 5 * time.Second
 
 const (
-	maxRaftHandshakes   = 64
-	raftRefusalLogEvery = 10 * time.Second
+	maxRaftHandshakes = 64
+	// maxRaftHandshakesPerHost: a node dials a peer once per connection
+	// it needs, and handshakes take milliseconds, so a few places suffice.
+	maxRaftHandshakesPerHost = 8
+	raftRefusalLogEvery      = 10 * time.Second
 )
 
 // Errors of the Raft port.
@@ -66,6 +71,8 @@ type raftStream struct {
 
 	conns  chan net.Conn // authenticated, for Accept
 	sem    chan struct{} // handshakes in flight
+	hostMu sync.Mutex
+	hosts  map[string]int // handshakes in flight per remote IP
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -115,7 +122,7 @@ func listenRaft(o raftListen) (*raftStream, error) {
 		return nil, fmt.Errorf("%w: %w", ErrRaftAddress, err)
 	}
 	s := &raftStream{ln: ln, tls: tlsCfg, dial: o.dial, timeout: o.timeout, log: o.log,
-		conns: make(chan net.Conn), sem: make(chan struct{}, maxRaftHandshakes)}
+		conns: make(chan net.Conn), sem: make(chan struct{}, maxRaftHandshakes), hosts: make(map[string]int)}
 	if s.dial == nil {
 		s.dial = (&net.Dialer{}).DialContext
 	}
@@ -178,21 +185,58 @@ func (s *raftStream) acceptLoop() {
 			continue
 		}
 		delay = 0
+		host := remoteHost(c)
+		if !s.takeHost(host) {
+			c.Close()
+			s.refuse(c.RemoteAddr(), errors.New("too many handshakes in flight from this address"))
+			continue
+		}
 		select {
 		case s.sem <- struct{}{}:
 			s.wg.Add(1)
-			go s.handshake(c)
+			go s.handshake(c, host)
 		default:
+			s.releaseHost(host)
 			c.Close()
 			s.refuse(c.RemoteAddr(), errors.New("too many handshakes in flight"))
 		}
 	}
 }
 
-// handshake authenticates one accepted connection and hands it to Accept.
-func (s *raftStream) handshake(c net.Conn) {
+// remoteHost is the IP a connection comes from.
+func remoteHost(c net.Conn) string {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return c.RemoteAddr().String()
+}
+
+// takeHost reserves a handshake place for host, if it has one left.
+func (s *raftStream) takeHost(host string) bool {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if s.hosts[host] >= maxRaftHandshakesPerHost {
+		return false
+	}
+	s.hosts[host]++
+	return true
+}
+
+// releaseHost returns host's place.
+func (s *raftStream) releaseHost(host string) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if s.hosts[host]--; s.hosts[host] <= 0 {
+		delete(s.hosts, host)
+	}
+}
+
+// handshake authenticates one accepted connection from host and hands it
+// to Accept.
+func (s *raftStream) handshake(c net.Conn, host string) {
 	defer s.wg.Done()
 	defer func() { <-s.sem }()
+	defer s.releaseHost(host)
 	tc := tls.Server(c, s.tls)
 	ctx, cancel := context.WithTimeout(s.ctx, s.timeout)
 	err := tc.HandshakeContext(ctx)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -35,6 +36,9 @@ type Service struct {
 	// LeaderAddr maps the leader's Raft ID and address to the address
 	// clients should dial; nil means the Raft address.
 	LeaderAddr func(raftID, raftAddr string) string
+
+	pollMu sync.Mutex
+	polls  map[uint64]int // GetTask calls in flight per client
 
 	// metrics, when set by Instrument, counts updates and bytes; traffic
 	// keeps the recent rounds' share of them.
@@ -75,6 +79,10 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return nil, err
 	}
+	if !s.takePoll(req.GetClientId()) {
+		return nil, status.Errorf(codes.ResourceExhausted, "client %d has %d task requests waiting, its limit", req.GetClientId(), MaxPollsPerClient)
+	}
+	defer s.releasePoll(req.GetClientId())
 	wait, cancel := context.WithTimeout(ctx, s.LongPoll)
 	defer cancel()
 	t, err := s.node.WaitTask(wait, round.ClientID(req.GetClientId()))
@@ -96,6 +104,34 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		out.RunId = run[:]
 	}
 	return out, nil
+}
+
+// MaxPollsPerClient bounds the GetTask calls one client may have waiting
+// at once; one more is refused with ResourceExhausted. A client polls one
+// at a time; without the bound one client held a goroutine and its
+// buffers per call, 64 calls per connection on as many connections as it
+// opened (12,800 calls cost 197 MB).
+const MaxPollsPerClient = 4
+
+func (s *Service) takePoll(id uint64) bool {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.polls[id] >= MaxPollsPerClient {
+		return false
+	}
+	if s.polls == nil {
+		s.polls = make(map[uint64]int)
+	}
+	s.polls[id]++
+	return true
+}
+
+func (s *Service) releasePoll(id uint64) {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.polls[id]--; s.polls[id] <= 0 {
+		delete(s.polls, id)
+	}
 }
 
 // Download streams the model of the current version: the whole global
@@ -137,14 +173,30 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 		r       round.Receipt
 		cause   error // the node's error, before it became a status
 		v       Progress
+
+		refusedHeader *fedzippb.UpdateHeader // refused by CheckUpload
 	)
 	if s.metrics != nil {
 		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
 	}
 	h, payload, err = transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
-		return transport.CheckClientID(ctx, h.GetClientId())
+		if err := transport.CheckClientID(ctx, h.GetClientId()); err != nil {
+			return err
+		}
+		if h.GetRound() > math.MaxInt32 {
+			return status.Errorf(codes.InvalidArgument, "round %d out of range", h.GetRound())
+		}
+		// Refuse before the payload what Submit would refuse anyway.
+		if cause = s.node.CheckUpload(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples()); cause != nil {
+			refusedHeader = h
+			return s.status(ctx, cause)
+		}
+		return nil
 	})
 	if err != nil {
+		if refusedHeader != nil { // counted in its round's traffic, as a refusal after the payload was
+			h, v = refusedHeader, s.node.FSM().Progress()
+		}
 		return err
 	}
 	if h.GetRound() > math.MaxInt32 {

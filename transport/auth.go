@@ -65,12 +65,17 @@ func EqualSecret(a, b string) bool {
 	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
 }
 
+// BlankSecret reports whether a secret is empty or only white space: no
+// secret at all.
+func BlankSecret(s string) bool { return strings.TrimSpace(s) == "" }
+
 // CheckJoinSecret returns nil if got equals the configured join secret
 // want, compared in constant time, and an Unauthenticated status error
-// (ErrUnauthenticated) otherwise. An empty want refuses every
-// registration: a federation without a join secret is a misconfiguration.
+// (ErrUnauthenticated) otherwise. An empty want, or one of only white
+// space (anyone guesses it), refuses every registration: a federation
+// without a join secret is a misconfiguration.
 func CheckJoinSecret(got, want string) error {
-	if want == "" {
+	if BlankSecret(want) {
 		return errorf(codes.Unauthenticated, ErrUnauthenticated, "no join secret configured; registration refused")
 	}
 	if !EqualSecret(got, want) {

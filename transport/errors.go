@@ -43,6 +43,14 @@ var (
 	// ErrTooManyUploads: the client, or the server, has as many uploads
 	// open as it allows (codes.ResourceExhausted).
 	ErrTooManyUploads = errors.New("transport: too many uploads open")
+	// ErrTooManyDownloads: the client, or the server, has as many
+	// downloads (authenticated server-streamed RPCs) open as it allows
+	// (codes.ResourceExhausted).
+	ErrTooManyDownloads = errors.New("transport: too many downloads open")
+	// ErrDownloadStalled: a client took no message of a server-streamed
+	// RPC for longer than the server's idle timeout
+	// (codes.DeadlineExceeded).
+	ErrDownloadStalled = errors.New("transport: download stalled")
 	// ErrUnauthenticated: missing or invalid token, client id or join
 	// secret (codes.Unauthenticated).
 	ErrUnauthenticated = errors.New("transport: unauthenticated")

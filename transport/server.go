@@ -106,13 +106,19 @@ type ServerConfig struct {
 	// ResourceExhausted (ErrTooManyUploads), never queued. 0 means
 	// DefaultMaxUploadsPerClient and DefaultMaxUploads. Uploads hold what
 	// they received until they end: at most MaxUploads × MaxUpdateBytes.
+	// The same bounds apply, counted apart, to an authenticated client's
+	// server-streamed RPCs (Download; ErrTooManyDownloads), whose every
+	// message the client must take within StreamIdleTimeout, and at
+	// UploadMinRate on average after it (ErrDownloadStalled).
 	MaxUploadsPerClient, MaxUploads int
 	// UploadMinRate is the least average rate, in bytes per second, of a
 	// client-streamed RPC once StreamIdleTimeout has passed: a stream that
 	// has received fewer than UploadMinRate × (elapsed − StreamIdleTimeout)
 	// bytes fails with DeadlineExceeded (ErrStreamSlow), so that sending a
-	// byte just within each idle timeout no longer holds a stream open. 0
-	// means DefaultUploadMinRate; negative turns the rule off.
+	// byte just within each idle timeout no longer holds a stream open.
+	// Downloads follow the same rule for the bytes the client has taken
+	// (ErrDownloadStalled). 0 means DefaultUploadMinRate; negative turns
+	// the rule off.
 	UploadMinRate int
 	// Keepalive: zero means DefaultServerKeepalive.
 	Keepalive keepalive.ServerParameters
@@ -330,12 +336,29 @@ type StreamGuard struct {
 // Interceptor returns the interceptor that applies g. Each call makes
 // its own count of open streams. After a failure every later RecvMsg
 // returns the same error; the handler must return, which ends the stream.
-// Server-streaming RPCs pass through.
+//
+// Server-streamed RPCs of an authenticated client (downloads) are counted
+// apart from uploads, under the same MaxPerClient and MaxTotal
+// (ErrTooManyDownloads), and each message must be taken by the client
+// within Idle: a SendMsg blocked longer by a client that does not read
+// fails with DeadlineExceeded (ErrDownloadStalled), and so do the later
+// ones. Other server-streamed RPCs (the health service) pass through.
 func (g StreamGuard) Interceptor() grpc.StreamServerInterceptor {
-	open := &uploadCount{perClient: make(map[uint64]int)}
+	open := &uploadCount{perClient: make(map[uint64]int), what: "uploads", err: ErrTooManyUploads}
+	downloads := &uploadCount{perClient: make(map[uint64]int), what: "downloads", err: ErrTooManyDownloads}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		if !info.IsClientStream {
-			return handler(srv, ss)
+			id, ok := ClientIDFromContext(ss.Context())
+			if !ok || !info.IsServerStream {
+				return handler(srv, ss)
+			}
+			if err := downloads.acquire(id, g.MaxPerClient, g.MaxTotal); err != nil {
+				return err
+			}
+			defer downloads.release(id)
+			sg := &sendGuard{ServerStream: ss, idle: g.Idle, minRate: g.MinRate, start: time.Now()}
+			defer sg.stop()
+			return handler(srv, sg)
 		}
 		id, _ := ClientIDFromContext(ss.Context())
 		if err := open.acquire(id, g.MaxPerClient, g.MaxTotal); err != nil {
@@ -348,21 +371,24 @@ func (g StreamGuard) Interceptor() grpc.StreamServerInterceptor {
 	}
 }
 
-// uploadCount counts the open client-streamed RPCs, per client and in all.
+// uploadCount counts open streams of one kind (what: uploads or
+// downloads), per client and in all; err is the sentinel of a refusal.
 type uploadCount struct {
 	mu        sync.Mutex
 	total     int
 	perClient map[uint64]int // only clients with open streams
+	what      string
+	err       error
 }
 
 func (c *uploadCount) acquire(id uint64, maxPer, maxTotal int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if maxTotal > 0 && c.total >= maxTotal {
-		return errorf(codes.ResourceExhausted, ErrTooManyUploads, "the server has %d uploads open, its limit", c.total)
+		return errorf(codes.ResourceExhausted, c.err, "the server has %d %s open, its limit", c.total, c.what)
 	}
 	if maxPer > 0 && c.perClient[id] >= maxPer {
-		return errorf(codes.ResourceExhausted, ErrTooManyUploads, "client %d has %d uploads open, its limit", id, c.perClient[id])
+		return errorf(codes.ResourceExhausted, c.err, "client %d has %d %s open, its limit", id, c.perClient[id], c.what)
 	}
 	c.total++
 	c.perClient[id]++
@@ -455,6 +481,75 @@ func (g *guardStream) RecvMsg(m any) error {
 }
 
 func (g *guardStream) stop() {
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+}
+
+// sendGuard is a server stream whose SendMsg must complete within idle,
+// and, with minRate, whose client must have taken minRate × (elapsed −
+// idle) bytes: a client that stops reading fills its flow-control window,
+// and SendMsg then blocks until gRPC cancels the stream. The blocked
+// SendMsg runs in a goroutine; when the handler returns on the timeout,
+// gRPC ends the stream and that SendMsg returns.
+type sendGuard struct {
+	grpc.ServerStream
+	idle    time.Duration
+	minRate int64
+	start   time.Time
+	sent    int64
+	err     error // sticky failure
+	timer   *time.Timer
+}
+
+func (g *sendGuard) SendMsg(m any) error {
+	if g.err != nil {
+		return g.err
+	}
+	if g.idle <= 0 {
+		return g.ServerStream.SendMsg(m)
+	}
+	// The rate rule as for uploads (guardStream.wait): the stream may run
+	// until start + idle + sent/minRate.
+	wait := g.idle
+	if g.minRate > 0 && g.sent > 0 {
+		allowed := g.idle + time.Duration(g.sent)*time.Second/time.Duration(g.minRate)
+		wait = min(wait, allowed-time.Since(g.start))
+	}
+	if wait <= 0 {
+		g.err = g.slow()
+		return g.err
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.ServerStream.SendMsg(m) }()
+	if g.timer == nil {
+		g.timer = time.NewTimer(wait)
+	} else {
+		g.timer.Reset(wait)
+	}
+	select {
+	case err := <-done:
+		g.timer.Stop()
+		if p, ok := m.(proto.Message); ok && err == nil {
+			g.sent += int64(proto.Size(p))
+		}
+		return err
+	case <-g.timer.C:
+		if wait < g.idle {
+			g.err = g.slow()
+		} else {
+			g.err = errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took no message for %v", g.idle)
+		}
+		return g.err
+	}
+}
+
+func (g *sendGuard) slow() error {
+	return errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took %d bytes in %v, below %d bytes/s after the first %v",
+		g.sent, time.Since(g.start).Round(time.Millisecond), g.minRate, g.idle)
+}
+
+func (g *sendGuard) stop() {
 	if g.timer != nil {
 		g.timer.Stop()
 	}

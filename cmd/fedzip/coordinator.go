@@ -116,9 +116,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.uiAddr, "ui-addr", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080 (empty: off)")
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	fs.DurationVar(&f.longPoll, "long-poll", 20*time.Second, "how long a task request waits for a round")
-	fs.IntVar(&f.maxUploadsPerClient, "max-uploads-per-client", transport.DefaultMaxUploadsPerClient, "uploads one client may have open at once; one more is refused (ResourceExhausted)")
-	fs.IntVar(&f.maxUploads, "max-uploads", transport.DefaultMaxUploads, "uploads the node serves at once from all clients; one more is refused (ResourceExhausted)")
-	fs.IntVar(&f.uploadMinRate, "upload-min-rate", transport.DefaultUploadMinRate, "least average bytes per second of an upload after the first 30 s; a slower one is cut (negative: no minimum)")
+	fs.IntVar(&f.maxUploadsPerClient, "max-uploads-per-client", transport.DefaultMaxUploadsPerClient, "uploads one client may have open at once, and downloads too (counted apart); one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.maxUploads, "max-uploads", transport.DefaultMaxUploads, "uploads the node serves at once from all clients, and downloads too (counted apart); one more is refused (ResourceExhausted)")
+	fs.IntVar(&f.uploadMinRate, "upload-min-rate", transport.DefaultUploadMinRate, "least average bytes per second of an upload, and of a download the client takes, after the first 30 s; a slower one is cut (negative: no minimum)")
 	fs.StringVar(&f.clusterID, "cluster-id", "fedzip", "cluster name; nodes of another cluster cannot join")
 	fs.StringVar(&f.clusterSecret, "cluster-secret", "", "secret a node needs to join or remove nodes (also $FEDZIP_CLUSTER_SECRET); empty: this node refuses every join and removal")
 	fs.StringVar(&f.join, "join", "", "gRPC addresses of existing nodes, comma-separated: join their cluster instead of bootstrapping")
@@ -227,6 +227,8 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return usageError{err}
 	}
 	switch {
+	case f.joinSecret != "" && transport.BlankSecret(f.joinSecret), f.clusterSecret != "" && transport.BlankSecret(f.clusterSecret):
+		return usageError{errors.New("--join-secret or --cluster-secret is only white space: give a real secret (or none)")}
 	case f.joinSecret == "" && !f.openRegistration:
 		return usageError{errors.New("no join secret: give --join-secret (or $FEDZIP_JOIN_SECRET), or --open-registration to let any client register")}
 	case f.joinSecret != "" && f.openRegistration:
