@@ -55,7 +55,14 @@ func start(t *testing.T, bin, name string, args ...string) *proc {
 		}
 		p.cmd.Wait()
 	}()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		// A failure shows every process's log, clients included, not
+		// only the one the failing wait watched.
+		if t.Failed() {
+			t.Logf("%s log:\n%s", p.name, p.dump())
+		}
+	})
 	return p
 }
 
@@ -104,7 +111,7 @@ func waitLog(t *testing.T, p *proc, what string, timeout time.Duration, cond fun
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; %s log:\n%s", what, p.name, p.dump())
+			t.Fatalf("timed out waiting for %s (watching %s; every process's log follows)", what, p.name)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
