@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/round"
@@ -119,4 +121,68 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	if err != nil || r.Duplicate || r.Received != 1 {
 		t.Fatalf("the honest client's update: %+v, %v", r, err)
 	}
+}
+
+// TestDropSurvivesLeaderChange: gossip told a follower, not the leader,
+// that a selected client died (each coordinator's memberlist decides on its
+// own), and the follower then became the leader. The new leader drops the
+// client once the grace has passed, instead of the round waiting for a
+// deadline: a follower used to forget the leave at the grace's end. The
+// clock runs ahead on demand so that the grace ends without waiting.
+func TestDropSurvivesLeaderChange(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	var dead atomic.Pointer[ClientClaim]
+	var claims atomic.Pointer[[]ClientClaim]
+	claims.Store(&[]ClientClaim{})
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, 0
+	nodes, _ := inmemClusterTrans(t, 3, run, fastRaft, func(c *Config) {
+		c.Now, c.DropGrace = now, time.Minute
+		c.Alive = func() []ClientClaim {
+			var out []ClientClaim
+			for _, cl := range *claims.Load() {
+				if d := dead.Load(); d == nil || d.ID != cl.ID {
+					out = append(out, cl)
+				}
+			}
+			return out
+		}
+	})
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().Progress().Initialised })
+	var cl []ClientClaim
+	for _, name := range []string{"client-a", "client-b"} {
+		id, tok, err := leader.Register(name, "s3cret", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl = append(cl, ClientClaim{ID: id, Member: name, Proof: membership.TokenProof(tok, name, uint64(id))})
+	}
+	claims.Store(&cl)
+	waitFor(t, "a round selecting both clients", func() bool {
+		return leader.FSM().Awaits(cl[0].ID) && leader.FSM().Awaits(cl[1].ID)
+	})
+	var follower *Node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	waitFor(t, "the follower to apply the round", func() bool { return follower.FSM().Awaits(cl[0].ID) })
+	dead.Store(&cl[0])
+	follower.MemberLeft(cl[0])
+	waitFor(t, "the follower to queue the leave", func() bool { return len(follower.left) == 0 })
+	skew.Store(int64(2 * time.Minute)) // the grace has passed
+	// Two passes: the second began after the clock moved.
+	passes := follower.dropPasses.Load()
+	waitFor(t, "the follower to weigh the leave", func() bool { return follower.dropPasses.Load() >= passes+2 })
+	if err := leader.Raft().LeadershipTransferToServer(raft.ServerID(follower.cfg.ID), raft.ServerAddress(follower.Address())).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new leader to drop the dead client", func() bool {
+		p := leaderOf(t, nodes).FSM().Progress()
+		return p.Round == 1 && p.NumSelected == 2 && p.Received == 0 && p.NumPending == 1 && follower.FSM().Awaits(cl[1].ID)
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -170,12 +171,16 @@ type Node struct {
 	// with dropDone.
 	left     chan leftClient
 	dropDone chan struct{}
+	// dropPasses counts the drop worker's ticks (for tests, which wait
+	// on it instead of on time).
+	dropPasses atomic.Uint64
 }
 
 // leftClient is a client that gossip said left, and when.
 type leftClient struct {
 	claim ClientClaim
 	at    time.Time
+	told  bool // the leader logged that it left
 }
 
 // Open starts a node.
@@ -836,7 +841,10 @@ func (n *Node) MemberLeft(c ClientClaim) {
 }
 
 // dropLoop is the drop worker: it owns the clients gossip said left until
-// their grace ends. It stops with the node.
+// their grace ends, and then as long as the open round awaits them: every
+// node keeps them, and whichever node leads drops them, so a leader change
+// or a failed drop (retried every tick) does not leave the round waiting
+// for its deadline. It stops with the node.
 func (n *Node) dropLoop() {
 	defer close(n.dropDone)
 	t := time.NewTicker(n.cfg.Tick)
@@ -853,6 +861,7 @@ func (n *Node) dropLoop() {
 			continue
 		case <-t.C:
 		}
+		n.dropPasses.Add(1)
 		if len(waiting) == 0 {
 			continue
 		}
@@ -870,12 +879,23 @@ func (n *Node) dropLoop() {
 			n.mu.Lock()
 			seen, ok := n.alive[l.claim.ID]
 			n.mu.Unlock()
-			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) || !n.IsLeader() {
+			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) {
+				continue // it refuted the leave, or came back
+			}
+			leader := n.IsLeader()
+			if !leader {
+				if n.fsm.Awaits(l.claim.ID) {
+					keep = append(keep, l) // for when this node leads
+				}
 				continue
 			}
-			n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
+			if !l.told {
+				n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
+				l.told = true
+			}
 			if err := n.DropClient(l.claim.ID); err != nil {
-				n.log.Debug("drop", "client", l.claim.ID, "err", err)
+				n.log.Warn("dropping a client that left the membership failed; retrying", "client", l.claim.ID, "err", err)
+				keep = append(keep, l)
 			}
 		}
 		clear(waiting[len(keep):])
