@@ -225,9 +225,9 @@ func registerClientsVia(t testing.TB, leader func() *Node, fed *dataset.Federate
 func TestReplicasBitIdentical(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, 6, 3)
 	nodes := inmemCluster(t, 3, testRun(3))
+	waitFor(t, "init", func() bool { return leaderOf(t, nodes).FSM().View().Initialised })
+	clients := registerClientsVia(t, func() *Node { return leaderOf(t, nodes) }, fed, 6)
 	leader := leaderOf(t, nodes)
-	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
-	clients := registerClients(t, leader, fed, 6)
 	if _, _, err := leader.Register("x", "wrong", 1); !errors.Is(err, ErrBadSecret) {
 		t.Fatalf("wrong join secret: %v", err)
 	}
