@@ -586,6 +586,16 @@ func (n *Node) step() error {
 		case late:
 			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
 			return err
+		case v.Received+v.NumPending < max(v.Config.Round.MinClients, 1):
+			// Membership dropped so many selected clients that the round
+			// can no longer reach MinClients updates (a dropped client's
+			// update is refused): it would only abort at its deadline.
+			// Abort now; the next round selects among the living.
+			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
+			if err == nil {
+				n.log.Info("round aborted: too few clients left", "round", v.Round, "received", v.Received, "pending", v.NumPending, "min_clients", v.Config.Round.MinClients)
+			}
+			return err
 		}
 	}
 	return nil
