@@ -46,8 +46,15 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	})
 	defer coord.Close()
 	run := testRun(0)
-	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, 0
+	// One update suffices, so that dropping the dead client leaves a
+	// round that can close (it is not aborted); the node sees no client
+	// alive until both gossip, so that the round selects both.
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 1, 0
+	var ready atomic.Bool
 	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: 2 * time.Second, Alive: func() []ClientClaim {
+		if !ready.Load() {
+			return nil
+		}
 		var out []ClientClaim
 		for _, m := range coord.Alive() {
 			if c, ok := MemberClaim(m); ok {
@@ -72,6 +79,8 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	honest := startMember(t, "client-honest", clientMeta("client-honest", honestID, honestTok), []string{coord.Addr()}, nil)
 	defer honest.Close()
 	doomed := startMember(t, "client-doomed", clientMeta("client-doomed", doomedID, doomedTok), []string{coord.Addr()}, nil)
+	waitFor(t, "both clients to gossip", func() bool { a := coord.AliveClients(); return a[uint64(honestID)] && a[uint64(doomedID)] })
+	ready.Store(true)
 	waitFor(t, "a round selecting both gossiping clients", func() bool {
 		v := node.FSM().Progress()
 		return v.Phase == round.Collecting && node.FSM().Awaits(honestID) && node.FSM().Awaits(doomedID)
