@@ -233,15 +233,21 @@ func TestReplicasBitIdentical(t *testing.T) {
 	}
 	for r := 1; r <= 3; r++ {
 		driveRound(t, func() []*Node { return nodes }, clients, fed)
-		want := leader.FSM().ModelHash()
+		// Every replica at version r with one model: leadership may have
+		// moved, and the old leader may lag, so no node is the reference.
 		waitFor(t, "replicas to apply", func() bool {
+			want := nodes[0].FSM().ModelHash()
 			for _, nd := range nodes {
-				if nd.FSM().ModelHash() != want {
+				if nd.FSM().View().Version != uint64(r) || nd.FSM().ModelHash() != want {
 					return false
 				}
 			}
 			return true
 		})
+	}
+	leader = leaderOf(t, nodes)
+	if err := leader.Raft().Barrier(time.Second).Error(); err != nil {
+		t.Fatal(err)
 	}
 	if v := leader.FSM().View(); v.Phase != round.Finished || v.Version != 3 {
 		t.Fatalf("after 3 rounds: phase %v version %d", v.Phase, v.Version)
