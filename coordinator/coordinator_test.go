@@ -92,7 +92,7 @@ func inmemClusterTrans(t *testing.T, n int, run *RunConfig, tune func(*raft.Conf
 
 func leaderOf(t testing.TB, nodes []*Node) *Node {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute) // elections churn on a starved machine
 	for time.Now().Before(deadline) {
 		for _, nd := range nodes {
 			if nd != nil && nd.IsLeader() {
@@ -112,14 +112,42 @@ type simClient struct {
 	tr    client.DataTrainer
 }
 
+// waitFor polls cond until it holds. Its deadline is for a starved
+// machine (-race on 2 busy cores): it costs nothing when cond holds soon.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// transient reports whether a write failed only because leadership moved
+// or the leader could not commit in time: the caller retries through
+// whoever leads. Under CPU starvation the tests' fast Raft timeouts make
+// elections churn; every other error is a real answer.
+func transient(err error) bool {
+	var nl *NotLeaderError
+	return errors.As(err, &nl) || errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader)
+}
+
+// retryLeader calls op on whichever node leads until op succeeds or fails
+// with an error that is not transient; it gives up after a minute.
+func retryLeader(t testing.TB, what string, leader func() *Node, op func(*Node) error) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := op(leader())
+		if err == nil {
+			return
+		}
+		if !transient(err) || time.Now().After(deadline) {
+			t.Fatalf("%s: %v", what, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -154,17 +182,10 @@ func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*
 			t.Fatal(err)
 		}
 		payload := clientPayload(t, leader.FSM(), v.Round, u.Delta)
-		for attempt := 0; ; attempt++ {
-			_, err := leaderOf(t, nodes()).Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
-			if err == nil {
-				break
-			}
-			var nl *NotLeaderError
-			if !errors.As(err, &nl) || attempt > 200 {
-				t.Fatalf("client %d round %d: %v", id, v.Round, err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		retryLeader(t, fmt.Sprintf("client %d round %d", id, v.Round), func() *Node { return leaderOf(t, nodes()) }, func(l *Node) error {
+			_, err := l.Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
+			return err
+		})
 	}
 	waitFor(t, "the round to close", func() bool {
 		nv := leaderOf(t, nodes()).FSM().View()
@@ -172,16 +193,29 @@ func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*
 	})
 }
 
+// registerClients registers n clients through leader.
 func registerClients(t testing.TB, leader *Node, fed *dataset.Federated, n int) map[round.ClientID]*simClient {
+	t.Helper()
+	return registerClientsVia(t, func() *Node { return leader }, fed, n)
+}
+
+// registerClientsVia registers n clients through whichever node leads. A
+// registration whose leader lost leadership may still commit, so a retry
+// can register one twice: the extra client never polls, so it is never
+// selected.
+func registerClientsVia(t testing.TB, leader func() *Node, fed *dataset.Federated, n int) map[round.ClientID]*simClient {
 	t.Helper()
 	clients := map[round.ClientID]*simClient{}
 	for k := 0; k < n; k++ {
-		id, tok, err := leader.Register(fmt.Sprintf("c%d", k), "s3cret", uint64(len(fed.TrainParts[k])))
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients[id] = &simClient{id: id, token: tok, tr: client.DataTrainer{X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}}
-		leader.touch(id) // its first poll: registering is no sign of life
+		retryLeader(t, "register", leader, func(l *Node) error {
+			id, tok, err := l.Register(fmt.Sprintf("c%d", k), "s3cret", uint64(len(fed.TrainParts[k])))
+			if err != nil {
+				return err
+			}
+			clients[id] = &simClient{id: id, token: tok, tr: client.DataTrainer{X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}}
+			l.touch(id) // its first poll: registering is no sign of life
+			return nil
+		})
 	}
 	return clients
 }
@@ -191,23 +225,29 @@ func registerClients(t testing.TB, leader *Node, fed *dataset.Federated, n int) 
 func TestReplicasBitIdentical(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, 6, 3)
 	nodes := inmemCluster(t, 3, testRun(3))
+	waitFor(t, "init", func() bool { return leaderOf(t, nodes).FSM().View().Initialised })
+	clients := registerClientsVia(t, func() *Node { return leaderOf(t, nodes) }, fed, 6)
 	leader := leaderOf(t, nodes)
-	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
-	clients := registerClients(t, leader, fed, 6)
 	if _, _, err := leader.Register("x", "wrong", 1); !errors.Is(err, ErrBadSecret) {
 		t.Fatalf("wrong join secret: %v", err)
 	}
 	for r := 1; r <= 3; r++ {
 		driveRound(t, func() []*Node { return nodes }, clients, fed)
-		want := leader.FSM().ModelHash()
+		// Every replica at version r with one model: leadership may have
+		// moved, and the old leader may lag, so no node is the reference.
 		waitFor(t, "replicas to apply", func() bool {
+			want := nodes[0].FSM().ModelHash()
 			for _, nd := range nodes {
-				if nd.FSM().ModelHash() != want {
+				if nd.FSM().View().Version != uint64(r) || nd.FSM().ModelHash() != want {
 					return false
 				}
 			}
 			return true
 		})
+	}
+	leader = leaderOf(t, nodes)
+	if err := leader.Raft().Barrier(time.Second).Error(); err != nil {
+		t.Fatal(err)
 	}
 	if v := leader.FSM().View(); v.Phase != round.Finished || v.Version != 3 {
 		t.Fatalf("after 3 rounds: phase %v version %d", v.Phase, v.Version)
@@ -334,19 +374,13 @@ func TestFailoverMidRound(t *testing.T) {
 		t.Fatalf("new leader has %d updates of round %d, want %d of round %d", got, nv.Round, len(acked), v.Round)
 	}
 	for _, id := range v.Pending {
-		for attempt := 0; ; attempt++ {
-			r, err := leaderOf(t, survivors).Submit(id, v.Round, 10, 0, payload(id))
-			if err == nil {
-				if slices.Contains(acked, id) != r.Duplicate {
-					t.Fatalf("client %d: duplicate=%v", id, r.Duplicate)
-				}
-				break
+		retryLeader(t, fmt.Sprintf("client %d", id), func() *Node { return leaderOf(t, survivors) }, func(l *Node) error {
+			r, err := l.Submit(id, v.Round, 10, 0, payload(id))
+			if err == nil && slices.Contains(acked, id) != r.Duplicate {
+				t.Fatalf("client %d: duplicate=%v", id, r.Duplicate)
 			}
-			if attempt > 100 {
-				t.Fatal(err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return err
+		})
 	}
 	waitFor(t, "the round to close", func() bool { return leaderOf(t, survivors).FSM().View().Version == 1 })
 	waitFor(t, "replicas to agree", func() bool { return survivors[0].FSM().ModelHash() == survivors[1].FSM().ModelHash() })

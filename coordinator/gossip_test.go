@@ -1,9 +1,12 @@
 package coordinator
 
 import (
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/membership"
@@ -43,8 +46,15 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	})
 	defer coord.Close()
 	run := testRun(0)
-	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, 0
+	// One update suffices, so that dropping the dead client leaves a
+	// round that can close (it is not aborted); the node sees no client
+	// alive until both gossip, so that the round selects both.
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 1, 0
+	var ready atomic.Bool
 	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: 2 * time.Second, Alive: func() []ClientClaim {
+		if !ready.Load() {
+			return nil
+		}
 		var out []ClientClaim
 		for _, m := range coord.Alive() {
 			if c, ok := MemberClaim(m); ok {
@@ -69,6 +79,8 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	honest := startMember(t, "client-honest", clientMeta("client-honest", honestID, honestTok), []string{coord.Addr()}, nil)
 	defer honest.Close()
 	doomed := startMember(t, "client-doomed", clientMeta("client-doomed", doomedID, doomedTok), []string{coord.Addr()}, nil)
+	waitFor(t, "both clients to gossip", func() bool { a := coord.AliveClients(); return a[uint64(honestID)] && a[uint64(doomedID)] })
+	ready.Store(true)
 	waitFor(t, "a round selecting both gossiping clients", func() bool {
 		v := node.FSM().Progress()
 		return v.Phase == round.Collecting && node.FSM().Awaits(honestID) && node.FSM().Awaits(doomedID)
@@ -118,5 +130,102 @@ func TestGossipCannotEvictHonestClient(t *testing.T) {
 	r, err := node.Submit(honestID, v.Round, 10, 0.5, payload)
 	if err != nil || r.Duplicate || r.Received != 1 {
 		t.Fatalf("the honest client's update: %+v, %v", r, err)
+	}
+}
+
+// TestDropSurvivesLeaderChange: gossip told a follower, not the leader,
+// that a selected client died (each coordinator's memberlist decides on its
+// own), and the follower then became the leader. The new leader drops the
+// client once the grace has passed, instead of the round waiting for a
+// deadline: a follower used to forget the leave at the grace's end. The
+// clock runs ahead on demand so that the grace ends without waiting.
+func TestDropSurvivesLeaderChange(t *testing.T) {
+	var skew atomic.Int64
+	now := func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	var dead atomic.Pointer[ClientClaim]
+	var claims atomic.Pointer[[]ClientClaim]
+	claims.Store(&[]ClientClaim{})
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 3, 2, 0
+	nodes, _ := inmemClusterTrans(t, 3, run, fastRaft, func(c *Config) {
+		c.Now, c.DropGrace = now, time.Minute
+		c.Alive = func() []ClientClaim {
+			var out []ClientClaim
+			for _, cl := range *claims.Load() {
+				if d := dead.Load(); d == nil || d.ID != cl.ID {
+					out = append(out, cl)
+				}
+			}
+			return out
+		}
+	})
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().Progress().Initialised })
+	var cl []ClientClaim
+	for _, name := range []string{"client-a", "client-b", "client-c"} {
+		id, tok, err := leader.Register(name, "s3cret", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl = append(cl, ClientClaim{ID: id, Member: name, Proof: membership.TokenProof(tok, name, uint64(id))})
+	}
+	claims.Store(&cl)
+	waitFor(t, "a round selecting the three clients", func() bool { return leader.FSM().Progress().NumSelected == 3 })
+	var follower *Node
+	for _, n := range nodes {
+		if n != leader {
+			follower = n
+			break
+		}
+	}
+	waitFor(t, "the follower to apply the round", func() bool { return follower.FSM().Awaits(cl[0].ID) })
+	dead.Store(&cl[0])
+	follower.MemberLeft(cl[0])
+	waitFor(t, "the follower to queue the leave", func() bool { return len(follower.left) == 0 })
+	skew.Store(int64(2 * time.Minute)) // the grace has passed
+	// Two passes: the second began after the clock moved.
+	passes := follower.dropPasses.Load()
+	waitFor(t, "the follower to weigh the leave", func() bool { return follower.dropPasses.Load() >= passes+2 })
+	if err := leader.Raft().LeadershipTransferToServer(raft.ServerID(follower.cfg.ID), raft.ServerAddress(follower.Address())).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new leader to drop the dead client", func() bool {
+		p := leaderOf(t, nodes).FSM().Progress()
+		return p.Round == 1 && p.NumSelected == 3 && p.Received == 0 && p.NumPending == 2 && !follower.FSM().Awaits(cl[0].ID)
+	})
+}
+
+// TestDropBelowMinClientsReopens: a round selected exactly MinClients
+// clients (gossip, on a starved machine, briefly saw no more alive) and one
+// of them died. The dropped client's update would be refused, so the round
+// can never reach MinClients: the leader aborts it at once and opens the
+// round again with the clients alive by then, instead of waiting for the
+// deadline (here an hour).
+func TestDropBelowMinClientsReopens(t *testing.T) {
+	var claims atomic.Pointer[[]ClientClaim]
+	claims.Store(&[]ClientClaim{})
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 3, 2, time.Hour
+	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, DropGrace: time.Millisecond, Alive: func() []ClientClaim { return *claims.Load() }})
+	var cl []ClientClaim
+	for _, name := range []string{"client-a", "client-b", "client-c"} {
+		id, tok, err := node.Register(name, "s3cret", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl = append(cl, ClientClaim{ID: id, Member: name, Proof: membership.TokenProof(tok, name, uint64(id))})
+	}
+	two := cl[:2] // c is not alive yet
+	claims.Store(&two)
+	waitFor(t, "a round of the two alive clients", func() bool { return node.FSM().Progress().NumSelected == 2 })
+	all := slices.Clone(cl)
+	all = slices.Delete(all, 1, 2) // b dies, c comes
+	claims.Store(&all)
+	node.MemberLeft(cl[1])
+	waitFor(t, "the round to open again with a and c", func() bool {
+		return node.FSM().Awaits(cl[0].ID) && node.FSM().Awaits(cl[2].ID) && !node.FSM().Awaits(cl[1].ID)
+	})
+	if p := node.FSM().Progress(); p.Round != 1 || p.NumSelected != 2 || p.NumPending != 2 {
+		t.Fatalf("after the abort: %+v", p)
 	}
 }

@@ -64,6 +64,10 @@ func TestMetricsMoveAfterRounds(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, nclients, 3)
 	run := testRun(2)
 	run.UploadCodec = "topk1"
+	// Every round waits for all the clients: with fewer, a client that a
+	// starved machine started late could miss both rounds, and its
+	// metrics would rightly not move.
+	run.Round.PerRound, run.Round.MinClients = nclients, nclients
 	node := leaderOf(t, inmemCluster(t, 1, run))
 	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
 	model, _ := node.FSM().Model()

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -188,12 +189,16 @@ type Node struct {
 	// in flight, which Close lets Raft answer before it shuts Raft down.
 	closing  bool
 	applying sync.WaitGroup
+	// dropPasses counts the drop worker's ticks (for tests, which wait
+	// on it instead of on time).
+	dropPasses atomic.Uint64
 }
 
 // leftClient is a client that gossip said left, and when.
 type leftClient struct {
 	claim ClientClaim
 	at    time.Time
+	told  bool // the leader logged that it left
 }
 
 // Open starts a node.
@@ -705,6 +710,16 @@ func (n *Node) step() error {
 		case late:
 			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
 			return err
+		case v.Received+v.NumPending < max(v.Config.Round.MinClients, 1):
+			// Membership dropped so many selected clients that the round
+			// can no longer reach MinClients updates (a dropped client's
+			// update is refused): it would only abort at its deadline.
+			// Abort now; the next round selects among the living.
+			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
+			if err == nil {
+				n.log.Info("round aborted: too few clients left", "round", v.Round, "received", v.Received, "pending", v.NumPending, "min_clients", v.Config.Round.MinClients)
+			}
+			return err
 		}
 	}
 	return nil
@@ -961,7 +976,10 @@ func (n *Node) MemberLeft(c ClientClaim) {
 }
 
 // dropLoop is the drop worker: it owns the clients gossip said left until
-// their grace ends. It stops with the node.
+// their grace ends, and then as long as the open round awaits them: every
+// node keeps them, and whichever node leads drops them, so a leader change
+// or a failed drop (retried every tick) does not leave the round waiting
+// for its deadline. It stops with the node.
 func (n *Node) dropLoop() {
 	defer close(n.dropDone)
 	t := time.NewTicker(n.cfg.Tick)
@@ -978,6 +996,7 @@ func (n *Node) dropLoop() {
 			continue
 		case <-t.C:
 		}
+		n.dropPasses.Add(1)
 		if len(waiting) == 0 {
 			continue
 		}
@@ -995,12 +1014,23 @@ func (n *Node) dropLoop() {
 			n.mu.Lock()
 			seen, ok := n.alive[l.claim.ID]
 			n.mu.Unlock()
-			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) || !n.IsLeader() {
+			if alive[l.claim.ID] || (ok && !seen.Before(l.at)) {
+				continue // it refuted the leave, or came back
+			}
+			leader := n.IsLeader()
+			if !leader {
+				if n.fsm.Awaits(l.claim.ID) {
+					keep = append(keep, l) // for when this node leads
+				}
 				continue
 			}
-			n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
+			if !l.told {
+				n.log.Info("client left the membership", "client", l.claim.ID, "member", l.claim.Member, "grace", n.cfg.DropGrace)
+				l.told = true
+			}
 			if err := n.DropClient(l.claim.ID); err != nil {
-				n.log.Debug("drop", "client", l.claim.ID, "err", err)
+				n.log.Warn("dropping a client that left the membership failed; retrying", "client", l.claim.ID, "err", err)
+				keep = append(keep, l)
 			}
 		}
 		clear(waiting[len(keep):])

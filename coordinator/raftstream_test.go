@@ -53,7 +53,7 @@ func forgeRegister(t *testing.T, trans raft.Transport, n *Node, token string, tr
 		var resp raft.AppendEntriesResponse
 		err = trans.AppendEntries(raft.ServerID(n.cfg.ID), raft.ServerAddress(n.Address()), req, &resp)
 		if err == nil && resp.Success {
-			deadline := time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(30 * time.Second)
 			for time.Now().Before(deadline) {
 				if forgedClient(n, token) != 0 {
 					return true, nil

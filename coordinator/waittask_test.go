@@ -45,13 +45,22 @@ func TestWaitingClientStaysAlive(t *testing.T) {
 	if n.FSM().Awaits(idle) {
 		idle = ids[1]
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*window)
+	seen := func() time.Time {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.alive[idle]
+	}
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	start := time.Now()
 	done := make(chan error, 1)
 	go func() { _, err := n.WaitTask(ctx, idle); done <- err }()
-	time.Sleep(2 * window) // no round change: the selected client never submits
-	if !slices.Contains(n.aliveClients(time.Now()), idle) {
-		t.Fatalf("client %d, waiting for a task for %v, is not alive", idle, 2*window)
+	// No round change: the selected client never submits. The waiting
+	// client must be recorded as alive again later than a whole window
+	// after it began to wait, when its first poll would have expired.
+	waitFor(t, "the waiting client to be seen a window later", func() bool { return seen().After(start.Add(window)) })
+	if at := seen(); !slices.Contains(n.aliveClients(at), idle) {
+		t.Fatalf("client %d, waiting for a task since %v, is not alive at %v", idle, start, at)
 	}
 	cancel()
 	if err := <-done; err != ErrNoTask {

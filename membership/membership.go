@@ -110,6 +110,9 @@ type Config struct {
 	// Fast uses memberlist's local-network timeouts (probe every second,
 	// dead within a few seconds); otherwise its LAN defaults.
 	Fast bool
+
+	// tune, for tests, changes memberlist's configuration last.
+	tune func(*memberlist.Config)
 }
 
 // Members is this process's view of the membership.
@@ -159,6 +162,9 @@ func Start(cfg Config) (*Members, error) {
 	mc.Delegate = m
 	mc.Events = &events{m: m}
 	mc.Logger = log.New(io.Discard, "", 0)
+	if cfg.tune != nil {
+		cfg.tune(mc)
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("membership: %w", err)
@@ -202,7 +208,14 @@ func (m *Members) AliveClients() map[uint64]bool {
 	return out
 }
 
-// SetMeta changes this member's metadata and gossips it.
+// SetMeta changes this member's metadata and gossips it. Gossip is best
+// effort (UDP datagrams, retransmitted a few times): a starved or busy
+// member can miss the update and hold the old metadata until its next full
+// state exchange, 15 s or more later, or never if this member dies first.
+// So SetMeta also pushes this member's state over TCP to the members it
+// joined (Config.Join, the coordinators for a client), which then learn the
+// metadata right away. It fails when no join member took the push, or,
+// for a member that joined none, when the broadcast did not finish in 5 s.
 func (m *Members) SetMeta(meta Meta) error {
 	b, err := encodeMeta(meta)
 	if err != nil {
@@ -211,7 +224,16 @@ func (m *Members) SetMeta(meta Meta) error {
 	m.mu.Lock()
 	m.meta = b
 	m.mu.Unlock()
-	return m.ml.UpdateNode(5 * time.Second)
+	// UpdateNode sets the local state (a new incarnation) before it waits
+	// for the broadcast, so the push below carries the new metadata.
+	gossipErr := m.ml.UpdateNode(5 * time.Second)
+	if len(m.cfg.Join) == 0 {
+		return gossipErr
+	}
+	if n, err := m.ml.Join(m.cfg.Join); n == 0 {
+		return errors.Join(gossipErr, fmt.Errorf("membership: pushing metadata to %v: %w", m.cfg.Join, err))
+	}
+	return nil
 }
 
 // Close leaves the membership gracefully and stops gossiping.

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"go.uber.org/goleak"
 )
 
@@ -114,4 +115,33 @@ func TestClientProof(t *testing.T) {
 	if _, err := encodeMeta(meta); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestSetMetaReachesJoinMembersWithoutGossip: a client's new metadata (its
+// ID and proof, set once it registered) reaches the coordinator it joined
+// even when no gossip datagram does. Here neither member probes, gossips
+// or exchanges state on its own, as when a starved coordinator misses the
+// few UDP retransmissions; the coordinator must still learn the ID, or it
+// never selects the client and ignores its death.
+func TestSetMetaReachesJoinMembersWithoutGossip(t *testing.T) {
+	quiet := func(c *memberlist.Config) {
+		c.ProbeInterval = time.Hour
+		c.GossipNodes = 0
+		c.PushPullInterval = 0
+	}
+	coord, err := Start(Config{Name: "coord", BindAddr: "127.0.0.1:0", Key: key, Meta: Meta{Role: RoleCoordinator}, Fast: true, tune: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer coord.Close()
+	c, err := Start(Config{Name: "c", BindAddr: "127.0.0.1:0", Key: key, Meta: Meta{Role: RoleClient}, Join: []string{coord.Addr()}, Fast: true, tune: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, "the client to join", func() bool { return len(coord.Alive()) == 2 })
+	if err := c.SetMeta(Meta{Role: RoleClient, ClientID: 4, Proof: []byte("p")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the coordinator to hold the client's ID", func() bool { return coord.AliveClients()[4] })
 }

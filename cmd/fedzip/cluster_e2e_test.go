@@ -18,12 +18,20 @@ import (
 // client during a later round. The run must finish every round; the
 // round in progress at the leader's death must close with every update
 // (none acknowledged is lost); the dead client must be dropped by
-// membership well before the round's 60 s deadline; and the two surviving
-// replicas must end with byte-identical model files.
+// membership before the round's deadline; and the two surviving replicas
+// must end with byte-identical model files.
+//
+// Every wait is for a log line, with deadlines generous enough for a
+// starved machine (2 cores under -race and other tests): the round
+// deadline is far longer than any wait, so that a round that closed at all
+// closed because membership dropped the dead client. On a failure every
+// process's log is printed.
 func TestClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster test in -short mode")
 	}
+	// wait bounds each step; roundDeadline is longer than any wait.
+	const wait, roundDeadline = 2 * time.Minute, 3 * time.Minute
 	dir, bin, certs := buildWithCerts(t)
 	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
 	tlsArgs := []string{"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"), "--client-ca", filepath.Join(certs, "ca.pem"),
@@ -36,7 +44,7 @@ func TestClusterFailover(t *testing.T) {
 	start3 := func(i int) *proc {
 		args := []string{"coordinator", "--id", fmt.Sprintf("n%d", i), "--log-format", "json", "--listen", nodes[i].grpc, "--raft-addr", nodes[i].raft,
 			"--gossip-addr", nodes[i].gossip, "--gossip-key", key, "--state-dir", filepath.Join(dir, fmt.Sprintf("d%d", i)),
-			"--rounds", "5", "--clients-per-round", "4", "--min-clients", "3", "--deadline", "60s", "--eval", "mnist",
+			"--rounds", "5", "--clients-per-round", "4", "--min-clients", "3", "--deadline", roundDeadline.String(), "--eval", "mnist",
 			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1",
 			"--save-model", filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))}
 		args = append(args, tlsArgs...)
@@ -49,13 +57,13 @@ func TestClusterFailover(t *testing.T) {
 		return start(t, bin, fmt.Sprintf("n%d", i), args...)
 	}
 	coords := []*proc{start3(0)}
-	waitLog(t, coords[0], "n0 to lead", 30*time.Second, func() bool { return coords[0].find("coordinator listening", nil) != nil })
+	waitLog(t, coords[0], "n0 to lead", wait, func() bool { return coords[0].find("coordinator listening", nil) != nil })
 	if l := coords[0].find("coordinator listening", nil); l["raft_tls"] != true || !strings.HasPrefix(l["raft"].(string), "localhost:") {
 		t.Fatalf("n0 runs Raft without TLS or not at its advertised name: %v", l)
 	}
 	coords = append(coords, start3(1), start3(2))
 	for _, c := range coords[1:] {
-		waitLog(t, c, "the node to join", 30*time.Second, func() bool { return c.find("joined the cluster", nil) != nil })
+		waitLog(t, c, "the node to join", wait, func() bool { return c.find("joined the cluster", nil) != nil })
 	}
 	var grpcAddrs, gossipAddrs []string
 	for _, n := range nodes {
@@ -67,14 +75,14 @@ func TestClusterFailover(t *testing.T) {
 		clients[i] = start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", strings.Join(grpcAddrs, ","),
 			"--ca", filepath.Join(certs, "ca.pem"), "--cert", filepath.Join(certs, "client.pem"), "--key", filepath.Join(certs, "client-key.pem"),
 			"--clients", "5", "--client-index", fmt.Sprint(i), "--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)),
-			"--gossip-addr", "127.0.0.1:0", "--gossip-join", strings.Join(gossipAddrs, ","), "--gossip-key", key, "--timeout", "4m")
+			"--gossip-addr", "127.0.0.1:0", "--gossip-join", strings.Join(gossipAddrs, ","), "--gossip-key", key, "--timeout", (3 * roundDeadline).String())
 	}
 	// n0 bootstrapped, so it leads until killed.
-	waitLog(t, coords[0], "round 2 to open", time.Minute, func() bool { return coords[0].find("round opened", map[string]float64{"round": 2}) != nil })
+	waitLog(t, coords[0], "round 2 to open", wait, func() bool { return coords[0].find("round opened", map[string]float64{"round": 2}) != nil })
 	coords[0].kill()
 	survivors := coords[1:]
 	var leader *proc
-	waitLog(t, coords[1], "a new leader to close round 2", time.Minute, func() bool {
+	waitLog(t, coords[1], "a new leader to close round 2", wait, func() bool {
 		for _, c := range survivors {
 			if c.find("round closed", map[string]float64{"round": 2}) != nil && c.find("round opened", map[string]float64{"round": 3}) != nil {
 				leader = c
@@ -89,16 +97,30 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("round 2 closed after the failover without %v updates:\n%s", l["missing"], leader.dump())
 	}
 	// Kill a client while round 4 is open: membership drops it and the
-	// round closes long before its 60 s deadline.
-	waitLog(t, leader, "round 4 to open", time.Minute, func() bool { return leader.find("round opened", map[string]float64{"round": 4}) != nil })
+	// round closes before its deadline. Leadership may move under load:
+	// look at both survivors.
+	waitLog(t, leader, "round 4 to open", wait, func() bool {
+		return survivors[0].find("round opened", map[string]float64{"round": 4}) != nil || survivors[1].find("round opened", map[string]float64{"round": 4}) != nil
+	})
 	killed := time.Now()
 	clients[0].kill()
-	waitLog(t, leader, "training to finish", 50*time.Second, func() bool { return leader.find("training finished", nil) != nil })
-	waitLog(t, leader, "membership to report the dead client", 30*time.Second, func() bool { return leader.find("client left the membership", nil) != nil })
-	if d := time.Since(killed); d > 50*time.Second {
+	var finished *proc
+	waitLog(t, leader, "training to finish", wait, func() bool {
+		for _, c := range survivors {
+			if c.find("training finished", nil) != nil {
+				finished = c
+				return true
+			}
+		}
+		return false
+	})
+	if d := time.Since(killed); d >= roundDeadline {
 		t.Fatalf("the run took %v after a client died: it waited for the deadline", d)
 	}
-	l := leader.find("round closed", map[string]float64{"round": 5, "version": 5})
+	waitLog(t, leader, "membership to report the dead client", wait, func() bool {
+		return survivors[0].find("client left the membership", nil) != nil || survivors[1].find("client left the membership", nil) != nil
+	})
+	l := finished.find("round closed", map[string]float64{"round": 5, "version": 5})
 	if acc, _ := l["test_accuracy"].(float64); acc < 0.9 {
 		t.Fatalf("final accuracy %v", l["test_accuracy"])
 	}
@@ -106,7 +128,7 @@ func TestClusterFailover(t *testing.T) {
 	var files [][]byte
 	for _, i := range []int{1, 2} {
 		path := filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))
-		waitLog(t, survivors[i-1], "the last model to be saved", 30*time.Second, func() bool {
+		waitLog(t, survivors[i-1], "the last model to be saved", wait, func() bool {
 			return survivors[i-1].find("training finished", nil) != nil
 		})
 		b, err := os.ReadFile(path)

@@ -55,7 +55,14 @@ func start(t *testing.T, bin, name string, args ...string) *proc {
 		}
 		p.cmd.Wait()
 	}()
-	t.Cleanup(func() { p.kill() })
+	t.Cleanup(func() {
+		p.kill()
+		// A failure shows every process's log, clients included, not
+		// only the one the failing wait watched.
+		if t.Failed() {
+			t.Logf("%s log:\n%s", p.name, p.dump())
+		}
+	})
 	return p
 }
 
@@ -104,7 +111,7 @@ func waitLog(t *testing.T, p *proc, what string, timeout time.Duration, cond fun
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; %s log:\n%s", what, p.name, p.dump())
+			t.Fatalf("timed out waiting for %s (watching %s; every process's log follows)", what, p.name)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -149,6 +156,8 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process end-to-end test in -short mode")
 	}
+	// wait bounds each step, for a starved machine (2 busy cores, -race).
+	const wait = 2 * time.Minute
 	dir, bin, certs := buildWithCerts(t)
 	key := filepath.Join(dir, "key.pem")
 	if out, err := exec.Command(bin, "compress", "--gen-key", key).CombinedOutput(); err != nil {
@@ -169,11 +178,11 @@ func TestEndToEnd(t *testing.T) {
 			"--clients", "5", "--client-index", fmt.Sprint(i), "--join-secret", "e2e", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)),
 			"--timeout", "3m")
 	}
-	waitLog(t, coord, "round 1 to close", time.Minute, func() bool { return coord.find("round closed", map[string]float64{"round": 1, "version": 1}) != nil })
+	waitLog(t, coord, "round 1 to close", wait, func() bool { return coord.find("round closed", map[string]float64{"round": 1, "version": 1}) != nil })
 
 	// Kill the coordinator as soon as one update of round 2 is acknowledged.
 	var acked *proc
-	waitLog(t, coord, "an acknowledged round-2 update", time.Minute, func() bool {
+	waitLog(t, coord, "an acknowledged round-2 update", wait, func() bool {
 		for _, c := range clients {
 			if c.find("update accepted", map[string]float64{"round": 2}) != nil {
 				acked = c
@@ -184,7 +193,7 @@ func TestEndToEnd(t *testing.T) {
 	})
 	coord.kill()
 	coord = start(t, bin, "coordinator (restarted)", coordArgs...)
-	waitLog(t, coord, "round 2 to close after the restart", time.Minute, func() bool {
+	waitLog(t, coord, "round 2 to close after the restart", wait, func() bool {
 		return coord.find("round closed", map[string]float64{"round": 2, "version": 2}) != nil
 	})
 	// The update acknowledged before the crash must be in the round. The
@@ -208,9 +217,9 @@ func TestEndToEnd(t *testing.T) {
 
 	// Kill one client as soon as round 3 opens: the round must close at its
 	// deadline with the other four.
-	waitLog(t, coord, "round 3 to open", time.Minute, func() bool { return coord.find("round opened", map[string]float64{"round": 3}) != nil })
+	waitLog(t, coord, "round 3 to open", wait, func() bool { return coord.find("round opened", map[string]float64{"round": 3}) != nil })
 	clients[4].kill()
-	waitLog(t, coord, "training to finish", time.Minute, func() bool { return coord.find("training finished", nil) != nil })
+	waitLog(t, coord, "training to finish", wait, func() bool { return coord.find("training finished", nil) != nil })
 	l := coord.find("round closed", map[string]float64{"round": 3, "version": 3})
 	if l == nil {
 		t.Fatalf("no evaluation of round 3\n%s", coord.dump())
@@ -233,7 +242,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("the round log has no client model accuracy: %v", r2)
 	}
 	for _, c := range clients[:4] {
-		waitLog(t, c, "the client to exit", 30*time.Second, func() bool {
+		waitLog(t, c, "the client to exit", wait, func() bool {
 			select {
 			case <-c.done:
 				return true
@@ -247,7 +256,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// The coordinator delivers the final model, signed with its key, and
 	// serves it; a device fetches and verifies it.
-	waitLog(t, coord, "the model to be delivered", time.Minute, func() bool { return coord.find("model delivered", nil) != nil })
+	waitLog(t, coord, "the model to be delivered", wait, func() bool { return coord.find("model delivered", nil) != nil })
 	url := "https://" + httpAddr + "/v1/model"
 	out, err := exec.Command(bin, "fetch-model", "--url", url, "--ca", filepath.Join(certs, "ca.pem"),
 		"--pubkey", filepath.Join(dir, "key.pub.pem"), "--out", filepath.Join(dir, "device.fzm")).CombinedOutput()
