@@ -10,11 +10,14 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/transport"
 )
 
 // memberlist's Shutdown does not wait for a probe in flight
@@ -131,7 +134,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // elections churn; every other error is a real answer.
 func transient(err error) bool {
 	var nl *NotLeaderError
-	return errors.As(err, &nl) || errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader)
+	return errors.As(err, &nl) || errors.Is(err, raft.ErrEnqueueTimeout) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader) ||
+		errors.Is(err, ErrCatchingUp)
 }
 
 // retryLeader calls op on whichever node leads until op succeeds or fails
@@ -385,4 +389,45 @@ func TestFailoverMidRound(t *testing.T) {
 	waitFor(t, "the round to close", func() bool { return leaderOf(t, survivors).FSM().View().Version == 1 })
 	waitFor(t, "replicas to agree", func() bool { return survivors[0].FSM().ModelHash() == survivors[1].FSM().ModelHash() })
 	_ = clients
+}
+
+// TestNewLeaderJudgesNothingBeforeCatchingUp: a leader whose FSM has not
+// yet applied everything committed before its term (the window after an
+// election, before its barrier) answers ErrCatchingUp, which clients
+// retry, instead of judging an update on a state behind the log, where a
+// valid update could be refused for the wrong round and then dropped by
+// its client. The window is opened by hand: the node forgets the term it
+// caught up in, as after an election; its loop then closes it.
+func TestNewLeaderJudgesNothingBeforeCatchingUp(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 4, 3)
+	nodes := inmemCluster(t, 1, testRun(0))
+	leader := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
+	registerClients(t, leader, fed, 4)
+	var v View
+	waitFor(t, "a round", func() bool { v = leader.FSM().View(); return v.Phase == round.Collecting })
+	model, _ := leader.FSM().Model()
+	good := clientPayload(t, leader.FSM(), v.Round, make([]float32, len(model)))
+	sel := v.Pending[0]
+
+	leader.readyTerm.Store(0)
+	before := leader.Raft().LastIndex()
+	if _, err := leader.Submit(sel, v.Round, 10, 0.5, good); !errors.Is(err, ErrCatchingUp) {
+		t.Fatalf("a leader that has not caught up judged an update: %v", err)
+	}
+	if err := leader.CheckUpload(sel, v.Round, 10); !errors.Is(err, ErrCatchingUp) {
+		t.Fatalf("a leader that has not caught up judged an upload header: %v", err)
+	}
+	if got := leader.Raft().LastIndex(); got != before {
+		t.Fatalf("the refused update reached the log: index %d -> %d", before, got)
+	}
+	if c := status.Code(NewService(leader, transport.LimitsFor(len(model), 0)).status(context.Background(), ErrCatchingUp)); c != codes.Unavailable {
+		t.Fatalf("ErrCatchingUp maps to %v, want Unavailable (clients retry it)", c)
+	}
+	// The loop catches up again (a barrier in the current term), and the
+	// same update is then accepted.
+	waitFor(t, "the leader to catch up", func() bool { return leader.readyTerm.Load() == leader.Raft().CurrentTerm() })
+	if r, err := leader.Submit(sel, v.Round, 10, 0.5, good); err != nil || r.Duplicate {
+		t.Fatalf("after catching up: %+v, %v", r, err)
+	}
 }

@@ -192,6 +192,10 @@ type Node struct {
 	// dropPasses counts the drop worker's ticks (for tests, which wait
 	// on it instead of on time).
 	dropPasses atomic.Uint64
+	// readyTerm is the Raft term in which this node, as leader, has
+	// applied everything committed before that term (a barrier); until
+	// then its FSM may be behind the log, and it judges no update.
+	readyTerm atomic.Uint64
 }
 
 // leftClient is a client that gossip said left, and when.
@@ -553,8 +557,8 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 // from the applied state, also without a new entry.
 func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
 	n.touch(id)
-	if n.raft.State() != raft.Leader {
-		return round.Receipt{}, n.notLeader()
+	if err := n.judging(); err != nil {
+		return round.Receipt{}, err
 	}
 	now := n.cfg.Now()
 	if r, dup, err := n.fsm.precheck(now, id, roundNo, examples, payload); err != nil || dup {
@@ -574,10 +578,25 @@ func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss
 // client that would be refused cannot hold an upload stream (and one of
 // the node's MaxUploads places) while it sends its bytes.
 func (n *Node) CheckUpload(id round.ClientID, roundNo int, examples uint64) error {
+	if err := n.judging(); err != nil {
+		return err
+	}
+	return n.fsm.checkUpload(n.cfg.Now(), id, roundNo, examples)
+}
+
+// judging returns nil if this node may judge an update before the log:
+// it leads, and its FSM has applied everything committed before its term.
+// A leader that has not caught up yet answers ErrCatchingUp, which the
+// client retries: judged on a state behind the log, a valid update could
+// be refused as being for the wrong round, and the client would drop it.
+func (n *Node) judging() error {
 	if n.raft.State() != raft.Leader {
 		return n.notLeader()
 	}
-	return n.fsm.checkUpload(n.cfg.Now(), id, roundNo, examples)
+	if n.readyTerm.Load() != n.raft.CurrentTerm() {
+		return ErrCatchingUp
+	}
+	return nil
 }
 
 // Task is what a client is asked to do.
@@ -628,7 +647,6 @@ func (n *Node) loop() {
 	defer close(n.done)
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
-	caughtUp := false
 	for {
 		select {
 		case <-n.stop:
@@ -636,16 +654,17 @@ func (n *Node) loop() {
 		case <-t.C:
 		}
 		if n.raft.State() != raft.Leader {
-			caughtUp = false
 			continue
 		}
 		// A new leader first applies everything committed before its term,
-		// so that it acts on the current round state.
-		if !caughtUp {
-			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil {
+		// so that it acts on the current round state. The term is read
+		// before the barrier: a barrier that ends in a later term proves
+		// nothing about it, and the next tick tries again.
+		if term := n.raft.CurrentTerm(); n.readyTerm.Load() != term {
+			if err := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); err != nil || n.raft.CurrentTerm() != term {
 				continue
 			}
-			caughtUp = true
+			n.readyTerm.Store(term)
 			n.leaderSince = n.cfg.Now()
 		}
 		if err := n.step(); err != nil && !errors.Is(err, round.ErrTooFew) {
@@ -1053,6 +1072,9 @@ var (
 	ErrBadSecret    = errors.New("coordinator: wrong join secret")
 	ErrBadRequest   = errors.New("coordinator: bad request")
 	ErrNoTask       = errors.New("coordinator: no task for this client yet")
+	// ErrCatchingUp: a new leader has not applied the entries committed
+	// before its term yet (codes.Unavailable; retry).
+	ErrCatchingUp = errors.New("coordinator: the new leader is catching up with the log")
 	// ErrTooManyClients: registration refused, Config.MaxClients are
 	// registered.
 	ErrTooManyClients = errors.New("coordinator: too many registered clients")

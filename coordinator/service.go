@@ -312,7 +312,7 @@ func (s *Service) status(ctx context.Context, err error) error {
 		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase), errors.Is(err, round.ErrDropped),
 		errors.Is(err, ErrConflict), errors.Is(err, ErrWrongRun):
 		return status.Error(codes.FailedPrecondition, err.Error())
-	case errors.Is(err, ErrNotInitialised):
+	case errors.Is(err, ErrNotInitialised), errors.Is(err, ErrCatchingUp):
 		return status.Error(codes.Unavailable, err.Error())
 	}
 	return status.Error(codes.Unavailable, err.Error())
