@@ -301,8 +301,8 @@ func Open(cfg Config) (*Node, error) {
 			n.log.Warn("raft: peer traffic in clear text, unauthenticated: whoever reaches the Raft port can rewrite the state", "raft_addr", cfg.RaftAddr)
 		}
 		n.raftTLS = cfg.RaftTLS != nil
-		trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 4, Timeout: 5 * time.Second,
-			Logger: hclog.NewNullLogger()})
+		trans = newPipelineTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: stream, MaxPool: 4, Timeout: 5 * time.Second,
+			Logger: hclog.NewNullLogger()}))
 	}
 	n.trans = trans
 	if cfg.Bootstrap && !rejoin {
@@ -399,7 +399,7 @@ func (n *Node) closeStores() {
 	if n.bolt != nil {
 		n.bolt.Close()
 	}
-	if nt, ok := n.trans.(*raft.NetworkTransport); ok {
+	if nt, ok := n.trans.(interface{ CloseStreams() }); ok {
 		nt.CloseStreams() // pooled outgoing connections
 	}
 	if c, ok := n.trans.(io.Closer); ok {
@@ -428,7 +428,7 @@ func (n *Node) Close() error {
 		// leaves in its buffer (BatchApplyCh): a caller would wait
 		// forever.
 		n.applying.Wait()
-		err = n.raft.Shutdown().Error()
+		err = shutdownRaft(n.raft, n.trans, time.Second)
 		if n.markerDone != nil {
 			n.saveMarker(false)
 		}
