@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -67,16 +68,30 @@ func refusals(t *testing.T, f *FSM, v View, accepted, dropped, notSel round.Clie
 func TestRefusedUpdatesCostNoLogEntry(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, 6, 3)
 	run := testRun(0)
-	run.Round.MinClients = 3 // three selected, whenever the round opens
+	// Three selected, and a round that survives one drop after one
+	// update (1 received + 1 awaited ≥ MinClients; below it, the leader
+	// aborts the round at once).
+	run.Round.PerRound, run.Round.MinClients = 3, 2
 	ds := diskCluster(t, 1, run, fastRaft)
 	leader := leaderOfDisk(t, ds)
 	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
-	clients := registerClients(t, leader, fed, 6)
+	// Registered without a sign of life, then all alive at once, so that
+	// the round opens among all six and selects three.
+	clients := map[round.ClientID]bool{}
+	for k := range 6 {
+		id, _, err := leader.Register(fmt.Sprintf("c%d", k), "s3cret", uint64(len(fed.TrainParts[k])))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients[id] = true
+	}
 	var v View
 	waitFor(t, "a round", func() bool {
+		leader.mu.Lock()
 		for id := range clients {
-			leader.touch(id)
+			leader.alive[id] = leader.cfg.Now()
 		}
+		leader.mu.Unlock()
 		v = leader.FSM().View()
 		return v.Phase == round.Collecting
 	})

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -77,7 +78,14 @@ func TestRestartResumesFromDisk(t *testing.T) {
 		t.Fatalf("pending after restart %v, want %v (accepted updates lost)", v2.Pending, want)
 	}
 	leaderOf(t, []*Node{n2})
-	r, err := n2.Submit(v.Pending[0], v.Round, 7, 0, payload)
+	// A restarted leader answers ErrCatchingUp (clients retry) until it
+	// has applied what was committed before its term.
+	var r round.Receipt
+	var err error
+	waitFor(t, "the restarted leader to judge updates", func() bool {
+		r, err = n2.Submit(v.Pending[0], v.Round, 7, 0, payload)
+		return !errors.Is(err, ErrCatchingUp)
+	})
 	if err != nil || !r.Duplicate {
 		t.Fatalf("resubmission after restart: %+v %v", r, err)
 	}
