@@ -312,7 +312,8 @@ var (
 
 // checkLog checks raft.db before raft opens it: bbolt opens it (meta
 // pages, freelist); every page of the log and the stable store reads with
-// the right ID and type; the log's keys are contiguous; the stable store's
+// the right ID and type; the log's keys are contiguous after the newest
+// snapshot's index (a gap the snapshot covers is Raft's own); the stable store's
 // numbers are 8 bytes; and every entry after index after (the newest
 // snapshot's), which raft reads at start and replays, decodes with its own
 // index. A panic of bbolt on a corrupt page, or a fault on its memory map,
@@ -351,8 +352,11 @@ func checkLog(path string, after uint64) (logState, error) {
 				switch {
 				case ls.last == 0:
 					ls.first = idx
-				case idx != ls.last+1:
-					return fmt.Errorf("log entries %d..%d are missing", ls.last+1, idx-1)
+				case idx != ls.last+1 && idx-1 > after:
+					// A gap the snapshot covers is Raft's own: a follower
+					// that installs a snapshot keeps its older trailing
+					// entries and continues after the snapshot's index.
+					return fmt.Errorf("log entries %d..%d are missing", max(ls.last+1, after+1), idx-1)
 				}
 				ls.last = idx
 			}
