@@ -107,12 +107,4 @@ func build(h Header, bodies ...[]byte) []byte {
 
 func f32bytes(x ...float32) []byte { return AppendFloat32s(nil, x) }
 
-func u32bytes(x ...uint32) []byte {
-	var b []byte
-	for _, v := range x {
-		b = binary.LittleEndian.AppendUint32(b, v)
-	}
-	return b
-}
-
 func errorsIsStd(err, target error) bool { return errors.Is(err, target) }

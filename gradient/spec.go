@@ -382,7 +382,7 @@ func (sp Spec) check() error {
 	switch sp.Select {
 	case Dense:
 		if sp.Fraction != 0 {
-			return fmt.Errorf("Fraction %g without topk or randk", sp.Fraction)
+			return fmt.Errorf("a fraction (%g) without topk or randk", sp.Fraction)
 		}
 	case TopK, RandK:
 		if !(sp.Fraction > 0 && sp.Fraction <= 1) {
@@ -395,7 +395,7 @@ func (sp Spec) check() error {
 	switch sp.Values {
 	case Float32, Float16, BFloat16, Ternary:
 		if sp.Bits != 0 {
-			return fmt.Errorf("Bits %d with bits=%s", sp.Bits, sp.Values)
+			return fmt.Errorf("a code width (%d bits) with bits=%s", sp.Bits, sp.Values)
 		}
 	case Uniform:
 		if sp.Bits < 1 || sp.Bits > 8 {

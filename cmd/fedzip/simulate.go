@@ -185,7 +185,7 @@ func (f *simulateFlags) validate() error {
 		return err
 	}
 	if _, err := nn.ParseArch(f.model, 1, 1); err != nil {
-		return fmt.Errorf("--model %q: want 2nn, lenet300 or mlp:H1,H2,...", f.model)
+		return fmt.Errorf("--model %q: want 2nn, lenet300 or mlp: with hidden sizes (e.g. mlp:200,200)", f.model)
 	}
 	switch {
 	case f.clients < 1 || f.clients > 1_000_000:
