@@ -31,7 +31,7 @@ import (
 // flag.FlagSet: parseFlags (and the commands that parse by hand) call
 // addConfigFlag before parsing and configure after.
 
-const configUsage = "read flags from this YAML file (keys are flag names); command-line flags override it and $FEDZIP_<FLAG> environment variables override both"
+const configUsage = "read flags from this YAML file (keys are flag names); $FEDZIP_<FLAG> environment variables override it and command-line flags override both"
 
 // maxConfigFile bounds a configuration file.
 const maxConfigFile = 1 << 20
@@ -79,13 +79,15 @@ func configure(ctx context.Context, fs *flag.FlagSet, name string, stderr io.Wri
 }
 
 // applySources applies the config file and the environment to fs, which
-// has parsed the command line, and returns where each flag that is not at
+// has parsed the command line: a flag on the command line wins over the
+// environment, which wins over the file, which wins over the default. It
+// returns where each flag that is not at
 // its default got its value: "flag", "file PATH:LINE" or "env NAME".
 func applySources(fs *flag.FlagSet, lookup func(string) (string, bool)) (map[string]string, error) {
 	src := map[string]string{}
 	fs.Visit(func(f *flag.Flag) { src[f.Name] = "flag" })
 	if fs.Lookup("config") != nil {
-		if v, ok := lookup(envName("config")); ok && v != "" {
+		if v, ok := lookup(envName("config")); ok && v != "" && src["config"] != "flag" {
 			fs.Set("config", v)
 			src["config"] = "env " + envName("config")
 		}
@@ -99,8 +101,8 @@ func applySources(fs *flag.FlagSet, lookup func(string) (string, bool)) (map[str
 	fs.VisitAll(func(f *flag.Flag) {
 		env := envName(f.Name)
 		v, ok := lookup(env)
-		if f.Name == "config" || !ok || v == "" || err != nil {
-			return
+		if f.Name == "config" || !ok || v == "" || err != nil || src[f.Name] == "flag" {
+			return // the command line wins
 		}
 		if e := fs.Set(f.Name, v); e != nil {
 			err = fmt.Errorf("$%s: invalid value %q for --%s: %v", env, v, f.Name, unwrapFlagErr(e))
@@ -335,9 +337,9 @@ COMMAND's own, --config among them. Secrets (--*-secret, --*-token,
 --gossip-key) are not shown. Without COMMAND it prints every command's.
 
 Every command takes --config FILE, a YAML mapping of its flag names to
-values; command-line flags override the file, and environment variables
-FEDZIP_<FLAG> (upper case, dashes as underscores: FEDZIP_UPLOAD_CODEC)
-override both. An unknown key or a bad value is an error that names the
+values; environment variables FEDZIP_<FLAG> (upper case, dashes as
+underscores: FEDZIP_UPLOAD_CODEC) override the file, and command-line
+flags override both. An unknown key or a bad value is an error that names the
 line and the key.
 
 Example:

@@ -482,7 +482,7 @@ func printDefaults(fs *flag.FlagSet, w io.Writer) {
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 	fs.SetOutput(io.Discard)
-	fmt.Fprintln(w, "\nEvery flag can also come from --config FILE (YAML: flag-name: value) or $FEDZIP_<FLAG_NAME>\n(e.g. FEDZIP_UPLOAD_CODEC); flags override the file, the environment overrides both.\nSee 'fedzip config print'.")
+	fmt.Fprintln(w, "\nEvery flag can also come from --config FILE (YAML: flag-name: value) or $FEDZIP_<FLAG_NAME>\n(e.g. FEDZIP_UPLOAD_CODEC); the environment overrides the file, and flags override both.\nSee 'fedzip config print'.")
 }
 
 func splitList(s string) []string {
