@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -58,6 +59,11 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitOK
 	}
 	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) { // 'cluster status --help': help exits 0 everywhere
+			fmt.Fprint(stdout, clusterUsage)
+			printDefaults(fs, stdout)
+			return exitOK
+		}
 		fmt.Fprintf(stderr, "fedzip cluster %s: %v (run 'fedzip cluster -h' for help)\n", sub, err)
 		return exitUsage
 	}

@@ -123,3 +123,19 @@ func TestUsage(t *testing.T) {
 		t.Fatal(code)
 	}
 }
+
+// TestHelpExitsZeroEverywhere: -h and --help print help and exit 0 for
+// every command and subcommand ('cluster status --help' used to exit 2).
+func TestHelpExitsZeroEverywhere(t *testing.T) {
+	for _, args := range [][]string{
+		{"-h"}, {"--help"},
+		{"simulate", "-h"}, {"coordinator", "--help"}, {"client", "-h"},
+		{"cluster", "-h"}, {"cluster", "status", "--help"}, {"cluster", "add", "-h"}, {"cluster", "remove", "--help"},
+		{"fetch-model", "-h"}, {"dev-certs", "-h"}, {"inspect", "-h"},
+	} {
+		code, stdout, stderr := runCmd(args...)
+		if code != exitOK || stdout == "" {
+			t.Errorf("fedzip %v: exit %d, stdout %d bytes, stderr %q", args, code, len(stdout), stderr)
+		}
+	}
+}
