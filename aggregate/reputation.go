@@ -448,7 +448,7 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 		return fmt.Errorf("%w: reputation population of %d scores", ErrState, t.st.n)
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	// The inner strategy's restore is the last step that can fail, and
 	// leaves it unchanged when it does.

@@ -239,7 +239,7 @@ func (s *FedAvgM) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	*s = t
 	return nil
@@ -282,7 +282,7 @@ func (s *FedAdam) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	*s = t
 	return nil
@@ -311,7 +311,7 @@ func (s *FedYogi) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	*s = t
 	return nil
@@ -339,7 +339,7 @@ func (s *FedAdagrad) UnmarshalBinary(data []byte) error {
 		return err
 	}
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	*s = t
 	return nil
@@ -398,7 +398,7 @@ func (d *DP) UnmarshalBinary(data []byte) error {
 	}
 	t.Inner = probe
 	if err := t.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", ErrState, err)
+		return fmt.Errorf("%w: %w", ErrState, err)
 	}
 	if err := UnmarshalState(d.inner(), inner); err != nil {
 		return err

@@ -106,7 +106,7 @@ func New(m *nn.MLP, params []float32) *Model {
 func (m *Model) MLP() (*nn.MLP, error) {
 	net, err := nn.NewMLP(m.Header.Sizes...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	l := net.Layout()
 	if len(l.Tensors) != len(m.Header.Tensors) || l.Size != len(m.Params) {

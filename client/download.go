@@ -109,7 +109,7 @@ func applyDownload(held []float32, have, want uint64, h *fedzippb.ModelHeader, b
 	case fedzippb.ModelKind_MODEL_KIND_FULL:
 		m, err := decodeModel(body, n)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errDownload, err)
+			return nil, fmt.Errorf("%w: %w", errDownload, err)
 		}
 		return m, nil
 	case fedzippb.ModelKind_MODEL_KIND_DELTA:
@@ -125,7 +125,7 @@ func applyDownload(held []float32, have, want uint64, h *fedzippb.ModelHeader, b
 	m := slices.Clone(held)
 	v, err := gradient.ApplyDownload(m, int(have), body, gradient.Limits{MaxParams: n, MaxBytes: lim.MaxModelBytes})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errDownload, err)
+		return nil, fmt.Errorf("%w: %w", errDownload, err)
 	}
 	if uint64(v) != want {
 		return nil, fmt.Errorf("%w: the deltas lead to version %d, the task trains version %d", errDownload, v, want)
@@ -220,7 +220,7 @@ func parseModelFile(b []byte, n int) ([]float32, uint64, error) {
 	}
 	m, err := decodeModel(body[len(modelMagic)+12:], n)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", errDownload, err)
+		return nil, 0, fmt.Errorf("%w: %w", errDownload, err)
 	}
 	return m, version, nil
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
@@ -480,7 +481,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		u, err = f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
 	}
 	if err != nil {
-		return round.Receipt{}, fmt.Errorf("%w: %v", ErrBadUpdate, err)
+		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
 	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
 	if err != nil {
@@ -561,7 +562,7 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	for _, c := range f.clients {
 		s.Clients = append(s.Clients, *c)
 	}
-	slices.SortFunc(s.Clients, func(a, b clientRecord) int { return int(a.ID) - int(b.ID) })
+	slices.SortFunc(s.Clients, func(a, b clientRecord) int { return cmp.Compare(a.ID, b.ID) })
 	if f.mach != nil {
 		s.Config = f.rawCfg
 		s.Machine = f.mach.State()

@@ -116,7 +116,7 @@ func Read(r io.Reader, label string) (Run, error) {
 		}
 		rd, err := parseLine(b)
 		if err != nil {
-			return Run{}, &LineError{n, fmt.Errorf("%w: %v", ErrMalformed, err)}
+			return Run{}, &LineError{n, fmt.Errorf("%w: %w", ErrMalformed, err)}
 		}
 		if k := len(run.Rounds); k > 0 && rd.Round <= run.Rounds[k-1].Round {
 			return Run{}, &LineError{n, fmt.Errorf("%w: round %d after round %d", ErrMalformed, rd.Round, run.Rounds[k-1].Round)}
