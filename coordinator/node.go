@@ -13,6 +13,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -647,11 +648,24 @@ func (n *Node) loop() {
 	defer close(n.done)
 	t := time.NewTicker(n.cfg.Tick)
 	defer t.Stop()
+	runChecked := n.cfg.Run == nil
 	for {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
+		}
+		if !runChecked {
+			// Once the run is known (committed now or replayed from the
+			// log), say which of this node's settings it overrides: the
+			// log's run wins, and a silent difference (another --rounds on
+			// a finished state directory) looks like a flag ignored.
+			if v := n.fsm.Progress(); v.Initialised {
+				runChecked = true
+				if diff := RunDiff(v.Config, *n.cfg.Run); len(diff) > 0 {
+					n.log.Warn("the run committed to the log differs from this node's settings; the log's run is used", "differences", strings.Join(diff, "; "))
+				}
+			}
 		}
 		if n.raft.State() != raft.Leader {
 			continue
