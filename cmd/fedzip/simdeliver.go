@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"errors"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
@@ -33,7 +35,8 @@ type delivered struct {
 
 // deliverModel compresses the final global model with recipe into a signed
 // device file at out. keyPath names an ed25519 private key (PEM); if it is
-// empty, a new key pair is written beside out (OUT.key.pem, OUT.pub.pem).
+// empty, the key beside out (OUT.key.pem) is used, made on first use, and
+// its public key written as OUT.pub.pem.
 // version, the global model's, goes into the signed metadata
 // (deliver.MetaModelVersion).
 func deliverModel(ctx context.Context, model *nn.MLP, params []float32, version uint64, train, test *dataset.Dataset, recipe, out, keyPath string, seed uint64) (*delivered, error) {
@@ -45,19 +48,10 @@ func deliverModel(ctx context.Context, model *nn.MLP, params []float32, version 
 			return nil, err
 		}
 	} else {
-		pub, priv, err := deliver.GenerateKey()
-		if err != nil {
+		var err error
+		if key, pubPath, err = deliveryKey(out); err != nil {
 			return nil, err
 		}
-		base := strings.TrimSuffix(out, ".fzm")
-		if err := os.WriteFile(base+".key.pem", deliver.MarshalPrivateKeyPEM(priv), 0o600); err != nil {
-			return nil, err
-		}
-		pubPath = base + ".pub.pem"
-		if err := os.WriteFile(pubPath, deliver.MarshalPublicKeyPEM(pub), 0o644); err != nil {
-			return nil, err
-		}
-		key = priv
 	}
 	res, err := pipeline.Run(ctx, pipeline.FromMLP(model, params), recipe, pipeline.Config{Train: train, Test: test, Key: key, Seed: seed,
 		LatencySamples: 200, Meta: map[string]string{"source": "fedzip simulate", deliver.MetaModelVersion: strconv.FormatUint(version, 10)}})
@@ -69,4 +63,30 @@ func deliverModel(ctx context.Context, model *nn.MLP, params []float32, version 
 	}
 	last := res.Rows[len(res.Rows)-1]
 	return &delivered{File: out, PubKey: pubPath, Recipe: recipe, Bytes: last.Bytes, Ratio: last.Ratio, Accuracy: last.Accuracy, Delta: last.Delta, Signed: res.File}, nil
+}
+
+// deliveryKey returns the signing key beside the device file out
+// (OUT.key.pem), made on first use, and writes its public key as
+// OUT.pub.pem, whose path it returns. Reusing the key lets devices that
+// trust its public key keep verifying the next runs' models.
+func deliveryKey(out string) (ed25519.PrivateKey, string, error) {
+	base := strings.TrimSuffix(out, ".fzm")
+	keyFile, pubPath := base+".key.pem", base+".pub.pem"
+	key, err := readPrivateKey(keyFile)
+	switch {
+	case err == nil:
+	case errors.Is(err, fs.ErrNotExist):
+		if _, key, err = deliver.GenerateKey(); err != nil {
+			return nil, "", err
+		}
+		if err := os.WriteFile(keyFile, deliver.MarshalPrivateKeyPEM(key), 0o600); err != nil {
+			return nil, "", err
+		}
+	default:
+		return nil, "", err
+	}
+	if err := os.WriteFile(pubPath, deliver.MarshalPublicKeyPEM(key.Public().(ed25519.PublicKey)), 0o644); err != nil {
+		return nil, "", err
+	}
+	return key, pubPath, nil
 }
