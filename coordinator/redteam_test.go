@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
 	"strconv"
 	"testing"
@@ -265,8 +267,11 @@ func TestRedteamStalledDownloads(t *testing.T) {
 		for err == nil {
 			_, err = stream.Recv()
 		}
-		if status.Code(err) != codes.DeadlineExceeded {
-			t.Fatalf("a stalled download ended with %v; want DeadlineExceeded", err)
+		// Cut (DeadlineExceeded), or, when the whole model fitted into the
+		// flow-control windows before the client stopped reading, complete
+		// (EOF): either way its place is free, which the wait above checks.
+		if status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, io.EOF) {
+			t.Fatalf("a stalled download ended with %v; want DeadlineExceeded (or EOF)", err)
 		}
 	}
 }

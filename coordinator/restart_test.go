@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,15 +22,37 @@ import (
 	"github.com/fedzip/fedzip/round"
 )
 
+// freeAddr returns a 127.0.0.1 address with a port in [20000, 26000),
+// free now and not handed out before in this process: below Linux's
+// ephemeral range, so that no ":0" listener of a parallel test binary can
+// take it between the pick and a node's bind (cmd/fedzip's tests pick
+// from [26000, 32000)).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freeMu.Lock()
+	defer freeMu.Unlock()
+	for range 1000 {
+		p := 20000 + rand.IntN(6000)
+		if freeUsed[p] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		freeUsed[p] = true
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port in [20000, 26000)")
+	return ""
 }
+
+var (
+	freeMu   sync.Mutex
+	freeUsed = map[int]bool{}
+)
 
 // TestRestartResumesFromDisk runs a single node on its bolt log and file
 // snapshots, accepts part of a round, closes the node and opens it again on

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -135,13 +137,48 @@ func buildWithCerts(t *testing.T) (dir, bin, certs string) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return pickPort(t, 26000, 32000)
 }
+
+// pickPort returns a 127.0.0.1 address whose port, in [lo, hi), is free
+// for TCP and UDP now and was not handed out before in this process. The
+// range lies below Linux's ephemeral ports (32768–60999), which every
+// ":0" listener (of this and of parallel test binaries) draws from: a
+// port picked here, closed, then passed to a process that binds it later
+// cannot be taken meanwhile by an ephemeral bind (a ":0" pick could, and
+// once did: "bind: address already in use" in TestCoordinatorMetricsAndDashboard).
+// The coordinator package's tests pick from another range.
+func pickPort(t testing.TB, lo, hi int) string {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		p := lo + rand.IntN(hi-lo)
+		if portsUsed[p] {
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		portsUsed[p] = true
+		return addr
+	}
+	t.Fatalf("no free port in [%d, %d)", lo, hi)
+	return ""
+}
+
+var (
+	portsMu   sync.Mutex
+	portsUsed = map[int]bool{}
+)
 
 // TestEndToEnd runs a coordinator and 5 client processes on 127.0.0.1 over
 // mTLS for 3 rounds of MNIST with top-k 1%, 8-bit, error-feedback updates
