@@ -24,6 +24,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
@@ -289,7 +290,7 @@ func Open(cfg Config) (*Node, error) {
 		rejoin = st.rejoin
 	}
 	if trans == nil {
-		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !isLoopback(cfg.RaftAddr) {
+		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !httpguard.Loopback(cfg.RaftAddr) {
 			n.closeStores()
 			return nil, fmt.Errorf("%w: %s (give node certificates, or allow clear text explicitly)", ErrRaftClearText, cfg.RaftAddr)
 		}

@@ -319,17 +319,3 @@ func (s *raftStream) Close() error {
 
 // Addr returns the advertised address.
 func (s *raftStream) Addr() net.Addr { return s.advertise }
-
-// isLoopback reports whether the Raft bind address hostport listens on
-// loopback only.
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}

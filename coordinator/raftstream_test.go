@@ -25,6 +25,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 )
@@ -480,8 +481,8 @@ func TestRaftClearTextRefused(t *testing.T) {
 	}
 	for addr, want := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "localhost:1": true, "127.0.0.2:1": true,
 		"0.0.0.0:1": false, ":1": false, "10.0.0.1:1": false, "example.com:1": false, "[::]:1": false, "junk": false} {
-		if isLoopback(addr) != want {
-			t.Errorf("isLoopback(%q) = %v", addr, !want)
+		if httpguard.Loopback(addr) != want {
+			t.Errorf("httpguard.Loopback(%q) = %v", addr, !want)
 		}
 	}
 	// With RaftInsecure, on a non-loopback address of this machine.

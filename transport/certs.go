@@ -88,22 +88,9 @@ func GenerateDevCerts(dir string, hosts []string) error {
 		}
 	}
 	now := time.Now().Add(-time.Hour) // tolerate clock skew
-	ca := &x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{"fedzip dev"}, CommonName: "fedzip dev CA"},
-		NotBefore:             now,
-		NotAfter:              now.Add(DevCertValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	caKey, caDER, err := issue(ca, nil, nil)
+	caCert, caKey, caDER, err := devCA("fedzip dev CA", now)
 	if err != nil {
 		return err
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return fmt.Errorf("transport: dev certs: %w", err)
 	}
 
 	server := &x509.Certificate{
@@ -139,22 +126,9 @@ func GenerateDevCerts(dir string, hosts []string) error {
 		return err
 	}
 
-	peerCA := &x509.Certificate{
-		Subject:               pkix.Name{Organization: []string{"fedzip dev"}, CommonName: "fedzip dev peer CA"},
-		NotBefore:             now,
-		NotAfter:              now.Add(DevCertValidity),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-	}
-	peerCAKey, peerCADER, err := issue(peerCA, nil, nil)
+	peerCACert, peerCAKey, peerCADER, err := devCA("fedzip dev peer CA", now)
 	if err != nil {
 		return err
-	}
-	peerCACert, err := x509.ParseCertificate(peerCADER)
-	if err != nil {
-		return fmt.Errorf("transport: dev certs: %w", err)
 	}
 	role, err := url.Parse(NodeRoleURI)
 	if err != nil {
@@ -197,6 +171,27 @@ func GenerateDevCerts(dir string, hosts []string) error {
 		}
 	}
 	return nil
+}
+
+// devCA makes a self-signed development CA named name, valid from now for
+// DevCertValidity, that signs leaf certificates only.
+func devCA(name string, now time.Time) (cert *x509.Certificate, keyDER, certDER []byte, err error) {
+	tmpl := &x509.Certificate{
+		Subject:               pkix.Name{Organization: []string{"fedzip dev"}, CommonName: name},
+		NotBefore:             now,
+		NotAfter:              now.Add(DevCertValidity),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
+	}
+	if keyDER, certDER, err = issue(tmpl, nil, nil); err != nil {
+		return nil, nil, nil, err
+	}
+	if cert, err = x509.ParseCertificate(certDER); err != nil {
+		return nil, nil, nil, fmt.Errorf("transport: dev certs: %w", err)
+	}
+	return cert, keyDER, certDER, nil
 }
 
 // issue makes a key for tmpl and signs tmpl with parentKey (self-signed if

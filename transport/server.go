@@ -422,17 +422,21 @@ type guardStream struct {
 // wait returns how long the next message may take, and whether the rate
 // rule (rather than the idle timeout) sets it.
 func (g *guardStream) wait() (time.Duration, bool) {
-	if g.minRate <= 0 {
-		return g.idle, false
+	w := rateWait(g.idle, g.minRate, g.received, g.start)
+	return w, w < g.idle
+}
+
+// rateWait is how long a stream that has moved n bytes since start may
+// wait for its next message: the idle timeout, or less where the rate rule
+// n >= minRate × (elapsed − idle) ends it sooner (it may run until start +
+// idle + n/minRate). Before any byte, and without a minimum rate, the idle
+// timeout is the rule. A result ≤ 0 means the stream is too slow already.
+func rateWait(idle time.Duration, minRate, n int64, start time.Time) time.Duration {
+	if minRate <= 0 || n <= 0 {
+		return idle
 	}
-	// The rule: received >= minRate × (elapsed − idle), so the stream may
-	// run until start + idle + received/minRate.
-	allowed := g.idle + time.Duration(g.received)*time.Second/time.Duration(g.minRate)
-	// Before any byte the idle timeout is the rule (the two coincide).
-	if left := allowed - time.Since(g.start); left < g.idle && g.received > 0 {
-		return left, true
-	}
-	return g.idle, false
+	allowed := idle + time.Duration(n)*time.Second/time.Duration(minRate)
+	return min(idle, allowed-time.Since(start))
 }
 
 func (g *guardStream) slow() error {
@@ -509,13 +513,7 @@ func (g *sendGuard) SendMsg(m any) error {
 	if g.idle <= 0 {
 		return g.ServerStream.SendMsg(m)
 	}
-	// The rate rule as for uploads (guardStream.wait): the stream may run
-	// until start + idle + sent/minRate.
-	wait := g.idle
-	if g.minRate > 0 && g.sent > 0 {
-		allowed := g.idle + time.Duration(g.sent)*time.Second/time.Duration(g.minRate)
-		wait = min(wait, allowed-time.Since(g.start))
-	}
+	wait := rateWait(g.idle, g.minRate, g.sent, g.start) // the uploads' rate rule
 	if wait <= 0 {
 		g.err = g.slow()
 		return g.err
