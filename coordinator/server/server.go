@@ -55,6 +55,7 @@ type Server struct {
 	done      chan struct{}
 	err       error // the run's; set before done is closed
 	closeOnce sync.Once
+	closeErr  error // the node's Close error (under mu)
 }
 
 // Start starts a node as cfg says: it validates cfg, reads the
@@ -259,7 +260,13 @@ func (s *Server) openNode(raftTLS *tls.Config) error {
 		return err
 	}
 	s.node = node
-	s.onRelease(func() { node.Close() })
+	s.onRelease(func() {
+		if err := node.Close(); err != nil {
+			s.mu.Lock()
+			s.closeErr = err
+			s.mu.Unlock()
+		}
+	})
 	return nil
 }
 
@@ -354,10 +361,12 @@ func (s *Server) release() {
 // unless training had finished), the HTTP servers, gRPC (gracefully, for
 // up to 5 s), the Raft node and gossip. It is safe to call more than
 // once and from several goroutines; every call returns once all is
-// stopped.
+// stopped, with the error of stopping the Raft node, if any.
 func (s *Server) Close() error {
 	s.closeOnce.Do(s.release)
-	return nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeErr
 }
 
 // Done is closed when the run ended: training finished (and the model
