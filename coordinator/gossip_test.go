@@ -229,3 +229,32 @@ func TestDropBelowMinClientsReopens(t *testing.T) {
 		t.Fatalf("after the abort: %+v", p)
 	}
 }
+
+// TestPollingIsAliveUntilGossipSaysLeft: with gossip on, a client that
+// polls but does not gossip is alive (issue 13, newcomer item 1: rounds
+// never opened), and a poller that gossip says left is not, until it
+// polls again.
+func TestPollingIsAliveUntilGossipSaysLeft(t *testing.T) {
+	node := openSolo(t, Config{JoinSecret: "s3cret", Alive: func() []ClientClaim { return nil }})
+	waitFor(t, "init", func() bool { return node.FSM().Progress().Initialised })
+	id, tok, err := node.Register("poller", "s3cret", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := node.aliveClients(time.Now()); len(got) != 0 {
+		t.Fatalf("alive before any poll: %v", got)
+	}
+	node.touch(id) // what WaitTask does on each poll
+	if got := node.aliveClients(time.Now()); !slices.Equal(got, []round.ClientID{id}) {
+		t.Fatalf("a polling client is not alive with gossip on: %v", got)
+	}
+	node.MemberLeft(ClientClaim{ID: id, Member: "client-poller", Proof: membership.TokenProof(tok, "client-poller", uint64(id))})
+	if got := node.aliveClients(time.Now()); len(got) != 0 {
+		t.Fatalf("alive after gossip said it left: %v", got)
+	}
+	time.Sleep(time.Millisecond) // a later poll, on a coarse clock too
+	node.touch(id)
+	if got := node.aliveClients(time.Now()); !slices.Equal(got, []round.ClientID{id}) {
+		t.Fatalf("not alive after polling again: %v", got)
+	}
+}

@@ -72,11 +72,12 @@ func ingestPayload(tb testing.TB, n int, run gradient.RunID, rnd int) []byte {
 func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
 	run := &RunConfig{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
 		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}
-	// As `fedzip coordinator` runs: DefaultGCPercent unless $GOGC is set.
+	// As `fedzip coordinator` runs: --gc-percent 400 (its default) unless
+	// $GOGC is set.
 	// The load generator, which shares the cores but stands for clients
 	// on other machines, runs with GOGC=400 too so as to take less of them.
 	if os.Getenv("GOGC") == "" {
-		defer debug.SetGCPercent(debug.SetGCPercent(DefaultGCPercent))
+		defer debug.SetGCPercent(debug.SetGCPercent(400))
 	}
 	ds := diskCluster(b, nodes, run, nil)
 	leader := leaderOfDisk(b, ds)

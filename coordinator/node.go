@@ -30,7 +30,12 @@ import (
 	"github.com/fedzip/fedzip/transport"
 )
 
-// Config configures one coordinator node.
+// Config configures one coordinator node. Start from DefaultConfig and
+// set what differs; Open refuses a Config that Validate refuses. A zero
+// Tick, AliveWindow, ApplyTimeout, DropGrace, MaxClients, RegisterRate,
+// RegisterBurst, ClientTTL or FirstPollTTL, a nil Now or a nil Logger
+// means DefaultConfig's value (so that a literal naming only what it
+// needs keeps working); a negative one is refused.
 type Config struct {
 	// ID is the node's Raft server ID, unique in the cluster.
 	ID string
@@ -88,8 +93,11 @@ type Config struct {
 	AliveWindow time.Duration
 	// Alive, if set, lists the gossip members that say they are clients
 	// (membership by gossip): a client is alive if one of them carries a
-	// valid proof for it (see ClientClaim). Otherwise a client is alive if
-	// it polled or submitted within AliveWindow.
+	// valid proof for it (see ClientClaim). With or without it, a client
+	// is also alive if it polled or submitted within AliveWindow, unless
+	// gossip said since then that it left (MemberLeft): a client that
+	// polls is evidently alive even if it does not gossip, and one that
+	// gossips is known dead as soon as gossip says so.
 	Alive func() []ClientClaim
 	// DropGrace is how long a client that gossip says left may refute it
 	// before the leader drops it from the open round (0: DefaultDropGrace).
@@ -156,14 +164,18 @@ const (
 // Node is one coordinator: a Raft replica of the FSM and, when leader, the
 // driver that opens and closes rounds.
 type Node struct {
-	cfg    Config
-	raft   *raft.Raft
-	fsm    *FSM
-	trans  raft.Transport
-	bolt   *raftboltdb.BoltStore
-	log    *slog.Logger
-	mu     sync.Mutex
-	alive  map[round.ClientID]time.Time
+	cfg   Config
+	raft  *raft.Raft
+	fsm   *FSM
+	trans raft.Transport
+	bolt  *raftboltdb.BoltStore
+	log   *slog.Logger
+	mu    sync.Mutex
+	alive map[round.ClientID]time.Time
+	// leftAt is when gossip last said a client left (MemberLeft, valid
+	// proofs only); guarded by mu. A poll before it no longer makes the
+	// client alive.
+	leftAt map[round.ClientID]time.Time
 	stop   chan struct{}
 	done   chan struct{}
 	closed sync.Once
@@ -181,8 +193,10 @@ type Node struct {
 	// verified remembers checked gossip claims, by member name and proof
 	// (see verifiedAlive); guarded by mu.
 	verified map[string]checkedClaim
-	// leaderSince and lastExpire belong to the loop goroutine.
+	// leaderSince and lastExpire belong to the loop goroutine, and so
+	// does stalled, the last "no round opens" reason logged (with when).
 	leaderSince, lastExpire time.Time
+	stalled                 stallNote
 	// left queues gossip leave events for the drop worker, which ends
 	// with dropDone.
 	left     chan leftClient
@@ -207,50 +221,99 @@ type leftClient struct {
 	told  bool // the leader logged that it left
 }
 
-// Open starts a node.
-func Open(cfg Config) (*Node, error) {
-	if cfg.ID == "" {
-		return nil, errors.New("coordinator: node ID is empty")
+// DefaultConfig returns a Config with every default set. The caller
+// still gives ID, Dir (or the stores), RaftAddr (or a Transport) and Run.
+func DefaultConfig() Config {
+	return Config{
+		Tick:          50 * time.Millisecond,
+		AliveWindow:   30 * time.Second,
+		ApplyTimeout:  10 * time.Second,
+		DropGrace:     DefaultDropGrace,
+		MaxClients:    DefaultMaxClients,
+		RegisterRate:  DefaultRegisterRate,
+		RegisterBurst: DefaultRegisterBurst,
+		ClientTTL:     DefaultClientTTL,
+		FirstPollTTL:  DefaultFirstPollTTL,
+		Now:           time.Now,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	if cfg.Tick <= 0 {
-		cfg.Tick = 50 * time.Millisecond
+}
+
+// Validate reports what makes cfg unusable, as an error wrapping
+// ErrConfig (or ErrRaftClearText, or the run's own error): a missing ID,
+// state directory or Raft address, negative durations or bounds, a
+// FirstPollTTL longer than ClientTTL, clear-text Raft on an address that
+// is not loopback without RaftInsecure, an invalid Run. Zero values that
+// mean a default (see Config) are valid.
+func (cfg Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, a...))
 	}
-	if cfg.AliveWindow <= 0 {
-		cfg.AliveWindow = 30 * time.Second
-	}
-	if cfg.ApplyTimeout <= 0 {
-		cfg.ApplyTimeout = 10 * time.Second
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	if cfg.DropGrace <= 0 {
-		cfg.DropGrace = DefaultDropGrace
-	}
-	if cfg.MaxClients <= 0 {
-		cfg.MaxClients = DefaultMaxClients
-	}
-	if cfg.RegisterRate <= 0 {
-		cfg.RegisterRate = DefaultRegisterRate
-	}
-	if cfg.RegisterBurst <= 0 {
-		cfg.RegisterBurst = DefaultRegisterBurst
-	}
-	if cfg.ClientTTL <= 0 {
-		cfg.ClientTTL = DefaultClientTTL
-	}
-	if cfg.FirstPollTTL <= 0 {
-		cfg.FirstPollTTL = min(DefaultFirstPollTTL, cfg.ClientTTL)
+	switch {
+	case cfg.ID == "":
+		return bad("node ID is empty")
+	case (cfg.Logs == nil || cfg.Stable == nil || cfg.Snapshots == nil) && cfg.Dir == "":
+		return bad("no data directory")
+	case cfg.Transport == nil && cfg.RaftAddr == "":
+		return bad("no Raft address")
+	case cfg.Tick < 0 || cfg.AliveWindow < 0 || cfg.ApplyTimeout < 0 || cfg.DropGrace < 0 || cfg.ClientTTL < 0 || cfg.FirstPollTTL < 0:
+		return bad("negative duration (tick %v, alive window %v, apply timeout %v, drop grace %v, client TTL %v, first-poll TTL %v)",
+			cfg.Tick, cfg.AliveWindow, cfg.ApplyTimeout, cfg.DropGrace, cfg.ClientTTL, cfg.FirstPollTTL)
+	case cfg.MaxClients < 0 || cfg.RegisterBurst < 0 || cfg.RegisterRate < 0 || cfg.RegisterRate != cfg.RegisterRate:
+		return bad("max clients %d, register rate %v and register burst %d must not be negative", cfg.MaxClients, cfg.RegisterRate, cfg.RegisterBurst)
+	case cfg.ClientTTL > 0 && cfg.FirstPollTTL > cfg.ClientTTL:
+		return bad("first-poll TTL %v is longer than the client TTL %v", cfg.FirstPollTTL, cfg.ClientTTL)
+	case cfg.Transport == nil && cfg.RaftTLS == nil && !cfg.RaftInsecure && !httpguard.Loopback(cfg.RaftAddr):
+		return fmt.Errorf("%w: %s (give node certificates, or allow clear text explicitly)", ErrRaftClearText, cfg.RaftAddr)
 	}
 	if cfg.Run != nil {
 		if err := cfg.Run.Validate(); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time),
+	return nil
+}
+
+// withDefaults returns cfg with its zero values (those Config documents
+// as defaults) replaced by DefaultConfig's.
+func (cfg Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	set(&cfg.Tick, d.Tick)
+	set(&cfg.AliveWindow, d.AliveWindow)
+	set(&cfg.ApplyTimeout, d.ApplyTimeout)
+	set(&cfg.DropGrace, d.DropGrace)
+	set(&cfg.ClientTTL, d.ClientTTL)
+	set(&cfg.FirstPollTTL, min(d.FirstPollTTL, cfg.ClientTTL))
+	if cfg.Now == nil {
+		cfg.Now = d.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = d.Logger
+	}
+	if cfg.MaxClients == 0 {
+		cfg.MaxClients = d.MaxClients
+	}
+	if cfg.RegisterRate == 0 {
+		cfg.RegisterRate = d.RegisterRate
+	}
+	if cfg.RegisterBurst == 0 {
+		cfg.RegisterBurst = d.RegisterBurst
+	}
+	return cfg
+}
+
+// Open starts a node. It refuses a Config that Validate refuses.
+func Open(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := &Node{cfg: cfg, fsm: NewFSM(), log: cfg.Logger.With("node", cfg.ID), alive: make(map[round.ClientID]time.Time), leftAt: make(map[round.ClientID]time.Time),
 		stop: make(chan struct{}), done: make(chan struct{}), left: make(chan leftClient, 256), dropDone: make(chan struct{}), regLimit: rate.NewLimiter(rate.Limit(cfg.RegisterRate), cfg.RegisterBurst)}
 	n.fsm.observe = cfg.observe
 	rc := raft.DefaultConfig()
@@ -278,9 +341,6 @@ func Open(cfg Config) (*Node, error) {
 	var err error
 	rejoin := false
 	if logs == nil || stable == nil || snaps == nil {
-		if cfg.Dir == "" {
-			return nil, errors.New("coordinator: no data directory")
-		}
 		st, err := prepareState(cfg, n.log)
 		if err != nil {
 			return nil, err
@@ -290,10 +350,6 @@ func Open(cfg Config) (*Node, error) {
 		rejoin = st.rejoin
 	}
 	if trans == nil {
-		if cfg.RaftTLS == nil && !cfg.RaftInsecure && !httpguard.Loopback(cfg.RaftAddr) {
-			n.closeStores()
-			return nil, fmt.Errorf("%w: %s (give node certificates, or allow clear text explicitly)", ErrRaftClearText, cfg.RaftAddr)
-		}
 		stream, err := listenRaft(raftListen{bind: cfg.RaftAddr, advertise: cfg.RaftAdvertise, tls: cfg.RaftTLS, dial: cfg.raftDial, log: n.log})
 		if err != nil {
 			n.closeStores()
@@ -722,9 +778,11 @@ func (n *Node) step() error {
 	switch v.Phase {
 	case round.Idle:
 		cands := n.aliveClients(now)
-		if len(cands) < max(v.Config.Round.MinClients, 1) {
+		if need := max(v.Config.Round.MinClients, 1); len(cands) < need {
+			n.noteStall(now, stallNote{registered: v.Clients, alive: len(cands), min: need})
 			return nil
 		}
+		n.stalled = stallNote{}
 		res, err := n.apply(command{Type: cmdOpen, Now: now.UnixNano(), Candidates: cands})
 		if err == nil {
 			o := res.(round.Opened)
@@ -735,11 +793,9 @@ func (n *Node) step() error {
 		late := !v.Deadline.IsZero() && !now.Before(v.Deadline)
 		switch {
 		case n.fsm.canClose(now):
-			res, err := n.apply(command{Type: cmdClose, Now: now.UnixNano()})
-			if err == nil {
-				c := res.(round.Closed)
-				n.log.Info("round closed", "round", c.Round, "reported", c.Reported, "missing", len(c.Missing))
-			}
+			// Every node's watcher (coordinator/server) logs the one
+			// "round closed" line, with its evaluation.
+			_, err := n.apply(command{Type: cmdClose, Now: now.UnixNano()})
 			return err
 		case late:
 			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
@@ -808,6 +864,7 @@ func (n *Node) expire(now time.Time) error {
 	n.mu.Lock()
 	for _, id := range gone {
 		delete(n.alive, id)
+		delete(n.leftAt, id)
 	}
 	n.mu.Unlock()
 	n.log.Info("clients expired", "count", len(gone))
@@ -879,21 +936,57 @@ func laterOf(a, b time.Time) time.Time {
 	return b
 }
 
+// aliveClients returns the registered clients that are alive (see
+// Config.Alive): a gossip member claims them with a valid proof, or they
+// polled or submitted within AliveWindow and gossip has not said since
+// that they left.
 func (n *Node) aliveClients(now time.Time) []round.ClientID {
 	registered := n.fsm.ClientIDs()
+	var gossip map[round.ClientID]bool
 	if n.cfg.Alive != nil {
-		alive := n.verifiedAlive()
-		return slices.DeleteFunc(registered, func(id round.ClientID) bool { return !alive[id] })
+		gossip = n.verifiedAlive()
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var out []round.ClientID
-	for _, id := range registered {
-		if t, ok := n.alive[id]; ok && now.Sub(t) <= n.cfg.AliveWindow {
-			out = append(out, id)
-		}
+	return slices.DeleteFunc(registered, func(id round.ClientID) bool { return !gossip[id] && !n.polledLocked(id, now) })
+}
+
+// polledLocked reports whether id polled or submitted within AliveWindow
+// and gossip has not said since that it left. n.mu is held.
+func (n *Node) polledLocked(id round.ClientID, now time.Time) bool {
+	t, ok := n.alive[id]
+	if !ok || now.Sub(t) > n.cfg.AliveWindow {
+		return false
 	}
-	return out
+	left, ok := n.leftAt[id]
+	return !ok || left.Before(t)
+}
+
+// stallNote is why the leader opens no round: too few alive clients.
+type stallNote struct {
+	registered, alive, min int
+	at                     time.Time
+}
+
+// stallEvery is the least time between two "no round opens" lines.
+const stallEvery = 10 * time.Second
+
+// noteStall logs why no round opens when the reason changed since the
+// last line and that line is at least stallEvery old: a leader that waits
+// for clients says so once, not every tick. Runs on the loop goroutine.
+func (n *Node) noteStall(now time.Time, s stallNote) {
+	last := n.stalled
+	if s.registered == last.registered && s.alive == last.alive && s.min == last.min || now.Sub(last.at) < stallEvery && !last.at.IsZero() {
+		return
+	}
+	s.at = now
+	n.stalled = s
+	how := "they poll for a task"
+	if n.cfg.Alive != nil {
+		how = "they poll for a task or gossip with a valid proof"
+	}
+	n.log.Info("no round opens: too few alive clients", "registered", s.registered, "alive", s.alive, "min_clients", s.min,
+		"why", "clients are alive while "+how+" (within "+n.cfg.AliveWindow.String()+")")
 }
 
 // Join adds a node to the cluster as a voter and records its addresses.
@@ -1002,8 +1095,12 @@ func (n *Node) MemberLeft(c ClientClaim) {
 		n.log.Debug("ignoring a gossip leave without a valid client proof", "member", c.Member, "client", c.ID)
 		return
 	}
+	now := n.cfg.Now()
+	n.mu.Lock()
+	n.leftAt[c.ID] = now
+	n.mu.Unlock()
 	select {
-	case n.left <- leftClient{claim: c, at: n.cfg.Now()}:
+	case n.left <- leftClient{claim: c, at: now}:
 	default:
 		n.log.Warn("gossip leave dropped: too many queued", "client", c.ID)
 	}
@@ -1072,17 +1169,10 @@ func (n *Node) dropLoop() {
 	}
 }
 
-// DefaultGCPercent is the garbage-collector target (as GOGC) that
-// `fedzip coordinator` sets unless told otherwise. A coordinator's live heap
-// is O(model) while it allocates for every update it receives (gRPC
-// buffers, the log entry, bolt pages), so at Go's default of 100 it
-// collects several times per round; at 400 it spends about a sixth less
-// CPU per ingested update (BenchmarkIngest, cpu-µs/update) for a heap up
-// to five times its live size.
-const DefaultGCPercent = 400
-
 // Errors of a node.
 var (
+	// ErrConfig: Open refused the Config (Config.Validate).
+	ErrConfig       = errors.New("coordinator: invalid node configuration")
 	ErrWrongCluster = errors.New("coordinator: wrong cluster ID")
 	ErrBadSecret    = errors.New("coordinator: wrong join secret")
 	ErrBadRequest   = errors.New("coordinator: bad request")

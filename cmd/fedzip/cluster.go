@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/fedzip/fedzip/coordinator/server"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -103,7 +104,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintln(stderr, "fedzip cluster add: --id, --raft-addr and --grpc-addr are required")
 			return exitUsage
 		}
-		err = callCluster(ctx, addrs, tlsCfg, f.insecure, func(c fedzippb.ClusterClient) error {
+		err = server.CallCluster(ctx, addrs, tlsCfg, f.insecure, func(c fedzippb.ClusterClient) error {
 			_, err := c.Join(ctx, &fedzippb.JoinRequest{ClusterId: f.clusterID, ClusterSecret: f.clusterSecret, NodeId: f.id, RaftAddress: f.raftAddr, GrpcAddress: f.grpcAddr})
 			return err
 		})
@@ -115,7 +116,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			fmt.Fprintln(stderr, "fedzip cluster remove: --id is required")
 			return exitUsage
 		}
-		err = callCluster(ctx, addrs, tlsCfg, f.insecure, func(c fedzippb.ClusterClient) error {
+		err = server.CallCluster(ctx, addrs, tlsCfg, f.insecure, func(c fedzippb.ClusterClient) error {
 			_, err := c.Remove(ctx, &fedzippb.RemoveRequest{ClusterId: f.clusterID, ClusterSecret: f.clusterSecret, NodeId: f.id})
 			return err
 		})

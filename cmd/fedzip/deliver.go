@@ -119,17 +119,7 @@ func writeKeyPair(path string, stdout io.Writer) error {
 	return nil
 }
 
-func readPrivateKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := deliver.ParsePrivateKeyPEM(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
-}
+func readPrivateKey(path string) (ed25519.PrivateKey, error) { return pipeline.ReadPrivateKey(path) }
 
 func readPublicKey(path string) (ed25519.PublicKey, error) {
 	b, err := os.ReadFile(path)
