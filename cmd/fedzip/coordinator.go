@@ -23,6 +23,7 @@ import (
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -69,7 +70,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	var f coordinatorFlags
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.StringVar(&f.id, "id", "node1", "this node's Raft ID")
-	fs.StringVar(&f.dataDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
+	fs.Var(workdir.Flag(&f.dataDir, "coordinator-ID", func() string { return "coordinator-" + f.id }), "state-dir", "`DIR` for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
 	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial for this one, HOST:PORT; a DNS name is resolved at every dial, so a node that restarts at a new IP is found again (default: --raft-addr)")
