@@ -175,12 +175,13 @@ client certificate into DIR, for local TLS and mTLS; and a second CA,
 peer-ca.pem, with node.pem and node-key.pem, the certificate coordinator
 nodes present to each other on the Raft port (--raft-cert, --raft-key,
 --raft-ca). Keys are mode 0600. DIR defaults to certs in the work folder
-($FEDZIP_HOME, else $XDG_STATE_HOME/fedzip, else ~/.local/state/fedzip).`
+($FEDZIP_HOME, else $XDG_STATE_HOME/fedzip, else ~/.local/state/fedzip),
+here %s.`
 
 func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
 	hosts := fs.String("hosts", "", "extra host names or IPs for the server certificate, comma-separated")
-	dirs, code, done := parseArgs(ctx, fs, args, stdout, stderr, cmdHelp{"dev-certs", "fedzip dev-certs [--hosts h1,h2] [DIR]", devCertsAbout,
+	dirs, code, done := parseArgs(ctx, fs, args, stdout, stderr, cmdHelp{"dev-certs", "fedzip dev-certs [--hosts h1,h2] [DIR]", fmt.Sprintf(devCertsAbout, workdir.Path("certs")),
 		"  fedzip dev-certs /tmp/fedzip-certs --hosts node2.example.org\n"})
 	if done {
 		return code

@@ -21,7 +21,7 @@ const inspectAbout = `Prints what a fedzip file holds, told apart by its first b
             signature, verified only with --pubkey.
 A file of another kind, or one that does not check, exits with status 1.`
 
-const inspectExample = `  fedzip inspect fedzip-model.fzm --pubkey fedzip-model.pub.pem
+const inspectExample = `  fedzip inspect ~/.local/state/fedzip/fedzip-model.fzm --pubkey ~/.local/state/fedzip/fedzip-model.pub.pem
   fedzip inspect model.fzmodel -o json
   fedzip inspect client-state/pending.bin      # a client's unacknowledged update
 `
