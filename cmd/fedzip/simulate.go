@@ -80,7 +80,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.BoolVar(&f.evalGlobal, "eval-global", false, "with --download-codec: also evaluate the server's global model every evaluated round (always after the last); the test accuracy is the clients' model")
 	fs.Var(workdir.Flag(&f.deliver, "fedzip-model.fzm", nil), "deliver", "after training, compress the global model into this signed device `FILE` (NAME.fzm), signed with the key NAME.key.pem beside it, made once and reused (empty: do not deliver)")
 	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
-	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: a new key pair written beside it)")
+	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: the key beside the --deliver file, made on first use and reused)")
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx: clients minimise their loss + mu/2·‖w − w_global‖² (0: plain local SGD)")
