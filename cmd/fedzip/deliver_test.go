@@ -204,3 +204,31 @@ func TestDeliveryKeyIsReused(t *testing.T) {
 		t.Fatal("a damaged key file was accepted or replaced")
 	}
 }
+
+// TestMNISTLookupLikeSimulate: compress and predict --input mnist:test find
+// MNIST as simulate does (--data-dir, then $FEDZIP_DATA_DIR, then the
+// GoMNIST module), and when it is not there say where they looked and how
+// to point elsewhere.
+func TestMNISTLookupLikeSimulate(t *testing.T) {
+	dir := t.TempDir()
+	empty := t.TempDir()
+	mlp, _ := nn.NewMLP(784, 4, 10)
+	params := make([]float32, mlp.NumParams())
+	mlp.Init(params, 1)
+	in := filepath.Join(dir, "m.fzmodel")
+	if err := checkpoint.WriteFile(in, checkpoint.New(mlp, params)); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "key.pem")
+	if code, _, stderr := call(runCompress, "--gen-key", key); code != exitOK {
+		t.Fatal(stderr)
+	}
+	compress := []string{"--model", in, "--out", filepath.Join(dir, "m.fzm"), "--key", key, "--recipe", "encode=packed"}
+	t.Setenv(dataset.DataDirEnv, empty)
+	for _, args := range [][]string{compress, append([]string{"--data-dir", empty}, compress...)} {
+		code, _, stderr := call(runCompress, args...)
+		if code != exitError || !strings.Contains(stderr, empty) || !strings.Contains(stderr, "--data-dir") {
+			t.Errorf("compress %v without MNIST: exit %d, %q", args, code, stderr)
+		}
+	}
+}
