@@ -35,6 +35,8 @@ COPY --from=build /out/mnist /usr/share/fedzip/mnist
 COPY --from=build --chown=65532:65532 /out/data /data
 COPY --from=build --chown=65532:65532 /out/certs /certs
 ENV FEDZIP_DATA_DIR=/usr/share/fedzip/mnist
+# The work folder (default state, device model, keys) is the data volume.
+ENV FEDZIP_HOME=/data
 USER 65532:65532
 WORKDIR /data
 # 7070 gRPC (clients, other nodes, `fedzip cluster`), 7071 Raft (coordinators

@@ -74,6 +74,12 @@ func LoadMNIST(dir string) (train, test *Dataset, err error) {
 	return train, test, nil
 }
 
+// LoadMNISTTest loads only the MNIST test set (10,000 images) from dir,
+// as LoadMNIST does.
+func LoadMNISTTest(dir string) (*Dataset, error) {
+	return loadMNISTPair(dir, MNISTTestImages, MNISTTestLabels, "mnist-test")
+}
+
 func loadMNISTPair(dir, imagesBase, labelsBase, name string) (*Dataset, error) {
 	imagesPath, err := findDataFile(dir, imagesBase)
 	if err != nil {

@@ -9,12 +9,14 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/httpguard"
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
@@ -43,7 +45,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.coordinators, "coordinator", "127.0.0.1:7070", "coordinator addresses, comma-separated; the client finds the leader")
 	fs.StringVar(&f.name, "name", "", "client name shown by the coordinator (default: client-INDEX)")
 	fs.StringVar(&f.joinSecret, "join-secret", "", "the coordinator's join secret (also $FEDZIP_JOIN_SECRET)")
-	fs.StringVar(&f.stateDir, "state-dir", "", "directory for the client's identity and unacknowledged update (default: fedzip-client-INDEX)")
+	fs.Var(workdir.Flag(&f.stateDir, "client-INDEX", func() string { return fmt.Sprintf("client-%d", f.index) }), "state-dir", "`DIR` for the client's identity and unacknowledged update")
 	fs.StringVar(&f.ca, "ca", "", "CA that signed the coordinator's certificate (PEM)")
 	fs.StringVar(&f.cert, "cert", "", "client certificate for mTLS (PEM)")
 	fs.StringVar(&f.key, "key", "", "client key for mTLS (PEM)")
@@ -77,9 +79,6 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	if f.name == "" {
 		f.name = fmt.Sprintf("client-%d", f.index)
-	}
-	if f.stateDir == "" {
-		f.stateDir = fmt.Sprintf("fedzip-client-%d", f.index)
 	}
 	log, err := newLogger(stderr, f.logFormat)
 	if err != nil {
@@ -171,44 +170,43 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
+const devCertsAbout = `Writes a CA, a server certificate (127.0.0.1, localhost and --hosts) and a
+client certificate into DIR, for local TLS and mTLS; and a second CA,
+peer-ca.pem, with node.pem and node-key.pem, the certificate coordinator
+nodes present to each other on the Raft port (--raft-cert, --raft-key,
+--raft-ca). Keys are mode 0600. DIR defaults to certs in the work folder
+($FEDZIP_HOME, else $XDG_STATE_HOME/fedzip, else ~/.local/state/fedzip),
+here %s.`
+
 func runDevCerts(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("dev-certs", flag.ContinueOnError)
 	hosts := fs.String("hosts", "", "extra host names or IPs for the server certificate, comma-separated")
-	addConfigFlag(fs)
-	if code, done := parseFlagsArgs(fs, args, stdout, stderr); done {
+	dirs, code, done := parseArgs(ctx, fs, args, stdout, stderr, cmdHelp{"dev-certs", "fedzip dev-certs [--hosts h1,h2] [DIR]", fmt.Sprintf(devCertsAbout, workdir.Path("certs")),
+		"  fedzip dev-certs /tmp/fedzip-certs --hosts node2.example.org\n"})
+	if done {
 		return code
 	}
-	if code, done := configure(ctx, fs, "dev-certs", stderr); done {
-		return code
-	}
-	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "fedzip dev-certs: want one argument, the output directory (run 'fedzip dev-certs -h' for help)")
+	if len(dirs) > 1 {
+		fmt.Fprintln(stderr, "fedzip dev-certs: want at most one argument, the output directory (run 'fedzip dev-certs -h' for help)")
 		return exitUsage
 	}
-	var hs []string
-	if *hosts != "" {
-		hs = strings.Split(*hosts, ",")
+	dir := ""
+	if len(dirs) == 1 {
+		dir = dirs[0]
+	} else {
+		work, err := workdir.Make()
+		if err != nil {
+			fmt.Fprintf(stderr, "fedzip dev-certs: %v\n", err)
+			return exitError
+		}
+		dir = filepath.Join(work, "certs")
 	}
-	if err := transport.GenerateDevCerts(fs.Arg(0), hs); err != nil {
+	if err := transport.GenerateDevCerts(dir, splitList(*hosts)); err != nil {
 		fmt.Fprintf(stderr, "fedzip dev-certs: %v\n", err)
 		return exitError
 	}
-	files := transport.DevCertFiles(fs.Arg(0))
+	files := transport.DevCertFiles(dir)
 	fmt.Fprintf(stdout, "wrote a CA (%s), a server certificate (%s) and a client certificate (%s), and a peer CA (%s) with the nodes' Raft certificate (%s); keys are mode 0600\n",
 		files.CA, files.ServerCert, files.ClientCert, files.PeerCA, files.NodeCert)
 	return exitOK
-}
-
-func parseFlagsArgs(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (int, bool) {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stdout, "Usage: fedzip dev-certs [--hosts h1,h2] DIR\n\nWrites a CA, a server certificate (127.0.0.1, localhost and --hosts) and a client certificate into DIR, for local TLS and mTLS; and a second CA, peer-ca.pem, with node.pem and node-key.pem, the certificate coordinator nodes present to each other on the Raft port (--raft-cert, --raft-key, --raft-ca).\n\nFlags:")
-			printDefaults(fs, stdout)
-			return exitOK, true
-		}
-		fmt.Fprintf(stderr, "fedzip dev-certs: %v (run 'fedzip dev-certs -h' for help)\n", err)
-		return exitUsage, true
-	}
-	return 0, false
 }

@@ -65,7 +65,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			printDefaults(fs, stdout)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "fedzip cluster %s: %v (run 'fedzip cluster -h' for help)\n", sub, err)
+		fmt.Fprintf(stderr, "fedzip cluster %s: %v (run 'fedzip cluster -h' for help)\n", sub, flagError(fs, err))
 		return exitUsage
 	}
 	if code, done := configure(ctx, fs, "cluster", stderr); done {

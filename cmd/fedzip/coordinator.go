@@ -13,6 +13,7 @@ import (
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/coordinator/server"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -51,7 +52,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	s := &f.srv
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.StringVar(&s.ID, "id", s.ID, "this node's Raft ID")
-	fs.StringVar(&s.StateDir, "state-dir", s.StateDir, "directory for the Raft log (raft.db) and snapshots")
+	fs.Var(workdir.Flag(&s.StateDir, "coordinator-ID", func() string { return "coordinator-" + s.ID }), "state-dir", "`DIR` for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&s.ListenAddr, "listen", s.ListenAddr, "gRPC address for clients")
 	fs.StringVar(&s.RaftAddr, "raft-addr", s.RaftAddr, "Raft address for other coordinator nodes")
 	fs.StringVar(&s.RaftAdvertise, "raft-advertise", "", "Raft address other nodes dial for this one, HOST:PORT; a DNS name is resolved at every dial, so a node that restarts at a new IP is found again (default: --raft-addr)")

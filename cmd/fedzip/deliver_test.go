@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/deliver/predict"
 	"github.com/fedzip/fedzip/nn"
 )
 
@@ -46,6 +47,7 @@ func TestDeliverFlagErrorsExitTwo(t *testing.T) {
 		{"predict", runPredict, nil},
 		{"predict", runPredict, []string{"--model", "m.fzm", "--input", "x"}},
 		{"predict", runPredict, []string{"--model", "m.fzm", "--pubkey", "p", "--input", "x", "--limit", "-1"}},
+		{"predict", runPredict, []string{"--model", "m.fzm", "--pubkey", "p", "--input", "mnist:test", "--labels", "l"}},
 		{"export", runExport, []string{"--model", "m", "--out", "o"}},
 		{"export", runExport, []string{"--model", "m", "--out", "o", "--format", "tflite"}},
 		{"export", runExport, []string{"--format", "onnx"}},
@@ -123,14 +125,30 @@ func TestCompressPredictExport(t *testing.T) {
 	if _, err := os.Stat(labels); err != nil {
 		labels = filepath.Join(mnist, dataset.MNISTTestLabels)
 	}
+	var preds []predict.Prediction
 	code, stdout, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", images, "--labels", labels, "--limit", "3")
 	if code != exitOK || strings.Count(stdout, "class ") != 3 || !strings.Contains(stdout, "accuracy") {
 		t.Fatalf("predict IDX: exit %d: %s%s", code, stdout, stderr)
 	}
+	// MNIST's test set by name, found through --data-dir or
+	// $FEDZIP_DATA_DIR as simulate finds it: no files to prepare.
+	code, stdout, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", "mnist:test", "--data-dir", mnist, "--limit", "20")
+	if code != exitOK || strings.Count(stdout, "class ") != 20 || strings.Count(stdout, "label ") != 20 || !strings.Contains(stdout, "of 20)") {
+		t.Fatalf("predict mnist:test: exit %d: %s%s", code, stdout, stderr)
+	}
+	t.Setenv(dataset.DataDirEnv, mnist)
+	code, stdout, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", "mnist:test", "--limit", "2", "-o", "json")
+	if code != exitOK || json.Unmarshal([]byte(stdout), &preds) != nil || len(preds) != 2 || preds[0].Label == nil {
+		t.Fatalf("predict mnist:test from $%s: exit %d: %s%s", dataset.DataDirEnv, code, stdout, stderr)
+	}
+	t.Setenv(dataset.DataDirEnv, dir)
+	code, _, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", "mnist:test")
+	if code != exitError || !strings.Contains(stderr, dir) || !strings.Contains(stderr, "--data-dir") {
+		t.Fatalf("predict mnist:test without MNIST: exit %d: %s", code, stderr)
+	}
 	csv := filepath.Join(dir, "x.csv")
 	os.WriteFile(csv, []byte(strings.Repeat("0.5,", 783)+"0.5\n"), 0o644)
 	code, stdout, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", csv, "-o", "json")
-	var preds []prediction
 	if code != exitOK || json.Unmarshal([]byte(stdout), &preds) != nil || len(preds) != 1 || len(preds[0].Probs) != 10 {
 		t.Fatalf("predict CSV: exit %d: %s%s", code, stdout, stderr)
 	}

@@ -1,20 +1,25 @@
-// Command fedzip is federated learning with compressed updates: it
-// simulates federated rounds on one machine (simulate), and will run
-// coordinators and clients and deliver compressed models.
+// Command fedzip is federated learning with compressed updates, in one
+// binary. It simulates federated rounds with virtual clients in one process
+// (simulate); runs a Raft-replicated coordinator cluster (coordinator,
+// cluster) and the training clients that upload compressed updates to it
+// over gRPC (client, with dev-certs for local TLS); compresses a trained
+// model into a signed device file and runs, inspects, exports or fetches it
+// (compress, predict, inspect, export, fetch-model); and plots runs
+// (report).
 //
 // Usage:
 //
-//	fedzip simulate [flags]
-//	fedzip coordinator [flags]
-//	fedzip client [flags]
-//	fedzip dev-certs DIR
-//	fedzip inspect FILE
-//	fedzip config print [COMMAND [FLAGS]]
-//	fedzip version
+//	fedzip COMMAND [flags]
 //
-// Run "fedzip COMMAND -h" for the flags of a command. Every command also
-// reads its flags from --config FILE (YAML) and FEDZIP_<FLAG> environment
-// variables; see config.go.
+// "fedzip help" lists the commands and "fedzip COMMAND -h" the flags of
+// one. Every command also reads its flags from --config FILE (YAML) and
+// FEDZIP_<FLAG> environment variables (package internal/cliconfig; the
+// command line wins). What a command writes when no flag names a place
+// goes into the work folder, $FEDZIP_HOME or ~/.local/state/fedzip
+// (package internal/workdir), never into the current directory.
+//
+// The package only parses flags and wires packages: the logic is in the
+// packages it calls. run is main without os.Exit, for tests.
 package main
 
 import (
@@ -24,6 +29,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
+
+	"github.com/fedzip/fedzip/internal/workdir"
 )
 
 // Exit codes.
@@ -87,11 +95,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return exitUsage
 }
 
+// usage prints the main help: the commands in two aligned columns, and
+// where files go by default.
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "fedzip: federated learning with compressed updates")
 	fmt.Fprintln(w, "\nUsage: fedzip COMMAND [flags]\n\nCommands:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(tw, "  %s\t%s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "\nRun 'fedzip COMMAND -h' for a command's flags.")
+	tw.Flush()
+	fmt.Fprintf(w, "\nRun 'fedzip COMMAND -h' for a command's flags.\nWork folder (default state, device model, certificates; $%s): %s\n", workdir.Env, workdir.Path(""))
 }

@@ -11,7 +11,21 @@ import (
 	"testing"
 
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/internal/workdir"
 )
+
+// TestMain points the work folder ($FEDZIP_HOME) at a temporary folder,
+// so that no test writes into the user's.
+func TestMain(m *testing.M) {
+	home, err := os.MkdirTemp("", "fedzip-home-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(workdir.Env, home)
+	code := m.Run()
+	os.RemoveAll(home)
+	os.Exit(code)
+}
 
 func runCmd(args ...string) (code int, stdout, stderr string) {
 	var o, e bytes.Buffer
@@ -132,10 +146,72 @@ func TestHelpExitsZeroEverywhere(t *testing.T) {
 		{"simulate", "-h"}, {"coordinator", "--help"}, {"client", "-h"},
 		{"cluster", "-h"}, {"cluster", "status", "--help"}, {"cluster", "add", "-h"}, {"cluster", "remove", "--help"},
 		{"fetch-model", "-h"}, {"dev-certs", "-h"}, {"inspect", "-h"},
+		{"compress", "-h"}, {"predict", "--help"}, {"export", "-h"}, {"report", "-h"}, {"report", "a.jsonl", "--help"},
+		{"config", "-h"}, {"help"},
 	} {
 		code, stdout, stderr := runCmd(args...)
 		if code != exitOK || stdout == "" {
 			t.Errorf("fedzip %v: exit %d, stdout %d bytes, stderr %q", args, code, len(stdout), stderr)
 		}
+	}
+}
+
+// TestUnknownFlagSuggestsNearest: a mistyped flag names the nearest one,
+// for every command, in one line with exit 2.
+func TestUnknownFlagSuggestsNearest(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"simulate", "--round", "3"}, "did you mean --rounds?"},
+		{[]string{"coordinator", "--state_dir", "x"}, "did you mean --state-dir?"},
+		{[]string{"client", "--client-idx", "1"}, "did you mean --client-index?"},
+		{[]string{"cluster", "status", "--coordinators", "a"}, "did you mean --coordinator?"},
+		{[]string{"dev-certs", "--host", "a"}, "did you mean --hosts?"},
+		{[]string{"compress", "--recipes", "x"}, "did you mean --recipe?"},
+		{[]string{"predict", "--pubky", "x"}, "did you mean --pubkey?"},
+		{[]string{"export", "--fromat", "onnx"}, "did you mean --format?"},
+		{[]string{"fetch-model", "--ulr", "x"}, "did you mean --url?"},
+		{[]string{"report", "a.jsonl", "--label", "x"}, "did you mean --labels?"},
+		{[]string{"inspect", "--pub-key", "k", "f"}, "did you mean --pubkey?"},
+		{[]string{"config", "print", "simulate", "--round", "3"}, "did you mean --rounds?"},
+	} {
+		code, _, stderr := runCmd(tc.args...)
+		if code != exitUsage || !strings.Contains(stderr, "flag provided but not defined") || !strings.Contains(stderr, tc.want) ||
+			strings.Count(strings.TrimRight(stderr, "\n"), "\n") != 0 {
+			t.Errorf("fedzip %v: exit %d, stderr %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	// Nothing near: no guess.
+	if _, _, stderr := runCmd("simulate", "--frobnicate"); strings.Contains(stderr, "did you mean") {
+		t.Errorf("a far flag got a suggestion: %q", stderr)
+	}
+}
+
+// TestUsageColumnsLineUp: in the main help every command's summary starts
+// in the same column, whatever the longest command name.
+func TestUsageColumnsLineUp(t *testing.T) {
+	_, out, _ := runCmd("help")
+	col := -1
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		for _, c := range commands() {
+			rest, ok := strings.CutPrefix(line, "  "+c.name+" ")
+			if !ok {
+				continue
+			}
+			rows++
+			at := len(line) - len(strings.TrimLeft(rest, " "))
+			if !strings.HasSuffix(line, c.summary) || line[at:] != c.summary {
+				t.Errorf("line %q does not end with the summary of %s", line, c.name)
+			}
+			if col >= 0 && at != col {
+				t.Errorf("%s's summary starts at column %d, others at %d:\n%s", c.name, at, col, out)
+			}
+			col = at
+		}
+	}
+	if rows != len(commands()) {
+		t.Errorf("%d command rows, want %d:\n%s", rows, len(commands()), out)
 	}
 }

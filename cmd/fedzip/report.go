@@ -2,18 +2,16 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"strconv"
 
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/report"
 )
 
-const reportAbout = `fedzip report RUN.jsonl [RUN2.jsonl ...] --out DIR [flags]
-
-Reads the per-round metrics of one or more runs (the JSON lines that
+const reportAbout = `Reads the per-round metrics of one or more runs (the JSON lines that
 'fedzip simulate --metrics-out' writes; flags may come before or after the
 files) and writes into --out:
   accuracy.png            test accuracy against round, a line per run
@@ -22,44 +20,20 @@ files) and writes into --out:
                           bytes to reach each --targets accuracy, total upload
 The table is printed too. The same input gives the same files.`
 
-const reportExample = `  fedzip simulate --rounds 30 --deliver "" --upload-codec none --metrics-out dense.jsonl --quiet
-  fedzip simulate --rounds 30 --deliver "" --upload-codec stcm --metrics-out stcm.jsonl --quiet
-  fedzip report dense.jsonl stcm.jsonl --out report --labels "dense float32,stcm"
+const reportExample = `  fedzip simulate --rounds 30 --deliver "" --upload-codec none --metrics-out /tmp/dense.jsonl --quiet
+  fedzip simulate --rounds 30 --deliver "" --upload-codec stcm --metrics-out /tmp/stcm.jsonl --quiet
+  fedzip report /tmp/dense.jsonl /tmp/stcm.jsonl --out /tmp/fedzip-report --labels "dense float32,stcm"
 `
 
 func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
-	out := fs.String("out", "", "folder to write the plots and summary.md into (required; made if missing)")
+	var out string
+	fs.Var(workdir.Flag(&out, "report", nil), "out", "`DIR` to write the plots and summary.md into (made if missing)")
 	labels := fs.String("labels", "", "comma-separated names of the runs, one per file (default: the file names without extension)")
 	title := fs.String("title", "", "title of the plots and the summary")
 	targets := fs.String("targets", "0.9,0.95,0.97", "comma-separated test accuracies to report rounds and bytes to reach, in (0, 1]")
-	addConfigFlag(fs)
-
-	// Files and flags may come in any order: parse flags, take a file,
-	// and parse again. After "--" everything is a file.
-	var files []string
-	rest := args
-	for {
-		fs.SetOutput(io.Discard)
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				code, _ := parseFlags(ctx, fs, []string{"-h"}, stdout, stderr, "report", reportAbout, reportExample)
-				return code
-			}
-			fmt.Fprintf(stderr, "fedzip report: %v (run 'fedzip report -h' for help)\n", err)
-			return exitUsage
-		}
-		left := fs.Args()
-		if len(left) == 0 {
-			break
-		}
-		if len(rest) > len(left) && rest[len(rest)-len(left)-1] == "--" {
-			files = append(files, left...)
-			break
-		}
-		files, rest = append(files, left[0]), left[1:]
-	}
-	if code, done := configure(ctx, fs, "report", stderr); done {
+	files, code, done := parseArgs(ctx, fs, args, stdout, stderr, cmdHelp{"report", "fedzip report RUN.jsonl [RUN2.jsonl ...] [--out DIR] [flags]", reportAbout, reportExample})
+	if done {
 		return code
 	}
 
@@ -70,8 +44,8 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if len(files) == 0 {
 		return usage("no metrics file")
 	}
-	if *out == "" {
-		return usage("--out is required")
+	if out == "" {
+		return usage("--out is empty")
 	}
 	names := splitList(*labels)
 	if *labels != "" && len(names) != len(files) {
@@ -102,7 +76,7 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		runs[i] = r
 	}
-	written, err := report.Write(*out, runs, report.Options{Title: *title, Targets: ts})
+	written, err := report.Write(out, runs, report.Options{Title: *title, Targets: ts})
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip report: %v\n", err)
 		return exitError

@@ -62,7 +62,7 @@ func TestReportCommandErrors(t *testing.T) {
 	}{
 		{"help", []string{"-h"}, exitOK, ""},
 		{"no file", []string{"--out", out}, exitUsage, "no metrics file"},
-		{"no out", []string{good}, exitUsage, "--out is required"},
+		{"empty out", []string{good, "--out", ""}, exitUsage, "--out is empty"},
 		{"labels count", []string{good, "--out", out, "--labels", "a,b"}, exitUsage, "--labels names 2 runs"},
 		{"bad target", []string{good, "--out", out, "--targets", "0.9,97"}, exitUsage, `"97" is not an accuracy`},
 		{"unknown flag", []string{good, "--bogus"}, exitUsage, "flag provided but not defined"},

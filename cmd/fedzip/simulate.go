@@ -24,6 +24,7 @@ import (
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dashboard"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/sim"
@@ -77,9 +78,9 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): the server sends the compressed change since the version a client holds, keeping the rest as an exact residual (STC)")
 	fs.IntVar(&f.downloadMaxLag, "download-max-lag", sim.DefaultDownloadMaxLag, "with --download-codec: encoded deltas the server keeps; a client further behind downloads the full model (memory: one delta each)")
 	fs.BoolVar(&f.evalGlobal, "eval-global", false, "with --download-codec: also evaluate the server's global model every evaluated round (always after the last); the test accuracy is the clients' model")
-	fs.StringVar(&f.deliver, "deliver", "fedzip-model.fzm", "after training, compress the global model into this signed device file (empty: do not deliver)")
+	fs.Var(workdir.Flag(&f.deliver, "fedzip-model.fzm", nil), "deliver", "after training, compress the global model into this signed device `FILE` (NAME.fzm), signed with the key NAME.key.pem beside it, made once and reused (empty: do not deliver)")
 	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
-	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: a new key pair written beside it)")
+	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: the key beside the --deliver file, made on first use and reused)")
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx: clients minimise their loss + mu/2·‖w − w_global‖² (0: plain local SGD)")
@@ -125,7 +126,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			fmt.Fprint(stdout, simulateExample)
 			return exitOK
 		}
-		fmt.Fprintf(stderr, "fedzip simulate: %v (run 'fedzip simulate -h' for help)\n", err)
+		fmt.Fprintf(stderr, "fedzip simulate: %v (run 'fedzip simulate -h' for help)\n", flagError(fs, err))
 		return exitUsage
 	}
 	if fs.NArg() > 0 {
