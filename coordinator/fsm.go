@@ -466,7 +466,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		return r, err
 	}
 	if !f.run.IsZero() {
-		h, err := f.codec.check(f.n, c.Payload)
+		h, err := f.codec.Check(f.n, c.Payload)
 		if err != nil {
 			return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 		}
@@ -478,7 +478,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	if pre != nil {
 		u, err = pre.u, pre.err
 	} else {
-		u, err = f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
+		u, err = f.codec.Decode(&f.sc, f.n, c.Payload, float64(c.Examples))
 	}
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
@@ -916,7 +916,7 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 	if err != nil || r.Duplicate {
 		return r, r.Duplicate, err
 	}
-	h, err := codec.check(n, payload)
+	h, err := codec.Check(n, payload)
 	if err != nil {
 		return r, false, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
