@@ -33,11 +33,11 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // clients, and the client runtimes that register with the coordinator.
 const clients = 6
 
-// run is the run both drivers execute: 6 clients, 2 per round, 3 rounds
+// run is the run both drivers execute: 6 clients, 3 per round, 3 rounds
 // on synthetic data, with the given codecs.
 func run(upload, download string) coordinator.RunConfig {
 	return coordinator.RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
-		Strategy: "fedavg", Round: round.Config{PerRound: 2, Rounds: 3, Seed: 11},
+		Strategy: "fedavg", Round: round.Config{PerRound: 3, Rounds: 3, Seed: 11},
 		TaskSeed: 7, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
 		UploadCodec: upload, DownloadCodec: download}
 }
@@ -146,7 +146,11 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 		t.Fatal(err)
 	}
 	defer node.Close()
-	svc := coordinator.NewService(node, transport.LimitsFor(d.Train.Dim*1000, 0))
+	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := coordinator.NewService(node, transport.LimitsFor(model.NumParams(), 0))
 	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits, PublicMethods: coordinator.ClusterMethods})
 	fedzippb.RegisterCoordinatorServer(srv, svc)
 	served := make(chan error, 1)
@@ -191,8 +195,8 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 	if v.Phase != round.Finished || v.Version != uint64(rc.Round.Rounds) {
 		t.Fatalf("the run ended in phase %v at version %d, want %d rounds", v.Phase, v.Version, rc.Round.Rounds)
 	}
-	model, _ := node.FSM().Model()
-	return node.FSM().ModelHash(), model
+	global, _ := node.FSM().Model()
+	return node.FSM().ModelHash(), global
 }
 
 // partTrainer trains on the part of the data that the simulator gives the
@@ -204,9 +208,11 @@ type partTrainer struct {
 }
 
 func (p partTrainer) Train(ctx context.Context, params []float32, task client.Task) (client.Result, error) {
-	k := int(p.id.Load()) - 1
-	if k < 0 || k >= len(p.data.Parts) || sim.ClientID(k) != round.ClientID(p.id.Load()) {
-		return client.Result{}, fmt.Errorf("client %d has no part of the data", p.id.Load())
+	id := round.ClientID(p.id.Load())
+	for k, part := range p.data.Parts {
+		if sim.ClientID(k) == id {
+			return client.DataTrainer{NN: p.nn, X: p.data.Train.X, Y: p.data.Train.Y, Index: part}.Train(ctx, params, task)
+		}
 	}
-	return client.DataTrainer{NN: p.nn, X: p.data.Train.X, Y: p.data.Train.Y, Index: p.data.Parts[k]}.Train(ctx, params, task)
+	return client.Result{}, fmt.Errorf("client %d holds no part of the data", id)
 }
