@@ -117,6 +117,9 @@ type Machine struct {
 	next    int
 	held    []aggregate.Update
 	foldErr error
+	// submitOrder: updates are added in the order of Submit (see
+	// SetSubmitOrder).
+	submitOrder bool
 }
 
 // New returns a Machine that starts from the global model initial (copied)
@@ -266,12 +269,14 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	i := m.isSel[s.Client]
 	u := s.Update
 	u.Client, u.ClientKnown = uint64(s.Client), true
-	if i == m.next {
+	if i == m.next || m.submitOrder {
 		if err := m.acc.Add(u); err != nil {
 			return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
 		}
 		m.order = append(m.order, s.Client)
-		m.next++
+		if i == m.next {
+			m.next++
+		}
 	} else {
 		if err := aggregate.Validate(u, len(m.global)); err != nil {
 			return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
@@ -287,6 +292,14 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	m.fold(false)
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
 }
+
+// SetSubmitOrder makes m add every update to the strategy when it is
+// submitted, in the order of Submit, as Machines did before they added
+// updates in selection order. It is for replaying a coordinator's log
+// written then (coordinator.RunConfig.AggregateOrder ""), which must give
+// the model it gave; anything new wants the default. It lasts for the
+// Machine's life; a Machine from Restore needs it again.
+func (m *Machine) SetSubmitOrder() { m.submitOrder = true }
 
 // fold aggregates the held updates whose turn has come, in selection
 // order, passing over dropped clients; with all, it aggregates every held

@@ -195,6 +195,9 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 	if v.Phase != round.Finished || v.Version != uint64(rc.Round.Rounds) {
 		t.Fatalf("the run ended in phase %v at version %d, want %d rounds", v.Phase, v.Version, rc.Round.Rounds)
 	}
+	if v.Config.AggregateOrder != coordinator.OrderSelection {
+		t.Fatalf("the leader committed the run with aggregate order %q", v.Config.AggregateOrder)
+	}
 	global, _ := node.FSM().Model()
 	return node.FSM().ModelHash(), global
 }
