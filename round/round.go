@@ -20,8 +20,9 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 )
 
-// ClientID identifies a client. The simulator numbers its virtual clients
-// from 0; the coordinator assigns IDs at registration.
+// ClientID identifies a client. The coordinator assigns IDs at
+// registration, from 1; the simulator numbers its virtual clients the same
+// way, so that a client's task seed (TaskSeed) is the same in both.
 type ClientID uint64
 
 // Config sets how rounds are run.
