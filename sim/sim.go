@@ -373,7 +373,9 @@ type worker struct {
 }
 
 // slot is the memory of one client update in flight: the client's model
-// and the buffers its decoded upload lives in until it is submitted.
+// and the buffers its decoded upload lives in until it is submitted. A
+// dense upload is decoded into buf itself, which the encoder has read by
+// then: sc.Dense is buf.
 type slot struct {
 	buf []float32
 	sc  gradient.UploadScratch
@@ -382,7 +384,8 @@ type slot struct {
 func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
 	p := &pool{ctx: ctx, model: model, jobs: make(chan func(*worker)), workers: n, bufs: make(chan *slot, 2*n)}
 	for i := 0; i < 2*n; i++ {
-		p.bufs <- &slot{buf: make([]float32, model.NumParams())}
+		buf := make([]float32, model.NumParams())
+		p.bufs <- &slot{buf: buf, sc: gradient.UploadScratch{Dense: buf}}
 	}
 	p.wg.Add(n)
 	for i := 0; i < n; i++ {
