@@ -419,8 +419,10 @@ func (p *pool) setCodec(cfg Config, n int) error {
 	if err != nil {
 		return err
 	}
-	if p.store, err = NewStateStore(cfg.StateStore); err != nil {
-		return err
+	if codec != "none" { // "none" keeps no client state
+		if p.store, err = NewStateStore(cfg.StateStore); err != nil {
+			return err
+		}
 	}
 	for _, w := range p.all {
 		if w.enc, err = gradient.NewEncoder(spec, n); err != nil {
@@ -438,13 +440,17 @@ func (p *pool) setCodec(cfg Config, n int) error {
 // also returns the bytes on the wire.
 func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, u aggregate.Update, roundNo int, seed uint64) (aggregate.Update, int, error) {
 	delta := u.Delta
-	p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
+	if p.store != nil {
+		p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
+	}
 	var err error
 	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
 	if err != nil {
 		return aggregate.Update{}, 0, err
 	}
-	p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+	if p.store != nil {
+		p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+	}
 	h, err := p.dec.Check(len(delta), w.wire)
 	if err != nil {
 		return aggregate.Update{}, 0, fmt.Errorf("checking its own update: %w", err)
