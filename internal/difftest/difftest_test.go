@@ -103,7 +103,7 @@ func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []f
 	}
 	cfg := sim.Config{Round: rc.Round, LocalEpochs: rc.LocalEpochs, BatchSize: rc.BatchSize,
 		Optimizer: nn.SGD{LR: float32(rc.LR), Momentum: float32(rc.Momentum), WeightDecay: float32(rc.WeightDecay)},
-		Seed: rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
+		Seed:      rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
 	res, err := sim.Run(context.Background(), cfg, model, init, d, nil)
 	if err != nil {
 		t.Fatal(err)
