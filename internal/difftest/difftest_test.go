@@ -101,9 +101,11 @@ func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []f
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := sim.Config{Round: rc.Round, LocalEpochs: rc.LocalEpochs, BatchSize: rc.BatchSize,
-		Optimizer: nn.SGD{LR: float32(rc.LR), Momentum: float32(rc.Momentum), WeightDecay: float32(rc.WeightDecay)},
-		Seed:      rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
+	// The run spec in the simulator's terms (the task's optimizer is
+	// float32, as client.Task carries it).
+	opt := nn.SGD{LR: float32(rc.LR), Momentum: float32(rc.Momentum), WeightDecay: float32(rc.WeightDecay)}
+	cfg := sim.Config{Round: rc.Round, LocalEpochs: rc.LocalEpochs, BatchSize: rc.BatchSize, Optimizer: opt,
+		Seed: rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
 	res, err := sim.Run(context.Background(), cfg, model, init, d, nil)
 	if err != nil {
 		t.Fatal(err)
