@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"sync"
@@ -34,10 +35,10 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const clients = 6
 
 // run is the run both drivers execute: 6 clients, 3 per round, 3 rounds
-// on synthetic data, with the given codecs.
-func run(upload, download string) coordinator.RunConfig {
+// on synthetic data, with the given strategy and codecs.
+func run(strategy, upload, download string) coordinator.RunConfig {
 	return coordinator.RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
-		Strategy: "fedavg", Round: round.Config{PerRound: 3, Rounds: 3, Seed: 11},
+		Strategy: strategy, Round: round.Config{PerRound: 3, Rounds: 3, Seed: 11},
 		TaskSeed: 7, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
 		UploadCodec: upload, DownloadCodec: download}
 }
@@ -60,20 +61,22 @@ func data(t *testing.T) sim.Data {
 // (sparse for a compressed codec, gradient.UploadDecoder in both) and
 // aggregation order, whatever order the uploads reach the coordinator in.
 func TestSimulationAndClusterAgree(t *testing.T) {
-	for _, tc := range []struct{ upload, download string }{
-		{"stcm", ""},
-		{"none", ""},
-		{"topk=0.05,bits=4,ef=on", "stc"},
+	for _, tc := range []struct{ strategy, upload, download string }{
+		{"fedavg", "stcm", ""},
+		{"fedavg", "none", ""},
+		{"fedavg", "topk=0.05,bits=4,ef=on", "stc"},
+		{"fedadam", "stcm", ""}, // server state across rounds
+		{"median", "topk1", ""}, // sparse updates densified
 	} {
-		t.Run(fmt.Sprintf("up=%s,down=%s", tc.upload, tc.download), func(t *testing.T) {
-			rc := run(tc.upload, tc.download)
+		t.Run(fmt.Sprintf("%s,up=%s,down=%s", tc.strategy, tc.upload, tc.download), func(t *testing.T) {
+			rc := run(tc.strategy, tc.upload, tc.download)
 			d := data(t)
 			simHash, simModel := simulate(t, rc, d)
 			clusterHash, clusterModel := cluster(t, rc, d)
 			if simHash != clusterHash {
 				diff := 0
 				for i := range simModel {
-					if simModel[i] != clusterModel[i] {
+					if math.Float32bits(simModel[i]) != math.Float32bits(clusterModel[i]) {
 						diff++
 					}
 				}
