@@ -36,6 +36,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 )
 
@@ -216,12 +217,8 @@ func Read(r io.Reader) (*Model, error) {
 		if _, err := io.ReadFull(tr, buf[:4*n]); err != nil {
 			return nil, fmt.Errorf("%w: parameters truncated after %d of %d: %v", ErrCorrupt, i, p, err)
 		}
-		for j := 0; j < n; j++ {
-			v := math.Float32frombits(binary.LittleEndian.Uint32(buf[4*j:]))
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return nil, fmt.Errorf("%w: parameter %d is %v", ErrCorrupt, i+j, v)
-			}
-			m.Params[i+j] = v
+		if _, err := gradient.DecodeFloat32s(m.Params[i:i+n], buf[:4*n]); err != nil {
+			return nil, fmt.Errorf("%w: parameters %d to %d: %w", ErrCorrupt, i, i+n, err)
 		}
 		i += n
 	}

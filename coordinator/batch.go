@@ -68,10 +68,10 @@ func (f *FSM) predecode(cmds []command, valid []bool) []decoded {
 	f.mu.RLock()
 	codec, n := f.codec, f.n
 	f.mu.RUnlock()
-	if _, ok := codec.(wireCodec); !ok {
+	if !codec.Sparse() {
 		return nil
 	}
-	lim := wireLimits(n)
+	lim := gradient.UploadLimits(n)
 	var jobs []int
 	budget := maxPredecodeFactor * n
 	for i, c := range cmds {
@@ -105,7 +105,7 @@ func (f *FSM) predecode(cmds []command, valid []bool) []decoded {
 					return
 				}
 				i := jobs[j]
-				u, err := codec.update(&f.batch[j], n, cmds[i].Payload, float64(cmds[i].Examples))
+				u, err := codec.Decode(&f.batch[j], n, cmds[i].Payload, float64(cmds[i].Examples))
 				pre[i] = decoded{set: true, u: u, err: err}
 			}
 		}()
@@ -124,7 +124,7 @@ func (f *FSM) trimBatch(n int) {
 	budget := 2 * maxPredecodeFactor * n
 	for j := range f.batch {
 		sc := &f.batch[j]
-		c := max(cap(sc.idx), cap(sc.val)) + cap(sc.dense)
+		c := max(cap(sc.Indices), cap(sc.Values)) + cap(sc.Dense)
 		if c > budget {
 			clear(f.batch[j:])
 			f.batch = f.batch[:j]

@@ -222,14 +222,14 @@ func TestTrimBatch(t *testing.T) {
 	f := NewFSM()
 	f.batch = make([]scratch, 4)
 	for j := range f.batch {
-		f.batch[j].idx = make([]int32, 0, 3*n)
-		f.batch[j].val = make([]float32, 0, 3*n)
+		f.batch[j].Indices = make([]int32, 0, 3*n)
+		f.batch[j].Values = make([]float32, 0, 3*n)
 	}
 	f.trimBatch(n) // 4 × 3n is within the bound of 2·8·n
 	if len(f.batch) != 4 {
 		t.Fatalf("%d of 4 buffers kept within the bound", len(f.batch))
 	}
-	f.batch = append(f.batch, scratch{idx: make([]int32, 0, 100*n)})
+	f.batch = append(f.batch, scratch{Indices: make([]int32, 0, 100*n)})
 	f.trimBatch(n)
 	if len(f.batch) != 4 {
 		t.Fatalf("%d buffers kept, want the 4 within the bound", len(f.batch))

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -22,7 +23,7 @@ func fuzzUpdate(v float32) []byte {
 	for i := range d {
 		d[i] = v * float32(i+1)
 	}
-	return denseCodec{}.encode(nil, d)
+	return gradient.AppendFloat32s(nil, d)
 }
 
 // seedCommands returns one valid command of each type, as the leader

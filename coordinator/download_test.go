@@ -58,7 +58,7 @@ func downloadLog(t *testing.T, codec string, maxLag, rounds int) (raw []byte, pa
 					d[i] *= 30
 				}
 			}
-			p = append(p, entry(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(id), Payload: denseCodec{}.encode(nil, d)}))
+			p = append(p, entry(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: uint64(id), Payload: gradient.AppendFloat32s(nil, d)}))
 		}
 		p = append(p, entry(command{Type: cmdClose}))
 		parts = append(parts, p)
@@ -240,7 +240,7 @@ func TestDownloadDenseUnchanged(t *testing.T) {
 		if !slices.Equal(global, cm) || v != 2 {
 			t.Fatal("without a download codec clients must train from the global model")
 		}
-		want := denseCodec{}.encode(nil, global)
+		want := gradient.AppendFloat32s(nil, global)
 		for have, d := range downloads(f) {
 			if d.Delta || d.Version != v || d.Codec != "float32" || !bytes.Equal(d.Payload, want) {
 				t.Fatalf("codec %q, have %d: delta %v, %d bytes", codec, have, d.Delta, len(d.Payload))
@@ -302,8 +302,8 @@ func TestRestoreRefusesMissingDownloadState(t *testing.T) {
 }
 
 func decodeFloat32s(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	if err := (denseCodec{}).decode(out, b); err != nil {
+	out, err := gradient.DecodeFloat32s(nil, b)
+	if err != nil {
 		return nil
 	}
 	return out

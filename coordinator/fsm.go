@@ -76,7 +76,20 @@ type RunConfig struct {
 	// as it was first applied. With a run ID, "none" uploads are
 	// dense float32 wire messages (gradient spec "none").
 	RunID string `json:"run_id,omitempty"`
+	// AggregateOrder is the order in which the FSM adds a round's updates
+	// to the strategy: "selection" (OrderSelection), the selected clients'
+	// order (sorted IDs) whatever order their updates were committed in,
+	// so that the model does not depend on which upload reached the leader
+	// first and equals the simulator's; the leader sets it when it commits
+	// a run. A run committed without it (before the field existed) keeps
+	// adding updates in log order, so that its log replays as it was
+	// first applied.
+	AggregateOrder string `json:"aggregate_order,omitempty"`
 }
+
+// OrderSelection is RunConfig.AggregateOrder for aggregation in selection
+// order.
+const OrderSelection = "selection"
 
 // Download limits of RunConfig.
 const (
@@ -156,6 +169,9 @@ func (c RunConfig) Validate() error {
 	}
 	if _, err := gradient.ParseRunID(c.RunID); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
+	}
+	if c.AggregateOrder != "" && c.AggregateOrder != OrderSelection {
+		return fmt.Errorf("coordinator: aggregate order %q, want %q or none", c.AggregateOrder, OrderSelection)
 	}
 	return nil
 }
@@ -427,6 +443,9 @@ func (f *FSM) init(raw []byte) error {
 	if err != nil {
 		return err
 	}
+	if cfg.AggregateOrder == "" {
+		mach.SetSubmitOrder()
+	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
 	f.n, f.run = model.NumParams(), run
 	return nil
@@ -466,7 +485,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 		return r, err
 	}
 	if !f.run.IsZero() {
-		h, err := f.codec.check(f.n, c.Payload)
+		h, err := f.codec.Check(f.n, c.Payload)
 		if err != nil {
 			return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 		}
@@ -478,7 +497,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	if pre != nil {
 		u, err = pre.u, pre.err
 	} else {
-		u, err = f.codec.update(&f.sc, f.n, c.Payload, float64(c.Examples))
+		u, err = f.codec.Decode(&f.sc, f.n, c.Payload, float64(c.Examples))
 	}
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
@@ -611,6 +630,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		mach, err := round.Restore(nf.cfg.Round, nf.strategy, s.Machine)
 		if err != nil {
 			return fmt.Errorf("coordinator: restore: %w", err)
+		}
+		if nf.cfg.AggregateOrder == "" {
+			mach.SetSubmitOrder()
 		}
 		nf.mach = mach
 		if nf.down != nil {
@@ -916,7 +938,7 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 	if err != nil || r.Duplicate {
 		return r, r.Duplicate, err
 	}
-	h, err := codec.check(n, payload)
+	h, err := codec.Check(n, payload)
 	if err != nil {
 		return r, false, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}

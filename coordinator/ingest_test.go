@@ -302,7 +302,7 @@ func BenchmarkDecodeAccumulate(b *testing.B) {
 	acc := f.strategy.Begin(n)
 	b.ResetTimer()
 	for b.Loop() {
-		u, err := f.codec.update(&f.sc, n, payload, 600)
+		u, err := f.codec.Decode(&f.sc, n, payload, 600)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -76,7 +76,7 @@ func nemesisPayload(run gradient.RunID, r int, id round.ClientID, attempt int) [
 	}
 	d[0] = float32(attempt)
 	if run.IsZero() {
-		return denseCodec{}.encode(nil, d)
+		return gradient.AppendFloat32s(nil, d)
 	}
 	sp, err := gradient.ParseSpec("none")
 	if err != nil {

@@ -768,6 +768,9 @@ func (n *Node) step() error {
 			rand.Read(id[:])
 			run.RunID = id.String()
 		}
+		if run.AggregateOrder == "" {
+			run.AggregateOrder = OrderSelection
+		}
 		raw, err := json.Marshal(&run)
 		if err != nil {
 			return err

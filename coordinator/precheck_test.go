@@ -55,7 +55,7 @@ func refusals(t *testing.T, f *FSM, v View, accepted, dropped, notSel round.Clie
 		{"another run", v.Pending[0], v.Round, boundPayload(t, other, "none", v.Round, zero), ErrWrongRun},
 		{"another run, stc", v.Pending[0], v.Round, boundPayload(t, other, "stc", v.Round, ones), ErrWrongRun},
 		{"no run", v.Pending[0], v.Round, boundPayload(t, gradient.RunID{}, "none", v.Round, zero), ErrWrongRun},
-		{"raw float32", v.Pending[0], v.Round, denseCodec{}.encode(nil, zero), ErrBadUpdate},
+		{"raw float32", v.Pending[0], v.Round, gradient.AppendFloat32s(nil, zero), ErrBadUpdate},
 	}
 }
 

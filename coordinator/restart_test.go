@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -141,7 +142,7 @@ func TestSnapshotRestoreRoundTrip(t *testing.T) {
 				for i := range d {
 					d[i] = v * float32(i+1)
 				}
-				return denseCodec{}.encode(nil, d)
+				return gradient.AppendFloat32s(nil, d)
 			}
 			cands := []round.ClientID{1, 2, 3}
 			o := apply(a, command{Type: cmdOpen, Candidates: cands}).(round.Opened)

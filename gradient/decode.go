@@ -204,14 +204,9 @@ func (d *Decoder) values(val []float32, h *Header, src []byte) error {
 	}
 	switch h.Format {
 	case FormatFloat32:
-		var bad uint32
-		for i := range val {
-			u := binary.LittleEndian.Uint32(b[4*i:])
-			bad |= u&0x7fffffff + 0x00800000
-			val[i] = math.Float32frombits(u)
-		}
-		if bad&0x80000000 != 0 {
-			return nonFinite(val)
+		// parse checked that the section holds 4·K bytes.
+		if _, err := DecodeFloat32s(val, b[:4*len(val)]); err != nil {
+			return fmt.Errorf("values section: %w", err)
 		}
 		return nil
 	case FormatFloat16, FormatBFloat16:
@@ -270,13 +265,4 @@ func (d *Decoder) values(val []float32, h *Header, src []byte) error {
 	}
 	compress.Dequantize(val, codes, scales, h.Bucket)
 	return nil
-}
-
-func nonFinite(val []float32) error {
-	for i, v := range val {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%w: values section: value %d is %g", ErrNonFinite, i, v)
-		}
-	}
-	return ErrNonFinite
 }

@@ -8,11 +8,14 @@
 // # Use
 //
 // A client keeps one Encoder (NewEncoder(spec, n)) for its whole life and
-// calls Encode once per round with its update Δ = w_local − w_global. The
-// coordinator decodes with Decode (dense) or DecodeSparse (indices and
-// values, for aggregators that accumulate sparse updates), which need no
-// state and no knowledge of the spec. ReadHeader checks a message and says
-// what it holds without decoding it. For the download direction,
+// calls Encode once per round with its update Δ = w_local − w_global.
+// Decode (dense) and DecodeSparse (indices and values, for aggregators that
+// accumulate sparse updates) need no state and no knowledge of the spec;
+// the coordinator and the simulator both turn uploads into
+// aggregate.Update values with UploadDecoder, which uses them. ReadHeader
+// checks a message and says what it holds without decoding it.
+// DecodeFloat32s reads raw little-endian float32 (AppendFloat32s's layout)
+// with the same length and finiteness checks. For the download direction,
 // ServerEncoder sends each client the compressed change since the model
 // version it holds, with a server-side residual, and ApplyDownload applies
 // it on the client.

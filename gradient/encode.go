@@ -646,19 +646,6 @@ func codeError(val []float32, codes []int8, scales []float32, bucket int) {
 	}
 }
 
-// AppendFloat32s appends x to dst as little-endian float32, the layout of
-// a dense update, a whole-model download and fedzip's model files, and
-// returns the extended slice.
-func AppendFloat32s(dst []byte, x []float32) []byte {
-	at := len(dst)
-	dst = growBytes(dst, 4*len(x))
-	out := dst[at:]
-	for i, v := range x {
-		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
-	}
-	return dst
-}
-
 func appendUint16s(dst []byte, x []uint16) []byte {
 	at := len(dst)
 	dst = growBytes(dst, 2*len(x))

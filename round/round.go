@@ -20,8 +20,9 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 )
 
-// ClientID identifies a client. The simulator numbers its virtual clients
-// from 0; the coordinator assigns IDs at registration.
+// ClientID identifies a client. The coordinator assigns IDs at
+// registration, from 1; the simulator numbers its virtual clients the same
+// way, so that a client's task seed (TaskSeed) is the same in both.
 type ClientID uint64
 
 // Config sets how rounds are run.
@@ -104,12 +105,22 @@ type Machine struct {
 	isSel    map[ClientID]int // index into selected
 	received []bool
 	nrecv    int
-	order    []ClientID // accepted clients in the order of Add
+	order    []ClientID // aggregated clients in the order of Add
 	dropped  []bool
 	ndrop    int
 	deadline time.Time
 	opened   time.Time
 	acc      aggregate.Accumulator
+	// next is the position in selected of the next update to aggregate;
+	// held[i] (Weight > 0) is a copy of the accepted update of
+	// selected[i] > next, waiting for its turn (nil: none held); foldErr
+	// is the strategy's refusal of a held update, which Close returns.
+	next    int
+	held    []aggregate.Update
+	foldErr error
+	// submitOrder: updates are added in the order of Submit (see
+	// SetSubmitOrder).
+	submitOrder bool
 }
 
 // New returns a Machine that starts from the global model initial (copied)
@@ -153,9 +164,9 @@ func (m *Machine) Deadline() time.Time {
 	return m.deadline
 }
 
-// Selected returns the clients of the open round in selection order, the
-// order in which a driver that wants reproducible sums submits them. The
-// caller must not modify it.
+// Selected returns the clients of the open round in selection order
+// (sorted by ID), the order in which their updates are aggregated whatever
+// the order they are submitted in. The caller must not modify it.
 func (m *Machine) Selected() []ClientID { return m.selected }
 
 // Opened describes a round that has just opened.
@@ -216,6 +227,7 @@ func (m *Machine) Open(now time.Time, candidates []ClientID) (Opened, error) {
 		m.deadline = now.Add(m.cfg.Deadline)
 	}
 	m.acc = m.strategy.Begin(len(m.global))
+	m.next, m.held, m.foldErr = 0, nil, nil
 	return Opened{Round: r, Version: m.version, Selected: sel, Deadline: m.deadline}, nil
 }
 
@@ -239,6 +251,17 @@ type Receipt struct {
 // ErrNotSelected, ErrLate or an aggregate validation error; a refusal leaves
 // the Machine unchanged. Submitting the same (round, client) again is
 // acknowledged as a duplicate and has no effect.
+//
+// The strategy aggregates the round's updates in selection order, whatever
+// the order of Submit: an update whose turn has come is added at once (the
+// simulator submits in selection order, and so copies nothing), one that
+// arrives ahead of a selected client still awaited is validated, copied
+// and held until its predecessors have reported or been dropped, or until
+// Close. The result is a function of the set of updates alone, so that a
+// coordinator, which receives them in network order, and the simulator
+// produce the same model bit for bit. Held copies cost the memory of the
+// updates received out of turn: at most one copy of each update of the
+// round (O(k) for a sparse update of k coordinates).
 func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	r, err := m.Check(now, s.Round, s.Client)
 	if err != nil || r.Duplicate {
@@ -247,13 +270,59 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	i := m.isSel[s.Client]
 	u := s.Update
 	u.Client, u.ClientKnown = uint64(s.Client), true
-	if err := m.acc.Add(u); err != nil {
-		return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
+	if i == m.next || m.submitOrder {
+		if err := m.acc.Add(u); err != nil {
+			return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
+		}
+		m.order = append(m.order, s.Client)
+		if i == m.next {
+			m.next++
+		}
+	} else {
+		if err := aggregate.Validate(u, len(m.global)); err != nil {
+			return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
+		}
+		if m.held == nil {
+			m.held = make([]aggregate.Update, len(m.selected))
+		}
+		u.Delta, u.Indices, u.Values = slices.Clone(u.Delta), slices.Clone(u.Indices), slices.Clone(u.Values)
+		m.held[i] = u
 	}
 	m.received[i] = true
 	m.nrecv++
-	m.order = append(m.order, s.Client)
+	m.fold(false)
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
+}
+
+// SetSubmitOrder makes m add every update to the strategy when it is
+// submitted, in the order of Submit, as Machines did before they added
+// updates in selection order. It is for replaying a coordinator's log
+// written then (coordinator.RunConfig.AggregateOrder ""), which must give
+// the model it gave; anything new wants the default. It lasts for the
+// Machine's life; a Machine from Restore needs it again.
+func (m *Machine) SetSubmitOrder() { m.submitOrder = true }
+
+// fold aggregates the held updates whose turn has come, in selection
+// order, passing over dropped clients; with all, it aggregates every held
+// update, passing over the clients that did not report. A strategy that
+// refuses a held update (Submit validated it: only a misconfigured one
+// does) leaves the error for Close.
+func (m *Machine) fold(all bool) {
+	for ; m.next < len(m.selected); m.next++ {
+		i := m.next
+		if m.held != nil && m.held[i].Weight > 0 {
+			if err := m.acc.Add(m.held[i]); err != nil && m.foldErr == nil {
+				m.foldErr = fmt.Errorf("round %d, client %d: %w", m.round, m.selected[i], err)
+			}
+			m.held[i] = aggregate.Update{}
+			m.order = append(m.order, m.selected[i])
+			continue
+		}
+		if !all && !m.dropped[i] {
+			return
+		}
+	}
+	m.held = nil
 }
 
 // Check answers, without changing anything, what Submit would answer at
@@ -343,6 +412,7 @@ func (m *Machine) Drop(id ClientID) error {
 	if !m.received[i] && !m.dropped[i] {
 		m.dropped[i] = true
 		m.ndrop++
+		m.fold(false)
 	}
 	return nil
 }
@@ -374,7 +444,8 @@ type Closed struct {
 	Finished bool
 	// Excluded are the clients whose accepted update the strategy left
 	// out of the aggregate (see aggregate.Excluder), in the order their
-	// updates were accepted; nil for strategies that use every update.
+	// updates were aggregated (selection order); nil for strategies that
+	// use every update.
 	Excluded []ClientID
 }
 
@@ -387,6 +458,10 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 	}
 	if !m.CanClose(now) {
 		return Closed{}, fmt.Errorf("%w: round %d has %d of %d updates", ErrNotReady, m.round, m.nrecv, len(m.selected))
+	}
+	m.fold(true)
+	if m.foldErr != nil {
+		return Closed{}, m.foldErr
 	}
 	if err := m.acc.Apply(m.global); err != nil {
 		return Closed{}, fmt.Errorf("round %d: %w", m.round, err)
@@ -422,6 +497,7 @@ func (m *Machine) Abort() error {
 	m.phase = Idle
 	m.acc = nil
 	m.selected, m.isSel, m.received, m.nrecv, m.dropped, m.ndrop = nil, nil, nil, 0, nil, 0
+	m.next, m.held, m.foldErr = 0, nil, nil
 	return nil
 }
 
@@ -516,6 +592,7 @@ func Restore(cfg Config, strategy aggregate.Strategy, st State) (*Machine, error
 		m.opened, m.deadline = st.Opened, st.Deadline
 		m.order = nil
 		m.acc = m.strategy.Begin(len(m.global))
+		m.fold(false) // pass over the dropped clients at the front
 	default:
 		return nil, fmt.Errorf("round: restore: unknown phase %d", st.Phase)
 	}

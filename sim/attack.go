@@ -143,7 +143,7 @@ func flipLabels(y []uint8, classes int) []uint8 {
 func countAttackers(attackers []bool, sel []round.ClientID) int {
 	n := 0
 	for _, id := range sel {
-		if attackers != nil && attackers[id] {
+		if attackers != nil && attackers[part(id)] {
 			n++
 		}
 	}

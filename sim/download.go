@@ -23,7 +23,7 @@ const downloadSeed = 0x646f776e6c6f6164 // "download"
 // encoded deltas), one scratch message, and 4 bytes per client.
 type downloads struct {
 	srv *gradient.ServerEncoder
-	// have[id] is the version client id holds, -1 before its first
+	// have[part(id)] is the version client id holds, -1 before its first
 	// download.
 	have []int32
 	buf  []byte
@@ -65,8 +65,8 @@ func (d *downloads) model() []float32 { return d.srv.Model() }
 // write: the deltas since, or the full model) and records that it holds
 // it. The bytes are built only for the test hook.
 func (d *downloads) send(id round.ClientID) int64 {
-	have := int(d.have[id])
-	d.have[id] = int32(d.srv.Version())
+	have := int(d.have[part(id)])
+	d.have[part(id)] = int32(d.srv.Version())
 	if d.sent == nil {
 		size, _ := d.srv.UpdateSize(have)
 		return int64(size)

@@ -210,8 +210,8 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	priv := newPrivacy(strategy, cfg.DPDelta)
 
 	candidates := make([]round.ClientID, len(data.Parts))
-	for i := range candidates {
-		candidates[i] = round.ClientID(i)
+	for k := range candidates {
+		candidates[k] = ClientID(k)
 	}
 	res := &Result{}
 	// The simulator's clock is virtual: rounds have no deadline to miss.
@@ -353,10 +353,12 @@ type pool struct {
 	jobs    chan func(w *worker)
 	wg      sync.WaitGroup
 	workers int
-	bufs    chan []float32
+	bufs    chan *slot
 	all     []*worker
 	store   StateStore
-	limits  gradient.Limits
+	// dec decodes every update as the coordinator does (nil: before
+	// setCodec).
+	dec *gradient.UploadDecoder
 	// attackers[id] is set for the clients that attack (nil: none);
 	// flipped holds the training labels that labelflip attackers see.
 	attackers []bool
@@ -367,14 +369,23 @@ type worker struct {
 	tr   *nn.Trainer
 	eval *nn.Workspace
 	enc  *gradient.Encoder
-	dec  gradient.Decoder
 	wire []byte
 }
 
+// slot is the memory of one client update in flight: the client's model
+// and the buffers its decoded upload lives in until it is submitted. A
+// dense upload is decoded into buf itself, which the encoder has read by
+// then: sc.Dense is buf.
+type slot struct {
+	buf []float32
+	sc  gradient.UploadScratch
+}
+
 func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
-	p := &pool{ctx: ctx, model: model, jobs: make(chan func(*worker)), workers: n, bufs: make(chan []float32, 2*n)}
+	p := &pool{ctx: ctx, model: model, jobs: make(chan func(*worker)), workers: n, bufs: make(chan *slot, 2*n)}
 	for i := 0; i < 2*n; i++ {
-		p.bufs <- make([]float32, model.NumParams())
+		buf := make([]float32, model.NumParams())
+		p.bufs <- &slot{buf: buf, sc: gradient.UploadScratch{Dense: buf}}
 	}
 	p.wg.Add(n)
 	for i := 0; i < n; i++ {
@@ -390,18 +401,28 @@ func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
 	return p
 }
 
-// setCodec gives every worker an encoder for cfg.UploadCodec; a dense
-// upload ("" or "none") needs none.
+// setCodec gives every worker an encoder for cfg.UploadCodec, and the
+// pool the coordinator's decoder of uploads: every simulated client names
+// the run (runID), so that "" and "none" are dense float32 wire messages,
+// as a real client's uploads in a run with a run ID.
 func (p *pool) setCodec(cfg Config, n int) error {
-	if cfg.UploadCodec == "" || cfg.UploadCodec == "none" {
-		return nil
-	}
-	spec, err := gradient.ParseSpec(cfg.UploadCodec)
+	dec, err := gradient.NewUploadDecoder(cfg.UploadCodec, true)
 	if err != nil {
 		return err
 	}
-	if p.store, err = NewStateStore(cfg.StateStore); err != nil {
+	p.dec = &dec
+	codec := cfg.UploadCodec
+	if codec == "" {
+		codec = "none"
+	}
+	spec, err := gradient.ParseSpec(codec)
+	if err != nil {
 		return err
+	}
+	if codec != "none" { // "none" keeps no client state
+		if p.store, err = NewStateStore(cfg.StateStore); err != nil {
+			return err
+		}
 	}
 	for _, w := range p.all {
 		if w.enc, err = gradient.NewEncoder(spec, n); err != nil {
@@ -409,38 +430,53 @@ func (p *pool) setCodec(cfg Config, n int) error {
 		}
 		w.enc.SetRun(runID)
 	}
-	p.limits = gradient.Limits{MaxParams: n}
 	return nil
 }
 
 // encode runs client id's update through the codec with the client's
-// state, then decodes it in place as the coordinator would. It returns the
-// bytes on the wire.
-func (p *pool) encode(w *worker, id round.ClientID, delta []float32, roundNo int, seed uint64) (int, error) {
-	if w.enc == nil {
-		return 4 * len(delta), nil
+// state, as the client runtime does, then decodes it into sc with the
+// coordinator's decoder and checks (gradient.UploadDecoder): the update it
+// returns, aliasing sc, is what the coordinator's FSM would aggregate. It
+// also returns the bytes on the wire.
+func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, u aggregate.Update, roundNo int, seed uint64) (aggregate.Update, int, error) {
+	delta := u.Delta
+	if p.store != nil {
+		p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
 	}
-	p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
 	var err error
 	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
 	if err != nil {
-		return 0, err
+		return aggregate.Update{}, 0, err
 	}
-	p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
-	h, err := w.dec.Decode(delta, w.wire, p.limits)
+	if p.store != nil {
+		p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+	}
+	h, err := p.dec.Check(len(delta), w.wire)
 	if err != nil {
-		return 0, fmt.Errorf("decoding its own update: %w", err)
+		return aggregate.Update{}, 0, fmt.Errorf("checking its own update: %w", err)
 	}
 	if h.Round != roundNo || h.Run != runID {
-		return 0, fmt.Errorf("its own update names round %d of run %v, want round %d of %v", h.Round, h.Run, roundNo, runID)
+		return aggregate.Update{}, 0, fmt.Errorf("its own update names round %d of run %v, want round %d of %v", h.Round, h.Run, roundNo, runID)
 	}
-	return len(w.wire), nil
+	if u, err = p.dec.Decode(sc, len(delta), w.wire, u.Weight); err != nil {
+		return aggregate.Update{}, 0, fmt.Errorf("decoding its own update: %w", err)
+	}
+	return u, len(w.wire), nil
 }
+
+// ClientID is the ID of the virtual client that holds Data.Parts[k]:
+// clients are numbered from 1, as a coordinator numbers the clients that
+// register with it, so that the k-th client to register with a
+// coordinator gets the task (seed) of virtual client k.
+func ClientID(k int) round.ClientID { return round.ClientID(k + 1) }
+
+// part returns the index into Data.Parts of client id's data.
+func part(id round.ClientID) int { return int(id) - 1 }
 
 // runID is the run every simulated update names (gradient.FlagRun), as a
 // coordinator's clients name the run they train for: a fixed ID, so that
 // simulations stay reproducible; the 16 bytes are in the bytes an update
-// costs. Dense uploads ("none") are counted as raw float32, unencoded.
+// costs, as they are in dense uploads ("none").
 var runID = gradient.RunID{'f', 'e', 'd', 'z', 'i', 'p', '-', 's', 'i', 'm', 'u', 'l', 'a', 't', 'o', 'r'}
 
 func (p *pool) stop() {
@@ -451,7 +487,7 @@ func (p *pool) stop() {
 type outcome struct {
 	i    int
 	wire int
-	buf  []float32
+	sl   *slot
 	u    aggregate.Update
 	r    client.Result
 	err  error
@@ -465,7 +501,7 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 	results := make(chan outcome, cap(p.bufs))
 	go func() {
 		for i, id := range o.Selected {
-			buf := <-p.bufs
+			sl := <-p.bufs
 			task := client.Task{
 				Round:     o.Round,
 				Seed:      round.TaskSeed(cfg.Seed, o.Round, id),
@@ -474,23 +510,23 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 				Optimizer: cfg.Optimizer,
 				ProxMu:    cfg.ProxMu,
 			}
-			idx := data.Parts[id]
-			evil := p.attackers != nil && p.attackers[id]
+			idx := data.Parts[part(id)]
+			evil := p.attackers != nil && p.attackers[part(id)]
 			labels := data.Train.Y
 			if evil && p.flipped != nil {
 				labels = p.flipped
 			}
 			p.jobs <- func(w *worker) {
 				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: labels, Index: idx}
-				u, r, err := client.Step(p.ctx, tr, global, buf, task)
+				u, r, err := client.Step(p.ctx, tr, global, sl.buf, task)
 				wire := 0
 				if err == nil && evil {
 					cfg.Attack.corrupt(u.Delta, task.Seed)
 				}
 				if err == nil {
-					wire, err = p.encode(w, id, u.Delta, o.Round, task.Seed)
+					u, wire, err = p.encode(w, &sl.sc, id, u, o.Round, task.Seed)
 				}
-				results <- outcome{i: i, wire: wire, buf: buf, u: u, r: r, err: err}
+				results <- outcome{i: i, wire: wire, sl: sl, u: u, r: r, err: err}
 			}
 		}
 	}()
@@ -513,7 +549,7 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 					firstErr = err
 				}
 			}
-			p.bufs <- oc.buf
+			p.bufs <- oc.sl
 			next++
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -128,7 +129,7 @@ func TestRoundIsWeightedMeanOfClientModels(t *testing.T) {
 		local := make([]float32, len(init))
 		copy(local, init)
 		tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
-		task := client.Task{Round: 1, Seed: round.TaskSeed(cfg.Seed, 1, round.ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+		task := client.Task{Round: 1, Seed: round.TaskSeed(cfg.Seed, 1, ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
 		r, err := tr.Train(context.Background(), local, task)
 		if err != nil {
 			t.Fatal(err)
@@ -162,13 +163,16 @@ func TestMemoryBoundedByWorkers(t *testing.T) {
 	model.Init(init, 1)
 	p := newPool(context.Background(), 2, model, 10)
 	defer p.stop()
+	if err := p.setCodec(config(1, 1), model.NumParams()); err != nil {
+		t.Fatal(err)
+	}
 	if got := cap(p.bufs); got != 4 {
 		t.Fatalf("pool holds %d client models, want 4", got)
 	}
 	mach, _ := round.New(round.Config{Fraction: 1, Rounds: 1}, aggregate.FedAvg{}, init)
 	ids := make([]round.ClientID, len(data.Parts))
-	for i := range ids {
-		ids[i] = round.ClientID(i)
+	for k := range ids {
+		ids[k] = ClientID(k)
 	}
 	o, _ := mach.Open(zeroTime, ids)
 	order := []round.ClientID{}
@@ -244,8 +248,20 @@ func TestMNISTLearns(t *testing.T) {
 	if last.TestAccuracy < 0.85 {
 		t.Fatalf("test accuracy after 5 rounds %.4f, want ≥ 0.85", last.TestAccuracy)
 	}
-	if last.UploadBytes != 10*4*int64(model.NumParams()) {
-		t.Fatalf("upload bytes %d", last.UploadBytes)
+	// Each client uploads the dense float32 wire message, which names
+	// the run and the round.
+	none, _ := gradient.ParseSpec("none")
+	enc, err := gradient.NewEncoder(none, model.NumParams())
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc.SetRun(runID)
+	msg, _, err := enc.Encode(nil, make([]float32, model.NumParams()), 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.UploadBytes != 10*int64(len(msg)) || len(msg) < 4*model.NumParams() {
+		t.Fatalf("upload bytes %d, want 10 × %d", last.UploadBytes, len(msg))
 	}
 }
 

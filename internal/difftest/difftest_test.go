@@ -1,0 +1,226 @@
+package difftest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/coordinator"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/membership"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/sim"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clients is the number of clients of every run: the simulator's virtual
+// clients, and the client runtimes that register with the coordinator.
+const clients = 6
+
+// run is the run both drivers execute: 6 clients, 3 per round, 3 rounds
+// on synthetic data, with the given strategy and codecs.
+func run(strategy, upload, download string) coordinator.RunConfig {
+	return coordinator.RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
+		Strategy: strategy, Round: round.Config{PerRound: 3, Rounds: 3, Seed: 11},
+		TaskSeed: 7, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
+		UploadCodec: upload, DownloadCodec: download}
+}
+
+// data is the federated data set both drivers train on: the coordinator's
+// client with ID sim.ClientID(k) holds the simulator's Parts[k].
+func data(t *testing.T) sim.Data {
+	t.Helper()
+	d, err := sim.DataSpec{Dataset: "synthetic", Clients: clients, SyntheticAlpha: 0.5, SyntheticBeta: 0.5, Seed: 2}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestSimulationAndClusterAgree drives the same run through sim.Run and
+// through a coordinator with client runtimes, and requires the same
+// global model bit for bit: the same selection, task seeds, local
+// training, codecs with their client state, decoding of the uploads
+// (sparse for a compressed codec, gradient.UploadDecoder in both) and
+// aggregation order, whatever order the uploads reach the coordinator in.
+func TestSimulationAndClusterAgree(t *testing.T) {
+	for _, tc := range []struct{ strategy, upload, download string }{
+		{"fedavg", "stcm", ""},
+		{"fedavg", "none", ""},
+		{"fedavg", "topk=0.05,bits=4,ef=on", "stc"},
+		{"fedadam", "stcm", ""}, // server state across rounds
+		{"median", "topk1", ""}, // sparse updates densified
+	} {
+		t.Run(fmt.Sprintf("%s,up=%s,down=%s", tc.strategy, tc.upload, tc.download), func(t *testing.T) {
+			rc := run(tc.strategy, tc.upload, tc.download)
+			d := data(t)
+			simHash, simModel := simulate(t, rc, d)
+			clusterHash, clusterModel := cluster(t, rc, d)
+			if simHash != clusterHash {
+				diff := 0
+				for i := range simModel {
+					if math.Float32bits(simModel[i]) != math.Float32bits(clusterModel[i]) {
+						diff++
+					}
+				}
+				t.Fatalf("the simulation ends with model %x, the cluster with %x: %d of %d parameters differ", simHash[:8], clusterHash[:8], diff, len(simModel))
+			}
+			t.Logf("both end with model %s", hex.EncodeToString(simHash[:8]))
+		})
+	}
+}
+
+// hash is the model hash the coordinator reports (FSM.ModelHash): SHA-256
+// of the parameters as little-endian float32.
+func hash(p []float32) [32]byte { return sha256.Sum256(gradient.AppendFloat32s(nil, p)) }
+
+// simulate runs rc in the simulator and returns the global model.
+func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []float32) {
+	t.Helper()
+	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := make([]float32, model.NumParams())
+	model.Init(init, rc.InitSeed)
+	strategy, err := aggregate.New(rc.Strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The run spec in the simulator's terms (the task's optimizer is
+	// float32, as client.Task carries it).
+	opt := nn.SGD{LR: float32(rc.LR), Momentum: float32(rc.Momentum), WeightDecay: float32(rc.WeightDecay)}
+	cfg := sim.Config{Round: rc.Round, LocalEpochs: rc.LocalEpochs, BatchSize: rc.BatchSize, Optimizer: opt,
+		Seed: rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
+	res, err := sim.Run(context.Background(), cfg, model, init, d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hash(res.Model) == hash(init) {
+		t.Fatal("the simulation did not move the model")
+	}
+	return hash(res.Model), res.Model
+}
+
+// cluster runs rc on a single-node coordinator, Raft on disk and gRPC on
+// 127.0.0.1, with one client runtime per part of d, and returns the
+// global model once the run is finished.
+func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []float32) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	// Rounds open among the clients gossip says are alive: none until
+	// every client has registered, then all of them, so that every round
+	// selects among the same candidates as the simulator's.
+	var (
+		mu     sync.Mutex
+		claims []coordinator.ClientClaim
+	)
+	alive := func() []coordinator.ClientClaim {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(claims) < clients {
+			return nil
+		}
+		return claims
+	}
+	node, err := coordinator.Open(coordinator.Config{ID: "n1", Dir: filepath.Join(t.TempDir(), "n1"), RaftAddr: "127.0.0.1:0", Bootstrap: true,
+		Run: &rc, JoinSecret: "s3cret", GRPCAddr: addr, Tick: 10 * time.Millisecond, Alive: alive})
+	if err != nil {
+		lis.Close()
+		t.Fatal(err)
+	}
+	defer node.Close()
+	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := coordinator.NewService(node, transport.LimitsFor(model.NumParams(), 0))
+	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits, PublicMethods: coordinator.ClusterMethods})
+	fedzippb.RegisterCoordinatorServer(srv, svc)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		transport.Shutdown(srv, time.Second)
+		<-served
+	}()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	errs := make(chan error, clients)
+	for k := range clients {
+		var id atomic.Uint64
+		cfg := client.RuntimeConfig{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: 1, MaxBackoff: 200 * time.Millisecond,
+			OnIdentity: func(cid uint64, token string) {
+				id.Store(cid)
+				name := fmt.Sprintf("c%d", k)
+				mu.Lock()
+				claims = append(claims, coordinator.ClientClaim{ID: round.ClientID(cid), Member: name, Proof: membership.TokenProof(token, name, cid)})
+				mu.Unlock()
+			},
+			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
+				m, err := client.TaskMLP(task)
+				if err != nil {
+					return nil, err
+				}
+				return partTrainer{nn: nn.NewTrainer(m, int(task.GetBatchSize())), data: d, id: &id}, nil
+			}}
+		go func() {
+			_, err := client.Run(ctx, cfg)
+			errs <- err
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Fatalf("client: %v", err)
+		}
+	}
+	v := node.FSM().Progress()
+	if v.Phase != round.Finished || v.Version != uint64(rc.Round.Rounds) {
+		t.Fatalf("the run ended in phase %v at version %d, want %d rounds", v.Phase, v.Version, rc.Round.Rounds)
+	}
+	if v.Config.AggregateOrder != coordinator.OrderSelection {
+		t.Fatalf("the leader committed the run with aggregate order %q", v.Config.AggregateOrder)
+	}
+	global, _ := node.FSM().Model()
+	return node.FSM().ModelHash(), global
+}
+
+// partTrainer trains on the part of the data that the simulator gives the
+// client with the runtime's ID (sim.ClientID(k) holds Parts[k]).
+type partTrainer struct {
+	nn   *nn.Trainer
+	data sim.Data
+	id   *atomic.Uint64
+}
+
+func (p partTrainer) Train(ctx context.Context, params []float32, task client.Task) (client.Result, error) {
+	id := round.ClientID(p.id.Load())
+	for k, part := range p.data.Parts {
+		if sim.ClientID(k) == id {
+			return client.DataTrainer{NN: p.nn, X: p.data.Train.X, Y: p.data.Train.Y, Index: part}.Train(ctx, params, task)
+		}
+	}
+	return client.Result{}, fmt.Errorf("client %d holds no part of the data", id)
+}
