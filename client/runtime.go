@@ -111,6 +111,9 @@ type Runtime struct {
 	model   string
 	enc     *gradient.Encoder
 	encKey  string
+	// res and vel carry enc's state to and from residual.bin and
+	// velocity.bin.
+	res, vel []float32
 	backoff time.Duration
 	sum     Summary
 	// lastUpload is the duration of the last acknowledged upload, reported
@@ -498,8 +501,15 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 			return nil, fmt.Errorf("%w: the coordinator's upload codec: %w", ErrTaskRefused, err)
 		}
 		r.enc, r.encKey = enc, key
-		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual())
-		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity())
+		nr, nv := enc.StateLen()
+		r.res, r.vel = make([]float32, nr), make([]float32, nv)
+		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.res)
+		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.vel)
+		if err := enc.ImportState(r.res, r.vel); err != nil {
+			// Not expected: loadFloats leaves a slice zero rather than
+			// hold a value that is not finite. The state stays zero.
+			r.log.Warn("discarding the error-feedback state files", "err", err)
+		}
 	}
 	r.enc.SetRun(run)
 	payload, _, err := r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed())
@@ -520,10 +530,11 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUpdateRefused, err)
 	}
-	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual()); err != nil {
+	r.enc.ExportState(r.res, r.vel)
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.res); err != nil {
 		return nil, err
 	}
-	if err := saveFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity()); err != nil {
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.vel); err != nil {
 		return nil, err
 	}
 	return payload, nil

@@ -369,6 +369,8 @@ type worker struct {
 	enc  *gradient.Encoder
 	dec  gradient.Decoder
 	wire []byte
+	// res and vel carry a client's codec state between the store and enc.
+	res, vel []float32
 }
 
 func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
@@ -408,6 +410,8 @@ func (p *pool) setCodec(cfg Config, n int) error {
 			return err
 		}
 		w.enc.SetRun(runID)
+		nr, nv := w.enc.StateLen()
+		w.res, w.vel = make([]float32, nr), make([]float32, nv)
 	}
 	p.limits = gradient.Limits{MaxParams: n}
 	return nil
@@ -420,13 +424,17 @@ func (p *pool) encode(w *worker, id round.ClientID, delta []float32, roundNo int
 	if w.enc == nil {
 		return 4 * len(delta), nil
 	}
-	p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
+	p.store.Load(id, w.res, w.vel)
+	if err := w.enc.ImportState(w.res, w.vel); err != nil {
+		return 0, fmt.Errorf("its codec state: %w", err)
+	}
 	var err error
 	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
 	if err != nil {
 		return 0, err
 	}
-	p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+	w.enc.ExportState(w.res, w.vel)
+	p.store.Save(id, w.res, w.vel)
 	h, err := w.dec.Decode(delta, w.wire, p.limits)
 	if err != nil {
 		return 0, fmt.Errorf("decoding its own update: %w", err)
