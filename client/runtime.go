@@ -114,8 +114,8 @@ type Runtime struct {
 	// res and vel carry enc's state to and from residual.bin and
 	// velocity.bin.
 	res, vel []float32
-	backoff time.Duration
-	sum     Summary
+	backoff  time.Duration
+	sum      Summary
 	// lastUpload is the duration of the last acknowledged upload, reported
 	// with the next update.
 	lastUpload time.Duration
