@@ -13,12 +13,12 @@ import (
 	"time"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
-	"github.com/fedzip/fedzip/sim"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -87,13 +87,13 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	log = log.With("client", f.name)
-	data, err := sim.DataSpec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
+	data, err := dataset.Spec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
 		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed}.Load()
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 		return exitError
 	}
-	idx := data.Parts[f.index]
+	idx := data.TrainParts[f.index]
 	cfg := client.RuntimeConfig{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
 		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
 		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
