@@ -20,8 +20,8 @@ func TestSpecLoad(t *testing.T) {
 		t.Fatalf("synthetic: %d parts, not the same twice", len(a.TrainParts))
 	}
 	for name, bad := range map[string]Spec{
-		"no clients":        {Dataset: "synthetic", Clients: 0},
-		"unknown dataset":   {Dataset: "cifar", Clients: 2},
+		"no clients":      {Dataset: "synthetic", Clients: 0},
+		"unknown dataset": {Dataset: "cifar", Clients: 2},
 	} {
 		if _, err := bad.Load(); !errors.Is(err, ErrBadArgument) {
 			t.Errorf("%s: %v, want ErrBadArgument", name, err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/httpguard"
@@ -58,7 +59,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve this client's Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none)")
-	fs.Float64Var(&f.maxAbsParam, "max-abs-param", client.DefaultMaxAbsParam, "refuse a global model or a local update with a value beyond ±this, or not finite")
+	fs.Float64Var(&f.maxAbsParam, "max-abs-param", remote.DefaultMaxAbsParam, "refuse a global model or a local update with a value beyond ±this, or not finite")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address to gossip membership from, e.g. 127.0.0.1:0 (empty: no gossip)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key, the coordinators' (also $FEDZIP_GOSSIP_KEY)")
@@ -94,7 +95,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitError
 	}
 	idx := data.TrainParts[f.index]
-	cfg := client.RuntimeConfig{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
+	cfg := remote.Config{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
 		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
 		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
 			if int(t.GetInputDim()) != data.Train.Dim {
@@ -104,7 +105,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				// Labels beyond the model's outputs would index out of range.
 				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
 			}
-			m, err := client.TaskMLP(t)
+			m, err := remote.TaskMLP(t)
 			if err != nil {
 				return nil, err
 			}
@@ -162,7 +163,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	sum, err := client.Run(ctx, cfg)
+	sum, err := remote.Run(ctx, cfg)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 		return exitError
