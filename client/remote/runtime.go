@@ -101,17 +101,19 @@ type pending struct {
 // runner is a running client: fetch task → download → train → encode →
 // upload, until the run is done or ctx ends.
 type runner struct {
-	cfg     Config
-	log     *slog.Logger
-	st      state
-	conn    *grpc.ClientConn
-	api     fedzippb.CoordinatorClient
-	creds   *transport.TokenCredentials
-	addrs   []string
-	trainer client.Trainer
-	model   string
-	enc     *gradient.Encoder
-	encKey  string
+	cfg  Config
+	log  *slog.Logger
+	st   state
+	conn *grpc.ClientConn
+	// connected says whether a dial has succeeded in this run.
+	connected bool
+	api       fedzippb.CoordinatorClient
+	creds     *transport.TokenCredentials
+	addrs     []string
+	trainer   client.Trainer
+	model     string
+	enc       *gradient.Encoder
+	encKey    string
 	// res and vel carry enc's state to and from residual.bin and
 	// velocity.bin.
 	res, vel []float32
@@ -235,7 +237,7 @@ func (r *runner) dial(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	r.conn, r.api = conn, fedzippb.NewCoordinatorClient(conn)
+	r.conn, r.api, r.connected = conn, fedzippb.NewCoordinatorClient(conn), true
 	return nil
 }
 
@@ -251,7 +253,11 @@ func (r *runner) retry(ctx context.Context, err error) error {
 	r.cfg.Metrics.Retried()
 	r.backoff = min(max(2*r.backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 	wait := time.Duration(float64(r.backoff) * (0.5 + rand.Float64()/2))
-	r.log.Debug("retrying", "err", err, "wait", wait)
+	if explained := transport.ExplainTLSError(err); explained != err {
+		r.log.Warn("retrying", "err", explained, "wait", wait)
+	} else {
+		r.log.Debug("retrying", "err", err, "wait", wait)
+	}
 	select {
 	case <-time.After(wait):
 	case <-ctx.Done():
@@ -272,6 +278,11 @@ func (r *runner) run(ctx context.Context) (Summary, error) {
 		}
 		if r.conn == nil {
 			if err := r.dial(ctx); err != nil {
+				if explained := transport.ExplainTLSError(err); explained != err && !r.connected {
+					// A CA that does not sign the cluster's certificate
+					// will not start to: at start, say how to fix it.
+					return r.sum, fmt.Errorf("client: %w", explained)
+				}
 				if e := r.retry(ctx, err); e != nil {
 					return r.sum, e
 				}
