@@ -141,7 +141,12 @@ type taskKey struct{ round, version uint64 }
 // runtime backs off and polls again.
 var errStillRefused = errors.New("client: this task was refused; waiting for the next one")
 
-// Run runs a client until the coordinator says training is done.
+// Run runs a client until the coordinator says training is done, ctx
+// ends, or the coordinator refuses its registration. Network errors are
+// retried with backoff; but when no dial has succeeded yet and the
+// server's certificate is signed by an authority cfg.TLS does not trust,
+// Run returns at once with an error wrapping transport.ErrUnknownAuthority
+// that says to pass the cluster's CA (transport.ExplainTLSError).
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if len(cfg.Addrs) == 0 {
 		return Summary{}, errors.New("client: no coordinator address")
