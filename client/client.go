@@ -1,7 +1,10 @@
 // Package client is the client side of a round: the Trainer interface that
-// users implement to plug in their model and data, and Step, which turns a
-// global model into an update. The simulator runs Step for its virtual
-// clients; the client runtime runs it against a coordinator.
+// users implement to plug in their model and data, Step, which turns a
+// global model into an update, and ApplyDownload, which turns a model
+// download into the model a client trains from. The simulator runs Step for
+// its virtual clients; package client/remote runs it against a coordinator
+// cluster over gRPC. This package is pure: it does no I/O and imports no
+// network code (internal/deps checks it).
 package client
 
 import (

@@ -1,18 +1,12 @@
 package client
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/fedzip/fedzip/gradient"
-	"github.com/fedzip/fedzip/transport"
-	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
 // TestApplyDownload applies a server's deltas as a client does, and
@@ -51,15 +45,15 @@ func TestApplyDownload(t *testing.T) {
 	for _, x := range srv.Model() {
 		whole = appendF32(whole, x)
 	}
-	lim := transport.LimitsFor(n, 0)
+	maxBytes := 4 * n
 	crc := gradient.ModelCRC(srv.Model())
-	hd := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 1, ModelCrc32C: &crc}
-	m, err := applyDownload(held, 1, 3, hd, delta, n, lim)
+	hd := Download{Kind: DownloadDelta, Version: 3, BaseVersion: 1, CRC: &crc}
+	m, err := ApplyDownload(held, 1, 3, with(hd, delta), n, maxBytes)
 	if err != nil || !slices.Equal(m, srv.Model()) {
 		t.Fatalf("delta: %v, bit-identical %v", err, slices.Equal(m, srv.Model()))
 	}
-	hf := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: 3}
-	if m, err := applyDownload(nil, 0, 3, hf, whole, n, lim); err != nil || !slices.Equal(m, srv.Model()) {
+	hf := Download{Kind: DownloadFull, Version: 3}
+	if m, err := ApplyDownload(nil, 0, 3, with(hf, whole), n, maxBytes); err != nil || !slices.Equal(m, srv.Model()) {
 		t.Fatalf("whole model: %v", err)
 	}
 	// A client holding the wrong model of version 1 (say a stale file)
@@ -71,65 +65,32 @@ func TestApplyDownload(t *testing.T) {
 	nan := slices.Clone(whole)
 	copy(nan[8:], appendF32(nil, float32(math.NaN())))
 	for name, tc := range map[string]struct {
-		h          *fedzippb.ModelHeader
+		h          Download
 		body       []byte
 		have, want uint64
 		held       []float32
 	}{
-		"delta from another base":      {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 3, BaseVersion: 2}, delta, 1, 3, held},
+		"delta from another base":      {Download{Kind: DownloadDelta, Version: 3, BaseVersion: 2}, delta, 1, 3, held},
 		"delta while holding nothing":  {hd, delta, 0, 3, nil},
 		"delta for a model of another": {hd, delta, 1, 3, held[:n-1]},
 		"another version":              {hd, delta, 1, 4, held},
-		"header and deltas disagree":   {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 2, BaseVersion: 1}, delta, 1, 2, held},
+		"header and deltas disagree":   {Download{Kind: DownloadDelta, Version: 2, BaseVersion: 1}, delta, 1, 2, held},
 		"flipped byte":                 {hd, flipped, 1, 3, held},
 		"wrong held model":             {hd, delta, 1, 3, wrongHeld},
 		"truncated delta":              {hd, delta[:len(delta)-3], 1, 3, held},
 		"garbage":                      {hd, []byte("not a delta"), 1, 3, held},
-		"unspecified kind":             {&fedzippb.ModelHeader{Version: 3}, whole, 1, 3, held},
+		"unspecified kind":             {Download{Version: 3}, whole, 1, 3, held},
 		"whole model, wrong size":      {hf, whole[:4*n-4], 0, 3, nil},
 		"whole model with NaN":         {hf, nan, 0, 3, nil},
-		"version beyond 2^32":          {&fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: 1 << 33, BaseVersion: 1 << 32}, delta, 1 << 32, 1 << 33, held},
+		"version beyond 2^32":          {Download{Kind: DownloadDelta, Version: 1 << 33, BaseVersion: 1 << 32}, delta, 1 << 32, 1 << 33, held},
 	} {
 		before := slices.Clone(tc.held)
-		if _, err := applyDownload(tc.held, tc.have, tc.want, tc.h, tc.body, n, lim); !errors.Is(err, errDownload) {
-			t.Errorf("%s: %v, want errDownload", name, err)
+		if _, err := ApplyDownload(tc.held, tc.have, tc.want, with(tc.h, tc.body), n, maxBytes); !errors.Is(err, ErrDownload) {
+			t.Errorf("%s: %v, want ErrDownload", name, err)
 		}
 		if !slices.Equal(before, tc.held) {
 			t.Errorf("%s: the held model changed", name)
 		}
-	}
-}
-
-// TestModelFile saves and loads the held model, version 0 included; a
-// damaged or mis-sized file loads as nothing.
-func TestModelFile(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "model.bin")
-	m := []float32{1, -2, 3.5, float32(math.SmallestNonzeroFloat32)}
-	if err := saveModel(path, m, 7); err != nil {
-		t.Fatal(err)
-	}
-	if got, v, _ := loadModel(path, len(m), DefaultMaxAbsParam); v != 7 || !slices.Equal(got, m) {
-		t.Fatalf("loaded version %d %v", v, got)
-	}
-	if got, _, _ := loadModel(path, len(m)+1, DefaultMaxAbsParam); got != nil {
-		t.Fatal("loaded a model of another size")
-	}
-	b, _ := os.ReadFile(path)
-	for i := range b {
-		c := slices.Clone(b)
-		c[i] ^= 1
-		os.WriteFile(path, c, 0o600)
-		if got, _, _ := loadModel(path, len(m), DefaultMaxAbsParam); got != nil {
-			t.Fatalf("loaded a file with byte %d flipped", i)
-		}
-	}
-	saveModel(path, m, 0)
-	if got, v, _ := loadModel(path, len(m), DefaultMaxAbsParam); v != 0 || !slices.Equal(got, m) {
-		t.Fatalf("version 0 (the initial model): loaded version %d %v", v, got)
-	}
-	if got, _, _ := loadModel(filepath.Join(dir, "missing"), len(m), DefaultMaxAbsParam); got != nil {
-		t.Fatal("loaded a missing file")
 	}
 }
 
@@ -160,11 +121,10 @@ func FuzzApplyDownload(f *testing.F) {
 	d, _ = srv.AppendUpdate(nil, 1)
 	f.Add(uint8(2), uint64(2), uint64(1), d)
 	f.Add(uint8(1), uint64(2), uint64(0), make([]byte, 4*n))
-	lim := transport.LimitsFor(n, 0)
 	f.Fuzz(func(t *testing.T, kind uint8, version, base uint64, body []byte) {
-		h := &fedzippb.ModelHeader{Kind: fedzippb.ModelKind(kind % 4), Version: version, BaseVersion: base}
+		d := Download{Kind: DownloadKind(kind % 4), Version: version, BaseVersion: base, Body: body}
 		before := slices.Clone(held)
-		m, err := applyDownload(held, 1, version, h, body, n, lim)
+		m, err := ApplyDownload(held, 1, version, d, n, 4*n)
 		if !slices.Equal(before, held) {
 			t.Fatal("the held model changed")
 		}
@@ -182,30 +142,8 @@ func FuzzApplyDownload(f *testing.F) {
 	})
 }
 
-// FuzzParseModelFile: any bytes give a model or an error, never a panic,
-// and a model that parses is saved back to the same bytes.
-func FuzzParseModelFile(f *testing.F) {
-	dir := f.TempDir()
-	for i, m := range [][]float32{{1, 2, 3}, {0}, {-1.5, 2.25, 1e-30, 7, 8}} {
-		path := filepath.Join(dir, fmt.Sprint(i))
-		if err := saveModel(path, m, uint64(i)); err != nil {
-			f.Fatal(err)
-		}
-		b, _ := os.ReadFile(path)
-		f.Add(b, len(m))
-	}
-	f.Add([]byte("FZHM"), 1)
-	f.Fuzz(func(t *testing.T, b []byte, n int) {
-		m, v, err := parseModelFile(b, n%64)
-		if err != nil {
-			return
-		}
-		path := filepath.Join(t.TempDir(), "m")
-		if err := saveModel(path, m, v); err != nil {
-			t.Fatal(err)
-		}
-		if again, _ := os.ReadFile(path); !bytes.Equal(again, b) {
-			t.Fatalf("parsed model does not save back to the same %d bytes", len(b))
-		}
-	})
+// with returns d holding body.
+func with(d Download, body []byte) Download {
+	d.Body = body
+	return d
 }

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -248,7 +249,7 @@ func TestExpiredClientRegistersAgain(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := client.Run(ctx, client.RuntimeConfig{Addrs: []string{addr}, Insecure: true, Name: "c", JoinSecret: "s3cret", StateDir: t.TempDir(),
+		_, err := remote.Run(ctx, remote.Config{Addrs: []string{addr}, Insecure: true, Name: "c", JoinSecret: "s3cret", StateDir: t.TempDir(),
 			Examples: 10, MaxBackoff: 50 * time.Millisecond, OnIdentity: func(id uint64, _ string) { ids <- id },
 			NewTrainer: func(*fedzippb.Task) (client.Trainer, error) { return nil, errors.New("no task expected") }})
 		done <- err

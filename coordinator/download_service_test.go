@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/metrics"
@@ -186,7 +187,7 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 		regs := make([]*prometheus.Registry, nclients)
 		for k := range nclients {
 			regs[k] = metrics.NewRegistry()
-			cfg := client.RuntimeConfig{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+			cfg := remote.Config{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
 				StateDir: dirs[k], Examples: uint64(len(fed.TrainParts[k])), MaxBackoff: 100 * time.Millisecond, Metrics: metrics.NewClient(regs[k]),
 				NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
 					m, err := nn.ParseArch(task.GetModel(), int(task.GetInputDim()), int(task.GetClasses()))
@@ -198,7 +199,7 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if _, err := client.Run(ctx, cfg); err != nil && ctx.Err() == nil {
+				if _, err := remote.Run(ctx, cfg); err != nil && ctx.Err() == nil {
 					t.Errorf("client %d: %v", k, err)
 				}
 			}()

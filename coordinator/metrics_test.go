@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
@@ -109,7 +110,7 @@ func TestMetricsMoveAfterRounds(t *testing.T) {
 		chs := httptest.NewServer(metrics.Handler(creg))
 		defer chs.Close()
 		clientURLs[k] = chs.URL
-		cfg := client.RuntimeConfig{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+		cfg := remote.Config{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
 			StateDir: t.TempDir(), Examples: uint64(len(fed.TrainParts[k])), MaxBackoff: 100 * time.Millisecond, Metrics: metrics.NewClient(creg),
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
 				m, err := nn.ParseArch(task.GetModel(), int(task.GetInputDim()), int(task.GetClasses()))
@@ -121,7 +122,7 @@ func TestMetricsMoveAfterRounds(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if _, err := client.Run(ctx, cfg); err != nil {
+			if _, err := remote.Run(ctx, cfg); err != nil {
 				t.Errorf("client %d: %v", k, err)
 			}
 		}()

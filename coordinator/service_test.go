@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
-	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
@@ -81,7 +81,7 @@ func TestServiceRefusesBadInput(t *testing.T) {
 	}
 	spec, _ := gradient.ParseSpec("topk1")
 	enc, _ := gradient.NewEncoder(spec, n)
-	runID, err := client.TaskRun(task)
+	runID, err := remote.TaskRun(task)
 	if err != nil || runID.IsZero() || runID != node.FSM().RunID() {
 		t.Fatalf("task names run %v (%v), the run is %v", runID, err, node.FSM().RunID())
 	}

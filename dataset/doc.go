@@ -23,6 +23,11 @@
 // Synthetic returns a Federated value instead: its data is generated per
 // client, so it comes with its own train and test partitions.
 //
+// A Spec names a data set and its split by value (dataset, clients,
+// partition, seed); its Load returns the Federated data. The simulator and
+// a client process load the same Spec, so a client trains on exactly the
+// part its simulated counterpart would.
+//
 // Every random choice uses math/rand/v2's PCG seeded with (seed, a constant
 // per purpose): the same arguments give the same result on every machine.
 //

@@ -116,15 +116,49 @@ func (e *Encoder) Spec() Spec { return e.spec }
 // Len returns the model length.
 func (e *Encoder) Len() int { return e.n }
 
-// Residual returns the error-feedback residual, what has been accumulated
-// but not sent (nil without ef). The slice is the encoder's own: read it
-// between calls, do not keep it.
-func (e *Encoder) Residual() []float32 { return e.residual }
+// StateLen returns the lengths of the encoder's state: the error-feedback
+// residual (Len() with ef, else 0) and DGC's momentum buffer u (Len() with
+// momentum, else 0). ExportState and ImportState take slices of these
+// lengths.
+func (e *Encoder) StateLen() (residual, velocity int) { return len(e.residual), len(e.velocity) }
 
-// Velocity returns the DGC momentum buffer u (nil without momentum). Like
-// Residual, the slice is the encoder's own: a driver that multiplexes many
-// clients over one encoder copies each client's state in and out.
-func (e *Encoder) Velocity() []float32 { return e.velocity }
+// ExportState copies the encoder's state into residual and velocity, whose
+// lengths must be those StateLen returns (nil for a state the spec does not
+// keep): the residual, what has been accumulated but not sent, and the
+// momentum buffer u. The copies are the caller's; the encoder keeps its
+// own. A driver that multiplexes many clients over one encoder exports a
+// client's state after its Encode and imports it before the next.
+// ExportState panics if a length differs: that is a programming error.
+func (e *Encoder) ExportState(residual, velocity []float32) {
+	if len(residual) != len(e.residual) || len(velocity) != len(e.velocity) {
+		panic(fmt.Sprintf("gradient: ExportState: lengths %d and %d, the encoder's state has %d and %d",
+			len(residual), len(velocity), len(e.residual), len(e.velocity)))
+	}
+	copy(residual, e.residual)
+	copy(velocity, e.velocity)
+}
+
+// ImportState replaces the encoder's state with copies of residual and
+// velocity (lengths as for ExportState), for example a client's state kept
+// on disk or in a simulator's store. It returns an error wrapping ErrLength
+// if a length differs from StateLen's, or ErrNonFinite if a value is NaN
+// or infinite; the state is then unchanged. The encoder does not keep the
+// slices.
+func (e *Encoder) ImportState(residual, velocity []float32) error {
+	if len(residual) != len(e.residual) || len(velocity) != len(e.velocity) {
+		return fmt.Errorf("%w: state of %d and %d values, the encoder keeps %d and %d", ErrLength,
+			len(residual), len(velocity), len(e.residual), len(e.velocity))
+	}
+	if !finite32(residual) {
+		return fmt.Errorf("%w: in the residual", ErrNonFinite)
+	}
+	if !finite32(velocity) {
+		return fmt.Errorf("%w: in the momentum buffer", ErrNonFinite)
+	}
+	copy(e.residual, residual)
+	copy(e.velocity, velocity)
+	return nil
+}
 
 // Reset clears the encoder's state (residual and momentum).
 func (e *Encoder) Reset() {

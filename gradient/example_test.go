@@ -17,7 +17,9 @@ func Example() {
 	delta := []float32{0.1, -2, 0, 0.3, 5, 0, -0.2, 1.5}
 	msg, st, _ := enc.Encode(nil, delta, 1, 42)
 	fmt.Printf("%d coordinates in %d bytes (%d of header)\n", st.Kept, st.Bytes, st.HeaderBytes)
-	fmt.Println("residual:", enc.Residual())
+	residual := make([]float32, 8)
+	enc.ExportState(residual, nil) // no momentum: no velocity
+	fmt.Println("residual:", residual)
 
 	// The server: decode sparse and accumulate.
 	agg := make([]float32, 8)

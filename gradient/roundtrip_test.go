@@ -284,7 +284,7 @@ func TestEncodeRefusal(t *testing.T) {
 		if !errorsIs(err, ErrNonFinite) || string(out) != "keep" {
 			t.Errorf("delta with %g: %v, %q", bad, err, out)
 		}
-		if slices.ContainsFunc(e.Residual(), func(x float32) bool { return x != 0 }) {
+		if slices.ContainsFunc(e.residual, func(x float32) bool { return x != 0 }) {
 			t.Errorf("delta with %g: residual not cleared", bad)
 		}
 	}
@@ -402,9 +402,9 @@ func TestEncoderMemory(t *testing.T) {
 		if state != tt.state || scratch == 0 {
 			t.Errorf("%s: state %d (want %d), scratch %d", tt.spec, state, tt.state, scratch)
 		}
-		residual := slices.Clone(e.Residual())
+		residual := slices.Clone(e.residual)
 		e.DropScratch()
-		if state2, scratch2 := e.MemoryBytes(); state2 != state || scratch2 != 0 || !slices.Equal(residual, e.Residual()) {
+		if state2, scratch2 := e.MemoryBytes(); state2 != state || scratch2 != 0 || !slices.Equal(residual, e.residual) {
 			t.Errorf("%s: after DropScratch: state %d, scratch %d", tt.spec, state2, scratch2)
 		}
 		// The state carries over: the next round equals that of an
@@ -439,7 +439,7 @@ func TestDecayResidual(t *testing.T) {
 	}
 	// acc = 0.5·(0, 1, −2, 0.5) + 1 = (1, 1.5, 0, 1.25); sent 1.5 at 1.
 	want := []float32{1, 0, 0, 1.25}
-	if got := e.Residual(); !slices.Equal(got, want) {
+	if got := e.residual; !slices.Equal(got, want) {
 		t.Errorf("residual = %v, want %v", got, want)
 	}
 
@@ -452,10 +452,10 @@ func TestDecayResidual(t *testing.T) {
 	// Round 1: u = (4, 1, −2, 0.5), sent 4 at 0, u masked to (0, 1, −2,
 	// 0.5), residual (0, 1, −2, 0.5). Round 2: u = 0.5·u + 1 = (1, 1.5,
 	// 0, 1.25), acc = 0.5·residual + u = (1, 2, −1, 1.5); sent 2 at 1.
-	if got, want := m.Residual(), []float32{1, 0, -1, 1.5}; !slices.Equal(got, want) {
+	if got, want := m.residual, []float32{1, 0, -1, 1.5}; !slices.Equal(got, want) {
 		t.Errorf("momentum: residual = %v, want %v", got, want)
 	}
-	if got, want := m.Velocity(), []float32{1, 0, 0, 1.25}; !slices.Equal(got, want) {
+	if got, want := m.velocity, []float32{1, 0, 0, 1.25}; !slices.Equal(got, want) {
 		t.Errorf("momentum: velocity = %v, want %v", got, want)
 	}
 }

@@ -370,6 +370,8 @@ type worker struct {
 	eval *nn.Workspace
 	enc  *gradient.Encoder
 	wire []byte
+	// res and vel carry a client's codec state between the store and enc.
+	res, vel []float32
 }
 
 // slot is the memory of one client update in flight: the client's model
@@ -429,6 +431,8 @@ func (p *pool) setCodec(cfg Config, n int) error {
 			return err
 		}
 		w.enc.SetRun(runID)
+		nr, nv := w.enc.StateLen()
+		w.res, w.vel = make([]float32, nr), make([]float32, nv)
 	}
 	return nil
 }
@@ -441,7 +445,10 @@ func (p *pool) setCodec(cfg Config, n int) error {
 func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, u aggregate.Update, roundNo int, seed uint64) (aggregate.Update, int, error) {
 	delta := u.Delta
 	if p.store != nil {
-		p.store.Load(id, w.enc.Residual(), w.enc.Velocity())
+		p.store.Load(id, w.res, w.vel)
+		if err := w.enc.ImportState(w.res, w.vel); err != nil {
+			return aggregate.Update{}, 0, fmt.Errorf("its codec state: %w", err)
+		}
 	}
 	var err error
 	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
@@ -449,7 +456,8 @@ func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, 
 		return aggregate.Update{}, 0, err
 	}
 	if p.store != nil {
-		p.store.Save(id, w.enc.Residual(), w.enc.Velocity())
+		w.enc.ExportState(w.res, w.vel)
+		p.store.Save(id, w.res, w.vel)
 	}
 	h, err := p.dec.Check(len(delta), w.wire)
 	if err != nil {

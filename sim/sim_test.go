@@ -29,7 +29,7 @@ func synthetic(t testing.TB, clients int) (Data, *nn.MLP) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Data{Train: fed.Train, Test: fed.Test, Parts: fed.TrainParts}, model
+	return DataOf(fed), model
 }
 
 func config(rounds int, fraction float64) Config {
@@ -231,10 +231,11 @@ func TestMNISTLearns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("MNIST run in -short mode")
 	}
-	data, err := DataSpec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
+	fed, err := dataset.Spec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
+	data := DataOf(fed)
 	model, _ := nn.ParseArch("2nn", 784, 10)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)

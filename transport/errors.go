@@ -37,6 +37,9 @@ var (
 	// or lacks the node role (NodeRoleURI), or a peer TLS configuration
 	// that lacks one. Returned by PeerTLSConfig; not a gRPC error.
 	ErrPeerCert = errors.New("transport: not a coordinator node certificate")
+	// ErrUnknownAuthority: the server's certificate is signed by a CA the
+	// client does not trust (ExplainTLSError). Not a gRPC error.
+	ErrUnknownAuthority = errors.New("the server's certificate is signed by an unknown authority")
 	// ErrStreamSlow: a client-streamed RPC sent less than the server's
 	// minimum rate (codes.DeadlineExceeded).
 	ErrStreamSlow = errors.New("transport: stream too slow")

@@ -3,8 +3,10 @@ package transport
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // ServerTLSConfig returns the TLS configuration of a coordinator node
@@ -170,4 +172,22 @@ func NewPeerTLSConfig(cert tls.Certificate, cas *x509.CertPool) (*tls.Config, er
 		InsecureSkipVerify: true,
 		VerifyConnection:   func(cs tls.ConnectionState) error { return verify(cs.PeerCertificates) },
 	}, nil
+}
+
+// ExplainTLSError returns err with the step that fixes it when err is a
+// TLS failure a user fixes with a flag; otherwise err itself (nil for
+// nil). Today that is a server certificate signed by an authority the
+// client does not trust: the error wraps ErrUnknownAuthority and err, and
+// says to pass the cluster's CA with --ca. The cause is found by type
+// (x509.UnknownAuthorityError) or, since gRPC reports a failed handshake
+// as a status that keeps only the message, by Go's message for it.
+func ExplainTLSError(err error) error {
+	if err == nil || errors.Is(err, ErrUnknownAuthority) {
+		return err
+	}
+	var ua x509.UnknownAuthorityError
+	if errors.As(err, &ua) || strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		return fmt.Errorf("%w: pass the cluster's CA with --ca FILE ('fedzip dev-certs' writes ca.pem): %w", ErrUnknownAuthority, err)
+	}
+	return err
 }

@@ -7,11 +7,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -291,4 +293,53 @@ func handshake(t *testing.T, server, client *tls.Config) error {
 		return serr
 	}
 	return err
+}
+
+// TestExplainTLSError dials a real TLS server with the CA of another
+// set of certificates: the error says to pass the cluster's CA with --ca
+// and keeps its cause. Other errors pass through unchanged.
+func TestExplainTLSError(t *testing.T) {
+	files, other := devCerts(t), devCerts(t)
+	serverTLS, err := ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := serve(t, newFake(testLimits), listen(t), ServerConfig{TLS: serverTLS})
+	wrongCA, err := ClientTLSConfig(other.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(ctxT(t), []string{s.addr}, ClientConfig{TLS: wrongCA})
+	if err == nil {
+		t.Fatal("Dial trusted a server of another CA")
+	}
+	explained := ExplainTLSError(err)
+	if !errors.Is(explained, ErrUnknownAuthority) || !strings.Contains(explained.Error(), "--ca FILE") ||
+		!strings.Contains(explained.Error(), err.Error()) || status.Code(explained) != status.Code(err) {
+		t.Fatalf("ExplainTLSError(%v) = %v", err, explained)
+	}
+	if again := ExplainTLSError(explained); again != explained {
+		t.Fatalf("explained twice: %v", again)
+	}
+	// The same server with its own CA: no error; a refused connection is
+	// not a TLS error and passes unchanged.
+	rightCA, err := ClientTLSConfig(files.CA, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := Dial(ctxT(t), []string{s.addr}, ClientConfig{TLS: rightCA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	lis := listen(t)
+	addr := lis.Addr().String()
+	lis.Close()
+	_, err = Dial(ctxT(t), []string{addr}, ClientConfig{TLS: rightCA})
+	if err == nil || ExplainTLSError(err) != err {
+		t.Fatalf("refused connection: %v became %v", err, ExplainTLSError(err))
+	}
+	if ExplainTLSError(nil) != nil {
+		t.Fatal("ExplainTLSError(nil) is not nil")
+	}
 }

@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
+	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
-	"github.com/fedzip/fedzip/sim"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -60,7 +61,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve this client's Prometheus metrics at http://ADDR/metrics (empty: off)")
 	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none)")
-	fs.Float64Var(&f.maxAbsParam, "max-abs-param", client.DefaultMaxAbsParam, "refuse a global model or a local update with a value beyond ±this, or not finite")
+	fs.Float64Var(&f.maxAbsParam, "max-abs-param", remote.DefaultMaxAbsParam, "refuse a global model or a local update with a value beyond ±this, or not finite")
 	fs.DurationVar(&f.timeout, "timeout", 0, "give up after this long (0: run until training is done)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist address to gossip membership from, e.g. 127.0.0.1:0 (empty: no gossip)")
 	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 gossip encryption key, the coordinators' (also $FEDZIP_GOSSIP_KEY)")
@@ -86,14 +87,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return exitUsage
 	}
 	log = log.With("client", f.name)
-	data, err := sim.DataSpec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
+	data, err := dataset.Spec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
 		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed}.Load()
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 		return exitError
 	}
-	idx := data.Parts[f.index]
-	cfg := client.RuntimeConfig{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
+	idx := data.TrainParts[f.index]
+	cfg := remote.Config{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
 		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
 		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
 			if int(t.GetInputDim()) != data.Train.Dim {
@@ -103,7 +104,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				// Labels beyond the model's outputs would index out of range.
 				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
 			}
-			m, err := client.TaskMLP(t)
+			m, err := remote.TaskMLP(t)
 			if err != nil {
 				return nil, err
 			}
@@ -161,7 +162,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		ctx, cancel = context.WithTimeout(ctx, f.timeout)
 		defer cancel()
 	}
-	sum, err := client.Run(ctx, cfg)
+	sum, err := remote.Run(ctx, cfg)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 		return exitError

@@ -125,7 +125,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "fedzip cluster %s: %v\n", sub, err)
+		fmt.Fprintf(stderr, "fedzip cluster %s: %v\n", sub, transport.ExplainTLSError(err))
 		return exitError
 	}
 	return exitOK

@@ -23,6 +23,7 @@ import (
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dashboard"
+	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/nn"
@@ -382,13 +383,14 @@ func simulate(ctx context.Context, f simulateFlags, stdout, stderr io.Writer) er
 		}
 		defer pprof.StopCPUProfile()
 	}
-	data, err := sim.DataSpec{
+	fed, err := dataset.Spec{
 		Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition,
 		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed,
 	}.Load()
 	if err != nil {
 		return err
 	}
+	data := sim.DataOf(fed)
 	model, err := nn.ParseArch(f.model, data.Train.Dim, data.Train.Classes)
 	if err != nil {
 		return err

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -110,17 +111,17 @@ func startClients(ctx context.Context, t *testing.T, addr string, n int) <-chan 
 		for j := range y {
 			y[j], idx[j] = uint8(r.IntN(testClasses)), j
 		}
-		cfg := client.RuntimeConfig{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", i), StateDir: filepath.Join(t.TempDir(), "c"),
+		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", i), StateDir: filepath.Join(t.TempDir(), "c"),
 			Examples: examples, MaxBackoff: 200 * time.Millisecond,
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := client.TaskMLP(task)
+				m, err := remote.TaskMLP(task)
 				if err != nil {
 					return nil, err
 				}
 				return client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: x, Y: y, Index: idx}, nil
 			}}
 		go func() {
-			sum, err := client.Run(ctx, cfg)
+			sum, err := remote.Run(ctx, cfg)
 			if err == nil && len(sum.Rounds) == 0 {
 				err = fmt.Errorf("client %s: no update accepted", cfg.Name)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
@@ -47,11 +48,11 @@ func run(strategy, upload, download string) coordinator.RunConfig {
 // client with ID sim.ClientID(k) holds the simulator's Parts[k].
 func data(t *testing.T) sim.Data {
 	t.Helper()
-	d, err := sim.DataSpec{Dataset: "synthetic", Clients: clients, SyntheticAlpha: 0.5, SyntheticBeta: 0.5, Seed: 2}.Load()
+	d, err := dataset.Spec{Dataset: "synthetic", Clients: clients, SyntheticAlpha: 0.5, SyntheticBeta: 0.5, Seed: 2}.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d
+	return sim.DataOf(d)
 }
 
 // TestSimulationAndClusterAgree drives the same run through sim.Run and
@@ -170,7 +171,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 	errs := make(chan error, clients)
 	for k := range clients {
 		var id atomic.Uint64
-		cfg := client.RuntimeConfig{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
 			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: 1, MaxBackoff: 200 * time.Millisecond,
 			OnIdentity: func(cid uint64, token string) {
 				id.Store(cid)
@@ -180,14 +181,14 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 				mu.Unlock()
 			},
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := client.TaskMLP(task)
+				m, err := remote.TaskMLP(task)
 				if err != nil {
 					return nil, err
 				}
 				return partTrainer{nn: nn.NewTrainer(m, int(task.GetBatchSize())), data: d, id: &id}, nil
 			}}
 		go func() {
-			_, err := client.Run(ctx, cfg)
+			_, err := remote.Run(ctx, cfg)
 			errs <- err
 		}()
 	}

@@ -7,6 +7,7 @@ package fakecoord
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedzip/fedzip/gradient"
@@ -41,12 +43,19 @@ type Server struct {
 var _ fedzippb.CoordinatorServer = (*Server)(nil)
 
 // Start listens on 127.0.0.1:0 and serves until Close, without TLS.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return StartTLS(nil) }
+
+// StartTLS is Start with TLS configured by cfg (nil: none).
+func StartTLS(cfg *tls.Config) (*Server, error) {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer()}
+	var opts []grpc.ServerOption
+	if cfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg)))
+	}
+	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer(opts...)}
 	fedzippb.RegisterCoordinatorServer(s.srv, s)
 	go s.srv.Serve(lis)
 	return s, nil

@@ -1,9 +1,8 @@
-package client
+package remote
 
 import (
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,14 +19,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
-// RuntimeConfig configures a client process.
-type RuntimeConfig struct {
+// Config configures a client process.
+type Config struct {
 	// Addrs are coordinator addresses ("host:port"); the runtime finds the
 	// leader among them and follows redirects.
 	Addrs []string
@@ -47,7 +47,7 @@ type RuntimeConfig struct {
 	Examples uint64
 	// NewTrainer returns the trainer for a task's model. It is called
 	// again only when the model changes.
-	NewTrainer func(task *fedzippb.Task) (Trainer, error)
+	NewTrainer func(task *fedzippb.Task) (client.Trainer, error)
 	// MaxBackoff caps the wait between retries (exponential with jitter,
 	// from 100 ms); 0 means 5 s.
 	MaxBackoff time.Duration
@@ -97,22 +97,27 @@ type pending struct {
 	download, train, encode time.Duration
 }
 
-// Runtime is a running client: fetch task → download → train → encode →
+// runner is a running client: fetch task → download → train → encode →
 // upload, until the run is done or ctx ends.
-type Runtime struct {
-	cfg     RuntimeConfig
-	log     *slog.Logger
-	st      state
-	conn    *grpc.ClientConn
-	api     fedzippb.CoordinatorClient
-	creds   *transport.TokenCredentials
-	addrs   []string
-	trainer Trainer
-	model   string
-	enc     *gradient.Encoder
-	encKey  string
-	backoff time.Duration
-	sum     Summary
+type runner struct {
+	cfg  Config
+	log  *slog.Logger
+	st   state
+	conn *grpc.ClientConn
+	// connected says whether a dial has succeeded in this run.
+	connected bool
+	api       fedzippb.CoordinatorClient
+	creds     *transport.TokenCredentials
+	addrs     []string
+	trainer   client.Trainer
+	model     string
+	enc       *gradient.Encoder
+	encKey    string
+	// res and vel carry enc's state to and from residual.bin and
+	// velocity.bin.
+	res, vel []float32
+	backoff  time.Duration
+	sum      Summary
 	// lastUpload is the duration of the last acknowledged upload, reported
 	// with the next update.
 	lastUpload time.Duration
@@ -135,8 +140,13 @@ type taskKey struct{ round, version uint64 }
 // runtime backs off and polls again.
 var errStillRefused = errors.New("client: this task was refused; waiting for the next one")
 
-// Run runs a client until the coordinator says training is done.
-func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
+// Run runs a client until the coordinator says training is done, ctx
+// ends, or the coordinator refuses its registration. Network errors are
+// retried with backoff; but when no dial has succeeded yet and the
+// server's certificate is signed by an authority cfg.TLS does not trust,
+// Run returns at once with an error wrapping transport.ErrUnknownAuthority
+// that says to pass the cluster's CA (transport.ExplainTLSError).
+func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if len(cfg.Addrs) == 0 {
 		return Summary{}, errors.New("client: no coordinator address")
 	}
@@ -161,7 +171,7 @@ func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return Summary{}, err
 	}
-	r := &Runtime{cfg: cfg, log: cfg.Logger, addrs: slices.Clone(cfg.Addrs), creds: transport.NewTokenCredentials(0, "")}
+	r := &runner{cfg: cfg, log: cfg.Logger, addrs: slices.Clone(cfg.Addrs), creds: transport.NewTokenCredentials(0, "")}
 	defer r.close()
 	if err := r.load(); err != nil {
 		return Summary{}, err
@@ -169,17 +179,17 @@ func Run(ctx context.Context, cfg RuntimeConfig) (Summary, error) {
 	return r.run(ctx)
 }
 
-func (r *Runtime) close() {
+func (r *runner) close() {
 	if r.conn != nil {
 		r.conn.Close()
 		r.conn = nil
 	}
 }
 
-func (r *Runtime) statePath() string   { return filepath.Join(r.cfg.StateDir, "state.json") }
-func (r *Runtime) pendingPath() string { return filepath.Join(r.cfg.StateDir, "pending.bin") }
+func (r *runner) statePath() string   { return filepath.Join(r.cfg.StateDir, "state.json") }
+func (r *runner) pendingPath() string { return filepath.Join(r.cfg.StateDir, "pending.bin") }
 
-func (r *Runtime) load() error {
+func (r *runner) load() error {
 	b, err := os.ReadFile(r.statePath())
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -197,7 +207,7 @@ func (r *Runtime) load() error {
 }
 
 // save writes the state atomically.
-func (r *Runtime) save() error {
+func (r *runner) save() error {
 	b, err := json.MarshalIndent(r.st, "", "  ")
 	if err != nil {
 		return err
@@ -225,19 +235,19 @@ func writeAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-func (r *Runtime) dial(ctx context.Context) error {
+func (r *runner) dial(ctx context.Context) error {
 	r.close()
 	conn, err := transport.Dial(ctx, r.addrs, transport.ClientConfig{TLS: r.cfg.TLS, Insecure: r.cfg.Insecure, Credentials: r.creds})
 	if err != nil {
 		return err
 	}
-	r.conn, r.api = conn, fedzippb.NewCoordinatorClient(conn)
+	r.conn, r.api, r.connected = conn, fedzippb.NewCoordinatorClient(conn), true
 	return nil
 }
 
 // retry decides what to do after a failed call: follow a leader redirect,
 // or back off and reconnect. It returns ctx's error when ctx ends.
-func (r *Runtime) retry(ctx context.Context, err error) error {
+func (r *runner) retry(ctx context.Context, err error) error {
 	if leader, ok := transport.LeaderFromError(err); ok && leader != "" {
 		r.log.Info("following the leader", "addr", leader)
 		r.addrs = append([]string{leader}, slices.DeleteFunc(slices.Clone(r.cfg.Addrs), func(a string) bool { return a == leader })...)
@@ -247,7 +257,11 @@ func (r *Runtime) retry(ctx context.Context, err error) error {
 	r.cfg.Metrics.Retried()
 	r.backoff = min(max(2*r.backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 	wait := time.Duration(float64(r.backoff) * (0.5 + rand.Float64()/2))
-	r.log.Debug("retrying", "err", err, "wait", wait)
+	if explained := transport.ExplainTLSError(err); explained != err {
+		r.log.Warn("retrying", "err", explained, "wait", wait)
+	} else {
+		r.log.Debug("retrying", "err", err, "wait", wait)
+	}
 	select {
 	case <-time.After(wait):
 	case <-ctx.Done():
@@ -261,13 +275,18 @@ func (r *Runtime) retry(ctx context.Context, err error) error {
 	return nil
 }
 
-func (r *Runtime) run(ctx context.Context) (Summary, error) {
+func (r *runner) run(ctx context.Context) (Summary, error) {
 	for {
 		if err := ctx.Err(); err != nil {
 			return r.sum, err
 		}
 		if r.conn == nil {
 			if err := r.dial(ctx); err != nil {
+				if explained := transport.ExplainTLSError(err); explained != err && !r.connected {
+					// A CA that does not sign the cluster's certificate
+					// will not start to: at start, say how to fix it.
+					return r.sum, fmt.Errorf("client: %w", explained)
+				}
 				if e := r.retry(ctx, err); e != nil {
 					return r.sum, e
 				}
@@ -325,7 +344,7 @@ type fatalError struct{ err error }
 func (f *fatalError) Error() string { return f.err.Error() }
 
 // once runs one task: it returns done when the run is over.
-func (r *Runtime) once(ctx context.Context) (done bool, err error) {
+func (r *runner) once(ctx context.Context) (done bool, err error) {
 	task, err := r.api.GetTask(ctx, &fedzippb.GetTaskRequest{ClientId: r.st.ClientID})
 	if err != nil {
 		if status.Code(err) == codes.Unauthenticated || status.Code(err) == codes.NotFound {
@@ -380,7 +399,7 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 			return false, err
 		}
 		r.cfg.Metrics.Downloaded(len(body), time.Since(start))
-		if global, err = decodeModel(body, int(task.GetModelParams())); err != nil {
+		if global, err = client.ParseModel(body, int(task.GetModelParams())); err != nil {
 			return false, r.refuse(key, fmt.Errorf("%w: %w", ErrModelRefused, err))
 		}
 		if err := checkValues(global, r.cfg.MaxAbsParam); err != nil {
@@ -394,7 +413,7 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 	}
 	downloaded := time.Now()
 	local := make([]float32, len(global))
-	u, res, err := Step(ctx, r.trainer, global, local, taskOf(task))
+	u, res, err := client.Step(ctx, r.trainer, global, local, taskOf(task))
 	if err != nil {
 		return false, err
 	}
@@ -425,13 +444,13 @@ func (r *Runtime) once(ctx context.Context) (done bool, err error) {
 
 // refuse remembers that the task key was refused for err, logs it, and
 // returns err: the run loop backs off and polls for the next task.
-func (r *Runtime) refuse(key taskKey, err error) error {
+func (r *runner) refuse(key taskKey, err error) error {
 	r.refused = &key
 	r.log.Warn("task refused; waiting for the next one", "round", key.round, "model_version", key.version, "err", err)
 	return err
 }
 
-func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
+func (r *runner) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
 	h := &fedzippb.UpdateHeader{ClientId: r.st.ClientID, Round: p.Round, ModelVersion: p.ModelVersion, Examples: p.Examples, TrainLoss: p.TrainLoss,
 		DownloadSeconds: p.download.Seconds(), TrainSeconds: p.train.Seconds(), EncodeSeconds: p.encode.Seconds(), UploadSeconds: r.lastUpload.Seconds()}
 	start := time.Now()
@@ -475,7 +494,7 @@ func (r *Runtime) upload(ctx context.Context, task *fedzippb.Task, p *pending, p
 // again from zero state; a codec the client cannot build or a malformed
 // run ID gives ErrTaskRefused, an update that still does not encode
 // ErrUpdateRefused. Other errors are the state files'.
-func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
+func (r *runner) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	spec := task.GetUploadCodec()
 	run, err := TaskRun(task)
 	if err != nil {
@@ -498,8 +517,15 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 			return nil, fmt.Errorf("%w: the coordinator's upload codec: %w", ErrTaskRefused, err)
 		}
 		r.enc, r.encKey = enc, key
-		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual())
-		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity())
+		nr, nv := enc.StateLen()
+		r.res, r.vel = make([]float32, nr), make([]float32, nv)
+		loadFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.res)
+		loadFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.vel)
+		if err := enc.ImportState(r.res, r.vel); err != nil {
+			// Not expected: loadFloats leaves a slice zero rather than
+			// hold a value that is not finite. The state stays zero.
+			r.log.Warn("discarding the error-feedback state files", "err", err)
+		}
 	}
 	r.enc.SetRun(run)
 	payload, _, err := r.enc.Encode(nil, delta, int(task.GetRound()), task.GetTaskSeed())
@@ -520,10 +546,11 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUpdateRefused, err)
 	}
-	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.enc.Residual()); err != nil {
+	r.enc.ExportState(r.res, r.vel)
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "residual.bin"), r.res); err != nil {
 		return nil, err
 	}
-	if err := saveFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.enc.Velocity()); err != nil {
+	if err := saveFloats(filepath.Join(r.cfg.StateDir, "velocity.bin"), r.vel); err != nil {
 		return nil, err
 	}
 	return payload, nil
@@ -553,13 +580,8 @@ func loadFloats(path string, dst []float32) {
 	if err != nil || len(b) != 4*len(dst) || len(dst) == 0 {
 		return
 	}
-	for i := range dst {
-		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			clear(dst)
-			return
-		}
-		dst[i] = v
+	if _, err := gradient.DecodeFloat32s(dst, b); err != nil {
+		clear(dst) // a damaged state file: start from no state
 	}
 }
 
@@ -570,7 +592,7 @@ func saveFloats(path string, src []float32) error {
 	return writeAtomic(path, gradient.AppendFloat32s(nil, src))
 }
 
-func (r *Runtime) ensureTrainer(task *fedzippb.Task) error {
+func (r *runner) ensureTrainer(task *fedzippb.Task) error {
 	key := fmt.Sprintf("%s/%d/%d/%d", task.GetModel(), task.GetInputDim(), task.GetClasses(), task.GetBatchSize())
 	if r.trainer != nil && r.model == key {
 		return nil
@@ -581,19 +603,4 @@ func (r *Runtime) ensureTrainer(task *fedzippb.Task) error {
 	}
 	r.trainer, r.model = t, key
 	return nil
-}
-
-func decodeModel(b []byte, n int) ([]float32, error) {
-	if len(b) != 4*n {
-		return nil, fmt.Errorf("client: model of %d bytes, want %d parameters", len(b), n)
-	}
-	out := make([]float32, n)
-	for i := range out {
-		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("client: model parameter %d is %v", i, v)
-		}
-		out[i] = v
-	}
-	return out, nil
 }

@@ -1,10 +1,11 @@
-package client
+package remote
 
 import (
 	"errors"
 	"fmt"
 	"math"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -18,26 +19,26 @@ import (
 // Sentinel errors of the runtime's checks; test with errors.Is.
 var (
 	// ErrTaskRefused means a task from the coordinator holds a count, rate
-	// or string out of range (see RuntimeConfig.MaxParams and Task.Validate).
+	// or string out of range (see Config.MaxParams and Task.Validate).
 	ErrTaskRefused = errors.New("client: task refused")
 	// ErrModelRefused means a downloaded global model (whole, or rebuilt
 	// from a delta) holds a value that is not finite or is larger in
-	// magnitude than RuntimeConfig.MaxAbsParam.
+	// magnitude than Config.MaxAbsParam.
 	ErrModelRefused = errors.New("client: model refused")
 	// ErrUpdateRefused means local training produced an update that is not
-	// finite or is larger in magnitude than RuntimeConfig.MaxAbsParam: it
+	// finite or is larger in magnitude than Config.MaxAbsParam: it
 	// is not uploaded.
 	ErrUpdateRefused = errors.New("client: update refused")
 )
 
 const (
-	// DefaultMaxAbsParam is RuntimeConfig.MaxAbsParam's default: no model
+	// DefaultMaxAbsParam is Config.MaxAbsParam's default: no model
 	// parameter and no update value may exceed 10⁶ in magnitude. Trained
 	// networks hold weights of order 1 to 10²; 10⁶ leaves room for unusual
 	// models while keeping every sum the client computes (training,
 	// error-feedback accumulation) far from float32's overflow at 3.4·10³⁸.
 	DefaultMaxAbsParam = 1e6
-	// DefaultMaxParams is RuntimeConfig.MaxParams's default: 2²⁷
+	// DefaultMaxParams is Config.MaxParams's default: 2²⁷
 	// parameters, a 512 MiB float32 model.
 	DefaultMaxParams = 1 << 27
 	// MaxWorkspaceFloats bounds the activations a task may make the
@@ -115,8 +116,8 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 }
 
 // taskOf is the local training task a coordinator's task asks for.
-func taskOf(t *fedzippb.Task) Task {
-	return Task{Round: int(t.GetRound()), Seed: t.GetTaskSeed(), Epochs: int(t.GetEpochs()), BatchSize: int(t.GetBatchSize()),
+func taskOf(t *fedzippb.Task) client.Task {
+	return client.Task{Round: int(t.GetRound()), Seed: t.GetTaskSeed(), Epochs: int(t.GetEpochs()), BatchSize: int(t.GetBatchSize()),
 		Optimizer: nn.SGD{LR: float32(t.GetLr()), Momentum: float32(t.GetMomentum()), WeightDecay: float32(t.GetWeightDecay())},
 		ProxMu:    float32(t.GetProxMu())}
 }
@@ -125,7 +126,7 @@ func taskOf(t *fedzippb.Task) Task {
 // input_dim and classes), after checking that it has exactly the task's
 // model_params parameters and that a training workspace of the task's
 // batch size stays within MaxWorkspaceFloats. Call it from
-// RuntimeConfig.NewTrainer; the runtime has already checked the task's
+// Config.NewTrainer; the runtime has already checked the task's
 // counts, so nothing here allocates more than the bounds allow.
 func TaskMLP(t *fedzippb.Task) (*nn.MLP, error) {
 	if len(t.GetModel()) > maxTaskString {

@@ -1,4 +1,4 @@
-package client
+package remote
 
 import (
 	"bytes"
@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/internal/fakecoord"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -74,7 +75,7 @@ func filled(x float32) []float32 {
 // finite trains into Inf).
 type divergingTrainer struct{}
 
-func (divergingTrainer) Train(_ context.Context, p []float32, task Task) (Result, error) {
+func (divergingTrainer) Train(_ context.Context, p []float32, task client.Task) (client.Result, error) {
 	for i := range p {
 		if task.Round%10 == 0 {
 			p[i] *= 1e38
@@ -82,7 +83,7 @@ func (divergingTrainer) Train(_ context.Context, p []float32, task Task) (Result
 			p[i] += 0.01
 		}
 	}
-	return Result{Examples: 5}, nil
+	return client.Result{Examples: 5}, nil
 }
 
 // runClient runs the client runtime against e on dir until the returned
@@ -90,9 +91,9 @@ func (divergingTrainer) Train(_ context.Context, p []float32, task Task) (Result
 func runClient(t *testing.T, e *evil, dir string, logs *syncBuffer) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cfg := RuntimeConfig{Addrs: []string{e.Addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
+	cfg := Config{Addrs: []string{e.Addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
-		NewTrainer: func(task *fedzippb.Task) (Trainer, error) {
+		NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
 			if _, err := TaskMLP(task); err != nil {
 				return nil, err
 			}
@@ -361,7 +362,7 @@ func TestEncodeRecoversFromOverflowedResidual(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	r := &Runtime{cfg: RuntimeConfig{StateDir: dir}, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	r := &runner{cfg: Config{StateDir: dir}, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	task := goodTask(3, 3, false)
 	payload, err := r.encode(task, filled(3e38))
 	if err != nil || len(payload) == 0 {

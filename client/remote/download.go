@@ -1,0 +1,187 @@
+package remote
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// Compressed downloads. When the task names a download codec the client
+// keeps the model it holds and its version, in memory and in
+// StateDir/model.bin, and asks for the deltas since that version
+// (DownloadRequest.have_version and has_model, so that version 0, the
+// initial model, can be named). It applies a DELTA with
+// client.ApplyDownload to a copy of what it holds, after checking that
+// the delta starts from that version; on any mismatch or decode error it
+// asks again for the whole model (has_model false). It trains from the
+// model so reconstructed, which is the coordinator's ClientModel, not its
+// global model.
+
+func (r *runner) modelPath() string { return filepath.Join(r.cfg.StateDir, "model.bin") }
+
+// fetch downloads the model of the task's version with its download codec
+// and returns the header of what it applied and a copy of the model, which
+// it also keeps as the held model. start is when the download began.
+func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.Limits, start time.Time) (*fedzippb.ModelHeader, []float32, error) {
+	n := int(task.GetModelParams())
+	want := task.GetModelVersion()
+	if !r.heldLoaded || len(r.held) != n && r.held != nil {
+		var err error
+		r.held, r.heldVersion, err = loadModel(r.modelPath(), n, r.cfg.MaxAbsParam)
+		if err != nil {
+			r.log.Warn("discarding the held model file", "file", r.modelPath(), "err", err)
+			os.Remove(r.modelPath())
+		}
+		r.heldLoaded = true
+	}
+	have, holds := uint64(0), r.held != nil && r.heldVersion <= want
+	if holds {
+		have = r.heldVersion
+	}
+	for {
+		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want, HasModel: holds}, lim, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		codec := "float32"
+		if h.GetKind() == fedzippb.ModelKind_MODEL_KIND_DELTA {
+			codec = task.GetDownloadCodec()
+		}
+		r.cfg.Metrics.DownloadedCodec(codec, len(body), time.Since(start))
+		held := r.held
+		if !holds {
+			held = nil
+		}
+		model, err := client.ApplyDownload(held, have, want, downloadOf(h, body), n, lim.MaxModelBytes)
+		if err != nil {
+			if !holds {
+				// The whole model itself is unusable (the transport
+				// checked its checksum: this is what the coordinator
+				// sends).
+				return nil, nil, fmt.Errorf("%w: %w", ErrModelRefused, err)
+			}
+			r.log.Warn("model delta refused; downloading the whole model", "have", have, "err", err)
+			have, holds = 0, false
+			continue
+		}
+		// A model out of bounds is neither trained on nor kept: the
+		// client still holds what it held before.
+		if err := checkValues(model, r.cfg.MaxAbsParam); err != nil {
+			return nil, nil, fmt.Errorf("%w: version %d: %w", ErrModelRefused, h.GetVersion(), err)
+		}
+		// An empty delta (the client already holds the version) changes
+		// nothing on disk.
+		if r.held == nil || r.heldVersion != h.GetVersion() || h.GetKind() != fedzippb.ModelKind_MODEL_KIND_DELTA {
+			if err := saveModel(r.modelPath(), model, h.GetVersion()); err != nil {
+				return nil, nil, err
+			}
+		}
+		r.held, r.heldVersion = model, h.GetVersion()
+		return h, slices.Clone(model), nil
+	}
+}
+
+// downloadOf is the download h and body hold, for client.ApplyDownload.
+func downloadOf(h *fedzippb.ModelHeader, body []byte) client.Download {
+	d := client.Download{Version: h.GetVersion(), BaseVersion: h.GetBaseVersion(), CRC: h.ModelCrc32C, Body: body}
+	switch h.GetKind() {
+	case fedzippb.ModelKind_MODEL_KIND_FULL:
+		d.Kind = client.DownloadFull
+	case fedzippb.ModelKind_MODEL_KIND_DELTA:
+		d.Kind = client.DownloadDelta
+	}
+	return d
+}
+
+// forgetModel drops the held model, in memory and on disk.
+func (r *runner) forgetModel() {
+	r.held, r.heldVersion, r.heldLoaded = nil, 0, true
+	os.Remove(r.modelPath())
+}
+
+// The held model's file: magic, version (uint64), parameter count
+// (uint32), the parameters as little-endian float32, and the CRC-32C of
+// everything before it.
+const modelMagic = "FZHM"
+
+func saveModel(path string, m []float32, version uint64) error {
+	b := make([]byte, 0, len(modelMagic)+12+4*len(m)+4)
+	b = append(b, modelMagic...)
+	b = binary.LittleEndian.AppendUint64(b, version)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(m)))
+	b = gradient.AppendFloat32s(b, m)
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return writeAtomic(path, b)
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// loadModel reads a model of n parameters saved by saveModel. A missing
+// file gives nil and no error; a damaged or mis-sized file, or one with a
+// value that is not finite or beyond bound in magnitude, gives nil and an
+// error saying why: the client then downloads the whole model. Version 0,
+// the initial model, is a model like any other.
+func loadModel(path string, n int, bound float32) ([]float32, uint64, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	if n <= 0 || fi.Size() != int64(modelFileSize(n)) {
+		return nil, 0, fmt.Errorf("%w: model file of %d bytes, %d parameters need %d", client.ErrDownload, fi.Size(), n, modelFileSize(max(n, 0)))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	m, version, err := parseModelFile(b, n)
+	if err != nil {
+		return nil, 0, err
+	}
+	if err := checkValues(m, bound); err != nil {
+		return nil, 0, fmt.Errorf("%w: held model of version %d: %w", ErrModelRefused, version, err)
+	}
+	return m, version, nil
+}
+
+// modelFileSize is the size of saveModel's file for n parameters.
+func modelFileSize(n int) int { return len(modelMagic) + 12 + 4*n + 4 }
+
+// parseModelFile decodes the bytes of saveModel's file for a model of n
+// parameters. It checks the size before it allocates, then the magic, the
+// checksum, the parameter count and that every value is finite, and
+// returns an error, never panics, on any bytes.
+func parseModelFile(b []byte, n int) ([]float32, uint64, error) {
+	if n <= 0 || len(b) != modelFileSize(n) {
+		return nil, 0, fmt.Errorf("%w: model file of %d bytes, %d parameters need %d", client.ErrDownload, len(b), n, modelFileSize(max(n, 0)))
+	}
+	if string(b[:len(modelMagic)]) != modelMagic {
+		return nil, 0, fmt.Errorf("%w: not a held-model file", client.ErrDownload)
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if crc32.Checksum(body, castagnoli) != sum {
+		return nil, 0, fmt.Errorf("%w: held-model file checksum", client.ErrDownload)
+	}
+	version := binary.LittleEndian.Uint64(b[len(modelMagic):])
+	if binary.LittleEndian.Uint32(b[len(modelMagic)+8:]) != uint32(n) {
+		return nil, 0, fmt.Errorf("%w: held-model file for another model size", client.ErrDownload)
+	}
+	m, err := client.ParseModel(body[len(modelMagic)+12:], n)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", client.ErrDownload, err)
+	}
+	return m, version, nil
+}

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/fedzip/fedzip/internal/fakecoord"
+	"github.com/fedzip/fedzip/transport"
+)
+
+// TestUnknownAuthorityHint: 'fedzip client' and 'fedzip cluster status'
+// given a CA that did not sign the coordinator's certificate exit 1 with
+// a line that says to pass the cluster's CA with --ca.
+func TestUnknownAuthorityHint(t *testing.T) {
+	cluster, other := t.TempDir(), t.TempDir()
+	for _, dir := range []string{cluster, other} {
+		if err := transport.GenerateDevCerts(dir, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := transport.DevCertFiles(cluster)
+	serverTLS, err := transport.ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := fakecoord.StartTLS(serverTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	wrongCA := transport.DevCertFiles(other).CA
+	for _, args := range [][]string{
+		{"client", "--coordinator", s.Addr, "--ca", wrongCA, "--dataset", "synthetic", "--clients", "2", "--state-dir", t.TempDir(), "--timeout", "2m"},
+		{"cluster", "status", "--coordinator", s.Addr, "--ca", wrongCA},
+	} {
+		code, _, stderr := runCmd(args...)
+		if code != exitError || !strings.Contains(stderr, "signed by an unknown authority: pass the cluster's CA with --ca FILE") {
+			t.Errorf("fedzip %s: exit %d, stderr %q", strings.Join(args[:2], " "), code, stderr)
+		}
+	}
+}
