@@ -481,7 +481,7 @@ func (r *Runtime) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
-	if spec == "" || spec == "none" {
+	if gradient.IsNone(spec) {
 		if run.IsZero() {
 			return gradient.AppendFloat32s(nil, delta), nil
 		}

@@ -38,9 +38,9 @@ type scratch struct {
 // a run ID takes "none" as raw float32.
 func newUpdateCodec(spec string, bound bool) (updateCodec, error) {
 	switch {
-	case (spec == "" || spec == "none") && bound:
+	case gradient.IsNone(spec) && bound:
 		return wireDenseCodec{}, nil
-	case spec == "" || spec == "none":
+	case gradient.IsNone(spec):
 		return denseCodec{}, nil
 	}
 	if _, err := gradient.ParseSpec(spec); err != nil {
