@@ -23,6 +23,7 @@ import (
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -31,19 +32,12 @@ import (
 )
 
 type coordinatorFlags struct {
+	runFlags
 	gcPercent                           int
-	proxMu                              float64
-	id, dataDir, listen, raftAddr       string
+	id, stateDir, listen, raftAddr      string
 	bootstrap, insecure                 bool
-	model, strategy, uploadCodec        string
-	downloadCodec                       string
-	downloadMaxLag                      int
-	dataset, mnistDir                   string
-	rounds, perRound, minClients        int
-	localEpochs, batchSize              int
-	fraction, lr, momentum, wd          float64
+	perRound, minClients                int
 	deadline                            time.Duration
-	seed                                uint64
 	joinSecret                          string
 	openRegistration                    bool
 	maxClients                          int
@@ -69,7 +63,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	var f coordinatorFlags
 	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
 	fs.StringVar(&f.id, "id", "node1", "this node's Raft ID")
-	fs.StringVar(&f.dataDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
+	fs.StringVar(&f.stateDir, "state-dir", "fedzip-coordinator", "directory for the Raft log (raft.db) and snapshots")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7070", "gRPC address for clients")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7071", "Raft address for other coordinator nodes")
 	fs.StringVar(&f.raftAdvertise, "raft-advertise", "", "Raft address other nodes dial for this one, HOST:PORT; a DNS name is resolved at every dial, so a node that restarts at a new IP is found again (default: --raft-addr)")
@@ -78,24 +72,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&f.raftCA, "raft-ca", "", "peer CA: the CA of the nodes' Raft certificates (dev-certs: peer-ca.pem; default: --ca, then --client-ca)")
 	fs.BoolVar(&f.bootstrap, "bootstrap", true, "bootstrap a new cluster with this node if the data directory is empty")
 	fs.BoolVar(&f.recoverState, "recover", false, "start on a state directory that is refused (raft.db missing, corrupt or older than the marker, newest snapshot corrupt): move the damage to STATE-DIR/damaged-TIME/ and restart a single node from its newest snapshot (logging what is lost), or a member of a larger cluster empty, to be added back")
-	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
-	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
-	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
-	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec clients use for updates")
-	fs.StringVar(&f.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.1,bits=8): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
-	fs.IntVar(&f.downloadMaxLag, "download-max-lag", coordinator.DefaultDownloadMaxLag, fmt.Sprintf("with --download-codec: encoded deltas each node keeps (1..%d); a client further behind downloads the whole model", coordinator.MaxDownloadMaxLag))
-	fs.IntVar(&f.rounds, "rounds", 100, "stop after this many rounds (0: never)")
-	fs.Float64Var(&f.fraction, "fraction", 0.1, "fraction of alive clients selected each round (ignored with --clients-per-round)")
+	addRunFlags(fs, &f.runFlags)
 	fs.IntVar(&f.perRound, "clients-per-round", 0, "clients selected each round (0: use --fraction)")
 	fs.IntVar(&f.minClients, "min-clients", 1, "least number of alive clients to open a round and of updates to close one at its deadline")
 	fs.DurationVar(&f.deadline, "deadline", 2*time.Minute, "how long a round waits for updates")
-	fs.IntVar(&f.localEpochs, "local-epochs", 1, "client local epochs")
-	fs.IntVar(&f.batchSize, "batch-size", 10, "client batch size")
-	fs.Float64Var(&f.lr, "lr", 0.1, "client learning rate")
-	fs.Float64Var(&f.momentum, "momentum", 0, "client momentum")
-	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient mu of the clients' local objective (0: FedAvg training)")
-	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
-	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
 	fs.StringVar(&f.joinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET); required unless --open-registration")
 	fs.IntVar(&f.maxClients, "max-clients", coordinator.DefaultMaxClients, "most registered clients; registration beyond is refused (ResourceExhausted) until idle clients expire")
 	fs.Float64Var(&f.registerRate, "register-rate", coordinator.DefaultRegisterRate, fmt.Sprintf("registrations per second this node accepts (bursts of %d)", coordinator.DefaultRegisterBurst))
@@ -107,7 +87,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.BoolVar(&f.insecure, "insecure", false, "serve without TLS (tokens travel in clear text; local testing only)")
 	fs.StringVar(&f.saveModel, "save-model", "", "write the global model to this file after every round")
 	fs.StringVar(&f.evalDataset, "eval", "", "evaluate the global model after every round on this data set's test split (mnist)")
-	fs.StringVar(&f.mnistDir, "mnist-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	fs.StringVar(&f.metricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none; bind to 127.0.0.1 then)")
@@ -191,37 +170,9 @@ func (f coordinatorFlags) protections(raftTLS bool) []any {
 	}
 }
 
-func dims(name string) (int, int, error) {
-	switch name {
-	case "mnist":
-		return dataset.MNISTDim, dataset.MNISTClasses, nil
-	case "synthetic":
-		return dataset.SyntheticDim, dataset.SyntheticClasses, nil
-	}
-	return 0, 0, usageError{fmt.Errorf("--dataset %q: want mnist or synthetic", name)}
-}
-
 func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error {
-	in, classes, err := dims(f.dataset)
+	run, err := f.runConfig()
 	if err != nil {
-		return err
-	}
-	run := &coordinator.RunConfig{Model: f.model, InputDim: in, Classes: classes, InitSeed: f.seed, Strategy: f.strategy,
-		Round:    round.Config{Fraction: f.fraction, PerRound: f.perRound, MinClients: f.minClients, Deadline: f.deadline, Rounds: f.rounds, Seed: f.seed},
-		TaskSeed: f.seed, LocalEpochs: f.localEpochs, BatchSize: f.batchSize, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, ProxMu: f.proxMu,
-		UploadCodec: f.uploadCodec}
-	if f.downloadCodec != "none" {
-		// Set only with a codec, so that a run without one commits the
-		// same configuration as before download codecs existed.
-		if err := validateDownloadCodec(f.downloadCodec); err != nil {
-			return usageError{err}
-		}
-		if f.downloadMaxLag < 1 || f.downloadMaxLag > coordinator.MaxDownloadMaxLag {
-			return usageError{fmt.Errorf("--download-max-lag %d: want 1..%d", f.downloadMaxLag, coordinator.MaxDownloadMaxLag)}
-		}
-		run.DownloadCodec, run.DownloadMaxLag = f.downloadCodec, f.downloadMaxLag
-	}
-	if err := run.Validate(); err != nil {
 		return usageError{err}
 	}
 	switch {
@@ -236,7 +187,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	case f.join != "" && f.clusterSecret == "":
 		return usageError{errors.New("--join needs --cluster-secret (or $FEDZIP_CLUSTER_SECRET): the cluster refuses nodes without it")}
 	}
-	model, _ := nn.ParseArch(f.model, in, classes)
+	model, _ := nn.ParseArch(run.Model, run.InputDim, run.Classes)
 	srvCfg := transport.ServerConfig{Insecure: f.insecure, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: log,
 		MaxUploads: f.maxUploads, MaxUploadsPerClient: f.maxUploadsPerClient, UploadMinRate: f.uploadMinRate}
 	if !f.insecure {
@@ -252,7 +203,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 		return err
 	}
 	var members *membership.Members
-	ncfg := coordinator.Config{ID: f.id, Dir: f.dataDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
+	ncfg := coordinator.Config{ID: f.id, Dir: f.stateDir, RaftAddr: f.raftAddr, RaftAdvertise: f.raftAdvertise, RaftTLS: raftTLS, RaftInsecure: f.insecure, Bootstrap: f.bootstrap && f.join == "",
 		Run: run, JoinSecret: f.joinSecret, OpenRegistration: f.openRegistration, ClusterID: f.clusterID, ClusterSecret: f.clusterSecret, GRPCAddr: f.advertise, Logger: log,
 		MaxClients: f.maxClients, RegisterRate: f.registerRate, ClientTTL: f.clientTTL, Recover: f.recoverState}
 	// Gossip events may come before the node exists: they see nil.
@@ -311,7 +262,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	if err != nil {
 		return err
 	}
-	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "data_dir", f.dataDir, "tls", !f.insecure, "mtls", f.clientCA != "", "raft_tls", node.RaftTLS())
+	log.Info("coordinator listening", "grpc", lis.Addr().String(), "raft", node.Address(), "state_dir", f.stateDir, "tls", !f.insecure, "mtls", f.clientCA != "", "raft_tls", node.RaftTLS())
 	log.Info("protections", f.protections(node.RaftTLS())...)
 	if f.openRegistration {
 		log.Warn("open registration: any client that reaches the gRPC port can register, without a join secret")
@@ -331,7 +282,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 
 	var train, test *dataset.Dataset
 	if f.evalDataset == "mnist" {
-		dir, err := dataset.MNISTDir(f.mnistDir)
+		dir, err := dataset.MNISTDir(f.dataDir)
 		if err != nil {
 			return err
 		}
@@ -366,7 +317,7 @@ func coordinate(ctx context.Context, f coordinatorFlags, log *slog.Logger) error
 	}
 	if err == nil && f.deliverKey != "" && ctx.Err() == nil {
 		params, version := node.FSM().Model()
-		out := filepath.Join(f.dataDir, fmt.Sprintf("model-v%d.fzm", version))
+		out := filepath.Join(f.stateDir, fmt.Sprintf("model-v%d.fzm", version))
 		d, derr := deliverModel(ctx, model, params, version, train, test, f.deliverRecipe, out, f.deliverKey, f.seed)
 		if derr != nil {
 			err = fmt.Errorf("delivering the model: %w", derr)
@@ -431,7 +382,7 @@ func watchRounds(ctx context.Context, node *coordinator.Node, model *nn.MLP, tes
 				ck := checkpoint.New(model, params)
 				ck.Header.Round, ck.Header.Version, ck.Header.Dataset = v.LastClosed.Round, version, f.dataset
 				ck.Header.Extra = map[string]string{"seed": strconv.FormatUint(f.seed, 10), "strategy": f.strategy, "upload_codec": f.uploadCodec}
-				if f.downloadCodec != "none" {
+				if !gradient.IsNone(f.downloadCodec) {
 					ck.Header.Extra["download_codec"] = f.downloadCodec
 				}
 				if err := checkpoint.WriteFile(f.saveModel, ck); err != nil {

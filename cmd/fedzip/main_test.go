@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/report"
 )
 
 func runCmd(args ...string) (code int, stdout, stderr string) {
@@ -67,7 +68,7 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var s summary
+	var s report.Simulation
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatalf("summary is not JSON: %v\n%s", err, stdout)
 	}
