@@ -105,6 +105,11 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 	return nil
 }
 
+// CheckTask is the check the runtime makes of every task it receives
+// (RuntimeConfig.MaxParams is maxParams): a task the coordinator built
+// from a run that runspec.Spec.Validate accepts passes it.
+func CheckTask(t *fedzippb.Task, maxParams int) error { return checkTask(t, maxParams) }
+
 // taskOf is the local training task a coordinator's task asks for.
 func taskOf(t *fedzippb.Task) Task {
 	return Task{Round: int(t.GetRound()), Seed: t.GetTaskSeed(), Epochs: int(t.GetEpochs()), BatchSize: int(t.GetBatchSize()),

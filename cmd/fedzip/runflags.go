@@ -67,12 +67,12 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 	s := runspec.Spec{Model: r.model, InputDim: in, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
 		UploadCodec: r.uploadCodec}
+	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
+		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
+	}
 	if !gradient.IsNone(r.downloadCodec) {
 		// Set only with a codec, so that a run without one commits the
 		// same configuration as before download codecs existed.
-		if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
-			return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
-		}
 		s.DownloadCodec, s.DownloadMaxLag = r.downloadCodec, r.downloadMaxLag
 	}
 	return s, s.Validate()
