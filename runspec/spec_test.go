@@ -71,7 +71,7 @@ func TestValidateRefuses(t *testing.T) {
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "dgc" }}, // momentum
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "topk=0.1,momentum=0.9" }},
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "nonsense" }},
-		{"--download-max-lag", func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "stc", MaxDownloadMaxLag + 1 }},
+		{"--download-max-lag", func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "stc", MaxDownloadMaxLag+1 }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadMaxLag = -1 }},
 		{"--strategy", func(s *Spec) { s.Strategy = "fedsomething" }},
 		{"--strategy", func(s *Spec) { s.Strategy = "trimmed-mean,beta=0.5" }},
