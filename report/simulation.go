@@ -179,19 +179,19 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	row("best test accuracy", fmt.Sprintf("%.2f%% at round %d", 100*s.BestAccuracy, s.BestRound))
 	if s.Target > 0 {
 		if s.RoundsToTarget > 0 {
-			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, Bytes(s.UploadToTarget), Bytes(s.DownloadToTarget)))
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, BytesIEC(s.UploadToTarget), BytesIEC(s.DownloadToTarget)))
 		} else {
 			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
 		}
 	}
-	row("uploaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", Bytes(s.UploadBytes), s.UploadCodec, s.UploadRatio))
+	row("uploaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", BytesIEC(s.UploadBytes), s.UploadCodec, s.UploadRatio))
 	if s.ClientStateMB > 0 {
 		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
 	}
 	if gradient.IsNone(s.DownloadCodec) {
-		row("downloaded", fmt.Sprintf("%s (dense float32)", Bytes(s.DownloadBytes)))
+		row("downloaded", fmt.Sprintf("%s (dense float32)", BytesIEC(s.DownloadBytes)))
 	} else {
-		row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", Bytes(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
+		row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", BytesIEC(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
 		row("server global model", fmt.Sprintf("%.2f%% test accuracy after the last round (the accuracies above are the clients' model)", 100*s.FinalGlobalAccuracy))
 	}
 	row("strategy", s.Strategy)
@@ -206,7 +206,7 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	}
 	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
 	if d := s.Delivered; d != nil {
-		row("delivered", fmt.Sprintf("%s: %s, %.1f× smaller than float32, test accuracy %.2f%% (%+.2f points)", d.File, Bytes(int64(d.Bytes)), d.Ratio, 100*d.Accuracy, d.Delta))
+		row("delivered", fmt.Sprintf("%s: %s, %.1f× smaller than float32, test accuracy %.2f%% (%+.2f points)", d.File, BytesIEC(int64(d.Bytes)), d.Ratio, 100*d.Accuracy, d.Delta))
 		if d.PubKey != "" {
 			row("verify with", d.PubKey)
 		}
@@ -218,4 +218,19 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 		row("metrics in", s.MetricsIn)
 	}
 	return tw.Flush()
+}
+
+// BytesIEC formats n with binary units, as 'fedzip simulate' prints sizes:
+// 950 B, 1.2 KiB, 2.3 MiB.
+func BytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
