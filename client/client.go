@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // Task is what a client is asked to do in one round.
@@ -31,29 +32,11 @@ type Task struct {
 	ProxMu float32
 }
 
-// MaxProxMu is the largest Task.ProxMu accepted.
-const MaxProxMu = 1e4
-
-// Validate reports a malformed task.
+// Validate reports a malformed task: the run spec's check of local
+// training (runspec.CheckLocal), whose bounds the coordinator and the
+// simulator check a run against before it starts.
 func (t Task) Validate() error {
-	if t.Epochs < 1 || t.Epochs > 1000 {
-		return fmt.Errorf("client: local epochs %d out of range 1..1000", t.Epochs)
-	}
-	if t.BatchSize < 1 || t.BatchSize > 1<<16 {
-		return fmt.Errorf("client: batch size %d out of range 1..65536", t.BatchSize)
-	}
-	if err := t.Optimizer.Validate(); err != nil {
-		return err
-	}
-	switch {
-	case !(t.ProxMu >= 0 && t.ProxMu <= MaxProxMu):
-		return fmt.Errorf("client: proximal mu %v out of range [0, %v]", t.ProxMu, MaxProxMu)
-	case float64(t.ProxMu)*float64(t.Optimizer.LR) >= 2:
-		// Gradient steps on mu/2·‖w − w₀‖² alone multiply w − w₀ by
-		// 1 − LR·mu, which diverges beyond 2.
-		return fmt.Errorf("client: proximal mu %v with learning rate %v: SGD diverges unless mu·lr < 2", t.ProxMu, t.Optimizer.LR)
-	}
-	return nil
+	return runspec.CheckLocal(t.Epochs, t.BatchSize, t.Optimizer, t.ProxMu)
 }
 
 // Result reports local training.

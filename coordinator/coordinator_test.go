@@ -17,6 +17,7 @@ import (
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 )
 
@@ -34,9 +35,9 @@ func fastRaft(c *raft.Config) {
 }
 
 func testRun(rounds int) *RunConfig {
-	return &RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
+	return &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{PerRound: 3, MinClients: 2, Rounds: rounds, Deadline: 30 * time.Second, Seed: 5},
-		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}}
 }
 
 // inmemCluster starts n nodes on raft's in-memory transport; node 0

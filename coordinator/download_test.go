@@ -14,6 +14,7 @@ import (
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 )
 
@@ -23,9 +24,9 @@ import (
 // registrations).
 func downloadLog(t *testing.T, codec string, maxLag, rounds int) (raw []byte, parts [][]*raft.Log) {
 	t.Helper()
-	cfg := RunConfig{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: "fedavg",
+	cfg := RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: "fedavg",
 		Round: round.Config{PerRound: 3, MinClients: 1, Seed: 2}, TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1,
-		UploadCodec: "none", DownloadCodec: codec, DownloadMaxLag: maxLag}
+		UploadCodec: "none", DownloadCodec: codec, DownloadMaxLag: maxLag}}
 	raw, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -259,8 +260,8 @@ func TestRunConfigDownloadCodec(t *testing.T) {
 		lag   int
 		ok    bool
 	}{
-		{"", 0, true}, {"none", 0, true}, {"topk=0.1,bits=8", 0, true}, {"stc", 5, true}, {"topk=0.1,bits=8", MaxDownloadMaxLag, true},
-		{"topk=0.1,momentum=0.9", 0, false}, {"dgc", 0, false}, {"nonsense", 0, false}, {"topk=0.1", -1, false}, {"topk=0.1", MaxDownloadMaxLag + 1, false},
+		{"", 0, true}, {"none", 0, true}, {"topk=0.1,bits=8", 0, true}, {"stc", 5, true}, {"topk=0.1,bits=8", runspec.MaxDownloadMaxLag, true},
+		{"topk=0.1,momentum=0.9", 0, false}, {"dgc", 0, false}, {"nonsense", 0, false}, {"topk=0.1", -1, false}, {"topk=0.1", runspec.MaxDownloadMaxLag + 1, false},
 		{"none", -1, false},
 	} {
 		run := testRun(1)

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/fedzip/fedzip/client"
 	"io"
 	"math"
 	"slices"
@@ -25,47 +24,16 @@ import (
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
-// RunConfig is what a training run is: the model, how rounds run, how
-// clients train and how updates travel. It is committed to the Raft log
-// once, in the first entry, so that every replica builds the same run.
+// RunConfig is the run the cluster trains (runspec.Spec) and its ID. It
+// is committed to the Raft log once, in the first entry, as JSON, so that
+// every replica builds the same run; the spec's fields are inlined, so the
+// encoding is the one RunConfig had before runspec existed and old logs
+// replay the same.
 type RunConfig struct {
-	// Model is the architecture spec ("2nn", "lenet300", "mlp:...") for
-	// InputDim features and Classes outputs, initialised with InitSeed.
-	Model    string `json:"model"`
-	InputDim int    `json:"input_dim"`
-	Classes  int    `json:"classes"`
-	InitSeed uint64 `json:"init_seed"`
-	// Strategy names the aggregation strategy (aggregate.New).
-	Strategy string       `json:"strategy"`
-	Round    round.Config `json:"round"`
-	// TaskSeed drives the clients' local randomness (round.TaskSeed).
-	TaskSeed    uint64  `json:"task_seed"`
-	LocalEpochs int     `json:"local_epochs"`
-	BatchSize   int     `json:"batch_size"`
-	LR          float64 `json:"lr"`
-	Momentum    float64 `json:"momentum"`
-	WeightDecay float64 `json:"weight_decay"`
-	// ProxMu is FedProx's proximal coefficient in the clients' local
-	// objective (client.Task.ProxMu); 0 is plain FedAvg training.
-	ProxMu float64 `json:"prox_mu,omitempty"`
-	// UploadCodec is the spec of the update codec clients use.
-	UploadCodec string `json:"upload_codec"`
-	// DownloadCodec is the gradient codec spec of model downloads; "" or
-	// "none" downloads the dense float32 global model, as before the field
-	// existed (it is omitted from the JSON then, so that logs written
-	// before it decode and encode the same). With a codec every replica
-	// keeps a gradient.ServerEncoder: each round close publishes the new
-	// global model as an encoded delta (STC with an exact server
-	// residual), clients download the deltas since the version they hold,
-	// or the whole model when they are too far behind, and train from the
-	// model they reconstruct (FSM.ClientModel), not the global one.
-	DownloadCodec string `json:"download_codec,omitempty"`
-	// DownloadMaxLag is the number of encoded deltas kept for clients that
-	// are behind (0: DefaultDownloadMaxLag); a client further behind
-	// downloads the whole model.
-	DownloadMaxLag int `json:"download_max_lag,omitempty"`
+	runspec.Spec
 	// RunID names the run (gradient.RunID in hex): random bytes the leader
 	// draws when it commits the run, unless set, so that every replica
 	// holds the same. Clients receive it in their task and name it in
@@ -91,45 +59,24 @@ type RunConfig struct {
 // order.
 const OrderSelection = "selection"
 
-// Download limits of RunConfig.
-const (
-	// DefaultDownloadMaxLag is the number of download deltas kept when
-	// RunConfig.DownloadMaxLag is 0.
-	DefaultDownloadMaxLag = 20
-	// MaxDownloadMaxLag bounds RunConfig.DownloadMaxLag: each kept delta
-	// is in every replica's memory and snapshot.
-	MaxDownloadMaxLag = 1000
-)
-
-// downloadSeed is mixed into TaskSeed for the download codec's random
-// draws (the same constant as the simulator's), so that they differ from
-// the clients' task seeds.
-const downloadSeed = 0x646f776e6c6f6164 // "download"
-
-// downloadOn reports whether downloads are compressed.
-func (c RunConfig) downloadOn() bool { return c.DownloadCodec != "" && c.DownloadCodec != "none" }
-
 // TaskDownloadCodec is the download codec as Task.download_codec carries
 // it: empty for whole models only.
 func (c RunConfig) TaskDownloadCodec() string {
-	if !c.downloadOn() {
+	if !c.DownloadOn() {
 		return ""
 	}
 	return c.DownloadCodec
 }
 
-// downloadSpec parses the download codec and its lag (with the default
-// applied) and checks them.
+// downloadSpec parses the download codec and returns it with its lag (the
+// default applied). It checks what it did before runspec existed, so that
+// an old log replays the same (see checkApply).
 func (c RunConfig) downloadSpec() (gradient.Spec, int, error) {
-	if c.DownloadMaxLag < 0 || c.DownloadMaxLag > MaxDownloadMaxLag {
-		return gradient.Spec{}, 0, fmt.Errorf("coordinator: download max lag %d outside [0, %d]", c.DownloadMaxLag, MaxDownloadMaxLag)
+	if c.DownloadMaxLag < 0 || c.DownloadMaxLag > runspec.MaxDownloadMaxLag {
+		return gradient.Spec{}, 0, fmt.Errorf("coordinator: download max lag %d outside [0, %d]", c.DownloadMaxLag, runspec.MaxDownloadMaxLag)
 	}
-	lag := c.DownloadMaxLag
-	if lag == 0 {
-		lag = DefaultDownloadMaxLag
-	}
-	if !c.downloadOn() {
-		return gradient.Spec{}, lag, nil
+	if !c.DownloadOn() {
+		return gradient.Spec{}, c.DownloadLag(), nil
 	}
 	sp, err := gradient.ParseSpec(c.DownloadCodec)
 	if err != nil {
@@ -138,11 +85,25 @@ func (c RunConfig) downloadSpec() (gradient.Spec, int, error) {
 	if err := sp.CheckDownload(); err != nil {
 		return sp, 0, fmt.Errorf("coordinator: download codec %q: %w", c.DownloadCodec, err)
 	}
-	return sp, lag, nil
+	return sp, c.DownloadLag(), nil
 }
 
-// Validate reports a configuration error.
+// Validate reports a run the coordinator refuses to commit: one the run
+// spec refuses (runspec.Spec.Validate: every check of the FSM, of the
+// simulator and of the clients' task checks), or a malformed run ID.
 func (c RunConfig) Validate() error {
+	if err := c.Spec.Validate(); err != nil {
+		return err
+	}
+	return c.checkApply()
+}
+
+// checkApply reports a committed run the FSM cannot build. It is the
+// check the FSM made of init entries before runspec existed, kept as it
+// was: Validate refuses more (the clients' bounds), but a run that an
+// older coordinator committed must replay as it was first applied, on
+// every replica. A run checked by Validate passes it.
+func (c RunConfig) checkApply() error {
 	if _, err := nn.ParseArch(c.Model, max(c.InputDim, 1), max(c.Classes, 1)); err != nil {
 		return err
 	}
@@ -158,8 +119,8 @@ func (c RunConfig) Validate() error {
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
 	}
-	if !(c.ProxMu >= 0 && c.ProxMu <= client.MaxProxMu) {
-		return fmt.Errorf("coordinator: prox mu %v outside [0, %v]", c.ProxMu, client.MaxProxMu)
+	if !(c.ProxMu >= 0 && c.ProxMu <= runspec.MaxProxMu) {
+		return fmt.Errorf("coordinator: prox mu %v outside [0, %v]", c.ProxMu, runspec.MaxProxMu)
 	}
 	if _, err := newUpdateCodec(c.UploadCodec, false); err != nil {
 		return err
@@ -411,7 +372,9 @@ func (f *FSM) init(raw []byte) error {
 	if err := dec.Decode(&cfg); err != nil {
 		return fmt.Errorf("coordinator: run config: %w", err)
 	}
-	if err := cfg.Validate(); err != nil {
+	// Not Validate: a run committed by an older coordinator replays as it
+	// was first applied (Node.Open validated this node's own run).
+	if err := cfg.checkApply(); err != nil {
 		return err
 	}
 	model, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
@@ -430,7 +393,7 @@ func (f *FSM) init(raw []byte) error {
 	params := make([]float32, model.NumParams())
 	model.Init(params, cfg.InitSeed)
 	var down *gradient.ServerEncoder
-	if cfg.downloadOn() {
+	if cfg.DownloadOn() {
 		spec, lag, err := cfg.downloadSpec()
 		if err != nil {
 			return err
@@ -464,7 +427,7 @@ func (f *FSM) publish(cl round.Closed) {
 		return
 	}
 	global := f.mach.Global()
-	if _, err := f.down.Publish(global, round.TaskSeed(f.cfg.TaskSeed^downloadSeed, cl.Round, 0)); err == nil {
+	if _, err := f.down.Publish(global, f.cfg.DownloadSeed(cl.Round)); err == nil {
 		return
 	}
 	spec, lag, err := f.cfg.downloadSpec()

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -70,8 +71,8 @@ func ingestPayload(tb testing.TB, n int, run gradient.RunID, rnd int) []byte {
 // benchIngest measures ingest; with instrumented, the service counts in
 // Prometheus metrics that a scraper reads every 100 ms.
 func benchIngest(b *testing.B, nodes, clients int, instrumented bool) {
-	run := &RunConfig{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
-		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}
+	run := &RunConfig{Spec: runspec.Spec{Model: ingestModel, InputDim: 784, Classes: 10, InitSeed: 1, Strategy: "fedavg",
+		Round: round.Config{PerRound: clients, MinClients: clients, Seed: 1}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: ingestCodec}}
 	// As `fedzip coordinator` runs: --gc-percent 400 (its default) unless
 	// $GOGC is set.
 	// The load generator, which shares the cores but stands for clients

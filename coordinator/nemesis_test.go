@@ -23,6 +23,7 @@ import (
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // The nemesis test runs a coordinator cluster on bolt logs and file
@@ -59,9 +60,9 @@ import (
 const nemesisParams = 8*4 + 4 + 4*3 + 3
 
 func nemesisRun() *RunConfig {
-	return &RunConfig{Model: "mlp:4", InputDim: 8, Classes: 3, InitSeed: 1, Strategy: "fedavg",
+	return &RunConfig{Spec: runspec.Spec{Model: "mlp:4", InputDim: 8, Classes: 3, InitSeed: 1, Strategy: "fedavg",
 		Round:    round.Config{PerRound: 3, MinClients: 2, Seed: 5}, // no deadline: no aborts
-		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.05, UploadCodec: "none"}}
 }
 
 // nemesisPayload is client id's update for round r on its attempt-th

@@ -11,6 +11,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // TestAggregateOrder: a run committed with AggregateOrder "selection"
@@ -21,8 +22,8 @@ import (
 // (±1e30 that cancel exactly only when added next to each other), so each
 // half fails if the FSM used the other order.
 func TestAggregateOrder(t *testing.T) {
-	cfg := RunConfig{Model: "mlp:4", InputDim: 3, Classes: 2, InitSeed: 1, Strategy: "fedavg",
-		Round: round.Config{PerRound: 3, Seed: 2}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 1, LR: 0.1, UploadCodec: "none"}
+	cfg := RunConfig{Spec: runspec.Spec{Model: "mlp:4", InputDim: 3, Classes: 2, InitSeed: 1, Strategy: "fedavg",
+		Round: round.Config{PerRound: 3, Seed: 2}, TaskSeed: 1, LocalEpochs: 1, BatchSize: 1, LR: 0.1, UploadCodec: "none"}}
 	n := func() int {
 		f := NewFSM()
 		raw, _ := json.Marshal(cfg)

@@ -92,6 +92,12 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		}
 		return nil, s.status(ctx, err)
 	}
+	return taskMessage(t, s.node.FSM().Params()), nil
+}
+
+// taskMessage is the task a client receives: its round of the run and the
+// run's model (of params parameters), local training and codecs.
+func taskMessage(t Task, params int) *fedzippb.Task {
 	c := t.Config
 	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec, DownloadCodec: c.TaskDownloadCodec(),
 		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, ProxMu: c.ProxMu,
@@ -99,11 +105,11 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	if !t.Deadline.IsZero() {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
-	out.ModelParams = uint64(s.node.FSM().Params())
+	out.ModelParams = uint64(params)
 	if run := c.runID(); !run.IsZero() {
 		out.RunId = run[:]
 	}
-	return out, nil
+	return out
 }
 
 // MaxPollsPerClient bounds the GetTask calls one client may have waiting

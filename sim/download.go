@@ -5,15 +5,8 @@ import (
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
-
-// DefaultDownloadMaxLag is the number of published download deltas the
-// server keeps when Config.DownloadMaxLag is 0.
-const DefaultDownloadMaxLag = 20
-
-// downloadSeed is mixed into the run seed for the download codec's random
-// draws, so that they differ from the clients' task seeds.
-const downloadSeed = 0x646f776e6c6f6164 // "download"
 
 // downloads is the server side of a compressed download direction: a
 // gradient.ServerEncoder and, per client, the model version it last
@@ -35,18 +28,14 @@ type downloads struct {
 // newDownloads returns the download side for cfg.DownloadCodec, or nil
 // for a dense download ("" or "none").
 func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
-	if !cfg.downloadOn() {
+	if !cfg.DownloadOn() {
 		return nil, nil
 	}
-	spec, err := gradient.ParseSpec(cfg.DownloadCodec)
+	spec, err := runspec.DownloadSpec(cfg.DownloadCodec)
 	if err != nil {
-		return nil, fmt.Errorf("sim: download codec: %w", err)
+		return nil, fmt.Errorf("sim: %w", err)
 	}
-	lag := cfg.DownloadMaxLag
-	if lag == 0 {
-		lag = DefaultDownloadMaxLag
-	}
-	srv, err := gradient.NewServerEncoder(spec, init, lag)
+	srv, err := gradient.NewServerEncoder(spec, init, cfg.DownloadLag())
 	if err != nil {
 		return nil, fmt.Errorf("sim: download codec: %w", err)
 	}
@@ -76,10 +65,10 @@ func (d *downloads) send(id round.ClientID) int64 {
 	return int64(len(d.buf))
 }
 
-// publish makes global the next version, encoded with a seed drawn from
-// the run seed and the round.
-func (d *downloads) publish(global []float32, seed uint64, roundNo int) error {
-	if _, err := d.srv.Publish(global, round.TaskSeed(seed^downloadSeed, roundNo, 0)); err != nil {
+// publish makes global the next version, encoded with the run's download
+// seed for the round (runspec.Spec.DownloadSeed, as a coordinator does).
+func (d *downloads) publish(global []float32, run runspec.Spec, roundNo int) error {
+	if _, err := d.srv.Publish(global, run.DownloadSeed(roundNo)); err != nil {
 		return fmt.Errorf("sim: publishing round %d: %w", roundNo, err)
 	}
 	return nil

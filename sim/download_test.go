@@ -172,7 +172,7 @@ func TestClientsTrainFromDownloadedModel(t *testing.T) {
 		for k := range data.Parts {
 			local := slices.Clone(start)
 			tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
-			task := client.Task{Round: 2, Seed: round.TaskSeed(cfg.Seed, 2, ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+			task := client.Task{Round: 2, Seed: round.TaskSeed(cfg.TaskSeed, 2, ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer()}
 			r, err := tr.Train(context.Background(), local, task)
 			if err != nil {
 				t.Fatal(err)

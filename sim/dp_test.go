@@ -15,10 +15,7 @@ func TestDPReportsIncreasingEpsilon(t *testing.T) {
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
 	cfg := config(5, 0.5)
-	var err error
-	if cfg.Strategy, err = aggregate.Parse("fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10"); err != nil {
-		t.Fatal(err)
-	}
+	cfg.Strategy = "fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10"
 	cfg.DPDelta = 1e-4
 	res, err := Run(context.Background(), cfg, model, init, data, nil)
 	if err != nil {
@@ -46,10 +43,7 @@ func TestDPWithoutNoiseReportsNoEpsilon(t *testing.T) {
 	model.Init(init, 1)
 	for _, spec := range []string{"fedavg,dp-clip=0.5", "fedadam"} {
 		cfg := config(2, 0.5)
-		var err error
-		if cfg.Strategy, err = aggregate.Parse(spec); err != nil {
-			t.Fatal(err)
-		}
+		cfg.Strategy = spec
 		res, err := Run(context.Background(), cfg, model, init, data, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -69,10 +63,7 @@ func TestDPAdaptiveClipMoves(t *testing.T) {
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
 	cfg := config(4, 1)
-	var err error
-	if cfg.Strategy, err = aggregate.Parse("fedavg,dp-adaptive=true,dp-noise=0.5,dp-clients=20,dp-count-stddev=1"); err != nil {
-		t.Fatal(err)
-	}
+	cfg.Strategy = "fedavg,dp-adaptive=true,dp-noise=0.5,dp-clients=20,dp-count-stddev=1"
 	res, err := Run(context.Background(), cfg, model, init, data, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -26,8 +26,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -37,58 +37,33 @@ import (
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
-// Config sets up a simulation.
+// Config sets up a simulation: the run (runspec.Spec, the same spec a
+// coordinator cluster runs) and how the simulator drives it.
 type Config struct {
-	// Round configures client selection (fraction, seed) and the number of
-	// rounds (Round.Rounds must be positive).
-	Round round.Config
-	// LocalEpochs, BatchSize and Optimizer are the clients' local training.
-	LocalEpochs int
-	BatchSize   int
-	Optimizer   nn.SGD
-	// Seed drives client tasks; model initialisation uses InitSeed.
-	Seed uint64
+	// Spec is the run: the model Run is given (Spec.Model, InputDim and
+	// Classes name it), the strategy, the rounds (Spec.Round.Rounds must
+	// be positive), the clients' local training, both codecs and the task
+	// seed (Spec.TaskSeed drives client tasks and the download codec).
+	// Run refuses a spec that Spec.Validate refuses: the simulator runs
+	// only what a cluster's clients would accept. Model initialisation is
+	// the caller's (Spec.InitSeed).
+	runspec.Spec
 	// Workers is the number of clients trained at once; 0 means GOMAXPROCS.
 	Workers int
 	// EvalEvery evaluates the global model on the test set every so many
 	// rounds (and after the last); 0 means only after the last.
 	EvalEvery int
-	// Strategy aggregates the updates; nil means FedAvg.
-	Strategy aggregate.Strategy
-	// UploadCodec is the gradient codec spec of client updates ("" or
-	// "none": dense float32). Each update is encoded with its client's
-	// error-feedback state and decoded as the coordinator would; the
-	// aggregate sees the decoded update and the metrics count the bytes.
-	UploadCodec string
 	// StateStore keeps the clients' codec state: "float32" (default) or
 	// "float16" (see NewStateStore).
 	StateStore string
-	// ProxMu is FedProx's proximal coefficient in the clients' local
-	// objective (client.Task.ProxMu); 0 is plain FedAvg training.
-	ProxMu float32
 	// Attack makes some clients Byzantine; the zero value attacks nothing.
 	Attack Attack
-	// DPDelta is the δ at which Metrics.Epsilon is reported when Strategy
-	// is an *aggregate.DP with noise; 0 means DefaultDPDelta.
+	// DPDelta is the δ at which Metrics.Epsilon is reported when the
+	// strategy adds DP noise (dp-noise); 0 means DefaultDPDelta.
 	DPDelta float64
-	// DownloadCodec is the gradient codec spec of the download direction
-	// ("" or "none": each selected client downloads the dense float32
-	// global model). With a codec the server compresses the change of the
-	// global model as in Sparse Ternary Compression (Sattler et al. 2019)
-	// through a gradient.ServerEncoder: clients train from the model they
-	// can reconstruct (ServerEncoder.Model), not from the server's global
-	// model, and each selected client downloads the deltas since the
-	// version it last held, or the full model when it has none, is more
-	// than DownloadMaxLag versions behind, or the deltas would be larger.
-	// Momentum is refused; error feedback is implied (the server residual
-	// is exact).
-	DownloadCodec string
-	// DownloadMaxLag is the number of encoded deltas the server keeps for
-	// clients that are behind (0: DefaultDownloadMaxLag). Each costs the
-	// size of one delta in memory.
-	DownloadMaxLag int
 	// EvalGlobal, with a download codec, also evaluates the server's
 	// global model (Metrics.GlobalTestAccuracy) in every evaluated round,
 	// not only after the last. It costs a second evaluation.
@@ -97,9 +72,6 @@ type Config struct {
 	// downloadHook, if set (tests), sees every download message.
 	downloadHook func(id round.ClientID, have int, msg []byte, model []float32)
 }
-
-// downloadOn reports whether the download direction is compressed.
-func (c Config) downloadOn() bool { return c.DownloadCodec != "" && c.DownloadCodec != "none" }
 
 // Data is a federated data set: one training set split among clients, and
 // a test set for the global model.
@@ -182,9 +154,9 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	if err := validate(cfg, model, init, data); err != nil {
 		return nil, err
 	}
-	strategy := cfg.Strategy
-	if strategy == nil {
-		strategy = aggregate.FedAvg{}
+	strategy, err := aggregate.Parse(cfg.Strategy)
+	if err != nil {
+		return nil, err
 	}
 	mach, err := round.New(cfg.Round, strategy, init)
 	if err != nil {
@@ -269,7 +241,7 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		if down != nil {
 			// Publish the new global model: the clients' model moves
 			// towards it by the encoded delta.
-			if err := down.publish(mach.Global(), cfg.Seed, closed.Round); err != nil {
+			if err := down.publish(mach.Global(), cfg.Spec, closed.Round); err != nil {
 				return nil, err
 			}
 			evaluated = down.model()
@@ -301,23 +273,20 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 }
 
 func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
-	if err := cfg.Round.Validate(); err != nil {
+	if err := cfg.Spec.Validate(); err != nil {
 		return err
 	}
 	if cfg.Round.Rounds < 1 {
 		return errors.New("sim: rounds must be at least 1")
 	}
-	if err := (client.Task{Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer, ProxMu: cfg.ProxMu}).Validate(); err != nil {
+	if m, _ := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes); !slices.Equal(m.Sizes(), model.Sizes()) {
+		return fmt.Errorf("sim: model %s has layers %v, the spec's %s %v", model.Name(), model.Sizes(), cfg.Model, m.Sizes())
+	}
+	if err := cfg.CheckClients(len(data.Parts)); err != nil {
 		return err
 	}
 	if err := cfg.Attack.Validate(); err != nil {
 		return err
-	}
-	if cfg.DownloadMaxLag < 0 {
-		return fmt.Errorf("sim: download max lag %d < 0", cfg.DownloadMaxLag)
-	}
-	if cfg.downloadOn() && cfg.Round.Rounds > math.MaxInt32 {
-		return fmt.Errorf("sim: %d rounds with a download codec, at most %d", cfg.Round.Rounds, math.MaxInt32)
 	}
 	if !(cfg.DPDelta >= 0 && cfg.DPDelta < 1) {
 		return fmt.Errorf("sim: DP delta %v out of range (0, 1)", cfg.DPDelta)
@@ -512,11 +481,11 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 			sl := <-p.bufs
 			task := client.Task{
 				Round:     o.Round,
-				Seed:      round.TaskSeed(cfg.Seed, o.Round, id),
+				Seed:      round.TaskSeed(cfg.TaskSeed, o.Round, id),
 				Epochs:    cfg.LocalEpochs,
 				BatchSize: cfg.BatchSize,
-				Optimizer: cfg.Optimizer,
-				ProxMu:    cfg.ProxMu,
+				Optimizer: cfg.Optimizer(),
+				ProxMu:    float32(cfg.ProxMu),
 			}
 			idx := data.Parts[part(id)]
 			evil := p.attackers != nil && p.attackers[part(id)]

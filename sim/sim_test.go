@@ -15,6 +15,7 @@ import (
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -34,12 +35,16 @@ func synthetic(t testing.TB, clients int) (Data, *nn.MLP) {
 
 func config(rounds int, fraction float64) Config {
 	return Config{
-		Round:       round.Config{Fraction: fraction, Rounds: rounds, Seed: 3},
-		LocalEpochs: 2,
-		BatchSize:   10,
-		Optimizer:   nn.SGD{LR: 0.05, Momentum: 0.5},
-		Seed:        3,
-		EvalEvery:   1,
+		Spec: runspec.Spec{
+			Model: "mlp:32", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
+			Round:       round.Config{Fraction: fraction, Rounds: rounds, Seed: 3},
+			LocalEpochs: 2,
+			BatchSize:   10,
+			LR:          0.05,
+			Momentum:    0.5,
+			TaskSeed:    3,
+		},
+		EvalEvery: 1,
 	}
 }
 
@@ -64,13 +69,7 @@ func TestBitIdenticalAcrossWorkers(t *testing.T) {
 				cfg.Workers = w
 				cfg.UploadCodec, cfg.DownloadCodec = tc.upload, tc.download
 				cfg.DownloadMaxLag = 2
-				if tc.strategy != "" {
-					// A fresh strategy per run: FedAvgM keeps server state.
-					var err error
-					if cfg.Strategy, err = aggregate.Parse(tc.strategy); err != nil {
-						t.Fatal(err)
-					}
-				}
+				cfg.Strategy = tc.strategy
 				res, err := Run(context.Background(), cfg, model, init, data, nil)
 				if err != nil {
 					t.Fatal(err)
@@ -129,7 +128,7 @@ func TestRoundIsWeightedMeanOfClientModels(t *testing.T) {
 		local := make([]float32, len(init))
 		copy(local, init)
 		tr := client.DataTrainer{NN: nn.NewTrainer(model, cfg.BatchSize), X: data.Train.X, Y: data.Train.Y, Index: data.Parts[k]}
-		task := client.Task{Round: 1, Seed: round.TaskSeed(cfg.Seed, 1, ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer}
+		task := client.Task{Round: 1, Seed: round.TaskSeed(cfg.TaskSeed, 1, ClientID(k)), Epochs: cfg.LocalEpochs, BatchSize: cfg.BatchSize, Optimizer: cfg.Optimizer()}
 		r, err := tr.Train(context.Background(), local, task)
 		if err != nil {
 			t.Fatal(err)
@@ -201,8 +200,12 @@ func TestRunValidates(t *testing.T) {
 	bad := []func(*Config){
 		func(c *Config) { c.Round.Rounds = 0 },
 		func(c *Config) { c.BatchSize = 0 },
-		func(c *Config) { c.Optimizer.LR = 0 },
+		func(c *Config) { c.LR = 0 },
 		func(c *Config) { c.Round.Fraction = 0 },
+		func(c *Config) { c.Momentum = 1.5 },
+		func(c *Config) { c.Model = "mlp:16" },      // not the model Run is given
+		func(c *Config) { c.Strategy = "krum,f=2" }, // needs 7 updates a round, 4 clients
+		func(c *Config) { c.UploadCodec = "nonsense" },
 	}
 	for i, f := range bad {
 		cfg := config(1, 1)
@@ -239,8 +242,8 @@ func TestMNISTLearns(t *testing.T) {
 	model, _ := nn.ParseArch("2nn", 784, 10)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
-	cfg := Config{Round: round.Config{Fraction: 0.1, Rounds: 5, Seed: 1}, LocalEpochs: 1, BatchSize: 10,
-		Optimizer: nn.SGD{LR: 0.1}, Seed: 1}
+	cfg := Config{Spec: runspec.Spec{Model: "2nn", InputDim: 784, Classes: 10, Round: round.Config{Fraction: 0.1, Rounds: 5, Seed: 1},
+		LocalEpochs: 1, BatchSize: 10, LR: 0.1, TaskSeed: 1}}
 	res, err := Run(context.Background(), cfg, model, init, data, nil)
 	if err != nil {
 		t.Fatal(err)

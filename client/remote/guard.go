@@ -6,8 +6,8 @@ import (
 	"math"
 
 	"github.com/fedzip/fedzip/client"
-	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
@@ -40,16 +40,16 @@ const (
 	DefaultMaxAbsParam = 1e6
 	// DefaultMaxParams is Config.MaxParams's default: 2²⁷
 	// parameters, a 512 MiB float32 model.
-	DefaultMaxParams = 1 << 27
+	DefaultMaxParams = runspec.MaxParams
 	// MaxWorkspaceFloats bounds the activations a task may make the
 	// client allocate: batch size × (sum of the layer sizes + 2 × the
 	// widest layer), 2²⁷ float32 (512 MiB).
-	MaxWorkspaceFloats = 1 << 27
+	MaxWorkspaceFloats = runspec.MaxWorkspaceFloats
 	// maxTaskString bounds the model and codec spec strings of a task.
-	maxTaskString = 256
+	maxTaskString = runspec.MaxSpecLen
 	// maxLayerSize is the widest layer of a task's network (nn.NewMLP's
 	// bound).
-	maxLayerSize = 1 << 20
+	maxLayerSize = runspec.MaxLayerSize
 )
 
 // checkTask reports, with an error wrapping ErrTaskRefused, a task whose
@@ -95,25 +95,21 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 	if err := taskOf(t).Validate(); err != nil {
 		return refuse("%v", err)
 	}
-	for _, c := range []struct{ name, spec string }{{"upload codec", t.GetUploadCodec()}, {"download codec", t.GetDownloadCodec()}} {
-		if len(c.spec) > maxTaskString {
-			return refuse("%s spec of %d bytes (limit %d)", c.name, len(c.spec), maxTaskString)
-		}
-		if c.spec == "" || c.spec == "none" {
-			continue
-		}
-		sp, err := gradient.ParseSpec(c.spec)
-		if err != nil {
-			return refuse("%s: %v", c.name, err)
-		}
-		if c.name == "download codec" {
-			if err := sp.CheckDownload(); err != nil {
-				return refuse("%s: %v", c.name, err)
-			}
-		}
+	// The run spec's codec checks: the coordinator checked its run with
+	// the same functions before committing it.
+	if err := runspec.CheckUploadCodec(t.GetUploadCodec()); err != nil {
+		return refuse("%v", err)
+	}
+	if err := runspec.CheckDownloadCodec(t.GetDownloadCodec()); err != nil {
+		return refuse("%v", err)
 	}
 	return nil
 }
+
+// CheckTask is the check the runtime makes of every task it receives
+// (RuntimeConfig.MaxParams is maxParams): a task the coordinator built
+// from a run that runspec.Spec.Validate accepts passes it.
+func CheckTask(t *fedzippb.Task, maxParams int) error { return checkTask(t, maxParams) }
 
 // taskOf is the local training task a coordinator's task asks for.
 func taskOf(t *fedzippb.Task) client.Task {

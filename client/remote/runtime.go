@@ -500,7 +500,7 @@ func (r *runner) encode(task *fedzippb.Task, delta []float32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
-	if spec == "" || spec == "none" {
+	if gradient.IsNone(spec) {
 		if run.IsZero() {
 			return gradient.AppendFloat32s(nil, delta), nil
 		}

@@ -12,9 +12,7 @@ import (
 
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/coordinator/server"
-	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/internal/workdir"
-	"github.com/fedzip/fedzip/round"
 )
 
 // defaultGCPercent is the garbage-collector target (as GOGC) that
@@ -31,20 +29,13 @@ const defaultGCPercent = 400
 // those that need converting into server.Config; the others are bound to
 // srv directly.
 type coordinatorFlags struct {
-	gcPercent                    int
-	proxMu                       float64
-	model, strategy, uploadCodec string
-	downloadCodec                string
-	downloadMaxLag               int
-	dataset                      string
-	rounds, perRound, minClients int
-	localEpochs, batchSize       int
-	fraction, lr, momentum, wd   float64
-	deadline                     time.Duration
-	seed                         uint64
-	logFormat                    string
-	join, gossipKey, gossipJoin  string
-	srv                          server.Config
+	runFlags
+	gcPercent                   int
+	perRound, minClients        int
+	deadline                    time.Duration
+	logFormat                   string
+	join, gossipKey, gossipJoin string
+	srv                         server.Config
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -61,24 +52,10 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.StringVar(&s.RaftCA, "raft-ca", "", "peer CA: the CA of the nodes' Raft certificates (dev-certs: peer-ca.pem; default: --ca, then --client-ca)")
 	fs.BoolVar(&s.Bootstrap, "bootstrap", s.Bootstrap, "bootstrap a new cluster with this node if the data directory is empty")
 	fs.BoolVar(&s.Recover, "recover", false, "start on a state directory that is refused (raft.db missing, corrupt or older than the marker, newest snapshot corrupt): move the damage to STATE-DIR/damaged-TIME/ and restart a single node from its newest snapshot (logging what is lost), or a member of a larger cluster empty, to be added back")
-	fs.StringVar(&f.model, "model", "2nn", "model: 2nn, lenet300 or mlp:H1,H2,...")
-	fs.StringVar(&f.dataset, "dataset", "mnist", "data set the model is for (sets its input and output sizes): mnist or synthetic")
-	fs.StringVar(&f.strategy, "strategy", "fedavg", "aggregation strategy")
-	fs.StringVar(&f.uploadCodec, "upload-codec", "none", "codec clients use for updates")
-	fs.StringVar(&f.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.1,bits=8): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
-	fs.IntVar(&f.downloadMaxLag, "download-max-lag", coordinator.DefaultDownloadMaxLag, fmt.Sprintf("with --download-codec: encoded deltas each node keeps (1..%d); a client further behind downloads the whole model", coordinator.MaxDownloadMaxLag))
-	fs.IntVar(&f.rounds, "rounds", 100, "stop after this many rounds (0: never)")
-	fs.Float64Var(&f.fraction, "fraction", 0.1, "fraction of alive clients selected each round (ignored with --clients-per-round)")
+	addRunFlags(fs, &f.runFlags)
 	fs.IntVar(&f.perRound, "clients-per-round", 0, "clients selected each round (0: use --fraction)")
 	fs.IntVar(&f.minClients, "min-clients", 1, "least number of alive clients to open a round and of updates to close one at its deadline")
 	fs.DurationVar(&f.deadline, "deadline", 2*time.Minute, "how long a round waits for updates")
-	fs.IntVar(&f.localEpochs, "local-epochs", 1, "client local epochs")
-	fs.IntVar(&f.batchSize, "batch-size", 10, "client batch size")
-	fs.Float64Var(&f.lr, "lr", 0.1, "client learning rate")
-	fs.Float64Var(&f.momentum, "momentum", 0, "client momentum")
-	fs.Float64Var(&f.proxMu, "prox-mu", 0, "FedProx proximal coefficient mu of the clients' local objective (0: FedAvg training)")
-	fs.Float64Var(&f.wd, "weight-decay", 0, "client weight decay")
-	fs.Uint64Var(&f.seed, "seed", 1, "seed of the initial model, client selection and client tasks")
 	fs.StringVar(&s.JoinSecret, "join-secret", "", "secret clients must present to register (also $FEDZIP_JOIN_SECRET); required unless --open-registration")
 	fs.IntVar(&s.MaxClients, "max-clients", s.MaxClients, "most registered clients; registration beyond is refused (ResourceExhausted) until idle clients expire")
 	fs.Float64Var(&s.RegisterRate, "register-rate", s.RegisterRate, fmt.Sprintf("registrations per second this node accepts (bursts of %d)", coordinator.DefaultRegisterBurst))
@@ -90,7 +67,6 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.BoolVar(&s.Insecure, "insecure", false, "serve without TLS (tokens travel in clear text; local testing only)")
 	fs.StringVar(&s.SaveModel, "save-model", "", "write the global model to this file after every round")
 	fs.StringVar(&s.EvalDataset, "eval", "", "evaluate the global model after every round on this data set's test split (mnist)")
-	fs.StringVar(&s.DataDir, "mnist-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&s.MetricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	fs.StringVar(&s.MetricsToken, "metrics-token", "", "bearer token /metrics requires (empty: none; bind to 127.0.0.1 then)")
@@ -163,38 +139,15 @@ type usageError struct{ error }
 // config completes f.srv from the flags that need converting: the run,
 // the join and gossip lists and the gossip key.
 func (f *coordinatorFlags) config() error {
-	var in, classes int
-	switch f.dataset {
-	case "mnist":
-		in, classes = dataset.MNISTDim, dataset.MNISTClasses
-	case "synthetic":
-		in, classes = dataset.SyntheticDim, dataset.SyntheticClasses
-	default:
-		return usageError{fmt.Errorf("--dataset %q: want mnist or synthetic", f.dataset)}
-	}
-	run := &coordinator.RunConfig{Model: f.model, InputDim: in, Classes: classes, InitSeed: f.seed, Strategy: f.strategy,
-		Round:    round.Config{Fraction: f.fraction, PerRound: f.perRound, MinClients: f.minClients, Deadline: f.deadline, Rounds: f.rounds, Seed: f.seed},
-		TaskSeed: f.seed, LocalEpochs: f.localEpochs, BatchSize: f.batchSize, LR: f.lr, Momentum: f.momentum, WeightDecay: f.wd, ProxMu: f.proxMu,
-		UploadCodec: f.uploadCodec}
-	if f.downloadCodec != "none" {
-		// Set only with a codec, so that a run without one commits the
-		// same configuration as before download codecs existed.
-		if err := validateDownloadCodec(f.downloadCodec); err != nil {
-			return usageError{err}
-		}
-		if f.downloadMaxLag < 1 || f.downloadMaxLag > coordinator.MaxDownloadMaxLag {
-			return usageError{fmt.Errorf("--download-max-lag %d: want 1..%d", f.downloadMaxLag, coordinator.MaxDownloadMaxLag)}
-		}
-		run.DownloadCodec, run.DownloadMaxLag = f.downloadCodec, f.downloadMaxLag
-	}
-	if err := run.Validate(); err != nil {
+	run, err := f.runConfig()
+	if err != nil {
 		return usageError{err}
 	}
 	key, err := gossipKey(f.gossipKey)
 	if err != nil {
 		return usageError{err}
 	}
-	f.srv.Run, f.srv.Dataset, f.srv.GossipKey = run, f.dataset, key
+	f.srv.Run, f.srv.Dataset, f.srv.DataDir, f.srv.GossipKey = run, f.dataset, f.dataDir, key
 	f.srv.Join, f.srv.GossipJoin = splitList(f.join), splitList(f.gossipJoin)
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fedzip/fedzip/report"
 )
 
 // TestSimulateDownloadCodec runs the same small simulation with dense and
@@ -23,7 +25,7 @@ func TestSimulateDownloadCodec(t *testing.T) {
 		{"topk=0.05,bits=ternary", true},
 	} {
 		t.Run(tc.codec, func(t *testing.T) {
-			var ref *summary
+			var ref *report.Simulation
 			for _, w := range []string{"1", "3"} {
 				metrics := filepath.Join(dir, strings.NewReplacer("=", "", ",", "").Replace(tc.codec)+w+".jsonl")
 				code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
@@ -32,7 +34,7 @@ func TestSimulateDownloadCodec(t *testing.T) {
 				if code != exitOK {
 					t.Fatalf("exit %d: %s", code, stderr)
 				}
-				var s summary
+				var s report.Simulation
 				if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 					t.Fatal(err)
 				}

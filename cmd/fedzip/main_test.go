@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/internal/workdir"
+	"github.com/fedzip/fedzip/report"
 )
 
 // TestMain points the work folder ($FEDZIP_HOME) at a temporary folder,
@@ -81,7 +82,7 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var s summary
+	var s report.Simulation
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatalf("summary is not JSON: %v\n%s", err, stdout)
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fedzip/fedzip/report"
 )
 
 // TestSimulateBadRobustnessAndPrivacyFlags: FedProx, attack and DP flags
@@ -75,7 +77,7 @@ func TestSimulateReportsEpsilon(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var s summary
+	var s report.Simulation
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +115,7 @@ func TestSimulateAttackIsReproducible(t *testing.T) {
 		if code != exitOK {
 			t.Fatalf("exit %d: %s", code, stderr)
 		}
-		var s summary
+		var s report.Simulation
 		if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 			t.Fatal(err)
 		}

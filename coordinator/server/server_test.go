@@ -25,6 +25,7 @@ import (
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
@@ -40,9 +41,9 @@ const (
 )
 
 func testRun(rounds, minClients int) *coordinator.RunConfig {
-	return &coordinator.RunConfig{Model: "mlp:8", InputDim: testDim, Classes: testClasses, InitSeed: 1, Strategy: "fedavg",
+	return &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: testDim, Classes: testClasses, InitSeed: 1, Strategy: "fedavg",
 		Round:    round.Config{Fraction: 1, MinClients: minClients, Rounds: rounds, Deadline: time.Minute, Seed: 1},
-		TaskSeed: 1, LocalEpochs: 1, BatchSize: 8, LR: 0.1, UploadCodec: "topk=0.5,bits=8,ef=on"}
+		TaskSeed: 1, LocalEpochs: 1, BatchSize: 8, LR: 0.1, UploadCodec: "topk=0.5,bits=8,ef=on"}}
 }
 
 // logBuffer collects a server's JSON log, safe for concurrent writers.

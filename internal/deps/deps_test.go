@@ -30,6 +30,7 @@ func TestDependencies(t *testing.T) {
 		pkg    string
 		banned []string
 	}{
+		{"runspec", network},
 		{"round", network},
 		{"aggregate", network},
 		{"gradient", network},

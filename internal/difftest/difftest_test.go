@@ -15,7 +15,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/coordinator"
@@ -24,6 +23,7 @@ import (
 	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/sim"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -38,10 +38,10 @@ const clients = 6
 // run is the run both drivers execute: 6 clients, 3 per round, 3 rounds
 // on synthetic data, with the given strategy and codecs.
 func run(strategy, upload, download string) coordinator.RunConfig {
-	return coordinator.RunConfig{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
-		Strategy: strategy, Round: round.Config{PerRound: 3, Rounds: 3, Seed: 11},
+	return coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
+		Strategy: strategy, Round: round.Config{PerRound: 3, MinClients: clients, Rounds: 3, Seed: 11},
 		TaskSeed: 7, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
-		UploadCodec: upload, DownloadCodec: download}
+		UploadCodec: upload, DownloadCodec: download}}
 }
 
 // data is the federated data set both drivers train on: the coordinator's
@@ -101,15 +101,8 @@ func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []f
 	}
 	init := make([]float32, model.NumParams())
 	model.Init(init, rc.InitSeed)
-	strategy, err := aggregate.New(rc.Strategy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The run spec in the simulator's terms (the task's optimizer is
-	// float32, as client.Task carries it).
-	opt := nn.SGD{LR: float32(rc.LR), Momentum: float32(rc.Momentum), WeightDecay: float32(rc.WeightDecay)}
-	cfg := sim.Config{Round: rc.Round, LocalEpochs: rc.LocalEpochs, BatchSize: rc.BatchSize, Optimizer: opt,
-		Seed: rc.TaskSeed, Workers: 2, Strategy: strategy, UploadCodec: rc.UploadCodec, DownloadCodec: rc.DownloadCodec}
+	// One run spec drives both: the simulator takes the coordinator's.
+	cfg := sim.Config{Spec: rc.Spec, Workers: 2}
 	res, err := sim.Run(context.Background(), cfg, model, init, d, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/coordinator"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
+)
+
+// runFlags are the flags of a run (runspec.Spec). 'fedzip simulate' and
+// 'fedzip coordinator' both register them with addRunFlags: the same
+// names, defaults and help.
+type runFlags struct {
+	dataset, dataDir, model, strategy  string
+	uploadCodec, downloadCodec         string
+	downloadMaxLag                     int
+	rounds, localEpochs, batchSize     int
+	fraction, lr, momentum, wd, proxMu float64
+	seed                               uint64
+	dpClip, dpNoise                    float64
+	dpAdaptive                         bool
+}
+
+// addRunFlags registers the run's flags on fs, into r.
+func addRunFlags(fs *flag.FlagSet, r *runFlags) {
+	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)); it sets the model's input and output sizes")
+	fs.StringVar(&r.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
+	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10) or mlp:H1,H2,...")
+	fs.StringVar(&r.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
+	fs.StringVar(&r.uploadCodec, "upload-codec", "stcm", "codec of client updates: none (dense float32), a preset (stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see docs/codecs.md)")
+	fs.StringVar(&r.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
+	fs.IntVar(&r.downloadMaxLag, "download-max-lag", runspec.DefaultDownloadMaxLag, fmt.Sprintf("with --download-codec: encoded deltas the server keeps (1..%d); a client further behind downloads the whole model (memory: one delta each)", runspec.MaxDownloadMaxLag))
+	fs.IntVar(&r.rounds, "rounds", 100, "number of rounds (coordinator: 0 runs until stopped)")
+	fs.Float64Var(&r.fraction, "fraction", 0.1, "fraction C of the clients selected each round, in (0, 1]")
+	fs.IntVar(&r.localEpochs, "local-epochs", 1, fmt.Sprintf("local epochs E, 1..%d", runspec.MaxLocalEpochs))
+	fs.IntVar(&r.batchSize, "batch-size", 10, fmt.Sprintf("local minibatch size B, 1..%d", runspec.MaxBatchSize))
+	fs.Float64Var(&r.lr, "lr", 0.1, fmt.Sprintf("client learning rate, in (0, %d]", runspec.MaxLR))
+	fs.Float64Var(&r.momentum, "momentum", 0, fmt.Sprintf("client SGD momentum, in [0, %d)", runspec.MaxMomentum))
+	fs.Float64Var(&r.wd, "weight-decay", 0, fmt.Sprintf("client SGD weight decay, in [0, %d]", runspec.MaxWeightDecay))
+	fs.Float64Var(&r.proxMu, "prox-mu", 0, "FedProx: clients minimise their loss + mu/2·‖w − w_global‖² (0: plain local SGD)")
+	fs.Uint64Var(&r.seed, "seed", 1, "seed of every random choice: initial model, client selection, local training, DP noise (and the data split of simulate)")
+	fs.Float64Var(&r.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
+	fs.Float64Var(&r.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
+	fs.BoolVar(&r.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
+}
+
+// spec returns the run the flags describe, validated (runspec.Spec.Validate,
+// with errors that name the flags). sel holds the selection settings a
+// command has beyond --fraction and --rounds (clients per round, minimum
+// clients, deadline); perRound is the expected number of clients a round,
+// DP's mean denominator (0: those received).
+func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
+	in, classes, err := runspec.Dims(r.dataset)
+	if err != nil {
+		return runspec.Spec{}, err
+	}
+	strategy, err := runspec.DP{Clip: r.dpClip, Noise: r.dpNoise, Adaptive: r.dpAdaptive}.Strategy(r.strategy, perRound, r.seed)
+	if err != nil {
+		return runspec.Spec{}, err
+	}
+	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
+	s := runspec.Spec{Model: r.model, InputDim: in, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
+		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
+		UploadCodec: r.uploadCodec}
+	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
+		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
+	}
+	if !gradient.IsNone(r.downloadCodec) {
+		// Set only with a codec, so that a run without one commits the
+		// same configuration as before download codecs existed.
+		s.DownloadCodec, s.DownloadMaxLag = r.downloadCodec, r.downloadMaxLag
+	}
+	return s, s.Validate()
+}
+
+// runConfig returns the run a coordinator commits, validated.
+func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
+	s, err := f.spec(round.Config{PerRound: f.perRound, MinClients: f.minClients, Deadline: f.deadline}, f.perRound)
+	if err != nil {
+		return nil, err
+	}
+	run := &coordinator.RunConfig{Spec: s}
+	return run, run.Validate()
+}

@@ -1,0 +1,236 @@
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/sim"
+)
+
+// RoundOf returns a simulated round as a metrics file holds it.
+func RoundOf(m sim.Metrics) Round {
+	return Round{Round: m.Round, Evaluated: m.Evaluated, TestAccuracy: m.TestAccuracy, TestLoss: m.TestLoss, TrainLoss: m.TrainLoss,
+		Clients: m.Clients, UploadBytes: m.UploadBytes, DownloadBytes: m.DownloadBytes, DenseUploadBytes: m.DenseUploadBytes,
+		DenseDownloadBytes: m.DenseDownloadBytes, Seconds: m.Seconds, Epsilon: m.Epsilon}
+}
+
+// WriteRound appends a simulated round to a metrics file: one JSON object
+// and a newline, which Read reads back. The test fields are present in
+// evaluated rounds only.
+func WriteRound(w io.Writer, m sim.Metrics) error {
+	type line struct {
+		Round        int      `json:"round"`
+		TestAccuracy *float64 `json:"test_accuracy"`
+		TestLoss     *float64 `json:"test_loss"`
+		sim.Metrics
+	}
+	l := line{Round: m.Round, Metrics: m}
+	if m.Evaluated {
+		l.TestAccuracy, l.TestLoss = &m.TestAccuracy, &m.TestLoss
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+// Delivered describes the device file a run delivered.
+type Delivered struct {
+	File     string  `json:"file"`
+	PubKey   string  `json:"public_key"`
+	Recipe   string  `json:"recipe"`
+	Bytes    int     `json:"bytes"`
+	Ratio    float64 `json:"ratio"`
+	Accuracy float64 `json:"test_accuracy"`
+	// Delta is the change of test accuracy, in points.
+	Delta float64 `json:"delta_points"`
+}
+
+// Simulation is what 'fedzip simulate' reports at the end of a run: its
+// settings, which the caller fills in, and its figures, which Add and
+// Finish compute from the rounds (with Summarize). Its JSON encoding is
+// the command's -o json output.
+type Simulation struct {
+	Dataset        string  `json:"dataset"`
+	Model          string  `json:"model"`
+	Params         int     `json:"params"`
+	Partition      string  `json:"partition,omitempty"`
+	Clients        int     `json:"clients"`
+	PerRound       int     `json:"clients_per_round"`
+	Rounds         int     `json:"rounds"`
+	FinalAccuracy  float64 `json:"final_test_accuracy"`
+	FinalLoss      float64 `json:"final_test_loss"`
+	BestAccuracy   float64 `json:"best_test_accuracy"`
+	BestRound      int     `json:"best_round"`
+	Target         float64 `json:"target,omitempty"`
+	RoundsToTarget int     `json:"rounds_to_target,omitempty"`
+	UploadToTarget int64   `json:"upload_bytes_to_target,omitempty"`
+	// DownloadToTarget is the bytes downloaded up to RoundsToTarget.
+	DownloadToTarget int64  `json:"download_bytes_to_target,omitempty"`
+	UploadCodec      string `json:"upload_codec"`
+	DownloadCodec    string `json:"download_codec"`
+	// FinalGlobalAccuracy is the test accuracy of the server's global
+	// model after the last round, with a download codec (where the test
+	// accuracy is that of the clients' model).
+	FinalGlobalAccuracy float64    `json:"final_global_test_accuracy,omitempty"`
+	Delivered           *Delivered `json:"delivered,omitempty"`
+	Strategy            string     `json:"strategy"`
+	UploadBytes         int64      `json:"upload_bytes"`
+	UploadRatio         float64    `json:"upload_ratio"`
+	ClientStateMB       float64    `json:"client_state_mb,omitempty"`
+	DownloadBytes       int64      `json:"download_bytes"`
+	// DenseUploadBytes and DenseDownloadBytes are the totals dense float32
+	// models would have cost; DownloadRatio is DenseDownloadBytes over
+	// DownloadBytes.
+	DenseUploadBytes   int64   `json:"dense_upload_bytes"`
+	DenseDownloadBytes int64   `json:"dense_download_bytes"`
+	DownloadRatio      float64 `json:"download_ratio"`
+	Seconds            float64 `json:"seconds"`
+	SecondsPerRound    float64 `json:"seconds_per_round"`
+	Workers            int     `json:"workers"`
+	ProxMu             float64 `json:"prox_mu,omitempty"`
+	Attack             string  `json:"attack,omitempty"`
+	Attackers          float64 `json:"attackers,omitempty"`
+	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
+	// adds noise; the caller sets DPDelta, which is reported only then.
+	Epsilon float64 `json:"epsilon,omitempty"`
+	DPDelta float64 `json:"dp_delta,omitempty"`
+	DPClip  float64 `json:"dp_clip,omitempty"`
+	// SavedTo and MetricsIn name the files the run wrote, for the table.
+	SavedTo   string `json:"-"`
+	MetricsIn string `json:"-"`
+
+	run Run
+}
+
+// Add accounts for one round, in order.
+func (s *Simulation) Add(m sim.Metrics) {
+	s.run.Rounds = append(s.run.Rounds, RoundOf(m))
+	s.PerRound = m.Clients
+	s.ClientStateMB = float64(m.ClientStateBytes) / 1e6
+	if m.GlobalEvaluated {
+		s.FinalGlobalAccuracy = m.GlobalTestAccuracy
+	}
+	s.DPClip = m.DPClip
+}
+
+// Finish computes the run's figures from the rounds added: accuracies,
+// the round and bytes to Target, totals and ratios, seconds per round.
+// seconds is the run's wall time.
+func (s *Simulation) Finish(seconds float64) {
+	targets := []float64{}
+	if s.Target > 0 {
+		targets = []float64{s.Target}
+	}
+	sum := Summarize(s.run, targets)
+	s.FinalAccuracy, s.BestAccuracy, s.BestRound = sum.FinalAccuracy, sum.BestAccuracy, sum.BestRound
+	s.UploadBytes, s.DownloadBytes, s.Epsilon = sum.UploadBytes, sum.DownloadBytes, sum.Epsilon
+	if s.Epsilon == 0 {
+		s.DPDelta = 0
+	}
+	var total float64
+	s.DenseUploadBytes, s.DenseDownloadBytes = 0, 0
+	for _, r := range s.run.Rounds {
+		s.DenseUploadBytes += r.DenseUploadBytes
+		s.DenseDownloadBytes += r.DenseDownloadBytes
+		total += r.Seconds
+		if r.Evaluated {
+			s.FinalLoss = r.TestLoss
+		}
+		if len(sum.Reached) > 0 && r.Round <= sum.Reached[0].Round {
+			s.DownloadToTarget += r.DownloadBytes
+		}
+	}
+	if len(sum.Reached) > 0 && sum.Reached[0].Round > 0 {
+		s.RoundsToTarget, s.UploadToTarget = sum.Reached[0].Round, sum.Reached[0].UploadBytes
+	} else {
+		s.DownloadToTarget = 0
+	}
+	s.UploadRatio = float64(s.DenseUploadBytes) / float64(max(s.UploadBytes, 1))
+	s.DownloadRatio = float64(s.DenseDownloadBytes) / float64(max(s.DownloadBytes, 1))
+	s.Seconds = seconds
+	if n := len(s.run.Rounds); n > 0 {
+		s.SecondsPerRound = total / float64(n)
+	}
+}
+
+// WriteJSON writes s as indented JSON.
+func (s *Simulation) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// WriteTable writes s as a two-column table under a "Summary" heading.
+func (s *Simulation) WriteTable(w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(k, v string) { fmt.Fprintf(tw, "  %s\t%s\n", k, v) }
+	fmt.Fprintln(tw, "\nSummary")
+	row("model", fmt.Sprintf("%s (%d parameters)", s.Model, s.Params))
+	row("clients", fmt.Sprintf("%d, %d per round", s.Clients, s.PerRound))
+	row("rounds", strconv.Itoa(s.Rounds))
+	row("final test accuracy", fmt.Sprintf("%.2f%% (loss %.4f)", 100*s.FinalAccuracy, s.FinalLoss))
+	row("best test accuracy", fmt.Sprintf("%.2f%% at round %d", 100*s.BestAccuracy, s.BestRound))
+	if s.Target > 0 {
+		if s.RoundsToTarget > 0 {
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, BytesIEC(s.UploadToTarget), BytesIEC(s.DownloadToTarget)))
+		} else {
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
+		}
+	}
+	row("uploaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", BytesIEC(s.UploadBytes), s.UploadCodec, s.UploadRatio))
+	if s.ClientStateMB > 0 {
+		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
+	}
+	if gradient.IsNone(s.DownloadCodec) {
+		row("downloaded", fmt.Sprintf("%s (dense float32)", BytesIEC(s.DownloadBytes)))
+	} else {
+		row("downloaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", BytesIEC(s.DownloadBytes), s.DownloadCodec, s.DownloadRatio))
+		row("server global model", fmt.Sprintf("%.2f%% test accuracy after the last round (the accuracies above are the clients' model)", 100*s.FinalGlobalAccuracy))
+	}
+	row("strategy", s.Strategy)
+	if s.Attack != "" {
+		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))
+	}
+	switch {
+	case s.Epsilon > 0:
+		row("privacy", fmt.Sprintf("(ε = %.3g, δ = %g)-DP per client, clip %.3g", s.Epsilon, s.DPDelta, s.DPClip))
+	case s.DPClip > 0:
+		row("privacy", "clipping without noise: no ε")
+	}
+	row("time", fmt.Sprintf("%.1f s, %.3f s per round (%d workers)", s.Seconds, s.SecondsPerRound, s.Workers))
+	if d := s.Delivered; d != nil {
+		row("delivered", fmt.Sprintf("%s: %s, %.1f× smaller than float32, test accuracy %.2f%% (%+.2f points)", d.File, BytesIEC(int64(d.Bytes)), d.Ratio, 100*d.Accuracy, d.Delta))
+		if d.PubKey != "" {
+			row("verify with", d.PubKey)
+		}
+	}
+	if s.SavedTo != "" {
+		row("model saved to", s.SavedTo)
+	}
+	if s.MetricsIn != "" {
+		row("metrics in", s.MetricsIn)
+	}
+	return tw.Flush()
+}
+
+// BytesIEC formats n with binary units, as 'fedzip simulate' prints sizes:
+// 950 B, 1.2 KiB, 2.3 MiB.
+func BytesIEC(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
