@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -514,7 +515,11 @@ func (s *supervisor) printNode(c *child) {
 func (s *supervisor) footer() {
 	switch {
 	case s.result == nil:
-		s.printf("model: %s (round %d)\n  inspect it: %s inspect %s\n", s.w.model(), s.cfg.Rounds, s.cfg.Exe, s.w.model())
+		exe := s.cfg.Exe
+		if strings.Contains(exe, string(filepath.Separator)+"go-build") {
+			exe = "fedzip" // go run's binary, gone once it exits
+		}
+		s.printf("model: %s (round %d)\n  inspect it: %s inspect %s\n", s.w.model(), s.cfg.Rounds, exe, s.w.model())
 	case errors.Is(s.result, context.Canceled) || errors.Is(s.result, context.DeadlineExceeded):
 		s.printf("stopped; the work folder is kept: %s (run again there with --reset)\n", s.w.dir)
 	default:
