@@ -49,6 +49,7 @@ func localConfig(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	fs.Float64Var(&cfg.Fraction, "fraction", cfg.Fraction, "fraction of the alive clients selected each round")
 	fs.IntVar(&cfg.MinClients, "min-clients", cfg.MinClients, "least number of alive clients to open a round and of updates to close one at its deadline")
 	fs.DurationVar(&cfg.Deadline, "deadline", cfg.Deadline, "how long a round waits for updates")
+	fs.BoolVar(&cfg.Restart, "restart", false, "start a node that dies during training again, on its state (up to 3 times)")
 	fs.DurationVar(&cfg.Grace, "grace", cfg.Grace, "how long processes get to stop before they are killed")
 	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "local", "Runs a coordinator cluster and training clients on this machine, as child processes of this one,\nover mTLS with encrypted gossip: it makes certificates and secrets in the work folder, starts the\nnodes and the clients, prints the dashboards and the cluster status, and follows the rounds.\nKill any node (even the leader): the others go on. Training end or Ctrl-C stops everything\n(exit status 0; 1 if the cluster fails).",
 		"  fedzip local --nodes 3 --clients 6 --rounds 10\n"); done {

@@ -64,6 +64,10 @@ type Config struct {
 	Fraction   float64
 	MinClients int
 	Deadline   time.Duration
+	// Restart starts a node that died during training again, on its
+	// state directory, up to 3 times; without it the others go on alone
+	// while they keep a quorum.
+	Restart bool
 	// Grace is how long stopping children get between SIGTERM and SIGKILL.
 	Grace time.Duration
 	// StartTimeout bounds the start: every node listening and joined.
@@ -123,7 +127,8 @@ type Result struct {
 	// training finished), and Round its round.
 	Model string
 	Round int
-	// Procs are the children that ran, in start order.
+	// Procs are the processes that ran, in start order (a restarted
+	// node once per start).
 	Procs []Proc
 }
 

@@ -327,3 +327,82 @@ func TestCancelStopsEverything(t *testing.T) {
 		t.Errorf("the output does not say it stops:\n%s", &out)
 	}
 }
+
+// TestRestart: with Restart, a node killed during training is started
+// again on its state, catches up and closes or applies the rounds that
+// follow (its log says so after its second start).
+func TestRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("multi-process cluster in -short mode")
+	}
+	cfg := testConfig(t)
+	cfg.Rounds, cfg.Restart = 100000, true
+	var out output
+	cfg.Out = &out
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	done := make(chan Result, 1)
+	go func() {
+		res, err := Run(ctx, cfg)
+		errc <- err
+		done <- res
+	}()
+	m := out.waitFor(t, `n2 \| started, pid (\d+)`, errc)
+	out.waitFor(t, `round 2 closed`, errc)
+	pid, _ := strconv.Atoi(m[1])
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, `n2 \| restarting it on its state \(1 of 3\)\n`, errc)
+	second := out.waitFor(t, `n2 \| restarting[^\n]*\nn2 \| started, pid (\d+)`, errc)[1]
+	if second == m[1] {
+		t.Fatalf("n2 restarted with its old PID %s", second)
+	}
+	// After its second start n2 follows the cluster again: its log shows
+	// a round that closed after it was restarted, past every round the
+	// run had shown by then (a replay of its own state would not).
+	shown := 0
+	for _, m := range regexp.MustCompile(`round (\d+) closed`).FindAllStringSubmatch(out.String(), -1) {
+		r, _ := strconv.Atoi(m[1])
+		shown = max(shown, r)
+	}
+	logPath := filepath.Join(cfg.Work, "logs", "n2.log")
+	deadline := time.Now().Add(wait)
+	for {
+		b, _ := os.ReadFile(logPath)
+		parts := strings.Split(string(b), `"msg":"coordinator listening"`)
+		caughtUp := false
+		if len(parts) >= 3 {
+			for _, line := range strings.Split(parts[2], "\n") {
+				var l struct {
+					Msg   string `json:"msg"`
+					Round int    `json:"round"`
+				}
+				if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "round closed" && l.Round > shown {
+					caughtUp = true
+				}
+			}
+		}
+		if caughtUp {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 applied no round after its restart:\n%s\n%s", b, &out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() = %v, want context.Canceled\n%s", err, &out)
+	}
+	res := <-done
+	if len(res.Procs) != cfg.Nodes+cfg.Clients+1 {
+		t.Errorf("Result names %d processes, want %d (n2 twice): %+v", len(res.Procs), cfg.Nodes+cfg.Clients+1, res.Procs)
+	}
+	for _, p := range res.Procs {
+		if !gone(p.PID) {
+			t.Errorf("%s (%d) still runs", p.Name, p.PID)
+		}
+	}
+}

@@ -33,11 +33,12 @@ type child struct {
 	ports   nodePorts // nodes only
 	logPath string
 
-	cmd     *exec.Cmd
-	pid     int
-	started bool
-	running bool
-	killed  bool // SIGKILLed after the grace period
+	cmd      *exec.Cmd
+	pid      int
+	started  bool
+	running  bool
+	killed   bool // SIGKILLed after the grace period
+	restarts int  // times Config.Restart started it again
 
 	listening, joined bool
 }
@@ -59,6 +60,7 @@ type supervisor struct {
 	out            io.Writer
 	nodes, clients []*child
 	all            []*child // in start order
+	history        []Proc   // every process started, restarts too
 	sp             *spawner
 	events         chan event
 	wg             sync.WaitGroup // reader and status goroutines
@@ -228,17 +230,20 @@ func (s *supervisor) start(c *child) error {
 		logf.Close()
 		return fmt.Errorf("localcluster: starting %s: %w", c.name, err)
 	}
+	if !c.started {
+		s.all = append(s.all, c)
+	}
 	c.cmd, c.pid, c.started, c.running = cmd, cmd.Process.Pid, true, true
-	s.all = append(s.all, c)
+	s.history = append(s.history, Proc{Name: c.name, PID: c.pid, Log: c.logPath})
 	s.running++
 	s.wg.Add(1)
-	go s.read(c, r, logf)
+	go s.read(c, cmd, r, logf)
 	return nil
 }
 
 // read copies c's output to its log file, sends the lines of interest as
 // events, then waits for c and sends its exit.
-func (s *supervisor) read(c *child, r *os.File, logf *os.File) {
+func (s *supervisor) read(c *child, cmd *exec.Cmd, r *os.File, logf *os.File) {
 	defer s.wg.Done()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -252,7 +257,7 @@ func (s *supervisor) read(c *child, r *os.File, logf *os.File) {
 	}
 	io.Copy(logf, r) // what follows a line too long to scan
 	r.Close()
-	err := c.cmd.Wait()
+	err := cmd.Wait()
 	logf.Close()
 	s.events <- event{c: c, exit: true, err: err}
 }
@@ -459,6 +464,20 @@ func (s *supervisor) exited(c *child, err error) {
 		s.stop(fmt.Errorf("%w: %s exited while the cluster was starting (%s); its log: %s", ErrFailed, c.name, describe(err), c.logPath))
 		return
 	}
+	if c == s.leader {
+		s.leader = nil
+	}
+	s.statusOnLead = true
+	if s.cfg.Restart && c.restarts < maxRestarts {
+		c.restarts++
+		s.printf("%s | restarting it on its state (%d of %d)\n", c.name, c.restarts, maxRestarts)
+		if err := s.restart(c); err != nil {
+			s.stop(fmt.Errorf("%w: %w", ErrFailed, err))
+			return
+		}
+		s.printNode(c)
+		return
+	}
 	alive := 0
 	for _, n := range s.nodes {
 		if n.running {
@@ -471,10 +490,35 @@ func (s *supervisor) exited(c *child, err error) {
 		return
 	}
 	s.printf("%d of %d coordinators are left, a quorum: training goes on, and the clients fail over\n", alive, s.cfg.Nodes)
-	if c == s.leader {
-		s.leader = nil
+}
+
+// maxRestarts bounds how often Config.Restart starts one node again, so
+// that a node that cannot run is not restarted forever.
+const maxRestarts = 3
+
+// restart starts a dead node again on its state directory. It is a
+// voter already (its Raft state says so): it asks nobody to add it and
+// never bootstraps; it gossips with the nodes that run.
+func (s *supervisor) restart(c *child) error {
+	var args, gossip []string
+	for i := 0; i < len(c.args); i++ {
+		if a := c.args[i]; a == "--join" || a == "--gossip-join" {
+			i++ // and its value
+			continue
+		}
+		args = append(args, c.args[i])
 	}
-	s.statusOnLead = true
+	for _, n := range s.nodes {
+		if n != c && n.running {
+			gossip = append(gossip, n.ports.gossip)
+		}
+	}
+	args = append(args, "--bootstrap=false")
+	if len(gossip) > 0 {
+		args = append(args, "--gossip-join", strings.Join(gossip, ","))
+	}
+	c.args, c.listening = args, false
+	return s.start(c)
 }
 
 // stop asks every running child to stop; result is what run returns. The
@@ -529,11 +573,7 @@ func (s *supervisor) footer() {
 
 // procs lists the children that ran.
 func (s *supervisor) procs() []Proc {
-	var out []Proc
-	for _, c := range s.all {
-		out = append(out, Proc{Name: c.name, PID: c.pid, Log: c.logPath})
-	}
-	return out
+	return s.history
 }
 
 // describe says how a child exited: "exit status 1", "signal: killed".
