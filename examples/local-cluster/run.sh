@@ -5,6 +5,7 @@
 # It stops when training ends, or on Ctrl-C.
 #
 #   NODES=3 CLIENTS=10 ROUNDS=30 examples/local-cluster/run.sh
+#   RESTART=1 examples/local-cluster/run.sh     # a killed node starts again
 set -euo pipefail
 NODES="${NODES:-3}"
 CLIENTS="${CLIENTS:-10}"
@@ -12,10 +13,12 @@ ROUNDS="${ROUNDS:-30}"
 CODEC="${CODEC:-topk1}"
 BASE_PORT="${BASE_PORT:-17000}"
 WORK="${WORK:-$(mktemp -d -t fedzip-example.XXXX)}"
+extra=()
+if [ -n "${RESTART:-}" ]; then extra+=(--restart); fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 echo "building fedzip into $WORK"
 (cd "$root" && go build -o "$WORK/fedzip" ./cmd/fedzip)
 # exec: Ctrl-C reaches fedzip local, which stops every process it started.
 exec "$WORK/fedzip" local --nodes "$NODES" --clients "$CLIENTS" --rounds "$ROUNDS" --upload-codec "$CODEC" \
-    --base-port "$BASE_PORT" --work "$WORK"
+    --base-port "$BASE_PORT" --work "$WORK" ${extra[@]+"${extra[@]}"}
