@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -247,7 +248,8 @@ func (n *Node) Status() *fedzippb.NodeStatus {
 	fmt.Sscan(stats["term"], &term)
 	fmt.Sscan(stats["commit_index"], &commit)
 	return &fedzippb.NodeStatus{Id: n.cfg.ID, Address: n.Address(), GrpcAddress: n.cfg.GRPCAddr, Role: n.raft.State().String(), Term: term,
-		LastApplied: n.raft.AppliedIndex(), CommitIndex: commit, Round: uint64(v.Round), ModelVersion: v.Version, ModelHash: hex.EncodeToString(hash[:])}
+		LastApplied: n.raft.AppliedIndex(), CommitIndex: commit, Round: uint64(v.Round), ModelVersion: v.Version, ModelHash: hex.EncodeToString(hash[:]),
+		Pid: uint32(os.Getpid())}
 }
 
 // ClusterService is the nodes' own gRPC service: join, remove, status.

@@ -25,7 +25,8 @@ type clusterFlags struct {
 
 const clusterUsage = `Usage: fedzip cluster status|add|remove [flags]
 
-  status   each node's role, term, last applied index, round, model version and hash
+  status   each node's process ID, role, term, last applied index, round, model
+           version and hash
   add      add a node: --id ID --raft-addr HOST:PORT --grpc-addr HOST:PORT
            (a node started with --join adds itself; this is for operators)
   remove   remove a node: --id ID
@@ -154,6 +155,7 @@ func clusterStatus(ctx context.Context, addrs []string, tlsCfg *tls.Config, f cl
 		Round       uint64 `json:"round"`
 		Version     uint64 `json:"model_version"`
 		Hash        string `json:"model_hash"`
+		PID         uint32 `json:"pid,omitempty"`
 		Error       string `json:"error,omitempty"`
 	}
 	var rows []row
@@ -164,7 +166,7 @@ func clusterStatus(ctx context.Context, addrs []string, tlsCfg *tls.Config, f cl
 			r.Role, r.Error = "unreachable", err.Error()
 		} else {
 			r.Role, r.Term, r.LastApplied, r.Commit = st.GetRole(), st.GetTerm(), st.GetLastApplied(), st.GetCommitIndex()
-			r.Round, r.Version, r.Hash = st.GetRound(), st.GetModelVersion(), st.GetModelHash()
+			r.Round, r.Version, r.Hash, r.PID = st.GetRound(), st.GetModelVersion(), st.GetModelHash(), st.GetPid()
 		}
 		rows = append(rows, r)
 	}
@@ -174,7 +176,7 @@ func clusterStatus(ctx context.Context, addrs []string, tlsCfg *tls.Config, f cl
 		return enc.Encode(map[string]any{"leader": reg.GetLeaderAddress(), "nodes": rows})
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tGRPC\tRAFT\tROLE\tTERM\tAPPLIED\tCOMMIT\tROUND\tVERSION\tMODEL HASH")
+	fmt.Fprintln(tw, "ID\tPID\tGRPC\tRAFT\tROLE\tTERM\tAPPLIED\tCOMMIT\tROUND\tVERSION\tMODEL HASH")
 	for _, r := range rows {
 		hash := r.Hash
 		if len(hash) > 16 {
@@ -183,7 +185,11 @@ func clusterStatus(ctx context.Context, addrs []string, tlsCfg *tls.Config, f cl
 		if r.Error != "" {
 			hash = r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, r.GRPC, r.Raft, r.Role, r.Term, r.LastApplied, r.Commit, r.Round, r.Version, hash)
+		pid := "-"
+		if r.PID != 0 {
+			pid = fmt.Sprint(r.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", r.ID, pid, r.GRPC, r.Raft, r.Role, r.Term, r.LastApplied, r.Commit, r.Round, r.Version, hash)
 	}
 	return tw.Flush()
 }

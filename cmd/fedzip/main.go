@@ -60,6 +60,7 @@ func commands() []command {
 		{"coordinator", "run a coordinator node (Raft-replicated rounds, gRPC service)", runCoordinator},
 		{"client", "run a training client against a coordinator", runClient},
 		{"cluster", "show, add or remove coordinator nodes", runCluster},
+		{"local", "run a coordinator cluster and clients on this machine, in one command", runLocal},
 		{"dev-certs", "write a CA and TLS certificates for local use", runDevCerts},
 		{"compress", "compress a model into a signed device file (.fzm)", runCompress},
 		{"predict", "verify a device model and predict", runPredict},

@@ -1073,7 +1073,10 @@ type NodeStatus struct {
 	// commit_index is the node's Raft commit index.
 	CommitIndex uint64 `protobuf:"varint,9,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
 	// model_version is the global model's version on this node.
-	ModelVersion  uint64 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	ModelVersion uint64 `protobuf:"varint,10,opt,name=model_version,json=modelVersion,proto3" json:"model_version,omitempty"`
+	// pid is the node's operating-system process ID, for operators on its
+	// machine (kill, ps); 0 from a node that does not report it.
+	Pid           uint32 `protobuf:"varint,11,opt,name=pid,proto3" json:"pid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1174,6 +1177,13 @@ func (x *NodeStatus) GetCommitIndex() uint64 {
 func (x *NodeStatus) GetModelVersion() uint64 {
 	if x != nil {
 		return x.ModelVersion
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
 	}
 	return 0
 }
@@ -1630,7 +1640,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12\x1a\n" +
 	"\breceived\x18\x04 \x01(\rR\breceived\x12\x1a\n" +
 	"\bselected\x18\x05 \x01(\rR\bselected\"\x16\n" +
-	"\x14ClusterStatusRequest\"\xa1\x02\n" +
+	"\x14ClusterStatusRequest\"\xb3\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
@@ -1644,7 +1654,8 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\fgrpc_address\x18\b \x01(\tR\vgrpcAddress\x12!\n" +
 	"\fcommit_index\x18\t \x01(\x04R\vcommitIndex\x12#\n" +
 	"\rmodel_version\x18\n" +
-	" \x01(\x04R\fmodelVersion\"k\n" +
+	" \x01(\x04R\fmodelVersion\x12\x10\n" +
+	"\x03pid\x18\v \x01(\rR\x03pid\"k\n" +
 	"\x15ClusterStatusResponse\x12+\n" +
 	"\x05nodes\x18\x01 \x03(\v2\x15.fedzip.v1.NodeStatusR\x05nodes\x12%\n" +
 	"\x0eleader_address\x18\x02 \x01(\tR\rleaderAddress\"2\n" +
