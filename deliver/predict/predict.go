@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -80,7 +81,9 @@ func Read(input, labels, dataDir string, dim int) (*Inputs, error) {
 // lines of dim floats (blank lines and lines starting with # skipped),
 // returning the rows and their count. Errors name the file and the line.
 func ReadFile(path string, dim int) ([]float32, int, error) {
-	head, err := readBounded(path, MaxInputBytes)
+	// The first bytes tell the kind: an IDX file is read once, by the
+	// IDX reader and its bounds, not first whole into memory.
+	head, err := readBounded(path, 4, true)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -104,7 +107,11 @@ func ReadFile(path string, dim int) ([]float32, int, error) {
 		}
 		return x, n, nil
 	}
-	return parseText(path, head, dim)
+	text, err := readBounded(path, MaxInputBytes, false)
+	if err != nil {
+		return nil, 0, err
+	}
+	return parseText(path, text, dim)
 }
 
 // parseText parses lines of dim floats.
@@ -127,6 +134,9 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 			if err != nil {
 				return nil, 0, fmt.Errorf("%s:%d: %v", path, line, err)
 			}
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, 0, fmt.Errorf("%s:%d: %s is not a finite number", path, line, f)
+			}
 			x = append(x, float32(v))
 		}
 		n++
@@ -140,8 +150,9 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 	return x, n, nil
 }
 
-// readBounded reads a file of at most limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
+// readBounded reads a file of at most limit bytes; with prefix, its
+// first limit bytes (or fewer, if it is shorter).
+func readBounded(path string, limit int64, prefix bool) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -150,6 +161,9 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, err
+	}
+	if prefix {
+		return data[:min(int64(len(data)), limit)], nil
 	}
 	if int64(len(data)) > limit {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
