@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // checkExposure attacks a running cluster from outside, as another local
@@ -130,4 +133,38 @@ func procAddr(s string) string {
 		fmt.Sscanf(host[2*(3-i):2*(3-i)+2], "%X", &b[i])
 	}
 	return fmt.Sprintf("%d.%d.%d.%d:%d", b[0], b[1], b[2], b[3], p)
+}
+
+// checkDashboards asks every dashboard the output names for its data:
+// without the token it is refused, with it (as a bearer token) served.
+func checkDashboards(t *testing.T, work, out string) {
+	t.Helper()
+	token := readSecrets(t, work)[uiTokenFile]
+	urls := regexp.MustCompile(`dashboard (http://127\.0\.0\.1:\d+)/\?token=(\S+)`).FindAllStringSubmatch(out, -1)
+	if len(urls) == 0 {
+		t.Fatalf("no dashboard in the output:\n%s", out)
+	}
+	c := &http.Client{Timeout: time.Minute}
+	for _, u := range urls {
+		if u[2] != token {
+			t.Errorf("the output's dashboard token is not the secret's")
+		}
+		for _, tc := range []struct {
+			auth string
+			want int
+		}{{"", http.StatusUnauthorized}, {"Bearer wrong", http.StatusUnauthorized}, {"Bearer " + token, http.StatusOK}} {
+			req, _ := http.NewRequest(http.MethodGet, u[1]+"/api/state", nil)
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", u[1], err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Errorf("%s/api/state with %q: %d, want %d", u[1], tc.auth, resp.StatusCode, tc.want)
+			}
+		}
+	}
 }
