@@ -271,3 +271,37 @@ func listTree(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// TestResetKeepsLinkTargets: --reset in a work folder whose state/ and
+// model.fzmodel are symbolic links (to a disk with room, say) removes the
+// links, not what they point to.
+func TestResetKeepsLinkTargets(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("symbolic links")
+	}
+	cfg := DefaultConfig()
+	cfg.Work = filepath.Join(t.TempDir(), "w")
+	w, err := prepareWork(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := t.TempDir()
+	os.WriteFile(filepath.Join(elsewhere, "keep"), []byte("keep"), 0o600)
+	os.RemoveAll(w.state)
+	if err := os.Symlink(elsewhere, w.state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(elsewhere, "keep"), w.model()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Reset = true
+	if _, err := prepareWork(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(elsewhere, "keep")); err != nil || string(b) != "keep" {
+		t.Fatalf("Reset removed or changed a link's target: %q, %v", b, err)
+	}
+	if fi, err := os.Lstat(w.state); err != nil || !fi.IsDir() {
+		t.Fatalf("state/ after Reset: %v, %v; want a new folder", fi, err)
+	}
+}
