@@ -14,7 +14,7 @@ import (
 	"github.com/fedzip/fedzip/round"
 )
 
-// TestRefusedUpdateCostsNoLogEntry: a selected client's compressed update
+// TestBadValuesCostOneLogEntry: a selected client's compressed update
 // whose header and checksum are sound but whose values are not finite
 // (the client computed the checksum itself) costs at most one Raft log
 // entry, however often it is sent: after the FSM refused it once, the
@@ -22,7 +22,7 @@ import (
 // Before, each send appended an entry of the update's size that the FSM
 // then refused, and the log kept the last 512 of them on disk. The client
 // may still send a good update.
-func TestRefusedUpdateCostsNoLogEntry(t *testing.T) {
+func TestBadValuesCostOneLogEntry(t *testing.T) {
 	run := testRun(0)
 	run.RunID, run.UploadCodec = "0102030405060708090a0b0c0d0e0f10", "topk=0.5,bits=32"
 	fed, _ := dataset.Synthetic(1, 1, 4, 3)
