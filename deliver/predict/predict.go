@@ -13,12 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/deliver"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 )
 
 // MNISTTest is the input that names MNIST's test set.
@@ -80,7 +80,7 @@ func Read(input, labels, dataDir string, dim int) (*Inputs, error) {
 // lines of dim floats (blank lines and lines starting with # skipped),
 // returning the rows and their count. Errors name the file and the line.
 func ReadFile(path string, dim int) ([]float32, int, error) {
-	head, err := readBounded(path, MaxInputBytes)
+	head, err := boundedfile.Read(path, MaxInputBytes)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -138,23 +138,6 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 		return nil, 0, fmt.Errorf("%s: no inputs", path)
 	}
 	return x, n, nil
-}
-
-// readBounded reads a file of at most limit bytes.
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return data, nil
 }
 
 // Prediction is one input's result.
