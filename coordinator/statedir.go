@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fedzip/fedzip/internal/boundedfile"
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
@@ -231,7 +232,7 @@ func cmpU64(a, b uint64) int {
 
 func readSnapshotMeta(dir string, s snapState) (*raft.SnapshotMeta, error) {
 	base := filepath.Join(dir, snapshotsDir, s.id)
-	b, err := readBounded(filepath.Join(base, "meta.json"), maxMarkerBytes*16)
+	b, err := boundedfile.Read(filepath.Join(base, "meta.json"), maxMarkerBytes*16)
 	if err != nil {
 		return nil, err
 	}
@@ -260,7 +261,7 @@ func readSnapshotMeta(dir string, s snapState) (*raft.SnapshotMeta, error) {
 // checkSnapshotCRC reads state.bin and compares its CRC-64 (raft's: ECMA)
 // with meta.json's.
 func checkSnapshotCRC(dir string, s snapState) error {
-	b, err := readBounded(filepath.Join(dir, snapshotsDir, s.id, "meta.json"), maxMarkerBytes*16)
+	b, err := boundedfile.Read(filepath.Join(dir, snapshotsDir, s.id, "meta.json"), maxMarkerBytes*16)
 	if err != nil {
 		return err
 	}
@@ -281,19 +282,6 @@ func checkSnapshotCRC(dir string, s snapState) error {
 		return errors.New("state.bin does not match the CRC-64 in meta.json")
 	}
 	return nil
-}
-
-func readBounded(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err == nil && int64(len(b)) > limit {
-		err = fmt.Errorf("%s is over %d bytes", filepath.Base(path), limit)
-	}
-	return b, err
 }
 
 // logState is what checkLog found in raft.db.

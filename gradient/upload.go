@@ -48,9 +48,9 @@ type UploadScratch struct {
 // spec that ParseSpec refuses.
 func NewUploadDecoder(spec string, bound bool) (UploadDecoder, error) {
 	switch {
-	case (spec == "" || spec == "none") && bound:
+	case IsNone(spec) && bound:
 		return UploadDecoder{uploadWireDense}, nil
-	case spec == "" || spec == "none":
+	case IsNone(spec):
 		return UploadDecoder{uploadRaw}, nil
 	}
 	if _, err := ParseSpec(spec); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"text/tabwriter"
 
+	"github.com/fedzip/fedzip/deliver/pipeline"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/sim"
 )
@@ -40,18 +41,6 @@ func WriteRound(w io.Writer, m sim.Metrics) error {
 	return err
 }
 
-// Delivered describes the device file a run delivered.
-type Delivered struct {
-	File     string  `json:"file"`
-	PubKey   string  `json:"public_key"`
-	Recipe   string  `json:"recipe"`
-	Bytes    int     `json:"bytes"`
-	Ratio    float64 `json:"ratio"`
-	Accuracy float64 `json:"test_accuracy"`
-	// Delta is the change of test accuracy, in points.
-	Delta float64 `json:"delta_points"`
-}
-
 // Simulation is what 'fedzip simulate' reports at the end of a run: its
 // settings, which the caller fills in, and its figures, which Add and
 // Finish compute from the rounds (with Summarize). Its JSON encoding is
@@ -78,13 +67,13 @@ type Simulation struct {
 	// FinalGlobalAccuracy is the test accuracy of the server's global
 	// model after the last round, with a download codec (where the test
 	// accuracy is that of the clients' model).
-	FinalGlobalAccuracy float64    `json:"final_global_test_accuracy,omitempty"`
-	Delivered           *Delivered `json:"delivered,omitempty"`
-	Strategy            string     `json:"strategy"`
-	UploadBytes         int64      `json:"upload_bytes"`
-	UploadRatio         float64    `json:"upload_ratio"`
-	ClientStateMB       float64    `json:"client_state_mb,omitempty"`
-	DownloadBytes       int64      `json:"download_bytes"`
+	FinalGlobalAccuracy float64             `json:"final_global_test_accuracy,omitempty"`
+	Delivered           *pipeline.Delivered `json:"delivered,omitempty"`
+	Strategy            string              `json:"strategy"`
+	UploadBytes         int64               `json:"upload_bytes"`
+	UploadRatio         float64             `json:"upload_ratio"`
+	ClientStateMB       float64             `json:"client_state_mb,omitempty"`
+	DownloadBytes       int64               `json:"download_bytes"`
 	// DenseUploadBytes and DenseDownloadBytes are the totals dense float32
 	// models would have cost; DownloadRatio is DenseDownloadBytes over
 	// DownloadBytes.

@@ -390,7 +390,7 @@ func (p *pool) setCodec(cfg Config, n int) error {
 	if err != nil {
 		return err
 	}
-	if codec != "none" { // "none" keeps no client state
+	if !gradient.IsNone(codec) { // "none" keeps no client state
 		if p.store, err = NewStateStore(cfg.StateStore); err != nil {
 			return err
 		}

@@ -139,13 +139,13 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		cfg.Metrics = metrics.NewClient(reg)
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))
-		hs, url, err := serveHTTP("metrics", f.metricsAddr, f.metricsToken, httpguard.ReadOnly(f.metricsToken, mux), log)
+		hs, err := httpguard.Serve("metrics", f.metricsAddr, f.metricsToken, httpguard.ReadOnly(f.metricsToken, mux), log)
 		if err != nil {
 			fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 			return exitError
 		}
 		defer hs.Close()
-		log.Info("metrics", "url", url+"/metrics")
+		log.Info("metrics", "url", hs.URL+"/metrics")
 	}
 	if !f.insecure {
 		if f.ca == "" {

@@ -13,6 +13,7 @@ import (
 	"github.com/fedzip/fedzip/deliver"
 	"github.com/fedzip/fedzip/deliver/pipeline"
 	"github.com/fedzip/fedzip/deliver/predict"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 )
 
 const compressAbout = `Compresses a float32 model (fedzip model file, e.g. from simulate --save-model)
@@ -196,7 +197,7 @@ func loadNet(path, pubPath string) (*deliver.Net, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := readBounded(path, 64<<20)
+	data, err := boundedfile.Read(path, 64<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +242,7 @@ func runExport(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 func export(in, pubPath, format, out string, stdout io.Writer) error {
-	data, err := readBounded(in, 1<<30)
+	data, err := boundedfile.Read(in, 1<<30)
 	if err != nil {
 		return err
 	}

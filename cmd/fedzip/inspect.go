@@ -9,6 +9,7 @@ import (
 
 	"github.com/fedzip/fedzip/deliver"
 	"github.com/fedzip/fedzip/inspect"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 )
 
 const inspectAbout = `Prints what a fedzip file holds, told apart by its first bytes:
@@ -46,7 +47,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 // runInspectFile prints what path holds; a file that does not check is
 // printed as far as it reads, and the error returned.
 func runInspectFile(path, pubPath, output string, stdout io.Writer) error {
-	data, err := readBounded(path, inspect.MaxFileBytes)
+	data, err := boundedfile.Read(path, inspect.MaxFileBytes)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/fedzip/fedzip/coordinator/server"
+	"github.com/fedzip/fedzip/deliver"
 	"github.com/fedzip/fedzip/deliver/fetch"
 	"github.com/fedzip/fedzip/transport"
 )
@@ -30,7 +31,7 @@ func runFetchModel(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "fedzip fetch-model: --pubkey is required: an unverified model is never written")
 		return exitUsage
 	}
-	pub, err := readPublicKey(*pubPath)
+	pub, err := deliver.ReadPublicKeyFile(*pubPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip fetch-model: %v\n", err)
 		return exitError

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/fedzip/fedzip/deliver/pipeline"
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -44,7 +45,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
 	fs.BoolVar(&f.evalGlobal, "eval-global", false, "with --download-codec: also evaluate the server's global model every evaluated round (always after the last); the test accuracy is the clients' model")
 	fs.Var(workdir.Flag(&f.deliver, "fedzip-model.fzm", nil), "deliver", "after training, compress the global model into this signed device `FILE` (NAME.fzm), signed with the key NAME.key.pem beside it, made once and reused (empty: do not deliver)")
-	fs.StringVar(&f.deliverRecipe, "deliver-recipe", defaultDeliverRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
+	fs.StringVar(&f.deliverRecipe, "deliver-recipe", pipeline.DefaultRecipe, "compression recipe of the delivered model (see 'fedzip compress -h')")
 	fs.StringVar(&f.deliverKey, "deliver-key", "", "ed25519 private key (PEM) to sign the delivered model (default: the key beside the --deliver file, made on first use and reused)")
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.attack, "attack", "none", "Byzantine clients: none, "+strings.Join(sim.AttackKinds, ", ")+" (see --attackers)")

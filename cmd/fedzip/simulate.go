@@ -13,6 +13,8 @@ import (
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/dashboard"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/deliver/pipeline"
+	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/report"
 	"github.com/fedzip/fedzip/sim"
@@ -101,12 +103,12 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 			s.Model, s.Strategy, s.UploadCodec, s.TotalRounds, s.Phase = model.Name(), cfg.Strategy, f.uploadCodec, f.rounds, "running"
 			s.Round = 1
 		})
-		hs, url, err := serveHTTP("dashboard", f.ui, f.uiToken, dashboard.Handler(feed, f.uiToken), slog.New(slog.NewTextHandler(stderr, nil)))
+		hs, err := httpguard.Serve("dashboard", f.ui, f.uiToken, dashboard.Handler(feed, f.uiToken), slog.New(slog.NewTextHandler(stderr, nil)))
 		if err != nil {
 			return err
 		}
 		defer hs.Close()
-		fmt.Fprintf(stderr, "fedzip simulate: dashboard at %s/\n", url)
+		fmt.Fprintf(stderr, "fedzip simulate: dashboard at %s/\n", hs.URL)
 	}
 	prog := report.NewProgress(stdout, stderr, f.rounds, f.quiet)
 	s := report.Simulation{Dataset: f.dataset, Model: model.Name(), Params: model.NumParams(), Clients: len(data.Parts), Rounds: f.rounds,
@@ -154,11 +156,11 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 		if !f.quiet {
 			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
 		}
-		d, err := deliverModel(ctx, model, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
+		d, err := pipeline.Deliver(ctx, model, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
 		if err != nil {
 			return fmt.Errorf("delivering the model: %w", err)
 		}
-		s.Delivered = &report.Delivered{File: d.File, PubKey: d.PubKey, Recipe: d.Recipe, Bytes: d.Bytes, Ratio: d.Ratio, Accuracy: d.Accuracy, Delta: d.Delta}
+		s.Delivered = d
 	}
 	if f.output == "json" {
 		err = s.WriteJSON(stdout)

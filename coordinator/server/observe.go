@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"math"
 	"net"
 	"net/http"
@@ -128,40 +126,13 @@ func (s *Server) startObserver() error {
 	return nil
 }
 
-// serveHTTP serves h, on addr, until the server is released; what names
-// the endpoint in errors and logs, and token is its token (only to warn
-// when there is none on an address other machines reach). It returns the
-// address bound and its URL.
+// serveHTTP serves h on addr until the server is released (see
+// httpguard.Serve). It returns the address bound and its URL.
 func (s *Server) serveHTTP(what, addr, token string, h http.Handler) (net.Addr, string, error) {
-	lis, err := net.Listen("tcp", addr)
+	hs, err := httpguard.Serve(what, addr, token, h, s.log)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", what, err)
+		return nil, "", err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error(what, "err", err)
-		}
-	}()
-	s.onRelease(func() { srv.Close(); <-done })
-	if !httpguard.Loopback(addr) && token == "" {
-		s.log.Warn(what+" is reachable from other machines without a token: bind it to 127.0.0.1 or set its token flag", "addr", addr)
-	}
-	return lis.Addr(), "http://" + hostPort(lis.Addr()), nil
-}
-
-// hostPort is a listener's address as a browser would use it: a wildcard
-// host becomes 127.0.0.1.
-func hostPort(a net.Addr) string {
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
+	s.onRelease(func() { hs.Close() })
+	return hs.Addr, hs.URL, nil
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"strconv"
@@ -45,7 +44,7 @@ func Deliver(ctx context.Context, model *nn.MLP, params []float32, version uint6
 	pubPath := ""
 	var err error
 	if keyPath != "" {
-		key, err = ReadPrivateKey(keyPath)
+		key, err = deliver.ReadPrivateKeyFile(keyPath)
 	} else {
 		key, pubPath, err = DeliveryKey(out)
 	}
@@ -72,7 +71,7 @@ func Deliver(ctx context.Context, model *nn.MLP, params []float32, version uint6
 func DeliveryKey(out string) (ed25519.PrivateKey, string, error) {
 	base := strings.TrimSuffix(out, ".fzm")
 	keyFile, pubPath := base+".key.pem", base+".pub.pem"
-	key, err := ReadPrivateKey(keyFile)
+	key, err := deliver.ReadPrivateKeyFile(keyFile)
 	switch {
 	case err == nil:
 	case errors.Is(err, fs.ErrNotExist):
@@ -89,17 +88,4 @@ func DeliveryKey(out string) (ed25519.PrivateKey, string, error) {
 		return nil, "", err
 	}
 	return key, pubPath, nil
-}
-
-// ReadPrivateKey reads an ed25519 private key (PEM) from path.
-func ReadPrivateKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := deliver.ParsePrivateKeyPEM(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/deliver"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 )
 
 // MNISTTest is the input that names MNIST's test set.
@@ -83,7 +84,7 @@ func Read(input, labels, dataDir string, dim int) (*Inputs, error) {
 func ReadFile(path string, dim int) ([]float32, int, error) {
 	// The first bytes tell the kind: an IDX file is read once, by the
 	// IDX reader and its bounds, not first whole into memory.
-	head, err := readBounded(path, 4, true)
+	head, err := readHead(path, 4)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -107,7 +108,7 @@ func ReadFile(path string, dim int) ([]float32, int, error) {
 		}
 		return x, n, nil
 	}
-	text, err := readBounded(path, MaxInputBytes, false)
+	text, err := boundedfile.Read(path, MaxInputBytes)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -150,25 +151,14 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 	return x, n, nil
 }
 
-// readBounded reads a file of at most limit bytes; with prefix, its
-// first limit bytes (or fewer, if it is shorter).
-func readBounded(path string, limit int64, prefix bool) ([]byte, error) {
+// readHead returns the first n bytes of a file (fewer if it is shorter).
+func readHead(path string, n int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if prefix {
-		return data[:min(int64(len(data)), limit)], nil
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
-	}
-	return data, nil
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 // Prediction is one input's result.

@@ -123,8 +123,9 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 		t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	// Rounds open among the clients gossip says are alive: none until
-	// every client has registered, then all of them, so that every round
+	// Rounds open only once all six clients are alive (MinClients is
+	// clients; a client is alive while it polls, or while gossip vouches
+	// for it, which the claims below stand in for), so that every round
 	// selects among the same candidates as the simulator's.
 	var (
 		mu     sync.Mutex

@@ -16,6 +16,8 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -117,22 +119,58 @@ func Login(token string, h http.Handler) http.Handler {
 	})
 }
 
-// Listen serves h on addr in a new goroutine and returns the server and the
-// address it listens on (useful with port 0). Close or Shutdown the server
-// to stop it.
-func Listen(addr string, h http.Handler) (*http.Server, net.Addr, error) {
+// Served is an HTTP server that Serve started.
+type Served struct {
+	// Addr is the address it listens on (useful with port 0), and URL
+	// the address as a browser would use it (BrowserURL).
+	Addr net.Addr
+	URL  string
+	srv  *http.Server
+	done chan struct{}
+}
+
+// Close stops the server and waits for its goroutine to end.
+func (s *Served) Close() error {
+	err := s.srv.Close()
+	<-s.done
+	return err
+}
+
+// Serve serves h on addr in a new goroutine, with timeouts and header
+// bounds, until Close; what names the endpoint in errors and logs. It
+// warns on log when addr is reachable from other machines and token (the
+// endpoint's token, "" for none) is empty.
+func Serve(what, addr, token string, h http.Handler, log *slog.Logger) (*Served, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}
+	s := &Served{Addr: lis.Addr(), URL: BrowserURL(lis.Addr()), done: make(chan struct{}),
+		srv: &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10}}
 	go func() {
-		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			lis.Close()
+		defer close(s.done)
+		if err := s.srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error(what, "err", err)
 		}
 	}()
-	return srv, lis.Addr(), nil
+	if !Loopback(addr) && token == "" {
+		log.Warn(what+" is reachable from other machines without a token: bind it to 127.0.0.1 or set its token flag", "addr", addr)
+	}
+	return s, nil
+}
+
+// BrowserURL is "http://" and a listener's address as a browser would
+// use it: a wildcard host becomes 127.0.0.1.
+func BrowserURL(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "http://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // Loopback reports whether addr ("host:port") binds only to a loopback
