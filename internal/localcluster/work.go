@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/transport"
 )
@@ -258,17 +258,12 @@ func readSecret(path string) ([]byte, error) {
 	case fi.Size() > maxSecret:
 		return nil, fmt.Errorf("%w: %s holds %d bytes, a secret at most %d: remove it to make a new one", ErrStaleState, path, fi.Size(), maxSecret)
 	}
-	f, err := os.Open(path)
-	if err != nil {
+	b, err := boundedfile.Read(path, maxSecret)
+	switch {
+	case errors.Is(err, boundedfile.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %w: remove it to make a new one", ErrStaleState, err)
+	case err != nil:
 		return nil, fmt.Errorf("localcluster: secrets: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecret+1))
-	if err != nil {
-		return nil, fmt.Errorf("localcluster: secrets: %w", err)
-	}
-	if len(b) > maxSecret {
-		return nil, fmt.Errorf("%w: %s holds more than %d bytes: remove it to make a new one", ErrStaleState, path, maxSecret)
 	}
 	return b, nil
 }
