@@ -220,25 +220,35 @@ func TestSecretFilesMustBePrivate(t *testing.T) {
 	}
 	secret := filepath.Join(cfg.Work, "secrets", joinSecretFile)
 	good, _ := os.ReadFile(secret)
+	// Each case makes the secret file anew. Nothing here may chmod or
+	// write through the links: they point at real system files.
 	for _, tc := range []struct {
 		name string
 		make func() error
 	}{
 		{"link to /etc/passwd", func() error { return os.Symlink("/etc/passwd", secret) }},
 		{"link to /dev/zero", func() error { return os.Symlink("/dev/zero", secret) }},
-		{"mode 0644", func() error { return os.WriteFile(secret, good, 0o644) }},
+		{"mode 0644", func() error {
+			if err := os.WriteFile(secret, good, 0o600); err != nil {
+				return err
+			}
+			return os.Chmod(secret, 0o644) // a regular file, not a link
+		}},
 		{"1 MiB", func() error { return os.WriteFile(secret, bytes.Repeat([]byte("x"), 1<<20), 0o600) }},
 	} {
-		os.Remove(secret)
+		if err := os.Remove(secret); err != nil {
+			t.Fatal(err)
+		}
 		if err := tc.make(); err != nil {
 			t.Fatal(err)
 		}
-		os.Chmod(secret, 0o644) // WriteFile keeps an existing file's mode; and a link's own mode is no matter
-		if tc.name != "mode 0644" {
-			os.Chmod(secret, 0o600)
-		}
 		if _, err := prepareWork(cfg); !errors.Is(err, ErrStaleState) {
 			t.Errorf("join secret %s: %v, want ErrStaleState", tc.name, err)
+		}
+	}
+	for _, f := range []string{"/etc/passwd", "/dev/zero"} {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().Perm()&0o004 == 0 {
+			t.Errorf("%s is mode %#o after the test: the test changed a system file", f, fi.Mode().Perm())
 		}
 	}
 	os.Remove(secret)
