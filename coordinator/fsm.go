@@ -910,6 +910,32 @@ func (f *FSM) precheck(now time.Time, id round.ClientID, roundNo int, examples u
 	return r, false, checkBinding(run, h, roundNo)
 }
 
+// checkDecode decodes an update as Apply does and reports, wrapping
+// ErrBadUpdate, what Apply would refuse in its bytes (a value that is not
+// finite, an index out of order): the sections that precheck leaves to
+// the FSM. The node calls it for a client whose update the FSM refused.
+func (f *FSM) checkDecode(payload []byte, examples uint64) error {
+	f.mu.RLock()
+	codec, n, ok := f.codec, f.n, f.mach != nil
+	f.mu.RUnlock()
+	if !ok {
+		return ErrNotInitialised
+	}
+	sc := checkScratch.Get().(*scratch)
+	defer checkScratch.Put(sc)
+	u, err := codec.Decode(sc, n, payload, float64(examples))
+	if err == nil {
+		err = aggregate.Validate(u, n)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
+	}
+	return nil
+}
+
+// checkScratch holds the buffers checkDecode decodes into.
+var checkScratch = sync.Pool{New: func() any { return new(scratch) }}
+
 // checkUpload judges an update from its header alone, at the leader's
 // clock now: what precheck would refuse whatever the payload (an unknown
 // client, an absurd example count, another round, a client not selected,

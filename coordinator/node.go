@@ -212,6 +212,14 @@ type Node struct {
 	// applied everything committed before that term (a barrier); until
 	// then its FSM may be behind the log, and it judges no update.
 	readyTerm atomic.Uint64
+	// suspect holds, by client, the round in which one of its updates
+	// got past precheck and then failed (the FSM refused its bytes, or
+	// the commit failed); guarded by mu, only clients of the latest such
+	// round (at most the clients it selected).
+	// The leader decodes such a client's updates for that round before
+	// the log (FSM.checkDecode), so that bytes the FSM refuses cost at
+	// most one log entry, not one per resend.
+	suspect map[round.ClientID]int
 }
 
 // leftClient is a client that gossip said left, and when.
@@ -612,7 +620,11 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 // (FSM.precheck: not selected, late, another round or run, a conflicting
 // resubmission, bytes that do not parse) is refused before it reaches the
 // log, and a resubmission of the bytes already accepted is acknowledged
-// from the applied state, also without a new entry.
+// from the applied state, also without a new entry. Precheck does not
+// decode a compressed update's values: once the FSM refused a client's
+// update (non-finite values, say, under a checksum its author computed),
+// that client's updates for the round are decoded before the log too, so
+// that its resends cost no further entries.
 func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
 	n.touch(id)
 	if err := n.judging(); err != nil {
@@ -622,9 +634,28 @@ func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss
 	if r, dup, err := n.fsm.precheck(now, id, roundNo, examples, payload); err != nil || dup {
 		return r, err
 	}
+	n.mu.Lock()
+	suspect := n.suspect[id] == roundNo
+	n.mu.Unlock()
+	if suspect {
+		if err := n.fsm.checkDecode(payload, examples); err != nil {
+			return round.Receipt{}, err
+		}
+	}
 	res, err := n.apply(command{Type: cmdSubmit, Now: now.UnixNano(), Round: int64(roundNo), Client: id,
 		Examples: examples, TrainLoss: trainLoss, Payload: payload})
 	if err != nil {
+		n.mu.Lock()
+		if n.suspect == nil {
+			n.suspect = map[round.ClientID]int{}
+		}
+		for c, r := range n.suspect {
+			if r != roundNo {
+				delete(n.suspect, c) // an earlier round's: the map holds one round's clients
+			}
+		}
+		n.suspect[id] = roundNo
+		n.mu.Unlock()
 		return round.Receipt{}, err
 	}
 	return res.(round.Receipt), nil

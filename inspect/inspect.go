@@ -23,6 +23,12 @@ import (
 // MaxFileBytes bounds the file Describe reads (a device model's limit).
 const MaxFileBytes = 1 << 30
 
+// MaxMessages bounds the messages of a stream Describe describes, and so
+// its memory: a file of MaxFileBytes could hold 40 million messages of a
+// one-parameter update, each described in a few hundred bytes. A download
+// stream holds at most runspec.MaxDownloadMaxLag+1.
+const MaxMessages = 1 << 12
+
 // ErrUnknown is the error for a file of no kind Describe knows.
 var ErrUnknown = errors.New("not a fedzip file: want an encoded update (FZUP), a model file (FZMODEL) or a device model (FZM)")
 
@@ -148,6 +154,10 @@ func Describe(name string, data []byte, pub ed25519.PublicKey) (*Inspection, err
 func describeUpdate(in *Inspection, data []byte) error {
 	var ferr error
 	for off := 0; off < len(data); {
+		if len(in.Update) == MaxMessages {
+			ferr = fmt.Errorf("more than %d messages: the %d bytes from byte %d are not described", MaxMessages, len(data)-off, off)
+			break
+		}
 		h, err := gradient.ReadStreamHeader(data[off:], gradient.Limits{})
 		if err != nil && !errors.Is(err, gradient.ErrChecksum) {
 			ferr = fmt.Errorf("message at byte %d: %w", off, err)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -314,6 +315,24 @@ func garbageSeeds(t testing.TB) map[string][]byte {
 
 // FuzzDescribe: Describe never panics, and a description it returns can
 // be printed.
+// TestInspectManyMessages: a file of one-parameter updates back to back
+// (26 bytes each: 40 million in a 1 GiB file) is described up to
+// MaxMessages, then refused, not described into gigabytes.
+func TestInspectManyMessages(t *testing.T) {
+	one := encodeUpdate(t, "none", 1)
+	data := bytes.Repeat(one, MaxMessages+3)
+	in, err := Describe("many", data, nil)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d messages", MaxMessages)) {
+		t.Fatalf("%d messages: %v, want an error about more than %d", MaxMessages+3, err, MaxMessages)
+	}
+	if in == nil || len(in.Update) != MaxMessages || in.Error == "" {
+		t.Fatalf("described %v", in != nil && len(in.Update) > 0)
+	}
+	if in, err := Describe("enough", bytes.Repeat(one, MaxMessages), nil); err != nil || len(in.Update) != MaxMessages {
+		t.Fatalf("%d messages: %v", MaxMessages, err)
+	}
+}
+
 func FuzzDescribe(f *testing.F) {
 	for _, b := range garbageSeeds(f) {
 		f.Add(b)

@@ -115,6 +115,9 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	s.Logger = log
 	srv, err := server.Start(ctx, *s)
+	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+		return exitOK // interrupted while starting, like an interrupted run
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -41,7 +41,7 @@ func localConfig(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	fs.IntVar(&cfg.Nodes, "nodes", cfg.Nodes, fmt.Sprintf("coordinator nodes (1..%d); the first bootstraps, the others join", localcluster.MaxNodes))
 	fs.IntVar(&cfg.Clients, "clients", cfg.Clients, "training clients, each with its shard of the data set")
 	fs.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "training rounds; everything stops after the last")
-	fs.StringVar(&cfg.Work, "work", "", "work folder for certificates, secrets, state, logs and the model (default: a new temporary folder); certificates and secrets are reused")
+	fs.StringVar(&cfg.Work, "work", "", "work folder for certificates, secrets, state, logs and the model: new, empty, or one fedzip local made (default: a new temporary folder); certificates and secrets are reused")
 	fs.BoolVar(&cfg.Reset, "reset", false, "remove an earlier run's state, logs and models from --work first (certificates and secrets are kept)")
 	fs.IntVar(&cfg.BasePort, "base-port", 0, "node i listens on BASE+i (gRPC), BASE+100+i (Raft), BASE+200+i (gossip), BASE+300+i (dashboard), all on 127.0.0.1 (0: free ports)")
 	fs.StringVar(&cfg.Dataset, "dataset", cfg.Dataset, "data set: mnist (evaluated after every round) or synthetic")

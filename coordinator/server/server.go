@@ -62,8 +62,9 @@ type Server struct {
 // certificates and the evaluation set, binds the gRPC port, starts gossip
 // (if GossipAddr), opens the Raft node, serves gRPC, metrics, dashboard
 // and models, joins the cluster (if Join; until joined, refused, or ctx
-// ends), and starts watching rounds. ctx bounds only the start; Close
-// stops the server. Start returns either a running server or an error
+// ends), and starts watching rounds. ctx bounds only the start (one that
+// has ended once the files are read opens nothing); Close stops the
+// server. Start returns either a running server or an error
 // with everything it had started stopped again. An error that is the
 // configuration's wraps ErrConfig.
 func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
@@ -113,6 +114,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 		MaxUploads: cfg.MaxUploads, MaxUploadsPerClient: cfg.MaxUploadsPerClient, UploadMinRate: cfg.UploadMinRate,
 		PublicMethods: coordinator.ClusterMethods}
 
+	// Reading the files (the evaluation set) takes a while: a start
+	// interrupted meanwhile opens nothing, and bootstraps no state.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("coordinator server: start: %w", err)
+	}
 	// The gRPC port is bound first, so that the address other nodes and
 	// clients are told (advertised) has the port actually bound.
 	if s.lis, err = net.Listen("tcp", cfg.ListenAddr); err != nil {

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"os"
 	"strconv"
 	"strings"
 
@@ -80,7 +82,9 @@ func Read(input, labels, dataDir string, dim int) (*Inputs, error) {
 // lines of dim floats (blank lines and lines starting with # skipped),
 // returning the rows and their count. Errors name the file and the line.
 func ReadFile(path string, dim int) ([]float32, int, error) {
-	head, err := boundedfile.Read(path, MaxInputBytes)
+	// The first bytes tell the kind: an IDX file is read once, by the
+	// IDX reader and its bounds, not first whole into memory.
+	head, err := readHead(path, 4)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -104,7 +108,11 @@ func ReadFile(path string, dim int) ([]float32, int, error) {
 		}
 		return x, n, nil
 	}
-	return parseText(path, head, dim)
+	text, err := boundedfile.Read(path, MaxInputBytes)
+	if err != nil {
+		return nil, 0, err
+	}
+	return parseText(path, text, dim)
 }
 
 // parseText parses lines of dim floats.
@@ -127,6 +135,9 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 			if err != nil {
 				return nil, 0, fmt.Errorf("%s:%d: %v", path, line, err)
 			}
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				return nil, 0, fmt.Errorf("%s:%d: %s is not a finite number", path, line, f)
+			}
 			x = append(x, float32(v))
 		}
 		n++
@@ -138,6 +149,16 @@ func parseText(path string, text []byte, dim int) ([]float32, int, error) {
 		return nil, 0, fmt.Errorf("%s: no inputs", path)
 	}
 	return x, n, nil
+}
+
+// readHead returns the first n bytes of a file (fewer if it is shorter).
+func readHead(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 // Prediction is one input's result.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/ed25519"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,9 @@ func TestReadFile(t *testing.T) {
 		{"1,2,3\n", 4, "x.csv:1: 3 values, the model takes 4"},
 		{"1,2,3,4\n1,2,x,4\n", 4, "x.csv:2:"},
 		{"# nothing\n", 4, "no inputs"},
+		// Not finite: a device would predict from NaN.
+		{"1,NaN,3,4\n", 4, "x.csv:1: NaN is not a finite number"},
+		{"1,2,3,4\n1,2,-Inf,4\n", 4, "x.csv:2: -Inf is not a finite number"},
 	} {
 		if _, _, err := ReadFile(write(t, "x.csv", []byte(tc.body)), tc.dim); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.body, err, tc.want)
@@ -133,6 +137,11 @@ func FuzzParseText(f *testing.F) {
 		x, n, err := parseText("f", b, 3)
 		if err == nil && (n == 0 || len(x) != 3*n) {
 			t.Fatalf("%d rows, %d values", n, len(x))
+		}
+		for _, v := range x {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("accepted %v", v)
+			}
 		}
 	})
 }

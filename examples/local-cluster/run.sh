@@ -17,8 +17,11 @@ extra=()
 if [ -n "${RESTART:-}" ]; then extra+=(--restart); fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-echo "building fedzip into $WORK"
-(cd "$root" && go build -o "$WORK/fedzip" ./cmd/fedzip)
+# The binary goes beside the work folder, not into it: fedzip local uses
+# only a new or empty folder, or one it made.
+BIN="${BIN:-$(mktemp -d -t fedzip-bin.XXXX)}"
+echo "building fedzip into $BIN"
+(cd "$root" && go build -o "$BIN/fedzip" ./cmd/fedzip)
 # exec: Ctrl-C reaches fedzip local, which stops every process it started.
-exec "$WORK/fedzip" local --nodes "$NODES" --clients "$CLIENTS" --rounds "$ROUNDS" --upload-codec "$CODEC" \
+exec "$BIN/fedzip" local --nodes "$NODES" --clients "$CLIENTS" --rounds "$ROUNDS" --upload-codec "$CODEC" \
     --base-port "$BASE_PORT" --work "$WORK" ${extra[@]+"${extra[@]}"}

@@ -13,8 +13,12 @@
 // they are killed on every return path, and on Linux they also get a
 // parent-death signal, so a killed fedzip local takes them with it.
 //
-// Layout of the work folder:
+// Layout of the work folder, which must be this user's alone
+// (workdir.Private) and either new, empty or made by fedzip local (its
+// marker says so): Run never writes into, or with Reset removes from, a
+// folder of the user's that --work names by mistake (ErrForeignWork):
 //
+//	.fedzip-local       the marker
 //	certs/              CAs and certificates (transport.GenerateDevCerts), kept across runs
 //	secrets/            join-secret, cluster-secret, gossip-key, ui-token (mode 0600), kept across runs
 //	state/NAME/         each node's Raft state and each client's identity

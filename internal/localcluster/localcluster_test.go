@@ -278,7 +278,10 @@ func TestLeaderKill(t *testing.T) {
 }
 
 // TestCancelStopsEverything cancels a run once its first round opened:
-// Run returns the context's error after every child has exited.
+// Run returns the context's error after every child has exited. While it
+// runs, no secret is on a child's command line, every port is on
+// 127.0.0.1 (checkExposure) and the dashboards want their token; after,
+// no log holds a secret.
 func TestCancelStopsEverything(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster in -short mode")
@@ -305,6 +308,8 @@ func TestCancelStopsEverything(t *testing.T) {
 	if len(ps) != cfg.Nodes+cfg.Clients {
 		t.Fatalf("the output names %d PIDs, want %d:\n%s", len(ps), cfg.Nodes+cfg.Clients, &out)
 	}
+	checkExposure(t, cfg.Work, ps)
+	checkDashboards(t, cfg.Work, out.String())
 	cancel()
 	var r result
 	select {
@@ -326,6 +331,7 @@ func TestCancelStopsEverything(t *testing.T) {
 	if !strings.Contains(out.String(), "interrupted: stopping") {
 		t.Errorf("the output does not say it stops:\n%s", &out)
 	}
+	checkLogsHoldNoSecret(t, cfg.Work)
 }
 
 // TestRestart: with Restart, a node killed during training is started

@@ -9,8 +9,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
+	"strings"
 
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/internal/boundedfile"
+	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/transport"
 )
 
@@ -33,6 +37,7 @@ type secrets struct {
 
 // Secret files in WORK/secrets.
 const (
+	secretsDir        = "secrets"
 	joinSecretFile    = "join-secret"
 	clusterSecretFile = "cluster-secret"
 	gossipKeyFile     = "gossip-key"
@@ -49,7 +54,10 @@ func (w *work) nodeModel(name string) string { return filepath.Join(w.models, na
 
 // prepareWork makes or reuses the work folder: certificates and secrets
 // are made once and reused; state from an earlier run is refused, or
-// removed with cfg.Reset.
+// removed with cfg.Reset. A folder that is not private (another user's,
+// or open to others and not empty: workdir.Private) or that fedzip local
+// did not make (ErrForeignWork) is refused before anything in it is
+// read, written or removed.
 func prepareWork(cfg Config) (*work, error) {
 	w := &work{dir: cfg.Work}
 	if w.dir == "" {
@@ -66,6 +74,20 @@ func prepareWork(cfg Config) (*work, error) {
 		return w, err
 	}
 	w.dir = abs
+	// Whose the folder is first: a folder of the user's is refused as
+	// such, whatever its mode.
+	marked, err := checkWork(w.dir)
+	if err != nil {
+		return w, err
+	}
+	if err := workdir.Private(w.dir); err != nil {
+		return w, fmt.Errorf("localcluster: work folder: %w", err)
+	}
+	if !marked {
+		if err := writeNew(filepath.Join(w.dir, markerFile), []byte("a work folder of fedzip local: --reset removes state/, logs/, models/ and model.fzmodel here\n"), 0o600); err != nil {
+			return w, fmt.Errorf("localcluster: %w", err)
+		}
+	}
 	w.state, w.logs, w.models = filepath.Join(w.dir, "state"), filepath.Join(w.dir, "logs"), filepath.Join(w.dir, "models")
 
 	earlier := []string{w.state, w.logs, w.models, w.model()}
@@ -86,15 +108,60 @@ func prepareWork(cfg Config) (*work, error) {
 		}
 	}
 
-	w.certsDir = filepath.Join(w.dir, "certs")
+	w.certsDir = filepath.Join(w.dir, certsDir)
 	w.certs = transport.DevCertFiles(w.certsDir)
 	if w.newCerts, err = ensureCerts(w.certsDir, w.certs); err != nil {
 		return w, err
 	}
-	if w.secrets, w.newSecrets, err = ensureSecrets(filepath.Join(w.dir, "secrets")); err != nil {
+	if w.secrets, w.newSecrets, err = ensureSecrets(filepath.Join(w.dir, secretsDir)); err != nil {
 		return w, err
 	}
 	return w, nil
+}
+
+// markerFile marks a folder as a work folder of fedzip local: Run writes
+// into, and Config.Reset removes from, only a folder that holds it or is
+// empty (a new folder), never a folder of the user's that --work named
+// by mistake.
+const markerFile = ".fedzip-local"
+
+// Names in a work folder, for recognising one made before markerFile.
+const (
+	certsDir = "certs"
+	layout   = "certs secrets state logs models model.fzmodel"
+)
+
+// checkWork checks that dir is a work folder of fedzip local (marked: it
+// holds markerFile), or one to mark: empty, or made by an earlier fedzip
+// local without the marker (certs and secrets, nothing foreign). It
+// changes nothing.
+func checkWork(dir string) (marked bool, err error) {
+	marker := filepath.Join(dir, markerFile)
+	fi, err := os.Lstat(marker)
+	if err == nil {
+		if !fi.Mode().IsRegular() {
+			return false, fmt.Errorf("%w: %s is not a regular file", ErrForeignWork, marker)
+		}
+		return true, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return false, fmt.Errorf("localcluster: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, fmt.Errorf("localcluster: %w", err)
+	}
+	names := map[string]bool{}
+	for _, e := range entries {
+		if !strings.Contains(" "+layout+" ", " "+e.Name()+" ") {
+			return false, fmt.Errorf("%w: %s holds %s, and no %s: fedzip local writes only into a new or empty folder, or one it made (--reset removes state/, logs/ and models/ there); give another --work", ErrForeignWork, dir, e.Name(), markerFile)
+		}
+		names[e.Name()] = true
+	}
+	if len(entries) > 0 && !(names[certsDir] && names[secretsDir]) {
+		return false, fmt.Errorf("%w: %s holds %s but no certificates and secrets of fedzip local, and no %s: give another --work", ErrForeignWork, dir, entries[0].Name(), markerFile)
+	}
+	return false, nil
 }
 
 // ensureCerts writes development certificates into dir unless they are
@@ -124,10 +191,19 @@ func ensureCerts(dir string, files transport.CertFiles) (made bool, err error) {
 	return true, nil
 }
 
+// maxSecret bounds a secret file.
+const maxSecret = 4 << 10
+
 // ensureSecrets reads the secrets in dir, making those that are missing
-// (random, mode 0600); made reports that one was made.
+// (random, mode 0600); made reports that one was made. dir must be
+// private (workdir.Private), and a secret a regular file of at most
+// maxSecret bytes that only this user can read (not a symbolic link):
+// anything else is refused (ErrStaleState), never followed or fixed.
 func ensureSecrets(dir string) (s secrets, made bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return s, false, fmt.Errorf("localcluster: secrets: %w", err)
+	}
+	if err := workdir.Private(dir); err != nil {
 		return s, false, fmt.Errorf("localcluster: secrets: %w", err)
 	}
 	for _, x := range []struct {
@@ -141,7 +217,7 @@ func ensureSecrets(dir string) (s secrets, made bool, err error) {
 		{gossipKeyFile, &s.gossipKey, func() string { return base64.StdEncoding.EncodeToString(randBytes(32)) }},
 	} {
 		path := filepath.Join(dir, x.file)
-		b, err := os.ReadFile(path)
+		b, err := readSecret(path)
 		switch {
 		case err == nil:
 			*x.dst = string(bytes.TrimSpace(b))
@@ -155,13 +231,41 @@ func ensureSecrets(dir string) (s secrets, made bool, err error) {
 			}
 			made = true
 		default:
-			return s, false, fmt.Errorf("localcluster: secrets: %w", err)
+			return s, false, err
 		}
 	}
 	if k, err := base64.StdEncoding.DecodeString(s.gossipKey); err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
 		return s, false, fmt.Errorf("%w: %s is not a base64 key of 16, 24 or 32 bytes: remove it to make a new one", ErrStaleState, filepath.Join(dir, gossipKeyFile))
 	}
 	return s, made, nil
+}
+
+// readSecret reads a secret file (see ensureSecrets); an error wrapping
+// fs.ErrNotExist means there is none.
+func readSecret(path string) ([]byte, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("localcluster: secrets: %w", err)
+	}
+	switch {
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%w: %s is not a regular file (%v): remove it to make a new one", ErrStaleState, path, fi.Mode().Type())
+	case runtime.GOOS != "windows" && fi.Mode().Perm()&0o077 != 0:
+		return nil, fmt.Errorf("%w: %s has mode %#o: other users may have read it; remove it to make a new one", ErrStaleState, path, fi.Mode().Perm())
+	case fi.Size() > maxSecret:
+		return nil, fmt.Errorf("%w: %s holds %d bytes, a secret at most %d: remove it to make a new one", ErrStaleState, path, fi.Size(), maxSecret)
+	}
+	b, err := boundedfile.Read(path, maxSecret)
+	switch {
+	case errors.Is(err, boundedfile.ErrTooLarge):
+		return nil, fmt.Errorf("%w: %w: remove it to make a new one", ErrStaleState, err)
+	case err != nil:
+		return nil, fmt.Errorf("localcluster: secrets: %w", err)
+	}
+	return b, nil
 }
 
 func randBytes(n int) []byte {

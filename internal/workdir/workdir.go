@@ -27,9 +27,16 @@ var ErrNoHome = errors.New("workdir: no work folder")
 const Env = "FEDZIP_HOME"
 
 // Dir returns the work folder: $FEDZIP_HOME, else $XDG_STATE_HOME/fedzip,
-// else ~/.local/state/fedzip. It does not make it.
+// else ~/.local/state/fedzip. It does not make it. An empty variable is
+// unset; a relative $FEDZIP_HOME is an error (ErrNoHome), a relative
+// $XDG_STATE_HOME is ignored, as the XDG specification says.
 func Dir() (string, error) {
 	if d := os.Getenv(Env); d != "" {
+		if !filepath.IsAbs(d) {
+			// Relative to whichever folder a command runs in: a new work
+			// folder, and keys, in every checkout.
+			return "", fmt.Errorf("%w: $%s=%q is not an absolute path", ErrNoHome, Env, d)
+		}
 		return filepath.Clean(d), nil
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
@@ -53,7 +60,8 @@ func Path(name string) string {
 }
 
 // Make makes the work folder, mode 0700, and returns it. A folder that
-// exists keeps its mode.
+// exists must be private (Private): this user's, and not open to others
+// unless it is empty (it is then made 0700).
 func Make() (string, error) {
 	d, err := Dir()
 	if err != nil {
@@ -61,6 +69,9 @@ func Make() (string, error) {
 	}
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return "", fmt.Errorf("workdir: %w", err)
+	}
+	if err := Private(d); err != nil {
+		return "", err
 	}
 	return d, nil
 }
