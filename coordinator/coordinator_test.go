@@ -422,13 +422,24 @@ func TestNewLeaderJudgesNothingBeforeCatchingUp(t *testing.T) {
 	if got := leader.Raft().LastIndex(); got != before {
 		t.Fatalf("the refused update reached the log: index %d -> %d", before, got)
 	}
-	if c := status.Code(NewService(leader, transport.LimitsFor(len(model), 0)).status(context.Background(), ErrCatchingUp)); c != codes.Unavailable {
+	svc := NewService(leader, transport.LimitsFor(len(model), 0))
+	if c := status.Code(svc.status(context.Background(), ErrCatchingUp)); c != codes.Unavailable {
 		t.Fatalf("ErrCatchingUp maps to %v, want Unavailable (clients retry it)", c)
+	}
+	// Nor does it say that it does not know a client: the registration
+	// may be in the entries it has not applied yet, and a client told
+	// Unauthenticated registers again under an ID no round selected.
+	const unknown = 1 << 40
+	if err := svc.Authenticate(context.Background(), unknown, "token"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a leader that has not caught up authenticated an unknown client with %v, want Unavailable", err)
 	}
 	// The loop catches up again (a barrier in the current term), and the
 	// same update is then accepted.
 	waitFor(t, "the leader to catch up", func() bool { return leader.readyTerm.Load() == leader.Raft().CurrentTerm() })
 	if r, err := leader.Submit(sel, v.Round, 10, 0.5, good); err != nil || r.Duplicate {
 		t.Fatalf("after catching up: %+v, %v", r, err)
+	}
+	if err := svc.Authenticate(context.Background(), unknown, "token"); !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("a caught-up leader authenticated an unknown client with %v, want ErrUnknownClient", err)
 	}
 }
