@@ -250,23 +250,33 @@ func TestReplicasBitIdentical(t *testing.T) {
 			return true
 		})
 	}
-	leader = leaderOf(t, nodes)
-	if err := leader.Raft().Barrier(time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	// Through whoever leads: a barrier of a leader that loses leadership
+	// fails ("leadership lost while committing log"), and the next one
+	// leads in a new term.
+	retryLeader(t, "the last barrier", func() *Node { return leaderOf(t, nodes) }, func(l *Node) error {
+		leader = l
+		return l.Raft().Barrier(time.Second).Error()
+	})
 	if v := leader.FSM().View(); v.Phase != round.Finished || v.Version != 3 {
 		t.Fatalf("after 3 rounds: phase %v version %d", v.Phase, v.Version)
 	}
-	// A follower refuses writes and names the leader.
+	// A follower refuses writes and names the leader. Leadership may move
+	// meanwhile: then the follower names the new leader, or none during
+	// the election; ask again.
 	for _, nd := range nodes {
-		if nd == leader {
-			continue
-		}
-		_, err := nd.Submit(1, 3, 10, 0, nil)
-		var nl *NotLeaderError
-		if !errors.As(err, &nl) || nl.Leader != leader.Address() {
-			t.Fatalf("follower answered %v", err)
-		}
+		var last error
+		waitFor(t, "a follower to name the leader", func() bool {
+			leader := leaderOf(t, nodes)
+			if nd == leader {
+				return true
+			}
+			_, last = nd.Submit(1, 3, 10, 0, nil)
+			var nl *NotLeaderError
+			if !errors.As(last, &nl) {
+				t.Fatalf("follower answered %v", last)
+			}
+			return nl.Leader == leader.Address()
+		})
 	}
 }
 
