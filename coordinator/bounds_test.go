@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -124,13 +125,23 @@ func TestExpiryReplicated(t *testing.T) {
 	}
 }
 
+// steadyRaft has Raft timeouts 20 times fastRaft's: under the burners of
+// a starved machine fastRaft moved leadership during each of 5 attempts
+// of expiryScenario. The first election costs 1–2 s.
+func steadyRaft(c *raft.Config) {
+	c.HeartbeatTimeout = time.Second
+	c.ElectionTimeout = time.Second
+	c.LeaderLeaseTimeout = time.Second
+	c.CommitTimeout = 5 * time.Millisecond
+}
+
 // expiryScenario runs TestExpiryReplicated's scenario on a new cluster. It
 // returns false if leadership moved before it could tell.
 func expiryScenario(t *testing.T) bool {
 	run := testRun(0)
 	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 1, 1, 0
 	clock := newFakeClock()
-	nodes, _ := inmemClusterTrans(t, 3, run, fastRaft, withClock(clock), func(c *Config) { c.ClientTTL, c.FirstPollTTL = time.Hour, time.Minute })
+	nodes, _ := inmemClusterTrans(t, 3, run, steadyRaft, withClock(clock), func(c *Config) { c.ClientTTL, c.FirstPollTTL = time.Hour, time.Minute })
 	defer func() {
 		for _, n := range nodes {
 			n.Close()

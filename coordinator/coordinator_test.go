@@ -157,8 +157,30 @@ func retryLeader(t testing.TB, what string, leader func() *Node, op func(*Node) 
 }
 
 // driveRound has every selected client train on its synthetic shard and
-// submit through the current leader, retrying on leader changes.
+// submit through the current leader, retrying on leader changes, until a
+// round closes. A round can end at its deadline before every selected
+// client got its update in, when elections churned for that long on a
+// starved machine (-race, 2 busy cores): the round is aborted, and the
+// clients then take part in the next one.
 func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !driveOnce(t, nodes, clients, fed) {
+		if time.Now().After(deadline) {
+			t.Fatal("no round closed: each ended before its updates were in")
+		}
+	}
+}
+
+// lostRound reports whether Submit failed because the round it was for
+// has ended (at its deadline) or moved on.
+func lostRound(err error) bool {
+	return errors.Is(err, round.ErrLate) || errors.Is(err, round.ErrWrongRound) || errors.Is(err, round.ErrPhase)
+}
+
+// driveOnce drives one round as driveRound does; it returns false if the
+// round ended before every selected client's update was in.
+func driveOnce(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) bool {
 	t.Helper()
 	var v View
 	var leader *Node
@@ -187,15 +209,24 @@ func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*
 			t.Fatal(err)
 		}
 		payload := clientPayload(t, leader.FSM(), v.Round, u.Delta)
+		lost := false
 		retryLeader(t, fmt.Sprintf("client %d round %d", id, v.Round), func() *Node { return leaderOf(t, nodes()) }, func(l *Node) error {
 			_, err := l.Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
+			if lost = lostRound(err); lost {
+				return nil
+			}
 			return err
 		})
+		if lost {
+			t.Logf("round %d ended before client %d's update was in; driving the next", v.Round, id)
+			return false
+		}
 	}
 	waitFor(t, "the round to close", func() bool {
 		nv := leaderOf(t, nodes()).FSM().View()
 		return nv.Version > version
 	})
+	return true
 }
 
 // registerClients registers n clients through leader.
