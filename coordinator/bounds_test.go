@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -340,4 +342,38 @@ func TestExpiredClientRegistersAgain(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestDeadlineAbortIsLogged: a round that reaches its deadline with fewer
+// than MinClients updates is aborted, and the leader says so (it used to
+// abort silently: a round that never closed left nothing in the log to
+// say why).
+func TestDeadlineAbortIsLogged(t *testing.T) {
+	clock := newFakeClock()
+	run := testRun(0)
+	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, time.Minute
+	var logs syncBuffer
+	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, Now: clock.Now, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	waitFor(t, "init", func() bool { return node.FSM().Progress().Initialised })
+	for range 2 {
+		id, _, err := node.Register("c", "s3cret", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		node.touch(id)
+	}
+	waitFor(t, "a round", func() bool { return node.FSM().Progress().Phase == round.Collecting })
+	clock.Advance(time.Minute)
+	defer func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	}()
+	waitFor(t, "the abort to be logged", func() bool {
+		l := logs.String()
+		return strings.Contains(l, `"msg":"round aborted: deadline passed with too few updates"`) && strings.Contains(l, `"round":1,"received":0,"min_clients":2}`)
+	})
+	if v := node.FSM().Progress(); v.Version != 0 {
+		t.Fatalf("an aborted round changed the model: version %d", v.Version)
+	}
 }
