@@ -157,8 +157,30 @@ func retryLeader(t testing.TB, what string, leader func() *Node, op func(*Node) 
 }
 
 // driveRound has every selected client train on its synthetic shard and
-// submit through the current leader, retrying on leader changes.
+// submit through the current leader, retrying on leader changes, until a
+// round closes. A round can end at its deadline before every selected
+// client got its update in, when elections churned for that long on a
+// starved machine (-race, 2 busy cores): the round is aborted, and the
+// clients then take part in the next one.
 func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for !driveOnce(t, nodes, clients, fed) {
+		if time.Now().After(deadline) {
+			t.Fatal("no round closed: each ended before its updates were in")
+		}
+	}
+}
+
+// lostRound reports whether Submit failed because the round it was for
+// has ended (at its deadline) or moved on.
+func lostRound(err error) bool {
+	return errors.Is(err, round.ErrLate) || errors.Is(err, round.ErrWrongRound) || errors.Is(err, round.ErrPhase)
+}
+
+// driveOnce drives one round as driveRound does; it returns false if the
+// round ended before every selected client's update was in.
+func driveOnce(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*simClient, fed *dataset.Federated) bool {
 	t.Helper()
 	var v View
 	var leader *Node
@@ -187,15 +209,24 @@ func driveRound(t testing.TB, nodes func() []*Node, clients map[round.ClientID]*
 			t.Fatal(err)
 		}
 		payload := clientPayload(t, leader.FSM(), v.Round, u.Delta)
+		lost := false
 		retryLeader(t, fmt.Sprintf("client %d round %d", id, v.Round), func() *Node { return leaderOf(t, nodes()) }, func(l *Node) error {
 			_, err := l.Submit(id, v.Round, uint64(res.Examples), res.Loss, payload)
+			if lost = lostRound(err); lost {
+				return nil
+			}
 			return err
 		})
+		if lost {
+			t.Logf("round %d ended before client %d's update was in; driving the next", v.Round, id)
+			return false
+		}
 	}
 	waitFor(t, "the round to close", func() bool {
 		nv := leaderOf(t, nodes()).FSM().View()
 		return nv.Version > version
 	})
+	return true
 }
 
 // registerClients registers n clients through leader.
@@ -250,23 +281,33 @@ func TestReplicasBitIdentical(t *testing.T) {
 			return true
 		})
 	}
-	leader = leaderOf(t, nodes)
-	if err := leader.Raft().Barrier(time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	// Through whoever leads: a barrier of a leader that loses leadership
+	// fails ("leadership lost while committing log"), and the next one
+	// leads in a new term.
+	retryLeader(t, "the last barrier", func() *Node { return leaderOf(t, nodes) }, func(l *Node) error {
+		leader = l
+		return l.Raft().Barrier(time.Second).Error()
+	})
 	if v := leader.FSM().View(); v.Phase != round.Finished || v.Version != 3 {
 		t.Fatalf("after 3 rounds: phase %v version %d", v.Phase, v.Version)
 	}
-	// A follower refuses writes and names the leader.
+	// A follower refuses writes and names the leader. Leadership may move
+	// meanwhile: then the follower names the new leader, or none during
+	// the election; ask again.
 	for _, nd := range nodes {
-		if nd == leader {
-			continue
-		}
-		_, err := nd.Submit(1, 3, 10, 0, nil)
-		var nl *NotLeaderError
-		if !errors.As(err, &nl) || nl.Leader != leader.Address() {
-			t.Fatalf("follower answered %v", err)
-		}
+		var last error
+		waitFor(t, "a follower to name the leader", func() bool {
+			leader := leaderOf(t, nodes)
+			if nd == leader {
+				return true
+			}
+			_, last = nd.Submit(1, 3, 10, 0, nil)
+			var nl *NotLeaderError
+			if !errors.As(last, &nl) {
+				t.Fatalf("follower answered %v", last)
+			}
+			return nl.Leader == leader.Address()
+		})
 	}
 }
 
@@ -422,13 +463,24 @@ func TestNewLeaderJudgesNothingBeforeCatchingUp(t *testing.T) {
 	if got := leader.Raft().LastIndex(); got != before {
 		t.Fatalf("the refused update reached the log: index %d -> %d", before, got)
 	}
-	if c := status.Code(NewService(leader, transport.LimitsFor(len(model), 0)).status(context.Background(), ErrCatchingUp)); c != codes.Unavailable {
+	svc := NewService(leader, transport.LimitsFor(len(model), 0))
+	if c := status.Code(svc.status(context.Background(), ErrCatchingUp)); c != codes.Unavailable {
 		t.Fatalf("ErrCatchingUp maps to %v, want Unavailable (clients retry it)", c)
+	}
+	// Nor does it say that it does not know a client: the registration
+	// may be in the entries it has not applied yet, and a client told
+	// Unauthenticated registers again under an ID no round selected.
+	const unknown = 1 << 40
+	if err := svc.Authenticate(context.Background(), unknown, "token"); status.Code(err) != codes.Unavailable {
+		t.Fatalf("a leader that has not caught up authenticated an unknown client with %v, want Unavailable", err)
 	}
 	// The loop catches up again (a barrier in the current term), and the
 	// same update is then accepted.
 	waitFor(t, "the leader to catch up", func() bool { return leader.readyTerm.Load() == leader.Raft().CurrentTerm() })
 	if r, err := leader.Submit(sel, v.Round, 10, 0.5, good); err != nil || r.Duplicate {
 		t.Fatalf("after catching up: %+v, %v", r, err)
+	}
+	if err := svc.Authenticate(context.Background(), unknown, "token"); !errors.Is(err, ErrUnknownClient) {
+		t.Fatalf("a caught-up leader authenticated an unknown client with %v, want ErrUnknownClient", err)
 	}
 }

@@ -45,13 +45,17 @@ func TestServiceDownloadDeltas(t *testing.T) {
 	nodes := inmemCluster(t, 3, run)
 	node := leaderOf(t, nodes)
 	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
-	clients := registerClients(t, node, fed, 4)
+	// Rounds go through whoever leads (elections churn on a starved
+	// machine); node, which serves the downloads, may then be a follower
+	// that lags: each model is read once node has applied its round.
+	clients := registerClientsVia(t, func() *Node { return leaderOf(t, nodes) }, fed, 4)
 	held := map[uint64][]float32{}
 	m0, _ := node.FSM().ClientModel()
 	held[0] = m0
 	const rounds = 4
 	for r := 1; r <= rounds; r++ {
 		driveRound(t, func() []*Node { return nodes }, clients, fed)
+		waitFor(t, "node to apply the round", func() bool { return node.FSM().Progress().Version >= uint64(r) })
 		m, v := node.FSM().ClientModel()
 		held[v] = m
 	}

@@ -833,6 +833,9 @@ func (n *Node) step() error {
 			return err
 		case late:
 			_, err := n.apply(command{Type: cmdAbort, Now: now.UnixNano()})
+			if err == nil {
+				n.log.Info("round aborted: deadline passed with too few updates", "round", v.Round, "received", v.Received, "min_clients", v.Config.Round.MinClients)
+			}
 			return err
 		case v.Received+v.NumPending < max(v.Config.Round.MinClients, 1):
 			// Membership dropped so many selected clients that the round

@@ -62,8 +62,21 @@ func NewService(node *Node, limits transport.Limits) *Service {
 }
 
 // Authenticate checks a client's bearer token (transport.Authenticator).
-func (s *Service) Authenticate(_ context.Context, id uint64, token string) error {
-	return s.node.FSM().Authenticate(round.ClientID(id), token)
+// Only a leader that has caught up with the log says that it does not
+// know a client: a node behind the log (restarted and replaying, a new
+// leader before its barrier, a follower that has not applied the
+// registration yet) answers as Submit does, with a leader redirect or
+// Unavailable, which the client retries. Told Unauthenticated, a client
+// registers again under a new ID, one that the open round did not select,
+// and drops the update it has not had acknowledged.
+func (s *Service) Authenticate(ctx context.Context, id uint64, token string) error {
+	err := s.node.FSM().Authenticate(round.ClientID(id), token)
+	if errors.Is(err, ErrUnknownClient) {
+		if behind := s.node.judging(); behind != nil {
+			return s.status(ctx, behind)
+		}
+	}
+	return err
 }
 
 // Register adds a client after checking the join secret.

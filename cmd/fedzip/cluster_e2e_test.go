@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -77,12 +79,28 @@ func TestClusterFailover(t *testing.T) {
 			"--clients", "5", "--client-index", fmt.Sprint(i), "--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)),
 			"--gossip-addr", "127.0.0.1:0", "--gossip-join", strings.Join(gossipAddrs, ","), "--gossip-key", key, "--timeout", (3 * roundDeadline).String())
 	}
-	// n0 bootstrapped, so it leads until killed.
-	waitLog(t, coords[0], "round 2 to open", wait, func() bool { return coords[0].find("round opened", map[string]float64{"round": 2}) != nil })
-	coords[0].kill()
-	survivors := coords[1:]
+	// n0 bootstrapped, but under load another node may have taken over:
+	// ask the cluster which node leads once a leader opened round 2.
+	waitLog(t, coords[0], "round 2 to open", wait, func() bool {
+		for _, c := range coords {
+			if c.find("round opened", map[string]float64{"round": 2}) != nil {
+				return true
+			}
+		}
+		return false
+	})
+	statusArgs := []string{"--coordinator", strings.Join(grpcAddrs, ","), "--ca", filepath.Join(certs, "ca.pem"),
+		"--cert", filepath.Join(certs, "client.pem"), "--key", filepath.Join(certs, "client-key.pem")}
+	dead := leaderProc(t, coords, wait, statusArgs)
+	dead.kill()
+	var survivors []*proc
+	for _, c := range coords {
+		if c != dead {
+			survivors = append(survivors, c)
+		}
+	}
 	var leader *proc
-	waitLog(t, coords[1], "a new leader to close round 2", wait, func() bool {
+	waitLog(t, survivors[0], "a new leader to close round 2", wait, func() bool {
 		for _, c := range survivors {
 			if c.find("round closed", map[string]float64{"round": 2}) != nil && c.find("round opened", map[string]float64{"round": 3}) != nil {
 				leader = c
@@ -126,10 +144,10 @@ func TestClusterFailover(t *testing.T) {
 	}
 	// Both survivors saved the same model bytes after the last round.
 	var files [][]byte
-	for _, i := range []int{1, 2} {
-		path := filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))
-		waitLog(t, survivors[i-1], "the last model to be saved", wait, func() bool {
-			return survivors[i-1].find("training finished", nil) != nil
+	for _, c := range survivors {
+		path := filepath.Join(dir, fmt.Sprintf("model%s.fzmodel", strings.TrimPrefix(c.name, "n")))
+		waitLog(t, c, "the last model to be saved", wait, func() bool {
+			return c.find("training finished", nil) != nil
 		})
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -140,4 +158,51 @@ func TestClusterFailover(t *testing.T) {
 	if !bytes.Equal(files[0], files[1]) {
 		t.Fatal("the surviving replicas saved different models")
 	}
+}
+
+// leaderProc asks the cluster (cluster status -o json, with statusArgs)
+// which node leads and returns its process among ps. It polls until one
+// node, the only one in the highest term, says it leads: during an
+// election there is none, and a deposed leader that has not heard of the
+// new term yet still says it leads, in a lower term.
+func leaderProc(t *testing.T, ps []*proc, wait time.Duration, statusArgs []string) *proc {
+	t.Helper()
+	var found *proc
+	var last string
+	waitLog(t, ps[0], "cluster status to name one leader", wait, func() bool {
+		var out, errb bytes.Buffer
+		if runCluster(context.Background(), append([]string{"status", "-o", "json"}, statusArgs...), &out, &errb) != exitOK {
+			last = errb.String()
+			return false
+		}
+		last = out.String()
+		var st struct {
+			Nodes []struct {
+				Role string `json:"role"`
+				Term uint64 `json:"term"`
+				PID  int    `json:"pid"`
+			} `json:"nodes"`
+		}
+		if err := json.Unmarshal(out.Bytes(), &st); err != nil {
+			t.Fatalf("cluster status -o json: %v\n%s", err, out.Bytes())
+		}
+		var top uint64
+		for _, n := range st.Nodes {
+			top = max(top, n.Term)
+		}
+		found = nil
+		for _, n := range st.Nodes {
+			if n.Role != "Leader" || n.Term != top {
+				continue
+			}
+			for _, p := range ps {
+				if p.cmd.Process != nil && p.cmd.Process.Pid == n.PID {
+					found = p
+				}
+			}
+		}
+		return found != nil
+	})
+	t.Logf("%s leads:\n%s", found.name, last)
+	return found
 }
