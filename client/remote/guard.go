@@ -107,7 +107,7 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 }
 
 // CheckTask is the check the runtime makes of every task it receives
-// (RuntimeConfig.MaxParams is maxParams): a task the coordinator built
+// (Config.MaxParams is maxParams): a task the coordinator built
 // from a run that runspec.Spec.Validate accepts passes it.
 func CheckTask(t *fedzippb.Task, maxParams int) error { return checkTask(t, maxParams) }
 

@@ -97,7 +97,7 @@ func testConfig(t *testing.T, run *coordinator.RunConfig, logs *logBuffer) Confi
 	return cfg
 }
 
-// startClients runs n in-process clients (client.Run over real gRPC)
+// startClients runs n in-process clients (remote.Run over real gRPC)
 // against addr, each on its own random data, until the run is done or
 // ctx ends; the returned channel gets each client's result.
 func startClients(ctx context.Context, t *testing.T, addr string, n int) <-chan error {
