@@ -166,6 +166,18 @@ func (c Conv2D) Backward(dx, dw, db, dy, x, w, scratch []float32, batch int) {
 	c.col2im(dx, col, batch)
 }
 
+// colRange returns the output columns [lo, hi) whose kernel column kx falls
+// inside the image; the others read the zero padding.
+func (c Conv2D) colRange(kx, pw, ow int) (lo, hi int) {
+	if d := pw - kx; d > 0 {
+		lo = (d + c.Stride - 1) / c.Stride
+	}
+	if e := c.W - 1 - kx + pw; e >= 0 {
+		hi = min(ow, e/c.Stride+1)
+	}
+	return min(lo, ow), max(hi, min(lo, ow))
+}
+
 // im2col writes col[(ci·KH+ky)·KW+kx][(n·OH+oy)·OW+ox] = x[n, ci, oy·S+ky−ph,
 // ox·S+kx−pw], zero outside the image.
 func (c Conv2D) im2col(col, x []float32, batch int) {
@@ -173,34 +185,34 @@ func (c Conv2D) im2col(col, x []float32, batch int) {
 	ph, pw := c.pads()
 	n := batch * oh * ow
 	hw := c.H * c.W
+	s := c.Stride
 	for ci := range c.In {
 		for ky := range c.KH {
 			for kx := range c.KW {
 				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
 				r := 0
 				for b := range batch {
 					img := x[(b*c.In+ci)*hw:][:hw]
 					for oy := range oh {
-						iy := oy*c.Stride + ky - ph
+						iy := oy*s + ky - ph
 						out := row[r : r+ow]
 						r += ow
-						if iy < 0 || iy >= c.H {
+						if iy < 0 || iy >= c.H || lo == hi {
 							clear(out)
 							continue
 						}
+						clear(out[:lo])
+						clear(out[hi:])
 						line := img[iy*c.W : (iy+1)*c.W]
-						ix := kx - pw
-						if c.Stride == 1 && ix >= 0 && ix+ow <= c.W {
-							copy(out, line[ix:ix+ow])
+						ix := lo*s + kx - pw
+						if s == 1 {
+							copy(out[lo:hi], line[ix:])
 							continue
 						}
-						for ox := range out {
-							if ix >= 0 && ix < c.W {
-								out[ox] = line[ix]
-							} else {
-								out[ox] = 0
-							}
-							ix += c.Stride
+						for ox := lo; ox < hi; ox++ {
+							out[ox] = line[ix]
+							ix += s
 						}
 					}
 				}
@@ -216,28 +228,32 @@ func (c Conv2D) col2im(dx, col []float32, batch int) {
 	ph, pw := c.pads()
 	n := batch * oh * ow
 	hw := c.H * c.W
+	s := c.Stride
 	clear(dx[:batch*c.In*hw])
 	for ci := range c.In {
 		for ky := range c.KH {
 			for kx := range c.KW {
 				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
 				r := 0
 				for b := range batch {
 					img := dx[(b*c.In+ci)*hw:][:hw]
 					for oy := range oh {
-						iy := oy*c.Stride + ky - ph
-						in := row[r : r+ow]
+						iy := oy*s + ky - ph
+						in := row[r+lo : r+hi]
 						r += ow
-						if iy < 0 || iy >= c.H {
+						if iy < 0 || iy >= c.H || lo == hi {
+							continue
+						}
+						ix := lo*s + kx - pw
+						if s == 1 {
+							axpy(img[iy*c.W+ix:][:len(in)], 1, in)
 							continue
 						}
 						line := img[iy*c.W : (iy+1)*c.W]
-						ix := kx - pw
 						for _, v := range in {
-							if ix >= 0 && ix < c.W {
-								line[ix] += v
-							}
-							ix += c.Stride
+							line[ix] += v
+							ix += s
 						}
 					}
 				}

@@ -45,6 +45,7 @@ func randConvShapes() []Conv2D {
 		{In: 4, Out: 17, KH: 1, KW: 1, Stride: 1, Pad: PadValid, H: 5, W: 3},
 		{In: 3, Out: 9, KH: 4, KW: 2, Stride: 2, Pad: 1, H: 9, W: 7},
 		{In: 5, Out: 16, KH: 3, KW: 3, Stride: 1, Pad: 2, H: 6, W: 6},
+		{In: 1, Out: 2, KH: 3, KW: 3, Stride: 2, Pad: 3, H: 2, W: 1}, // kernel columns wholly in the padding
 	}
 }
 
