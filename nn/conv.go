@@ -9,15 +9,15 @@ import "fmt"
 // kernels keeps the flat parameter vector and Layout of the MLP.
 //
 // Every kernel has the gonum shape: destination first, then inputs, then
-// caller-owned scratch. Kernels allocate nothing, keep no state between
-// calls, and sum in a fixed order, so the same inputs give the same bits on
-// every run (on one machine and build). A slice shorter than the shape needs
-// is a programmer error and panics with a message naming nn.
+// caller-owned buffers. Kernels allocate nothing and keep no state of their
+// own (what Backward needs from Forward, such as MaxPool2D's indices or
+// GroupNorm's statistics, travels in buffers the caller owns), and they sum
+// in a fixed order, so the same inputs give the same bits on every run (on
+// one machine and build). A slice shorter than the shape needs is a
+// programmer error and panics with a message naming nn; a shape struct may
+// be used from many goroutines at once, each with its own buffers.
 //
-// Flatten needs no kernel: an N×C×H×W tensor in this layout is already the
-// N×(C·H·W) matrix a fully connected layer reads, in PyTorch's
-// torch.flatten(x, 1) order, so the next layer reads the same slice and its
-// gradient is the same slice too.
+// Flatten needs no kernel (see the package documentation).
 
 // PadSame asks Conv2D for "same" padding: (k−1)/2 on each side, which keeps
 // H×W at stride 1 for an odd kernel. PadValid (zero) is no padding. Any
@@ -308,9 +308,13 @@ func (m MaxPool2D) Forward(dst, x []float32, idx []int32, batch int) {
 				for ky := range m.K {
 					row := base + (oy*m.Stride+ky)*m.W + ox*m.Stride
 					for kx, v := range x[row : row+m.K] {
+						// Written so that the compiler emits conditional
+						// moves: random data would mispredict a branch.
+						j := row + kx
 						if v > bv {
-							bv, best = v, row+kx
+							best = j
 						}
+						bv = max(bv, v)
 					}
 				}
 				dst[o], idx[o] = bv, int32(best)

@@ -37,3 +37,20 @@ func BenchmarkConv2D(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMaxPool2D is forward and backward of the CNN's first 2×2 pool
+// (32×28×28 at B = 10).
+func BenchmarkMaxPool2D(b *testing.B) {
+	const batch = 10
+	m := MaxPool2D{C: 32, H: 28, W: 28, K: 2, Stride: 2}
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := randSlice(rng, batch*m.C*m.H*m.W)
+	y := make([]float32, batch*m.OutSize())
+	idx := make([]int32, len(y))
+	dx := make([]float32, len(x))
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Forward(y, x, idx, batch)
+		m.Backward(dx, y, idx, batch)
+	}
+}
