@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -345,14 +346,32 @@ func TestStackAllocatesNothing(t *testing.T) {
 	}
 }
 
-func TestConv2DPanicsNamingNN(t *testing.T) {
+// TestKernelsPanicNamingNN gives each kernel a slice too short and wants a
+// panic whose message names the package.
+func TestKernelsPanicNamingNN(t *testing.T) {
 	c := Conv2D{In: 1, Out: 2, KH: 3, KW: 3, Stride: 1, Pad: PadSame, H: 4, W: 4}
-	defer func() {
-		if r, _ := recover().(string); len(r) < 4 || r[:4] != "nn: " {
-			t.Fatalf("panic %q does not name nn", r)
-		}
-	}()
-	c.Forward(make([]float32, 32), make([]float32, 16), make([]float32, 18), make([]float32, 2), make([]float32, 1), 1)
+	m := MaxPool2D{C: 1, H: 4, W: 4, K: 2, Stride: 2}
+	g := GroupNorm{C: 2, Groups: 1, HW: 4, Eps: 1e-5}
+	f := make([]float32, 64)
+	for name, call := range map[string]func(){
+		"conv forward":      func() { c.Forward(f, f[:16], f[:18], f[:2], f[:1], 1) },
+		"conv backward":     func() { c.Backward(f[:15], f[:18], f[:2], f[:32], f[:16], f[:18], f, 1) },
+		"conv shape":        func() { Conv2D{}.Forward(f, f, f, f, f, 1) },
+		"pool forward":      func() { m.Forward(f[:4], f[:16], make([]int32, 3), 1) },
+		"pool backward":     func() { m.Backward(f[:15], f[:4], make([]int32, 4), 1) },
+		"groupnorm forward": func() { g.Forward(f[:8], f[:8], f[:2], f[:1], f[:2], 1) },
+		"groupnorm groups":  func() { GroupNorm{C: 3, Groups: 2, HW: 1, Eps: 1}.Forward(f, f, f, f, f, 1) },
+		"relu":              func() { ReLU(f[:1], f[:2]) },
+	} {
+		func() {
+			defer func() {
+				if r, _ := recover().(string); !strings.HasPrefix(r, "nn: ") {
+					t.Errorf("%s: panic %q does not name nn", name, r)
+				}
+			}()
+			call()
+		}()
+	}
 }
 
 func TestConv2DValidate(t *testing.T) {
