@@ -11,4 +11,12 @@
 // that have them (gemm_amd64.s) and on portable Go elsewhere or with the
 // purego build tag. Each output element is a sum in a fixed order, so a run
 // gives the same bits every time on the same machine and build.
+//
+// Conv2D, MaxPool2D, ReLU and GroupNorm are the layer kernels of conv nets,
+// on float32 NCHW tensors with PyTorch's weight order ([out, in, kh, kw]).
+// Each takes its destination first and caller-owned buffers, allocates
+// nothing and sums in a fixed order. Flatten needs no kernel: an N×C×H×W
+// tensor stored contiguously is already the N×(C·H·W) matrix a fully
+// connected layer reads, in torch.flatten(x, 1) order, and its gradient is
+// the same slice.
 package nn

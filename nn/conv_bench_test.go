@@ -1,0 +1,56 @@
+package nn
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// BenchmarkConv2D is forward and backward (dx, dw, db) of the two
+// convolutions of McMahan et al.'s MNIST CNN at B = 10.
+func BenchmarkConv2D(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		c    Conv2D
+	}{
+		{"cnn-conv1/1x28x28-32x5x5", Conv2D{In: 1, Out: 32, KH: 5, KW: 5, Stride: 1, Pad: PadSame, H: 28, W: 28}},
+		{"cnn-conv2/32x14x14-64x5x5", Conv2D{In: 32, Out: 64, KH: 5, KW: 5, Stride: 1, Pad: PadSame, H: 14, W: 14}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			const batch = 10
+			c := bc.c
+			rng := rand.New(rand.NewPCG(1, 1))
+			nw, nb := c.ParamSizes()
+			x, w, bias := randSlice(rng, batch*c.InSize()), randSlice(rng, nw), randSlice(rng, nb)
+			y := make([]float32, batch*c.OutSize())
+			dy := randSlice(rng, len(y))
+			dx, dw, db := make([]float32, len(x)), make([]float32, nw), make([]float32, nb)
+			scratch := make([]float32, c.ScratchSize(batch))
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Forward(y, x, w, bias, scratch, batch)
+				c.Backward(dx, dw, db, dy, x, w, scratch, batch)
+			}
+			// Three products (output, dW, dX) of 2·batch·OH·OW·Out·In·KH·KW flops.
+			_, oh, ow := c.OutShape()
+			flops := 3 * 2 * float64(batch*oh*ow*nw)
+			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkMaxPool2D is forward and backward of the CNN's first 2×2 pool
+// (32×28×28 at B = 10).
+func BenchmarkMaxPool2D(b *testing.B) {
+	const batch = 10
+	m := MaxPool2D{C: 32, H: 28, W: 28, K: 2, Stride: 2}
+	rng := rand.New(rand.NewPCG(1, 1))
+	x := randSlice(rng, batch*m.C*m.H*m.W)
+	y := make([]float32, batch*m.OutSize())
+	idx := make([]int32, len(y))
+	dx := make([]float32, len(x))
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Forward(y, x, idx, batch)
+		m.Backward(dx, y, idx, batch)
+	}
+}
