@@ -274,3 +274,28 @@ func TestNetTrainLearns(t *testing.T) {
 		t.Fatalf("accuracy %d/%d → %d/%d, mean loss %.3f → %.3f: training does not learn", before, count, after, count, lossBefore/count, lossAfter/count)
 	}
 }
+
+// FuzzParseNet feeds arbitrary specs to ParseNet: it must return an error or
+// a network whose layout tiles its bounded parameter count, and whose name
+// parses again to the same layout.
+func FuzzParseNet(f *testing.F) {
+	for _, s := range []string{"cnn", "lenet5", gradSpecs[0].spec, gradSpecs[1].spec, "fc:3", "conv:2x3/2:valid:linear,relu,fc:3", "gn:1,fc:3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		n, err := ParseNet(spec, 1, 8, 8, 3)
+		if err != nil {
+			if !errors.Is(err, ErrNetSpec) {
+				t.Fatalf("%q: error %v does not wrap ErrNetSpec", spec, err)
+			}
+			return
+		}
+		if err := n.Layout().Validate(); err != nil || n.NumParams() > MaxNetParams {
+			t.Fatalf("%q: layout %v, %d parameters", spec, err, n.NumParams())
+		}
+		again, err := ParseNet(n.Name(), 1, 8, 8, 3)
+		if err != nil || !again.Layout().Equal(n.Layout()) {
+			t.Fatalf("%q: name %q parses to %v, %v", spec, n.Name(), again, err)
+		}
+	})
+}

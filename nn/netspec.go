@@ -74,10 +74,10 @@ func ParseNet(spec string, c, h, w, classes int) (*Net, error) {
 	if spec == "" {
 		return nil, fmt.Errorf("%w: empty spec (want cnn, lenet5 or layers such as conv:32x5,pool:2,fc:10)", ErrNetSpec)
 	}
-	toks := strings.Split(spec, ",")
-	if len(toks) > MaxNetLayers {
-		return nil, fmt.Errorf("%w: %d layers, at most %d", ErrNetSpec, len(toks), MaxNetLayers)
+	if n := strings.Count(spec, ",") + 1; n > MaxNetLayers {
+		return nil, fmt.Errorf("%w: %d layers, at most %d", ErrNetSpec, n, MaxNetLayers)
 	}
+	toks := strings.Split(spec, ",")
 	b := netBuilder{ch: c, h: h, w: w}
 	for i, tok := range toks {
 		last := i == len(toks)-1
