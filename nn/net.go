@@ -220,8 +220,9 @@ func (n *Net) LossGrad(ws *NetWorkspace, params, grad []float32, b int) float64 
 		x, y := ws.acts[i], ws.acts[i+1][:b*l.outSize]
 		d := dy[:b*l.outSize]
 		if l.relu {
-			// y is the ReLU's output: positive exactly where its input was.
-			ReLUBackward(d, d, y)
+			// y is the ReLU's output, +0 or positive: positive exactly where
+			// its input was. reluBackward is branch-free.
+			reluBackward(d, d, y)
 		}
 		inSize := len(ws.acts[i]) / ws.batch
 		first := i == 0
