@@ -117,8 +117,8 @@ type NetWorkspace struct {
 }
 
 // NewWorkspace returns scratch memory for batches of at most batch examples.
-// It panics if batch is not positive or the buffers would exceed
-// MaxNetActivation floats per example and layer times batch.
+// It panics unless 1 ≤ batch ≤ 2²⁰; ParseNet has already bounded each
+// layer's activation to MaxNetActivation floats per example.
 func (n *Net) NewWorkspace(batch int) *NetWorkspace {
 	if batch <= 0 || batch > 1<<20 {
 		panic(fmt.Sprintf("nn: NewWorkspace: batch %d", batch))
