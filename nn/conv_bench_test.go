@@ -54,3 +54,22 @@ func BenchmarkMaxPool2D(b *testing.B) {
 		m.Backward(dx, y, idx, batch)
 	}
 }
+
+// BenchmarkNetCNN is one minibatch of McMahan's cnn (B=10): forward,
+// backward and a plain SGD step, the unit of a FedAvg client's work.
+func BenchmarkNetCNN(b *testing.B) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, grad := make([]float32, n.NumParams()), make([]float32, n.NumParams())
+	n.Init(p, 1)
+	ws := n.NewWorkspace(10)
+	fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
+	opt := SGD{LR: 0.01}
+	b.ResetTimer()
+	for range b.N {
+		n.LossGrad(ws, p, grad, 10)
+		opt.Step(p, grad, nil)
+	}
+}

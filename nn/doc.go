@@ -19,4 +19,9 @@
 // tensor stored contiguously is already the N×(C·H·W) matrix a fully
 // connected layer reads, in torch.flatten(x, 1) order, and its gradient is
 // the same slice.
+//
+// A Net strings these layers and fully connected ones into a sequential
+// network built by ParseNet from a name ("cnn", "lenet5") or a spec such
+// as "conv:32x5,pool:2,fc:10", with the same flat parameter vector, Layout
+// and workspace discipline as an MLP.
 package nn
