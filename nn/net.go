@@ -267,20 +267,7 @@ func (n *Net) Evaluate(ws *NetWorkspace, params []float32, x []float32, y []uint
 		b := min(ws.batch, len(y)-lo)
 		copy(ws.Input(b), x[lo*d:(lo+b)*d])
 		logits := n.Forward(ws, params, b)
-		for i := range b {
-			row := logits[i*c : (i+1)*c]
-			label := int(y[lo+i])
-			best := 0
-			for j := 1; j < c; j++ {
-				if row[j] > row[best] {
-					best = j
-				}
-			}
-			if best == label {
-				correct++
-			}
-			lossSum += nll(row, label)
-		}
+		correct, lossSum = score(logits, y[lo:lo+b], c, correct, lossSum)
 	}
 	return correct, lossSum
 }

@@ -117,20 +117,7 @@ func (m *MLP) Evaluate(ws *Workspace, params []float32, x []float32, y []uint8) 
 		b := min(ws.batch, n-lo)
 		copy(ws.Input(b), x[lo*d:(lo+b)*d])
 		logits := m.Forward(ws, params, b)
-		for i := 0; i < b; i++ {
-			row := logits[i*c : (i+1)*c]
-			label := int(y[lo+i])
-			best := 0
-			for j := 1; j < c; j++ {
-				if row[j] > row[best] {
-					best = j
-				}
-			}
-			if best == label {
-				correct++
-			}
-			lossSum += nll(row, label)
-		}
+		correct, lossSum = score(logits, y[lo:lo+b], c, correct, lossSum)
 	}
 	return correct, lossSum
 }
@@ -255,4 +242,24 @@ func (m *MLP) SGDStep(ws *Workspace, params []float32, n int, lr, wd float32) fl
 		}
 	}
 	return loss
+}
+
+// score adds to correct the rows of logits (c per example) that pick
+// their label in y, and to lossSum their cross-entropy losses, one row at
+// a time (the summation order evaluations have always used).
+func score(logits []float32, y []uint8, c int, correct int, lossSum float64) (int, float64) {
+	for i, label := range y {
+		row := logits[i*c : (i+1)*c]
+		best := 0
+		for j := 1; j < c; j++ {
+			if row[j] > row[best] {
+				best = j
+			}
+		}
+		if best == int(label) {
+			correct++
+		}
+		lossSum += nll(row, int(label))
+	}
+	return correct, lossSum
 }
