@@ -453,34 +453,45 @@ func (g *guardStream) RecvMsg(m any) error {
 		g.err = g.slow()
 		return g.err
 	}
+	err, timedOut := within(&g.timer, wait, func() error { return g.ServerStream.RecvMsg(m) })
+	switch {
+	case timedOut && slow:
+		g.err = g.slow()
+		return g.err
+	case timedOut:
+		g.err = errorf(codes.DeadlineExceeded, ErrStreamIdle, "no message for %v", g.idle)
+		return g.err
+	case err != nil:
+		return err
+	}
+	if p, ok := m.(proto.Message); ok {
+		g.received += int64(proto.Size(p))
+	}
+	if g.received > g.budget {
+		g.err = errorf(codes.ResourceExhausted, ErrChunkTooLarge, "stream exceeds %d bytes", g.budget)
+		return g.err
+	}
+	return nil
+}
+
+// within runs op in a goroutine and waits for it at most wait, on the
+// timer *t (made on first use, then reset). timedOut reports that wait
+// passed first; op then goes on running until gRPC ends the stream, which
+// it does when the handler returns on the guard's error.
+func within(t **time.Timer, wait time.Duration, op func() error) (err error, timedOut bool) {
 	done := make(chan error, 1)
-	go func() { done <- g.ServerStream.RecvMsg(m) }()
-	if g.timer == nil {
-		g.timer = time.NewTimer(wait)
+	go func() { done <- op() }()
+	if *t == nil {
+		*t = time.NewTimer(wait)
 	} else {
-		g.timer.Reset(wait)
+		(*t).Reset(wait)
 	}
 	select {
 	case err := <-done:
-		g.timer.Stop()
-		if err != nil {
-			return err
-		}
-		if p, ok := m.(proto.Message); ok {
-			g.received += int64(proto.Size(p))
-		}
-		if g.received > g.budget {
-			g.err = errorf(codes.ResourceExhausted, ErrChunkTooLarge, "stream exceeds %d bytes", g.budget)
-			return g.err
-		}
-		return nil
-	case <-g.timer.C:
-		if slow {
-			g.err = g.slow()
-		} else {
-			g.err = errorf(codes.DeadlineExceeded, ErrStreamIdle, "no message for %v", g.idle)
-		}
-		return g.err
+		(*t).Stop()
+		return err, false
+	case <-(*t).C:
+		return nil, true
 	}
 }
 
@@ -518,28 +529,19 @@ func (g *sendGuard) SendMsg(m any) error {
 		g.err = g.slow()
 		return g.err
 	}
-	done := make(chan error, 1)
-	go func() { done <- g.ServerStream.SendMsg(m) }()
-	if g.timer == nil {
-		g.timer = time.NewTimer(wait)
-	} else {
-		g.timer.Reset(wait)
-	}
-	select {
-	case err := <-done:
-		g.timer.Stop()
-		if p, ok := m.(proto.Message); ok && err == nil {
-			g.sent += int64(proto.Size(p))
-		}
-		return err
-	case <-g.timer.C:
-		if wait < g.idle {
-			g.err = g.slow()
-		} else {
-			g.err = errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took no message for %v", g.idle)
-		}
+	err, timedOut := within(&g.timer, wait, func() error { return g.ServerStream.SendMsg(m) })
+	switch {
+	case timedOut && wait < g.idle:
+		g.err = g.slow()
+		return g.err
+	case timedOut:
+		g.err = errorf(codes.DeadlineExceeded, ErrDownloadStalled, "the client took no message for %v", g.idle)
 		return g.err
 	}
+	if p, ok := m.(proto.Message); ok && err == nil {
+		g.sent += int64(proto.Size(p))
+	}
+	return err
 }
 
 func (g *sendGuard) slow() error {
