@@ -19,18 +19,11 @@ import (
 // the same client reaches the coordinator and asks for tasks.
 func TestUnknownAuthoritySaysCA(t *testing.T) {
 	cluster, other := t.TempDir(), t.TempDir()
-	for _, dir := range []string{cluster, other} {
-		if err := transport.GenerateDevCerts(dir, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	files := transport.DevCertFiles(cluster)
-	serverTLS, err := transport.ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	s, err := fakecoord.StartDev(cluster)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := fakecoord.StartTLS(serverTLS)
-	if err != nil {
+	if err := transport.GenerateDevCerts(other, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
@@ -54,7 +47,7 @@ func TestUnknownAuthoritySaysCA(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		_, err := Run(ctx2, config(files.CA))
+		_, err := Run(ctx2, config(transport.DevCertFiles(cluster).CA))
 		done <- err
 	}()
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {

@@ -61,6 +61,21 @@ func StartTLS(cfg *tls.Config) (*Server, error) {
 	return s, nil
 }
 
+// StartDev is StartTLS with development certificates ('fedzip dev-certs')
+// written into dir: the server presents dir's server certificate, and
+// transport.DevCertFiles(dir).CA is the CA a client needs to trust it.
+func StartDev(dir string) (*Server, error) {
+	if err := transport.GenerateDevCerts(dir, nil); err != nil {
+		return nil, err
+	}
+	files := transport.DevCertFiles(dir)
+	cfg, err := transport.ServerTLSConfig(files.ServerCert, files.ServerKey, "")
+	if err != nil {
+		return nil, err
+	}
+	return StartTLS(cfg)
+}
+
 // Close stops the server.
 func (s *Server) Close() { transport.Shutdown(s.srv, time.Second) }
 
