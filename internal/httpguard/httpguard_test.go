@@ -1,11 +1,16 @@
 package httpguard
 
 import (
+	"bytes"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 func TestReadOnly(t *testing.T) {
@@ -109,4 +114,54 @@ func TestLogin(t *testing.T) {
 	if rec := do("//evil.example/?token=t0k", nil); rec.Code == http.StatusSeeOther && rec.Header().Get("Location") != "/" {
 		t.Fatalf("redirect to %q", rec.Header().Get("Location"))
 	}
+}
+
+// TestServe attacks a served endpoint as an outsider would: bound to every
+// interface without a token, Serve says so (a warning naming the
+// endpoint); on 127.0.0.1 or with a token it does not. A second server on
+// the same port is refused. Close ends the serving goroutine, so the port
+// is free again at once, and a request after Close fails.
+func TestServe(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, tc := range []struct {
+		addr, token string
+		warn        bool
+	}{
+		{"0.0.0.0:0", "", true},
+		{"0.0.0.0:0", "tok", false},
+		{"127.0.0.1:0", "", false},
+	} {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, nil))
+		s, err := Serve("dashboard", tc.addr, tc.token, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }), log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if warned := strings.Contains(logs.String(), "dashboard is reachable from other machines without a token"); warned != tc.warn {
+			t.Errorf("%s token %q: warned %v, want %v: %s", tc.addr, tc.token, warned, tc.warn, logs.String())
+		}
+		if !strings.HasPrefix(s.URL, "http://127.0.0.1:") {
+			t.Errorf("URL %q: want one a browser on this machine opens", s.URL)
+		}
+		resp, err := http.Get(s.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if _, err := Serve("again", s.Addr.String(), "", http.NotFoundHandler(), log); err == nil {
+			t.Errorf("a second server on %v was started", s.Addr)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := http.Get(s.URL); err == nil {
+			t.Errorf("%s still answers after Close", s.URL)
+		}
+		lis, err := net.Listen("tcp", s.Addr.String())
+		if err != nil {
+			t.Fatalf("port not free after Close: %v", err)
+		}
+		lis.Close()
+	}
+	http.DefaultClient.CloseIdleConnections()
 }
