@@ -36,19 +36,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const clients = 6
 
 // run is the run both drivers execute: 6 clients, 3 per round, 3 rounds
-// on synthetic data, with the given strategy and codecs.
-func run(strategy, upload, download string) coordinator.RunConfig {
-	return coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3,
-		Strategy: strategy, Round: round.Config{PerRound: 3, MinClients: clients, Rounds: 3, Seed: 11},
-		TaskSeed: 7, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
+// on synthetic data, with the given strategy and codecs; seed shifts every
+// seed of the run.
+func run(strategy, upload, download string, seed uint64) coordinator.RunConfig {
+	return coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 3 + seed,
+		Strategy: strategy, Round: round.Config{PerRound: 3, MinClients: clients, Rounds: 3, Seed: 11 + seed},
+		TaskSeed: 7 + seed, LocalEpochs: 2, BatchSize: 10, LR: 0.05, Momentum: 0.5,
 		UploadCodec: upload, DownloadCodec: download}}
 }
 
 // data is the federated data set both drivers train on: the coordinator's
 // client with ID sim.ClientID(k) holds the simulator's Parts[k].
-func data(t *testing.T) sim.Data {
+func data(t *testing.T, seed uint64) sim.Data {
 	t.Helper()
-	d, err := dataset.Spec{Dataset: "synthetic", Clients: clients, SyntheticAlpha: 0.5, SyntheticBeta: 0.5, Seed: 2}.Load()
+	d, err := dataset.Spec{Dataset: "synthetic", Clients: clients, SyntheticAlpha: 0.5, SyntheticBeta: 0.5, Seed: 2 + seed}.Load()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,16 +63,20 @@ func data(t *testing.T) sim.Data {
 // (sparse for a compressed codec, gradient.UploadDecoder in both) and
 // aggregation order, whatever order the uploads reach the coordinator in.
 func TestSimulationAndClusterAgree(t *testing.T) {
-	for _, tc := range []struct{ strategy, upload, download string }{
-		{"fedavg", "stcm", ""},
-		{"fedavg", "none", ""},
-		{"fedavg", "topk=0.05,bits=4,ef=on", "stc"},
-		{"fedadam", "stcm", ""}, // server state across rounds
-		{"median", "topk1", ""}, // sparse updates densified
+	for _, tc := range []struct {
+		strategy, upload, download string
+		seed                       uint64
+	}{
+		{"fedavg", "stcm", "", 0},
+		{"fedavg", "stcm", "", 1000}, // seeds nobody picked
+		{"fedavg", "none", "", 0},
+		{"fedavg", "topk=0.05,bits=4,ef=on", "stc", 0},
+		{"fedadam", "stcm", "", 0}, // server state across rounds
+		{"median", "topk1", "", 0}, // sparse updates densified
 	} {
-		t.Run(fmt.Sprintf("%s,up=%s,down=%s", tc.strategy, tc.upload, tc.download), func(t *testing.T) {
-			rc := run(tc.strategy, tc.upload, tc.download)
-			d := data(t)
+		t.Run(fmt.Sprintf("%s,up=%s,down=%s,seed+%d", tc.strategy, tc.upload, tc.download, tc.seed), func(t *testing.T) {
+			rc := run(tc.strategy, tc.upload, tc.download, tc.seed)
+			d := data(t, tc.seed)
 			simHash, simModel := simulate(t, rc, d)
 			clusterHash, clusterModel := cluster(t, rc, d)
 			if simHash != clusterHash {
