@@ -19,6 +19,7 @@ import (
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/client/remote"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -352,7 +353,7 @@ func TestDeadlineAbortIsLogged(t *testing.T) {
 	clock := newFakeClock()
 	run := testRun(0)
 	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 2, 2, time.Minute
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	node := openSolo(t, Config{JoinSecret: "s3cret", Run: run, Now: clock.Now, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	waitFor(t, "init", func() bool { return node.FSM().Progress().Initialised })
 	for range 2 {

@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -26,6 +25,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/internal/httpguard"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 )
@@ -193,24 +193,6 @@ func roleless(t *testing.T, pki transport.CertFiles) (certFile, keyFile string) 
 	return certFile, keyFile
 }
 
-// syncBuffer is a log destination that tests read while nodes write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // TestRaftForgedAppendEntries is issue 12 finding 1: an AppendEntries with
 // term+1 carrying a register command with the attacker's token, sent from
 // outside the cluster to a node whose Raft port runs peer TLS, must be
@@ -221,7 +203,7 @@ func (b *syncBuffer) String() string {
 func TestRaftForgedAppendEntries(t *testing.T) {
 	pki, other := devPKI(t), devPKI(t)
 	noRoleCert, noRoleKey := roleless(t, pki)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	n := soloNode(t, Config{RaftTLS: peerTLS(t, pki), Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !n.RaftTLS() {
 		t.Fatal("RaftTLS() is false on a node with peer TLS")

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/fedzip/fedzip/internal/syncbuf"
 )
 
 func TestRunDiff(t *testing.T) {
@@ -37,7 +39,7 @@ func TestRestartWithOtherFlagsSaysSo(t *testing.T) {
 		}
 		return n
 	}
-	var first syncBuffer
+	var first syncbuf.Buffer
 	n := open(testRun(1), slog.New(slog.NewTextHandler(&first, nil)))
 	waitFor(t, "init", func() bool { return n.FSM().Progress().Initialised })
 	n.Close()
@@ -45,7 +47,7 @@ func TestRestartWithOtherFlagsSaysSo(t *testing.T) {
 		t.Fatalf("the first start warned:\n%s", first.String())
 	}
 
-	var second syncBuffer
+	var second syncbuf.Buffer
 	n = open(testRun(7), slog.New(slog.NewTextHandler(&second, nil)))
 	defer n.Close()
 	waitFor(t, "the warning", func() bool { return strings.Contains(second.String(), "differs from this node's settings") })

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/internal/fakecoord"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -88,7 +89,7 @@ func (divergingTrainer) Train(_ context.Context, p []float32, task client.Task) 
 
 // runClient runs the client runtime against e on dir until the returned
 // stop is called; stop returns Run's error. logs collects its log.
-func runClient(t *testing.T, e *evil, dir string, logs *syncBuffer) (stop func() error) {
+func runClient(t *testing.T, e *evil, dir string, logs *syncbuf.Buffer) (stop func() error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := Config{Addrs: []string{e.Addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
@@ -119,26 +120,9 @@ func runClient(t *testing.T, e *evil, dir string, logs *syncBuffer) (stop func()
 	return stop
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitUntil polls cond until it holds, failing after a deadline or if the
 // client exited.
-func waitUntil(t *testing.T, e *evil, logs *syncBuffer, what string, cond func() bool) {
+func waitUntil(t *testing.T, e *evil, logs *syncbuf.Buffer, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !cond() {
@@ -157,7 +141,7 @@ func waitUntil(t *testing.T, e *evil, logs *syncBuffer, what string, cond func()
 // refusedAndWaiting serves t with m and waits until the client has
 // downloaded it at most twice (a delta, then the whole model), sent nothing, and polled twice more after
 // refusing it.
-func refusedAndWaiting(t *testing.T, e *evil, logs *syncBuffer, name string, task *fedzippb.Task, m []float32, want string) {
+func refusedAndWaiting(t *testing.T, e *evil, logs *syncbuf.Buffer, name string, task *fedzippb.Task, m []float32, want string) {
 	t.Helper()
 	_, d0, s0 := e.Counts()
 	start := len(logs.String())
@@ -176,7 +160,7 @@ func refusedAndWaiting(t *testing.T, e *evil, logs *syncBuffer, name string, tas
 }
 
 // trainedAndSent serves task with m and waits for its update.
-func trainedAndSent(t *testing.T, e *evil, logs *syncBuffer, task *fedzippb.Task, m []float32) {
+func trainedAndSent(t *testing.T, e *evil, logs *syncbuf.Buffer, task *fedzippb.Task, m []float32) {
 	t.Helper()
 	e.Set(task, m)
 	waitUntil(t, e, logs, fmt.Sprintf("the update of round %d", task.GetRound()), func() bool {
@@ -194,7 +178,7 @@ func trainedAndSent(t *testing.T, e *evil, logs *syncBuffer, task *fedzippb.Task
 func TestClientSurvivesPoisonedModel(t *testing.T) {
 	e := startEvil(t)
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	stop := runClient(t, e, dir, &logs)
 
 	trainedAndSent(t, e, &logs, goodTask(1, 1, true), filled(0.5))
@@ -270,7 +254,7 @@ func TestClientSurvivesPoisonedModel(t *testing.T) {
 // downloaded; the client keeps polling and trains the next good task.
 func TestClientRefusesBadTasks(t *testing.T) {
 	e := startEvil(t)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	stop := runClient(t, e, t.TempDir(), &logs)
 	round := uint64(100)
 	bad := func(edit func(*fedzippb.Task)) *fedzippb.Task {
@@ -361,7 +345,7 @@ func TestEncodeRecoversFromOverflowedResidual(t *testing.T) {
 	if err := saveFloats(filepath.Join(dir, "residual.bin"), huge); err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	r := &runner{cfg: Config{StateDir: dir}, log: slog.New(slog.NewTextHandler(&logs, nil))}
 	task := goodTask(3, 3, false)
 	payload, err := r.encode(task, filled(3e38))

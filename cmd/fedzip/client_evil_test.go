@@ -11,6 +11,7 @@ import (
 
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/internal/fakecoord"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -41,13 +42,13 @@ func TestClientCommandSurvivesALyingCoordinator(t *testing.T) {
 		return m
 	}
 	dir := filepath.Join(t.TempDir(), "state")
-	start := func() (stop func() int, stderr *syncBuffer) {
+	start := func() (stop func() int, stderr *syncbuf.Buffer) {
 		ctx, cancel := context.WithCancel(context.Background())
-		stderr = &syncBuffer{}
+		stderr = &syncbuf.Buffer{}
 		code := make(chan int, 1)
 		go func() {
 			code <- run(ctx, []string{"client", "--insecure", "--coordinator", s.Addr, "--dataset", "synthetic", "--clients", "2", "--client-index", "0",
-				"--state-dir", dir, "--log-format", "text"}, &syncBuffer{}, stderr)
+				"--state-dir", dir, "--log-format", "text"}, &syncbuf.Buffer{}, stderr)
 		}()
 		var c int
 		done := false

@@ -9,30 +9,12 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/fedzip/fedzip/dashboard"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // chromium is Debian's headless browser (apt-get install chromium).
 const chromium = "/usr/bin/chromium"
@@ -49,7 +31,7 @@ func TestDashboardInChromium(t *testing.T) {
 	const rounds = 4
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	code := make(chan int, 1)
 	go func() {
 		code <- run(ctx, []string{"simulate", "--dataset", "synthetic", "--clients", "20", "--model", "mlp:", "--fraction", "0.5",

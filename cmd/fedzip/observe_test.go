@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fedzip/fedzip/dashboard"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 )
 
 func httpGet(t *testing.T, url, token string) (int, string) {
@@ -53,7 +54,7 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 	grpcAddr, raftAddr, metricsAddr, uiAddr, httpAddr, clientMetrics := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var coordErr syncBuffer
+	var coordErr syncbuf.Buffer
 	coordDone := make(chan int, 1)
 	go func() {
 		coordDone <- run(ctx, []string{"coordinator", "--insecure", "--id", "n1", "--state-dir", filepath.Join(dir, "n1"), "--listen", grpcAddr,

@@ -14,12 +14,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 )
 
 // wait bounds each wait for an event, for a starved machine (2 busy
@@ -27,22 +27,7 @@ import (
 const wait = 3 * time.Minute
 
 // output is a Config.Out that tests can watch.
-type output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-func (o *output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
-}
+type output struct{ syncbuf.Buffer }
 
 // waitFor waits until the output matches re, or fails the test; it
 // returns the match.
