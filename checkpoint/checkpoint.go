@@ -65,10 +65,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Header is the JSON metadata of a model file.
 type Header struct {
-	// Model is the architecture spec ("2nn", "lenet300", "mlp:...").
+	// Model is the architecture spec, as nn.ParseModel reads it ("2nn",
+	// "mlp:784-64-10", "cnn", "conv:32x5,pool:2,fc:10", ...).
 	Model string `json:"model"`
-	// Sizes are the MLP layer sizes, input first.
-	Sizes []int `json:"sizes"`
+	// Sizes are an MLP's layer sizes, input first; empty for other
+	// networks.
+	Sizes []int `json:"sizes,omitempty"`
+	// Input is the shape of one example, [C, H, W], and Classes the
+	// number of outputs: with Model they rebuild a network that is not an
+	// MLP. Files written before conv nets have neither.
+	Input   []int `json:"input,omitempty"`
+	Classes int   `json:"classes,omitempty"`
 	// Tensors is the layout of the parameter vector.
 	Tensors []TensorInfo `json:"tensors"`
 	// Round is the last training round folded into the model, Version the
@@ -93,33 +100,67 @@ type Model struct {
 	Params []float32
 }
 
-// New returns a Model for an MLP's parameters (not copied).
-func New(m *nn.MLP, params []float32) *Model {
-	h := Header{Model: m.Name(), Sizes: append([]int(nil), m.Sizes()...)}
+// New returns a Model for a network's parameters (not copied).
+func New(m nn.Model, params []float32) *Model {
+	h := Header{Model: m.Name()}
+	if mlp, ok := m.(*nn.MLP); ok {
+		// An MLP's file is what it was before conv nets: sizes, no shape.
+		h.Sizes = append([]int(nil), mlp.Sizes()...)
+	} else {
+		in := m.InputShape()
+		h.Input, h.Classes = []int{in.C, in.H, in.W}, m.Classes()
+	}
 	for _, t := range m.Layout().Tensors {
 		h.Tensors = append(h.Tensors, TensorInfo{Name: t.Name, Shape: append([]int(nil), t.Shape...)})
 	}
 	return &Model{Header: h, Params: params}
 }
 
-// MLP rebuilds the network the file describes and checks that its layout
-// matches the file's.
-func (m *Model) MLP() (*nn.MLP, error) {
-	net, err := nn.NewMLP(m.Header.Sizes...)
+// Network rebuilds the network the file describes (an MLP from Sizes,
+// otherwise nn.ParseModel of Model on Input and Classes) and checks that
+// its layout matches the file's tensors.
+func (m *Model) Network() (nn.Model, error) {
+	var (
+		net nn.Model
+		err error
+	)
+	if len(m.Header.Sizes) > 0 {
+		net, err = nn.NewMLP(m.Header.Sizes...)
+	} else {
+		if len(m.Header.Input) != 3 {
+			return nil, fmt.Errorf("%w: model %q without layer sizes needs an input shape [C, H, W], got %v", ErrCorrupt, m.Header.Model, m.Header.Input)
+		}
+		in := nn.Shape{C: m.Header.Input[0], H: m.Header.Input[1], W: m.Header.Input[2]}
+		net, err = nn.ParseModel(m.Header.Model, in, m.Header.Classes)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
 	}
 	l := net.Layout()
 	if len(l.Tensors) != len(m.Header.Tensors) || l.Size != len(m.Params) {
-		return nil, fmt.Errorf("%w: layout of %d tensors does not match sizes %v", ErrCorrupt, len(m.Header.Tensors), m.Header.Sizes)
+		return nil, fmt.Errorf("%w: layout of %d tensors and %d parameters does not match model %q", ErrCorrupt, len(m.Header.Tensors), len(m.Params), m.Header.Model)
 	}
 	for i, t := range l.Tensors {
 		h := m.Header.Tensors[i]
 		if h.Name != t.Name || !slices.Equal(h.Shape, t.Shape) {
-			return nil, fmt.Errorf("%w: tensor %d is %s%v, sizes %v imply %s%v", ErrCorrupt, i, h.Name, h.Shape, m.Header.Sizes, t.Name, t.Shape)
+			return nil, fmt.Errorf("%w: tensor %d is %s%v, model %q implies %s%v", ErrCorrupt, i, h.Name, h.Shape, m.Header.Model, t.Name, t.Shape)
 		}
 	}
 	return net, nil
+}
+
+// MLP is Network for a file that holds an MLP; other networks are an
+// error.
+func (m *Model) MLP() (*nn.MLP, error) {
+	net, err := m.Network()
+	if err != nil {
+		return nil, err
+	}
+	mlp, ok := net.(*nn.MLP)
+	if !ok {
+		return nil, fmt.Errorf("%w: model %q is not an MLP", ErrCorrupt, m.Header.Model)
+	}
+	return mlp, nil
 }
 
 // Write encodes m to w.

@@ -97,3 +97,41 @@ func FuzzRead(f *testing.F) {
 		}
 	})
 }
+
+// TestNetworkRoundTrip writes a conv net and reads it back: the file names
+// its spec, input shape and classes, and Network rebuilds the same layout.
+// A header whose shape disagrees with its tensors is refused.
+func TestNetworkRoundTrip(t *testing.T) {
+	net, err := nn.ParseModel("conv:4x3,pool:2,gn:2,fc:10", nn.Shape{C: 1, H: 8, W: 8}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := make([]float32, net.NumParams())
+	net.Init(params, 1)
+	b, err := Marshal(New(net, params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Read(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Network()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name() != net.Name() || !got.Layout().Equal(net.Layout()) || got.InputShape() != net.InputShape() {
+		t.Fatalf("read back %s %v, wrote %s %v", got.Name(), got.InputShape(), net.Name(), net.InputShape())
+	}
+	if _, err := m.MLP(); err == nil {
+		t.Error("MLP() of a conv net: want an error")
+	}
+	m.Header.Input = []int{1, 12, 12}
+	if _, err := m.Network(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("shape 1×12×12 against tensors of 1×8×8: %v, want ErrCorrupt", err)
+	}
+	m.Header.Input = nil
+	if _, err := m.Network(); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("no shape: %v, want ErrCorrupt", err)
+	}
+}

@@ -3,6 +3,8 @@ package dataset
 import (
 	"fmt"
 	"slices"
+
+	"github.com/fedzip/fedzip/nn"
 )
 
 // Dataset is an in-memory labelled dataset: N examples of Dim float32
@@ -15,6 +17,19 @@ type Dataset struct {
 	N       int
 	Dim     int
 	Classes int
+	// Shape is the shape of one example (C×H×W, an image in NCHW order),
+	// Dim floats in all. The zero Shape means a flat vector, 1×1×Dim; see
+	// InputShape.
+	Shape nn.Shape
+}
+
+// InputShape returns the shape of one example: Shape, or 1×1×Dim when
+// Shape is zero.
+func (d *Dataset) InputShape() nn.Shape {
+	if d.Shape == (nn.Shape{}) {
+		return nn.Flat(d.Dim)
+	}
+	return d.Shape
 }
 
 // Row returns example i's features, d.X[i*Dim:(i+1)*Dim]. The slice aliases
@@ -29,6 +44,8 @@ func (d *Dataset) Validate() error {
 	switch {
 	case d.N < 0 || d.Dim < 1 || d.Classes < 1 || d.Classes > 256:
 		return fmt.Errorf("dataset %q: %w: N=%d Dim=%d Classes=%d", d.Name, ErrMismatch, d.N, d.Dim, d.Classes)
+	case d.Shape != (nn.Shape{}) && d.Shape.Dim() != d.Dim:
+		return fmt.Errorf("dataset %q: %w: shape %v holds %d floats, Dim=%d", d.Name, ErrMismatch, d.Shape, d.Shape.Dim(), d.Dim)
 	case len(d.X) != d.N*d.Dim:
 		return fmt.Errorf("dataset %q: %w: len(X)=%d, want N*Dim=%d", d.Name, ErrMismatch, len(d.X), d.N*d.Dim)
 	case len(d.Y) != d.N:
@@ -52,6 +69,7 @@ func (d *Dataset) Subset(idx []int) *Dataset {
 		N:       len(idx),
 		Dim:     d.Dim,
 		Classes: d.Classes,
+		Shape:   d.Shape,
 	}
 	for _, i := range idx {
 		s.X = append(s.X, d.Row(i)...)

@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/fedzip/fedzip/nn"
 )
 
 // GoMNISTModule is the Go module that ships the MNIST files (in data/*.gz).
@@ -41,6 +43,9 @@ const (
 	MNISTDim     = MNISTRows * MNISTCols
 	MNISTClasses = 10
 )
+
+// MNISTShape is the shape of one MNIST image, 1×28×28.
+var MNISTShape = nn.Shape{C: 1, H: MNISTRows, W: MNISTCols}
 
 var mnistFiles = [...]string{MNISTTrainImages, MNISTTrainLabels, MNISTTestImages, MNISTTestLabels}
 
@@ -110,7 +115,7 @@ func loadMNISTPair(dir, imagesBase, labelsBase, name string) (*Dataset, error) {
 			return nil, fmt.Errorf("dataset: %s: %w: label %d at index %d is not in 0..9", labelsPath, ErrMismatch, y, i)
 		}
 	}
-	return &Dataset{Name: name, X: x, Y: labels.Data, N: n, Dim: MNISTDim, Classes: MNISTClasses}, nil
+	return &Dataset{Name: name, X: x, Y: labels.Data, N: n, Dim: MNISTDim, Classes: MNISTClasses, Shape: MNISTShape}, nil
 }
 
 // readMNISTImages decodes an MNIST images file straight into float32 pixels

@@ -53,8 +53,9 @@ func NewMLP(sizes ...int) (*MLP, error) {
 
 // ParseArch builds a model from a spec: "2nn" (McMahan et al.'s 784-200-200-10),
 // "lenet300" (LeNet-300-100: 784-300-100-10), or "mlp:H1,H2,..." with the
-// given hidden sizes (possibly none: "mlp:"). in and out are the input
-// dimension and the number of classes.
+// given hidden sizes (possibly none: "mlp:"), or "mlp:IN-H1-...-OUT" (an
+// MLP's Name) with every size. in and out are the input dimension and the
+// number of classes.
 func ParseArch(spec string, in, out int) (*MLP, error) {
 	var hidden []int
 	switch {
@@ -62,6 +63,24 @@ func ParseArch(spec string, in, out int) (*MLP, error) {
 		hidden = []int{200, 200}
 	case spec == "lenet300":
 		hidden = []int{300, 100}
+	case strings.HasPrefix(spec, "mlp:") && strings.Contains(spec, "-"):
+		// An MLP's Name: every size, input first.
+		fs := strings.Split(strings.TrimPrefix(spec, "mlp:"), "-")
+		for i, f := range fs {
+			h, err := strconv.Atoi(f)
+			if err != nil || h <= 0 {
+				return nil, fmt.Errorf("nn: model %q: size %q is not a positive integer", spec, f)
+			}
+			if (i == 0 && h != in) || (i == len(fs)-1 && h != out) {
+				return nil, fmt.Errorf("nn: model %q: takes %d inputs to %d classes, the data has %d and %d", spec, atoi(fs[0]), atoi(fs[len(fs)-1]), in, out)
+			}
+			if i > 0 && i < len(fs)-1 {
+				hidden = append(hidden, h)
+			}
+		}
+		if len(fs) < 2 {
+			return nil, fmt.Errorf("nn: model %q: want mlp:IN-H1-...-OUT", spec)
+		}
 	case strings.HasPrefix(spec, "mlp:"):
 		rest := strings.TrimPrefix(spec, "mlp:")
 		if rest != "" {
@@ -86,6 +105,8 @@ func ParseArch(spec string, in, out int) (*MLP, error) {
 	}
 	return m, nil
 }
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 // Name returns the model's spec name, such as "2nn" or "mlp:784-64-10".
 func (m *MLP) Name() string { return m.name }

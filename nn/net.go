@@ -56,8 +56,8 @@ func (n *Net) Layout() Layout { return n.layout }
 // NumParams returns the number of parameters.
 func (n *Net) NumParams() int { return n.layout.Size }
 
-// InputShape returns the channels, height and width of one input image.
-func (n *Net) InputShape() (c, h, w int) { return n.c, n.h, n.w }
+// InputShape returns the shape of one input image, C×H×W.
+func (n *Net) InputShape() Shape { return Shape{C: n.c, H: n.h, W: n.w} }
 
 // InputDim returns the number of floats of one input, C·H·W.
 func (n *Net) InputDim() int { return n.c * n.h * n.w }

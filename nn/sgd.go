@@ -59,8 +59,9 @@ func (o SGD) Step(params, grad, vel []float32) {
 // be used by two goroutines at once; after the first call, training
 // allocates nothing.
 type Trainer struct {
-	Model *MLP
-	ws    *Workspace
+	Model Model
+	ws    Scratch
+	fused fusedStepper // ws, when it has a fused SGD step
 	grad  []float32
 	vel   []float32
 	perm  []int
@@ -70,17 +71,20 @@ type Trainer struct {
 }
 
 // NewTrainer returns a Trainer for batches of at most batch examples.
-func NewTrainer(m *MLP, batch int) *Trainer {
+func NewTrainer(m Model, batch int) *Trainer {
+	ws := m.Scratch(batch)
+	fused, _ := ws.(fusedStepper)
 	return &Trainer{
 		Model: m,
-		ws:    m.NewWorkspace(batch),
+		ws:    ws,
+		fused: fused,
 		grad:  make([]float32, m.NumParams()),
 		vel:   make([]float32, m.NumParams()),
 	}
 }
 
 // Workspace returns the trainer's workspace, for evaluation between steps.
-func (t *Trainer) Workspace() *Workspace { return t.ws }
+func (t *Trainer) Workspace() Scratch { return t.ws }
 
 // Epochs trains params in place for the given number of passes over the
 // examples idx of (x, y), x being row-major with InputDim() features. Each
@@ -112,7 +116,7 @@ func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, ep
 		}
 		copy(t.anchor, params)
 	}
-	bs := t.ws.batch
+	bs := t.ws.Batch()
 	var loss float64
 	for e := 0; e < epochs; e++ {
 		rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
@@ -126,13 +130,13 @@ func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, ep
 				lab[r] = y[ex]
 			}
 			switch {
-			case opt.Momentum == 0 && mu == 0:
-				loss += m.SGDStep(t.ws, params, n, opt.LR, opt.WeightDecay)
+			case opt.Momentum == 0 && mu == 0 && t.fused != nil:
+				loss += t.fused.SGDStep(params, n, opt.LR, opt.WeightDecay)
 			case mu == 0:
-				loss += m.LossGrad(t.ws, params, t.grad, n)
+				loss += t.ws.LossGrad(params, t.grad, n)
 				opt.Step(params, t.grad, t.vel)
 			default:
-				loss += m.LossGrad(t.ws, params, t.grad, n)
+				loss += t.ws.LossGrad(params, t.grad, n)
 				ProxGrad(t.grad, params, t.anchor, mu)
 				opt.Step(params, t.grad, t.vel)
 			}
