@@ -91,7 +91,7 @@ func TestCommittedRunReplaysAsBefore(t *testing.T) {
 // TestValidRunsGiveTasksClientsAccept is the property that the run spec's
 // check is the clients' own: over random runs near every bound, the task
 // the coordinator sends for a run Validate accepts passes the client's
-// check (client.CheckTask and client.TaskMLP), and every run whose task a
+// check (client.CheckTask and client.TaskModel), and every run whose task a
 // client refuses is refused by Validate, before it is committed.
 func TestValidRunsGiveTasksClientsAccept(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -124,15 +124,21 @@ func TestValidRunsGiveTasksClientsAccept(t *testing.T) {
 		if s.DownloadCodec = pick("", "none", "stc", "topk=0.1,bits=8", "dgc").(string); s.DownloadCodec != "" {
 			s.DownloadMaxLag = pick(0, 5, runspec.MaxDownloadMaxLag, runspec.MaxDownloadMaxLag+1).(int)
 		}
+		if rng.IntN(4) == 0 {
+			// A net, with its input shape right or wrong.
+			s.Model = pick("conv:4x5,pool:2,fc:10", "cnn", "lenet5", "conv:4096x3,pool:2,fc:10", "conv:4x5,pool:9,fc:10").(string)
+			s.InputShape = pick(nn.Shape{C: 1, H: 28, W: 28}, nn.Shape{C: 2, H: 28, W: 14}, nn.Shape{}, nn.Flat(784)).(nn.Shape)
+			s.InputDim = pick(s.InputShape.Dim(), 784).(int)
+		}
 		run := RunConfig{Spec: s, RunID: "0102030405060708090a0b0c0d0e0f10"}
 		params := 1
-		if m, err := nn.ParseArch(s.Model, s.InputDim, s.Classes); err == nil {
+		if m, err := run.network(); err == nil {
 			params = m.NumParams()
 		}
 		msg := taskMessage(Task{Round: 3, Seed: round.TaskSeed(s.TaskSeed, 3, 1), Config: run, Deadline: time.Unix(1e9, 0)}, params)
 		clientErr := remote.CheckTask(msg, remote.DefaultMaxParams)
 		if clientErr == nil {
-			_, clientErr = remote.TaskMLP(msg)
+			_, clientErr = remote.TaskModel(msg)
 		}
 		err := run.Validate()
 		switch {

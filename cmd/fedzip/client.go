@@ -104,7 +104,7 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				// Labels beyond the model's outputs would index out of range.
 				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
 			}
-			m, err := remote.TaskMLP(t)
+			m, err := remote.TaskModel(t)
 			if err != nil {
 				return nil, err
 			}

@@ -180,7 +180,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 				mu.Unlock()
 			},
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskMLP(task)
+				m, err := remote.TaskModel(task)
 				if err != nil {
 					return nil, err
 				}
