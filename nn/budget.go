@@ -36,3 +36,12 @@ func ScratchFloats(m Model, batch int) uint64 {
 	}
 	panic("nn: ScratchFloats: a model that is neither an MLP nor a Net")
 }
+
+// BatchWithin returns the largest batch, between 1 and most, whose Scratch
+// holds at most floats values (ScratchFloats): the batch to evaluate a
+// large net with in bounded memory. It is 1 when even one example needs
+// more.
+func BatchWithin(m Model, floats uint64, most int) int {
+	per := max(ScratchFloats(m, 1), 1)
+	return int(max(min(floats/per, uint64(max(most, 1))), 1))
+}

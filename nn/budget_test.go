@@ -56,3 +56,27 @@ func TestScratchFloatsHugeAllocatesNothing(t *testing.T) {
 		t.Errorf("ScratchFloats = %d, want over 2^33", n)
 	}
 }
+
+func TestBatchWithin(t *testing.T) {
+	cnn, err := ParseModel("cnn", Shape{1, 28, 28}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mlp, _ := ParseModel("2nn", Flat(784), 10)
+	for _, tc := range []struct {
+		m      Model
+		floats uint64
+		most   int
+	}{{cnn, 1 << 23, 250}, {cnn, 1, 250}, {mlp, 1 << 23, 250}, {mlp, 1 << 40, 7}} {
+		b := BatchWithin(tc.m, tc.floats, tc.most)
+		if b < 1 || b > tc.most {
+			t.Fatalf("%s: BatchWithin = %d, outside 1..%d", tc.m.Name(), b, tc.most)
+		}
+		if b > 1 && ScratchFloats(tc.m, b) > tc.floats {
+			t.Errorf("%s: BatchWithin = %d needs %d floats, over %d", tc.m.Name(), b, ScratchFloats(tc.m, b), tc.floats)
+		}
+		if b < tc.most && ScratchFloats(tc.m, b+1) <= tc.floats {
+			t.Errorf("%s: BatchWithin = %d, but %d fits", tc.m.Name(), b, b+1)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
 )
 
 // DP is differential privacy as flags set it (DP-FedAvg, McMahan et al.
@@ -71,4 +72,17 @@ func Dims(name string) (inputDim, classes int, err error) {
 		return dataset.SyntheticDim, dataset.SyntheticClasses, nil
 	}
 	return 0, 0, invalid("--dataset %q: want mnist or synthetic", name)
+}
+
+// Input returns the shape of one example and the classes of a data set
+// (Datasets): MNIST's 1×28×28 images of 10 digits, or FedProx's synthetic
+// vectors. SetInput takes the shape.
+func Input(name string) (shape nn.Shape, classes int, err error) {
+	switch name {
+	case "mnist":
+		return dataset.MNISTShape, dataset.MNISTClasses, nil
+	case "synthetic":
+		return nn.Flat(dataset.SyntheticDim), dataset.SyntheticClasses, nil
+	}
+	return nn.Shape{}, 0, invalid("--dataset %q: want mnist or synthetic, or give --input-shape and --classes", name)
 }

@@ -108,6 +108,9 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			if err != nil {
 				return nil, err
 			}
+			if _, mlp := m.(*nn.MLP); !mlp && m.InputShape() != data.Train.InputShape() {
+				return nil, fmt.Errorf("the coordinator's model %s reads examples of %v, local data has %v", m.Name(), m.InputShape(), data.Train.InputShape())
+			}
 			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
 		}}
 	if f.gossipAddr != "" {

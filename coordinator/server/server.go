@@ -106,7 +106,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	model, err := nn.ParseArch(cfg.Run.Model, cfg.Run.InputDim, cfg.Run.Classes)
+	model, err := cfg.Run.Network()
 	if err != nil {
 		return nil, usage(err)
 	}
@@ -317,9 +317,13 @@ func (s *Server) run() error {
 		return ErrClosed
 	}
 	v := s.node.FSM().Progress()
-	model, err := nn.ParseArch(v.Config.Model, v.Config.InputDim, v.Config.Classes)
+	m, err := v.Config.Network()
 	if err != nil {
 		return err
+	}
+	model, ok := m.(*nn.MLP)
+	if !ok {
+		return fmt.Errorf("delivering the model: %s: delivery takes MLPs (2nn, lenet300, mlp:...)", m.Name())
 	}
 	params, version := s.node.FSM().Model()
 	out := filepath.Join(s.cfg.StateDir, fmt.Sprintf("model-v%d.fzm", version))
