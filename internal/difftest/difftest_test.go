@@ -158,7 +158,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 		t.Fatal(err)
 	}
 	defer node.Close()
-	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	model, err := rc.Network()
 	if err != nil {
 		t.Fatal(err)
 	}
