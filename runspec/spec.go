@@ -169,9 +169,9 @@ func (s Spec) validateModel() error {
 	case len(s.Model) > MaxSpecLen:
 		return invalid("--model of %d bytes: at most %d", len(s.Model), MaxSpecLen)
 	case s.InputDim < 1 || s.InputDim > MaxLayerSize:
-		return invalid("input dimension %d (--dataset): want 1..%d", s.InputDim, MaxLayerSize)
+		return invalid("input dimension %d (--dataset, --input-shape): want 1..%d", s.InputDim, MaxLayerSize)
 	case s.Classes < 2 || s.Classes > MaxLayerSize:
-		return invalid("classes %d (--dataset): want 2..%d", s.Classes, MaxLayerSize)
+		return invalid("classes %d (--dataset, --classes): want 2..%d", s.Classes, MaxLayerSize)
 	}
 	if sh := s.InputShape; sh != (nn.Shape{}) && (sh.C < 1 || sh.H < 1 || sh.W < 1 || sh.Dim() != s.InputDim) {
 		return invalid("--input-shape %v: %d floats, the input dimension is %d", sh, sh.Dim(), s.InputDim)
