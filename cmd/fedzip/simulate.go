@@ -154,13 +154,13 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 			return err
 		}
 	}
-	if f.deliver != "" {
+	mlp, isMLP := model.(*nn.MLP)
+	if f.deliver != "" && !isMLP {
+		fmt.Fprintf(stderr, "fedzip simulate: not delivering: delivery takes MLPs (2nn, lenet300, mlp:...), not %s\n", model.Name())
+	}
+	if f.deliver != "" && isMLP {
 		if !f.quiet {
 			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
-		}
-		mlp, ok := model.(*nn.MLP)
-		if !ok {
-			return fmt.Errorf("--deliver: model %s: delivery takes MLPs (2nn, lenet300, mlp:...)", model.Name())
 		}
 		d, err := pipeline.Deliver(ctx, mlp, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
 		if err != nil {

@@ -110,6 +110,9 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	if err != nil {
 		return nil, usage(err)
 	}
+	if _, mlp := model.(*nn.MLP); !mlp && cfg.DeliverKey != "" {
+		return nil, usage(fmt.Errorf("--deliver-key: delivery takes MLPs (2nn, lenet300, mlp:...), not %s", model.Name()))
+	}
 	srvCfg := transport.ServerConfig{Insecure: cfg.Insecure, TLS: grpcTLS, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: s.log,
 		MaxUploads: cfg.MaxUploads, MaxUploadsPerClient: cfg.MaxUploadsPerClient, UploadMinRate: cfg.UploadMinRate,
 		PublicMethods: coordinator.ClusterMethods}
