@@ -24,13 +24,20 @@ type csvGuard struct {
 	name              string
 	total, line       int64
 	maxTotal, maxLine int64
+	// err is the bound exceeded, returned by every later Read and checked
+	// by readCSVTable after every record (encoding/csv may drop it).
+	err error
 }
 
 func (g *csvGuard) Read(p []byte) (int, error) {
+	if g.err != nil {
+		return 0, g.err
+	}
 	n, err := g.r.Read(p)
 	g.total += int64(n)
 	if g.total > g.maxTotal {
-		return 0, fmt.Errorf("dataset: %s: %w: more than %d bytes", g.name, ErrTooLarge, g.maxTotal)
+		g.err = fmt.Errorf("dataset: %s: %w: more than %d bytes", g.name, ErrTooLarge, g.maxTotal)
+		return 0, g.err
 	}
 	b := p[:n]
 	for {
@@ -39,10 +46,15 @@ func (g *csvGuard) Read(p []byte) (int, error) {
 			g.line += int64(len(b))
 			break
 		}
+		if g.line+int64(i) > g.maxLine {
+			g.line += int64(i)
+			break
+		}
 		g.line, b = 0, b[i+1:]
 	}
 	if g.line > g.maxLine {
-		return 0, fmt.Errorf("dataset: %s: %w: a line of more than %d bytes", g.name, ErrTooLarge, g.maxLine)
+		g.err = fmt.Errorf("dataset: %s: %w: a line of more than %d bytes", g.name, ErrTooLarge, g.maxLine)
+		return 0, g.err
 	}
 	return n, err
 }
@@ -89,6 +101,9 @@ func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 		return fmt.Errorf("dataset: %s: %w", name, err)
 	}
 	first, err := cr.Read()
+	if g.err != nil {
+		return nil, g.err
+	}
 	if err == io.EOF {
 		return nil, fmt.Errorf("dataset: %s: %w: no rows", name, ErrFormat)
 	}
@@ -148,6 +163,9 @@ func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 		row, err = cr.Read()
 	}
 	for ; err == nil; row, err = cr.Read() {
+		if g.err != nil {
+			return nil, g.err
+		}
 		line, _ := cr.FieldPos(0)
 		if len(row) != cols {
 			return nil, fmt.Errorf("dataset: %s: %w: line %d has %d fields, the first row %d", name, ErrFormat, line, len(row), cols)
@@ -203,6 +221,9 @@ func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 		if o.headerOnly {
 			return t, nil
 		}
+	}
+	if g.err != nil {
+		return nil, g.err
 	}
 	if err != io.EOF {
 		return nil, wrap(err)
