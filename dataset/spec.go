@@ -41,6 +41,9 @@ func (s Spec) Load() (*Federated, error) {
 	}
 	switch s.Dataset {
 	case "mnist":
+		if s.Partition == "natural" {
+			return nil, fmt.Errorf("dataset: %w: partition natural needs a source that names clients (csv:...,client=COLUMN or images:...,layout=client/class), not mnist", ErrBadArgument)
+		}
 		dir, err := MNISTDir(s.DataDir)
 		if err != nil {
 			return nil, err
