@@ -239,3 +239,45 @@ func FuzzReadCSV(f *testing.F) {
 		}
 	})
 }
+
+// TestExportMNISTCSV writes MNIST as CSV files of raw pixels (label first,
+// no header), mnist_train.csv and mnist_test.csv, into the folder
+// $FEDZIP_EXPORT_CSV; it is skipped without it. docs/data.md runs it.
+func TestExportMNISTCSV(t *testing.T) {
+	dir := os.Getenv("FEDZIP_EXPORT_CSV")
+	if dir == "" {
+		t.Skip("set FEDZIP_EXPORT_CSV=DIR to write MNIST as CSV into DIR")
+	}
+	train, test, err := LoadMNIST(mnistDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnistCSV(t, train, filepath.Join(dir, "mnist_train.csv"))
+	mnistCSV(t, test, filepath.Join(dir, "mnist_test.csv"))
+}
+
+// BenchmarkLoadCSV loads MNIST's 60,000×784 training set from a CSV of raw
+// pixels with scale=255: the time and the memory allocated per load, and
+// the resident heap of the loaded data set.
+func BenchmarkLoadCSV(b *testing.B) {
+	train, _, err := LoadMNIST(mnistDir(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "mnist_train.csv")
+	mnistCSV(b, train, path)
+	fi, _ := os.Stat(path)
+	train = nil
+	src := mustSource(b, "csv:"+path+",scale=255,shape=1x28x28")
+	b.ReportAllocs()
+	b.ResetTimer()
+	var fd *FileData
+	for b.Loop() {
+		if fd, err = src.Load(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(fi.Size())/1e6, "file-MB")
+	b.ReportMetric(float64(len(fd.Train.X)*4+len(fd.Train.Y))/1e6, "data-MB")
+}
