@@ -179,7 +179,7 @@ func mnistCSV(t testing.TB, d *Dataset, path string) {
 // TestCSVMatchesMNIST: MNIST exported to CSV and read back with scale=255
 // and shape=1x28x28 gives MNIST's floats bit for bit.
 func TestCSVMatchesMNIST(t *testing.T) {
-	_, test, err := LoadMNIST(mnistDir(t))
+	test, err := LoadMNISTTest(mnistDir(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/fedzip/fedzip/nn"
@@ -259,7 +260,7 @@ func listImages(root, layout string, known []string) (*imageTree, error) {
 	naturalOrder(t.classes)
 	if known != nil {
 		for _, c := range t.classes {
-			if !containsString(known, c) {
+			if !slices.Contains(known, c) {
 				return nil, fmt.Errorf("dataset: %s: %w: class folder %q is not a training class (%s)", root, ErrMismatch, clip(c), clip(strings.Join(known, " ")))
 			}
 		}
@@ -288,15 +289,6 @@ func listImages(root, layout string, known []string) (*imageTree, error) {
 		}
 	}
 	return t, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func layoutPattern(layout string) string {

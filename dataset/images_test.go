@@ -217,8 +217,9 @@ func TestImageFolderErrors(t *testing.T) {
 			writeBytes(t, filepath.Join(r, "a", "y.png"), pngWithSize(t, 1<<15, 1<<15))
 		}, ",size=2x2", ErrTooLarge},
 		{"too many classes", func(r string) {
+			one := greyPNG(t, 1, 1, 1)
 			for i := range MaxClasses + 1 {
-				writeBytes(t, filepath.Join(r, fmt.Sprintf("c%03d", i), "x.png"), greyPNG(t, 1, 1, 1))
+				writeBytes(t, filepath.Join(r, fmt.Sprintf("c%03d", i), "x.png"), one)
 			}
 		}, "", ErrTooLarge},
 		{"file among class folders", func(r string) {
