@@ -81,6 +81,7 @@ type csvRead struct {
 	labelsOnly bool  // skip the features (Describe)
 	headerOnly bool  // stop after the first data row (Describe)
 	size       int64 // the input's length if known, for preallocation
+	lines      int64 // the input's newlines if known (0: unknown)
 	wantDim    int   // the features a test file must have (0: any)
 }
 
@@ -178,7 +179,7 @@ func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 				return nil, fmt.Errorf("dataset: %s: %w: more than %d features in all", name, ErrTooLarge, MaxFloats)
 			}
 			if t.x == nil {
-				t.x = make([]float32, 0, csvRowsHint(o.size, cols)*t.dim)
+				t.x = make([]float32, 0, csvRowsHint(o.size, o.lines, cols)*t.dim)
 			}
 			for j, f := range row {
 				if j == t.labelCol || j == t.clientCol {
@@ -234,20 +235,48 @@ func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 	return t, nil
 }
 
-// csvRowsHint bounds the rows a file of size bytes can hold: each row of
-// cols fields takes at least 2·cols bytes (a digit and a separator each),
-// so a hint never allocates more than twice the file's size in floats.
-func csvRowsHint(size int64, cols int) int {
+// csvRowsHint bounds the rows a file of size bytes and lines newlines can
+// hold: each row takes a line, and each row of cols fields at least 2·cols
+// bytes (a digit and a separator each), so a hint never allocates more
+// than twice the file's size in floats.
+func csvRowsHint(size, lines int64, cols int) int {
 	if size <= 0 {
 		return 1
 	}
-	return int(min(size/int64(2*cols)+1, MaxCSVRows, MaxFloats/int64(cols)))
+	rows := size/int64(2*cols) + 1
+	if lines > 0 {
+		rows = min(rows, lines+1)
+	}
+	return int(min(rows, MaxCSVRows, MaxFloats/int64(cols)))
+}
+
+// countLines counts the newlines of r.
+func countLines(r io.Reader) (int64, error) {
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		m, err := r.Read(buf)
+		n += int64(bytes.Count(buf[:m], []byte{'\n'}))
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // parseFeature reads one feature: a decimal number rounded to float32 (with
 // scale 1), or the float64 number divided by scale and rounded to float32.
 // It must be finite.
 func parseFeature(s string, scale float64) (float32, error) {
+	if n, ok := smallUint(s); ok {
+		// Exact in float32 and float64: the same value ParseFloat gives.
+		if scale == 1 {
+			return float32(n), nil
+		}
+		return float32(float64(n) / scale), nil
+	}
 	var v float32
 	if scale == 1 {
 		f, err := strconv.ParseFloat(s, 32)
@@ -266,6 +295,23 @@ func parseFeature(s string, scale float64) (float32, error) {
 		return 0, fmt.Errorf("%q is not finite as a float32", clip(s))
 	}
 	return v, nil
+}
+
+// smallUint reads a field of 1 to 7 decimal digits, the common case of
+// pixel and count data, faster than strconv.
+func smallUint(s string) (int, bool) {
+	if len(s) == 0 || len(s) > 7 {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i] - '0'
+		if c > 9 {
+			return 0, false
+		}
+		n = n*10 + int(c)
+	}
+	return n, true
 }
 
 // csvHeader decides whether the first record is a header: header=yes or
@@ -494,6 +540,15 @@ func readCSVFile(path string, o csvRead) (*csvTable, error) {
 	}
 	defer f.Close()
 	o.size = size
+	if !o.labelsOnly {
+		// Count the lines first, to allocate the features once and exactly.
+		if o.lines, err = countLines(f); err != nil {
+			return nil, fmt.Errorf("dataset: %s: %w", path, err)
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, fmt.Errorf("dataset: %s: %w", path, err)
+		}
+	}
 	return readCSVTable(f, path, o)
 }
 
