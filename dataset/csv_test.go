@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -280,4 +281,23 @@ func BenchmarkLoadCSV(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(fi.Size())/1e6, "file-MB")
 	b.ReportMetric(float64(len(fd.Train.X)*4+len(fd.Train.Y))/1e6, "data-MB")
+}
+
+// TestParseFeatureFastPath: fields the fast integer path reads give the
+// same float32 as strconv, with and without a scale.
+func TestParseFeatureFastPath(t *testing.T) {
+	for _, s := range []string{"0", "7", "007", "255", "16777215", "9999999", "1234567", "16777217"} {
+		for _, scale := range []float64{1, 255, 3.7} {
+			got, err := parseFeature(s, scale)
+			f64, _ := strconv.ParseFloat(s, 64)
+			want := float32(f64 / scale)
+			if scale == 1 {
+				f32, _ := strconv.ParseFloat(s, 32)
+				want = float32(f32)
+			}
+			if err != nil || got != want {
+				t.Errorf("parseFeature(%q, %v) = %v, %v; want %v", s, scale, got, err, want)
+			}
+		}
+	}
 }
