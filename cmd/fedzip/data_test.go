@@ -1,8 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"image"
+	"image/png"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -62,5 +65,50 @@ func TestSimulateCSVNatural(t *testing.T) {
 	code, _, stderr = runCmd("simulate", "--dataset", src, "--partition", "natural", "--clients", "3", "--rounds", "1", "--quiet", "--deliver", "")
 	if code == exitOK || !strings.Contains(stderr, "--clients 4") {
 		t.Fatalf("wrong --clients: exit %d: %s", code, stderr)
+	}
+}
+
+// TestSimulateImageFolder trains on PNGs in client/class folders, split
+// naturally, and evaluates on a class-layout test folder: the model's
+// input is the images' 1×4×4.
+func TestSimulateImageFolder(t *testing.T) {
+	dir := t.TempDir()
+	write := func(path string, v uint8) {
+		img := image.NewGray(image.Rect(0, 0, 4, 4))
+		for i := range img.Pix {
+			img.Pix[i] = v
+			if i%4 < 2 { // class "dark" is dark on the left, "light" everywhere
+				img.Pix[i] /= 4
+			}
+		}
+		var b bytes.Buffer
+		if err := png.Encode(&b, img); err != nil {
+			t.Fatal(err)
+		}
+		os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for c := range 3 {
+		for i := range 6 {
+			write(filepath.Join(dir, "train", fmt.Sprint("site", c), "dark", fmt.Sprint(i, ".png")), uint8(200+i))
+			write(filepath.Join(dir, "train", fmt.Sprint("site", c), "light", fmt.Sprint(i, ".png")), 255)
+		}
+	}
+	write(filepath.Join(dir, "test", "dark", "a.png"), 210)
+	write(filepath.Join(dir, "test", "light", "a.png"), 255)
+	src := "images:" + filepath.Join(dir, "train") + ",layout=client/class,test=" + filepath.Join(dir, "test")
+	code, stdout, stderr := runCmd("simulate", "--dataset", src, "--partition", "natural", "--clients", "3", "--fraction", "1",
+		"--model", "mlp:4", "--rounds", "2", "-o", "json", "--quiet", "--deliver", "")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var s report.Simulation
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Clients != 3 || s.Params != 16*4+4+4*2+2 {
+		t.Fatalf("clients %d params %d, want 3 and a 16-4-2 MLP", s.Clients, s.Params)
 	}
 }
