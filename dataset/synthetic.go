@@ -22,11 +22,12 @@ const (
 // TestParts[k] are client k's indices into them. Test is nil for files
 // without a test set.
 type Federated struct {
-	Train, Test           *Dataset
-	TrainParts, TestParts Partition
 	// ClientNames names the clients of a natural split of files
 	// (TrainParts[k] is ClientNames[k]'s); nil otherwise.
 	ClientNames []string
+
+	Train, Test           *Dataset
+	TrainParts, TestParts Partition
 }
 
 // Synthetic generates the Synthetic(alpha, beta) federated dataset of the

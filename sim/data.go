@@ -4,9 +4,7 @@ import "github.com/fedzip/fedzip/dataset"
 
 // DataOf returns the simulator's view of a federated data set (see
 // dataset.Spec.Load): client k trains on f.TrainParts[k] of f.Train, and
-// the global model is evaluated on the whole of f.Test. f.Test is nil for
-// files without a test set (no test= option), and so is Data.Test then:
-// the simulator has nothing to evaluate the global model on server-side.
+// the global model is evaluated on the whole of f.Test.
 func DataOf(f *dataset.Federated) Data {
 	return Data{Train: f.Train, Test: f.Test, Parts: f.TrainParts}
 }
