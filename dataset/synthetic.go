@@ -19,8 +19,13 @@ const (
 
 // Federated is a dataset that comes already split among clients: Train and
 // Test hold every client's examples concatenated, and TrainParts[k] and
-// TestParts[k] are client k's indices into them.
+// TestParts[k] are client k's indices into them. Test is nil for files
+// without a test set.
 type Federated struct {
+	// ClientNames names the clients of a natural split of files
+	// (TrainParts[k] is ClientNames[k]'s); nil otherwise.
+	ClientNames []string
+
 	Train, Test           *Dataset
 	TrainParts, TestParts Partition
 }

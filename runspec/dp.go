@@ -70,5 +70,12 @@ func Dims(name string) (inputDim, classes int, err error) {
 	case "synthetic":
 		return dataset.SyntheticDim, dataset.SyntheticClasses, nil
 	}
-	return 0, 0, invalid("--dataset %q: want mnist or synthetic", name)
+	if dataset.IsFileSource(name) { // data from files: read their headers
+		sh, classes, err := dataset.Describe(dataset.Spec{Dataset: name})
+		if err != nil {
+			return 0, 0, invalid("--dataset: %w", err)
+		}
+		return sh.Dim(), classes, nil
+	}
+	return 0, 0, invalid("--dataset %q: want mnist, synthetic, csv:FILE, images:DIR or idx:IMAGES,LABELS", name)
 }

@@ -117,7 +117,7 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 	if f.attack != "none" {
 		s.Attack, s.Attackers = f.attack, f.attackers
 	}
-	if f.dataset == "mnist" {
+	if f.dataset != "synthetic" {
 		s.Partition = f.partition
 	}
 	var werr error
