@@ -13,7 +13,8 @@
 //     such as conv:8x3,pool:2,fc:4) and trains it with package nn on the
 //     same data (nntrainer.go).
 //
-// It also writes a made-up data set to try it with (--generate). See
+// It also writes a made-up data set to try it with (--generate), and
+// evaluates a global model the coordinator saved (--evaluate). See
 // README.md in this folder for the commands.
 package main
 
@@ -50,7 +51,7 @@ type options struct {
 	insecure                               bool
 	dataPath, name, stateDir               string
 	trainer, model, shape                  string
-	generate                               string
+	generate, evaluate                     string
 	rows, side, classes                    int
 	seed, patternSeed                      uint64
 }
@@ -73,6 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.model, "model", "cnn", "with --trainer nn: the only model spec this client agrees to train")
 	fs.StringVar(&o.shape, "shape", "", "with --trainer nn: the shape of one example, C×H×W such as 1x28x28 (default: a square grey image, or flat)")
 	fs.StringVar(&o.generate, "generate", "", "write a made-up data set to this CSV file and exit")
+	fs.StringVar(&o.evaluate, "evaluate", "", "print the accuracy on --data of this saved global model (the coordinator's --save-model file) and exit")
 	fs.IntVar(&o.rows, "rows", 300, "with --generate: examples")
 	fs.IntVar(&o.side, "side", 28, "with --generate: images are side×side pixels")
 	fs.IntVar(&o.classes, "classes", 10, "with --generate: classes")
@@ -86,6 +88,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if o.generate != "" {
 		if err := writeGenerated(o); err != nil {
+			fmt.Fprintf(stderr, "custom-trainer: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if o.evaluate != "" {
+		if err := evaluate(o.evaluate, o.dataPath, stdout); err != nil {
 			fmt.Fprintf(stderr, "custom-trainer: %v\n", err)
 			return 1
 		}

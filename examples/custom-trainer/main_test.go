@@ -63,13 +63,13 @@ func readFile(t *testing.T, path string) *data {
 // startCoordinator starts a single coordinator node on 127.0.0.1 (real
 // gRPC, Raft on disk in a temporary folder) that needs no test data, for
 // rounds rounds of the model spec on the tests' data with 3 clients.
-func startCoordinator(ctx context.Context, t *testing.T, model, secret string, rounds int, logs *syncbuf.Buffer) *server.Server {
+func startCoordinator(ctx context.Context, t *testing.T, model, secret string, rounds int, saveModel string, logs *syncbuf.Buffer) *server.Server {
 	t.Helper()
 	cfg := server.DefaultConfig()
 	cfg.Run = &coordinator.RunConfig{Spec: runspec.Spec{Model: model, InputDim: testSide * testSide, Classes: testClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: rounds, Deadline: time.Minute, Seed: 1},
 		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "topk=0.5,bits=8,ef=on"}}
-	cfg.Dataset = "custom"
+	cfg.Dataset, cfg.SaveModel = "custom", saveModel
 	cfg.ID, cfg.StateDir = "n1", filepath.Join(t.TempDir(), "n1")
 	cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Insecure, cfg.JoinSecret = true, secret
@@ -95,7 +95,8 @@ func startCoordinator(ctx context.Context, t *testing.T, model, secret string, r
 // started by run with its own generated CSV file and the join secret from
 // the environment. The run finishes, every client had updates accepted,
 // and the global model classifies held-out examples far better than the
-// initial model and than chance (25 %).
+// initial model and than chance (25 %); --evaluate of the model the
+// coordinator saved says the same.
 func TestClientsTrainWithCoordinator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -103,7 +104,8 @@ func TestClientsTrainWithCoordinator(t *testing.T) {
 	const secret = "example-secret"
 	t.Setenv("FEDZIP_JOIN_SECRET", secret)
 	var logs syncbuf.Buffer
-	s := startCoordinator(ctx, t, "mlp:", secret, 5, &logs)
+	saved := filepath.Join(dir, "global.fzmodel")
+	s := startCoordinator(ctx, t, "mlp:", secret, 5, saved, &logs)
 
 	type result struct {
 		code   int
@@ -137,7 +139,8 @@ func TestClientsTrainWithCoordinator(t *testing.T) {
 	if version != 5 {
 		t.Fatalf("model version %d after 5 rounds", version)
 	}
-	held := readFile(t, writeData(t, dir, 400, 99))
+	heldPath := writeData(t, dir, 400, 99)
+	held := readFile(t, heldPath)
 	m, err := nn.ParseModel("mlp:", nn.Flat(testSide*testSide), testClasses)
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +151,15 @@ func TestClientsTrainWithCoordinator(t *testing.T) {
 	t.Logf("held-out accuracy: %.1f %% before training, %.1f %% after 5 rounds", 100*before, 100*after)
 	if after < 0.85 || after < before+0.3 {
 		t.Fatalf("held-out accuracy %.3f after training (%.3f before): the clients did not learn", after, before)
+	}
+	// --evaluate reads the model the coordinator saved and finds the
+	// same accuracy with package nn.
+	var out bytes.Buffer
+	if code := run(ctx, []string{"--evaluate", saved, "--data", heldPath}, &out, os.Stderr); code != 0 {
+		t.Fatalf("--evaluate: exit code %d", code)
+	}
+	if want := fmt.Sprintf("version 5: accuracy %.2f %%", 100*after); !strings.Contains(out.String(), want) {
+		t.Fatalf("--evaluate printed %q, want %q", out.String(), want)
 	}
 }
 
