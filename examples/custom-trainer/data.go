@@ -28,6 +28,7 @@ const (
 	maxFeatures = 1 << 16
 	maxValues   = 1 << 26 // rows × features: 256 MiB of float32
 	maxClasses  = 256
+	maxBytes    = 1 << 30
 )
 
 // errData is wrapped by every error readCSV returns about the file's
@@ -50,7 +51,8 @@ func (d *data) row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
 // have the same number of columns, every feature must be a finite number
 // and every label an integer in 0..255.
 func readCSV(r io.Reader) (*data, error) {
-	cr := csv.NewReader(bufio.NewReader(r))
+	lr := &io.LimitedReader{R: r, N: maxBytes + 1}
+	cr := csv.NewReader(bufio.NewReader(lr))
 	cr.ReuseRecord = true
 	d := &data{}
 	for line := 1; ; line++ {
@@ -87,6 +89,9 @@ func readCSV(r io.Reader) (*data, error) {
 			d.X = append(d.X, float32(v))
 		}
 		d.N++
+	}
+	if lr.N == 0 {
+		return nil, fmt.Errorf("%w: larger than %d bytes", errData, maxBytes)
 	}
 	if d.N == 0 {
 		return nil, fmt.Errorf("%w: no examples", errData)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 
@@ -46,6 +47,9 @@ func (m *logReg) NumParams() int { return len(m.grad) }
 // task gives the same model.
 func (m *logReg) Train(ctx context.Context, params []float32, task client.Task) (client.Result, error) {
 	d, c := m.data, m.classes
+	if task.BatchSize < 1 || task.Epochs < 0 {
+		return client.Result{}, fmt.Errorf("task with batch size %d and %d epochs", task.BatchSize, task.Epochs)
+	}
 	w, b := params[:c*d.Dim], params[c*d.Dim:]
 	gw, gb := m.grad[:c*d.Dim], m.grad[c*d.Dim:]
 	rng := rand.New(rand.NewPCG(task.Seed, 0x6c6f63616c))
@@ -110,25 +114,4 @@ func (m *logReg) softmax(w, b, x []float32, y int) float64 {
 		m.prob[k] /= float32(sum)
 	}
 	return -math.Log(max(float64(m.prob[y]), 1e-30))
-}
-
-// accuracy returns the fraction of d's examples that the logistic
-// regression params classifies right.
-func accuracy(params []float32, d *data, classes int) float64 {
-	m := newLogReg(d, classes)
-	w, b := params[:classes*d.Dim], params[classes*d.Dim:]
-	right := 0
-	for i := range d.N {
-		m.softmax(w, b, d.row(i), 0)
-		best := 0
-		for k, p := range m.prob {
-			if p > m.prob[best] {
-				best = k
-			}
-		}
-		if best == int(d.Y[i]) {
-			right++
-		}
-	}
-	return float64(right) / float64(d.N)
 }

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.cert, "cert", "", "client certificate for mTLS (PEM)")
 	fs.StringVar(&o.key, "key", "", "client key for mTLS (PEM)")
 	fs.BoolVar(&o.insecure, "insecure", false, "connect without TLS (local testing only)")
-	fs.StringVar(&o.joinSecret, "join-secret", os.Getenv("FEDZIP_JOIN_SECRET"), "the coordinator's join secret (default $FEDZIP_JOIN_SECRET)")
+	fs.StringVar(&o.joinSecret, "join-secret", "", "the coordinator's join secret (default: $FEDZIP_JOIN_SECRET)")
 	fs.StringVar(&o.dataPath, "data", "", "CSV file of local examples: a label column, then the features")
 	fs.StringVar(&o.name, "name", "custom-trainer", "client name shown by the coordinator")
 	fs.StringVar(&o.stateDir, "state-dir", "", "folder for the client's identity and unsent update (default: a folder named after --name in the temporary folder)")
@@ -85,6 +85,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "custom-trainer: unexpected argument %q (flags only; -h lists them)\n", fs.Arg(0))
+		return 2
+	}
+	if o.joinSecret == "" {
+		// From the environment, so that it shows in no process list.
+		o.joinSecret = os.Getenv("FEDZIP_JOIN_SECRET")
 	}
 	if o.generate != "" {
 		if err := writeGenerated(o); err != nil {

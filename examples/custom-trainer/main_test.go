@@ -304,3 +304,24 @@ func TestGenerateIsSeeded(t *testing.T) {
 		t.Fatal("generate does not follow its seeds")
 	}
 }
+
+// accuracy returns the fraction of d's examples that the logistic
+// regression params classifies right.
+func accuracy(params []float32, d *data, classes int) float64 {
+	m := newLogReg(d, classes)
+	w, b := params[:classes*d.Dim], params[classes*d.Dim:]
+	right := 0
+	for i := range d.N {
+		m.softmax(w, b, d.row(i), 0)
+		best := 0
+		for k, p := range m.prob {
+			if p > m.prob[best] {
+				best = k
+			}
+		}
+		if best == int(d.Y[i]) {
+			right++
+		}
+	}
+	return float64(right) / float64(d.N)
+}
