@@ -104,8 +104,8 @@ func readCSV(r io.Reader) (*data, error) {
 // pattern of two blobs (drawn from patternSeed, so that every client's file has the
 // same classes) plus noise (drawn from seed). A linear model separates
 // the classes well; a small conv net does too.
-func generate(w io.Writer, rows, side, classes int, patternSeed, seed uint64) error {
-	if rows < 1 || side < 1 || side*side > maxFeatures || classes < 2 || classes > maxClasses {
+func generate(w io.Writer, rows, side, classes int, noise float64, patternSeed, seed uint64) error {
+	if rows < 1 || side < 1 || side*side > maxFeatures || classes < 2 || classes > maxClasses || !(noise >= 0 && noise <= 100) {
 		return fmt.Errorf("generate: %d rows of %d×%d pixels in %d classes: out of range", rows, side, side, classes)
 	}
 	d := side * side
@@ -137,7 +137,7 @@ func generate(w io.Writer, rows, side, classes int, patternSeed, seed uint64) er
 		c := r.IntN(classes)
 		fmt.Fprint(bw, c)
 		for _, p := range patterns[c*d : (c+1)*d] {
-			v := min(max(p+0.3*r.NormFloat64(), 0), 1)
+			v := min(max(p+noise*r.NormFloat64(), 0), 1)
 			buf = strconv.AppendFloat(append(buf[:0], ','), v, 'f', 3, 64)
 			bw.Write(buf)
 		}

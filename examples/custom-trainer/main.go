@@ -53,6 +53,7 @@ type options struct {
 	trainer, model, shape                  string
 	generate, evaluate                     string
 	rows, side, classes                    int
+	noise                                  float64
 	seed, patternSeed                      uint64
 }
 
@@ -78,6 +79,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.rows, "rows", 300, "with --generate: examples")
 	fs.IntVar(&o.side, "side", 28, "with --generate: images are side×side pixels")
 	fs.IntVar(&o.classes, "classes", 10, "with --generate: classes")
+	fs.Float64Var(&o.noise, "noise", 1, "with --generate: standard deviation of the Gaussian noise on each pixel (the patterns are in [0, 1])")
 	fs.Uint64Var(&o.seed, "seed", 1, "with --generate: seed of the examples (give each client its own)")
 	fs.Uint64Var(&o.patternSeed, "pattern-seed", 1, "with --generate: seed of the classes' patterns (the same for every client)")
 	if err := fs.Parse(args); err != nil {
@@ -120,7 +122,7 @@ func writeGenerated(o options) error {
 	if err != nil {
 		return err
 	}
-	if err := generate(f, o.rows, o.side, o.classes, o.patternSeed, o.seed); err != nil {
+	if err := generate(f, o.rows, o.side, o.classes, o.noise, o.patternSeed, o.seed); err != nil {
 		f.Close()
 		return err
 	}

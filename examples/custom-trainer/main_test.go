@@ -40,7 +40,7 @@ func writeData(t *testing.T, dir string, rows int, seed uint64) string {
 	t.Helper()
 	path := filepath.Join(dir, fmt.Sprintf("data-%d.csv", seed))
 	if code := run(context.Background(), []string{"--generate", path, "--rows", fmt.Sprint(rows), "--side", fmt.Sprint(testSide),
-		"--classes", fmt.Sprint(testClasses), "--seed", fmt.Sprint(seed)}, os.Stdout, os.Stderr); code != 0 {
+		"--classes", fmt.Sprint(testClasses), "--noise", "0.3", "--seed", fmt.Sprint(seed)}, os.Stdout, os.Stderr); code != 0 {
 		t.Fatalf("--generate: exit code %d", code)
 	}
 	return path
@@ -268,7 +268,7 @@ func TestReadCSV(t *testing.T) {
 // errData, never panics.
 func FuzzReadCSV(f *testing.F) {
 	var b bytes.Buffer
-	if err := generate(&b, 3, 2, 3, 1, 1); err != nil {
+	if err := generate(&b, 3, 2, 3, 0.3, 1, 1); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(b.Bytes())
@@ -297,9 +297,9 @@ func FuzzReadCSV(f *testing.F) {
 // example seed, another file.
 func TestGenerateIsSeeded(t *testing.T) {
 	var a, b, c bytes.Buffer
-	generate(&a, 5, 3, 2, 1, 1)
-	generate(&b, 5, 3, 2, 1, 1)
-	generate(&c, 5, 3, 2, 1, 2)
+	generate(&a, 5, 3, 2, 0.3, 1, 1)
+	generate(&b, 5, 3, 2, 0.3, 1, 1)
+	generate(&c, 5, 3, 2, 0.3, 1, 2)
 	if a.String() != b.String() || a.String() == c.String() {
 		t.Fatal("generate does not follow its seeds")
 	}
