@@ -19,6 +19,10 @@ type Spec struct {
 	// SyntheticAlpha and SyntheticBeta parameterise Synthetic(alpha, beta).
 	SyntheticAlpha, SyntheticBeta float64
 	Seed                          uint64
+	// HoldOut is the fraction of each client's training examples held out
+	// for federated evaluation, in [0, 1) (see HoldOut); Load puts them in
+	// Federated.HeldOutParts. 0 holds none out.
+	HoldOut float64
 }
 
 // Load reads or generates the data and splits it: TrainParts[k] is client
@@ -26,6 +30,9 @@ type Spec struct {
 // is left whole (TestParts is nil). Synthetic data comes split by client,
 // test set included. The same spec gives the same split on every machine.
 func (s Spec) Load() (*Federated, error) {
+	if s.HoldOut != 0 {
+		return s.loadHeldOut()
+	}
 	if s.Clients < 1 {
 		return nil, fmt.Errorf("dataset: %w: clients must be at least 1, got %d", ErrBadArgument, s.Clients)
 	}
