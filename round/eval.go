@@ -49,11 +49,11 @@ func (e EvalReport) Check() error {
 // weighted mean loss and accuracy, their total examples and their number.
 // Version is the model evaluated: the one the round's clients trained from.
 type EvalSummary struct {
-	Version  uint64
-	Reports  int
-	Examples uint64
-	Loss     float64
-	Accuracy float64
+	Version  uint64  `json:"model_version"`
+	Reports  int     `json:"reports"`
+	Examples uint64  `json:"examples"`
+	Loss     float64 `json:"loss"`
+	Accuracy float64 `json:"accuracy"`
 }
 
 // AggregateEval returns the example-weighted means of reports, summed in
