@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
@@ -180,5 +181,23 @@ func checkRefused(t *testing.T, node *Node, what string, submit func() error, wa
 	}
 	if p := node.FSM().Progress(); p.Received != received {
 		t.Fatalf("%s: the round counts %d updates, want %d", what, p.Received, received)
+	}
+}
+
+// TestEvalReportBytes measures what a report adds: to the update's
+// header on the wire, and to its Raft entry. A separate evaluate-only
+// task would cost a model download per evaluating client instead.
+func TestEvalReportBytes(t *testing.T) {
+	h := &fedzippb.UpdateHeader{ClientId: 7, Round: 120, ModelVersion: 119, Examples: 540, TotalBytes: 4000, Crc32C: 0xdeadbeef, TrainLoss: 0.3}
+	plain := proto.Size(h)
+	h.Eval = &fedzippb.EvalReport{Examples: 60, Loss: 0.2345, Accuracy: 0.95}
+	wire := proto.Size(h) - plain
+	c := command{Type: cmdSubmit, Now: time.Now().UnixNano(), Round: 120, Client: 7, Examples: 540, TrainLoss: 0.3, Payload: make([]byte, 4000)}
+	before := len(c.encode())
+	c.Eval = &round.EvalReport{Examples: 60, Loss: 0.2345, Accuracy: 0.95}
+	entry := len(c.encode()) - before
+	t.Logf("a report adds %d bytes to the update header and %d bytes to its Raft entry", wire, entry)
+	if wire > 32 || entry > 32 {
+		t.Fatalf("a report costs %d bytes on the wire, %d in the log", wire, entry)
 	}
 }

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,19 @@ func TestFederatedEvaluation(t *testing.T) {
 	}
 	if want.Accuracy <= 0 || want.Accuracy >= 1 {
 		t.Fatalf("a degenerate test: accuracy %v", want.Accuracy)
+	}
+
+	// Evaluating changes nothing of the training: the same model bits
+	// without it.
+	cfg.FedEvalEvery, cfg.Workers = 0, 2
+	off, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range off.Model {
+		if math.Float32bits(off.Model[i]) != math.Float32bits(ref.Model[i]) {
+			t.Fatalf("parameter %d: %v without evaluation, %v with", i, off.Model[i], ref.Model[i])
+		}
 	}
 
 	// Without held-out data the run is refused.
