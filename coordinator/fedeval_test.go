@@ -3,12 +3,16 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"math"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -199,5 +203,65 @@ func TestEvalReportBytes(t *testing.T) {
 	t.Logf("a report adds %d bytes to the update header and %d bytes to its Raft entry", wire, entry)
 	if wire > 32 || entry > 32 {
 		t.Fatalf("a report costs %d bytes on the wire, %d in the log", wire, entry)
+	}
+}
+
+// TestEvalReportsSurviveSnapshots: a replica restored from a snapshot
+// taken mid-round holds the reports accepted before it, and closes the
+// round with the same evaluation as a replica that applied the whole log.
+func TestEvalReportsSurviveSnapshots(t *testing.T) {
+	cfg := strings.Replace(fuzzRunConfig, `"upload_codec":"none"`, `"upload_codec":"none","fed_eval_every":1`, 1)
+	log := []command{
+		{Type: cmdInit, Now: 1, Config: []byte(cfg)},
+		{Type: cmdRegister, Now: 2, Name: "a", TokenHash: []byte{1}, Examples: 5},
+		{Type: cmdRegister, Now: 2, Name: "b", TokenHash: []byte{2}, Examples: 9},
+		{Type: cmdOpen, Now: 3, Candidates: []round.ClientID{1, 2}},
+		{Type: cmdSubmit, Now: 4, Round: 1, Client: 2, Examples: 9, Payload: fuzzUpdate(0.5), Eval: &round.EvalReport{Examples: 9, Loss: 0.75, Accuracy: 2.0 / 3}},
+		{Type: cmdSubmit, Now: 5, Round: 1, Client: 1, Examples: 5, Payload: fuzzUpdate(0.25), Eval: &round.EvalReport{Examples: 5, Loss: 1.25, Accuracy: 0.2}},
+		{Type: cmdClose, Now: 6},
+	}
+	apply := func(f *FSM, from int, cmds []command) {
+		for i, c := range cmds {
+			if err, ok := f.Apply(&raft.Log{Index: uint64(from + i + 1), Type: raft.LogCommand, Data: c.encode()}).(error); ok {
+				t.Fatalf("%s: %v", c.Type, err)
+			}
+		}
+	}
+	whole := NewFSM()
+	apply(whole, 0, log)
+	want := round.AggregateEval(0, []round.EvalReport{*log[5].Eval, *log[4].Eval}) // selection order: client 1, then 2
+	if got := whole.Progress().LastClosed.Eval; got == nil || *got != want {
+		t.Fatalf("evaluation %+v, want %+v", got, want)
+	}
+	half := NewFSM()
+	apply(half, 0, log[:5])
+	s, err := half.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := s.Persist(&memSink{Buffer: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	restored := NewFSM()
+	if err := restored.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	apply(restored, 5, log[5:])
+	if got := restored.Progress().LastClosed.Eval; got == nil || *got != want {
+		t.Fatalf("restored: evaluation %+v, want %+v", got, want)
+	}
+	// A report for more examples than declared is refused on apply too,
+	// and changes nothing.
+	liar := NewFSM()
+	apply(liar, 0, log[:4])
+	before := stateBytes(t, liar)
+	bad := log[5]
+	bad.Eval = &round.EvalReport{Examples: 6, Loss: 1, Accuracy: 0.5}
+	if err, ok := liar.Apply(&raft.Log{Index: 5, Type: raft.LogCommand, Data: bad.encode()}).(error); !ok || !errors.Is(err, round.ErrBadEval) {
+		t.Fatalf("a report beyond the declared examples applied: %v", err)
+	}
+	if !bytes.Equal(before, stateBytes(t, liar)) {
+		t.Fatal("a refused report changed the state")
 	}
 }
