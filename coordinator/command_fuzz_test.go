@@ -194,6 +194,7 @@ func FuzzFSMApply(f *testing.F) {
 		f.Add(c.encode())
 	}
 	f.Add([]byte{byte(cmdSubmit), 8, 2, 4, 10, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0x80, 0x7f}) // not 8 parameters
+	f.Add((&command{Type: cmdSubmit, Now: 4, Round: 1, Client: 2, Examples: 3, Payload: fuzzUpdate(0.25), Eval: &round.EvalReport{Examples: 2, Loss: 1, Accuracy: 0.5}}).encode())
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if bigInit(data) {
