@@ -84,6 +84,18 @@ func (f *FSM) precheckEval(now time.Time, id round.ClientID, roundNo int, e *rou
 	return f.checkEval(id, roundNo, e, r.Duplicate)
 }
 
+// CheckEval judges an update's evaluation report (nil: none) from its
+// header, before the payload is read, as SubmitEval would.
+func (n *Node) CheckEval(id round.ClientID, roundNo int, e *round.EvalReport) error {
+	if e == nil {
+		return nil
+	}
+	if err := n.judging(); err != nil {
+		return err
+	}
+	return n.fsm.precheckEval(n.cfg.Now(), id, roundNo, e)
+}
+
 func sameEval(a, b *round.EvalReport) bool {
 	if a == nil || b == nil {
 		return a == b

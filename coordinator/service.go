@@ -212,6 +212,10 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 			refusedHeader = h
 			return s.status(ctx, cause)
 		}
+		if cause = s.node.CheckEval(round.ClientID(h.GetClientId()), int(h.GetRound()), evalOf(h)); cause != nil {
+			refusedHeader = h
+			return s.status(ctx, cause)
+		}
 		return nil
 	})
 	if err != nil {
