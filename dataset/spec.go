@@ -26,6 +26,10 @@ type Spec struct {
 	// SyntheticAlpha and SyntheticBeta parameterise Synthetic(alpha, beta).
 	SyntheticAlpha, SyntheticBeta float64
 	Seed                          uint64
+	// HoldOut is the fraction of each client's training examples held out
+	// for federated evaluation, in [0, 1) (see HoldOut); Load puts them in
+	// Federated.HeldOutParts. 0 holds none out.
+	HoldOut float64
 }
 
 // Load reads or generates the data and splits it: TrainParts[k] is client
@@ -36,6 +40,9 @@ type Spec struct {
 // test set is the test file or folder, or nil without one. The same spec
 // and files give the same split on every machine.
 func (s Spec) Load() (*Federated, error) {
+	if s.HoldOut != 0 {
+		return s.loadHeldOut()
+	}
 	if s.Clients < 1 {
 		return nil, fmt.Errorf("dataset: %w: clients must be at least 1, got %d", ErrBadArgument, s.Clients)
 	}

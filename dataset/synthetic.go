@@ -28,6 +28,9 @@ type Federated struct {
 
 	Train, Test           *Dataset
 	TrainParts, TestParts Partition
+	// HeldOutParts[k], with Spec.HoldOut, are client k's held-out indices
+	// into Train, for federated evaluation (see HoldOut); nil without.
+	HeldOutParts Partition
 }
 
 // Synthetic generates the Synthetic(alpha, beta) federated dataset of the

@@ -24,6 +24,10 @@ type runFlags struct {
 	seed                               uint64
 	dpClip, dpNoise                    float64
 	dpAdaptive                         bool
+	// fedEvalEvery is --fed-eval-every; holdout is --holdout, which only
+	// the commands that hold data register (holdoutFlag).
+	fedEvalEvery int
+	holdout      float64
 }
 
 // addRunFlags registers the run's flags on fs, into r.
@@ -46,7 +50,14 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.Uint64Var(&r.seed, "seed", 1, "seed of every random choice: initial model, client selection, local training, DP noise (and the data split of simulate)")
 	fs.Float64Var(&r.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
 	fs.Float64Var(&r.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
+	fs.IntVar(&r.fedEvalEvery, "fed-eval-every", 0, "federated evaluation: every N rounds (rounds 1, 1+N, ...) the selected clients evaluate the model they train from on their held-out examples (--holdout) and report it with their update (0: off)")
 	fs.BoolVar(&r.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
+}
+
+// holdoutFlag registers --holdout, the fraction of each client's examples
+// held out for federated evaluation, for the commands that hold data.
+func holdoutFlag(fs *flag.FlagSet, p *float64) {
+	fs.Float64Var(p, "holdout", 0, "fraction of each client's examples held out from training for federated evaluation (--fed-eval-every), in [0, 1)")
 }
 
 // spec returns the run the flags describe, validated (runspec.Spec.Validate,
@@ -66,7 +77,7 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
 	s := runspec.Spec{Model: r.model, InputDim: in, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
-		UploadCodec: r.uploadCodec}
+		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
 	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
 		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
 	}

@@ -59,6 +59,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&f.ui, "ui", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080, during the run and after it until interrupted (empty: off)")
+	holdoutFlag(fs, &f.holdout)
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
 }
