@@ -91,6 +91,9 @@ type DataTrainer struct {
 	X     []float32
 	Y     []uint8
 	Index []int
+	// HeldOut are the rows of X the client evaluates on (Evaluate), kept
+	// apart from Index; none: nothing to evaluate.
+	HeldOut []int
 }
 
 // NumParams returns the number of parameters of the network d trains: the

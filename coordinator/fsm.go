@@ -462,6 +462,9 @@ func (f *FSM) publish(cl round.Closed) {
 // only init sets them, and predecode skips a batch before init).
 func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, error) {
 	r, err := f.checkSubmit(now, c.Client, int(c.Round), c.Examples, c.Payload)
+	if err == nil {
+		err = f.checkEval(c.Client, int(c.Round), c.Eval, r.Duplicate)
+	}
 	if err != nil || r.Duplicate {
 		return r, err
 	}
@@ -483,7 +486,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
-	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
+	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u, Eval: c.Eval})
 	if err != nil {
 		return r, err
 	}

@@ -172,6 +172,8 @@ func refusalReason(cause, err error) string {
 		return "unknown_client"
 	case errors.Is(cause, ErrBadUpdate):
 		return "bad_update"
+	case errors.Is(cause, round.ErrBadEval):
+		return "bad_eval"
 	case errors.Is(cause, aggregate.ErrNonFinite):
 		return "non_finite"
 	case errors.Is(cause, aggregate.ErrShape):

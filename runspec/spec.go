@@ -79,6 +79,13 @@ type Spec struct {
 	// are behind (0: DefaultDownloadMaxLag); a client further behind
 	// downloads the whole model.
 	DownloadMaxLag int `json:"download_max_lag,omitempty"`
+	// FedEvalEvery makes the selected clients evaluate the model they
+	// train from on their held-out examples every so many rounds
+	// (round.EvalRound: rounds 1, 1+N, ...) and report it with their
+	// update (federated evaluation, docs/evaluation.md); 0 is off, and
+	// omitted from the JSON, so that logs written before the field decode
+	// and encode the same.
+	FedEvalEvery int `json:"fed_eval_every,omitempty"`
 }
 
 // Bounds of a Spec. The client checks the tasks it receives against the
@@ -160,6 +167,9 @@ func (s Spec) Validate() error {
 	}
 	if s.DownloadMaxLag < 0 || s.DownloadMaxLag > MaxDownloadMaxLag {
 		return invalid("--download-max-lag %d: want 1..%d (0: %d)", s.DownloadMaxLag, MaxDownloadMaxLag, DefaultDownloadMaxLag)
+	}
+	if s.FedEvalEvery < 0 || s.FedEvalEvery > MaxRounds {
+		return invalid("--fed-eval-every %d: want 0..%d (0: off)", s.FedEvalEvery, MaxRounds)
 	}
 	return nil
 }

@@ -75,6 +75,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "nonsense" }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "stc", MaxDownloadMaxLag+1 }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadMaxLag = -1 }},
+		{"--fed-eval-every", func(s *Spec) { s.FedEvalEvery = -1 }},
+		{"--fed-eval-every", func(s *Spec) { s.FedEvalEvery = MaxRounds + 1 }},
 		{"--strategy", func(s *Spec) { s.Strategy = "fedsomething" }},
 		{"--strategy", func(s *Spec) { s.Strategy = "trimmed-mean,beta=0.5" }},
 		{"--strategy", func(s *Spec) { s.Strategy = "fedavg,dp-noise=-1,dp-clip=1" }},

@@ -79,6 +79,10 @@ type Data struct {
 	Test  *dataset.Dataset
 	// Parts[k] holds the indices into Train of client k's examples.
 	Parts dataset.Partition
+	// HeldOut[k] holds the indices into Train of client k's held-out
+	// examples, which it evaluates on in federated evaluation
+	// (Config.FedEvalEvery); nil without.
+	HeldOut dataset.Partition
 }
 
 // Metrics describes one round. Fields that were not measured this round
@@ -129,6 +133,11 @@ type Metrics struct {
 	Epsilon float64 `json:"epsilon,omitempty"`
 	// DPClip is the clip norm this round used, when the strategy is DP.
 	DPClip float64 `json:"dp_clip,omitempty"`
+	// FedEval is the round's federated evaluation (Config.FedEvalEvery):
+	// the selected clients' evaluations, on their held-out examples, of
+	// the model the round trained from (version Round−1), aggregated by
+	// round.AggregateEval as a coordinator does; nil in other rounds.
+	FedEval *round.EvalSummary `json:"fed_eval,omitempty"`
 }
 
 // Result is the outcome of a simulation.
@@ -155,6 +164,9 @@ const evalScratch = 1 << 22
 // each round from the calling goroutine.
 func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data Data, observe func(Metrics)) (*Result, error) {
 	if err := validate(cfg, model, init, data); err != nil {
+		return nil, err
+	}
+	if err := checkFedEval(cfg, data); err != nil {
 		return nil, err
 	}
 	strategy, err := aggregate.Parse(cfg.Strategy)
@@ -217,8 +229,12 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		}
 		met.DenseUploadBytes = int64(met.Clients) * modelBytes
 		met.DenseDownloadBytes = met.DenseUploadBytes
+		evals, err := p.fedEvaluate(from, opened, cfg, data)
+		if err != nil {
+			return nil, err
+		}
 		err = p.train(from, opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
-			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
+			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
 				return err
 			}
 			met.UploadBytes += int64(wire)
@@ -233,6 +249,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		if err != nil {
 			return nil, err
 		}
+		met.FedEval = closed.Eval
 		met.Excluded = len(closed.Excluded)
 		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
 		if priv != nil {

@@ -27,11 +27,15 @@ type runFlags struct {
 	seed                               uint64
 	dpClip, dpNoise                    float64
 	dpAdaptive                         bool
+	// fedEvalEvery is --fed-eval-every; holdout is --holdout, which only
+	// the commands that hold data register (holdoutFlag).
+	fedEvalEvery int
+	holdout      float64
 }
 
 // addRunFlags registers the run's flags on fs, into r.
 func addRunFlags(fs *flag.FlagSet, r *runFlags) {
-	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)); it sets the model's input and output sizes")
+	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)), or files: csv:FILE[,test=FILE,label=COL,client=COL,scale=255,...], images:DIR[,size=HxW,channels=1|3,layout=client/class,test=DIR] or idx:IMAGES,LABELS (see docs/data.md); it sets the model's input and output sizes")
 	fs.StringVar(&r.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
 	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10), mlp:H1,H2,..., cnn (McMahan et al.'s), lenet5, or layers such as conv:32x5,pool:2,fc:10 (grammar: docs/simulate.md#flags)")
 	fs.StringVar(&r.inputShape, "input-shape", "", "shape of one example, CxHxW (1x28x28) or a number of features (default: the --dataset's)")
@@ -51,7 +55,14 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.Uint64Var(&r.seed, "seed", 1, "seed of every random choice: initial model, client selection, local training, DP noise (and the data split of simulate)")
 	fs.Float64Var(&r.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
 	fs.Float64Var(&r.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
+	fs.IntVar(&r.fedEvalEvery, "fed-eval-every", 0, "federated evaluation: every N rounds (rounds 1, 1+N, ...) the selected clients evaluate the model they train from on their held-out examples (--holdout) and report it with their update (0: off)")
 	fs.BoolVar(&r.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
+}
+
+// holdoutFlag registers --holdout, the fraction of each client's examples
+// held out for federated evaluation, for the commands that hold data.
+func holdoutFlag(fs *flag.FlagSet, p *float64) {
+	fs.Float64Var(p, "holdout", 0, "fraction of each client's examples held out from training for federated evaluation (--fed-eval-every), in [0, 1)")
 }
 
 // spec returns the run the flags describe, validated (runspec.Spec.Validate,
@@ -71,7 +82,7 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
 	s := runspec.Spec{Model: r.model, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
-		UploadCodec: r.uploadCodec}
+		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
 	s.SetInput(in)
 	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
 		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)

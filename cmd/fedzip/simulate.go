@@ -65,7 +65,7 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 	}
 	fed, err := dataset.Spec{
 		Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition,
-		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed,
+		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed, HoldOut: f.holdout,
 	}.Load()
 	if err != nil {
 		return err
@@ -119,7 +119,7 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 	if f.attack != "none" {
 		s.Attack, s.Attackers = f.attack, f.attackers
 	}
-	if f.dataset == "mnist" {
+	if f.dataset != "synthetic" {
 		s.Partition = f.partition
 	}
 	var werr error
@@ -216,6 +216,9 @@ func feedRound(feed *dashboard.Feed, m sim.Metrics, params, total int) {
 	}
 	if m.Evaluated {
 		r.TestAccuracy, r.TestLoss = dashboard.Float(m.TestAccuracy), dashboard.Float(m.TestLoss)
+	}
+	if e := m.FedEval; e != nil {
+		r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = dashboard.Float(e.Accuracy), dashboard.Float(e.Loss), e.Version, e.Examples
 	}
 	feed.AddRound(r)
 	feed.Update(func(s *dashboard.State) { s.Round = min(m.Round+1, total) })

@@ -88,6 +88,11 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 			attrs = append(attrs, "client_test_accuracy", float64(correct)/float64(test.N))
 		}
 	}
+	if e := closed.Eval; e != nil {
+		// The clients' evaluation of the model the round trained from
+		// (version fed_version, the one before this round's).
+		attrs = append(attrs, "fed_accuracy", e.Accuracy, "fed_loss", e.Loss, "fed_examples", e.Examples, "fed_reports", e.Reports, "fed_version", e.Version)
+	}
 	s.log.Info("round closed", attrs...)
 	if closed.Round > 0 {
 		s.obs.roundClosed(closed, test != nil, acc, loss)
