@@ -9,7 +9,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/gradient"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -180,7 +179,7 @@ func bigInit(data []byte) bool {
 	if json.Unmarshal(c.Config, &cfg) != nil {
 		return false
 	}
-	m, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
+	m, err := cfg.network()
 	return err == nil && m.NumParams() > fuzzMaxParams
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/metrics"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -120,6 +121,9 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
 	out.ModelParams = uint64(params)
+	if sh := c.InputShape; sh != (nn.Shape{}) {
+		out.InputChannels, out.InputHeight, out.InputWidth = uint32(sh.C), uint32(sh.H), uint32(sh.W)
+	}
 	if run := c.runID(); !run.IsZero() {
 		out.RunId = run[:]
 	}

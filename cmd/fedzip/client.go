@@ -111,9 +111,12 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				// Labels beyond the model's outputs would index out of range.
 				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
 			}
-			m, err := remote.TaskMLP(t)
+			m, err := remote.TaskModel(t)
 			if err != nil {
 				return nil, err
+			}
+			if _, mlp := m.(*nn.MLP); !mlp && m.InputShape() != data.Train.InputShape() {
+				return nil, fmt.Errorf("the coordinator's model %s reads examples of %v, local data has %v", m.Name(), m.InputShape(), data.Train.InputShape())
 			}
 			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx, HeldOut: held}, nil
 		}}

@@ -8,6 +8,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -17,6 +18,8 @@ import (
 // names, defaults and help.
 type runFlags struct {
 	dataset, dataDir, model, strategy  string
+	inputShape                         string
+	classes                            int
 	uploadCodec, downloadCodec         string
 	downloadMaxLag                     int
 	rounds, localEpochs, batchSize     int
@@ -34,7 +37,9 @@ type runFlags struct {
 func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)), or files: csv:FILE[,test=FILE,label=COL,client=COL,scale=255,...], images:DIR[,size=HxW,channels=1|3,layout=client/class,test=DIR] or idx:IMAGES,LABELS (see docs/data.md); it sets the model's input and output sizes")
 	fs.StringVar(&r.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
-	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10) or mlp:H1,H2,...")
+	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10), mlp:H1,H2,..., cnn (McMahan et al.'s), lenet5, or layers such as conv:32x5,pool:2,fc:10 (see docs/models.md)")
+	fs.StringVar(&r.inputShape, "input-shape", "", "shape of one example, CxHxW (1x28x28) or a number of features (default: the --dataset's)")
+	fs.IntVar(&r.classes, "classes", 0, "number of classes, the model's outputs (0: the --dataset's)")
 	fs.StringVar(&r.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.StringVar(&r.uploadCodec, "upload-codec", "stcm", "codec of client updates: none (dense float32), a preset (stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see docs/codecs.md)")
 	fs.StringVar(&r.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
@@ -66,7 +71,7 @@ func holdoutFlag(fs *flag.FlagSet, p *float64) {
 // clients, deadline); perRound is the expected number of clients a round,
 // DP's mean denominator (0: those received).
 func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
-	in, classes, err := runspec.Dims(r.dataset)
+	in, classes, err := r.input()
 	if err != nil {
 		return runspec.Spec{}, err
 	}
@@ -75,9 +80,10 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 		return runspec.Spec{}, err
 	}
 	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
-	s := runspec.Spec{Model: r.model, InputDim: in, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
+	s := runspec.Spec{Model: r.model, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
 		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
+	s.SetInput(in)
 	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
 		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
 	}
@@ -87,6 +93,25 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 		s.DownloadCodec, s.DownloadMaxLag = r.downloadCodec, r.downloadMaxLag
 	}
 	return s, s.Validate()
+}
+
+// input returns the shape of one example and the classes: --input-shape
+// and --classes, each defaulting to the --dataset's (runspec.Input). A
+// coordinator needs no data: with both flags any --dataset name will do.
+func (r runFlags) input() (nn.Shape, int, error) {
+	shape, classes, err := runspec.Input(r.dataset)
+	if err != nil && (r.inputShape == "" || r.classes == 0) {
+		return shape, classes, err
+	}
+	if r.inputShape != "" {
+		if shape, err = nn.ParseShape(r.inputShape); err != nil {
+			return shape, 0, fmt.Errorf("%w: --input-shape: %w", runspec.ErrInvalid, err)
+		}
+	}
+	if r.classes != 0 {
+		classes = r.classes
+	}
+	return shape, classes, nil
 }
 
 // runConfig returns the run a coordinator commits, validated.

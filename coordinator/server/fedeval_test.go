@@ -98,7 +98,7 @@ func startEvalClients(ctx context.Context, t *testing.T, addr string, n int) <-c
 		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", i), StateDir: filepath.Join(t.TempDir(), "c"),
 			Examples: examples, MaxBackoff: 200 * time.Millisecond,
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskMLP(task)
+				m, err := remote.TaskModel(task)
 				if err != nil {
 					return nil, err
 				}

@@ -174,7 +174,7 @@ func evalCluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([]roundEva
 				mu.Unlock()
 			},
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskMLP(task)
+				m, err := remote.TaskModel(task)
 				if err != nil {
 					return nil, err
 				}

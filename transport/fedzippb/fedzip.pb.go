@@ -343,7 +343,8 @@ type Task struct {
 	ModelParams uint64 `protobuf:"varint,13,opt,name=model_params,json=modelParams,proto3" json:"model_params,omitempty"`
 	// done says training is over; every other field may be zero.
 	Done bool `protobuf:"varint,14,opt,name=done,proto3" json:"done,omitempty"`
-	// The model architecture spec ("2nn", "mlp:H1,H2") and its input and
+	// The model spec ("2nn", "mlp:H1,H2", "cnn", "conv:32x5,pool:2,fc:10";
+	// nn.ParseModel) and its input and
 	// output sizes: everything a client needs to build the network.
 	Model    string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
 	InputDim uint32 `protobuf:"varint,16,opt,name=input_dim,json=inputDim,proto3" json:"input_dim,omitempty"`
@@ -360,7 +361,14 @@ type Task struct {
 	// codec) on its held-out examples and to send the result with its
 	// update (UpdateHeader.eval): federated evaluation, every
 	// fed_eval_every rounds. A client with no held-out data sends none.
-	Evaluate      bool `protobuf:"varint,19,opt,name=evaluate,proto3" json:"evaluate,omitempty"`
+	Evaluate bool `protobuf:"varint,19,opt,name=evaluate,proto3" json:"evaluate,omitempty"`
+	// input_channels, input_height and input_width are the shape of one
+	// input example (C×H×W, NCHW) that the model reads, their product
+	// input_dim. All zero (a coordinator older than the field, or an MLP,
+	// which reads its input flat) means 1×1×input_dim.
+	InputChannels uint32 `protobuf:"varint,20,opt,name=input_channels,json=inputChannels,proto3" json:"input_channels,omitempty"`
+	InputHeight   uint32 `protobuf:"varint,21,opt,name=input_height,json=inputHeight,proto3" json:"input_height,omitempty"`
+	InputWidth    uint32 `protobuf:"varint,22,opt,name=input_width,json=inputWidth,proto3" json:"input_width,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -526,6 +534,27 @@ func (x *Task) GetEvaluate() bool {
 		return x.Evaluate
 	}
 	return false
+}
+
+func (x *Task) GetInputChannels() uint32 {
+	if x != nil {
+		return x.InputChannels
+	}
+	return 0
+}
+
+func (x *Task) GetInputHeight() uint32 {
+	if x != nil {
+		return x.InputHeight
+	}
+	return 0
+}
+
+func (x *Task) GetInputWidth() uint32 {
+	if x != nil {
+		return x.InputWidth
+	}
+	return 0
 }
 
 // DownloadRequest asks for a model version.
@@ -1668,7 +1697,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xb6\x04\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xa1\x05\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1690,7 +1719,11 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tinput_dim\x18\x10 \x01(\rR\binputDim\x12\x18\n" +
 	"\aclasses\x18\x11 \x01(\rR\aclasses\x12\x15\n" +
 	"\x06run_id\x18\x12 \x01(\fR\x05runId\x12\x1a\n" +
-	"\bevaluate\x18\x13 \x01(\bR\bevaluate\"\x91\x01\n" +
+	"\bevaluate\x18\x13 \x01(\bR\bevaluate\x12%\n" +
+	"\x0einput_channels\x18\x14 \x01(\rR\rinputChannels\x12!\n" +
+	"\finput_height\x18\x15 \x01(\rR\vinputHeight\x12\x1f\n" +
+	"\vinput_width\x18\x16 \x01(\rR\n" +
+	"inputWidth\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
