@@ -312,7 +312,7 @@ func TestConvNetLearns(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := DataOf(fed)
-	cfg := Config{Spec: runspec.Spec{Model: "conv:4x5,pool:2,fc:10", Classes: 10, Round: round.Config{Fraction: 0.1, Rounds: 3, Seed: 1},
+	cfg := Config{Spec: runspec.Spec{Model: "conv:4x5,pool:2,fc:10", Classes: 10, Round: round.Config{Fraction: 0.05, Rounds: 3, Seed: 1},
 		LocalEpochs: 1, BatchSize: 10, LR: 0.05, TaskSeed: 1, UploadCodec: "stcm"}}
 	cfg.SetInput(fed.Train.InputShape())
 	model, err := cfg.Network()
@@ -330,7 +330,7 @@ func TestConvNetLearns(t *testing.T) {
 	}
 	acc := res.Rounds[len(res.Rounds)-1].TestAccuracy
 	t.Logf("test accuracy after 3 rounds: %.4f", acc)
-	if acc < 0.8 { // 0.8756 on this seed; a tenth by chance
+	if acc < 0.8 { // 0.8750 on this seed (5 clients a round); a tenth by chance
 		t.Fatalf("test accuracy after 3 rounds %.4f, want ≥ 0.8", acc)
 	}
 }
