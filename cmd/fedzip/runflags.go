@@ -37,7 +37,7 @@ type runFlags struct {
 func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)), or files: csv:FILE[,test=FILE,label=COL,client=COL,scale=255,...], images:DIR[,size=HxW,channels=1|3,layout=client/class,test=DIR] or idx:IMAGES,LABELS (see docs/data.md); it sets the model's input and output sizes")
 	fs.StringVar(&r.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
-	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10), mlp:H1,H2,..., cnn (McMahan et al.'s), lenet5, or layers such as conv:32x5,pool:2,fc:10 (see docs/models.md)")
+	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10), mlp:H1,H2,..., cnn (McMahan et al.'s), lenet5, or layers such as conv:32x5,pool:2,fc:10, or a network file net.yaml (see docs/models.md)")
 	fs.StringVar(&r.inputShape, "input-shape", "", "shape of one example, CxHxW (1x28x28) or a number of features (default: the --dataset's)")
 	fs.IntVar(&r.classes, "classes", 0, "number of classes, the model's outputs (0: the --dataset's)")
 	fs.StringVar(&r.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
@@ -79,8 +79,14 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 	if err != nil {
 		return runspec.Spec{}, err
 	}
+	model := r.model
+	if nn.IsNetFile(model) {
+		if model, err = nn.ReadNetFile(model); err != nil {
+			return runspec.Spec{}, fmt.Errorf("%w: --model: %w", runspec.ErrInvalid, err)
+		}
+	}
 	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
-	s := runspec.Spec{Model: r.model, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
+	s := runspec.Spec{Model: model, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
 		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
 	s.SetInput(in)

@@ -12,6 +12,8 @@ import (
 
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // TestRunFlagsShared: simulate and coordinator offer every run flag with
@@ -122,5 +124,38 @@ func TestCoordinatorNeedsNoData(t *testing.T) {
 	run, err = parse("--model", "2nn").runConfig()
 	if err != nil || run.InputShape != (nn.Shape{}) || run.InputDim != 784 {
 		t.Fatalf("2nn on MNIST: %+v, %v", run, err)
+	}
+}
+
+// TestModelFromYAML: --model net.yaml runs the network the file describes;
+// the run carries its spec, and a bad file stops the command naming it.
+func TestModelFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "net.yaml")
+	if err := os.WriteFile(good, []byte("layers:\n  - conv: 4x5\n  - pool: 2\n  - fc: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var r runFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	addRunFlags(fs, &r)
+	if err := fs.Parse([]string{"--model", good}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.spec(round.Config{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Model != "conv:4x5,pool:2,fc:10" || s.Shape() != dataset.MNISTShape {
+		t.Fatalf("model %q on %v", s.Model, s.Shape())
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("layers:\n  - dense: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--model", bad}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.spec(round.Config{}, 0); !errors.Is(err, runspec.ErrInvalid) || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Fatalf("a bad network file: %v", err)
 	}
 }
