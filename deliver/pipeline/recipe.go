@@ -43,7 +43,7 @@ var opKeys = map[string][]string{
 
 // layerKeys are the operations that take per-layer values keyed fcN:
 // sparsity for prune, bits for cluster, rank for lowrank.
-var layerKey = regexp.MustCompile(`^fc[0-9]+$`)
+var layerKey = regexp.MustCompile(`^(fc|conv)[0-9]+$`)
 
 // ParseRecipe parses a recipe:
 //
@@ -101,7 +101,7 @@ func ParseRecipe(s string) ([]Stage, error) {
 				if !slices.Contains(allowed, key) && !(layerKey.MatchString(key) && slices.Contains([]string{"prune", "cluster", "lowrank"}, st.Op)) {
 					extra := ""
 					if slices.Contains([]string{"prune", "cluster", "lowrank"}, st.Op) {
-						extra = " or a layer name fcN"
+						extra = " or a layer name fcN or convN"
 					}
 					return nil, fmt.Errorf("%w: stage %q: unknown parameter %q (want %s%s)", ErrRecipe, part, key, strings.Join(allowed, ", "), extra)
 				}

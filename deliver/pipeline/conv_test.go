@@ -1,0 +1,118 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/ed25519"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/fedzip/fedzip/deliver"
+	"github.com/fedzip/fedzip/nn"
+)
+
+// convSpec is a small conv net on the 32 features of blobs read as 2×4×4
+// images: every layer kind a delivered file holds.
+const convSpec = "conv:6x3,gn:2,conv:8x3:valid:linear,relu,pool:2,fc:16,fc:4"
+
+// trainedConv returns the conv net trained on blobs, and the data.
+func trainedConv(t *testing.T) (*nn.Net, []float32, Config) {
+	t.Helper()
+	train, test := blobs(2000, 32, 4, 1), blobs(500, 32, 4, 2)
+	model, err := nn.ParseModel(convSpec, nn.Shape{C: 2, H: 4, W: 4}, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net := model.(*nn.Net)
+	params := make([]float32, net.NumParams())
+	net.Init(params, 1)
+	idx := make([]int, train.N)
+	for i := range idx {
+		idx[i] = i
+	}
+	nn.NewTrainer(net, 32).Epochs(params, train.X, train.Y, idx, 4, nn.SGD{LR: 0.05, Momentum: 0.9}, rand.New(rand.NewPCG(1, 1)))
+	return net, params, Config{Train: train, Test: test, Key: testKey, Seed: 1, LatencySamples: 50}
+}
+
+// TestConvNetPipeline: a conv net goes through prune, cluster, quantize
+// and encode per tensor; pruned conv weights stay zero through
+// fine-tuning, every kept value of a clustered kernel is a centroid, the
+// file is a version-2 conv file, and the device runtime scores the test
+// set as nn does on the parameters the file decodes to.
+func TestConvNetPipeline(t *testing.T) {
+	net, params, cfg := trainedConv(t)
+	m, err := FromModel(net, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Arch() != convSpec || len(m.Weights()) != 4 || len(m.AllParams()) != len(net.Layout().Tensors) {
+		t.Fatalf("arch %s, %d weights, %d tensors", m.Arch(), len(m.Weights()), len(m.AllParams()))
+	}
+	recipe := "prune=0.6,conv1:0.3,finetune=1,lr:0.02;cluster=bits:4,finetune=1;quantize=int8;encode=huffman,bias:f16"
+	res, err := Run(context.Background(), m, recipe, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = res.Model
+	for _, l := range m.Layers {
+		if l.Op != deliver.OpConv && l.Op != deliver.OpFC {
+			continue
+		}
+		w := l.W[0]
+		want := 0.6
+		if l.Name == "conv1" {
+			want = 0.3
+		}
+		if pruned := w.Size() - w.Kept(); pruned != int(math.Round(want*float64(w.Size()))) {
+			t.Fatalf("%s: %d of %d pruned, want %.1f", l.Name, pruned, w.Size(), want)
+		}
+		cent := map[float32]bool{}
+		for _, c := range w.Centroids {
+			cent[c] = true
+		}
+		for i, v := range w.Data {
+			if !w.Keep[i] && v != 0 || w.Keep[i] && !cent[v] {
+				t.Fatalf("%s[%d] = %v (kept %v)", w.Name, i, v, w.Keep[i])
+			}
+		}
+	}
+	f, err := deliver.Read(res.File, testKey.Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Shape != (deliver.Shape{C: 2, H: 4, W: 4}) || len(f.Layers) != 7 || f.Layers[0].Op != deliver.OpConv || f.Layers[1].Op != deliver.OpGroupNorm {
+		t.Fatalf("file shape %v, layers %+v", f.Shape, f.Layers)
+	}
+	last := res.Rows[len(res.Rows)-1]
+	if want := accuracy(net, m.Params, cfg.Test.X, cfg.Test.Y); math.Abs(last.Accuracy-want) > 1.5/float64(cfg.Test.N) {
+		t.Fatalf("runtime accuracy %v, nn on the decoded parameters %v", last.Accuracy, want)
+	}
+	if res.Rows[0].Accuracy < 0.9 || last.Delta < -3 || last.Ratio < 2.5 {
+		t.Fatalf("rows %+v", res.Rows)
+	}
+}
+
+// TestConvNetStagesRefused: the stages that change an MLP's shapes say
+// they do not take a conv net.
+func TestConvNetStagesRefused(t *testing.T) {
+	net, params, cfg := trainedConv(t)
+	for _, recipe := range []string{"lowrank=rank:4", "prune=neurons:0.5", "finetune=1,kd:0.5"} {
+		m, err := FromModel(net, params)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Run(context.Background(), m, recipe, cfg); err == nil || !strings.Contains(err.Error(), convSpec) {
+			t.Errorf("%s: %v", recipe, err)
+		}
+	}
+	// Distillation takes a conv teacher into an MLP student.
+	m, _ := FromModel(net, params)
+	res, err := Run(context.Background(), m, "distill=student:mlp:16,epochs:2", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Model.Net != nil || res.Model.Arch() != "mlp:32-16-4" || res.Rows[1].Accuracy < 0.8 {
+		t.Fatalf("student %s, accuracy %v", res.Model.Arch(), res.Rows[1].Accuracy)
+	}
+}
