@@ -28,6 +28,7 @@ Recipe: stages separated by ";", each "op=ARG,key:value,...":
   distill=student:mlp:H1-H2,T:4,alpha:0.7,epochs:5   train a smaller student on the teacher's soft targets
   prune=SPARSITY[,scope:layer|global][,fcN:S][,convN:S][,finetune:E][,schedule:cubic|oneshot][,steps:10]
   prune=neurons:FRACTION[,finetune:E]                 remove hidden neurons (structured)
+  prune=filters:FRACTION[,convN:F][,finetune:E]      remove conv filters (structured, conv nets)
   prune=nm:2:4[,finetune:E]                           N:M sparsity
   cluster=bits:B[,fcN:B][,convN:B][,iters:30][,finetune:E][,clr:1e-4]   k-means weight sharing
   quantize=int8[,calib:minmax|percentile][,pct:99.99] | quantize=f16

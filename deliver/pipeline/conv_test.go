@@ -116,3 +116,53 @@ func TestConvNetStagesRefused(t *testing.T) {
 		t.Fatalf("student %s, accuracy %v", res.Model.Arch(), res.Rows[1].Accuracy)
 	}
 }
+
+// TestPruneFilters: filter pruning zeroes whole output channels of each
+// conv kernel (and their biases), which stay zero through fine-tuning.
+func TestPruneFilters(t *testing.T) {
+	net, params, cfg := trainedConv(t)
+	m, err := FromModel(net, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(context.Background(), m, "prune=filters:0.5,conv2:0.25,finetune=1", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = res.Model
+	for _, l := range m.Layers {
+		if l.Op != deliver.OpConv {
+			continue
+		}
+		w := l.W[0]
+		rows, cols := w.Rows(), w.Cols()
+		want := rows / 2
+		if l.Name == "conv2" {
+			want = rows / 4
+		}
+		zero := 0
+		for r := 0; r < rows; r++ {
+			nz := 0
+			for _, v := range w.Data[r*cols : (r+1)*cols] {
+				if v != 0 {
+					nz++
+				}
+			}
+			if nz == 0 && l.B.Data[r] == 0 {
+				zero++
+			} else if nz < cols/2 {
+				t.Fatalf("%s filter %d: %d of %d weights left, neither pruned nor kept", l.Name, r, nz, cols)
+			}
+		}
+		if zero != want {
+			t.Fatalf("%s: %d of %d filters pruned, want %d", l.Name, zero, rows, want)
+		}
+	}
+	if _, err := Run(context.Background(), res.Model, "prune=filters:0.5", cfg); err != nil {
+		t.Fatalf("pruning filters again: %v", err)
+	}
+	mlp, mcfg := trained(t)
+	if _, err := Run(context.Background(), mlp, "prune=filters:0.5", mcfg); err == nil {
+		t.Fatal("filters pruned on an MLP")
+	}
+}

@@ -33,7 +33,7 @@ var trainKeys = []string{"finetune", "lr", "batch", "momentum", "wd", "kd", "T"}
 // fc1, fc2, ... where noted).
 var opKeys = map[string][]string{
 	"distill":  {"student", "T", "alpha", "epochs", "lr", "batch", "momentum", "wd"},
-	"prune":    append([]string{"sparsity", "neurons", "nm", "scope", "schedule", "steps"}, trainKeys...),
+	"prune":    append([]string{"sparsity", "neurons", "filters", "nm", "scope", "schedule", "steps"}, trainKeys...),
 	"cluster":  append([]string{"bits", "iters", "clr"}, trainKeys...),
 	"quantize": {"calib", "pct"},
 	"lowrank":  append([]string{"rank", "energy"}, trainKeys...),
@@ -191,7 +191,7 @@ func (st Stage) check() error {
 	case "prune":
 		arg("sparsity")
 		n := 0
-		for _, k := range []string{"sparsity", "neurons", "nm"} {
+		for _, k := range []string{"sparsity", "neurons", "filters", "nm"} {
 			if _, ok := st.Params[k]; ok {
 				n++
 			}
@@ -201,10 +201,11 @@ func (st Stage) check() error {
 			hasLayer = hasLayer || layerKey.MatchString(k)
 		}
 		if n > 1 || (n == 0 && !hasLayer) {
-			errs = append(errs, errors.New("give one of a sparsity (prune=0.9), neurons:FRACTION or nm:N:M"))
+			errs = append(errs, errors.New("give one of a sparsity (prune=0.9), neurons:FRACTION, filters:FRACTION or nm:N:M"))
 		}
 		num("sparsity", 0, 1)
 		num("neurons", 0, 0.99)
+		num("filters", 0, 0.99)
 		if v, ok := st.Params["nm"]; ok {
 			if _, _, err := parseNM(v); err != nil {
 				errs = append(errs, err)

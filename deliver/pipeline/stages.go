@@ -85,6 +85,8 @@ func (p *runner) prune(ctx context.Context, st Stage) error {
 	switch {
 	case st.Params["neurons"] != "":
 		return p.pruneNeurons(ctx, st, o)
+	case st.Params["filters"] != "":
+		return p.pruneFilters(ctx, st, o)
 	case st.Params["nm"] != "":
 		n, mm, _ := parseNM(st.Params["nm"])
 		for _, w := range m.Weights() {
@@ -226,6 +228,47 @@ func (p *runner) pruneNeurons(ctx context.Context, st Stage, o trainOpts) error 
 	p.logf("  structured pruning: %s", m.Arch())
 	err := p.tune(ctx, m, o, nil)
 	return err
+}
+
+// pruneFilters removes the fraction of each conv layer's filters (output
+// channels; convN:F per layer) with the smallest L2 norm: their kernel rows
+// and biases are pruned as whole rows and stay zero through fine-tuning, so
+// that the file stores nothing for them and the runtime runs no tap of
+// them. The layers keep their shapes.
+func (p *runner) pruneFilters(ctx context.Context, st Stage, o trainOpts) error {
+	m := p.model
+	def := st.float("filters", 0)
+	n := 0
+	for _, l := range m.Layers {
+		if l.Op != deliver.OpConv {
+			continue
+		}
+		n++
+		w := l.W[0]
+		rows, cols := w.Rows(), w.Cols()
+		norms := make([]float32, rows)
+		compress.RowNorms(norms, w.Data)
+		keep := make([]bool, rows)
+		compress.SelectStructured(keep, norms, st.layerValue(l.Name, def))
+		if w.Keep == nil {
+			w.Keep = ones(w.Size())
+		}
+		if l.B.Keep == nil {
+			l.B.Keep = ones(l.B.Size())
+		}
+		for r, k := range keep {
+			if !k {
+				clear(w.Keep[r*cols : (r+1)*cols])
+				l.B.Keep[r] = false
+			}
+		}
+		compress.ApplyMask(w.Data, w.Keep)
+		compress.ApplyMask(l.B.Data, l.B.Keep)
+	}
+	if n == 0 {
+		return fmt.Errorf("prune filters: %s has no conv layer", m.Arch())
+	}
+	return p.tune(ctx, m, o, nil)
 }
 
 func (p *runner) cluster(ctx context.Context, st Stage) error {
