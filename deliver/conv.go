@@ -3,57 +3,66 @@ package deliver
 import "math"
 
 // conv is a compiled convolution: for each output channel, its nonzero
-// taps (input channel, kernel row, kernel column) and their weights. It
-// runs directly, tap by tap over the output plane, so that a pruned kernel
-// costs in proportion to its nonzero weights, and needs no scratch memory.
+// taps (one kernel weight each) with the rectangle of the output plane the
+// tap reaches inside the input, worked out once. It runs directly, tap by
+// tap over that rectangle, so that a pruned kernel costs in proportion to
+// its nonzero weights, and needs no scratch memory.
 type conv struct {
-	c, h, w     int // input
-	o, oh, ow   int // output
-	kh, kw      int
-	stride, pad int
-	tapPtr      []int32 // o+1 offsets into tapIdx and tapVal
-	tapIdx      []int32 // (ci·kh + ky)·kw + kx
-	tapVal      []float32
+	c, h, w   int // input
+	o, oh, ow int // output
+	kh, kw    int
+	stride    int
+	tapPtr    []int32 // o+1 offsets into taps
+	taps      []tap
+}
+
+// tap is one nonzero kernel weight: it adds val times the input from src
+// (an offset into the input, stepping stride·w per output row and stride
+// per output column) to rows×cols outputs from dst (an offset into its
+// output channel's plane).
+type tap struct {
+	src, dst   int32
+	rows, cols int32
+	val        float32
 }
 
 // compileConv builds a conv from a valid weight tensor [o, c, kh, kw].
 func compileConv(t *Tensor, in, out Shape, stride, pad int) conv {
 	cv := conv{c: in.C, h: in.H, w: in.W, o: out.C, oh: out.H, ow: out.W,
-		kh: t.Shape[2], kw: t.Shape[3], stride: stride, pad: pad}
+		kh: t.Shape[2], kw: t.Shape[3], stride: stride}
 	w := make([]float32, t.Size())
 	t.Dense(w)
 	per := cv.c * cv.kh * cv.kw
 	cv.tapPtr = make([]int32, cv.o+1)
-	for i, v := range w {
-		if v != 0 {
-			cv.tapPtr[i/per+1]++
-		}
-	}
 	for o := 0; o < cv.o; o++ {
-		cv.tapPtr[o+1] += cv.tapPtr[o]
-	}
-	cv.tapIdx = make([]int32, cv.tapPtr[cv.o])
-	cv.tapVal = make([]float32, cv.tapPtr[cv.o])
-	k := 0
-	for i, v := range w {
-		if v != 0 {
-			cv.tapIdx[k], cv.tapVal[k] = int32(i%per), v
-			k++
+		for i, v := range w[o*per : (o+1)*per] {
+			if v == 0 {
+				continue
+			}
+			kx, ky, ci := i%cv.kw, i/cv.kw%cv.kh, i/(cv.kw*cv.kh)
+			ylo, yhi := span(ky, cv.h, cv.oh, stride, pad)
+			xlo, xhi := span(kx, cv.w, cv.ow, stride, pad)
+			if ylo >= yhi || xlo >= xhi {
+				continue // the tap only ever meets padding
+			}
+			iy, ix := ylo*stride+ky-pad, xlo*stride+kx-pad
+			cv.taps = append(cv.taps, tap{src: int32((ci*cv.h+iy)*cv.w + ix), dst: int32(ylo*cv.ow + xlo),
+				rows: int32(yhi - ylo), cols: int32(xhi - xlo), val: v})
 		}
+		cv.tapPtr[o+1] = int32(len(cv.taps))
 	}
 	return cv
 }
 
 // span returns the outputs [lo, hi) along one side (n outputs) whose input
 // position o·stride + k − pad falls inside [0, size).
-func (cv *conv) span(k, size, n int) (lo, hi int) {
-	s := cv.stride
-	// o·s ≥ pad − k, and o·s ≤ size − 1 + pad − k.
-	if d := cv.pad - k; d > 0 {
-		lo = (d + s - 1) / s
+func span(k, size, n, stride, pad int) (lo, hi int) {
+	// o·stride ≥ pad − k, and o·stride ≤ size − 1 + pad − k.
+	if d := pad - k; d > 0 {
+		lo = (d + stride - 1) / stride
 	}
-	if d := size - 1 + cv.pad - k; d >= 0 {
-		hi = min(n, d/s+1)
+	if d := size - 1 + pad - k; d >= 0 {
+		hi = min(n, d/stride+1)
 	}
 	return lo, max(lo, hi)
 }
@@ -64,6 +73,7 @@ func (cv *conv) forward(y, x, bias []float32) {
 	plane := cv.oh * cv.ow
 	y = y[:cv.o*plane]
 	x = x[:cv.c*cv.h*cv.w]
+	step := cv.stride * cv.w
 	for o := 0; o < cv.o; o++ {
 		dst := y[o*plane : (o+1)*plane]
 		b := float32(0)
@@ -73,32 +83,22 @@ func (cv *conv) forward(y, x, bias []float32) {
 		for i := range dst {
 			dst[i] = b
 		}
-		for t := cv.tapPtr[o]; t < cv.tapPtr[o+1]; t++ {
-			idx, wv := int(cv.tapIdx[t]), cv.tapVal[t]
-			kx := idx % cv.kw
-			ky := idx / cv.kw % cv.kh
-			ci := idx / (cv.kw * cv.kh)
-			ylo, yhi := cv.span(ky, cv.h, cv.oh)
-			xlo, xhi := cv.span(kx, cv.w, cv.ow)
-			if xlo >= xhi {
-				continue
-			}
-			src := x[ci*cv.h*cv.w : (ci+1)*cv.h*cv.w]
-			for oy := ylo; oy < yhi; oy++ {
-				row := src[(oy*cv.stride+ky-cv.pad)*cv.w:][:cv.w]
-				out := dst[oy*cv.ow+xlo : oy*cv.ow+xhi]
-				ix := xlo*cv.stride + kx - cv.pad
+		for _, t := range cv.taps[cv.tapPtr[o]:cv.tapPtr[o+1]] {
+			src, at, cols, wv := int(t.src), int(t.dst), int(t.cols), t.val
+			for r := int32(0); r < t.rows; r++ {
+				out := dst[at : at+cols]
 				if cv.stride == 1 {
-					in := row[ix : ix+len(out)]
+					in := x[src : src+cols]
 					for j := range out {
 						out[j] += wv * in[j]
 					}
-					continue
+				} else {
+					for j := range out {
+						out[j] += wv * x[src+j*cv.stride]
+					}
 				}
-				for j := range out {
-					out[j] += wv * row[ix]
-					ix += cv.stride
-				}
+				src += step
+				at += cv.ow
 			}
 		}
 	}

@@ -256,7 +256,7 @@ type Limits struct {
 	MaxTensors   int // default 256
 	MaxLayers    int // default 64
 	// MaxActivation bounds the floats of one example's input and of each
-	// layer's output, default 1<<22.
+	// layer's output, default 1<<22, at most 1<<30.
 	MaxActivation int
 }
 
@@ -276,6 +276,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxActivation <= 0 {
 		l.MaxActivation = 1 << 22
 	}
+	l.MaxActivation = min(l.MaxActivation, 1<<30) // conv offsets are int32
 	return l
 }
 

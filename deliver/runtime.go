@@ -219,7 +219,7 @@ func (n *Net) WeightBytes() int {
 		for _, m := range l.mats {
 			b += 4*len(m.dense) + 4*len(m.colPtr) + 2*len(m.rowIdx) + 4*len(m.val)
 		}
-		b += 4*len(l.bias) + 4*len(l.conv.tapPtr) + 4*len(l.conv.tapIdx) + 4*len(l.conv.tapVal) + 4*len(l.gn.gamma)
+		b += 4*len(l.bias) + 4*len(l.conv.tapPtr) + 20*len(l.conv.taps) + 4*len(l.gn.gamma)
 	}
 	return b
 }
