@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -97,7 +98,7 @@ func TestConvNetPipeline(t *testing.T) {
 // they do not take a conv net.
 func TestConvNetStagesRefused(t *testing.T) {
 	net, params, cfg := trainedConv(t)
-	for _, recipe := range []string{"lowrank=rank:4", "prune=neurons:0.5", "finetune=1,kd:0.5"} {
+	for _, recipe := range []string{"prune=neurons:0.5", "finetune=1,kd:0.5"} {
 		m, err := FromModel(net, params)
 		if err != nil {
 			t.Fatal(err)
@@ -164,5 +165,66 @@ func TestPruneFilters(t *testing.T) {
 	mlp, mcfg := trained(t)
 	if _, err := Run(context.Background(), mlp, "prune=filters:0.5", mcfg); err == nil {
 		t.Fatal("filters pruned on an MLP")
+	}
+}
+
+// TestConvNetLowRank: lowrank factors a conv kernel into a conv of rank
+// channels and a 1×1 conv, and an fc into two; the factored network keeps
+// most of the accuracy before fine-tuning, and trains, prunes and delivers
+// as any Net.
+func TestConvNetLowRank(t *testing.T) {
+	net, params, cfg := trainedConv(t)
+	m, _ := FromModel(net, params)
+	res, err := Run(context.Background(), m, "lowrank=fc1:4", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Model.Arch(), "conv:6x3,gn:2,conv:8x3:valid:linear,relu,pool:2,fc:4:linear,fc:16,fc:4"; got != want {
+		t.Fatalf("arch %s, want %s", got, want)
+	}
+	if res.Rows[1].Accuracy < res.Rows[0].Accuracy-0.05 {
+		t.Fatalf("rank 4 of 8 lost %.2f points", -res.Rows[1].Delta)
+	}
+	m, _ = FromModel(net, params)
+	res, err = Run(context.Background(), m, "lowrank=conv1:2,finetune=1;prune=0.3;encode=huffman", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Model.Arch(), "conv:2x3:linear,conv:6x1,gn:2,conv:8x3:valid:linear,relu,pool:2,fc:16,fc:4"; got != want {
+		t.Fatalf("arch %s, want %s", got, want)
+	}
+	if res.Rows[1].Accuracy < 0.9 || res.Rows[2].Accuracy < 0.9 {
+		t.Fatalf("rows %+v", res.Rows)
+	}
+	m, _ = FromModel(net, params)
+	if _, err := Run(context.Background(), m, "prune=0.5;lowrank=rank:2", cfg); err == nil {
+		t.Fatal("lowrank after prune accepted")
+	}
+}
+
+// TestNetTokens: the spec netTokens writes parses back to the same
+// network (same layers and layout), for the named nets and a spec with
+// every option.
+func TestNetTokens(t *testing.T) {
+	for _, spec := range []string{"lenet5", "cnn", "conv:4x3/2:linear,gn:2,pool:3/2,relu,fc:7:linear,fc:9,fc:10", convSpec} {
+		net, err := nn.ParseNet(spec, 1, 28, 28, 10)
+		if spec == convSpec {
+			net, err = nn.ParseNet(spec, 2, 4, 4, 4)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, err := netTokens(net)
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := net.InputShape()
+		again, err := nn.ParseNet(strings.Join(toks, ","), in.C, in.H, in.W, net.Classes())
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		if !reflect.DeepEqual(again.Layers(), net.Layers()) || !reflect.DeepEqual(again.Layout(), net.Layout()) {
+			t.Fatalf("%s: %s parses to another network", spec, strings.Join(toks, ","))
+		}
 	}
 }

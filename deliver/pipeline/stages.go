@@ -359,7 +359,7 @@ func (p *runner) lowrank(ctx context.Context, st Stage) error {
 	}
 	m := p.model
 	if m.Net != nil {
-		return fmt.Errorf("lowrank: works on MLPs, not on %s", m.Arch())
+		return p.lowrankNet(ctx, st)
 	}
 	for _, l := range m.Layers {
 		if len(l.W) != 1 || l.W[0].Keep != nil {
