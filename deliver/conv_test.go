@@ -2,7 +2,10 @@ package deliver
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -269,5 +272,29 @@ func TestRefusesBadConvLayers(t *testing.T) {
 	data := encode(t, netFile(t, net, params))
 	if _, err := ReadLimits(data, testPub(), Limits{MaxActivation: 100}); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("activation limit: %v", err)
+	}
+}
+
+// TestConvFileTruncations: every truncation of a conv net's file, and
+// every single-bit flip of its body re-signed, is refused or read without
+// a panic; a truncated file never reads.
+func TestConvFileTruncations(t *testing.T) {
+	data := encode(t, convTestFile(t))
+	for n := range len(data) {
+		if _, err := ReadUnverified(data[:n], Limits{}); err == nil {
+			t.Fatalf("truncated to %d bytes: no error", n)
+		}
+	}
+	body := data[:len(data)-trailer]
+	for i := len(Magic); i < len(body); i += 7 {
+		b := bytes.Clone(body)
+		b[i] ^= 0x10
+		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+		b = append(b, ed25519.Sign(testKey, b)...)
+		if f, err := Read(b, testPub()); err == nil {
+			if _, err := Compile(f); err != nil {
+				t.Fatalf("flip at %d: read but does not compile: %v", i, err)
+			}
+		}
 	}
 }
