@@ -3,6 +3,7 @@ package deliver
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/fedzip/fedzip/compress"
@@ -109,6 +110,93 @@ func BenchmarkPredict(b *testing.B) {
 // TestPredictAllocatesNothing checks the claim of Predict.
 func TestPredictAllocatesNothing(t *testing.T) {
 	f, _, _ := lenetFile(0.9)
+	net, err := Compile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := net.NewScratch()
+	x := make([]float32, 784)
+	probs := make([]float32, 10)
+	if a := testing.AllocsPerRun(10, func() { net.Predict(probs, x, s) }); a != 0 {
+		t.Fatalf("%v allocations per prediction", a)
+	}
+}
+
+// lenet5File returns the Caffe LeNet-5 (nn's "lenet5") with random
+// weights, every weight tensor magnitude-pruned to the given sparsity and
+// stored sparse, and the nn network with its dense parameters.
+func lenet5File(tb testing.TB, sparsity float64) (*File, *nn.Net, []float32) {
+	net, err := nn.ParseNet("lenet5", 1, 28, 28, 10)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	params := make([]float32, net.NumParams())
+	net.Init(params, 1)
+	f := netFile(tb, net, params)
+	if sparsity == 0 {
+		return f, net, params
+	}
+	for i := range f.Tensors {
+		t := &f.Tensors[i]
+		if len(t.Shape) == 1 {
+			continue
+		}
+		keep := make([]bool, len(t.Values))
+		compress.PruneMagnitude(keep, slices.Clone(t.Values), sparsity)
+		var idx []int32
+		var vals []float32
+		for j, k := range keep {
+			if k {
+				idx = append(idx, int32(j))
+				vals = append(vals, t.Values[j])
+			}
+		}
+		t.Sparse, t.Index, t.Values = true, idx, vals
+	}
+	return f, net, params
+}
+
+// BenchmarkPredictConv is BenchmarkPredict for LeNet-5 (431,080
+// parameters, 2.3 M multiply-adds dense): nn's im2col and AVX2 GEMM on a
+// batch of one against the runtime's direct convolution, dense and pruned.
+func BenchmarkPredictConv(b *testing.B) {
+	const n = 256
+	x := benchInputs(n)
+	b.Run("nn-dense-float32", func(b *testing.B) {
+		_, net, params := lenet5File(b, 0)
+		ws := net.NewWorkspace(1)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			copy(ws.Input(1), x[i%n*784:(i%n+1)*784])
+			net.Forward(ws, params, 1)
+			i++
+		}
+	})
+	for _, sp := range []float64{0, 0.9} {
+		b.Run(fmt.Sprintf("runtime-sparsity-%.2f", sp), func(b *testing.B) {
+			f, _, _ := lenet5File(b, sp)
+			net, err := Compile(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			s := net.NewScratch()
+			probs := make([]float32, 10)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				net.Predict(probs, x[i%n*784:(i%n+1)*784], s)
+				i++
+			}
+			b.ReportMetric(float64(net.WeightBytes()+s.Bytes()), "bytes/model")
+		})
+	}
+}
+
+// TestPredictConvAllocatesNothing: a conv net's prediction allocates
+// nothing either.
+func TestPredictConvAllocatesNothing(t *testing.T) {
+	f, _, _ := lenet5File(t, 0.9)
 	net, err := Compile(f)
 	if err != nil {
 		t.Fatal(err)

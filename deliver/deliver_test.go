@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/fedzip/fedzip/compress"
+	"github.com/fedzip/fedzip/nn"
 )
 
 // testKey is a fixed key, so that the fuzz corpus stays valid.
@@ -319,7 +320,20 @@ func FuzzRead(f *testing.F) {
 		data := encode(f, testFile(seed))
 		f.Add(data[:len(data)-trailer])
 	}
+	for i, c := range convSpecs[:2] {
+		net, err := nn.ParseNet(c.spec, c.c, c.h, c.w, c.classes)
+		if err != nil {
+			f.Fatal(err)
+		}
+		params := make([]float32, net.NumParams())
+		net.Init(params, uint64(i))
+		for _, g := range []*File{netFile(f, net, params), compressTensors(netFile(f, net, params))} {
+			data := encode(f, g)
+			f.Add(data[:len(data)-trailer])
+		}
+	}
 	f.Add([]byte(Magic + "\x01\x00"))
+	f.Add([]byte(Magic + "\x02\x00"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		// Arbitrary bytes as a whole file: refused by the signature (or
@@ -350,7 +364,7 @@ func FuzzRead(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if file.Params() < 1<<16 {
+		if net.Ops() < 1<<22 {
 			net.Predict(make([]float32, net.Classes()), make([]float32, net.InputDim()), net.NewScratch())
 		}
 	})

@@ -4,20 +4,24 @@
 // only, never on the coordinator, the transport or the training code, so
 // that a device build stays small (check with go list -deps).
 //
-// # Format (version 1)
+// # Format (versions 1 and 2)
 //
 // All integers are little-endian; uvarint is encoding/binary's unsigned
 // varint; str is a uvarint length and that many bytes.
 //
 //	magic      4   "FZM\x00"
-//	version    1   1
+//	version    1   1 (dense layers on a flat input) or 2 (any layers)
 //	flags      1   0
 //	meta       uvarint count, then count × (key str, value str)
-//	input      uvarint   input features of the network
+//	input      version 1: uvarint, the input features of the network
+//	           version 2: uvarint C, H, W, the shape of one input (NCHW)
 //	tensors    uvarint count, then count × tensor
 //	layers     uvarint count, then count × layer
 //	crc        4   CRC-32C (Castagnoli) of every byte before it
 //	signature  64  ed25519 signature of every byte before it
+//
+// Encode writes version 1 whenever the network fits it (an MLP), so that
+// older readers keep reading MLP files; Read reads both.
 //
 // The metadata key "model_version" (MetaModelVersion), when present, is
 // the decimal version of the global model the file was made from. Being
@@ -44,7 +48,7 @@
 //	           1 canonical Huffman, compress.AppendHuffman), then a str.
 //	           Int8 codes are stored as the symbols q+128, 8 bits wide.
 //
-// A layer computes y = act(W·x + b):
+// A layer of version 1 is a dense layer, y = act(W·x + b):
 //
 //	weights    1   1: W is tensor w0 of shape [out, in]
 //	               2: W = w0·w1, w0 [out, r] and w1 [r, in] (a low-rank
@@ -53,8 +57,25 @@
 //	bias       uvarint: 0 none, else 1 + the index of a tensor of shape [out]
 //	act        1   0 none, 1 ReLU
 //
-// The first layer's in is the input size, each layer's in the previous
-// layer's out, and the last layer's out the number of classes.
+// A layer of version 2 starts with its operation:
+//
+//	op         1   0 fc: then the fields of a version-1 layer, on the
+//	                 previous output flattened in C, H, W order
+//	               1 conv: the fields of a version-1 layer with one weight
+//	                 tensor [out, C, kh, kw] (PyTorch's order), then
+//	                 stride uvarint (1..64) and pad uvarint (zero rows and
+//	                 columns on every side, below the kernel's side)
+//	               2 max-pool: window uvarint (1..64), stride uvarint
+//	                 (1..64); no padding, partial windows dropped
+//	               3 group norm: groups uvarint (dividing C), scale γ and
+//	                 shift β uvarint tensor indices (each [C]), eps
+//	                 float32 (> 0): y = γ·(x − mean)/√(var + eps) + β over
+//	                 each group of C/groups channels
+//	               4 ReLU
+//
+// The first layer's input is the input shape, each layer's the previous
+// layer's output, and the last layer is an fc whose out is the number of
+// classes. Every activation is bounded by Limits.MaxActivation.
 //
 // # Reading
 //
@@ -83,5 +104,8 @@
 // nonzero are held in compressed sparse columns with 16-bit row indices
 // and multiplied column by column, skipping the columns whose input is zero
 // (most MNIST pixels, and about half of the ReLU outputs); denser matrices
-// are decoded to row-major float32.
+// are decoded to row-major float32. A convolution keeps only its nonzero
+// kernel taps and runs directly, tap by tap over the output plane, so that
+// a pruned kernel costs in proportion to its nonzero weights and needs no
+// im2col buffer.
 package deliver

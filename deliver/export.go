@@ -31,6 +31,9 @@ func Safetensors(f *File) ([]byte, error) {
 	}
 	header := map[string]any{}
 	meta := map[string]string{"format": "pt", "layers": layerString(f)}
+	if f.Shape != (Shape{}) {
+		meta["input_shape"] = fmt.Sprintf("%dx%dx%d", f.Shape.C, f.Shape.H, f.Shape.W)
+	}
 	for k, v := range f.Meta {
 		meta[k] = v
 	}
@@ -62,7 +65,10 @@ func Safetensors(f *File) ([]byte, error) {
 }
 
 // layerString describes the layers as "fc1.weight+fc1.bias:relu;..." for
-// metadata: a factored layer lists its two factors joined by "*".
+// metadata: a factored layer lists its two factors joined by "*"; other
+// operations start with their name and parameters, as in
+// "conv(stride=1,pad=2) conv1.weight+conv1.bias:relu", "maxpool(k=2,stride=2)",
+// "groupnorm(groups=4,eps=1e-05) gn1.weight+gn1.bias" and "relu".
 func layerString(f *File) string {
 	var parts []string
 	for _, l := range f.Layers {
@@ -74,6 +80,16 @@ func layerString(f *File) string {
 		if l.Bias >= 0 {
 			s += "+" + f.Tensors[l.Bias].Name
 		}
+		switch l.Op {
+		case OpConv:
+			s = fmt.Sprintf("conv(stride=%d,pad=%d) %s", l.Stride, l.Pad, s)
+		case OpMaxPool:
+			s = fmt.Sprintf("maxpool(k=%d,stride=%d)", l.Kernel, l.Stride)
+		case OpGroupNorm:
+			s = fmt.Sprintf("groupnorm(groups=%d,eps=%g) %s", l.Groups, l.Eps, s)
+		case OpReLU:
+			s = "relu"
+		}
 		if l.ReLU {
 			s += ":relu"
 		}
@@ -84,9 +100,12 @@ func layerString(f *File) string {
 
 // ONNX element types and attribute types (onnx.proto).
 const (
-	onnxFloat   = 1
-	onnxInt8    = 3
-	onnxAttrInt = 2
+	onnxFloat     = 1
+	onnxInt8      = 3
+	onnxInt64     = 7
+	onnxAttrFloat = 1
+	onnxAttrInt   = 2
+	onnxAttrInts  = 7
 	// ONNXOpset is the operator set the export declares; per-axis
 	// DequantizeLinear needs 13 or later.
 	ONNXOpset     = 13
@@ -119,7 +138,9 @@ const (
 	nodeAttribute = 5
 
 	attrName = 1
+	attrF    = 2
 	attrI    = 3
+	attrInts = 8
 	attrType = 20
 
 	tensorDims     = 1
@@ -144,13 +165,17 @@ const (
 )
 
 // ONNX returns the network of f as an ONNX model (IR 7, opset 13) in the QDQ
-// form: each weight matrix is an int8 initializer with one scale and zero
-// point per output channel (row), turned back into float32 by
-// DequantizeLinear with axis 0, feeding Gemm (transB=1) with the float32
-// bias, then Relu where the layer has one. A factored layer is two Gemms.
-// The input is "input" [N, in] and the output "logits" [N, classes].
-// Weights stored as int8 per row are exported exactly; others are
-// quantized to int8 per row with min/max calibration.
+// form: each weight matrix or conv kernel is an int8 initializer with one
+// scale and zero point per output channel (row), turned back into float32
+// by DequantizeLinear with axis 0, feeding Gemm (transB=1) or Conv with
+// the float32 bias, then Relu where the layer has one. A factored layer is
+// two Gemms; a max-pool is MaxPool; a group norm, which opset 13 lacks, is
+// Reshape to [N, groups, −1], InstanceNormalization, Reshape back, Mul by
+// γ and Add β; an fc layer after a spatial one starts with Flatten. The
+// input is "input", [N, in] for a flat file and [N, C, H, W] for a file
+// with an input Shape, and the output "logits" [N, classes]. Weights
+// stored as int8 per row are exported exactly; others are quantized to
+// int8 per row with min/max calibration.
 func ONNX(f *File) ([]byte, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
@@ -202,39 +227,97 @@ func ONNX(f *File) ([]byte, error) {
 			intAttr("axis", 0))
 		return t.Name
 	}
+	// floats adds a float32 initializer of the dense values of tensor id
+	// with the given dims and returns its name.
+	floats := func(id int, suffix string, dims []int) string {
+		t := &f.Tensors[id]
+		v := make([]float32, t.Size())
+		t.Dense(v)
+		addInit(t.Name+suffix, onnxFloat, dims, float32Bytes(v))
+		return t.Name + suffix
+	}
 	x := onnxInputName
+	shape := f.InputShape()
+	flat := f.Shape == (Shape{})
 	for li, l := range f.Layers {
 		name := fmt.Sprintf("layer%d", li+1)
-		for j := len(l.Weights) - 1; j >= 0; j-- {
-			w := dequantized(l.Weights[j])
-			in := []string{x, w}
-			if j == 0 && l.Bias >= 0 {
-				b := &f.Tensors[l.Bias]
-				v := make([]float32, b.Size())
-				b.Dense(v)
-				addInit(b.Name, onnxFloat, b.Shape, float32Bytes(v))
-				in = append(in, b.Name)
-			}
-			out := fmt.Sprintf("%s_gemm%d", name, len(l.Weights)-j)
-			if j == 0 && !l.ReLU && li == len(f.Layers)-1 {
-				out = onnxOutputName
-			}
-			addNode("Gemm", out, in, []string{out}, intAttr("transB", 1))
-			x = out
+		next, err := f.layerOut(li, l, shape)
+		if err != nil {
+			return nil, err
 		}
-		if l.ReLU {
+		last := li == len(f.Layers)-1
+		switch l.Op {
+		case OpFC:
+			if !flat {
+				addNode("Flatten", name+"_flatten", []string{x}, []string{name + "_flatten"}, intAttr("axis", 1))
+				x, flat = name+"_flatten", true
+			}
+			for j := len(l.Weights) - 1; j >= 0; j-- {
+				w := dequantized(l.Weights[j])
+				in := []string{x, w}
+				if j == 0 && l.Bias >= 0 {
+					in = append(in, floats(l.Bias, "", f.Tensors[l.Bias].Shape))
+				}
+				out := fmt.Sprintf("%s_gemm%d", name, len(l.Weights)-j)
+				if j == 0 && !l.ReLU && last {
+					out = onnxOutputName
+				}
+				addNode("Gemm", out, in, []string{out}, intAttr("transB", 1))
+				x = out
+			}
+		case OpConv:
+			w := &f.Tensors[l.Weights[0]]
+			in := []string{x, dequantized(l.Weights[0])}
+			if l.Bias >= 0 {
+				in = append(in, floats(l.Bias, "", f.Tensors[l.Bias].Shape))
+			}
+			out := name + "_conv"
+			addNode("Conv", out, in, []string{out}, intsAttr("kernel_shape", w.Shape[2], w.Shape[3]),
+				intsAttr("strides", l.Stride, l.Stride), intsAttr("pads", l.Pad, l.Pad, l.Pad, l.Pad))
+			x = out
+		case OpMaxPool:
+			out := name + "_maxpool"
+			addNode("MaxPool", out, []string{x}, []string{out}, intsAttr("kernel_shape", l.Kernel, l.Kernel), intsAttr("strides", l.Stride, l.Stride))
+			x = out
+		case OpGroupNorm:
+			grouped := name + "_grouped"
+			addInit(grouped+"_shape", onnxInt64, []int{3}, int64Bytes(0, int64(l.Groups), -1))
+			addNode("Reshape", grouped, []string{x, grouped + "_shape"}, []string{grouped})
+			ones, zeros := make([]float32, l.Groups), make([]float32, l.Groups)
+			for i := range ones {
+				ones[i] = 1
+			}
+			addInit(name+"_ones", onnxFloat, []int{l.Groups}, float32Bytes(ones))
+			addInit(name+"_zeros", onnxFloat, []int{l.Groups}, float32Bytes(zeros))
+			norm := name + "_normalized"
+			addNode("InstanceNormalization", norm, []string{grouped, name + "_ones", name + "_zeros"}, []string{norm}, floatAttr("epsilon", l.Eps))
+			back := name + "_ungrouped"
+			addInit(back+"_shape", onnxInt64, []int{4}, int64Bytes(0, int64(shape.C), int64(shape.H), int64(shape.W)))
+			addNode("Reshape", back, []string{norm, back + "_shape"}, []string{back})
+			dims := []int{shape.C, 1, 1}
+			scaled := name + "_scaled"
+			addNode("Mul", scaled, []string{back, floats(l.Weights[0], "_per_channel", dims)}, []string{scaled})
+			x = name + "_shifted"
+			addNode("Add", x, []string{scaled, floats(l.Bias, "_per_channel", dims)}, []string{x})
+		}
+		if l.ReLU || l.Op == OpReLU {
 			out := name + "_relu"
 			addNode("Relu", out, []string{x}, []string{out})
 			x = out
 		}
+		shape = next
 	}
 	if x != onnxOutputName {
 		addNode("Identity", onnxOutputName, []string{x}, []string{onnxOutputName})
 	}
 	g = append(g, nodes...)
 	g = append(g, inits...)
+	inDims := []int{f.Input}
+	if !(f.Shape == (Shape{})) {
+		inDims = []int{f.Shape.C, f.Shape.H, f.Shape.W}
+	}
 	g = protowire.AppendTag(g, graphInput, protowire.BytesType)
-	g = protowire.AppendBytes(g, valueInfo(onnxInputName, f.Input))
+	g = protowire.AppendBytes(g, valueInfo(onnxInputName, inDims...))
 	g = protowire.AppendTag(g, graphOutput, protowire.BytesType)
 	g = protowire.AppendBytes(g, valueInfo(onnxOutputName, f.Classes()))
 
@@ -281,6 +364,34 @@ func intAttr(name string, v int64) []byte {
 	return protowire.AppendVarint(a, onnxAttrInt)
 }
 
+func intsAttr(name string, v ...int) []byte {
+	var a []byte
+	a = appendStringField(a, attrName, name)
+	for _, x := range v {
+		a = protowire.AppendTag(a, attrInts, protowire.VarintType)
+		a = protowire.AppendVarint(a, uint64(int64(x)))
+	}
+	a = protowire.AppendTag(a, attrType, protowire.VarintType)
+	return protowire.AppendVarint(a, onnxAttrInts)
+}
+
+func floatAttr(name string, v float32) []byte {
+	var a []byte
+	a = appendStringField(a, attrName, name)
+	a = protowire.AppendTag(a, attrF, protowire.Fixed32Type)
+	a = protowire.AppendFixed32(a, math.Float32bits(v))
+	a = protowire.AppendTag(a, attrType, protowire.VarintType)
+	return protowire.AppendVarint(a, onnxAttrFloat)
+}
+
+func int64Bytes(v ...int64) []byte {
+	b := make([]byte, 0, 8*len(v))
+	for _, x := range v {
+		b = binary.LittleEndian.AppendUint64(b, uint64(x))
+	}
+	return b
+}
+
 func onnxTensor(name string, dtype int, dims []int, raw []byte) []byte {
 	var t []byte
 	for _, d := range dims {
@@ -294,16 +405,20 @@ func onnxTensor(name string, dtype int, dims []int, raw []byte) []byte {
 	return protowire.AppendBytes(t, raw)
 }
 
-// valueInfo is a float tensor [N, dim] with a symbolic batch dimension.
-func valueInfo(name string, dim int) []byte {
-	var batch, d, shape, tt, typ, v []byte
+// valueInfo is a float tensor [N, dims...] with a symbolic batch
+// dimension.
+func valueInfo(name string, dims ...int) []byte {
+	var batch, shape, tt, typ, v []byte
 	batch = appendStringField(batch, dimParam, onnxBatchSymbol)
-	d = protowire.AppendTag(d, dimValue, protowire.VarintType)
-	d = protowire.AppendVarint(d, uint64(dim))
 	shape = protowire.AppendTag(shape, shapeDim, protowire.BytesType)
 	shape = protowire.AppendBytes(shape, batch)
-	shape = protowire.AppendTag(shape, shapeDim, protowire.BytesType)
-	shape = protowire.AppendBytes(shape, d)
+	for _, dim := range dims {
+		var d []byte
+		d = protowire.AppendTag(d, dimValue, protowire.VarintType)
+		d = protowire.AppendVarint(d, uint64(dim))
+		shape = protowire.AppendTag(shape, shapeDim, protowire.BytesType)
+		shape = protowire.AppendBytes(shape, d)
+	}
 	tt = protowire.AppendTag(tt, tensorElemType, protowire.VarintType)
 	tt = protowire.AppendVarint(tt, onnxFloat)
 	tt = protowire.AppendTag(tt, tensorShape, protowire.BytesType)

@@ -156,24 +156,96 @@ func (t *Tensor) Dense(dst []float32) {
 	}
 }
 
-// Layer is one dense layer, y = act(W·x + b), with tensors named by their
-// index in File.Tensors.
-type Layer struct {
-	// Weights is one tensor of shape [out, in], or two whose product is W:
-	// [out, r] then [r, in].
-	Weights []int
-	// Bias is the tensor of shape [out], or -1 for none.
-	Bias int
-	// ReLU applies max(0, ·) to the output.
-	ReLU bool
+// Op is the operation of a layer.
+type Op uint8
+
+// Layer operations. A file of version 1 holds only OpFC layers on a flat
+// input; OpConv, OpMaxPool, OpGroupNorm and OpReLU need version 2.
+const (
+	OpFC        Op = 0 // y = act(W·x + b) on the flattened input
+	OpConv      Op = 1 // 2-D convolution, NCHW, then act
+	OpMaxPool   Op = 2 // max-pool without padding
+	OpGroupNorm Op = 3 // group norm with per-channel scale and shift
+	OpReLU      Op = 4 // max(0, ·)
+)
+
+func (o Op) String() string {
+	switch o {
+	case OpFC:
+		return "fc"
+	case OpConv:
+		return "conv"
+	case OpMaxPool:
+		return "maxpool"
+	case OpGroupNorm:
+		return "groupnorm"
+	case OpReLU:
+		return "relu"
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
 }
+
+// Layer is one layer of the network, with tensors named by their index in
+// File.Tensors. The zero Op is a dense layer, y = act(W·x + b), on the
+// flattened (torch.flatten order) output of the previous layer.
+type Layer struct {
+	Op Op
+	// Weights, for OpFC, is one tensor of shape [out, in], or two whose
+	// product is W: [out, r] then [r, in]. For OpConv it is one tensor of
+	// shape [out, in, kh, kw] (PyTorch's order); for OpGroupNorm the
+	// per-channel scale γ, of shape [channels].
+	Weights []int
+	// Bias is the tensor of shape [out] (OpFC, OpConv; -1 for none), or
+	// the group norm's per-channel shift β (required).
+	Bias int
+	// ReLU applies max(0, ·) to the output of an OpFC or OpConv.
+	ReLU bool
+	// Stride and Pad of an OpConv (Pad zero rows and columns on every
+	// side); Kernel and Stride of an OpMaxPool's square window.
+	Kernel, Stride, Pad int
+	// Groups and Eps of an OpGroupNorm: y = γ·(x − mean)/√(var + Eps) + β
+	// over each group of Channels/Groups channels.
+	Groups int
+	Eps    float32
+}
+
+// Shape is the shape of one input example, channels × height × width. The
+// zero Shape means a flat vector of File.Input features (1×1×Input).
+type Shape struct{ C, H, W int }
 
 // File is a device model: metadata, tensors and the layers that use them.
 type File struct {
-	Meta    map[string]string
-	Input   int
+	Meta map[string]string
+	// Input is the number of input features, Shape's C·H·W when Shape is
+	// set.
+	Input int
+	// Shape is the input's image shape for a network of conv, pool or
+	// group-norm layers; zero for a flat input.
+	Shape   Shape
 	Tensors []Tensor
 	Layers  []Layer
+}
+
+// InputShape returns the input's shape: Shape, or 1×1×Input if it is zero.
+func (f *File) InputShape() Shape {
+	if f.Shape == (Shape{}) {
+		return Shape{1, 1, f.Input}
+	}
+	return f.Shape
+}
+
+// v1 reports whether f is written in format version 1: a flat input and
+// dense layers only.
+func (f *File) v1() bool {
+	if f.Shape != (Shape{}) {
+		return false
+	}
+	for _, l := range f.Layers {
+		if l.Op != OpFC {
+			return false
+		}
+	}
+	return true
 }
 
 // Limits bound what Read accepts. The zero value of a field means its
@@ -183,6 +255,9 @@ type Limits struct {
 	MaxParams    int // entries over all tensors, default 1<<26
 	MaxTensors   int // default 256
 	MaxLayers    int // default 64
+	// MaxActivation bounds the floats of one example's input and of each
+	// layer's output, default 1<<22, at most 1<<30.
+	MaxActivation int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -198,6 +273,10 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxLayers <= 0 {
 		l.MaxLayers = 64
 	}
+	if l.MaxActivation <= 0 {
+		l.MaxActivation = 1 << 22
+	}
+	l.MaxActivation = min(l.MaxActivation, 1<<30) // conv offsets are int32
 	return l
 }
 
@@ -207,6 +286,7 @@ const (
 	maxName     = 128
 	maxMeta     = 64
 	maxMetaText = 4096
+	maxKernel   = 64 // conv and pool window side, conv and pool stride
 )
 
 // MetaModelVersion is the metadata key under which a delivered file names
@@ -258,7 +338,7 @@ func (f *File) Classes() int {
 		return 0
 	}
 	l := f.Layers[len(f.Layers)-1]
-	if len(l.Weights) == 0 || l.Weights[0] < 0 || l.Weights[0] >= len(f.Tensors) {
+	if l.Op != OpFC || len(l.Weights) == 0 || l.Weights[0] < 0 || l.Weights[0] >= len(f.Tensors) {
 		return 0
 	}
 	return f.Tensors[l.Weights[0]].Shape[0]
@@ -286,8 +366,12 @@ func (f *File) validate(lim Limits) error {
 			return fmt.Errorf("%w: metadata entry %.40q over %d bytes", ErrTooLarge, k, maxMetaText)
 		}
 	}
-	if f.Input <= 0 || f.Input > lim.MaxParams {
+	if f.Input <= 0 || f.Input > lim.MaxParams || f.Input > lim.MaxActivation {
 		return fmt.Errorf("%w: input size %d", ErrCorrupt, f.Input)
+	}
+	if sh := f.Shape; sh != (Shape{}) && (sh.C <= 0 || sh.H <= 0 || sh.W <= 0 ||
+		sh.C > f.Input || sh.H > f.Input/sh.C || sh.W > f.Input/(sh.C*sh.H) || sh.C*sh.H*sh.W != f.Input) {
+		return fmt.Errorf("%w: input shape %v for %d features", ErrCorrupt, f.Shape, f.Input)
 	}
 	if len(f.Tensors) == 0 || len(f.Tensors) > lim.MaxTensors {
 		return fmt.Errorf("%w: %d tensors (limit 1..%d)", ErrTooLarge, len(f.Tensors), lim.MaxTensors)
@@ -307,55 +391,147 @@ func (f *File) validate(lim Limits) error {
 	if len(f.Layers) == 0 || len(f.Layers) > lim.MaxLayers {
 		return fmt.Errorf("%w: %d layers (limit 1..%d)", ErrTooLarge, len(f.Layers), lim.MaxLayers)
 	}
-	in := f.Input
+	if f.Layers[len(f.Layers)-1].Op != OpFC {
+		return fmt.Errorf("%w: the last layer is %v, not fc", ErrCorrupt, f.Layers[len(f.Layers)-1].Op)
+	}
+	s := f.InputShape()
 	for li, l := range f.Layers {
-		shape := func(id int) ([]int, error) {
-			if id < 0 || id >= len(f.Tensors) {
-				return nil, fmt.Errorf("%w: layer %d refers to tensor %d of %d", ErrCorrupt, li, id, len(f.Tensors))
-			}
-			return f.Tensors[id].Shape, nil
+		out, err := f.layerOut(li, l, s)
+		if err != nil {
+			return err
 		}
+		if n := out.C * out.H * out.W; n > lim.MaxActivation {
+			return fmt.Errorf("%w: layer %d: output of %d floats (limit %d)", ErrTooLarge, li, n, lim.MaxActivation)
+		}
+		s = out
+	}
+	return nil
+}
+
+// layerOut checks layer li, l, on an input of shape in and returns the
+// shape of its output. Every size it multiplies is bounded first: in by
+// the activation limit, the tensors' sides by the parameter limit, and
+// kernels, strides and paddings by maxKernel.
+func (f *File) layerOut(li int, l Layer, in Shape) (Shape, error) {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: layer %d (%v): %s", ErrCorrupt, li, l.Op, fmt.Sprintf(format, a...))
+	}
+	shape := func(id int) ([]int, error) {
+		if id < 0 || id >= len(f.Tensors) {
+			return nil, bad("refers to tensor %d of %d", id, len(f.Tensors))
+		}
+		return f.Tensors[id].Shape, nil
+	}
+	// vec checks that tensor id is a vector of n entries.
+	vec := func(id, n int, what string) error {
+		s, err := shape(id)
+		if err != nil {
+			return err
+		}
+		if len(s) != 1 || s[0] != n {
+			return bad("%s %q has shape %v, want [%d]", what, f.Tensors[id].Name, s, n)
+		}
+		return nil
+	}
+	bias := func(out int) error {
+		if l.Bias == -1 {
+			return nil
+		}
+		if l.Bias < 0 {
+			return bad("bias %d", l.Bias)
+		}
+		return vec(l.Bias, out, "bias")
+	}
+	if l.Op != OpConv && l.Op != OpMaxPool && (l.Kernel != 0 || l.Stride != 0 || l.Pad != 0) {
+		return Shape{}, bad("kernel, stride or padding set")
+	}
+	if l.Op != OpGroupNorm && (l.Groups != 0 || l.Eps != 0) {
+		return Shape{}, bad("groups or eps set")
+	}
+	if l.Op != OpFC && l.Op != OpConv && l.ReLU {
+		return Shape{}, bad("an activation set")
+	}
+	switch l.Op {
+	case OpFC:
+		n := in.C * in.H * in.W
 		var out int
 		switch len(l.Weights) {
 		case 1:
 			s, err := shape(l.Weights[0])
 			if err != nil {
-				return err
+				return Shape{}, err
 			}
-			if len(s) != 2 || s[1] != in {
-				return fmt.Errorf("%w: layer %d: weight %q has shape %v, want [out %d]", ErrCorrupt, li, f.Tensors[l.Weights[0]].Name, s, in)
+			if len(s) != 2 || s[1] != n {
+				return Shape{}, bad("weight %q has shape %v, want [out %d]", f.Tensors[l.Weights[0]].Name, s, n)
 			}
 			out = s[0]
 		case 2:
 			a, err := shape(l.Weights[0])
 			if err != nil {
-				return err
+				return Shape{}, err
 			}
 			b, err := shape(l.Weights[1])
 			if err != nil {
-				return err
+				return Shape{}, err
 			}
-			if len(a) != 2 || len(b) != 2 || b[1] != in || a[1] != b[0] {
-				return fmt.Errorf("%w: layer %d: factors of shapes %v·%v do not map %d inputs", ErrCorrupt, li, a, b, in)
+			if len(a) != 2 || len(b) != 2 || b[1] != n || a[1] != b[0] {
+				return Shape{}, bad("factors of shapes %v·%v do not map %d inputs", a, b, n)
 			}
 			out = a[0]
 		default:
-			return fmt.Errorf("%w: layer %d has %d weight tensors (want 1 or 2)", ErrCorrupt, li, len(l.Weights))
+			return Shape{}, bad("%d weight tensors (want 1 or 2)", len(l.Weights))
 		}
-		if l.Bias >= 0 {
-			s, err := shape(l.Bias)
-			if err != nil {
-				return err
-			}
-			if len(s) != 1 || s[0] != out {
-				return fmt.Errorf("%w: layer %d: bias %q has shape %v, want [%d]", ErrCorrupt, li, f.Tensors[l.Bias].Name, s, out)
-			}
-		} else if l.Bias != -1 {
-			return fmt.Errorf("%w: layer %d: bias %d", ErrCorrupt, li, l.Bias)
+		return Shape{out, 1, 1}, bias(out)
+	case OpConv:
+		if len(l.Weights) != 1 {
+			return Shape{}, bad("%d weight tensors (want 1)", len(l.Weights))
 		}
-		in = out
+		s, err := shape(l.Weights[0])
+		if err != nil {
+			return Shape{}, err
+		}
+		if len(s) != 4 || s[1] != in.C || s[2] > maxKernel || s[3] > maxKernel {
+			return Shape{}, bad("weight %q has shape %v, want [out %d kh kw] with kh, kw ≤ %d", f.Tensors[l.Weights[0]].Name, s, in.C, maxKernel)
+		}
+		if l.Stride < 1 || l.Stride > maxKernel || l.Pad < 0 || l.Pad >= max(s[2], s[3]) {
+			return Shape{}, bad("stride %d, padding %d for a %d×%d kernel", l.Stride, l.Pad, s[2], s[3])
+		}
+		if in.H+2*l.Pad < s[2] || in.W+2*l.Pad < s[3] {
+			return Shape{}, bad("%d×%d kernel larger than the padded %d×%d input", s[2], s[3], in.H, in.W)
+		}
+		return Shape{s[0], (in.H+2*l.Pad-s[2])/l.Stride + 1, (in.W+2*l.Pad-s[3])/l.Stride + 1}, bias(s[0])
+	case OpMaxPool:
+		if len(l.Weights) != 0 || l.Bias != -1 {
+			return Shape{}, bad("has tensors")
+		}
+		if l.Kernel < 1 || l.Kernel > maxKernel || l.Stride < 1 || l.Stride > maxKernel || l.Kernel > in.H || l.Kernel > in.W {
+			return Shape{}, bad("window %d, stride %d on a %d×%d input", l.Kernel, l.Stride, in.H, in.W)
+		}
+		return Shape{in.C, (in.H-l.Kernel)/l.Stride + 1, (in.W-l.Kernel)/l.Stride + 1}, nil
+	case OpGroupNorm:
+		if len(l.Weights) != 1 || l.Bias < 0 {
+			return Shape{}, bad("needs a scale and a shift")
+		}
+		if err := vec(l.Weights[0], in.C, "scale"); err != nil {
+			return Shape{}, err
+		}
+		if err := vec(l.Bias, in.C, "shift"); err != nil {
+			return Shape{}, err
+		}
+		if l.Groups < 1 || in.C%l.Groups != 0 {
+			return Shape{}, bad("%d groups for %d channels", l.Groups, in.C)
+		}
+		if !(l.Eps > 0) || !finite(l.Eps) {
+			return Shape{}, bad("eps %v", l.Eps)
+		}
+		return in, nil
+	case OpReLU:
+		if len(l.Weights) != 0 || l.Bias != -1 {
+			return Shape{}, bad("has tensors")
+		}
+		return in, nil
 	}
-	return nil
+	return Shape{}, bad("unknown operation")
 }
 
 // checkShape validates a tensor's name and shape and returns its size,

@@ -14,8 +14,10 @@ import (
 // Magic starts every device model file.
 const Magic = "FZM\x00"
 
-// Version is the format version this package writes and reads.
-const Version = 1
+// Version is the newest format version this package writes and reads.
+// Encode writes version 1, which every reader of this package reads, for
+// a network of dense layers on a flat input, and version 2 otherwise.
+const Version = 2
 
 // trailer is the checksum and the signature.
 const trailer = 4 + ed25519.SignatureSize
@@ -52,8 +54,13 @@ func Encode(f *File, key ed25519.PrivateKey) (*Encoded, error) {
 		return nil, err
 	}
 	out := &Encoded{}
+	v1 := f.v1()
 	b := []byte(Magic)
-	b = append(b, Version, 0)
+	if v1 {
+		b = append(b, 1, 0)
+	} else {
+		b = append(b, Version, 0)
+	}
 	keys := make([]string, 0, len(f.Meta))
 	for k := range f.Meta {
 		keys = append(keys, k)
@@ -64,7 +71,14 @@ func Encode(f *File, key ed25519.PrivateKey) (*Encoded, error) {
 		b = appendStr(b, []byte(k))
 		b = appendStr(b, []byte(f.Meta[k]))
 	}
-	b = binary.AppendUvarint(b, uint64(f.Input))
+	if v1 {
+		b = binary.AppendUvarint(b, uint64(f.Input))
+	} else {
+		s := f.InputShape()
+		b = binary.AppendUvarint(b, uint64(s.C))
+		b = binary.AppendUvarint(b, uint64(s.H))
+		b = binary.AppendUvarint(b, uint64(s.W))
+	}
 	b = binary.AppendUvarint(b, uint64(len(f.Tensors)))
 	for i := range f.Tensors {
 		var tb TensorBytes
@@ -75,6 +89,21 @@ func Encode(f *File, key ed25519.PrivateKey) (*Encoded, error) {
 	}
 	b = binary.AppendUvarint(b, uint64(len(f.Layers)))
 	for _, l := range f.Layers {
+		if !v1 {
+			b = append(b, byte(l.Op))
+		}
+		b = appendLayer(b, l)
+	}
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	b = append(b, ed25519.Sign(key, b)...)
+	out.Data = b
+	return out, nil
+}
+
+// appendLayer appends a layer's fields after its operation byte.
+func appendLayer(b []byte, l Layer) []byte {
+	switch l.Op {
+	case OpFC, OpConv:
 		b = append(b, byte(len(l.Weights)))
 		for _, id := range l.Weights {
 			b = binary.AppendUvarint(b, uint64(id))
@@ -85,11 +114,20 @@ func Encode(f *File, key ed25519.PrivateKey) (*Encoded, error) {
 			act = 1
 		}
 		b = append(b, act)
+		if l.Op == OpConv {
+			b = binary.AppendUvarint(b, uint64(l.Stride))
+			b = binary.AppendUvarint(b, uint64(l.Pad))
+		}
+	case OpMaxPool:
+		b = binary.AppendUvarint(b, uint64(l.Kernel))
+		b = binary.AppendUvarint(b, uint64(l.Stride))
+	case OpGroupNorm:
+		b = binary.AppendUvarint(b, uint64(l.Groups))
+		b = binary.AppendUvarint(b, uint64(l.Weights[0]))
+		b = binary.AppendUvarint(b, uint64(l.Bias))
+		b = binary.LittleEndian.AppendUint32(b, math.Float32bits(l.Eps))
 	}
-	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-	b = append(b, ed25519.Sign(key, b)...)
-	out.Data = b
-	return out, nil
+	return b
 }
 
 func appendStr(b, s []byte) []byte {
@@ -245,8 +283,9 @@ func parse(body []byte, lim Limits) (*File, []TensorBytes, error) {
 	if len(body) < len(Magic)+2 || string(body[:len(Magic)]) != Magic {
 		return nil, nil, ErrMagic
 	}
-	if v := body[len(Magic)]; v != Version {
-		return nil, nil, fmt.Errorf("%w: %d (this build reads %d)", ErrVersion, v, Version)
+	version := body[len(Magic)]
+	if version < 1 || version > Version {
+		return nil, nil, fmt.Errorf("%w: %d (this build reads 1..%d)", ErrVersion, version, Version)
 	}
 	if fl := body[len(Magic)+1]; fl != 0 {
 		return nil, nil, fmt.Errorf("%w: unknown flags %#x", ErrCorrupt, fl)
@@ -263,7 +302,16 @@ func parse(body []byte, lim Limits) (*File, []TensorBytes, error) {
 		v := r.str("metadata value", maxMetaText)
 		f.Meta[string(k)] = string(v)
 	}
-	f.Input = r.count("input size", lim.MaxParams)
+	if version == 1 {
+		f.Input = r.count("input size", lim.MaxParams)
+	} else {
+		// Each side is bounded by the activation limit, and so is their
+		// product, checked side by side so that it cannot overflow.
+		c := r.count("input channels", lim.MaxActivation)
+		h := r.count("input height", lim.MaxActivation/max(c, 1))
+		w := r.count("input width", lim.MaxActivation/max(c*h, 1))
+		f.Shape, f.Input = Shape{c, h, w}, c*h*w
+	}
 	nt := r.count("tensors", lim.MaxTensors)
 	budget := lim.MaxParams
 	for i := 0; i < nt && r.err == nil; i++ {
@@ -277,22 +325,11 @@ func parse(body []byte, lim Limits) (*File, []TensorBytes, error) {
 	}
 	nl := r.count("layers", lim.MaxLayers)
 	for i := 0; i < nl && r.err == nil; i++ {
-		var l Layer
-		nw := int(r.byte())
-		if r.err == nil && (nw < 1 || nw > 2) {
-			r.fail(ErrCorrupt, "layer %d has %d weight tensors", i, nw)
+		l := Layer{Bias: -1}
+		if version > 1 {
+			l.Op = Op(r.byte())
 		}
-		for j := 0; j < nw && r.err == nil; j++ {
-			l.Weights = append(l.Weights, r.count("tensor index", nt-1))
-		}
-		l.Bias = r.count("bias index", nt) - 1
-		switch a := r.byte(); {
-		case r.err != nil:
-		case a == 1:
-			l.ReLU = true
-		case a != 0:
-			r.fail(ErrCorrupt, "layer %d: unknown activation %d", i, a)
-		}
+		r.layer(&l, i, nt)
 		f.Layers = append(f.Layers, l)
 	}
 	if r.err != nil {
@@ -387,6 +424,49 @@ func (r *reader) str(what string, limit int) []byte {
 	n := r.count(what+" length", limit)
 	return r.bytes(n, what)
 }
+
+// layer reads the fields of layer i after its operation; nt is the number
+// of tensors.
+func (r *reader) layer(l *Layer, i, nt int) {
+	switch l.Op {
+	case OpFC, OpConv:
+		nw := int(r.byte())
+		if r.err == nil && (nw < 1 || nw > 2) {
+			r.fail(ErrCorrupt, "layer %d has %d weight tensors", i, nw)
+		}
+		for j := 0; j < nw && r.err == nil; j++ {
+			l.Weights = append(l.Weights, r.count("tensor index", nt-1))
+		}
+		l.Bias = r.count("bias index", nt) - 1
+		switch a := r.byte(); {
+		case r.err != nil:
+		case a == 1:
+			l.ReLU = true
+		case a != 0:
+			r.fail(ErrCorrupt, "layer %d: unknown activation %d", i, a)
+		}
+		if l.Op == OpConv {
+			l.Stride = r.count("conv stride", maxKernel)
+			l.Pad = r.count("conv padding", maxKernel)
+		}
+	case OpMaxPool:
+		l.Kernel = r.count("pool window", maxKernel)
+		l.Stride = r.count("pool stride", maxKernel)
+	case OpGroupNorm:
+		l.Groups = r.count("groups", r.len())
+		l.Weights = []int{r.count("tensor index", nt-1)}
+		l.Bias = r.count("tensor index", nt-1)
+		if b := r.bytes(4, "eps"); r.err == nil {
+			l.Eps = math.Float32frombits(binary.LittleEndian.Uint32(b))
+		}
+	case OpReLU:
+	default:
+		r.fail(ErrCorrupt, "layer %d: unknown operation %d", i, l.Op)
+	}
+}
+
+// len returns the length of the whole body, a bound on any count.
+func (r *reader) len() int { return len(r.b) }
 
 // tensor reads one tensor whose size may not exceed budget and returns
 // its size.

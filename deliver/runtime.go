@@ -12,13 +12,19 @@ type Net struct {
 	input, classes int
 	layers         []netLayer
 	widest         int
+	ops            int
 }
 
 type netLayer struct {
-	mats []matrix // applied last to first: W = mats[0]·mats[1]·...
-	bias []float32
+	op   Op
+	mats []matrix  // applied last to first: W = mats[0]·mats[1]·...
+	bias []float32 // fc and conv bias, group norm shift
 	relu bool
 	mid  int // rows of mats[1] when factored
+	out  int // floats of one example's output
+	conv conv
+	pool pool
+	gn   groupNorm
 }
 
 // matrix is a rows×cols weight matrix, dense row-major or in compressed
@@ -51,24 +57,39 @@ func Compile(f *File) (*Net, error) {
 		return nil, err
 	}
 	n := &Net{input: f.Input, widest: f.Input}
-	for _, l := range f.Layers {
-		var nl netLayer
-		for _, id := range l.Weights {
-			nl.mats = append(nl.mats, compileMatrix(&f.Tensors[id]))
+	in := f.InputShape()
+	for li, l := range f.Layers {
+		out, err := f.layerOut(li, l, in)
+		if err != nil {
+			return nil, err
 		}
-		if len(nl.mats) == 2 {
-			nl.mid = nl.mats[1].rows
-			n.widest = max(n.widest, nl.mid)
+		nl := netLayer{op: l.Op, relu: l.ReLU, out: out.C * out.H * out.W}
+		switch l.Op {
+		case OpFC:
+			for _, id := range l.Weights {
+				nl.mats = append(nl.mats, compileMatrix(&f.Tensors[id]))
+			}
+			if len(nl.mats) == 2 {
+				nl.mid = nl.mats[1].rows
+				n.widest = max(n.widest, nl.mid)
+			}
+		case OpConv:
+			nl.conv = compileConv(&f.Tensors[l.Weights[0]], in, out, l.Stride, l.Pad)
+		case OpMaxPool:
+			nl.pool = pool{c: in.C, h: in.H, w: in.W, k: l.Kernel, stride: l.Stride, oh: out.H, ow: out.W}
+		case OpGroupNorm:
+			nl.gn = groupNorm{c: in.C, groups: l.Groups, hw: in.H * in.W, eps: l.Eps, gamma: make([]float32, in.C)}
+			f.Tensors[l.Weights[0]].Dense(nl.gn.gamma)
 		}
-		out := nl.mats[0].rows
 		if l.Bias >= 0 {
-			nl.bias = make([]float32, out)
+			nl.bias = make([]float32, f.Tensors[l.Bias].Size())
 			f.Tensors[l.Bias].Dense(nl.bias)
 		}
-		nl.relu = l.ReLU
-		n.widest = max(n.widest, out)
-		n.classes = out
+		n.ops += layerOps(l, &nl, in, out)
+		n.widest = max(n.widest, nl.out)
+		n.classes = nl.out
 		n.layers = append(n.layers, nl)
+		in = out
 	}
 	return n, nil
 }
@@ -162,6 +183,29 @@ func dot(w, x []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
+// layerOps returns the multiply-adds (or comparisons) of one example
+// through a layer, counting every weight as if dense.
+func layerOps(l Layer, nl *netLayer, in, out Shape) int {
+	plane := out.H * out.W
+	switch l.Op {
+	case OpFC:
+		n := 0
+		for _, m := range nl.mats {
+			n += m.rows * m.cols
+		}
+		return n
+	case OpConv:
+		return out.C * plane * in.C * nl.conv.kh * nl.conv.kw
+	case OpMaxPool:
+		return out.C * plane * l.Kernel * l.Kernel
+	}
+	return 2 * in.C * in.H * in.W
+}
+
+// Ops returns the multiply-adds of one prediction, counting pruned
+// weights as well: a bound on its time.
+func (n *Net) Ops() int { return n.ops }
+
 // InputDim returns the number of input features.
 func (n *Net) InputDim() int { return n.input }
 
@@ -175,7 +219,7 @@ func (n *Net) WeightBytes() int {
 		for _, m := range l.mats {
 			b += 4*len(m.dense) + 4*len(m.colPtr) + 2*len(m.rowIdx) + 4*len(m.val)
 		}
-		b += 4 * len(l.bias)
+		b += 4*len(l.bias) + 4*len(l.conv.tapPtr) + 20*len(l.conv.taps) + 4*len(l.gn.gamma)
 	}
 	return b
 }
@@ -202,21 +246,33 @@ func (n *Net) Logits(x []float32, s *Scratch) []float32 {
 	}
 	in := x
 	cur, other := s.a, s.b
-	for _, l := range n.layers {
-		out := cur[:l.mats[0].rows]
-		if len(l.mats) == 2 {
-			mid := s.mid[:l.mid]
-			l.mats[1].mulVec(mid, in)
-			l.mats[0].mulVec(out, mid)
-		} else {
-			l.mats[0].mulVec(out, in)
-		}
-		if l.bias != nil {
-			for i, b := range l.bias {
-				out[i] += b
+	for i := range n.layers {
+		l := &n.layers[i]
+		out := cur[:l.out]
+		switch l.op {
+		case OpFC:
+			if len(l.mats) == 2 {
+				mid := s.mid[:l.mid]
+				l.mats[1].mulVec(mid, in)
+				l.mats[0].mulVec(out, mid)
+			} else {
+				l.mats[0].mulVec(out, in)
 			}
+			if l.bias != nil {
+				for i, b := range l.bias {
+					out[i] += b
+				}
+			}
+		case OpConv:
+			l.conv.forward(out, in, l.bias)
+		case OpMaxPool:
+			l.pool.forward(out, in)
+		case OpGroupNorm:
+			l.gn.forward(out, in, l.bias)
+		case OpReLU:
+			copy(out, in)
 		}
-		if l.relu {
+		if l.relu || l.op == OpReLU {
 			for i, v := range out {
 				if v < 0 {
 					out[i] = 0

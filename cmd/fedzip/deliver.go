@@ -19,15 +19,20 @@ import (
 const compressAbout = `Compresses a float32 model (fedzip model file, e.g. from simulate --save-model)
 into a signed device model (.fzm) with a recipe of stages, and prints a table
 in the style of Deep Compression: one row per stage, measured on the file.
+The model is an MLP (2nn, lenet300, mlp:...) or a conv net (cnn, lenet5, a
+layer spec): conv kernels prune, cluster and quantize per tensor like fc
+weights (keys convN beside fcN); prune=neurons and kd take MLPs only, and
+distill turns any teacher into an MLP student.
 
 Recipe: stages separated by ";", each "op=ARG,key:value,...":
   distill=student:mlp:H1-H2,T:4,alpha:0.7,epochs:5   train a smaller student on the teacher's soft targets
-  prune=SPARSITY[,scope:layer|global][,fcN:S][,finetune:E][,schedule:cubic|oneshot][,steps:10]
+  prune=SPARSITY[,scope:layer|global][,fcN:S][,convN:S][,finetune:E][,schedule:cubic|oneshot][,steps:10]
   prune=neurons:FRACTION[,finetune:E]                 remove hidden neurons (structured)
+  prune=filters:FRACTION[,convN:F][,finetune:E]      remove conv filters (structured, conv nets)
   prune=nm:2:4[,finetune:E]                           N:M sparsity
-  cluster=bits:B[,fcN:B][,iters:30][,finetune:E][,clr:1e-4]   k-means weight sharing
+  cluster=bits:B[,fcN:B][,convN:B][,iters:30][,finetune:E][,clr:1e-4]   k-means weight sharing
   quantize=int8[,calib:minmax|percentile][,pct:99.99] | quantize=f16
-  lowrank=rank:R | lowrank=energy:F [,fcN:R][,finetune:E]
+  lowrank=rank:R | lowrank=energy:F [,fcN:R][,convN:R][,finetune:E]
   encode=huffman|packed[,bias:f32|f16][,codebook:f32|f16]
   finetune=E
 Training keys of every stage that trains: lr (0.01), batch (64), momentum (0.9), wd (0).`

@@ -175,3 +175,43 @@ func TestCompressPredictExport(t *testing.T) {
 		t.Fatalf("fzm without --pubkey: exit %d", code)
 	}
 }
+
+// TestCompressConvNet compresses a small conv net's model file, predicts
+// with the signed file and exports it to ONNX: the commands take conv nets
+// as they take MLPs.
+func TestCompressConvNet(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads MNIST")
+	}
+	mnist, err := dataset.MNISTDir("")
+	if err != nil {
+		t.Skip("MNIST not available:", err)
+	}
+	dir := t.TempDir()
+	model, err := nn.ParseModel("conv:4x5:valid,pool:4,fc:10", nn.Shape{C: 1, H: 28, W: 28}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	params := make([]float32, model.NumParams())
+	model.Init(params, 1)
+	in := filepath.Join(dir, "c.fzmodel")
+	if err := checkpoint.WriteFile(in, checkpoint.New(model, params)); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "key.pem")
+	call(runCompress, "--gen-key", key)
+	out := filepath.Join(dir, "c.fzm")
+	code, stdout, stderr := call(runCompress, "--model", in, "--out", out, "--key", key, "--data-dir", mnist,
+		"--recipe", "prune=0.5,conv1:0.2;cluster=bits:4;encode=huffman,bias:f16", "--quiet")
+	if code != exitOK || !strings.Contains(stdout, "conv:4x5:valid,pool:4,fc:10") {
+		t.Fatalf("compress: exit %d: %s%s", code, stdout, stderr)
+	}
+	pub := filepath.Join(dir, "key.pub.pem")
+	code, stdout, stderr = call(runPredict, "--model", out, "--pubkey", pub, "--input", "mnist:test", "--data-dir", mnist, "--limit", "5")
+	if code != exitOK || strings.Count(stdout, "class ") != 5 {
+		t.Fatalf("predict: exit %d: %s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := call(runExport, "--model", out, "--pubkey", pub, "--format", "onnx", "--out", filepath.Join(dir, "c.onnx")); code != exitOK {
+		t.Fatal(stderr)
+	}
+}

@@ -33,13 +33,13 @@ type Delivered struct {
 	Signed []byte `json:"-"`
 }
 
-// Deliver compresses a trained global model (model's architecture with
-// params) with recipe into a signed device file at out, fine-tuning on
+// Deliver compresses a trained global model (model's architecture, an
+// *nn.MLP or an *nn.Net, with params) with recipe into a signed device file at out, fine-tuning on
 // train and measuring on test. keyPath names an ed25519 private key
 // (PEM); if it is empty, the key beside out (DeliveryKey) is used, made on
 // first use. version, the global model's, goes into the signed metadata
 // (deliver.MetaModelVersion).
-func Deliver(ctx context.Context, model *nn.MLP, params []float32, version uint64, train, test *dataset.Dataset, recipe, out, keyPath string, seed uint64) (*Delivered, error) {
+func Deliver(ctx context.Context, model nn.Model, params []float32, version uint64, train, test *dataset.Dataset, recipe, out, keyPath string, seed uint64) (*Delivered, error) {
 	var key ed25519.PrivateKey
 	pubPath := ""
 	var err error
@@ -51,7 +51,11 @@ func Deliver(ctx context.Context, model *nn.MLP, params []float32, version uint6
 	if err != nil {
 		return nil, err
 	}
-	res, err := Run(ctx, FromMLP(model, params), recipe, Config{Train: train, Test: test, Key: key, Seed: seed,
+	m, err := FromModel(model, params)
+	if err != nil {
+		return nil, err
+	}
+	res, err := Run(ctx, m, recipe, Config{Train: train, Test: test, Key: key, Seed: seed,
 		LatencySamples: 200, Meta: map[string]string{"source": "fedzip simulate", deliver.MetaModelVersion: strconv.FormatUint(version, 10)}})
 	if err != nil {
 		return nil, err

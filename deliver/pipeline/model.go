@@ -12,22 +12,48 @@ import (
 	"github.com/fedzip/fedzip/nn"
 )
 
-// Model is a network being compressed: dense layers whose parameters live
-// in one flat vector (the same layout as nn's MLP when no layer is
-// factored), and for each tensor what the stages so far have made of it.
+// Model is a network being compressed: layers whose parameters live in one
+// flat vector (the same layout as nn's MLP when no layer is factored, and
+// as nn's Net for a conv net), and for each tensor what the stages so far
+// have made of it.
 type Model struct {
+	// Input is the number of input features (C·H·W for a conv net).
 	Input  int
 	Layers []*Layer
 	// Params is the flat parameter vector; every Param's Data aliases it.
 	Params []float32
+	// Net is the nn network of a model made from an nn.Net (conv, pool,
+	// group-norm layers), whose Layers are Net's, in order; nil for an
+	// MLP. Stages that change shapes (lowrank, prune neurons, distill's
+	// student) work on MLPs only.
+	Net *nn.Net
 }
 
-// Layer is y = act(W·x + b), W one matrix or the product of two.
+// Layer is y = act(W·x + b), W one matrix or the product of two (Op
+// deliver.OpFC), or a conv net's layer of another Op.
 type Layer struct {
-	Name string   // "fc1"
-	W    []*Param // [out, in], or [out, r] and [r, in]
-	B    *Param   // [out]
+	Name string // "fc1", "conv2", "pool1"
+	Op   deliver.Op
+	W    []*Param // fc: [out, in], or [out, r] and [r, in]; conv: [out, in, kh, kw]
+	B    *Param   // fc, conv: [out]; group norm: the shift β; nil for pool, relu
 	ReLU bool
+	// Scale is a group norm's γ.
+	Scale *Param
+	// Kernel, Stride, Pad, Groups and Eps as in deliver.Layer.
+	Kernel, Stride, Pad, Groups int
+	Eps                         float32
+}
+
+// params returns the layer's tensors in layout order.
+func (l *Layer) params() []*Param {
+	ps := slices.Clone(l.W)
+	if l.Scale != nil {
+		ps = append(ps, l.Scale)
+	}
+	if l.B != nil {
+		ps = append(ps, l.B)
+	}
+	return ps
 }
 
 // In returns the layer's input size.
@@ -70,12 +96,14 @@ type Param struct {
 // Rows returns the first dimension.
 func (p *Param) Rows() int { return p.Shape[0] }
 
-// Cols returns the second dimension, 1 for a vector.
+// Cols returns the entries per row: the second dimension of a matrix, in·kh·kw
+// of a conv kernel, 1 for a vector.
 func (p *Param) Cols() int {
-	if len(p.Shape) < 2 {
-		return 1
+	n := 1
+	for _, d := range p.Shape[1:] {
+		n *= d
 	}
-	return p.Shape[1]
+	return n
 }
 
 // Size returns the number of entries.
@@ -133,11 +161,84 @@ func (p *Param) project(frozen []float32) {
 
 // FromCheckpoint builds a Model from a float32 model file.
 func FromCheckpoint(ck *checkpoint.Model) (*Model, error) {
-	mlp, err := ck.MLP()
+	net, err := ck.Network()
 	if err != nil {
 		return nil, err
 	}
-	return FromMLP(mlp, ck.Params), nil
+	return FromModel(net, ck.Params)
+}
+
+// FromModel builds a Model from an nn model, an *nn.MLP or an *nn.Net, and
+// its parameters (copied).
+func FromModel(model nn.Model, params []float32) (*Model, error) {
+	if len(params) != model.NumParams() {
+		return nil, fmt.Errorf("pipeline: %d parameters for model %s of %d", len(params), model.Name(), model.NumParams())
+	}
+	switch m := model.(type) {
+	case *nn.MLP:
+		return FromMLP(m, params), nil
+	case *nn.Net:
+		return FromNet(m, params)
+	}
+	return nil, fmt.Errorf("pipeline: model %s of type %T is neither an MLP nor a Net", model.Name(), model)
+}
+
+// FromNet builds a Model from an nn Net and its parameters (copied): a
+// layer per Net layer, a Param per layout tensor.
+func FromNet(net *nn.Net, params []float32) (*Model, error) {
+	m := &Model{Input: net.InputDim(), Net: net}
+	var specs []paramSpec
+	for _, t := range net.Layout().Tensors {
+		specs = append(specs, paramSpec{t.Name, t.Shape})
+	}
+	ps := m.alloc(specs)
+	copy(m.Params, params)
+	count := map[string]int{}
+	for _, nl := range net.Layers() {
+		count[nl.Kind]++
+		l := &Layer{Name: fmt.Sprintf("%s%d", nl.Kind, count[nl.Kind]), ReLU: nl.ReLU}
+		if nl.Weight >= 0 {
+			l.Name = strings.TrimSuffix(ps[nl.Weight].Name, ".weight")
+		}
+		switch nl.Kind {
+		case "fc":
+			l.Op, l.W, l.B = deliver.OpFC, []*Param{ps[nl.Weight]}, ps[nl.Bias]
+		case "conv":
+			ph, pw := nl.Conv.Pads()
+			if ph != pw {
+				return nil, fmt.Errorf("pipeline: %s: padding %d×%d is not the same on every side", l.Name, ph, pw)
+			}
+			l.Op, l.W, l.B, l.Stride, l.Pad = deliver.OpConv, []*Param{ps[nl.Weight]}, ps[nl.Bias], nl.Conv.Stride, ph
+		case "pool":
+			l.Op, l.Kernel, l.Stride = deliver.OpMaxPool, nl.Pool.K, nl.Pool.Stride
+		case "gn":
+			l.Op, l.Scale, l.B, l.Groups, l.Eps, l.ReLU = deliver.OpGroupNorm, ps[nl.Weight], ps[nl.Bias], nl.GN.Groups, nl.GN.Eps, false
+			if nl.ReLU {
+				return nil, fmt.Errorf("pipeline: %s: a group norm with a ReLU", l.Name)
+			}
+		case "relu":
+			l.Op, l.ReLU = deliver.OpReLU, false
+		default:
+			return nil, fmt.Errorf("pipeline: unknown layer kind %q", nl.Kind)
+		}
+		m.Layers = append(m.Layers, l)
+	}
+	return m, nil
+}
+
+// clone returns a copy of a model as it came in (no compression state),
+// for the teacher.
+func (m *Model) clone() *Model {
+	if m.Net != nil {
+		c, err := FromNet(m.Net, m.Params)
+		if err != nil {
+			panic(err) // m was built by FromNet from the same Net
+		}
+		return c
+	}
+	c := newMLPModel(m.Input, m.Sizes()[1:])
+	copy(c.Params, m.Params)
+	return c
 }
 
 // FromMLP builds a Model from an nn MLP and its parameters (copied).
@@ -204,8 +305,7 @@ func (m *Model) alloc(specs []paramSpec) []*Param {
 func (m *Model) AllParams() []*Param {
 	var ps []*Param
 	for _, l := range m.Layers {
-		ps = append(ps, l.W...)
-		ps = append(ps, l.B)
+		ps = append(ps, l.params()...)
 	}
 	return ps
 }
@@ -217,6 +317,15 @@ func (m *Model) Weights() []*Param {
 		ps = append(ps, l.W...)
 	}
 	return ps
+}
+
+// nnModel returns the nn network that runs m: its Net, or the MLP of a
+// Standard model.
+func (m *Model) nnModel() (nn.Model, error) {
+	if m.Net != nil {
+		return m.Net, nil
+	}
+	return m.MLP()
 }
 
 // Classes returns the number of outputs.
@@ -234,6 +343,9 @@ func (m *Model) Sizes() []int {
 // Arch describes the architecture, such as "mlp:784-300-100-10" or
 // "mlp:784-300(r64)-100-10" with a factored layer.
 func (m *Model) Arch() string {
+	if m.Net != nil {
+		return m.Net.Name()
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "mlp:%d", m.Input)
 	for _, l := range m.Layers {
@@ -248,6 +360,9 @@ func (m *Model) Arch() string {
 // Standard reports whether m is a plain MLP with nn's layout, so that nn
 // can train it: one weight matrix per layer, ReLU on all but the last.
 func (m *Model) Standard() bool {
+	if m.Net != nil {
+		return false
+	}
 	for i, l := range m.Layers {
 		if len(l.W) != 1 || l.ReLU != (i+1 < len(m.Layers)) {
 			return false
@@ -286,17 +401,25 @@ func (m *Model) rebuild(layers []*Layer) {
 // File converts the model to a device file with the current encodings.
 func (m *Model) File(meta map[string]string) *deliver.File {
 	f := &deliver.File{Meta: meta, Input: m.Input}
+	if m.Net != nil {
+		s := m.Net.InputShape()
+		f.Shape = deliver.Shape{C: s.C, H: s.H, W: s.W}
+	}
 	add := func(p *Param) int {
 		f.Tensors = append(f.Tensors, p.tensor())
 		return len(f.Tensors) - 1
 	}
 	for _, l := range m.Layers {
-		var dl deliver.Layer
+		dl := deliver.Layer{Op: l.Op, Bias: -1, ReLU: l.ReLU, Kernel: l.Kernel, Stride: l.Stride, Pad: l.Pad, Groups: l.Groups, Eps: l.Eps}
 		for _, w := range l.W {
 			dl.Weights = append(dl.Weights, add(w))
 		}
-		dl.Bias = add(l.B)
-		dl.ReLU = l.ReLU
+		if l.Scale != nil {
+			dl.Weights = append(dl.Weights, add(l.Scale))
+		}
+		if l.B != nil {
+			dl.Bias = add(l.B)
+		}
 		f.Layers = append(f.Layers, dl)
 	}
 	return f

@@ -110,13 +110,11 @@ func Run(ctx context.Context, m *Model, recipe string, cfg Config) (*Result, err
 		cfg.LatencySamples = 2000
 	}
 	p := &runner{cfg: cfg, model: m}
-	if !m.Standard() {
-		return nil, fmt.Errorf("pipeline: the input model must be a plain MLP, not %s", m.Arch())
+	if m.Net == nil && !m.Standard() {
+		return nil, fmt.Errorf("pipeline: the input model must be a plain MLP or a Net, not %s", m.Arch())
 	}
 	// The teacher keeps its own parameters and layer shapes.
-	teacher := newMLPModel(m.Input, m.Sizes()[1:])
-	copy(teacher.Params, m.Params)
-	p.teacher = teacher
+	p.teacher = m.clone()
 	for _, w := range m.Weights() {
 		p.weights0 += w.Size()
 	}
@@ -153,7 +151,7 @@ func Run(ctx context.Context, m *Model, recipe string, cfg Config) (*Result, err
 
 func (p *runner) inputRow() (Row, error) {
 	m := p.model
-	mlp, err := m.MLP()
+	model, err := m.nnModel()
 	if err != nil {
 		return Row{}, err
 	}
@@ -164,13 +162,13 @@ func (p *runner) inputRow() (Row, error) {
 	}
 	row.NonzeroPct = 100 * float64(row.Nonzero) / float64(p.weights0)
 	row.BitsPerWeight = 32 * float64(p.weights0) / float64(max(row.Nonzero, 1))
-	row.Accuracy = nnAccuracy(mlp, m.Params, test.X, test.Y)
+	row.Accuracy = accuracy(model, m.Params, test.X, test.Y)
 	// Latency of the dense model with nn, one example at a time.
-	ws := mlp.NewWorkspace(1)
+	ws := model.Scratch(1)
 	n := min(p.cfg.LatencySamples, test.N)
 	one := func(i int) {
 		copy(ws.Input(1), test.Row(i%test.N))
-		mlp.Forward(ws, m.Params, 1)
+		ws.Forward(m.Params, 1)
 	}
 	for i := 0; i < 100; i++ {
 		one(i)
@@ -180,12 +178,34 @@ func (p *runner) inputRow() (Row, error) {
 		one(i)
 	}
 	row.LatencyUS = float64(time.Since(start).Microseconds()) / float64(n)
-	widest := 0
-	for _, s := range m.Sizes() {
-		widest += s
-	}
-	row.MemoryBytes = 4*len(m.Params) + 4*widest
+	row.MemoryBytes = 4*len(m.Params) + 4*m.activations()
 	return row, nil
+}
+
+// activations returns the floats of one example's input and every
+// layer's output.
+func (m *Model) activations() int {
+	if m.Net == nil {
+		n := 0
+		for _, s := range m.Sizes() {
+			n += s
+		}
+		return n
+	}
+	n := m.Input
+	for _, l := range m.Net.Layers() {
+		switch l.Kind {
+		case "conv":
+			n += l.Conv.OutSize()
+		case "pool":
+			n += l.Pool.OutSize()
+		case "fc":
+			n += l.Out
+		default:
+			n += l.GN.C * l.GN.HW // gn; a relu keeps the previous size
+		}
+	}
+	return n
 }
 
 // measure encodes the model, verifies and compiles the file as a device

@@ -267,7 +267,7 @@ func TestDenseEngineMatchesNN(t *testing.T) {
 	x, y := cfg.Train.X[:n*32], cfg.Train.Y[:n]
 	g1 := make([]float32, len(m.Params))
 	g2 := make([]float32, len(m.Params))
-	l1 := (&nnEngine{mlp: mlp, ws: mlp.NewWorkspace(n)}).lossGrad(m.Params, g1, x, y, nil, n)
+	l1 := (&nnEngine{ws: mlp.Scratch(n)}).lossGrad(m.Params, g1, x, y, nil, n)
 	l2 := newDenseEngine(m, n).lossGrad(m.Params, g2, x, y, nil, n)
 	if math.Abs(l1-l2) > 1e-4*math.Abs(l1) {
 		t.Fatalf("loss %v vs %v", l1, l2)

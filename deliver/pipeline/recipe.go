@@ -33,7 +33,7 @@ var trainKeys = []string{"finetune", "lr", "batch", "momentum", "wd", "kd", "T"}
 // fc1, fc2, ... where noted).
 var opKeys = map[string][]string{
 	"distill":  {"student", "T", "alpha", "epochs", "lr", "batch", "momentum", "wd"},
-	"prune":    append([]string{"sparsity", "neurons", "nm", "scope", "schedule", "steps"}, trainKeys...),
+	"prune":    append([]string{"sparsity", "neurons", "filters", "nm", "scope", "schedule", "steps"}, trainKeys...),
 	"cluster":  append([]string{"bits", "iters", "clr"}, trainKeys...),
 	"quantize": {"calib", "pct"},
 	"lowrank":  append([]string{"rank", "energy"}, trainKeys...),
@@ -43,7 +43,7 @@ var opKeys = map[string][]string{
 
 // layerKeys are the operations that take per-layer values keyed fcN:
 // sparsity for prune, bits for cluster, rank for lowrank.
-var layerKey = regexp.MustCompile(`^fc[0-9]+$`)
+var layerKey = regexp.MustCompile(`^(fc|conv)[0-9]+$`)
 
 // ParseRecipe parses a recipe:
 //
@@ -101,7 +101,7 @@ func ParseRecipe(s string) ([]Stage, error) {
 				if !slices.Contains(allowed, key) && !(layerKey.MatchString(key) && slices.Contains([]string{"prune", "cluster", "lowrank"}, st.Op)) {
 					extra := ""
 					if slices.Contains([]string{"prune", "cluster", "lowrank"}, st.Op) {
-						extra = " or a layer name fcN"
+						extra = " or a layer name fcN or convN"
 					}
 					return nil, fmt.Errorf("%w: stage %q: unknown parameter %q (want %s%s)", ErrRecipe, part, key, strings.Join(allowed, ", "), extra)
 				}
@@ -191,7 +191,7 @@ func (st Stage) check() error {
 	case "prune":
 		arg("sparsity")
 		n := 0
-		for _, k := range []string{"sparsity", "neurons", "nm"} {
+		for _, k := range []string{"sparsity", "neurons", "filters", "nm"} {
 			if _, ok := st.Params[k]; ok {
 				n++
 			}
@@ -201,10 +201,11 @@ func (st Stage) check() error {
 			hasLayer = hasLayer || layerKey.MatchString(k)
 		}
 		if n > 1 || (n == 0 && !hasLayer) {
-			errs = append(errs, errors.New("give one of a sparsity (prune=0.9), neurons:FRACTION or nm:N:M"))
+			errs = append(errs, errors.New("give one of a sparsity (prune=0.9), neurons:FRACTION, filters:FRACTION or nm:N:M"))
 		}
 		num("sparsity", 0, 1)
 		num("neurons", 0, 0.99)
+		num("filters", 0, 0.99)
 		if v, ok := st.Params["nm"]; ok {
 			if _, _, err := parseNM(v); err != nil {
 				errs = append(errs, err)

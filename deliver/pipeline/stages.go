@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"slices"
 
 	"github.com/fedzip/fedzip/compress"
 	"github.com/fedzip/fedzip/deliver"
@@ -49,13 +48,13 @@ func (p *runner) distill(ctx context.Context, st Stage) error {
 		return err
 	}
 	teacher := p.model
-	tmlp, err := teacher.MLP()
+	tnet, err := teacher.nnModel()
 	if err != nil {
 		return fmt.Errorf("distill: teacher: %w", err)
 	}
 	T := float32(st.float("T", 4))
 	classes := teacher.Classes()
-	soft := p.softTargets(tmlp, teacher.Params, T)
+	soft := p.softTargets(tnet, teacher.Params, T)
 	sizes := append(append([]int{}, hidden...), classes)
 	student := newMLPModel(teacher.Input, sizes)
 	smlp, err := student.MLP()
@@ -86,6 +85,8 @@ func (p *runner) prune(ctx context.Context, st Stage) error {
 	switch {
 	case st.Params["neurons"] != "":
 		return p.pruneNeurons(ctx, st, o)
+	case st.Params["filters"] != "":
+		return p.pruneFilters(ctx, st, o)
 	case st.Params["nm"] != "":
 		n, mm, _ := parseNM(st.Params["nm"])
 		for _, w := range m.Weights() {
@@ -179,6 +180,9 @@ func ones(n int) []bool {
 // layers, then fine-tunes.
 func (p *runner) pruneNeurons(ctx context.Context, st Stage, o trainOpts) error {
 	m := p.model
+	if m.Net != nil {
+		return fmt.Errorf("prune neurons: works on MLPs, not on %s (prune filters instead)", m.Arch())
+	}
 	frac := st.float("neurons", 0)
 	for li := 0; li+1 < len(m.Layers); li++ {
 		l, next := m.Layers[li], m.Layers[li+1]
@@ -224,6 +228,47 @@ func (p *runner) pruneNeurons(ctx context.Context, st Stage, o trainOpts) error 
 	p.logf("  structured pruning: %s", m.Arch())
 	err := p.tune(ctx, m, o, nil)
 	return err
+}
+
+// pruneFilters removes the fraction of each conv layer's filters (output
+// channels; convN:F per layer) with the smallest L2 norm: their kernel rows
+// and biases are pruned as whole rows and stay zero through fine-tuning, so
+// that the file stores nothing for them and the runtime runs no tap of
+// them. The layers keep their shapes.
+func (p *runner) pruneFilters(ctx context.Context, st Stage, o trainOpts) error {
+	m := p.model
+	def := st.float("filters", 0)
+	n := 0
+	for _, l := range m.Layers {
+		if l.Op != deliver.OpConv {
+			continue
+		}
+		n++
+		w := l.W[0]
+		rows, cols := w.Rows(), w.Cols()
+		norms := make([]float32, rows)
+		compress.RowNorms(norms, w.Data)
+		keep := make([]bool, rows)
+		compress.SelectStructured(keep, norms, st.layerValue(l.Name, def))
+		if w.Keep == nil {
+			w.Keep = ones(w.Size())
+		}
+		if l.B.Keep == nil {
+			l.B.Keep = ones(l.B.Size())
+		}
+		for r, k := range keep {
+			if !k {
+				clear(w.Keep[r*cols : (r+1)*cols])
+				l.B.Keep[r] = false
+			}
+		}
+		compress.ApplyMask(w.Data, w.Keep)
+		compress.ApplyMask(l.B.Data, l.B.Keep)
+	}
+	if n == 0 {
+		return fmt.Errorf("prune filters: %s has no conv layer", m.Arch())
+	}
+	return p.tune(ctx, m, o, nil)
 }
 
 func (p *runner) cluster(ctx context.Context, st Stage) error {
@@ -313,6 +358,9 @@ func (p *runner) lowrank(ctx context.Context, st Stage) error {
 		return err
 	}
 	m := p.model
+	if m.Net != nil {
+		return p.lowrankNet(ctx, st)
+	}
 	for _, l := range m.Layers {
 		if len(l.W) != 1 || l.W[0].Keep != nil {
 			return fmt.Errorf("lowrank: %s is already factored or pruned; put lowrank before prune", l.Name)
@@ -366,7 +414,7 @@ func (p *runner) encode(st Stage) error {
 		coding = deliver.Huffman
 	}
 	for _, l := range p.model.Layers {
-		for _, q := range append(slices.Clone(l.W), l.B) {
+		for _, q := range l.params() {
 			q.Coding = coding
 			if st.str("codebook", "f32") == "f16" && q.Clustered() {
 				q.CentroidsHalf = true
@@ -376,35 +424,37 @@ func (p *runner) encode(st Stage) error {
 				q.project(nil)
 			}
 		}
-		if st.str("bias", "f32") == "f16" && !l.B.Frozen() {
-			l.B.Half = true
-			for i, v := range l.B.Data {
-				l.B.Data[i] = compress.Float16frombits(compress.Float16bits(v))
+		for _, b := range []*Param{l.B, l.Scale} { // biases, group norms' γ and β
+			if b == nil || st.str("bias", "f32") != "f16" || b.Frozen() {
+				continue
+			}
+			b.Half = true
+			for i, v := range b.Data {
+				b.Data[i] = compress.Float16frombits(compress.Float16bits(v))
 			}
 		}
 	}
 	return nil
 }
 
-// nnAccuracy evaluates a plain MLP's parameters with nn (used for the
-// input row and as a cross-check).
-func nnAccuracy(mlp *nn.MLP, params, x []float32, y []uint8) float64 {
-	ws := mlp.NewWorkspace(256)
-	c, _ := mlp.Evaluate(ws, params, x, y)
+// accuracy evaluates a model's parameters with nn (used for the input row
+// and as a cross-check).
+func accuracy(model nn.Model, params, x []float32, y []uint8) float64 {
+	c, _ := model.Scratch(256).Evaluate(params, x, y)
 	return float64(c) / math.Max(1, float64(len(y)))
 }
 
-// softTargets returns the soft targets at temperature T of a plain MLP
-// over the whole training set (the transfer set).
-func (p *runner) softTargets(mlp *nn.MLP, params []float32, T float32) []float32 {
+// softTargets returns the soft targets at temperature T of a model over
+// the whole training set (the transfer set).
+func (p *runner) softTargets(model nn.Model, params []float32, T float32) []float32 {
 	train := p.cfg.Train
-	classes := mlp.Classes()
+	classes := model.Classes()
 	soft := make([]float32, train.N*classes)
-	ws := mlp.NewWorkspace(256)
+	ws := model.Scratch(256)
 	for lo := 0; lo < train.N; lo += 256 {
 		n := min(256, train.N-lo)
 		copy(ws.Input(n), train.X[lo*train.Dim:(lo+n)*train.Dim])
-		logits := mlp.Forward(ws, params, n)
+		logits := ws.Forward(params, n)
 		compress.SoftTargets(soft[lo*classes:(lo+n)*classes], logits, classes, T)
 	}
 	return soft
@@ -417,12 +467,15 @@ func (p *runner) tune(ctx context.Context, m *Model, o trainOpts, step func(t, t
 		_, err := p.fineTune(ctx, m, newEngine(m, o.batch, false), o, nil, step)
 		return err
 	}
-	tmlp, err := p.teacher.MLP()
+	if m.Net != nil {
+		return fmt.Errorf("kd: fine-tuning %s against soft targets is not supported (nn trains conv nets on labels only); drop kd", m.Arch())
+	}
+	tnet, err := p.teacher.nnModel()
 	if err != nil {
 		return fmt.Errorf("kd: teacher: %w", err)
 	}
 	if p.softCache == nil || p.softT != o.T {
-		p.softCache, p.softT = p.softTargets(tmlp, p.teacher.Params, o.T), o.T
+		p.softCache, p.softT = p.softTargets(tnet, p.teacher.Params, o.T), o.T
 	}
 	eng := newDenseEngine(m, o.batch)
 	eng.T, eng.alpha = o.T, o.kd

@@ -21,16 +21,16 @@ type engine interface {
 	lossGrad(params, grad, x []float32, y []uint8, soft []float32, n int) float64
 }
 
-// nnEngine trains a plain MLP with nn's kernels (hard labels only).
+// nnEngine trains a plain MLP or a Net with nn's kernels (hard labels
+// only).
 type nnEngine struct {
-	mlp *nn.MLP
-	ws  *nn.Workspace
+	ws nn.Scratch
 }
 
 func (e *nnEngine) lossGrad(params, grad, x []float32, y []uint8, _ []float32, n int) float64 {
 	copy(e.ws.Input(n), x)
 	copy(e.ws.Labels(n), y)
-	return e.mlp.LossGrad(e.ws, params, grad, n)
+	return e.ws.LossGrad(params, grad, n)
 }
 
 // denseEngine is forward and backward passes through any Model (factored
@@ -184,11 +184,15 @@ func (st Stage) trainOpts(epochsKey string, defEpochs int) trainOpts {
 	}
 }
 
-// newEngine picks nn when it can train m, and the BLAS engine otherwise.
+// newEngine picks nn when it can train m (a Net, or a plain MLP without
+// soft targets), and the BLAS engine otherwise.
 func newEngine(m *Model, batch int, soft bool) engine {
+	if m.Net != nil {
+		return &nnEngine{ws: m.Net.Scratch(batch)}
+	}
 	if !soft && m.Standard() {
 		if mlp, err := m.MLP(); err == nil {
-			return &nnEngine{mlp: mlp, ws: mlp.NewWorkspace(batch)}
+			return &nnEngine{ws: mlp.Scratch(batch)}
 		}
 	}
 	return newDenseEngine(m, batch)
