@@ -154,15 +154,11 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 			return err
 		}
 	}
-	mlp, isMLP := model.(*nn.MLP)
-	if f.deliver != "" && !isMLP {
-		fmt.Fprintf(stderr, "fedzip simulate: not delivering: delivery takes MLPs (2nn, lenet300, mlp:...), not %s\n", model.Name())
-	}
-	if f.deliver != "" && isMLP {
+	if f.deliver != "" {
 		if !f.quiet {
 			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
 		}
-		d, err := pipeline.Deliver(ctx, mlp, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
+		d, err := pipeline.Deliver(ctx, model, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
 		if err != nil {
 			return fmt.Errorf("delivering the model: %w", err)
 		}

@@ -18,7 +18,6 @@ import (
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/deliver/pipeline"
 	"github.com/fedzip/fedzip/membership"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -109,9 +108,6 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	model, err := cfg.Run.Network()
 	if err != nil {
 		return nil, usage(err)
-	}
-	if _, mlp := model.(*nn.MLP); !mlp && cfg.DeliverKey != "" {
-		return nil, usage(fmt.Errorf("--deliver-key: delivery takes MLPs (2nn, lenet300, mlp:...), not %s", model.Name()))
 	}
 	srvCfg := transport.ServerConfig{Insecure: cfg.Insecure, TLS: grpcTLS, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: s.log,
 		MaxUploads: cfg.MaxUploads, MaxUploadsPerClient: cfg.MaxUploadsPerClient, UploadMinRate: cfg.UploadMinRate,
@@ -320,13 +316,9 @@ func (s *Server) run() error {
 		return ErrClosed
 	}
 	v := s.node.FSM().Progress()
-	m, err := v.Config.Network()
+	model, err := v.Config.Network()
 	if err != nil {
 		return err
-	}
-	model, ok := m.(*nn.MLP)
-	if !ok {
-		return fmt.Errorf("delivering the model: %s: delivery takes MLPs (2nn, lenet300, mlp:...)", m.Name())
 	}
 	params, version := s.node.FSM().Model()
 	out := filepath.Join(s.cfg.StateDir, fmt.Sprintf("model-v%d.fzm", version))
