@@ -82,11 +82,11 @@ func (c Conv2D) OutSize() int { ch, h, w := c.OutShape(); return ch * h * w }
 func (c Conv2D) ParamSizes() (weight, bias int) { return c.Out * c.In * c.KH * c.KW, c.Out }
 
 // ScratchSize returns the scratch length Forward and Backward need for
-// batch images: the im2col matrix (In·KH·KW rows, batch·OH·OW columns) and
-// the output in channel-major order.
+// batch images: the im2col matrix (In·KH·KW rows, batch·OH·OW columns), the
+// output gradient in channel-major order and transposed, and the weight
+// gradient transposed.
 func (c Conv2D) ScratchSize(batch int) int {
-	_, oh, ow := c.OutShape()
-	return (c.In*c.KH*c.KW + c.Out) * batch * oh * ow
+	return c.colSize(batch) + c.restSize(batch)
 }
 
 func (c Conv2D) check(name string, x, w, b, scratch []float32, batch int) {
@@ -105,6 +105,12 @@ func (c Conv2D) check(name string, x, w, b, scratch []float32, batch int) {
 // is kept, so Backward may be given other scratch.
 func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 	c.check("forward", x, w, b, scratch, batch)
+	c.forward(dst, x, w, b, scratch[:c.colSize(batch)], scratch[c.colSize(batch):], batch, false)
+}
+
+// forward is Forward with the im2col matrix built in col (kept for
+// backward) and the channel-major output in y, followed by a ReLU when relu.
+func (c Conv2D) forward(dst, x, w, b, col, y []float32, batch int, relu bool) {
 	_, oh, ow := c.OutShape()
 	p := oh * ow
 	if len(dst) < batch*c.Out*p {
@@ -112,7 +118,7 @@ func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 	}
 	k := c.In * c.KH * c.KW
 	n := batch * p
-	col, y := scratch[:k*n], scratch[k*n:k*n+c.Out*n]
+	col, y = col[:k*n], y[:c.Out*n]
 	c.im2col(col, x, batch)
 	gemmNN(y, w, col, c.Out, n, k)
 	// y is [Out][batch][OH·OW]; dst is [batch][Out][OH·OW].
@@ -121,6 +127,12 @@ func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 		for i := range batch {
 			src := y[(o*batch+i)*p : (o*batch+i+1)*p]
 			out := dst[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
+			if relu {
+				for j, v := range src {
+					out[j] = max(v+bo, 0)
+				}
+				continue
+			}
 			for j, v := range src {
 				out[j] = v + bo
 			}
@@ -135,35 +147,88 @@ func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 // im2col matrix is rebuilt from x in scratch, which is overwritten.
 func (c Conv2D) Backward(dx, dw, db, dy, x, w, scratch []float32, batch int) {
 	c.check("backward", x, w, db, scratch, batch)
+	nw, _ := c.ParamSizes()
+	if len(dw) < nw {
+		panic("nn: conv2d backward: slice too short")
+	}
+	col, rest := scratch[:c.colSize(batch)], scratch[c.colSize(batch):]
+	c.backward(dx, dy, x, w, col, rest, batch, false, func(dwT []float32) {
+		c.transposeWeights(dw, dwT, 1, 0)
+	}, func(o int, s float32) { db[o] = s })
+}
+
+// backward is Backward with the im2col matrix in col (already built by
+// forward when colReady; overwritten) and the rest of the scratch in rest
+// (restSize). It hands the weight gradient over transposed, [In·KH·KW][Out],
+// to setW, and each bias gradient to setB, so that a caller can apply an SGD
+// step without storing the gradient; dx is computed first, from w as
+// Forward used it.
+func (c Conv2D) backward(dx, dy, x, w, col, rest []float32, batch int, colReady bool, setW func(dwT []float32), setB func(o int, s float32)) {
 	_, oh, ow := c.OutShape()
 	p := oh * ow
-	nw, _ := c.ParamSizes()
-	if len(dy) < batch*c.Out*p || len(dw) < nw || (dx != nil && len(dx) < batch*c.InSize()) {
+	if len(dy) < batch*c.Out*p || (dx != nil && len(dx) < batch*c.InSize()) {
 		panic("nn: conv2d backward: slice too short")
 	}
 	k := c.In * c.KH * c.KW
 	n := batch * p
-	col, g := scratch[:k*n], scratch[k*n:k*n+c.Out*n]
+	col = col[:k*n]
+	g, gT, dwT := rest[:c.Out*n], rest[c.Out*n:2*c.Out*n], rest[2*c.Out*n:2*c.Out*n+k*c.Out]
+	// g is dy in [Out][batch·OH·OW] order, gT its transpose.
 	for o := range c.Out {
 		var s float32
 		for i := range batch {
 			src := dy[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
 			copy(g[(o*batch+i)*p:], src)
-			for _, v := range src {
+			t := gT[i*p*c.Out+o:]
+			for j, v := range src {
+				t[j*c.Out] = v
 				s += v
 			}
 		}
-		db[o] = s
+		setB(o, s)
 	}
-	c.im2col(col, x, batch)
-	// dW[Out×k] = G[Out×n] · colᵀ
-	gemmNT(dw, g, col, c.Out, k, n)
-	if dx == nil {
-		return
+	if !colReady {
+		c.im2col(col, x, batch)
 	}
-	// dcol[k×n] = Wᵀ · G, then scattered back onto the image.
-	gemmTN(col, w, g, k, n, c.Out)
-	c.col2im(dx, col, batch)
+	// dWᵀ[k×Out] = col · Gᵀ, a product of rows that the broadcast kernels run
+	// far faster than G · colᵀ by dot products.
+	gemmNN(dwT, col, gT, k, c.Out, n)
+	if dx != nil {
+		// dcol[k×n] = Wᵀ · G, then scattered back onto the image.
+		gemmTN(col, w, g, k, n, c.Out)
+		c.col2im(dx, col, batch)
+	}
+	setW(dwT)
+}
+
+// colSize is the length of the im2col matrix for batch images.
+func (c Conv2D) colSize(batch int) int {
+	_, oh, ow := c.OutShape()
+	return c.In * c.KH * c.KW * batch * oh * ow
+}
+
+// restSize is the scratch backward needs besides the im2col matrix (and
+// forward, for its channel-major output): the output gradient in
+// channel-major order and transposed, and the transposed weight gradient.
+func (c Conv2D) restSize(batch int) int {
+	_, oh, ow := c.OutShape()
+	return 2*c.Out*batch*oh*ow + c.In*c.KH*c.KW*c.Out
+}
+
+// transposeWeights writes w[o][j] = beta·w[o][j] + alpha·dwT[j][o] for a
+// weight [Out][In·KH·KW], without reading w when beta is zero.
+func (c Conv2D) transposeWeights(w, dwT []float32, alpha, beta float32) {
+	k := c.In * c.KH * c.KW
+	for o := range c.Out {
+		row := w[o*k : (o+1)*k]
+		for j := range row {
+			v := alpha * dwT[j*c.Out+o]
+			if beta != 0 {
+				v += beta * row[j]
+			}
+			row[j] = v
+		}
+	}
 }
 
 // colRange returns the output columns [lo, hi) whose kernel column kx falls

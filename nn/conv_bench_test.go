@@ -26,10 +26,12 @@ func BenchmarkConv2D(b *testing.B) {
 			dx, dw, db := make([]float32, len(x)), make([]float32, nw), make([]float32, nb)
 			scratch := make([]float32, c.ScratchSize(batch))
 			b.ReportAllocs()
+			done := threadCPU(b)
 			for b.Loop() {
 				c.Forward(y, x, w, bias, scratch, batch)
 				c.Backward(dx, dw, db, dy, x, w, scratch, batch)
 			}
+			done()
 			// Three products (output, dW, dX) of 2·batch·OH·OW·Out·In·KH·KW flops.
 			_, oh, ow := c.OutShape()
 			flops := 3 * 2 * float64(batch*oh*ow*nw)
@@ -56,20 +58,59 @@ func BenchmarkMaxPool2D(b *testing.B) {
 }
 
 // BenchmarkNetCNN is one minibatch of McMahan's cnn (B=10): forward,
-// backward and a plain SGD step, the unit of a FedAvg client's work.
+// backward and a plain SGD step, the unit of a FedAvg client's work, as
+// nn.Trainer takes it (step=fused, Net.SGDStep) and through the gradient
+// (step=grad, LossGrad then SGD.Step, as with momentum).
 func BenchmarkNetCNN(b *testing.B) {
 	n, err := ParseNet("cnn", 1, 28, 28, 10)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, grad := make([]float32, n.NumParams()), make([]float32, n.NumParams())
-	n.Init(p, 1)
-	ws := n.NewWorkspace(10)
-	fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
-	opt := SGD{LR: 0.01}
-	b.ResetTimer()
-	for range b.N {
-		n.LossGrad(ws, p, grad, 10)
-		opt.Step(p, grad, nil)
+	for _, fused := range []bool{true, false} {
+		name := "step=grad"
+		if fused {
+			name = "step=fused"
+		}
+		b.Run(name, func(b *testing.B) {
+			p, grad := make([]float32, n.NumParams()), make([]float32, n.NumParams())
+			n.Init(p, 1)
+			ws := n.NewWorkspace(10)
+			fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
+			opt := SGD{LR: 0.01}
+			b.ReportAllocs()
+			done := threadCPU(b)
+			for b.Loop() {
+				if fused {
+					n.SGDStep(ws, p, 10, opt.LR, 0)
+					continue
+				}
+				n.LossGrad(ws, p, grad, 10)
+				opt.Step(p, grad, nil)
+			}
+			done()
+		})
 	}
+}
+
+// BenchmarkNetCNNEval is the forward pass of cnn over 10,000 images in
+// batches of 100, the server-side evaluation of a FedAvg round on MNIST's
+// test set.
+func BenchmarkNetCNNEval(b *testing.B) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := make([]float32, n.NumParams())
+	n.Init(p, 1)
+	rng := rand.New(rand.NewPCG(1, 1))
+	const count = 10000
+	x := randSlice(rng, count*n.InputDim())
+	y := make([]uint8, count)
+	ws := n.NewWorkspace(100)
+	b.ReportAllocs()
+	done := threadCPU(b)
+	for b.Loop() {
+		n.Evaluate(ws, p, x, y)
+	}
+	done()
 }

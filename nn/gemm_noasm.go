@@ -2,7 +2,10 @@
 
 package nn
 
-const useAsm = false
+const (
+	useAsm    = false
+	useAVX512 = false
+)
 
 func gemmNTAsm(c, a, b []float32, m, n, k int) { gemmNTGo(c, a, b, m, n, k) }
 func gemmTNAsm(c, a, b []float32, m, n, k int, alpha, beta float32) {
