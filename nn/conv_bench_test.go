@@ -106,7 +106,7 @@ func BenchmarkNetCNNEval(b *testing.B) {
 	const count = 10000
 	x := randSlice(rng, count*n.InputDim())
 	y := make([]uint8, count)
-	ws := n.NewWorkspace(100)
+	ws := n.NewWorkspace(250)
 	b.ReportAllocs()
 	done := threadCPU(b)
 	for b.Loop() {

@@ -81,6 +81,24 @@ loop8x32:
 	TESTL BX, BX
 	JNZ  acc8x32
 
+// VZEROUPPER leaves Z16–Z31 alone; zeroing them too marks the upper
+// AVX-512 state unused again, so that signals and context switches (Go's
+// asynchronous preemption among them) need not save and restore it.
+#define CLEAN512 \
+	VPXORD Z16, Z16, Z16 \
+	VPXORD Z17, Z17, Z17 \
+	VPXORD Z18, Z18, Z18 \
+	VPXORD Z19, Z19, Z19 \
+	VPXORD Z20, Z20, Z20 \
+	VPXORD Z21, Z21, Z21 \
+	VPXORD Z22, Z22, Z22 \
+	VPXORD Z23, Z23, Z23 \
+	VPXORD Z24, Z24, Z24 \
+	VPXORD Z25, Z25, Z25 \
+	VPXORD Z26, Z26, Z26 \
+	VPXORD Z27, Z27, Z27 \
+	VZEROUPPER
+
 #define OVER512(Z0, Z1) \
 	VMULPS Z26, Z0, Z0 \
 	VMULPS Z26, Z1, Z1 \
@@ -96,7 +114,7 @@ loop8x32:
 	OVER512(Z10, Z11)
 	OVER512(Z12, Z13)
 	OVER512(Z14, Z15)
-	VZEROUPPER
+	CLEAN512
 	RET
 
 #define ACC512(Z0, Z1) \
@@ -117,5 +135,5 @@ acc8x32:
 	ACC512(Z10, Z11)
 	ACC512(Z12, Z13)
 	ACC512(Z14, Z15)
-	VZEROUPPER
+	CLEAN512
 	RET
