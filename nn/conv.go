@@ -105,40 +105,57 @@ func (c Conv2D) check(name string, x, w, b, scratch []float32, batch int) {
 // is kept, so Backward may be given other scratch.
 func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 	c.check("forward", x, w, b, scratch, batch)
-	c.forward(dst, x, w, b, scratch[:c.colSize(batch)], scratch[c.colSize(batch):], batch, false)
+	c.forward(dst, x, w, b, scratch[:c.colSize(batch)], scratch[c.colSize(batch):], batch, false, false)
 }
 
-// forward is Forward with the im2col matrix built in col (kept for
-// backward) and the channel-major output in y, followed by a ReLU when relu.
-func (c Conv2D) forward(dst, x, w, b, col, y []float32, batch int, relu bool) {
+// forward is Forward with the im2col matrix built in col and the
+// channel-major output in y, followed by a ReLU when relu. With keep, col
+// holds the whole batch's matrix afterwards, for backward; without, the
+// images go through in groups of forwardGroup, whose matrix stays in cache
+// (a batch's can be hundreds of megabytes, read at a stride of a page or
+// more). Each output is the same sum either way.
+func (c Conv2D) forward(dst, x, w, b, col, y []float32, batch int, relu, keep bool) {
 	_, oh, ow := c.OutShape()
 	p := oh * ow
 	if len(dst) < batch*c.Out*p {
 		panic("nn: conv2d forward: dst too short")
 	}
 	k := c.In * c.KH * c.KW
-	n := batch * p
-	col, y = col[:k*n], y[:c.Out*n]
-	c.im2col(col, x, batch)
-	gemmNN(y, w, col, c.Out, n, k)
-	// y is [Out][batch][OH·OW]; dst is [batch][Out][OH·OW].
-	for o := range c.Out {
-		bo := b[o]
-		for i := range batch {
-			src := y[(o*batch+i)*p : (o*batch+i+1)*p]
-			out := dst[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
-			if relu {
-				for j, v := range src {
-					out[j] = max(v+bo, 0)
+	group := batch
+	if !keep {
+		group = min(batch, forwardGroup)
+	}
+	for lo := 0; lo < batch; lo += group {
+		nb := min(group, batch-lo)
+		n := nb * p
+		col, y := col[:k*n], y[:c.Out*n]
+		c.im2col(col, x[lo*c.InSize():], nb)
+		gemmNN(y, w, col, c.Out, n, k)
+		// y is [Out][image][OH·OW]; dst is [image][Out][OH·OW].
+		out := dst[lo*c.Out*p:]
+		for o := range c.Out {
+			bo := b[o]
+			for i := range nb {
+				src := y[(o*nb+i)*p : (o*nb+i+1)*p]
+				dst := out[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
+				if relu {
+					for j, v := range src {
+						dst[j] = max(v+bo, 0)
+					}
+					continue
 				}
-				continue
-			}
-			for j, v := range src {
-				out[j] = v + bo
+				for j, v := range src {
+					dst[j] = v + bo
+				}
 			}
 		}
 	}
 }
+
+// forwardGroup is the number of images forward puts through one product
+// when it need not keep the im2col matrix: 8·OH·OW columns, a multiple of
+// the 32-column tile whenever OH·OW is a multiple of 4.
+const forwardGroup = 8
 
 // Backward computes the gradients of a loss whose gradient with respect to
 // Forward's output is dy: dw (like w) and db (like b) are overwritten with
@@ -246,6 +263,59 @@ func (c Conv2D) colRange(kx, pw, ow int) (lo, hi int) {
 // im2col writes col[(ci·KH+ky)·KW+kx][(n·OH+oy)·OW+ox] = x[n, ci, oy·S+ky−ph,
 // ox·S+kx−pw], zero outside the image.
 func (c Conv2D) im2col(col, x []float32, batch int) {
+	if _, _, ow := c.OutShape(); c.Stride == 1 && ow == c.W {
+		c.im2colShift(col, x, batch)
+		return
+	}
+	c.im2colAny(col, x, batch)
+}
+
+// im2colShift is im2col for stride 1 and an output as wide as the input
+// ("same" padding across): each row of col is then the image shifted by
+// (ky−ph)·W + kx−pw, one long copy, with the columns that fall on the
+// padding zeroed afterwards.
+func (c Conv2D) im2colShift(col, x []float32, batch int) {
+	_, oh, ow := c.OutShape()
+	ph, pw := c.pads()
+	p := oh * ow
+	n := batch * p
+	hw := c.H * c.W
+	for ci := range c.In {
+		for ky := range c.KH {
+			dy := ky - ph
+			oy0, oy1 := max(0, -dy), min(oh, c.H-dy)
+			for kx := range c.KW {
+				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
+				start := dy*c.W + kx - pw
+				for b := range batch {
+					out := row[b*p : (b+1)*p]
+					if oy0 >= oy1 {
+						clear(out)
+						continue
+					}
+					clear(out[:oy0*ow])
+					clear(out[oy1*ow:])
+					img := x[(b*c.In+ci)*hw:][:hw]
+					a, e := oy0*ow, oy1*ow
+					copy(out[max(a, -start):min(e, hw-start)], img[max(a+start, 0):])
+					for oy := oy0; oy < oy1; oy++ {
+						r := out[oy*ow : (oy+1)*ow]
+						for j := range lo {
+							r[j] = 0
+						}
+						for j := hi; j < ow; j++ {
+							r[j] = 0
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// im2colAny is im2col for any stride and padding.
+func (c Conv2D) im2colAny(col, x []float32, batch int) {
 	_, oh, ow := c.OutShape()
 	ph, pw := c.pads()
 	n := batch * oh * ow
@@ -361,6 +431,15 @@ func (m MaxPool2D) check(name string, x, y []float32, idx []int32, batch int) {
 // element chosen: the first maximum in row-major window order.
 func (m MaxPool2D) Forward(dst, x []float32, idx []int32, batch int) {
 	m.check("forward", x, dst, idx, batch)
+	if m.K == 2 && m.Stride == 2 {
+		m.forward2(dst, x, idx, batch)
+		return
+	}
+	m.forwardAny(dst, x, idx, batch)
+}
+
+// forwardAny is Forward for any window and stride.
+func (m MaxPool2D) forwardAny(dst, x []float32, idx []int32, batch int) {
 	_, oh, ow := m.OutShape()
 	hw := m.H * m.W
 	o := 0
@@ -385,6 +464,43 @@ func (m MaxPool2D) Forward(dst, x []float32, idx []int32, batch int) {
 				dst[o], idx[o] = bv, int32(best)
 				o++
 			}
+		}
+	}
+}
+
+// forward2 is Forward for 2×2 windows at stride 2, the common case,
+// unrolled: the same comparisons in the same order, so the same outputs and
+// indices.
+func (m MaxPool2D) forward2(dst, x []float32, idx []int32, batch int) {
+	_, oh, ow := m.OutShape()
+	hw := m.H * m.W
+	o := 0
+	for plane := range batch * m.C {
+		base := plane * hw
+		for oy := range oh {
+			r0 := base + 2*oy*m.W
+			top := x[r0 : r0+2*ow]
+			bot := x[r0+m.W : r0+m.W+2*ow]
+			out, oi := dst[o:o+ow], idx[o:o+ow]
+			for ox := range out {
+				j := 2 * ox
+				a, b, c, d := top[j], top[j+1], bot[j], bot[j+1]
+				best, bv := r0+j, a
+				if b > bv {
+					best = r0 + j + 1
+				}
+				bv = max(bv, b)
+				if c > bv {
+					best = r0 + m.W + j
+				}
+				bv = max(bv, c)
+				if d > bv {
+					best = r0 + m.W + j + 1
+				}
+				bv = max(bv, d)
+				out[ox], oi[ox] = bv, int32(best)
+			}
+			o += ow
 		}
 	}
 }

@@ -177,13 +177,19 @@ func (n *Net) check(ws *NetWorkspace, params []float32, b int) {
 // Forward runs the b images in ws.Input(b) through the network and returns
 // the logits, b rows of Classes() values, valid until the next call.
 func (n *Net) Forward(ws *NetWorkspace, params []float32, b int) []float32 {
+	return n.forward(ws, params, b, false)
+}
+
+// forward is Forward; with keep, each conv layer leaves its im2col matrix in
+// ws for the backward pass.
+func (n *Net) forward(ws *NetWorkspace, params []float32, b int, keep bool) []float32 {
 	n.check(ws, params, b)
 	for i, l := range n.layers {
 		x := ws.acts[i]
 		y := ws.acts[i+1][:b*l.outSize]
 		switch l.kind {
 		case layerConv:
-			l.conv.forward(y, x, n.layout.Slice(params, l.w), n.layout.Slice(params, l.b), ws.cols[i], ws.scratch, b, l.relu)
+			l.conv.forward(y, x, n.layout.Slice(params, l.w), n.layout.Slice(params, l.b), ws.cols[i], ws.scratch, b, l.relu, keep)
 			continue // with its ReLU
 		case layerPool:
 			l.pool.Forward(y, x, ws.idx[i], b)
