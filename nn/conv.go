@@ -474,6 +474,7 @@ func (m MaxPool2D) forwardAny(dst, x []float32, idx []int32, batch int) {
 func (m MaxPool2D) forward2(dst, x []float32, idx []int32, batch int) {
 	_, oh, ow := m.OutShape()
 	hw := m.H * m.W
+	offs := [4]int{0, 1, m.W, m.W + 1}
 	o := 0
 	for plane := range batch * m.C {
 		base := plane * hw
@@ -485,24 +486,28 @@ func (m MaxPool2D) forward2(dst, x []float32, idx []int32, batch int) {
 			for ox := range out {
 				j := 2 * ox
 				a, b, c, d := top[j], top[j+1], bot[j], bot[j+1]
-				best, bv := r0+j, a
-				if b > bv {
-					best = r0 + j + 1
-				}
+				// sel picks the window element, by arithmetic on the
+				// comparisons where random data would mispredict a branch.
+				bv := a
+				sel := b2i(b > bv)
 				bv = max(bv, b)
-				if c > bv {
-					best = r0 + m.W + j
-				}
+				sel ^= (sel ^ 2) & -b2i(c > bv)
 				bv = max(bv, c)
-				if d > bv {
-					best = r0 + m.W + j + 1
-				}
+				sel |= 3 & -b2i(d > bv)
 				bv = max(bv, d)
-				out[ox], oi[ox] = bv, int32(best)
+				out[ox], oi[ox] = bv, int32(r0+j+offs[sel])
 			}
 			o += ow
 		}
 	}
+}
+
+// b2i is 1 for true and 0 for false, a SETcc rather than a branch.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Backward overwrites dx (like Forward's x) with dy scattered to the
