@@ -198,7 +198,7 @@ func (n *Net) forward(ws *NetWorkspace, params []float32, b int, keep bool) []fl
 		case layerReLU:
 			copy(y, x[:len(y)])
 		case layerFC:
-			gemmNT(y, x[:b*l.in], n.layout.Slice(params, l.w), b, l.out, l.in)
+			fcForward(y, x[:b*l.in], n.layout.Slice(params, l.w), ws.d0, ws.d1, b, l.in, l.out)
 			bias := n.layout.Slice(params, l.b)
 			for r := range b {
 				addTo(y[r*l.out:(r+1)*l.out], bias)

@@ -50,3 +50,21 @@ func TestNetFusedStepMatchesGradientStep(t *testing.T) {
 		}
 	}
 }
+
+// TestFCForwardBroadcast checks the transposed fc product that large
+// batches take against the dot products of small ones.
+func TestFCForwardBroadcast(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	for _, sh := range [][3]int{{fcBroadcastBatch, 33, 7}, {250, 3136 / 16, 512 / 16}, {fcBroadcastBatch + 5, 1, 40}} {
+		b, in, out := sh[0], sh[1], sh[2]
+		x, w := randSlice(rng, b*in), randSlice(rng, out*in)
+		got, want := make([]float32, b*out), make([]float32, b*out)
+		fcForward(got, x, w, make([]float32, b*in), make([]float32, b*out), b, in, out)
+		gemmNT(want, x, w, b, out, in)
+		for i := range got {
+			if d := abs32(got[i] - want[i]); d > 1e-5*float32(in)*(1+abs32(want[i])) {
+				t.Fatalf("%v: y[%d] = %v, dot products give %v", sh, i, got[i], want[i])
+			}
+		}
+	}
+}
