@@ -359,6 +359,59 @@ func (c Conv2D) im2colAny(col, x []float32, batch int) {
 // col2im is the adjoint of im2col: dx is overwritten with the sum of the
 // col entries that were copied from each pixel, in a fixed order.
 func (c Conv2D) col2im(dx, col []float32, batch int) {
+	if _, _, ow := c.OutShape(); c.Stride == 1 && ow == c.W {
+		c.col2imShift(dx, col, batch)
+		return
+	}
+	c.col2imAny(dx, col, batch)
+}
+
+// col2imShift is col2im for the shapes of im2colShift: the entries of col
+// that came from the padding are zeroed, then each row of col is added to
+// the image in one long shifted sum. Every pixel gets its terms in the
+// order of col2imAny, plus zeros.
+func (c Conv2D) col2imShift(dx, col []float32, batch int) {
+	_, oh, ow := c.OutShape()
+	ph, pw := c.pads()
+	p := oh * ow
+	n := batch * p
+	hw := c.H * c.W
+	clear(dx[:batch*c.In*hw])
+	for ci := range c.In {
+		for ky := range c.KH {
+			dy := ky - ph
+			oy0, oy1 := max(0, -dy), min(oh, c.H-dy)
+			if oy0 >= oy1 {
+				continue
+			}
+			for kx := range c.KW {
+				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
+				start := dy*c.W + kx - pw
+				for b := range batch {
+					in := row[b*p : (b+1)*p]
+					for oy := oy0; oy < oy1; oy++ {
+						r := in[oy*ow : (oy+1)*ow]
+						for j := range lo {
+							r[j] = 0
+						}
+						for j := hi; j < ow; j++ {
+							r[j] = 0
+						}
+					}
+					img := dx[(b*c.In+ci)*hw:][:hw]
+					a, e := max(oy0*ow, -start), min(oy1*ow, hw-start)
+					if a < e {
+						axpy(img[a+start:e+start], 1, in[a:e])
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2imAny is col2im for any stride and padding.
+func (c Conv2D) col2imAny(dx, col []float32, batch int) {
 	_, oh, ow := c.OutShape()
 	ph, pw := c.pads()
 	n := batch * oh * ow

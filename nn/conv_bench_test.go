@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 )
 
@@ -113,4 +114,80 @@ func BenchmarkNetCNNEval(b *testing.B) {
 		n.Evaluate(ws, p, x, y)
 	}
 	done()
+}
+
+// BenchmarkNetCNNRound is one FedAvg round of cnn as issue 14 times it, in
+// one process on two cores: 10 clients of 600 examples, E=1, B=10, plain
+// SGD, two workers of 5 clients each (as the simulator runs them, one per
+// core), the average of the 10 models, then the evaluation of 10,000 images
+// split between the two workers in batches of 250. Random MNIST-shaped data:
+// the cost does not depend on the pixels. Run it with -benchtime 1x or 3x.
+func BenchmarkNetCNNRound(b *testing.B) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const clients, per, workers, tests = 10, 600, 2, 10000
+	rng := rand.New(rand.NewPCG(1, 1))
+	d := n.InputDim()
+	x, xt := randSlice(rng, clients*per*d), randSlice(rng, tests*d)
+	y, yt := make([]uint8, clients*per), make([]uint8, tests)
+	for i := range y {
+		y[i] = uint8(rng.IntN(10))
+	}
+	global := make([]float32, n.NumParams())
+	n.Init(global, 1)
+	type worker struct {
+		tr     *Trainer
+		eval   *NetWorkspace
+		params [][]float32
+		idx    []int
+	}
+	ws := make([]*worker, workers)
+	for i := range ws {
+		w := &worker{tr: NewTrainer(n, 10), eval: n.NewWorkspace(250), idx: make([]int, per)}
+		for range clients / workers {
+			w.params = append(w.params, make([]float32, n.NumParams()))
+		}
+		ws[i] = w
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for wi, w := range ws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ci, p := range w.params {
+					c := wi*len(w.params) + ci
+					for i := range w.idx {
+						w.idx[i] = c*per + i
+					}
+					copy(p, global)
+					w.tr.Epochs(p, x, y, w.idx, 1, SGD{LR: 0.1}, rand.New(rand.NewPCG(uint64(c), 2)))
+				}
+			}()
+		}
+		wg.Wait()
+		inv := float32(1) / clients
+		for i := range global {
+			var s float32
+			for _, w := range ws {
+				for _, p := range w.params {
+					s += p[i]
+				}
+			}
+			global[i] = s * inv
+		}
+		for wi, w := range ws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lo, hi := wi*tests/workers, (wi+1)*tests/workers
+				w.eval.Evaluate(global, xt[lo*d:hi*d], yt[lo:hi])
+			}()
+		}
+		wg.Wait()
+	}
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/round")
 }

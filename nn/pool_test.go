@@ -62,3 +62,30 @@ func TestIm2colShiftSameBits(t *testing.T) {
 		}
 	}
 }
+
+// TestCol2imShiftMatches compares the shifted col2im with the general loop:
+// the same sums, but for the sign of a zero.
+func TestCol2imShiftMatches(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	for _, c := range []Conv2D{
+		{In: 1, Out: 2, KH: 5, KW: 5, Stride: 1, Pad: PadSame, H: 28, W: 28},
+		{In: 3, Out: 2, KH: 5, KW: 5, Stride: 1, Pad: PadSame, H: 3, W: 4},
+		{In: 2, Out: 2, KH: 3, KW: 1, Stride: 1, Pad: PadSame, H: 5, W: 6},
+		{In: 2, Out: 2, KH: 7, KW: 3, Stride: 1, Pad: PadSame, H: 2, W: 5},
+	} {
+		const batch = 3
+		col := randSlice(rng, c.colSize(batch))
+		col2 := append([]float32(nil), col...)
+		got, want := make([]float32, batch*c.InSize()), make([]float32, batch*c.InSize())
+		for i := range got {
+			got[i] = float32(math.NaN())
+		}
+		c.col2im(got, col, batch)
+		c.col2imAny(want, col2, batch)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%+v: dx[%d] = %v, want %v", c, i, got[i], want[i])
+			}
+		}
+	}
+}
