@@ -9,13 +9,13 @@ import (
 	"testing"
 )
 
+// cpu512 is useAVX512 as the CPU set it, restored after a test switches it.
+var cpu512 = useAVX512
+
 // TestAVX512SameBits runs the broadcast products with and without the
 // AVX-512 tile and wants the same bits: the tile must sum each element in
 // the order of the AVX2 tiles, so results do not depend on the CPU's
 // vector width.
-// cpu512 is useAVX512 as the CPU set it, restored after a test switches it.
-var cpu512 = useAVX512
-
 func TestAVX512SameBits(t *testing.T) {
 	if !useAVX512 {
 		t.Skip("no AVX-512 on this CPU")
