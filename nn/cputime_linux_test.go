@@ -20,9 +20,21 @@ func threadCPU(b *testing.B) func() {
 	}
 }
 
-func threadTime() time.Duration {
+func threadTime() time.Duration { return rusage(1 /* RUSAGE_THREAD */) }
+
+// processCPU returns a function that reports the process's CPU time per
+// iteration, all threads together, as "cpu-s/op".
+func processCPU(b *testing.B) func() {
+	start := rusage(0 /* RUSAGE_SELF */)
+	return func() {
+		used := rusage(0) - start
+		b.ReportMetric(used.Seconds()/float64(b.N), "cpu-s/op")
+	}
+}
+
+func rusage(who int) time.Duration {
 	var ru syscall.Rusage
-	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+	if err := syscall.Getrusage(who, &ru); err != nil {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
