@@ -190,12 +190,15 @@ func (c Conv2D) backward(dx, dy, x, w, col, rest []float32, batch int, colReady 
 	n := batch * p
 	col = col[:k*n]
 	g, gT, dwT := rest[:c.Out*n], rest[c.Out*n:2*c.Out*n], rest[2*c.Out*n:2*c.Out*n+k*c.Out]
-	// g is dy in [Out][batch·OH·OW] order, gT its transpose.
+	// g is dy in [Out][batch·OH·OW] order, needed only for dx; gT its
+	// transpose.
 	for o := range c.Out {
 		var s float32
 		for i := range batch {
 			src := dy[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
-			copy(g[(o*batch+i)*p:], src)
+			if dx != nil {
+				copy(g[(o*batch+i)*p:], src)
+			}
 			t := gT[i*p*c.Out+o:]
 			for j, v := range src {
 				t[j*c.Out] = v
