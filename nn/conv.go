@@ -139,9 +139,7 @@ func (c Conv2D) forward(dst, x, w, b, col, y []float32, batch int, relu, keep bo
 				src := y[(o*nb+i)*p : (o*nb+i+1)*p]
 				dst := out[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
 				if relu {
-					for j, v := range src {
-						dst[j] = max(v+bo, 0)
-					}
+					biasReLU(dst, src, bo)
 					continue
 				}
 				for j, v := range src {

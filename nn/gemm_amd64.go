@@ -14,6 +14,23 @@ var useAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 var useAVX512 = useAsm && cpu.X86.HasAVX512F
 
 //go:noescape
+func biasReLU8(dst, src *float32, n8 int, bias float32)
+
+// biasReLU writes max(src[i]+bias, 0) into dst, as Go's max would.
+func biasReLU(dst, src []float32, bias float32) {
+	dst = dst[:len(src)]
+	n8 := len(src) &^ 7
+	if useAsm && n8 > 0 {
+		biasReLU8(&dst[0], &src[0], n8, bias)
+	} else {
+		n8 = 0
+	}
+	for j := n8; j < len(src); j++ {
+		dst[j] = max(src[j]+bias, 0)
+	}
+}
+
+//go:noescape
 func bcast8x32(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
 
 //go:noescape

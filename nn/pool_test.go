@@ -89,3 +89,30 @@ func TestCol2imShiftMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestBiasReLU checks the vector bias-and-ReLU against Go's max on sums
+// that are negative, zero of either sign, positive, infinite and NaN.
+func TestBiasReLU(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	vals := []float32{0, float32(math.Copysign(0, -1)), 1, -1, 0.5, -0.5, float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))}
+	for _, n := range []int{1, 7, 8, 9, 196, 784} {
+		for _, bias := range []float32{0, float32(math.Copysign(0, -1)), 0.5, -0.5} {
+			src := make([]float32, n)
+			for i := range src {
+				if rng.IntN(2) == 0 {
+					src[i] = vals[rng.IntN(len(vals))]
+				} else {
+					src[i] = float32(rng.NormFloat64())
+				}
+			}
+			dst := make([]float32, n)
+			biasReLU(dst, src, bias)
+			for i, v := range src {
+				want := max(v+bias, 0)
+				if math.Float32bits(dst[i]) != math.Float32bits(want) && !(want != want && dst[i] != dst[i]) {
+					t.Fatalf("n=%d bias %v: max(%v+bias, 0) = %v (%#x), want %v (%#x)", n, bias, v, dst[i], math.Float32bits(dst[i]), want, math.Float32bits(want))
+				}
+			}
+		}
+	}
+}
