@@ -58,6 +58,7 @@ def main():
     ap.add_argument("--per-client", type=int, default=600)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--eval-batch", type=int, default=1000)
     ap.add_argument("--skip-eval", action="store_true", help="no separate timing of the evaluation")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -94,8 +95,8 @@ def main():
     if not args.skip_eval:
         with torch.no_grad():
             t0 = time.perf_counter()
-            for lo in range(0, len(xt), 1000):
-                model(xt[lo:lo + 1000]).argmax(1)
+            for lo in range(0, len(xt), args.eval_batch):
+                model(xt[lo:lo + args.eval_batch]).argmax(1)
             print(f"evaluation of {len(xt)} images: {time.perf_counter() - t0:.2f} s")
 
     # Rounds.
@@ -116,8 +117,9 @@ def main():
         local.load_state_dict(glob)
         with torch.no_grad():
             correct = 0
-            for lo in range(0, len(xt), 1000):
-                correct += (local(xt[lo:lo + 1000]).argmax(1) == yt[lo:lo + 1000]).sum().item()
+            for lo in range(0, len(xt), args.eval_batch):
+                hi = lo + args.eval_batch
+                correct += (local(xt[lo:hi]).argmax(1) == yt[lo:hi]).sum().item()
         times.append(time.perf_counter() - t0)
         print(f"round {r + 1}: {times[-1]:.2f} s, CPU {time.process_time() - c0:.2f} s all threads")
     if times:
