@@ -102,16 +102,19 @@ func (n *Net) Init(params []float32, seed uint64) {
 
 // NetWorkspace is the scratch memory of one goroutine working with a Net:
 // every activation, gradient and scratch buffer for batches of up to Batch
-// examples, planned once. After it is made, forward and backward passes
-// through it allocate nothing. A NetWorkspace must not be used by two
-// goroutines at once.
+// examples, planned once. After it is made, forward passes through it
+// allocate nothing, and neither do backward passes after the first, which
+// allocates what only training needs (each conv layer's im2col matrix for
+// the whole batch), so that a workspace used only for evaluation stays
+// small. A NetWorkspace must not be used by two goroutines at once.
 type NetWorkspace struct {
 	net     *Net
 	batch   int
 	acts    [][]float32 // acts[0] is the input; acts[l+1] the output of layer l, after its ReLU
 	d0, d1  []float32   // gradients with respect to activations, ping-ponged
-	cols    [][]float32 // per conv layer: its im2col matrix, built by Forward, reused by the backward pass
+	cols    [][]float32 // per conv layer: its im2col matrix, built by the forward pass, reused by the backward pass
 	scratch []float32   // conv scratch besides the im2col matrices
+	trained bool        // cols and scratch are sized for backward passes
 	pgrad   []float32   // a gn layer's gradient, for a fused step
 	stats   [][]float32 // per gn layer
 	idx     [][]int32   // per pool layer
@@ -137,8 +140,12 @@ func (n *Net) NewWorkspace(batch int) *NetWorkspace {
 		widest = max(widest, l.outSize)
 		switch l.kind {
 		case layerConv:
-			ws.cols[i] = make([]float32, l.conv.colSize(batch))
-			scratch = max(scratch, l.conv.restSize(batch))
+			// Enough for a forward pass that keeps nothing (Forward,
+			// Evaluate); trainBuffers grows them for backward passes.
+			g := min(batch, forwardGroup)
+			_, oh, ow := l.conv.OutShape()
+			ws.cols[i] = make([]float32, l.conv.colSize(g))
+			scratch = max(scratch, l.conv.Out*g*oh*ow)
 		case layerPool:
 			ws.idx[i] = make([]int32, batch*l.outSize)
 		case layerGN:
@@ -150,6 +157,23 @@ func (n *Net) NewWorkspace(batch int) *NetWorkspace {
 	ws.d1 = make([]float32, batch*widest)
 	ws.scratch = make([]float32, scratch)
 	return ws
+}
+
+// trainBuffers sizes the conv buffers for backward passes over full
+// batches, once.
+func (ws *NetWorkspace) trainBuffers() {
+	if ws.trained {
+		return
+	}
+	rest := len(ws.scratch)
+	for i, l := range ws.net.layers {
+		if l.kind == layerConv {
+			ws.cols[i] = make([]float32, l.conv.colSize(ws.batch))
+			rest = max(rest, l.conv.restSize(ws.batch))
+		}
+	}
+	ws.scratch = make([]float32, rest)
+	ws.trained = true
 }
 
 // Batch returns the largest batch the workspace holds.

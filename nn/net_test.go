@@ -182,6 +182,7 @@ func TestNetDeterministic(t *testing.T) {
 		ws := n.NewWorkspace(4)
 		grads[run] = make([]float32, n.NumParams())
 		if run == 1 {
+			ws.trainBuffers()
 			nan := float32(math.NaN())
 			for _, buf := range append(append(append([][]float32{ws.d0, ws.d1, ws.scratch, ws.pgrad, grads[run]}, ws.acts...), ws.stats...), ws.cols...) {
 				for i := range buf {

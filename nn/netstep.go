@@ -31,6 +31,8 @@ func (ws *NetWorkspace) SGDStep(params []float32, b int, lr, wd float32) float64
 // backward runs the forward and backward passes. With grad it writes the
 // gradient there; without, it updates params in place: p = decay·p − lr·g.
 func (n *Net) backward(ws *NetWorkspace, params, grad []float32, b int, lr, decay float32) float64 {
+	n.check(ws, params, b)
+	ws.trainBuffers()
 	logits := n.forward(ws, params, b, true)
 	for _, y := range ws.y[:b] {
 		if int(y) >= n.classes {

@@ -68,3 +68,27 @@ func TestFCForwardBroadcast(t *testing.T) {
 		}
 	}
 }
+
+// TestNetForwardGroupsSameBits runs a batch through Forward, which puts
+// convs through in groups of forwardGroup images, and through the training
+// pass, which keeps the whole batch's im2col matrix: the logits must be the
+// same bits.
+func TestNetForwardGroupsSameBits(t *testing.T) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]float32, n.NumParams())
+	n.Init(p, 3)
+	const b = 2*forwardGroup + 3
+	ws := n.NewWorkspace(b)
+	fillBatch(n, ws, rand.New(rand.NewPCG(5, 6)), b)
+	grouped := append([]float32(nil), n.Forward(ws, p, b)...)
+	ws.trainBuffers()
+	whole := n.forward(ws, p, b, true)
+	for i := range grouped {
+		if math.Float32bits(grouped[i]) != math.Float32bits(whole[i]) {
+			t.Fatalf("logit %d: %v in groups, %v whole", i, grouped[i], whole[i])
+		}
+	}
+}
