@@ -78,6 +78,7 @@ func BenchmarkNetCNN(b *testing.B) {
 			ws := n.NewWorkspace(10)
 			fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
 			opt := SGD{LR: 0.01}
+			ws.trainBuffers() // the one allocation of the first backward pass
 			b.ReportAllocs()
 			done := threadCPU(b)
 			for b.Loop() {
@@ -148,6 +149,7 @@ func BenchmarkNetCNNRound(b *testing.B) {
 	ws := make([]*worker, workers)
 	for i := range ws {
 		w := &worker{tr: NewTrainer(n, 10), eval: n.NewWorkspace(250), idx: make([]int, per)}
+		w.tr.Workspace().(*NetWorkspace).trainBuffers()
 		for range clients / workers {
 			w.params = append(w.params, make([]float32, n.NumParams()))
 		}
