@@ -82,14 +82,18 @@ func Step(ctx context.Context, tr Trainer, global, local []float32, task Task) (
 	return aggregate.Update{Weight: float64(res.Examples), Delta: local}, res, nil
 }
 
-// DataTrainer trains an nn.MLP on examples held in memory: the rows Index
-// of X (row-major) with labels Y. It is the built-in trainer of the
-// simulator and of the MNIST client.
+// DataTrainer trains an nn.Model (an MLP or a conv net, through
+// nn.Trainer) on examples held in memory: the rows Index of X (row-major,
+// InputDim() floats each, an image in NCHW order for a net) with labels Y.
+// It is the built-in trainer of the simulator and of 'fedzip client'.
 type DataTrainer struct {
 	NN    *nn.Trainer
 	X     []float32
 	Y     []uint8
 	Index []int
+	// HeldOut are the rows of X the client evaluates on (Evaluate), kept
+	// apart from Index; none: nothing to evaluate.
+	HeldOut []int
 }
 
 // NumParams returns the number of parameters of the network d trains: the

@@ -37,6 +37,13 @@ const (
 // cmdExpire forgets registered clients the leader has not seen for long.
 const cmdExpire cmdType = 10
 
+// cmdSubmitEval is the type byte of a submit entry that carries the
+// client's federated evaluation report (command.Eval) after the submit
+// fields: examples (uvarint), loss and accuracy (float64). It decodes to
+// Type cmdSubmit with Eval set. A plain submit keeps type cmdSubmit, so
+// that logs written before federated evaluation replay the same.
+const cmdSubmitEval cmdType = 11
+
 func (t cmdType) String() string {
 	switch t {
 	case cmdInit:
@@ -85,6 +92,9 @@ type command struct {
 	Client    round.ClientID
 	TrainLoss float64
 	Payload   []byte
+	// Eval is a submit's federated evaluation report, nil without (see
+	// cmdSubmitEval).
+	Eval *round.EvalReport
 }
 
 var errCommand = errors.New("coordinator: malformed log entry")
@@ -100,7 +110,11 @@ func (e *encoder) float64(f float64) {
 
 func (c *command) encode() []byte {
 	e := &encoder{b: make([]byte, 0, 64+len(c.Payload)+len(c.Config))}
-	e.b = append(e.b, byte(c.Type))
+	if c.Type == cmdSubmit && c.Eval != nil {
+		e.b = append(e.b, byte(cmdSubmitEval))
+	} else {
+		e.b = append(e.b, byte(c.Type))
+	}
 	e.varint(c.Now)
 	switch c.Type {
 	case cmdInit:
@@ -120,6 +134,11 @@ func (c *command) encode() []byte {
 		e.uvarint(c.Examples)
 		e.float64(c.TrainLoss)
 		e.bytes(c.Payload)
+		if c.Eval != nil {
+			e.uvarint(c.Eval.Examples)
+			e.float64(c.Eval.Loss)
+			e.float64(c.Eval.Accuracy)
+		}
 	case cmdNode:
 		e.bytes([]byte(c.Name))
 		e.bytes([]byte(c.RaftAddr))
@@ -200,6 +219,10 @@ func decodeCommand(data []byte) (command, error) {
 		return command{}, fmt.Errorf("%w: empty", errCommand)
 	}
 	c := command{Type: cmdType(data[0])}
+	withEval := c.Type == cmdSubmitEval
+	if withEval {
+		c.Type = cmdSubmit
+	}
 	d := &decoder{b: data[1:]}
 	c.Now = d.varint("time")
 	switch c.Type {
@@ -225,6 +248,9 @@ func decodeCommand(data []byte) (command, error) {
 		c.Examples = d.uvarint("examples")
 		c.TrainLoss = d.float64("train loss")
 		c.Payload = d.bytes("payload")
+		if withEval {
+			c.Eval = &round.EvalReport{Examples: d.uvarint("eval examples"), Loss: d.float64("eval loss"), Accuracy: d.float64("eval accuracy")}
+		}
 	case cmdNode:
 		c.Name = string(d.bytes("node id"))
 		c.RaftAddr = string(d.bytes("raft address"))

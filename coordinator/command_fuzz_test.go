@@ -9,7 +9,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/fedzip/fedzip/gradient"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
 
@@ -51,6 +50,7 @@ func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range seedCommands() {
 		f.Add(c.encode())
 	}
+	f.Add((&command{Type: cmdSubmit, Now: 4, Round: 1, Client: 2, Examples: 3, Payload: []byte{1}, Eval: &round.EvalReport{Examples: 2, Loss: 1, Accuracy: 0.5}}).encode())
 	f.Add([]byte{})
 	f.Add([]byte{byte(cmdClose), 0x80, 0x00})               // an overlong varint
 	f.Add([]byte{byte(cmdOpen), 0, 0xff, 0xff, 0xff, 0x0f}) // a count beyond the entry
@@ -179,7 +179,7 @@ func bigInit(data []byte) bool {
 	if json.Unmarshal(c.Config, &cfg) != nil {
 		return false
 	}
-	m, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
+	m, err := cfg.network()
 	return err == nil && m.NumParams() > fuzzMaxParams
 }
 
@@ -193,6 +193,7 @@ func FuzzFSMApply(f *testing.F) {
 		f.Add(c.encode())
 	}
 	f.Add([]byte{byte(cmdSubmit), 8, 2, 4, 10, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0x80, 0x7f}) // not 8 parameters
+	f.Add((&command{Type: cmdSubmit, Now: 4, Round: 1, Client: 2, Examples: 3, Payload: fuzzUpdate(0.25), Eval: &round.EvalReport{Examples: 2, Loss: 1, Accuracy: 0.5}}).encode())
 	f.Add([]byte{0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if bigInit(data) {

@@ -104,7 +104,7 @@ func (c RunConfig) Validate() error {
 // older coordinator committed must replay as it was first applied, on
 // every replica. A run checked by Validate passes it.
 func (c RunConfig) checkApply() error {
-	if _, err := nn.ParseArch(c.Model, max(c.InputDim, 1), max(c.Classes, 1)); err != nil {
+	if _, err := c.network(); err != nil {
 		return err
 	}
 	if c.InputDim < 1 || c.Classes < 2 {
@@ -135,6 +135,24 @@ func (c RunConfig) checkApply() error {
 		return fmt.Errorf("coordinator: aggregate order %q, want %q or none", c.AggregateOrder, OrderSelection)
 	}
 	return nil
+}
+
+// network builds the run's model as the FSM applies it. A run without an
+// input shape (every run committed before shapes existed, and every MLP
+// run) is read as it always was, by nn.ParseArch; a run with one by
+// nn.ParseModel for that shape, which must hold InputDim floats.
+func (c RunConfig) network() (nn.Model, error) {
+	if c.InputShape == (nn.Shape{}) {
+		m, err := nn.ParseArch(c.Model, max(c.InputDim, 1), max(c.Classes, 1))
+		if err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
+	if c.InputShape.Dim() != c.InputDim {
+		return nil, fmt.Errorf("coordinator: input shape %v for input dimension %d", c.InputShape, c.InputDim)
+	}
+	return c.Spec.Network()
 }
 
 // runID returns the run's ID, zero for a run committed without one.
@@ -226,7 +244,7 @@ type FSM struct {
 	mu       sync.RWMutex
 	cfg      *RunConfig
 	rawCfg   []byte
-	model    *nn.MLP
+	model    nn.Model
 	strategy aggregate.Strategy
 	mach     *round.Machine
 	codec    updateCodec
@@ -377,7 +395,7 @@ func (f *FSM) init(raw []byte) error {
 	if err := cfg.checkApply(); err != nil {
 		return err
 	}
-	model, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
+	model, err := cfg.network()
 	if err != nil {
 		return err
 	}
@@ -444,6 +462,9 @@ func (f *FSM) publish(cl round.Closed) {
 // only init sets them, and predecode skips a batch before init).
 func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, error) {
 	r, err := f.checkSubmit(now, c.Client, int(c.Round), c.Examples, c.Payload)
+	if err == nil {
+		err = f.checkEval(c.Client, int(c.Round), c.Eval, r.Duplicate)
+	}
 	if err != nil || r.Duplicate {
 		return r, err
 	}
@@ -465,7 +486,7 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
 	}
-	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u})
+	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u, Eval: c.Eval})
 	if err != nil {
 		return r, err
 	}

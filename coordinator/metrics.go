@@ -11,7 +11,6 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/metrics"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -104,7 +103,7 @@ func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload i
 		if t.codec == "" {
 			t.codec = "none"
 		}
-		if m, perr := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes); perr == nil {
+		if m, perr := cfg.network(); perr == nil {
 			t.dense = 4 * m.NumParams()
 		}
 	}
@@ -173,6 +172,8 @@ func refusalReason(cause, err error) string {
 		return "unknown_client"
 	case errors.Is(cause, ErrBadUpdate):
 		return "bad_update"
+	case errors.Is(cause, round.ErrBadEval):
+		return "bad_eval"
 	case errors.Is(cause, aggregate.ErrNonFinite):
 		return "non_finite"
 	case errors.Is(cause, aggregate.ErrShape):

@@ -626,11 +626,21 @@ func (n *Node) Register(name, secret string, examples uint64) (round.ClientID, s
 // that client's updates for the round are decoded before the log too, so
 // that its resends cost no further entries.
 func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss float64, payload []byte) (round.Receipt, error) {
+	return n.SubmitEval(id, roundNo, examples, trainLoss, nil, payload)
+}
+
+// SubmitEval is Submit with the client's federated evaluation report (nil:
+// none), which the entry carries with the update; a report the FSM would
+// refuse (see FSM.checkEval) is refused before the log, with the update.
+func (n *Node) SubmitEval(id round.ClientID, roundNo int, examples uint64, trainLoss float64, eval *round.EvalReport, payload []byte) (round.Receipt, error) {
 	n.touch(id)
 	if err := n.judging(); err != nil {
 		return round.Receipt{}, err
 	}
 	now := n.cfg.Now()
+	if err := n.fsm.precheckEval(now, id, roundNo, eval); err != nil {
+		return round.Receipt{}, err
+	}
 	if r, dup, err := n.fsm.precheck(now, id, roundNo, examples, payload); err != nil || dup {
 		return r, err
 	}
@@ -643,7 +653,7 @@ func (n *Node) Submit(id round.ClientID, roundNo int, examples uint64, trainLoss
 		}
 	}
 	res, err := n.apply(command{Type: cmdSubmit, Now: now.UnixNano(), Round: int64(roundNo), Client: id,
-		Examples: examples, TrainLoss: trainLoss, Payload: payload})
+		Examples: examples, TrainLoss: trainLoss, Payload: payload, Eval: eval})
 	if err != nil {
 		n.mu.Lock()
 		if n.suspect == nil {

@@ -91,7 +91,7 @@ func TestCommittedRunReplaysAsBefore(t *testing.T) {
 // TestValidRunsGiveTasksClientsAccept is the property that the run spec's
 // check is the clients' own: over random runs near every bound, the task
 // the coordinator sends for a run Validate accepts passes the client's
-// check (client.CheckTask and client.TaskMLP), and every run whose task a
+// check (client.CheckTask and client.TaskModel), and every run whose task a
 // client refuses is refused by Validate, before it is committed.
 func TestValidRunsGiveTasksClientsAccept(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -124,15 +124,21 @@ func TestValidRunsGiveTasksClientsAccept(t *testing.T) {
 		if s.DownloadCodec = pick("", "none", "stc", "topk=0.1,bits=8", "dgc").(string); s.DownloadCodec != "" {
 			s.DownloadMaxLag = pick(0, 5, runspec.MaxDownloadMaxLag, runspec.MaxDownloadMaxLag+1).(int)
 		}
+		if rng.IntN(4) == 0 {
+			// A net, with its input shape right or wrong.
+			s.Model = pick("conv:4x5,pool:2,fc:10", "cnn", "lenet5", "conv:4096x3,pool:2,fc:10", "conv:4x5,pool:9,fc:10").(string)
+			s.InputShape = pick(nn.Shape{C: 1, H: 28, W: 28}, nn.Shape{C: 2, H: 28, W: 14}, nn.Shape{}, nn.Flat(784)).(nn.Shape)
+			s.InputDim = pick(s.InputShape.Dim(), 784).(int)
+		}
 		run := RunConfig{Spec: s, RunID: "0102030405060708090a0b0c0d0e0f10"}
 		params := 1
-		if m, err := nn.ParseArch(s.Model, s.InputDim, s.Classes); err == nil {
+		if m, err := run.network(); err == nil {
 			params = m.NumParams()
 		}
 		msg := taskMessage(Task{Round: 3, Seed: round.TaskSeed(s.TaskSeed, 3, 1), Config: run, Deadline: time.Unix(1e9, 0)}, params)
 		clientErr := remote.CheckTask(msg, remote.DefaultMaxParams)
 		if clientErr == nil {
-			_, clientErr = remote.TaskMLP(msg)
+			_, clientErr = remote.TaskModel(msg)
 		}
 		err := run.Validate()
 		switch {
@@ -147,5 +153,68 @@ func TestValidRunsGiveTasksClientsAccept(t *testing.T) {
 	// Enough of both for the property to mean something.
 	if accepted < 20 || refused < 1000 {
 		t.Fatalf("%d runs accepted, %d refused by both", accepted, refused)
+	}
+}
+
+// TestRunConfigInputShape: a run without an input shape (every log
+// written before the field, and every MLP run) replays as before: its
+// model is the MLP, its tasks carry no shape, and a net named without a
+// shape is refused as it was. A run with a shape builds the net it names,
+// keeps the shape through the log's JSON and sends it in every task.
+func TestRunConfigInputShape(t *testing.T) {
+	f := NewFSM()
+	if err := f.init([]byte(oldRunConfig)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := f.model.(*nn.MLP); !ok || f.model.InputShape() != nn.Flat(60) {
+		t.Fatalf("old run: model %T %v", f.model, f.model.InputShape())
+	}
+	msg := taskMessage(Task{Round: 1, Config: oldRun}, f.n)
+	if msg.GetInputChannels() != 0 || msg.GetInputHeight() != 0 || msg.GetInputWidth() != 0 {
+		t.Fatalf("old run's task carries a shape: %v", msg)
+	}
+
+	noShape := oldRun
+	noShape.Model = "conv:4x5,pool:2,fc:10"
+	raw, _ := json.Marshal(noShape)
+	if err := NewFSM().init(raw); err == nil {
+		t.Fatal("a net without an input shape applied; the code before shapes refused it")
+	}
+	if err := noShape.Validate(); !errors.Is(err, runspec.ErrInvalid) {
+		t.Fatalf("Validate of a net without a shape: %v", err)
+	}
+
+	conv := noShape
+	conv.InputShape = nn.Shape{C: 1, H: 6, W: 10}
+	if err := conv.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = json.Marshal(conv)
+	if !bytes.Contains(raw, []byte(`"input_shape":{"C":1,"H":6,"W":10}`)) {
+		t.Fatalf("encoded %s", raw)
+	}
+	f = NewFSM()
+	if err := f.init(raw); err != nil {
+		t.Fatal(err)
+	}
+	want, err := nn.ParseModel("conv:4x5,pool:2,fc:10", nn.Shape{C: 1, H: 6, W: 10}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.cfg.InputShape != conv.InputShape || !f.model.Layout().Equal(want.Layout()) || f.n != want.NumParams() {
+		t.Fatalf("FSM holds %v with %d parameters, want %v", f.model.Layout(), f.n, want.Layout())
+	}
+	msg = taskMessage(Task{Round: 1, Config: conv}, f.n)
+	if msg.GetInputChannels() != 1 || msg.GetInputHeight() != 6 || msg.GetInputWidth() != 10 {
+		t.Fatalf("task shape %d×%d×%d", msg.GetInputChannels(), msg.GetInputHeight(), msg.GetInputWidth())
+	}
+	if m, err := remote.TaskModel(msg); err != nil || !m.Layout().Equal(want.Layout()) {
+		t.Fatalf("the client builds %v, %v", m, err)
+	}
+	bad := conv
+	bad.InputShape = nn.Shape{C: 2, H: 6, W: 10} // 120 floats for an input dimension of 60
+	raw, _ = json.Marshal(bad)
+	if err := NewFSM().init(raw); err == nil {
+		t.Fatal("a shape of the wrong size applied")
 	}
 }

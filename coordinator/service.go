@@ -16,6 +16,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/metrics"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -120,9 +121,13 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
 	out.ModelParams = uint64(params)
+	if sh := c.InputShape; sh != (nn.Shape{}) {
+		out.InputChannels, out.InputHeight, out.InputWidth = uint32(sh.C), uint32(sh.H), uint32(sh.W)
+	}
 	if run := c.runID(); !run.IsZero() {
 		out.RunId = run[:]
 	}
+	out.Evaluate = !t.Done && c.evaluates(t.Round)
 	return out
 }
 
@@ -211,6 +216,10 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 			refusedHeader = h
 			return s.status(ctx, cause)
 		}
+		if cause = s.node.CheckEval(round.ClientID(h.GetClientId()), int(h.GetRound()), evalOf(h)); cause != nil {
+			refusedHeader = h
+			return s.status(ctx, cause)
+		}
 		return nil
 	})
 	if err != nil {
@@ -229,7 +238,7 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 	if l := h.GetTrainLoss(); math.IsNaN(l) || math.IsInf(l, 0) {
 		return status.Errorf(codes.InvalidArgument, "training loss %v is not finite", l)
 	}
-	if r, cause = s.node.Submit(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples(), h.GetTrainLoss(), payload); cause != nil {
+	if r, cause = s.node.SubmitEval(round.ClientID(h.GetClientId()), int(h.GetRound()), h.GetExamples(), h.GetTrainLoss(), evalOf(h), payload); cause != nil {
 		return s.status(ctx, cause)
 	}
 	return stream.SendAndClose(&fedzippb.SubmitResponse{Accepted: true, Duplicate: r.Duplicate, Round: h.GetRound(),
@@ -326,7 +335,7 @@ func (s *Service) status(ctx context.Context, err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, ErrTooManyClients), errors.Is(err, ErrRateLimited):
 		return status.Error(codes.ResourceExhausted, err.Error())
-	case errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadRequest), errors.Is(err, aggregate.ErrShape),
+	case errors.Is(err, ErrBadUpdate), errors.Is(err, ErrBadRequest), errors.Is(err, aggregate.ErrShape), errors.Is(err, round.ErrBadEval),
 		errors.Is(err, aggregate.ErrNonFinite), errors.Is(err, aggregate.ErrWeight):
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, round.ErrWrongRound), errors.Is(err, round.ErrNotSelected), errors.Is(err, round.ErrLate),

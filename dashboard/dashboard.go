@@ -69,6 +69,14 @@ type Round struct {
 	TestAccuracy *float64 `json:"test_accuracy,omitempty"`
 	TestLoss     *float64 `json:"test_loss,omitempty"`
 	TrainLoss    *float64 `json:"train_loss,omitempty"`
+	// FedAccuracy and FedLoss are the round's federated evaluation (the
+	// selected clients' held-out examples, weighted), of the model version
+	// FedVersion the round trained from (Round−1); FedExamples counts the
+	// examples. Unset in rounds without.
+	FedAccuracy *float64 `json:"fed_accuracy,omitempty"`
+	FedLoss     *float64 `json:"fed_loss,omitempty"`
+	FedVersion  uint64   `json:"fed_version,omitempty"`
+	FedExamples uint64   `json:"fed_examples,omitempty"`
 	// UploadBytes and DownloadBytes are the bytes of the round's updates
 	// and model downloads; Ratio is the updates' dense float32 size over
 	// UploadBytes (0: unknown).
@@ -127,6 +135,7 @@ func (f *Feed) AddRound(r Round) {
 		return &v
 	}
 	r.TestAccuracy, r.TestLoss, r.TrainLoss = finite(r.TestAccuracy), finite(r.TestLoss), finite(r.TrainLoss)
+	r.FedAccuracy, r.FedLoss = finite(r.FedAccuracy), finite(r.FedLoss)
 	if math.IsNaN(r.Ratio) || math.IsInf(r.Ratio, 0) {
 		r.Ratio = 0
 	}

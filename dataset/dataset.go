@@ -21,6 +21,10 @@ type Dataset struct {
 	// Dim floats in all. The zero Shape means a flat vector, 1×1×Dim; see
 	// InputShape.
 	Shape nn.Shape
+	// ClassNames names the classes, Classes of them, when the data came
+	// with names (class folders, CSV label names; "0".."9" for numeric
+	// labels of files); nil otherwise. Subsets share it: do not modify it.
+	ClassNames []string
 }
 
 // InputShape returns the shape of one example: Shape, or 1×1×Dim when
@@ -70,6 +74,8 @@ func (d *Dataset) Subset(idx []int) *Dataset {
 		Dim:     d.Dim,
 		Classes: d.Classes,
 		Shape:   d.Shape,
+
+		ClassNames: d.ClassNames,
 	}
 	for _, i := range idx {
 		s.X = append(s.X, d.Row(i)...)

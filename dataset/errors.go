@@ -15,9 +15,11 @@ var (
 	// inner dimension.
 	ErrBadHeader = errors.New("bad IDX header")
 
-	// ErrTooLarge means a header announces more payload than the limit allows,
-	// or dimensions whose product overflows.
-	ErrTooLarge = errors.New("IDX payload too large")
+	// ErrTooLarge means an input exceeds a bound: an IDX header announces
+	// more payload than the limit allows (or dimensions whose product
+	// overflows), or a data file or folder has more bytes, rows, columns,
+	// pixels, images, classes or clients than the bounds of files.go allow.
+	ErrTooLarge = errors.New("too large")
 
 	// ErrTruncated means the input ended before the header or the payload the
 	// header announced.
@@ -31,10 +33,17 @@ var (
 	// disagree, rows*cols other than 784 for MNIST, or a label out of range.
 	ErrMismatch = errors.New("mismatch")
 
+	// ErrFormat means a data file is malformed: a CSV row with another
+	// number of fields than the first, a feature that is not a finite
+	// number, a file in an image folder that is not a PNG or JPEG image, an
+	// IDX float that is not finite.
+	ErrFormat = errors.New("malformed data")
+
 	// ErrNotFound means a data file or directory could not be found.
 	ErrNotFound = errors.New("not found")
 
 	// ErrBadArgument means a partitioner or generator was called with
-	// arguments it cannot satisfy (too many clients, alpha <= 0, ...).
+	// arguments it cannot satisfy (too many clients, alpha <= 0, ...), or a
+	// data source is named wrongly (ParseSource).
 	ErrBadArgument = errors.New("bad argument")
 )

@@ -3,10 +3,12 @@ package dataset
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -122,50 +124,97 @@ func loadMNISTPair(dir, imagesBase, labelsBase, name string) (*Dataset, error) {
 // scaled to [0,1], without holding the bytes, and returns them with the
 // number of images.
 func readMNISTImages(path string) ([]float32, int, error) {
-	f, r, hint, err := openIDXFile(path)
+	x, h, err := readIDXFloats(path, DefaultIDXLimit, func(h *idxHeader) error {
+		if h.typ != IDXUint8 || len(h.dims) != 3 {
+			return fmt.Errorf("dataset: %s: %w: element type 0x%02X with %d dimensions, MNIST images need type 0x08 (ubyte) with 3",
+				path, ErrMismatch, h.typ, len(h.dims))
+		}
+		if h.dims[1]*h.dims[2] != MNISTDim {
+			return fmt.Errorf("dataset: %s: %w: images are %dx%d, MNIST needs rows*cols = %d",
+				path, ErrMismatch, h.dims[1], h.dims[2], MNISTDim)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, 0, err
-	}
-	defer f.Close()
-	h, err := readIDXHeader(r, path, DefaultIDXLimit)
-	if err != nil {
-		return nil, 0, err
-	}
-	if h.typ != IDXUint8 || len(h.dims) != 3 {
-		return nil, 0, fmt.Errorf("dataset: %s: %w: element type 0x%02X with %d dimensions, MNIST images need type 0x08 (ubyte) with 3",
-			path, ErrMismatch, h.typ, len(h.dims))
-	}
-	if h.dims[1]*h.dims[2] != MNISTDim {
-		return nil, 0, fmt.Errorf("dataset: %s: %w: images are %dx%d, MNIST needs rows*cols = %d",
-			path, ErrMismatch, h.dims[1], h.dims[2], MNISTDim)
-	}
-	if h.dims[0] == 0 {
-		return nil, 0, fmt.Errorf("dataset: %s: %w: no images", path, ErrMismatch)
-	}
-	// Allocate all pixels at once only if the input is long enough to hold
-	// them; otherwise grow as bytes arrive (see readN).
-	first := h.size
-	if hint < h.len() {
-		first = min(h.size, growChunk)
-	}
-	x := make([]float32, 0, first)
-	var buf [1 << 16]byte
-	for int64(len(x)) < h.size {
-		m, err := io.ReadFull(r, buf[:min(int64(len(buf)), h.size-int64(len(x)))])
-		if len(x)+m > cap(x) {
-			x = slices.Grow(x, min(int(h.size)-len(x), max(cap(x), m)))
-		}
-		for _, b := range buf[:m] {
-			x = append(x, pixelScale[b])
-		}
-		if err != nil {
-			return nil, 0, h.payloadErr(err, int64(len(x)))
-		}
-	}
-	if err := h.checkEnd(r); err != nil {
 		return nil, 0, err
 	}
 	return x, h.dims[0], nil
+}
+
+// readIDXFloats decodes an IDX file straight into float32s, without
+// holding the bytes: unsigned bytes scaled to [0,1] (x/255), every other
+// type as stored (float64 rounded to float32), which must be finite. check
+// vets the header before anything is allocated. A file of no items is an
+// error wrapping ErrMismatch.
+func readIDXFloats(path string, limit int64, check func(*idxHeader) error) ([]float32, *idxHeader, error) {
+	f, r, hint, err := openIDXFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	h, err := readIDXHeader(r, path, limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := check(h); err != nil {
+		return nil, nil, err
+	}
+	if h.dims[0] == 0 {
+		return nil, nil, fmt.Errorf("dataset: %s: %w: no images (the first dimension is 0)", path, ErrMismatch)
+	}
+	es := int64(IDXElemSize(h.typ))
+	n := h.size / es
+	// Allocate all elements at once only if the input is long enough to
+	// hold them; otherwise grow as bytes arrive (see readN).
+	first := n
+	if hint < h.len() {
+		first = min(n, growChunk)
+	}
+	x := make([]float32, 0, first)
+	var buf [1 << 16]byte
+	for int64(len(x)) < n {
+		want := min(int64(len(buf))/es, n-int64(len(x))) * es
+		m, err := io.ReadFull(r, buf[:want])
+		m -= m % int(es)
+		if len(x)+m/int(es) > cap(x) {
+			x = slices.Grow(x, min(int(n)-len(x), max(cap(x), m/int(es))))
+		}
+		if h.typ == IDXUint8 {
+			for _, b := range buf[:m] {
+				x = append(x, pixelScale[b])
+			}
+		} else {
+			for i := 0; i < m; i += int(es) {
+				v := idxElem(h.typ, buf[i:])
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return nil, nil, fmt.Errorf("dataset: %s: %w: element %d is %v", path, ErrFormat, len(x), v)
+				}
+				x = append(x, v)
+			}
+		}
+		if err != nil {
+			return nil, nil, h.payloadErr(err, int64(len(x))*es)
+		}
+	}
+	if err := h.checkEnd(r); err != nil {
+		return nil, nil, err
+	}
+	return x, h, nil
+}
+
+// idxElem decodes one big-endian element of type typ (not IDXUint8) from b.
+func idxElem(typ byte, b []byte) float32 {
+	switch typ {
+	case IDXInt8:
+		return float32(int8(b[0]))
+	case IDXInt16:
+		return float32(int16(binary.BigEndian.Uint16(b)))
+	case IDXInt32:
+		return float32(int32(binary.BigEndian.Uint32(b)))
+	case IDXFloat32:
+		return math.Float32frombits(binary.BigEndian.Uint32(b))
+	}
+	return float32(math.Float64frombits(binary.BigEndian.Uint64(b)))
 }
 
 // findDataFile returns dir/base, or dir/base.gz if only that exists.

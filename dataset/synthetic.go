@@ -19,10 +19,18 @@ const (
 
 // Federated is a dataset that comes already split among clients: Train and
 // Test hold every client's examples concatenated, and TrainParts[k] and
-// TestParts[k] are client k's indices into them.
+// TestParts[k] are client k's indices into them. Test is nil for files
+// without a test set.
 type Federated struct {
+	// ClientNames names the clients of a natural split of files
+	// (TrainParts[k] is ClientNames[k]'s); nil otherwise.
+	ClientNames []string
+
 	Train, Test           *Dataset
 	TrainParts, TestParts Partition
+	// HeldOutParts[k], with Spec.HoldOut, are client k's held-out indices
+	// into Train, for federated evaluation (see HoldOut); nil without.
+	HeldOutParts Partition
 }
 
 // Synthetic generates the Synthetic(alpha, beta) federated dataset of the

@@ -44,6 +44,8 @@ type Coordinator struct {
 	encode, upload       prometheus.Histogram
 	accuracy, loss       prometheus.Gauge
 	evalOnce             sync.Once
+	fed                  [4]prometheus.Gauge // accuracy, loss, examples, reports
+	fedOnce              sync.Once
 
 	// Totals, also read by the dashboard: payload bytes received in
 	// accepted updates, the same updates' dense float32 size, and model
@@ -79,6 +81,12 @@ func NewCoordinator(reg *prometheus.Registry, state func() CoordinatorState) *Co
 	m.upload = hist("fedzip_client_reported_upload_seconds", "Upload time, first chunk to acknowledgment, as clients report it with their next update.")
 	m.accuracy = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_test_accuracy", Help: "Test accuracy of the last evaluated global model (--eval)."})
 	m.loss = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_test_loss", Help: "Mean test loss of the last evaluated global model (--eval)."})
+	m.fed = [4]prometheus.Gauge{
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_accuracy", Help: "Federated evaluation: the selected clients' accuracy on their held-out examples, weighted by examples, of the model the last evaluating round trained from (--fed-eval-every)."}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_loss", Help: "Federated evaluation: the clients' mean held-out loss, weighted by examples (--fed-eval-every)."}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_examples", Help: "Federated evaluation: the held-out examples the last evaluation counted."}),
+		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_reports", Help: "Federated evaluation: the clients that reported in the last evaluation."}),
+	}
 	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fedzip_compression_ratio",
 		Help: "Dense float32 size of the accepted updates over their received payload size (1 for dense updates; 0 before the first)."},
 		m.CompressionRatio)
@@ -160,6 +168,20 @@ func (m *Coordinator) Evaluated(accuracy, loss float64) {
 	m.evalOnce.Do(func() { m.reg.MustRegister(m.accuracy, m.loss) })
 	m.accuracy.Set(accuracy)
 	m.loss.Set(loss)
+}
+
+// FedEvaluated sets the gauges of the last federated evaluation: the
+// weighted accuracy and loss, the examples and the reports. The gauges
+// appear on the first call.
+func (m *Coordinator) FedEvaluated(accuracy, loss float64, examples uint64, reports int) {
+	if m == nil {
+		return
+	}
+	m.fedOnce.Do(func() { m.reg.MustRegister(m.fed[0], m.fed[1], m.fed[2], m.fed[3]) })
+	m.fed[0].Set(accuracy)
+	m.fed[1].Set(loss)
+	m.fed[2].Set(float64(examples))
+	m.fed[3].Set(float64(reports))
 }
 
 // CompressionRatio returns the dense size of the accepted updates over

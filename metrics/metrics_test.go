@@ -28,6 +28,7 @@ func TestNilIsOff(t *testing.T) {
 	c.Sent("float32", 9)
 	c.ClientTimings(1, 2, 3, 4)
 	c.Evaluated(0.9, 0.1)
+	c.FedEvaluated(0.9, 0.1, 10, 2)
 	c.SetState(nil)
 	if c.CompressionRatio() != 0 || c.Totals() != (Totals{}) {
 		t.Fatal("nil coordinator reports values")
@@ -88,5 +89,35 @@ fedzip_raft_role{role="shutdown"} 0
 	m.Evaluated(0.95, 0.1)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader("# HELP fedzip_test_accuracy Test accuracy of the last evaluated global model (--eval).\n# TYPE fedzip_test_accuracy gauge\nfedzip_test_accuracy 0.95\n"), "fedzip_test_accuracy"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFedEvaluatedGauges: the federated evaluation gauges appear with the
+// first evaluation and hold the last one.
+func TestFedEvaluatedGauges(t *testing.T) {
+	reg := NewRegistry()
+	m := NewCoordinator(reg, nil)
+	if n, _ := testutil.GatherAndCount(reg, "fedzip_fed_accuracy"); n != 0 {
+		t.Fatal("federated accuracy before any evaluation")
+	}
+	m.FedEvaluated(0.5, 1.5, 100, 3)
+	m.FedEvaluated(0.75, 0.5, 120, 4)
+	for name, want := range map[string]float64{"fedzip_fed_accuracy": 0.75, "fedzip_fed_loss": 0.5, "fedzip_fed_examples": 120, "fedzip_fed_reports": 4} {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			if mf.GetName() == name {
+				found = true
+				if got := mf.GetMetric()[0].GetGauge().GetValue(); got != want {
+					t.Errorf("%s = %v, want %v", name, got, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s is not exported", name)
+		}
 	}
 }

@@ -168,11 +168,15 @@ func (ws *NetWorkspace) trainBuffers() {
 	rest := len(ws.scratch)
 	for i, l := range ws.net.layers {
 		if l.kind == layerConv {
-			ws.cols[i] = make([]float32, l.conv.colSize(ws.batch))
+			if c := l.conv.colSize(ws.batch); len(ws.cols[i]) < c {
+				ws.cols[i] = make([]float32, c)
+			}
 			rest = max(rest, l.conv.restSize(ws.batch))
 		}
 	}
-	ws.scratch = make([]float32, rest)
+	if rest > len(ws.scratch) {
+		ws.scratch = make([]float32, rest)
+	}
 	ws.trained = true
 }
 

@@ -54,6 +54,10 @@ func (p *Progress) Update(m sim.Metrics) {
 		fmt.Fprintf(p.out, "round %4d  test accuracy %.4f  test loss %.4f  train loss %.4f  %.3fs\n",
 			m.Round, m.TestAccuracy, m.TestLoss, m.TrainLoss, m.Seconds)
 	}
+	if e := m.FedEval; e != nil {
+		fmt.Fprintf(p.out, "round %4d  federated accuracy %.4f  loss %.4f  (model after round %d, %d held-out examples of %d clients)\n",
+			m.Round, e.Accuracy, e.Loss, e.Version, e.Examples, e.Reports)
+	}
 }
 
 // Done ends the bar's line.

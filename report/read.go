@@ -48,6 +48,13 @@ type Round struct {
 	Seconds            float64
 	// Epsilon is the privacy spent after this round (0: no DP).
 	Epsilon float64
+	// FedEvaluated says whether the round carries a federated evaluation
+	// (sim.Metrics.FedEval): the clients' weighted accuracy and loss on
+	// their held-out examples, of model version FedVersion (Round−1).
+	FedEvaluated         bool
+	FedAccuracy, FedLoss float64
+	FedVersion           uint64
+	FedExamples          uint64
 }
 
 // Run is one metrics file: its rounds in increasing order.
@@ -69,6 +76,12 @@ type line struct {
 	DenseDownload *int64   `json:"dense_download_bytes"`
 	Seconds       *float64 `json:"seconds"`
 	Epsilon       *float64 `json:"epsilon"`
+	FedEval       *struct {
+		Version  uint64   `json:"model_version"`
+		Examples uint64   `json:"examples"`
+		Loss     *float64 `json:"loss"`
+		Accuracy *float64 `json:"accuracy"`
+	} `json:"fed_eval"`
 }
 
 // ReadFile reads a metrics file. An empty label means the file's name
@@ -164,6 +177,15 @@ func parseLine(b []byte) (Round, error) {
 			return r, fmt.Errorf("test_accuracy %g out of [0, 1]", a)
 		}
 		r.Evaluated, r.TestAccuracy = true, a
+	}
+	if e := l.FedEval; e != nil {
+		switch {
+		case e.Accuracy == nil || !(*e.Accuracy >= 0 && *e.Accuracy <= 1):
+			return r, errors.New("fed_eval.accuracy missing or out of [0, 1]")
+		case e.Loss == nil || !(*e.Loss >= 0):
+			return r, errors.New("fed_eval.loss missing or negative")
+		}
+		r.FedEvaluated, r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = true, *e.Accuracy, *e.Loss, e.Version, e.Examples
 	}
 	for _, f := range []struct {
 		name string

@@ -16,7 +16,15 @@ import (
 func RoundOf(m sim.Metrics) Round {
 	return Round{Round: m.Round, Evaluated: m.Evaluated, TestAccuracy: m.TestAccuracy, TestLoss: m.TestLoss, TrainLoss: m.TrainLoss,
 		Clients: m.Clients, UploadBytes: m.UploadBytes, DownloadBytes: m.DownloadBytes, DenseUploadBytes: m.DenseUploadBytes,
-		DenseDownloadBytes: m.DenseDownloadBytes, Seconds: m.Seconds, Epsilon: m.Epsilon}
+		DenseDownloadBytes: m.DenseDownloadBytes, Seconds: m.Seconds, Epsilon: m.Epsilon}.withFed(m)
+}
+
+// withFed adds m's federated evaluation to r.
+func (r Round) withFed(m sim.Metrics) Round {
+	if e := m.FedEval; e != nil {
+		r.FedEvaluated, r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = true, e.Accuracy, e.Loss, e.Version, e.Examples
+	}
+	return r
 }
 
 // WriteRound appends a simulated round to a metrics file: one JSON object
@@ -91,6 +99,14 @@ type Simulation struct {
 	Epsilon float64 `json:"epsilon,omitempty"`
 	DPDelta float64 `json:"dp_delta,omitempty"`
 	DPClip  float64 `json:"dp_clip,omitempty"`
+	// FedAccuracy and FedLoss are the last federated evaluation (the
+	// clients' held-out examples, weighted), of model version FedVersion,
+	// over FedExamples examples; FedEvaluated says whether there was one.
+	FedEvaluated bool    `json:"fed_evaluated,omitempty"`
+	FedAccuracy  float64 `json:"final_fed_accuracy,omitempty"`
+	FedLoss      float64 `json:"final_fed_loss,omitempty"`
+	FedVersion   uint64  `json:"final_fed_model_version,omitempty"`
+	FedExamples  uint64  `json:"final_fed_examples,omitempty"`
 	// SavedTo and MetricsIn name the files the run wrote, for the table.
 	SavedTo   string `json:"-"`
 	MetricsIn string `json:"-"`
@@ -107,6 +123,9 @@ func (s *Simulation) Add(m sim.Metrics) {
 		s.FinalGlobalAccuracy = m.GlobalTestAccuracy
 	}
 	s.DPClip = m.DPClip
+	if e := m.FedEval; e != nil {
+		s.FedEvaluated, s.FedAccuracy, s.FedLoss, s.FedVersion, s.FedExamples = true, e.Accuracy, e.Loss, e.Version, e.Examples
+	}
 }
 
 // Finish computes the run's figures from the rounds added: accuracies,
@@ -166,6 +185,9 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	row("rounds", strconv.Itoa(s.Rounds))
 	row("final test accuracy", fmt.Sprintf("%.2f%% (loss %.4f)", 100*s.FinalAccuracy, s.FinalLoss))
 	row("best test accuracy", fmt.Sprintf("%.2f%% at round %d", 100*s.BestAccuracy, s.BestRound))
+	if s.FedEvaluated {
+		row("federated accuracy", fmt.Sprintf("%.2f%% (loss %.4f) of the model after round %d, on the clients' %d held-out examples", 100*s.FedAccuracy, s.FedLoss, s.FedVersion, s.FedExamples))
+	}
 	if s.Target > 0 {
 		if s.RoundsToTarget > 0 {
 			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, BytesIEC(s.UploadToTarget), BytesIEC(s.DownloadToTarget)))

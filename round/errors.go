@@ -13,4 +13,7 @@ var (
 	ErrLate        = errors.New("round: update after the deadline")
 	ErrNotReady    = errors.New("round: round cannot close yet")
 	ErrDropped     = errors.New("round: client dropped from the round")
+	// ErrBadEval: a federated evaluation report out of range (see
+	// EvalReport.Check).
+	ErrBadEval = errors.New("round: bad evaluation report")
 )

@@ -121,6 +121,9 @@ type Machine struct {
 	// submitOrder: updates are added in the order of Submit (see
 	// SetSubmitOrder).
 	submitOrder bool
+	// evals[i] is the evaluation report of selected[i] (Examples 0: none;
+	// nil: no report this round).
+	evals []EvalReport
 }
 
 // New returns a Machine that starts from the global model initial (copied)
@@ -228,6 +231,7 @@ func (m *Machine) Open(now time.Time, candidates []ClientID) (Opened, error) {
 	}
 	m.acc = m.strategy.Begin(len(m.global))
 	m.next, m.held, m.foldErr = 0, nil, nil
+	m.evals = nil
 	return Opened{Round: r, Version: m.version, Selected: sel, Deadline: m.deadline}, nil
 }
 
@@ -236,6 +240,9 @@ type Submission struct {
 	Round  int
 	Client ClientID
 	Update aggregate.Update
+	// Eval, if not nil, is the client's evaluation of the model the round
+	// trains from (federated evaluation); it must pass EvalReport.Check.
+	Eval *EvalReport
 }
 
 // Receipt acknowledges an accepted submission.
@@ -267,6 +274,11 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	if err != nil || r.Duplicate {
 		return r, err
 	}
+	if s.Eval != nil {
+		if err := s.Eval.Check(); err != nil {
+			return Receipt{}, fmt.Errorf("round %d, client %d: %w", s.Round, s.Client, err)
+		}
+	}
 	i := m.isSel[s.Client]
 	u := s.Update
 	u.Client, u.ClientKnown = uint64(s.Client), true
@@ -290,6 +302,9 @@ func (m *Machine) Submit(now time.Time, s Submission) (Receipt, error) {
 	}
 	m.received[i] = true
 	m.nrecv++
+	if s.Eval != nil {
+		m.storeEval(i, *s.Eval)
+	}
 	m.fold(false)
 	return Receipt{Received: m.nrecv, Selected: len(m.selected)}, nil
 }
@@ -447,6 +462,10 @@ type Closed struct {
 	// updates were aggregated (selection order); nil for strategies that
 	// use every update.
 	Excluded []ClientID
+	// Eval aggregates the evaluation reports the round's clients sent
+	// with their updates (AggregateEval, in selection order), of the model
+	// version the round trained from; nil when none did.
+	Eval *EvalSummary
 }
 
 // Close ends the open round at time now: the strategy turns the accepted
@@ -466,8 +485,9 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 	if err := m.acc.Apply(m.global); err != nil {
 		return Closed{}, fmt.Errorf("round %d: %w", m.round, err)
 	}
+	c := Closed{Round: m.round, Reported: m.nrecv, Missing: m.Missing(), Duration: now.Sub(m.opened), Eval: m.closeEval()}
 	m.version++
-	c := Closed{Round: m.round, Version: m.version, Reported: m.nrecv, Missing: m.Missing(), Duration: now.Sub(m.opened)}
+	c.Version = m.version
 	if ex, ok := m.acc.(aggregate.Excluder); ok {
 		for _, i := range ex.Excluded() {
 			if i >= 0 && i < len(m.order) {
@@ -477,6 +497,7 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 	}
 	m.phase = Idle
 	m.acc = nil
+	m.evals = nil
 	m.attempt = 0
 	if m.cfg.Rounds > 0 && m.round >= m.cfg.Rounds {
 		m.phase = Finished
@@ -498,6 +519,7 @@ func (m *Machine) Abort() error {
 	m.acc = nil
 	m.selected, m.isSel, m.received, m.nrecv, m.dropped, m.ndrop = nil, nil, nil, 0, nil, 0
 	m.next, m.held, m.foldErr = 0, nil, nil
+	m.evals = nil
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
 )
 
 // DP is differential privacy as flags set it (DP-FedAvg, McMahan et al.
@@ -61,14 +62,29 @@ func (d DP) Strategy(strategy string, clients int, seed uint64) (string, error) 
 var Datasets = []string{"mnist", "synthetic"}
 
 // Dims returns the input dimension and the classes of a data set's
-// examples: MNIST's 784 pixels and 10 digits, or FedProx's synthetic
-// data.
+// examples (Input's shape, flat).
 func Dims(name string) (inputDim, classes int, err error) {
+	sh, classes, err := Input(name)
+	return sh.Dim(), classes, err
+}
+
+// Input returns the shape of one example and the classes of a data set:
+// MNIST's 1×28×28 images of 10 digits, FedProx's synthetic vectors, or
+// what the headers of the user's files say (dataset.Describe). SetInput
+// takes the shape.
+func Input(name string) (shape nn.Shape, classes int, err error) {
 	switch name {
 	case "mnist":
-		return dataset.MNISTDim, dataset.MNISTClasses, nil
+		return dataset.MNISTShape, dataset.MNISTClasses, nil
 	case "synthetic":
-		return dataset.SyntheticDim, dataset.SyntheticClasses, nil
+		return nn.Flat(dataset.SyntheticDim), dataset.SyntheticClasses, nil
 	}
-	return 0, 0, invalid("--dataset %q: want mnist or synthetic", name)
+	if dataset.IsFileSource(name) { // data from files: read their headers
+		sh, classes, err := dataset.Describe(dataset.Spec{Dataset: name})
+		if err != nil {
+			return nn.Shape{}, 0, invalid("--dataset: %w", err)
+		}
+		return sh, classes, nil
+	}
+	return nn.Shape{}, 0, invalid("--dataset %q: want mnist, synthetic, csv:FILE, images:DIR or idx:IMAGES,LABELS (or give --input-shape and --classes)", name)
 }

@@ -31,12 +31,20 @@ import (
 // RunConfig's (the field names are those of the Raft log), so that a log
 // written before the type existed decodes to the same run.
 type Spec struct {
-	// Model is the architecture spec ("2nn", "lenet300", "mlp:...") for
-	// InputDim features and Classes outputs, initialised with InitSeed.
+	// Model is the model spec (nn.ParseModel: "2nn", "lenet300",
+	// "mlp:...", "cnn", "lenet5" or layers such as
+	// "conv:32x5,pool:2,fc:10") for inputs of InputShape (InputDim floats)
+	// and Classes outputs, initialised with InitSeed. Network builds it.
 	Model    string `json:"model"`
 	InputDim int    `json:"input_dim"`
 	Classes  int    `json:"classes"`
 	InitSeed uint64 `json:"init_seed"`
+	// InputShape is the shape of one example (C×H×W) for a model that
+	// reads it (a net), with InputShape.Dim() == InputDim. It is zero for
+	// an MLP, which reads its input flat, and in logs written before the
+	// field existed: the zero shape is 1×1×InputDim and is omitted from
+	// the JSON, so that those runs encode as they did. SetInput sets it.
+	InputShape nn.Shape `json:"input_shape,omitzero"`
 	// Strategy is the aggregation strategy's spec (aggregate.Parse),
 	// differential privacy included (its dp-* keys; see DP).
 	Strategy string       `json:"strategy"`
@@ -71,6 +79,13 @@ type Spec struct {
 	// are behind (0: DefaultDownloadMaxLag); a client further behind
 	// downloads the whole model.
 	DownloadMaxLag int `json:"download_max_lag,omitempty"`
+	// FedEvalEvery makes the selected clients evaluate the model they
+	// train from on their held-out examples every so many rounds
+	// (round.EvalRound: rounds 1, 1+N, ...) and report it with their
+	// update (federated evaluation, docs/evaluation.md); 0 is off, and
+	// omitted from the JSON, so that logs written before the field decode
+	// and encode the same.
+	FedEvalEvery int `json:"fed_eval_every,omitempty"`
 }
 
 // Bounds of a Spec. The client checks the tasks it receives against the
@@ -101,9 +116,10 @@ const (
 	// MaxParams bounds the model's parameters: 2²⁷, a 512 MiB float32
 	// model (the clients' default limit).
 	MaxParams = gradient.DefaultMaxParams
-	// MaxWorkspaceFloats bounds the activations a client allocates to
-	// train: batch size × (sum of the layer sizes + 2 × the widest
-	// layer), 2²⁷ float32 (512 MiB).
+	// MaxWorkspaceFloats bounds the scratch memory a client allocates to
+	// train the model at the batch size (nn.ScratchFloats: activations,
+	// their gradients, im2col buffers), 2²⁷ float32 (512 MiB): McMahan's
+	// cnn trains in it with batches of up to 480.
 	MaxWorkspaceFloats = 1 << 27
 	// DefaultDownloadMaxLag is the number of download deltas kept when
 	// Spec.DownloadMaxLag is 0.
@@ -152,6 +168,9 @@ func (s Spec) Validate() error {
 	if s.DownloadMaxLag < 0 || s.DownloadMaxLag > MaxDownloadMaxLag {
 		return invalid("--download-max-lag %d: want 1..%d (0: %d)", s.DownloadMaxLag, MaxDownloadMaxLag, DefaultDownloadMaxLag)
 	}
+	if s.FedEvalEvery < 0 || s.FedEvalEvery > MaxRounds {
+		return invalid("--fed-eval-every %d: want 0..%d (0: off)", s.FedEvalEvery, MaxRounds)
+	}
 	return nil
 }
 
@@ -160,13 +179,21 @@ func (s Spec) validateModel() error {
 	case len(s.Model) > MaxSpecLen:
 		return invalid("--model of %d bytes: at most %d", len(s.Model), MaxSpecLen)
 	case s.InputDim < 1 || s.InputDim > MaxLayerSize:
-		return invalid("input dimension %d (--dataset): want 1..%d", s.InputDim, MaxLayerSize)
+		return invalid("input dimension %d (--dataset, --input-shape): want 1..%d", s.InputDim, MaxLayerSize)
 	case s.Classes < 2 || s.Classes > MaxLayerSize:
-		return invalid("classes %d (--dataset): want 2..%d", s.Classes, MaxLayerSize)
+		return invalid("classes %d (--dataset, --classes): want 2..%d", s.Classes, MaxLayerSize)
 	}
-	m, err := nn.ParseArch(s.Model, s.InputDim, s.Classes)
+	if sh := s.InputShape; sh != (nn.Shape{}) && (sh.C < 1 || sh.H < 1 || sh.W < 1 || sh.Dim() != s.InputDim) {
+		return invalid("--input-shape %v: %d floats, the input dimension is %d", sh, sh.Dim(), s.InputDim)
+	}
+	m, err := s.Network()
 	if err != nil {
-		return invalid("--model %q: %v (want 2nn, lenet300 or mlp:H1,H2,...)", s.Model, err)
+		return invalid("--model %q: %v (see nn.ParseModel: 2nn, lenet300, mlp:H1,H2,..., cnn, lenet5 or layers such as conv:32x5,pool:2,fc:10)", s.Model, err)
+	}
+	if _, mlp := m.(*nn.MLP); !mlp && s.InputShape == (nn.Shape{}) {
+		// checkApply reads a run without a shape as it always did (an
+		// MLP's): a net must say what it reads.
+		return invalid("--model %q reads images: it needs the input shape (--input-shape)", s.Model)
 	}
 	if m.NumParams() > MaxParams {
 		return invalid("--model %q has %d parameters, at most %d", s.Model, m.NumParams(), MaxParams)
@@ -174,19 +201,51 @@ func (s Spec) validateModel() error {
 	return nil
 }
 
-// validateWorkspace checks the activations a client allocates for the
-// model at the batch size (client.TaskMLP's bound). The model and the
-// batch size have been checked.
+// validateWorkspace checks the scratch memory a client allocates for the
+// model at the batch size (remote.TaskModel's bound), without allocating
+// it. The model and the batch size have been checked.
 func (s Spec) validateWorkspace() error {
-	m, _ := nn.ParseArch(s.Model, s.InputDim, s.Classes)
-	sum, widest := 0, 0
-	for _, h := range m.Sizes() {
-		sum, widest = sum+h, max(widest, h)
-	}
-	if uint64(s.BatchSize)*uint64(sum+2*widest) > MaxWorkspaceFloats {
-		return invalid("--batch-size %d with --model %s: a training workspace over %d values", s.BatchSize, s.Model, MaxWorkspaceFloats)
+	m, _ := s.Network()
+	if n := nn.ScratchFloats(m, s.BatchSize); n > MaxWorkspaceFloats {
+		return invalid("--batch-size %d with --model %s: a training workspace of %d values, over %d (%d MiB)", s.BatchSize, s.Model, n, MaxWorkspaceFloats, MaxWorkspaceFloats>>18)
 	}
 	return nil
+}
+
+// Shape returns the shape of one input example: InputShape, or
+// 1×1×InputDim when it is zero.
+func (s Spec) Shape() nn.Shape {
+	if s.InputShape == (nn.Shape{}) {
+		return nn.Flat(s.InputDim)
+	}
+	return s.InputShape
+}
+
+// Network returns the model the run trains: nn.ParseModel of Model for
+// inputs of Shape() and Classes outputs. Every driver builds its model
+// with it.
+func (s Spec) Network() (nn.Model, error) {
+	if len(s.Model) > MaxSpecLen {
+		return nil, invalid("--model of %d bytes: at most %d", len(s.Model), MaxSpecLen)
+	}
+	sh := s.Shape()
+	if sh.C < 1 || sh.H < 1 || sh.W < 1 || s.Classes < 1 {
+		return nil, invalid("input shape %v and classes %d: want sides and classes of 1 or more", sh, s.Classes)
+	}
+	return nn.ParseModel(s.Model, sh, s.Classes)
+}
+
+// SetInput sets InputDim and InputShape for examples of shape in. Call it
+// after setting Model: the shape is recorded only for a model that reads
+// it (a net); an MLP reads its input flat, and its run keeps the encoding
+// it had before shapes existed.
+func (s *Spec) SetInput(in nn.Shape) {
+	s.InputDim, s.InputShape = in.Dim(), in
+	if m, err := nn.ParseModel(s.Model, in, max(s.Classes, 2)); err == nil {
+		if _, mlp := m.(*nn.MLP); mlp {
+			s.InputShape = nn.Shape{}
+		}
+	}
 }
 
 func (s Spec) validateRound() error {

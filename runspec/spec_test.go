@@ -1,9 +1,11 @@
 package runspec
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +75,8 @@ func TestValidateRefuses(t *testing.T) {
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "nonsense" }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "stc", MaxDownloadMaxLag+1 }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadMaxLag = -1 }},
+		{"--fed-eval-every", func(s *Spec) { s.FedEvalEvery = -1 }},
+		{"--fed-eval-every", func(s *Spec) { s.FedEvalEvery = MaxRounds + 1 }},
 		{"--strategy", func(s *Spec) { s.Strategy = "fedsomething" }},
 		{"--strategy", func(s *Spec) { s.Strategy = "trimmed-mean,beta=0.5" }},
 		{"--strategy", func(s *Spec) { s.Strategy = "fedavg,dp-noise=-1,dp-clip=1" }},
@@ -80,7 +84,14 @@ func TestValidateRefuses(t *testing.T) {
 		{"--model", func(s *Spec) { s.Model = "resnet" }},
 		{"--model", func(s *Spec) { s.Model = "mlp:0" }},
 		{"--model", func(s *Spec) { s.Model = "mlp:" + strings.Repeat("1,", MaxSpecLen) + "1" }},
-		{"--model", func(s *Spec) { s.Model = "mlp:100000,100000" }}, // 10^10 parameters
+		{"--model", func(s *Spec) { s.Model = "mlp:100000,100000" }},                                     // 10^10 parameters
+		{"--model", func(s *Spec) { s.Model, s.InputShape = "cnn", nn.Shape{} }},                         // a net needs its input shape
+		{"--model", func(s *Spec) { s.Model, s.InputShape = "cnn", nn.Flat(784) }},                       // 2×2 pooling of one row
+		{"--input-shape", func(s *Spec) { s.Model, s.InputShape = "cnn", nn.Shape{C: 3, H: 28, W: 28} }}, // 2352 floats, not 784
+		{"--batch-size", func(s *Spec) { s.Model, s.InputShape, s.BatchSize = "cnn", nn.Shape{C: 1, H: 28, W: 28}, 1000 }},
+		{"--batch-size", func(s *Spec) {
+			s.Model, s.InputShape, s.BatchSize = "conv:4096x3,pool:2,fc:10", nn.Shape{C: 1, H: 28, W: 28}, 1000
+		}},
 		{"--dataset", func(s *Spec) { s.InputDim = 0 }},
 		{"--dataset", func(s *Spec) { s.Classes = 1 }},
 		{"--dataset", func(s *Spec) { s.InputDim = MaxLayerSize + 1 }},
@@ -178,5 +189,63 @@ func TestPure(t *testing.T) {
 				t.Errorf("runspec depends on %s", dep)
 			}
 		}
+	}
+}
+
+// TestNetworkAndSetInput: a net run records its input shape and builds the
+// net; an MLP run leaves the shape out of its JSON, as before shapes
+// existed, and builds the MLP on the flat input.
+func TestNetworkAndSetInput(t *testing.T) {
+	mnist := nn.Shape{C: 1, H: 28, W: 28}
+	for _, tc := range []struct {
+		model  string
+		params int
+		shape  bool
+	}{{"2nn", 199210, false}, {"cnn", 1663370, true}, {"lenet5", 431080, true}, {"conv:4x5,pool:2,fc:10", 4*25 + 4 + 4*14*14*10 + 10, true}} {
+		s := good()
+		s.Model = tc.model
+		s.SetInput(mnist)
+		if err := s.Validate(); err != nil {
+			t.Fatalf("%s: %v", tc.model, err)
+		}
+		m, err := s.Network()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.NumParams() != tc.params || m.Name() != tc.model {
+			t.Errorf("%s: Network is %s with %d parameters, want %d", tc.model, m.Name(), m.NumParams(), tc.params)
+		}
+		raw, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(string(raw), "input_shape"); got != tc.shape {
+			t.Errorf("%s: JSON %s: input_shape present %v, want %v", tc.model, raw, got, tc.shape)
+		}
+		var back Spec
+		if err := json.Unmarshal(raw, &back); err != nil || back != s {
+			t.Errorf("%s: JSON round trip: %+v, %v; want %+v", tc.model, back, err, s)
+		}
+		if tc.shape && m.InputShape() != mnist {
+			t.Errorf("%s: input shape %v", tc.model, m.InputShape())
+		}
+	}
+}
+
+// TestHugeWorkspaceRefusedWithoutAllocating: a run whose clients would
+// need a 58 GB scratch is refused from the layer plan, not by trying.
+func TestHugeWorkspaceRefusedWithoutAllocating(t *testing.T) {
+	s := good()
+	s.Model, s.BatchSize = "conv:4096x3,pool:2,fc:10", 1000
+	s.SetInput(nn.Shape{C: 1, H: 28, W: 28})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	err := s.Validate()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "--batch-size") {
+		t.Fatalf("Validate: %v, want ErrInvalid naming --batch-size", err)
+	}
+	if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
+		t.Errorf("Validate allocated %d bytes", d)
 	}
 }

@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -43,8 +42,8 @@ import (
 // Config sets up a simulation: the run (runspec.Spec, the same spec a
 // coordinator cluster runs) and how the simulator drives it.
 type Config struct {
-	// Spec is the run: the model Run is given (Spec.Model, InputDim and
-	// Classes name it), the strategy, the rounds (Spec.Round.Rounds must
+	// Spec is the run: the model Run is given (Spec.Network builds it
+	// from Model, the input shape and Classes), the strategy, the rounds (Spec.Round.Rounds must
 	// be positive), the clients' local training, both codecs and the task
 	// seed (Spec.TaskSeed drives client tasks and the download codec).
 	// Run refuses a spec that Spec.Validate refuses: the simulator runs
@@ -80,6 +79,10 @@ type Data struct {
 	Test  *dataset.Dataset
 	// Parts[k] holds the indices into Train of client k's examples.
 	Parts dataset.Partition
+	// HeldOut[k] holds the indices into Train of client k's held-out
+	// examples, which it evaluates on in federated evaluation
+	// (Config.FedEvalEvery); nil without.
+	HeldOut dataset.Partition
 }
 
 // Metrics describes one round. Fields that were not measured this round
@@ -130,6 +133,11 @@ type Metrics struct {
 	Epsilon float64 `json:"epsilon,omitempty"`
 	// DPClip is the clip norm this round used, when the strategy is DP.
 	DPClip float64 `json:"dp_clip,omitempty"`
+	// FedEval is the round's federated evaluation (Config.FedEvalEvery):
+	// the selected clients' evaluations, on their held-out examples, of
+	// the model the round trained from (version Round−1), aggregated by
+	// round.AggregateEval as a coordinator does; nil in other rounds.
+	FedEval *round.EvalSummary `json:"fed_eval,omitempty"`
 }
 
 // Result is the outcome of a simulation.
@@ -147,11 +155,18 @@ type Result struct {
 // order of the loss sum does not depend on the number of workers.
 const evalChunk = 500
 
+// evalScratch bounds each worker's evaluation scratch: 2²² floats (16 MiB),
+// which holds 250 examples of an MLP and fewer of a conv net.
+const evalScratch = 1 << 22
+
 // Run simulates Config.Round.Rounds rounds of federated training of model,
 // starting from init (not modified), and calls observe (if not nil) after
 // each round from the calling goroutine.
-func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Data, observe func(Metrics)) (*Result, error) {
+func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data Data, observe func(Metrics)) (*Result, error) {
 	if err := validate(cfg, model, init, data); err != nil {
+		return nil, err
+	}
+	if err := checkFedEval(cfg, data); err != nil {
 		return nil, err
 	}
 	strategy, err := aggregate.Parse(cfg.Strategy)
@@ -214,8 +229,12 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		}
 		met.DenseUploadBytes = int64(met.Clients) * modelBytes
 		met.DenseDownloadBytes = met.DenseUploadBytes
+		evals, err := p.fedEvaluate(from, opened, cfg, data)
+		if err != nil {
+			return nil, err
+		}
 		err = p.train(from, opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
-			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u}); err != nil {
+			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
 				return err
 			}
 			met.UploadBytes += int64(wire)
@@ -230,6 +249,7 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 		if err != nil {
 			return nil, err
 		}
+		met.FedEval = closed.Eval
 		met.Excluded = len(closed.Excluded)
 		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
 		if priv != nil {
@@ -272,15 +292,21 @@ func Run(ctx context.Context, cfg Config, model *nn.MLP, init []float32, data Da
 	return res, nil
 }
 
-func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
+func validate(cfg Config, model nn.Model, init []float32, data Data) error {
 	if err := cfg.Spec.Validate(); err != nil {
 		return err
 	}
 	if cfg.Round.Rounds < 1 {
 		return errors.New("sim: rounds must be at least 1")
 	}
-	if m, _ := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes); !slices.Equal(m.Sizes(), model.Sizes()) {
-		return fmt.Errorf("sim: model %s has layers %v, the spec's %s %v", model.Name(), model.Sizes(), cfg.Model, m.Sizes())
+	if model == nil {
+		return errors.New("sim: no model")
+	}
+	m, _ := cfg.Network()
+	_, specNet := m.(*nn.Net)
+	_, givenNet := model.(*nn.Net)
+	if !m.Layout().Equal(model.Layout()) || specNet != givenNet || specNet && (m.Name() != model.Name() || m.InputShape() != model.InputShape()) {
+		return fmt.Errorf("sim: model %s (%v) is not the spec's %s (%v)", model.Name(), model.Layout(), cfg.Model, m.Layout())
 	}
 	if err := cfg.CheckClients(len(data.Parts)); err != nil {
 		return err
@@ -300,6 +326,10 @@ func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
 	if data.Train.Dim != model.InputDim() || data.Test.Dim != model.InputDim() {
 		return fmt.Errorf("sim: data has %d features, model takes %d", data.Train.Dim, model.InputDim())
 	}
+	if givenNet && (data.Train.InputShape() != model.InputShape() || data.Test.InputShape() != model.InputShape()) {
+		// An MLP reads its input flat; a net reads images of its shape.
+		return fmt.Errorf("sim: data has examples of %v, model %s reads %v", data.Train.InputShape(), model.Name(), model.InputShape())
+	}
 	if data.Train.Classes > model.Classes() {
 		return fmt.Errorf("sim: data has %d classes, model has %d outputs", data.Train.Classes, model.Classes())
 	}
@@ -318,7 +348,7 @@ func validate(cfg Config, model *nn.MLP, init []float32, data Data) error {
 // evaluation workspace, alive for one Run.
 type pool struct {
 	ctx     context.Context
-	model   *nn.MLP
+	model   nn.Model
 	jobs    chan func(w *worker)
 	wg      sync.WaitGroup
 	workers int
@@ -336,7 +366,7 @@ type pool struct {
 
 type worker struct {
 	tr   *nn.Trainer
-	eval *nn.Workspace
+	eval nn.Scratch
 	enc  *gradient.Encoder
 	wire []byte
 	// res and vel carry a client's codec state between the store and enc.
@@ -352,7 +382,7 @@ type slot struct {
 	sc  gradient.UploadScratch
 }
 
-func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
+func newPool(ctx context.Context, n int, model nn.Model, batch int) *pool {
 	p := &pool{ctx: ctx, model: model, jobs: make(chan func(*worker)), workers: n, bufs: make(chan *slot, 2*n)}
 	for i := 0; i < 2*n; i++ {
 		buf := make([]float32, model.NumParams())
@@ -360,7 +390,7 @@ func newPool(ctx context.Context, n int, model *nn.MLP, batch int) *pool {
 	}
 	p.wg.Add(n)
 	for i := 0; i < n; i++ {
-		w := &worker{tr: nn.NewTrainer(model, batch), eval: model.NewWorkspace(250)}
+		w := &worker{tr: nn.NewTrainer(model, batch), eval: model.Scratch(nn.BatchWithin(model, evalScratch, 250))}
 		p.all = append(p.all, w)
 		go func() {
 			defer p.wg.Done()
@@ -545,7 +575,7 @@ func (p *pool) evaluate(params []float32, test *dataset.Dataset) (acc, loss floa
 		lo, hi := c*evalChunk, min((c+1)*evalChunk, test.N)
 		p.jobs <- func(w *worker) {
 			defer wg.Done()
-			correct[c], losses[c] = p.model.Evaluate(w.eval, params, test.X[lo*test.Dim:hi*test.Dim], test.Y[lo:hi])
+			correct[c], losses[c] = w.eval.Evaluate(params, test.X[lo*test.Dim:hi*test.Dim], test.Y[lo:hi])
 		}
 	}
 	wg.Wait()

@@ -41,9 +41,9 @@ const (
 	// DefaultMaxParams is Config.MaxParams's default: 2²⁷
 	// parameters, a 512 MiB float32 model.
 	DefaultMaxParams = runspec.MaxParams
-	// MaxWorkspaceFloats bounds the activations a task may make the
-	// client allocate: batch size × (sum of the layer sizes + 2 × the
-	// widest layer), 2²⁷ float32 (512 MiB).
+	// MaxWorkspaceFloats bounds the scratch memory a task may make the
+	// client allocate to train (nn.ScratchFloats of the model at the
+	// task's batch size), 2²⁷ float32 (512 MiB).
 	MaxWorkspaceFloats = runspec.MaxWorkspaceFloats
 	// maxTaskString bounds the model and codec spec strings of a task.
 	maxTaskString = runspec.MaxSpecLen
@@ -103,6 +103,9 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 	if err := runspec.CheckDownloadCodec(t.GetDownloadCodec()); err != nil {
 		return refuse("%v", err)
 	}
+	if _, err := TaskModel(t); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -118,30 +121,51 @@ func taskOf(t *fedzippb.Task) client.Task {
 		ProxMu:    float32(t.GetProxMu())}
 }
 
-// TaskMLP returns the network a task names (nn.ParseArch of its model,
-// input_dim and classes), after checking that it has exactly the task's
-// model_params parameters and that a training workspace of the task's
-// batch size stays within MaxWorkspaceFloats. Call it from
-// Config.NewTrainer; the runtime has already checked the task's
-// counts, so nothing here allocates more than the bounds allow.
-func TaskMLP(t *fedzippb.Task) (*nn.MLP, error) {
+// TaskShape returns the shape of one input example of a task: its
+// input_channels × input_height × input_width, or 1×1×input_dim when all
+// three are zero (an MLP's task, or a coordinator older than the fields).
+// A shape that does not hold input_dim floats is refused.
+func TaskShape(t *fedzippb.Task) (nn.Shape, error) {
+	c, h, w := t.GetInputChannels(), t.GetInputHeight(), t.GetInputWidth()
+	if c == 0 && h == 0 && w == 0 {
+		return nn.Flat(int(t.GetInputDim())), nil
+	}
+	// Each side is at most input_dim, so the product of three stays
+	// within a uint64.
+	d := uint64(t.GetInputDim())
+	if c == 0 || h == 0 || w == 0 || uint64(c) > d || uint64(h) > d || uint64(w) > d || uint64(c)*uint64(h)*uint64(w) != d {
+		return nn.Shape{}, fmt.Errorf("%w: input shape %dx%dx%d for input_dim %d", ErrTaskRefused, c, h, w, d)
+	}
+	return nn.Shape{C: int(c), H: int(h), W: int(w)}, nil
+}
+
+// TaskModel returns the network a task names (nn.ParseModel of its model
+// for inputs of TaskShape and its classes), after checking that it has
+// exactly the task's model_params parameters and that its scratch for the
+// task's batch size (nn.ScratchFloats) stays within MaxWorkspaceFloats,
+// before anything that size is allocated. The runtime's task check
+// (CheckTask) makes it; call it from Config.NewTrainer.
+func TaskModel(t *fedzippb.Task) (nn.Model, error) {
 	if len(t.GetModel()) > maxTaskString {
 		return nil, fmt.Errorf("%w: model spec of %d bytes (limit %d)", ErrTaskRefused, len(t.GetModel()), maxTaskString)
 	}
-	m, err := nn.ParseArch(t.GetModel(), int(t.GetInputDim()), int(t.GetClasses()))
+	if d, c := t.GetInputDim(), t.GetClasses(); d == 0 || d > maxLayerSize || c == 0 || c > maxLayerSize {
+		return nil, fmt.Errorf("%w: input_dim %d and classes %d: want 1..%d", ErrTaskRefused, d, c, maxLayerSize)
+	}
+	shape, err := TaskShape(t)
+	if err != nil {
+		return nil, err
+	}
+	m, err := nn.ParseModel(t.GetModel(), shape, int(t.GetClasses()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
 	if uint64(m.NumParams()) != t.GetModelParams() {
 		return nil, fmt.Errorf("%w: model %s has %d parameters, the task says %d", ErrTaskRefused, t.GetModel(), m.NumParams(), t.GetModelParams())
 	}
-	sum, widest := 0, 0
-	for _, s := range m.Sizes() {
-		sum, widest = sum+s, max(widest, s)
-	}
-	b := uint64(t.GetBatchSize())
-	if b == 0 || b*uint64(sum+2*widest) > MaxWorkspaceFloats {
-		return nil, fmt.Errorf("%w: batch size %d for model %s needs a workspace over %d values", ErrTaskRefused, b, t.GetModel(), MaxWorkspaceFloats)
+	b := int(min(t.GetBatchSize(), runspec.MaxBatchSize+1))
+	if n := nn.ScratchFloats(m, b); b == 0 || n > MaxWorkspaceFloats {
+		return nil, fmt.Errorf("%w: batch size %d for model %s needs a workspace of %d values, over %d", ErrTaskRefused, t.GetBatchSize(), t.GetModel(), n, MaxWorkspaceFloats)
 	}
 	return m, nil
 }

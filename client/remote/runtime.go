@@ -93,6 +93,9 @@ type pending struct {
 	ModelVersion uint64  `json:"model_version"`
 	Examples     uint64  `json:"examples"`
 	TrainLoss    float64 `json:"train_loss"`
+	// Eval is the evaluation the task asked for, sent with the update
+	// (and again on a resubmission, so that it matches).
+	Eval *evalReport `json:"eval,omitempty"`
 	// Timings of this update, reported with it (not kept across restarts).
 	download, train, encode time.Duration
 }
@@ -412,6 +415,11 @@ func (r *runner) once(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	downloaded := time.Now()
+	// Evaluation (when the task asks) counts in the training time.
+	eval, err := r.evaluate(ctx, task, global)
+	if err != nil {
+		return false, err
+	}
 	local := make([]float32, len(global))
 	u, res, err := client.Step(ctx, r.trainer, global, local, taskOf(task))
 	if err != nil {
@@ -430,7 +438,7 @@ func (r *runner) once(ctx context.Context) (done bool, err error) {
 	}
 	encoded := time.Now()
 	r.cfg.Metrics.Trained(trained.Sub(downloaded), encoded.Sub(trained), res.Loss, 4*len(u.Delta), len(payload))
-	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss,
+	p := &pending{Round: task.GetRound(), ModelVersion: h.GetVersion(), Examples: uint64(res.Examples), TrainLoss: res.Loss, Eval: eval,
 		download: downloaded.Sub(start), train: trained.Sub(downloaded), encode: encoded.Sub(trained)}
 	if err := writeAtomic(r.pendingPath(), payload); err != nil {
 		return false, err
@@ -452,7 +460,8 @@ func (r *runner) refuse(key taskKey, err error) error {
 
 func (r *runner) upload(ctx context.Context, task *fedzippb.Task, p *pending, payload []byte) error {
 	h := &fedzippb.UpdateHeader{ClientId: r.st.ClientID, Round: p.Round, ModelVersion: p.ModelVersion, Examples: p.Examples, TrainLoss: p.TrainLoss,
-		DownloadSeconds: p.download.Seconds(), TrainSeconds: p.train.Seconds(), EncodeSeconds: p.encode.Seconds(), UploadSeconds: r.lastUpload.Seconds()}
+		DownloadSeconds: p.download.Seconds(), TrainSeconds: p.train.Seconds(), EncodeSeconds: p.encode.Seconds(), UploadSeconds: r.lastUpload.Seconds(),
+		Eval: p.Eval.message()}
 	start := time.Now()
 	res, err := transport.Upload(ctx, r.api, h, payload, 0)
 	if err != nil {

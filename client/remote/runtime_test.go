@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/internal/fakecoord"
 	"github.com/fedzip/fedzip/internal/syncbuf"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -95,7 +97,7 @@ func runClient(t *testing.T, e *evil, dir string, logs *syncbuf.Buffer) (stop fu
 	cfg := Config{Addrs: []string{e.Addr}, Insecure: true, Name: "honest", StateDir: dir, Examples: 5, MaxBackoff: 30 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-			if _, err := TaskMLP(task); err != nil {
+			if _, err := TaskModel(task); err != nil {
 				return nil, err
 			}
 			return divergingTrainer{}, nil
@@ -310,7 +312,9 @@ func TestClientRefusesBadTasks(t *testing.T) {
 // FuzzCheckTask: any task bytes give a refusal or a task whose counts
 // size nothing beyond the bounds, and never a panic.
 func FuzzCheckTask(f *testing.F) {
-	for _, t := range []*fedzippb.Task{goodTask(1, 1, true), goodTask(2, 0, false), {ModelParams: 0}, {Lr: math.NaN()}} {
+	conv := goodTask(3, 3, false)
+	conv.Model, conv.InputDim, conv.InputChannels, conv.InputHeight, conv.InputWidth, conv.ModelParams = "conv:2x3,pool:2,fc:3", 64, 1, 8, 8, 2*9+2+2*16*3+3
+	for _, t := range []*fedzippb.Task{goodTask(1, 1, true), goodTask(2, 0, false), conv, {ModelParams: 0}, {Lr: math.NaN()}} {
 		b, _ := proto.Marshal(t)
 		f.Add(b)
 	}
@@ -331,7 +335,13 @@ func FuzzCheckTask(f *testing.F) {
 		if err := taskOf(&task).Validate(); err != nil {
 			t.Fatalf("a checked task does not validate: %v", err)
 		}
-		TaskMLP(&task) // an error or a network within the bounds
+		m, err := TaskModel(&task)
+		if err != nil {
+			t.Fatalf("a checked task names no model: %v", err)
+		}
+		if n := nn.ScratchFloats(m, int(task.GetBatchSize())); n > MaxWorkspaceFloats {
+			t.Fatalf("a checked task needs a workspace of %d values", n)
+		}
 	})
 }
 
@@ -363,5 +373,62 @@ func TestEncodeRecoversFromOverflowedResidual(t *testing.T) {
 	// The saved residual is the zero-state encoding's, not the old one.
 	if slices.Equal(res, huge) {
 		t.Fatal("residual.bin still holds the overflowing residual")
+	}
+}
+
+// TestTaskModel: a task names its net by spec and input shape; a shape
+// that does not hold input_dim floats, or a net whose workspace for the
+// batch size would be over the bound, is refused, the latter without
+// allocating it. A task without a shape (an old coordinator's) is flat.
+func TestTaskModel(t *testing.T) {
+	conv := func() *fedzippb.Task {
+		c := goodTask(3, 3, false)
+		c.Model, c.InputDim, c.Classes, c.InputChannels, c.InputHeight, c.InputWidth = "conv:2x3,pool:2,fc:3", 64, 3, 1, 8, 8
+		m, err := nn.ParseModel(c.Model, nn.Shape{C: 1, H: 8, W: 8}, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.ModelParams = uint64(m.NumParams())
+		return c
+	}
+	m, err := TaskModel(conv())
+	if err != nil || m.InputShape() != (nn.Shape{C: 1, H: 8, W: 8}) || m.Name() != "conv:2x3,pool:2,fc:3" {
+		t.Fatalf("TaskModel(conv) = %v, %v", m, err)
+	}
+	if err := CheckTask(conv(), DefaultMaxParams); err != nil {
+		t.Fatalf("CheckTask(conv): %v", err)
+	}
+	old := goodTask(1, 1, false) // no shape: flat, as an MLP reads it
+	if m, err := TaskModel(old); err != nil || m.InputShape() != nn.Flat(4) {
+		t.Fatalf("TaskModel(old) = %v, %v", m, err)
+	}
+	for name, bad := range map[string]func(*fedzippb.Task){
+		"shape of 2×8×8 for 64":  func(c *fedzippb.Task) { c.InputChannels = 2 },
+		"shape with a zero side": func(c *fedzippb.Task) { c.InputHeight = 0 },
+		"flat shape":             func(c *fedzippb.Task) { c.InputChannels, c.InputHeight, c.InputWidth = 0, 0, 0 }, // 2×2 pooling of one row
+		"huge sides":             func(c *fedzippb.Task) { c.InputChannels, c.InputHeight, c.InputWidth = 1<<31, 1<<31, 1<<2 },
+		"wrong params":           func(c *fedzippb.Task) { c.ModelParams++ },
+		"huge workspace": func(c *fedzippb.Task) {
+			c.Model, c.InputDim, c.InputChannels, c.InputHeight, c.InputWidth, c.BatchSize = "conv:4096x3,pool:2,fc:10", 784, 1, 28, 28, 1000
+			c.Classes, c.ModelParams = 10, 4096*9+4096+4096*14*14*10+10
+		},
+	} {
+		c := conv()
+		bad(c)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := TaskModel(c)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrTaskRefused) {
+			t.Errorf("%s: TaskModel: %v, want ErrTaskRefused", name, err)
+		} else if name == "huge workspace" && !strings.Contains(err.Error(), "workspace") {
+			t.Errorf("%s: TaskModel: %v, want a refusal of the workspace", name, err)
+		}
+		if err := CheckTask(c, DefaultMaxParams); !errors.Is(err, ErrTaskRefused) {
+			t.Errorf("%s: CheckTask: %v, want ErrTaskRefused", name, err)
+		}
+		if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
+			t.Errorf("%s: TaskModel allocated %d bytes", name, d)
+		}
 	}
 }

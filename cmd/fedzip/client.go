@@ -32,7 +32,7 @@ type clientFlags struct {
 	insecure                                 bool
 	dataset, dataDir, partition              string
 	clients, index                           int
-	alpha                                    float64
+	alpha, holdout                           float64
 	seed                                     uint64
 	timeout                                  time.Duration
 	gossipAddr, gossipKey, gossipJoin        string
@@ -51,12 +51,13 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.StringVar(&f.cert, "cert", "", "client certificate for mTLS (PEM)")
 	fs.StringVar(&f.key, "key", "", "client key for mTLS (PEM)")
 	fs.BoolVar(&f.insecure, "insecure", false, "connect without TLS (local testing only)")
-	fs.StringVar(&f.dataset, "dataset", "mnist", "local data: mnist or synthetic")
+	fs.StringVar(&f.dataset, "dataset", "mnist", "local data: mnist, synthetic, or files: csv:FILE,..., images:DIR,... or idx:IMAGES,LABELS (see docs/data.md); a file of only this client's data trains whole with --clients 1")
 	fs.StringVar(&f.dataDir, "data-dir", "", "folder with the MNIST files (default: the GoMNIST module)")
-	fs.StringVar(&f.partition, "partition", "iid", "how the data set is split: iid, shards or dirichlet")
+	fs.StringVar(&f.partition, "partition", "iid", "how the data set is split: iid, shards, dirichlet or natural (by the clients a file source names)")
 	fs.IntVar(&f.clients, "clients", 10, "number of shards the data set is split into")
 	fs.IntVar(&f.index, "client-index", 0, "which shard this client trains on, 0..clients-1")
 	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet alpha for --partition dirichlet")
+	holdoutFlag(fs, &f.holdout)
 	fs.Uint64Var(&f.seed, "seed", 1, "seed of the data split (must match across clients)")
 	fs.StringVar(&f.logFormat, "log-format", "auto", logFormatUsage)
 	fs.StringVar(&f.metricsAddr, "metrics-addr", "", "serve this client's Prometheus metrics at http://ADDR/metrics (empty: off)")
@@ -88,14 +89,20 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	log = log.With("client", f.name)
 	data, err := dataset.Spec{Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition, Alpha: f.alpha,
-		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed}.Load()
+		SyntheticAlpha: 1, SyntheticBeta: 1, Seed: f.seed, HoldOut: f.holdout}.Load()
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip client: %v\n", err)
 		return exitError
 	}
 	idx := data.TrainParts[f.index]
+	var held []int
+	if data.HeldOutParts != nil {
+		held = data.HeldOutParts[f.index]
+	}
+	// It declares every example it holds: the coordinator bounds its
+	// evaluation reports by that count.
 	cfg := remote.Config{Addrs: strings.Split(f.coordinators, ","), Insecure: f.insecure, Name: f.name, JoinSecret: f.joinSecret,
-		StateDir: f.stateDir, Examples: uint64(len(idx)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
+		StateDir: f.stateDir, Examples: uint64(len(idx) + len(held)), Logger: log, MaxAbsParam: float32(f.maxAbsParam),
 		NewTrainer: func(t *fedzippb.Task) (client.Trainer, error) {
 			if int(t.GetInputDim()) != data.Train.Dim {
 				return nil, fmt.Errorf("the coordinator's model takes %d features, local data has %d", t.GetInputDim(), data.Train.Dim)
@@ -104,11 +111,14 @@ func runClient(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				// Labels beyond the model's outputs would index out of range.
 				return nil, fmt.Errorf("the coordinator's model has %d classes, local data has %d", t.GetClasses(), data.Train.Classes)
 			}
-			m, err := remote.TaskMLP(t)
+			m, err := remote.TaskModel(t)
 			if err != nil {
 				return nil, err
 			}
-			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}, nil
+			if _, mlp := m.(*nn.MLP); !mlp && m.InputShape() != data.Train.InputShape() {
+				return nil, fmt.Errorf("the coordinator's model %s reads examples of %v, local data has %v", m.Name(), m.InputShape(), data.Train.InputShape())
+			}
+			return client.DataTrainer{NN: nn.NewTrainer(m, int(t.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx, HeldOut: held}, nil
 		}}
 	if f.gossipAddr != "" {
 		key, err := gossipKey(f.gossipKey)

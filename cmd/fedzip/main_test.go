@@ -39,7 +39,8 @@ func TestBadInputExitsTwoWithOneLine(t *testing.T) {
 		{"simulate", "--partition", "foo"},
 		{"simulate", "--fraction", "0"},
 		{"simulate", "--fraction", "1.5"},
-		{"simulate", "--model", "cnn"},
+		{"simulate", "--model", "resnet"},
+		{"simulate", "--model", "cnn", "--dataset", "synthetic"}, // 2×2 pooling of one row of 60 features
 		{"simulate", "--dataset", "cifar"},
 		{"simulate", "--rounds", "0"},
 		{"simulate", "--no-such-flag"},

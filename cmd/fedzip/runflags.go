@@ -8,6 +8,7 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -17,6 +18,8 @@ import (
 // names, defaults and help.
 type runFlags struct {
 	dataset, dataDir, model, strategy  string
+	inputShape                         string
+	classes                            int
 	uploadCodec, downloadCodec         string
 	downloadMaxLag                     int
 	rounds, localEpochs, batchSize     int
@@ -24,13 +27,19 @@ type runFlags struct {
 	seed                               uint64
 	dpClip, dpNoise                    float64
 	dpAdaptive                         bool
+	// fedEvalEvery is --fed-eval-every; holdout is --holdout, which only
+	// the commands that hold data register (holdoutFlag).
+	fedEvalEvery int
+	holdout      float64
 }
 
 // addRunFlags registers the run's flags on fs, into r.
 func addRunFlags(fs *flag.FlagSet, r *runFlags) {
-	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)); it sets the model's input and output sizes")
+	fs.StringVar(&r.dataset, "dataset", "mnist", "data set: "+strings.Join(runspec.Datasets, " or ")+" (FedProx's Synthetic(alpha, beta)), or files: csv:FILE[,test=FILE,label=COL,client=COL,scale=255,...], images:DIR[,size=HxW,channels=1|3,layout=client/class,test=DIR] or idx:IMAGES,LABELS (see docs/data.md); it sets the model's input and output sizes")
 	fs.StringVar(&r.dataDir, "data-dir", "", "folder with the MNIST IDX files (default: $FEDZIP_DATA_DIR, then the GoMNIST module in the Go module cache)")
-	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10) or mlp:H1,H2,...")
+	fs.StringVar(&r.model, "model", "2nn", "model: 2nn (784-200-200-10), lenet300 (784-300-100-10), mlp:H1,H2,..., cnn (McMahan et al.'s), lenet5, or layers such as conv:32x5,pool:2,fc:10, or a network file net.yaml (see docs/models.md)")
+	fs.StringVar(&r.inputShape, "input-shape", "", "shape of one example, CxHxW (1x28x28) or a number of features (default: the --dataset's)")
+	fs.IntVar(&r.classes, "classes", 0, "number of classes, the model's outputs (0: the --dataset's)")
 	fs.StringVar(&r.strategy, "strategy", "fedavg", "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03)")
 	fs.StringVar(&r.uploadCodec, "upload-codec", "stcm", "codec of client updates: none (dense float32), a preset (stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see docs/codecs.md)")
 	fs.StringVar(&r.downloadCodec, "download-codec", "none", "codec of the model clients download: none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): clients get the compressed change since the version they hold, the rest kept as an exact server residual (STC), and train from the model they reconstruct")
@@ -46,7 +55,14 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.Uint64Var(&r.seed, "seed", 1, "seed of every random choice: initial model, client selection, local training, DP noise (and the data split of simulate)")
 	fs.Float64Var(&r.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
 	fs.Float64Var(&r.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
+	fs.IntVar(&r.fedEvalEvery, "fed-eval-every", 0, "federated evaluation: every N rounds (rounds 1, 1+N, ...) the selected clients evaluate the model they train from on their held-out examples (--holdout) and report it with their update (0: off)")
 	fs.BoolVar(&r.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
+}
+
+// holdoutFlag registers --holdout, the fraction of each client's examples
+// held out for federated evaluation, for the commands that hold data.
+func holdoutFlag(fs *flag.FlagSet, p *float64) {
+	fs.Float64Var(p, "holdout", 0, "fraction of each client's examples held out from training for federated evaluation (--fed-eval-every), in [0, 1)")
 }
 
 // spec returns the run the flags describe, validated (runspec.Spec.Validate,
@@ -55,7 +71,7 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 // clients, deadline); perRound is the expected number of clients a round,
 // DP's mean denominator (0: those received).
 func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
-	in, classes, err := runspec.Dims(r.dataset)
+	in, classes, err := r.input()
 	if err != nil {
 		return runspec.Spec{}, err
 	}
@@ -63,10 +79,17 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 	if err != nil {
 		return runspec.Spec{}, err
 	}
+	model := r.model
+	if nn.IsNetFile(model) {
+		if model, err = nn.ReadNetFile(model); err != nil {
+			return runspec.Spec{}, fmt.Errorf("%w: --model: %w", runspec.ErrInvalid, err)
+		}
+	}
 	sel.Fraction, sel.Rounds, sel.Seed = r.fraction, r.rounds, r.seed
-	s := runspec.Spec{Model: r.model, InputDim: in, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
+	s := runspec.Spec{Model: model, Classes: classes, InitSeed: r.seed, Strategy: strategy, Round: sel,
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
-		UploadCodec: r.uploadCodec}
+		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
+	s.SetInput(in)
 	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
 		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
 	}
@@ -76,6 +99,25 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 		s.DownloadCodec, s.DownloadMaxLag = r.downloadCodec, r.downloadMaxLag
 	}
 	return s, s.Validate()
+}
+
+// input returns the shape of one example and the classes: --input-shape
+// and --classes, each defaulting to the --dataset's (runspec.Input). A
+// coordinator needs no data: with both flags any --dataset name will do.
+func (r runFlags) input() (nn.Shape, int, error) {
+	shape, classes, err := runspec.Input(r.dataset)
+	if err != nil && (r.inputShape == "" || r.classes == 0) {
+		return shape, classes, err
+	}
+	if r.inputShape != "" {
+		if shape, err = nn.ParseShape(r.inputShape); err != nil {
+			return shape, 0, fmt.Errorf("%w: --input-shape: %w", runspec.ErrInvalid, err)
+		}
+	}
+	if r.classes != 0 {
+		classes = r.classes
+	}
+	return shape, classes, nil
 }
 
 // runConfig returns the run a coordinator commits, validated.

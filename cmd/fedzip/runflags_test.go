@@ -9,6 +9,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // TestRunFlagsShared: simulate and coordinator offer every run flag with
@@ -63,6 +68,10 @@ func TestCoordinatorRefusesBadRunEarly(t *testing.T) {
 		{[]string{"--strategy", "fedsomething"}},
 		{[]string{"--model", "resnet"}},
 		{[]string{"--dataset", "cifar"}},
+		{[]string{"--input-shape", "0x28x28"}},
+		{[]string{"--classes", "1"}},
+		{[]string{"--model", "cnn", "--input-shape", "784"}}, // pooling one row
+		{[]string{"--model", "conv:4096x3,pool:2,fc:10", "--batch-size", "1000"}},
 		{[]string{"--dp-noise", "1"}},
 	} {
 		state := filepath.Join(dir, "state")
@@ -74,5 +83,79 @@ func TestCoordinatorRefusesBadRunEarly(t *testing.T) {
 		if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%v: the state directory was touched: %v", tc.args, err)
 		}
+	}
+}
+
+// TestCoordinatorNeedsNoData: with --input-shape and --classes a
+// coordinator's run names any data set, which it never reads, and trains
+// the net --model names on it; without them the data set's name gives
+// the shape (MNIST's 1×28×28), which an MLP's run leaves out of the log.
+func TestCoordinatorNeedsNoData(t *testing.T) {
+	parse := func(args ...string) coordinatorFlags {
+		t.Helper()
+		var f coordinatorFlags
+		fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+		addRunFlags(fs, &f.runFlags)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	run, err := parse("--dataset", "my-photos", "--input-shape", "3x32x32", "--classes", "100", "--model", "conv:16x5,pool:2,fc:100").runConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.InputShape != (nn.Shape{C: 3, H: 32, W: 32}) || run.InputDim != 3072 || run.Classes != 100 {
+		t.Fatalf("run %+v", run.Spec)
+	}
+	if m, err := run.Network(); err != nil || m.Layout().Size != 16*3*25+16+16*16*16*100+100 {
+		t.Fatalf("Network: %v, %v", m, err)
+	}
+	if _, err := parse("--dataset", "my-photos", "--model", "cnn").runConfig(); err == nil || !strings.Contains(err.Error(), "--input-shape") {
+		t.Fatalf("an unknown data set without --input-shape: %v", err)
+	}
+	run, err = parse("--model", "cnn").runConfig()
+	if err != nil || run.InputShape != dataset.MNISTShape {
+		t.Fatalf("cnn on MNIST: %+v, %v", run, err)
+	}
+	if m, _ := run.Network(); m.NumParams() != 1663370 {
+		t.Fatalf("cnn has %d parameters", m.NumParams())
+	}
+	run, err = parse("--model", "2nn").runConfig()
+	if err != nil || run.InputShape != (nn.Shape{}) || run.InputDim != 784 {
+		t.Fatalf("2nn on MNIST: %+v, %v", run, err)
+	}
+}
+
+// TestModelFromYAML: --model net.yaml runs the network the file describes;
+// the run carries its spec, and a bad file stops the command naming it.
+func TestModelFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "net.yaml")
+	if err := os.WriteFile(good, []byte("layers:\n  - conv: 4x5\n  - pool: 2\n  - fc: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var r runFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	addRunFlags(fs, &r)
+	if err := fs.Parse([]string{"--model", good}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := r.spec(round.Config{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Model != "conv:4x5,pool:2,fc:10" || s.Shape() != dataset.MNISTShape {
+		t.Fatalf("model %q on %v", s.Model, s.Shape())
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("layers:\n  - dense: 10\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse([]string{"--model", bad}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.spec(round.Config{}, 0); !errors.Is(err, runspec.ErrInvalid) || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Fatalf("a bad network file: %v", err)
 	}
 }

@@ -36,7 +36,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
 	addRunFlags(fs, &f.runFlags)
 	fs.IntVar(&f.clients, "clients", 100, "number of clients K")
-	fs.StringVar(&f.partition, "partition", "iid", "how MNIST is split among clients: iid, shards (McMahan's pathological non-IID) or dirichlet")
+	fs.StringVar(&f.partition, "partition", "iid", "how the data set is split among clients: iid, shards (McMahan's pathological non-IID), dirichlet, or natural (by the clients a file source names: csv client=COL, images layout=client/class; --clients must match)")
 	fs.Float64Var(&f.alpha, "alpha", 0.5, "Dirichlet concentration for --partition dirichlet (smaller is more skewed)")
 	fs.Float64Var(&f.synAlpha, "synthetic-alpha", 1, "alpha of Synthetic(alpha, beta): how much client models differ")
 	fs.Float64Var(&f.synBeta, "synthetic-beta", 1, "beta of Synthetic(alpha, beta): how much client data differ")
@@ -59,6 +59,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.BoolVar(&f.quiet, "quiet", false, "print only the summary")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&f.ui, "ui", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080, during the run and after it until interrupted (empty: off)")
+	holdoutFlag(fs, &f.holdout)
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
 }
@@ -98,7 +99,7 @@ func (f *simulateFlags) validate() error {
 		name, v string
 		allowed []string
 	}{
-		{"partition", f.partition, []string{"iid", "shards", "dirichlet"}},
+		{"partition", f.partition, []string{"iid", "shards", "dirichlet", "natural"}},
 		{"o", f.output, []string{"table", "json"}},
 		{"state-store", f.stateStore, []string{"float32", "float16"}},
 		{"attack", f.attack, append([]string{"none"}, sim.AttackKinds...)},
@@ -150,7 +151,7 @@ func (f *simulateFlags) attackConfig() sim.Attack {
 
 func (f *simulateFlags) partitionLabel() string {
 	switch {
-	case f.dataset != "mnist":
+	case f.dataset == "synthetic" || f.partition == "natural":
 		return "natural split"
 	case f.partition == "dirichlet":
 		return fmt.Sprintf("dirichlet alpha=%g", f.alpha)

@@ -24,6 +24,8 @@ const simulateExample = `  fedzip simulate                                   # t
   fedzip simulate --partition shards --rounds 200 --target 0.95
   fedzip simulate --dataset synthetic --clients 30 --model mlp: --rounds 20
   fedzip simulate --clients 10000 --fraction 0.01 --rounds 5
+  fedzip simulate --model cnn --rounds 3                 # McMahan et al.'s CNN
+  fedzip simulate --model conv:16x5,pool:2,fc:10 --rounds 3
   fedzip simulate --partition dirichlet --alpha 0.1 --strategy fedyogi,lr=0.01 --target 0.95
   fedzip simulate --attack signflip --attackers 0.2 --strategy trimmed-mean,beta=0.2
   fedzip simulate --clients 1000 --dp-clip 1 --dp-noise 1 --dp-delta 1e-5
@@ -63,13 +65,13 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 	}
 	fed, err := dataset.Spec{
 		Dataset: f.dataset, DataDir: f.dataDir, Clients: f.clients, Partition: f.partition,
-		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed,
+		Alpha: f.alpha, SyntheticAlpha: f.synAlpha, SyntheticBeta: f.synBeta, Seed: f.seed, HoldOut: f.holdout,
 	}.Load()
 	if err != nil {
 		return err
 	}
 	data := sim.DataOf(fed)
-	model, err := nn.ParseArch(cfg.Model, cfg.InputDim, cfg.Classes)
+	model, err := cfg.Network()
 	if err != nil {
 		return err
 	}
@@ -117,7 +119,7 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 	if f.attack != "none" {
 		s.Attack, s.Attackers = f.attack, f.attackers
 	}
-	if f.dataset == "mnist" {
+	if f.dataset != "synthetic" {
 		s.Partition = f.partition
 	}
 	var werr error
@@ -152,11 +154,15 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 			return err
 		}
 	}
-	if f.deliver != "" {
+	mlp, isMLP := model.(*nn.MLP)
+	if f.deliver != "" && !isMLP {
+		fmt.Fprintf(stderr, "fedzip simulate: not delivering: delivery takes MLPs (2nn, lenet300, mlp:...), not %s\n", model.Name())
+	}
+	if f.deliver != "" && isMLP {
 		if !f.quiet {
 			fmt.Fprintf(stdout, "delivering: %s\n", f.deliverRecipe)
 		}
-		d, err := pipeline.Deliver(ctx, model, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
+		d, err := pipeline.Deliver(ctx, mlp, res.Model, uint64(f.rounds), data.Train, data.Test, f.deliverRecipe, f.deliver, f.deliverKey, f.seed)
 		if err != nil {
 			return fmt.Errorf("delivering the model: %w", err)
 		}
@@ -179,7 +185,7 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 
 // saveSimulated writes the server's final global model with the run's
 // settings and figures in its header.
-func saveSimulated(path string, model *nn.MLP, params []float32, cfg sim.Config, s *report.Simulation) error {
+func saveSimulated(path string, model nn.Model, params []float32, cfg sim.Config, s *report.Simulation) error {
 	ck := checkpoint.New(model, params)
 	ck.Header.Round, ck.Header.Version, ck.Header.Dataset = cfg.Round.Rounds, uint64(cfg.Round.Rounds), s.Dataset
 	ck.Header.Extra = map[string]string{
@@ -210,6 +216,9 @@ func feedRound(feed *dashboard.Feed, m sim.Metrics, params, total int) {
 	}
 	if m.Evaluated {
 		r.TestAccuracy, r.TestLoss = dashboard.Float(m.TestAccuracy), dashboard.Float(m.TestLoss)
+	}
+	if e := m.FedEval; e != nil {
+		r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = dashboard.Float(e.Accuracy), dashboard.Float(e.Loss), e.Version, e.Examples
 	}
 	feed.AddRound(r)
 	feed.Update(func(s *dashboard.State) { s.Round = min(m.Round+1, total) })

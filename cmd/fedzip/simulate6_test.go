@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fedzip/fedzip/checkpoint"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/report"
 )
 
@@ -134,5 +136,32 @@ func TestSimulateAttackIsReproducible(t *testing.T) {
 	}
 	if losses[0] != losses[1] {
 		t.Fatalf("final test loss %v on 1 worker, %v on 3", losses[0], losses[1])
+	}
+}
+
+// TestSimulateSavesNet: 'fedzip simulate --model' takes a layer spec,
+// trains the net, says that it does not deliver it, and saves it: the
+// checkpoint rebuilds the same net.
+func TestSimulateSavesNet(t *testing.T) {
+	dir := t.TempDir()
+	model := filepath.Join(dir, "net.fzmodel")
+	code, _, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "10", "--fraction", "0.5",
+		"--model", "conv:2x3,fc:10", "--rounds", "1", "--save-model", model, "--quiet", "--deliver", filepath.Join(dir, "device.fzm"))
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "not delivering") {
+		t.Errorf("stderr %q does not say the net is not delivered", stderr)
+	}
+	ck, err := checkpoint.ReadFile(model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	net, err := ck.Network()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := net.(*nn.Net); !ok || net.Name() != "conv:2x3,fc:10" || net.InputShape() != nn.Flat(60) || net.NumParams() != 2*9+2+2*60*10+10 {
+		t.Fatalf("checkpoint holds %T %s on %v with %d parameters", net, net.Name(), net.InputShape(), net.NumParams())
 	}
 }

@@ -33,12 +33,18 @@ func (o *observer) roundClosed(c round.Closed, eval bool, acc, loss float64) {
 	if eval {
 		o.metrics.Evaluated(acc, loss)
 	}
+	if e := c.Eval; e != nil {
+		o.metrics.FedEvaluated(e.Accuracy, e.Loss, e.Examples, e.Reports)
+	}
 	if o.feed == nil {
 		return
 	}
 	r := dashboard.Round{Round: c.Round, Selected: c.Reported + len(c.Missing), Reported: c.Reported, Seconds: c.Duration.Seconds()}
 	if eval {
 		r.TestAccuracy, r.TestLoss = dashboard.Float(acc), dashboard.Float(loss)
+	}
+	if e := c.Eval; e != nil {
+		r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = dashboard.Float(e.Accuracy), dashboard.Float(e.Loss), e.Version, e.Examples
 	}
 	if o.svc != nil {
 		t := o.svc.RoundTraffic(c.Round)

@@ -106,9 +106,12 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 			return nil, err
 		}
 	}
-	model, err := nn.ParseArch(cfg.Run.Model, cfg.Run.InputDim, cfg.Run.Classes)
+	model, err := cfg.Run.Network()
 	if err != nil {
 		return nil, usage(err)
+	}
+	if _, mlp := model.(*nn.MLP); !mlp && cfg.DeliverKey != "" {
+		return nil, usage(fmt.Errorf("--deliver-key: delivery takes MLPs (2nn, lenet300, mlp:...), not %s", model.Name()))
 	}
 	srvCfg := transport.ServerConfig{Insecure: cfg.Insecure, TLS: grpcTLS, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: s.log,
 		MaxUploads: cfg.MaxUploads, MaxUploadsPerClient: cfg.MaxUploadsPerClient, UploadMinRate: cfg.UploadMinRate,
@@ -317,9 +320,13 @@ func (s *Server) run() error {
 		return ErrClosed
 	}
 	v := s.node.FSM().Progress()
-	model, err := nn.ParseArch(v.Config.Model, v.Config.InputDim, v.Config.Classes)
+	m, err := v.Config.Network()
 	if err != nil {
 		return err
+	}
+	model, ok := m.(*nn.MLP)
+	if !ok {
+		return fmt.Errorf("delivering the model: %s: delivery takes MLPs (2nn, lenet300, mlp:...)", m.Name())
 	}
 	params, version := s.node.FSM().Model()
 	out := filepath.Join(s.cfg.StateDir, fmt.Sprintf("model-v%d.fzm", version))

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,7 +99,7 @@ func startClients(ctx context.Context, t *testing.T, addr string, n int) <-chan 
 		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", i), StateDir: filepath.Join(t.TempDir(), "c"),
 			Examples: examples, MaxBackoff: 200 * time.Millisecond,
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskMLP(task)
+				m, err := remote.TaskModel(task)
 				if err != nil {
 					return nil, err
 				}
@@ -358,5 +359,57 @@ func TestCloseBeforeTrainingEnds(t *testing.T) {
 			t.Fatalf("%s still bound after Close: %v", a, err)
 		}
 		l.Close()
+	}
+}
+
+// TestServerTrainsNetWithoutData: a coordinator needs no data set: given
+// a conv net by spec, with its input shape and classes (as --input-shape
+// and --classes give them) and no evaluation, it sends clients tasks that
+// name the net and its shape, aggregates their updates and saves a
+// checkpoint of the net.
+func TestServerTrainsNetWithoutData(t *testing.T) {
+	var logs logBuffer
+	run := testRun(2, 2)
+	run.Model = "conv:4x3,pool:2,fc:3"
+	run.SetInput(nn.Shape{C: 2, H: 2, W: 2}) // the clients' 8 features
+	if run.InputShape != (nn.Shape{C: 2, H: 2, W: 2}) {
+		t.Fatalf("a net's run records no shape: %+v", run.Spec)
+	}
+	cfg := testConfig(t, run, &logs)
+	cfg.Dataset, cfg.EvalDataset, cfg.DataDir = "my-own", "", filepath.Join(t.TempDir(), "nothing-here")
+	cfg.SaveModel = filepath.Join(t.TempDir(), "model.ckpt")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	clients := startClients(ctx, t, s.GRPCAddr(), 2)
+	if err := waitRun(t, s, &logs); err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+	for range 2 {
+		if err := <-clients; err != nil {
+			t.Fatalf("client: %v", err)
+		}
+	}
+	want, err := run.Network()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := checkpoint.ReadFile(cfg.SaveModel)
+	if err != nil || ck.Header.Round != 2 || ck.Header.Dataset != "my-own" {
+		t.Fatalf("checkpoint: %+v, %v", ck, err)
+	}
+	got, err := ck.Network()
+	if err != nil || got.Name() != want.Name() || got.InputShape() != want.InputShape() || !got.Layout().Equal(want.Layout()) {
+		t.Fatalf("checkpoint holds %v, %v; want %s on %v", got, err, want.Name(), want.InputShape())
+	}
+	params, _ := s.Node().FSM().Model()
+	init := make([]float32, want.NumParams())
+	want.Init(init, run.InitSeed)
+	if slices.Equal(params, init) {
+		t.Fatal("the clients' updates did not move the model")
 	}
 }

@@ -2,11 +2,13 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/coordinator"
+	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -19,21 +21,21 @@ import (
 func (s *Server) watch(ctx context.Context) error {
 	var (
 		seen  uint64
-		model *nn.MLP
-		ws    *nn.Workspace
+		model nn.Model
+		ws    nn.Scratch
 		test  = s.test
 	)
 	for {
 		v := s.node.FSM().Progress()
 		if v.Initialised && model == nil {
 			// The run in the log, which may differ from this node's.
-			m, err := nn.ParseArch(v.Config.Model, v.Config.InputDim, v.Config.Classes)
+			m, err := v.Config.Network()
 			if err != nil {
 				return err
 			}
 			model = m
 			if test != nil {
-				ws = model.NewWorkspace(250)
+				ws = evalScratch(model, test, s.log)
 			}
 		}
 		if v.Initialised && v.Version > seen {
@@ -57,8 +59,11 @@ func (s *Server) watch(ctx context.Context) error {
 
 // roundClosed logs the round v closed last, evaluates the new model,
 // tells the observer and saves the checkpoint.
-func (s *Server) roundClosed(v coordinator.Progress, model *nn.MLP, ws *nn.Workspace) {
+func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scratch) {
 	fsm, test, closed := s.node.FSM(), s.test, v.LastClosed
+	if ws == nil {
+		test = nil
+	}
 	params, version := fsm.Model()
 	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing)}
 	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
@@ -72,16 +77,21 @@ func (s *Server) roundClosed(v coordinator.Progress, model *nn.MLP, ws *nn.Works
 	}
 	var acc, loss float64
 	if test != nil {
-		correct, sum := model.Evaluate(ws, params, test.X, test.Y)
+		correct, sum := ws.Evaluate(params, test.X, test.Y)
 		acc, loss = float64(correct)/float64(test.N), sum/float64(test.N)
 		attrs = append(attrs, "test_accuracy", acc, "test_loss", loss)
 		if v.Config.TaskDownloadCodec() != "" {
 			// With a download codec clients train from the model they
 			// reconstruct, not the global one.
 			cm, _ := fsm.ClientModel()
-			correct, _ := model.Evaluate(ws, cm, test.X, test.Y)
+			correct, _ := ws.Evaluate(cm, test.X, test.Y)
 			attrs = append(attrs, "client_test_accuracy", float64(correct)/float64(test.N))
 		}
+	}
+	if e := closed.Eval; e != nil {
+		// The clients' evaluation of the model the round trained from
+		// (version fed_version, the one before this round's).
+		attrs = append(attrs, "fed_accuracy", e.Accuracy, "fed_loss", e.Loss, "fed_examples", e.Examples, "fed_reports", e.Reports, "fed_version", e.Version)
 	}
 	s.log.Info("round closed", attrs...)
 	if closed.Round > 0 {
@@ -99,4 +109,17 @@ func (s *Server) roundClosed(v coordinator.Progress, model *nn.MLP, ws *nn.Works
 			s.log.Error("saving the model", "err", err)
 		}
 	}
+}
+
+// evalScratch returns the scratch to evaluate model on test with (at most
+// 2²² floats, 16 MiB), or nil, logged, when the test set's examples are
+// not what the model reads: a net reads images of its input shape, an MLP
+// any example of its input dimension.
+func evalScratch(model nn.Model, test *dataset.Dataset, log *slog.Logger) nn.Scratch {
+	_, mlp := model.(*nn.MLP)
+	if test.Dim != model.InputDim() || !mlp && test.InputShape() != model.InputShape() {
+		log.Error("not evaluating: the test set's examples are not the model's input", "model", model.Name(), "model_input", model.InputShape().String(), "test_input", test.InputShape().String())
+		return nil
+	}
+	return model.Scratch(nn.BatchWithin(model, 1<<22, 250))
 }

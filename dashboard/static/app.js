@@ -188,6 +188,9 @@ function render() {
   document.getElementById("progress-text").textContent = line;
 
   const acc = rs.filter(r => r.test_accuracy !== undefined);
+  // Federated evaluation: plotted at the model version it evaluated (the
+  // round before), where the test accuracy of that model is plotted.
+  const fed = rs.filter(r => r.fed_accuracy !== undefined);
   const up = rs.reduce((a, r) => a + r.upload_bytes, 0), down = rs.reduce((a, r) => a + r.download_bytes, 0);
   const dense = rs.reduce((a, r) => a + (r.ratio > 0 ? r.ratio * r.upload_bytes : 0), 0);
   const upRated = rs.reduce((a, r) => a + (r.ratio > 0 ? r.upload_bytes : 0), 0);
@@ -195,6 +198,7 @@ function render() {
     ["rounds", String(closed) + (s.total_rounds ? " / " + s.total_rounds : "")],
     ["test accuracy", acc.length ? (100 * acc[acc.length - 1].test_accuracy).toFixed(2) + " %" : "–"],
     ["best", acc.length ? (100 * Math.max(...acc.map(r => r.test_accuracy))).toFixed(2) + " %" : "–"],
+    ["federated accuracy", fed.length ? (100 * fed[fed.length - 1].fed_accuracy).toFixed(2) + " %" : "–"],
     ["uploaded", human(up)], ["downloaded", human(down)],
     ["compression", upRated ? (dense / upRated).toFixed(1) + "×" : "–"],
   ];
@@ -208,11 +212,13 @@ function render() {
   });
 
   lineChart(document.getElementById("chart-accuracy"),
-    [{ name: "test accuracy", points: acc.map(r => [r.round, r.test_accuracy]) }],
+    [{ name: "test accuracy", points: acc.map(r => [r.round, r.test_accuracy]) },
+     { name: "federated accuracy", points: fed.map(r => [r.fed_version || 0, r.fed_accuracy]) }],
     { yFmt: (v, dec) => (100 * v).toFixed(Math.max(0, dec - 2)) + "%", empty: "no evaluation yet" });
   lineChart(document.getElementById("chart-loss"), [
     { name: "test loss", points: rs.filter(r => r.test_loss !== undefined).map(r => [r.round, r.test_loss]) },
     { name: "train loss", points: rs.filter(r => r.train_loss !== undefined).map(r => [r.round, r.train_loss]) },
+    { name: "federated loss", points: fed.filter(r => r.fed_loss !== undefined).map(r => [r.fed_version || 0, r.fed_loss]) },
   ]);
   lineChart(document.getElementById("chart-bytes"), [
     { name: "upload", points: rs.map(r => [r.round, r.upload_bytes]) },

@@ -66,17 +66,24 @@ func TestSimulationAndClusterAgree(t *testing.T) {
 	for _, tc := range []struct {
 		strategy, upload, download string
 		seed                       uint64
+		model                      string // on the synthetic data as 1×6×10 images ("": mlp:16)
 	}{
-		{"fedavg", "stcm", "", 0},
-		{"fedavg", "stcm", "", 1000}, // seeds nobody picked
-		{"fedavg", "none", "", 0},
-		{"fedavg", "topk=0.05,bits=4,ef=on", "stc", 0},
-		{"fedadam", "stcm", "", 0}, // server state across rounds
-		{"median", "topk1", "", 0}, // sparse updates densified
+		{"fedavg", "stcm", "", 0, ""},
+		{"fedavg", "stcm", "", 1000, ""}, // seeds nobody picked
+		{"fedavg", "none", "", 0, ""},
+		{"fedavg", "topk=0.05,bits=4,ef=on", "stc", 0, ""},
+		{"fedadam", "stcm", "", 0, ""}, // server state across rounds
+		{"median", "topk1", "", 0, ""}, // sparse updates densified
+		{"fedavg", "stcm", "", 0, "conv:4x3,pool:2,fc:10"},
 	} {
-		t.Run(fmt.Sprintf("%s,up=%s,down=%s,seed+%d", tc.strategy, tc.upload, tc.download, tc.seed), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s,up=%s,down=%s,seed+%d,%s", tc.strategy, tc.upload, tc.download, tc.seed, tc.model), func(t *testing.T) {
 			rc := run(tc.strategy, tc.upload, tc.download, tc.seed)
 			d := data(t, tc.seed)
+			if tc.model != "" {
+				shape := nn.Shape{C: 1, H: 6, W: dataset.SyntheticDim / 6}
+				rc.Model, rc.InputShape = tc.model, shape
+				d.Train.Shape, d.Test.Shape = shape, shape
+			}
 			simHash, simModel := simulate(t, rc, d)
 			clusterHash, clusterModel := cluster(t, rc, d)
 			if simHash != clusterHash {
@@ -100,7 +107,7 @@ func hash(p []float32) [32]byte { return sha256.Sum256(gradient.AppendFloat32s(n
 // simulate runs rc in the simulator and returns the global model.
 func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []float32) {
 	t.Helper()
-	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	model, err := rc.Network()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +158,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 		t.Fatal(err)
 	}
 	defer node.Close()
-	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
+	model, err := rc.Network()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +187,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 				mu.Unlock()
 			},
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskMLP(task)
+				m, err := remote.TaskModel(task)
 				if err != nil {
 					return nil, err
 				}

@@ -343,7 +343,8 @@ type Task struct {
 	ModelParams uint64 `protobuf:"varint,13,opt,name=model_params,json=modelParams,proto3" json:"model_params,omitempty"`
 	// done says training is over; every other field may be zero.
 	Done bool `protobuf:"varint,14,opt,name=done,proto3" json:"done,omitempty"`
-	// The model architecture spec ("2nn", "mlp:H1,H2") and its input and
+	// The model spec ("2nn", "mlp:H1,H2", "cnn", "conv:32x5,pool:2,fc:10";
+	// nn.ParseModel) and its input and
 	// output sizes: everything a client needs to build the network.
 	Model    string `protobuf:"bytes,15,opt,name=model,proto3" json:"model,omitempty"`
 	InputDim uint32 `protobuf:"varint,16,opt,name=input_dim,json=inputDim,proto3" json:"input_dim,omitempty"`
@@ -354,7 +355,20 @@ type Task struct {
 	// gradient wire format's RUN flag, with the round), so that the update
 	// is refused in any other run or round; with run_id set, an upload_codec
 	// of "none" is the dense float32 wire message, not raw float32.
-	RunId         []byte `protobuf:"bytes,18,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	RunId []byte `protobuf:"bytes,18,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
+	// evaluate asks the client to evaluate the model it trains from (the
+	// global model of model_version, as it reconstructs it with a download
+	// codec) on its held-out examples and to send the result with its
+	// update (UpdateHeader.eval): federated evaluation, every
+	// fed_eval_every rounds. A client with no held-out data sends none.
+	Evaluate bool `protobuf:"varint,19,opt,name=evaluate,proto3" json:"evaluate,omitempty"`
+	// input_channels, input_height and input_width are the shape of one
+	// input example (C×H×W, NCHW) that the model reads, their product
+	// input_dim. All zero (a coordinator older than the field, or an MLP,
+	// which reads its input flat) means 1×1×input_dim.
+	InputChannels uint32 `protobuf:"varint,20,opt,name=input_channels,json=inputChannels,proto3" json:"input_channels,omitempty"`
+	InputHeight   uint32 `protobuf:"varint,21,opt,name=input_height,json=inputHeight,proto3" json:"input_height,omitempty"`
+	InputWidth    uint32 `protobuf:"varint,22,opt,name=input_width,json=inputWidth,proto3" json:"input_width,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +527,34 @@ func (x *Task) GetRunId() []byte {
 		return x.RunId
 	}
 	return nil
+}
+
+func (x *Task) GetEvaluate() bool {
+	if x != nil {
+		return x.Evaluate
+	}
+	return false
+}
+
+func (x *Task) GetInputChannels() uint32 {
+	if x != nil {
+		return x.InputChannels
+	}
+	return 0
+}
+
+func (x *Task) GetInputHeight() uint32 {
+	if x != nil {
+		return x.InputHeight
+	}
+	return 0
+}
+
+func (x *Task) GetInputWidth() uint32 {
+	if x != nil {
+		return x.InputWidth
+	}
+	return 0
 }
 
 // DownloadRequest asks for a model version.
@@ -766,8 +808,15 @@ type UpdateHeader struct {
 	TrainSeconds    float64 `protobuf:"fixed64,9,opt,name=train_seconds,json=trainSeconds,proto3" json:"train_seconds,omitempty"`
 	EncodeSeconds   float64 `protobuf:"fixed64,10,opt,name=encode_seconds,json=encodeSeconds,proto3" json:"encode_seconds,omitempty"`
 	UploadSeconds   float64 `protobuf:"fixed64,11,opt,name=upload_seconds,json=uploadSeconds,proto3" json:"upload_seconds,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// eval is the client's evaluation of the model it trained from, sent
+	// only when the task asked for it (Task.evaluate). The coordinator
+	// refuses the update with INVALID_ARGUMENT when it is out of range
+	// (examples 0 or above what the client declared at registration, loss
+	// not finite or negative, accuracy outside [0, 1]) or the round did not
+	// ask for it.
+	Eval          *EvalReport `protobuf:"bytes,12,opt,name=eval,proto3" json:"eval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateHeader) Reset() {
@@ -877,6 +926,78 @@ func (x *UpdateHeader) GetUploadSeconds() float64 {
 	return 0
 }
 
+func (x *UpdateHeader) GetEval() *EvalReport {
+	if x != nil {
+		return x.Eval
+	}
+	return nil
+}
+
+// EvalReport is a client's evaluation of a model on its held-out examples.
+type EvalReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// examples is the number of held-out examples evaluated (the report's
+	// weight in the aggregate).
+	Examples uint64 `protobuf:"varint,1,opt,name=examples,proto3" json:"examples,omitempty"`
+	// loss is their mean cross-entropy loss.
+	Loss float64 `protobuf:"fixed64,2,opt,name=loss,proto3" json:"loss,omitempty"`
+	// accuracy is the fraction of them classified correctly.
+	Accuracy      float64 `protobuf:"fixed64,3,opt,name=accuracy,proto3" json:"accuracy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EvalReport) Reset() {
+	*x = EvalReport{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EvalReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EvalReport) ProtoMessage() {}
+
+func (x *EvalReport) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EvalReport.ProtoReflect.Descriptor instead.
+func (*EvalReport) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *EvalReport) GetExamples() uint64 {
+	if x != nil {
+		return x.Examples
+	}
+	return 0
+}
+
+func (x *EvalReport) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *EvalReport) GetAccuracy() float64 {
+	if x != nil {
+		return x.Accuracy
+	}
+	return 0
+}
+
 // UpdateChunk is one message of a Submit stream.
 type UpdateChunk struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -890,7 +1011,7 @@ type UpdateChunk struct {
 
 func (x *UpdateChunk) Reset() {
 	*x = UpdateChunk{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[9]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1023,7 @@ func (x *UpdateChunk) String() string {
 func (*UpdateChunk) ProtoMessage() {}
 
 func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[9]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1036,7 @@ func (x *UpdateChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateChunk.ProtoReflect.Descriptor instead.
 func (*UpdateChunk) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{9}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateChunk) GetHeader() *UpdateHeader {
@@ -951,7 +1072,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[10]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1084,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[10]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1097,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{10}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubmitResponse) GetAccepted() bool {
@@ -1023,7 +1144,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[11]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1156,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[11]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1169,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{11}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{12}
 }
 
 // NodeStatus is one coordinator node as its peers see it.
@@ -1083,7 +1204,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1095,7 +1216,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1108,7 +1229,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{12}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1200,7 +1321,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1333,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1346,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{13}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterStatusResponse) GetNodes() []*NodeStatus {
@@ -1254,7 +1375,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1387,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1400,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{14}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NotLeader) GetLeaderAddress() string {
@@ -1306,7 +1427,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1439,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1452,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{15}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JoinRequest) GetClusterId() string {
@@ -1379,7 +1500,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1512,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1525,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{16}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1426,7 +1547,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1438,7 +1559,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1451,7 +1572,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{17}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveRequest) GetClusterId() string {
@@ -1484,7 +1605,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1496,7 +1617,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1509,7 +1630,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{18}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{19}
 }
 
 // StatusRequest asks a node for its own state.
@@ -1522,7 +1643,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1534,7 +1655,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1547,7 +1668,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{19}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StatusRequest) GetClusterId() string {
@@ -1576,7 +1697,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x9a\x04\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xa1\x05\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1597,7 +1718,12 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05model\x18\x0f \x01(\tR\x05model\x12\x1b\n" +
 	"\tinput_dim\x18\x10 \x01(\rR\binputDim\x12\x18\n" +
 	"\aclasses\x18\x11 \x01(\rR\aclasses\x12\x15\n" +
-	"\x06run_id\x18\x12 \x01(\fR\x05runId\"\x91\x01\n" +
+	"\x06run_id\x18\x12 \x01(\fR\x05runId\x12\x1a\n" +
+	"\bevaluate\x18\x13 \x01(\bR\bevaluate\x12%\n" +
+	"\x0einput_channels\x18\x14 \x01(\rR\rinputChannels\x12!\n" +
+	"\finput_height\x18\x15 \x01(\rR\vinputHeight\x12\x1f\n" +
+	"\vinput_width\x18\x16 \x01(\rR\n" +
+	"inputWidth\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
@@ -1615,7 +1741,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\n" +
 	"ModelChunk\x12.\n" +
 	"\x06header\x18\x01 \x01(\v2\x16.fedzip.v1.ModelHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xf8\x02\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa3\x03\n" +
 	"\fUpdateHeader\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12#\n" +
@@ -1630,7 +1756,13 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\rtrain_seconds\x18\t \x01(\x01R\ftrainSeconds\x12%\n" +
 	"\x0eencode_seconds\x18\n" +
 	" \x01(\x01R\rencodeSeconds\x12%\n" +
-	"\x0eupload_seconds\x18\v \x01(\x01R\ruploadSeconds\"R\n" +
+	"\x0eupload_seconds\x18\v \x01(\x01R\ruploadSeconds\x12)\n" +
+	"\x04eval\x18\f \x01(\v2\x15.fedzip.v1.EvalReportR\x04eval\"X\n" +
+	"\n" +
+	"EvalReport\x12\x1a\n" +
+	"\bexamples\x18\x01 \x01(\x04R\bexamples\x12\x12\n" +
+	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12\x1a\n" +
+	"\baccuracy\x18\x03 \x01(\x01R\baccuracy\"R\n" +
 	"\vUpdateChunk\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.fedzip.v1.UpdateHeaderR\x06header\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x98\x01\n" +
@@ -1707,7 +1839,7 @@ func file_fedzip_v1_fedzip_proto_rawDescGZIP() []byte {
 }
 
 var file_fedzip_v1_fedzip_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(ModelKind)(0),                // 0: fedzip.v1.ModelKind
 	(*RegisterRequest)(nil),       // 1: fedzip.v1.RegisterRequest
@@ -1719,47 +1851,49 @@ var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(*ModelHeader)(nil),           // 7: fedzip.v1.ModelHeader
 	(*ModelChunk)(nil),            // 8: fedzip.v1.ModelChunk
 	(*UpdateHeader)(nil),          // 9: fedzip.v1.UpdateHeader
-	(*UpdateChunk)(nil),           // 10: fedzip.v1.UpdateChunk
-	(*SubmitResponse)(nil),        // 11: fedzip.v1.SubmitResponse
-	(*ClusterStatusRequest)(nil),  // 12: fedzip.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 13: fedzip.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 14: fedzip.v1.ClusterStatusResponse
-	(*NotLeader)(nil),             // 15: fedzip.v1.NotLeader
-	(*JoinRequest)(nil),           // 16: fedzip.v1.JoinRequest
-	(*JoinResponse)(nil),          // 17: fedzip.v1.JoinResponse
-	(*RemoveRequest)(nil),         // 18: fedzip.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 19: fedzip.v1.RemoveResponse
-	(*StatusRequest)(nil),         // 20: fedzip.v1.StatusRequest
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*EvalReport)(nil),            // 10: fedzip.v1.EvalReport
+	(*UpdateChunk)(nil),           // 11: fedzip.v1.UpdateChunk
+	(*SubmitResponse)(nil),        // 12: fedzip.v1.SubmitResponse
+	(*ClusterStatusRequest)(nil),  // 13: fedzip.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 14: fedzip.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 15: fedzip.v1.ClusterStatusResponse
+	(*NotLeader)(nil),             // 16: fedzip.v1.NotLeader
+	(*JoinRequest)(nil),           // 17: fedzip.v1.JoinRequest
+	(*JoinResponse)(nil),          // 18: fedzip.v1.JoinResponse
+	(*RemoveRequest)(nil),         // 19: fedzip.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 20: fedzip.v1.RemoveResponse
+	(*StatusRequest)(nil),         // 21: fedzip.v1.StatusRequest
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_fedzip_v1_fedzip_proto_depIdxs = []int32{
 	2,  // 0: fedzip.v1.RegisterRequest.capabilities:type_name -> fedzip.v1.Capabilities
-	21, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	22, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 2: fedzip.v1.ModelHeader.kind:type_name -> fedzip.v1.ModelKind
 	7,  // 3: fedzip.v1.ModelChunk.header:type_name -> fedzip.v1.ModelHeader
-	9,  // 4: fedzip.v1.UpdateChunk.header:type_name -> fedzip.v1.UpdateHeader
-	13, // 5: fedzip.v1.ClusterStatusResponse.nodes:type_name -> fedzip.v1.NodeStatus
-	1,  // 6: fedzip.v1.Coordinator.Register:input_type -> fedzip.v1.RegisterRequest
-	4,  // 7: fedzip.v1.Coordinator.GetTask:input_type -> fedzip.v1.GetTaskRequest
-	6,  // 8: fedzip.v1.Coordinator.Download:input_type -> fedzip.v1.DownloadRequest
-	10, // 9: fedzip.v1.Coordinator.Submit:input_type -> fedzip.v1.UpdateChunk
-	12, // 10: fedzip.v1.Coordinator.ClusterStatus:input_type -> fedzip.v1.ClusterStatusRequest
-	16, // 11: fedzip.v1.Cluster.Join:input_type -> fedzip.v1.JoinRequest
-	18, // 12: fedzip.v1.Cluster.Remove:input_type -> fedzip.v1.RemoveRequest
-	20, // 13: fedzip.v1.Cluster.Status:input_type -> fedzip.v1.StatusRequest
-	3,  // 14: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
-	5,  // 15: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
-	8,  // 16: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
-	11, // 17: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
-	14, // 18: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
-	17, // 19: fedzip.v1.Cluster.Join:output_type -> fedzip.v1.JoinResponse
-	19, // 20: fedzip.v1.Cluster.Remove:output_type -> fedzip.v1.RemoveResponse
-	13, // 21: fedzip.v1.Cluster.Status:output_type -> fedzip.v1.NodeStatus
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 4: fedzip.v1.UpdateHeader.eval:type_name -> fedzip.v1.EvalReport
+	9,  // 5: fedzip.v1.UpdateChunk.header:type_name -> fedzip.v1.UpdateHeader
+	14, // 6: fedzip.v1.ClusterStatusResponse.nodes:type_name -> fedzip.v1.NodeStatus
+	1,  // 7: fedzip.v1.Coordinator.Register:input_type -> fedzip.v1.RegisterRequest
+	4,  // 8: fedzip.v1.Coordinator.GetTask:input_type -> fedzip.v1.GetTaskRequest
+	6,  // 9: fedzip.v1.Coordinator.Download:input_type -> fedzip.v1.DownloadRequest
+	11, // 10: fedzip.v1.Coordinator.Submit:input_type -> fedzip.v1.UpdateChunk
+	13, // 11: fedzip.v1.Coordinator.ClusterStatus:input_type -> fedzip.v1.ClusterStatusRequest
+	17, // 12: fedzip.v1.Cluster.Join:input_type -> fedzip.v1.JoinRequest
+	19, // 13: fedzip.v1.Cluster.Remove:input_type -> fedzip.v1.RemoveRequest
+	21, // 14: fedzip.v1.Cluster.Status:input_type -> fedzip.v1.StatusRequest
+	3,  // 15: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
+	5,  // 16: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
+	8,  // 17: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
+	12, // 18: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
+	15, // 19: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
+	18, // 20: fedzip.v1.Cluster.Join:output_type -> fedzip.v1.JoinResponse
+	20, // 21: fedzip.v1.Cluster.Remove:output_type -> fedzip.v1.RemoveResponse
+	14, // 22: fedzip.v1.Cluster.Status:output_type -> fedzip.v1.NodeStatus
+	15, // [15:23] is the sub-list for method output_type
+	7,  // [7:15] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_fedzip_v1_fedzip_proto_init() }
@@ -1774,7 +1908,7 @@ func file_fedzip_v1_fedzip_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedzip_v1_fedzip_proto_rawDesc), len(file_fedzip_v1_fedzip_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
