@@ -298,18 +298,23 @@ func layoutPattern(layout string) string {
 	return "ROOT/CLASS/IMAGE.png"
 }
 
-// readImageFile reads one image file, bounded by MaxImageFileBytes.
+// readImageFile reads one image file, bounded by MaxImageFileBytes. A
+// symbolic link is followed; anything but a regular file (a named pipe,
+// which would block the open, a device, a folder) is refused with
+// ErrFormat before it is opened.
 func readImageFile(path string) ([]byte, error) {
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("dataset: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("dataset: %s: %w: not a regular file (%v)", path, ErrFormat, fi.Mode().Type())
+	} else if fi.Size() > MaxImageFileBytes {
+		return nil, fmt.Errorf("dataset: %s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), MaxImageFileBytes)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("dataset: %w", err)
-	} else if fi.Size() > MaxImageFileBytes {
-		return nil, fmt.Errorf("dataset: %s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), MaxImageFileBytes)
-	}
 	b, err := io.ReadAll(io.LimitReader(f, MaxImageFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %s: %w", path, err)

@@ -1,0 +1,143 @@
+package dataset
+
+import (
+	"bytes"
+	"compress/zlib"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRedteamImageFolderFIFO: an image folder comes from whoever made the
+// data set. A named pipe in a class folder must be refused, not opened:
+// opening one blocks until something writes to it, so the client or the
+// simulator would hang for ever.
+func TestRedteamImageFolderFIFO(t *testing.T) {
+	root := t.TempDir()
+	writeBytes(t, filepath.Join(root, "0", "a.png"), greyPNG(t, 2, 2, 1, 2, 3, 4))
+	fifo := filepath.Join(root, "0", "b.png")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	src, err := ParseSource("images:" + root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.Load()
+		done <- err
+	}()
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		// Unblock the reader so that the goroutine ends, then fail.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatal("Load blocked on a named pipe in the image folder")
+	}
+	if !errors.Is(err, ErrFormat) {
+		t.Fatalf("Load = %v, want ErrFormat", err)
+	}
+}
+
+// TestRedteamImageFolderSymlinks: a symbolic link to an image file is
+// followed wherever it points (as torchvision's ImageFolder does, so that
+// splits can be made of links); a link to a device or to a folder where an
+// image belongs is refused.
+func TestRedteamImageFolderSymlinks(t *testing.T) {
+	outside := t.TempDir()
+	writeBytes(t, filepath.Join(outside, "x.png"), greyPNG(t, 2, 2, 9, 9, 9, 9))
+	root := t.TempDir()
+	writeBytes(t, filepath.Join(root, "0", "a.png"), greyPNG(t, 2, 2, 1, 2, 3, 4))
+	if err := os.Symlink(filepath.Join(outside, "x.png"), filepath.Join(root, "0", "link.png")); err != nil {
+		t.Skipf("symlink: %v", err)
+	}
+	src, _ := ParseSource("images:" + root)
+	fd, err := src.Load()
+	if err != nil {
+		t.Fatalf("a link to an image: %v", err)
+	}
+	if fd.Train.N != 2 {
+		t.Fatalf("%d images, want 2", fd.Train.N)
+	}
+	for _, target := range []string{"/dev/zero", outside} {
+		if _, err := os.Stat(target); err != nil {
+			continue
+		}
+		bad := filepath.Join(root, "0", "bad.png")
+		os.Remove(bad)
+		if err := os.Symlink(target, bad); err != nil {
+			t.Fatal(err)
+		}
+		var m runtimeMem
+		m.read()
+		before := m.total
+		_, err := src.Load()
+		m.read()
+		if !errors.Is(err, ErrFormat) {
+			t.Errorf("a link to %s: Load = %v, want ErrFormat", target, err)
+		}
+		if m.total-before > 1<<20 {
+			t.Errorf("a link to %s: read %d bytes before refusing it", target, m.total-before)
+		}
+	}
+}
+
+// bombPNG returns a PNG of w×h 16-bit RGBA pixels, all zero: a few
+// hundred kilobytes that decode to 8·w·h bytes.
+func bombPNG(t testing.TB, w, h int) []byte {
+	chunk := func(b []byte, typ string, data []byte) []byte {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(data)))
+		start := len(b)
+		b = append(b, typ...)
+		b = append(b, data...)
+		return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
+	}
+	ihdr := binary.BigEndian.AppendUint32(nil, uint32(w))
+	ihdr = binary.BigEndian.AppendUint32(ihdr, uint32(h))
+	ihdr = append(ihdr, 16, 6, 0, 0, 0) // 16 bits, RGBA
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.BestCompression)
+	row := make([]byte, 1+8*w)
+	for range h {
+		zw.Write(row)
+	}
+	zw.Close()
+	b := append([]byte(nil), pngMagic...)
+	b = chunk(b, "IHDR", ihdr)
+	b = chunk(b, "IDAT", z.Bytes())
+	return chunk(b, "IEND", nil)
+}
+
+// TestRedteamImageBomb: an image of MaxImagePixels pixels at 16 bits per
+// RGBA channel compresses to a few hundred kilobytes. Decoding it costs
+// what the bound allows, once per file, and resizing it to 28×28 keeps the
+// data set small. Slow under -race: FEDZIP_LONG=1.
+func TestRedteamImageBomb(t *testing.T) {
+	if os.Getenv("FEDZIP_LONG") == "" {
+		t.Skip("FEDZIP_LONG=1 to decode a 4096×4096 image")
+	}
+	b := bombPNG(t, 4096, 4096)
+	dst := make([]float32, 28*28)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	if err := DecodeImage(dst, b, "bomb.png", MNISTShape, true); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	t.Logf("a %d-byte PNG of 4096×4096 decoded in %v, allocating %d MB", len(b), time.Since(start), (after.TotalAlloc-before.TotalAlloc)>>20)
+	if over := pngWithSize(t, 4097, 4096); !errors.Is(DecodeImage(dst, over, "over.png", MNISTShape, true), ErrTooLarge) {
+		t.Error("an image over MaxImagePixels was not refused")
+	}
+}
