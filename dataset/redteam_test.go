@@ -141,3 +141,28 @@ func TestRedteamImageBomb(t *testing.T) {
 		t.Error("an image over MaxImagePixels was not refused")
 	}
 }
+
+// TestRedteamCSVWideLine: one line of MaxCSVLineBytes commas is four
+// million empty fields; the column bound refuses it, after encoding/csv
+// has split the line.
+func TestRedteamCSVWideLine(t *testing.T) {
+	line := bytes.Repeat([]byte{','}, MaxCSVLineBytes-1)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ReadCSV(bytes.NewReader(append(line, '\n')), "wide.csv", Source{Kind: SourceCSV})
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("ReadCSV = %v, want ErrTooLarge", err)
+	}
+	a := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d-byte line: %d MB allocated before the refusal", len(line)+1, a>>20)
+	if a > 64<<20 { // 603 MB before the guard counted commas
+		t.Errorf("%d MB allocated for a %d-byte line", a>>20, len(line)+1)
+	}
+	// A line of MaxCSVColumns fields is still read.
+	row := append(bytes.Repeat([]byte("0,"), MaxCSVColumns-1), '1', '\n')
+	if _, err := ReadCSV(bytes.NewReader(row), "widest.csv", Source{Kind: SourceCSV, Header: "no"}); err != nil {
+		t.Errorf("a row of %d columns: %v", MaxCSVColumns, err)
+	}
+}
