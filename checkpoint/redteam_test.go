@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"errors"
 	"runtime"
 	"strings"
@@ -40,4 +41,34 @@ func TestRedteamNetworkHeaderBounds(t *testing.T) {
 			t.Errorf("%s: Network allocated %d MB before refusing", tc.name, a>>20)
 		}
 	}
+}
+
+// FuzzNetwork: Network on any header the reader would accept returns a
+// network whose layout is the header's, or an error wrapping ErrCorrupt;
+// it never panics.
+func FuzzNetwork(f *testing.F) {
+	f.Add(`{"model":"cnn","input":[1,28,28],"classes":10,"tensors":[{"name":"conv1.weight","shape":[32,1,5,5]}]}`)
+	f.Add(`{"model":"mlp:4-3","sizes":[4,3],"tensors":[{"name":"fc1.weight","shape":[3,4]},{"name":"fc1.bias","shape":[3]}]}`)
+	f.Add(`{"model":"conv:4x3,pool:2,gn:2,fc:10","input":[1,8,8],"classes":10,"tensors":[{"name":"conv1.weight","shape":[4,1,3,3]}]}`)
+	f.Fuzz(func(t *testing.T, hdr string) {
+		var h Header
+		if json.Unmarshal([]byte(hdr), &h) != nil {
+			return
+		}
+		n, err := layoutSize(h)
+		if err != nil || n > 1<<20 {
+			return
+		}
+		m := &Model{Header: h, Params: make([]float32, n)}
+		net, err := m.Network()
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Network: %v, want ErrCorrupt", err)
+			}
+			return
+		}
+		if net.NumParams() != n || len(net.Layout().Tensors) != len(h.Tensors) {
+			t.Fatalf("Network %s: %d parameters in %d tensors, the header has %d in %d", net.Name(), net.NumParams(), len(net.Layout().Tensors), n, len(h.Tensors))
+		}
+	})
 }
