@@ -2,6 +2,7 @@ package dataset
 
 import (
 	"bytes"
+	"compress/gzip"
 	"compress/zlib"
 	"encoding/binary"
 	"errors"
@@ -164,5 +165,38 @@ func TestRedteamCSVWideLine(t *testing.T) {
 	row := append(bytes.Repeat([]byte("0,"), MaxCSVColumns-1), '1', '\n')
 	if _, err := ReadCSV(bytes.NewReader(row), "widest.csv", Source{Kind: SourceCSV, Header: "no"}); err != nil {
 		t.Errorf("a row of %d columns: %v", MaxCSVColumns, err)
+	}
+}
+
+// TestRedteamGzipIDXForgedSize: a gzipped IDX file's trailer states the
+// length of its contents (ISIZE), which the reader takes as a hint to
+// allocate the payload at once. A 60-byte file whose header claims 2²⁸
+// pixels and whose trailer claims 4 GiB must not get them: deflate cannot
+// expand more than 1032 times, so the hint is bounded by the file's size.
+func TestRedteamGzipIDXForgedSize(t *testing.T) {
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write([]byte{0, 0, 0x08, 1, 0x10, 0, 0, 0}) // uint8, one dimension of 2^28
+	zw.Close()
+	b := z.Bytes()
+	binary.LittleEndian.PutUint32(b[len(b)-4:], 0xFFFFFFFF)
+	dir := t.TempDir()
+	images := filepath.Join(dir, "images.gz")
+	writeBytes(t, images, b)
+	writeBytes(t, filepath.Join(dir, "labels"), []byte{0, 0, 8, 1, 0, 0, 0, 1, 0})
+	src, err := ParseSource("idx:" + images + "," + filepath.Join(dir, "labels"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err = src.Load()
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a truncated payload loaded")
+	}
+	if a := after.TotalAlloc - before.TotalAlloc; a > 64<<20 {
+		t.Errorf("a %d-byte file made the reader allocate %d MB before refusing it (%v)", len(b), a>>20, err)
 	}
 }
