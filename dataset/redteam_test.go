@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -198,5 +199,24 @@ func TestRedteamGzipIDXForgedSize(t *testing.T) {
 	}
 	if a := after.TotalAlloc - before.TotalAlloc; a > 64<<20 {
 		t.Errorf("a %d-byte file made the reader allocate %d MB before refusing it (%v)", len(b), a>>20, err)
+	}
+}
+
+// TestRedteamListDirBound: a folder is listed in chunks and refused past
+// its bound (MaxImages files in a class folder, MaxClasses class folders,
+// MaxNaturalClients client folders) while it is read, instead of after a
+// listing that holds every name; hidden entries do not count.
+func TestRedteamListDirBound(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 3000 {
+		writeBytes(t, filepath.Join(dir, "f"+strconv.Itoa(i)), nil)
+		writeBytes(t, filepath.Join(dir, ".h"+strconv.Itoa(i)), nil)
+	}
+	if _, _, err := listDir(dir, 2999); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("3000 files, bound 2999: %v, want ErrTooLarge", err)
+	}
+	_, files, err := listDir(dir, 3000)
+	if err != nil || len(files) != 3000 {
+		t.Errorf("3000 files and 3000 hidden ones, bound 3000: %d files, %v", len(files), err)
 	}
 }
