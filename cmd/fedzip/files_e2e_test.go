@@ -105,6 +105,42 @@ func writeBarCSV(t *testing.T, path string, set [][]*image.Gray) {
 	}
 }
 
+// writeBarData writes the data of TestCoordinatorTrainsOnFiles's 3
+// clients into dir: photos, an image folder of the client/class layout,
+// holds site0's and site1's images; table, a CSV, holds site2's. The
+// clients hold different counts (30, 38 and 46 images), so that heldOut,
+// the total they hold out with the fraction holdout (6 + 8 + 9 with 0.2),
+// is not the fraction of the whole (22.8).
+func writeBarData(t *testing.T, dir string, holdout float64) (photos, table string, heldOut int) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(1, 2))
+	sets := make([][][]*image.Gray, 3)
+	for k := range sets {
+		perClass := []int{6 + 2*k, 7 + 2*k, 8 + 2*k, 9 + 2*k}
+		sets[k] = barSet(r, perClass)
+		n := 0
+		for _, m := range perClass {
+			n += m
+		}
+		heldOut += int(math.Round(holdout * float64(n))) // dataset.HoldOut's count
+	}
+	photos, table = filepath.Join(dir, "photos"), filepath.Join(dir, "site2.csv")
+	writeBarFolders(t, photos, sets[:2])
+	writeBarCSV(t, table, sets[2])
+	return photos, table, heldOut
+}
+
+// TestWriteBarData writes TestCoordinatorTrainsOnFiles's data into
+// $FEDZIP_WRITE_BARS; it is skipped without it. docs/data.md runs it.
+func TestWriteBarData(t *testing.T) {
+	dir := os.Getenv("FEDZIP_WRITE_BARS")
+	if dir == "" {
+		t.Skip("set FEDZIP_WRITE_BARS=DIR to write the bar images into DIR")
+	}
+	photos, table, _ := writeBarData(t, dir, 0)
+	t.Logf("wrote %s and %s", photos, table)
+}
+
 // TestCoordinatorTrainsOnFiles is issue 14's second "done when": a
 // coordinator with no data and no server-side evaluation trains a conv net
 // from a layer spec with 3 client processes over mTLS, each reading its
@@ -121,27 +157,12 @@ func TestCoordinatorTrainsOnFiles(t *testing.T) {
 	}
 	const (
 		wait    = 2 * time.Minute // each step, on a starved machine (2 busy cores, -race)
-		clients = 3
+		clients = 3               // two on the image folder, one on the CSV
 		rounds  = 3
 		holdout = 0.2
 	)
 	dir, bin, certs := buildWithCerts(t)
-	// Clients hold different counts (30, 38, 46 images), so that the
-	// held-out total (6 + 8 + 9) is not a fifth of the whole (22.8).
-	r := rand.New(rand.NewPCG(1, 2))
-	sets := make([][][]*image.Gray, clients)
-	heldOut := 0
-	for k := range sets {
-		n := 0
-		for c := range barClasses {
-			n += 6 + 2*k + c
-		}
-		sets[k] = barSet(r, []int{6 + 2*k, 7 + 2*k, 8 + 2*k, 9 + 2*k})
-		heldOut += int(math.Round(holdout * float64(n))) // dataset.HoldOut's count
-	}
-	photos, table := filepath.Join(dir, "photos"), filepath.Join(dir, "site2.csv")
-	writeBarFolders(t, photos, sets[:2])
-	writeBarCSV(t, table, sets[2])
+	photos, table, heldOut := writeBarData(t, dir, holdout)
 	sources := []struct{ dataset, partition, clients, index string }{
 		{"images:" + photos + ",layout=client/class", "natural", "2", "0"},
 		{"images:" + photos + ",layout=client/class", "natural", "2", "1"},
