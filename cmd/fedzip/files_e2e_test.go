@@ -107,11 +107,11 @@ func writeBarCSV(t *testing.T, path string, set [][]*image.Gray) {
 
 // writeBarData writes the data of TestCoordinatorTrainsOnFiles's 3
 // clients into dir: photos, an image folder of the client/class layout,
-// holds site0's and site1's images; table, a CSV, holds site2's. The
-// clients hold different counts (30, 38 and 46 images), so that heldOut,
-// the total they hold out with the fraction holdout (6 + 8 + 9 with 0.2),
-// is not the fraction of the whole (22.8).
-func writeBarData(t *testing.T, dir string, holdout float64) (photos, table string, heldOut int) {
+// holds site0's and site1's images; table, a CSV, holds site2's. heldOut
+// is what each holds out with the fraction holdout. The clients hold
+// different counts (30, 38 and 46 images), so that the total they hold
+// out (6 + 8 + 9 with 0.2) is not the fraction of the whole (22.8).
+func writeBarData(t *testing.T, dir string, holdout float64) (photos, table string, heldOut []int) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(1, 2))
 	sets := make([][][]*image.Gray, 3)
@@ -122,7 +122,7 @@ func writeBarData(t *testing.T, dir string, holdout float64) (photos, table stri
 		for _, m := range perClass {
 			n += m
 		}
-		heldOut += int(math.Round(holdout * float64(n))) // dataset.HoldOut's count
+		heldOut = append(heldOut, int(math.Round(holdout*float64(n)))) // dataset.HoldOut's count
 	}
 	photos, table = filepath.Join(dir, "photos"), filepath.Join(dir, "site2.csv")
 	writeBarFolders(t, photos, sets[:2])
@@ -163,6 +163,10 @@ func TestCoordinatorTrainsOnFiles(t *testing.T) {
 	)
 	dir, bin, certs := buildWithCerts(t)
 	photos, table, heldOut := writeBarData(t, dir, holdout)
+	allHeldOut := 0
+	for _, n := range heldOut {
+		allHeldOut += n
+	}
 	sources := []struct{ dataset, partition, clients, index string }{
 		{"images:" + photos + ",layout=client/class", "natural", "2", "0"},
 		{"images:" + photos + ",layout=client/class", "natural", "2", "1"},
@@ -214,8 +218,8 @@ func TestCoordinatorTrainsOnFiles(t *testing.T) {
 			t.Fatalf("round %d closed with %v updates, want %d: %v", r, l["reported"], clients, l)
 		}
 		acc, ok := l["fed_accuracy"].(float64)
-		if !ok || l["fed_reports"] != float64(clients) || l["fed_examples"] != float64(heldOut) || l["fed_version"] != float64(r-1) {
-			t.Fatalf("round %d: want the federated evaluation of version %d by %d clients of %d held-out examples: %v", r, r-1, clients, heldOut, l)
+		if !ok || l["fed_reports"] != float64(clients) || l["fed_examples"] != float64(allHeldOut) || l["fed_version"] != float64(r-1) {
+			t.Fatalf("round %d: want the federated evaluation of version %d by %d clients of %d held-out examples: %v", r, r-1, clients, allHeldOut, l)
 		}
 		last = acc
 	}
@@ -224,7 +228,7 @@ func TestCoordinatorTrainsOnFiles(t *testing.T) {
 	if last < 0.8 {
 		t.Fatalf("federated accuracy of the model after %d rounds %.3f, want >= 0.8", rounds-1, last)
 	}
-	for _, c := range procs {
+	for i, c := range procs {
 		waitLog(t, c, "the client to exit", wait, func() bool {
 			select {
 			case <-c.done:
@@ -235,6 +239,13 @@ func TestCoordinatorTrainsOnFiles(t *testing.T) {
 		})
 		if code := c.cmd.ProcessState.ExitCode(); code != 0 {
 			t.Fatalf("%s exited %d", c.name, code)
+		}
+		// Its log is whole now. It evaluated what it held out: all of
+		// it, and only that.
+		for r := 1; r <= rounds; r++ {
+			if l := c.find("evaluated", map[string]float64{"round": float64(r)}); l == nil || l["examples"] != float64(heldOut[i]) {
+				t.Fatalf("%s in round %d: want an evaluation of its %d held-out examples, got %v", c.name, r, heldOut[i], l)
+			}
 		}
 	}
 	if log := coord.dump(); strings.Contains(log, photos) || strings.Contains(log, table) {
