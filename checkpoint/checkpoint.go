@@ -50,6 +50,9 @@ const Version = 1
 const (
 	MaxHeader = 1 << 20 // bytes of JSON header
 	MaxParams = 1 << 28 // parameters (1 GiB of float32)
+	// MaxModelSpec bounds Header.Model when Network parses it (a file
+	// without Sizes).
+	MaxModelSpec = 4096
 )
 
 // Errors of the reader. Every error it returns wraps one of these.
@@ -124,9 +127,17 @@ func (m *Model) Network() (nn.Model, error) {
 		net nn.Model
 		err error
 	)
-	if len(m.Header.Sizes) > 0 {
+	// Bound what the header makes Network build before building it: an
+	// MLP of n sizes has 2(n−1) tensors, and a spec is short.
+	if n := len(m.Header.Sizes); n > 0 {
+		if 2*(n-1) != len(m.Header.Tensors) {
+			return nil, fmt.Errorf("%w: %d layer sizes for %d tensors", ErrCorrupt, n, len(m.Header.Tensors))
+		}
 		net, err = nn.NewMLP(m.Header.Sizes...)
 	} else {
+		if len(m.Header.Model) > MaxModelSpec {
+			return nil, fmt.Errorf("%w: model spec of %d bytes (limit %d)", ErrCorrupt, len(m.Header.Model), MaxModelSpec)
+		}
 		if len(m.Header.Input) != 3 {
 			return nil, fmt.Errorf("%w: model %q without layer sizes needs an input shape [C, H, W], got %v", ErrCorrupt, m.Header.Model, m.Header.Input)
 		}

@@ -17,13 +17,17 @@ import (
 )
 
 // csvGuard passes bytes through while counting them: more than maxTotal
-// bytes in all, or more than maxLine bytes without a newline, is an error
-// wrapping ErrTooLarge. It bounds what encoding/csv allocates for a record.
+// bytes in all, more than maxLine bytes without a newline, or more than
+// maxSeps commas on one line, is an error wrapping ErrTooLarge. It bounds
+// what encoding/csv allocates for a record: about 40 bytes per field, so
+// a line of commas would otherwise cost 150 times its length before the
+// column bound could refuse it.
 type csvGuard struct {
 	r                 io.Reader
 	name              string
-	total, line       int64
+	total, line, seps int64
 	maxTotal, maxLine int64
+	maxSeps           int64
 	// err is the bound exceeded, returned by every later Read and checked
 	// by readCSVTable after every record (encoding/csv may drop it).
 	err error
@@ -44,16 +48,22 @@ func (g *csvGuard) Read(p []byte) (int, error) {
 		i := bytes.IndexByte(b, '\n')
 		if i < 0 {
 			g.line += int64(len(b))
+			g.seps += int64(bytes.Count(b, []byte{','}))
 			break
 		}
-		if g.line+int64(i) > g.maxLine {
+		g.seps += int64(bytes.Count(b[:i], []byte{','}))
+		if g.line+int64(i) > g.maxLine || g.seps > g.maxSeps {
 			g.line += int64(i)
 			break
 		}
-		g.line, b = 0, b[i+1:]
+		g.line, g.seps, b = 0, 0, b[i+1:]
 	}
 	if g.line > g.maxLine {
 		g.err = fmt.Errorf("dataset: %s: %w: a line of more than %d bytes", g.name, ErrTooLarge, g.maxLine)
+		return 0, g.err
+	}
+	if g.seps > g.maxSeps {
+		g.err = fmt.Errorf("dataset: %s: %w: a line of more than %d commas (at most %d columns)", g.name, ErrTooLarge, g.maxSeps, MaxCSVColumns)
 		return 0, g.err
 	}
 	return n, err
@@ -88,7 +98,8 @@ type csvRead struct {
 // readCSVTable parses a CSV file. See ReadCSV for the rules.
 func readCSVTable(r io.Reader, name string, o csvRead) (*csvTable, error) {
 	src := o.src
-	g := &csvGuard{r: r, name: name, maxTotal: MaxCSVBytes, maxLine: MaxCSVLineBytes}
+	// Commas inside quoted fields count too: leave room for them.
+	g := &csvGuard{r: r, name: name, maxTotal: MaxCSVBytes, maxLine: MaxCSVLineBytes, maxSeps: 4 * MaxCSVColumns}
 	cr := csv.NewReader(g)
 	cr.ReuseRecord, cr.FieldsPerRecord, cr.TrimLeadingSpace = true, -1, true
 	wrap := func(err error) error {

@@ -243,11 +243,16 @@ func ReadIDXFile(path string) (*IDX, error) {
 	return readIDX(r, path, DefaultIDXLimit, hint)
 }
 
+// maxDeflateRatio bounds how many bytes a deflate stream of n bytes can
+// decode to: 1032·n (258-byte matches in 2 bits at best).
+const maxDeflateRatio = 1032
+
 // openIDXFile opens path and returns the file (for Close), a reader of its
 // possibly gunzipped contents, and a hint of the contents' length: the
 // file size for a plain file, the gzip trailer's ISIZE (the length modulo
-// 2^32 of the last member) for a gzipped one. A wrong hint costs memory up
-// to the payload limit, never correctness: gzip verifies ISIZE at the end.
+// 2^32 of the last member, at most maxDeflateRatio times the file's size)
+// for a gzipped one. A wrong hint costs memory up to the payload limit,
+// never correctness: gzip verifies ISIZE at the end.
 func openIDXFile(path string) (io.Closer, io.Reader, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -268,7 +273,10 @@ func openIDXFile(path string) (io.Closer, io.Reader, int64, error) {
 	var trailer [4]byte
 	if size >= 18 { // the smallest gzip member
 		if _, err := f.ReadAt(trailer[:], size-4); err == nil {
-			hint = int64(binary.LittleEndian.Uint32(trailer[:]))
+			// ISIZE is the file's word, not a fact: deflate expands at
+			// most 1032 times, so a larger claim is a forgery (a 32-byte
+			// file claiming 4 GiB got 1 GiB allocated).
+			hint = min(int64(binary.LittleEndian.Uint32(trailer[:])), maxDeflateRatio*size)
 		}
 	}
 	zr, err := gzip.NewReader(br)

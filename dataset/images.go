@@ -178,22 +178,38 @@ type imageTree struct {
 }
 
 // listDir returns the entries of dir in naturalOrder, without hidden ones
-// (names starting with "."), split into folders and files.
-func listDir(dir string) (dirs, files []string, err error) {
-	ents, err := os.ReadDir(dir)
+// (names starting with "."), split into folders and files. It reads the
+// folder in chunks and stops with ErrTooLarge past limit entries (hidden
+// ones not counted), so that a folder of millions of entries costs a
+// chunk, not a listing.
+func listDir(dir string, limit int) (dirs, files []string, err error) {
+	f, err := os.Open(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, nil, fmt.Errorf("dataset: %s: %w: %w", dir, ErrNotFound, err)
 		}
 		return nil, nil, fmt.Errorf("dataset: %w", err)
 	}
-	for _, e := range ents {
-		switch {
-		case strings.HasPrefix(e.Name(), "."):
-		case e.IsDir():
-			dirs = append(dirs, e.Name())
-		default:
-			files = append(files, e.Name())
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, e := range ents {
+			switch {
+			case strings.HasPrefix(e.Name(), "."):
+			case e.IsDir():
+				dirs = append(dirs, e.Name())
+			default:
+				files = append(files, e.Name())
+			}
+		}
+		if len(dirs)+len(files) > limit {
+			return nil, nil, fmt.Errorf("dataset: %s: %w: more than %d entries", dir, ErrTooLarge, limit)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("dataset: %w", err)
 		}
 	}
 	naturalOrder(dirs)
@@ -210,7 +226,7 @@ func listImages(root, layout string, known []string) (*imageTree, error) {
 	t := &imageTree{}
 	clientDirs := []string{""}
 	if layout == LayoutClientClass {
-		dirs, files, err := listDir(root)
+		dirs, files, err := listDir(root, MaxNaturalClients)
 		if err != nil {
 			return nil, err
 		}
@@ -231,7 +247,7 @@ func listImages(root, layout string, known []string) (*imageTree, error) {
 	names := map[string]bool{}
 	for k, cd := range clientDirs {
 		dir := filepath.Join(root, cd)
-		dirs, files, err := listDir(dir)
+		dirs, files, err := listDir(dir, MaxClasses)
 		if err != nil {
 			return nil, err
 		}
@@ -239,7 +255,7 @@ func listImages(root, layout string, known []string) (*imageTree, error) {
 			return nil, fmt.Errorf("dataset: %s: %w: file %s where only class folders belong", dir, ErrFormat, files[0])
 		}
 		for _, c := range dirs {
-			sub, files, err := listDir(filepath.Join(dir, c))
+			sub, files, err := listDir(filepath.Join(dir, c), MaxImages)
 			if err != nil {
 				return nil, err
 			}
@@ -298,18 +314,23 @@ func layoutPattern(layout string) string {
 	return "ROOT/CLASS/IMAGE.png"
 }
 
-// readImageFile reads one image file, bounded by MaxImageFileBytes.
+// readImageFile reads one image file, bounded by MaxImageFileBytes. A
+// symbolic link is followed; anything but a regular file (a named pipe,
+// which would block the open, a device, a folder) is refused with
+// ErrFormat before it is opened.
 func readImageFile(path string) ([]byte, error) {
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("dataset: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("dataset: %s: %w: not a regular file (%v)", path, ErrFormat, fi.Mode().Type())
+	} else if fi.Size() > MaxImageFileBytes {
+		return nil, fmt.Errorf("dataset: %s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), MaxImageFileBytes)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("dataset: %w", err)
-	} else if fi.Size() > MaxImageFileBytes {
-		return nil, fmt.Errorf("dataset: %s: %w: %d bytes, at most %d", path, ErrTooLarge, fi.Size(), MaxImageFileBytes)
-	}
 	b, err := io.ReadAll(io.LimitReader(f, MaxImageFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("dataset: %s: %w", path, err)

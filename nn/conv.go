@@ -82,11 +82,11 @@ func (c Conv2D) OutSize() int { ch, h, w := c.OutShape(); return ch * h * w }
 func (c Conv2D) ParamSizes() (weight, bias int) { return c.Out * c.In * c.KH * c.KW, c.Out }
 
 // ScratchSize returns the scratch length Forward and Backward need for
-// batch images: the im2col matrix (In·KH·KW rows, batch·OH·OW columns) and
-// the output in channel-major order.
+// batch images: the im2col matrix (In·KH·KW rows, batch·OH·OW columns), the
+// output gradient in channel-major order and transposed, and the weight
+// gradient transposed.
 func (c Conv2D) ScratchSize(batch int) int {
-	_, oh, ow := c.OutShape()
-	return (c.In*c.KH*c.KW + c.Out) * batch * oh * ow
+	return c.colSize(batch) + c.restSize(batch)
 }
 
 func (c Conv2D) check(name string, x, w, b, scratch []float32, batch int) {
@@ -105,28 +105,55 @@ func (c Conv2D) check(name string, x, w, b, scratch []float32, batch int) {
 // is kept, so Backward may be given other scratch.
 func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 	c.check("forward", x, w, b, scratch, batch)
+	c.forward(dst, x, w, b, scratch[:c.colSize(batch)], scratch[c.colSize(batch):], batch, false, false)
+}
+
+// forward is Forward with the im2col matrix built in col and the
+// channel-major output in y, followed by a ReLU when relu. With keep, col
+// holds the whole batch's matrix afterwards, for backward; without, the
+// images go through in groups of forwardGroup, whose matrix stays in cache
+// (a batch's can be hundreds of megabytes, read at a stride of a page or
+// more). Each output is the same sum either way.
+func (c Conv2D) forward(dst, x, w, b, col, y []float32, batch int, relu, keep bool) {
 	_, oh, ow := c.OutShape()
 	p := oh * ow
 	if len(dst) < batch*c.Out*p {
 		panic("nn: conv2d forward: dst too short")
 	}
 	k := c.In * c.KH * c.KW
-	n := batch * p
-	col, y := scratch[:k*n], scratch[k*n:k*n+c.Out*n]
-	c.im2col(col, x, batch)
-	gemmNN(y, w, col, c.Out, n, k)
-	// y is [Out][batch][OH·OW]; dst is [batch][Out][OH·OW].
-	for o := range c.Out {
-		bo := b[o]
-		for i := range batch {
-			src := y[(o*batch+i)*p : (o*batch+i+1)*p]
-			out := dst[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
-			for j, v := range src {
-				out[j] = v + bo
+	group := batch
+	if !keep {
+		group = min(batch, forwardGroup)
+	}
+	for lo := 0; lo < batch; lo += group {
+		nb := min(group, batch-lo)
+		n := nb * p
+		col, y := col[:k*n], y[:c.Out*n]
+		c.im2col(col, x[lo*c.InSize():], nb)
+		gemmNN(y, w, col, c.Out, n, k)
+		// y is [Out][image][OH·OW]; dst is [image][Out][OH·OW].
+		out := dst[lo*c.Out*p:]
+		for o := range c.Out {
+			bo := b[o]
+			for i := range nb {
+				src := y[(o*nb+i)*p : (o*nb+i+1)*p]
+				dst := out[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
+				if relu {
+					biasReLU(dst, src, bo)
+					continue
+				}
+				for j, v := range src {
+					dst[j] = v + bo
+				}
 			}
 		}
 	}
 }
+
+// forwardGroup is the number of images forward puts through one product
+// when it need not keep the im2col matrix: 8·OH·OW columns, a multiple of
+// the 32-column tile whenever OH·OW is a multiple of 4.
+const forwardGroup = 8
 
 // Backward computes the gradients of a loss whose gradient with respect to
 // Forward's output is dy: dw (like w) and db (like b) are overwritten with
@@ -135,35 +162,91 @@ func (c Conv2D) Forward(dst, x, w, b, scratch []float32, batch int) {
 // im2col matrix is rebuilt from x in scratch, which is overwritten.
 func (c Conv2D) Backward(dx, dw, db, dy, x, w, scratch []float32, batch int) {
 	c.check("backward", x, w, db, scratch, batch)
+	nw, _ := c.ParamSizes()
+	if len(dw) < nw {
+		panic("nn: conv2d backward: slice too short")
+	}
+	col, rest := scratch[:c.colSize(batch)], scratch[c.colSize(batch):]
+	c.backward(dx, dy, x, w, col, rest, batch, false, func(dwT []float32) {
+		c.transposeWeights(dw, dwT, 1, 0)
+	}, func(o int, s float32) { db[o] = s })
+}
+
+// backward is Backward with the im2col matrix in col (already built by
+// forward when colReady; overwritten) and the rest of the scratch in rest
+// (restSize). It hands the weight gradient over transposed, [In·KH·KW][Out],
+// to setW, and each bias gradient to setB, so that a caller can apply an SGD
+// step without storing the gradient; dx is computed first, from w as
+// Forward used it.
+func (c Conv2D) backward(dx, dy, x, w, col, rest []float32, batch int, colReady bool, setW func(dwT []float32), setB func(o int, s float32)) {
 	_, oh, ow := c.OutShape()
 	p := oh * ow
-	nw, _ := c.ParamSizes()
-	if len(dy) < batch*c.Out*p || len(dw) < nw || (dx != nil && len(dx) < batch*c.InSize()) {
+	if len(dy) < batch*c.Out*p || (dx != nil && len(dx) < batch*c.InSize()) {
 		panic("nn: conv2d backward: slice too short")
 	}
 	k := c.In * c.KH * c.KW
 	n := batch * p
-	col, g := scratch[:k*n], scratch[k*n:k*n+c.Out*n]
+	col = col[:k*n]
+	g, gT, dwT := rest[:c.Out*n], rest[c.Out*n:2*c.Out*n], rest[2*c.Out*n:2*c.Out*n+k*c.Out]
+	// g is dy in [Out][batch·OH·OW] order, needed only for dx; gT its
+	// transpose.
 	for o := range c.Out {
 		var s float32
 		for i := range batch {
 			src := dy[(i*c.Out+o)*p : (i*c.Out+o+1)*p]
-			copy(g[(o*batch+i)*p:], src)
-			for _, v := range src {
+			if dx != nil {
+				copy(g[(o*batch+i)*p:], src)
+			}
+			t := gT[i*p*c.Out+o:]
+			for j, v := range src {
+				t[j*c.Out] = v
 				s += v
 			}
 		}
-		db[o] = s
+		setB(o, s)
 	}
-	c.im2col(col, x, batch)
-	// dW[Out×k] = G[Out×n] · colᵀ
-	gemmNT(dw, g, col, c.Out, k, n)
-	if dx == nil {
-		return
+	if !colReady {
+		c.im2col(col, x, batch)
 	}
-	// dcol[k×n] = Wᵀ · G, then scattered back onto the image.
-	gemmTN(col, w, g, k, n, c.Out)
-	c.col2im(dx, col, batch)
+	// dWᵀ[k×Out] = col · Gᵀ, a product of rows that the broadcast kernels run
+	// far faster than G · colᵀ by dot products.
+	gemmNN(dwT, col, gT, k, c.Out, n)
+	if dx != nil {
+		// dcol[k×n] = Wᵀ · G, then scattered back onto the image.
+		gemmTN(col, w, g, k, n, c.Out)
+		c.col2im(dx, col, batch)
+	}
+	setW(dwT)
+}
+
+// colSize is the length of the im2col matrix for batch images.
+func (c Conv2D) colSize(batch int) int {
+	_, oh, ow := c.OutShape()
+	return c.In * c.KH * c.KW * batch * oh * ow
+}
+
+// restSize is the scratch backward needs besides the im2col matrix (and
+// forward, for its channel-major output): the output gradient in
+// channel-major order and transposed, and the transposed weight gradient.
+func (c Conv2D) restSize(batch int) int {
+	_, oh, ow := c.OutShape()
+	return 2*c.Out*batch*oh*ow + c.In*c.KH*c.KW*c.Out
+}
+
+// transposeWeights writes w[o][j] = beta·w[o][j] + alpha·dwT[j][o] for a
+// weight [Out][In·KH·KW], without reading w when beta is zero.
+func (c Conv2D) transposeWeights(w, dwT []float32, alpha, beta float32) {
+	k := c.In * c.KH * c.KW
+	for o := range c.Out {
+		row := w[o*k : (o+1)*k]
+		for j := range row {
+			v := alpha * dwT[j*c.Out+o]
+			if beta != 0 {
+				v += beta * row[j]
+			}
+			row[j] = v
+		}
+	}
 }
 
 // colRange returns the output columns [lo, hi) whose kernel column kx falls
@@ -181,6 +264,59 @@ func (c Conv2D) colRange(kx, pw, ow int) (lo, hi int) {
 // im2col writes col[(ci·KH+ky)·KW+kx][(n·OH+oy)·OW+ox] = x[n, ci, oy·S+ky−ph,
 // ox·S+kx−pw], zero outside the image.
 func (c Conv2D) im2col(col, x []float32, batch int) {
+	if _, _, ow := c.OutShape(); c.Stride == 1 && ow == c.W {
+		c.im2colShift(col, x, batch)
+		return
+	}
+	c.im2colAny(col, x, batch)
+}
+
+// im2colShift is im2col for stride 1 and an output as wide as the input
+// ("same" padding across): each row of col is then the image shifted by
+// (ky−ph)·W + kx−pw, one long copy, with the columns that fall on the
+// padding zeroed afterwards.
+func (c Conv2D) im2colShift(col, x []float32, batch int) {
+	_, oh, ow := c.OutShape()
+	ph, pw := c.pads()
+	p := oh * ow
+	n := batch * p
+	hw := c.H * c.W
+	for ci := range c.In {
+		for ky := range c.KH {
+			dy := ky - ph
+			oy0, oy1 := max(0, -dy), min(oh, c.H-dy)
+			for kx := range c.KW {
+				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
+				start := dy*c.W + kx - pw
+				for b := range batch {
+					out := row[b*p : (b+1)*p]
+					if oy0 >= oy1 {
+						clear(out)
+						continue
+					}
+					clear(out[:oy0*ow])
+					clear(out[oy1*ow:])
+					img := x[(b*c.In+ci)*hw:][:hw]
+					a, e := oy0*ow, oy1*ow
+					copy(out[max(a, -start):min(e, hw-start)], img[max(a+start, 0):])
+					for oy := oy0; oy < oy1; oy++ {
+						r := out[oy*ow : (oy+1)*ow]
+						for j := range lo {
+							r[j] = 0
+						}
+						for j := hi; j < ow; j++ {
+							r[j] = 0
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// im2colAny is im2col for any stride and padding.
+func (c Conv2D) im2colAny(col, x []float32, batch int) {
 	_, oh, ow := c.OutShape()
 	ph, pw := c.pads()
 	n := batch * oh * ow
@@ -224,6 +360,59 @@ func (c Conv2D) im2col(col, x []float32, batch int) {
 // col2im is the adjoint of im2col: dx is overwritten with the sum of the
 // col entries that were copied from each pixel, in a fixed order.
 func (c Conv2D) col2im(dx, col []float32, batch int) {
+	if _, _, ow := c.OutShape(); c.Stride == 1 && ow == c.W {
+		c.col2imShift(dx, col, batch)
+		return
+	}
+	c.col2imAny(dx, col, batch)
+}
+
+// col2imShift is col2im for the shapes of im2colShift: the entries of col
+// that came from the padding are zeroed, then each row of col is added to
+// the image in one long shifted sum. Every pixel gets its terms in the
+// order of col2imAny, plus zeros.
+func (c Conv2D) col2imShift(dx, col []float32, batch int) {
+	_, oh, ow := c.OutShape()
+	ph, pw := c.pads()
+	p := oh * ow
+	n := batch * p
+	hw := c.H * c.W
+	clear(dx[:batch*c.In*hw])
+	for ci := range c.In {
+		for ky := range c.KH {
+			dy := ky - ph
+			oy0, oy1 := max(0, -dy), min(oh, c.H-dy)
+			if oy0 >= oy1 {
+				continue
+			}
+			for kx := range c.KW {
+				row := col[((ci*c.KH+ky)*c.KW+kx)*n:][:n]
+				lo, hi := c.colRange(kx, pw, ow)
+				start := dy*c.W + kx - pw
+				for b := range batch {
+					in := row[b*p : (b+1)*p]
+					for oy := oy0; oy < oy1; oy++ {
+						r := in[oy*ow : (oy+1)*ow]
+						for j := range lo {
+							r[j] = 0
+						}
+						for j := hi; j < ow; j++ {
+							r[j] = 0
+						}
+					}
+					img := dx[(b*c.In+ci)*hw:][:hw]
+					a, e := max(oy0*ow, -start), min(oy1*ow, hw-start)
+					if a < e {
+						axpy(img[a+start:e+start], 1, in[a:e])
+					}
+				}
+			}
+		}
+	}
+}
+
+// col2imAny is col2im for any stride and padding.
+func (c Conv2D) col2imAny(dx, col []float32, batch int) {
 	_, oh, ow := c.OutShape()
 	ph, pw := c.pads()
 	n := batch * oh * ow
@@ -296,6 +485,15 @@ func (m MaxPool2D) check(name string, x, y []float32, idx []int32, batch int) {
 // element chosen: the first maximum in row-major window order.
 func (m MaxPool2D) Forward(dst, x []float32, idx []int32, batch int) {
 	m.check("forward", x, dst, idx, batch)
+	if m.K == 2 && m.Stride == 2 {
+		m.forward2(dst, x, idx, batch)
+		return
+	}
+	m.forwardAny(dst, x, idx, batch)
+}
+
+// forwardAny is Forward for any window and stride.
+func (m MaxPool2D) forwardAny(dst, x []float32, idx []int32, batch int) {
 	_, oh, ow := m.OutShape()
 	hw := m.H * m.W
 	o := 0
@@ -322,6 +520,48 @@ func (m MaxPool2D) Forward(dst, x []float32, idx []int32, batch int) {
 			}
 		}
 	}
+}
+
+// forward2 is Forward for 2×2 windows at stride 2, the common case,
+// unrolled: the same comparisons in the same order, so the same outputs and
+// indices.
+func (m MaxPool2D) forward2(dst, x []float32, idx []int32, batch int) {
+	_, oh, ow := m.OutShape()
+	hw := m.H * m.W
+	offs := [4]int{0, 1, m.W, m.W + 1}
+	o := 0
+	for plane := range batch * m.C {
+		base := plane * hw
+		for oy := range oh {
+			r0 := base + 2*oy*m.W
+			top := x[r0 : r0+2*ow]
+			bot := x[r0+m.W : r0+m.W+2*ow]
+			out, oi := dst[o:o+ow], idx[o:o+ow]
+			for ox := range out {
+				j := 2 * ox
+				a, b, c, d := top[j], top[j+1], bot[j], bot[j+1]
+				// sel picks the window element, by arithmetic on the
+				// comparisons where random data would mispredict a branch.
+				bv := a
+				sel := b2i(b > bv)
+				bv = max(bv, b)
+				sel ^= (sel ^ 2) & -b2i(c > bv)
+				bv = max(bv, c)
+				sel |= 3 & -b2i(d > bv)
+				bv = max(bv, d)
+				out[ox], oi[ox] = bv, int32(r0+j+offs[sel])
+			}
+			o += ow
+		}
+	}
+}
+
+// b2i is 1 for true and 0 for false, a SETcc rather than a branch.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Backward overwrites dx (like Forward's x) with dy scattered to the

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"math/rand/v2"
+	"sync"
 	"testing"
 )
 
@@ -26,10 +27,12 @@ func BenchmarkConv2D(b *testing.B) {
 			dx, dw, db := make([]float32, len(x)), make([]float32, nw), make([]float32, nb)
 			scratch := make([]float32, c.ScratchSize(batch))
 			b.ReportAllocs()
+			done := threadCPU(b)
 			for b.Loop() {
 				c.Forward(y, x, w, bias, scratch, batch)
 				c.Backward(dx, dw, db, dy, x, w, scratch, batch)
 			}
+			done()
 			// Three products (output, dW, dX) of 2·batch·OH·OW·Out·In·KH·KW flops.
 			_, oh, ow := c.OutShape()
 			flops := 3 * 2 * float64(batch*oh*ow*nw)
@@ -56,20 +59,141 @@ func BenchmarkMaxPool2D(b *testing.B) {
 }
 
 // BenchmarkNetCNN is one minibatch of McMahan's cnn (B=10): forward,
-// backward and a plain SGD step, the unit of a FedAvg client's work.
+// backward and a plain SGD step, the unit of a FedAvg client's work, as
+// nn.Trainer takes it (step=fused, Net.SGDStep) and through the gradient
+// (step=grad, LossGrad then SGD.Step, as with momentum).
 func BenchmarkNetCNN(b *testing.B) {
 	n, err := ParseNet("cnn", 1, 28, 28, 10)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p, grad := make([]float32, n.NumParams()), make([]float32, n.NumParams())
-	n.Init(p, 1)
-	ws := n.NewWorkspace(10)
-	fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
-	opt := SGD{LR: 0.01}
-	b.ResetTimer()
-	for range b.N {
-		n.LossGrad(ws, p, grad, 10)
-		opt.Step(p, grad, nil)
+	for _, fused := range []bool{true, false} {
+		name := "step=grad"
+		if fused {
+			name = "step=fused"
+		}
+		b.Run(name, func(b *testing.B) {
+			p, grad := make([]float32, n.NumParams()), make([]float32, n.NumParams())
+			n.Init(p, 1)
+			ws := n.NewWorkspace(10)
+			fillBatch(n, ws, rand.New(rand.NewPCG(1, 1)), 10)
+			opt := SGD{LR: 0.01}
+			ws.trainBuffers() // the one allocation of the first backward pass
+			b.ReportAllocs()
+			done := threadCPU(b)
+			for b.Loop() {
+				if fused {
+					n.SGDStep(ws, p, 10, opt.LR, 0)
+					continue
+				}
+				n.LossGrad(ws, p, grad, 10)
+				opt.Step(p, grad, nil)
+			}
+			done()
+		})
 	}
+}
+
+// BenchmarkNetCNNEval is the forward pass of cnn over 10,000 images in
+// batches of 100, the server-side evaluation of a FedAvg round on MNIST's
+// test set.
+func BenchmarkNetCNNEval(b *testing.B) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := make([]float32, n.NumParams())
+	n.Init(p, 1)
+	rng := rand.New(rand.NewPCG(1, 1))
+	const count = 10000
+	x := randSlice(rng, count*n.InputDim())
+	y := make([]uint8, count)
+	ws := n.NewWorkspace(250)
+	b.ReportAllocs()
+	done := threadCPU(b)
+	for b.Loop() {
+		n.Evaluate(ws, p, x, y)
+	}
+	done()
+}
+
+// BenchmarkNetCNNRound is one FedAvg round of cnn as issue 14 times it, in
+// one process on two cores: 10 clients of 600 examples, E=1, B=10, plain
+// SGD, two workers of 5 clients each (as the simulator runs them, one per
+// core), the average of the 10 models, then the evaluation of 10,000 images
+// split between the two workers in batches of 250. Random MNIST-shaped data:
+// the cost does not depend on the pixels. Run it with -benchtime 1x or 3x.
+// On a machine shared with other work, cpu-s/op (both workers' CPU time)
+// halved is the round's time on two idle cores.
+func BenchmarkNetCNNRound(b *testing.B) {
+	n, err := ParseNet("cnn", 1, 28, 28, 10)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const clients, per, workers, tests = 10, 600, 2, 10000
+	rng := rand.New(rand.NewPCG(1, 1))
+	d := n.InputDim()
+	x, xt := randSlice(rng, clients*per*d), randSlice(rng, tests*d)
+	y, yt := make([]uint8, clients*per), make([]uint8, tests)
+	for i := range y {
+		y[i] = uint8(rng.IntN(10))
+	}
+	global := make([]float32, n.NumParams())
+	n.Init(global, 1)
+	type worker struct {
+		tr     *Trainer
+		eval   *NetWorkspace
+		params [][]float32
+		idx    []int
+	}
+	ws := make([]*worker, workers)
+	for i := range ws {
+		w := &worker{tr: NewTrainer(n, 10), eval: n.NewWorkspace(250), idx: make([]int, per)}
+		w.tr.Workspace().(*NetWorkspace).trainBuffers()
+		for range clients / workers {
+			w.params = append(w.params, make([]float32, n.NumParams()))
+		}
+		ws[i] = w
+	}
+	b.ReportAllocs()
+	done := processCPU(b)
+	for b.Loop() {
+		var wg sync.WaitGroup
+		for wi, w := range ws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ci, p := range w.params {
+					c := wi*len(w.params) + ci
+					for i := range w.idx {
+						w.idx[i] = c*per + i
+					}
+					copy(p, global)
+					w.tr.Epochs(p, x, y, w.idx, 1, SGD{LR: 0.1}, rand.New(rand.NewPCG(uint64(c), 2)))
+				}
+			}()
+		}
+		wg.Wait()
+		inv := float32(1) / clients
+		for i := range global {
+			var s float32
+			for _, w := range ws {
+				for _, p := range w.params {
+					s += p[i]
+				}
+			}
+			global[i] = s * inv
+		}
+		for wi, w := range ws {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				lo, hi := wi*tests/workers, (wi+1)*tests/workers
+				w.eval.Evaluate(global, xt[lo*d:hi*d], yt[lo:hi])
+			}()
+		}
+		wg.Wait()
+	}
+	done()
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/round")
 }

@@ -8,6 +8,31 @@ import "golang.org/x/sys/cpu"
 // purego tag, or set it to false in a test, to use the portable Go kernels.
 var useAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 
+// useAVX512 adds the 8×32 AVX-512 tile (gemm512_amd64.s) to gemmBcast. It
+// sums every element in the same order as the AVX2 tiles, so switching it
+// changes speed, not bits.
+var useAVX512 = useAsm && cpu.X86.HasAVX512F
+
+//go:noescape
+func biasReLU8(dst, src *float32, n8 int, bias float32)
+
+// biasReLU writes max(src[i]+bias, 0) into dst, as Go's max would.
+func biasReLU(dst, src []float32, bias float32) {
+	dst = dst[:len(src)]
+	n8 := len(src) &^ 7
+	if useAsm && n8 > 0 {
+		biasReLU8(&dst[0], &src[0], n8, bias)
+	} else {
+		n8 = 0
+	}
+	for j := n8; j < len(src); j++ {
+		dst[j] = max(src[j]+bias, 0)
+	}
+}
+
+//go:noescape
+func bcast8x32(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
+
 //go:noescape
 func dot2x4(a *float32, lda int, b *float32, ldb int, k8 int, out *[8]float32)
 
@@ -76,8 +101,8 @@ func gemmNTAsm(c, a, b []float32, m, n, k int) {
 }
 
 // gemmBcast computes C[m×n] = beta·C + alpha·Σ_p a(i,p)·B[p,:] with a(i,p) =
-// a[i*ars+p*aps], in 4×16, 4×8, 1×16 and 1×8 tiles, leftover columns in Go.
-// When beta is zero C is only written.
+// a[i*ars+p*aps], in 8×32 (AVX-512), 4×16, 4×8, 1×16 and 1×8 tiles,
+// leftover columns in Go. When beta is zero C is only written.
 func gemmBcast(c, a, b []float32, m, n, k, ars, aps int, alpha, beta float32) {
 	if k == 0 {
 		scaleRows(c[:m*n], beta)
@@ -86,6 +111,24 @@ func gemmBcast(c, a, b []float32, m, n, k, ars, aps int, alpha, beta float32) {
 	n16 := n &^ 15
 	n8 := n &^ 7
 	i := 0
+	if useAVX512 {
+		n32 := n &^ 31
+		for ; i+7 < m; i += 8 {
+			ai := &a[i*ars]
+			for j := 0; j < n32; j += 32 {
+				bcast8x32(ai, ars, aps, &b[j], n, k, &c[i*n+j], n, alpha, beta)
+			}
+			for r := i; r < i+8; r += 4 {
+				ar := &a[r*ars]
+				if n32 < n16 {
+					bcast4x16(ar, ars, aps, &b[n32], n, k, &c[r*n+n32], n, alpha, beta)
+				}
+				if n16 < n8 {
+					bcast4x8(ar, ars, aps, &b[n16], n, k, &c[r*n+n16], n, alpha, beta)
+				}
+			}
+		}
+	}
 	for ; i+3 < m; i += 4 {
 		ai := &a[i*ars]
 		for j := 0; j < n16; j += 16 {

@@ -331,3 +331,28 @@ acc1x8:
 	ACC(Y0, (DX))
 	VZEROUPPER
 	RET
+
+// func biasReLU8(dst, src *float32, n8 int, bias float32)
+//
+// dst[i] = max(src[i]+bias, 0) for i < n8, a positive multiple of 8, with
+// Go's max: +0 for zero and negative sums, NaN for NaN. Requires AVX2.
+TEXT ·biasReLU8(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n8+16(FP), CX
+	VBROADCASTSS bias+24(FP), Y1
+	VXORPS Y15, Y15, Y15
+	SHLQ $2, CX
+	XORQ AX, AX
+
+loopbr:
+	VADDPS (SI)(AX*1), Y1, Y0
+	VMAXPS Y15, Y0, Y2
+	VCMPPS $3, Y0, Y0, Y3
+	VBLENDVPS Y3, Y0, Y2, Y2
+	VMOVUPS Y2, (DI)(AX*1)
+	ADDQ $32, AX
+	CMPQ AX, CX
+	JLT  loopbr
+	VZEROUPPER
+	RET

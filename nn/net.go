@@ -102,15 +102,20 @@ func (n *Net) Init(params []float32, seed uint64) {
 
 // NetWorkspace is the scratch memory of one goroutine working with a Net:
 // every activation, gradient and scratch buffer for batches of up to Batch
-// examples, planned once. After it is made, forward and backward passes
-// through it allocate nothing. A NetWorkspace must not be used by two
-// goroutines at once.
+// examples, planned once. After it is made, forward passes through it
+// allocate nothing, and neither do backward passes after the first, which
+// allocates what only training needs (each conv layer's im2col matrix for
+// the whole batch), so that a workspace used only for evaluation stays
+// small. A NetWorkspace must not be used by two goroutines at once.
 type NetWorkspace struct {
 	net     *Net
 	batch   int
 	acts    [][]float32 // acts[0] is the input; acts[l+1] the output of layer l, after its ReLU
 	d0, d1  []float32   // gradients with respect to activations, ping-ponged
-	scratch []float32   // conv im2col scratch
+	cols    [][]float32 // per conv layer: its im2col matrix, built by the forward pass, reused by the backward pass
+	scratch []float32   // conv scratch besides the im2col matrices
+	trained bool        // cols and scratch are sized for backward passes
+	pgrad   []float32   // a gn layer's gradient, for a fused step
 	stats   [][]float32 // per gn layer
 	idx     [][]int32   // per pool layer
 	y       []uint8
@@ -127,6 +132,7 @@ func (n *Net) NewWorkspace(batch int) *NetWorkspace {
 	ws.acts = make([][]float32, len(n.layers)+1)
 	ws.stats = make([][]float32, len(n.layers))
 	ws.idx = make([][]int32, len(n.layers))
+	ws.cols = make([][]float32, len(n.layers))
 	ws.acts[0] = make([]float32, batch*n.InputDim())
 	widest, scratch := n.InputDim(), 0
 	for i, l := range n.layers {
@@ -134,17 +140,44 @@ func (n *Net) NewWorkspace(batch int) *NetWorkspace {
 		widest = max(widest, l.outSize)
 		switch l.kind {
 		case layerConv:
-			scratch = max(scratch, l.conv.ScratchSize(batch))
+			// Enough for a forward pass that keeps nothing (Forward,
+			// Evaluate); trainBuffers grows them for backward passes.
+			g := min(batch, forwardGroup)
+			_, oh, ow := l.conv.OutShape()
+			ws.cols[i] = make([]float32, l.conv.colSize(g))
+			scratch = max(scratch, l.conv.Out*g*oh*ow)
 		case layerPool:
 			ws.idx[i] = make([]int32, batch*l.outSize)
 		case layerGN:
 			ws.stats[i] = make([]float32, l.gn.StatsSize(batch))
+			ws.pgrad = make([]float32, max(len(ws.pgrad), 2*l.gn.C))
 		}
 	}
 	ws.d0 = make([]float32, batch*widest)
 	ws.d1 = make([]float32, batch*widest)
 	ws.scratch = make([]float32, scratch)
 	return ws
+}
+
+// trainBuffers sizes the conv buffers for backward passes over full
+// batches, once.
+func (ws *NetWorkspace) trainBuffers() {
+	if ws.trained {
+		return
+	}
+	rest := len(ws.scratch)
+	for i, l := range ws.net.layers {
+		if l.kind == layerConv {
+			if c := l.conv.colSize(ws.batch); len(ws.cols[i]) < c {
+				ws.cols[i] = make([]float32, c)
+			}
+			rest = max(rest, l.conv.restSize(ws.batch))
+		}
+	}
+	if rest > len(ws.scratch) {
+		ws.scratch = make([]float32, rest)
+	}
+	ws.trained = true
 }
 
 // Batch returns the largest batch the workspace holds.
@@ -172,13 +205,20 @@ func (n *Net) check(ws *NetWorkspace, params []float32, b int) {
 // Forward runs the b images in ws.Input(b) through the network and returns
 // the logits, b rows of Classes() values, valid until the next call.
 func (n *Net) Forward(ws *NetWorkspace, params []float32, b int) []float32 {
+	return n.forward(ws, params, b, false)
+}
+
+// forward is Forward; with keep, each conv layer leaves its im2col matrix in
+// ws for the backward pass.
+func (n *Net) forward(ws *NetWorkspace, params []float32, b int, keep bool) []float32 {
 	n.check(ws, params, b)
 	for i, l := range n.layers {
 		x := ws.acts[i]
 		y := ws.acts[i+1][:b*l.outSize]
 		switch l.kind {
 		case layerConv:
-			l.conv.Forward(y, x, n.layout.Slice(params, l.w), n.layout.Slice(params, l.b), ws.scratch, b)
+			l.conv.forward(y, x, n.layout.Slice(params, l.w), n.layout.Slice(params, l.b), ws.cols[i], ws.scratch, b, l.relu, keep)
+			continue // with its ReLU
 		case layerPool:
 			l.pool.Forward(y, x, ws.idx[i], b)
 		case layerGN:
@@ -186,7 +226,7 @@ func (n *Net) Forward(ws *NetWorkspace, params []float32, b int) []float32 {
 		case layerReLU:
 			copy(y, x[:len(y)])
 		case layerFC:
-			gemmNT(y, x[:b*l.in], n.layout.Slice(params, l.w), b, l.out, l.in)
+			fcForward(y, x[:b*l.in], n.layout.Slice(params, l.w), ws.d0, ws.d1, b, l.in, l.out)
 			bias := n.layout.Slice(params, l.b)
 			for r := range b {
 				addTo(y[r*l.out:(r+1)*l.out], bias)
@@ -197,62 +237,6 @@ func (n *Net) Forward(ws *NetWorkspace, params []float32, b int) []float32 {
 		}
 	}
 	return ws.acts[len(n.layers)][:b*n.classes]
-}
-
-// LossGrad runs a forward and backward pass over the b examples in
-// ws.Input(b) and ws.Labels(b). It writes the gradient of the mean
-// cross-entropy loss into grad (len NumParams(), overwritten) and returns
-// the summed (not mean) loss of the batch.
-func (n *Net) LossGrad(ws *NetWorkspace, params, grad []float32, b int) float64 {
-	if len(grad) != n.layout.Size {
-		panic(fmt.Sprintf("nn: LossGrad: len(grad) = %d, want %d", len(grad), n.layout.Size))
-	}
-	logits := n.Forward(ws, params, b)
-	for _, y := range ws.y[:b] {
-		if int(y) >= n.classes {
-			panic(fmt.Sprintf("nn: label %d, network has %d classes", y, n.classes))
-		}
-	}
-	dy, dx := ws.d0, ws.d1
-	loss := softmaxXent(dy[:b*n.classes], logits, ws.y[:b], n.classes, 1/float32(b))
-	for i := len(n.layers) - 1; i >= 0; i-- {
-		l := n.layers[i]
-		x, y := ws.acts[i], ws.acts[i+1][:b*l.outSize]
-		d := dy[:b*l.outSize]
-		if l.relu {
-			// y is the ReLU's output, +0 or positive: positive exactly where
-			// its input was. reluBackward is branch-free.
-			reluBackward(d, d, y)
-		}
-		inSize := len(ws.acts[i]) / ws.batch
-		first := i == 0
-		dxi := dx[:b*inSize]
-		switch l.kind {
-		case layerConv:
-			if first {
-				dxi = nil
-			}
-			l.conv.Backward(dxi, n.layout.Slice(grad, l.w), n.layout.Slice(grad, l.b), d, x, n.layout.Slice(params, l.w), ws.scratch, b)
-		case layerPool:
-			l.pool.Backward(dxi, d, ws.idx[i], b)
-		case layerGN:
-			l.gn.Backward(dxi, n.layout.Slice(grad, l.w), n.layout.Slice(grad, l.b), d, x, n.layout.Slice(params, l.w), ws.stats[i], b)
-		case layerReLU:
-			copy(dxi, d)
-		case layerFC:
-			gw, gb := n.layout.Slice(grad, l.w), n.layout.Slice(grad, l.b)
-			gemmTN(gw, d, x[:b*l.in], l.out, l.in, b)
-			clear(gb)
-			for r := range b {
-				addTo(gb, d[r*l.out:(r+1)*l.out])
-			}
-			if !first {
-				gemmNN(dxi, d, n.layout.Slice(params, l.w), b, l.in, l.out)
-			}
-		}
-		dy, dx = dx, dy
-	}
-	return loss
 }
 
 // Evaluate returns the number of correct predictions and the summed

@@ -182,8 +182,9 @@ func TestNetDeterministic(t *testing.T) {
 		ws := n.NewWorkspace(4)
 		grads[run] = make([]float32, n.NumParams())
 		if run == 1 {
+			ws.trainBuffers()
 			nan := float32(math.NaN())
-			for _, buf := range append(append([][]float32{ws.d0, ws.d1, ws.scratch, grads[run]}, ws.acts...), ws.stats...) {
+			for _, buf := range append(append(append([][]float32{ws.d0, ws.d1, ws.scratch, ws.pgrad, grads[run]}, ws.acts...), ws.stats...), ws.cols...) {
 				for i := range buf {
 					buf[i] = nan
 				}
@@ -220,6 +221,7 @@ func TestNetAllocatesNothing(t *testing.T) {
 		n.LossGrad(ws, p, grad, 8)
 		opt.Step(p, grad, vel)
 		n.LossGrad(ws, p, grad, 5)
+		n.SGDStep(ws, p, 7, 0.01, 0.001)
 		n.Evaluate(ws, p, x, y)
 	}); a != 0 {
 		t.Fatalf("%v allocations per minibatch, want 0", a)

@@ -609,7 +609,10 @@ func saveFloats(path string, src []float32) error {
 }
 
 func (r *runner) ensureTrainer(task *fedzippb.Task) error {
-	key := fmt.Sprintf("%s/%d/%d/%d", task.GetModel(), task.GetInputDim(), task.GetClasses(), task.GetBatchSize())
+	// Every field NewTrainer may judge the task by: a task that changes
+	// only the input shape gets a new check against the local data.
+	key := fmt.Sprintf("%s/%d/%dx%dx%d/%d/%d", task.GetModel(), task.GetInputDim(), task.GetInputChannels(), task.GetInputHeight(), task.GetInputWidth(),
+		task.GetClasses(), task.GetBatchSize())
 	if r.trainer != nil && r.model == key {
 		return nil
 	}

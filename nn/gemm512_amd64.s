@@ -1,0 +1,139 @@
+//go:build !purego
+
+#include "textflag.h"
+
+// func bcast8x32(a *float32, ars, aps int, b *float32, ldb int, k int, c *float32, ldc int, alpha, beta float32)
+//
+// The AVX-512 tile of gemmBcast: c[r*ldc+j] = beta·c[r*ldc+j] +
+// alpha·Σ_{p<k} a[r*ars+p*aps]·b[p*ldb+j] for r < 8, j < 32; k > 0. When
+// beta is ±0, c is not read. Each element is summed over p in order with one
+// FMA per term, then scaled, exactly as bcast4x16 does, so the two kernels
+// give the same bits. Requires AVX-512F.
+TEXT ·bcast8x32(SB), NOSPLIT, $0-72
+	MOVQ a+0(FP), SI
+	MOVQ ars+8(FP), R8
+	MOVQ aps+16(FP), R9
+	MOVQ b+24(FP), DI
+	MOVQ ldb+32(FP), R11
+	MOVQ k+40(FP), CX
+	MOVQ c+48(FP), DX
+	MOVQ ldc+56(FP), R12
+	SHLQ $2, R8
+	SHLQ $2, R9
+	SHLQ $2, R11
+	SHLQ $2, R12
+	LEAQ (R8)(R8*2), R10
+	LEAQ (SI)(R8*4), R13
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+
+loop8x32:
+	VMOVUPS (DI), Z16
+	VMOVUPS 64(DI), Z17
+	VBROADCASTSS (SI), Z18
+	VFMADD231PS Z16, Z18, Z0
+	VFMADD231PS Z17, Z18, Z1
+	VBROADCASTSS (SI)(R8*1), Z19
+	VFMADD231PS Z16, Z19, Z2
+	VFMADD231PS Z17, Z19, Z3
+	VBROADCASTSS (SI)(R8*2), Z20
+	VFMADD231PS Z16, Z20, Z4
+	VFMADD231PS Z17, Z20, Z5
+	VBROADCASTSS (SI)(R10*1), Z21
+	VFMADD231PS Z16, Z21, Z6
+	VFMADD231PS Z17, Z21, Z7
+	VBROADCASTSS (R13), Z22
+	VFMADD231PS Z16, Z22, Z8
+	VFMADD231PS Z17, Z22, Z9
+	VBROADCASTSS (R13)(R8*1), Z23
+	VFMADD231PS Z16, Z23, Z10
+	VFMADD231PS Z17, Z23, Z11
+	VBROADCASTSS (R13)(R8*2), Z24
+	VFMADD231PS Z16, Z24, Z12
+	VFMADD231PS Z17, Z24, Z13
+	VBROADCASTSS (R13)(R10*1), Z25
+	VFMADD231PS Z16, Z25, Z14
+	VFMADD231PS Z17, Z25, Z15
+	ADDQ R9, SI
+	ADDQ R9, R13
+	ADDQ R11, DI
+	DECQ CX
+	JNZ  loop8x32
+
+	VBROADCASTSS alpha+64(FP), Z26
+	VBROADCASTSS beta+68(FP), Z27
+	MOVL beta+68(FP), BX
+	ANDL $0x7fffffff, BX
+	TESTL BX, BX
+	JNZ  acc8x32
+
+// VZEROUPPER leaves Z16–Z31 alone; zeroing them too marks the upper
+// AVX-512 state unused again, so that signals and context switches (Go's
+// asynchronous preemption among them) need not save and restore it.
+#define CLEAN512 \
+	VPXORD Z16, Z16, Z16 \
+	VPXORD Z17, Z17, Z17 \
+	VPXORD Z18, Z18, Z18 \
+	VPXORD Z19, Z19, Z19 \
+	VPXORD Z20, Z20, Z20 \
+	VPXORD Z21, Z21, Z21 \
+	VPXORD Z22, Z22, Z22 \
+	VPXORD Z23, Z23, Z23 \
+	VPXORD Z24, Z24, Z24 \
+	VPXORD Z25, Z25, Z25 \
+	VPXORD Z26, Z26, Z26 \
+	VPXORD Z27, Z27, Z27 \
+	VZEROUPPER
+
+#define OVER512(Z0, Z1) \
+	VMULPS Z26, Z0, Z0 \
+	VMULPS Z26, Z1, Z1 \
+	VMOVUPS Z0, (DX) \
+	VMOVUPS Z1, 64(DX) \
+	ADDQ R12, DX
+
+	OVER512(Z0, Z1)
+	OVER512(Z2, Z3)
+	OVER512(Z4, Z5)
+	OVER512(Z6, Z7)
+	OVER512(Z8, Z9)
+	OVER512(Z10, Z11)
+	OVER512(Z12, Z13)
+	OVER512(Z14, Z15)
+	CLEAN512
+	RET
+
+#define ACC512(Z0, Z1) \
+	VMULPS Z26, Z0, Z0 \
+	VMULPS Z26, Z1, Z1 \
+	VFMADD231PS (DX), Z27, Z0 \
+	VFMADD231PS 64(DX), Z27, Z1 \
+	VMOVUPS Z0, (DX) \
+	VMOVUPS Z1, 64(DX) \
+	ADDQ R12, DX
+
+acc8x32:
+	ACC512(Z0, Z1)
+	ACC512(Z2, Z3)
+	ACC512(Z4, Z5)
+	ACC512(Z6, Z7)
+	ACC512(Z8, Z9)
+	ACC512(Z10, Z11)
+	ACC512(Z12, Z13)
+	ACC512(Z14, Z15)
+	CLEAN512
+	RET
