@@ -148,7 +148,9 @@ var errStillRefused = errors.New("client: this task was refused; waiting for the
 // retried with backoff; but when no dial has succeeded yet and the
 // server's certificate is signed by an authority cfg.TLS does not trust,
 // Run returns at once with an error wrapping transport.ErrUnknownAuthority
-// that says to pass the cluster's CA (transport.ExplainTLSError).
+// that says to pass the cluster's CA (transport.ExplainTLSError). It
+// locks cfg.StateDir while it runs: a Run on a directory another holds
+// returns at once with an error wrapping ErrStateDirInUse.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if len(cfg.Addrs) == 0 {
 		return Summary{}, errors.New("client: no coordinator address")
@@ -174,6 +176,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return Summary{}, err
 	}
+	release, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer release()
 	r := &runner{cfg: cfg, log: cfg.Logger, addrs: slices.Clone(cfg.Addrs), creds: transport.NewTokenCredentials(0, "")}
 	defer r.close()
 	if err := r.load(); err != nil {
