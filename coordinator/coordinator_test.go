@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"testing"
 	"time"
@@ -66,7 +67,15 @@ func inmemClusterTrans(t *testing.T, n int, run *RunConfig, tune func(*raft.Conf
 	nodes := make([]*Node, n)
 	for i := range nodes {
 		logs := raft.NewInmemStore()
-		snaps := raft.NewInmemSnapshotStore()
+		// raft's InmemSnapshotStore publishes a snapshot when it is
+		// created, not when it is closed: a leader sending the latest
+		// snapshot to a lagging follower read the buffer Persist was
+		// still writing (a data race in TestCatchUpFromSnapshot under
+		// load). A file store publishes it by renaming it when complete.
+		snaps, err := raft.NewFileSnapshotStore(t.TempDir(), 2, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if i == 0 {
 			rc := raft.DefaultConfig()
 			rc.LocalID = servers[0].ID

@@ -251,3 +251,66 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	defer hs.Close()
 	return scrape(t, hs.URL)
 }
+
+// hookedDownload is a Download stream whose first Send runs hook before
+// it returns: what happens while the model is on its way.
+type hookedDownload struct {
+	fedzippb.Coordinator_DownloadServer
+	ctx  context.Context
+	hook func()
+}
+
+func (s *hookedDownload) Context() context.Context { return s.ctx }
+
+func (s *hookedDownload) Send(*fedzippb.ModelChunk) error {
+	if s.hook != nil {
+		s.hook()
+		s.hook = nil
+	}
+	return nil
+}
+
+// TestDownloadCountsInTheRoundServed serves a download in round 1 that is
+// still being sent when round 1 closes and round 2 opens: it counts in
+// round 1's traffic, where the round log reports it, not in round 2's.
+// (Counted in the round open when the send ended, a download in flight
+// across an abort went to the round before, already logged.)
+func TestDownloadCountsInTheRoundServed(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 3, 3)
+	run := testRun(0)
+	run.DownloadCodec = testDownloadCodec
+	nodes := inmemCluster(t, 1, run)
+	node := leaderOf(t, nodes)
+	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
+	clients := registerClients(t, node, fed, 3)
+	model, _ := node.FSM().Model()
+	svc := NewService(node, transport.LimitsFor(len(model), 0))
+	svc.Instrument(metrics.NewCoordinator(metrics.NewRegistry(), nil))
+	waitFor(t, "round 1 to open", func() bool {
+		for id := range clients {
+			node.touch(id)
+		}
+		v := node.FSM().Progress()
+		return v.Round == 1 && v.Phase == round.Collecting
+	})
+	var id round.ClientID
+	for c := range clients {
+		id = c
+	}
+	ctx := transport.ContextWithClientID(context.Background(), uint64(id))
+	stream := &hookedDownload{ctx: ctx, hook: func() {
+		driveRound(t, func() []*Node { return nodes }, clients, fed)
+		waitFor(t, "round 2 to open", func() bool {
+			for id := range clients {
+				node.touch(id)
+			}
+			return node.FSM().Progress().Round == 2
+		})
+	}}
+	if err := svc.Download(&fedzippb.DownloadRequest{ClientId: uint64(id)}, stream); err != nil {
+		t.Fatal(err)
+	}
+	if r1, r2 := svc.RoundTraffic(1), svc.RoundTraffic(2); r1.Downloads < 1 || r1.BytesOut < int64(4*len(model)) || r2.Downloads != 0 {
+		t.Fatalf("round 1: %d downloads of %d bytes; round 2: %d downloads: want the %d-byte model in round 1", r1.Downloads, r1.BytesOut, r2.Downloads, 4*len(model))
+	}
+}

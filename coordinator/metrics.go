@@ -137,7 +137,7 @@ func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload i
 	s.metrics.ClientTimings(h.GetDownloadSeconds(), h.GetTrainSeconds(), h.GetEncodeSeconds(), h.GetUploadSeconds())
 }
 
-// observeDownload records n model bytes sent while round r was open:
+// observeDownload records n model bytes served while round r was open:
 // codec is "float32" for a whole model, the download codec for deltas.
 func (s *Service) observeDownload(r int, codec string, n int) {
 	s.traffic.mu.Lock()

@@ -171,6 +171,14 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return err
 	}
+	// The download counts in the round open when it is served: read after
+	// the send, the round could be one an abort has since given back (the
+	// next attempt's download of the same version would then count an
+	// empty delta in the round, and this one's bytes nowhere).
+	var servedIn int
+	if s.metrics != nil {
+		servedIn = s.node.FSM().Progress().Round
+	}
 	d, ok := s.node.FSM().ServeDownload(req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
 	if !ok {
 		return s.status(ctx, ErrNotInitialised)
@@ -184,7 +192,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	}
 	err := transport.SendModelChecksummed(stream.Send, h, d.Payload, d.PayloadCRC, s.ChunkSize)
 	if err == nil && s.metrics != nil {
-		s.observeDownload(s.node.FSM().Progress().Round, d.Codec, len(d.Payload))
+		s.observeDownload(servedIn, d.Codec, len(d.Payload))
 	}
 	return err
 }

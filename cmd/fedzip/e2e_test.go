@@ -68,6 +68,62 @@ func start(t *testing.T, bin, name string, args ...string) *proc {
 	return p
 }
 
+// signal sends sig to p; a SIGSTOP returns once p is stopped.
+func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s: %v", p.name, err)
+	}
+	if sig != syscall.SIGSTOP {
+		return
+	}
+	// Delivery is asynchronous: wait until the kernel reports the
+	// process stopped ("T" in /proc/pid/stat, after the command name).
+	stat := fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid)
+	waitLog(t, p, "the process to stop", time.Minute, func() bool {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return false
+		}
+		i := strings.LastIndexByte(string(b), ')')
+		return i > 0 && strings.HasPrefix(string(b[i:]), ") T")
+	})
+}
+
+// holdUnsent stops n of the clients that have sent no update of round r
+// (their state file, read once they are stopped, names neither a pending
+// update of round r or later nor such a round done: a client saves its
+// pending update before it sends it) and resumes the others. It returns
+// the held clients, for the caller to resume with SIGCONT.
+func holdUnsent(t *testing.T, clients []*proc, dir string, r uint64, n int) []*proc {
+	t.Helper()
+	for _, c := range clients {
+		c.signal(t, syscall.SIGSTOP)
+	}
+	var held []*proc
+	for i, c := range clients {
+		var st struct {
+			LastRound uint64 `json:"last_round"`
+			Pending   *struct {
+				Round uint64 `json:"round"`
+			} `json:"pending"`
+		}
+		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("state%d", i), "state.json"))
+		if err != nil || json.Unmarshal(b, &st) != nil {
+			t.Fatalf("%s: state file: %v\n%s", c.name, err, b)
+		}
+		if len(held) < n && st.LastRound < r && (st.Pending == nil || st.Pending.Round < r) {
+			held = append(held, c)
+			continue
+		}
+		c.signal(t, syscall.SIGCONT)
+	}
+	if len(held) < n {
+		t.Fatalf("only %d clients had sent no update of round %d when it opened: a client downloads and trains before it sends", len(held), r)
+	}
+	return held
+}
+
 func (p *proc) kill() {
 	if p.cmd.Process != nil {
 		p.cmd.Process.Signal(syscall.SIGKILL)
@@ -217,11 +273,23 @@ func TestEndToEnd(t *testing.T) {
 	}
 	waitLog(t, coord, "round 1 to close", wait, func() bool { return coord.find("round closed", map[string]float64{"round": 1, "version": 1}) != nil })
 
-	// Kill the coordinator as soon as one update of round 2 is acknowledged.
+	// Kill the coordinator once it has acknowledged an update of round 2,
+	// while round 2 is still open. The clients train round 2 together, so
+	// the first acknowledgement is soon followed by the others: on a
+	// loaded machine round 2 once closed, round 3 opened and three clients
+	// downloaded version 2 before the kill landed; after the restart they
+	// held version 2 and round 3's downloads were empty deltas ("3
+	// downloads of 0 bytes"), the real ones counted by the killed process.
+	// So two clients that have not sent a round-2 update are held
+	// (stopped) until the coordinator is down: with at most 3 of the 4
+	// --min-clients updates round 2 cannot close (at its deadline it is
+	// aborted and opened again, as round 2 of version 1).
+	waitLog(t, coord, "round 2 to open", wait, func() bool { return coord.find("round opened", map[string]float64{"round": 2}) != nil })
+	held := holdUnsent(t, clients, dir, 2, 2)
 	var acked *proc
 	waitLog(t, coord, "an acknowledged round-2 update", wait, func() bool {
 		for _, c := range clients {
-			if c.find("update accepted", map[string]float64{"round": 2}) != nil {
+			if !slices.Contains(held, c) && c.find("update accepted", map[string]float64{"round": 2}) != nil {
 				acked = c
 				return true
 			}
@@ -230,6 +298,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 	coord.kill()
 	coord = start(t, bin, "coordinator (restarted)", coordArgs...)
+	for _, c := range held {
+		c.signal(t, syscall.SIGCONT)
+	}
 	waitLog(t, coord, "round 2 to close after the restart", wait, func() bool {
 		return coord.find("round closed", map[string]float64{"round": 2, "version": 2}) != nil
 	})
