@@ -504,22 +504,33 @@ func ReadCSV(r io.Reader, name string, src Source) (*FileData, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newLabelMap(t, src.Classes)
+	fd, _, err := trainOf(t, src.Classes)
 	if err != nil {
 		return nil, err
-	}
-	y, err := m.apply(t)
-	if err != nil {
-		return nil, err
-	}
-	fd := &FileData{Train: t.dataset(y, m)}
-	if t.clientOf != nil {
-		fd.Clients, fd.ClientNames = t.groups()
 	}
 	if src.Standardize {
 		Standardize(fd.Train, nil)
 	}
 	return fd, nil
+}
+
+// trainOf numbers t's labels (newLabelMap) and returns the training set
+// they make, with its clients when t has a client column, and the label
+// numbering a test file must follow.
+func trainOf(t *csvTable, classes int) (*FileData, *labelMap, error) {
+	m, err := newLabelMap(t, classes)
+	if err != nil {
+		return nil, nil, err
+	}
+	y, err := m.apply(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := &FileData{Train: t.dataset(y, m)}
+	if t.clientOf != nil {
+		fd.Clients, fd.ClientNames = t.groups()
+	}
+	return fd, m, nil
 }
 
 // openCSV opens path, checks its size and returns it with its size.
@@ -570,17 +581,9 @@ func loadCSVSource(src Source) (*FileData, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := newLabelMap(t, src.Classes)
+	fd, m, err := trainOf(t, src.Classes)
 	if err != nil {
 		return nil, err
-	}
-	y, err := m.apply(t)
-	if err != nil {
-		return nil, err
-	}
-	fd := &FileData{Train: t.dataset(y, m)}
-	if t.clientOf != nil {
-		fd.Clients, fd.ClientNames = t.groups()
 	}
 	if len(src.Test) == 1 {
 		tt, err := readCSVFile(src.Test[0], csvRead{src: src, wantDim: t.dim})
