@@ -62,6 +62,14 @@ type Config struct {
 	Dataset string
 	// UploadCodec is the codec of the clients' updates.
 	UploadCodec string
+	// Model is the model spec the nodes train ("": the coordinator's
+	// default, 2nn).
+	Model string
+	// FedEvalEvery turns on federated evaluation every N rounds (0: off),
+	// on HoldOut, the fraction of each client's examples held out of
+	// training for it.
+	FedEvalEvery int
+	HoldOut      float64
 	// Fraction of the alive clients selected each round; MinClients the
 	// least number of alive clients to open a round, and of updates to
 	// close one at its deadline; Deadline how long a round waits.
@@ -119,6 +127,12 @@ func (c Config) Validate() error {
 		return bad("data set %q: want mnist or synthetic", c.Dataset)
 	case c.UploadCodec == "":
 		return bad("no upload codec")
+	case c.FedEvalEvery < 0:
+		return bad("federated evaluation every %d rounds: want 0 (off) or more", c.FedEvalEvery)
+	case !(c.HoldOut >= 0 && c.HoldOut < 1):
+		return bad("holdout %v: want [0, 1)", c.HoldOut)
+	case c.FedEvalEvery > 0 && c.HoldOut == 0:
+		return bad("federated evaluation needs a holdout above 0 (the clients evaluate on it)")
 	}
 	return nil
 }

@@ -102,6 +102,12 @@ func newSupervisor(cfg Config, w *work, ports []nodePorts) *supervisor {
 		if cfg.Dataset == "mnist" {
 			args = append(args, "--eval", "mnist")
 		}
+		if cfg.Model != "" {
+			args = append(args, "--model", cfg.Model)
+		}
+		if cfg.FedEvalEvery > 0 {
+			args = append(args, "--fed-eval-every", fmt.Sprint(cfg.FedEvalEvery))
+		}
 		if i > 0 {
 			// Node 1 bootstraps; the others join it.
 			args = append(args, "--join", ports[0].grpc, "--gossip-join", ports[0].gossip)
@@ -116,6 +122,9 @@ func newSupervisor(cfg Config, w *work, ports []nodePorts) *supervisor {
 			"--ca", w.certs.CA, "--cert", w.certs.ClientCert, "--key", w.certs.ClientKey,
 			"--dataset", cfg.Dataset, "--clients", fmt.Sprint(cfg.Clients), "--client-index", fmt.Sprint(i),
 			"--state-dir", w.stateDir(name), "--gossip-addr", "127.0.0.1:0", "--gossip-join", strings.Join(gossip, ",")}
+		if cfg.HoldOut > 0 {
+			args = append(args, "--holdout", fmt.Sprint(cfg.HoldOut))
+		}
 		env := append(append([]string(nil), base...), "FEDZIP_JOIN_SECRET="+w.secrets.join, "FEDZIP_GOSSIP_KEY="+w.secrets.gossipKey)
 		s.clients = append(s.clients, &child{name: name, role: clientRole, args: args, env: env, logPath: w.logFile(name)})
 	}

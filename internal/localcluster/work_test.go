@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -31,6 +32,9 @@ func TestValidate(t *testing.T) {
 		{"privileged base port", func(c *Config) { c.BasePort = 80 }},
 		{"base port too high", func(c *Config) { c.BasePort = 65300 }},
 		{"unknown data set", func(c *Config) { c.Dataset = "cifar" }},
+		{"negative federated evaluation", func(c *Config) { c.FedEvalEvery = -1 }},
+		{"holdout 1", func(c *Config) { c.HoldOut = 1 }},
+		{"federated evaluation without a holdout", func(c *Config) { c.FedEvalEvery = 1 }},
 	} {
 		cfg := DefaultConfig()
 		tc.edit(&cfg)
@@ -313,5 +317,39 @@ func TestResetKeepsLinkTargets(t *testing.T) {
 	}
 	if fi, err := os.Lstat(w.state); err != nil || !fi.IsDir() {
 		t.Fatalf("state/ after Reset: %v, %v; want a new folder", fi, err)
+	}
+}
+
+// TestChildFlags: the model, federated evaluation and holdout settings reach
+// the nodes' and the clients' command lines, and are absent when unset.
+func TestChildFlags(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Work = filepath.Join(t.TempDir(), "w")
+	w, err := prepareWork(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := []nodePorts{{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:4"}}
+	has := func(args []string, flag, value string) bool {
+		i := slices.Index(args, flag)
+		return i >= 0 && i+1 < len(args) && args[i+1] == value
+	}
+	s := newSupervisor(cfg, w, ports)
+	for _, c := range append(s.nodes, s.clients...) {
+		if slices.Contains(c.args, "--model") || slices.Contains(c.args, "--fed-eval-every") || slices.Contains(c.args, "--holdout") {
+			t.Fatalf("%s: unset settings passed: %v", c.name, c.args)
+		}
+	}
+	cfg.Model, cfg.FedEvalEvery, cfg.HoldOut = "conv:4x5,pool:2,fc:10", 2, 0.2
+	s = newSupervisor(cfg, w, ports)
+	for _, n := range s.nodes {
+		if !has(n.args, "--model", cfg.Model) || !has(n.args, "--fed-eval-every", "2") {
+			t.Errorf("node %s: %v", n.name, n.args)
+		}
+	}
+	for _, c := range s.clients {
+		if !has(c.args, "--holdout", "0.2") {
+			t.Errorf("client %s: %v", c.name, c.args)
+		}
 	}
 }
