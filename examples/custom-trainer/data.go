@@ -29,6 +29,10 @@ const (
 	maxValues   = 1 << 26 // rows × features: 256 MiB of float32
 	maxClasses  = 256
 	maxBytes    = 1 << 30
+	// maxLine bounds one line (65,536 features of up to 31 characters),
+	// checked as bytes arrive: encoding/csv would otherwise hold a whole
+	// line, and a field header per comma, before the column count is seen.
+	maxLine = 2 << 20
 )
 
 // errData is wrapped by every error readCSV returns about the file's
@@ -52,7 +56,7 @@ func (d *data) row(i int) []float32 { return d.X[i*d.Dim : (i+1)*d.Dim] }
 // and every label an integer in 0..255.
 func readCSV(r io.Reader) (*data, error) {
 	lr := &io.LimitedReader{R: r, N: maxBytes + 1}
-	cr := csv.NewReader(bufio.NewReader(lr))
+	cr := csv.NewReader(bufio.NewReader(&lineGuard{r: lr}))
 	cr.ReuseRecord = true
 	d := &data{}
 	for line := 1; ; line++ {
@@ -144,4 +148,24 @@ func generate(w io.Writer, rows, side, classes int, noise float64, patternSeed, 
 		fmt.Fprintln(bw)
 	}
 	return bw.Flush()
+}
+
+// lineGuard fails a read once a line grows past maxLine bytes.
+type lineGuard struct {
+	r   io.Reader
+	run int // bytes since the last newline
+}
+
+func (g *lineGuard) Read(p []byte) (int, error) {
+	n, err := g.r.Read(p)
+	for _, b := range p[:n] {
+		if b == '\n' {
+			g.run = 0
+			continue
+		}
+		if g.run++; g.run > maxLine {
+			return 0, fmt.Errorf("a line longer than %d bytes", maxLine)
+		}
+	}
+	return n, err
 }

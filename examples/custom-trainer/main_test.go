@@ -325,3 +325,17 @@ func accuracy(params []float32, d *data, classes int) float64 {
 	}
 	return float64(right) / float64(d.N)
 }
+
+// TestReadCSVLongLine: one line of 4 MiB of commas is refused as it is
+// read (encoding/csv held 603 MB for it before), while a row of 65,536
+// features, the most readCSV takes, still reads.
+func TestReadCSVLongLine(t *testing.T) {
+	if _, err := readCSV(strings.NewReader("1," + strings.Repeat(",", 4<<20) + "\n")); !errors.Is(err, errData) || !strings.Contains(err.Error(), "longer than") {
+		t.Fatalf("a 4 MiB line: %v", err)
+	}
+	wide := "1" + strings.Repeat(",0.123456789", maxFeatures) + "\n"
+	d, err := readCSV(strings.NewReader(wide))
+	if err != nil || d.Dim != maxFeatures {
+		t.Fatalf("a row of %d features: %v", maxFeatures, err)
+	}
+}
