@@ -130,6 +130,26 @@ func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []f
 // global model once the run is finished.
 func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []float32) {
 	t.Helper()
+	v, hash, global := runCluster(t, rc, d, clusterOpts{examples: 1})
+	if v.Config.AggregateOrder != coordinator.OrderSelection {
+		t.Fatalf("the leader committed the run with aggregate order %q", v.Config.AggregateOrder)
+	}
+	return hash, global
+}
+
+// clusterOpts vary runCluster: the examples each client declares, a
+// wrapper of each client's partTrainer (nil: the partTrainer), and a
+// function called with every new version's progress while the run goes.
+type clusterOpts struct {
+	examples uint64
+	trainer  func(p partTrainer, id *atomic.Uint64) client.Trainer
+	watch    func(coordinator.Progress)
+}
+
+// runCluster runs rc on a single-node coordinator and six client runtimes
+// and returns the final progress, the model hash and the global model.
+func runCluster(t *testing.T, rc coordinator.RunConfig, d sim.Data, o clusterOpts) (coordinator.Progress, [32]byte, []float32) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -172,13 +192,36 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 		<-served
 	}()
 
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		var version uint64
+		for {
+			v := node.FSM().Progress()
+			if v.Version > version && o.watch != nil {
+				version = v.Version
+				o.watch(v)
+			}
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-v.Changed:
+			}
+		}
+	}()
+	defer func() {
+		stopWatch()
+		<-watched
+	}()
+
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	errs := make(chan error, clients)
 	for k := range clients {
 		var id atomic.Uint64
 		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
-			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: 1, MaxBackoff: 200 * time.Millisecond,
+			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: o.examples, MaxBackoff: 200 * time.Millisecond,
 			OnIdentity: func(cid uint64, token string) {
 				id.Store(cid)
 				name := fmt.Sprintf("c%d", k)
@@ -191,7 +234,11 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 				if err != nil {
 					return nil, err
 				}
-				return partTrainer{nn: nn.NewTrainer(m, int(task.GetBatchSize())), data: d, id: &id}, nil
+				p := partTrainer{nn: nn.NewTrainer(m, int(task.GetBatchSize())), data: d, id: &id}
+				if o.trainer != nil {
+					return o.trainer(p, &id), nil
+				}
+				return p, nil
 			}}
 		go func() {
 			_, err := remote.Run(ctx, cfg)
@@ -203,15 +250,14 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 			t.Fatalf("client: %v", err)
 		}
 	}
+	stopWatch()
+	<-watched
 	v := node.FSM().Progress()
 	if v.Phase != round.Finished || v.Version != uint64(rc.Round.Rounds) {
 		t.Fatalf("the run ended in phase %v at version %d, want %d rounds", v.Phase, v.Version, rc.Round.Rounds)
 	}
-	if v.Config.AggregateOrder != coordinator.OrderSelection {
-		t.Fatalf("the leader committed the run with aggregate order %q", v.Config.AggregateOrder)
-	}
 	global, _ := node.FSM().Model()
-	return node.FSM().ModelHash(), global
+	return v, node.FSM().ModelHash(), global
 }
 
 // partTrainer trains on the part of the data that the simulator gives the

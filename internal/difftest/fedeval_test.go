@@ -5,24 +5,17 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"net"
-	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/fedzip/fedzip/client"
-	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
-	"github.com/fedzip/fedzip/membership"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/sim"
-	"github.com/fedzip/fedzip/transport"
-	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
 // TestFederatedEvaluationAgrees runs a run with federated evaluation
@@ -95,114 +88,33 @@ type roundEval struct {
 // clients reported.
 func evalCluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([]roundEval, map[int]map[round.ClientID]round.EvalReport) {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
 	var (
-		mu     sync.Mutex
-		claims []coordinator.ClientClaim
-		sent   = map[int]map[round.ClientID]round.EvalReport{}
+		mu   sync.Mutex
+		seen []roundEval
+		sent = map[int]map[round.ClientID]round.EvalReport{}
 	)
-	alive := func() []coordinator.ClientClaim {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(claims) < clients {
-			return nil
-		}
-		return claims
-	}
-	node, err := coordinator.Open(coordinator.Config{ID: "n1", Dir: filepath.Join(t.TempDir(), "n1"), RaftAddr: "127.0.0.1:0", Bootstrap: true,
-		Run: &rc, JoinSecret: "s3cret", GRPCAddr: addr, Tick: 10 * time.Millisecond, Alive: alive})
-	if err != nil {
-		lis.Close()
-		t.Fatal(err)
-	}
-	defer node.Close()
-	model, err := nn.ParseArch(rc.Model, rc.InputDim, rc.Classes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc := coordinator.NewService(node, transport.LimitsFor(model.NumParams(), 0))
-	srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits, PublicMethods: coordinator.ClusterMethods})
-	fedzippb.RegisterCoordinatorServer(srv, svc)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		transport.Shutdown(srv, time.Second)
-		<-served
-	}()
-
-	// Watch the rounds close (the last one is read again at the end).
-	var seen []roundEval
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		var version uint64
-		for {
-			v := node.FSM().Progress()
-			if v.Version > version {
-				version = v.Version
-				if e := v.LastClosed.Eval; e != nil {
-					mu.Lock()
-					seen = append(seen, roundEval{v.LastClosed.Round, *e})
-					mu.Unlock()
-				}
-			}
-			select {
-			case <-watchCtx.Done():
-				return
-			case <-v.Changed:
-			}
-		}
-	}()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	errs := make(chan error, clients)
-	for k := range clients {
-		var id atomic.Uint64
-		name := fmt.Sprintf("c%d", k)
-		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: name, JoinSecret: "s3cret",
-			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: 1 << 20, MaxBackoff: 200 * time.Millisecond,
-			OnIdentity: func(cid uint64, token string) {
-				id.Store(cid)
+	v, _, _ := runCluster(t, rc, d, clusterOpts{
+		examples: 1 << 20, // at least the held-out examples a client reports
+		trainer: func(p partTrainer, id *atomic.Uint64) client.Trainer {
+			return &evalTrainer{partTrainer: p, record: func(r int, e client.EvalResult) {
 				mu.Lock()
-				claims = append(claims, coordinator.ClientClaim{ID: round.ClientID(cid), Member: name, Proof: membership.TokenProof(token, name, cid)})
-				mu.Unlock()
-			},
-			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
-				m, err := remote.TaskModel(task)
-				if err != nil {
-					return nil, err
+				defer mu.Unlock()
+				if sent[r] == nil {
+					sent[r] = map[round.ClientID]round.EvalReport{}
 				}
-				return &evalTrainer{partTrainer: partTrainer{nn: nn.NewTrainer(m, int(task.GetBatchSize())), data: d, id: &id},
-					record: func(r int, e client.EvalResult) {
-						mu.Lock()
-						defer mu.Unlock()
-						if sent[r] == nil {
-							sent[r] = map[round.ClientID]round.EvalReport{}
-						}
-						sent[r][round.ClientID(id.Load())] = round.EvalReport{Examples: uint64(e.Examples), Loss: e.Loss, Accuracy: e.Accuracy}
-					}}, nil
+				sent[r][round.ClientID(id.Load())] = round.EvalReport{Examples: uint64(e.Examples), Loss: e.Loss, Accuracy: e.Accuracy}
 			}}
-		go func() {
-			_, err := remote.Run(ctx, cfg)
-			errs <- err
-		}()
-	}
-	for range clients {
-		if err := <-errs; err != nil {
-			t.Fatalf("client: %v", err)
-		}
-	}
-	stopWatch()
-	<-watched
-	v := node.FSM().Progress()
-	if v.Phase != round.Finished || v.LastClosed.Eval == nil {
-		t.Fatalf("the run ended in phase %v with evaluation %+v", v.Phase, v.LastClosed.Eval)
+		},
+		watch: func(v coordinator.Progress) {
+			if e := v.LastClosed.Eval; e != nil {
+				mu.Lock()
+				seen = append(seen, roundEval{v.LastClosed.Round, *e})
+				mu.Unlock()
+			}
+		},
+	})
+	if v.LastClosed.Eval == nil {
+		t.Fatalf("the run ended with no evaluation: %+v", v.LastClosed)
 	}
 	mu.Lock()
 	defer mu.Unlock()
