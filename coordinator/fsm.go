@@ -258,7 +258,10 @@ type FSM struct {
 	down *gradient.ServerEncoder
 	// whole caches the whole-model download of the current version.
 	whole wholeModel
-	sc    scratch
+	// initCRC is gradient.ModelCRC of the initial model (version 0),
+	// which clients rebuild from the run's init seed (Task.init_crc32c).
+	initCRC uint32
+	sc      scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
@@ -428,7 +431,7 @@ func (f *FSM) init(raw []byte) error {
 		mach.SetSubmitOrder()
 	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
-	f.n, f.run = model.NumParams(), run
+	f.n, f.run, f.initCRC = model.NumParams(), run, gradient.ModelCRC(params)
 	return nil
 }
 
@@ -643,7 +646,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n, f.run = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n, nf.run
-	f.down = nf.down
+	f.down, f.initCRC = nf.down, nf.initCRC
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.nodes = nf.nodes
@@ -816,6 +819,15 @@ func (f *FSM) Params() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.n
+}
+
+// InitCRC returns gradient.ModelCRC of the run's initial model (version
+// 0, nn.Model.Init with the run's InitSeed), which clients that rebuild it
+// check before they hold it (Task.init_crc32c), and false before init.
+func (f *FSM) InitCRC() (uint32, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.initCRC, f.mach != nil
 }
 
 // Model returns a copy of the global model and its version, or nil before

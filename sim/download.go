@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -16,8 +17,9 @@ import (
 // encoded deltas), one scratch message, and 4 bytes per client.
 type downloads struct {
 	srv *gradient.ServerEncoder
-	// have[part(id)] is the version client id holds, -1 before its first
-	// download.
+	// have[part(id)] is the version client id holds: 0 (the initial
+	// model) before its first download when clients can rebuild the
+	// initial model, else -1 (none).
 	have []int32
 	buf  []byte
 	// sent, if set (tests), sees every download: the client, the version
@@ -27,7 +29,14 @@ type downloads struct {
 
 // newDownloads returns the download side for cfg.DownloadCodec, or nil
 // for a dense download ("" or "none").
-func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
+//
+// The first model costs nothing, as for a coordinator's clients
+// (remote.TaskInitModel): when init is bit for bit model's initialisation
+// with the run's InitSeed, which a client rebuilds and checks against the
+// checksum its task announces, every client holds version 0 from the
+// start. Otherwise (an init the clients cannot rebuild) a client's first
+// download is the whole model.
+func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*downloads, error) {
 	if !cfg.DownloadOn() {
 		return nil, nil
 	}
@@ -40,8 +49,12 @@ func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
 		return nil, fmt.Errorf("sim: download codec: %w", err)
 	}
 	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook}
-	for i := range d.have {
-		d.have[i] = -1
+	seeded := make([]float32, len(init))
+	model.Init(seeded, cfg.InitSeed)
+	if gradient.ModelCRC(seeded) != gradient.ModelCRC(init) {
+		for i := range d.have {
+			d.have[i] = -1
+		}
 	}
 	return d, nil
 }

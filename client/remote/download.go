@@ -27,6 +27,14 @@ import (
 // asks again for the whole model (has_model false). It trains from the
 // model so reconstructed, which is the coordinator's ClientModel, not its
 // global model.
+//
+// The first model costs nothing: a client that holds no model builds the
+// initial one (version 0) itself, as the coordinator does, from the task's
+// model and init_seed (TaskInitModel), and holds it when its checksum is
+// the task's init_crc32c; it then asks for the deltas since version 0. On
+// a mismatch (another build, a model it cannot build) or a task without
+// the checksum (an older coordinator) it logs why and downloads the whole
+// model, as before.
 
 func (r *runner) modelPath() string { return filepath.Join(r.cfg.StateDir, "model.bin") }
 
@@ -46,8 +54,11 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 		r.heldLoaded = true
 	}
 	have, holds := uint64(0), r.held != nil && r.heldVersion <= want
+	held := r.held
 	if holds {
 		have = r.heldVersion
+	} else if init := r.initModel(task); init != nil {
+		held, holds = init, true
 	}
 	for {
 		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want, HasModel: holds}, lim, nil)
@@ -59,7 +70,6 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 			codec = task.GetDownloadCodec()
 		}
 		r.cfg.Metrics.DownloadedCodec(codec, len(body), time.Since(start))
-		held := r.held
 		if !holds {
 			held = nil
 		}
@@ -90,6 +100,47 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 		r.held, r.heldVersion = model, h.GetVersion()
 		return h, slices.Clone(model), nil
 	}
+}
+
+// initModel returns the task's initial model (TaskInitModel) when the
+// client can hold it as version 0, and nil when it cannot: the task
+// carries no init_crc32c, or the model the client builds has another
+// checksum. It logs why once per task model.
+func (r *runner) initModel(task *fedzippb.Task) []float32 {
+	init, err := TaskInitModel(task)
+	if err != nil {
+		key := fmt.Sprintf("%s/%dx%dx%d/%d/%d/%d", task.GetModel(), task.GetInputChannels(), task.GetInputHeight(), task.GetInputWidth(),
+			task.GetInputDim(), task.GetClasses(), task.GetInitSeed())
+		if r.initRefused != key {
+			r.initRefused = key
+			r.log.Warn("cannot hold the initial model; downloading the whole model", "err", err)
+		}
+		return nil
+	}
+	return init
+}
+
+// TaskInitModel returns the initial model (version 0) of a task's run, as
+// the coordinator builds it: nn.Model.Init of TaskModel(t) with the task's
+// init_seed. It checks the model's CRC-32C (gradient.ModelCRC) against the
+// task's init_crc32c and returns an error wrapping ErrInitModel when the
+// task has none or they differ (a build whose arithmetic differs, or
+// another model), or an error wrapping ErrTaskRefused when the task's
+// model cannot be built.
+func TaskInitModel(t *fedzippb.Task) ([]float32, error) {
+	if t.InitCrc32C == nil {
+		return nil, fmt.Errorf("%w: the task announces no initial model", ErrInitModel)
+	}
+	m, err := TaskModel(t)
+	if err != nil {
+		return nil, err
+	}
+	init := make([]float32, m.NumParams())
+	m.Init(init, t.GetInitSeed())
+	if got := gradient.ModelCRC(init); got != t.GetInitCrc32C() {
+		return nil, fmt.Errorf("%w: model %s with seed %d has crc32c %08x here, %08x at the coordinator", ErrInitModel, t.GetModel(), t.GetInitSeed(), got, t.GetInitCrc32C())
+	}
+	return init, nil
 }
 
 // downloadOf is the download h and body hold, for client.ApplyDownload.

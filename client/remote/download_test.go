@@ -2,12 +2,15 @@ package remote
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/fedzip/fedzip/gradient"
 )
 
 // TestModelFile saves and loads the held model, version 0 included; a
@@ -69,4 +72,34 @@ func FuzzParseModelFile(f *testing.F) {
 			t.Fatalf("parsed model does not save back to the same %d bytes", len(b))
 		}
 	})
+}
+
+// TestTaskInitModel rebuilds a task's initial model: the network's own
+// initialisation with the task's seed when the checksum matches, and
+// ErrInitModel when the task announces none or another one.
+func TestTaskInitModel(t *testing.T) {
+	task := goodTask(1, 0, true)
+	m, err := TaskModel(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, m.NumParams())
+	m.Init(want, 9)
+	task.InitSeed = 9
+	if _, err := TaskInitModel(task); !errors.Is(err, ErrInitModel) {
+		t.Fatalf("no checksum: %v", err)
+	}
+	crc := gradient.ModelCRC(want)
+	task.InitCrc32C = &crc
+	if got, err := TaskInitModel(task); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("got %v (%v), want %v", got, err, want)
+	}
+	task.InitSeed = 10
+	if _, err := TaskInitModel(task); !errors.Is(err, ErrInitModel) {
+		t.Fatalf("another seed: %v", err)
+	}
+	task.InitSeed, task.ModelParams = 9, task.ModelParams+1
+	if _, err := TaskInitModel(task); !errors.Is(err, ErrTaskRefused) {
+		t.Fatalf("a model the client cannot build: %v", err)
+	}
 }

@@ -130,6 +130,9 @@ type runner struct {
 	held        []float32
 	heldVersion uint64
 	heldLoaded  bool
+	// initRefused names the last task model whose initial model the
+	// client could not hold (its reason is logged once).
+	initRefused string
 	// refused is the last task refused for what it holds (its counts, its
 	// model or the update trained from it); nil if none. The same task is
 	// not downloaded or trained again.
