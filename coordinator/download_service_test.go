@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -391,26 +392,33 @@ func readHeldModel(t *testing.T, path string) ([]float32, uint64) {
 }
 
 // TestFirstContactCostsNothing runs the real client runtime against a
-// single-node coordinator with the STC download codec over gRPC on
-// 127.0.0.1. A client that holds nothing rebuilds the initial model from
-// the task's init seed: its first download asks for the deltas since
-// version 0 and gets a DELTA (empty at version 0), never a whole model,
-// and what it ends up holding is the coordinator's client model bit for
-// bit. With the task's init checksum tampered with, the client logs why
-// it cannot hold the initial model, downloads the whole model once, and
-// still trains to the end of the run.
+// single-node coordinator over gRPC on 127.0.0.1, with the STC download
+// codec and with the lattice codec (lag 1, so that clients further behind
+// get syncs from version 0). A client that holds nothing rebuilds the
+// initial model from the task's init seed: its first download asks for
+// the deltas since version 0 and gets a DELTA (empty at version 0), no
+// download is ever a whole model, and what it ends up holding is the
+// coordinator's client model bit for bit. With the task's init checksum
+// tampered with, the client logs why it cannot hold the initial model,
+// downloads the whole model first (with lattice, every time: it cannot
+// apply a sync from version 0), and still trains to the end of the run.
 func TestFirstContactCostsNothing(t *testing.T) {
-	for _, tamper := range []bool{false, true} {
-		t.Run(fmt.Sprintf("tampered=%v", tamper), func(t *testing.T) {
-			const nclients, rounds = 3, 3
+	for _, tc := range []struct {
+		codec  string
+		lag    int
+		tamper bool
+	}{{"stc", 0, false}, {"stc", 0, true}, {"lattice", 1, false}, {"lattice", 1, true}} {
+		t.Run(fmt.Sprintf("%s,tampered=%v", tc.codec, tc.tamper), func(t *testing.T) {
+			const nclients, rounds = 5, 5
+			lattice := tc.codec == "lattice"
 			fed, _ := dataset.Synthetic(1, 1, nclients, 3)
 			run := testRun(rounds)
-			run.DownloadCodec, run.UploadCodec = "stc", "topk1"
+			run.DownloadCodec, run.DownloadMaxLag, run.UploadCodec = tc.codec, tc.lag, "topk1"
 			node := leaderOf(t, inmemCluster(t, 1, run))
 			waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
 			svc := NewService(node, transport.LimitsFor(node.FSM().Params(), 0))
 			svc.LongPoll = 200 * time.Millisecond
-			rec := &servedLog{Service: svc, tamper: tamper}
+			rec := &servedLog{Service: svc, tamper: tc.tamper}
 			srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits})
 			fedzippb.RegisterCoordinatorServer(srv, rec)
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -453,41 +461,92 @@ func TestFirstContactCostsNothing(t *testing.T) {
 			served := slices.Clone(rec.served)
 			rec.mu.Unlock()
 			first := map[uint64]servedDownload{}
+			fromZero := 0 // lattice syncs from version 0 to a client that held a later one
 			for _, d := range served {
 				if _, ok := first[d.client]; !ok {
 					first[d.client] = d
 				}
-				if !tamper && d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA {
+				full := d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA
+				switch {
+				case !tc.tamper && full:
 					t.Errorf("client %d, from version %d (has_model %v): a %v download", d.client, d.have, d.hasModel, d.kind)
+				case tc.tamper && lattice && (!full || d.hasModel):
+					t.Errorf("client %d without the initial model: a %v download from version %d (has_model %v)", d.client, d.kind, d.have, d.hasModel)
+				case !full && d.base != d.have && d.base != 0:
+					t.Errorf("client %d at version %d: a delta from version %d", d.client, d.have, d.base)
+				case !full && d.base == 0 && d.have > 0:
+					fromZero++
 				}
 			}
-			if len(first) != nclients {
-				t.Fatalf("%d clients downloaded, want %d", len(first), nclients)
+			if len(first) < 3 {
+				t.Fatalf("%d clients downloaded, want at least 3", len(first))
+			}
+			if lattice && !tc.tamper && fromZero == 0 {
+				t.Errorf("no client was sent a sync from version 0: the test does not cover it")
 			}
 			for id, d := range first {
 				switch {
-				case !tamper && (!d.hasModel || d.have != 0 || d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA || d.base != 0):
+				case !tc.tamper && (!d.hasModel || d.have != 0 || d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA || d.base != 0):
 					t.Errorf("client %d: first download %+v, want a DELTA from version 0", id, d)
-				case tamper && (d.hasModel || d.kind != fedzippb.ModelKind_MODEL_KIND_FULL):
+				case tc.tamper && (d.hasModel || d.kind != fedzippb.ModelKind_MODEL_KIND_FULL):
 					t.Errorf("client %d: first download %+v with a tampered init checksum, want the whole model", id, d)
 				}
 			}
-			if tamper != strings.Contains(logs.String(), "cannot hold the initial model") {
-				t.Errorf("tampered %v, the log:\n%s", tamper, logs.String())
+			if tc.tamper != strings.Contains(logs.String(), "cannot hold the initial model") {
+				t.Errorf("tampered %v, the log:\n%s", tc.tamper, logs.String())
+			}
+			if lattice && tc.tamper {
+				return // the clients hold no replica
 			}
 			// What each client holds is the coordinator's client model:
 			// the deltas since then lead to it bit for bit.
 			want, v := node.FSM().ClientModel()
+			init := make([]float32, len(want))
+			nw, _ := run.Network()
+			nw.Init(init, run.InitSeed)
+			checked := 0
 			for k, dir := range dirs {
-				m, have := readHeldModel(t, filepath.Join(dir, "model.bin"))
-				d, _ := node.FSM().ServeDownload(have, true)
-				if !d.Delta {
-					t.Fatalf("client %d at version %d: no delta to version %d", k, have, v)
+				file := filepath.Join(dir, "model.bin")
+				if lattice {
+					file = filepath.Join(dir, "replica.bin")
 				}
-				got, err := gradient.ApplyDownload(m, int(have), d.Payload, gradient.Limits{MaxParams: len(m)})
-				if err != nil || uint64(got) != v || !slices.Equal(m, want) || gradient.ModelCRC(m) != d.ModelCRC {
+				if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+					continue // never selected (or only at version 0)
+				}
+				checked++
+				var (
+					got  int
+					err  error
+					m    []float32
+					have uint64
+				)
+				if lattice {
+					b, e := os.ReadFile(file)
+					if e != nil {
+						t.Fatal(e)
+					}
+					rep, e := gradient.ReadReplica(init, b, gradient.Limits{MaxParams: len(init)})
+					if e != nil {
+						t.Fatalf("client %d: replica file: %v", k, e)
+					}
+					have = uint64(rep.Version())
+					d, _ := node.FSM().ServeDownload(have, true)
+					got, err = rep.Apply(d.Payload, gradient.Limits{MaxParams: len(init)})
+					m = rep.Model()
+				} else {
+					m, have = readHeldModel(t, file)
+					d, _ := node.FSM().ServeDownload(have, true)
+					if !d.Delta {
+						t.Fatalf("client %d at version %d: no delta to version %d", k, have, v)
+					}
+					got, err = gradient.ApplyDownload(m, int(have), d.Payload, gradient.Limits{MaxParams: len(m)})
+				}
+				if err != nil || uint64(got) != v || !slices.Equal(m, want) {
 					t.Fatalf("client %d: from its version %d to %d (%v): bit-identical %v", k, have, got, err, slices.Equal(m, want))
 				}
+			}
+			if checked < 3 {
+				t.Fatalf("%d clients hold a model, want at least 3", checked)
 			}
 		})
 	}

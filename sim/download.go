@@ -22,6 +22,9 @@ type downloads struct {
 	// initial model, else -1 (none).
 	have []int32
 	buf  []byte
+	// lattice says the codec is the lattice codec: a client that holds a
+	// model is sent one sync, never the whole model.
+	lattice bool
 	// sent, if set (tests), sees every download: the client, the version
 	// it held, the bytes it was sent and the model it then holds.
 	sent func(id round.ClientID, have int, msg []byte, model []float32)
@@ -48,7 +51,17 @@ func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*dow
 	if err != nil {
 		return nil, fmt.Errorf("sim: download codec: %w", err)
 	}
-	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook}
+	// The lattice codec steps each tensor on its own (as a coordinator's
+	// FSM does); other codecs ignore the sizes.
+	ts := model.Layout().Tensors
+	sizes := make([]int, len(ts))
+	for i, t := range ts {
+		sizes[i] = t.Size()
+	}
+	if err := srv.SetTensors(sizes); err != nil {
+		return nil, fmt.Errorf("sim: download codec: %w", err)
+	}
+	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook, lattice: spec.Values == gradient.Lattice}
 	seeded := make([]float32, len(init))
 	model.Init(seeded, cfg.InitSeed)
 	if gradient.ModelCRC(seeded) != gradient.ModelCRC(init) {
@@ -69,6 +82,15 @@ func (d *downloads) model() []float32 { return d.srv.Model() }
 func (d *downloads) send(id round.ClientID) int64 {
 	have := int(d.have[part(id)])
 	d.have[part(id)] = int32(d.srv.Version())
+	if have < 0 && d.lattice {
+		// A client that holds nothing cannot apply a sync from version
+		// 0 (it needs the initial model): it gets the whole model.
+		d.buf = d.srv.AppendFull(d.buf[:0])
+		if d.sent != nil {
+			d.sent(id, have, d.buf, d.srv.Model())
+		}
+		return int64(len(d.buf))
+	}
 	if d.sent == nil {
 		size, _ := d.srv.UpdateSize(have)
 		return int64(size)

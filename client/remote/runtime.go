@@ -130,6 +130,11 @@ type runner struct {
 	held        []float32
 	heldVersion uint64
 	heldLoaded  bool
+	// rep is, with the lattice download codec, the model the client
+	// holds (nil: none, or a client that cannot rebuild the initial
+	// model); repKey names the initial model it was made from.
+	rep    *gradient.Replica
+	repKey string
 	// initRefused names the last task model whose initial model the
 	// client could not hold (its reason is logged once).
 	initRefused string
