@@ -83,8 +83,10 @@ func (d *downloads) send(id round.ClientID) int64 {
 	have := int(d.have[part(id)])
 	d.have[part(id)] = int32(d.srv.Version())
 	if have < 0 && d.lattice {
-		// A client that holds nothing cannot apply a sync from version
-		// 0 (it needs the initial model): it gets the whole model.
+		// A client that cannot rebuild the initial model cannot apply a
+		// sync from version 0, nor one from a whole model it was sent: it
+		// gets the whole model every time (as remote's runtime does).
+		d.have[part(id)] = -1
 		d.buf = d.srv.AppendFull(d.buf[:0])
 		if d.sent != nil {
 			d.sent(id, have, d.buf, d.srv.Model())

@@ -227,3 +227,79 @@ func TestClientsTrainFromDownloadedModel(t *testing.T) {
 		t.Fatalf("round 2 is %g from training from the client model, %g from training from the global model", fromClient, fromGlobal)
 	}
 }
+
+// TestLatticeDownloadsApply replays what every client is sent with the
+// lattice codec: each client keeps a gradient.Replica, and after every
+// download holds the model the server says clients train from, bit for
+// bit. Clients that hold the initial model are never sent the whole model,
+// however long they wait (MaxLag 2: longer waits get syncs from version
+// 0); without it (an init the clients cannot rebuild) a client's first
+// download is the whole model.
+func TestLatticeDownloadsApply(t *testing.T) {
+	data, model := synthetic(t, 12)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 4)
+	for _, seeded := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seeded=%v", seeded), func(t *testing.T) {
+			reps := map[round.ClientID]*gradient.Replica{}
+			var sent, full, fromZero int64
+			cfg := config(10, 0.25)
+			cfg.DownloadCodec, cfg.DownloadMaxLag, cfg.Workers = "lattice", 2, 2
+			if seeded {
+				cfg.InitSeed = 4
+			}
+			cfg.downloadHook = func(id round.ClientID, have int, msg []byte, want []float32) {
+				rep, ok := reps[id]
+				if !ok {
+					var err error
+					if rep, err = gradient.NewReplica(init); err != nil {
+						t.Fatal(err)
+					}
+				}
+				switch {
+				case !seeded && have != -1:
+					t.Fatalf("client %d without the initial model: the server thinks it holds version %d", id, have)
+				case !seeded:
+					rep, _ = gradient.NewReplica(init) // it holds nothing
+				case ok && have != rep.Version() || !ok && have != 0:
+					t.Fatalf("client %d: the server thinks it holds version %d", id, have)
+				}
+				if len(msg) > 0 {
+					h, err := gradient.ReadHeader(msg, gradient.Limits{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					switch {
+					case h.Full():
+						full++
+						if seeded {
+							t.Fatalf("client %d holding version %d: the whole model", id, have)
+						}
+					case h.Base == 0 && have > 0:
+						fromZero++
+					}
+				}
+				v, err := rep.Apply(msg, gradient.Limits{})
+				if err != nil || !slices.Equal(rep.Model(), want) {
+					t.Fatalf("client %d from version %d to %d (%v): bit-identical %v", id, have, v, err, slices.Equal(rep.Model(), want))
+				}
+				reps[id] = rep
+				sent += int64(len(msg))
+			}
+			res, err := Run(context.Background(), cfg, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var counted int64
+			for _, m := range res.Rounds {
+				counted += m.DownloadBytes
+			}
+			if sent != counted || sent == 0 {
+				t.Fatalf("clients received %d bytes, metrics count %d", sent, counted)
+			}
+			if seeded && fromZero == 0 || seeded != (full == 0) {
+				t.Fatalf("%d syncs from version 0, %d whole models: the test does not cover them", fromZero, full)
+			}
+		})
+	}
+}

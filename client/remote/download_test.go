@@ -103,3 +103,41 @@ func TestTaskInitModel(t *testing.T) {
 		t.Fatalf("a model the client cannot build: %v", err)
 	}
 }
+
+// TestReplicaFile saves and loads a client's replica; a missing file
+// loads as nothing, and a damaged, oversized or other model's file as
+// nothing with an error (the client then starts from the initial model).
+func TestReplicaFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "replica.bin")
+	init := []float32{0.5, -0.25, 1, 2}
+	if rep, err := loadReplica(path, init); rep != nil || err != nil {
+		t.Fatalf("a missing file: %v, %v", rep, err)
+	}
+	rep, err := gradient.NewReplica(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAtomic(path, rep.AppendBinary(nil)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := loadReplica(path, init)
+	if err != nil || got.Version() != 0 || !slices.Equal(got.Model(), init) {
+		t.Fatalf("loaded %v (%v)", got, err)
+	}
+	if got, err := loadReplica(path, []float32{0.5, -0.25, 1}); got != nil || err == nil {
+		t.Fatal("loaded the replica of another model")
+	}
+	b, _ := os.ReadFile(path)
+	for i := range b {
+		c := slices.Clone(b)
+		c[i] ^= 1
+		os.WriteFile(path, c, 0o600)
+		if got, err := loadReplica(path, init); got != nil || err == nil {
+			t.Fatalf("loaded a file with byte %d flipped", i)
+		}
+	}
+	os.WriteFile(path, make([]byte, 5*len(init)+1<<20+1), 0o600)
+	if got, err := loadReplica(path, init); got != nil || err == nil {
+		t.Fatal("loaded an oversized file")
+	}
+}
