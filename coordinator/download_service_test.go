@@ -164,15 +164,22 @@ func TestServiceDownloadDeltas(t *testing.T) {
 }
 
 // TestClientRestartKeepsDownloading runs the real client runtime against
-// a node with a download codec, stops every client after round 2 and
+// a node with a download codec (and with the lattice codec, one client's
+// replica file damaged while it is stopped), stops every client after round 2 and
 // starts them again on the same state directories: they finish the run,
 // and download only deltas: before the restart from the initial model
 // they rebuilt, after it from the model they kept on disk.
 func TestClientRestartKeepsDownloading(t *testing.T) {
+	for _, codec := range []string{testDownloadCodec, "lattice"} {
+		t.Run(codec, func(t *testing.T) { clientRestartKeepsDownloading(t, codec) })
+	}
+}
+
+func clientRestartKeepsDownloading(t *testing.T, codec string) {
 	const nclients, rounds = 3, 4
 	fed, _ := dataset.Synthetic(1, 1, nclients, 3)
 	run := testRun(rounds)
-	run.DownloadCodec, run.UploadCodec = testDownloadCodec, "topk1"
+	run.DownloadCodec, run.UploadCodec = codec, "topk1"
 	node := leaderOf(t, inmemCluster(t, 1, run))
 	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
 	model, _ := node.FSM().Model()
@@ -232,6 +239,19 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 	if v := node.FSM().Progress(); v.Version < 2 || v.Phase == round.Finished {
 		t.Fatalf("clients stopped at version %d, phase %v", v.Version, v.Phase)
 	}
+	if codec == "lattice" {
+		// A damaged replica file is discarded: the client starts again
+		// from the initial model, and gets a sync from version 0.
+		path := filepath.Join(dirs[0], "replica.bin")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x40
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	after := runClients(ctx)
 	if v := node.FSM().Progress(); v.Phase != round.Finished || v.Version != rounds {
 		t.Fatalf("after the restart: phase %v, version %d", v.Phase, v.Version)
@@ -244,7 +264,7 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 		if got := a[`fedzip_client_bytes_total{codec="float32",direction="in"}`]; got != 0 {
 			t.Errorf("client %d downloaded %v bytes of whole models after its restart", k, got)
 		}
-		delta += a[fmt.Sprintf(`fedzip_client_bytes_total{codec=%q,direction="in"}`, testDownloadCodec)]
+		delta += a[fmt.Sprintf(`fedzip_client_bytes_total{codec=%q,direction="in"}`, codec)]
 	}
 	if full != 0 || delta == 0 {
 		t.Fatalf("whole-model bytes before the restart %v, delta bytes after %v", full, delta)
