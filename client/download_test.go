@@ -232,3 +232,47 @@ func TestApplySync(t *testing.T) {
 		t.Fatalf("a whole model: %v, replica at version %d", err, rep.Version())
 	}
 }
+
+// FuzzApplySync applies arbitrary downloads to a replica: never a panic,
+// and a model returned is finite and of the right size.
+func FuzzApplySync(f *testing.F) {
+	const n = 64
+	spec, _ := gradient.ParseSpec("topk=0.25,bits=lattice")
+	init := make([]float32, n)
+	for i := range init {
+		init[i] = float32(i) / n
+	}
+	srv, _ := gradient.NewServerEncoder(spec, init, 1)
+	srv.SetTensors([]int{48, 16})
+	next := slices.Clone(init)
+	for v := uint64(1); v <= 3; v++ {
+		for i := range next {
+			next[i] += float32((i+int(v))%5) * 0.1
+		}
+		srv.Publish(next, v)
+	}
+	for _, have := range []int{0, 2} {
+		d, _ := srv.AppendUpdate(nil, have)
+		f.Add(uint8(2), uint64(3), uint64(have), d)
+	}
+	f.Add(uint8(1), uint64(3), uint64(0), make([]byte, 4*n))
+	f.Fuzz(func(t *testing.T, kind uint8, version, base uint64, body []byte) {
+		rep, err := gradient.NewReplica(init)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := Download{Kind: DownloadKind(kind % 4), Version: version, BaseVersion: base, Body: body}
+		m, err := ApplySync(rep, version, d, n, 4*n)
+		if err != nil {
+			return
+		}
+		if len(m) != n {
+			t.Fatalf("%d parameters", len(m))
+		}
+		for _, x := range m {
+			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+				t.Fatal("non-finite model accepted")
+			}
+		}
+	})
+}
