@@ -44,8 +44,8 @@ type Download struct {
 // holds a model always gets one message (Base says from which version):
 // the composed deltas since have while they are kept, else a sync from
 // version 0 (the counts against the initial model, which the client
-// rebuilds from the run's seed), never the whole model. Given the same applied log, every
-// replica returns the same bytes. A whole model is serialised once per
+// rebuilds from the run's seed), never the whole model. Given the same
+// applied log, every replica returns the same bytes. A whole model is serialised once per
 // version and shared, so that the clients of a round do not each cost two
 // copies of the model.
 func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
