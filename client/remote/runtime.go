@@ -40,8 +40,8 @@ type Config struct {
 	// StateDir keeps the client's identity and its unacknowledged update
 	// across restarts, its error-feedback residual, and, when the run has
 	// a download codec, the model it holds (model.bin, or replica.bin
-	// with the lattice codec), so that after a
-	// restart it still downloads only the deltas since that version.
+	// with the lattice codec), so that after a restart it still downloads
+	// only the deltas since that version.
 	StateDir string
 	// Examples is the number of local training examples, declared at
 	// registration.
