@@ -182,21 +182,33 @@ func (r *runner) replicaPath() string { return filepath.Join(r.cfg.StateDir, "re
 func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transport.Limits, start time.Time) (*fedzippb.ModelHeader, []float32, error) {
 	n := int(task.GetModelParams())
 	want := task.GetModelVersion()
-	init := r.initModel(task)
-	if init == nil {
-		r.rep, r.repKey = nil, ""
-	} else if key := fmt.Sprintf("%d/%08x", n, task.GetInitCrc32C()); r.rep == nil || r.repKey != key {
-		rep, err := loadReplica(r.replicaPath(), init)
-		if err != nil {
-			r.log.Warn("discarding the replica file", "file", r.replicaPath(), "err", err)
-			os.Remove(r.replicaPath())
+	// The initial model is built only when the replica is made or reset.
+	var init []float32
+	initOf := func() []float32 {
+		if init == nil {
+			init = r.initModel(task)
 		}
-		if rep == nil {
-			if rep, err = gradient.NewReplica(init); err != nil {
-				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
+		return init
+	}
+	// The replica is the one of the task's initial model: repKey names it
+	// (and, with rep nil, one the client could not rebuild).
+	key := fmt.Sprintf("%s/%dx%dx%d/%d/%d/%d/%d/%v/%08x", task.GetModel(), task.GetInputChannels(), task.GetInputHeight(), task.GetInputWidth(),
+		task.GetInputDim(), task.GetClasses(), n, task.GetInitSeed(), task.InitCrc32C != nil, task.GetInitCrc32C())
+	if r.repKey != key {
+		r.rep, r.repKey = nil, key
+		if init := initOf(); init != nil {
+			rep, err := loadReplica(r.replicaPath(), init)
+			if err != nil {
+				r.log.Warn("discarding the replica file", "file", r.replicaPath(), "err", err)
+				os.Remove(r.replicaPath())
 			}
+			if rep == nil {
+				if rep, err = gradient.NewReplica(init); err != nil {
+					return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
+				}
+			}
+			r.rep = rep
 		}
-		r.rep, r.repKey = rep, key
 	}
 	holds := r.rep != nil
 	var have uint64
@@ -228,7 +240,7 @@ func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transpo
 			// from the initial model, then, if that fails too, download
 			// the whole model.
 			r.log.Warn("model sync refused; asking again", "have", have, "from_version_0", !retried, "err", err)
-			if r.rep, err = gradient.NewReplica(init); err != nil {
+			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
 				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
 			}
 			os.Remove(r.replicaPath())
@@ -245,7 +257,7 @@ func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transpo
 		case holds && h.GetKind() == fedzippb.ModelKind_MODEL_KIND_FULL:
 			// A replica holds only what it reconstructs: the next sync
 			// is from version 0.
-			if r.rep, err = gradient.NewReplica(init); err != nil {
+			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
 				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
 			}
 			os.Remove(r.replicaPath())
