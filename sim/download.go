@@ -13,8 +13,9 @@ import (
 // gradient.ServerEncoder and, per client, the model version it last
 // received. It is driven from Run's goroutine only.
 //
-// Memory: the ServerEncoder (12 bytes per parameter plus at most MaxLag
-// encoded deltas), one scratch message, and 4 bytes per client.
+// Memory: the ServerEncoder (12 bytes per parameter, 8 more with the
+// lattice codec, plus at most MaxLag encoded deltas), one scratch message,
+// and 4 bytes per client.
 type downloads struct {
 	srv *gradient.ServerEncoder
 	// have[part(id)] is the version client id holds: 0 (the initial

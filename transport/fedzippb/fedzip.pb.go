@@ -664,7 +664,10 @@ type ModelHeader struct {
 	Kind  ModelKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=fedzip.v1.ModelKind" json:"kind,omitempty"`
 	// version is the model version the payload produces.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// base_version is the version a DELTA applies to; 0 for FULL.
+	// base_version is the version a DELTA applies to; 0 for FULL. With the
+	// lattice download codec it is the version the client holds or 0: a
+	// sync from version 0 applies to the initial model, whatever version the
+	// client holds.
 	BaseVersion uint64 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
 	// total_bytes is the payload length, the sum of all chunks' data.
 	TotalBytes uint64 `protobuf:"varint,4,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
