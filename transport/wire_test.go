@@ -21,7 +21,7 @@ func TestByteCounts(t *testing.T) {
 			f := newFake(testLimits)
 			f.model = testPayload(300<<10+7, 4)
 			var mu sync.Mutex
-			seen := map[string]RPCBytes{}
+			seen := map[string][2]int64{} // in, out
 			f.onBytes = func(m string, b *RPCBytes) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -29,10 +29,7 @@ func TestByteCounts(t *testing.T) {
 					t.Errorf("%s: no byte counter in the RPC's context", m)
 					return
 				}
-				var c RPCBytes
-				c.In.Store(b.In.Load())
-				c.Out.Store(b.Out.Load())
-				seen[m] = c
+				seen[m] = [2]int64{b.In.Load(), b.Out.Load()}
 			}
 			wire := new(WireCounter)
 			cfg := ServerConfig{Wire: wire, Insecure: !useTLS}
@@ -77,16 +74,16 @@ func TestByteCounts(t *testing.T) {
 			mu.Lock()
 			d, u := seen["download"], seen["submit"]
 			mu.Unlock()
-			if got, want := d.In.Load(), int64(proto.Size(req))+5; got != want {
+			if got, want := d[0], int64(proto.Size(req))+5; got != want {
 				t.Errorf("download in: %d bytes, want the request's %d", got, want)
 			}
-			if got := d.Out.Load(); got != down || got <= int64(len(f.model)) {
+			if got := d[1]; got != down || got <= int64(len(f.model)) {
 				t.Errorf("download out: %d bytes, want the messages' %d (model %d)", got, down, len(f.model))
 			}
-			if got := u.In.Load(); got != up || got <= int64(len(update)) {
+			if got := u[0]; got != up || got <= int64(len(update)) {
 				t.Errorf("upload in: %d bytes, want the messages' %d (update %d)", got, up, len(update))
 			}
-			if got, want := u.Out.Load(), int64(proto.Size(resp))+5; got != want {
+			if got, want := u[1], int64(proto.Size(resp))+5; got != want {
 				t.Errorf("upload out: %d bytes, want the response's %d", got, want)
 			}
 			perFrame := int64(9)
@@ -94,13 +91,13 @@ func TestByteCounts(t *testing.T) {
 				perFrame += 22
 			}
 			in, out := wire.Bytes()
-			if min := d.Out.Load() + perFrame*int64(len(f.model)>>14); out < min {
+			if min := d[1] + perFrame*int64(len(f.model)>>14); out < min {
 				t.Errorf("wire out %d bytes, want at least %d", out, min)
 			}
-			if min := u.In.Load() + perFrame*int64(len(update)>>14); in < min {
+			if min := u[0] + perFrame*int64(len(update)>>14); in < min {
 				t.Errorf("wire in %d bytes, want at least %d", in, min)
 			}
-			t.Logf("%s: model %d B: rpc %d B, update %d B: rpc %d B; wire in %d B, out %d B", name, len(f.model), d.Out.Load(), len(update), u.In.Load(), in, out)
+			t.Logf("%s: model %d B: rpc %d B, update %d B: rpc %d B; wire in %d B, out %d B", name, len(f.model), d[1], len(update), u[0], in, out)
 		})
 	}
 }
