@@ -238,7 +238,7 @@ function render() {
     [{ name: "total ratio", points: rs.filter(r => r.dense_bytes > 0 && r.upload_bytes + r.download_bytes > 0)
         .map(r => [r.round, r.dense_bytes / (r.upload_bytes + r.download_bytes)]) },
      { name: "upload ratio", points: rs.filter(r => r.ratio > 0).map(r => [r.round, r.ratio]) }],
-    { yFmt: (v, dec) => fmt(v, dec) + "×" });
+    { log: true, yFmt: v => fmt(v, 0) + "×" }); // a log axis: a total of 2× beside an upload of 400×
   barChart(document.getElementById("chart-clients"), rs);
 
   const cluster = document.getElementById("cluster");
