@@ -57,15 +57,15 @@ func (rpcCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Conte
 }
 
 func (rpcCounter) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	b := RPCBytesOf(ctx)
-	if b == nil {
-		return
-	}
 	switch p := s.(type) {
 	case *stats.InPayload:
-		b.In.Add(int64(p.WireLength))
+		if b := RPCBytesOf(ctx); b != nil {
+			b.In.Add(int64(p.WireLength))
+		}
 	case *stats.OutPayload:
-		b.Out.Add(int64(p.WireLength))
+		if b := RPCBytesOf(ctx); b != nil {
+			b.Out.Add(int64(p.WireLength))
+		}
 	}
 }
 

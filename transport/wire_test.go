@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"context"
 	"sync"
 	"testing"
 
+	"google.golang.org/grpc/stats"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -99,5 +101,24 @@ func TestByteCounts(t *testing.T) {
 			}
 			t.Logf("%s: model %d B: rpc %d B, update %d B: rpc %d B; wire in %d B, out %d B", name, len(f.model), d[1], len(update), u[0], in, out)
 		})
+	}
+}
+
+// BenchmarkRPCCounter is what counting costs an upload of ten chunks: the
+// RPC's tag and twelve payload events (header, ten chunks, the
+// acknowledgment) with the events gRPC sends besides.
+func BenchmarkRPCCounter(b *testing.B) {
+	var h rpcCounter
+	in, out := &stats.InPayload{WireLength: 32<<10 + 20}, &stats.OutPayload{WireLength: 12}
+	begin, end := &stats.Begin{}, &stats.End{}
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx := h.TagRPC(context.Background(), &stats.RPCTagInfo{FullMethodName: fedzippb.Coordinator_Submit_FullMethodName})
+		h.HandleRPC(ctx, begin)
+		for range 11 {
+			h.HandleRPC(ctx, in)
+		}
+		h.HandleRPC(ctx, out)
+		h.HandleRPC(ctx, end)
 	}
 }
