@@ -42,8 +42,8 @@ type Service struct {
 	pollMu sync.Mutex
 	polls  map[uint64]int // GetTask calls in flight per client
 
-	// metrics, when set by Instrument, counts updates and bytes; traffic
-	// keeps the recent rounds' share of them.
+	// metrics, when set by Instrument, counts updates and bytes; traffic,
+	// kept whether or not, holds the recent rounds' share of them.
 	metrics *metrics.Coordinator
 	traffic traffic
 }
@@ -179,10 +179,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	// the send, the round could be one an abort has since given back (the
 	// next attempt's download of the same version would then count an
 	// empty delta in the round, and this one's bytes nowhere).
-	var servedIn int
-	if s.metrics != nil {
-		servedIn = s.node.FSM().Progress().Round
-	}
+	servedIn := s.node.FSM().Progress().Round
 	d, ok := s.node.FSM().ServeDownload(req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
 	if !ok {
 		return s.status(ctx, ErrNotInitialised)
@@ -195,8 +192,8 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 		h.Kind, h.BaseVersion, h.ModelCrc32C = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base, &d.ModelCRC
 	}
 	err := transport.SendModelChecksummed(stream.Send, h, d.Payload, d.PayloadCRC, s.ChunkSize)
-	if err == nil && s.metrics != nil {
-		s.observeDownload(servedIn, d.Codec, len(d.Payload))
+	if err == nil {
+		s.observeDownload(servedIn, d.Codec, len(d.Payload), transport.RPCBytesOf(ctx).Total(), 4*int64(s.node.FSM().Params()))
 	}
 	return err
 }
@@ -213,9 +210,7 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 
 		refusedHeader *fedzippb.UpdateHeader // refused by CheckUpload
 	)
-	if s.metrics != nil {
-		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
-	}
+	defer func() { s.observeSubmit(&v, h, len(payload), transport.RPCBytesOf(ctx).Total(), r, cause, err) }()
 	h, payload, err = transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
 		if err := transport.CheckClientID(ctx, h.GetClientId()); err != nil {
 			return err

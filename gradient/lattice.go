@@ -18,9 +18,10 @@ import (
 // per tensor and counts an int32 per coordinate. Every version changes
 // the counts of at most the top-k coordinates of global − model by at
 // most Levels steps; what is not sent stays in global − model, the exact
-// server residual. The steps are fixed once, when the first version that
-// changes the model is published: Spec.Step times the mean magnitude of
-// each tensor's selected change.
+// server residual. The steps are set when the first version that changes
+// the model is published: Spec.Step times the mean magnitude of each
+// tensor's selected change. Later they only halve (refine), which doubles
+// the counts and leaves the model unchanged bit for bit.
 //
 // Because a coordinate's value is a function of its count alone, the sum
 // of any run of deltas is again one sparse vector of integer changes:
@@ -154,6 +155,7 @@ func (s *ServerEncoder) publishLattice() (Stats, error) {
 			}
 			off += z
 		}
+		l.refine(norm, int(math.Ceil(s.spec.Refine*float64(k))))
 		compress.TopK(idx, norm, &l.ws)
 		slices.Sort(idx)
 		levels := float64(s.spec.Levels)
@@ -200,6 +202,66 @@ func (s *ServerEncoder) publishLattice() (Stats, error) {
 	l.mu.Unlock()
 	st.Kept, st.Bytes = len(sel), len(msg)
 	return st, nil
+}
+
+// maxRefines bounds the halvings of one Publish.
+const maxRefines = 8
+
+// refine halves every step, doubling every count, while fewer than want
+// coordinates are at least half a step from the global model (norm is
+// global − model in steps, and is doubled with the steps): the lattice
+// gets finer as training's changes get smaller, so that the sync budget
+// of k coordinates per version buys precision instead of going unused.
+// The model does not change: step/2 · 2·count is the same float32
+// product, as both factors are scaled by a power of two. It stops where a
+// count or a step would leave its bounds.
+func (l *lattice) refine(norm []float32, want int) {
+	if want <= 0 {
+		return
+	}
+	for range maxRefines {
+		far := 0
+		for _, x := range norm {
+			if x >= 0.5 || x <= -0.5 {
+				far++
+			}
+		}
+		if far >= want {
+			return
+		}
+		var big int32
+		for _, c := range l.counts {
+			big = max(big, c, -c)
+		}
+		if 2*int64(big) > maxLatticeCount || slices.Min(l.steps) < 0x1p-125 {
+			return
+		}
+		for t := range l.steps {
+			l.steps[t] /= 2
+		}
+		for i := range l.counts {
+			l.counts[i] *= 2
+		}
+		for i := range norm {
+			norm[i] *= 2
+		}
+	}
+}
+
+// stepRatios returns the power of two by which counts at steps from
+// are multiplied to be counts at the finer or equal steps to, for each
+// tensor, or false if a ratio is not a power of two in [1, 2^24].
+func stepRatios(dst []int64, from, to []float32) ([]int64, bool) {
+	dst = dst[:0]
+	for t := range to {
+		r := float64(from[t]) / float64(to[t])
+		f, e := math.Frexp(r)
+		if f != 0.5 || e < 1 || e > 25 {
+			return nil, false
+		}
+		dst = append(dst, int64(1)<<(e-1))
+	}
+	return dst, true
 }
 
 // rebuild recomputes the model's coordinates idx from their counts.
@@ -342,48 +404,71 @@ func (s *ServerEncoder) sync(have int) []byte {
 // smaller than the counts themselves (a message from version 0).
 func (s *ServerEncoder) compose(have int) []byte {
 	l, n := s.lat, len(s.model)
-	sp, _ := scratchPool.Get().(*[]int32)
+	sp, _ := scratchPool.Get().(*[]int64)
 	if sp == nil || len(*sp) != n {
-		b := make([]int32, n)
+		b := make([]int64, n)
 		sp = &b
 	}
 	sum := *sp
 	defer scratchPool.Put(sp)
 	var d Decoder
 	var touched []int32
+	var ratios []int64
 	lim := Limits{MaxParams: n}.norm()
+	clean := func() {
+		for _, i := range touched {
+			sum[i] = 0
+		}
+	}
 	for _, m := range s.history[len(s.history)-(s.version-have):] {
 		h, err := parse(m, lim, false)
 		if err != nil {
 			panic(fmt.Sprintf("gradient: kept lattice delta refused: %v", err))
 		}
-		_, _, idx, vals, err := d.lattice(&h, m)
+		_, steps, idx, vals, err := d.lattice(&h, m)
 		if err != nil {
 			panic(fmt.Sprintf("gradient: kept lattice delta refused: %v", err))
 		}
+		if len(idx) == 0 {
+			continue
+		}
+		var ok bool
+		if ratios, ok = stepRatios(ratios, steps, l.steps); !ok {
+			clean()
+			return nil
+		}
+		t, end := 0, l.tensors[0]
 		for j, i := range idx {
+			for int(i) >= end {
+				t++
+				end += l.tensors[t]
+			}
 			if sum[i] == 0 {
 				touched = append(touched, i)
 			}
-			sum[i] += vals[j]
+			sum[i] += int64(vals[j]) * ratios[t]
 		}
 		if len(touched) >= l.nnz {
 			// Not smaller than the counts: stop early.
-			for _, i := range touched {
-				sum[i] = 0
-			}
+			clean()
 			return nil
 		}
 	}
 	slices.Sort(touched)
-	idx := touched[:0]
+	idx := make([]int32, 0, len(touched))
 	vals := make([]int32, 0, len(touched))
 	for _, i := range touched {
-		if v := sum[i]; v != 0 {
-			idx = append(idx, i)
-			vals = append(vals, v)
-		}
+		v := sum[i]
 		sum[i] = 0
+		switch {
+		case v == 0:
+		case v > 2*maxLatticeCount || v < -2*maxLatticeCount:
+			clean()
+			return nil
+		default:
+			idx = append(idx, i)
+			vals = append(vals, int32(v))
+		}
 	}
 	return appendLatticeMessage(nil, n, have, s.version, l.tensors, l.steps, idx, vals)
 }
@@ -612,8 +697,10 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 		if err != nil {
 			return nil, fmt.Errorf("lattice server state: delta to version %d: %w", v+1, err)
 		}
-		if steps != nil && (!slices.Equal(steps, l.steps) || !slices.Equal(tensors, l.tensors)) {
-			return nil, bad("delta to version %d has another tensor table", v+1)
+		if steps != nil {
+			if _, ok := stepRatios(nil, steps, l.steps); !ok || !slices.Equal(tensors, l.tensors) {
+				return nil, bad("delta to version %d has a tensor table the current one does not refine", v+1)
+			}
 		}
 		s.history = append(s.history, slices.Clone(m))
 		v++

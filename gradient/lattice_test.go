@@ -17,6 +17,9 @@ type latticeRun struct {
 	global []float32
 	rng    *rand.Rand
 	hot    int
+	// scale multiplies the drift, decay multiplies scale each version
+	// (changes shrink as training converges).
+	scale, decay float64
 }
 
 func newLatticeRun(t testing.TB, spec string, n, maxLag int, tensors []int) *latticeRun {
@@ -39,18 +42,19 @@ func newLatticeRun(t testing.TB, spec string, n, maxLag int, tensors []int) *lat
 			t.Fatal(err)
 		}
 	}
-	return &latticeRun{srv: srv, global: slices.Clone(init), rng: rng, hot: n / 5}
+	return &latticeRun{srv: srv, global: slices.Clone(init), rng: rng, hot: n / 5, scale: 1, decay: 1}
 }
 
 func (r *latticeRun) publish(t testing.TB) {
 	t.Helper()
 	for i := range r.global {
-		s := 0.001
+		s := 0.001 * r.scale
 		if i < r.hot {
-			s = 0.01
+			s = 0.01 * r.scale
 		}
 		r.global[i] += float32(r.rng.NormFloat64() * s)
 	}
+	r.scale *= r.decay
 	if _, err := r.srv.Publish(r.global, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -71,8 +75,16 @@ func sameBits(a, b []float32) int {
 // from the version they hold while the kept deltas reach back, from
 // version 0 otherwise.
 func TestLatticeReplicasMatchServer(t *testing.T) {
+	for _, spec := range []string{"topk=0.05,bits=lattice", "topk=0.05,bits=lattice,refine=0.7"} {
+		t.Run(spec, func(t *testing.T) { testLatticeReplicas(t, spec) })
+	}
+}
+
+func testLatticeReplicas(t *testing.T, spec string) {
 	const n, lag = 5000, 6
-	run := newLatticeRun(t, "topk=0.05,bits=lattice", n, lag, []int{3000, 1500, 400, 100})
+	run := newLatticeRun(t, spec, n, lag, []int{3000, 1500, 400, 100})
+	run.decay = 0.9
+	var first []float32
 	periods := []int{1, 3, 10, 40}
 	reps := make([]*Replica, len(periods))
 	for j := range reps {
@@ -85,6 +97,9 @@ func TestLatticeReplicasMatchServer(t *testing.T) {
 	composed := 0
 	for v := 1; v <= 40; v++ {
 		run.publish(t)
+		if first == nil {
+			first = slices.Clone(run.srv.lat.steps)
+		}
 		for j, p := range periods {
 			if v%p != 0 {
 				continue
@@ -121,6 +136,10 @@ func TestLatticeReplicasMatchServer(t *testing.T) {
 	}
 	if composed < 20 {
 		t.Fatalf("only %d syncs were compositions from the version held", composed)
+	}
+	refined := run.srv.lat.steps[0] < first[0]
+	if want := run.srv.spec.Refine > 0; refined != want {
+		t.Fatalf("steps %v → %v: refined %v, want %v", first, run.srv.lat.steps, refined, want)
 	}
 }
 
@@ -174,7 +193,8 @@ func TestLatticeResidualIsExact(t *testing.T) {
 // state whose model does not match its counts is refused.
 func TestLatticeRestore(t *testing.T) {
 	const n, lag = 3000, 5
-	run := newLatticeRun(t, "lattice", n, lag, []int{2000, 900, 100})
+	run := newLatticeRun(t, "topk=0.02,bits=lattice,refine=0.7", n, lag, []int{2000, 900, 100})
+	run.decay = 0.8
 	for range 9 {
 		run.publish(t)
 	}

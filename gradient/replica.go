@@ -105,8 +105,27 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 		return fmt.Errorf("%w: lattice sync from version %d to %d", ErrCorrupt, h.Base, h.Round)
 	case !fresh && (h.Base != r.version || !r.onLattice):
 		return fmt.Errorf("%w: lattice sync from version %d, replica holds version %d (on the lattice: %v)", ErrBase, h.Base, r.version, r.onLattice)
-	case !fresh && r.steps != nil && steps != nil && (!slices.Equal(steps, r.steps) || !slices.Equal(tensors, r.tensors)):
-		return fmt.Errorf("%w: lattice sync with another tensor table than the replica's", ErrCorrupt)
+	}
+	// A sync at finer steps than the replica's: its counts are scaled to
+	// them first (the model does not change).
+	var ratios []int64
+	if !fresh && r.steps != nil && steps != nil && !slices.Equal(steps, r.steps) {
+		var ok bool
+		if ratios, ok = stepRatios(nil, r.steps, steps); !ok || !slices.Equal(tensors, r.tensors) {
+			return fmt.Errorf("%w: lattice sync with a tensor table that does not refine the replica's", ErrCorrupt)
+		}
+		if r.counts != nil {
+			t, end := 0, tensors[0]
+			for i, c := range r.counts {
+				for i >= end {
+					t++
+					end += tensors[t]
+				}
+				if x := int64(c) * ratios[t]; x > maxLatticeCount || x < -maxLatticeCount {
+					return fmt.Errorf("%w: lattice count %d at coordinate %d at the finer steps", ErrCorrupt, x, i)
+				}
+			}
+		}
 	}
 	if steps == nil && fresh {
 		// Nothing has changed since the initial model.
@@ -122,15 +141,19 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 	}
 	for j, i := range idx {
 		c := int64(vals[j])
-		if !fresh && r.counts != nil {
-			c += int64(r.counts[i])
-		}
-		if c > maxLatticeCount || c < -maxLatticeCount {
-			return fmt.Errorf("%w: lattice count %d at coordinate %d", ErrCorrupt, c, i)
-		}
 		for int(i) >= end {
 			t++
 			end += tensors[t]
+		}
+		if !fresh && r.counts != nil {
+			old := int64(r.counts[i])
+			if ratios != nil {
+				old *= ratios[t]
+			}
+			c += old
+		}
+		if c > maxLatticeCount || c < -maxLatticeCount {
+			return fmt.Errorf("%w: lattice count %d at coordinate %d", ErrCorrupt, c, i)
 		}
 		if !isFinite32(latticeValue(r.init[i], steps[t], int32(c))) {
 			return fmt.Errorf("%w: lattice value at coordinate %d", ErrNonFinite, i)
@@ -141,6 +164,16 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 		copy(r.model, r.init)
 		if r.counts != nil {
 			clear(r.counts)
+		}
+	}
+	if ratios != nil && r.counts != nil {
+		t, end = 0, tensors[0]
+		for i := range r.counts {
+			for i >= end {
+				t++
+				end += tensors[t]
+			}
+			r.counts[i] *= int32(ratios[t])
 		}
 	}
 	if len(idx) > 0 && r.counts == nil {

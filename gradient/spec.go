@@ -170,6 +170,11 @@ type Spec struct {
 	// Levels is, for Lattice, the most steps a coordinate moves in one
 	// version (DefaultLatticeLevels if not given).
 	Levels int
+	// Refine is, for Lattice, the fraction of the top-k budget below
+	// which the lattice is refined: when fewer than Refine·k coordinates
+	// are half a step or more from the global model, every step halves
+	// (0: never).
+	Refine float64
 }
 
 // Lattice defaults, chosen on the iid 2NN with seeds 1–3 (see
@@ -248,6 +253,9 @@ func PresetNames() []string {
 //	             mean magnitude per tensor, F in (0, 1e6] (default 2)
 //	levels=L     lattice: the most steps a coordinate moves per version,
 //	             L in [1, 2^20] (default 7)
+//	refine=F     lattice: halve every step when fewer than F·k
+//	             coordinates are half a step from the global model, F in
+//	             [0, 1] (default 0: never)
 //	stochastic=on|off  unbiased stochastic rounding (bits 1..8, ternary)
 //	ef=on|off    error feedback: keep what was not sent in a residual
 //	momentum=M   DGC momentum correction with factor masking, M in [0, 1);
@@ -316,7 +324,7 @@ func ParseSpec(s string) (Spec, error) {
 	return sp, nil
 }
 
-var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block", "step", "levels"}
+var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block", "step", "levels", "refine"}
 
 func (sp *Spec) set(key, val string) error {
 	switch key {
@@ -412,6 +420,12 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("step=%s: want a multiple in (0, 1e6], such as 2", val)
 		}
 		sp.Step = f
+	case "refine":
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(f >= 0 && f <= 1) {
+			return fmt.Errorf("refine=%s: want a fraction in [0, 1], such as 0.25", val)
+		}
+		sp.Refine = f
 	case "levels":
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 || n > 1<<20 {
@@ -519,8 +533,8 @@ func (sp Spec) check() error {
 // and levels, and nothing that keeps client state or changes the coding.
 func (sp Spec) checkLattice() error {
 	if sp.Values != Lattice {
-		if sp.Step != 0 || sp.Levels != 0 {
-			return fmt.Errorf("step and levels: need bits=lattice")
+		if sp.Step != 0 || sp.Levels != 0 || sp.Refine != 0 {
+			return fmt.Errorf("step, levels and refine: need bits=lattice")
 		}
 		return nil
 	}
@@ -531,6 +545,8 @@ func (sp Spec) checkLattice() error {
 		return fmt.Errorf("step=%g: want a multiple in (0, 1e6]", sp.Step)
 	case sp.Levels < 1 || sp.Levels > 1<<20:
 		return fmt.Errorf("levels=%d: want a number of steps in [1, 1048576]", sp.Levels)
+	case !(sp.Refine >= 0 && sp.Refine <= 1):
+		return fmt.Errorf("refine=%g: want a fraction in [0, 1]", sp.Refine)
 	case sp.EF || sp.Stochastic || sp.Clip != 0 || sp.Warmup != 0 || sp.Bucket != 0 || sp.Block != 0 || sp.Entropy != EntropyAuto:
 		return fmt.Errorf("bits=lattice takes only topk, step and levels (the server residual is exact, the coding fixed)")
 	}
@@ -606,6 +622,9 @@ func (sp Spec) String() string {
 	}
 	if sp.Values == Lattice {
 		b = append(b, "step="+f(sp.Step), "levels="+strconv.Itoa(sp.Levels))
+		if sp.Refine != 0 {
+			b = append(b, "refine="+f(sp.Refine))
+		}
 	}
 	if len(b) == 0 {
 		return "none"
