@@ -107,7 +107,11 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		}
 		return nil, s.status(ctx, err)
 	}
-	return taskMessage(t, s.node.FSM().Params()), nil
+	m := taskMessage(t, s.node.FSM().Params())
+	if crc, ok := s.node.FSM().InitCRC(); ok {
+		m.InitCrc32C = &crc
+	}
+	return m, nil
 }
 
 // taskMessage is the task a client receives: its round of the run and the
@@ -116,7 +120,7 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 	c := t.Config
 	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec, DownloadCodec: c.TaskDownloadCodec(),
 		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, ProxMu: c.ProxMu,
-		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes)}
+		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes), InitSeed: c.InitSeed}
 	if !t.Deadline.IsZero() {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}

@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	if err := p.setCodec(cfg, model.NumParams()); err != nil {
 		return nil, err
 	}
-	down, err := newDownloads(cfg, init, len(data.Parts))
+	down, err := newDownloads(cfg, model, init, len(data.Parts))
 	if err != nil {
 		return nil, err
 	}
