@@ -28,7 +28,7 @@ for p in iid shards dirichlet; do
       [[ -s $f ]] && continue
       # shellcheck disable=SC2086
       $fedzip simulate --quiet --deliver "" --rounds 200 --seed "$s" ${part[$p]} \
-        --target "${target[$p]}" ${method[$m]} -o json >"$f.tmp"
+        --target "${target[$p]}" ${method[$m]} --metrics-out "${f%.json}.jsonl" -o json >"$f.tmp"
       mv "$f.tmp" "$f"
       echo "$f" >&2
     done
