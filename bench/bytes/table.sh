@@ -8,6 +8,9 @@
 # of docs/benchmarks.md.
 #
 #   bench/bytes/table.sh [OUT] [SEEDS...]
+#
+# FEDZIP names the binary (default: fedzip on PATH), ONLY="dense stc" runs
+# only those methods, ROUNDS overrides 200 (for a quick try).
 set -euo pipefail
 out=${1:-bench-bytes}
 shift || true
@@ -27,6 +30,7 @@ declare -A methods=([iid]="dense dgc stc fedzip" [shards]="dense dgc stc fedzip 
 for p in iid shards dirichlet; do
   for s in $seeds; do
     for m in ${methods[$p]}; do
+      [[ -n ${ONLY:-} && " $ONLY " != *" $m "* ]] && continue
       f="$out/$p-$m-s$s.json"
       [[ -s $f ]] && continue
       # shellcheck disable=SC2086
