@@ -64,7 +64,9 @@ func strategyParams(name string) ([]Param, bool) {
 // wrapperParams are the keys every strategy accepts: norm bounding and
 // differential privacy.
 var wrapperParams = []Param{
-	{"bound", "", "clip each update to this L2 norm (NormBound)"},
+	{"bound", "auto", "auto: clip each update's L2 norm and cap its weight at multiples of the round's medians (AutoBound; the default of the mean-based rules); off: neither; a number: clip to this L2 norm (NormBound)"},
+	{"bound-median", "2", "bound=auto: clip norms to this multiple of the round's median norm, ≥ 1, or off"},
+	{"weight-cap", "2", "bound=auto: cap weights at this multiple of the round's median weight, ≥ 1, or off"},
 	{"bucket", "", "average shuffled buckets of this many updates before the rule (Bucketing; for robust rules on non-IID clients)"},
 	{"bucket-seed", "0", "seed of the bucket shuffle"},
 	{"filter", "", "drop updates whose cosine with the coordinate-wise median is below this, in [-1, 1] (DirectionFilter; before bucket and the rule)"},
@@ -101,12 +103,37 @@ func Params(name string) ([]Param, error) {
 //	trimmed-mean,beta=0.1,bound=10
 //	fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10,dp-seed=7
 //
-// Params lists each strategy's keys and their defaults. The key bound wraps
-// the strategy in NormBound; any dp-* key wraps it in DP, which needs a
-// mean-based strategy. An empty spec means "fedavg". Unknown names, unknown
-// or repeated keys, malformed values and values out of range are errors
-// (ErrUnknownStrategy, ErrParam, ErrPrivacy) that name the culprit.
-func Parse(spec string) (Strategy, error) {
+// Params lists each strategy's keys and their defaults. A mean-based rule
+// (fedavg, fedavgm, fedadam, fedyogi, fedadagrad) without a bound or dp-*
+// key is wrapped in AutoBound with the default multiples, so that "fedavg"
+// means "fedavg,bound=auto,bound-median=2,weight-cap=2"; bound=off leaves
+// it bare, bound=auto puts AutoBound around any rule, and a number wraps
+// the rule in NormBound; any dp-* key wraps it in DP, which needs a
+// mean-based strategy and clips itself. An empty spec means "fedavg".
+// Unknown names, unknown or repeated keys, malformed values and values out
+// of range are errors (ErrUnknownStrategy, ErrParam, ErrPrivacy) that name
+// the culprit.
+func Parse(spec string) (Strategy, error) { return parse(spec, true) }
+
+// ParseLegacy parses a spec as Parse did before AutoBound was the default:
+// a spec without a bound key gives the bare rule. It is for replaying a
+// coordinator's log written then, which must give the model it gave.
+func ParseLegacy(spec string) (Strategy, error) { return parse(spec, false) }
+
+// IsBounded reports whether s bounds its updates' norms (AutoBound,
+// NormBound or DP clipping) at its outermost layer, which Parse gives every
+// mean-based rule unless its spec says bound=off.
+func IsBounded(s Strategy) bool {
+	switch b := s.(type) {
+	case AutoBound:
+		return b.NormMult > 0
+	case NormBound, *DP:
+		return true
+	}
+	return false
+}
+
+func parse(spec string, autoDefault bool) (Strategy, error) {
 	fields := strings.Split(spec, ",")
 	name := strings.TrimSpace(fields[0])
 	if name == "" && len(fields) == 1 {
@@ -116,7 +143,7 @@ func Parse(spec string) (Strategy, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownStrategy, name, strings.Join(Names(), ", "))
 	}
-	p := &kv{name: name, vals: map[string]string{}}
+	p := &kv{name: name, vals: map[string]string{}, autoDefault: autoDefault}
 	for _, f := range fields[1:] {
 		key, val, ok := strings.Cut(f, "=")
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
@@ -152,9 +179,10 @@ func hasKey(ps []Param, key string) bool {
 
 // kv reads typed parameters, keeping the first error.
 type kv struct {
-	name string
-	vals map[string]string
-	err  error
+	name        string
+	vals        map[string]string
+	err         error
+	autoDefault bool // no bound key means bound=auto for a mean-based rule
 }
 
 func (p *kv) has(key string) bool { _, ok := p.vals[key]; return ok }
@@ -215,6 +243,24 @@ func (p *kv) bool(key string, def bool) bool {
 		return def
 	}
 	return x
+}
+
+// mult reads a multiple that may be "off" (0).
+func (p *kv) mult(key string, def float64) float64 {
+	if p.vals[key] == "off" {
+		return 0
+	}
+	return p.float(key, def)
+}
+
+// isMeanBased reports whether the rule name weighs and averages updates,
+// which AutoBound guards by default.
+func isMeanBased(name string) bool {
+	switch name {
+	case "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad":
+		return true
+	}
+	return false
 }
 
 func (p *kv) meanOver() MeanOver {
@@ -296,11 +342,22 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 			isDP = true
 		}
 	}
-	if p.has("bound") {
-		if isDP {
-			p.err = fmt.Errorf("%w: %s: bound and dp-* both clip updates; use dp-clip alone", ErrParam, p.name)
-			return nil, false
-		}
+	bound, hasBound := p.vals["bound"]
+	if hasBound && isDP {
+		p.err = fmt.Errorf("%w: %s: bound and dp-* both clip updates; use dp-clip alone", ErrParam, p.name)
+		return nil, false
+	}
+	auto := bound == "auto" || (!hasBound && !isDP && p.autoDefault && isMeanBased(p.name))
+	if !auto && (p.has("bound-median") || p.has("weight-cap")) {
+		p.err = fmt.Errorf("%w: %s: bound-median and weight-cap need bound=auto", ErrParam, p.name)
+		return nil, false
+	}
+	switch {
+	case auto:
+		return AutoBound{Inner: s, NormMult: p.mult("bound-median", DefaultNormMult), WeightMult: p.mult("weight-cap", DefaultWeightMult)}, true
+	case bound == "off":
+		return s, true
+	case hasBound:
 		return NormBound{Inner: s, Bound: p.float("bound", 0)}, true
 	}
 	if !isDP {
@@ -335,12 +392,45 @@ func validateStrategy(s Strategy) error {
 }
 
 // Spec returns a spec that Parse turns into a strategy configured as s
-// (without its server state): s.String() when s has one, else s.Name().
+// (without its server state): s.String() when s has one, else s.Name(),
+// with ",bound=off" when s is a mean-based rule without a bound, which
+// Parse would otherwise wrap in AutoBound.
 func Spec(s Strategy) string {
+	spec := innerSpec(s)
+	if bareMean(s) {
+		spec += ",bound=off"
+	}
+	return spec
+}
+
+// innerSpec is the spec of s as a wrapper's inner strategy: without the
+// ",bound=off" of Spec, which the outermost layer decides.
+func innerSpec(s Strategy) string {
 	if st, ok := s.(fmt.Stringer); ok {
 		return st.String()
 	}
 	return s.Name()
+}
+
+// bareMean reports whether s, under any Bucketing, DirectionFilter and
+// Reputation wrappers, is a mean-based rule with no bound around it.
+func bareMean(s Strategy) bool {
+	for {
+		switch w := s.(type) {
+		case Bucketing:
+			s = w.Inner
+		case DirectionFilter:
+			s = w.inner()
+		case *Reputation:
+			s = w.inner()
+		case AutoBound, NormBound, *DP:
+			return false
+		case nil:
+			return true // FedAvg
+		default:
+			return isMeanBased(s.Name())
+		}
+	}
 }
 
 func ff(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
@@ -395,11 +485,11 @@ func (s MultiKrum) String() string {
 func (s Bulyan) String() string { return "bulyan,f=" + strconv.Itoa(s.F) }
 
 // String returns the spec of b.
-func (b NormBound) String() string { return Spec(b.inner()) + ",bound=" + ff(b.Bound) }
+func (b NormBound) String() string { return innerSpec(b.inner()) + ",bound=" + ff(b.Bound) }
 
 // String returns the spec of d's configuration.
 func (d *DP) String() string {
-	spec := Spec(d.inner()) + ",dp-clip=" + ff(d.Clip) + ",dp-noise=" + ff(d.NoiseMultiplier) +
+	spec := innerSpec(d.inner()) + ",dp-clip=" + ff(d.Clip) + ",dp-noise=" + ff(d.NoiseMultiplier) +
 		",dp-seed=" + strconv.FormatUint(d.Seed, 10) + ",dp-clients=" + strconv.Itoa(d.ExpectedClients)
 	if a := d.Adaptive; a != nil {
 		spec += ",dp-adaptive=true,dp-quantile=" + ff(a.Quantile) + ",dp-clip-lr=" + ff(a.LR) + ",dp-count-stddev=" + ff(a.CountStddev)
