@@ -403,6 +403,12 @@ func Spec(s Strategy) string {
 	return spec
 }
 
+// Unbounded reports whether s is a mean-based rule (under any bucket,
+// filter and reputation wrappers) that bounds neither the norm nor the
+// weight of an update: one client can then move the model arbitrarily far
+// (its spec says bound=off).
+func Unbounded(s Strategy) bool { return bareMean(s) }
+
 // innerSpec is the spec of s as a wrapper's inner strategy: without the
 // ",bound=off" of Spec, which the outermost layer decides.
 func innerSpec(s Strategy) string {
