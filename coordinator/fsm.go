@@ -119,6 +119,9 @@ func (c RunConfig) Validate() error {
 	if err := c.Spec.Validate(); err != nil {
 		return err
 	}
+	if c.StrategyDefaults == "" {
+		c.StrategyDefaults = DefaultsBounded // as the leader commits a new run
+	}
 	return c.checkApply()
 }
 
