@@ -262,3 +262,39 @@ func TestAutoBoundErrors(t *testing.T) {
 		t.Errorf("second Apply = %v", err)
 	}
 }
+
+// Over each coordinate's senders: a coordinate that three of five sparse
+// updates sent moves by the median (or trimmed mean) of those three, not
+// of three values and two zeros; one with a single sender (below
+// min-senders) takes the plain median, 0.
+func TestSendersRules(t *testing.T) {
+	const n = 3
+	sp := func(idx []int32, val []float32) Update { return Update{Weight: 1, N: n, Indices: idx, Values: val} }
+	ups := []Update{
+		sp([]int32{0, 1}, []float32{1, 5}),
+		sp([]int32{0}, []float32{2}),
+		sp([]int32{0}, []float32{100}), // an outlier among the senders of 0
+		sp(nil, nil),
+		sp([]int32{2}, []float32{-1}),
+	}
+	for spec, want := range map[string][]float32{
+		"median":                                      {1, 0, 0},
+		"median,over=senders":                         {2, 0, 0}, // 1 sender of 1 and 2: below min-senders
+		"median,over=senders,min-senders=1":           {2, 5, -1},
+		"trimmed-mean,beta=0.34,over=senders":         {2, 0, 0}, // ⌊0.34·3⌋ = 1 cut at each end
+		"trimmed-mean,beta=0.2,over=senders":          {float32(103.0 / 3), 0, 0},
+		"trimmed-mean,beta=0.2":                       {1, 0, 0}, // ⌊0.2·5⌋ = 1 cut of 0, 0, 1, 2, 100
+		"median,over=senders,min-senders=4,bound=off": {1, 0, 0},
+	} {
+		g := make([]float32, n)
+		runRounds(t, mustParse(t, spec), g, [][]Update{ups})
+		if !slices.Equal(g, want) {
+			t.Errorf("%s: model %v, want %v", spec, g, want)
+		}
+	}
+	for _, bad := range []string{"median,min-senders=2", "median,over=some", "trimmed-mean,over=senders,min-senders=-1"} {
+		if _, err := Parse(bad); !errors.Is(err, ErrParam) {
+			t.Errorf("Parse(%q) = %v, want ErrParam", bad, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,6 +18,8 @@ type Param struct {
 // strategyParams returns the keys of strategy name, nil for an unknown one.
 func strategyParams(name string) ([]Param, bool) {
 	mean := Param{"mean", "all", "divide each coordinate by the weight of all updates (all) or of those non-zero there (senders; for sparse updates)"}
+	over := Param{"over", "all", "take each coordinate's statistic over all updates (all) or over those non-zero there (senders; for sparse updates)"}
+	minSenders := Param{"min-senders", "2", "over=senders: fewest senders for the statistic over them; fewer take it over all updates"}
 	adaptive := func(lr string) []Param {
 		return []Param{
 			{"lr", lr, "server learning rate η"},
@@ -30,7 +33,7 @@ func strategyParams(name string) ([]Param, bool) {
 	case "fedavg":
 		return []Param{mean}, true
 	case "median":
-		return []Param{}, true
+		return []Param{over, minSenders}, true
 	case "fedavgm":
 		return []Param{
 			{"lr", "1", "server learning rate η"},
@@ -49,7 +52,7 @@ func strategyParams(name string) ([]Param, bool) {
 			mean,
 		}, true
 	case "trimmed-mean":
-		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}}, true
+		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}, over, minSenders}, true
 	case "krum", "bulyan":
 		return []Param{{"f", "1", "Byzantine updates tolerated"}}, true
 	case "multi-krum":
@@ -263,6 +266,31 @@ func isMeanBased(name string) bool {
 	return false
 }
 
+// senders reads the over and min-senders keys of median and
+// trimmed-mean; min-senders defaults to DefaultMinSenders with
+// over=senders.
+func (p *kv) senders() (MeanOver, int) {
+	over := p.over()
+	ms := p.int("min-senders", 0)
+	if over == MeanSenders && ms == 0 {
+		ms = DefaultMinSenders
+	}
+	return over, ms
+}
+
+// over reads the over key of median and trimmed-mean.
+func (p *kv) over() MeanOver {
+	v, ok := p.vals["over"]
+	if !ok {
+		return MeanAll
+	}
+	m, ok := parseMeanOver(v)
+	if !ok {
+		p.fail("over", v, "all or senders")
+	}
+	return m
+}
+
 func (p *kv) meanOver() MeanOver {
 	v, ok := p.vals["mean"]
 	if !ok {
@@ -301,9 +329,11 @@ func (p *kv) strategy() Strategy {
 		s.Mean = p.meanOver()
 		return s
 	case "median":
-		return Median{}
+		over, ms := p.senders()
+		return Median{Over: over, MinSenders: ms}
 	case "trimmed-mean":
-		return TrimmedMean{Beta: p.float("beta", 0.2)}
+		over, ms := p.senders()
+		return TrimmedMean{Beta: p.float("beta", 0.2), Over: over, MinSenders: ms}
 	case "krum":
 		return Krum{F: p.int("f", 1)}
 	case "multi-krum":
@@ -473,11 +503,21 @@ func (s *FedAdagrad) String() string {
 	return "fedadagrad,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",tau=" + ff(s.Tau) + meanKey(s.Mean)
 }
 
-// String returns the spec "median".
-func (Median) String() string { return "median" }
+// String returns the spec of m: "median", or with the senders' keys.
+func (m Median) String() string { return "median" + overKeys(m.Over, m.MinSenders) }
 
 // String returns the spec of t.
-func (t TrimmedMean) String() string { return "trimmed-mean,beta=" + ff(t.Beta) }
+func (t TrimmedMean) String() string {
+	return "trimmed-mean,beta=" + ff(t.Beta) + overKeys(t.Over, t.MinSenders)
+}
+
+// overKeys returns ",over=senders,min-senders=M" for MeanSenders.
+func overKeys(over MeanOver, minSenders int) string {
+	if over == MeanAll {
+		return ""
+	}
+	return ",over=" + over.String() + ",min-senders=" + strconv.Itoa(cmp.Or(minSenders, DefaultMinSenders))
+}
 
 // String returns the spec of s.
 func (s Krum) String() string { return "krum,f=" + strconv.Itoa(s.F) }

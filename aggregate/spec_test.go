@@ -33,6 +33,8 @@ func TestParse(t *testing.T) {
 		{"fedyogi,bound=off", &FedYogi{LR: 0.01, Beta1: 0.9, Beta2: 0.99, Tau: 1e-3}},
 		{"fedadagrad,bound=off", &FedAdagrad{LR: 0.1, Beta1: 0, Tau: 1e-3}},
 		{"median", Median{}},
+		{"median,over=senders", Median{Over: MeanSenders, MinSenders: 2}},
+		{"trimmed-mean,over=senders,min-senders=3", TrimmedMean{Beta: 0.2, Over: MeanSenders, MinSenders: 3}},
 		{"median,bucket=2,bucket-seed=7", Bucketing{Inner: Median{}, S: 2, Seed: 7}},
 		{"trimmed-mean", TrimmedMean{Beta: 0.2}},
 		{"trimmed-mean,beta=0", TrimmedMean{Beta: 0}},
