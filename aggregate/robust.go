@@ -127,7 +127,7 @@ func (m Median) Begin(n int) Accumulator { return newRowsAcc(n, m) }
 // Validate reports Over or MinSenders out of range.
 func (m Median) Validate() error { return m.validate() }
 
-func (Median) minUpdates() int { return 1 }
+func (Median) minUpdates() int   { return 1 }
 func (m Median) validate() error { return validateOver(m.Over, m.MinSenders) }
 
 func validateOver(over MeanOver, minSenders int) error {
