@@ -298,3 +298,25 @@ func TestSendersRules(t *testing.T) {
 		}
 	}
 }
+
+// "robust" is RobustSpec, a valid spec; with keys it is unknown (its
+// expansion is what a user edits).
+func TestRobustName(t *testing.T) {
+	r, err := Parse("robust")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := mustParse(t, RobustSpec)
+	if !reflect.DeepEqual(r, want) || Spec(r) != Spec(want) {
+		t.Errorf("Parse(robust) = %s, want %s", Spec(r), Spec(want))
+	}
+	if _, err := Parse("robust,beta=0.1"); !errors.Is(err, ErrUnknownStrategy) {
+		t.Errorf("robust with keys: %v", err)
+	}
+	if _, err := ParseLegacy("robust"); !errors.Is(err, ErrUnknownStrategy) {
+		t.Errorf("ParseLegacy(robust) = %v: an old log never named it", err)
+	}
+	if MinUpdates(r) > 10 {
+		t.Errorf("robust needs %d updates a round, more than the main job's 10", MinUpdates(r))
+	}
+}

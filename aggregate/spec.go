@@ -136,7 +136,19 @@ func IsBounded(s Strategy) bool {
 	return false
 }
 
+// RobustSpec is what the strategy name "robust" stands for: the
+// recommended rule against Byzantine clients, dense or compressed (see
+// docs/strategies.md for what it was measured against). Each update's norm
+// and weight are bounded by the round's medians (bound=auto), clients whose
+// updates keep disagreeing with the others' are excluded (reputation),
+// pairs of updates are averaged (bucket) and each coordinate takes the
+// trimmed mean over the updates that sent it (over=senders).
+const RobustSpec = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+
 func parse(spec string, autoDefault bool) (Strategy, error) {
+	if strings.TrimSpace(spec) == "robust" && autoDefault {
+		spec = RobustSpec
+	}
 	fields := strings.Split(spec, ",")
 	name := strings.TrimSpace(fields[0])
 	if name == "" && len(fields) == 1 {
