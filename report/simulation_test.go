@@ -15,7 +15,7 @@ func simRounds() []sim.Metrics {
 	return []sim.Metrics{
 		{Round: 1, Clients: 10, UploadBytes: 100, DownloadBytes: 1000, DenseUploadBytes: 4000, DenseDownloadBytes: 4000, Seconds: 1, Epsilon: 0.5, DPClip: 1},
 		{Round: 2, Evaluated: true, TestAccuracy: 0.92, TestLoss: 0.3, Clients: 10, UploadBytes: 100, DownloadBytes: 1000, DenseUploadBytes: 4000, DenseDownloadBytes: 4000, Seconds: 2, Epsilon: 0.8, DPClip: 1},
-		{Round: 3, Evaluated: true, TestAccuracy: 0.91, TestLoss: 0.35, Clients: 9, UploadBytes: 200, DownloadBytes: 2000, DenseUploadBytes: 3600, DenseDownloadBytes: 3600, Seconds: 3, Epsilon: 1.1, DPClip: 0.9, ClientStateBytes: 2e6},
+		{Round: 3, Evaluated: true, TestAccuracy: 0.91, TestLoss: 0.35, Clients: 9, UploadBytes: 200, DownloadBytes: 2000, DenseUploadBytes: 3600, DenseDownloadBytes: 3600, Seconds: 3, Epsilon: 1.1, DPClip: 0.9, ClientStateBytes: 2e6, Clipped: 2},
 	}
 }
 
@@ -28,7 +28,7 @@ func TestSimulationFigures(t *testing.T) {
 	want := Simulation{Target: 0.9, PerRound: 9, FinalAccuracy: 0.91, FinalLoss: 0.35, BestAccuracy: 0.92, BestRound: 2,
 		RoundsToTarget: 2, UploadToTarget: 200, DownloadToTarget: 2000, UploadBytes: 400, DownloadBytes: 4000,
 		DenseUploadBytes: 11600, DenseDownloadBytes: 11600, UploadRatio: 29, DownloadRatio: 2.9, ClientStateMB: 2,
-		Seconds: 10, SecondsPerRound: 2, Epsilon: 1.1, DPDelta: 1e-5, DPClip: 0.9, run: s.run}
+		Seconds: 10, SecondsPerRound: 2, Epsilon: 1.1, DPDelta: 1e-5, DPClip: 0.9, Updates: 29, Clipped: 2, run: s.run}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("got  %+v\nwant %+v", s, want)
 	}
@@ -36,7 +36,7 @@ func TestSimulationFigures(t *testing.T) {
 	if err := s.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range []string{"final test accuracy  91.00% (loss 0.3500)", "rounds to 90.00%", "2 (200 B uploaded, 2.0 KiB downloaded)", "(ε = 1.1, δ = 1e-05)-DP"} {
+	for _, row := range []string{"final test accuracy  91.00% (loss 0.3500)", "rounds to 90.00%", "2 (200 B uploaded, 2.0 KiB downloaded)", "(ε = 1.1, δ = 1e-05)-DP", "2 of 29 updates"} {
 		if !strings.Contains(b.String(), row) {
 			t.Errorf("table lacks %q:\n%s", row, b.String())
 		}
