@@ -95,6 +95,61 @@ func ApplyDownload(held []float32, have, want uint64, d Download, n, maxBytes in
 	return m, nil
 }
 
+// ApplySync applies a download to rep, a client's gradient.Replica (the
+// model it holds, with the lattice codec's counts), and returns the model
+// the download leads to, at version want, as a new slice, every value
+// finite. A DownloadFull is parsed (n parameters) and rep left as it was:
+// a replica holds only what it reconstructs. A DownloadDelta must start
+// from the version rep holds or, for a lattice sync, from version 0 (the
+// initial model rep was made with); it is applied with rep.Apply, bounded
+// by n parameters and maxBytes (gradient.Limits), and the model it leads
+// to must have d.CRC when the download announces one. Every check returns
+// an error wrapping ErrDownload and nothing panics; after an error rep may
+// hold another version than before (a delta that applied but leads
+// elsewhere): the caller starts again from the initial model.
+func ApplySync(rep *gradient.Replica, want uint64, d Download, n, maxBytes int) ([]float32, error) {
+	if d.Version != want {
+		return nil, fmt.Errorf("%w: model version %d, the task trains version %d", ErrDownload, d.Version, want)
+	}
+	switch d.Kind {
+	case DownloadFull:
+		m, err := ParseModel(d.Body, n)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+		}
+		return m, nil
+	case DownloadDelta:
+	default:
+		return nil, fmt.Errorf("%w: model kind %v", ErrDownload, d.Kind)
+	}
+	have := uint64(rep.Version())
+	if len(rep.Model()) != n || d.BaseVersion != have && d.BaseVersion != 0 {
+		return nil, fmt.Errorf("%w: delta from version %d, the client holds version %d", ErrDownload, d.BaseVersion, have)
+	}
+	if want > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: version %d", ErrDownload, want)
+	}
+	v, err := rep.Apply(d.Body, gradient.Limits{MaxParams: n, MaxBytes: maxBytes})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrDownload, err)
+	}
+	if uint64(v) != want {
+		return nil, fmt.Errorf("%w: the download leads to version %d, the task trains version %d", ErrDownload, v, want)
+	}
+	m := rep.Model()
+	if d.CRC != nil {
+		if got := gradient.ModelCRC(m); got != *d.CRC {
+			return nil, fmt.Errorf("%w: the rebuilt model of version %d has crc32c %08x, the coordinator's %08x", ErrDownload, want, got, *d.CRC)
+		}
+	}
+	for i, x := range m {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return nil, fmt.Errorf("%w: model parameter %d is %v after the download", ErrDownload, i, x)
+		}
+	}
+	return slices.Clone(m), nil
+}
+
 // ParseModel decodes a whole model as the coordinator sends it: n
 // little-endian float32, every one finite. It returns an error, never
 // panics, and allocates only after checking the size.

@@ -40,8 +40,12 @@ type Download struct {
 // one it is the encoded deltas since have; or the whole model clients
 // reconstruct (ClientModel) when the client holds none, when have is from
 // the future or more than the kept deltas behind, or when the deltas would
-// be at least as large as the model. Given the same applied log, every
-// replica returns the same bytes. A whole model is serialised once per
+// be at least as large as the model. With the lattice codec a client that
+// holds a model always gets one message (Base says from which version):
+// the composed deltas since have while they are kept, else a sync from
+// version 0 (the counts against the initial model, which the client
+// rebuilds from the run's seed), never the whole model. Given the same
+// applied log, every replica returns the same bytes. A whole model is serialised once per
 // version and shared, so that the clients of a round do not each cost two
 // copies of the model.
 func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
@@ -54,12 +58,25 @@ func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
 	// The encoder lags the FSM only if publishing failed (see publish):
 	// then everyone gets the global model.
 	if d := f.down; d != nil && uint64(d.Version()) == version {
+		if holds && f.lattice && have > version {
+			// A lattice sync from version 0 rebuilds any model.
+			have = 0
+		}
 		if holds && have <= version {
 			if _, full := d.UpdateSize(int(have)); !full {
 				p, _ := d.AppendUpdate(nil, int(have))
-				_, model := f.whole.of(d, version, d.Model())
-				return Download{Payload: p, Delta: true, Base: have, Version: version, Codec: f.cfg.DownloadCodec,
-					ModelCRC: model, PayloadCRC: transport.Checksum(p)}, true
+				base, err := have, error(nil)
+				if f.lattice && len(p) > 0 {
+					// One message, from have or from version 0.
+					var h gradient.Header
+					h, err = gradient.ReadHeader(p, gradient.Limits{MaxParams: f.n, MaxBytes: len(p)})
+					base = uint64(h.Base)
+				}
+				if err == nil { // else (not expected) the whole model
+					_, model := f.whole.of(d, version, d.Model())
+					return Download{Payload: p, Delta: true, Base: base, Version: version, Codec: f.cfg.DownloadCodec,
+						ModelCRC: model, PayloadCRC: transport.Checksum(p)}, true
+				}
 			}
 		}
 		p, crc := f.whole.of(d, version, d.Model())

@@ -3,11 +3,17 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,6 +27,7 @@ import (
 	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
@@ -157,15 +164,22 @@ func TestServiceDownloadDeltas(t *testing.T) {
 }
 
 // TestClientRestartKeepsDownloading runs the real client runtime against
-// a node with a download codec, stops every client after round 2 and
+// a node with a download codec (and with the lattice codec, one client's
+// replica file damaged while it is stopped), stops every client after round 2 and
 // starts them again on the same state directories: they finish the run,
-// and after the restart they download only deltas, from the model they
-// kept on disk.
+// and download only deltas: before the restart from the initial model
+// they rebuilt, after it from the model they kept on disk.
 func TestClientRestartKeepsDownloading(t *testing.T) {
+	for _, codec := range []string{testDownloadCodec, "lattice"} {
+		t.Run(codec, func(t *testing.T) { clientRestartKeepsDownloading(t, codec) })
+	}
+}
+
+func clientRestartKeepsDownloading(t *testing.T, codec string) {
 	const nclients, rounds = 3, 4
 	fed, _ := dataset.Synthetic(1, 1, nclients, 3)
 	run := testRun(rounds)
-	run.DownloadCodec, run.UploadCodec = testDownloadCodec, "topk1"
+	run.DownloadCodec, run.UploadCodec = codec, "topk1"
 	node := leaderOf(t, inmemCluster(t, 1, run))
 	waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
 	model, _ := node.FSM().Model()
@@ -225,6 +239,19 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 	if v := node.FSM().Progress(); v.Version < 2 || v.Phase == round.Finished {
 		t.Fatalf("clients stopped at version %d, phase %v", v.Version, v.Phase)
 	}
+	if codec == "lattice" {
+		// A damaged replica file is discarded: the client starts again
+		// from the initial model, and gets a sync from version 0.
+		path := filepath.Join(dirs[0], "replica.bin")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x40
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	after := runClients(ctx)
 	if v := node.FSM().Progress(); v.Phase != round.Finished || v.Version != rounds {
 		t.Fatalf("after the restart: phase %v, version %d", v.Phase, v.Version)
@@ -237,9 +264,9 @@ func TestClientRestartKeepsDownloading(t *testing.T) {
 		if got := a[`fedzip_client_bytes_total{codec="float32",direction="in"}`]; got != 0 {
 			t.Errorf("client %d downloaded %v bytes of whole models after its restart", k, got)
 		}
-		delta += a[fmt.Sprintf(`fedzip_client_bytes_total{codec=%q,direction="in"}`, testDownloadCodec)]
+		delta += a[fmt.Sprintf(`fedzip_client_bytes_total{codec=%q,direction="in"}`, codec)]
 	}
-	if full == 0 || delta == 0 {
+	if full != 0 || delta == 0 {
 		t.Fatalf("whole-model bytes before the restart %v, delta bytes after %v", full, delta)
 	}
 }
@@ -312,5 +339,235 @@ func TestDownloadCountsInTheRoundServed(t *testing.T) {
 	}
 	if r1, r2 := svc.RoundTraffic(1), svc.RoundTraffic(2); r1.Downloads < 1 || r1.BytesOut < int64(4*len(model)) || r2.Downloads != 0 {
 		t.Fatalf("round 1: %d downloads of %d bytes; round 2: %d downloads: want the %d-byte model in round 1", r1.Downloads, r1.BytesOut, r2.Downloads, 4*len(model))
+	}
+}
+
+// servedLog is the Coordinator service with what it serves recorded:
+// the request and the header of every download, and, when tamper is set,
+// every task's init_crc32c flipped (a client whose initial model differs).
+type servedLog struct {
+	*Service
+	tamper bool
+	mu     sync.Mutex
+	served []servedDownload
+}
+
+// servedDownload is one download a client asked for and what it got.
+type servedDownload struct {
+	client   uint64
+	hasModel bool
+	have     uint64
+	kind     fedzippb.ModelKind
+	base, to uint64
+	total    uint64
+}
+
+func (s *servedLog) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*fedzippb.Task, error) {
+	t, err := s.Service.GetTask(ctx, req)
+	if err == nil && s.tamper && t.InitCrc32C != nil {
+		crc := ^t.GetInitCrc32C()
+		t.InitCrc32C = &crc
+	}
+	return t, err
+}
+
+func (s *servedLog) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordinator_DownloadServer) error {
+	return s.Service.Download(req, &headerTap{Coordinator_DownloadServer: stream, tap: func(h *fedzippb.ModelHeader) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.served = append(s.served, servedDownload{client: req.GetClientId(), hasModel: req.GetHasModel(), have: req.GetHaveVersion(),
+			kind: h.GetKind(), base: h.GetBaseVersion(), to: h.GetVersion(), total: h.GetTotalBytes()})
+	}})
+}
+
+// headerTap passes a download stream through and shows tap its header.
+type headerTap struct {
+	fedzippb.Coordinator_DownloadServer
+	tap func(*fedzippb.ModelHeader)
+}
+
+func (s *headerTap) Send(c *fedzippb.ModelChunk) error {
+	if h := c.GetHeader(); h != nil {
+		s.tap(h)
+	}
+	return s.Coordinator_DownloadServer.Send(c)
+}
+
+// readHeldModel reads a client's held-model file (client/remote's
+// model.bin: magic, version, count, float32s, CRC-32C).
+func readHeldModel(t *testing.T, path string) ([]float32, uint64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 20 || string(b[:4]) != "FZHM" || transport.Checksum(b[:len(b)-4]) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		t.Fatalf("%s: not a held-model file", path)
+	}
+	m, err := gradient.DecodeFloat32s(nil, b[16:len(b)-4])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, binary.LittleEndian.Uint64(b[4:])
+}
+
+// TestFirstContactCostsNothing runs the real client runtime against a
+// single-node coordinator over gRPC on 127.0.0.1, with the STC download
+// codec and with the lattice codec (lag 1, so that clients further behind
+// get syncs from version 0). A client that holds nothing rebuilds the
+// initial model from the task's init seed: its first download asks for
+// the deltas since version 0 and gets a DELTA (empty at version 0), no
+// download is ever a whole model, and what it ends up holding is the
+// coordinator's client model bit for bit. With the task's init checksum
+// tampered with, the client logs why it cannot hold the initial model,
+// downloads the whole model first (with lattice, every time: it cannot
+// apply a sync from version 0), and still trains to the end of the run.
+func TestFirstContactCostsNothing(t *testing.T) {
+	for _, tc := range []struct {
+		codec  string
+		lag    int
+		tamper bool
+	}{{"stc", 0, false}, {"stc", 0, true}, {"lattice", 1, false}, {"lattice", 1, true}} {
+		t.Run(fmt.Sprintf("%s,tampered=%v", tc.codec, tc.tamper), func(t *testing.T) {
+			const nclients, rounds = 5, 5
+			lattice := tc.codec == "lattice"
+			fed, _ := dataset.Synthetic(1, 1, nclients, 3)
+			run := testRun(rounds)
+			run.DownloadCodec, run.DownloadMaxLag, run.UploadCodec = tc.codec, tc.lag, "topk1"
+			node := leaderOf(t, inmemCluster(t, 1, run))
+			waitFor(t, "init", func() bool { return node.FSM().View().Initialised })
+			svc := NewService(node, transport.LimitsFor(node.FSM().Params(), 0))
+			svc.LongPoll = 200 * time.Millisecond
+			rec := &servedLog{Service: svc, tamper: tc.tamper}
+			srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits})
+			fedzippb.RegisterCoordinatorServer(srv, rec)
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go srv.Serve(lis)
+			defer transport.Shutdown(srv, time.Second)
+
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			var logs syncbuf.Buffer
+			dirs := make([]string, nclients)
+			var wg sync.WaitGroup
+			for k := range nclients {
+				dirs[k] = t.TempDir()
+				cfg := remote.Config{Addrs: []string{lis.Addr().String()}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
+					StateDir: dirs[k], Examples: uint64(len(fed.TrainParts[k])), MaxBackoff: 100 * time.Millisecond,
+					Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+					NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
+						m, err := remote.TaskModel(task)
+						if err != nil {
+							return nil, err
+						}
+						return client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: fed.Train.X, Y: fed.Train.Y, Index: fed.TrainParts[k]}, nil
+					}}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := remote.Run(ctx, cfg); err != nil {
+						t.Errorf("client %d: %v", k, err)
+					}
+				}()
+			}
+			wg.Wait()
+			if v := node.FSM().Progress(); v.Phase != round.Finished || v.Version != rounds {
+				t.Fatalf("phase %v, version %d\n%s", v.Phase, v.Version, logs.String())
+			}
+			rec.mu.Lock()
+			served := slices.Clone(rec.served)
+			rec.mu.Unlock()
+			first := map[uint64]servedDownload{}
+			fromZero := 0 // lattice syncs from version 0 to a client that held a later one
+			for _, d := range served {
+				if _, ok := first[d.client]; !ok {
+					first[d.client] = d
+				}
+				full := d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA
+				switch {
+				case !tc.tamper && full:
+					t.Errorf("client %d, from version %d (has_model %v): a %v download", d.client, d.have, d.hasModel, d.kind)
+				case tc.tamper && lattice && (!full || d.hasModel):
+					t.Errorf("client %d without the initial model: a %v download from version %d (has_model %v)", d.client, d.kind, d.have, d.hasModel)
+				case !full && d.base != d.have && d.base != 0:
+					t.Errorf("client %d at version %d: a delta from version %d", d.client, d.have, d.base)
+				case !full && d.base == 0 && d.have > 0:
+					fromZero++
+				}
+			}
+			if len(first) < 3 {
+				t.Fatalf("%d clients downloaded, want at least 3", len(first))
+			}
+			if lattice && !tc.tamper && fromZero == 0 {
+				t.Errorf("no client was sent a sync from version 0: the test does not cover it")
+			}
+			for id, d := range first {
+				switch {
+				case !tc.tamper && (!d.hasModel || d.have != 0 || d.kind != fedzippb.ModelKind_MODEL_KIND_DELTA || d.base != 0):
+					t.Errorf("client %d: first download %+v, want a DELTA from version 0", id, d)
+				case tc.tamper && (d.hasModel || d.kind != fedzippb.ModelKind_MODEL_KIND_FULL):
+					t.Errorf("client %d: first download %+v with a tampered init checksum, want the whole model", id, d)
+				}
+			}
+			if tc.tamper != strings.Contains(logs.String(), "cannot hold the initial model") {
+				t.Errorf("tampered %v, the log:\n%s", tc.tamper, logs.String())
+			}
+			if lattice && tc.tamper {
+				return // the clients hold no replica
+			}
+			// What each client holds is the coordinator's client model:
+			// the deltas since then lead to it bit for bit.
+			want, v := node.FSM().ClientModel()
+			init := make([]float32, len(want))
+			nw, _ := run.Network()
+			nw.Init(init, run.InitSeed)
+			checked := 0
+			for k, dir := range dirs {
+				file := filepath.Join(dir, "model.bin")
+				if lattice {
+					file = filepath.Join(dir, "replica.bin")
+				}
+				if _, err := os.Stat(file); errors.Is(err, os.ErrNotExist) {
+					continue // never selected (or only at version 0)
+				}
+				checked++
+				var (
+					got  int
+					err  error
+					m    []float32
+					have uint64
+				)
+				if lattice {
+					b, e := os.ReadFile(file)
+					if e != nil {
+						t.Fatal(e)
+					}
+					rep, e := gradient.ReadReplica(init, b, gradient.Limits{MaxParams: len(init)})
+					if e != nil {
+						t.Fatalf("client %d: replica file: %v", k, e)
+					}
+					have = uint64(rep.Version())
+					d, _ := node.FSM().ServeDownload(have, true)
+					got, err = rep.Apply(d.Payload, gradient.Limits{MaxParams: len(init)})
+					m = rep.Model()
+				} else {
+					m, have = readHeldModel(t, file)
+					d, _ := node.FSM().ServeDownload(have, true)
+					if !d.Delta {
+						t.Fatalf("client %d at version %d: no delta to version %d", k, have, v)
+					}
+					got, err = gradient.ApplyDownload(m, int(have), d.Payload, gradient.Limits{MaxParams: len(m)})
+				}
+				if err != nil || uint64(got) != v || !slices.Equal(m, want) {
+					t.Fatalf("client %d: from its version %d to %d (%v): bit-identical %v", k, have, got, err, slices.Equal(m, want))
+				}
+			}
+			if checked < 3 {
+				t.Fatalf("%d clients hold a model, want at least 3", checked)
+			}
+		})
 	}
 }

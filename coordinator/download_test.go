@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"encoding/gob"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,9 +10,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -308,4 +311,200 @@ func decodeFloat32s(b []byte) []float32 {
 		return nil
 	}
 	return out
+}
+
+// TestLatticeDownloadAcrossRestore runs a log with the lattice download
+// codec through an FSM applying entry by entry, one applying batches and
+// one restored from a snapshot taken mid-round: after every round all
+// three serve the same bytes for every version a client may hold. A
+// client that holds a model always gets one message, never the whole
+// model: from its version while the deltas are kept, else from version 0
+// (also from a version from the future); its replica, kept since the
+// version it held, then holds the served client model bit for bit. Only a
+// client that holds nothing gets the whole model.
+func TestLatticeDownloadAcrossRestore(t *testing.T) {
+	const rounds, maxLag = 6, 2
+	_, parts := downloadLog(t, "lattice", maxLag, rounds)
+	a, b := NewFSM(), NewFSM()
+	applyAll(t, a, parts[0], false)
+	applyAll(t, b, parts[0], true)
+	init, _ := a.ClientModel()
+	var c *FSM
+	// replicas[v] is a client's replica at version v.
+	replicas := map[uint64]*gradient.Replica{}
+	rep0, err := gradient.NewReplica(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replicas[0] = rep0
+	fromZero := 0
+	for r := 1; r <= rounds; r++ {
+		p := parts[r]
+		if r == 4 {
+			applyAll(t, a, p[:2], false)
+			snap, err := a.Snapshot()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var buf bytes.Buffer
+			if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+				t.Fatal(err)
+			}
+			c = NewFSM()
+			if err := c.Restore(io.NopCloser(&buf)); err != nil {
+				t.Fatal(err)
+			}
+			sameDownloads(t, "restored mid-round", downloads(a), downloads(c))
+			applyAll(t, a, p[2:], false)
+			applyAll(t, c, p[2:], false)
+		} else {
+			applyAll(t, a, p, false)
+			if c != nil {
+				applyAll(t, c, p, true)
+			}
+		}
+		applyAll(t, b, p, true)
+		da := downloads(a)
+		sameDownloads(t, fmt.Sprintf("round %d, replicas", r), da, downloads(b))
+		if c != nil {
+			sameDownloads(t, fmt.Sprintf("round %d, restored", r), da, downloads(c))
+		}
+		cm, v := a.ClientModel()
+		for have, d := range da {
+			if have == noModel {
+				if d.Delta || !slices.Equal(decodeFloat32s(d.Payload), cm) {
+					t.Fatalf("round %d: a client holding nothing: delta %v", r, d.Delta)
+				}
+				continue
+			}
+			if !d.Delta || d.Version != v || d.ModelCRC != gradient.ModelCRC(cm) || d.Codec != "lattice" {
+				t.Fatalf("round %d: have %d: delta %v version %d codec %q", r, have, d.Delta, d.Version, d.Codec)
+			}
+			kept := have <= v && v-have <= maxLag && have > 0
+			switch {
+			case have == v && len(d.Payload) != 0:
+				t.Fatalf("round %d: %d bytes to a client at the current version", r, len(d.Payload))
+			case have != v && kept && d.Base != have, have != v && !kept && d.Base != 0:
+				t.Fatalf("round %d: have %d: a sync from version %d", r, have, d.Base)
+			}
+			if d.Base == 0 && have > 0 && have != v {
+				fromZero++
+			}
+			rep, ok := replicas[have]
+			if !ok {
+				continue
+			}
+			// Apply to a replica restored from the held one's state file.
+			rep, err := gradient.ReadReplica(init, rep.AppendBinary(nil), gradient.Limits{MaxParams: len(init)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := rep.Apply(d.Payload, gradient.Limits{MaxParams: len(init)})
+			if err != nil || uint64(got) != v || !slices.Equal(rep.Model(), cm) {
+				t.Fatalf("round %d: have %d: applied to version %d (%v), equal %v", r, have, got, err, slices.Equal(rep.Model(), cm))
+			}
+			if have == v-1 {
+				replicas[v] = rep
+			}
+		}
+	}
+	if fromZero == 0 {
+		t.Fatal("no sync from version 0 to a client behind: the test does not cover it")
+	}
+	if cm, _ := a.ClientModel(); slices.Equal(cm, init) {
+		t.Fatal("the lattice codec never moved the client model")
+	}
+}
+
+// TestRestoreOldDownloadSnapshot restores a snapshot written before the
+// download encoder's state had the lattice's fields (encoded with the old
+// type): it restores, and serves the same bytes as the FSM it was taken
+// from.
+func TestRestoreOldDownloadSnapshot(t *testing.T) {
+	_, parts := downloadLog(t, detCodec, 3, 3)
+	a := NewFSM()
+	for _, p := range parts {
+		applyAll(t, a, p, false)
+	}
+	snap, err := a.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := snap.(*snapshot)
+	// The snapshot type and gradient.ServerState as they were.
+	type oldServerState struct {
+		Version int
+		Model   []float32
+		History [][]byte
+	}
+	type oldSnapshot struct {
+		Config     []byte
+		Clients    []clientRecord
+		NextID     round.ClientID
+		Applied    uint64
+		Machine    round.State
+		Accepted   []command
+		LastClosed round.Closed
+		Strategy   []byte
+		Nodes      []NodeInfo
+		Download   *oldServerState
+	}
+	old := oldSnapshot{Config: s.Config, Clients: s.Clients, NextID: s.NextID, Applied: s.Applied, Machine: s.Machine, Accepted: s.Accepted,
+		LastClosed: s.LastClosed, Strategy: s.Strategy, Nodes: s.Nodes,
+		Download: &oldServerState{Version: s.Download.Version, Model: s.Download.Model, History: s.Download.History}}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(old); err != nil {
+		t.Fatal(err)
+	}
+	c := NewFSM()
+	if err := c.Restore(io.NopCloser(&buf)); err != nil {
+		t.Fatal(err)
+	}
+	sameDownloads(t, "restored from the old encoding", downloads(a), downloads(c))
+	if a.ModelHash() != c.ModelHash() {
+		t.Fatal("the restored global model differs")
+	}
+}
+
+// TestLatticeRestartFromDisk runs a single node with the lattice download
+// codec on its bolt log and file snapshots, takes a snapshot after round
+// 2, closes the node after round 3 and opens it again on the same
+// directory: restored from the snapshot and the log after it, it serves
+// the same bytes for every version a client may hold.
+func TestLatticeRestartFromDisk(t *testing.T) {
+	fed, _ := dataset.Synthetic(1, 1, 4, 3)
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	run := testRun(0)
+	run.DownloadCodec, run.DownloadMaxLag = "lattice", 1
+	open := func() *Node {
+		n, err := Open(Config{ID: "solo", Dir: dir, RaftAddr: addr, Bootstrap: true, Run: run, Raft: fastRaft, Tick: 10 * time.Millisecond, JoinSecret: "s3cret"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	n := open()
+	waitFor(t, "init", func() bool { return leaderOf(t, []*Node{n}).FSM().View().Initialised })
+	clients := registerClients(t, n, fed, 4)
+	for r := 1; r <= 3; r++ {
+		driveRound(t, func() []*Node { return []*Node{n} }, clients, fed)
+		waitFor(t, fmt.Sprintf("round %d to close", r), func() bool { return n.FSM().Progress().Version >= uint64(r) })
+		if r == 2 {
+			if err := n.Raft().Snapshot().Error(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	before := downloads(n.FSM())
+	applied := n.FSM().Progress().Applied
+	n.Close()
+
+	n2 := open()
+	defer n2.Close()
+	waitFor(t, "replay", func() bool { return n2.FSM().Progress().Applied >= applied })
+	sameDownloads(t, "restarted", before, downloads(n2.FSM()))
+	if d := before[1]; !d.Delta || d.Base != 0 || len(d.Payload) == 0 {
+		t.Fatalf("a client at version 1 of 3 with a lag of 1: delta %v from version %d, %d bytes; want a sync from version 0", d.Delta, d.Base, len(d.Payload))
+	}
 }

@@ -288,7 +288,13 @@ type FSM struct {
 	down *gradient.ServerEncoder
 	// whole caches the whole-model download of the current version.
 	whole wholeModel
-	sc    scratch
+	// initCRC is gradient.ModelCRC of the initial model (version 0),
+	// which clients rebuild from the run's init seed (Task.init_crc32c).
+	initCRC uint32
+	// lattice says the download codec is the lattice codec
+	// (gradient.Lattice), whose syncs never send a whole model.
+	lattice bool
+	sc      scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
@@ -440,7 +446,10 @@ func (f *FSM) init(raw []byte) error {
 	}
 	params := make([]float32, model.NumParams())
 	model.Init(params, cfg.InitSeed)
-	var down *gradient.ServerEncoder
+	var (
+		down    *gradient.ServerEncoder
+		lattice bool
+	)
 	if cfg.DownloadOn() {
 		spec, lag, err := cfg.downloadSpec()
 		if err != nil {
@@ -449,6 +458,12 @@ func (f *FSM) init(raw []byte) error {
 		if down, err = gradient.NewServerEncoder(spec, params, lag); err != nil {
 			return fmt.Errorf("coordinator: download codec: %w", err)
 		}
+		// The lattice codec steps each tensor on its own; other codecs
+		// ignore the sizes.
+		if err := down.SetTensors(tensorSizes(model)); err != nil {
+			return fmt.Errorf("coordinator: download codec: %w", err)
+		}
+		lattice = spec.Values == gradient.Lattice
 	}
 	mach, err := round.New(cfg.Round, strategy, params)
 	if err != nil {
@@ -458,8 +473,19 @@ func (f *FSM) init(raw []byte) error {
 		mach.SetSubmitOrder()
 	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
-	f.n, f.run = model.NumParams(), run
+	f.n, f.run, f.initCRC, f.lattice = model.NumParams(), run, gradient.ModelCRC(params), lattice
 	return nil
+}
+
+// tensorSizes returns the sizes of the model's tensors, in the order of
+// its parameters.
+func tensorSizes(m nn.Model) []int {
+	ts := m.Layout().Tensors
+	out := make([]int, len(ts))
+	for i, t := range ts {
+		out[i] = t.Size()
+	}
+	return out
 }
 
 // publish makes the global model of a round just closed the download
@@ -665,6 +691,11 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			if uint64(s.Download.Version) > mach.Version() {
 				return fmt.Errorf("coordinator: restore: download encoder at version %d, model at %d", s.Download.Version, mach.Version())
 			}
+			// A lattice state names its initial model and tensors: the
+			// run's own.
+			if nf.lattice && (!slices.Equal(s.Download.Tensors, tensorSizes(nf.model)) || gradient.ModelCRC(s.Download.Init) != nf.initCRC) {
+				return errors.New("coordinator: restore: the lattice download state is for another initial model or layout")
+			}
 			if nf.down, err = gradient.RestoreServerEncoder(spec, *s.Download, lag); err != nil {
 				return fmt.Errorf("coordinator: restore: download encoder: %w", err)
 			}
@@ -678,7 +709,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n, f.run = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n, nf.run
-	f.down = nf.down
+	f.down, f.initCRC, f.lattice = nf.down, nf.initCRC, nf.lattice
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.nodes = nf.nodes
@@ -851,6 +882,15 @@ func (f *FSM) Params() int {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.n
+}
+
+// InitCRC returns gradient.ModelCRC of the run's initial model (version
+// 0, nn.Model.Init with the run's InitSeed), which clients that rebuild it
+// check before they hold it (Task.init_crc32c), and false before init.
+func (f *FSM) InitCRC() (uint32, bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.initCRC, f.mach != nil
 }
 
 // Model returns a copy of the global model and its version, or nil before

@@ -27,11 +27,21 @@ func (s *Service) Instrument(m *metrics.Coordinator) {
 // their payload bytes and dense float32 size, their mean training loss,
 // refusals, and model bytes sent while the round was open. It counts only
 // what reached this node, so a node that became leader mid-round saw part
-// of it. It is kept for the most recent rounds only, and only when the
-// service is instrumented.
+// of it. It is kept for the most recent rounds only.
 type RoundTraffic struct {
-	Accepted, Refused          int
-	BytesIn, DenseIn, BytesOut int64
+	Accepted, Refused int
+	// BytesIn and BytesOut are payload bytes: the encoded updates accepted
+	// and the models (whole or deltas) sent, what clients count
+	// (metrics.Client). DenseIn and DenseOut are what the same updates and
+	// downloads would have cost as dense float32 models, 4 bytes per
+	// parameter each: dense FedAvg's bytes.
+	BytesIn, DenseIn, BytesOut, DenseOut int64
+	// UploadBytes and DownloadBytes are everything the round's Submit and
+	// Download calls carried: every message both ways (headers, chunks,
+	// checksums, the acknowledgment; refused uploads too) with gRPC's
+	// 5-byte framing (transport.RPCBytesOf). HTTP/2 and TLS framing are
+	// not in them (transport.WireCounter counts those).
+	UploadBytes, DownloadBytes int64
 	// Downloads counts the models sent (BytesOut's downloads), whole or
 	// as deltas.
 	Downloads int
@@ -42,12 +52,28 @@ type RoundTraffic struct {
 	examples  float64
 }
 
+// TotalBytes is UploadBytes + DownloadBytes: the round's uploads and
+// downloads, both directions, with their framing.
+func (t RoundTraffic) TotalBytes() int64 { return t.UploadBytes + t.DownloadBytes }
+
+// TotalRatio is dense FedAvg's bytes (DenseIn + DenseOut) over
+// TotalBytes; 0 when either is 0.
+func (t RoundTraffic) TotalRatio() float64 {
+	d, n := t.DenseIn+t.DenseOut, t.TotalBytes()
+	if d <= 0 || n <= 0 {
+		return 0
+	}
+	return float64(d) / float64(n)
+}
+
 // keptRounds is how many rounds of traffic the service remembers.
 const keptRounds = 64
 
 type traffic struct {
 	mu     sync.Mutex
 	rounds map[int]*RoundTraffic
+	// all sums every round's traffic since the service started.
+	all    RoundTraffic
 	newest int
 	// codec and dense are the run's upload codec and the dense size of an
 	// update, learnt from the first update.
@@ -90,12 +116,23 @@ func (s *Service) RoundTraffic(r int) RoundTraffic {
 	return out
 }
 
+// TrafficTotals returns the traffic of all rounds since the service
+// started (TrainLoss aside), kept or not.
+func (s *Service) TrafficTotals() RoundTraffic {
+	s.traffic.mu.Lock()
+	defer s.traffic.mu.Unlock()
+	out := s.traffic.all
+	out.TrainLoss = math.NaN()
+	return out
+}
+
 // observeSubmit records one Submit: the FSM's view when it arrived (zero
 // if it failed before), its header h (nil if none arrived), the payload
-// bytes received, the receipt, the node's error before it became a status
-// (cause) and the status returned (err). Only updates for the view's round
-// count in the per-round traffic, so that a client cannot make up rounds.
-func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload int, rc round.Receipt, cause, err error) {
+// bytes received, the bytes of all the call's messages (rpc), the
+// receipt, the node's error before it became a status (cause) and the
+// status returned (err). Only updates for the view's round count in the
+// per-round traffic, so that a client cannot make up rounds.
+func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload int, rpc int64, rc round.Receipt, cause, err error) {
 	t := &s.traffic
 	t.mu.Lock()
 	if cfg := &v.Config; t.codec == "" && v.Initialised {
@@ -115,7 +152,14 @@ func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload i
 	if h != nil && v.Initialised && h.GetRound() == uint64(v.Round) {
 		rt = t.at(v.Round)
 	}
+	// Every upload counts in the totals; in a round's, those for the
+	// round open when they came.
+	counts := []*RoundTraffic{&t.all}
 	if rt != nil {
+		counts = append(counts, rt)
+	}
+	for _, rt := range counts {
+		rt.UploadBytes += rpc
 		if err == nil {
 			rt.Accepted++
 			rt.BytesIn += int64(payload)
@@ -131,21 +175,29 @@ func (s *Service) observeSubmit(v *Progress, h *fedzippb.UpdateHeader, payload i
 	t.mu.Unlock()
 	if err != nil {
 		s.metrics.Refused(refusalReason(cause, err), codec, payload)
+		s.metrics.Transferred(metrics.Upload, rpc, 0)
 		return
 	}
 	s.metrics.Accepted(codec, payload, dense, rc.Duplicate)
+	s.metrics.Transferred(metrics.Upload, rpc, int64(dense))
 	s.metrics.ClientTimings(h.GetDownloadSeconds(), h.GetTrainSeconds(), h.GetEncodeSeconds(), h.GetUploadSeconds())
 }
 
-// observeDownload records n model bytes served while round r was open:
-// codec is "float32" for a whole model, the download codec for deltas.
-func (s *Service) observeDownload(r int, codec string, n int) {
+// observeDownload records n model bytes served while round r was open,
+// in a call whose messages had rpc bytes: codec is "float32" for a whole
+// model, the download codec for deltas; dense is the model's size as
+// float32.
+func (s *Service) observeDownload(r int, codec string, n int, rpc, dense int64) {
 	s.traffic.mu.Lock()
-	rt := s.traffic.at(r)
-	rt.BytesOut += int64(n)
-	rt.Downloads++
+	for _, rt := range []*RoundTraffic{s.traffic.at(r), &s.traffic.all} {
+		rt.BytesOut += int64(n)
+		rt.DenseOut += dense
+		rt.DownloadBytes += rpc
+		rt.Downloads++
+	}
 	s.traffic.mu.Unlock()
 	s.metrics.Sent(codec, n)
+	s.metrics.Transferred(metrics.Download, rpc, dense)
 }
 
 // refusalReason names why an update was refused: the node's sentinel when

@@ -63,7 +63,7 @@ func BenchmarkObserveSubmit(b *testing.B) {
 	h := &fedzippb.UpdateHeader{ClientId: 1, Round: 3, Examples: 600, TrainLoss: 0.5,
 		DownloadSeconds: 0.2, TrainSeconds: 1.5, EncodeSeconds: 0.05, UploadSeconds: 0.1}
 	for b.Loop() {
-		svc.observeSubmit(v, h, 12345, round.Receipt{}, nil, nil)
+		svc.observeSubmit(v, h, 12345, 12400, round.Receipt{}, nil, nil)
 	}
 }
 

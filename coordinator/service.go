@@ -42,8 +42,8 @@ type Service struct {
 	pollMu sync.Mutex
 	polls  map[uint64]int // GetTask calls in flight per client
 
-	// metrics, when set by Instrument, counts updates and bytes; traffic
-	// keeps the recent rounds' share of them.
+	// metrics, when set by Instrument, counts updates and bytes; traffic,
+	// kept whether or not, holds the recent rounds' share of them.
 	metrics *metrics.Coordinator
 	traffic traffic
 }
@@ -107,7 +107,11 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 		}
 		return nil, s.status(ctx, err)
 	}
-	return taskMessage(t, s.node.FSM().Params()), nil
+	m := taskMessage(t, s.node.FSM().Params())
+	if crc, ok := s.node.FSM().InitCRC(); ok {
+		m.InitCrc32C = &crc
+	}
+	return m, nil
 }
 
 // taskMessage is the task a client receives: its round of the run and the
@@ -116,7 +120,7 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 	c := t.Config
 	out := &fedzippb.Task{Round: uint64(t.Round), ModelVersion: t.ModelVersion, Done: t.Done, UploadCodec: c.UploadCodec, DownloadCodec: c.TaskDownloadCodec(),
 		Epochs: uint32(c.LocalEpochs), BatchSize: uint32(c.BatchSize), Lr: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, ProxMu: c.ProxMu,
-		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes)}
+		TaskSeed: t.Seed, Model: c.Model, InputDim: uint32(c.InputDim), Classes: uint32(c.Classes), InitSeed: c.InitSeed}
 	if !t.Deadline.IsZero() {
 		out.Deadline = timestamppb.New(t.Deadline)
 	}
@@ -175,10 +179,7 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 	// the send, the round could be one an abort has since given back (the
 	// next attempt's download of the same version would then count an
 	// empty delta in the round, and this one's bytes nowhere).
-	var servedIn int
-	if s.metrics != nil {
-		servedIn = s.node.FSM().Progress().Round
-	}
+	servedIn := s.node.FSM().Progress().Round
 	d, ok := s.node.FSM().ServeDownload(req.GetHaveVersion(), req.GetHasModel() || req.GetHaveVersion() != 0)
 	if !ok {
 		return s.status(ctx, ErrNotInitialised)
@@ -191,8 +192,8 @@ func (s *Service) Download(req *fedzippb.DownloadRequest, stream fedzippb.Coordi
 		h.Kind, h.BaseVersion, h.ModelCrc32C = fedzippb.ModelKind_MODEL_KIND_DELTA, d.Base, &d.ModelCRC
 	}
 	err := transport.SendModelChecksummed(stream.Send, h, d.Payload, d.PayloadCRC, s.ChunkSize)
-	if err == nil && s.metrics != nil {
-		s.observeDownload(servedIn, d.Codec, len(d.Payload))
+	if err == nil {
+		s.observeDownload(servedIn, d.Codec, len(d.Payload), transport.RPCBytesOf(ctx).Total(), 4*int64(s.node.FSM().Params()))
 	}
 	return err
 }
@@ -209,9 +210,7 @@ func (s *Service) Submit(stream fedzippb.Coordinator_SubmitServer) (err error) {
 
 		refusedHeader *fedzippb.UpdateHeader // refused by CheckUpload
 	)
-	if s.metrics != nil {
-		defer func() { s.observeSubmit(&v, h, len(payload), r, cause, err) }()
-	}
+	defer func() { s.observeSubmit(&v, h, len(payload), transport.RPCBytesOf(ctx).Total(), r, cause, err) }()
 	h, payload, err = transport.RecvUpdate(stream.Recv, s.Limits, func(h *fedzippb.UpdateHeader) error {
 		if err := transport.CheckClientID(ctx, h.GetClientId()); err != nil {
 			return err

@@ -1,6 +1,6 @@
 // Package dashboard is fedzip's live web page: round progress, accuracy
-// and loss per round, bytes per round by direction, the compression
-// ratio, client participation and, on a coordinator, the cluster's nodes
+// and loss per round, total bytes (uploaded + downloaded) and bytes per
+// round by direction, the total and upload compression ratios, client participation and, on a coordinator, the cluster's nodes
 // and their roles.
 //
 // The page is plain HTML, CSS and JavaScript embedded in the binary
@@ -78,11 +78,23 @@ type Round struct {
 	FedVersion  uint64   `json:"fed_version,omitempty"`
 	FedExamples uint64   `json:"fed_examples,omitempty"`
 	// UploadBytes and DownloadBytes are the bytes of the round's updates
-	// and model downloads; Ratio is the updates' dense float32 size over
-	// UploadBytes (0: unknown).
+	// and model downloads (on a coordinator, every message of the uploads
+	// and downloads with its gRPC framing); Ratio is the updates' dense
+	// float32 size over UploadBytes (0: unknown). The page leads with
+	// their sum, the total.
 	UploadBytes   int64   `json:"upload_bytes"`
 	DownloadBytes int64   `json:"download_bytes"`
 	Ratio         float64 `json:"ratio"`
+	// DenseBytes is what the round's uploads and downloads would have cost
+	// as dense float32 models, dense FedAvg's total (0: unknown); the page
+	// shows DenseBytes over UploadBytes + DownloadBytes as the total
+	// ratio.
+	DenseBytes int64 `json:"dense_bytes,omitempty"`
+	// WireBytes is, on a coordinator, every byte this node's gRPC port
+	// read and wrote (TLS, HTTP/2 and gRPC framing, task polls and
+	// keepalives included) between the previous round's close and this
+	// one's (0: unknown).
+	WireBytes int64 `json:"wire_bytes,omitempty"`
 	// Selected clients, and how many of them Reported.
 	Selected int     `json:"selected"`
 	Reported int     `json:"reported"`

@@ -36,6 +36,7 @@ type Decoder struct {
 	u32    []uint32
 	zbuf   []byte
 	dense  []float32
+	lval   []int32 // lattice count changes
 	ws     compress.Workspace
 }
 
@@ -73,6 +74,9 @@ func (d *Decoder) Decode(dst []float32, src []byte, limits Limits) (Header, erro
 	if h.N != len(dst) {
 		return h, fmt.Errorf("%w: message for a model of %d parameters, destination has %d", ErrLength, h.N, len(dst))
 	}
+	if h.Format == FormatLattice {
+		return h, errLatticeElsewhere
+	}
 	if h.Selection == Dense {
 		return h, d.values(dst, &h, src)
 	}
@@ -90,6 +94,9 @@ func (d *Decoder) DecodeSparse(idx []int32, val []float32, src []byte, limits Li
 	h, err := parse(src, limits.norm(), false)
 	if err != nil {
 		return idx, val, h, err
+	}
+	if h.Format == FormatLattice {
+		return idx, val, h, errLatticeElsewhere
 	}
 	if h.Selection == Dense {
 		v := grow(&d.val, h.N)

@@ -100,8 +100,10 @@
 //	                            RUN, the header names its run (below); the
 //	                            other bits are zero
 //	6       selection  u8       0 dense, 1 top-k, 2 random-k
-//	7       format     u8       0 float32, 1 float16, 2 bfloat16, 3 codes
-//	8       bits       u8       32, 16, 16, or the code width 1..8
+//	7       format     u8       0 float32, 1 float16, 2 bfloat16, 3 codes,
+//	                            4 lattice (downloads only, top-k)
+//	8       bits       u8       32, 16, 16, the code width 1..8, or 32
+//	                            (lattice)
 //	9       n          uvarint  model length, < 2^31
 //	        k          uvarint  coordinates sent, <= n; = n when dense
 //	        round      uvarint  < 2^32: the round of an upload, or the model
@@ -146,6 +148,21 @@
 //     Codings: 0 raw (bit-packed, compress.AppendPacked, for codes), 2
 //     huffman (codes only, compress.AppendHuffman), 4 zstd (frames whose
 //     content is the raw coding).
+//
+// A lattice message (format 4, a download of the lattice codec, applied
+// by a Replica) has the same three sections with other contents: indices
+// as above (the coordinates whose count changes); scales, coding 0 raw,
+// the tensor table: the number T of tensors (uvarint; 0 only before the
+// model first changed, with k = 0), T sizes (uvarints summing to n) and T
+// steps (float32, each a normal positive float32 no larger than
+// MaxFloat32/2^25); values, the k nonzero count changes, each at most 2^25
+// in magnitude, zigzag coded (z = 2v for v ≥ 0, −2v−1 otherwise) as
+// uvarints (coding 0 raw) or as compress.AppendHuffman of the symbols
+// min(z−1, 255) followed by a uvarint z−256 for each symbol 255 (coding 2
+// huffman). A lattice message from base 0 sets the counts (the initial
+// model's are zero); from any other base it adds to the counts of that
+// version. Coordinate i of tensor t is then init_i + float32(step_t ·
+// count_i).
 //
 // The update is value j at coordinate j (dense) or at index j (sparse),
 // zero elsewhere. A FULL message is dense float32 with base 0.

@@ -97,6 +97,9 @@ func NewEncoder(spec Spec, n int) (*Encoder, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
+	if err := spec.CheckUpload(); err != nil {
+		return nil, err
+	}
 	if n < 1 || n > math.MaxInt32 {
 		return nil, fmt.Errorf("%w: model length %d out of [1, 2^31)", ErrLength, n)
 	}
@@ -487,42 +490,51 @@ func (e *Encoder) appendIndices(idx []int32) Coding {
 		e.sec = compress.AppendRunIndices(e.sec, idx, grow(&e.isym, 2*len(idx)))
 		return CodingRuns
 	}
-	// Auto: the run or gap code if one is the smallest, else Rice or raw,
-	// the sizes of which are known without writing them.
+	var c Coding
+	e.sec, c = appendAutoIndices(e.sec, idx, n, &e.isym, &e.u32)
+	return c
+}
+
+// appendAutoIndices appends the sorted indices idx of a vector of n in the
+// smallest of the codes entropy=auto chooses among: the run or gap code if
+// one is the smallest, else Rice or raw, the sizes of which are known
+// without writing them. isym and u32 are scratch.
+func appendAutoIndices(dst []byte, idx []int32, n int, isym *[]uint8, u32 *[]uint32) ([]byte, Coding) {
 	_, riceBits := compress.RiceParam(idx, n)
 	rice, raw := 1+(riceBits+7)/8, int64(packedLen(len(idx), indexWidth(n)))
 	if len(idx) > 0 {
-		at := len(e.sec)
-		sym := grow(&e.isym, 2*len(idx))
-		e.sec = compress.AppendGapIndices(e.sec, idx, sym)
-		gaps := int64(len(e.sec) - at)
-		e.sec = compress.AppendRunIndices(e.sec, idx, sym)
-		runs := int64(len(e.sec)-at) - gaps
+		at := len(dst)
+		sym := grow(isym, 2*len(idx))
+		dst = compress.AppendGapIndices(dst, idx, sym)
+		gaps := int64(len(dst) - at)
+		dst = compress.AppendRunIndices(dst, idx, sym)
+		runs := int64(len(dst)-at) - gaps
 		switch {
 		case runs < gaps && runs < rice && runs < raw:
-			copy(e.sec[at:], e.sec[at+int(gaps):])
-			e.sec = e.sec[:at+int(runs)]
-			return CodingRuns
+			copy(dst[at:], dst[at+int(gaps):])
+			return dst[:at+int(runs)], CodingRuns
 		case gaps < rice && gaps < raw:
-			e.sec = e.sec[:at+int(gaps)]
-			return CodingGaps
+			return dst[:at+int(gaps)], CodingGaps
 		}
-		e.sec = e.sec[:at]
+		dst = dst[:at]
 	}
 	if rice <= raw {
-		e.sec = compress.AppendRiceIndices(e.sec, idx, n)
-		return CodingRice
+		return compress.AppendRiceIndices(dst, idx, n), CodingRice
 	}
-	e.sec = e.appendRawIndices(e.sec, idx)
-	return CodingRaw
+	return appendRawIndices(dst, idx, n, u32), CodingRaw
 }
 
 func (e *Encoder) appendRawIndices(dst []byte, idx []int32) []byte {
-	u := grow(&e.u32, len(idx))
+	return appendRawIndices(dst, idx, e.n, &e.u32)
+}
+
+// appendRawIndices appends idx as fixed-width indices of a vector of n.
+func appendRawIndices(dst []byte, idx []int32, n int, u32 *[]uint32) []byte {
+	u := grow(u32, len(idx))
 	for i, x := range idx {
 		u[i] = uint32(x)
 	}
-	return compress.AppendPacked32(dst, u, indexWidth(e.n))
+	return compress.AppendPacked32(dst, u, indexWidth(n))
 }
 
 // appendSymbols appends the code symbols as the entropy policy says and

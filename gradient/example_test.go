@@ -47,7 +47,7 @@ func ExampleParseSpec() {
 	// topk=0.01,bits=ternary,ef=on <nil>
 	// bits=8,stochastic=on,bucket=512 <nil>
 	// topk=0.01,bits=ternary,ef=on <nil>
-	// gradient: invalid spec: "topk=0.01,bits=12": bits=12: want 32, 16, bf16, 1..8, ternary or sign
+	// gradient: invalid spec: "topk=0.01,bits=12": bits=12: want 32, 16, bf16, 1..8, ternary, sign or lattice
 }
 
 func ExampleServerEncoder() {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"slices"
 	"unsafe"
 
 	"github.com/fedzip/fedzip/compress"
@@ -16,6 +17,15 @@ import (
 func (s Spec) CheckDownload() error {
 	if s.Momentum > 0 {
 		return fmt.Errorf("%w: momentum=%g: the download direction has no momentum correction", ErrSpec, s.Momentum)
+	}
+	return nil
+}
+
+// CheckUpload reports whether s can encode updates: bits=lattice is a
+// download codec only (ErrSpec).
+func (s Spec) CheckUpload() error {
+	if s.Values == Lattice {
+		return fmt.Errorf("%w: bits=lattice is a download codec (the server's model lattice), not an upload codec", ErrSpec)
 	}
 	return nil
 }
@@ -41,6 +51,7 @@ func (s Spec) CheckDownload() error {
 //
 // A ServerEncoder is not safe for concurrent use.
 type ServerEncoder struct {
+	spec    Spec
 	enc     *Encoder
 	model   []float32
 	diff    []float32
@@ -48,6 +59,7 @@ type ServerEncoder struct {
 	maxLag  int
 	history [][]byte // history[i] leads to version - len(history) + 1 + i
 	dec     Decoder
+	lat     *lattice // the lattice codec's state, nil for other codecs
 }
 
 // NewServerEncoder returns a ServerEncoder at version 0 with a copy of
@@ -60,20 +72,32 @@ func NewServerEncoder(spec Spec, initial []float32, maxLag int) (*ServerEncoder,
 	if maxLag < 0 {
 		return nil, fmt.Errorf("%w: maxLag %d < 0", ErrSpec, maxLag)
 	}
+	if !finite32(initial) {
+		return nil, fmt.Errorf("%w: initial model holds NaN or Inf", ErrNonFinite)
+	}
+	s := &ServerEncoder{
+		spec:   spec,
+		model:  append([]float32(nil), initial...),
+		diff:   make([]float32, len(initial)),
+		maxLag: maxLag,
+	}
+	if spec.Values == Lattice {
+		if err := spec.Validate(); err != nil {
+			return nil, err
+		}
+		if len(initial) < 1 || len(initial) > math.MaxInt32 {
+			return nil, fmt.Errorf("%w: model length %d out of [1, 2^31)", ErrLength, len(initial))
+		}
+		s.lat = newLattice(initial)
+		return s, nil
+	}
 	spec.EF = false
 	enc, err := NewEncoder(spec, len(initial))
 	if err != nil {
 		return nil, err
 	}
-	if !finite32(initial) {
-		return nil, fmt.Errorf("%w: initial model holds NaN or Inf", ErrNonFinite)
-	}
-	return &ServerEncoder{
-		enc:    enc,
-		model:  append([]float32(nil), initial...),
-		diff:   make([]float32, len(initial)),
-		maxLag: maxLag,
-	}, nil
+	s.enc = enc
+	return s, nil
 }
 
 // Version returns the current model version: the number of Publish calls.
@@ -95,6 +119,9 @@ func (s *ServerEncoder) Publish(global []float32, seed uint64) (Stats, error) {
 	}
 	for i, g := range global {
 		s.diff[i] = g - s.model[i]
+	}
+	if s.lat != nil {
+		return s.publishLattice()
 	}
 	// Reuse the bytes of the delta that drops out of the history. Encode
 	// writes nothing on error, so the history stays intact until it
@@ -150,6 +177,9 @@ func fullSizeAt(n, version int) int {
 // concatenated, or the full model if have is not a version of the last
 // MaxLag or the deltas would be at least as large.
 func (s *ServerEncoder) AppendUpdate(dst []byte, have int) ([]byte, bool) {
+	if s.lat != nil {
+		return append(dst, s.sync(have)...), false
+	}
 	if _, full := s.UpdateSize(have); full {
 		return s.AppendFull(dst), true
 	}
@@ -164,6 +194,9 @@ func (s *ServerEncoder) AppendUpdate(dst []byte, have int) ([]byte, bool) {
 // that sends whole models in another form (raw float32, say) asks first.
 // It does not modify the encoder.
 func (s *ServerEncoder) UpdateSize(have int) (int, bool) {
+	if s.lat != nil {
+		return len(s.sync(have)), false
+	}
 	if have == s.version {
 		return 0, false
 	}
@@ -192,6 +225,13 @@ type ServerState struct {
 	// History are the kept deltas, oldest first: History[i] leads to
 	// version Version − len(History) + 1 + i.
 	History [][]byte
+	// With the lattice codec only: the initial model, the tensor sizes,
+	// the steps (nil until the model first changed) and the counts, from
+	// which Model is computed.
+	Init    []float32 `json:",omitempty"`
+	Tensors []int     `json:",omitempty"`
+	Steps   []float32 `json:",omitempty"`
+	Counts  []int32   `json:",omitempty"`
 }
 
 // State returns a copy of the encoder's state, which shares no memory
@@ -200,6 +240,10 @@ func (s *ServerEncoder) State() ServerState {
 	st := ServerState{Version: s.version, Model: append([]float32(nil), s.model...), History: make([][]byte, len(s.history))}
 	for i, m := range s.history {
 		st.History[i] = append([]byte(nil), m...)
+	}
+	if l := s.lat; l != nil {
+		st.Init, st.Tensors = slices.Clone(l.init), slices.Clone(l.tensors)
+		st.Steps, st.Counts = slices.Clone(l.steps), slices.Clone(l.counts)
 	}
 	return st
 }
@@ -210,6 +254,9 @@ func (s *ServerEncoder) State() ServerState {
 // for the model's size, and the deltas a chain of consecutive versions
 // that ends at st.Version. Deltas beyond maxLag, the oldest, are dropped.
 func RestoreServerEncoder(spec Spec, st ServerState, maxLag int) (*ServerEncoder, error) {
+	if spec.Values == Lattice {
+		return restoreLattice(spec, st, maxLag)
+	}
 	s, err := NewServerEncoder(spec, st.Model, maxLag)
 	if err != nil {
 		return nil, err
@@ -281,6 +328,9 @@ func (d *Decoder) apply(model []float32, version int, src []byte, lim Limits) (i
 		src = src[h.Size:]
 		if h.N != len(model) {
 			return version, fmt.Errorf("%w: message for a model of %d parameters, model has %d", ErrLength, h.N, len(model))
+		}
+		if h.Format == FormatLattice {
+			return version, errLatticeElsewhere
 		}
 		if h.Full() {
 			v := grow(&d.dense, h.N)

@@ -52,6 +52,13 @@ const (
 	// Ternary sends codes in {-1, 0, +1} and one scale per bucket, as in
 	// Sparse Ternary Compression (bits=ternary).
 	Ternary
+	// Lattice is a download codec only (bits=lattice): the model clients
+	// hold lives on a lattice, initial model + step·counts with a step per
+	// tensor, and each version changes the counts of the top-k coordinates
+	// by at most Levels steps. Any client, however far behind, is sent one
+	// message: the change of counts since the version it holds. See
+	// ServerEncoder.
+	Lattice
 )
 
 // String returns the value of the bits key for v (for Uniform, "uniform").
@@ -67,6 +74,8 @@ func (v Values) String() string {
 		return "uniform"
 	case Ternary:
 		return "ternary"
+	case Lattice:
+		return "lattice"
 	}
 	return fmt.Sprintf("Values(%d)", uint8(v))
 }
@@ -154,7 +163,26 @@ type Spec struct {
 	// consecutive coordinates, those of largest L1 norm, instead of single
 	// coordinates (0: single coordinates). Only with TopK.
 	Block int
+	// Step is, for Lattice, the lattice step of each tensor as a multiple
+	// of the mean magnitude of the tensor's top-k change in the first
+	// version that changes the model (DefaultLatticeStep if not given).
+	Step float64
+	// Levels is, for Lattice, the most steps a coordinate moves in one
+	// version (DefaultLatticeLevels if not given).
+	Levels int
+	// Refine is, for Lattice, the fraction of the top-k budget below
+	// which the lattice is refined: when fewer than Refine·k coordinates
+	// are half a step or more from the global model, every step halves
+	// (0: never).
+	Refine float64
 }
+
+// Lattice defaults, chosen on the iid 2NN with seeds 1–3 (see
+// docs/codecs.md).
+const (
+	DefaultLatticeStep   = 2
+	DefaultLatticeLevels = 7
+)
 
 // Presets are the named specs that ParseSpec accepts, with the spec each
 // stands for:
@@ -186,6 +214,8 @@ type Spec struct {
 //	        with error feedback)
 //	terngrad bits=ternary,stochastic=on (Wen et al. 2017: dense unbiased
 //	        ternary)
+//	lattice topk=0.02,bits=lattice,step=2,levels=7: the download codec of
+//	        compact syncs (see ServerEncoder); not an upload codec
 var Presets = map[string]string{
 	"none":     "none",
 	"dgc":      "topk=0.001,ef=on,momentum=0.9,warmup=4",
@@ -199,6 +229,7 @@ var Presets = map[string]string{
 	"topk4":    "topk=0.01,bits=4,ef=on",
 	"efsign":   "bits=sign,ef=on",
 	"terngrad": "bits=ternary,stochastic=on",
+	"lattice":  "topk=0.02,bits=lattice,step=2,levels=7",
 }
 
 // PresetNames returns the names of the presets, sorted.
@@ -216,7 +247,15 @@ func PresetNames() []string {
 //
 //	topk=F       send the fraction F in (0, 1] of largest magnitude
 //	randk=F      send a random fraction F in (0, 1] (only the seed is sent)
-//	bits=B       32 (default), 16, bf16, 1..8, ternary or sign (= 1)
+//	bits=B       32 (default), 16, bf16, 1..8, ternary, sign (= 1) or
+//	             lattice (downloads only, with topk; see Lattice)
+//	step=F       lattice: the step as a multiple of the first change's
+//	             mean magnitude per tensor, F in (0, 1e6] (default 2)
+//	levels=L     lattice: the most steps a coordinate moves per version,
+//	             L in [1, 2^20] (default 7)
+//	refine=F     lattice: halve every step when fewer than F·k
+//	             coordinates are half a step from the global model, F in
+//	             [0, 1] (default 0: never)
 //	stochastic=on|off  unbiased stochastic rounding (bits 1..8, ternary)
 //	ef=on|off    error feedback: keep what was not sent in a residual
 //	momentum=M   DGC momentum correction with factor masking, M in [0, 1);
@@ -271,13 +310,21 @@ func ParseSpec(s string) (Spec, error) {
 	if seen["topk"] && seen["randk"] {
 		return Spec{}, fmt.Errorf("%w: %q: topk and randk exclude each other", ErrSpec, s)
 	}
+	if sp.Values == Lattice {
+		if sp.Step == 0 {
+			sp.Step = DefaultLatticeStep
+		}
+		if sp.Levels == 0 {
+			sp.Levels = DefaultLatticeLevels
+		}
+	}
 	if err := sp.check(); err != nil {
 		return Spec{}, fmt.Errorf("%w: %q: %s", ErrSpec, s, err)
 	}
 	return sp, nil
 }
 
-var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block"}
+var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block", "step", "levels", "refine"}
 
 func (sp *Spec) set(key, val string) error {
 	switch key {
@@ -300,12 +347,14 @@ func (sp *Spec) set(key, val string) error {
 			sp.Values, sp.Bits = BFloat16, 0
 		case "ternary":
 			sp.Values, sp.Bits = Ternary, 0
+		case "lattice":
+			sp.Values, sp.Bits = Lattice, 0
 		case "sign":
 			sp.Values, sp.Bits = Uniform, 1
 		default:
 			b, err := strconv.Atoi(val)
 			if err != nil || b < 1 || b > 8 {
-				return fmt.Errorf("bits=%s: want 32, 16, bf16, 1..8, ternary or sign", val)
+				return fmt.Errorf("bits=%s: want 32, 16, bf16, 1..8, ternary, sign or lattice", val)
 			}
 			sp.Values, sp.Bits = Uniform, b
 		}
@@ -365,6 +414,24 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("bucket=%s: want a number of values >= 0 (0: one scale)", val)
 		}
 		sp.Bucket = n
+	case "step":
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(f > 0 && f <= 1e6) {
+			return fmt.Errorf("step=%s: want a multiple in (0, 1e6], such as 2", val)
+		}
+		sp.Step = f
+	case "refine":
+		f, err := strconv.ParseFloat(val, 64)
+		if err != nil || !(f >= 0 && f <= 1) {
+			return fmt.Errorf("refine=%s: want a fraction in [0, 1], such as 0.25", val)
+		}
+		sp.Refine = f
+	case "levels":
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 || n > 1<<20 {
+			return fmt.Errorf("levels=%s: want a number of steps in [1, 1048576], such as 7", val)
+		}
+		sp.Levels = n
 	case "block":
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 2 || n > 1<<16 {
@@ -393,7 +460,7 @@ func (sp Spec) check() error {
 	}
 	quantized := sp.Values == Uniform || sp.Values == Ternary
 	switch sp.Values {
-	case Float32, Float16, BFloat16, Ternary:
+	case Float32, Float16, BFloat16, Ternary, Lattice:
 		if sp.Bits != 0 {
 			return fmt.Errorf("a code width (%d bits) with bits=%s", sp.Bits, sp.Values)
 		}
@@ -458,6 +525,30 @@ func (sp Spec) check() error {
 	}
 	if sp.Block != 0 && sp.Select != TopK {
 		return fmt.Errorf("block=%d: needs topk", sp.Block)
+	}
+	return sp.checkLattice()
+}
+
+// checkLattice checks the keys of bits=lattice: it needs topk, takes step
+// and levels, and nothing that keeps client state or changes the coding.
+func (sp Spec) checkLattice() error {
+	if sp.Values != Lattice {
+		if sp.Step != 0 || sp.Levels != 0 || sp.Refine != 0 {
+			return fmt.Errorf("step, levels and refine: need bits=lattice")
+		}
+		return nil
+	}
+	switch {
+	case sp.Select != TopK:
+		return fmt.Errorf("bits=lattice: needs topk")
+	case !(sp.Step > 0 && sp.Step <= 1e6):
+		return fmt.Errorf("step=%g: want a multiple in (0, 1e6]", sp.Step)
+	case sp.Levels < 1 || sp.Levels > 1<<20:
+		return fmt.Errorf("levels=%d: want a number of steps in [1, 1048576]", sp.Levels)
+	case !(sp.Refine >= 0 && sp.Refine <= 1):
+		return fmt.Errorf("refine=%g: want a fraction in [0, 1]", sp.Refine)
+	case sp.EF || sp.Stochastic || sp.Clip != 0 || sp.Warmup != 0 || sp.Bucket != 0 || sp.Block != 0 || sp.Entropy != EntropyAuto:
+		return fmt.Errorf("bits=lattice takes only topk, step and levels (the server residual is exact, the coding fixed)")
 	}
 	return nil
 }
@@ -528,6 +619,12 @@ func (sp Spec) String() string {
 	}
 	if sp.Block != 0 {
 		b = append(b, "block="+strconv.Itoa(sp.Block))
+	}
+	if sp.Values == Lattice {
+		b = append(b, "step="+f(sp.Step), "levels="+strconv.Itoa(sp.Levels))
+		if sp.Refine != 0 {
+			b = append(b, "refine="+f(sp.Refine))
+		}
 	}
 	if len(b) == 0 {
 		return "none"

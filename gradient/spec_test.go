@@ -66,7 +66,7 @@ func TestParseSpecErrors(t *testing.T) {
 		{"randk=-0.1", "randk=-0.1"},
 		{"topk=0.1,randk=0.1", "exclude"},
 		{"topk=0.1,topk=0.2", "topk given twice"},
-		{"bits=0", "bits=0: want 32, 16, bf16, 1..8, ternary or sign"},
+		{"bits=0", "bits=0: want 32, 16, bf16, 1..8, ternary, sign or lattice"},
 		{"bits=9", "bits=9"},
 		{"bits=12", "bits=12"},
 		{"bits=fp8", "bits=fp8"},

@@ -53,7 +53,11 @@ func NewUploadDecoder(spec string, bound bool) (UploadDecoder, error) {
 	case IsNone(spec):
 		return UploadDecoder{uploadRaw}, nil
 	}
-	if _, err := ParseSpec(spec); err != nil {
+	sp, err := ParseSpec(spec)
+	if err != nil {
+		return UploadDecoder{}, err
+	}
+	if err := sp.CheckUpload(); err != nil {
 		return UploadDecoder{}, err
 	}
 	return UploadDecoder{uploadWire}, nil

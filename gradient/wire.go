@@ -88,6 +88,10 @@ const (
 	// FormatCodes values are quantizer codes of Header.Bits bits with a
 	// float32 scale per bucket: value = code * scale.
 	FormatCodes Format = 3
+	// FormatLattice values are nonzero changes of lattice counts (int32,
+	// Bits 32) of a download of the lattice codec; the scales section is
+	// the tensor table (sizes and steps). See ServerEncoder.
+	FormatLattice Format = 4
 )
 
 // String names the format.
@@ -101,6 +105,8 @@ func (f Format) String() string {
 		return "bfloat16"
 	case FormatCodes:
 		return "codes"
+	case FormatLattice:
+		return "lattice"
 	}
 	return fmt.Sprintf("Format(%d)", uint8(f))
 }
@@ -443,6 +449,10 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 		if h.Bits < 1 || h.Bits > 8 {
 			return h, fmt.Errorf("%w: codes of %d bits, want 1..8", ErrCorrupt, h.Bits)
 		}
+	case FormatLattice:
+		if h.Bits != 32 || h.Selection != TopK {
+			return h, fmt.Errorf("%w: lattice counts of %d bits with %s selection, want 32 and topk", ErrCorrupt, h.Bits, h.Selection)
+		}
 	default:
 		return h, fmt.Errorf("%w: unknown value format %d", ErrCorrupt, format)
 	}
@@ -464,7 +474,7 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 		want[nwant] = SectionIndices
 		nwant++
 	}
-	if h.Format == FormatCodes {
+	if h.Format == FormatCodes || h.Format == FormatLattice {
 		want[nwant] = SectionScales
 		nwant++
 	}
@@ -532,10 +542,28 @@ func (h *Header) checkSection(s Section) error {
 		if s.Coding != CodingRaw {
 			return bad("coding %s does not apply", s.Coding)
 		}
+		if h.Format == FormatLattice {
+			// The tensor table: its count, then sizes and steps.
+			if s.Length < 1 {
+				return bad("lattice: an empty tensor table")
+			}
+			return nil
+		}
 		if want := 4 * h.Scales(); s.Length != want {
 			return bad("%d bytes, want %d for %d scales", s.Length, want, h.Scales())
 		}
 	case SectionValues:
+		if h.Format == FormatLattice {
+			// Raw: a varint per value; Huffman: at least the two bytes of
+			// a stream. Either way the decoder checks what follows.
+			switch {
+			case s.Coding == CodingRaw && s.Length < h.K, s.Coding == CodingHuffman && s.Length < 2:
+				return bad("lattice: %d bytes cannot hold %d values", s.Length, h.K)
+			case s.Coding != CodingRaw && s.Coding != CodingHuffman:
+				return bad("coding %s does not apply", s.Coding)
+			}
+			return nil
+		}
 		switch s.Coding {
 		case CodingRaw:
 			if want := valueBytes(h.Format, h.Bits, h.K); s.Length != want {

@@ -40,6 +40,8 @@ type Coordinator struct {
 	accepted, duplicates prometheus.Counter
 	refused              *prometheus.CounterVec
 	bytes                *prometheus.CounterVec
+	transfer, dense      *prometheus.CounterVec
+	wireOnce             sync.Once
 	download, train      prometheus.Histogram
 	encode, upload       prometheus.Histogram
 	accuracy, loss       prometheus.Gauge
@@ -52,6 +54,11 @@ type Coordinator struct {
 	// bytes sent.
 	inAccepted, denseAccepted, out atomic.Int64
 	nAccepted, nRefused            atomic.Int64
+	// Transfer totals: the bytes of uploads and downloads with their
+	// framing, and dense FedAvg's for the same; the wire counter.
+	upBytes, downBytes, denseUp, denseDown atomic.Int64
+	wireMu                                 sync.Mutex
+	wire                                   func() (in, out int64)
 
 	stateMu sync.Mutex
 	state   func() CoordinatorState
@@ -72,6 +79,15 @@ func NewCoordinator(reg *prometheus.Registry, state func() CoordinatorState) *Co
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_bytes_total",
 		Help: "Payload bytes of updates received (direction in, codec: the upload codec) and of models sent (direction out, codec float32 for whole models, the download codec for deltas)."},
 		[]string{"direction", "codec"})
+	m.transfer = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_transfer_bytes_total",
+		Help: "Bytes of uploads (kind upload: every message of the Submit calls both ways, refused ones too) and downloads (kind download: every message of the Download calls both ways), each message with gRPC's 5-byte framing; HTTP/2 and TLS framing are in fedzip_wire_bytes_total."},
+		[]string{"kind"})
+	m.dense = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_dense_bytes_total",
+		Help: "What the accepted uploads (kind upload) and the downloads served (kind download) would have cost as dense float32 models, 4 bytes per parameter each: dense FedAvg's bytes."},
+		[]string{"kind"})
+	total := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fedzip_total_ratio",
+		Help: "Dense FedAvg's bytes both ways (fedzip_dense_bytes_total) over the uploads' and downloads' (fedzip_transfer_bytes_total), since the node started (0 before the first)."},
+		func() float64 { return m.Totals().TotalRatio() })
 	hist := func(name, help string) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
 	}
@@ -90,7 +106,7 @@ func NewCoordinator(reg *prometheus.Registry, state func() CoordinatorState) *Co
 	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fedzip_compression_ratio",
 		Help: "Dense float32 size of the accepted updates over their received payload size (1 for dense updates; 0 before the first)."},
 		m.CompressionRatio)
-	reg.MustRegister(m.accepted, m.duplicates, m.refused, m.bytes, m.download, m.train, m.encode, m.upload, ratio, (*stateCollector)(m))
+	reg.MustRegister(m.accepted, m.duplicates, m.refused, m.bytes, m.transfer, m.dense, total, m.download, m.train, m.encode, m.upload, ratio, (*stateCollector)(m))
 	return m
 }
 
@@ -140,6 +156,61 @@ func (m *Coordinator) Sent(codec string, n int) {
 	}
 	m.bytes.WithLabelValues(Out, codec).Add(float64(n))
 	m.out.Add(int64(n))
+}
+
+// Transferred counts an upload or a download (kind Upload or Download)
+// whose messages had n bytes with their framing, and whose dense float32
+// form has dense bytes (0 for a refused upload).
+func (m *Coordinator) Transferred(kind string, n, dense int64) {
+	if m == nil {
+		return
+	}
+	m.transfer.WithLabelValues(kind).Add(float64(n))
+	if dense > 0 {
+		m.dense.WithLabelValues(kind).Add(float64(dense))
+	}
+	if kind == Upload {
+		m.upBytes.Add(n)
+		m.denseUp.Add(dense)
+	} else {
+		m.downBytes.Add(n)
+		m.denseDown.Add(dense)
+	}
+}
+
+// CountWire exports the bytes read (in) and written (out) by the node's
+// gRPC connections as fedzip_wire_bytes_total, read from bytes at every
+// scrape (transport.WireCounter.Bytes). Call it once.
+func (m *Coordinator) CountWire(bytes func() (in, out int64)) {
+	if m == nil {
+		return
+	}
+	m.wireMu.Lock()
+	m.wire = bytes
+	m.wireMu.Unlock()
+	m.wireOnce.Do(func() {
+		help := "Every byte the node's gRPC port read (direction in) and wrote (direction out), below TLS: TLS, HTTP/2 and gRPC framing, and every call (task polls, registrations, uploads, downloads, keepalives)."
+		for _, d := range []string{In, Out} {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fedzip_wire_bytes_total", Help: help, ConstLabels: prometheus.Labels{"direction": d}},
+				func() float64 {
+					in, out := m.wireBytes()
+					if d == In {
+						return float64(in)
+					}
+					return float64(out)
+				}))
+		}
+	})
+}
+
+func (m *Coordinator) wireBytes() (in, out int64) {
+	m.wireMu.Lock()
+	f := m.wire
+	m.wireMu.Unlock()
+	if f == nil {
+		return 0, 0
+	}
+	return f()
 }
 
 // ClientTimings records the durations a client reported with an update;
@@ -203,6 +274,22 @@ type Totals struct {
 	// BytesIn are the payload bytes of accepted updates, DenseIn their
 	// dense float32 size, BytesOut the model bytes sent.
 	BytesIn, DenseIn, BytesOut int64
+	// UploadBytes and DownloadBytes are the uploads' and downloads' bytes
+	// with their framing (Transferred), DenseUpload and DenseDownload
+	// dense FedAvg's for the same; WireIn and WireOut what the gRPC
+	// connections read and wrote (CountWire).
+	UploadBytes, DownloadBytes, DenseUpload, DenseDownload int64
+	WireIn, WireOut                                        int64
+}
+
+// TotalRatio is dense FedAvg's bytes both ways over the uploads' and
+// downloads', 0 when either is 0.
+func (t Totals) TotalRatio() float64 {
+	d, n := t.DenseUpload+t.DenseDownload, t.UploadBytes+t.DownloadBytes
+	if d <= 0 || n <= 0 {
+		return 0
+	}
+	return float64(d) / float64(n)
 }
 
 // Totals returns the running totals (zero for a nil m).
@@ -210,8 +297,11 @@ func (m *Coordinator) Totals() Totals {
 	if m == nil {
 		return Totals{}
 	}
-	return Totals{Accepted: m.nAccepted.Load(), Refused: m.nRefused.Load(), BytesIn: m.inAccepted.Load(),
-		DenseIn: m.denseAccepted.Load(), BytesOut: m.out.Load()}
+	t := Totals{Accepted: m.nAccepted.Load(), Refused: m.nRefused.Load(), BytesIn: m.inAccepted.Load(),
+		DenseIn: m.denseAccepted.Load(), BytesOut: m.out.Load(), UploadBytes: m.upBytes.Load(), DownloadBytes: m.downBytes.Load(),
+		DenseUpload: m.denseUp.Load(), DenseDownload: m.denseDown.Load()}
+	t.WireIn, t.WireOut = m.wireBytes()
+	return t
 }
 
 // stateCollector emits the state gauges from one call of the state

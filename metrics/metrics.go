@@ -71,3 +71,9 @@ const (
 	In  = "in"  // received by this node
 	Out = "out" // sent by this node
 )
+
+// Kinds of the transfer counters: what the bytes were for.
+const (
+	Upload   = "upload"   // a client's update (Submit), both ways
+	Download = "download" // a model sent to a client (Download), both ways
+)

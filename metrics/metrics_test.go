@@ -26,6 +26,8 @@ func TestNilIsOff(t *testing.T) {
 	c.Accepted("x", 1, 4, false)
 	c.Refused("late", "x", 3)
 	c.Sent("float32", 9)
+	c.Transferred(Upload, 10, 40)
+	c.CountWire(func() (int64, int64) { return 1, 2 })
 	c.ClientTimings(1, 2, 3, 4)
 	c.Evaluated(0.9, 0.1)
 	c.FedEvaluated(0.9, 0.1, 10, 2)
@@ -119,5 +121,47 @@ func TestFedEvaluatedGauges(t *testing.T) {
 		if !found {
 			t.Errorf("%s is not exported", name)
 		}
+	}
+}
+
+// TestTransferAndWire: uploads and downloads with their framing, dense
+// FedAvg's bytes for them, the total ratio and the wire counters are
+// exported and totalled; a refused upload counts its bytes and no dense
+// ones.
+func TestTransferAndWire(t *testing.T) {
+	reg := NewRegistry()
+	m := NewCoordinator(reg, nil)
+	m.Transferred(Upload, 120, 4000)
+	m.Transferred(Upload, 30, 0) // refused
+	m.Transferred(Download, 850, 4000)
+	var in, out int64 = 1500, 9000
+	m.CountWire(func() (int64, int64) { return in, out })
+	want := `
+# HELP fedzip_dense_bytes_total What the accepted uploads (kind upload) and the downloads served (kind download) would have cost as dense float32 models, 4 bytes per parameter each: dense FedAvg's bytes.
+# TYPE fedzip_dense_bytes_total counter
+fedzip_dense_bytes_total{kind="download"} 4000
+fedzip_dense_bytes_total{kind="upload"} 4000
+# HELP fedzip_total_ratio Dense FedAvg's bytes both ways (fedzip_dense_bytes_total) over the uploads' and downloads' (fedzip_transfer_bytes_total), since the node started (0 before the first).
+# TYPE fedzip_total_ratio gauge
+fedzip_total_ratio 8
+# HELP fedzip_transfer_bytes_total Bytes of uploads (kind upload: every message of the Submit calls both ways, refused ones too) and downloads (kind download: every message of the Download calls both ways), each message with gRPC's 5-byte framing; HTTP/2 and TLS framing are in fedzip_wire_bytes_total.
+# TYPE fedzip_transfer_bytes_total counter
+fedzip_transfer_bytes_total{kind="download"} 850
+fedzip_transfer_bytes_total{kind="upload"} 150
+# HELP fedzip_wire_bytes_total Every byte the node's gRPC port read (direction in) and wrote (direction out), below TLS: TLS, HTTP/2 and gRPC framing, and every call (task polls, registrations, uploads, downloads, keepalives).
+# TYPE fedzip_wire_bytes_total counter
+fedzip_wire_bytes_total{direction="in"} 1500
+fedzip_wire_bytes_total{direction="out"} 9000
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fedzip_transfer_bytes_total", "fedzip_dense_bytes_total", "fedzip_total_ratio", "fedzip_wire_bytes_total"); err != nil {
+		t.Fatal(err)
+	}
+	in, out = 1600, 9100 // read at every scrape
+	tot := m.Totals()
+	if tot.UploadBytes != 150 || tot.DownloadBytes != 850 || tot.DenseUpload != 4000 || tot.DenseDownload != 4000 || tot.WireIn != 1600 || tot.WireOut != 9100 || tot.TotalRatio() != 8 {
+		t.Fatalf("totals %+v", tot)
+	}
+	if (Totals{}).TotalRatio() != 0 {
+		t.Fatal("a ratio before any byte")
 	}
 }

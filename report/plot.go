@@ -31,6 +31,7 @@ const maxGlyphs = 60
 // Names of the files Write writes.
 const (
 	AccuracyFile        = "accuracy.png"
+	AccuracyVsTotalFile = "accuracy_vs_total_bytes.png"
 	AccuracyVsBytesFile = "accuracy_vs_bytes.png"
 	SummaryFile         = "summary.md"
 )
@@ -44,7 +45,8 @@ type Options struct {
 	Targets []float64
 }
 
-// Write writes AccuracyFile, AccuracyVsBytesFile and SummaryFile into dir,
+// Write writes AccuracyFile, AccuracyVsTotalFile, AccuracyVsBytesFile and
+// SummaryFile into dir,
 // making it if needed, and returns their paths.
 func Write(dir string, runs []Run, opt Options) ([]string, error) {
 	if opt.Targets == nil {
@@ -75,6 +77,7 @@ func Write(dir string, runs []Run, opt Options) ([]string, error) {
 		f    func(io.Writer) error
 	}{
 		{AccuracyFile, func(w io.Writer) error { return WriteAccuracyPNG(w, runs, opt.Title) }},
+		{AccuracyVsTotalFile, func(w io.Writer) error { return WriteAccuracyVsTotalPNG(w, runs, opt.Title) }},
 		{AccuracyVsBytesFile, func(w io.Writer) error { return WriteAccuracyVsBytesPNG(w, runs, opt.Title) }},
 		{SummaryFile, func(w io.Writer) error { return WriteMarkdown(w, opt.Title, sums) }},
 	}
@@ -91,7 +94,7 @@ func Write(dir string, runs []Run, opt Options) ([]string, error) {
 func WriteAccuracyPNG(w io.Writer, runs []Run, title string) error {
 	p := newPlot(title, "Test accuracy per round")
 	p.X.Label.Text = "round"
-	err := addLines(p, runs, func(r Round, _ int64) (float64, bool) { return float64(r.Round), true })
+	err := addLines(p, runs, func(r Round, _, _ int64) (float64, bool) { return float64(r.Round), true })
 	if err != nil {
 		return err
 	}
@@ -101,15 +104,28 @@ func WriteAccuracyPNG(w io.Writer, runs []Run, title string) error {
 	return writePNG(w, p)
 }
 
+// WriteAccuracyVsTotalPNG plots test accuracy against the bytes that
+// crossed the network so far, uploaded and downloaded, on a log axis, a
+// line per run, and writes the PNG to w.
+func WriteAccuracyVsTotalPNG(w io.Writer, runs []Run, title string) error {
+	return writeVsBytes(w, runs, newPlot(title, "Test accuracy against total bytes (uploaded + downloaded)"),
+		"bytes uploaded and downloaded by all clients so far (log scale)", func(_ Round, _, total int64) (float64, bool) { return float64(total), total > 0 })
+}
+
 // WriteAccuracyVsBytesPNG plots test accuracy against the bytes clients
 // uploaded so far, on a log axis, a line per run, and writes the PNG to w.
 func WriteAccuracyVsBytesPNG(w io.Writer, runs []Run, title string) error {
-	p := newPlot(title, "Test accuracy against uploaded bytes")
-	p.X.Label.Text = "bytes uploaded by all clients so far (log scale)"
+	return writeVsBytes(w, runs, newPlot(title, "Test accuracy against uploaded bytes"),
+		"bytes uploaded by all clients so far (log scale)", func(_ Round, up, _ int64) (float64, bool) { return float64(up), up > 0 })
+}
+
+// writeVsBytes plots accuracy on p against a log axis of bytes, labelled
+// label, at x.
+func writeVsBytes(w io.Writer, runs []Run, p *plot.Plot, label string, x func(r Round, upload, total int64) (float64, bool)) error {
+	p.X.Label.Text = label
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = byteTicks{}
-	err := addLines(p, runs, func(_ Round, cum int64) (float64, bool) { return float64(cum), cum > 0 })
-	if err != nil {
+	if err := addLines(p, runs, x); err != nil {
 		return err
 	}
 	// Whole decades at both ends, so that both ends are labelled.
@@ -187,18 +203,20 @@ func newPlot(title, what string) *plot.Plot {
 }
 
 // addLines adds a line per run through its evaluated rounds at x(round,
-// cumulative upload), skipping points where x says false.
-func addLines(p *plot.Plot, runs []Run, x func(Round, int64) (float64, bool)) error {
+// cumulative upload, cumulative total), skipping points where x says
+// false.
+func addLines(p *plot.Plot, runs []Run, x func(r Round, upload, total int64) (float64, bool)) error {
 	points := 0
 	for i, run := range runs {
 		var xys plotter.XYs
-		var cum int64
+		var up, total int64
 		for _, r := range run.Rounds {
-			cum += r.UploadBytes
+			up += r.UploadBytes
+			total += r.TotalBytes()
 			if !r.Evaluated {
 				continue
 			}
-			if v, ok := x(r, cum); ok {
+			if v, ok := x(r, up, total); ok {
 				xys = append(xys, plotter.XY{X: v, Y: 100 * r.TestAccuracy})
 			}
 		}

@@ -46,13 +46,13 @@ func (p *Progress) Update(m sim.Metrics) {
 		done := min(m.Round*width/max(p.total, 1), width)
 		elapsed := time.Since(p.start)
 		eta := time.Duration(float64(elapsed) / float64(m.Round) * float64(p.total-m.Round)).Round(time.Second)
-		fmt.Fprintf(p.bar, "\r  [%s%s] round %d/%d  acc %.2f%%  %.2fs/round  eta %v   ",
-			strings.Repeat("=", done), strings.Repeat(" ", width-done), m.Round, p.total, 100*p.lastAcc, m.Seconds, eta)
+		fmt.Fprintf(p.bar, "\r  [%s%s] round %d/%d  acc %.2f%%  %s  %.2fs/round  eta %v   ",
+			strings.Repeat("=", done), strings.Repeat(" ", width-done), m.Round, p.total, 100*p.lastAcc, BytesIEC(m.CumulativeTotalBytes), m.Seconds, eta)
 		return
 	}
 	if m.Evaluated {
-		fmt.Fprintf(p.out, "round %4d  test accuracy %.4f  test loss %.4f  train loss %.4f  %.3fs\n",
-			m.Round, m.TestAccuracy, m.TestLoss, m.TrainLoss, m.Seconds)
+		fmt.Fprintf(p.out, "round %4d  test accuracy %.4f  test loss %.4f  train loss %.4f  %.3fs  total bytes %s%s\n",
+			m.Round, m.TestAccuracy, m.TestLoss, m.TrainLoss, m.Seconds, BytesIEC(m.CumulativeTotalBytes), smaller(m.TotalRatio, "dense"))
 	}
 	if e := m.FedEval; e != nil {
 		fmt.Fprintf(p.out, "round %4d  federated accuracy %.4f  loss %.4f  (model after round %d, %d held-out examples of %d clients)\n",

@@ -57,6 +57,11 @@ type Round struct {
 	FedExamples          uint64
 }
 
+// TotalBytes is the round's every byte that crossed the network: its
+// upload and download (files that predate download_bytes count uploads
+// only). Read checks that the sum of all rounds' totals fits an int64.
+func (r Round) TotalBytes() int64 { return r.UploadBytes + r.DownloadBytes }
+
 // Run is one metrics file: its rounds in increasing order.
 type Run struct {
 	Label  string
@@ -114,7 +119,7 @@ func Read(r io.Reader, label string) (Run, error) {
 	// longer line is seen as such rather than as the scanner's limit.
 	sc.Buffer(make([]byte, 0, 64<<10), MaxLineBytes+3)
 	n := 0
-	var upload int64
+	var upload, total, dense int64
 	for sc.Scan() {
 		n++
 		b := sc.Bytes()
@@ -138,6 +143,18 @@ func Read(r io.Reader, label string) (Run, error) {
 			return Run{}, &LineError{n, fmt.Errorf("%w: total upload_bytes overflows", ErrMalformed)}
 		}
 		upload += rd.UploadBytes
+		// The totals of the summary and the plots: upload + download, and
+		// dense FedAvg's.
+		for _, f := range []struct {
+			sum  *int64
+			a, b int64
+			what string
+		}{{&total, rd.UploadBytes, rd.DownloadBytes, "upload_bytes + download_bytes"}, {&dense, rd.DenseUploadBytes, rd.DenseDownloadBytes, "dense bytes"}} {
+			if f.a > math.MaxInt64-*f.sum || f.b > math.MaxInt64-*f.sum-f.a {
+				return Run{}, &LineError{n, fmt.Errorf("%w: total %s overflows", ErrMalformed, f.what)}
+			}
+			*f.sum += f.a + f.b
+		}
 		run.Rounds = append(run.Rounds, rd)
 	}
 	if err := sc.Err(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -41,6 +42,8 @@ func TestReadRefusesMalformedLines(t *testing.T) {
 		{"negative loss", `{"round":1,"upload_bytes":1,"test_loss":-1}`, 1},
 		{"negative clients", `{"round":1,"upload_bytes":1,"clients":-1}`, 1},
 		{"upload overflows int64", `{"round":1,"upload_bytes":99999999999999999999}`, 1},
+		{"total bytes overflow", `{"round":1,"upload_bytes":1,"download_bytes":9223372036854775807}`, 1},
+		{"dense bytes overflow", `{"round":1,"upload_bytes":1,"dense_upload_bytes":9223372036854775807,"dense_download_bytes":1}`, 1},
 		{"total upload overflows", `{"round":1,"upload_bytes":9223372036854775807}` + "\n" + `{"round":2,"upload_bytes":1}`, 2},
 		{"round repeated", good + "\n\n" + good, 3},
 		{"rounds out of order", `{"round":2,"upload_bytes":1}` + "\n" + good, 2},
@@ -133,9 +136,10 @@ func TestSummarize(t *testing.T) {
 	want := Summary{
 		Label: "dense", Rounds: 5, Evaluated: true,
 		FinalAccuracy: 0.955, FinalRound: 5, BestAccuracy: 0.96, BestRound: 4,
-		Reached: []Reached{{0.9, 3, 3e6}, {0.95, 4, 4e6}, {0.97, 0, 0}},
+		Reached: []Reached{{Target: 0.9, Round: 3, UploadBytes: 3e6, DownloadBytes: 3e6, TotalBytes: 6e6, DenseTotalBytes: 6e6},
+			{Target: 0.95, Round: 4, UploadBytes: 4e6, DownloadBytes: 4e6, TotalBytes: 8e6, DenseTotalBytes: 8e6}, {Target: 0.97}},
 		// Round 2 was not evaluated, but its bytes count.
-		UploadBytes: 5e6, DownloadBytes: 5e6,
+		UploadBytes: 5e6, DownloadBytes: 5e6, TotalBytes: 10e6, DenseTotalBytes: 10e6,
 	}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("got\n%+v\nwant\n%+v", s, want)
@@ -192,10 +196,10 @@ func TestWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 3 {
+	if len(files) != 4 {
 		t.Fatalf("wrote %v", files)
 	}
-	for _, name := range []string{AccuracyFile, AccuracyVsBytesFile} {
+	for _, name := range []string{AccuracyFile, AccuracyVsTotalFile, AccuracyVsBytesFile} {
 		b, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
 			t.Fatal(err)
@@ -219,7 +223,7 @@ func TestWrite(t *testing.T) {
 	if _, err := Write(again, runs, Options{Title: "tiny"}); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{AccuracyFile, AccuracyVsBytesFile, SummaryFile} {
+	for _, name := range []string{AccuracyFile, AccuracyVsTotalFile, AccuracyVsBytesFile, SummaryFile} {
 		a, _ := os.ReadFile(filepath.Join(dir, name))
 		b, _ := os.ReadFile(filepath.Join(again, name))
 		if !bytes.Equal(a, b) {
@@ -323,5 +327,31 @@ func TestReadDenseBytes(t *testing.T) {
 	r1, r2 := run.Rounds[0], run.Rounds[1]
 	if r1.DenseUploadBytes != 400 || r1.DenseDownloadBytes != 400 || r1.DownloadBytes != 900 || r2.DenseDownloadBytes != 0 || r2.DownloadBytes != 40 {
 		t.Fatalf("rounds %+v %+v", r1, r2)
+	}
+}
+
+// TestTotalPlot: the total-bytes plot puts a run's points at its
+// cumulative upload + download, not its upload: for a run that downloads
+// far more than it uploads, it differs from the upload plot, and a run
+// that uploads and downloads the same moves one point right, by 2×.
+func TestTotalPlot(t *testing.T) {
+	dp, _ := ReadFile("testdata/dp.jsonl", "")
+	var up, total bytes.Buffer
+	if err := WriteAccuracyVsBytesPNG(&up, []Run{dp}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteAccuracyVsTotalPNG(&total, []Run{dp}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(up.Bytes(), total.Bytes()) {
+		t.Fatal("the total-bytes plot is the upload plot")
+	}
+	var xs [][2]int64
+	addLines(plot.New(), []Run{dp}, func(r Round, u, tot int64) (float64, bool) {
+		xs = append(xs, [2]int64{u, tot})
+		return float64(tot), true
+	})
+	if want := [][2]int64{{2500, 1002500}, {5000, 2005000}}; !reflect.DeepEqual(xs, want) {
+		t.Fatalf("cumulative (upload, total) at the evaluated rounds: %v, want %v", xs, want)
 	}
 }

@@ -69,19 +69,31 @@ type Simulation struct {
 	RoundsToTarget int     `json:"rounds_to_target,omitempty"`
 	UploadToTarget int64   `json:"upload_bytes_to_target,omitempty"`
 	// DownloadToTarget is the bytes downloaded up to RoundsToTarget.
-	DownloadToTarget int64  `json:"download_bytes_to_target,omitempty"`
-	UploadCodec      string `json:"upload_codec"`
-	DownloadCodec    string `json:"download_codec"`
+	DownloadToTarget int64 `json:"download_bytes_to_target,omitempty"`
+	// TotalToTarget is every byte that crossed the network (uploaded +
+	// downloaded) up to RoundsToTarget, and TotalRatioToTarget dense
+	// FedAvg's total for the same rounds and clients over it.
+	TotalToTarget      int64   `json:"total_bytes_to_target,omitempty"`
+	TotalRatioToTarget float64 `json:"total_ratio_to_target,omitempty"`
+	UploadCodec        string  `json:"upload_codec"`
+	DownloadCodec      string  `json:"download_codec"`
 	// FinalGlobalAccuracy is the test accuracy of the server's global
 	// model after the last round, with a download codec (where the test
 	// accuracy is that of the clients' model).
 	FinalGlobalAccuracy float64             `json:"final_global_test_accuracy,omitempty"`
 	Delivered           *pipeline.Delivered `json:"delivered,omitempty"`
 	Strategy            string              `json:"strategy"`
-	UploadBytes         int64               `json:"upload_bytes"`
-	UploadRatio         float64             `json:"upload_ratio"`
-	ClientStateMB       float64             `json:"client_state_mb,omitempty"`
-	DownloadBytes       int64               `json:"download_bytes"`
+	// TotalBytes is every byte that crossed the network, UploadBytes +
+	// DownloadBytes; DenseTotalBytes is dense FedAvg's total for the same
+	// rounds and clients (4 bytes per parameter per upload and per
+	// download), and TotalRatio DenseTotalBytes over TotalBytes.
+	TotalBytes      int64   `json:"total_bytes"`
+	DenseTotalBytes int64   `json:"dense_total_bytes"`
+	TotalRatio      float64 `json:"total_ratio"`
+	UploadBytes     int64   `json:"upload_bytes"`
+	UploadRatio     float64 `json:"upload_ratio"`
+	ClientStateMB   float64 `json:"client_state_mb,omitempty"`
+	DownloadBytes   int64   `json:"download_bytes"`
 	// DenseUploadBytes and DenseDownloadBytes are the totals dense float32
 	// models would have cost; DownloadRatio is DenseDownloadBytes over
 	// DownloadBytes.
@@ -165,10 +177,12 @@ func (s *Simulation) Finish(seconds float64) {
 		}
 	}
 	if len(sum.Reached) > 0 && sum.Reached[0].Round > 0 {
-		s.RoundsToTarget, s.UploadToTarget = sum.Reached[0].Round, sum.Reached[0].UploadBytes
+		x := sum.Reached[0]
+		s.RoundsToTarget, s.UploadToTarget, s.TotalToTarget, s.TotalRatioToTarget = x.Round, x.UploadBytes, x.TotalBytes, x.TotalRatio()
 	} else {
 		s.DownloadToTarget = 0
 	}
+	s.TotalBytes, s.DenseTotalBytes, s.TotalRatio = sum.TotalBytes, sum.DenseTotalBytes, sum.TotalRatio()
 	s.UploadRatio = float64(s.DenseUploadBytes) / float64(max(s.UploadBytes, 1))
 	s.DownloadRatio = float64(s.DenseDownloadBytes) / float64(max(s.DownloadBytes, 1))
 	s.Seconds = seconds
@@ -199,11 +213,13 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	}
 	if s.Target > 0 {
 		if s.RoundsToTarget > 0 {
-			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s uploaded, %s downloaded)", s.RoundsToTarget, BytesIEC(s.UploadToTarget), BytesIEC(s.DownloadToTarget)))
+			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), fmt.Sprintf("%d (%s in total%s: %s uploaded, %s downloaded)", s.RoundsToTarget,
+				BytesIEC(s.TotalToTarget), smaller(s.TotalRatioToTarget, "dense FedAvg"), BytesIEC(s.UploadToTarget), BytesIEC(s.DownloadToTarget)))
 		} else {
 			row(fmt.Sprintf("rounds to %.2f%%", 100*s.Target), "not reached")
 		}
 	}
+	row("total bytes", fmt.Sprintf("%s uploaded + downloaded%s", BytesIEC(s.TotalBytes), smaller(s.TotalRatio, "dense FedAvg's "+BytesIEC(s.DenseTotalBytes))))
 	row("uploaded", fmt.Sprintf("%s (%s; %.1f× smaller than dense float32)", BytesIEC(s.UploadBytes), s.UploadCodec, s.UploadRatio))
 	if s.ClientStateMB > 0 {
 		row("client codec state", fmt.Sprintf("%.1f MB", s.ClientStateMB))
@@ -244,6 +260,18 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 		row("metrics in", s.MetricsIn)
 	}
 	return tw.Flush()
+}
+
+// smaller is ", 4.9× smaller than what" for a ratio r, ", 1.3× larger
+// than what" below 1, "" when unknown.
+func smaller(r float64, what string) string {
+	switch {
+	case !(r > 0):
+		return ""
+	case r < 1:
+		return fmt.Sprintf(", %s larger than %s", Times(1/r), what)
+	}
+	return fmt.Sprintf(", %s smaller than %s", Times(r), what)
 }
 
 // BytesIEC formats n with binary units, as 'fedzip simulate' prints sizes:

@@ -26,7 +26,8 @@ func TestSimulationFigures(t *testing.T) {
 	}
 	s.Finish(10)
 	want := Simulation{Target: 0.9, PerRound: 9, FinalAccuracy: 0.91, FinalLoss: 0.35, BestAccuracy: 0.92, BestRound: 2,
-		RoundsToTarget: 2, UploadToTarget: 200, DownloadToTarget: 2000, UploadBytes: 400, DownloadBytes: 4000,
+		RoundsToTarget: 2, UploadToTarget: 200, DownloadToTarget: 2000, TotalToTarget: 2200, TotalRatioToTarget: 16000.0 / 2200,
+		TotalBytes: 4400, DenseTotalBytes: 23200, TotalRatio: 23200.0 / 4400, UploadBytes: 400, DownloadBytes: 4000,
 		DenseUploadBytes: 11600, DenseDownloadBytes: 11600, UploadRatio: 29, DownloadRatio: 2.9, ClientStateMB: 2,
 		Seconds: 10, SecondsPerRound: 2, Epsilon: 1.1, DPDelta: 1e-5, DPClip: 0.9, Updates: 29, Clipped: 2, run: s.run}
 	if !reflect.DeepEqual(s, want) {
@@ -36,10 +37,14 @@ func TestSimulationFigures(t *testing.T) {
 	if err := s.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
-	for _, row := range []string{"final test accuracy  91.00% (loss 0.3500)", "rounds to 90.00%", "2 (200 B uploaded, 2.0 KiB downloaded)", "(ε = 1.1, δ = 1e-05)-DP", "2 of 29 updates"} {
+	for _, row := range []string{"final test accuracy  91.00% (loss 0.3500)", "rounds to 90.00%", "2 (2.1 KiB in total, 7.27× smaller than dense FedAvg: 200 B uploaded, 2.0 KiB downloaded)",
+		"total bytes          4.3 KiB uploaded + downloaded, 5.27× smaller than dense FedAvg's 22.7 KiB", "(ε = 1.1, δ = 1e-05)-DP", "2 of 29 updates"} {
 		if !strings.Contains(b.String(), row) {
 			t.Errorf("table lacks %q:\n%s", row, b.String())
 		}
+	}
+	if i, j := strings.Index(b.String(), "total bytes"), strings.Index(b.String(), "uploaded  "); i < 0 || j < 0 || i > j {
+		t.Errorf("the total does not lead the bytes rows:\n%s", b.String())
 	}
 	// Not reached, and no noise: no round, bytes or δ to report.
 	s = Simulation{Target: 0.95, DPDelta: 1e-5}
@@ -48,7 +53,7 @@ func TestSimulationFigures(t *testing.T) {
 		s.Add(m)
 	}
 	s.Finish(1)
-	if s.RoundsToTarget != 0 || s.UploadToTarget != 0 || s.DownloadToTarget != 0 || s.DPDelta != 0 || s.Epsilon != 0 {
+	if s.RoundsToTarget != 0 || s.UploadToTarget != 0 || s.DownloadToTarget != 0 || s.TotalToTarget != 0 || s.TotalRatioToTarget != 0 || s.DPDelta != 0 || s.Epsilon != 0 {
 		t.Fatalf("unreached target or no DP: %+v", s)
 	}
 }

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strconv"
@@ -18,6 +19,23 @@ type Reached struct {
 	Round int
 	// UploadBytes is the upload of all rounds up to and including Round.
 	UploadBytes int64
+	// DownloadBytes and TotalBytes (upload + download) are the download
+	// and every byte that crossed the network up to and including Round;
+	// DenseTotalBytes is what dense FedAvg's would have been (0 in files
+	// that predate the dense fields).
+	DownloadBytes, TotalBytes, DenseTotalBytes int64
+}
+
+// TotalRatio is dense FedAvg's total bytes to the target over the run's
+// (0 when unknown).
+func (r Reached) TotalRatio() float64 { return ratio(r.DenseTotalBytes, r.TotalBytes) }
+
+// ratio is dense over n, 0 when either is unknown.
+func ratio(dense, n int64) float64 {
+	if dense <= 0 || n <= 0 {
+		return 0
+	}
+	return float64(dense) / float64(n)
 }
 
 // Summary is one run in a few numbers.
@@ -35,8 +53,16 @@ type Summary struct {
 	Reached       []Reached
 	UploadBytes   int64 // all rounds
 	DownloadBytes int64
-	Epsilon       float64 // of the last round (0: no DP)
+	// TotalBytes is UploadBytes + DownloadBytes, every byte that crossed
+	// the network, and DenseTotalBytes dense FedAvg's total for the same
+	// rounds and clients (0 in files that predate the dense fields).
+	TotalBytes, DenseTotalBytes int64
+	Epsilon                     float64 // of the last round (0: no DP)
 }
+
+// TotalRatio is dense FedAvg's total bytes over the run's (0 when
+// unknown).
+func (s Summary) TotalRatio() float64 { return ratio(s.DenseTotalBytes, s.TotalBytes) }
 
 // Summarize sums up run, with the rounds and bytes it took to reach each
 // of targets (accuracies in [0, 1]).
@@ -49,6 +75,8 @@ func Summarize(run Run, targets []float64) Summary {
 		s.Rounds = r.Round
 		s.UploadBytes += r.UploadBytes
 		s.DownloadBytes += r.DownloadBytes
+		s.TotalBytes += r.TotalBytes()
+		s.DenseTotalBytes += r.DenseUploadBytes + r.DenseDownloadBytes
 		s.Epsilon = r.Epsilon
 		if !r.Evaluated {
 			continue
@@ -60,7 +88,7 @@ func Summarize(run Run, targets []float64) Summary {
 		s.Evaluated = true
 		for i := range s.Reached {
 			if x := &s.Reached[i]; x.Round == 0 && r.TestAccuracy >= x.Target {
-				x.Round, x.UploadBytes = r.Round, s.UploadBytes
+				x.Round, x.UploadBytes, x.DownloadBytes, x.TotalBytes, x.DenseTotalBytes = r.Round, s.UploadBytes, s.DownloadBytes, s.TotalBytes, s.DenseTotalBytes
 			}
 		}
 	}
@@ -89,7 +117,7 @@ func WriteMarkdown(w io.Writer, title string, sums []Summary) error {
 	for _, t := range targets {
 		fmt.Fprintf(&b, " to %s |", targetPercent(t))
 	}
-	b.WriteString(" upload | download |")
+	b.WriteString(" total | vs dense | upload | download |")
 	if eps {
 		b.WriteString(" ε |")
 	}
@@ -97,7 +125,7 @@ func WriteMarkdown(w io.Writer, title string, sums []Summary) error {
 	for range targets {
 		b.WriteString("--:|")
 	}
-	b.WriteString("--:|--:|")
+	b.WriteString("--:|--:|--:|--:|")
 	if eps {
 		b.WriteString("--:|")
 	}
@@ -112,12 +140,12 @@ func WriteMarkdown(w io.Writer, title string, sums []Summary) error {
 		for i := range targets {
 			if i < len(s.Reached) && s.Reached[i].Round > 0 {
 				n := s.Reached[i].Round
-				fmt.Fprintf(&b, " %d round%s, %s |", n, map[bool]string{true: "", false: "s"}[n == 1], Bytes(s.Reached[i].UploadBytes))
+				fmt.Fprintf(&b, " %d round%s, %s%s |", n, map[bool]string{true: "", false: "s"}[n == 1], Bytes(s.Reached[i].TotalBytes), paren(Times(s.Reached[i].TotalRatio())))
 			} else {
 				b.WriteString(" not reached |")
 			}
 		}
-		fmt.Fprintf(&b, " %s | %s |", Bytes(s.UploadBytes), Bytes(s.DownloadBytes))
+		fmt.Fprintf(&b, " %s | %s | %s | %s |", Bytes(s.TotalBytes), cmp.Or(Times(s.TotalRatio()), "—"), Bytes(s.UploadBytes), Bytes(s.DownloadBytes))
 		if eps {
 			if s.Epsilon > 0 {
 				fmt.Fprintf(&b, " %.3g |", s.Epsilon)
@@ -127,10 +155,37 @@ func WriteMarkdown(w io.Writer, title string, sums []Summary) error {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString("\nAccuracy is test accuracy; \"to X\" is the first evaluated round at or above X and the bytes uploaded up to it. " +
-		"Bytes are decimal (1 MB = 10⁶ bytes).\n")
+	b.WriteString("\nAccuracy is test accuracy; \"to X\" is the first evaluated round at or above X and the total bytes (uploaded + downloaded) up to it. " +
+		"\"vs dense\" is dense FedAvg's total (4 bytes per parameter per upload and per download) over the run's. Bytes are decimal (1 MB = 10⁶ bytes).\n")
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// Times formats a ratio: 1.23×, 12.3×, 123×; "" when unknown (0).
+func Times(r float64) string {
+	if !(r > 0) {
+		return ""
+	}
+	return strconv.FormatFloat(r, 'f', ratioPrec(r), 64) + "×"
+}
+
+// ratioPrec is the decimals a ratio is shown with: 1.23×, 12.3×, 123×.
+func ratioPrec(r float64) int {
+	switch {
+	case r < 9.995:
+		return 2
+	case r < 99.95:
+		return 1
+	}
+	return 0
+}
+
+// paren is " (s)", or "" for an empty s.
+func paren(s string) string {
+	if s == "" {
+		return ""
+	}
+	return " (" + s + ")"
 }
 
 // percent formats an accuracy in [0, 1] as a percentage with two decimals.

@@ -356,8 +356,14 @@ func CheckLocal(epochs, batchSize int, opt nn.SGD, proxMu float32) error {
 // longer than MaxSpecLen, or not a gradient spec. "" and "none" are dense
 // float32.
 func CheckUploadCodec(spec string) error {
-	_, err := codec("--upload-codec", spec)
-	return err
+	sp, err := codec("--upload-codec", spec)
+	if err != nil {
+		return err
+	}
+	if err := sp.CheckUpload(); err != nil {
+		return invalid("--upload-codec: %w", err)
+	}
+	return nil
 }
 
 // CheckDownloadCodec reports a download codec spec that a client refuses:

@@ -27,6 +27,8 @@ func TestValidateAcceptsGoodRuns(t *testing.T) {
 		func(s *Spec) { s.UploadCodec, s.DownloadCodec = "none", "" },
 		func(s *Spec) { s.UploadCodec = "" },
 		func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "topk=0.05,bits=ternary", MaxDownloadMaxLag },
+		func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "lattice", 1 },
+		func(s *Spec) { s.DownloadCodec = "topk=0.01,bits=lattice,step=1,levels=3" },
 		func(s *Spec) { s.Momentum, s.WeightDecay, s.ProxMu = 0.9, 1, 0.01 },
 		func(s *Spec) { s.Round = round.Config{PerRound: 7, MinClients: 7, Deadline: time.Minute} },
 		func(s *Spec) { s.Strategy, s.Round.PerRound = "krum,f=2", 7 },
@@ -73,6 +75,9 @@ func TestValidateRefuses(t *testing.T) {
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "dgc" }}, // momentum
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "topk=0.1,momentum=0.9" }},
 		{"--download-codec", func(s *Spec) { s.DownloadCodec = "nonsense" }},
+		{"--upload-codec", func(s *Spec) { s.UploadCodec = "lattice" }},          // a download codec only
+		{"--download-codec", func(s *Spec) { s.DownloadCodec = "bits=lattice" }}, // needs topk
+		{"--download-codec", func(s *Spec) { s.DownloadCodec = "topk=0.02,bits=lattice,ef=on" }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadCodec, s.DownloadMaxLag = "stc", MaxDownloadMaxLag+1 }},
 		{"--download-max-lag", func(s *Spec) { s.DownloadMaxLag = -1 }},
 		{"--fed-eval-every", func(s *Spec) { s.FedEvalEvery = -1 }},

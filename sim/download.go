@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -12,14 +13,19 @@ import (
 // gradient.ServerEncoder and, per client, the model version it last
 // received. It is driven from Run's goroutine only.
 //
-// Memory: the ServerEncoder (12 bytes per parameter plus at most MaxLag
-// encoded deltas), one scratch message, and 4 bytes per client.
+// Memory: the ServerEncoder (12 bytes per parameter, 8 more with the
+// lattice codec, plus at most MaxLag encoded deltas), one scratch message,
+// and 4 bytes per client.
 type downloads struct {
 	srv *gradient.ServerEncoder
-	// have[part(id)] is the version client id holds, -1 before its first
-	// download.
+	// have[part(id)] is the version client id holds: 0 (the initial
+	// model) before its first download when clients can rebuild the
+	// initial model, else -1 (none).
 	have []int32
 	buf  []byte
+	// lattice says the codec is the lattice codec: a client that holds a
+	// model is sent one sync, never the whole model.
+	lattice bool
 	// sent, if set (tests), sees every download: the client, the version
 	// it held, the bytes it was sent and the model it then holds.
 	sent func(id round.ClientID, have int, msg []byte, model []float32)
@@ -27,7 +33,14 @@ type downloads struct {
 
 // newDownloads returns the download side for cfg.DownloadCodec, or nil
 // for a dense download ("" or "none").
-func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
+//
+// The first model costs nothing, as for a coordinator's clients
+// (remote.TaskInitModel): when init is bit for bit model's initialisation
+// with the run's InitSeed, which a client rebuilds and checks against the
+// checksum its task announces, every client holds version 0 from the
+// start. Otherwise (an init the clients cannot rebuild) a client's first
+// download is the whole model.
+func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*downloads, error) {
 	if !cfg.DownloadOn() {
 		return nil, nil
 	}
@@ -39,9 +52,23 @@ func newDownloads(cfg Config, init []float32, clients int) (*downloads, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sim: download codec: %w", err)
 	}
-	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook}
-	for i := range d.have {
-		d.have[i] = -1
+	// The lattice codec steps each tensor on its own (as a coordinator's
+	// FSM does); other codecs ignore the sizes.
+	ts := model.Layout().Tensors
+	sizes := make([]int, len(ts))
+	for i, t := range ts {
+		sizes[i] = t.Size()
+	}
+	if err := srv.SetTensors(sizes); err != nil {
+		return nil, fmt.Errorf("sim: download codec: %w", err)
+	}
+	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook, lattice: spec.Values == gradient.Lattice}
+	seeded := make([]float32, len(init))
+	model.Init(seeded, cfg.InitSeed)
+	if gradient.ModelCRC(seeded) != gradient.ModelCRC(init) {
+		for i := range d.have {
+			d.have[i] = -1
+		}
 	}
 	return d, nil
 }
@@ -56,6 +83,17 @@ func (d *downloads) model() []float32 { return d.srv.Model() }
 func (d *downloads) send(id round.ClientID) int64 {
 	have := int(d.have[part(id)])
 	d.have[part(id)] = int32(d.srv.Version())
+	if have < 0 && d.lattice {
+		// A client that cannot rebuild the initial model cannot apply a
+		// sync from version 0, nor one from a whole model it was sent: it
+		// gets the whole model every time (as remote's runtime does).
+		d.have[part(id)] = -1
+		d.buf = d.srv.AppendFull(d.buf[:0])
+		if d.sent != nil {
+			d.sent(id, have, d.buf, d.srv.Model())
+		}
+		return int64(len(d.buf))
+	}
 	if d.sent == nil {
 		size, _ := d.srv.UpdateSize(have)
 		return int64(size)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"slices"
 	"testing"
@@ -13,8 +14,9 @@ import (
 )
 
 // TestDownloadBytes checks the per-round byte counts: dense downloads cost
-// the dense model per client; a sparse download codec costs less, except
-// in the first round, where every client gets the full model.
+// the dense model per client; a sparse download codec costs less, and
+// nothing in the first round, where every client already holds the initial
+// model (rebuilt from the run's seed).
 func TestDownloadBytes(t *testing.T) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
@@ -46,8 +48,8 @@ func TestDownloadBytes(t *testing.T) {
 				switch {
 				case !tc.smaller && m.DownloadBytes != want:
 					t.Fatalf("round %d: %d bytes downloaded, want the dense %d", m.Round, m.DownloadBytes, want)
-				case tc.smaller && m.Round == 1 && m.DownloadBytes <= want:
-					t.Fatalf("round 1: %d bytes downloaded, want the full model (more than %d)", m.DownloadBytes, want)
+				case tc.smaller && m.Round == 1 && m.DownloadBytes != 0:
+					t.Fatalf("round 1: %d bytes downloaded, want none (the clients hold the initial model)", m.DownloadBytes)
 				case tc.smaller && m.Round > 1 && m.DownloadBytes >= want:
 					t.Fatalf("round %d: %d bytes downloaded, dense is %d", m.Round, m.DownloadBytes, want)
 				}
@@ -63,37 +65,59 @@ func TestDownloadBytes(t *testing.T) {
 // applies its downloads (gradient.ApplyDownload from the version it held)
 // holds the model the server says clients train from, bit for bit, and the
 // metrics count exactly those bytes. Clients that wait more than MaxLag
-// rounds get the full model.
+// rounds get the full model. A client starts from the initial model when
+// the run's InitSeed builds it (seeded), and from nothing, with a full
+// model as its first download, when it does not.
 func TestDownloadsApply(t *testing.T) {
 	data, model := synthetic(t, 12)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 4)
-	for _, codec := range []string{"topk=0.05,bits=ternary", "randk=0.1,bits=8,stochastic=on", "topk=0.2,entropy=zstd"} {
-		t.Run(codec, func(t *testing.T) {
+	for _, tc := range []struct {
+		codec  string
+		seeded bool
+	}{{"topk=0.05,bits=ternary", true}, {"topk=0.05,bits=ternary", false}, {"randk=0.1,bits=8,stochastic=on", true}, {"topk=0.2,entropy=zstd", false}} {
+		codec := tc.codec
+		t.Run(fmt.Sprintf("%s/seeded=%v", codec, tc.seeded), func(t *testing.T) {
 			clients := map[round.ClientID][]float32{}
 			versions := map[round.ClientID]int{}
 			var sent []int64
 			var full, deltas int
 			cfg := config(12, 0.25)
 			cfg.DownloadCodec, cfg.DownloadMaxLag, cfg.Workers = codec, 3, 2
+			if tc.seeded {
+				cfg.InitSeed = 4
+			}
+			firstFull := 0
 			cfg.downloadHook = func(id round.ClientID, have int, msg []byte, want []float32) {
 				m, ok := clients[id]
-				if !ok {
-					m = make([]float32, len(init))
-					have = -1
-				}
-				if have != versions[id] && ok {
+				switch {
+				case ok && have != versions[id]:
 					t.Fatalf("client %d: the server thinks it holds version %d, it holds %d", id, have, versions[id])
+				case !ok && tc.seeded && have != 0, !ok && !tc.seeded && have != -1:
+					t.Fatalf("client %d: first download from version %d", id, have)
+				case !ok && tc.seeded:
+					m = slices.Clone(init)
+				case !ok:
+					m = make([]float32, len(init))
 				}
 				// Byte 5 of a message is its flags (see package gradient).
-				if msg[5]&gradient.FlagFull != 0 {
-					full++
-				} else {
-					deltas++
-				}
+				isFull := len(msg) > 5 && msg[5]&gradient.FlagFull != 0
 				v, err := gradient.ApplyDownload(m, have, msg, gradient.Limits{})
 				if err != nil {
 					t.Fatalf("client %d from version %d: %v", id, have, err)
+				}
+				if isFull {
+					full++
+					if !ok {
+						firstFull++
+					}
+					// Holding version 0, a client gets the deltas while
+					// the server keeps them all.
+					if !ok && tc.seeded && v <= cfg.DownloadMaxLag {
+						t.Fatalf("client %d: its first download, at version %d, is the full model", id, v)
+					}
+				} else if len(msg) > 0 {
+					deltas++
 				}
 				for i := range m {
 					if math.Float32bits(m[i]) != math.Float32bits(want[i]) {
@@ -117,8 +141,11 @@ func TestDownloadsApply(t *testing.T) {
 			if total != counted || total == 0 {
 				t.Fatalf("clients received %d bytes, metrics count %d", total, counted)
 			}
-			if full <= len(clients) || deltas == 0 {
-				t.Fatalf("%d full models to %d clients, %d delta streams: the test does not cover both", full, len(clients), deltas)
+			if tc.seeded && firstFull == len(clients) || !tc.seeded && firstFull != len(clients) {
+				t.Fatalf("%d of %d clients got a full model first", firstFull, len(clients))
+			}
+			if full <= firstFull || deltas == 0 {
+				t.Fatalf("%d full models (%d first) to %d clients, %d delta streams: the test does not cover both", full, firstFull, len(clients), deltas)
 			}
 			if slices.Equal(res.ClientModel, res.Model) {
 				t.Fatal("a lossy download codec gives the clients the global model exactly")
@@ -199,5 +226,81 @@ func TestClientsTrainFromDownloadedModel(t *testing.T) {
 	fromClient, fromGlobal := dist(round2(one.ClientModel)), dist(round2(one.Model))
 	if fromClient > 1e-5 || fromGlobal < 100*fromClient {
 		t.Fatalf("round 2 is %g from training from the client model, %g from training from the global model", fromClient, fromGlobal)
+	}
+}
+
+// TestLatticeDownloadsApply replays what every client is sent with the
+// lattice codec: each client keeps a gradient.Replica, and after every
+// download holds the model the server says clients train from, bit for
+// bit. Clients that hold the initial model are never sent the whole model,
+// however long they wait (MaxLag 2: longer waits get syncs from version
+// 0); without it (an init the clients cannot rebuild) a client's first
+// download is the whole model.
+func TestLatticeDownloadsApply(t *testing.T) {
+	data, model := synthetic(t, 12)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 4)
+	for _, seeded := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seeded=%v", seeded), func(t *testing.T) {
+			reps := map[round.ClientID]*gradient.Replica{}
+			var sent, full, fromZero int64
+			cfg := config(10, 0.25)
+			cfg.DownloadCodec, cfg.DownloadMaxLag, cfg.Workers = "lattice", 2, 2
+			if seeded {
+				cfg.InitSeed = 4
+			}
+			cfg.downloadHook = func(id round.ClientID, have int, msg []byte, want []float32) {
+				rep, ok := reps[id]
+				if !ok {
+					var err error
+					if rep, err = gradient.NewReplica(init); err != nil {
+						t.Fatal(err)
+					}
+				}
+				switch {
+				case !seeded && have != -1:
+					t.Fatalf("client %d without the initial model: the server thinks it holds version %d", id, have)
+				case !seeded:
+					rep, _ = gradient.NewReplica(init) // it holds nothing
+				case ok && have != rep.Version() || !ok && have != 0:
+					t.Fatalf("client %d: the server thinks it holds version %d", id, have)
+				}
+				if len(msg) > 0 {
+					h, err := gradient.ReadHeader(msg, gradient.Limits{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					switch {
+					case h.Full():
+						full++
+						if seeded {
+							t.Fatalf("client %d holding version %d: the whole model", id, have)
+						}
+					case h.Base == 0 && have > 0:
+						fromZero++
+					}
+				}
+				v, err := rep.Apply(msg, gradient.Limits{})
+				if err != nil || !slices.Equal(rep.Model(), want) {
+					t.Fatalf("client %d from version %d to %d (%v): bit-identical %v", id, have, v, err, slices.Equal(rep.Model(), want))
+				}
+				reps[id] = rep
+				sent += int64(len(msg))
+			}
+			res, err := Run(context.Background(), cfg, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var counted int64
+			for _, m := range res.Rounds {
+				counted += m.DownloadBytes
+			}
+			if sent != counted || sent == 0 {
+				t.Fatalf("clients received %d bytes, metrics count %d", sent, counted)
+			}
+			if seeded && fromZero == 0 || seeded != (full == 0) {
+				t.Fatalf("%d syncs from version 0, %d whole models: the test does not cover them", fromZero, full)
+			}
+		})
 	}
 }

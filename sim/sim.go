@@ -109,6 +109,15 @@ type Metrics struct {
 	// parameter per selected client, each.
 	DenseUploadBytes   int64 `json:"dense_upload_bytes"`
 	DenseDownloadBytes int64 `json:"dense_download_bytes"`
+	// TotalBytes is UploadBytes + DownloadBytes, every byte of the round
+	// that crosses the network, and DenseTotalBytes dense FedAvg's
+	// (DenseUploadBytes + DenseDownloadBytes). CumulativeTotalBytes sums
+	// TotalBytes over the rounds so far, and TotalRatio is dense FedAvg's
+	// total over the same rounds divided by it.
+	TotalBytes           int64   `json:"total_bytes"`
+	DenseTotalBytes      int64   `json:"dense_total_bytes"`
+	CumulativeTotalBytes int64   `json:"cumulative_total_bytes"`
+	TotalRatio           float64 `json:"total_ratio"`
 	// GlobalTestAccuracy and GlobalTestLoss evaluate the server's global
 	// model when a download codec is set, so that the test fields evaluate
 	// the model the clients receive: after the last round, and in every
@@ -190,7 +199,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	if err := p.setCodec(cfg, model.NumParams()); err != nil {
 		return nil, err
 	}
-	down, err := newDownloads(cfg, init, len(data.Parts))
+	down, err := newDownloads(cfg, model, init, len(data.Parts))
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +216,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	res := &Result{}
 	// The simulator's clock is virtual: rounds have no deadline to miss.
 	now := time.Unix(0, 0).UTC()
+	var totals byteTotals
 	modelBytes := int64(4 * model.NumParams())
 	for mach.Phase() != round.Finished {
 		if err := ctx.Err(); err != nil {
@@ -285,6 +295,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 			met.EvalSeconds = time.Since(es).Seconds()
 		}
 		met.Seconds = time.Since(start).Seconds()
+		totals.addTotals(&met)
 		res.Rounds = append(res.Rounds, met)
 		if observe != nil {
 			observe(met)

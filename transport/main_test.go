@@ -43,6 +43,9 @@ type fake struct {
 	// onHeader, if set, sees the header of every upload the handler
 	// receives (the stream got past the guard's caps).
 	onHeader func(*fedzippb.UpdateHeader)
+	// onBytes, if set, sees the message bytes of every Download and
+	// Submit that succeeded, once its last message went.
+	onBytes func(method string, b *RPCBytes)
 }
 
 var (
@@ -106,7 +109,11 @@ func (f *fake) Download(req *fedzippb.DownloadRequest, stream grpc.ServerStreami
 	f.mu.Lock()
 	model := f.model
 	f.mu.Unlock()
-	return SendModel(stream.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: 1}, model, f.chunk)
+	err := SendModel(stream.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: 1}, model, f.chunk)
+	if err == nil && f.onBytes != nil {
+		f.onBytes("download", RPCBytesOf(stream.Context()))
+	}
+	return err
 }
 
 func (f *fake) Submit(stream grpc.ClientStreamingServer[fedzippb.UpdateChunk, fedzippb.SubmitResponse]) error {
@@ -125,8 +132,12 @@ func (f *fake) Submit(stream grpc.ClientStreamingServer[fedzippb.UpdateChunk, fe
 	f.updates[h.GetClientId()] = data
 	n := len(f.updates)
 	f.mu.Unlock()
-	return stream.SendAndClose(&fedzippb.SubmitResponse{Accepted: true, Duplicate: dup, Round: h.GetRound(),
+	err = stream.SendAndClose(&fedzippb.SubmitResponse{Accepted: true, Duplicate: dup, Round: h.GetRound(),
 		Received: uint32(n), Selected: 10})
+	if err == nil && f.onBytes != nil {
+		f.onBytes("submit", RPCBytesOf(ctx))
+	}
+	return err
 }
 
 func (f *fake) ClusterStatus(context.Context, *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -84,6 +85,10 @@ type ServerConfig struct {
 	Limits Limits
 	// Metrics, if not nil, counts RPCs.
 	Metrics *Metrics
+	// Wire, if not nil, counts every byte the server's connections read
+	// and write, below TLS (see WireCounter). Every server counts each
+	// RPC's message bytes (RPCBytesOf) whatever Wire is.
+	Wire *WireCounter
 	// Health is the health service to register; nil registers a new one
 	// reporting SERVING for "" and "fedzip.v1.Coordinator".
 	Health *health.Server
@@ -227,8 +232,14 @@ func NewServer(cfg ServerConfig) *grpc.Server {
 		grpc.KeepaliveEnforcementPolicy(cfg.KeepalivePolicy),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		grpc.StatsHandler(rpcCounter{}),
 	}
-	if cfg.TLS != nil {
+	switch {
+	case cfg.Wire != nil && cfg.TLS != nil:
+		opts = append(opts, grpc.Creds(cfg.Wire.creds(credentials.NewTLS(cfg.TLS))))
+	case cfg.Wire != nil:
+		opts = append(opts, grpc.Creds(cfg.Wire.creds(insecure.NewCredentials())))
+	case cfg.TLS != nil:
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
 	srv := grpc.NewServer(opts...)

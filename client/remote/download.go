@@ -27,6 +27,14 @@ import (
 // asks again for the whole model (has_model false). It trains from the
 // model so reconstructed, which is the coordinator's ClientModel, not its
 // global model.
+//
+// The first model costs nothing: a client that holds no model builds the
+// initial one (version 0) itself, as the coordinator does, from the task's
+// model and init_seed (TaskInitModel), and holds it when its checksum is
+// the task's init_crc32c; it then asks for the deltas since version 0. On
+// a mismatch (another build, a model it cannot build) or a task without
+// the checksum (an older coordinator) it logs why and downloads the whole
+// model, as before.
 
 func (r *runner) modelPath() string { return filepath.Join(r.cfg.StateDir, "model.bin") }
 
@@ -34,6 +42,9 @@ func (r *runner) modelPath() string { return filepath.Join(r.cfg.StateDir, "mode
 // and returns the header of what it applied and a copy of the model, which
 // it also keeps as the held model. start is when the download began.
 func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.Limits, start time.Time) (*fedzippb.ModelHeader, []float32, error) {
+	if sp, err := gradient.ParseSpec(task.GetDownloadCodec()); err == nil && sp.Values == gradient.Lattice {
+		return r.fetchSync(ctx, task, lim, start)
+	}
 	n := int(task.GetModelParams())
 	want := task.GetModelVersion()
 	if !r.heldLoaded || len(r.held) != n && r.held != nil {
@@ -46,8 +57,11 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 		r.heldLoaded = true
 	}
 	have, holds := uint64(0), r.held != nil && r.heldVersion <= want
+	held := r.held
 	if holds {
 		have = r.heldVersion
+	} else if init := r.initModel(task); init != nil {
+		held, holds = init, true
 	}
 	for {
 		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want, HasModel: holds}, lim, nil)
@@ -59,7 +73,6 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 			codec = task.GetDownloadCodec()
 		}
 		r.cfg.Metrics.DownloadedCodec(codec, len(body), time.Since(start))
-		held := r.held
 		if !holds {
 			held = nil
 		}
@@ -92,6 +105,47 @@ func (r *runner) fetch(ctx context.Context, task *fedzippb.Task, lim transport.L
 	}
 }
 
+// initModel returns the task's initial model (TaskInitModel) when the
+// client can hold it as version 0, and nil when it cannot: the task
+// carries no init_crc32c, or the model the client builds has another
+// checksum. It logs why once per task model.
+func (r *runner) initModel(task *fedzippb.Task) []float32 {
+	init, err := TaskInitModel(task)
+	if err != nil {
+		key := fmt.Sprintf("%s/%dx%dx%d/%d/%d/%d", task.GetModel(), task.GetInputChannels(), task.GetInputHeight(), task.GetInputWidth(),
+			task.GetInputDim(), task.GetClasses(), task.GetInitSeed())
+		if r.initRefused != key {
+			r.initRefused = key
+			r.log.Warn("cannot hold the initial model; downloading the whole model", "err", err)
+		}
+		return nil
+	}
+	return init
+}
+
+// TaskInitModel returns the initial model (version 0) of a task's run, as
+// the coordinator builds it: nn.Model.Init of TaskModel(t) with the task's
+// init_seed. It checks the model's CRC-32C (gradient.ModelCRC) against the
+// task's init_crc32c and returns an error wrapping ErrInitModel when the
+// task has none or they differ (a build whose arithmetic differs, or
+// another model), or an error wrapping ErrTaskRefused when the task's
+// model cannot be built.
+func TaskInitModel(t *fedzippb.Task) ([]float32, error) {
+	if t.InitCrc32C == nil {
+		return nil, fmt.Errorf("%w: the task announces no initial model", ErrInitModel)
+	}
+	m, err := TaskModel(t)
+	if err != nil {
+		return nil, err
+	}
+	init := make([]float32, m.NumParams())
+	m.Init(init, t.GetInitSeed())
+	if got := gradient.ModelCRC(init); got != t.GetInitCrc32C() {
+		return nil, fmt.Errorf("%w: model %s with seed %d has crc32c %08x here, %08x at the coordinator", ErrInitModel, t.GetModel(), t.GetInitSeed(), got, t.GetInitCrc32C())
+	}
+	return init, nil
+}
+
 // downloadOf is the download h and body hold, for client.ApplyDownload.
 func downloadOf(h *fedzippb.ModelHeader, body []byte) client.Download {
 	d := client.Download{Version: h.GetVersion(), BaseVersion: h.GetBaseVersion(), CRC: h.ModelCrc32C, Body: body}
@@ -104,10 +158,144 @@ func downloadOf(h *fedzippb.ModelHeader, body []byte) client.Download {
 	return d
 }
 
-// forgetModel drops the held model, in memory and on disk.
+// forgetModel drops the held model and replica, in memory and on disk.
 func (r *runner) forgetModel() {
 	r.held, r.heldVersion, r.heldLoaded = nil, 0, true
 	os.Remove(r.modelPath())
+	r.rep, r.repKey = nil, ""
+	os.Remove(r.replicaPath())
+}
+
+// Lattice syncs. With the lattice download codec (gradient.Lattice) the
+// client holds a gradient.Replica of the initial model it rebuilt
+// (TaskInitModel), in memory and in StateDir/replica.bin, and asks for
+// the sync since the version it holds: one message, from that version or
+// from version 0, which the replica applies whatever the lag. A sync that
+// does not apply, or leads to another model than the coordinator's
+// checksum, is retried once from version 0 (a fresh replica), then as the
+// whole model. A client that cannot rebuild the initial model cannot
+// apply a sync from version 0: it downloads the whole model every time.
+
+func (r *runner) replicaPath() string { return filepath.Join(r.cfg.StateDir, "replica.bin") }
+
+// fetchSync is fetch for the lattice codec.
+func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transport.Limits, start time.Time) (*fedzippb.ModelHeader, []float32, error) {
+	n := int(task.GetModelParams())
+	want := task.GetModelVersion()
+	// The initial model is built only when the replica is made or reset.
+	var init []float32
+	initOf := func() []float32 {
+		if init == nil {
+			init = r.initModel(task)
+		}
+		return init
+	}
+	// The replica is the one of the task's initial model: repKey names it
+	// (and, with rep nil, one the client could not rebuild).
+	key := fmt.Sprintf("%s/%dx%dx%d/%d/%d/%d/%d/%v/%08x", task.GetModel(), task.GetInputChannels(), task.GetInputHeight(), task.GetInputWidth(),
+		task.GetInputDim(), task.GetClasses(), n, task.GetInitSeed(), task.InitCrc32C != nil, task.GetInitCrc32C())
+	if r.repKey != key {
+		r.rep, r.repKey = nil, key
+		if init := initOf(); init != nil {
+			rep, err := loadReplica(r.replicaPath(), init)
+			if err != nil {
+				r.log.Warn("discarding the replica file", "file", r.replicaPath(), "err", err)
+				os.Remove(r.replicaPath())
+			}
+			if rep == nil {
+				if rep, err = gradient.NewReplica(init); err != nil {
+					return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
+				}
+			}
+			r.rep = rep
+		}
+	}
+	holds := r.rep != nil
+	var have uint64
+	if holds && uint64(r.rep.Version()) <= want {
+		have = uint64(r.rep.Version())
+	}
+	for retried := false; ; {
+		h, body, err := transport.DownloadModel(ctx, r.api, &fedzippb.DownloadRequest{ClientId: r.st.ClientID, HaveVersion: have, WantVersion: want, HasModel: holds}, lim, nil)
+		if err != nil {
+			return nil, nil, err
+		}
+		codec := "float32"
+		if h.GetKind() == fedzippb.ModelKind_MODEL_KIND_DELTA {
+			codec = task.GetDownloadCodec()
+		}
+		r.cfg.Metrics.DownloadedCodec(codec, len(body), time.Since(start))
+		d := downloadOf(h, body)
+		var model []float32
+		if holds {
+			model, err = client.ApplySync(r.rep, want, d, n, lim.MaxModelBytes)
+		} else {
+			model, err = client.ApplyDownload(nil, 0, want, d, n, lim.MaxModelBytes)
+		}
+		if err != nil {
+			if !holds {
+				return nil, nil, fmt.Errorf("%w: %w", ErrModelRefused, err)
+			}
+			// The replica may hold what the sync led to: start again
+			// from the initial model, then, if that fails too, download
+			// the whole model.
+			r.log.Warn("model sync refused; asking again", "have", have, "from_version_0", !retried, "err", err)
+			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
+				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
+			}
+			os.Remove(r.replicaPath())
+			have, holds, retried = 0, !retried, true
+			continue
+		}
+		if err := checkValues(model, r.cfg.MaxAbsParam); err != nil {
+			// Neither trained on nor kept: the replica is read again from
+			// its file, which still holds what the client held before.
+			r.rep, r.repKey = nil, ""
+			return nil, nil, fmt.Errorf("%w: version %d: %w", ErrModelRefused, h.GetVersion(), err)
+		}
+		switch {
+		case holds && h.GetKind() == fedzippb.ModelKind_MODEL_KIND_FULL:
+			// A replica holds only what it reconstructs: the next sync
+			// is from version 0.
+			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
+				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
+			}
+			os.Remove(r.replicaPath())
+		case holds && len(body) > 0:
+			if err := writeAtomic(r.replicaPath(), r.rep.AppendBinary(nil)); err != nil {
+				return nil, nil, err
+			}
+		}
+		return h, model, nil
+	}
+}
+
+// loadReplica reads the replica saved at path for the initial model init.
+// A missing file gives nil and no error; a file too large for the model,
+// damaged, or for another initial model gives nil and an error saying
+// why: the client then starts from the initial model.
+func loadReplica(path string, init []float32) (*gradient.Replica, error) {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	// Counts are at most 4 bytes each as varints, a whole model 4; the
+	// tensor table at most 9 bytes a tensor.
+	if limit := int64(5*len(init) + 1<<20); fi.Size() > limit {
+		return nil, fmt.Errorf("%w: replica file of %d bytes, over %d for %d parameters", client.ErrDownload, fi.Size(), limit, len(init))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := gradient.ReadReplica(init, b, gradient.Limits{MaxParams: len(init), MaxBytes: len(b)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", client.ErrDownload, err)
+	}
+	return rep, nil
 }
 
 // The held model's file: magic, version (uint64), parameter count

@@ -29,6 +29,11 @@ var (
 	// finite or is larger in magnitude than Config.MaxAbsParam: it
 	// is not uploaded.
 	ErrUpdateRefused = errors.New("client: update refused")
+	// ErrInitModel means the client cannot hold the run's initial model
+	// without downloading it: the task announces none (init_crc32c), or
+	// the model the client builds from init_seed has another checksum.
+	// The client then downloads the whole model.
+	ErrInitModel = errors.New("client: initial model not rebuilt")
 )
 
 const (

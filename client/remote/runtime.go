@@ -39,8 +39,9 @@ type Config struct {
 	JoinSecret string
 	// StateDir keeps the client's identity and its unacknowledged update
 	// across restarts, its error-feedback residual, and, when the run has
-	// a download codec, the model it holds (model.bin), so that after a
-	// restart it still downloads only the deltas since that version.
+	// a download codec, the model it holds (model.bin, or replica.bin
+	// with the lattice codec), so that after a restart it still downloads
+	// only the deltas since that version.
 	StateDir string
 	// Examples is the number of local training examples, declared at
 	// registration.
@@ -130,6 +131,14 @@ type runner struct {
 	held        []float32
 	heldVersion uint64
 	heldLoaded  bool
+	// rep is, with the lattice download codec, the model the client
+	// holds (nil: none, or a client that cannot rebuild the initial
+	// model); repKey names the initial model it was made from.
+	rep    *gradient.Replica
+	repKey string
+	// initRefused names the last task model whose initial model the
+	// client could not hold (its reason is logged once).
+	initRefused string
 	// refused is the last task refused for what it holds (its counts, its
 	// model or the update trained from it); nil if none. The same task is
 	// not downloaded or trained again.

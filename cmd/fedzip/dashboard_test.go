@@ -105,7 +105,7 @@ func TestDashboardInChromium(t *testing.T) {
 	for _, p := range paths {
 		series[p[1]] = p[2]
 	}
-	for _, s := range []string{"test accuracy", "test loss", "train loss", "upload", "download", "ratio"} {
+	for _, s := range []string{"test accuracy", "test loss", "train loss", "total", "upload", "download", "total ratio", "upload ratio"} {
 		if series[s] != strconv.Itoa(rounds) {
 			t.Errorf("series %q has %q points, want %d (series: %v)", s, series[s], rounds, series)
 		}

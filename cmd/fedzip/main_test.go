@@ -90,6 +90,12 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 	if s.Rounds != 3 || s.PerRound != 5 || s.FinalAccuracy <= 0 {
 		t.Fatalf("summary %+v", s)
 	}
+	// The total leads: uploaded + downloaded, against dense FedAvg's.
+	if s.TotalBytes != s.UploadBytes+s.DownloadBytes || s.DenseTotalBytes != s.DenseUploadBytes+s.DenseDownloadBytes ||
+		s.TotalRatio != float64(s.DenseTotalBytes)/float64(s.TotalBytes) {
+		t.Fatalf("summary totals: %d bytes, dense %d, ratio %v (%+v)", s.TotalBytes, s.DenseTotalBytes, s.TotalRatio, s)
+	}
+	var total int64
 	if d := s.Delivered; d == nil || d.Bytes <= 0 || d.Ratio <= 1 || d.Accuracy <= 0 {
 		t.Fatalf("delivery in the summary: %+v", s.Delivered)
 	}
@@ -109,18 +115,23 @@ func TestSimulateWritesMetricsAndModel(t *testing.T) {
 		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{"round", "test_accuracy", "test_loss", "clients", "upload_bytes", "download_bytes", "seconds"} {
+		for _, k := range []string{"round", "test_accuracy", "test_loss", "clients", "upload_bytes", "download_bytes", "seconds",
+			"total_bytes", "dense_total_bytes", "cumulative_total_bytes", "total_ratio"} {
 			if _, ok := m[k]; !ok {
 				t.Fatalf("line %d lacks %q: %s", n, k, sc.Text())
 			}
+		}
+		total += int64(m["total_bytes"].(float64))
+		if int64(m["cumulative_total_bytes"].(float64)) != total || m["total_bytes"].(float64) != m["upload_bytes"].(float64)+m["download_bytes"].(float64) {
+			t.Fatalf("line %d: totals do not add up: %s", n, sc.Text())
 		}
 		evaluated := n == 2 || n == 3
 		if (m["test_accuracy"] != nil) != evaluated {
 			t.Fatalf("round %d: test_accuracy %v, evaluated %v", n, m["test_accuracy"], evaluated)
 		}
 	}
-	if n != 3 {
-		t.Fatalf("%d metric lines, want 3", n)
+	if n != 3 || total != s.TotalBytes {
+		t.Fatalf("%d metric lines, want 3; total %d, the summary's %d", n, total, s.TotalBytes)
 	}
 	ck, err := checkpoint.ReadFile(model)
 	if err != nil {

@@ -142,8 +142,10 @@ func TestCoordinatorMetricsAndDashboard(t *testing.T) {
 		if !regexp.MustCompile(`<tr class="self" data-role="leader"><td>n1 \(this node\)</td><td class="role-leader">leader</td>`).MatchString(dom) {
 			t.Errorf("the cluster table does not show n1 as leader:\n%s", dom)
 		}
-		if !regexp.MustCompile(`<svg id="chart-bytes"[^>]*data-points="4" data-rounds="2"`).MatchString(dom) {
-			t.Errorf("the bytes chart does not show 2 rounds of upload and download")
+		// Total, upload, download and on the wire: 2 rounds each.
+		if !regexp.MustCompile(`<svg id="chart-bytes"[^>]*data-points="8" data-rounds="2"`).MatchString(dom) ||
+			!regexp.MustCompile(`data-series="on the wire" data-points="2"`).MatchString(dom) {
+			t.Errorf("the bytes chart does not show 2 rounds of total, upload, download and wire bytes")
 		}
 	}
 	cancel()

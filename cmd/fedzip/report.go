@@ -14,10 +14,15 @@ import (
 const reportAbout = `Reads the per-round metrics of one or more runs (the JSON lines that
 'fedzip simulate --metrics-out' writes; flags may come before or after the
 files) and writes into --out:
-  accuracy.png            test accuracy against round, a line per run
-  accuracy_vs_bytes.png   test accuracy against bytes uploaded so far (log axis)
-  summary.md              a markdown table: final and best accuracy, rounds and
-                          bytes to reach each --targets accuracy, total upload
+  accuracy.png                  test accuracy against round, a line per run
+  accuracy_vs_total_bytes.png   test accuracy against total bytes so far,
+                                uploaded + downloaded (log axis)
+  accuracy_vs_bytes.png         test accuracy against bytes uploaded so far (log axis)
+  summary.md                    a markdown table: final and best accuracy, rounds
+                                and total bytes to reach each --targets accuracy,
+                                total bytes and their ratio against dense FedAvg
+                                (4 bytes per parameter per upload and download),
+                                upload and download
 The table is printed too. The same input gives the same files.`
 
 const reportExample = `  fedzip simulate --rounds 30 --deliver "" --upload-codec none --metrics-out /tmp/dense.jsonl --quiet

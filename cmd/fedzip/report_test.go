@@ -32,7 +32,7 @@ func TestReportCommand(t *testing.T) {
 			t.Fatalf("stdout lacks %q:\n%s", want, stdout.String())
 		}
 	}
-	for _, f := range []string{"accuracy.png", "accuracy_vs_bytes.png", "summary.md"} {
+	for _, f := range []string{"accuracy.png", "accuracy_vs_total_bytes.png", "accuracy_vs_bytes.png", "summary.md"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Fatalf("%s: %v", f, err)
 		}

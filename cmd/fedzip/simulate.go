@@ -209,8 +209,8 @@ func saveSimulated(path string, model nn.Model, params []float32, cfg sim.Config
 
 // feedRound adds a simulated round to the dashboard.
 func feedRound(feed *dashboard.Feed, m sim.Metrics, params, total int) {
-	r := dashboard.Round{Round: m.Round, UploadBytes: m.UploadBytes, DownloadBytes: m.DownloadBytes, Selected: m.Clients, Reported: m.Clients,
-		Seconds: m.Seconds, TrainLoss: dashboard.Float(m.TrainLoss)}
+	r := dashboard.Round{Round: m.Round, UploadBytes: m.UploadBytes, DownloadBytes: m.DownloadBytes, DenseBytes: m.DenseTotalBytes,
+		Selected: m.Clients, Reported: m.Clients, Seconds: m.Seconds, TrainLoss: dashboard.Float(m.TrainLoss)}
 	if m.UploadBytes > 0 {
 		r.Ratio = float64(m.Clients) * 4 * float64(params) / float64(m.UploadBytes)
 	}

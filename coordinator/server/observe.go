@@ -19,14 +19,13 @@ import (
 // observer is where a node reports what it sees: metrics and the
 // dashboard's feed, either of which may be nil.
 type observer struct {
-	svc     *coordinator.Service
 	metrics *metrics.Coordinator
 	feed    *dashboard.Feed
 }
 
-// roundClosed reports a closed round; eval says whether acc and loss hold
-// the new model's test accuracy and loss.
-func (o *observer) roundClosed(c round.Closed, eval bool, acc, loss float64) {
+// roundClosed reports a closed round and its bytes b; eval says whether
+// acc and loss hold the new model's test accuracy and loss.
+func (o *observer) roundClosed(c round.Closed, b roundBytes, eval bool, acc, loss float64) {
 	if o == nil {
 		return
 	}
@@ -46,15 +45,13 @@ func (o *observer) roundClosed(c round.Closed, eval bool, acc, loss float64) {
 	if e := c.Eval; e != nil {
 		r.FedAccuracy, r.FedLoss, r.FedVersion, r.FedExamples = dashboard.Float(e.Accuracy), dashboard.Float(e.Loss), e.Version, e.Examples
 	}
-	if o.svc != nil {
-		t := o.svc.RoundTraffic(c.Round)
-		r.UploadBytes, r.DownloadBytes = t.BytesIn, t.BytesOut
-		if t.BytesIn > 0 {
-			r.Ratio = float64(t.DenseIn) / float64(t.BytesIn)
-		}
-		if !math.IsNaN(t.TrainLoss) {
-			r.TrainLoss = dashboard.Float(t.TrainLoss)
-		}
+	t := b.round
+	r.UploadBytes, r.DownloadBytes, r.DenseBytes, r.WireBytes = t.UploadBytes, t.DownloadBytes, t.DenseIn+t.DenseOut, b.wireIn+b.wireOut
+	if t.UploadBytes > 0 {
+		r.Ratio = float64(t.DenseIn) / float64(t.UploadBytes)
+	}
+	if !math.IsNaN(t.TrainLoss) {
+		r.TrainLoss = dashboard.Float(t.TrainLoss)
 	}
 	o.feed.AddRound(r)
 }
@@ -106,8 +103,9 @@ func (s *Server) startObserver() error {
 		return nil
 	}
 	reg := metrics.NewRegistry()
-	s.obs = &observer{svc: s.svc, metrics: metrics.NewCoordinator(reg, nil)}
+	s.obs = &observer{metrics: metrics.NewCoordinator(reg, nil)}
 	s.svc.Instrument(s.obs.metrics)
+	s.obs.metrics.CountWire(s.wire.Bytes)
 	if c.MetricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", metrics.Handler(reg))

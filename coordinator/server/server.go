@@ -41,6 +41,10 @@ type Server struct {
 	// metricsAddr, uiAddr and httpAddr are the addresses bound (nil: off).
 	metricsAddr, uiAddr, httpAddr net.Addr
 	train, test                   *dataset.Dataset
+	// wire counts the bytes of the gRPC port's connections; wireSeen is
+	// its reading at the last "round closed" line (the watcher's).
+	wire     transport.WireCounter
+	wireSeen [2]int64
 
 	// ctx ends when the server is released; the goroutines it owns
 	// (goOwned) watch it.
@@ -112,7 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	}
 	srvCfg := transport.ServerConfig{Insecure: cfg.Insecure, TLS: grpcTLS, Limits: transport.LimitsFor(model.NumParams(), 0), Logger: s.log,
 		MaxUploads: cfg.MaxUploads, MaxUploadsPerClient: cfg.MaxUploadsPerClient, UploadMinRate: cfg.UploadMinRate,
-		PublicMethods: coordinator.ClusterMethods}
+		PublicMethods: coordinator.ClusterMethods, Wire: &s.wire}
 
 	// Reading the files (the evaluation set) takes a while: a start
 	// interrupted meanwhile opens nothing, and bootstraps no state.

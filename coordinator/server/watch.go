@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strconv"
 	"time"
 
@@ -69,11 +70,10 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
 		attrs = append(attrs, "missing_clients", closed.Missing)
 	}
+	var b roundBytes
 	if closed.Round > 0 {
-		// What this node sent while the round was open: with a download
-		// codec, compare with downloads × 4 bytes per parameter.
-		t := s.svc.RoundTraffic(closed.Round)
-		attrs = append(attrs, "downloads", t.Downloads, "download_bytes", t.BytesOut)
+		b = s.roundBytes(closed.Round)
+		attrs = append(attrs, b.attrs()...)
 	}
 	var acc, loss float64
 	if test != nil {
@@ -95,7 +95,7 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 	}
 	s.log.Info("round closed", attrs...)
 	if closed.Round > 0 {
-		s.obs.roundClosed(closed, test != nil, acc, loss)
+		s.obs.roundClosed(closed, b, test != nil, acc, loss)
 	}
 	if s.cfg.SaveModel != "" {
 		c := v.Config
@@ -110,6 +110,42 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 		}
 	}
 }
+
+// roundBytes is what a "round closed" line says of the bytes: the
+// round's traffic as this node saw it, the totals since it started, and
+// what its gRPC port read and wrote since its previous line.
+type roundBytes struct {
+	round, all      coordinator.RoundTraffic
+	wireIn, wireOut int64
+	wireAll         int64
+}
+
+// roundBytes reads the bytes of round r for its "round closed" line (the
+// watcher's: it moves the wire counter's last reading).
+func (s *Server) roundBytes(r int) roundBytes {
+	b := roundBytes{round: s.svc.RoundTraffic(r), all: s.svc.TrafficTotals()}
+	in, out := s.wire.Bytes()
+	b.wireIn, b.wireOut, b.wireAll = in-s.wireSeen[0], out-s.wireSeen[1], in+out
+	s.wireSeen = [2]int64{in, out}
+	return b
+}
+
+// attrs are the line's byte attributes, the total first: every byte of
+// the round's uploads (as received) and downloads (as served) with their
+// framing, its ratio against dense FedAvg's, then each direction, the
+// payloads alone, the gRPC port's bytes on the wire since the previous
+// line, and the totals since the node started.
+func (b roundBytes) attrs() []any {
+	t, a := b.round, b.all
+	return []any{"total_bytes", t.TotalBytes(), "total_ratio", round2(t.TotalRatio()),
+		"upload_bytes", t.UploadBytes, "download_bytes", t.DownloadBytes, "downloads", t.Downloads,
+		"upload_payload_bytes", t.BytesIn, "download_payload_bytes", t.BytesOut,
+		"wire_bytes", b.wireIn + b.wireOut, "wire_in_bytes", b.wireIn, "wire_out_bytes", b.wireOut,
+		"cumulative_total_bytes", a.TotalBytes(), "cumulative_total_ratio", round2(a.TotalRatio()), "cumulative_wire_bytes", b.wireAll}
+}
+
+// round2 rounds a ratio to two decimals for the log.
+func round2(r float64) float64 { return math.Round(100*r) / 100 }
 
 // evalScratch returns the scratch to evaluate model on test with (at most
 // 2²² floats, 16 MiB), or nil, logged, when the test set's examples are

@@ -194,14 +194,21 @@ function render() {
   const up = rs.reduce((a, r) => a + r.upload_bytes, 0), down = rs.reduce((a, r) => a + r.download_bytes, 0);
   const dense = rs.reduce((a, r) => a + (r.ratio > 0 ? r.ratio * r.upload_bytes : 0), 0);
   const upRated = rs.reduce((a, r) => a + (r.ratio > 0 ? r.upload_bytes : 0), 0);
+  // The total ratio: dense FedAvg's bytes over the rounds that know them.
+  const denseTotal = rs.reduce((a, r) => a + (r.dense_bytes || 0), 0);
+  const totalRated = rs.reduce((a, r) => a + (r.dense_bytes ? r.upload_bytes + r.download_bytes : 0), 0);
+  const wire = rs.reduce((a, r) => a + (r.wire_bytes || 0), 0);
   const totals = [
     ["rounds", String(closed) + (s.total_rounds ? " / " + s.total_rounds : "")],
     ["test accuracy", acc.length ? (100 * acc[acc.length - 1].test_accuracy).toFixed(2) + " %" : "–"],
     ["best", acc.length ? (100 * Math.max(...acc.map(r => r.test_accuracy))).toFixed(2) + " %" : "–"],
     ["federated accuracy", fed.length ? (100 * fed[fed.length - 1].fed_accuracy).toFixed(2) + " %" : "–"],
+    ["total bytes", human(up + down)],
+    ["vs dense FedAvg", totalRated ? (denseTotal / totalRated).toFixed(1) + "× smaller" : "–"],
     ["uploaded", human(up)], ["downloaded", human(down)],
-    ["compression", upRated ? (dense / upRated).toFixed(1) + "×" : "–"],
   ];
+  if (wire) totals.push(["on the wire", human(wire)]);
+  totals.push(["upload compression", upRated ? (dense / upRated).toFixed(1) + "×" : "–"]);
   const dl = document.getElementById("totals");
   dl.replaceChildren();
   totals.forEach(([k, v]) => {
@@ -220,13 +227,18 @@ function render() {
     { name: "train loss", points: rs.filter(r => r.train_loss !== undefined).map(r => [r.round, r.train_loss]) },
     { name: "federated loss", points: fed.filter(r => r.fed_loss !== undefined).map(r => [r.fed_version || 0, r.fed_loss]) },
   ]);
-  lineChart(document.getElementById("chart-bytes"), [
+  const bytesSeries = [
+    { name: "total", points: rs.map(r => [r.round, r.upload_bytes + r.download_bytes]) },
     { name: "upload", points: rs.map(r => [r.round, r.upload_bytes]) },
     { name: "download", points: rs.map(r => [r.round, r.download_bytes]) },
-  ], { log: true, yFmt: si });
+  ];
+  if (wire) bytesSeries.push({ name: "on the wire", points: rs.filter(r => r.wire_bytes > 0).map(r => [r.round, r.wire_bytes]) });
+  lineChart(document.getElementById("chart-bytes"), bytesSeries, { log: true, yFmt: si });
   lineChart(document.getElementById("chart-ratio"),
-    [{ name: "ratio", points: rs.filter(r => r.ratio > 0).map(r => [r.round, r.ratio]) }],
-    { yFmt: (v, dec) => fmt(v, dec) + "×" });
+    [{ name: "total ratio", points: rs.filter(r => r.dense_bytes > 0 && r.upload_bytes + r.download_bytes > 0)
+        .map(r => [r.round, r.dense_bytes / (r.upload_bytes + r.download_bytes)]) },
+     { name: "upload ratio", points: rs.filter(r => r.ratio > 0).map(r => [r.round, r.ratio]) }],
+    { log: true, yFmt: v => fmt(v, 0) + "×" }); // a log axis: a total of 2× beside an upload of 400×
   barChart(document.getElementById("chart-clients"), rs);
 
   const cluster = document.getElementById("cluster");

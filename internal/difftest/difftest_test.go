@@ -67,17 +67,23 @@ func TestSimulationAndClusterAgree(t *testing.T) {
 		strategy, upload, download string
 		seed                       uint64
 		model                      string // on the synthetic data as 1×6×10 images ("": mlp:16)
+		lag                        int    // DownloadMaxLag (0: the default)
 	}{
-		{"fedavg", "stcm", "", 0, ""},
-		{"fedavg", "stcm", "", 1000, ""}, // seeds nobody picked
-		{"fedavg", "none", "", 0, ""},
-		{"fedavg", "topk=0.05,bits=4,ef=on", "stc", 0, ""},
-		{"fedadam", "stcm", "", 0, ""}, // server state across rounds
-		{"median", "topk1", "", 0, ""}, // sparse updates densified
-		{"fedavg", "stcm", "", 0, "conv:4x3,pool:2,fc:10"},
+		{"fedavg", "stcm", "", 0, "", 0},
+		{"fedavg", "stcm", "", 1000, "", 0}, // seeds nobody picked
+		{"fedavg", "none", "", 0, "", 0},
+		{"fedavg", "topk=0.05,bits=4,ef=on", "stc", 0, "", 0},
+		// Lattice syncs: composed deltas, and with a lag of 1 syncs from
+		// version 0 for clients further behind.
+		{"fedavg", "topk=0.05,bits=4,ef=on", "lattice", 0, "", 0},
+		{"fedavg", "stcm", "lattice", 0, "", 1},
+		{"fedadam", "stcm", "", 0, "", 0}, // server state across rounds
+		{"median", "topk1", "", 0, "", 0}, // sparse updates densified
+		{"fedavg", "stcm", "", 0, "conv:4x3,pool:2,fc:10", 0},
 	} {
-		t.Run(fmt.Sprintf("%s,up=%s,down=%s,seed+%d,%s", tc.strategy, tc.upload, tc.download, tc.seed, tc.model), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s,up=%s,down=%s,seed+%d,%s,lag=%d", tc.strategy, tc.upload, tc.download, tc.seed, tc.model, tc.lag), func(t *testing.T) {
 			rc := run(tc.strategy, tc.upload, tc.download, tc.seed)
+			rc.DownloadMaxLag = tc.lag
 			d := data(t, tc.seed)
 			if tc.model != "" {
 				shape := nn.Shape{C: 1, H: 6, W: dataset.SyntheticDim / 6}

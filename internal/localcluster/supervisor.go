@@ -430,6 +430,13 @@ func (s *supervisor) roundClosed(c *child, l map[string]any) {
 	if hasAcc {
 		line += fmt.Sprintf(", test accuracy %.2f%%", 100*acc)
 	}
+	if total, ok := l["total_bytes"].(float64); ok && total > 0 {
+		// What the node that logged it served and received.
+		line += fmt.Sprintf(", %.2f MB up and down via %s", total/1e6, c.name)
+		if ratio, _ := l["total_ratio"].(float64); ratio > 0 {
+			line += fmt.Sprintf(" (%.2f× smaller than dense FedAvg)", ratio)
+		}
+	}
 	s.printf("%s\n", line)
 }
 

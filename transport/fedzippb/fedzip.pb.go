@@ -369,6 +369,18 @@ type Task struct {
 	InputChannels uint32 `protobuf:"varint,20,opt,name=input_channels,json=inputChannels,proto3" json:"input_channels,omitempty"`
 	InputHeight   uint32 `protobuf:"varint,21,opt,name=input_height,json=inputHeight,proto3" json:"input_height,omitempty"`
 	InputWidth    uint32 `protobuf:"varint,22,opt,name=input_width,json=inputWidth,proto3" json:"input_width,omitempty"`
+	// init_seed seeds the initial model (version 0): nn.Model.Init of the
+	// model named above with this seed, which is what the coordinator
+	// trains from.
+	InitSeed uint64 `protobuf:"varint,23,opt,name=init_seed,json=initSeed,proto3" json:"init_seed,omitempty"`
+	// init_crc32c is the CRC-32C (Castagnoli) of that initial model as
+	// little-endian float32 (gradient.ModelCRC), absent from a coordinator
+	// older than the field. With a download codec, a client that holds no
+	// model builds the initial model from init_seed, and, when its checksum
+	// equals this one, holds version 0 without downloading it: its first
+	// DownloadRequest has has_model set and have_version 0. On a mismatch
+	// (another build, a model it cannot build) it downloads the whole model.
+	InitCrc32C    *uint32 `protobuf:"varint,24,opt,name=init_crc32c,json=initCrc32c,proto3,oneof" json:"init_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -557,6 +569,20 @@ func (x *Task) GetInputWidth() uint32 {
 	return 0
 }
 
+func (x *Task) GetInitSeed() uint64 {
+	if x != nil {
+		return x.InitSeed
+	}
+	return 0
+}
+
+func (x *Task) GetInitCrc32C() uint32 {
+	if x != nil && x.InitCrc32C != nil {
+		return *x.InitCrc32C
+	}
+	return 0
+}
+
 // DownloadRequest asks for a model version.
 type DownloadRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -638,7 +664,10 @@ type ModelHeader struct {
 	Kind  ModelKind              `protobuf:"varint,1,opt,name=kind,proto3,enum=fedzip.v1.ModelKind" json:"kind,omitempty"`
 	// version is the model version the payload produces.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	// base_version is the version a DELTA applies to; 0 for FULL.
+	// base_version is the version a DELTA applies to; 0 for FULL. With the
+	// lattice download codec it is the version the client holds or 0: a
+	// sync from version 0 applies to the initial model, whatever version the
+	// client holds.
 	BaseVersion uint64 `protobuf:"varint,3,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
 	// total_bytes is the payload length, the sum of all chunks' data.
 	TotalBytes uint64 `protobuf:"varint,4,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`
@@ -1697,7 +1726,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xa1\x05\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xf4\x05\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1723,7 +1752,11 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x0einput_channels\x18\x14 \x01(\rR\rinputChannels\x12!\n" +
 	"\finput_height\x18\x15 \x01(\rR\vinputHeight\x12\x1f\n" +
 	"\vinput_width\x18\x16 \x01(\rR\n" +
-	"inputWidth\"\x91\x01\n" +
+	"inputWidth\x12\x1b\n" +
+	"\tinit_seed\x18\x17 \x01(\x04R\binitSeed\x12$\n" +
+	"\vinit_crc32c\x18\x18 \x01(\rH\x00R\n" +
+	"initCrc32c\x88\x01\x01B\x0e\n" +
+	"\f_init_crc32c\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
 	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\x12!\n" +
@@ -1901,6 +1934,7 @@ func file_fedzip_v1_fedzip_proto_init() {
 	if File_fedzip_v1_fedzip_proto != nil {
 		return
 	}
+	file_fedzip_v1_fedzip_proto_msgTypes[4].OneofWrappers = []any{}
 	file_fedzip_v1_fedzip_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
