@@ -29,7 +29,15 @@
 //
 // The mean-based strategies accumulate sparse updates (Update.Indices and
 // Update.Values) in O(s) without densifying them; the robust ones need every
-// update dense and buffer a float32 copy of each. Wrappers apply to any
+// update dense and buffer a float32 copy of each. Parse puts every
+// mean-based strategy inside AutoBound unless its spec says bound=off:
+// each update's L2 norm is clipped to twice the round's median norm and its
+// weight capped at twice the round's median weight, so that one client
+// cannot move the model further than a few honest ones; it keeps a copy of
+// each update until Apply (4n bytes dense, 8 bytes a coordinate sparse).
+// "robust" names RobustSpec. Median and trimmed-mean take over=senders,
+// each coordinate's statistic over the updates that sent it, for sparse
+// (top-k) updates. Wrappers apply to any
 // strategy: NormBound clips each update's L2 norm, and DP adds DP-FedAvg's
 // clipping and Gaussian noise to a mean-based one; Accountant tracks the
 // privacy spent. Against Byzantine clients on heterogeneous data, three

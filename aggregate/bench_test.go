@@ -89,3 +89,25 @@ func BenchmarkRound1M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDefaultAndRobust times one round of the bare FedAvg
+// ("fedavg,bound=off", the default before AutoBound), the default
+// ("fedavg": AutoBound around FedAvg), the recommended robust spec and the
+// rules over each coordinate's senders, for the 2NN with 10 and 100 clients
+// a round, dense and sparse (1 % of the coordinates, as a top-k codec
+// sends). docs/strategies.md has the table.
+func BenchmarkDefaultAndRobust(b *testing.B) {
+	for _, form := range []struct {
+		name string
+		frac float64
+	}{{"dense", 1}, {"sparse1%", 0.01}} {
+		for _, k := range []int{10, 100} {
+			ups := cachedUpdates(n2NN, k, min(k, 20), form.frac)
+			for _, spec := range []string{"fedavg,bound=off", "fedavg", "robust", "trimmed-mean,over=senders", "median,over=senders"} {
+				b.Run(fmt.Sprintf("%s/%s/clients=%d", spec, form.name, k), func(b *testing.B) {
+					benchRound(b, mustParse(b, spec), n2NN, ups)
+				})
+			}
+		}
+	}
+}

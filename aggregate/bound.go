@@ -74,14 +74,25 @@ type boundAcc struct {
 	bound   float64
 	n       int
 	scratch []float32
+	clipped int
 }
 
 func (a *boundAcc) Add(u Update) error {
 	if err := Validate(u, a.n); err != nil {
 		return err
 	}
-	return addClipped(a.inner, a.sa, &a.scratch, u, clipScale(u, a.bound), u.Weight)
+	scale := clipScale(u, a.bound)
+	if err := addClipped(a.inner, a.sa, &a.scratch, u, scale, u.Weight); err != nil {
+		return err
+	}
+	if scale != 1 {
+		a.clipped++
+	}
+	return nil
 }
+
+// Clipped returns the updates scaled down to the bound (see Clipper).
+func (a *boundAcc) Clipped() int { return a.clipped }
 
 func (a *boundAcc) Count() int                   { return a.inner.Count() }
 func (a *boundAcc) Apply(global []float32) error { return a.inner.Apply(global) }

@@ -36,9 +36,9 @@ func (b Bucketing) Name() string { return b.Inner.Name() }
 // String returns a spec Parse accepts.
 func (b Bucketing) String() string {
 	if b.Seed != 0 {
-		return fmt.Sprintf("%s,bucket=%d,bucket-seed=%d", Spec(b.Inner), b.S, b.Seed)
+		return fmt.Sprintf("%s,bucket=%d,bucket-seed=%d", innerSpec(b.Inner), b.S, b.Seed)
 	}
-	return fmt.Sprintf("%s,bucket=%d", Spec(b.Inner), b.S)
+	return fmt.Sprintf("%s,bucket=%d", innerSpec(b.Inner), b.S)
 }
 
 // MinUpdates returns how many updates give the inner rule enough buckets.

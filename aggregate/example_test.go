@@ -53,7 +53,7 @@ func ExampleMarshalState() {
 		panic(err)
 	}
 	fmt.Println(aggregate.Spec(restored))
-	// Output: fedadam,lr=0.05,beta1=0.9,beta2=0.99,tau=0.001
+	// Output: fedadam,lr=0.05,beta1=0.9,beta2=0.99,tau=0.001,bound=auto,bound-median=2,weight-cap=2
 }
 
 // The privacy spent by 100 rounds of DP-FedAvg sampling 1 % of the clients

@@ -288,4 +288,4 @@ func dot32(a, b []float32) float64 {
 }
 
 // wrapSpec appends a wrapper's keys to the spec of its inner strategy.
-func wrapSpec(inner Strategy, keys string) string { return Spec(inner) + keys }
+func wrapSpec(inner Strategy, keys string) string { return innerSpec(inner) + keys }

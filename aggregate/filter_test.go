@@ -190,7 +190,7 @@ func TestFilterParse(t *testing.T) {
 		"median,filter=0":                        "median,filter=0,filter-max=0.5",
 		"trimmed-mean,filter=0.1,filter-max=0.3": "trimmed-mean,beta=0.2,filter=0.1,filter-max=0.3",
 		"median,bucket=2,filter=0":               "median,bucket=2,filter=0,filter-max=0.5",
-		"fedavgm,filter=-0.5":                    "fedavgm,lr=1,momentum=0.9,filter=-0.5,filter-max=0.5",
+		"fedavgm,filter=-0.5":                    "fedavgm,lr=1,momentum=0.9,filter=-0.5,filter-max=0.5,bound=auto,bound-median=2,weight-cap=2",
 	} {
 		s := mustParse(t, spec)
 		if got := Spec(s); got != want {

@@ -52,14 +52,14 @@ func TestServerOptimizersHandComputed(t *testing.T) {
 		spec string
 		want [2][2]float64
 	}{
-		{"fedavg", [2][2]float64{{1.7, -1.9}, {1.4, -1.4}}},
-		{"fedavgm", [2][2]float64{{1.7000000476837158, -1.899999976158142}, {2.0299999713897705, -1.309999942779541}}},
-		{"fedavgm,momentum=0", [2][2]float64{{1.7, -1.9}, {1.4, -1.4}}},
-		{"fedadam", [2][2]float64{{1.0985816717147827, -1.9094971418380737}, {1.1415270566940308, -1.7960138320922852}}},
-		{"fedadam,bias-correction=true", [2][2]float64{{1.0985816717147827, -1.9094971418380737}, {1.1304669380187988, -1.8252402544021606}}},
-		{"fedyogi", [2][2]float64{{1.0098581314086914, -1.990950107574463}, {1.0141347646713257, -1.9796040058135986}}},
-		{"fedadagrad", [2][2]float64{{1.099857211112976, -1.9009950160980225}, {1.0605169534683228, -1.8031290769577026}}},
-		{"fedadagrad,beta1=0.5", [2][2]float64{{1.0499286651611328, -1.9504975080490112}, {1.0532070398330688, -1.8966712951660156}}},
+		{"fedavg,bound=off", [2][2]float64{{1.7, -1.9}, {1.4, -1.4}}},
+		{"fedavgm,bound=off", [2][2]float64{{1.7000000476837158, -1.899999976158142}, {2.0299999713897705, -1.309999942779541}}},
+		{"fedavgm,momentum=0,bound=off", [2][2]float64{{1.7, -1.9}, {1.4, -1.4}}},
+		{"fedadam,bound=off", [2][2]float64{{1.0985816717147827, -1.9094971418380737}, {1.1415270566940308, -1.7960138320922852}}},
+		{"fedadam,bias-correction=true,bound=off", [2][2]float64{{1.0985816717147827, -1.9094971418380737}, {1.1304669380187988, -1.8252402544021606}}},
+		{"fedyogi,bound=off", [2][2]float64{{1.0098581314086914, -1.990950107574463}, {1.0141347646713257, -1.9796040058135986}}},
+		{"fedadagrad,bound=off", [2][2]float64{{1.099857211112976, -1.9009950160980225}, {1.0605169534683228, -1.8031290769577026}}},
+		{"fedadagrad,beta1=0.5,bound=off", [2][2]float64{{1.0499286651611328, -1.9504975080490112}, {1.0532070398330688, -1.8966712951660156}}},
 	} {
 		t.Run(tc.spec, func(t *testing.T) {
 			s, err := Parse(tc.spec)
@@ -478,11 +478,11 @@ func TestMeanSenders(t *testing.T) {
 		want []float32
 	}{
 		// (1·0.4 + 3·0.8)/4 = 0.7; −0.2/1; 3·0.5/3 = 0.5; nothing.
-		{"fedavg,mean=senders", []float32{1.7, 0.8, 1.5, 1}},
+		{"fedavg,mean=senders,bound=off", []float32{1.7, 0.8, 1.5, 1}},
 		// FedAvg divides all by 4: 0.7, −0.05, 0.375, 0.
-		{"fedavg", []float32{1.7, 0.95, 1.375, 1}},
+		{"fedavg,bound=off", []float32{1.7, 0.95, 1.375, 1}},
 		// lr 2 doubles the per-sender mean.
-		{"fedavgm,lr=2,momentum=0,mean=senders", []float32{2.4, 0.6, 2, 1}},
+		{"fedavgm,lr=2,momentum=0,mean=senders,bound=off", []float32{2.4, 0.6, 2, 1}},
 	} {
 		var got [2][]float32
 		for j, ups := range [][]Update{sparse, dense} {
@@ -508,7 +508,7 @@ func TestMeanAddNoAlloc(t *testing.T) {
 	sparse := Update{Weight: 2, N: n, Indices: []int32{1, 5, 900}, Values: []float32{1, -2, 3}}
 	dense := Update{Weight: 1, Delta: make([]float32, n)}
 	dense.Delta[7] = 1
-	for _, spec := range []string{"fedavg", "fedavg,mean=senders", "fedavgm,mean=senders"} {
+	for _, spec := range []string{"fedavg,bound=off", "fedavg,mean=senders,bound=off", "fedavgm,mean=senders,bound=off"} {
 		acc := mustParse(t, spec).Begin(n)
 		if a := testing.AllocsPerRun(20, func() {
 			if err := acc.Add(sparse); err != nil {

@@ -120,7 +120,7 @@ func (r *Reputation) Name() string { return r.inner().Name() }
 
 // String returns a spec Parse accepts.
 func (r *Reputation) String() string {
-	s := Spec(r.inner()) + ",reputation=" + ff(r.Z) + ",reputation-min=" + strconv.Itoa(r.MinRounds) +
+	s := innerSpec(r.inner()) + ",reputation=" + ff(r.Z) + ",reputation-min=" + strconv.Itoa(r.MinRounds) +
 		",reputation-max=" + ff(r.MaxDrop)
 	if r.MaxClients != 0 {
 		s += ",reputation-clients=" + strconv.Itoa(r.MaxClients)

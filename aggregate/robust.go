@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 )
@@ -93,9 +94,29 @@ func (a *rowsAcc) Apply(global []float32) error {
 // of the updates being arbitrary. The result does not depend on the order
 // of Add.
 //
+// With Over MeanSenders the median at each coordinate is taken over the
+// updates that are non-zero there, its senders (with sparse top-k updates
+// most values are the zeros of coordinates a client did not send, and the
+// plain median is mostly 0); a coordinate with fewer than MinSenders
+// senders takes the median of all k values, zeros included, as the plain
+// rule does. It then tolerates fewer than half of each coordinate's
+// senders being arbitrary, and attackers that send every coordinate can
+// outnumber the honest senders of a coordinate: see docs/strategies.md.
+//
 // Cost: 4nk bytes of buffered updates (see above); O(nk) expected time
 // (selection, not sorting).
-type Median struct{}
+type Median struct {
+	// Over is MeanAll (the zero value) for the median of all values,
+	// MeanSenders for the median over each coordinate's senders.
+	Over MeanOver
+	// MinSenders is, with MeanSenders, the fewest senders a coordinate
+	// needs for the median over them; 0 means DefaultMinSenders.
+	MinSenders int
+}
+
+// DefaultMinSenders is the default of Median.MinSenders and
+// TrimmedMean.MinSenders.
+const DefaultMinSenders = 2
 
 // Name returns "median".
 func (Median) Name() string { return "median" }
@@ -103,14 +124,51 @@ func (Median) Name() string { return "median" }
 // Begin starts a round.
 func (m Median) Begin(n int) Accumulator { return newRowsAcc(n, m) }
 
-func (Median) minUpdates() int { return 1 }
-func (Median) validate() error { return nil }
+// Validate reports Over or MinSenders out of range.
+func (m Median) Validate() error { return m.validate() }
 
-func (Median) apply(global []float32, rows [][]float32) {
+func (Median) minUpdates() int   { return 1 }
+func (m Median) validate() error { return validateOver(m.Over, m.MinSenders) }
+
+func validateOver(over MeanOver, minSenders int) error {
+	if err := over.validate(); err != nil {
+		return err
+	}
+	if minSenders < 0 || minSenders > maxClients {
+		return fmt.Errorf("%w: min-senders = %d, want 0 ≤ min-senders ≤ %d", ErrParam, minSenders, maxClients)
+	}
+	if over == MeanAll && minSenders != 0 {
+		return fmt.Errorf("%w: min-senders needs over=senders", ErrParam)
+	}
+	return nil
+}
+
+// senders returns the values of col a coordinate's statistic is taken
+// over: col itself, or with MeanSenders its non-zero values, in order,
+// copied into buf, when there are at least minSenders of them.
+func senders(col, buf []float32, over MeanOver, minSenders int) []float32 {
+	if over != MeanSenders {
+		return col
+	}
+	buf = buf[:0]
+	for _, v := range col {
+		if v != 0 {
+			buf = append(buf, v)
+		}
+	}
+	if len(buf) < max(minSenders, 1) {
+		return col
+	}
+	return buf
+}
+
+func (m Median) apply(global []float32, rows [][]float32) {
 	col := make([]float32, len(rows))
+	buf := make([]float32, 0, len(rows))
+	ms := cmp.Or(m.MinSenders, DefaultMinSenders)
 	for i := range global {
 		gather(col, rows, nil, i)
-		global[i] = addTo(global[i], medianF32(col))
+		global[i] = addTo(global[i], medianF32(senders(col, buf, m.Over, ms)))
 	}
 }
 
@@ -118,12 +176,17 @@ func (Median) apply(global []float32, rows [][]float32) {
 // each coordinate it drops the ⌊Beta·k⌋ smallest and as many largest of the
 // k values and averages the rest. Beta is in [0, 0.5); Beta 0 is the
 // unweighted mean. Parse's default is 0.2, Flower's FedTrimmedAvg default.
-// The result does not depend on the order of Add.
+// With Over MeanSenders, k is each coordinate's number of senders (the
+// updates non-zero there), as for Median. The result does not depend on
+// the order of Add.
 //
 // Cost: 4nk bytes of buffered updates; O(nk log k) time.
 type TrimmedMean struct {
 	// Beta is the fraction trimmed at each end.
 	Beta float64
+	// Over and MinSenders are as Median's.
+	Over       MeanOver
+	MinSenders int
 }
 
 // Name returns "trimmed-mean".
@@ -141,22 +204,24 @@ func (t TrimmedMean) validate() error {
 	if !(t.Beta >= 0 && t.Beta < 0.5) {
 		return fmt.Errorf("%w: trimmed-mean beta = %v, want 0 ≤ beta < 0.5", ErrParam, t.Beta)
 	}
-	return nil
+	return validateOver(t.Over, t.MinSenders)
 }
 
 func (t TrimmedMean) apply(global []float32, rows [][]float32) {
-	k := len(rows)
-	cut := int(t.Beta * float64(k))
-	col := make([]float32, k)
-	inv := 1 / float64(k-2*cut)
+	col := make([]float32, len(rows))
+	buf := make([]float32, 0, len(rows))
+	ms := cmp.Or(t.MinSenders, DefaultMinSenders)
 	for i := range global {
 		gather(col, rows, nil, i)
-		sortF32(col)
+		v := senders(col, buf, t.Over, ms)
+		k := len(v)
+		cut := int(t.Beta * float64(k))
+		sortF32(v)
 		var s float64
-		for _, v := range col[cut : k-cut] {
-			s += float64(v)
+		for _, x := range v[cut : k-cut] {
+			s += float64(x)
 		}
-		global[i] = addTo(global[i], float64(s*inv))
+		global[i] = addTo(global[i], float64(s*(1/float64(k-2*cut))))
 	}
 }
 

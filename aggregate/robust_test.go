@@ -92,8 +92,8 @@ func TestByzantineOutliers(t *testing.T) {
 		spec   string
 		robust bool
 	}{
-		{"fedavg", false},
-		{"fedavgm", false},
+		{"fedavg,bound=off", false},
+		{"fedavgm,bound=off", false},
 		{"median", true},
 		{"trimmed-mean,beta=0.2", true},
 		{"krum,f=2", true},

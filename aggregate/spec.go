@@ -1,6 +1,7 @@
 package aggregate
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -17,6 +18,8 @@ type Param struct {
 // strategyParams returns the keys of strategy name, nil for an unknown one.
 func strategyParams(name string) ([]Param, bool) {
 	mean := Param{"mean", "all", "divide each coordinate by the weight of all updates (all) or of those non-zero there (senders; for sparse updates)"}
+	over := Param{"over", "all", "take each coordinate's statistic over all updates (all) or over those non-zero there (senders; for sparse updates)"}
+	minSenders := Param{"min-senders", "2", "over=senders: fewest senders for the statistic over them; fewer take it over all updates"}
 	adaptive := func(lr string) []Param {
 		return []Param{
 			{"lr", lr, "server learning rate η"},
@@ -30,7 +33,7 @@ func strategyParams(name string) ([]Param, bool) {
 	case "fedavg":
 		return []Param{mean}, true
 	case "median":
-		return []Param{}, true
+		return []Param{over, minSenders}, true
 	case "fedavgm":
 		return []Param{
 			{"lr", "1", "server learning rate η"},
@@ -49,7 +52,7 @@ func strategyParams(name string) ([]Param, bool) {
 			mean,
 		}, true
 	case "trimmed-mean":
-		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}}, true
+		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}, over, minSenders}, true
 	case "krum", "bulyan":
 		return []Param{{"f", "1", "Byzantine updates tolerated"}}, true
 	case "multi-krum":
@@ -64,7 +67,9 @@ func strategyParams(name string) ([]Param, bool) {
 // wrapperParams are the keys every strategy accepts: norm bounding and
 // differential privacy.
 var wrapperParams = []Param{
-	{"bound", "", "clip each update to this L2 norm (NormBound)"},
+	{"bound", "auto", "auto: clip each update's L2 norm and cap its weight at multiples of the round's medians (AutoBound; the default of the mean-based rules); off: neither; a number: clip to this L2 norm (NormBound)"},
+	{"bound-median", "2", "bound=auto: clip norms to this multiple of the round's median norm, ≥ 1, or off"},
+	{"weight-cap", "2", "bound=auto: cap weights at this multiple of the round's median weight, ≥ 1, or off"},
 	{"bucket", "", "average shuffled buckets of this many updates before the rule (Bucketing; for robust rules on non-IID clients)"},
 	{"bucket-seed", "0", "seed of the bucket shuffle"},
 	{"filter", "", "drop updates whose cosine with the coordinate-wise median is below this, in [-1, 1] (DirectionFilter; before bucket and the rule)"},
@@ -101,12 +106,49 @@ func Params(name string) ([]Param, error) {
 //	trimmed-mean,beta=0.1,bound=10
 //	fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10,dp-seed=7
 //
-// Params lists each strategy's keys and their defaults. The key bound wraps
-// the strategy in NormBound; any dp-* key wraps it in DP, which needs a
-// mean-based strategy. An empty spec means "fedavg". Unknown names, unknown
-// or repeated keys, malformed values and values out of range are errors
-// (ErrUnknownStrategy, ErrParam, ErrPrivacy) that name the culprit.
-func Parse(spec string) (Strategy, error) {
+// Params lists each strategy's keys and their defaults. A mean-based rule
+// (fedavg, fedavgm, fedadam, fedyogi, fedadagrad) without a bound or dp-*
+// key is wrapped in AutoBound with the default multiples, so that "fedavg"
+// means "fedavg,bound=auto,bound-median=2,weight-cap=2"; bound=off leaves
+// it bare, bound=auto puts AutoBound around any rule, and a number wraps
+// the rule in NormBound; any dp-* key wraps it in DP, which needs a
+// mean-based strategy and clips itself. An empty spec means "fedavg".
+// Unknown names, unknown or repeated keys, malformed values and values out
+// of range are errors (ErrUnknownStrategy, ErrParam, ErrPrivacy) that name
+// the culprit.
+func Parse(spec string) (Strategy, error) { return parse(spec, true) }
+
+// ParseLegacy parses a spec as Parse did before AutoBound was the default:
+// a spec without a bound key gives the bare rule. It is for replaying a
+// coordinator's log written then, which must give the model it gave.
+func ParseLegacy(spec string) (Strategy, error) { return parse(spec, false) }
+
+// IsBounded reports whether s bounds its updates' norms (AutoBound,
+// NormBound or DP clipping) at its outermost layer, which Parse gives every
+// mean-based rule unless its spec says bound=off.
+func IsBounded(s Strategy) bool {
+	switch b := s.(type) {
+	case AutoBound:
+		return b.NormMult > 0
+	case NormBound, *DP:
+		return true
+	}
+	return false
+}
+
+// RobustSpec is what the strategy name "robust" stands for: the
+// recommended rule against Byzantine clients, dense or compressed (see
+// docs/strategies.md for what it was measured against). Each update's norm
+// and weight are bounded by the round's medians (bound=auto), clients whose
+// updates keep disagreeing with the others' are excluded (reputation),
+// pairs of updates are averaged (bucket) and each coordinate takes the
+// trimmed mean over the updates that sent it (over=senders).
+const RobustSpec = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+
+func parse(spec string, autoDefault bool) (Strategy, error) {
+	if strings.TrimSpace(spec) == "robust" && autoDefault {
+		spec = RobustSpec
+	}
 	fields := strings.Split(spec, ",")
 	name := strings.TrimSpace(fields[0])
 	if name == "" && len(fields) == 1 {
@@ -116,7 +158,7 @@ func Parse(spec string) (Strategy, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q (known: %s)", ErrUnknownStrategy, name, strings.Join(Names(), ", "))
 	}
-	p := &kv{name: name, vals: map[string]string{}}
+	p := &kv{name: name, vals: map[string]string{}, autoDefault: autoDefault}
 	for _, f := range fields[1:] {
 		key, val, ok := strings.Cut(f, "=")
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
@@ -152,9 +194,10 @@ func hasKey(ps []Param, key string) bool {
 
 // kv reads typed parameters, keeping the first error.
 type kv struct {
-	name string
-	vals map[string]string
-	err  error
+	name        string
+	vals        map[string]string
+	err         error
+	autoDefault bool // no bound key means bound=auto for a mean-based rule
 }
 
 func (p *kv) has(key string) bool { _, ok := p.vals[key]; return ok }
@@ -217,6 +260,49 @@ func (p *kv) bool(key string, def bool) bool {
 	return x
 }
 
+// mult reads a multiple that may be "off" (0).
+func (p *kv) mult(key string, def float64) float64 {
+	if p.vals[key] == "off" {
+		return 0
+	}
+	return p.float(key, def)
+}
+
+// isMeanBased reports whether the rule name weighs and averages updates,
+// which AutoBound guards by default.
+func isMeanBased(name string) bool {
+	switch name {
+	case "fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad":
+		return true
+	}
+	return false
+}
+
+// senders reads the over and min-senders keys of median and
+// trimmed-mean; min-senders defaults to DefaultMinSenders with
+// over=senders.
+func (p *kv) senders() (MeanOver, int) {
+	over := p.over()
+	ms := p.int("min-senders", 0)
+	if over == MeanSenders && ms == 0 {
+		ms = DefaultMinSenders
+	}
+	return over, ms
+}
+
+// over reads the over key of median and trimmed-mean.
+func (p *kv) over() MeanOver {
+	v, ok := p.vals["over"]
+	if !ok {
+		return MeanAll
+	}
+	m, ok := parseMeanOver(v)
+	if !ok {
+		p.fail("over", v, "all or senders")
+	}
+	return m
+}
+
 func (p *kv) meanOver() MeanOver {
 	v, ok := p.vals["mean"]
 	if !ok {
@@ -255,9 +341,11 @@ func (p *kv) strategy() Strategy {
 		s.Mean = p.meanOver()
 		return s
 	case "median":
-		return Median{}
+		over, ms := p.senders()
+		return Median{Over: over, MinSenders: ms}
 	case "trimmed-mean":
-		return TrimmedMean{Beta: p.float("beta", 0.2)}
+		over, ms := p.senders()
+		return TrimmedMean{Beta: p.float("beta", 0.2), Over: over, MinSenders: ms}
 	case "krum":
 		return Krum{F: p.int("f", 1)}
 	case "multi-krum":
@@ -296,11 +384,22 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 			isDP = true
 		}
 	}
-	if p.has("bound") {
-		if isDP {
-			p.err = fmt.Errorf("%w: %s: bound and dp-* both clip updates; use dp-clip alone", ErrParam, p.name)
-			return nil, false
-		}
+	bound, hasBound := p.vals["bound"]
+	if hasBound && isDP {
+		p.err = fmt.Errorf("%w: %s: bound and dp-* both clip updates; use dp-clip alone", ErrParam, p.name)
+		return nil, false
+	}
+	auto := bound == "auto" || (!hasBound && !isDP && p.autoDefault && isMeanBased(p.name))
+	if !auto && (p.has("bound-median") || p.has("weight-cap")) {
+		p.err = fmt.Errorf("%w: %s: bound-median and weight-cap need bound=auto", ErrParam, p.name)
+		return nil, false
+	}
+	switch {
+	case auto:
+		return AutoBound{Inner: s, NormMult: p.mult("bound-median", DefaultNormMult), WeightMult: p.mult("weight-cap", DefaultWeightMult)}, true
+	case bound == "off":
+		return s, true
+	case hasBound:
 		return NormBound{Inner: s, Bound: p.float("bound", 0)}, true
 	}
 	if !isDP {
@@ -335,12 +434,51 @@ func validateStrategy(s Strategy) error {
 }
 
 // Spec returns a spec that Parse turns into a strategy configured as s
-// (without its server state): s.String() when s has one, else s.Name().
+// (without its server state): s.String() when s has one, else s.Name(),
+// with ",bound=off" when s is a mean-based rule without a bound, which
+// Parse would otherwise wrap in AutoBound.
 func Spec(s Strategy) string {
+	spec := innerSpec(s)
+	if bareMean(s) {
+		spec += ",bound=off"
+	}
+	return spec
+}
+
+// Unbounded reports whether s is a mean-based rule (under any bucket,
+// filter and reputation wrappers) that bounds neither the norm nor the
+// weight of an update: one client can then move the model arbitrarily far
+// (its spec says bound=off).
+func Unbounded(s Strategy) bool { return bareMean(s) }
+
+// innerSpec is the spec of s as a wrapper's inner strategy: without the
+// ",bound=off" of Spec, which the outermost layer decides.
+func innerSpec(s Strategy) string {
 	if st, ok := s.(fmt.Stringer); ok {
 		return st.String()
 	}
 	return s.Name()
+}
+
+// bareMean reports whether s, under any Bucketing, DirectionFilter and
+// Reputation wrappers, is a mean-based rule with no bound around it.
+func bareMean(s Strategy) bool {
+	for {
+		switch w := s.(type) {
+		case Bucketing:
+			s = w.Inner
+		case DirectionFilter:
+			s = w.inner()
+		case *Reputation:
+			s = w.inner()
+		case AutoBound, NormBound, *DP:
+			return false
+		case nil:
+			return true // FedAvg
+		default:
+			return isMeanBased(s.Name())
+		}
+	}
 }
 
 func ff(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
@@ -377,11 +515,21 @@ func (s *FedAdagrad) String() string {
 	return "fedadagrad,lr=" + ff(s.LR) + ",beta1=" + ff(s.Beta1) + ",tau=" + ff(s.Tau) + meanKey(s.Mean)
 }
 
-// String returns the spec "median".
-func (Median) String() string { return "median" }
+// String returns the spec of m: "median", or with the senders' keys.
+func (m Median) String() string { return "median" + overKeys(m.Over, m.MinSenders) }
 
 // String returns the spec of t.
-func (t TrimmedMean) String() string { return "trimmed-mean,beta=" + ff(t.Beta) }
+func (t TrimmedMean) String() string {
+	return "trimmed-mean,beta=" + ff(t.Beta) + overKeys(t.Over, t.MinSenders)
+}
+
+// overKeys returns ",over=senders,min-senders=M" for MeanSenders.
+func overKeys(over MeanOver, minSenders int) string {
+	if over == MeanAll {
+		return ""
+	}
+	return ",over=" + over.String() + ",min-senders=" + strconv.Itoa(cmp.Or(minSenders, DefaultMinSenders))
+}
 
 // String returns the spec of s.
 func (s Krum) String() string { return "krum,f=" + strconv.Itoa(s.F) }
@@ -395,11 +543,11 @@ func (s MultiKrum) String() string {
 func (s Bulyan) String() string { return "bulyan,f=" + strconv.Itoa(s.F) }
 
 // String returns the spec of b.
-func (b NormBound) String() string { return Spec(b.inner()) + ",bound=" + ff(b.Bound) }
+func (b NormBound) String() string { return innerSpec(b.inner()) + ",bound=" + ff(b.Bound) }
 
 // String returns the spec of d's configuration.
 func (d *DP) String() string {
-	spec := Spec(d.inner()) + ",dp-clip=" + ff(d.Clip) + ",dp-noise=" + ff(d.NoiseMultiplier) +
+	spec := innerSpec(d.inner()) + ",dp-clip=" + ff(d.Clip) + ",dp-noise=" + ff(d.NoiseMultiplier) +
 		",dp-seed=" + strconv.FormatUint(d.Seed, 10) + ",dp-clients=" + strconv.Itoa(d.ExpectedClients)
 	if a := d.Adaptive; a != nil {
 		spec += ",dp-adaptive=true,dp-quantile=" + ff(a.Quantile) + ",dp-clip-lr=" + ff(a.LR) + ",dp-count-stddev=" + ff(a.CountStddev)

@@ -53,6 +53,30 @@ type RunConfig struct {
 	// adding updates in log order, so that its log replays as it was
 	// first applied.
 	AggregateOrder string `json:"aggregate_order,omitempty"`
+	// StrategyDefaults is "bounded" (DefaultsBounded) for a run whose
+	// strategy spec is read by aggregate.Parse, which bounds a mean-based
+	// rule with AutoBound unless the spec says bound=off, and whose FSM
+	// caps the examples an update claims at those its client declared at
+	// registration (when it declared any); the leader sets it when it
+	// commits a run. A run committed without it (before the bound was the
+	// default) reads its spec with aggregate.ParseLegacy and takes the
+	// claimed examples as they are, so that its log replays as it was
+	// first applied.
+	StrategyDefaults string `json:"strategy_defaults,omitempty"`
+}
+
+// DefaultsBounded is RunConfig.StrategyDefaults for a run with the bounded
+// default strategy.
+const DefaultsBounded = "bounded"
+
+// strategy parses the run's strategy spec as the FSM applies it: with
+// aggregate.Parse for a run committed with DefaultsBounded, with
+// aggregate.ParseLegacy for one committed before.
+func (c RunConfig) strategy() (aggregate.Strategy, error) {
+	if c.StrategyDefaults == DefaultsBounded {
+		return aggregate.Parse(c.Strategy)
+	}
+	return aggregate.ParseLegacy(c.Strategy)
 }
 
 // OrderSelection is RunConfig.AggregateOrder for aggregation in selection
@@ -95,6 +119,9 @@ func (c RunConfig) Validate() error {
 	if err := c.Spec.Validate(); err != nil {
 		return err
 	}
+	if c.StrategyDefaults == "" {
+		c.StrategyDefaults = DefaultsBounded // as the leader commits a new run
+	}
 	return c.checkApply()
 }
 
@@ -110,8 +137,11 @@ func (c RunConfig) checkApply() error {
 	if c.InputDim < 1 || c.Classes < 2 {
 		return fmt.Errorf("coordinator: input dimension %d and classes %d", c.InputDim, c.Classes)
 	}
-	if _, err := aggregate.New(c.Strategy); err != nil {
+	if _, err := c.strategy(); err != nil {
 		return err
+	}
+	if c.StrategyDefaults != "" && c.StrategyDefaults != DefaultsBounded {
+		return fmt.Errorf("coordinator: strategy defaults %q, want %q or none", c.StrategyDefaults, DefaultsBounded)
 	}
 	if err := c.Round.Validate(); err != nil {
 		return err
@@ -405,7 +435,7 @@ func (f *FSM) init(raw []byte) error {
 	if err != nil {
 		return err
 	}
-	strategy, err := aggregate.New(cfg.Strategy)
+	strategy, err := cfg.strategy()
 	if err != nil {
 		return err
 	}
@@ -511,6 +541,11 @@ func (f *FSM) submit(now time.Time, c command, pre *decoded) (round.Receipt, err
 	}
 	if err != nil {
 		return round.Receipt{}, fmt.Errorf("%w: %w", ErrBadUpdate, err)
+	}
+	if rec := f.clients[c.Client]; f.cfg.StrategyDefaults == DefaultsBounded && rec.Examples > 0 && c.Examples > rec.Examples {
+		// A client weighs no more than the examples it declared at
+		// registration (checkSubmit found its record).
+		u.Weight = float64(rec.Examples)
 	}
 	r, err = f.mach.Submit(now, round.Submission{Round: int(c.Round), Client: c.Client, Update: u, Eval: c.Eval})
 	if err != nil {

@@ -812,6 +812,9 @@ func (n *Node) step() error {
 		if run.AggregateOrder == "" {
 			run.AggregateOrder = OrderSelection
 		}
+		if run.StrategyDefaults == "" {
+			run.StrategyDefaults = DefaultsBounded
+		}
 		raw, err := json.Marshal(&run)
 		if err != nil {
 			return err

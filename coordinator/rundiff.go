@@ -9,11 +9,12 @@ import (
 
 // RunDiff lists, as "field: committed (given)", the fields in which given
 // differs from the run committed to the log. The run ID, which the leader
-// draws when it commits the run, and the aggregate order, which it sets,
-// are not compared. An empty result means the node runs what it was given.
+// draws when it commits the run, and the aggregate order and strategy
+// defaults, which it sets, are not compared. An empty result means the node runs what it was given.
 func RunDiff(committed, given RunConfig) []string {
 	committed.RunID, given.RunID = "", ""
 	committed.AggregateOrder, given.AggregateOrder = "", ""
+	committed.StrategyDefaults, given.StrategyDefaults = "", ""
 	a, b := flatten(committed), flatten(given)
 	var out []string
 	for k, v := range a {

@@ -106,6 +106,13 @@ type Simulation struct {
 	ProxMu             float64 `json:"prox_mu,omitempty"`
 	Attack             string  `json:"attack,omitempty"`
 	Attackers          float64 `json:"attackers,omitempty"`
+	// Updates and Clipped count the updates aggregated and those the
+	// strategy bounded in norm or weight (sim.Metrics.Clipped);
+	// Unbounded, which the caller sets (aggregate.Unbounded), says that
+	// the strategy is a mean without a bound (bound=off).
+	Updates   int  `json:"updates"`
+	Clipped   int  `json:"clipped_updates"`
+	Unbounded bool `json:"unbounded,omitempty"`
 	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
 	// adds noise; the caller sets DPDelta, which is reported only then.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -135,6 +142,8 @@ func (s *Simulation) Add(m sim.Metrics) {
 		s.FinalGlobalAccuracy = m.GlobalTestAccuracy
 	}
 	s.DPClip = m.DPClip
+	s.Updates += m.Clients
+	s.Clipped += m.Clipped
 	if e := m.FedEval; e != nil {
 		s.FedEvaluated, s.FedAccuracy, s.FedLoss, s.FedVersion, s.FedExamples = true, e.Accuracy, e.Loss, e.Version, e.Examples
 	}
@@ -222,6 +231,12 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 		row("server global model", fmt.Sprintf("%.2f%% test accuracy after the last round (the accuracies above are the clients' model)", 100*s.FinalGlobalAccuracy))
 	}
 	row("strategy", s.Strategy)
+	switch {
+	case s.Unbounded:
+		row("clipped", "bound=off: no update is bounded in norm or weight (one client can ruin the model)")
+	case s.Updates > 0:
+		row("clipped", fmt.Sprintf("%d of %d updates", s.Clipped, s.Updates))
+	}
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))
 	}

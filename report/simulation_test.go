@@ -15,7 +15,7 @@ func simRounds() []sim.Metrics {
 	return []sim.Metrics{
 		{Round: 1, Clients: 10, UploadBytes: 100, DownloadBytes: 1000, DenseUploadBytes: 4000, DenseDownloadBytes: 4000, Seconds: 1, Epsilon: 0.5, DPClip: 1},
 		{Round: 2, Evaluated: true, TestAccuracy: 0.92, TestLoss: 0.3, Clients: 10, UploadBytes: 100, DownloadBytes: 1000, DenseUploadBytes: 4000, DenseDownloadBytes: 4000, Seconds: 2, Epsilon: 0.8, DPClip: 1},
-		{Round: 3, Evaluated: true, TestAccuracy: 0.91, TestLoss: 0.35, Clients: 9, UploadBytes: 200, DownloadBytes: 2000, DenseUploadBytes: 3600, DenseDownloadBytes: 3600, Seconds: 3, Epsilon: 1.1, DPClip: 0.9, ClientStateBytes: 2e6},
+		{Round: 3, Evaluated: true, TestAccuracy: 0.91, TestLoss: 0.35, Clients: 9, UploadBytes: 200, DownloadBytes: 2000, DenseUploadBytes: 3600, DenseDownloadBytes: 3600, Seconds: 3, Epsilon: 1.1, DPClip: 0.9, ClientStateBytes: 2e6, Clipped: 2},
 	}
 }
 
@@ -29,7 +29,7 @@ func TestSimulationFigures(t *testing.T) {
 		RoundsToTarget: 2, UploadToTarget: 200, DownloadToTarget: 2000, TotalToTarget: 2200, TotalRatioToTarget: 16000.0 / 2200,
 		TotalBytes: 4400, DenseTotalBytes: 23200, TotalRatio: 23200.0 / 4400, UploadBytes: 400, DownloadBytes: 4000,
 		DenseUploadBytes: 11600, DenseDownloadBytes: 11600, UploadRatio: 29, DownloadRatio: 2.9, ClientStateMB: 2,
-		Seconds: 10, SecondsPerRound: 2, Epsilon: 1.1, DPDelta: 1e-5, DPClip: 0.9, run: s.run}
+		Seconds: 10, SecondsPerRound: 2, Epsilon: 1.1, DPDelta: 1e-5, DPClip: 0.9, Updates: 29, Clipped: 2, run: s.run}
 	if !reflect.DeepEqual(s, want) {
 		t.Fatalf("got  %+v\nwant %+v", s, want)
 	}
@@ -38,7 +38,7 @@ func TestSimulationFigures(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, row := range []string{"final test accuracy  91.00% (loss 0.3500)", "rounds to 90.00%", "2 (2.1 KiB in total, 7.27× smaller than dense FedAvg: 200 B uploaded, 2.0 KiB downloaded)",
-		"total bytes          4.3 KiB uploaded + downloaded, 5.27× smaller than dense FedAvg's 22.7 KiB", "(ε = 1.1, δ = 1e-05)-DP"} {
+		"total bytes          4.3 KiB uploaded + downloaded, 5.27× smaller than dense FedAvg's 22.7 KiB", "(ε = 1.1, δ = 1e-05)-DP", "2 of 29 updates"} {
 		if !strings.Contains(b.String(), row) {
 			t.Errorf("table lacks %q:\n%s", row, b.String())
 		}

@@ -462,6 +462,12 @@ type Closed struct {
 	// updates were aggregated (selection order); nil for strategies that
 	// use every update.
 	Excluded []ClientID
+	// Clipped is the number of accepted updates the strategy bounded:
+	// scaled to a smaller norm or given a smaller weight than they
+	// claimed (see aggregate.Clipper; aggregate.AutoBound, the default of
+	// the mean-based rules, and NormBound); 0 for strategies that bound
+	// nothing.
+	Clipped int
 	// Eval aggregates the evaluation reports the round's clients sent
 	// with their updates (AggregateEval, in selection order), of the model
 	// version the round trained from; nil when none did.
@@ -494,6 +500,9 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 				c.Excluded = append(c.Excluded, m.order[i])
 			}
 		}
+	}
+	if cl, ok := m.acc.(aggregate.Clipper); ok {
+		c.Clipped = cl.Clipped()
 	}
 	m.phase = Idle
 	m.acc = nil

@@ -50,5 +50,5 @@ func ExampleRun() {
 	}
 	fmt.Printf("%s, %d parameters: test accuracy %.0f%% after %d rounds, %d bytes uploaded\n",
 		model.Name(), model.NumParams(), 100*last.TestAccuracy, last.Round, uploaded)
-	// Output: mlp:60-10, 610 parameters: test accuracy 65% after 10 rounds, 7208 bytes uploaded
+	// Output: mlp:60-10, 610 parameters: test accuracy 60% after 10 rounds, 7205 bytes uploaded
 }

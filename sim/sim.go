@@ -137,6 +137,10 @@ type Metrics struct {
 	// ExcludedAttackers counts the attackers among them.
 	Excluded          int `json:"excluded,omitempty"`
 	ExcludedAttackers int `json:"excluded_attackers,omitempty"`
+	// Clipped is the number of received updates the strategy bounded in
+	// norm or weight (round.Closed.Clipped; aggregate.AutoBound, the
+	// default).
+	Clipped int `json:"clipped,omitempty"`
 	// Epsilon is the privacy spent after this round, at Config.DPDelta,
 	// when the strategy is DP with noise.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -262,6 +266,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		met.FedEval = closed.Eval
 		met.Excluded = len(closed.Excluded)
 		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
+		met.Clipped = closed.Clipped
 		if priv != nil {
 			met.Epsilon = priv.step(len(opened.Selected), len(candidates))
 		}

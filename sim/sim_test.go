@@ -116,6 +116,7 @@ func TestRoundIsWeightedMeanOfClientModels(t *testing.T) {
 	initCopy := slices.Clone(init)
 	cfg := config(1, 1)
 	cfg.Workers = 3
+	cfg.Strategy = "fedavg,bound=off" // the exact weighted mean
 	res, err := Run(context.Background(), cfg, model, init, data, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/checkpoint"
 	"github.com/fedzip/fedzip/dashboard"
 	"github.com/fedzip/fedzip/dataset"
@@ -118,6 +119,9 @@ func simulate(ctx context.Context, f simulateFlags, cfg sim.Config, stdout, stde
 		ProxMu: f.proxMu, DPDelta: f.dpDelta, SavedTo: f.saveModel, MetricsIn: f.metricsOut}
 	if f.attack != "none" {
 		s.Attack, s.Attackers = f.attack, f.attackers
+	}
+	if st, err := aggregate.Parse(cfg.Strategy); err == nil {
+		s.Unbounded = aggregate.Unbounded(st)
 	}
 	if f.dataset != "synthetic" {
 		s.Partition = f.partition

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/coordinator"
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/deliver/pipeline"
@@ -170,6 +171,11 @@ func Start(ctx context.Context, cfg Config) (_ *Server, err error) {
 	s.log.Info("protections", cfg.protections(s.node.RaftTLS())...)
 	if cfg.OpenRegistration {
 		s.log.Warn("open registration: any client that reaches the gRPC port can register, without a join secret")
+	}
+	if cfg.Run != nil {
+		if st, err := aggregate.Parse(cfg.Run.Strategy); err == nil && aggregate.Unbounded(st) {
+			s.log.Warn("strategy without a bound: no update is bounded in norm or weight, one client can ruin the model", "strategy", cfg.Run.Strategy)
+		}
 	}
 
 	if cfg.HTTPAddr != "" {

@@ -66,7 +66,7 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 		test = nil
 	}
 	params, version := fsm.Model()
-	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing)}
+	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing), "clipped", closed.Clipped}
 	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
 		attrs = append(attrs, "missing_clients", closed.Missing)
 	}

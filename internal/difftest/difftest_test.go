@@ -136,7 +136,7 @@ func simulate(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []f
 // global model once the run is finished.
 func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []float32) {
 	t.Helper()
-	v, hash, global := runCluster(t, rc, d, clusterOpts{examples: 1})
+	v, hash, global := runCluster(t, rc, d, clusterOpts{examples: 1 << 20}) // at least its examples: the weights are not capped
 	if v.Config.AggregateOrder != coordinator.OrderSelection {
 		t.Fatalf("the leader committed the run with aggregate order %q", v.Config.AggregateOrder)
 	}
@@ -148,6 +148,7 @@ func cluster(t *testing.T, rc coordinator.RunConfig, d sim.Data) ([32]byte, []fl
 // function called with every new version's progress while the run goes.
 type clusterOpts struct {
 	examples uint64
+	maxAbs   float32 // remote.Config.MaxAbsParam (0: its default)
 	trainer  func(p partTrainer, id *atomic.Uint64) client.Trainer
 	watch    func(coordinator.Progress)
 }
@@ -227,7 +228,7 @@ func runCluster(t *testing.T, rc coordinator.RunConfig, d sim.Data, o clusterOpt
 	for k := range clients {
 		var id atomic.Uint64
 		cfg := remote.Config{Addrs: []string{addr}, Insecure: true, Name: fmt.Sprintf("c%d", k), JoinSecret: "s3cret",
-			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: o.examples, MaxBackoff: 200 * time.Millisecond,
+			StateDir: filepath.Join(t.TempDir(), fmt.Sprint(k)), Examples: o.examples, MaxBackoff: 200 * time.Millisecond, MaxAbsParam: o.maxAbs,
 			OnIdentity: func(cid uint64, token string) {
 				id.Store(cid)
 				name := fmt.Sprintf("c%d", k)
