@@ -20,9 +20,9 @@ mkdir -p "$out"
 declare -A target=([iid]=0.96 [shards]=0.95 [dirichlet]=0.90)
 declare -A part=([iid]="--partition iid" [shards]="--partition shards" [dirichlet]="--partition dirichlet --alpha 0.1")
 declare -A method=(
-  [dense]="--upload-codec none --download-codec none --strategy fedavg"
-  [dgc]="--upload-codec dgc --download-codec none --strategy fedavg"
-  [stc]="--upload-codec stc --download-codec topk=0.01,bits=ternary --strategy fedavg"
+  [dense]="--upload-codec none --download-codec none --strategy fedavg,bound=off"
+  [dgc]="--upload-codec dgc --download-codec none --strategy fedavg,bound=off"
+  [stc]="--upload-codec stc --download-codec topk=0.01,bits=ternary --strategy fedavg,bound=off"
   [fedzip]=""
   [fedzip8]="--upload-codec topk=0.05,bits=8,ef=on --download-codec topk=0.02,bits=lattice,refine=0.5 --strategy fedavg"
 )
