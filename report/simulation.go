@@ -94,6 +94,9 @@ type Simulation struct {
 	ProxMu             float64 `json:"prox_mu,omitempty"`
 	Attack             string  `json:"attack,omitempty"`
 	Attackers          float64 `json:"attackers,omitempty"`
+	// BackdoorSuccess is the backdoor's success rate in the last round
+	// that measured it (sim.Metrics.BackdoorSuccess); nil without one.
+	BackdoorSuccess *float64 `json:"final_backdoor_success,omitempty"`
 	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
 	// adds noise; the caller sets DPDelta, which is reported only then.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -123,6 +126,9 @@ func (s *Simulation) Add(m sim.Metrics) {
 		s.FinalGlobalAccuracy = m.GlobalTestAccuracy
 	}
 	s.DPClip = m.DPClip
+	if m.BackdoorSuccess != nil {
+		s.BackdoorSuccess = m.BackdoorSuccess
+	}
 	if e := m.FedEval; e != nil {
 		s.FedEvaluated, s.FedAccuracy, s.FedLoss, s.FedVersion, s.FedExamples = true, e.Accuracy, e.Loss, e.Version, e.Examples
 	}
@@ -208,6 +214,9 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	row("strategy", s.Strategy)
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))
+	}
+	if s.BackdoorSuccess != nil {
+		row("backdoor success", fmt.Sprintf("%.2f%% of triggered test images classified as the target", 100**s.BackdoorSuccess))
 	}
 	switch {
 	case s.Epsilon > 0:

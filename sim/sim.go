@@ -55,6 +55,9 @@ type Config struct {
 	// EvalEvery evaluates the global model on the test set every so many
 	// rounds (and after the last); 0 means only after the last.
 	EvalEvery int
+	// EvalLast also evaluates each of the last EvalLast rounds, for a
+	// figure averaged over them (0: none).
+	EvalLast int
 	// StateStore keeps the clients' codec state: "float32" (default) or
 	// "float16" (see NewStateStore).
 	StateStore string
@@ -281,7 +284,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		if p.store != nil {
 			met.ClientStateBytes = p.store.Bytes()
 		}
-		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) {
+		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) || closed.Round > cfg.Round.Rounds-cfg.EvalLast {
 			es := time.Now()
 			met.TestAccuracy, met.TestLoss = p.evaluate(evaluated, data.Test)
 			met.Evaluated = true
