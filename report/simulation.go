@@ -113,6 +113,9 @@ type Simulation struct {
 	Updates   int  `json:"updates"`
 	Clipped   int  `json:"clipped_updates"`
 	Unbounded bool `json:"unbounded,omitempty"`
+	// BackdoorSuccess is the backdoor's success rate in the last round
+	// that measured it (sim.Metrics.BackdoorSuccess); nil without one.
+	BackdoorSuccess *float64 `json:"final_backdoor_success,omitempty"`
 	// Epsilon is the privacy spent by the whole run at DPDelta, when DP
 	// adds noise; the caller sets DPDelta, which is reported only then.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -144,6 +147,9 @@ func (s *Simulation) Add(m sim.Metrics) {
 	s.DPClip = m.DPClip
 	s.Updates += m.Clients
 	s.Clipped += m.Clipped
+	if m.BackdoorSuccess != nil {
+		s.BackdoorSuccess = m.BackdoorSuccess
+	}
 	if e := m.FedEval; e != nil {
 		s.FedEvaluated, s.FedAccuracy, s.FedLoss, s.FedVersion, s.FedExamples = true, e.Accuracy, e.Loss, e.Version, e.Examples
 	}
@@ -239,6 +245,9 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	}
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))
+	}
+	if s.BackdoorSuccess != nil {
+		row("backdoor success", fmt.Sprintf("%.2f%% of triggered test images classified as the target", 100**s.BackdoorSuccess))
 	}
 	switch {
 	case s.Epsilon > 0:

@@ -40,6 +40,10 @@ func TestAttackValidate(t *testing.T) {
 		{Kind: "scale", Fraction: math.NaN()},
 		{Kind: "scale", Fraction: 0.1, Scale: -1},
 		{Kind: "gaussian", Fraction: 0.1, Stddev: math.Inf(1)},
+		{Kind: "minmax", Fraction: 0.1, Scale: 2},
+		{Kind: "backdoor", Fraction: 0.1, Target: -1},
+		{Kind: "backdoor", Fraction: 0.1, PoisonFraction: 1.5},
+		{Kind: "backdoor", Fraction: 0.1, Trigger: MaxTrigger + 1},
 	} {
 		if bad.Validate() == nil {
 			t.Errorf("%+v validated", bad)
@@ -52,7 +56,7 @@ func TestAttackValidate(t *testing.T) {
 	}
 }
 
-// TestAttacksBitIdenticalAcrossWorkers runs every attack on 1 and 3
+// TestAttacksBitIdenticalAcrossWorkers runs every attack on 1 and 4
 // workers: the attackers and what they send must not depend on which
 // worker trains them.
 func TestAttacksBitIdenticalAcrossWorkers(t *testing.T) {
@@ -65,7 +69,7 @@ func TestAttacksBitIdenticalAcrossWorkers(t *testing.T) {
 	}
 	for _, kind := range AttackKinds {
 		var ref *Result
-		for _, w := range []int{1, 3} {
+		for _, w := range []int{1, 4} {
 			cfg := config(3, 0.5)
 			cfg.Workers = w
 			cfg.Attack = Attack{Kind: kind, Fraction: 0.3, Seed: 2}

@@ -55,6 +55,9 @@ type Config struct {
 	// EvalEvery evaluates the global model on the test set every so many
 	// rounds (and after the last); 0 means only after the last.
 	EvalEvery int
+	// EvalLast also evaluates each of the last EvalLast rounds, for a
+	// figure averaged over them (0: none).
+	EvalLast int
 	// StateStore keeps the clients' codec state: "float32" (default) or
 	// "float16" (see NewStateStore).
 	StateStore string
@@ -151,6 +154,12 @@ type Metrics struct {
 	// the model the round trained from (version Round−1), aggregated by
 	// round.AggregateEval as a coordinator does; nil in other rounds.
 	FedEval *round.EvalSummary `json:"fed_eval,omitempty"`
+	// BackdoorSuccess is, under the backdoor attack in an evaluated
+	// round, the fraction of the test examples whose label is not the
+	// target that the evaluated model classifies as the target once the
+	// trigger is stamped on them (the same evaluation as TestAccuracy);
+	// nil otherwise.
+	BackdoorSuccess *float64 `json:"backdoor_success,omitempty"`
 }
 
 // Result is the outcome of a simulation.
@@ -206,6 +215,12 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	p.attackers = cfg.Attack.Attackers(len(data.Parts))
 	if p.attackers != nil && cfg.Attack.Kind == "labelflip" {
 		p.flipped = flipLabels(data.Train.Y, data.Train.Classes)
+	}
+	var backdoorTest *dataset.Dataset
+	if p.attackers != nil && cfg.Attack.Kind == "backdoor" {
+		t := cfg.Attack.newTrigger(data.Train)
+		p.poison = cfg.Attack.poison(data.Train, data.Parts, p.attackers, t)
+		backdoorTest = cfg.Attack.triggered(data.Test, t)
 	}
 	priv := newPrivacy(strategy, cfg.DPDelta)
 
@@ -284,13 +299,17 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		if p.store != nil {
 			met.ClientStateBytes = p.store.Bytes()
 		}
-		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) {
+		if closed.Finished || (cfg.EvalEvery > 0 && closed.Round%cfg.EvalEvery == 0) || closed.Round > cfg.Round.Rounds-cfg.EvalLast {
 			es := time.Now()
 			met.TestAccuracy, met.TestLoss = p.evaluate(evaluated, data.Test)
 			met.Evaluated = true
 			if down != nil && (closed.Finished || cfg.EvalGlobal) {
 				met.GlobalTestAccuracy, met.GlobalTestLoss = p.evaluate(mach.Global(), data.Test)
 				met.GlobalEvaluated = true
+			}
+			if backdoorTest != nil {
+				success, _ := p.evaluate(evaluated, backdoorTest)
+				met.BackdoorSuccess = &success
 			}
 			met.EvalSeconds = time.Since(es).Seconds()
 		}
@@ -329,6 +348,9 @@ func validate(cfg Config, model nn.Model, init []float32, data Data) error {
 	}
 	if err := cfg.Attack.Validate(); err != nil {
 		return err
+	}
+	if cfg.Attack.Kind == "backdoor" && data.Train != nil && cfg.Attack.Target >= data.Train.Classes {
+		return fmt.Errorf("sim: backdoor target label %d: the data has %d classes", cfg.Attack.Target, data.Train.Classes)
 	}
 	if !(cfg.DPDelta >= 0 && cfg.DPDelta < 1) {
 		return fmt.Errorf("sim: DP delta %v out of range (0, 1)", cfg.DPDelta)
@@ -378,6 +400,8 @@ type pool struct {
 	// flipped holds the training labels that labelflip attackers see.
 	attackers []bool
 	flipped   []uint8
+	// poison is what backdoor attackers train on (nil: no backdoor).
+	poison *poisoned
 }
 
 type worker struct {
@@ -516,39 +540,127 @@ type outcome struct {
 	err  error
 }
 
+// submitFunc hands a client's decoded update, its training result and its
+// bytes on the wire to the round.
+type submitFunc func(round.ClientID, aggregate.Update, client.Result, int) error
+
 // train runs the selected clients on the workers and hands their updates
 // to submit in selection order. At most cap(p.bufs) client models exist at
 // once: a buffer returns to the pool when its update has been submitted.
-func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit func(round.ClientID, aggregate.Update, client.Result, int) error) error {
-	n := len(o.Selected)
+// With a colluding attack (Attack.Colludes), the round's honest clients
+// are submitted first and its attackers after them (see collude).
+func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit submitFunc) error {
+	m := countAttackers(p.attackers, o.Selected)
+	if m > 0 && cfg.Attack.Colludes() {
+		return p.collude(global, o, cfg, data, m, submit)
+	}
+	return p.stream(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
+		if err != nil {
+			return u, r, 0, err
+		}
+		if p.evil(id) {
+			cfg.Attack.corrupt(u.Delta, seed, len(o.Selected), m)
+		}
+		u, wire, err := p.encode(w, &sl.sc, id, u, o.Round, seed)
+		return u, r, wire, err
+	}, submit)
+}
+
+// collude runs a round in which m colluding attackers are selected: the
+// honest clients train and are submitted (in selection order; the round
+// machine holds those whose turn has not come), their decoded updates are
+// kept, then every attacker sends the update Attack.craft makes of them,
+// through its own encoder. The attackers train too, for their training
+// loss, and for the update they craft from when no honest client was
+// selected. The result does not depend on the number of workers: the
+// crafted update is computed once all honest updates are in, from them in
+// selection order.
+func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, m int, submit submitFunc) error {
+	n := len(global)
+	honest := len(o.Selected) - m
+	var benign, own [][]float32
+	var evil []round.ClientID
+	type trained struct {
+		r      client.Result
+		weight float64
+	}
+	results := map[round.ClientID]trained{}
+	err := p.stream(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
+		if err != nil || p.evil(id) {
+			return u, r, 0, err
+		}
+		u, wire, err := p.encode(w, &sl.sc, id, u, o.Round, seed)
+		return u, r, wire, err
+	}, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
+		if p.evil(id) {
+			evil = append(evil, id)
+			results[id] = trained{r: r, weight: u.Weight}
+			if honest == 0 {
+				own = append(own, densify(u, n))
+			}
+			return nil
+		}
+		benign = append(benign, densify(u, n))
+		return submit(id, u, r, wire)
+	})
+	if err != nil {
+		return err
+	}
+	if honest == 0 {
+		benign = own
+	}
+	crafted := cfg.Attack.craft(benign, len(o.Selected), m)
+	return p.stream(evil, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+		copy(sl.buf, crafted)
+		t := results[id]
+		u, wire, err := p.encode(w, &sl.sc, id, aggregate.Update{Weight: t.weight, Delta: sl.buf}, o.Round, round.TaskSeed(cfg.TaskSeed, o.Round, id))
+		return u, t.r, wire, err
+	}, submit)
+}
+
+// evil reports whether client id attacks.
+func (p *pool) evil(id round.ClientID) bool {
+	return p.attackers != nil && p.attackers[part(id)]
+}
+
+// step trains client id of round o from global into sl.buf on worker w,
+// on the data it trains on (flipped labels or poisoned examples for some
+// attackers), and returns its update, its result and its task seed.
+func (p *pool) step(w *worker, sl *slot, global []float32, o round.Opened, cfg Config, data Data, id round.ClientID) (aggregate.Update, client.Result, uint64, error) {
+	task := client.Task{
+		Round:     o.Round,
+		Seed:      round.TaskSeed(cfg.TaskSeed, o.Round, id),
+		Epochs:    cfg.LocalEpochs,
+		BatchSize: cfg.BatchSize,
+		Optimizer: cfg.Optimizer(),
+		ProxMu:    float32(cfg.ProxMu),
+	}
+	tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: data.Train.Y, Index: data.Parts[part(id)]}
+	if p.evil(id) {
+		switch {
+		case p.flipped != nil:
+			tr.Y = p.flipped
+		case p.poison != nil:
+			tr.X, tr.Y, tr.Index = p.poison.x, p.poison.y, p.poison.index[part(id)]
+		}
+	}
+	u, r, err := client.Step(p.ctx, tr, global, sl.buf, task)
+	return u, r, task.Seed, err
+}
+
+// stream runs job for each of ids on the workers, each in a slot of
+// p.bufs, and hands the outcomes to deliver in the order of ids; a slot
+// returns to the pool after its outcome is delivered.
+func (p *pool) stream(ids []round.ClientID, job func(*worker, *slot, round.ClientID) (aggregate.Update, client.Result, int, error), deliver submitFunc) error {
+	n := len(ids)
 	results := make(chan outcome, cap(p.bufs))
 	go func() {
-		for i, id := range o.Selected {
+		for i, id := range ids {
 			sl := <-p.bufs
-			task := client.Task{
-				Round:     o.Round,
-				Seed:      round.TaskSeed(cfg.TaskSeed, o.Round, id),
-				Epochs:    cfg.LocalEpochs,
-				BatchSize: cfg.BatchSize,
-				Optimizer: cfg.Optimizer(),
-				ProxMu:    float32(cfg.ProxMu),
-			}
-			idx := data.Parts[part(id)]
-			evil := p.attackers != nil && p.attackers[part(id)]
-			labels := data.Train.Y
-			if evil && p.flipped != nil {
-				labels = p.flipped
-			}
 			p.jobs <- func(w *worker) {
-				tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: labels, Index: idx}
-				u, r, err := client.Step(p.ctx, tr, global, sl.buf, task)
-				wire := 0
-				if err == nil && evil {
-					cfg.Attack.corrupt(u.Delta, task.Seed)
-				}
-				if err == nil {
-					u, wire, err = p.encode(w, &sl.sc, id, u, o.Round, task.Seed)
-				}
+				u, r, wire, err := job(w, sl, id)
 				results <- outcome{i: i, wire: wire, sl: sl, u: u, r: r, err: err}
 			}
 		}
@@ -565,10 +677,10 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 			}
 			delete(pending, next)
 			if oc.err != nil && firstErr == nil {
-				firstErr = fmt.Errorf("client %d: %w", o.Selected[next], oc.err)
+				firstErr = fmt.Errorf("client %d: %w", ids[next], oc.err)
 			}
 			if firstErr == nil {
-				if err := submit(o.Selected[next], oc.u, oc.r, oc.wire); err != nil {
+				if err := deliver(ids[next], oc.u, oc.r, oc.wire); err != nil {
 					firstErr = err
 				}
 			}

@@ -21,12 +21,15 @@ type simulateFlags struct {
 	runFlags
 	partition                          string
 	clients, evalEvery, workers        int
+	evalLast                           int
 	alpha, synAlpha, synBeta, target   float64
 	metricsOut, saveModel, output      string
 	cpuProfile, stateStore             string
 	evalGlobal, quiet                  bool
 	attack                             string
 	attackers, attackScale, attackStd  float64
+	backdoorTarget, backdoorTrigger    int
+	backdoorFraction                   float64
 	dpDelta                            float64
 	deliver, deliverRecipe, deliverKey string
 	ui, uiToken                        string
@@ -41,6 +44,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.Float64Var(&f.synAlpha, "synthetic-alpha", 1, "alpha of Synthetic(alpha, beta): how much client models differ")
 	fs.Float64Var(&f.synBeta, "synthetic-beta", 1, "beta of Synthetic(alpha, beta): how much client data differ")
 	fs.IntVar(&f.evalEvery, "eval-every", 1, "evaluate the global model on the test set every N rounds (0: only after the last)")
+	fs.IntVar(&f.evalLast, "eval-last", 0, "also evaluate each of the last N rounds, whatever --eval-every (the robustness tables average the last 10)")
 	fs.Float64Var(&f.target, "target", 0, "test accuracy to report rounds and bytes to reach, such as 0.97 (0: none)")
 	fs.IntVar(&f.workers, "workers", 0, "clients trained in parallel (0: one per core)")
 	fs.BoolVar(&f.evalGlobal, "eval-global", false, "with --download-codec: also evaluate the server's global model every evaluated round (always after the last); the test accuracy is the clients' model")
@@ -50,7 +54,10 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.stateStore, "state-store", "float32", "how clients' error-feedback state is kept between rounds: float32 or float16")
 	fs.StringVar(&f.attack, "attack", "none", "Byzantine clients: none, "+strings.Join(sim.AttackKinds, ", ")+" (see --attackers)")
 	fs.Float64Var(&f.attackers, "attackers", 0, "fraction of all clients that attack, a seeded subset, in [0, 1]")
-	fs.Float64Var(&f.attackScale, "attack-scale", 0, "factor s of the attack: scale sends s·Δ (0: 10), signflip sends −s·Δ (0: 1)")
+	fs.Float64Var(&f.attackScale, "attack-scale", 0, "factor s of the attack: scale sends s·Δ (0: 10), signflip −s·Δ (0: 1), alie mean−s·std of the honest updates (0: the paper's z for the round), ipm −s·mean (0: 0.1), backdoor boosts its update by s (0: selected/attackers of the round, model replacement); minmax and minsum search theirs (see docs/robustness.md)")
+	fs.IntVar(&f.backdoorTarget, "backdoor-target", 0, "backdoor: the label its triggered examples are given")
+	fs.Float64Var(&f.backdoorFraction, "backdoor-fraction", sim.DefaultPoisonFraction, "backdoor: fraction of an attacker's examples that carry the trigger, in (0, 1]")
+	fs.IntVar(&f.backdoorTrigger, "backdoor-trigger", sim.DefaultTrigger, "backdoor: side in pixels of the trigger, a white square in the bottom-right corner of the image")
 	fs.Float64Var(&f.attackStd, "attack-stddev", sim.DefaultAttackStddev, "standard deviation of the noise a gaussian attacker sends instead of its update")
 	fs.Float64Var(&f.dpDelta, "dp-delta", sim.DefaultDPDelta, "DP-FedAvg: delta at which epsilon is reported")
 	fs.StringVar(&f.metricsOut, "metrics-out", "", "write one JSON object per round to this file")
@@ -83,7 +90,7 @@ func (f *simulateFlags) config() (sim.Config, error) {
 	if workers == 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	return sim.Config{Spec: spec, Workers: workers, EvalEvery: f.evalEvery, StateStore: f.stateStore, EvalGlobal: f.evalGlobal,
+	return sim.Config{Spec: spec, Workers: workers, EvalEvery: f.evalEvery, EvalLast: f.evalLast, StateStore: f.stateStore, EvalGlobal: f.evalGlobal,
 		Attack: f.attackConfig(), DPDelta: f.dpDelta}, nil
 }
 
@@ -115,6 +122,8 @@ func (f *simulateFlags) validate() error {
 		return fmt.Errorf("--rounds %d: want 1..%d", f.rounds, runspec.MaxRounds)
 	case !(f.alpha > 0) || f.alpha > 1e6:
 		return fmt.Errorf("--alpha %v: want a positive value", f.alpha)
+	case f.evalLast < 0:
+		return fmt.Errorf("--eval-last %d: want 0 or more", f.evalLast)
 	case f.evalEvery < 0:
 		return fmt.Errorf("--eval-every %d: want 0 or more", f.evalEvery)
 	case f.workers < 0:
@@ -135,6 +144,14 @@ func (f *simulateFlags) validate() error {
 		return fmt.Errorf("--attack-scale %v: want a value in [0, 1e6]", f.attackScale)
 	case !(f.attackStd > 0 && f.attackStd <= 1e6):
 		return fmt.Errorf("--attack-stddev %v: want a value in (0, 1e6]", f.attackStd)
+	case f.attackScale > 0 && (f.attack == "minmax" || f.attack == "minsum"):
+		return fmt.Errorf("--attack-scale %v: --attack %s searches its own factor", f.attackScale, f.attack)
+	case f.backdoorTarget < 0 || f.backdoorTarget > 255:
+		return fmt.Errorf("--backdoor-target %d: want a label in 0..255 (and below the number of classes)", f.backdoorTarget)
+	case !(f.backdoorFraction > 0 && f.backdoorFraction <= 1):
+		return fmt.Errorf("--backdoor-fraction %v: want a fraction in (0, 1]", f.backdoorFraction)
+	case f.backdoorTrigger < 1 || f.backdoorTrigger > sim.MaxTrigger:
+		return fmt.Errorf("--backdoor-trigger %d: want a side of 1..%d pixels", f.backdoorTrigger, sim.MaxTrigger)
 	case !(f.dpDelta > 0 && f.dpDelta < 1):
 		return fmt.Errorf("--dp-delta %v: want a value in (0, 1)", f.dpDelta)
 	}
@@ -146,7 +163,8 @@ func (f *simulateFlags) attackConfig() sim.Attack {
 	if f.attack == "none" {
 		return sim.Attack{}
 	}
-	return sim.Attack{Kind: f.attack, Fraction: f.attackers, Scale: f.attackScale, Stddev: f.attackStd, Seed: f.seed}
+	return sim.Attack{Kind: f.attack, Fraction: f.attackers, Scale: f.attackScale, Stddev: f.attackStd, Seed: f.seed,
+		Target: f.backdoorTarget, PoisonFraction: f.backdoorFraction, Trigger: f.backdoorTrigger}
 }
 
 func (f *simulateFlags) partitionLabel() string {

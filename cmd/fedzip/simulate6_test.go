@@ -29,6 +29,12 @@ func TestSimulateBadRobustnessAndPrivacyFlags(t *testing.T) {
 		{"--attack", "signflip", "--attackers", "0.001"}, // of 100 clients
 		{"--attack", "scale", "--attackers", "0.2", "--attack-scale", "-3"},
 		{"--attack", "gaussian", "--attackers", "0.2", "--attack-stddev", "0"},
+		{"--attack", "minmax", "--attackers", "0.2", "--attack-scale", "2"},
+		{"--attack", "backdoor", "--attackers", "0.2", "--backdoor-target", "-1"},
+		{"--attack", "backdoor", "--attackers", "0.2", "--backdoor-fraction", "0"},
+		{"--attack", "backdoor", "--attackers", "0.2", "--backdoor-fraction", "1.5"},
+		{"--attack", "backdoor", "--attackers", "0.2", "--backdoor-trigger", "0"},
+		{"--eval-last", "-1"},
 		{"--dp-clip", "-1"},
 		{"--dp-clip", "1", "--dp-noise", "-0.5"},
 		{"--dp-clip", "1", "--dp-noise", "Inf"},
@@ -172,5 +178,39 @@ func TestSimulateSavesNet(t *testing.T) {
 	}
 	if _, ok := net.(*nn.Net); !ok || net.Name() != "conv:2x3,fc:10" || net.InputShape() != nn.Flat(60) || net.NumParams() != 2*9+2+2*60*10+10 {
 		t.Fatalf("checkpoint holds %T %s on %v with %d parameters", net, net.Name(), net.InputShape(), net.NumParams())
+	}
+}
+
+// TestSimulateBackdoorReportsSuccess: a backdoor run reports its success
+// rate in the metrics file (every evaluated round), the JSON summary and
+// the table; a target beyond the data's classes is refused.
+func TestSimulateBackdoorReportsSuccess(t *testing.T) {
+	metrics := filepath.Join(t.TempDir(), "m.jsonl")
+	args := []string{"simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5", "--model", "mlp:8", "--rounds", "3",
+		"--attack", "backdoor", "--attackers", "0.2", "--backdoor-target", "3", "--metrics-out", metrics, "--quiet", "--deliver", ""}
+	code, stdout, stderr := runCmd(append(args, "-o", "json")...)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var s report.Simulation
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	rounds := readMetrics(t, metrics)
+	last, ok := rounds[len(rounds)-1]["backdoor_success"].(float64)
+	if s.BackdoorSuccess == nil || !ok || *s.BackdoorSuccess != last {
+		t.Fatalf("summary backdoor success %v, last round's %v", s.BackdoorSuccess, rounds[len(rounds)-1]["backdoor_success"])
+	}
+	for _, m := range rounds {
+		if _, ok := m["backdoor_success"]; !ok {
+			t.Fatalf("round %v has no backdoor success rate", m["round"])
+		}
+	}
+	if code, stdout, _ = runCmd(args...); code != exitOK || !strings.Contains(stdout, "backdoor success") {
+		t.Fatalf("exit %d, the table has no backdoor success:\n%s", code, stdout)
+	}
+	code, _, stderr = runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--rounds", "1", "--attack", "backdoor", "--attackers", "0.2", "--backdoor-target", "12", "--deliver", "")
+	if code == exitOK || !strings.Contains(stderr, "backdoor target label 12") {
+		t.Fatalf("target 12 of 10 classes: exit %d, %s", code, stderr)
 	}
 }
