@@ -198,7 +198,8 @@ func or(s, dflt string) string {
 func (g grid) args(c Cell) []string {
 	a := []string{"simulate", "--dataset", "mnist", "--model", "2nn", "--partition", "dirichlet", "--alpha", "0.1",
 		"--clients", "100", "--fraction", "0.1", "--rounds", strconv.Itoa(c.Rounds), "--seed", strconv.Itoa(c.Seed),
-		"--strategy", c.Strategy, "--upload-codec", c.Codec, "--eval-every", "0", "--eval-last", strconv.Itoa(c.Last)}
+		"--strategy", c.Strategy, "--upload-codec", c.Codec, "--download-codec", "none",
+		"--eval-every", "0", "--eval-last", strconv.Itoa(c.Last)}
 	if c.Attack != "" {
 		a = append(a, "--attack", c.Attack, "--attackers", strconv.FormatFloat(g.attackers, 'g', -1, 64))
 	}
