@@ -29,7 +29,7 @@ print("| data (target) | method | rounds to target | uploaded MB | downloaded MB
 print("|---|---|---|---|---|---|---|---|---|---|")
 for p in ("iid", "shards", "dirichlet"):
     dense = runs.get((p, "dense"), {})
-    for m in ("dense", "dgc", "stc", "fedzip", "fedzip8"):
+    for m in ("dense", "dgc", "stc", "fedzip", "fedzip4"):
         r = runs.get((p, m))
         if not r:
             continue
@@ -51,7 +51,7 @@ for p in ("iid", "shards", "dirichlet"):
         dtxt = f"{100 * sum(dacc) / len(dacc):+.2f} pt" if dacc and m != "dense" else ""
         target = r[seeds[0]]["target"]
         name = {"iid": "iid", "shards": "shards", "dirichlet": "Dirichlet 0.1"}[p]
-        label = {"fedzip": "fedzip (defaults)", "fedzip8": "fedzip, 8-bit uploads"}.get(m, m)
+        label = {"fedzip": "fedzip (defaults)", "fedzip4": "fedzip, 4-bit 5 % uploads, refine=0.5, fedavg"}.get(m, m)
         print(f"| {name} ({100 * target:.0f} %) | {label} | {' / '.join(cols['rounds'])} | {' / '.join(cols['up'])} | "
               f"{' / '.join(cols['down'])} | {' / '.join(cols['total'])} | {' / '.join(cols['ratio'])} | "
               f"{' / '.join(cols['upratio'])} | {100 * acc:.2f} % | {dtxt} |")
