@@ -108,10 +108,15 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 	}
 	// A sync at finer steps than the replica's: its counts are scaled to
 	// them first (the model does not change).
+	// The table must be the replica's (checked first: stepRatios indexes
+	// both steps by the sync's tensors).
 	var ratios []int64
+	if !fresh && r.steps != nil && steps != nil && !slices.Equal(tensors, r.tensors) {
+		return fmt.Errorf("%w: lattice sync with a tensor table that does not refine the replica's", ErrCorrupt)
+	}
 	if !fresh && r.steps != nil && steps != nil && !slices.Equal(steps, r.steps) {
 		var ok bool
-		if ratios, ok = stepRatios(nil, r.steps, steps); !ok || !slices.Equal(tensors, r.tensors) {
+		if ratios, ok = stepRatios(nil, r.steps, steps); !ok {
 			return fmt.Errorf("%w: lattice sync with a tensor table that does not refine the replica's", ErrCorrupt)
 		}
 		if r.counts != nil {

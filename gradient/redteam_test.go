@@ -1,0 +1,86 @@
+package gradient
+
+import (
+	"errors"
+	"slices"
+	"testing"
+)
+
+// Red team: a hostile coordinator (or a MITM without TLS) crafts lattice
+// syncs for a client's Replica. Each must be refused with an error,
+// without a panic, leaving the replica intact.
+
+// heldReplica returns a replica of a run with tensors that holds the
+// server's version 3 (on the lattice, with steps), and the initial model.
+func heldReplica(t *testing.T, n int, tensors []int) (*Replica, []float32) {
+	t.Helper()
+	run := newLatticeRun(t, "topk=0.05,bits=lattice", n, 5, tensors)
+	init := slices.Clone(run.global)
+	for range 3 {
+		run.publish(t)
+	}
+	r, err := NewReplica(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := run.srv.AppendUpdate(nil, 0)
+	if _, err := r.Apply(m, Limits{MaxParams: n}); err != nil {
+		t.Fatal(err)
+	}
+	if r.steps == nil || !slices.Equal(r.tensors, tensors) {
+		t.Fatalf("replica holds tensors %v steps %v", r.tensors, r.steps)
+	}
+	return r, init
+}
+
+// TestRedteamSyncWithMoreTensors: a sync from the held version whose
+// tensor table has more tensors than the replica's (with other steps)
+// used to index the replica's steps out of range: a panic from network
+// bytes.
+func TestRedteamSyncWithMoreTensors(t *testing.T) {
+	const n = 300
+	r, _ := heldReplica(t, n, []int{200, 100})
+	v0, m0 := r.Version(), slices.Clone(r.Model())
+	steps := []float32{r.steps[0] / 2, r.steps[1] / 2, r.steps[1] / 2}
+	msg := appendLatticeMessage(nil, n, v0, v0+1, []int{100, 100, 100}, steps, []int32{5}, []int32{1})
+	var err error
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("Apply panicked on a sync with 3 tensors to a replica of 2: %v", p)
+			}
+		}()
+		_, err = r.Apply(msg, Limits{MaxParams: n})
+	}()
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a sync with another tensor table: %v, want ErrCorrupt", err)
+	}
+	if r.Version() != v0 || sameBits(r.Model(), m0) >= 0 {
+		t.Fatal("a refused sync changed the replica")
+	}
+}
+
+// TestRedteamSyncWithMovedTensors: a sync from the held version with the
+// replica's steps but another split of the model into tensors would move
+// coordinates to another tensor's step without recomputing them: the
+// replica's model would no longer be init + step·counts, and would change
+// when read back from its file. It must be refused.
+func TestRedteamSyncWithMovedTensors(t *testing.T) {
+	const n = 300
+	r, init := heldReplica(t, n, []int{200, 100})
+	v0, m0 := r.Version(), slices.Clone(r.Model())
+	msg := appendLatticeMessage(nil, n, v0, v0+1, []int{100, 200}, slices.Clone(r.steps), []int32{5}, []int32{1})
+	if _, err := r.Apply(msg, Limits{MaxParams: n}); err == nil {
+		back, rerr := ReadReplica(init, r.AppendBinary(nil), Limits{MaxParams: n})
+		if rerr != nil {
+			t.Fatalf("the replica's own state does not read back: %v", rerr)
+		}
+		if i := sameBits(back.Model(), r.Model()); i >= 0 {
+			t.Fatalf("after a sync that moved tensors the replica's model differs from its state at coordinate %d", i)
+		}
+		t.Fatal("a sync that splits the model into other tensors was applied")
+	}
+	if r.Version() != v0 || sameBits(r.Model(), m0) >= 0 {
+		t.Fatal("a refused sync changed the replica")
+	}
+}
