@@ -364,6 +364,15 @@ func (s *ServerEncoder) sync(have int) []byte {
 	if have == s.version {
 		return nil
 	}
+	if lag := s.version - have; have <= 0 || lag <= 0 || lag > len(s.history) {
+		// Out of reach of the kept deltas: every such have shares the
+		// one cached sync from version 0, so that a client cannot fill
+		// the cache with copies of it.
+		have = 0
+		if s.version == 0 {
+			return nil
+		}
+	}
 	l := s.lat
 	l.mu.Lock()
 	if b, ok := l.cache[have]; ok {
@@ -372,10 +381,11 @@ func (s *ServerEncoder) sync(have int) []byte {
 	}
 	l.mu.Unlock()
 	n := len(s.model)
-	lag := s.version - have
 	var msg []byte
-	if have > 0 && lag > 0 && lag <= len(s.history) {
-		msg = s.compose(have)
+	if have > 0 {
+		if msg = s.compose(have); msg == nil {
+			msg = s.sync(0)
+		}
 	}
 	if msg == nil {
 		idx := make([]int32, 0, l.nnz)

@@ -84,3 +84,47 @@ func TestRedteamSyncWithMovedTensors(t *testing.T) {
 		t.Fatal("a refused sync changed the replica")
 	}
 }
+
+// TestRedteamSyncCacheStaleHaves: an authenticated client that asks with
+// a different stale have_version on every call (each further behind than
+// the kept deltas, or from the future) is sent the same sync from
+// version 0. The composed-sync cache must not keep a copy of it per have
+// (up to maxSyncCache copies of a message as large as the model's nonzero
+// counts), and every such have must be served from the cache.
+func TestRedteamSyncCacheStaleHaves(t *testing.T) {
+	const n, maxLag, versions = 2000, 3, 80
+	run := newLatticeRun(t, "topk=0.05,bits=lattice", n, maxLag, nil)
+	for range versions {
+		run.publish(t)
+	}
+	s := run.srv
+	from0 := s.sync(0)
+	for have := 1; have < versions-maxLag; have++ {
+		if b := s.sync(have); &b[0] != &from0[0] {
+			t.Fatalf("have %d: a copy of the sync from version 0, not the cached one", have)
+		}
+	}
+	for _, have := range []int{versions + 1, 1 << 40, -5} {
+		if b := s.sync(have); &b[0] != &from0[0] {
+			t.Fatalf("have %d: a copy of the sync from version 0, not the cached one", have)
+		}
+	}
+	// Every distinct message the cache holds is one a client in reach of
+	// the kept deltas (or at version 0) is sent.
+	distinct := map[*byte]bool{}
+	s.lat.mu.Lock()
+	for _, b := range s.lat.cache {
+		distinct[&b[0]] = true
+	}
+	s.lat.mu.Unlock()
+	if len(distinct) > maxLag+1 {
+		t.Fatalf("the sync cache holds %d distinct messages, want at most %d", len(distinct), maxLag+1)
+	}
+	// The kept deltas still compose for clients in reach.
+	for have := versions - maxLag; have < versions; have++ {
+		h, err := ReadHeader(s.sync(have), Limits{MaxParams: n})
+		if err != nil || h.Base != have {
+			t.Fatalf("have %d: sync from %d (%v), want the composed deltas", have, h.Base, err)
+		}
+	}
+}
