@@ -128,3 +128,77 @@ func TestRedteamSyncCacheStaleHaves(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRedteamSyncUncached is the leader's work for one download
+// request that misses the sync cache (a client that names a have no other
+// client named this version): the composition of the most deltas kept
+// (maxLag 20, the default), the sync from version 0, and for scale the
+// whole model a client without one is sent, on a model of the 2NN's size.
+func BenchmarkRedteamSyncUncached(b *testing.B) {
+	const n, maxLag, versions = 199210, 20, 60
+	run := newLatticeRun(b, "lattice", n, maxLag, nil)
+	for range versions {
+		run.publish(b)
+	}
+	s := run.srv
+	for _, c := range []struct {
+		name string
+		have int
+	}{{"compose20", versions - maxLag}, {"compose1", versions - 1}, {"from0", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s.lat.mu.Lock()
+				s.lat.cache = nil
+				s.lat.mu.Unlock()
+				b.SetBytes(int64(len(s.sync(c.have))))
+			}
+		})
+	}
+	b.Run("whole", func(b *testing.B) {
+		b.ReportAllocs()
+		var dst []byte
+		for b.Loop() {
+			dst = s.AppendFull(dst[:0])
+			b.SetBytes(int64(len(dst)))
+		}
+	})
+}
+
+// TestRedteamSyncCacheFull: with more kept deltas than the cache holds
+// (--download-max-lag up to 1000), a client naming a different have in
+// reach on every call used to make the leader compose up to maxLag deltas
+// per request, without end (BenchmarkRedteamSyncUncached: ~5 ms for 20
+// deltas of the 2NN). Once the cache is full, the haves it does not hold
+// share the sync from version 0: at most maxSyncCache compositions per
+// version, whatever the requests.
+func TestRedteamSyncCacheFull(t *testing.T) {
+	const n, maxLag, versions = 20000, 150, 160
+	run := newLatticeRun(t, "topk=0.001,bits=lattice", n, maxLag, nil)
+	for range versions {
+		run.publish(t)
+	}
+	s := run.srv
+	from0 := s.sync(0)
+	composed := map[*byte]bool{}
+	for have := versions - 1; have >= versions-maxLag; have-- {
+		b := s.sync(have)
+		if &b[0] != &from0[0] {
+			composed[&b[0]] = true
+		}
+	}
+	if len(composed) < maxSyncCache/2 {
+		t.Fatalf("only %d haves got composed deltas: the test does not reach the cache's bound", len(composed))
+	}
+	if len(composed) > maxSyncCache {
+		t.Fatalf("%d compositions for one version, want at most %d", len(composed), maxSyncCache)
+	}
+	// What the haves beyond the cache share reconstructs the model.
+	r, _ := NewReplica(s.lat.init)
+	if _, err := r.Apply(from0, Limits{MaxParams: n}); err != nil {
+		t.Fatal(err)
+	}
+	if sameBits(r.Model(), s.Model()) >= 0 {
+		t.Fatal("the sync from version 0 does not give the server's model")
+	}
+}
