@@ -202,3 +202,38 @@ func TestRedteamSyncCacheFull(t *testing.T) {
 		t.Fatal("the sync from version 0 does not give the server's model")
 	}
 }
+
+// TestRedteamSyncStreamOfManySyncs: a hostile coordinator sends a
+// download stream of thousands of tiny lattice syncs from version 0
+// (~40 bytes each, within the stream's byte limit): each resets the
+// replica to the initial model, O(n) work for a few bytes, O(n²/40) for
+// the stream (a CPU bomb; finer steps message after message likewise
+// rescale every count). The coordinator sends one sync per download: a
+// lattice sync must be alone in its stream, refused otherwise before it
+// changes anything.
+func TestRedteamSyncStreamOfManySyncs(t *testing.T) {
+	const n = 1 << 12
+	init := make([]float32, n)
+	r, err := NewReplica(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := appendLatticeMessage(nil, n, 0, 1, []int{n}, nil, nil, nil)
+	var stream []byte
+	for len(stream)+len(one) <= 4*n {
+		stream = append(stream, one...)
+	}
+	if len(stream)/len(one) < 100 {
+		t.Fatalf("only %d syncs in the stream", len(stream)/len(one))
+	}
+	if _, err := r.Apply(one, Limits{MaxParams: n}); err != nil {
+		t.Fatalf("one sync from version 0: %v", err)
+	}
+	r, _ = NewReplica(init)
+	if _, err := r.Apply(stream, Limits{MaxParams: n, MaxBytes: 4 * n}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("a stream of %d syncs: %v, want ErrCorrupt", len(stream)/len(one), err)
+	}
+	if r.Version() != 0 {
+		t.Fatalf("a refused stream left the replica at version %d", r.Version())
+	}
+}
