@@ -41,3 +41,27 @@ func TestRedteamStaleHavesShareOneSync(t *testing.T) {
 		}
 	}
 }
+
+// TestRedteamTrafficRoundsBounded: the per-round traffic map is keyed by
+// the FSM's round (a client cannot name it), and keeps the last
+// keptRounds rounds however long the run, while the totals count all.
+func TestRedteamTrafficRoundsBounded(t *testing.T) {
+	s := &Service{}
+	const rounds = 10 * keptRounds
+	for r := 1; r <= rounds; r++ {
+		s.observeDownload(r, "lattice", 10, 20, 40)
+		s.observeDownload(r, "float32", 10, 20, 40)
+	}
+	s.traffic.mu.Lock()
+	kept := len(s.traffic.rounds)
+	s.traffic.mu.Unlock()
+	if kept > keptRounds {
+		t.Fatalf("%d rounds of traffic kept, want at most %d", kept, keptRounds)
+	}
+	if got := s.TrafficTotals(); got.Downloads != 2*rounds || got.BytesOut != 20*rounds || got.DownloadBytes != 40*rounds {
+		t.Fatalf("totals %+v, want %d downloads", got, 2*rounds)
+	}
+	if got := s.RoundTraffic(rounds); got.Downloads != 2 {
+		t.Fatalf("last round: %+v", got)
+	}
+}
