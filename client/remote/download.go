@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -294,18 +294,10 @@ func loadReplica(path string, init []float32) (*gradient.Replica, error) {
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%w: replica file of %d bytes, over %d for %d parameters", client.ErrDownload, fi.Size(), limit, len(init))
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	// The file may have been replaced or grown since: read at most limit.
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	b, err := boundedfile.Read(path, limit)
 	if err != nil {
-		return nil, err
-	}
-	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%w: replica file over %d bytes for %d parameters", client.ErrDownload, limit, len(init))
+		return nil, fmt.Errorf("%w: %w", client.ErrDownload, err)
 	}
 	rep, err := gradient.ReadReplica(init, b, gradient.Limits{MaxParams: len(init), MaxBytes: len(b)})
 	if err != nil {
