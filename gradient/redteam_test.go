@@ -237,3 +237,47 @@ func TestRedteamSyncStreamOfManySyncs(t *testing.T) {
 		t.Fatalf("a refused stream left the replica at version %d", r.Version())
 	}
 }
+
+// TestRedteamSyncCountsAtTheEdge: a hostile coordinator drives a count to
+// maxLatticeCount, then sends a sync that pushes it beyond, or one at
+// half the steps (which doubles every count), or a step at the float32
+// edge: each is refused and the replica keeps what it held.
+func TestRedteamSyncCountsAtTheEdge(t *testing.T) {
+	const n = 64
+	init := make([]float32, n)
+	r, err := NewReplica(init)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lim := Limits{MaxParams: n}
+	steps := []float32{0x1p-20}
+	if _, err := r.Apply(appendLatticeMessage(nil, n, 0, 1, []int{n}, steps, []int32{3}, []int32{maxLatticeCount}), lim); err != nil {
+		t.Fatalf("a count at the bound: %v", err)
+	}
+	m0 := slices.Clone(r.Model())
+	for _, c := range []struct {
+		name  string
+		msg   []byte
+		valid bool
+	}{
+		{"count beyond the bound", appendLatticeMessage(nil, n, 1, 2, []int{n}, steps, []int32{3}, []int32{1}), false},
+		{"half the steps", appendLatticeMessage(nil, n, 1, 2, []int{n}, []float32{0x1p-21}, []int32{4}, []int32{1}), false},
+		{"a step too large", appendLatticeMessage(nil, n, 1, 2, []int{n}, []float32{0x1p100}, []int32{4}, []int32{1}), false},
+		{"a subnormal step", appendLatticeMessage(nil, n, 0, 2, []int{n}, []float32{0x1p-127}, []int32{4}, []int32{1}), false},
+		{"version going back", appendLatticeMessage(nil, n, 1, 1, []int{n}, steps, []int32{4}, []int32{1}), false},
+	} {
+		if _, err := r.Apply(c.msg, lim); err == nil {
+			t.Fatalf("%s: applied", c.name)
+		}
+		if r.Version() != 1 || sameBits(r.Model(), m0) >= 0 {
+			t.Fatalf("%s: the refused sync changed the replica", c.name)
+		}
+	}
+	// The bound holds from version 0 too: a fresh sync replaces it all.
+	if _, err := r.Apply(appendLatticeMessage(nil, n, 0, 2, []int{n}, []float32{0x1p-21}, []int32{4}, []int32{1}), lim); err != nil {
+		t.Fatalf("a sync from version 0 at finer steps: %v", err)
+	}
+	if r.Model()[3] != 0 || r.Model()[4] != 0x1p-21 {
+		t.Fatalf("after a sync from version 0: %v %v", r.Model()[3], r.Model()[4])
+	}
+}
