@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -55,4 +58,75 @@ func TestRedteamTaskShapeChangeRebuildsTrainer(t *testing.T) {
 	}
 	trainedAndSent(t, e, logs, task(1, 1, 2, 2), filled(0.5))
 	refusedAndWaiting(t, e, logs, "shape 4x1x1", task(2, 4, 1, 1), filled(0.5), "local data has")
+}
+
+// TestRedteamHostileLatticeSync: a coordinator (or a MITM without TLS)
+// serves a lattice sync from the version the client's replica holds whose
+// tensor table has more tensors than the replica's: the replica indexed
+// its steps out of range and the panic ended the client. The client must
+// refuse it, send nothing for the round, keep running, and train the next
+// good task.
+func TestRedteamHostileLatticeSync(t *testing.T) {
+	e := startEvil(t)
+	logs := &syncbuf.Buffer{}
+	runClient(t, e, t.TempDir(), logs)
+	task := func(r, v uint64) *fedzippb.Task {
+		tk := goodTask(r, v, false)
+		tk.DownloadCodec, tk.InitSeed = "lattice", 5
+		return tk
+	}
+	m, err := TaskModel(task(1, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init := make([]float32, m.NumParams())
+	m.Init(init, 5)
+	crc := gradient.ModelCRC(init)
+	withCRC := func(tk *fedzippb.Task) *fedzippb.Task { tk.InitCrc32C = &crc; return tk }
+	if _, err := TaskInitModel(withCRC(task(1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := gradient.ParseSpec("lattice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// encoder publishes versions with the model split into tensors.
+	encoder := func(tensors []int, versions int) *gradient.ServerEncoder {
+		s, err := gradient.NewServerEncoder(spec, init, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetTensors(tensors); err != nil {
+			t.Fatal(err)
+		}
+		g := slices.Clone(init)
+		for v := range versions {
+			for i := range g {
+				g[i] += 0.05 * float32(v+1) * float32(i%3+1)
+			}
+			if _, err := s.Publish(g, 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return s
+	}
+	honest, hostile := encoder([]int{12, 3}, 2), encoder([]int{5, 5, 5}, 3)
+	// Version 2 from 0: the replica then holds steps for two tensors.
+	sync2, _ := honest.AppendUpdate(nil, 0)
+	e.SetDelta(withCRC(task(1, 2)), sync2, 0)
+	waitUntil(t, e, logs, "the update of round 1", func() bool { _, _, s := e.Counts(); return slices.Contains(s, 1) })
+	// The hostile sync leads from version 2, the replica's, to 3 with
+	// three tensors.
+	bad, _ := hostile.AppendUpdate(nil, 2)
+	if h, err := gradient.ReadHeader(bad, gradient.Limits{MaxParams: len(init)}); err != nil || h.Base != 2 || h.Round != 3 {
+		t.Fatalf("hostile sync from %d (%v)", h.Base, err)
+	}
+	_, d0, _ := e.Counts()
+	e.SetDelta(withCRC(task(2, 3)), bad, 2)
+	waitUntil(t, e, logs, "the hostile sync refused", func() bool { return strings.Contains(logs.String(), "model sync refused") })
+	waitUntil(t, e, logs, "two more downloads", func() bool { _, d, _ := e.Counts(); return d >= d0+2 })
+	if _, _, s := e.Counts(); slices.Contains(s, 2) {
+		t.Fatal("the client trained on a hostile sync")
+	}
+	trainedAndSent(t, e, logs, withCRC(task(3, 3)), filled(0.5))
 }

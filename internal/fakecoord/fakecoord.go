@@ -34,7 +34,11 @@ type Server struct {
 	cur *fedzippb.Task
 	// model is what Download sends, whole (FULL), as the version of the
 	// current task.
-	model     []float32
+	model []float32
+	// delta, when not nil, is what Download sends instead of model: a
+	// DELTA from version base (SetDelta).
+	delta     []byte
+	base      uint64
 	polls     int
 	downloads int
 	submitted []uint64
@@ -84,7 +88,15 @@ func (s *Server) Close() { transport.Shutdown(s.srv, time.Second) }
 // must not change them afterwards.
 func (s *Server) Set(task *fedzippb.Task, model []float32) {
 	s.mu.Lock()
-	s.cur, s.model = task, model
+	s.cur, s.model, s.delta = task, model, nil
+	s.mu.Unlock()
+}
+
+// SetDelta makes GetTask answer task and Download send body as a DELTA
+// from version base to the task's model version, whatever the request.
+func (s *Server) SetDelta(task *fedzippb.Task, body []byte, base uint64) {
+	s.mu.Lock()
+	s.cur, s.delta, s.base = task, body, base
 	s.mu.Unlock()
 }
 
@@ -122,7 +134,11 @@ func (s *Server) Download(_ *fedzippb.DownloadRequest, st grpc.ServerStreamingSe
 	s.mu.Lock()
 	s.downloads++
 	v, m := s.cur.GetModelVersion(), s.model
+	delta, base := s.delta, s.base
 	s.mu.Unlock()
+	if delta != nil {
+		return transport.SendModel(st.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: v, BaseVersion: base}, delta, 0)
+	}
 	return transport.SendModel(st.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: v}, gradient.AppendFloat32s(nil, m), 0)
 }
 
