@@ -165,6 +165,10 @@ func TaskModel(t *fedzippb.Task) (nn.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
+	if m.NumParams() > runspec.MaxParams {
+		// No run has more: refused before anything of its size is built.
+		return nil, fmt.Errorf("%w: model %s has %d parameters (limit %d)", ErrTaskRefused, t.GetModel(), m.NumParams(), runspec.MaxParams)
+	}
 	if uint64(m.NumParams()) != t.GetModelParams() {
 		return nil, fmt.Errorf("%w: model %s has %d parameters, the task says %d", ErrTaskRefused, t.GetModel(), m.NumParams(), t.GetModelParams())
 	}

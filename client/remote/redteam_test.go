@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -129,4 +130,29 @@ func TestRedteamHostileLatticeSync(t *testing.T) {
 		t.Fatal("the client trained on a hostile sync")
 	}
 	trainedAndSent(t, e, logs, withCRC(task(3, 3)), filled(0.5))
+}
+
+// TestRedteamTaskModelTooLarge: a task naming a 7.2-billion-parameter
+// network (model_params saying the same, a small batch) passed
+// TaskModel, and TaskInitModel would then allocate its initial model,
+// 29 GB, before any check (the runtime checks model_params first, but
+// TaskModel and TaskInitModel are exported and say they check the task).
+// No run can have more than runspec.MaxParams parameters: both refuse it
+// before building anything.
+func TestRedteamTaskModelTooLarge(t *testing.T) {
+	tk := goodTask(1, 0, false)
+	tk.Model, tk.InputDim, tk.Classes, tk.DownloadCodec = "mlp:60000,60000", 60000, 10, "lattice"
+	m, err := nn.ParseModel(tk.Model, nn.Shape{C: 1, H: 1, W: 60000}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk.ModelParams = uint64(m.NumParams())
+	crc := uint32(0)
+	tk.InitCrc32C = &crc
+	if _, err := TaskModel(tk); !errors.Is(err, ErrTaskRefused) {
+		t.Fatalf("TaskModel of %d parameters: %v, want ErrTaskRefused", m.NumParams(), err)
+	}
+	if _, err := TaskInitModel(tk); !errors.Is(err, ErrTaskRefused) {
+		t.Fatalf("TaskInitModel of %d parameters: %v, want ErrTaskRefused", m.NumParams(), err)
+	}
 }
