@@ -146,9 +146,9 @@ func TaskShape(t *fedzippb.Task) (nn.Shape, error) {
 
 // TaskModel returns the network a task names (nn.ParseModel of its model
 // for inputs of TaskShape and its classes), after checking that it has
-// exactly the task's model_params parameters and that its scratch for the
-// task's batch size (nn.ScratchFloats) stays within MaxWorkspaceFloats,
-// before anything that size is allocated. The runtime's task check
+// exactly the task's model_params parameters, at most runspec.MaxParams,
+// and that its scratch for the task's batch size (nn.ScratchFloats) stays
+// within MaxWorkspaceFloats, before anything that size is allocated. The runtime's task check
 // (CheckTask) makes it; call it from Config.NewTrainer.
 func TaskModel(t *fedzippb.Task) (nn.Model, error) {
 	if len(t.GetModel()) > maxTaskString {
