@@ -718,7 +718,9 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 			return nil, fmt.Errorf("lattice server state: delta to version %d: %w", v+1, err)
 		}
 		if steps != nil {
-			if _, ok := stepRatios(nil, steps, l.steps); !ok || !slices.Equal(tensors, l.tensors) {
+			// (Without steps the state has never changed, and no delta
+			// has steps: composing one would index the missing ones.)
+			if _, ok := stepRatios(nil, steps, l.steps); !ok || l.steps == nil || !slices.Equal(tensors, l.tensors) {
 				return nil, bad("delta to version %d has a tensor table the current one does not refine", v+1)
 			}
 		}

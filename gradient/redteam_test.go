@@ -1,6 +1,7 @@
 package gradient
 
 import (
+	"encoding/json"
 	"errors"
 	"slices"
 	"testing"
@@ -280,4 +281,71 @@ func TestRedteamSyncCountsAtTheEdge(t *testing.T) {
 	if r.Model()[3] != 0 || r.Model()[4] != 0x1p-21 {
 		t.Fatalf("after a sync from version 0: %v %v", r.Model()[3], r.Model()[4])
 	}
+}
+
+// TestRedteamRestoreLatticeStateWithoutSteps: a lattice server state read
+// from a snapshot (a file, or a snapshot a Raft peer installs) whose
+// steps are gone (the model at its initial values, no steps) but whose
+// kept deltas change counts at their own steps was accepted; composing
+// those deltas for a client then indexed the missing steps' ratios and
+// panicked, in the leader's download handler. Such a state must be
+// refused, or serve without a panic.
+func TestRedteamRestoreLatticeStateWithoutSteps(t *testing.T) {
+	const n, maxLag = 300, 5
+	run := newLatticeRun(t, "topk=0.05,bits=lattice", n, maxLag, nil)
+	for range 4 {
+		run.publish(t)
+	}
+	st := run.srv.State()
+	st.Steps = nil
+	st.Counts = make([]int32, n)
+	st.Model = slices.Clone(st.Init)
+	s, err := RestoreServerEncoder(run.srv.spec, st, maxLag)
+	if err != nil {
+		return // refused: good
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.Fatalf("serving a restored state without steps panicked: %v", p)
+			}
+		}()
+		for have := 0; have < st.Version; have++ {
+			s.AppendUpdate(nil, have)
+		}
+	}()
+}
+
+// FuzzRestoreLattice: a lattice server state as a snapshot holds it
+// (JSON), from any bytes: RestoreServerEncoder refuses it or returns an
+// encoder that serves every have without a panic.
+func FuzzRestoreLattice(f *testing.F) {
+	const n, maxLag = 60, 3
+	run := newLatticeRun(f, "topk=0.1,bits=lattice", n, maxLag, []int{40, 20})
+	add := func() {
+		b, err := json.Marshal(run.srv.State())
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	add()
+	for range 5 {
+		run.publish(f)
+		add()
+	}
+	spec := run.srv.spec
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var st ServerState
+		if json.Unmarshal(b, &st) != nil {
+			return
+		}
+		s, err := RestoreServerEncoder(spec, st, maxLag)
+		if err != nil {
+			return
+		}
+		for have := -1; have <= s.Version()+1; have++ {
+			s.AppendUpdate(nil, have)
+		}
+	})
 }
