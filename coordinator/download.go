@@ -63,7 +63,13 @@ func (f *FSM) ServeDownload(have uint64, holds bool) (Download, bool) {
 			have = 0
 		}
 		if holds && have <= version {
-			if _, full := d.UpdateSize(int(have)); !full {
+			// (A lattice sync is never the whole model: it is composed
+			// once, by AppendUpdate.)
+			full := false
+			if !f.lattice {
+				_, full = d.UpdateSize(int(have))
+			}
+			if !full {
 				p, _ := d.AppendUpdate(nil, int(have))
 				base, err := have, error(nil)
 				if f.lattice && len(p) > 0 {

@@ -73,7 +73,8 @@ type lattice struct {
 	cache map[int][]byte
 }
 
-// maxSyncCache bounds the composed syncs kept per version.
+// maxSyncCache bounds the composed syncs kept per version (besides the
+// sync from version 0).
 const maxSyncCache = 64
 
 // scratchPool holds per-call int32 scratch of a model's length for
@@ -357,25 +358,44 @@ func (s *ServerEncoder) pushHistory(msg []byte) {
 // sync returns what a client holding version have needs: one lattice
 // message to the current version, from have when the kept deltas reach
 // back to it (their composition), otherwise from version 0 (the counts
-// themselves), whichever is smaller; nothing if have is current. The
+// themselves), whichever is smaller; nothing if have is current. A
+// client cannot make it work without bound: every have out of reach
+// shares the one cached sync from version 0, and once maxSyncCache haves
+// are cached the others get it too. The
 // bytes may be shared: callers must not modify them. It is safe for
 // concurrent use with other calls of sync.
 func (s *ServerEncoder) sync(have int) []byte {
 	if have == s.version {
 		return nil
 	}
+	if lag := s.version - have; have <= 0 || lag <= 0 || lag > len(s.history) {
+		// Out of reach of the kept deltas: every such have shares the
+		// one cached sync from version 0, so that a client cannot fill
+		// the cache with copies of it.
+		have = 0
+		if s.version == 0 {
+			return nil
+		}
+	}
 	l := s.lat
 	l.mu.Lock()
-	if b, ok := l.cache[have]; ok {
-		l.mu.Unlock()
+	b, ok := l.cache[have]
+	full := len(l.cache) >= maxSyncCache
+	l.mu.Unlock()
+	if ok {
 		return b
 	}
-	l.mu.Unlock()
+	if full && have > 0 {
+		// At most maxSyncCache compositions per version, however many
+		// haves clients name: the others get the sync from version 0.
+		return s.sync(0)
+	}
 	n := len(s.model)
-	lag := s.version - have
 	var msg []byte
-	if have > 0 && lag > 0 && lag <= len(s.history) {
-		msg = s.compose(have)
+	if have > 0 {
+		if msg = s.compose(have); msg == nil {
+			msg = s.sync(0)
+		}
 	}
 	if msg == nil {
 		idx := make([]int32, 0, l.nnz)
@@ -389,7 +409,7 @@ func (s *ServerEncoder) sync(have int) []byte {
 		msg = appendLatticeMessage(nil, n, 0, s.version, l.tensors, l.steps, idx, vals)
 	}
 	l.mu.Lock()
-	if len(l.cache) < maxSyncCache {
+	if len(l.cache) < maxSyncCache || have == 0 { // the sync from 0 is always kept
 		if l.cache == nil {
 			l.cache = make(map[int][]byte)
 		}
@@ -698,7 +718,9 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 			return nil, fmt.Errorf("lattice server state: delta to version %d: %w", v+1, err)
 		}
 		if steps != nil {
-			if _, ok := stepRatios(nil, steps, l.steps); !ok || !slices.Equal(tensors, l.tensors) {
+			// (Without steps the state has never changed, and no delta
+			// has steps: composing one would index the missing ones.)
+			if _, ok := stepRatios(nil, steps, l.steps); !ok || l.steps == nil || !slices.Equal(tensors, l.tensors) {
 				return nil, bad("delta to version %d has a tensor table the current one does not refine", v+1)
 			}
 		}

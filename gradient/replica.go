@@ -56,19 +56,25 @@ func (r *Replica) Version() int { return r.version }
 // possibly several messages) and returns the version the replica holds
 // afterwards. A delta must start from the version held (ErrBase
 // otherwise), except a lattice sync from version 0, which starts from the
-// initial model; a whole model replaces the model. Each message is
+// initial model; a whole model replaces the model. A lattice sync must
+// be the only message of its stream (ErrCorrupt otherwise). Each message is
 // applied only once it is decoded and checked completely (indices, the
 // tensor table, counts within bounds, values finite), so that on error
 // the replica holds the returned version intact.
 func (r *Replica) Apply(src []byte, limits Limits) (int, error) {
 	lim := limits.norm()
-	for len(src) > 0 {
+	for first := true; len(src) > 0; first = false {
 		h, err := parse(src, lim, true)
 		if err != nil {
 			return r.version, err
 		}
 		msg := src[:h.Size]
 		src = src[h.Size:]
+		if h.Format == FormatLattice && (!first || len(src) > 0) {
+			// One sync leads anywhere: a stream of them would only make
+			// the replica redo O(n) work (reset, rescale) per message.
+			return r.version, fmt.Errorf("%w: a lattice sync in a stream of several messages", ErrCorrupt)
+		}
 		if h.N != len(r.model) {
 			return r.version, fmt.Errorf("%w: message for a model of %d parameters, replica has %d", ErrLength, h.N, len(r.model))
 		}
@@ -108,10 +114,15 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 	}
 	// A sync at finer steps than the replica's: its counts are scaled to
 	// them first (the model does not change).
+	// The table must be the replica's (checked first: stepRatios indexes
+	// both steps by the sync's tensors).
 	var ratios []int64
+	if !fresh && r.steps != nil && steps != nil && !slices.Equal(tensors, r.tensors) {
+		return fmt.Errorf("%w: lattice sync with a tensor table that does not refine the replica's", ErrCorrupt)
+	}
 	if !fresh && r.steps != nil && steps != nil && !slices.Equal(steps, r.steps) {
 		var ok bool
-		if ratios, ok = stepRatios(nil, r.steps, steps); !ok || !slices.Equal(tensors, r.tensors) {
+		if ratios, ok = stepRatios(nil, r.steps, steps); !ok {
 			return fmt.Errorf("%w: lattice sync with a tensor table that does not refine the replica's", ErrCorrupt)
 		}
 		if r.counts != nil {

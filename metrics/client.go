@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,6 +16,31 @@ type Client struct {
 	bytes                   *prometheus.CounterVec
 	download, train, encode prometheus.Histogram
 	upload                  prometheus.Histogram
+
+	// codecs are the codec labels in use (see label).
+	mu     sync.Mutex
+	codecs map[string]bool
+}
+
+// maxCodecLabels bounds the distinct codec labels of a client's byte
+// counter: the codec strings come from the coordinator's tasks.
+const maxCodecLabels = 8
+
+// label returns codec as a label, or "other" once maxCodecLabels others
+// are in use.
+func (m *Client) label(codec string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.codecs[codec] {
+		if len(m.codecs) >= maxCodecLabels {
+			return "other"
+		}
+		if m.codecs == nil {
+			m.codecs = make(map[string]bool)
+		}
+		m.codecs[codec] = true
+	}
+	return codec
 }
 
 // NewClient registers a client's metrics on reg (NewRegistry).
@@ -28,7 +54,7 @@ func NewClient(reg *prometheus.Registry) *Client {
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_client_updates_refused_total",
 		Help: "Updates the coordinator refused for good, by gRPC code."}, []string{"reason"})
 	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "fedzip_client_bytes_total",
-		Help: "Payload bytes of models downloaded (direction in, codec float32 for whole models, the download codec for deltas) and updates uploaded (direction out, codec: the upload codec)."},
+		Help: "Payload bytes of models downloaded (direction in, codec float32 for whole models, the download codec for deltas) and updates uploaded (direction out, codec: the upload codec); beyond 8 codecs, codec other."},
 		[]string{"direction", "codec"})
 	hist := func(name, help string) prometheus.Histogram {
 		return prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
@@ -50,7 +76,7 @@ func (m *Client) DownloadedCodec(codec string, n int, d time.Duration) {
 	if m == nil {
 		return
 	}
-	m.bytes.WithLabelValues(In, codec).Add(float64(n))
+	m.bytes.WithLabelValues(In, m.label(codec)).Add(float64(n))
 	m.download.Observe(d.Seconds())
 }
 
@@ -75,7 +101,7 @@ func (m *Client) Uploaded(round uint64, codec string, n int, d time.Duration) {
 	}
 	m.accepted.Inc()
 	m.round.Set(float64(round))
-	m.bytes.WithLabelValues(Out, codec).Add(float64(n))
+	m.bytes.WithLabelValues(Out, m.label(codec)).Add(float64(n))
 	m.upload.Observe(d.Seconds())
 }
 

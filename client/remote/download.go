@@ -13,6 +13,7 @@ import (
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/internal/boundedfile"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -282,14 +283,21 @@ func loadReplica(path string, init []float32) (*gradient.Replica, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A FIFO would block the client, a device such as /dev/zero (size 0)
+	// read without end: only a regular file is read.
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%w: replica file is not a regular file (%v)", client.ErrDownload, fi.Mode().Type())
+	}
 	// Counts are at most 4 bytes each as varints, a whole model 4; the
 	// tensor table at most 9 bytes a tensor.
-	if limit := int64(5*len(init) + 1<<20); fi.Size() > limit {
+	limit := int64(5*len(init) + 1<<20)
+	if fi.Size() > limit {
 		return nil, fmt.Errorf("%w: replica file of %d bytes, over %d for %d parameters", client.ErrDownload, fi.Size(), limit, len(init))
 	}
-	b, err := os.ReadFile(path)
+	// The file may have been replaced or grown since: read at most limit.
+	b, err := boundedfile.Read(path, limit)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", client.ErrDownload, err)
 	}
 	rep, err := gradient.ReadReplica(init, b, gradient.Limits{MaxParams: len(init), MaxBytes: len(b)})
 	if err != nil {

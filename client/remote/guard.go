@@ -146,9 +146,9 @@ func TaskShape(t *fedzippb.Task) (nn.Shape, error) {
 
 // TaskModel returns the network a task names (nn.ParseModel of its model
 // for inputs of TaskShape and its classes), after checking that it has
-// exactly the task's model_params parameters and that its scratch for the
-// task's batch size (nn.ScratchFloats) stays within MaxWorkspaceFloats,
-// before anything that size is allocated. The runtime's task check
+// exactly the task's model_params parameters, at most runspec.MaxParams,
+// and that its scratch for the task's batch size (nn.ScratchFloats) stays
+// within MaxWorkspaceFloats, before anything that size is allocated. The runtime's task check
 // (CheckTask) makes it; call it from Config.NewTrainer.
 func TaskModel(t *fedzippb.Task) (nn.Model, error) {
 	if len(t.GetModel()) > maxTaskString {
@@ -164,6 +164,10 @@ func TaskModel(t *fedzippb.Task) (nn.Model, error) {
 	m, err := nn.ParseModel(t.GetModel(), shape, int(t.GetClasses()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	if m.NumParams() > runspec.MaxParams {
+		// No run has more: refused before anything of its size is built.
+		return nil, fmt.Errorf("%w: model %s has %d parameters (limit %d)", ErrTaskRefused, t.GetModel(), m.NumParams(), runspec.MaxParams)
 	}
 	if uint64(m.NumParams()) != t.GetModelParams() {
 		return nil, fmt.Errorf("%w: model %s has %d parameters, the task says %d", ErrTaskRefused, t.GetModel(), m.NumParams(), t.GetModelParams())

@@ -34,7 +34,12 @@ type Server struct {
 	cur *fedzippb.Task
 	// model is what Download sends, whole (FULL), as the version of the
 	// current task.
-	model     []float32
+	model []float32
+	// delta, when not nil, is what Download sends instead of model: a
+	// DELTA from version base (SetDelta).
+	delta     []byte
+	base      uint64
+	crc       *uint32
 	polls     int
 	downloads int
 	submitted []uint64
@@ -84,7 +89,17 @@ func (s *Server) Close() { transport.Shutdown(s.srv, time.Second) }
 // must not change them afterwards.
 func (s *Server) Set(task *fedzippb.Task, model []float32) {
 	s.mu.Lock()
-	s.cur, s.model = task, model
+	s.cur, s.model, s.delta = task, model, nil
+	s.mu.Unlock()
+}
+
+// SetDelta makes GetTask answer task and Download send body as a DELTA
+// from version base to the task's model version, announcing crc (nil:
+// none) as the model's checksum, to a client that holds a model; one that
+// holds none is sent model whole.
+func (s *Server) SetDelta(task *fedzippb.Task, body []byte, base uint64, crc *uint32, model []float32) {
+	s.mu.Lock()
+	s.cur, s.delta, s.base, s.crc, s.model = task, body, base, crc, model
 	s.mu.Unlock()
 }
 
@@ -117,12 +132,16 @@ func (s *Server) GetTask(ctx context.Context, _ *fedzippb.GetTaskRequest) (*fedz
 	return proto.Clone(t).(*fedzippb.Task), nil
 }
 
-// Download sends the model whole, whatever the request.
-func (s *Server) Download(_ *fedzippb.DownloadRequest, st grpc.ServerStreamingServer[fedzippb.ModelChunk]) error {
+// Download sends the model whole, or what SetDelta set.
+func (s *Server) Download(req *fedzippb.DownloadRequest, st grpc.ServerStreamingServer[fedzippb.ModelChunk]) error {
 	s.mu.Lock()
 	s.downloads++
 	v, m := s.cur.GetModelVersion(), s.model
+	delta, base, crc := s.delta, s.base, s.crc
 	s.mu.Unlock()
+	if delta != nil && req.GetHasModel() {
+		return transport.SendModel(st.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_DELTA, Version: v, BaseVersion: base, ModelCrc32C: crc}, delta, 0)
+	}
 	return transport.SendModel(st.Send, &fedzippb.ModelHeader{Kind: fedzippb.ModelKind_MODEL_KIND_FULL, Version: v}, gradient.AppendFloat32s(nil, m), 0)
 }
 
