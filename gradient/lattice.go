@@ -361,8 +361,10 @@ func (s *ServerEncoder) pushHistory(msg []byte) {
 // themselves), whichever is smaller; nothing if have is current. A
 // client cannot make it work without bound: every have out of reach
 // shares the one cached sync from version 0, and once maxSyncCache haves
-// are cached the others get it too. The
-// bytes may be shared: callers must not modify them. It is safe for
+// are cached the others get it too (so with more than maxSyncCache kept
+// deltas, which syncs are compositions depends on the requests served
+// before: two coordinators may send different bytes, never a different
+// model). The bytes may be shared: callers must not modify them. It is safe for
 // concurrent use with other calls of sync.
 func (s *ServerEncoder) sync(have int) []byte {
 	if have == s.version {
