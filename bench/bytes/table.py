@@ -51,7 +51,7 @@ for p in ("iid", "shards", "dirichlet"):
         dtxt = f"{100 * sum(dacc) / len(dacc):+.2f} pt" if dacc and m != "dense" else ""
         target = r[seeds[0]]["target"]
         name = {"iid": "iid", "shards": "shards", "dirichlet": "Dirichlet 0.1"}[p]
-        label = {"fedzip": "fedzip (defaults)", "fedzip4": "fedzip, 4-bit 5 % uploads, refine=0.5, fedavg"}.get(m, m)
+        label = {"fedzip": "fedzip (defaults)", "fedzip4": "fedzip, 4-bit 5 % uploads, fedavg"}.get(m, m)
         print(f"| {name} ({100 * target:.0f} %) | {label} | {' / '.join(cols['rounds'])} | {' / '.join(cols['up'])} | "
               f"{' / '.join(cols['down'])} | {' / '.join(cols['total'])} | {' / '.join(cols['ratio'])} | "
               f"{' / '.join(cols['upratio'])} | {100 * acc:.2f} % | {dtxt} |")
