@@ -46,6 +46,8 @@ func localConfig(ctx context.Context, args []string, stdout, stderr io.Writer) (
 	fs.IntVar(&cfg.BasePort, "base-port", 0, "node i listens on BASE+i (gRPC), BASE+100+i (Raft), BASE+200+i (gossip), BASE+300+i (dashboard), all on 127.0.0.1 (0: free ports)")
 	fs.StringVar(&cfg.Dataset, "dataset", cfg.Dataset, "data set: mnist (evaluated after every round) or synthetic")
 	fs.StringVar(&cfg.UploadCodec, "upload-codec", cfg.UploadCodec, "codec of the clients' updates")
+	fs.StringVar(&cfg.DownloadCodec, "download-codec", cfg.DownloadCodec, "codec of the model clients download (default: the coordinator's, lattice)")
+	fs.StringVar(&cfg.Strategy, "strategy", cfg.Strategy, "aggregation strategy of the coordinators")
 	fs.StringVar(&cfg.Model, "model", "", "model the nodes train: a spec as for 'fedzip coordinator --model' (default: 2nn)")
 	fs.IntVar(&cfg.FedEvalEvery, "fed-eval-every", 0, "federated evaluation every N rounds on the clients' held-out examples (needs --holdout; 0: off)")
 	fs.Float64Var(&cfg.HoldOut, "holdout", 0, "fraction of each client's examples held out of training for federated evaluation, in [0, 1)")

@@ -62,6 +62,12 @@ type Config struct {
 	Dataset string
 	// UploadCodec is the codec of the clients' updates.
 	UploadCodec string
+	// DownloadCodec is the codec of the model clients download ("": the
+	// coordinator's default, lattice).
+	DownloadCodec string
+	// Strategy is the aggregation strategy ("": the coordinator's
+	// default).
+	Strategy string
 	// Model is the model spec the nodes train ("": the coordinator's
 	// default, 2nn).
 	Model string
@@ -97,9 +103,12 @@ const (
 )
 
 // DefaultConfig returns 3 nodes and 6 clients training 10 rounds of MNIST
-// with top-k 1 % 8-bit updates, half the clients a round.
+// with top-k 1 % 8-bit updates, lattice downloads and bounded FedAvg, half
+// the clients a round. (With 3 clients of 10,000 examples a round, the
+// coordinator's default server step of 3 overshoots: 83 % after 10
+// rounds instead of 96 %.)
 func DefaultConfig() Config {
-	return Config{Nodes: 3, Clients: 6, Rounds: 10, Dataset: "mnist", UploadCodec: "topk1",
+	return Config{Nodes: 3, Clients: 6, Rounds: 10, Dataset: "mnist", UploadCodec: "topk1", Strategy: "fedavg",
 		Fraction: 0.5, MinClients: 2, Deadline: 30 * time.Second, Grace: 10 * time.Second, StartTimeout: 2 * time.Minute}
 }
 

@@ -99,6 +99,12 @@ func newSupervisor(cfg Config, w *work, ports []nodePorts) *supervisor {
 			"--raft-cert", w.certs.NodeCert, "--raft-key", w.certs.NodeKey, "--raft-ca", w.certs.PeerCA,
 			"--dataset", cfg.Dataset, "--rounds", fmt.Sprint(cfg.Rounds), "--fraction", fmt.Sprint(cfg.Fraction),
 			"--min-clients", fmt.Sprint(cfg.MinClients), "--deadline", cfg.Deadline.String(), "--upload-codec", cfg.UploadCodec}
+		if cfg.DownloadCodec != "" {
+			args = append(args, "--download-codec", cfg.DownloadCodec)
+		}
+		if cfg.Strategy != "" {
+			args = append(args, "--strategy", cfg.Strategy)
+		}
 		if cfg.Dataset == "mnist" {
 			args = append(args, "--eval", "mnist")
 		}
