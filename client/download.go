@@ -54,19 +54,8 @@ type Download struct {
 // changed. Every check of the bytes returns an error wrapping ErrDownload;
 // nothing panics.
 func ApplyDownload(held []float32, have, want uint64, d Download, n, maxBytes int) ([]float32, error) {
-	if d.Version != want {
-		return nil, fmt.Errorf("%w: model version %d, the task trains version %d", ErrDownload, d.Version, want)
-	}
-	switch d.Kind {
-	case DownloadFull:
-		m, err := ParseModel(d.Body, n)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
-		}
-		return m, nil
-	case DownloadDelta:
-	default:
-		return nil, fmt.Errorf("%w: model kind %v", ErrDownload, d.Kind)
+	if m, done, err := wholeDownload(d, want, n); done {
+		return m, err
 	}
 	if held == nil || len(held) != n || d.BaseVersion != have {
 		return nil, fmt.Errorf("%w: delta from version %d, the client holds version %d", ErrDownload, d.BaseVersion, have)
@@ -108,19 +97,8 @@ func ApplyDownload(held []float32, have, want uint64, d Download, n, maxBytes in
 // hold another version than before (a delta that applied but leads
 // elsewhere): the caller starts again from the initial model.
 func ApplySync(rep *gradient.Replica, want uint64, d Download, n, maxBytes int) ([]float32, error) {
-	if d.Version != want {
-		return nil, fmt.Errorf("%w: model version %d, the task trains version %d", ErrDownload, d.Version, want)
-	}
-	switch d.Kind {
-	case DownloadFull:
-		m, err := ParseModel(d.Body, n)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrDownload, err)
-		}
-		return m, nil
-	case DownloadDelta:
-	default:
-		return nil, fmt.Errorf("%w: model kind %v", ErrDownload, d.Kind)
+	if m, done, err := wholeDownload(d, want, n); done {
+		return m, err
 	}
 	have := uint64(rep.Version())
 	if len(rep.Model()) != n || d.BaseVersion != have && d.BaseVersion != 0 {
@@ -162,4 +140,24 @@ func ParseModel(b []byte, n int) ([]float32, error) {
 		return nil, fmt.Errorf("client: model: %w", err)
 	}
 	return out, nil
+}
+
+// wholeDownload checks d's version against want and, for a whole model,
+// parses it (n parameters): done reports that d needs nothing more (a
+// whole model, or an error); a delta is left to the caller.
+func wholeDownload(d Download, want uint64, n int) (m []float32, done bool, err error) {
+	if d.Version != want {
+		return nil, true, fmt.Errorf("%w: model version %d, the task trains version %d", ErrDownload, d.Version, want)
+	}
+	switch d.Kind {
+	case DownloadFull:
+		m, err := ParseModel(d.Body, n)
+		if err != nil {
+			return nil, true, fmt.Errorf("%w: %w", ErrDownload, err)
+		}
+		return m, true, nil
+	case DownloadDelta:
+		return nil, false, nil
+	}
+	return nil, true, fmt.Errorf("%w: model kind %v", ErrDownload, d.Kind)
 }
