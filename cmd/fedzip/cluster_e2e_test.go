@@ -47,7 +47,7 @@ func TestClusterFailover(t *testing.T) {
 		args := []string{"coordinator", "--id", fmt.Sprintf("n%d", i), "--log-format", "json", "--listen", nodes[i].grpc, "--raft-addr", nodes[i].raft,
 			"--gossip-addr", nodes[i].gossip, "--gossip-key", key, "--state-dir", filepath.Join(dir, fmt.Sprintf("d%d", i)),
 			"--rounds", "5", "--clients-per-round", "4", "--min-clients", "3", "--deadline", roundDeadline.String(), "--eval", "mnist",
-			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1",
+			"--join-secret", "js", "--cluster-secret", "cs", "--upload-codec", "topk1", "--strategy", "fedavg",
 			"--save-model", filepath.Join(dir, fmt.Sprintf("model%d.fzmodel", i))}
 		args = append(args, tlsArgs...)
 		// Raft over peer TLS, advertised by name: resolved at each dial.
@@ -139,9 +139,10 @@ func TestClusterFailover(t *testing.T) {
 		return survivors[0].find("client left the membership", nil) != nil || survivors[1].find("client left the membership", nil) != nil
 	})
 	l := finished.find("round closed", map[string]float64{"round": 5, "version": 5})
-	// Five rounds of the default codecs (sparse uploads warming up,
-	// lattice downloads) on three or four clients: well above chance.
-	if acc, _ := l["test_accuracy"].(float64); acc < 0.6 {
+	// Five rounds of bounded FedAvg (the default server step of 3
+	// overshoots with three or four clients this large), lattice
+	// downloads.
+	if acc, _ := l["test_accuracy"].(float64); acc < 0.9 {
 		t.Fatalf("final accuracy %v", l["test_accuracy"])
 	}
 	// Both survivors saved the same model bytes after the last round.

@@ -259,7 +259,7 @@ func TestEndToEnd(t *testing.T) {
 	grpcAddr, raftAddr, httpAddr, metricsAddr := freePort(t), freePort(t), freePort(t), freePort(t)
 	coordArgs := []string{"coordinator", "--deliver-key", key, "--deliver-recipe", "prune=0.8;cluster=bits:5;encode=huffman", "--http-addr", httpAddr, "--log-format", "json", "--listen", grpcAddr, "--raft-addr", raftAddr,
 		"--state-dir", filepath.Join(dir, "coord"), "--rounds", "3", "--clients-per-round", "5", "--min-clients", "4",
-		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--download-codec", "topk=0.1,bits=8", "--metrics-addr", metricsAddr, "--save-model", filepath.Join(dir, "model.fzm"),
+		"--deadline", "6s", "--eval", "mnist", "--join-secret", "e2e", "--upload-codec", "topk=0.01,bits=8,ef=on", "--download-codec", "topk=0.1,bits=8", "--strategy", "fedavg", "--metrics-addr", metricsAddr, "--save-model", filepath.Join(dir, "model.fzm"),
 		"--tls-cert", filepath.Join(certs, "server.pem"), "--tls-key", filepath.Join(certs, "server-key.pem"),
 		"--client-ca", filepath.Join(certs, "ca.pem"), "--raft-cert", filepath.Join(certs, "node.pem"), "--raft-key", filepath.Join(certs, "node-key.pem"),
 		"--raft-ca", filepath.Join(certs, "peer-ca.pem")}
