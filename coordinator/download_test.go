@@ -92,6 +92,41 @@ const noModel = math.MaxUint64 - 1
 
 // downloads returns every download a's clients can ask for, by the
 // version they hold: 0 (the initial model) to one past the current
+
+// applyRound applies a round's log entries p to a one at a time and to b
+// in batches, and to c (restored from a's snapshot, nil before) in
+// batches. With snap, a is snapshotted after the open and one update of
+// the round and c restored from it (its downloads checked against a's);
+// it returns c.
+func applyRound(t *testing.T, a, b, c *FSM, p []*raft.Log, snap bool) *FSM {
+	t.Helper()
+	if snap {
+		applyAll(t, a, p[:2], false)
+		s, err := a.Snapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if err := s.Persist(&memSink{Buffer: &buf}); err != nil {
+			t.Fatal(err)
+		}
+		c = NewFSM()
+		if err := c.Restore(io.NopCloser(&buf)); err != nil {
+			t.Fatal(err)
+		}
+		sameDownloads(t, "restored mid-round", downloads(a), downloads(c))
+		applyAll(t, a, p[2:], false)
+		applyAll(t, c, p[2:], false)
+	} else {
+		applyAll(t, a, p, false)
+		if c != nil {
+			applyAll(t, c, p, true)
+		}
+	}
+	applyAll(t, b, p, true)
+	return c
+}
+
 // version, garbage, and none (noModel).
 func downloads(f *FSM) map[uint64]Download {
 	out := map[uint64]Download{}
@@ -146,31 +181,7 @@ func TestDownloadDeterministicAcrossReplicas(t *testing.T) {
 	held[0] = m0
 	for r := 1; r <= rounds; r++ {
 		p := parts[r]
-		if r == 4 {
-			// Snapshot a after the open and one update of round 4.
-			applyAll(t, a, p[:2], false)
-			snap, err := a.Snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var buf bytes.Buffer
-			if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
-				t.Fatal(err)
-			}
-			c = NewFSM()
-			if err := c.Restore(io.NopCloser(&buf)); err != nil {
-				t.Fatal(err)
-			}
-			sameDownloads(t, "restored mid-round", downloads(a), downloads(c))
-			applyAll(t, a, p[2:], false)
-			applyAll(t, c, p[2:], false)
-		} else {
-			applyAll(t, a, p, false)
-			if c != nil {
-				applyAll(t, c, p, true)
-			}
-		}
-		applyAll(t, b, p, true)
+		c = applyRound(t, a, b, c, p, r == 4)
 		da := downloads(a)
 		if again, _ := a.ServeDownload(0, false); &again.Payload[0] != &da[noModel].Payload[0] {
 			t.Fatalf("round %d: a second whole-model download serialised the model again", r)
@@ -340,30 +351,7 @@ func TestLatticeDownloadAcrossRestore(t *testing.T) {
 	fromZero := 0
 	for r := 1; r <= rounds; r++ {
 		p := parts[r]
-		if r == 4 {
-			applyAll(t, a, p[:2], false)
-			snap, err := a.Snapshot()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var buf bytes.Buffer
-			if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
-				t.Fatal(err)
-			}
-			c = NewFSM()
-			if err := c.Restore(io.NopCloser(&buf)); err != nil {
-				t.Fatal(err)
-			}
-			sameDownloads(t, "restored mid-round", downloads(a), downloads(c))
-			applyAll(t, a, p[2:], false)
-			applyAll(t, c, p[2:], false)
-		} else {
-			applyAll(t, a, p, false)
-			if c != nil {
-				applyAll(t, c, p, true)
-			}
-		}
-		applyAll(t, b, p, true)
+		c = applyRound(t, a, b, c, p, r == 4)
 		da := downloads(a)
 		sameDownloads(t, fmt.Sprintf("round %d, replicas", r), da, downloads(b))
 		if c != nil {

@@ -334,27 +334,6 @@ func latticeSteps(diff []float32, idx []int32, tensors []int, factor float64) ([
 	return steps, nil
 }
 
-// historySlot returns the bytes of the delta that drops out of the
-// history when the next is pushed, for reuse (nil if none does).
-func (s *ServerEncoder) historySlot() []byte {
-	if s.maxLag > 0 && len(s.history) == s.maxLag {
-		return s.history[0][:0]
-	}
-	return nil
-}
-
-// pushHistory keeps msg as the delta to the current version.
-func (s *ServerEncoder) pushHistory(msg []byte) {
-	if s.maxLag == 0 {
-		return
-	}
-	if len(s.history) == s.maxLag {
-		copy(s.history, s.history[1:])
-		s.history = s.history[:len(s.history)-1]
-	}
-	s.history = append(s.history, msg)
-}
-
 // sync returns what a client holding version have needs: one lattice
 // message to the current version, from have when the kept deltas reach
 // back to it (their composition), otherwise from version 0 (the counts

@@ -126,18 +126,9 @@ func (s *ServerEncoder) Publish(global []float32, seed uint64) (Stats, error) {
 	// Reuse the bytes of the delta that drops out of the history. Encode
 	// writes nothing on error, so the history stays intact until it
 	// succeeds.
-	var buf []byte
-	full := s.maxLag > 0 && len(s.history) == s.maxLag
-	if full {
-		buf = s.history[0][:0]
-	}
-	buf, st, err := s.enc.encode(buf, s.diff, s.version+1, s.version, seed)
+	buf, st, err := s.enc.encode(s.historySlot(), s.diff, s.version+1, s.version, seed)
 	if err != nil {
 		return st, err
-	}
-	if full {
-		copy(s.history, s.history[1:])
-		s.history = s.history[:len(s.history)-1]
 	}
 	v, err := s.dec.apply(s.model, s.version, buf, Limits{MaxParams: len(s.model), MaxBytes: len(buf)}.norm())
 	if err != nil {
@@ -145,10 +136,29 @@ func (s *ServerEncoder) Publish(global []float32, seed uint64) (Stats, error) {
 		panic(fmt.Sprintf("gradient: ServerEncoder: own delta refused: %v", err))
 	}
 	s.version = v
-	if s.maxLag > 0 {
-		s.history = append(s.history, buf)
-	}
+	s.pushHistory(buf)
 	return st, nil
+}
+
+// historySlot returns the bytes of the delta that drops out of the
+// history when the next is pushed, for reuse (nil if none does).
+func (s *ServerEncoder) historySlot() []byte {
+	if s.maxLag > 0 && len(s.history) == s.maxLag {
+		return s.history[0][:0]
+	}
+	return nil
+}
+
+// pushHistory keeps msg as the delta to the current version.
+func (s *ServerEncoder) pushHistory(msg []byte) {
+	if s.maxLag == 0 {
+		return
+	}
+	if len(s.history) == s.maxLag {
+		copy(s.history, s.history[1:])
+		s.history = s.history[:len(s.history)-1]
+	}
+	s.history = append(s.history, msg)
 }
 
 // fullHeader is the header of a full-model message.
