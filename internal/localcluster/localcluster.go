@@ -37,6 +37,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/runspec"
 )
 
 // Config is a local deployment. Start from DefaultConfig.
@@ -142,6 +145,19 @@ func (c Config) Validate() error {
 		return bad("holdout %v: want [0, 1)", c.HoldOut)
 	case c.FedEvalEvery > 0 && c.HoldOut == 0:
 		return bad("federated evaluation needs a holdout above 0 (the clients evaluate on it)")
+	}
+	// The codecs and the strategy are checked as the coordinators will,
+	// before any process starts.
+	if err := runspec.CheckUploadCodec(c.UploadCodec); err != nil {
+		return bad("%v", err)
+	}
+	if err := runspec.CheckDownloadCodec(c.DownloadCodec); err != nil {
+		return bad("%v", err)
+	}
+	if c.Strategy != "" {
+		if _, err := aggregate.Parse(c.Strategy); err != nil {
+			return bad("--strategy %q: %v", c.Strategy, err)
+		}
 	}
 	return nil
 }

@@ -35,6 +35,10 @@ func TestValidate(t *testing.T) {
 		{"negative federated evaluation", func(c *Config) { c.FedEvalEvery = -1 }},
 		{"holdout 1", func(c *Config) { c.HoldOut = 1 }},
 		{"federated evaluation without a holdout", func(c *Config) { c.FedEvalEvery = 1 }},
+		{"unknown strategy", func(c *Config) { c.Strategy = "bogus" }},
+		{"bad strategy key", func(c *Config) { c.Strategy = "fedavg,lr=3" }},
+		{"lattice as upload codec", func(c *Config) { c.UploadCodec = "lattice" }},
+		{"download codec with momentum", func(c *Config) { c.DownloadCodec = "stcm" }},
 	} {
 		cfg := DefaultConfig()
 		tc.edit(&cfg)
