@@ -87,17 +87,18 @@ func pids(t *testing.T, out string) []int {
 }
 
 // TestNodeFailingToStart: a node that exits while the cluster starts
-// (here: a codec it refuses) fails the run at once, and says why.
+// (here: a model spec it refuses; a bad codec or strategy is refused by
+// Validate before any node starts) fails the run at once, and says why.
 func TestNodeFailingToStart(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.UploadCodec = "no-such-codec"
+	cfg.Model = "no-such-model"
 	var out output
 	cfg.Out = &out
 	res, err := Run(context.Background(), cfg)
 	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "n1 exited while the cluster was starting") {
 		t.Fatalf("Run() = %v, want ErrFailed naming n1", err)
 	}
-	if !strings.Contains(out.String(), "no-such-codec") {
+	if !strings.Contains(out.String(), "no-such-model") {
 		t.Errorf("the output does not show the node's complaint:\n%s", &out)
 	}
 	if len(res.Procs) != 1 || !gone(res.Procs[0].PID) {
