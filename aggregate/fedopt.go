@@ -26,12 +26,24 @@ type FedAvgM struct {
 	LR float64
 	// Momentum is the server momentum β, in [0, 1).
 	Momentum float64
+	// Anneal, when positive, is the number of rounds over which the
+	// server learning rate moves linearly from LR to LREnd: round r
+	// (counted from 0, the rounds this strategy applied) steps with
+	// LR + (LREnd − LR)·min(r, Anneal)/Anneal. 0 keeps LR in every round.
+	Anneal int
+	// LREnd is the server learning rate from round Anneal on, positive
+	// when Anneal is, and 0 when it is not.
+	LREnd float64
 	// Mean is what each coordinate of the mean update Δ is divided by
 	// (see MeanOver).
 	Mean MeanOver
 
 	v []float64
+	t uint64 // rounds applied, counted only with Anneal
 }
+
+// MaxAnneal bounds FedAvgM.Anneal.
+const MaxAnneal = 1 << 20
 
 // NewFedAvgM returns FedAvgM with Hsu et al.'s defaults (LR 1, Momentum 0.9).
 func NewFedAvgM() *FedAvgM { return &FedAvgM{LR: 1, Momentum: 0.9} }
@@ -47,7 +59,28 @@ func (s *FedAvgM) Validate() error {
 	if err := s.Mean.validate(); err != nil {
 		return err
 	}
+	switch {
+	case s.Anneal < 0 || s.Anneal > MaxAnneal:
+		return fmt.Errorf("%w: anneal = %d, want rounds in [0, %d]", ErrParam, s.Anneal, MaxAnneal)
+	case s.Anneal > 0:
+		if err := positive("lr-end", s.LREnd); err != nil {
+			return err
+		}
+	case s.LREnd != 0:
+		return fmt.Errorf("%w: lr-end = %v needs anneal, the rounds to reach it", ErrParam, s.LREnd)
+	}
 	return unitInterval("momentum", s.Momentum)
+}
+
+// rate returns the server learning rate of the round about to be applied.
+func (s *FedAvgM) rate() float64 {
+	if s.Anneal <= 0 {
+		return s.LR
+	}
+	f := float64(min(s.t, uint64(s.Anneal))) / float64(s.Anneal)
+	// float64(...) rounds the product, so no fused multiply-add makes one
+	// replica's rate differ from another's.
+	return s.LR + float64((s.LREnd-s.LR)*f)
 }
 
 // Begin starts a round.
@@ -64,10 +97,13 @@ func (s *FedAvgM) step(global []float32, sum []float64, scale float64) {
 	if s.v == nil {
 		s.v = make([]float64, len(sum))
 	}
-	beta, lr, v := s.Momentum, s.LR, s.v[:len(sum)]
+	beta, lr, v := s.Momentum, s.rate(), s.v[:len(sum)]
 	for i, x := range sum {
 		v[i] = float64(beta*v[i]) + float64(x*scale)
 		global[i] = addTo(global[i], float64(lr*v[i]))
+	}
+	if s.Anneal > 0 && s.t < uint64(s.Anneal) {
+		s.t++
 	}
 }
 

@@ -324,6 +324,7 @@ func TestSnapshotContinues(t *testing.T) {
 		"fedadam,dp-clip=0.5,dp-noise=0.3,dp-seed=5,dp-clients=20,dp-adaptive=true",
 		"fedavgm,mean=senders", "fedadam,mean=senders", "fedyogi,mean=senders", "fedadagrad,mean=senders",
 		"median,reputation=1,reputation-min=1", "fedavgm,mean=senders,reputation=2",
+		"fedavgm,lr=3,momentum=0,anneal=3", "fedavgm,anneal=1,lr-end=0.5,bound=off",
 	} {
 		t.Run(spec, func(t *testing.T) {
 			orig := mustParse(t, spec)
@@ -407,7 +408,7 @@ var twoRoundsOf4 = [][]Update{
 // FuzzUnmarshalState feeds arbitrary bytes to every decoder: none may panic,
 // and what decodes must encode back to the same bytes.
 func FuzzUnmarshalState(f *testing.F) {
-	for _, spec := range []string{"fedavgm", "fedadam", "fedyogi", "fedadagrad,beta1=0.5", "fedavg,dp-clip=1,dp-noise=1"} {
+	for _, spec := range []string{"fedavgm", "fedadam", "fedyogi", "fedadagrad,beta1=0.5", "fedavg,dp-clip=1,dp-noise=1", "fedavgm,anneal=5,bound=off"} {
 		s := mustParse(f, spec)
 		runRounds(f, s, make([]float32, 4), twoRoundsOf4)
 		b, _ := MarshalState(s)

@@ -38,6 +38,8 @@ func strategyParams(name string) ([]Param, bool) {
 		return []Param{
 			{"lr", "1", "server learning rate η"},
 			{"momentum", "0.9", "server momentum β, in [0, 1)"},
+			{"anneal", "0", "rounds over which lr moves linearly to lr-end (0: lr in every round)"},
+			{"lr-end", "1", "with anneal: the server learning rate from round anneal on"},
 			mean,
 		}, true
 	case "fedadam":
@@ -322,6 +324,10 @@ func (p *kv) strategy() Strategy {
 	case "fedavgm":
 		s := NewFedAvgM()
 		s.LR, s.Momentum = p.float("lr", s.LR), p.float("momentum", s.Momentum)
+		s.Anneal = p.int("anneal", 0)
+		if s.Anneal != 0 || p.has("lr-end") {
+			s.LREnd = p.float("lr-end", 1)
+		}
 		s.Mean = p.meanOver()
 		return s
 	case "fedadam":
@@ -493,7 +499,11 @@ func meanKey(m MeanOver) string {
 
 // String returns the spec of s.
 func (s *FedAvgM) String() string {
-	return "fedavgm,lr=" + ff(s.LR) + ",momentum=" + ff(s.Momentum) + meanKey(s.Mean)
+	anneal := ""
+	if s.Anneal != 0 || s.LREnd != 0 {
+		anneal = ",anneal=" + strconv.Itoa(s.Anneal) + ",lr-end=" + ff(s.LREnd)
+	}
+	return "fedavgm,lr=" + ff(s.LR) + ",momentum=" + ff(s.Momentum) + anneal + meanKey(s.Mean)
 }
 
 // String returns the spec of s.

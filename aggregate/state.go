@@ -226,6 +226,13 @@ func (s *FedAvgM) MarshalBinary() ([]byte, error) {
 	w.f64(s.Momentum)
 	w.mean(s.Mean)
 	w.vec(s.v)
+	if s.Anneal != 0 {
+		// The schedule goes last, and only when there is one, so that
+		// the state of a FedAvgM without it is what earlier builds wrote.
+		w.u64(uint64(s.Anneal))
+		w.f64(s.LREnd)
+		w.u64(s.t)
+	}
 	return w.done(), nil
 }
 
@@ -235,6 +242,16 @@ func (s *FedAvgM) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, s.Name())
 	t := FedAvgM{LR: r.f64(), Momentum: r.f64()}
 	t.Mean, t.v = r.mean(), r.vec()
+	if r.err == nil && len(r.b) > 0 {
+		a := r.u64()
+		if a > MaxAnneal {
+			a = MaxAnneal + 1 // refused by Validate
+		}
+		t.Anneal, t.LREnd, t.t = int(a), r.f64(), r.u64()
+		if r.err == nil && (t.Anneal == 0 || t.t > uint64(t.Anneal)) {
+			r.err = fmt.Errorf("%w: fedavgm schedule at round %d of %d", ErrState, t.t, t.Anneal)
+		}
+	}
 	if err := r.finish(); err != nil {
 		return err
 	}
