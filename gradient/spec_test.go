@@ -37,6 +37,7 @@ func TestParseSpec(t *testing.T) {
 		{"stc", Spec{Select: TopK, Fraction: 0.01, Values: Ternary, EF: true}},
 		{"stcd", Spec{Select: TopK, Fraction: 0.01, Values: Ternary, EF: true, Decay: 0.7, Warmup: 8, WarmStart: 0.05}},
 		{"stcg", Spec{Select: TopK, Fraction: 0.0065, Values: Ternary, EF: true, Warmup: 8, WarmStart: 0.05}},
+		{"stcw", Spec{Select: TopK, Fraction: 0.01, Values: Ternary, EF: true, Warmup: 8, WarmStart: 0.05}},
 		{"qsgd8", Spec{Values: Uniform, Bits: 8, Stochastic: true, Bucket: 512}},
 		{"topk1", Spec{Select: TopK, Fraction: 0.01, Values: Uniform, Bits: 8, EF: true}},
 	}
