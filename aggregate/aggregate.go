@@ -26,6 +26,7 @@
 //	krum          the update of best Krum score   4nk + 8k²               O(nk²)
 //	multi-krum    mean of the m best Krum scores  4nk + 8k²               O(nk²)
 //	bulyan        iterated Krum, trimmed median   4nk + 8k²               O(nk² + nk log k)
+//	signvote      majority of signs (signSGD)     8n                      O(Σs + n)
 //
 // The mean-based strategies accumulate sparse updates (Update.Indices and
 // Update.Values) in O(s) without densifying them; the robust ones need every
@@ -161,7 +162,7 @@ func New(name string) (Strategy, error) { return Parse(name) }
 
 // Names returns the names of the strategies Parse accepts, sorted.
 func Names() []string {
-	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "trimmed-mean"}
+	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
 }
 
 // MinUpdates returns the least number of updates a round must collect for
