@@ -204,3 +204,30 @@ func TestSmallSortsMatchSort(t *testing.T) {
 		}
 	}
 }
+
+// TestSortKeys checks the sorting networks and the key order against a
+// plain sort for every size up to maxNet.
+func TestSortKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for k := 0; k <= maxNet; k++ {
+		for trial := 0; trial < 500; trial++ {
+			var keys [maxNet]int32
+			col := make([]float32, k)
+			kind := []string{"", "ties", "extreme"}[trial%3]
+			for i := range col {
+				col[i] = goldenValue(rng, kind)
+				if col[i] == 0 {
+					col[i] = 0
+				}
+				keys[i] = f32key(col[i])
+			}
+			sortKeys(&keys, k)
+			slices.Sort(col)
+			for i, v := range col {
+				if got := keyF32(keys[i]); math.Float32bits(got) != math.Float32bits(v) {
+					t.Fatalf("k=%d: position %d holds %v, want %v", k, i, got, v)
+				}
+			}
+		}
+	}
+}
