@@ -217,7 +217,16 @@ func (a *autoAcc) Apply(global []float32) error {
 		if scale != 1 || weight != u.Weight {
 			clipped++
 		}
-		if err := addClipped(a.inner, a.sa, &a.scratch, u, scale, weight); err != nil {
+		var err error
+		if kp, ok := a.inner.(keeper); ok {
+			// Hand the copy over, scaled in place: no second copy.
+			scaleValues(u, scale)
+			u.Weight = weight
+			err = kp.addKept(u)
+		} else {
+			err = addClipped(a.inner, a.sa, &a.scratch, u, scale, weight)
+		}
+		if err != nil {
 			return err
 		}
 	}

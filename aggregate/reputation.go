@@ -202,8 +202,7 @@ func (st *reputationState) z(c clientScore, minRounds int) float64 {
 type reputationAcc struct {
 	r        *Reputation
 	n        int
-	rows     [][]float32
-	ups      []Update // weight and identity of each row
+	ups      []Update // validated, kept or copied (see keeper)
 	excluded []int
 	scores   []float64
 	applied  bool
@@ -216,12 +215,18 @@ func (a *reputationAcc) Add(u Update) error {
 	if err := Validate(u, a.n); err != nil {
 		return err
 	}
-	a.rows = append(a.rows, u.Dense(make([]float32, a.n)))
-	a.ups = append(a.ups, Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown})
+	return a.addKept(cloneUpdate(u))
+}
+
+func (a *reputationAcc) addKept(u Update) error {
+	if a.applied {
+		return ErrApplied
+	}
+	a.ups = append(a.ups, u)
 	return nil
 }
 
-func (a *reputationAcc) Count() int { return len(a.rows) }
+func (a *reputationAcc) Count() int { return len(a.ups) }
 
 func (a *reputationAcc) Excluded() []int { return a.excluded }
 
@@ -232,7 +237,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	if a.applied {
 		return ErrApplied
 	}
-	k := len(a.rows)
+	k := len(a.ups)
 	if k == 0 {
 		return ErrNoUpdates
 	}
@@ -259,7 +264,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 			trusted[i] = true
 		}
 	}
-	scores := agreementScores(a.rows, trusted, a.n)
+	scores := agreementScores(a.ups, trusted, a.n)
 
 	// The new state, committed only if Inner succeeds.
 	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
@@ -290,23 +295,57 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
-	excluded, err := applyExcluding(r.inner(), a.n, a.rows, func(i int) float64 { return a.ups[i].Weight }, drop, global)
+	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
 		return err
 	}
 	r.st = st
-	a.applied, a.excluded, a.scores, a.rows = true, excluded, scores, nil
+	a.applied, a.excluded, a.scores, a.ups = true, excluded, scores, nil
 	return nil
 }
 
-// agreementScores returns, for each row, its cosine similarity with the
-// sum of the other trusted rows clipped to the median row norm. A zero
-// row, or a zero reference, scores 0.
-func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
-	k := len(rows)
+// applyExcludingKept aggregates the updates not dropped with inner, handing
+// them over (see keeper) without their identities, and returns the
+// positions left out, by drop or by inner (see applyExcluding).
+func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global []float32) ([]int, error) {
+	acc := inner.Begin(n)
+	var excluded, kept []int
+	for i, u := range ups {
+		if drop[i] {
+			excluded = append(excluded, i)
+			continue
+		}
+		u.Client, u.ClientKnown = 0, false
+		if err := addKeptTo(acc, u); err != nil {
+			return nil, fmt.Errorf("update %d: %w", i, err)
+		}
+		kept = append(kept, i)
+	}
+	if err := acc.Apply(global); err != nil {
+		return nil, err
+	}
+	if e, ok := acc.(Excluder); ok {
+		for _, j := range e.Excluded() {
+			excluded = append(excluded, kept[j])
+		}
+		slices.Sort(excluded)
+	}
+	return excluded, nil
+}
+
+// agreementScores returns, for each update, its cosine similarity with the
+// sum of the other trusted updates clipped to the median norm. A zero
+// update, or a zero reference, scores 0. Sparse updates give the bits of
+// their dense form: the sums skip only zero terms, which add nothing.
+func agreementScores(ups []Update, trusted []bool, n int) []float64 {
+	k := len(ups)
 	norms := make([]float64, k)
-	for i, r := range rows {
-		norms[i] = math.Sqrt(dot32(r, r))
+	for i, u := range ups {
+		if u.IsSparse() {
+			norms[i] = math.Sqrt(sparseDot(u.Indices, u.Values, u.Values, n))
+		} else {
+			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
+		}
 	}
 	sorted := slices.Clone(norms)
 	slices.Sort(sorted)
@@ -322,22 +361,33 @@ func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
 		}
 	}
 	ref := make([]float64, n)
-	for i, r := range rows {
+	for i, u := range ups {
 		if !trusted[i] {
 			continue
 		}
 		c := clip[i]
-		for j, v := range r {
+		if u.IsSparse() {
+			for j, v := range u.Values {
+				ref[u.Indices[j]] += float64(c * float64(v))
+			}
+			continue
+		}
+		for j, v := range u.Delta[:len(ref)] {
 			ref[j] += float64(c * float64(v))
 		}
 	}
 	refSq := dot64(ref, ref)
 	scores := make([]float64, k)
-	for i, r := range rows {
+	for i, u := range ups {
 		if norms[i] == 0 {
 			continue
 		}
-		d := dot3264(r, ref)
+		var d float64
+		if u.IsSparse() {
+			d = sparseDot3264(u.Indices, u.Values, ref)
+		} else {
+			d = dot3264(u.Delta, ref)
+		}
 		// ⟨u, S − c·u⟩ and ‖S − c·u‖² without forming S − c·u.
 		c := 0.0
 		if trusted[i] {
@@ -352,6 +402,38 @@ func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
 		scores[i] = max(-1, min(1, num/norms[i]/math.Sqrt(den2)))
 	}
 	return scores
+}
+
+// lane returns the partial sum that dot32, dot64 and dot3264 put the
+// term of index i of n into: i mod 4, except the last n mod 4 terms,
+// which go to the first.
+func lane(i int32, n int) int {
+	if int(i) >= n&^3 {
+		return 0
+	}
+	return int(i & 3)
+}
+
+// sparseDot returns dot32 of the dense forms of (idx, a) and (idx, b),
+// vectors of n values that are zero off idx, bit for bit: the same terms
+// in the same partial sums in the same order, without the zero ones.
+func sparseDot(idx []int32, a, b []float32, n int) float64 {
+	var s [4]float64
+	b = b[:len(a)]
+	for j, i := range idx[:len(a)] {
+		s[lane(i, n)] += float64(float64(a[j]) * float64(b[j]))
+	}
+	return (s[0] + s[1]) + (s[2] + s[3])
+}
+
+// sparseDot3264 returns dot3264 of the dense form of (idx, a), zero off
+// idx, and b, bit for bit.
+func sparseDot3264(idx []int32, a []float32, b []float64) float64 {
+	var s [4]float64
+	for j, i := range idx[:len(a)] {
+		s[lane(i, len(b))] += float64(float64(a[j]) * b[i])
+	}
+	return (s[0] + s[1]) + (s[2] + s[3])
 }
 
 // dot64 returns Σ a[i]·b[i] with four partial sums combined in a fixed
