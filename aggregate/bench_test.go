@@ -28,9 +28,14 @@ func cachedUpdates(n, k, distinct int, frac float64) []Update {
 	return ups
 }
 
+// benchRound times rounds of s on ups. Besides ns/op it reports ms/round
+// and cpu-ms/round, the CPU time of every thread (the garbage collector's
+// included) per round, which a shared machine's load disturbs less than
+// the wall time.
 func benchRound(b *testing.B, s Strategy, n int, ups []Update) {
 	b.ReportAllocs()
 	global := make([]float32, n)
+	cpu0, cpuOK := cpuTime()
 	for b.Loop() {
 		acc := s.Begin(n)
 		for _, u := range ups {
@@ -43,6 +48,9 @@ func benchRound(b *testing.B, s Strategy, n int, ups []Update) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e6, "ms/round")
+	if cpu1, ok := cpuTime(); ok && cpuOK {
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/float64(b.N)/1e6, "cpu-ms/round")
+	}
 }
 
 // BenchmarkRound2NN times one round (Begin, Add of every update, Apply) of
