@@ -146,20 +146,12 @@ func (a *autoAcc) Add(u Update) error {
 	if a.applied {
 		return ErrApplied
 	}
-	if err := Validate(u, a.n); err != nil {
+	c, norm, err := keepWithNorm(u, a.n)
+	if err != nil {
 		return err
 	}
-	c := Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown}
-	if u.IsSparse() {
-		c.N, c.Indices, c.Values = u.N, slices.Clone(u.Indices), slices.Clone(u.Values)
-		if c.Indices == nil {
-			c.Indices, c.Values = []int32{}, []float32{}
-		}
-	} else {
-		c.Delta = slices.Clone(u.Delta)
-	}
 	a.kept = append(a.kept, c)
-	a.norms = append(a.norms, l2Norm(c))
+	a.norms = append(a.norms, norm)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 )
 
@@ -109,10 +110,13 @@ func (a *bucketAcc) Apply(global []float32) error {
 		if !keeps && buf == nil {
 			buf = make([]float32, a.n)
 		}
-		mean := bucketMean(a.updates, perm[lo:hi], a.n, buf)
+		mean, finite := bucketMean(a.updates, perm[lo:hi], a.n, buf)
 		// The mean of finite values may overflow: Validate refuses it as
 		// the inner rule's Add would.
-		err := Validate(mean, a.n)
+		var err error
+		if !finite {
+			err = Validate(mean, a.n)
+		}
 		if err == nil {
 			err = addKeptTo(inner, mean)
 		}
@@ -129,8 +133,9 @@ func (a *bucketAcc) Apply(global []float32) error {
 // 1/len(members): sparse when every member is (the union of their
 // coordinates), dense otherwise, in buf when it is not nil. A member that
 // does not send a coordinate adds nothing there, which is what adding its
-// zero would do (a sum that starts at +0 is never −0).
-func bucketMean(ups []Update, members []int, n int, buf []float32) Update {
+// zero would do (a sum that starts at +0 is never −0). It also reports
+// whether every value of the mean is finite.
+func bucketMean(ups []Update, members []int, n int, buf []float32) (Update, bool) {
 	inv := 1 / float32(len(members))
 	dense := false
 	for _, i := range members {
@@ -150,13 +155,27 @@ func bucketMean(ups []Update, members []int, n int, buf []float32) Update {
 		if idx == nil {
 			idx, val = []int32{}, []float32{}
 		}
-		return Update{Weight: 1, N: n, Indices: idx, Values: val}
+		return Update{Weight: 1, N: n, Indices: idx, Values: val}, nonFinite(val) < 0
 	}
 	mean := buf
 	if mean == nil {
 		mean = make([]float32, n)
 	} else {
 		clear(mean)
+	}
+	if len(members) == 2 && !ups[members[0]].IsSparse() && !ups[members[1]].IsSparse() {
+		// The usual pair in one pass: (0 + a) + b, then times 1/2.
+		a, b := ups[members[0]].Delta[:n], ups[members[1]].Delta[:n]
+		var bad uint32
+		for j := range mean {
+			m := mean[j]
+			m += a[j]
+			m += b[j]
+			m *= inv
+			mean[j] = m
+			bad |= math.Float32bits(m)&0x7f800000 + 0x00800000
+		}
+		return Update{Weight: 1, Delta: mean}, bad&(1<<31) == 0
 	}
 	for _, i := range members {
 		u := ups[i]
@@ -173,7 +192,7 @@ func bucketMean(ups []Update, members []int, n int, buf []float32) Update {
 	for j := range mean {
 		mean[j] *= inv
 	}
-	return Update{Weight: 1, Delta: mean}
+	return Update{Weight: 1, Delta: mean}, nonFinite(mean) < 0
 }
 
 // mergeAdd returns the sparse sum of (idx, val) and (bi, bv), both with

@@ -231,3 +231,123 @@ func TestSortKeys(t *testing.T) {
 		}
 	}
 }
+
+// oldAgreementScores is agreementScores as it was before the sparse and
+// blocked paths, on dense rows: the reference they must match bit for bit.
+func oldAgreementScores(rows [][]float32, trusted []bool, n int) []float64 {
+	k := len(rows)
+	norms := make([]float64, k)
+	for i, r := range rows {
+		norms[i] = math.Sqrt(dot32(r, r))
+	}
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	clip := make([]float64, k)
+	for i, x := range norms {
+		clip[i] = 1
+		if x > m {
+			clip[i] = m / x
+		}
+	}
+	ref := make([]float64, n)
+	for i, r := range rows {
+		if !trusted[i] {
+			continue
+		}
+		c := clip[i]
+		for j, v := range r {
+			ref[j] += float64(c * float64(v))
+		}
+	}
+	refSq := dot64(ref, ref)
+	scores := make([]float64, k)
+	for i, r := range rows {
+		if norms[i] == 0 {
+			continue
+		}
+		d := dot3264(r, ref)
+		c := 0.0
+		if trusted[i] {
+			c = clip[i]
+		}
+		uu := norms[i] * norms[i]
+		num := d - float64(c*uu)
+		den2 := refSq - float64(2*c*d) + float64(c*c*uu)
+		if !(den2 > 0) {
+			continue
+		}
+		scores[i] = max(-1, min(1, num/norms[i]/math.Sqrt(den2)))
+	}
+	return scores
+}
+
+// TestAgreementScoresMatchOld checks the reputation's scores, dense
+// (blocked) and sparse, against the code before them, on models of
+// several blocks and every remainder modulo 4.
+func TestAgreementScoresMatchOld(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1, 3, 4, 7, 2048, 2049, 5003, 6146} {
+		for _, frac := range []float64{1, 0.3, 0.01} {
+			for _, kind := range []string{"", "ties", "extreme"} {
+				k := 1 + rng.IntN(12)
+				ups := goldenUpdates(rng, n, k, frac, kind, false)
+				rows := make([][]float32, k)
+				trusted := make([]bool, k)
+				for i, u := range ups {
+					rows[i] = u.Dense(make([]float32, n))
+					trusted[i] = rng.IntN(4) != 0
+				}
+				want := oldAgreementScores(rows, trusted, n)
+				got := agreementScores(ups, trusted, n)
+				for i := range want {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("n=%d frac=%v %s: score %d = %v, want %v", n, frac, kind, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKeepWithNorm checks the fused copy, check and norm of AutoBound's
+// Add against Validate, cloneUpdate and l2Norm, errors included.
+func TestKeepWithNorm(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 4, 5, 6, 7, 1001} {
+		for trial := 0; trial < 40; trial++ {
+			u := goldenUpdates(rng, n, 1, []float64{1, 0.2}[trial%2], []string{"", "extreme"}[trial/2%2], false)[0]
+			switch trial % 5 {
+			case 1:
+				if u.Delta != nil {
+					u.Delta[rng.IntN(n)] = float32(math.Inf(1 - 2*rng.IntN(2)))
+				}
+			case 2:
+				if u.Delta != nil {
+					u.Delta[rng.IntN(n)] = float32(math.NaN())
+				}
+			case 3:
+				u.Weight = []float64{0, -1, math.NaN(), MaxWeight * 2}[rng.IntN(4)]
+			}
+			c, norm, err := keepWithNorm(u, n)
+			werr := Validate(u, n)
+			if fmt.Sprint(err) != fmt.Sprint(werr) {
+				t.Fatalf("n=%d: error %v, want %v", n, err, werr)
+			}
+			if err != nil {
+				continue
+			}
+			want := cloneUpdate(u)
+			if math.Float64bits(norm) != math.Float64bits(l2Norm(want)) || !slices.Equal(c.Delta, want.Delta) ||
+				!slices.Equal(c.Values, want.Values) || !slices.Equal(c.Indices, want.Indices) || c.Weight != u.Weight || c.Client != u.Client {
+				t.Fatalf("n=%d: keepWithNorm differs", n)
+			}
+			if u.Delta != nil && n > 0 && &c.Delta[0] == &u.Delta[0] {
+				t.Fatal("keepWithNorm did not copy")
+			}
+		}
+	}
+}

@@ -360,6 +360,9 @@ func agreementScores(ups []Update, trusted []bool, n int) []float64 {
 			clip[i] = m / x
 		}
 	}
+	if dense := !slices.ContainsFunc(ups, Update.IsSparse); dense {
+		return agreementScoresDense(ups, trusted, norms, clip, n)
+	}
 	ref := make([]float64, n)
 	for i, u := range ups {
 		if !trusted[i] {
@@ -388,20 +391,106 @@ func agreementScores(ups []Update, trusted []bool, n int) []float64 {
 		} else {
 			d = dot3264(u.Delta, ref)
 		}
-		// ⟨u, S − c·u⟩ and ‖S − c·u‖² without forming S − c·u.
-		c := 0.0
-		if trusted[i] {
-			c = clip[i]
-		}
-		uu := norms[i] * norms[i]
-		num := d - float64(c*uu)
-		den2 := refSq - float64(2*c*d) + float64(c*c*uu)
-		if !(den2 > 0) {
-			continue
-		}
-		scores[i] = max(-1, min(1, num/norms[i]/math.Sqrt(den2)))
+		scores[i] = agreementScore(d, refSq, norms[i], clip[i], trusted[i])
 	}
 	return scores
+}
+
+// agreementScoresDense is agreementScores for dense updates, bit for bit,
+// in one pass over them: the reference is summed a block of coordinates
+// at a time, and its square and its products with the updates are taken
+// over the block while it is in cache, each partial sum getting its terms
+// in the order dot64 and dot3264 give them.
+func agreementScoresDense(ups []Update, trusted []bool, norms, clip []float64, n int) []float64 {
+	k := len(ups)
+	const block = 2048 // a multiple of 4
+	var ref [block]float64
+	var refLanes [4]float64
+	dots := make([][4]float64, k)
+	n4 := n &^ 3
+	for c0 := 0; c0 < n; c0 += block {
+		c1 := min(c0+block, n)
+		r := ref[:c1-c0]
+		clear(r)
+		for i, u := range ups {
+			if !trusted[i] {
+				continue
+			}
+			c := clip[i]
+			for j, v := range u.Delta[c0:c1] {
+				r[j] += float64(c * float64(v))
+			}
+		}
+		m := min(c1, n4) - c0 // the terms that go to lane j mod 4
+		dot64Lanes(r[:m], r[:m], &refLanes)
+		for j := m; j < len(r); j++ {
+			refLanes[0] += float64(r[j] * r[j])
+		}
+		for i, u := range ups {
+			if norms[i] == 0 {
+				continue
+			}
+			a := u.Delta[c0:c1]
+			dot3264Lanes(a[:m], r[:m], &dots[i])
+			for j := m; j < len(r); j++ {
+				dots[i][0] += float64(float64(a[j]) * r[j])
+			}
+		}
+	}
+	refSq := (refLanes[0] + refLanes[1]) + (refLanes[2] + refLanes[3])
+	scores := make([]float64, k)
+	for i := range ups {
+		if norms[i] == 0 {
+			continue
+		}
+		d := (dots[i][0] + dots[i][1]) + (dots[i][2] + dots[i][3])
+		scores[i] = agreementScore(d, refSq, norms[i], clip[i], trusted[i])
+	}
+	return scores
+}
+
+// agreementScore returns the cosine of u with S − c·u, c its clip factor
+// when it is trusted (part of S) and 0 otherwise, from d = ⟨u, S⟩, ‖S‖²
+// and ‖u‖, without forming S − c·u.
+func agreementScore(d, refSq, norm, clip float64, trusted bool) float64 {
+	c := 0.0
+	if trusted {
+		c = clip
+	}
+	uu := norm * norm
+	num := d - float64(c*uu)
+	den2 := refSq - float64(2*c*d) + float64(c*c*uu)
+	if !(den2 > 0) {
+		return 0
+	}
+	return max(-1, min(1, num/norm/math.Sqrt(den2)))
+}
+
+// dot64Lanes adds a[j]·b[j] to s[j mod 4], in order; len(a) is a
+// multiple of 4.
+func dot64Lanes(a, b []float64, s *[4]float64) {
+	b = b[:len(a)]
+	s0, s1, s2, s3 := s[0], s[1], s[2], s[3]
+	for i := 0; i+4 <= len(a); i += 4 {
+		s0 += float64(a[i] * b[i])
+		s1 += float64(a[i+1] * b[i+1])
+		s2 += float64(a[i+2] * b[i+2])
+		s3 += float64(a[i+3] * b[i+3])
+	}
+	*s = [4]float64{s0, s1, s2, s3}
+}
+
+// dot3264Lanes is dot64Lanes for a float32 a.
+func dot3264Lanes(a []float32, b []float64, s *[4]float64) {
+	b = b[:len(a)]
+	s0, s1, s2, s3 := s[0], s[1], s[2], s[3]
+	for i := 0; i+4 <= len(a); i += 4 {
+		s0 += float64(float64(a[i]) * b[i])
+		s1 += float64(float64(a[i+1]) * b[i+1])
+		s2 += float64(float64(a[i+2]) * b[i+2])
+		s3 += float64(float64(a[i+3]) * b[i+3])
+	}
+	*s = [4]float64{s0, s1, s2, s3}
 }
 
 // lane returns the partial sum that dot32, dot64 and dot3264 put the

@@ -185,25 +185,19 @@ func (r colRule) stat(nz []float32, z int) float64 {
 		z = 0
 	}
 	k := m + z
+	if z == 0 {
+		return r.statSorted(nz)
+	}
 	neg := 0
 	for neg < m && nz[neg] < 0 {
 		neg++
 	}
-	at := func(t int) float32 {
-		switch {
-		case t < neg:
-			return nz[t]
-		case t < neg+z:
-			return 0
-		}
-		return nz[t-z]
-	}
 	if r.median {
-		hi := float64(at(k / 2))
+		hi := float64(rankValue(nz, neg, z, k/2))
 		if k%2 == 1 {
 			return hi
 		}
-		return (float64(at(k/2-1)) + hi) / 2
+		return (float64(rankValue(nz, neg, z, k/2-1)) + hi) / 2
 	}
 	cut := int(r.beta * float64(k))
 	var s float64
@@ -214,6 +208,53 @@ func (r colRule) stat(nz []float32, z int) float64 {
 		for _, x := range nz[lo-z : hi-z] {
 			s += float64(x)
 		}
+	}
+	return float64(s * (1 / float64(k-2*cut)))
+}
+
+// rankValue returns the value of rank t of the column made of the sorted
+// non-zero values nz, of which neg are negative, and z zeros.
+func rankValue(nz []float32, neg, z, t int) float32 {
+	switch {
+	case t < neg:
+		return nz[t]
+	case t < neg+z:
+		return 0
+	}
+	return nz[t-z]
+}
+
+// statSorted returns the statistic of the sorted column v.
+func (r colRule) statSorted(v []float32) float64 {
+	k := len(v)
+	if r.median {
+		hi := float64(v[k/2])
+		if k%2 == 1 {
+			return hi
+		}
+		return (float64(v[k/2-1]) + hi) / 2
+	}
+	cut := int(r.beta * float64(k))
+	var s float64
+	for _, x := range v[cut : k-cut] {
+		s += float64(x)
+	}
+	return float64(s * (1 / float64(k-2*cut)))
+}
+
+// statKeys is statSorted of the sorted keys of a column of k values.
+func (r colRule) statKeys(keys *[maxNet]int32, k int) float64 {
+	if r.median {
+		hi := float64(keyF32(keys[(k/2)&(maxNet-1)]))
+		if k%2 == 1 {
+			return hi
+		}
+		return (float64(keyF32(keys[(k/2-1)&(maxNet-1)])) + hi) / 2
+	}
+	cut := int(r.beta * float64(k))
+	var s float64
+	for _, x := range keys[cut : k-cut] {
+		s += float64(keyF32(x))
 	}
 	return float64(s * (1 / float64(k-2*cut)))
 }
@@ -260,17 +301,105 @@ func newColScratch(k int) *colScratch {
 func (r colRule) applyDense(global []float32, rows [][]float32) {
 	k := len(rows)
 	s := newColScratch(k)
-	for i := range global {
+	if s.big != nil {
+		for i := range global {
+			m := 0
+			for _, row := range rows {
+				if v := row[i]; v != 0 {
+					s.push(m, v)
+					m++
+				}
+			}
+			global[i] = addTo(global[i], r.stat(s.sorted(m), k-m))
+		}
+		return
+	}
+	net := networks[k]
+	column := func(i int) {
+		keys := &s.keys
 		m := 0
 		for _, row := range rows {
 			if v := row[i]; v != 0 {
-				s.push(m, v)
+				keys[m&(maxNet-1)] = f32key(v)
 				m++
 			}
 		}
-		global[i] = addTo(global[i], r.stat(s.sorted(m), k-m))
+		var d float64
+		if m == k {
+			// No zero: the column is its senders, in either mode.
+			sortKeys(keys, k)
+			d = r.statKeys(keys, k)
+		} else {
+			d = r.stat(s.sorted(m), k-m)
+		}
+		global[i] = addTo(global[i], d)
+	}
+	// Blocks of lanes coordinates without a zero go through the network
+	// together, a comparator at a time over the block: independent lanes
+	// instead of one chain of dependent min and max.
+	var blk [maxNet][lanes]int32
+	var sum [lanes]float64
+	cut := int(r.beta * float64(k))
+	n := len(global)
+	i0 := 0
+	for ; i0+lanes <= n; i0 += lanes {
+		zero := false
+		for j, row := range rows {
+			dst := &blk[j&(maxNet-1)]
+			for w, v := range row[i0 : i0+lanes] {
+				if math.Float32bits(v)&^(1<<31) == 0 {
+					zero = true
+				}
+				dst[w] = f32key(v)
+			}
+		}
+		if zero {
+			for i := i0; i < i0+lanes; i++ {
+				column(i)
+			}
+			continue
+		}
+		for _, c := range net {
+			a, b := &blk[c.i&(maxNet-1)], &blk[c.j&(maxNet-1)]
+			for w := range lanes {
+				x, y := a[w], b[w]
+				a[w], b[w] = min(x, y), max(x, y)
+			}
+		}
+		g := global[i0 : i0+lanes]
+		if r.median {
+			hi := &blk[(k/2)&(maxNet-1)]
+			if k%2 == 1 {
+				for w := range g {
+					g[w] = addTo(g[w], float64(keyF32(hi[w])))
+				}
+				continue
+			}
+			lo := &blk[(k/2-1)&(maxNet-1)]
+			for w := range g {
+				g[w] = addTo(g[w], (float64(keyF32(lo[w]))+float64(keyF32(hi[w])))/2)
+			}
+			continue
+		}
+		sum = [lanes]float64{}
+		for t := cut; t < k-cut; t++ {
+			row := &blk[t&(maxNet-1)]
+			for w := range sum {
+				sum[w] += float64(keyF32(row[w]))
+			}
+		}
+		inv := 1 / float64(k-2*cut)
+		for w := range g {
+			g[w] = addTo(g[w], float64(sum[w]*inv))
+		}
+	}
+	for i := i0; i < n; i++ {
+		column(i)
 	}
 }
+
+// lanes is the number of coordinates applyDense sorts at once.
+const lanes = 16
 
 // applyUpdates is applyDense for validated updates, dense or sparse: when
 // every update is sparse, their values are gathered by coordinate first
