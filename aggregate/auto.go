@@ -137,6 +137,7 @@ type autoAcc struct {
 	n       int
 	kept    []Update // copies, in Add order
 	norms   []float64
+	sqs     []float64 // dot32 of each kept update with itself, or −1
 	scratch []float32
 	clipped int
 	applied bool
@@ -146,12 +147,13 @@ func (a *autoAcc) Add(u Update) error {
 	if a.applied {
 		return ErrApplied
 	}
-	c, norm, err := keepWithNorm(u, a.n)
+	c, norm, sq, err := keepWithNorm(u, a.n)
 	if err != nil {
 		return err
 	}
 	a.kept = append(a.kept, c)
 	a.norms = append(a.norms, norm)
+	a.sqs = append(a.sqs, sq)
 	return nil
 }
 
@@ -210,7 +212,10 @@ func (a *autoAcc) Apply(global []float32) error {
 			clipped++
 		}
 		var err error
-		if kp, ok := a.inner.(keeper); ok {
+		if sk, ok := a.inner.(sqKeeper); ok && scale == 1 {
+			u.Weight = weight
+			err = sk.addKeptSq(u, a.sqs[i])
+		} else if kp, ok := a.inner.(keeper); ok {
 			// Hand the copy over, scaled in place: no second copy.
 			scaleValues(u, scale)
 			u.Weight = weight
@@ -224,6 +229,10 @@ func (a *autoAcc) Apply(global []float32) error {
 	}
 	if err := a.inner.Apply(global); err != nil {
 		return err
+	}
+	// The inner accumulators are done: nothing reads the copies any more.
+	for _, u := range a.kept {
+		putRow(u.Delta)
 	}
 	a.clipped, a.kept, a.applied = clipped, nil, true
 	return nil

@@ -302,7 +302,7 @@ func TestAgreementScoresMatchOld(t *testing.T) {
 					trusted[i] = rng.IntN(4) != 0
 				}
 				want := oldAgreementScores(rows, trusted, n)
-				got := agreementScores(ups, trusted, n)
+				got := agreementScores(ups, nil, trusted, n)
 				for i := range want {
 					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
 						t.Fatalf("n=%d frac=%v %s: score %d = %v, want %v", n, frac, kind, i, got[i], want[i])
@@ -332,7 +332,7 @@ func TestKeepWithNorm(t *testing.T) {
 			case 3:
 				u.Weight = []float64{0, -1, math.NaN(), MaxWeight * 2}[rng.IntN(4)]
 			}
-			c, norm, err := keepWithNorm(u, n)
+			c, norm, sq, err := keepWithNorm(u, n)
 			werr := Validate(u, n)
 			if fmt.Sprint(err) != fmt.Sprint(werr) {
 				t.Fatalf("n=%d: error %v, want %v", n, err, werr)
@@ -341,6 +341,9 @@ func TestKeepWithNorm(t *testing.T) {
 				continue
 			}
 			want := cloneUpdate(u)
+			if u.Delta != nil && math.Float64bits(sq) != math.Float64bits(dot32(u.Delta, u.Delta)) {
+				t.Fatalf("n=%d: sq %v, want %v", n, sq, dot32(u.Delta, u.Delta))
+			}
 			if math.Float64bits(norm) != math.Float64bits(l2Norm(want)) || !slices.Equal(c.Delta, want.Delta) ||
 				!slices.Equal(c.Values, want.Values) || !slices.Equal(c.Indices, want.Indices) || c.Weight != u.Weight || c.Client != u.Client {
 				t.Fatalf("n=%d: keepWithNorm differs", n)

@@ -202,7 +202,8 @@ func (st *reputationState) z(c clientScore, minRounds int) float64 {
 type reputationAcc struct {
 	r        *Reputation
 	n        int
-	ups      []Update // validated, kept or copied (see keeper)
+	ups      []Update  // validated, kept or copied (see keeper)
+	sqs      []float64 // dot32 of each dense update with itself, or −1
 	excluded []int
 	scores   []float64
 	applied  bool
@@ -218,11 +219,14 @@ func (a *reputationAcc) Add(u Update) error {
 	return a.addKept(cloneUpdate(u))
 }
 
-func (a *reputationAcc) addKept(u Update) error {
+func (a *reputationAcc) addKept(u Update) error { return a.addKeptSq(u, -1) }
+
+func (a *reputationAcc) addKeptSq(u Update, sq float64) error {
 	if a.applied {
 		return ErrApplied
 	}
 	a.ups = append(a.ups, u)
+	a.sqs = append(a.sqs, sq)
 	return nil
 }
 
@@ -264,7 +268,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 			trusted[i] = true
 		}
 	}
-	scores := agreementScores(a.ups, trusted, a.n)
+	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
 
 	// The new state, committed only if Inner succeeds.
 	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
@@ -335,13 +339,16 @@ func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global
 
 // agreementScores returns, for each update, its cosine similarity with the
 // sum of the other trusted updates clipped to the median norm. A zero
-// update, or a zero reference, scores 0. Sparse updates give the bits of
+// update, or a zero reference, scores 0. sqs, when not nil, holds
+// dot32(u, u) of each dense update, or −1 where it is to be computed. Sparse updates give the bits of
 // their dense form: the sums skip only zero terms, which add nothing.
-func agreementScores(ups []Update, trusted []bool, n int) []float64 {
+func agreementScores(ups []Update, sqs []float64, trusted []bool, n int) []float64 {
 	k := len(ups)
 	norms := make([]float64, k)
 	for i, u := range ups {
-		if u.IsSparse() {
+		if sqs != nil && sqs[i] >= 0 {
+			norms[i] = math.Sqrt(sqs[i])
+		} else if u.IsSparse() {
 			norms[i] = math.Sqrt(sparseDot(u.Indices, u.Values, u.Values, n))
 		} else {
 			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))

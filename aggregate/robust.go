@@ -43,6 +43,12 @@ type keeper interface {
 	addKept(u Update) error
 }
 
+// sqKeeper is a keeper that also takes dot32(u, u) of a dense u when the
+// caller has it (−1 when not), to spare a pass over u.
+type sqKeeper interface {
+	addKeptSq(u Update, sq float64) error
+}
+
 // addTo hands u, whose slices the caller gives up, to acc: without a copy
 // when acc is a keeper, through Add otherwise.
 func addKeptTo(acc Accumulator, u Update) error {

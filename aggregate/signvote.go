@@ -6,7 +6,7 @@ import (
 )
 
 // DefaultSignVoteLR is SignVote.LR in Parse: the server step per coordinate.
-const DefaultSignVoteLR = 0.001
+const DefaultSignVoteLR = 0.02
 
 // SignVote is signSGD with majority vote (Bernstein, Zhao, Azizzadenesheli
 // and Anandkumar, "signSGD with majority vote is communication efficient
