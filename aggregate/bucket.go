@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 )
 
 // Bucketing makes a robust rule work on heterogeneous (non-IID) clients
@@ -102,6 +103,10 @@ func (a *bucketAcc) Apply(global []float32) error {
 	}
 	rng := rand.New(rand.NewPCG(a.b.Seed, uint64(k)))
 	rng.Shuffle(k, func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
+	if a.applyFused(global, perm) {
+		a.applied = true
+		return nil
+	}
 	inner := a.b.Inner.Begin(a.n)
 	_, keeps := inner.(keeper)
 	var buf []float32
@@ -221,4 +226,49 @@ func mergeAdd(idx []int32, val []float32, bi []int32, bv []float32) ([]int32, []
 		oi, ov = append(oi, bi[q]), append(ov, 0+bv[q])
 	}
 	return oi, ov
+}
+
+// applyFused applies a median or trimmed mean over the bucket means of
+// dense updates without forming the means: each block of coordinates
+// averages its buckets as it sorts them, the bits of the general path with
+// a pass less over the updates. It works on a copy of global and reports
+// false, leaving global unchanged, when it does not apply: another inner
+// rule, sparse updates, more buckets than maxNet, or a mean that is not
+// finite (the general path then reports which).
+func (a *bucketAcc) applyFused(global []float32, perm []int) bool {
+	var rule colRule
+	switch in := a.b.Inner.(type) {
+	case Median:
+		if in.validate() != nil {
+			return false
+		}
+		rule = in.col()
+	case TrimmedMean:
+		if in.validate() != nil {
+			return false
+		}
+		rule = in.col()
+	default:
+		return false
+	}
+	k := len(a.updates)
+	if len(global) != a.n || (k+a.b.S-1)/a.b.S > maxNet || slices.ContainsFunc(a.updates, Update.IsSparse) {
+		return false
+	}
+	rows := make([][]float32, k)
+	for i, u := range a.updates {
+		rows[i] = u.Delta
+	}
+	var buckets [][]int
+	for lo := 0; lo < k; lo += a.b.S {
+		buckets = append(buckets, perm[lo:min(lo+a.b.S, k)])
+	}
+	out := getRow(a.n)
+	defer putRow(out)
+	copy(out, global)
+	if !rule.applyBuckets(out, rows, buckets) {
+		return false
+	}
+	copy(global, out)
+	return true
 }

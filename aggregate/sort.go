@@ -299,27 +299,59 @@ func newColScratch(k int) *colScratch {
 
 // applyDense adds the statistic of each coordinate of rows to global.
 func (r colRule) applyDense(global []float32, rows [][]float32) {
+	r.applyBuckets(global, rows, nil)
+}
+
+// applyBuckets is applyDense over the means of the buckets of rows when
+// buckets is not nil: row j of the column is the float32 mean of
+// rows[buckets[j]], summed in that order from +0 and multiplied by the
+// float32 1/len(buckets[j]), as Bucketing averages. It returns false,
+// leaving global partly written, when a mean is not finite.
+func (r colRule) applyBuckets(global []float32, rows [][]float32, buckets [][]int) bool {
 	k := len(rows)
+	if buckets != nil {
+		k = len(buckets)
+	}
+	var invs [maxNet]float32
+	for j, b := range buckets {
+		invs[j&(maxNet-1)] = 1 / float32(len(b))
+	}
+	finite := true
+	// mean returns the value of row j at coordinate i.
+	mean := func(j, i int) float32 {
+		if buckets == nil {
+			return rows[j][i]
+		}
+		var m float32
+		for _, p := range buckets[j] {
+			m += rows[p][i]
+		}
+		m *= invs[j&(maxNet-1)]
+		if math.Float32bits(m)&0x7f800000 == 0x7f800000 {
+			finite = false
+		}
+		return m
+	}
 	s := newColScratch(k)
 	if s.big != nil {
 		for i := range global {
 			m := 0
-			for _, row := range rows {
-				if v := row[i]; v != 0 {
+			for j := 0; j < k; j++ {
+				if v := mean(j, i); v != 0 {
 					s.push(m, v)
 					m++
 				}
 			}
 			global[i] = addTo(global[i], r.stat(s.sorted(m), k-m))
 		}
-		return
+		return finite
 	}
 	net := networks[k]
 	column := func(i int) {
 		keys := &s.keys
 		m := 0
-		for _, row := range rows {
-			if v := row[i]; v != 0 {
+		for j := 0; j < k; j++ {
+			if v := mean(j, i); v != 0 {
 				keys[m&(maxNet-1)] = f32key(v)
 				m++
 			}
@@ -344,13 +376,39 @@ func (r colRule) applyDense(global []float32, rows [][]float32) {
 	i0 := 0
 	for ; i0+lanes <= n; i0 += lanes {
 		zero := false
-		for j, row := range rows {
-			dst := &blk[j&(maxNet-1)]
-			for w, v := range row[i0 : i0+lanes] {
-				if math.Float32bits(v)&^(1<<31) == 0 {
-					zero = true
+		if buckets == nil {
+			for j, row := range rows {
+				dst := &blk[j&(maxNet-1)]
+				for w, v := range row[i0 : i0+lanes] {
+					if math.Float32bits(v)&^(1<<31) == 0 {
+						zero = true
+					}
+					dst[w] = f32key(v)
 				}
-				dst[w] = f32key(v)
+			}
+		} else {
+			var bad uint32
+			for j, b := range buckets {
+				dst := &blk[j&(maxNet-1)]
+				var acc [lanes]float32
+				for _, p := range b {
+					for w, v := range rows[p][i0 : i0+lanes] {
+						acc[w] += v
+					}
+				}
+				inv := invs[j&(maxNet-1)]
+				for w, v := range acc {
+					v *= inv
+					bits := math.Float32bits(v)
+					bad |= bits&0x7f800000 + 0x00800000
+					if bits&^(1<<31) == 0 {
+						zero = true
+					}
+					dst[w] = f32key(v)
+				}
+			}
+			if bad&(1<<31) != 0 {
+				finite = false
 			}
 		}
 		if zero {
@@ -396,6 +454,7 @@ func (r colRule) applyDense(global []float32, rows [][]float32) {
 	for i := i0; i < n; i++ {
 		column(i)
 	}
+	return finite
 }
 
 // lanes is the number of coordinates applyDense sorts at once.
