@@ -110,6 +110,9 @@ func goldenInputs() []goldenInput {
 		{"sparse30-extreme", 99, ks, mk(0.3, "extreme", false)},
 		{"mixed", 67, ks, mk(0.2, "", true)},
 		{"mixed-rounds", 999, rounds, mk(0.05, "ties", true)},
+		// More updates than the sorting networks take (maxNet).
+		{"dense-many", 19, []int{129, 140, 300}, mk(1, "ties", false)},
+		{"sparse-many", 23, []int{129, 140, 300}, mk(0.4, "", false)},
 	}
 }
 

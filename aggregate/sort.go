@@ -119,7 +119,7 @@ func medianF32(col []float32) float64 {
 // keys give back the array any correct sort gives.
 
 // maxNet is the largest column sorted by a network.
-const maxNet = 32
+const maxNet = 128
 
 // netPair is one comparator of a sorting network: after it, a[i] ≤ a[j].
 type netPair struct{ i, j uint8 }
