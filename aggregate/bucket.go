@@ -21,8 +21,10 @@ import (
 // buckets. Bucket means are unweighted, as in the paper: like the robust
 // rules, bucketing ignores Update.Weight (still validated).
 //
-// Cost: it keeps every update dense, n floats per client (like the robust
-// rules), plus one bucket mean at a time.
+// Cost: it keeps a copy of every update (none behind AutoBound or
+// Reputation, whose copy it keeps; sparse ones sparse), plus the bucket
+// means; around median or trimmed-mean over dense updates it forms no
+// means but averages each block of coordinates as the rule sorts it.
 type Bucketing struct {
 	// Inner aggregates the bucket means; it should be a robust rule.
 	Inner Strategy

@@ -55,8 +55,10 @@ import (
 // sums combined in a fixed order, the state is a table sorted by client
 // ID (no map iteration), and it changes only when Apply succeeds.
 //
-// Cost: 4nk bytes for k dense updates of n parameters (Inner buffers the
-// survivors again if it is a robust rule) and 8n for the reference; time
+// Cost: 4nk bytes for k dense updates of n parameters (8 bytes a
+// coordinate sent for sparse ones; none behind AutoBound, whose copies it
+// keeps and hands on to Inner without another) and 8n for the reference
+// (16 KB for dense updates, scored a block at a time); time
 // O(nk + C) per round for C clients tracked (the table is copied so that a
 // failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
 // per client seen, at most MaxClients clients (clients beyond are scored

@@ -95,28 +95,32 @@ func (a *voteAcc) addValid(u Update, scale, weight float64) error {
 	if a.s.Weighted {
 		w = weight
 	}
-	vote := func(i int, v float32) {
+	vals := u.Delta
+	if u.IsSparse() {
+		vals = u.Values
+	}
+	for j, v := range vals {
 		if scale != 1 {
 			v = float32(float64(v) * scale)
 		}
-		switch {
-		case v > 0:
-			a.votes[i] += w
-		case v < 0:
-			a.votes[i] -= w
+		i := j
+		if u.IsSparse() {
+			i = int(u.Indices[j])
 		}
-	}
-	if u.IsSparse() {
-		for j, i := range u.Indices {
-			vote(int(i), u.Values[j])
-		}
-	} else {
-		for i, v := range u.Delta {
-			vote(i, v)
-		}
+		// sign(v)·w without a branch on the data: ±w, or ±0 for a zero,
+		// which leaves the tally (never −0) as it is.
+		a.votes[i] += float64(signOf(v) * w)
 	}
 	a.count++
 	return nil
+}
+
+// signOf returns +1, −1 or 0 (of either sign) for the sign of v.
+func signOf(v float32) float64 {
+	b := math.Float32bits(v)
+	mag := b &^ (1 << 31)
+	nz := (mag | -mag) >> 31 // 1 when v is not ±0
+	return math.Float64frombits(uint64(b>>31)<<63 | uint64(nz)*0x3ff0000000000000)
 }
 
 func (a *voteAcc) Count() int { return a.count }

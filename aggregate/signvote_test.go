@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -169,6 +170,17 @@ func TestSignVoteRobust(t *testing.T) {
 	for i, v := range got {
 		if want := float32(0.1); (dir[i] > 0 && v != want) || (dir[i] < 0 && v != -want) {
 			t.Fatalf("coordinate %d moved to %v, honest direction %v", i, v, dir[i])
+		}
+	}
+}
+
+func TestSignOf(t *testing.T) {
+	for _, c := range []struct {
+		v    float32
+		want float64
+	}{{1, 1}, {-1, -1}, {1e-45, 1}, {-1e-45, -1}, {3e38, 1}, {-3e38, -1}, {0, 0}, {float32(math.Copysign(0, -1)), 0}} {
+		if got := signOf(c.v); got != c.want {
+			t.Errorf("signOf(%v) = %v, want %v", c.v, got, c.want)
 		}
 	}
 }
