@@ -118,8 +118,12 @@ func medianF32(col []float32) float64 {
 // other than −0 maps to a key of the same order (f32key), so the sorted
 // keys give back the array any correct sort gives.
 
-// maxNet is the largest column sorted by a network.
-const maxNet = 128
+// maxNet is the largest column sorted by a network; a median of more than
+// maxMedianNet values of dense updates is found by selection instead.
+const (
+	maxNet       = 128
+	maxMedianNet = 32
+)
 
 // netPair is one comparator of a sorting network: after it, a[i] ≤ a[j].
 type netPair struct{ i, j uint8 }
@@ -331,6 +335,35 @@ func (r colRule) applyBuckets(global []float32, rows [][]float32, buckets [][]in
 			finite = false
 		}
 		return m
+	}
+	if r.median && k > maxMedianNet {
+		// A selection finds a median of many values in O(k), faster
+		// than any sort.
+		col := make([]float32, k)
+		buf := make([]float32, 0, k)
+		for i := range global {
+			buf = buf[:0]
+			for j := range col {
+				var v float32
+				if buckets == nil {
+					v = rows[j][i]
+				} else {
+					v = mean(j, i)
+				}
+				if v == 0 {
+					v = 0 // −0 as +0
+				} else {
+					buf = append(buf, v)
+				}
+				col[j] = v
+			}
+			v := col
+			if r.over == MeanSenders && len(buf) >= max(r.minSenders, 1) {
+				v = buf
+			}
+			global[i] = addTo(global[i], medianF32(v))
+		}
+		return finite
 	}
 	s := newColScratch(k)
 	if s.big != nil {
