@@ -361,3 +361,44 @@ func TestKeepWithNorm(t *testing.T) {
 		}
 	}
 }
+
+// TestOrderFreeRulesStayOrderFree checks that median and trimmed-mean, over
+// all updates or their senders, still give the same bits in any order of
+// Add, on dense, sparse and mixed rounds with ties and extremes.
+func TestOrderFreeRulesStayOrderFree(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	for _, spec := range []string{"median", "median,over=senders", "trimmed-mean", "trimmed-mean,beta=0.3,over=senders,min-senders=3"} {
+		s, err := Parse(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range goldenInputs() {
+			if in.n > 1000 {
+				continue
+			}
+			k := in.ks[rng.IntN(len(in.ks))]
+			ups := in.gen(rng, in.n, k, 0)
+			var first []float32
+			for trial := 0; trial < 3; trial++ {
+				rng.Shuffle(len(ups), func(i, j int) { ups[i], ups[j] = ups[j], ups[i] })
+				g := make([]float32, in.n)
+				acc := s.Begin(in.n)
+				for _, u := range ups {
+					_ = acc.Add(u)
+				}
+				if err := acc.Apply(g); err != nil {
+					t.Fatal(err)
+				}
+				if first == nil {
+					first = g
+					continue
+				}
+				for i := range g {
+					if math.Float32bits(g[i]) != math.Float32bits(first[i]) {
+						t.Fatalf("%s %s k=%d: the order of Add changed coordinate %d: %v, %v", spec, in.name, k, i, g[i], first[i])
+					}
+				}
+			}
+		}
+	}
+}
