@@ -21,15 +21,16 @@
 //	fedadam       mean, server Adam               8n + 16n state          O(Σs + n)
 //	fedyogi       mean, server Yogi               8n + 16n state          O(Σs + n)
 //	fedadagrad    mean, server Adagrad            8n + 8n state (β1 = 0)  O(Σs + n)
-//	median        coordinate-wise median          4nk                     O(nk) expected
-//	trimmed-mean  coordinate-wise trimmed mean    4nk                     O(nk log k)
+//	median        coordinate-wise median          4nk                     O(nk log² k)
+//	trimmed-mean  coordinate-wise trimmed mean    4nk                     O(nk log² k)
 //	krum          the update of best Krum score   4nk + 8k²               O(nk²)
 //	multi-krum    mean of the m best Krum scores  4nk + 8k²               O(nk²)
 //	bulyan        iterated Krum, trimmed median   4nk + 8k²               O(nk² + nk log k)
+//	signvote      majority of signs (signSGD)     8n                      O(Σs + n)
 //
 // The mean-based strategies accumulate sparse updates (Update.Indices and
-// Update.Values) in O(s) without densifying them; the robust ones need every
-// update dense and buffer a float32 copy of each. Parse puts every
+// Update.Values) in O(s) without densifying them; the robust ones buffer a
+// copy of each update (see Median for the sparse ones). Parse puts every
 // mean-based strategy inside AutoBound unless its spec says bound=off:
 // each update's L2 norm is clipped to twice the round's median norm and its
 // weight capped at twice the round's median weight, so that one client
@@ -161,7 +162,7 @@ func New(name string) (Strategy, error) { return Parse(name) }
 
 // Names returns the names of the strategies Parse accepts, sorted.
 func Names() []string {
-	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "trimmed-mean"}
+	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
 }
 
 // MinUpdates returns the least number of updates a round must collect for

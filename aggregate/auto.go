@@ -137,6 +137,7 @@ type autoAcc struct {
 	n       int
 	kept    []Update // copies, in Add order
 	norms   []float64
+	sqs     []float64 // dot32 of each kept update with itself, or −1
 	scratch []float32
 	clipped int
 	applied bool
@@ -146,20 +147,13 @@ func (a *autoAcc) Add(u Update) error {
 	if a.applied {
 		return ErrApplied
 	}
-	if err := Validate(u, a.n); err != nil {
+	c, norm, sq, err := keepWithNorm(u, a.n)
+	if err != nil {
 		return err
 	}
-	c := Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown}
-	if u.IsSparse() {
-		c.N, c.Indices, c.Values = u.N, slices.Clone(u.Indices), slices.Clone(u.Values)
-		if c.Indices == nil {
-			c.Indices, c.Values = []int32{}, []float32{}
-		}
-	} else {
-		c.Delta = slices.Clone(u.Delta)
-	}
 	a.kept = append(a.kept, c)
-	a.norms = append(a.norms, l2Norm(c))
+	a.norms = append(a.norms, norm)
+	a.sqs = append(a.sqs, sq)
 	return nil
 }
 
@@ -217,12 +211,28 @@ func (a *autoAcc) Apply(global []float32) error {
 		if scale != 1 || weight != u.Weight {
 			clipped++
 		}
-		if err := addClipped(a.inner, a.sa, &a.scratch, u, scale, weight); err != nil {
+		var err error
+		if sk, ok := a.inner.(sqKeeper); ok && scale == 1 {
+			u.Weight = weight
+			err = sk.addKeptSq(u, a.sqs[i])
+		} else if kp, ok := a.inner.(keeper); ok {
+			// Hand the copy over, scaled in place: no second copy.
+			scaleValues(u, scale)
+			u.Weight = weight
+			err = kp.addKept(u)
+		} else {
+			err = addClipped(a.inner, a.sa, &a.scratch, u, scale, weight)
+		}
+		if err != nil {
 			return err
 		}
 	}
 	if err := a.inner.Apply(global); err != nil {
 		return err
+	}
+	// The inner accumulators are done: nothing reads the copies any more.
+	for _, u := range a.kept {
+		putRow(u.Delta)
 	}
 	a.clipped, a.kept, a.applied = clipped, nil, true
 	return nil

@@ -3,6 +3,7 @@ package aggregate
 import (
 	"fmt"
 	"math"
+	"sync"
 )
 
 // scaledAdder is implemented by this package's accumulators: it adds
@@ -171,4 +172,74 @@ func clipScale(u Update, c float64) float64 {
 		return c / norm
 	}
 	return 1
+}
+
+// keepWithNorm validates u against a model of n parameters and returns a
+// copy of it (see cloneUpdate) and its L2 norm (l2Norm), in one pass over
+// a dense update: the copy, the check for non-finite values and the sum
+// of squares together. The results, errors included, are those of
+// Validate, cloneUpdate and l2Norm. It also returns dot32(u, u) of a dense
+// u (the squares summed as the reputation sums them), or −1.
+func keepWithNorm(u Update, n int) (Update, float64, float64, error) {
+	if u.IsSparse() || len(u.Delta) != n || u.N != 0 || u.Indices != nil || u.Values != nil || !(u.Weight > 0 && u.Weight <= MaxWeight) {
+		if err := Validate(u, n); err != nil {
+			return Update{}, 0, 0, err
+		}
+		c := cloneUpdate(u)
+		return c, l2Norm(c), -1, nil
+	}
+	src := u.Delta
+	dst := getRow(n)
+	var s0, s1, s2, s3 float64
+	var bad uint32
+	i := 0
+	for ; i+4 <= n; i += 4 {
+		v0, v1, v2, v3 := src[i], src[i+1], src[i+2], src[i+3]
+		dst[i], dst[i+1], dst[i+2], dst[i+3] = v0, v1, v2, v3
+		b0, b1, b2, b3 := math.Float32bits(v0), math.Float32bits(v1), math.Float32bits(v2), math.Float32bits(v3)
+		// An exponent of all ones, and only that, carries into bit 31.
+		bad |= (b0&0x7f800000 + 0x00800000) | (b1&0x7f800000 + 0x00800000) | (b2&0x7f800000 + 0x00800000) | (b3&0x7f800000 + 0x00800000)
+		x0, x1, x2, x3 := float64(v0), float64(v1), float64(v2), float64(v3)
+		s0 += float64(x0 * x0)
+		s1 += float64(x1 * x1)
+		s2 += float64(x2 * x2)
+		s3 += float64(x3 * x3)
+	}
+	s := [4]float64{s0, s1, s2, s3}
+	for ; i < n; i++ {
+		v := src[i]
+		dst[i] = v
+		bad |= math.Float32bits(v)&0x7f800000 + 0x00800000
+		x := float64(v)
+		s[i&3] += float64(x * x)
+		s0 += float64(x * x) // dot32 puts the last n mod 4 squares here
+	}
+	if bad&(1<<31) != 0 {
+		putRow(dst)
+		return Update{}, 0, 0, Validate(u, n)
+	}
+	c := Update{Weight: u.Weight, Delta: dst, Client: u.Client, ClientKnown: u.ClientKnown}
+	return c, math.Sqrt((s[0] + s[1]) + (s[2] + s[3])), (s0 + s1) + (s2 + s3), nil
+}
+
+// rowPool recycles the dense rows that AutoBound copies updates into and
+// Bucketing averages into, which would otherwise be allocated afresh (4n
+// bytes each, and page faults) every round. A row goes back only when no
+// accumulator can read it any more; its old values never matter, since
+// every row taken is overwritten whole.
+var rowPool sync.Pool
+
+// getRow returns a row of n values, recycled or new, its values arbitrary.
+func getRow(n int) []float32 {
+	if p, ok := rowPool.Get().(*[]float32); ok && cap(*p) >= n {
+		return (*p)[:n]
+	}
+	return make([]float32, n)
+}
+
+// putRow recycles row, which nobody reads afterwards.
+func putRow(row []float32) {
+	if cap(row) > 0 {
+		rowPool.Put(&row)
+	}
 }

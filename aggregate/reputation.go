@@ -55,8 +55,10 @@ import (
 // sums combined in a fixed order, the state is a table sorted by client
 // ID (no map iteration), and it changes only when Apply succeeds.
 //
-// Cost: 4nk bytes for k dense updates of n parameters (Inner buffers the
-// survivors again if it is a robust rule) and 8n for the reference; time
+// Cost: 4nk bytes for k dense updates of n parameters (8 bytes a
+// coordinate sent for sparse ones; none behind AutoBound, whose copies it
+// keeps and hands on to Inner without another) and 8n for the reference
+// (16 KB for dense updates, scored a block at a time); time
 // O(nk + C) per round for C clients tracked (the table is copied so that a
 // failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
 // per client seen, at most MaxClients clients (clients beyond are scored
@@ -202,8 +204,8 @@ func (st *reputationState) z(c clientScore, minRounds int) float64 {
 type reputationAcc struct {
 	r        *Reputation
 	n        int
-	rows     [][]float32
-	ups      []Update // weight and identity of each row
+	ups      []Update  // validated, kept or copied (see keeper)
+	sqs      []float64 // dot32 of each dense update with itself, or −1
 	excluded []int
 	scores   []float64
 	applied  bool
@@ -216,12 +218,21 @@ func (a *reputationAcc) Add(u Update) error {
 	if err := Validate(u, a.n); err != nil {
 		return err
 	}
-	a.rows = append(a.rows, u.Dense(make([]float32, a.n)))
-	a.ups = append(a.ups, Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown})
+	return a.addKept(cloneUpdate(u))
+}
+
+func (a *reputationAcc) addKept(u Update) error { return a.addKeptSq(u, -1) }
+
+func (a *reputationAcc) addKeptSq(u Update, sq float64) error {
+	if a.applied {
+		return ErrApplied
+	}
+	a.ups = append(a.ups, u)
+	a.sqs = append(a.sqs, sq)
 	return nil
 }
 
-func (a *reputationAcc) Count() int { return len(a.rows) }
+func (a *reputationAcc) Count() int { return len(a.ups) }
 
 func (a *reputationAcc) Excluded() []int { return a.excluded }
 
@@ -232,7 +243,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	if a.applied {
 		return ErrApplied
 	}
-	k := len(a.rows)
+	k := len(a.ups)
 	if k == 0 {
 		return ErrNoUpdates
 	}
@@ -259,7 +270,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 			trusted[i] = true
 		}
 	}
-	scores := agreementScores(a.rows, trusted, a.n)
+	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
 
 	// The new state, committed only if Inner succeeds.
 	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
@@ -290,23 +301,60 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
-	excluded, err := applyExcluding(r.inner(), a.n, a.rows, func(i int) float64 { return a.ups[i].Weight }, drop, global)
+	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
 		return err
 	}
 	r.st = st
-	a.applied, a.excluded, a.scores, a.rows = true, excluded, scores, nil
+	a.applied, a.excluded, a.scores, a.ups = true, excluded, scores, nil
 	return nil
 }
 
-// agreementScores returns, for each row, its cosine similarity with the
-// sum of the other trusted rows clipped to the median row norm. A zero
-// row, or a zero reference, scores 0.
-func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
-	k := len(rows)
+// applyExcludingKept aggregates the updates not dropped with inner, handing
+// them over (see keeper) without their identities, and returns the
+// positions left out, by drop or by inner (see applyExcluding).
+func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global []float32) ([]int, error) {
+	acc := inner.Begin(n)
+	var excluded, kept []int
+	for i, u := range ups {
+		if drop[i] {
+			excluded = append(excluded, i)
+			continue
+		}
+		u.Client, u.ClientKnown = 0, false
+		if err := addKeptTo(acc, u); err != nil {
+			return nil, fmt.Errorf("update %d: %w", i, err)
+		}
+		kept = append(kept, i)
+	}
+	if err := acc.Apply(global); err != nil {
+		return nil, err
+	}
+	if e, ok := acc.(Excluder); ok {
+		for _, j := range e.Excluded() {
+			excluded = append(excluded, kept[j])
+		}
+		slices.Sort(excluded)
+	}
+	return excluded, nil
+}
+
+// agreementScores returns, for each update, its cosine similarity with the
+// sum of the other trusted updates clipped to the median norm. A zero
+// update, or a zero reference, scores 0. sqs, when not nil, holds
+// dot32(u, u) of each dense update, or −1 where it is to be computed. Sparse updates give the bits of
+// their dense form: the sums skip only zero terms, which add nothing.
+func agreementScores(ups []Update, sqs []float64, trusted []bool, n int) []float64 {
+	k := len(ups)
 	norms := make([]float64, k)
-	for i, r := range rows {
-		norms[i] = math.Sqrt(dot32(r, r))
+	for i, u := range ups {
+		if sqs != nil && sqs[i] >= 0 {
+			norms[i] = math.Sqrt(sqs[i])
+		} else if u.IsSparse() {
+			norms[i] = math.Sqrt(sparseDot(u.Indices, u.Values, u.Values, n))
+		} else {
+			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
+		}
 	}
 	sorted := slices.Clone(norms)
 	slices.Sort(sorted)
@@ -321,37 +369,169 @@ func agreementScores(rows [][]float32, trusted []bool, n int) []float64 {
 			clip[i] = m / x
 		}
 	}
+	if dense := !slices.ContainsFunc(ups, Update.IsSparse); dense {
+		return agreementScoresDense(ups, trusted, norms, clip, n)
+	}
 	ref := make([]float64, n)
-	for i, r := range rows {
+	for i, u := range ups {
 		if !trusted[i] {
 			continue
 		}
 		c := clip[i]
-		for j, v := range r {
+		if u.IsSparse() {
+			for j, v := range u.Values {
+				ref[u.Indices[j]] += float64(c * float64(v))
+			}
+			continue
+		}
+		for j, v := range u.Delta[:len(ref)] {
 			ref[j] += float64(c * float64(v))
 		}
 	}
 	refSq := dot64(ref, ref)
 	scores := make([]float64, k)
-	for i, r := range rows {
+	for i, u := range ups {
 		if norms[i] == 0 {
 			continue
 		}
-		d := dot3264(r, ref)
-		// ⟨u, S − c·u⟩ and ‖S − c·u‖² without forming S − c·u.
-		c := 0.0
-		if trusted[i] {
-			c = clip[i]
+		var d float64
+		if u.IsSparse() {
+			d = sparseDot3264(u.Indices, u.Values, ref)
+		} else {
+			d = dot3264(u.Delta, ref)
 		}
-		uu := norms[i] * norms[i]
-		num := d - float64(c*uu)
-		den2 := refSq - float64(2*c*d) + float64(c*c*uu)
-		if !(den2 > 0) {
-			continue
-		}
-		scores[i] = max(-1, min(1, num/norms[i]/math.Sqrt(den2)))
+		scores[i] = agreementScore(d, refSq, norms[i], clip[i], trusted[i])
 	}
 	return scores
+}
+
+// agreementScoresDense is agreementScores for dense updates, bit for bit,
+// in one pass over them: the reference is summed a block of coordinates
+// at a time, and its square and its products with the updates are taken
+// over the block while it is in cache, each partial sum getting its terms
+// in the order dot64 and dot3264 give them.
+func agreementScoresDense(ups []Update, trusted []bool, norms, clip []float64, n int) []float64 {
+	k := len(ups)
+	const block = 2048 // a multiple of 4
+	var ref [block]float64
+	var refLanes [4]float64
+	dots := make([][4]float64, k)
+	n4 := n &^ 3
+	for c0 := 0; c0 < n; c0 += block {
+		c1 := min(c0+block, n)
+		r := ref[:c1-c0]
+		clear(r)
+		for i, u := range ups {
+			if !trusted[i] {
+				continue
+			}
+			c := clip[i]
+			for j, v := range u.Delta[c0:c1] {
+				r[j] += float64(c * float64(v))
+			}
+		}
+		m := min(c1, n4) - c0 // the terms that go to lane j mod 4
+		dot64Lanes(r[:m], r[:m], &refLanes)
+		for j := m; j < len(r); j++ {
+			refLanes[0] += float64(r[j] * r[j])
+		}
+		for i, u := range ups {
+			if norms[i] == 0 {
+				continue
+			}
+			a := u.Delta[c0:c1]
+			dot3264Lanes(a[:m], r[:m], &dots[i])
+			for j := m; j < len(r); j++ {
+				dots[i][0] += float64(float64(a[j]) * r[j])
+			}
+		}
+	}
+	refSq := (refLanes[0] + refLanes[1]) + (refLanes[2] + refLanes[3])
+	scores := make([]float64, k)
+	for i := range ups {
+		if norms[i] == 0 {
+			continue
+		}
+		d := (dots[i][0] + dots[i][1]) + (dots[i][2] + dots[i][3])
+		scores[i] = agreementScore(d, refSq, norms[i], clip[i], trusted[i])
+	}
+	return scores
+}
+
+// agreementScore returns the cosine of u with S − c·u, c its clip factor
+// when it is trusted (part of S) and 0 otherwise, from d = ⟨u, S⟩, ‖S‖²
+// and ‖u‖, without forming S − c·u.
+func agreementScore(d, refSq, norm, clip float64, trusted bool) float64 {
+	c := 0.0
+	if trusted {
+		c = clip
+	}
+	uu := norm * norm
+	num := d - float64(c*uu)
+	den2 := refSq - float64(2*c*d) + float64(c*c*uu)
+	if !(den2 > 0) {
+		return 0
+	}
+	return max(-1, min(1, num/norm/math.Sqrt(den2)))
+}
+
+// dot64Lanes adds a[j]·b[j] to s[j mod 4], in order; len(a) is a
+// multiple of 4.
+func dot64Lanes(a, b []float64, s *[4]float64) {
+	b = b[:len(a)]
+	s0, s1, s2, s3 := s[0], s[1], s[2], s[3]
+	for i := 0; i+4 <= len(a); i += 4 {
+		s0 += float64(a[i] * b[i])
+		s1 += float64(a[i+1] * b[i+1])
+		s2 += float64(a[i+2] * b[i+2])
+		s3 += float64(a[i+3] * b[i+3])
+	}
+	*s = [4]float64{s0, s1, s2, s3}
+}
+
+// dot3264Lanes is dot64Lanes for a float32 a.
+func dot3264Lanes(a []float32, b []float64, s *[4]float64) {
+	b = b[:len(a)]
+	s0, s1, s2, s3 := s[0], s[1], s[2], s[3]
+	for i := 0; i+4 <= len(a); i += 4 {
+		s0 += float64(float64(a[i]) * b[i])
+		s1 += float64(float64(a[i+1]) * b[i+1])
+		s2 += float64(float64(a[i+2]) * b[i+2])
+		s3 += float64(float64(a[i+3]) * b[i+3])
+	}
+	*s = [4]float64{s0, s1, s2, s3}
+}
+
+// lane returns the partial sum that dot32, dot64 and dot3264 put the
+// term of index i of n into: i mod 4, except the last n mod 4 terms,
+// which go to the first.
+func lane(i int32, n int) int {
+	if int(i) >= n&^3 {
+		return 0
+	}
+	return int(i & 3)
+}
+
+// sparseDot returns dot32 of the dense forms of (idx, a) and (idx, b),
+// vectors of n values that are zero off idx, bit for bit: the same terms
+// in the same partial sums in the same order, without the zero ones.
+func sparseDot(idx []int32, a, b []float32, n int) float64 {
+	var s [4]float64
+	b = b[:len(a)]
+	for j, i := range idx[:len(a)] {
+		s[lane(i, n)] += float64(float64(a[j]) * float64(b[j]))
+	}
+	return (s[0] + s[1]) + (s[2] + s[3])
+}
+
+// sparseDot3264 returns dot3264 of the dense form of (idx, a), zero off
+// idx, and b, bit for bit.
+func sparseDot3264(idx []int32, a []float32, b []float64) float64 {
+	var s [4]float64
+	for j, i := range idx[:len(a)] {
+		s[lane(i, len(b))] += float64(float64(a[j]) * b[i])
+	}
+	return (s[0] + s[1]) + (s[2] + s[3])
 }
 
 // dot64 returns Σ a[i]·b[i] with four partial sums combined in a fixed

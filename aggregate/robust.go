@@ -6,12 +6,16 @@ import (
 	"slices"
 )
 
-// The robust strategies need every update dense at once: their Add keeps a
-// float32 copy of each update (a sparse one is densified), so a round of k
-// updates of n parameters holds 4nk bytes, 80 MB for the 2NN (n = 199210)
-// and 100 clients. They ignore Update.Weight (it is still validated): a
-// Byzantine client could claim any weight. Their per-coordinate statistics
-// are computed in float64 and written into the float32 model.
+// The robust strategies need every update at once: their Add keeps a copy
+// of each update (a sparse one stays sparse: 8 bytes a coordinate sent),
+// so a round of k dense updates of n parameters holds 4nk bytes, 80 MB for
+// the 2NN (n = 199210) and 100 clients; behind AutoBound, Reputation or
+// Bucketing they keep the wrapper's copy instead of another (see keeper).
+// Median and trimmed-mean read sparse updates as they are; Krum, Multi-Krum
+// and Bulyan densify them at Apply. They ignore Update.Weight (it is still
+// validated): a Byzantine client could claim any weight. Their
+// per-coordinate statistics are computed in float64 and written into the
+// float32 model.
 
 // robustRule is the aggregation rule of a buffering accumulator.
 type robustRule interface {
@@ -24,10 +28,76 @@ type robustRule interface {
 	apply(global []float32, rows [][]float32)
 }
 
-// rowsAcc buffers dense copies of the updates.
+// updatesRule is a robustRule that reads sparse updates as they are, in
+// O(n + Σs) instead of densifying them.
+type updatesRule interface {
+	robustRule
+	// applyUpdates is apply on validated updates, dense or sparse.
+	applyUpdates(global []float32, ups []Update)
+}
+
+// keeper is implemented by the accumulators that buffer whole updates (the
+// robust rules, Bucketing, Reputation): addKept takes an update that
+// passed Validate, with its final values and weight, and keeps a reference
+// to its slices instead of a copy. The caller hands them over: nobody
+// modifies them afterwards, the accumulator included (it may pass them on
+// to an inner keeper). The wrappers hand their own copies down this way,
+// so that a stack such as RobustSpec copies each update once.
+type keeper interface {
+	addKept(u Update) error
+}
+
+// sqKeeper is a keeper that also takes dot32(u, u) of a dense u when the
+// caller has it (−1 when not), to spare a pass over u.
+type sqKeeper interface {
+	addKeptSq(u Update, sq float64) error
+}
+
+// addTo hands u, whose slices the caller gives up, to acc: without a copy
+// when acc is a keeper, through Add otherwise.
+func addKeptTo(acc Accumulator, u Update) error {
+	if k, ok := acc.(keeper); ok {
+		return k.addKept(u)
+	}
+	return acc.Add(u)
+}
+
+// cloneUpdate returns a copy of u's values and indices, with its weight
+// and identity; a sparse update stays sparse.
+func cloneUpdate(u Update) Update {
+	c := Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown}
+	if u.IsSparse() {
+		c.N, c.Indices, c.Values = u.N, slices.Clone(u.Indices), slices.Clone(u.Values)
+		if c.Indices == nil {
+			c.Indices, c.Values = []int32{}, []float32{}
+		}
+	} else {
+		c.Delta = slices.Clone(u.Delta)
+	}
+	return c
+}
+
+// scaleValues multiplies the values of u, which the caller owns, by scale
+// in place, rounding each product to float32 as a scaled copy would.
+func scaleValues(u Update, scale float64) {
+	if scale == 1 {
+		return
+	}
+	v := u.Delta
+	if u.IsSparse() {
+		v = u.Values
+	}
+	for i, x := range v {
+		v[i] = float32(float64(x) * scale)
+	}
+}
+
+// rowsAcc buffers the updates: kept as handed over (see keeper) or copied,
+// sparse ones sparse; a rule that needs them dense gets them densified at
+// Apply.
 type rowsAcc struct {
 	n       int
-	rows    [][]float32
+	ups     []Update
 	rule    robustRule
 	applied bool
 }
@@ -43,7 +113,10 @@ func (a *rowsAcc) Add(u Update) error {
 	if err := Validate(u, a.n); err != nil {
 		return err
 	}
-	return a.addValid(u, 1, u.Weight)
+	if a.applied {
+		return ErrApplied
+	}
+	return a.addKept(cloneUpdate(u))
 }
 
 // addValid buffers scale·u, where u passed Validate.
@@ -51,40 +124,55 @@ func (a *rowsAcc) addValid(u Update, scale, _ float64) error {
 	if a.applied {
 		return ErrApplied
 	}
-	row := u.Dense(make([]float32, a.n))
-	if scale != 1 {
-		if u.IsSparse() {
-			for _, i := range u.Indices {
-				row[i] = float32(float64(row[i]) * scale)
-			}
-		} else {
-			for i, v := range row {
-				row[i] = float32(float64(v) * scale)
-			}
-		}
+	c := cloneUpdate(u)
+	scaleValues(c, scale)
+	return a.addKept(c)
+}
+
+func (a *rowsAcc) addKept(u Update) error {
+	if a.applied {
+		return ErrApplied
 	}
-	a.rows = append(a.rows, row)
+	a.ups = append(a.ups, u)
 	return nil
 }
 
-func (a *rowsAcc) Count() int { return len(a.rows) }
+func (a *rowsAcc) Count() int { return len(a.ups) }
 
 func (a *rowsAcc) Apply(global []float32) error {
 	if a.applied {
 		return ErrApplied
 	}
-	if len(a.rows) == 0 {
+	if len(a.ups) == 0 {
 		return ErrNoUpdates
 	}
 	if len(global) != a.n {
 		return fmt.Errorf("%w: global model has %d values, round has %d", ErrShape, len(global), a.n)
 	}
-	if need := a.rule.minUpdates(); len(a.rows) < need {
-		return fmt.Errorf("%w: %d updates, at least %d needed", ErrTooFewUpdates, len(a.rows), need)
+	if need := a.rule.minUpdates(); len(a.ups) < need {
+		return fmt.Errorf("%w: %d updates, at least %d needed", ErrTooFewUpdates, len(a.ups), need)
 	}
-	a.rule.apply(global, a.rows)
+	if r, ok := a.rule.(updatesRule); ok {
+		r.applyUpdates(global, a.ups)
+	} else {
+		a.rule.apply(global, denseRows(a.ups, a.n))
+	}
 	a.applied = true
 	return nil
+}
+
+// denseRows returns the updates as dense rows: a dense update's own slice,
+// a sparse one densified.
+func denseRows(ups []Update, n int) [][]float32 {
+	rows := make([][]float32, len(ups))
+	for i, u := range ups {
+		if u.IsSparse() {
+			rows[i] = u.Dense(make([]float32, n))
+		} else {
+			rows[i] = u.Delta
+		}
+	}
+	return rows
 }
 
 // Median is the coordinate-wise median (Yin et al. 2018, "Byzantine-robust
@@ -103,8 +191,9 @@ func (a *rowsAcc) Apply(global []float32) error {
 // senders being arbitrary, and attackers that send every coordinate can
 // outnumber the honest senders of a coordinate: see docs/strategies.md.
 //
-// Cost: 4nk bytes of buffered updates (see above); O(nk) expected time
-// (selection, not sorting).
+// Cost: 4nk bytes of buffered dense updates (see above); O(nk log² k)
+// time, by sorting networks over blocks of coordinates (k ≤ 128); sparse
+// updates in O(n + Σs log² s_i) for s_i senders of coordinate i.
 type Median struct {
 	// Over is MeanAll (the zero value) for the median of all values,
 	// MeanSenders for the median over each coordinate's senders.
@@ -143,33 +232,12 @@ func validateOver(over MeanOver, minSenders int) error {
 	return nil
 }
 
-// senders returns the values of col a coordinate's statistic is taken
-// over: col itself, or with MeanSenders its non-zero values, in order,
-// copied into buf, when there are at least minSenders of them.
-func senders(col, buf []float32, over MeanOver, minSenders int) []float32 {
-	if over != MeanSenders {
-		return col
-	}
-	buf = buf[:0]
-	for _, v := range col {
-		if v != 0 {
-			buf = append(buf, v)
-		}
-	}
-	if len(buf) < max(minSenders, 1) {
-		return col
-	}
-	return buf
-}
+func (m Median) apply(global []float32, rows [][]float32) { m.col().applyDense(global, rows) }
 
-func (m Median) apply(global []float32, rows [][]float32) {
-	col := make([]float32, len(rows))
-	buf := make([]float32, 0, len(rows))
-	ms := cmp.Or(m.MinSenders, DefaultMinSenders)
-	for i := range global {
-		gather(col, rows, nil, i)
-		global[i] = addTo(global[i], medianF32(senders(col, buf, m.Over, ms)))
-	}
+func (m Median) applyUpdates(global []float32, ups []Update) { m.col().applyUpdates(global, ups) }
+
+func (m Median) col() colRule {
+	return colRule{median: true, over: m.Over, minSenders: cmp.Or(m.MinSenders, DefaultMinSenders)}
 }
 
 // TrimmedMean is the coordinate-wise trimmed mean (Yin et al. 2018): at
@@ -180,7 +248,7 @@ func (m Median) apply(global []float32, rows [][]float32) {
 // updates non-zero there), as for Median. The result does not depend on
 // the order of Add.
 //
-// Cost: 4nk bytes of buffered updates; O(nk log k) time.
+// Cost: as Median's.
 type TrimmedMean struct {
 	// Beta is the fraction trimmed at each end.
 	Beta float64
@@ -207,22 +275,12 @@ func (t TrimmedMean) validate() error {
 	return validateOver(t.Over, t.MinSenders)
 }
 
-func (t TrimmedMean) apply(global []float32, rows [][]float32) {
-	col := make([]float32, len(rows))
-	buf := make([]float32, 0, len(rows))
-	ms := cmp.Or(t.MinSenders, DefaultMinSenders)
-	for i := range global {
-		gather(col, rows, nil, i)
-		v := senders(col, buf, t.Over, ms)
-		k := len(v)
-		cut := int(t.Beta * float64(k))
-		sortF32(v)
-		var s float64
-		for _, x := range v[cut : k-cut] {
-			s += float64(x)
-		}
-		global[i] = addTo(global[i], float64(s*(1/float64(k-2*cut))))
-	}
+func (t TrimmedMean) apply(global []float32, rows [][]float32) { t.col().applyDense(global, rows) }
+
+func (t TrimmedMean) applyUpdates(global []float32, ups []Update) { t.col().applyUpdates(global, ups) }
+
+func (t TrimmedMean) col() colRule {
+	return colRule{beta: t.Beta, over: t.Over, minSenders: cmp.Or(t.MinSenders, DefaultMinSenders)}
 }
 
 // Krum is the Krum rule of Blanchard et al. 2017 ("Machine learning with

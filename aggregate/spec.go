@@ -57,6 +57,11 @@ func strategyParams(name string) ([]Param, bool) {
 		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}, over, minSenders}, true
 	case "krum", "bulyan":
 		return []Param{{"f", "1", "Byzantine updates tolerated"}}, true
+	case "signvote":
+		return []Param{
+			{"lr", ff(DefaultSignVoteLR), "step of each coordinate in the direction of its senders' majority sign"},
+			{"weighted", "false", "weigh each vote by the update's weight (example count) instead of 1"},
+		}, true
 	case "multi-krum":
 		return []Param{
 			{"f", "1", "Byzantine updates tolerated"},
@@ -358,6 +363,8 @@ func (p *kv) strategy() Strategy {
 		return MultiKrum{F: p.int("f", 1), M: p.int("m", 0)}
 	case "bulyan":
 		return Bulyan{F: p.int("f", 1)}
+	case "signvote":
+		return SignVote{LR: p.float("lr", DefaultSignVoteLR), Weighted: p.bool("weighted", false)}
 	}
 	panic("aggregate: strategy without a constructor: " + p.name)
 }
