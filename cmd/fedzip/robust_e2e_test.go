@@ -21,6 +21,7 @@ import (
 	"github.com/fedzip/fedzip/dataset"
 	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -75,8 +76,9 @@ func (rc *robustCluster) check(t *testing.T) {
 // rounds); the metrics count the exclusions; and the model must train.
 //
 // With FEDZIP_LONG=1 it also runs, on one node, the same clients without
-// attackers (the clean accuracy) and the attack against unbounded FedAvg
-// (fedavg,bound=off), which the attack must break, and compares the three
+// attackers (the clean accuracy), the attack against unbounded FedAvg
+// (fedavg,bound=off), which the attack must break, and the attack against
+// the default strategy (bounded, no reputation), and compares them
 // (docs/robustness.md, "In a cluster").
 func TestRobustCluster(t *testing.T) {
 	if testing.Short() {
@@ -100,6 +102,7 @@ func TestRobustCluster(t *testing.T) {
 	}{
 		{"robust-clean", robustRun{strategy: "robust", nodes: 1}},
 		{"fedavg-attacked", robustRun{strategy: "fedavg,bound=off", attackers: 2, nodes: 1}},
+		{"default-attacked", robustRun{strategy: runspec.DefaultStrategy, attackers: 2, nodes: 1}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rc := startRobustCluster(t, filepath.Join(dir, c.name), bin, certs, data, c.run)
