@@ -56,13 +56,25 @@ type robustCluster struct {
 	metrics    []string // each node's metrics address
 	logs       *syncbuf.Buffer
 	failed     atomic.Value // the error of an attacker that gave up
+	clients    []*proc      // the honest clients
 }
 
-// check fails the test if an attacker gave up.
+// check fails the test if an attacker gave up or an honest client
+// exited with an error: the rounds, which need every client, would wait
+// for it in vain.
 func (rc *robustCluster) check(t *testing.T) {
 	t.Helper()
 	if err, ok := rc.failed.Load().(error); ok {
 		t.Fatalf("an attacker gave up: %v", err)
+	}
+	for _, c := range rc.clients {
+		select {
+		case <-c.done:
+			if code := c.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Fatalf("%s exited %d during training", c.name, code)
+			}
+		default:
+		}
 	}
 }
 
@@ -260,9 +272,9 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Fede
 	rc.statusArgs = []string{"--coordinator", addrs, "--ca", ca, "--cert", cert, "--key", key}
 	honest := robustClients - run.attackers
 	for i := range honest {
-		start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", addrs,
+		rc.clients = append(rc.clients, start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", addrs,
 			"--ca", ca, "--cert", cert, "--key", key, "--clients", fmt.Sprint(robustShards), "--client-index", fmt.Sprint(i),
-			"--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)), "--timeout", (5 * robustWait).String())
+			"--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)), "--timeout", (5 * robustWait).String()))
 	}
 	tlsConf, err := transport.ClientTLSConfig(ca, cert, key)
 	if err != nil {
