@@ -274,7 +274,7 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Fede
 	for i := range honest {
 		rc.clients = append(rc.clients, start(t, bin, fmt.Sprintf("client%d", i), "client", "--log-format", "json", "--coordinator", addrs,
 			"--ca", ca, "--cert", cert, "--key", key, "--clients", fmt.Sprint(robustShards), "--client-index", fmt.Sprint(i),
-			"--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)), "--timeout", (5 * robustWait).String()))
+			"--join-secret", "js", "--state-dir", filepath.Join(dir, fmt.Sprintf("state%d", i)), "--timeout", (5*robustWait).String()))
 	}
 	tlsConf, err := transport.ClientTLSConfig(ca, cert, key)
 	if err != nil {
