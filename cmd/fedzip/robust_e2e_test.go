@@ -30,14 +30,18 @@ import (
 // processes over mTLS with join-secret tokens trains the 2NN on MNIST
 // with `--strategy robust` and the default codecs (stcg uploads, lattice
 // downloads); honest `fedzip client` processes and attackers in this
-// process (remote.Run, the client runtime, with a Trainer that reverses
-// its honest update and scales it) take part in every round.
+// process (remote.Run, the client runtime, with a Trainer that trains on
+// MNIST test images, then reverses its update and scales it) take part in
+// every round.
 const (
 	robustShards  = 60 // MNIST split iid in 60 shards of 1000 examples; clients train on the first ones
 	robustClients = 8  // every client is selected in every round
 	robustRounds  = 12
 	robustScale   = 10 // the attackers send −10 × their honest update
-	robustWait    = 2 * time.Minute
+	// robustAttackerExamples is an attacker's data: as many MNIST test
+	// images as an honest client's shard holds.
+	robustAttackerExamples = 1000
+	robustWait             = 2 * time.Minute
 )
 
 // robustRun is one run of the cluster: the strategy, how many of the
@@ -97,7 +101,14 @@ func TestRobustCluster(t *testing.T) {
 		t.Skip("multi-process cluster test in -short mode")
 	}
 	dir, bin, certs := buildWithCerts(t)
-	data, err := dataset.Spec{Dataset: "mnist", Clients: robustShards, Partition: "iid", SyntheticAlpha: 1, SyntheticBeta: 1, Seed: 1}.Load()
+	// The attackers' data: 1000 MNIST test images each. Any data serves
+	// to craft a reversed update, and in this (-race) process loading the
+	// test set costs a few seconds where the training set cost 18.
+	mnistDir, err := dataset.MNISTDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := dataset.LoadMNISTTest(mnistDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +152,7 @@ const robustFloor = 0.8
 
 // testRobustAttacked runs the attacked cluster with a failover, checks
 // the exclusions, and returns the final test accuracy.
-func testRobustAttacked(t *testing.T, dir, bin, certs string, data *dataset.Federated) float64 {
+func testRobustAttacked(t *testing.T, dir, bin, certs string, data *dataset.Dataset) float64 {
 	rc := startRobustCluster(t, dir, bin, certs, data, robustRun{strategy: "robust", attackers: 2, nodes: 3})
 	// The first round that excludes the attackers: the reputation needs
 	// a few scores per client first (reputation-min, 3).
@@ -236,7 +247,7 @@ func testRobustAttacked(t *testing.T, dir, bin, certs string, data *dataset.Fede
 // startRobustCluster starts run's coordinator nodes, its honest client
 // processes and its attackers, in dir, and waits until the attackers have
 // registered.
-func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Federated, run robustRun) *robustCluster {
+func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Dataset, run robustRun) *robustCluster {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
@@ -295,7 +306,10 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Fede
 	log := slog.New(slog.NewJSONHandler(rc.logs, nil))
 	for i := honest; i < robustClients; i++ {
 		name := fmt.Sprintf("attacker%d", i)
-		idx := data.TrainParts[i]
+		idx := make([]int, robustAttackerExamples)
+		for j := range idx {
+			idx[j] = (i-honest)*robustAttackerExamples + j
+		}
 		cfg := remote.Config{Addrs: strings.Split(addrs, ","), TLS: tlsConf, Name: name, JoinSecret: "js",
 			StateDir: filepath.Join(dir, name), Examples: uint64(len(idx)), Logger: log.With("client", name),
 			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
@@ -303,7 +317,7 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Fede
 				if err != nil {
 					return nil, err
 				}
-				honest := client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: data.Train.X, Y: data.Train.Y, Index: idx}
+				honest := client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: data.X, Y: data.Y, Index: idx}
 				return &signFlipper{DataTrainer: honest, scale: robustScale}, nil
 			},
 			OnIdentity: func(id uint64, _ string) {
