@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -338,6 +339,21 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Data
 				}
 			}
 		}()
+		if i == robustClients-1 {
+			break
+		}
+		// Between two attackers' IDs lies the ID of a client that never
+		// polls, so never selected: the attackers' positions in the
+		// round (selection order) and their IDs differ by more than a
+		// constant, and a line naming positions instead of IDs fails.
+		registered := i - honest + 1
+		waitLog(t, rc.nodes[0], name+" to register", robustWait, func() bool {
+			rc.check(t)
+			mu.Lock()
+			defer mu.Unlock()
+			return len(rc.attackers) == registered
+		})
+		registerIdle(t, rc.nodes[0], grpc, tlsConf)
 	}
 	waitLog(t, rc.nodes[0], "the attackers to register", robustWait, func() bool {
 		mu.Lock()
@@ -348,6 +364,27 @@ func startRobustCluster(t *testing.T, dir, bin, certs string, data *dataset.Data
 	slices.Sort(rc.attackers)
 	mu.Unlock()
 	return rc
+}
+
+// registerIdle registers a client that will never poll, at whichever of
+// the nodes at addrs leads (p: the process whose log a timeout names).
+func registerIdle(t *testing.T, p *proc, addrs []string, tlsConf *tls.Config) {
+	t.Helper()
+	waitLog(t, p, "an idle client to register", robustWait, func() bool {
+		for _, a := range addrs {
+			conn, err := transport.Dial(context.Background(), []string{a}, transport.ClientConfig{TLS: tlsConf})
+			if err != nil {
+				continue
+			}
+			_, err = fedzippb.NewCoordinatorClient(conn).Register(context.Background(), &fedzippb.RegisterRequest{JoinSecret: "js", Name: "idle",
+				Capabilities: &fedzippb.Capabilities{Examples: 1}})
+			conn.Close()
+			if err == nil {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // signFlipper is an attacker's Trainer: it trains like the honest
