@@ -94,6 +94,17 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
 		return nil, err
 	}
+	// The leader judges who is alive: a client waiting at a follower is
+	// not alive for it and no round selects it (after a failover without
+	// gossip, until --client-ttl expires it and it registers again under a
+	// new ID). A follower that knows the leader's address sends the
+	// client there; one that knows none (an election) serves the poll,
+	// and any node tells a client that a finished run is done.
+	if !s.node.IsLeader() && s.node.FSM().Progress().Phase != round.Finished {
+		if a, id := s.node.Leader(); s.leaderAddr(id, a) != "" {
+			return nil, s.status(ctx, &NotLeaderError{Leader: a, LeaderID: id})
+		}
+	}
 	if !s.takePoll(req.GetClientId()) {
 		return nil, status.Errorf(codes.ResourceExhausted, "client %d has %d task requests waiting, its limit", req.GetClientId(), MaxPollsPerClient)
 	}

@@ -48,6 +48,8 @@ type Coordinator struct {
 	evalOnce             sync.Once
 	fed                  [4]prometheus.Gauge // accuracy, loss, examples, reports
 	fedOnce              sync.Once
+	excluded             prometheus.Counter
+	excludedLast         prometheus.Gauge
 
 	// Totals, also read by the dashboard: payload bytes received in
 	// accepted updates, the same updates' dense float32 size, and model
@@ -103,10 +105,14 @@ func NewCoordinator(reg *prometheus.Registry, state func() CoordinatorState) *Co
 		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_examples", Help: "Federated evaluation: the held-out examples the last evaluation counted."}),
 		prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_fed_reports", Help: "Federated evaluation: the clients that reported in the last evaluation."}),
 	}
+	m.excluded = prometheus.NewCounter(prometheus.CounterOpts{Name: "fedzip_updates_excluded_total",
+		Help: "Accepted updates the strategy left out of the aggregate (reputation, filter), summed over the rounds this node saw close; the \"round closed\" line names the clients."})
+	m.excludedLast = prometheus.NewGauge(prometheus.GaugeOpts{Name: "fedzip_clients_excluded",
+		Help: "Clients whose update the strategy left out of the last closed round's aggregate."})
 	ratio := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "fedzip_compression_ratio",
 		Help: "Dense float32 size of the accepted updates over their received payload size (1 for dense updates; 0 before the first)."},
 		m.CompressionRatio)
-	reg.MustRegister(m.accepted, m.duplicates, m.refused, m.bytes, m.transfer, m.dense, total, m.download, m.train, m.encode, m.upload, ratio, (*stateCollector)(m))
+	reg.MustRegister(m.accepted, m.duplicates, m.refused, m.bytes, m.transfer, m.dense, total, m.download, m.train, m.encode, m.upload, ratio, m.excluded, m.excludedLast, (*stateCollector)(m))
 	return m
 }
 
@@ -239,6 +245,17 @@ func (m *Coordinator) Evaluated(accuracy, loss float64) {
 	m.evalOnce.Do(func() { m.reg.MustRegister(m.accuracy, m.loss) })
 	m.accuracy.Set(accuracy)
 	m.loss.Set(loss)
+}
+
+// Excluded records a closed round in which the strategy left n accepted
+// updates out of the aggregate (0 for none): the counter grows by n and
+// the gauge holds n. Call it once per closed round.
+func (m *Coordinator) Excluded(n int) {
+	if m == nil {
+		return
+	}
+	m.excluded.Add(float64(max(n, 0)))
+	m.excludedLast.Set(float64(max(n, 0)))
 }
 
 // FedEvaluated sets the gauges of the last federated evaluation: the

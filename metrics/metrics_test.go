@@ -31,6 +31,7 @@ func TestNilIsOff(t *testing.T) {
 	c.ClientTimings(1, 2, 3, 4)
 	c.Evaluated(0.9, 0.1)
 	c.FedEvaluated(0.9, 0.1, 10, 2)
+	c.Excluded(2)
 	c.SetState(nil)
 	if c.CompressionRatio() != 0 || c.Totals() != (Totals{}) {
 		t.Fatal("nil coordinator reports values")
@@ -91,6 +92,30 @@ fedzip_raft_role{role="shutdown"} 0
 	m.Evaluated(0.95, 0.1)
 	if err := testutil.GatherAndCompare(reg, strings.NewReader("# HELP fedzip_test_accuracy Test accuracy of the last evaluated global model (--eval).\n# TYPE fedzip_test_accuracy gauge\nfedzip_test_accuracy 0.95\n"), "fedzip_test_accuracy"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExcludedCounts: the exclusion counter sums the rounds' exclusions
+// and the gauge holds the last round's, 0 included.
+func TestExcludedCounts(t *testing.T) {
+	reg := NewRegistry()
+	m := NewCoordinator(reg, nil)
+	m.Excluded(2)
+	m.Excluded(3)
+	want := `
+# HELP fedzip_clients_excluded Clients whose update the strategy left out of the last closed round's aggregate.
+# TYPE fedzip_clients_excluded gauge
+fedzip_clients_excluded 3
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "fedzip_clients_excluded"); err != nil {
+		t.Fatal(err)
+	}
+	m.Excluded(0)
+	if got := testutil.ToFloat64(m.excluded); got != 5 {
+		t.Fatalf("fedzip_updates_excluded_total = %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(m.excludedLast); got != 0 {
+		t.Fatalf("fedzip_clients_excluded = %v after a round without exclusions, want 0", got)
 	}
 }
 

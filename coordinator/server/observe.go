@@ -29,6 +29,7 @@ func (o *observer) roundClosed(c round.Closed, b roundBytes, eval bool, acc, los
 	if o == nil {
 		return
 	}
+	o.metrics.Excluded(len(c.Excluded))
 	if eval {
 		o.metrics.Evaluated(acc, loss)
 	}

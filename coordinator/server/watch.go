@@ -70,6 +70,7 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
 		attrs = append(attrs, "missing_clients", closed.Missing)
 	}
+	attrs = append(attrs, excludedAttrs(closed.Excluded)...)
 	var b roundBytes
 	if closed.Round > 0 {
 		b = s.roundBytes(closed.Round)
@@ -109,6 +110,22 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 			s.log.Error("saving the model", "err", err)
 		}
 	}
+}
+
+// maxExcludedLogged bounds the client IDs a "round closed" line lists.
+const maxExcludedLogged = 32
+
+// excludedAttrs are the line's exclusion attributes: how many accepted
+// updates the strategy left out of the aggregate (reputation, filter),
+// and, when any, the authenticated IDs of their clients in selection
+// order, at most maxExcludedLogged of them (the count says how many were
+// cut).
+func excludedAttrs(ex []round.ClientID) []any {
+	attrs := []any{"excluded", len(ex)}
+	if len(ex) > 0 {
+		attrs = append(attrs, "excluded_clients", ex[:min(len(ex), maxExcludedLogged)])
+	}
+	return attrs
 }
 
 // roundBytes is what a "round closed" line says of the bytes: the
