@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"strconv"
 )
@@ -67,6 +68,13 @@ type Quorum struct {
 	Block int
 	// Seed seeds the hash of client IDs to bits.
 	Seed uint64
+	// Min is the smallest value, as a fraction of the root mean square of
+	// the update's non-zero values, that makes a client a sender of a
+	// coordinate, in [0, 1]; smaller values are still aggregated. It keeps
+	// the tiny gradients of rarely used inputs in dense updates (a few
+	// honest MNIST images touch the trigger's corner) from counting as
+	// support; the values of a ternary sparse update are all equal.
+	Min float64
 
 	support []uint64 // per block; nil before the first round
 }
@@ -75,6 +83,11 @@ type Quorum struct {
 // coordinates, which for a dense layer are four neighbouring inputs of one
 // unit (four neighbouring pixels of an image row).
 const DefaultQuorumBlock = 4
+
+// DefaultQuorumMin is the quorum-min Parse gives: a value counts as sent
+// when it is at least a tenth of the root mean square of its update's
+// non-zero values.
+const DefaultQuorumMin = 0.1
 
 const (
 	maxQuorum      = 64 // the support sets have 64 bits
@@ -104,6 +117,9 @@ func (q *Quorum) Name() string { return q.inner().Name() }
 // String returns a spec Parse accepts.
 func (q *Quorum) String() string {
 	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q) + ",quorum-block=" + strconv.Itoa(q.block())
+	if q.Min != 0 {
+		s += ",quorum-min=" + ff(q.Min)
+	}
 	if q.Seed != 0 {
 		s += ",quorum-seed=" + strconv.FormatUint(q.Seed, 10)
 	}
@@ -117,6 +133,9 @@ func (q *Quorum) MinUpdates() int { return MinUpdates(q.inner()) }
 func (q *Quorum) Validate() error {
 	if q.Q < 1 || q.Q > maxQuorum {
 		return fmt.Errorf("%w: quorum %d, want 1 ≤ quorum ≤ %d", ErrParam, q.Q, maxQuorum)
+	}
+	if !(q.Min >= 0 && q.Min <= 1) {
+		return fmt.Errorf("%w: quorum-min %v, want 0 ≤ quorum-min ≤ 1", ErrParam, q.Min)
 	}
 	if q.Block < 0 || q.Block > maxQuorumBlock {
 		return fmt.Errorf("%w: quorum-block %d, want 1 ≤ quorum-block ≤ %d", ErrParam, q.Block, maxQuorumBlock)
@@ -227,15 +246,16 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 		copy(a.next, a.q.support)
 	}
 	bit := uint64(1) << (mix64(a.q.Seed^u.Client) >> 58)
+	floor := a.q.Min * rmsNonZero(u)
 	if u.IsSparse() {
 		for t, j := range u.Indices {
-			if u.Values[t] != 0 {
+			if v := u.Values[t]; v != 0 && math.Abs(float64(v)) >= floor {
 				a.next[int(j)/B] |= bit
 			}
 		}
 	} else {
 		for j, v := range u.Delta {
-			if v != 0 {
+			if v != 0 && math.Abs(float64(v)) >= floor {
 				a.next[j/B] |= bit
 			}
 		}
@@ -273,6 +293,25 @@ func (a *quorumAcc) Apply(global []float32) error {
 	return nil
 }
 
+// rmsNonZero returns the root mean square of u's non-zero values, 0 when
+// it has none.
+func rmsNonZero(u Update) float64 {
+	vals := u.Delta
+	if u.IsSparse() {
+		vals = u.Values
+	}
+	nz := 0
+	for _, v := range vals {
+		if v != 0 {
+			nz++
+		}
+	}
+	if nz == 0 {
+		return 0
+	}
+	return l2Norm(u) / math.Sqrt(float64(nz))
+}
+
 // mix64 is SplitMix64's finaliser: a bijective hash of x.
 func mix64(x uint64) uint64 {
 	x += 0x9e3779b97f4a7c15
@@ -292,6 +331,7 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	w.u64(uint64(q.Q))
 	w.u64(uint64(q.Block))
 	w.u64(q.Seed)
+	w.f64(q.Min)
 	w.bool(q.support != nil)
 	if q.support != nil {
 		w.u64(uint64(len(q.support)))
@@ -311,6 +351,7 @@ func (q *Quorum) UnmarshalBinary(data []byte) error {
 	t.Q = int(min(r.u64(), maxQuorum+1))
 	t.Block = int(min(r.u64(), maxQuorumBlock+1))
 	t.Seed = r.u64()
+	t.Min = r.f64()
 	if r.bool() {
 		n := r.u64()
 		if r.err == nil && n > uint64(len(r.b)/8) {

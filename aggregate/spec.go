@@ -80,6 +80,7 @@ var wrapperParams = []Param{
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
 	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
+	{"quorum-min", "0.1", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
 	{"quorum-seed", "0", "quorum: seed of the hash of client IDs"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
@@ -386,9 +387,9 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 		if blk == 0 {
 			blk = -1 // refused by Validate: 0 is the struct's default only
 		}
-		s = &Quorum{Inner: s, Q: p.int("quorum", 0), Block: blk, Seed: p.uint64("quorum-seed", 0)}
-	} else if p.has("quorum-block") || p.has("quorum-seed") {
-		p.err = fmt.Errorf("%w: %s: quorum-block and quorum-seed need quorum", ErrParam, p.name)
+		s = &Quorum{Inner: s, Q: p.int("quorum", 0), Block: blk, Min: p.float("quorum-min", DefaultQuorumMin), Seed: p.uint64("quorum-seed", 0)}
+	} else if p.has("quorum-block") || p.has("quorum-min") || p.has("quorum-seed") {
+		p.err = fmt.Errorf("%w: %s: quorum-block, quorum-min and quorum-seed need quorum", ErrParam, p.name)
 		return nil, false
 	}
 	isDP := false
