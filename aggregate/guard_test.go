@@ -306,3 +306,26 @@ func FuzzQuorumState(f *testing.F) {
 		}
 	})
 }
+
+// TestQuorumMin: in a dense update, a value below quorum-min × the RMS of
+// the update's non-zero values is aggregated but does not make its client
+// a sender.
+func TestQuorumMin(t *testing.T) {
+	for _, c := range []struct {
+		spec    string
+		support bool
+	}{{"fedavg,quorum=2,bound=off", false}, {"fedavg,quorum=2,quorum-min=0,bound=off", true}} {
+		s := mustParse(t, c.spec).(*Quorum)
+		var ups []Update
+		for id := range 10 {
+			d := make([]float32, 8)
+			d[0], d[1], d[4] = 1, -1, 1e-4
+			ups = append(ups, Update{Weight: 1, Delta: d, Client: uint64(id + 1), ClientKnown: true})
+		}
+		quorumApply(t, s, make([]float32, 8), ups)
+		sup := s.Support()
+		if sup[0] < 2 || (sup[1] >= 2) != c.support {
+			t.Errorf("%s: support %v, want block 1 counted %v", c.spec, sup, c.support)
+		}
+	}
+}
