@@ -80,7 +80,7 @@ var wrapperParams = []Param{
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
 	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
-	{"quorum-min", "0.1", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
+	{"quorum-min", "0.5", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
 	{"quorum-seed", "0", "quorum: seed of the hash of client IDs"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
