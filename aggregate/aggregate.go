@@ -49,7 +49,9 @@
 // whose updates keep disagreeing with the others' across rounds, which
 // needs client identities (Update.Client, set by round.Machine) and keeps
 // per-client server state. Their accumulators report the updates they
-// left out through Excluder.
+// left out through Excluder. Quorum (quorum=Q) moves a block of
+// coordinates only once Q distinct clients have sent it, against a
+// backdoor in coordinates that honest clients never train.
 //
 // The order of Add is part of the input. The mean-based strategies sum in
 // that order, so another order may change the last bits. Median and

@@ -85,6 +85,10 @@ var wrapperParams = []Param{
 	{"reputation-min", "3", "reputation: scores a client needs before it can be excluded, ≥ 1"},
 	{"reputation-max", "0.5", "reputation: largest fraction of a round's updates excluded, in [0, 0.5]"},
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
+	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
+	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
+	{"quorum-min", "0.5", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
+	{"quorum-seed", "0", "quorum: seed of the hash of client IDs"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
 	{"dp-seed", "0", "seed of the DP noise"},
@@ -370,7 +374,7 @@ func (p *kv) strategy() Strategy {
 }
 
 // wrap applies the wrapper keys, innermost first: bucket, filter,
-// reputation, then bound or dp-*.
+// reputation, quorum, then bound or dp-*.
 func (p *kv) wrap(s Strategy) (Strategy, bool) {
 	if p.has("bucket") {
 		s = Bucketing{Inner: s, S: p.int("bucket", 0), Seed: p.uint64("bucket-seed", 0)}
@@ -391,11 +395,25 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max and reputation-clients need reputation", ErrParam, p.name)
 		return nil, false
 	}
+	if p.has("quorum") {
+		blk := p.int("quorum-block", DefaultQuorumBlock)
+		if blk == 0 {
+			blk = -1 // refused by Validate: 0 is the struct's default only
+		}
+		s = &Quorum{Inner: s, Q: p.int("quorum", 0), Block: blk, Min: p.float("quorum-min", DefaultQuorumMin), Seed: p.uint64("quorum-seed", 0)}
+	} else if p.has("quorum-block") || p.has("quorum-min") || p.has("quorum-seed") {
+		p.err = fmt.Errorf("%w: %s: quorum-block, quorum-min and quorum-seed need quorum", ErrParam, p.name)
+		return nil, false
+	}
 	isDP := false
 	for _, w := range wrapperParams {
 		if strings.HasPrefix(w.Key, "dp-") && p.has(w.Key) {
 			isDP = true
 		}
+	}
+	if isDP && p.has("quorum") {
+		p.err = fmt.Errorf("%w: %s: quorum and dp-* do not combine", ErrParam, p.name)
+		return nil, false
 	}
 	bound, hasBound := p.vals["bound"]
 	if hasBound && isDP {
@@ -473,8 +491,8 @@ func innerSpec(s Strategy) string {
 	return s.Name()
 }
 
-// bareMean reports whether s, under any Bucketing, DirectionFilter and
-// Reputation wrappers, is a mean-based rule with no bound around it.
+// bareMean reports whether s, under any Bucketing, DirectionFilter,
+// Reputation and Quorum wrappers, is a mean-based rule with no bound around it.
 func bareMean(s Strategy) bool {
 	for {
 		switch w := s.(type) {
@@ -483,6 +501,8 @@ func bareMean(s Strategy) bool {
 		case DirectionFilter:
 			s = w.inner()
 		case *Reputation:
+			s = w.inner()
+		case *Quorum:
 			s = w.inner()
 		case AutoBound, NormBound, *DP:
 			return false

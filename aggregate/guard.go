@@ -1,0 +1,380 @@
+package aggregate
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"strconv"
+)
+
+// Quorum keeps the model from learning what only a few clients teach: a
+// coordinate of the model moves only once at least Q distinct clients have
+// sent a non-zero value for it (or for a neighbour in its block). It stops
+// a backdoor that lives where honest clients send nothing, such as the
+// first-layer weights of a trigger's pixels, which are zero in every honest
+// image: there no honest update opposes the attackers, so any mean,
+// clipped or not, learns whatever they push round after round, and
+// coordinate-wise rules see too few senders when updates are sparse
+// (top-k). A coordinate that the honest clients train is sent by many of
+// them within a few rounds and passes the quorum; one that only colluders
+// send never does while they are fewer than Q.
+//
+// Support. The coordinates are cut into blocks of Block consecutive ones
+// (for a dense layer stored row by row, neighbouring inputs of one unit).
+// For each block the server keeps a 64-bit set of the clients that have
+// sent a non-zero value in it, each client hashed (seeded) to one of 64
+// bits. A block has quorum when at least Q bits are set, which needs at
+// least Q distinct clients (a client sets one bit; several may share one),
+// so the guarantee holds whatever the client IDs. Honest clients need more
+// than Q to set Q bits: about 64·ln(64/(64−Q)), 30 for Q = 24.
+//
+// Each round, every update's values in blocks without quorum (as of the
+// previous rounds) are dropped before Inner aggregates it, with its weight
+// unchanged, so such a coordinate stays where it is; the update's non-zero
+// coordinates then join the support, whether dropped or not. A sparse
+// update stays sparse. Updates without a client identity
+// (Update.ClientKnown false) are masked but join no support. In the first
+// rounds nothing has quorum, so the model starts moving once about 30
+// distinct clients have reported (Q = 24: the fourth to sixth round with
+// 10 clients a round). What the clients sent into closed blocks is lost
+// (their error feedback counts it as sent): that, and the late start, are
+// the clean cost.
+//
+// What it does not stop: Q or more colluding clients (or identities); a
+// backdoor in coordinates that honest clients also train (a trigger over
+// pixels that honest images use: there honest updates oppose it and the
+// norm bound limits each attacker), or in a block that shares honest
+// coordinates; and a block that reached quorum once stays open. It also
+// freezes what fewer than Q honest clients teach (features of a class that
+// few clients hold), a cost on heterogeneous data.
+//
+// Deterministic: the support depends only on which clients sent which
+// coordinates (a set: any arrival order gives the same bits), the mask only
+// on the support of the previous rounds, and the state changes only when
+// Apply succeeds.
+//
+// Cost: state of 8 bytes a block (0.4 MB for the 2NN with blocks of 4),
+// copied once a round; O(s) per update of s coordinates (n dense) for the
+// mask and the support, and a masked copy of each update (4n bytes dense,
+// 8 bytes a coordinate sparse) handed to Inner.
+type Quorum struct {
+	// Inner aggregates the masked updates; nil means FedAvg.
+	Inner Strategy
+	// Q is the number of distinct clients (bits of 64) a block needs, 1 to
+	// 64.
+	Q int
+	// Block is the number of consecutive coordinates that share one support
+	// set, 1 to 1024; 0 means DefaultQuorumBlock.
+	Block int
+	// Seed seeds the hash of client IDs to bits.
+	Seed uint64
+	// Min is the smallest value, as a fraction of the root mean square of
+	// the update's non-zero values, that makes a client a sender of a
+	// coordinate, in [0, 1]; smaller values are still aggregated. It keeps
+	// the tiny gradients of rarely used inputs in dense updates (a few
+	// honest MNIST images touch the trigger's corner) from counting as
+	// support; the values of a ternary sparse update are all equal.
+	Min float64
+
+	support []uint64 // per block; nil before the first round
+}
+
+// DefaultQuorumBlock is Quorum.Block when it is 0: blocks of four
+// coordinates, which for a dense layer are four neighbouring inputs of one
+// unit (four neighbouring pixels of an image row).
+const DefaultQuorumBlock = 4
+
+// DefaultQuorumMin is the quorum-min Parse gives: a value counts as sent
+// when it is at least half the root mean square of its update's non-zero
+// values (with 0.1, the dense updates of Dirichlet α = 0.1 clients opened
+// the trigger's blocks within 200 rounds).
+const DefaultQuorumMin = 0.5
+
+const (
+	maxQuorum      = 64 // the support sets have 64 bits
+	maxQuorumBlock = 1024
+)
+
+func (q *Quorum) inner() Strategy {
+	if q.Inner == nil {
+		return FedAvg{}
+	}
+	return q.Inner
+}
+
+func (q *Quorum) block() int {
+	if q.Block == 0 {
+		return DefaultQuorumBlock
+	}
+	return q.Block
+}
+
+// blocks returns the number of support sets of a model of n parameters.
+func (q *Quorum) blocks(n int) int { return (n + q.block() - 1) / q.block() }
+
+// Name returns the inner strategy's name.
+func (q *Quorum) Name() string { return q.inner().Name() }
+
+// String returns a spec Parse accepts.
+func (q *Quorum) String() string {
+	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q) + ",quorum-block=" + strconv.Itoa(q.block())
+	if q.Min != 0 {
+		s += ",quorum-min=" + ff(q.Min)
+	}
+	if q.Seed != 0 {
+		s += ",quorum-seed=" + strconv.FormatUint(q.Seed, 10)
+	}
+	return s
+}
+
+// MinUpdates returns the inner strategy's minimum.
+func (q *Quorum) MinUpdates() int { return MinUpdates(q.inner()) }
+
+// Validate reports parameters out of range or a bad inner strategy.
+func (q *Quorum) Validate() error {
+	if q.Q < 1 || q.Q > maxQuorum {
+		return fmt.Errorf("%w: quorum %d, want 1 ≤ quorum ≤ %d", ErrParam, q.Q, maxQuorum)
+	}
+	if !(q.Min >= 0 && q.Min <= 1) {
+		return fmt.Errorf("%w: quorum-min %v, want 0 ≤ quorum-min ≤ 1", ErrParam, q.Min)
+	}
+	if q.Block < 0 || q.Block > maxQuorumBlock {
+		return fmt.Errorf("%w: quorum-block %d, want 1 ≤ quorum-block ≤ %d", ErrParam, q.Block, maxQuorumBlock)
+	}
+	switch q.Inner.(type) {
+	case *Quorum, AutoBound, NormBound, *DP:
+		return fmt.Errorf("%w: Quorum around %T", ErrParam, q.Inner)
+	}
+	return validateStrategy(q.inner())
+}
+
+// Support returns, for each block of coordinates, the number of bits set
+// in its support set (a lower bound on the distinct clients that sent one
+// of its coordinates), or nil before the first round.
+func (q *Quorum) Support() []int {
+	if q.support == nil {
+		return nil
+	}
+	out := make([]int, len(q.support))
+	for i, b := range q.support {
+		out[i] = bits.OnesCount64(b)
+	}
+	return out
+}
+
+// Begin starts a round.
+func (q *Quorum) Begin(n int) Accumulator {
+	if err := q.Validate(); err != nil {
+		return errAcc{err}
+	}
+	if q.support != nil && len(q.support) != q.blocks(n) {
+		return errAcc{fmt.Errorf("%w: quorum support of %d blocks of %d, model has %d parameters", ErrShape, len(q.support), q.block(), n)}
+	}
+	acc := q.inner().Begin(n)
+	sa, _ := acc.(scaledAdder)
+	return &quorumAcc{q: q, n: n, inner: acc, sa: sa}
+}
+
+type quorumAcc struct {
+	q       *Quorum
+	n       int
+	inner   Accumulator
+	sa      scaledAdder
+	next    []uint64 // the support with this round's senders, from the first Add
+	idx     []int32
+	val     []float32
+	dense   []float32
+	scratch []float32
+	masked  int
+	applied bool
+}
+
+// open reports whether coordinate j had quorum before this round.
+func (a *quorumAcc) open(j int) bool {
+	return a.q.support != nil && bits.OnesCount64(a.q.support[j/a.q.block()]) >= a.q.Q
+}
+
+func (a *quorumAcc) Add(u Update) error {
+	if err := Validate(u, a.n); err != nil {
+		return err
+	}
+	return a.addValid(u, 1, u.Weight)
+}
+
+// addValid hands Inner scale·u masked to the coordinates with quorum, with
+// weight, then records the coordinates u sends in the support; u passed
+// Validate.
+func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
+	if a.applied {
+		return ErrApplied
+	}
+	m := Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown}
+	masked := 0
+	if u.IsSparse() {
+		a.idx, a.val = a.idx[:0], a.val[:0]
+		for t, j := range u.Indices {
+			if v := u.Values[t]; v != 0 && a.open(int(j)) {
+				a.idx, a.val = append(a.idx, j), append(a.val, v)
+			} else if v != 0 {
+				masked++
+			}
+		}
+		m.N, m.Indices, m.Values = u.N, a.idx, a.val
+	} else {
+		if a.dense == nil {
+			a.dense = make([]float32, a.n)
+		}
+		for j, v := range u.Delta {
+			a.dense[j] = 0
+			if v != 0 && a.open(j) {
+				a.dense[j] = v
+			} else if v != 0 {
+				masked++
+			}
+		}
+		m.Delta = a.dense
+	}
+	if err := addClipped(a.inner, a.sa, &a.scratch, m, scale, weight); err != nil {
+		return err
+	}
+	a.masked += masked
+	if !u.ClientKnown {
+		return nil
+	}
+	B := a.q.block()
+	if a.next == nil {
+		a.next = make([]uint64, a.q.blocks(a.n))
+		copy(a.next, a.q.support)
+	}
+	bit := uint64(1) << (mix64(a.q.Seed^u.Client) >> 58)
+	floor := a.q.Min * rmsNonZero(u)
+	if u.IsSparse() {
+		for t, j := range u.Indices {
+			if v := u.Values[t]; v != 0 && math.Abs(float64(v)) >= floor {
+				a.next[int(j)/B] |= bit
+			}
+		}
+	} else {
+		for j, v := range u.Delta {
+			if v != 0 && math.Abs(float64(v)) >= floor {
+				a.next[j/B] |= bit
+			}
+		}
+	}
+	return nil
+}
+
+func (a *quorumAcc) Count() int { return a.inner.Count() }
+
+// Masked returns how many non-zero values of the round's updates were
+// dropped for want of quorum.
+func (a *quorumAcc) Masked() int { return a.masked }
+
+// Excluded forwards the inner accumulator's exclusions (see Excluder).
+func (a *quorumAcc) Excluded() []int {
+	if e, ok := a.inner.(Excluder); ok {
+		return e.Excluded()
+	}
+	return nil
+}
+
+func (a *quorumAcc) Apply(global []float32) error {
+	if a.applied {
+		return ErrApplied
+	}
+	if err := a.inner.Apply(global); err != nil {
+		return err
+	}
+	if a.next != nil {
+		a.q.support = a.next
+	} else if a.q.support == nil {
+		a.q.support = make([]uint64, a.q.blocks(a.n))
+	}
+	a.next, a.applied = nil, true
+	return nil
+}
+
+// rmsNonZero returns the root mean square of u's non-zero values, 0 when
+// it has none.
+func rmsNonZero(u Update) float64 {
+	vals := u.Delta
+	if u.IsSparse() {
+		vals = u.Values
+	}
+	nz := 0
+	for _, v := range vals {
+		if v != 0 {
+			nz++
+		}
+	}
+	if nz == 0 {
+		return 0
+	}
+	return l2Norm(u) / math.Sqrt(float64(nz))
+}
+
+// mix64 is SplitMix64's finaliser: a bijective hash of x.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9
+	x = (x ^ (x >> 27)) * 0x94d049bb133111eb
+	return x ^ (x >> 31)
+}
+
+// MarshalBinary saves the parameters, the support and the inner
+// strategy's state.
+func (q *Quorum) MarshalBinary() ([]byte, error) {
+	inner, err := MarshalState(q.inner())
+	if err != nil {
+		return nil, err
+	}
+	w := newStateWriter("quorum")
+	w.u64(uint64(q.Q))
+	w.u64(uint64(q.Block))
+	w.u64(q.Seed)
+	w.f64(q.Min)
+	w.bool(q.support != nil)
+	if q.support != nil {
+		w.u64(uint64(len(q.support)))
+		for _, b := range q.support {
+			w.u64(b)
+		}
+	}
+	w.bytes(inner)
+	return w.done(), nil
+}
+
+// UnmarshalBinary restores what MarshalBinary saved into q, whose Inner
+// must be a strategy of the saved kind; on error q is unchanged.
+func (q *Quorum) UnmarshalBinary(data []byte) error {
+	r := newStateReader(data, "quorum")
+	t := Quorum{Inner: q.Inner}
+	t.Q = int(min(r.u64(), maxQuorum+1))
+	t.Block = int(min(r.u64(), maxQuorumBlock+1))
+	t.Seed = r.u64()
+	t.Min = r.f64()
+	if r.bool() {
+		n := r.u64()
+		if r.err == nil && n > uint64(len(r.b)/8) {
+			r.err = fmt.Errorf("%w: support of %d blocks in %d bytes", ErrState, n, len(r.b))
+		}
+		if r.err == nil {
+			t.support = make([]uint64, n)
+			for i := range t.support {
+				t.support[i] = r.u64()
+			}
+		}
+	}
+	inner := r.bytes()
+	if err := r.finish(); err != nil {
+		return err
+	}
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	if err := UnmarshalState(q.inner(), inner); err != nil {
+		return err
+	}
+	*q = t
+	return nil
+}

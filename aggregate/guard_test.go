@@ -1,0 +1,331 @@
+package aggregate
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// quorumRounds returns rounds of updates over n = 16 coordinates: 6 of 40
+// honest clients a round send coordinates 0..11 (a shared direction plus
+// noise) and zeros at 12..15, and 2 of the 5 colluders (IDs 100..104) send
+// the same plus a push on 12..15, where no honest client ever sends
+// anything: a backdoor's trigger weights.
+func quorumRounds(seed uint64, rounds int) [][]Update {
+	rng := rand.New(rand.NewPCG(seed, 5))
+	var out [][]Update
+	for range rounds {
+		var round []Update
+		ids := rng.Perm(40)[:6]
+		for _, c := range rng.Perm(5)[:2] {
+			ids = append(ids, 100+c)
+		}
+		for _, id := range ids {
+			d := make([]float32, 16)
+			for i := range 12 {
+				d[i] = float32(0.1 + 0.05*rng.NormFloat64())
+			}
+			if id >= 100 {
+				for i := 12; i < 16; i++ {
+					d[i] = 0.5
+				}
+			}
+			round = append(round, Update{Weight: 1, Delta: d, Client: uint64(id + 1), ClientKnown: true})
+		}
+		out = append(out, round)
+	}
+	return out
+}
+
+func quorumApply(t testing.TB, s Strategy, g []float32, ups []Update) Accumulator {
+	t.Helper()
+	acc := s.Begin(len(g))
+	for _, u := range ups {
+		if err := acc.Add(u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := acc.Apply(g); err != nil {
+		t.Fatal(err)
+	}
+	return acc
+}
+
+// TestQuorumStopsColluders: the coordinates only the five colluders send
+// never move, under the default bound as with bare FedAvg, while the
+// honest ones move once enough clients have sent them; nothing moves in
+// the first round, when no coordinate has support yet.
+func TestQuorumStopsColluders(t *testing.T) {
+	for _, spec := range []string{"fedavg,quorum=8,quorum-block=1", "fedavgm,lr=3,momentum=0,quorum=8,quorum-block=4,bound=off"} {
+		s := mustParse(t, spec)
+		g := make([]float32, 16)
+		rounds := quorumRounds(1, 30)
+		quorumApply(t, s, g, rounds[0])
+		if slices.ContainsFunc(g, func(x float32) bool { return x != 0 }) {
+			t.Fatalf("%s: the first round moved the model: %v", spec, g)
+		}
+		for _, r := range rounds[1:] {
+			quorumApply(t, s, g, r)
+		}
+		for i := 12; i < 16; i++ {
+			if g[i] != 0 {
+				t.Errorf("%s: colluders' coordinate %d moved to %v", spec, i, g[i])
+			}
+		}
+		for i := range 12 {
+			if !(g[i] > 0.5) {
+				t.Errorf("%s: honest coordinate %d at %v, want it trained", spec, i, g[i])
+			}
+		}
+		q := quorumOf(t, s)
+		sup := q.Support()
+		if last := sup[len(sup)-1]; last > 5 || last == 0 {
+			t.Errorf("%s: colluders' block has support %d, want 1..5", spec, last)
+		}
+	}
+	// Without the quorum the colluders' coordinates are learnt.
+	g := make([]float32, 16)
+	for _, r := range quorumRounds(1, 30) {
+		quorumApply(t, mustParse(t, "fedavg"), g, r)
+	}
+	if !(g[12] > 1) {
+		t.Fatalf("without quorum the colluders' coordinate is at %v: the test does not test", g[12])
+	}
+}
+
+func quorumOf(t testing.TB, s Strategy) *Quorum {
+	t.Helper()
+	for {
+		switch w := s.(type) {
+		case AutoBound:
+			s = w.Inner
+		case *Quorum:
+			return w
+		default:
+			t.Fatalf("no Quorum in %T", s)
+		}
+	}
+}
+
+// TestQuorumBlock: a coordinate moves when its block has quorum, whoever
+// sent it; a block whose only sender is one client stays put.
+func TestQuorumBlock(t *testing.T) {
+	s := mustParse(t, "fedavg,quorum=2,quorum-block=4,bound=off")
+	g := make([]float32, 8)
+	for round := range 3 {
+		var ups []Update
+		for c := range 10 {
+			ups = append(ups, Update{Weight: 1, N: 8, Indices: []int32{0}, Values: []float32{1}, Client: uint64(c + 1), ClientKnown: true})
+		}
+		// Client 1 alone sends coordinate 1 (block 0) and coordinate 5 (block 1).
+		ups[0] = Update{Weight: 1, N: 8, Indices: []int32{0, 1, 5}, Values: []float32{1, 10, 10}, Client: 1, ClientKnown: true}
+		before := slices.Clone(g)
+		quorumApply(t, s, g, ups)
+		if round == 0 {
+			if !slices.Equal(g, before) {
+				t.Fatalf("round 1 moved the model: %v", g)
+			}
+			if sup := s.(*Quorum).Support(); sup[0] < 2 || sup[1] != 1 {
+				t.Fatalf("support %v, want ≥ 2 and 1", sup)
+			}
+			continue
+		}
+		if g[0] != before[0]+1 || g[1] != before[1]+1 {
+			t.Fatalf("round %d: block 0 at %v, want +1 and +1 (the mean over 10)", round+1, g[:2])
+		}
+		if g[5] != 0 {
+			t.Fatalf("round %d: coordinate 5 moved to %v with one sender", round+1, g[5])
+		}
+	}
+}
+
+// TestQuorumSparseEqualsDense: a sparse update and its dense form give the
+// same model bits and the same state, and so does any order of the same
+// round's updates for the state.
+func TestQuorumSparseEqualsDense(t *testing.T) {
+	const n = 40
+	rng := rand.New(rand.NewPCG(3, 3))
+	var sparse, dense [][]Update
+	for range 6 {
+		var rs, rd []Update
+		for c := range 8 {
+			var idx []int32
+			var val []float32
+			for i := range n {
+				if rng.IntN(3) == 0 {
+					idx, val = append(idx, int32(i)), append(val, float32(rng.NormFloat64()))
+				}
+			}
+			u := Update{Weight: float64(1 + c%3), N: n, Indices: idx, Values: val, Client: uint64(rng.IntN(30)), ClientKnown: true}
+			rs = append(rs, u)
+			d := u
+			d.N, d.Indices, d.Values = 0, nil, nil
+			d.Delta = u.Dense(make([]float32, n))
+			rd = append(rd, d)
+		}
+		sparse, dense = append(sparse, rs), append(dense, rd)
+	}
+	spec := "fedavgm,lr=3,momentum=0,quorum=3,quorum-block=2"
+	s1, s2, s3 := mustParse(t, spec), mustParse(t, spec), mustParse(t, spec)
+	g1, g2, g3 := make([]float32, n), make([]float32, n), make([]float32, n)
+	for r := range sparse {
+		quorumApply(t, s1, g1, sparse[r])
+		quorumApply(t, s2, g2, dense[r])
+		rev := slices.Clone(sparse[r])
+		slices.Reverse(rev)
+		quorumApply(t, s3, g3, rev)
+	}
+	if !slices.Equal(g1, g2) {
+		t.Fatalf("sparse %v, dense %v", g1, g2)
+	}
+	b1, _ := MarshalState(s1)
+	b2, _ := MarshalState(s2)
+	b3, _ := MarshalState(s3)
+	if !slices.Equal(b1, b2) || !slices.Equal(b1, b3) {
+		t.Fatal("the state depends on the form or the order of the updates")
+	}
+	if slices.Equal(g1, make([]float32, n)) {
+		t.Fatal("nothing moved: the test does not test")
+	}
+}
+
+// TestQuorumState: a strategy restored from a snapshot continues bit for
+// bit as the saved one; corrupt or foreign state is refused and leaves the
+// strategy as it was; a failed Apply leaves the state unchanged.
+func TestQuorumState(t *testing.T) {
+	const spec = "fedavgm,lr=3,momentum=0,quorum=6,quorum-block=1,quorum-seed=9"
+	rounds := quorumRounds(2, 12)
+	s := mustParse(t, spec)
+	g := make([]float32, 16)
+	for _, r := range rounds[:6] {
+		quorumApply(t, s, g, r)
+	}
+	b, err := MarshalState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mustParse(t, spec)
+	if err := UnmarshalState(r, b); err != nil {
+		t.Fatal(err)
+	}
+	gr := slices.Clone(g)
+	for _, rd := range rounds[6:] {
+		quorumApply(t, s, g, rd)
+		quorumApply(t, r, gr, rd)
+	}
+	if !slices.Equal(g, gr) {
+		t.Fatalf("restored %v, saved %v", gr, g)
+	}
+	sa, _ := MarshalState(s)
+	ra, _ := MarshalState(r)
+	if !slices.Equal(sa, ra) {
+		t.Fatal("the restored state diverged")
+	}
+
+	before, _ := MarshalState(r)
+	bad := slices.Clone(b)
+	bad[len(bad)/2] ^= 1
+	for name, data := range map[string][]byte{"corrupt": bad, "truncated": b[:len(b)-9], "fedavgm": mustState(t, "fedavgm")} {
+		if err := UnmarshalState(r, data); !errors.Is(err, ErrState) {
+			t.Errorf("%s state: %v, want ErrState", name, err)
+		}
+		if after, _ := MarshalState(r); !slices.Equal(after, before) {
+			t.Errorf("%s state changed the strategy", name)
+		}
+	}
+
+	q := quorumOf(t, r)
+	acc := q.Begin(16)
+	if err := acc.Add(rounds[0][0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.Apply(make([]float32, 3)); err == nil {
+		t.Fatal("Apply to a model of the wrong size succeeded")
+	}
+	if after, _ := MarshalState(r); !slices.Equal(after, before) {
+		t.Error("a failed Apply changed the state")
+	}
+	if err := q.Begin(17).Add(Update{Weight: 1, Delta: make([]float32, 17)}); !errors.Is(err, ErrShape) {
+		t.Errorf("a model of another size: %v, want ErrShape", err)
+	}
+}
+
+func mustState(t testing.TB, spec string) []byte {
+	t.Helper()
+	s := mustParse(t, spec)
+	runRounds(t, s, make([]float32, 4), twoRoundsOf4)
+	b, err := MarshalState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestQuorumSpec: the keys parse into the wrapper (inside the default
+// bound), its spec parses back to the same, and bad values are refused.
+func TestQuorumSpec(t *testing.T) {
+	s := mustParse(t, "fedavgm,lr=3,momentum=0,quorum=24")
+	b, ok := s.(AutoBound)
+	if !ok {
+		t.Fatalf("%T, want the default bound outside", s)
+	}
+	q, ok := b.Inner.(*Quorum)
+	if !ok || q.Q != 24 || q.block() != DefaultQuorumBlock {
+		t.Fatalf("inner %#v", b.Inner)
+	}
+	if got := Spec(s); Spec(mustParse(t, got)) != got {
+		t.Fatalf("spec %q does not parse back to itself", got)
+	}
+	if Unbounded(mustParse(t, "fedavg,quorum=3,bound=off")) != true {
+		t.Error("fedavg,quorum=3,bound=off is not reported unbounded")
+	}
+	for _, bad := range []string{
+		"fedavg,quorum=0", "fedavg,quorum=65", "fedavg,quorum=x", "fedavg,quorum=4,quorum-block=0",
+		"fedavg,quorum=4,quorum-block=2000", "fedavg,quorum-block=4", "fedavg,quorum-seed=1",
+		"fedavg,quorum=4,dp-clip=1,dp-noise=1",
+	} {
+		if _, err := Parse(bad); !errors.Is(err, ErrParam) {
+			t.Errorf("%s: %v, want ErrParam", bad, err)
+		}
+	}
+}
+
+// FuzzQuorumState: no bytes make the decoder panic, and what decodes
+// encodes back to the same bytes.
+func FuzzQuorumState(f *testing.F) {
+	f.Add(mustState(f, "fedavgm,quorum=2,bound=off"))
+	f.Add(mustState(f, "fedavg,quorum=1,quorum-block=1,bound=off"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q := &Quorum{Inner: NewFedAvgM(), Q: 1}
+		if UnmarshalState(q, data) == nil {
+			again, err := MarshalState(q)
+			if err != nil || !slices.Equal(again, data) {
+				t.Fatal("decoded state does not round-trip")
+			}
+		}
+	})
+}
+
+// TestQuorumMin: in a dense update, a value below quorum-min × the RMS of
+// the update's non-zero values is aggregated but does not make its client
+// a sender.
+func TestQuorumMin(t *testing.T) {
+	for _, c := range []struct {
+		spec    string
+		support bool
+	}{{"fedavg,quorum=2,bound=off", false}, {"fedavg,quorum=2,quorum-min=0,bound=off", true}} {
+		s := mustParse(t, c.spec).(*Quorum)
+		var ups []Update
+		for id := range 10 {
+			d := make([]float32, 8)
+			d[0], d[1], d[4] = 1, -1, 1e-4
+			ups = append(ups, Update{Weight: 1, Delta: d, Client: uint64(id + 1), ClientKnown: true})
+		}
+		quorumApply(t, s, make([]float32, 8), ups)
+		sup := s.Support()
+		if sup[0] < 2 || (sup[1] >= 2) != c.support {
+			t.Errorf("%s: support %v, want block 1 counted %v", c.spec, sup, c.support)
+		}
+	}
+}
