@@ -161,7 +161,7 @@ func New(name string) (Strategy, error) { return Parse(name) }
 
 // Names returns the names of the strategies Parse accepts, sorted.
 func Names() []string {
-	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "trimmed-mean"}
+	return []string{"bulyan", "cclip", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "trimmed-mean"}
 }
 
 // MinUpdates returns the least number of updates a round must collect for

@@ -55,6 +55,12 @@ func strategyParams(name string) ([]Param, bool) {
 		return []Param{{"beta", "0.2", "fraction trimmed at each end, in [0, 0.5)"}, over, minSenders}, true
 	case "krum", "bulyan":
 		return []Param{{"f", "1", "Byzantine updates tolerated"}}, true
+	case "cclip":
+		return []Param{
+			{"tau", "1", "clipping radius as a multiple of the round's median distance to the center, > 0"},
+			{"iters", "3", "clipping steps a round, 1 to 100"},
+			{"lr", "1", "server learning rate η"},
+		}, true
 	case "multi-krum":
 		return []Param{
 			{"f", "1", "Byzantine updates tolerated"},
@@ -352,6 +358,10 @@ func (p *kv) strategy() Strategy {
 		return MultiKrum{F: p.int("f", 1), M: p.int("m", 0)}
 	case "bulyan":
 		return Bulyan{F: p.int("f", 1)}
+	case "cclip":
+		s := NewCenteredClip()
+		s.Tau, s.Iters, s.LR = p.float("tau", s.Tau), p.int("iters", s.Iters), p.float("lr", s.LR)
+		return s
 	}
 	panic("aggregate: strategy without a constructor: " + p.name)
 }
