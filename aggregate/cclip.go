@@ -43,6 +43,14 @@ type CenteredClip struct {
 	Iters int
 	// LR is the server learning rate, positive: the model moves by LR·v.
 	LR float64
+	// Reject, ≥ 1, leaves out of a step the updates farther from the
+	// center than Reject times the median distance, instead of clipping
+	// them; 0 clips every update.
+	Reject float64
+	// Same, in (0, 1], makes updates whose cosine similarity with one
+	// another is at least Same count as one: each of a group of g such
+	// updates weighs 1/g; 0 weighs every update 1.
+	Same float64
 
 	center []float64
 }
@@ -65,7 +73,14 @@ func (c *CenteredClip) Name() string { return "cclip" }
 
 // String returns the spec of c.
 func (c *CenteredClip) String() string {
-	return fmt.Sprintf("cclip,tau=%s,iters=%d,lr=%s", ff(c.Tau), c.Iters, ff(c.LR))
+	spec := fmt.Sprintf("cclip,tau=%s,iters=%d,lr=%s", ff(c.Tau), c.Iters, ff(c.LR))
+	if c.Reject != 0 {
+		spec += ",reject=" + ff(c.Reject)
+	}
+	if c.Same != 0 {
+		spec += ",same=" + ff(c.Same)
+	}
+	return spec
 }
 
 // Validate reports parameters out of range.
@@ -77,6 +92,12 @@ func (c *CenteredClip) validate() error {
 	}
 	if err := positive("lr", c.LR); err != nil {
 		return err
+	}
+	if !(c.Reject == 0 || (c.Reject >= 1 && c.Reject <= 1e6)) {
+		return fmt.Errorf("%w: cclip reject = %v, want 0 or in [1, 1e6]", ErrParam, c.Reject)
+	}
+	if !(c.Same >= 0 && c.Same <= 1) {
+		return fmt.Errorf("%w: cclip same = %v, want in [0, 1]", ErrParam, c.Same)
 	}
 	if c.Iters < 1 || c.Iters > MaxCenteredClipIters {
 		return fmt.Errorf("%w: cclip iters = %d, want 1 ≤ iters ≤ %d", ErrParam, c.Iters, MaxCenteredClipIters)
@@ -108,25 +129,33 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	copy(v, c.center)
 	step := make([]float64, n)
 	d := make([]float64, k)
+	w := c.weights(rows)
 	for range c.Iters {
 		for i, r := range rows {
 			d[i] = dist3264(r, v)
 		}
-		tau := c.Tau * lowerMedian(d)
+		med := lowerMedian(d)
+		tau := c.Tau * med
 		if !(tau > 0) {
 			break // at least half of the updates are at the center
 		}
 		clear(step)
+		var total float64
 		for i, r := range rows {
-			f := 1.0
+			if c.Reject > 0 && d[i] > c.Reject*med {
+				continue
+			}
+			f := w[i]
+			total += w[i]
 			if d[i] > tau {
-				f = tau / d[i]
+				f *= tau / d[i]
 			}
 			for j, x := range r {
 				step[j] += f * (float64(x) - v[j])
 			}
 		}
-		inv := 1 / float64(k)
+		// total > 0: the median update is never rejected.
+		inv := 1 / total
 		for j, s := range step {
 			v[j] += s * inv
 		}
@@ -135,6 +164,51 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 		global[j] = addTo(global[j], c.LR*x)
 	}
 	c.center = v
+}
+
+// weights returns each row's weight: 1, or with Same, 1/g for a row in a
+// group of g rows linked by cosine similarities of at least Same (the
+// groups are the connected components, found in row order).
+func (c *CenteredClip) weights(rows [][]float32) []float64 {
+	k := len(rows)
+	w := make([]float64, k)
+	for i := range w {
+		w[i] = 1
+	}
+	if c.Same == 0 || k < 2 {
+		return w
+	}
+	norms := make([]float64, k)
+	for i, r := range rows {
+		norms[i] = math.Sqrt(dot32(r, r))
+	}
+	group := seq(k) // group[i] is the smallest row linked to i
+	var find func(int) int
+	find = func(i int) int {
+		for group[i] != i {
+			i = group[i]
+		}
+		return i
+	}
+	for i := range k {
+		for j := i + 1; j < k; j++ {
+			if norms[i] == 0 || norms[j] == 0 {
+				continue
+			}
+			if dot32(rows[i], rows[j])/(norms[i]*norms[j]) >= c.Same {
+				a, b := find(i), find(j)
+				group[max(a, b)] = min(a, b)
+			}
+		}
+	}
+	size := make([]int, k)
+	for i := range k {
+		size[find(i)]++
+	}
+	for i := range k {
+		w[i] = 1 / float64(size[find(i)])
+	}
+	return w
 }
 
 // dist3264 returns ‖a − b‖ for float32 a and float64 b, with four partial
@@ -163,6 +237,8 @@ func (c *CenteredClip) MarshalBinary() ([]byte, error) {
 	w.f64(c.Tau)
 	w.u64(uint64(c.Iters))
 	w.f64(c.LR)
+	w.f64(c.Reject)
+	w.f64(c.Same)
 	w.vec(c.center)
 	return w.done(), nil
 }
@@ -173,7 +249,7 @@ func (c *CenteredClip) UnmarshalBinary(data []byte) error {
 	r := newStateReader(data, c.Name())
 	t := CenteredClip{Tau: r.f64()}
 	t.Iters = int(min(r.u64(), MaxCenteredClipIters+1))
-	t.LR = r.f64()
+	t.LR, t.Reject, t.Same = r.f64(), r.f64(), r.f64()
 	t.center = r.vec()
 	if err := r.finish(); err != nil {
 		return err

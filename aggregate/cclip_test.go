@@ -215,3 +215,42 @@ func FuzzCenteredClipState(f *testing.F) {
 		}
 	})
 }
+
+// TestCenteredClipRejectAndSame: reject leaves far updates out of a step
+// instead of clipping them, and same makes identical updates count once.
+func TestCenteredClipRejectAndSame(t *testing.T) {
+	// From 0: distances 1, 2, 3, 100; lower median 2, so reject=4 leaves
+	// out the last; tau=100 clips nothing: the step is (1+2+3)/3.
+	g := []float32{0}
+	runRounds(t, mustParse(t, "cclip,tau=100,iters=1,reject=4"), g, [][]Update{dense([]float32{1}, []float32{2}, []float32{3}, []float32{100})})
+	if g[0] != 2 {
+		t.Fatalf("reject: got %v, want 2", g[0])
+	}
+	// Without reject the far update is clipped to 200, not left out.
+	g = []float32{0}
+	runRounds(t, mustParse(t, "cclip,tau=100,iters=1"), g, [][]Update{dense([]float32{1}, []float32{2}, []float32{3}, []float32{100})})
+	if g[0] != 26.5 {
+		t.Fatalf("no reject: got %v, want 26.5", g[0])
+	}
+	// Two copies of a and one b: with same=0.99 the copies weigh ½ each,
+	// so the mean is (a+b)/2, not (2a+b)/3.
+	a, b := []float32{1, 0}, []float32{0, 1}
+	for _, c := range []struct {
+		spec string
+		want []float32
+	}{
+		{"cclip,tau=100,iters=1,same=0.99", []float32{0.5, 0.5}},
+		{"cclip,tau=100,iters=1", []float32{2.0 / 3, 1.0 / 3}},
+	} {
+		g := []float32{0, 0}
+		runRounds(t, mustParse(t, c.spec), g, [][]Update{dense(a, b, slices.Clone(a))})
+		if !bitsEqual(g, c.want) {
+			t.Errorf("%s: got %v, want %v", c.spec, g, c.want)
+		}
+	}
+	for _, bad := range []string{"cclip,reject=0.5", "cclip,reject=-1", "cclip,same=1.5", "cclip,same=-0.1"} {
+		if _, err := Parse(bad); !errors.Is(err, ErrParam) {
+			t.Errorf("%s: %v, want ErrParam", bad, err)
+		}
+	}
+}

@@ -60,6 +60,8 @@ func strategyParams(name string) ([]Param, bool) {
 			{"tau", "1", "clipping radius as a multiple of the round's median distance to the center, > 0"},
 			{"iters", "3", "clipping steps a round, 1 to 100"},
 			{"lr", "1", "server learning rate η"},
+			{"reject", "0", "leave out of a step the updates farther than this multiple of the median distance, ≥ 1; 0: clip them all"},
+			{"same", "0", "updates with cosine similarity at least this, in (0, 1], count as one; 0: off"},
 		}, true
 	case "multi-krum":
 		return []Param{
@@ -361,6 +363,7 @@ func (p *kv) strategy() Strategy {
 	case "cclip":
 		s := NewCenteredClip()
 		s.Tau, s.Iters, s.LR = p.float("tau", s.Tau), p.int("iters", s.Iters), p.float("lr", s.LR)
+		s.Reject, s.Same = p.float("reject", 0), p.float("same", 0)
 		return s
 	}
 	panic("aggregate: strategy without a constructor: " + p.name)

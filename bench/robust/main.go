@@ -224,8 +224,9 @@ func (g grid) runCell(c *Cell, metrics string) error {
 	start := time.Now()
 	cmd := exec.Command(g.bin, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
+		// Exit status 1 is a run that failed; 2, a command line refused.
 		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 			return fmt.Errorf("%s: %w\n%s", c.Command, err, out)
 		}
 		// The run failed: record it, so that the sweep goes on and the
