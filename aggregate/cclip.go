@@ -51,8 +51,15 @@ type CenteredClip struct {
 	// another is at least Same count as one: each of a group of g such
 	// updates weighs 1/g; 0 weighs every update 1.
 	Same float64
+	// Growth, ≥ 1, caps the median distance at Growth times the previous
+	// round's (at its first step), so that a round whose updates are
+	// mostly an attacker's cannot widen the radius more than that; 0 means
+	// no cap.
+	Growth float64
 
 	center []float64
+	scale  float64 // the first step's median distance of the last round
+
 }
 
 // Defaults of CenteredClip in Parse, and the most steps a round.
@@ -80,6 +87,9 @@ func (c *CenteredClip) String() string {
 	if c.Same != 0 {
 		spec += ",same=" + ff(c.Same)
 	}
+	if c.Growth != 0 {
+		spec += ",growth=" + ff(c.Growth)
+	}
 	return spec
 }
 
@@ -95,6 +105,9 @@ func (c *CenteredClip) validate() error {
 	}
 	if !(c.Reject == 0 || (c.Reject >= 1 && c.Reject <= 1e6)) {
 		return fmt.Errorf("%w: cclip reject = %v, want 0 or in [1, 1e6]", ErrParam, c.Reject)
+	}
+	if !(c.Growth == 0 || (c.Growth >= 1 && c.Growth <= 1e6)) {
+		return fmt.Errorf("%w: cclip growth = %v, want 0 or in [1, 1e6]", ErrParam, c.Growth)
 	}
 	if !(c.Same >= 0 && c.Same <= 1) {
 		return fmt.Errorf("%w: cclip same = %v, want in [0, 1]", ErrParam, c.Same)
@@ -130,11 +143,18 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	step := make([]float64, n)
 	d := make([]float64, k)
 	w := c.weights(rows)
-	for range c.Iters {
+	scale := c.scale
+	for it := range c.Iters {
 		for i, r := range rows {
 			d[i] = dist3264(r, v)
 		}
 		med := lowerMedian(d)
+		if c.Growth > 0 && c.scale > 0 {
+			med = min(med, c.Growth*c.scale)
+		}
+		if it == 0 {
+			scale = med
+		}
 		tau := c.Tau * med
 		if !(tau > 0) {
 			break // at least half of the updates are at the center
@@ -154,7 +174,9 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 				step[j] += f * (float64(x) - v[j])
 			}
 		}
-		// total > 0: the median update is never rejected.
+		if total == 0 {
+			break // every update rejected (under a growth cap)
+		}
 		inv := 1 / total
 		for j, s := range step {
 			v[j] += s * inv
@@ -163,7 +185,7 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	for j, x := range v {
 		global[j] = addTo(global[j], c.LR*x)
 	}
-	c.center = v
+	c.center, c.scale = v, scale
 }
 
 // weights returns each row's weight: 1, or with Same, 1/g for a row in a
@@ -239,6 +261,8 @@ func (c *CenteredClip) MarshalBinary() ([]byte, error) {
 	w.f64(c.LR)
 	w.f64(c.Reject)
 	w.f64(c.Same)
+	w.f64(c.Growth)
+	w.f64(c.scale)
 	w.vec(c.center)
 	return w.done(), nil
 }
@@ -250,12 +274,16 @@ func (c *CenteredClip) UnmarshalBinary(data []byte) error {
 	t := CenteredClip{Tau: r.f64()}
 	t.Iters = int(min(r.u64(), MaxCenteredClipIters+1))
 	t.LR, t.Reject, t.Same = r.f64(), r.f64(), r.f64()
+	t.Growth, t.scale = r.f64(), r.f64()
 	t.center = r.vec()
 	if err := r.finish(); err != nil {
 		return err
 	}
 	if err := t.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	if !(t.scale >= 0 && t.scale < math.Inf(1)) {
+		return fmt.Errorf("%w: cclip scale %v", ErrState, t.scale)
 	}
 	for _, x := range t.center {
 		if math.IsNaN(x) || math.IsInf(x, 0) {

@@ -254,3 +254,31 @@ func TestCenteredClipRejectAndSame(t *testing.T) {
 		}
 	}
 }
+
+// TestCenteredClipGrowth: a round whose updates are mostly far cannot
+// widen the radius beyond growth times the last round's.
+func TestCenteredClipGrowth(t *testing.T) {
+	honest := dense([]float32{1}, []float32{1}, []float32{1})
+	mostlyFar := dense([]float32{1}, []float32{1000}, []float32{1000})
+	for _, c := range []struct {
+		spec string
+		want float32
+	}{
+		// Round 2 starts at v = 1: distances 0, 999, 999; the median 999
+		// is capped at 2, so the far updates (beyond reject·2) are left out.
+		{"cclip,iters=1,reject=2,growth=2", 1},
+		// Without the cap: τ = 999, nothing clipped: v = 1 + 1998/3.
+		{"cclip,iters=1,reject=2", 667},
+	} {
+		s := mustParse(t, c.spec)
+		runRounds(t, s, []float32{0}, [][]Update{honest})
+		g := []float32{0}
+		runRounds(t, s, g, [][]Update{mostlyFar})
+		if g[0] != c.want {
+			t.Errorf("%s: round 2 moved the model by %v, want %v", c.spec, g[0], c.want)
+		}
+	}
+	if _, err := Parse("cclip,growth=0.5"); !errors.Is(err, ErrParam) {
+		t.Errorf("growth=0.5: %v", err)
+	}
+}
