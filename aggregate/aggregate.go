@@ -48,7 +48,9 @@
 // whose updates keep disagreeing with the others' across rounds, which
 // needs client identities (Update.Client, set by round.Machine) and keeps
 // per-client server state. Their accumulators report the updates they
-// left out through Excluder.
+// left out through Excluder. CenteredClip (cclip) is a robust rule with
+// server state: it clips each update's distance to the last round's
+// aggregate, which RobustSpec uses.
 //
 // The order of Add is part of the input. The mean-based strategies sum in
 // that order, so another order may change the last bits. Median and

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"slices"
+	"strconv"
 	"testing"
 )
 
@@ -280,5 +281,22 @@ func TestCenteredClipGrowth(t *testing.T) {
 	}
 	if _, err := Parse("cclip,growth=0.5"); !errors.Is(err, ErrParam) {
 		t.Errorf("growth=0.5: %v", err)
+	}
+}
+
+// BenchmarkRobustRound times a round of the robust spec against FedAvg's
+// (both as Parse gives them) for the 2NN with 10 and 100 dense clients
+// carrying client identities, as a coordinator's rounds do.
+func BenchmarkRobustRound(b *testing.B) {
+	for _, k := range []int{10, 100} {
+		ups := slices.Clone(cachedUpdates(n2NN, k, k, 1))
+		for i := range ups {
+			ups[i].Client, ups[i].ClientKnown = uint64(i+1), true
+		}
+		for _, spec := range []string{"fedavg", "robust"} {
+			b.Run(spec+"/clients="+strconv.Itoa(k), func(b *testing.B) {
+				benchRound(b, mustParse(b, spec), n2NN, ups)
+			})
+		}
 	}
 }

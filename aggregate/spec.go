@@ -147,12 +147,14 @@ func IsBounded(s Strategy) bool {
 
 // RobustSpec is what the strategy name "robust" stands for: the
 // recommended rule against Byzantine clients, dense or compressed (see
-// docs/strategies.md for what it was measured against). Each update's norm
-// and weight are bounded by the round's medians (bound=auto), clients whose
-// updates keep disagreeing with the others' are excluded (reputation),
-// pairs of updates are averaged (bucket) and each coordinate takes the
-// trimmed mean over the updates that sent it (over=senders).
-const RobustSpec = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+// docs/strategies.md and docs/robustness.md for what it was measured
+// against). Clients whose updates keep disagreeing with the others' are
+// excluded (reputation); the rest are aggregated by centered clipping
+// (CenteredClip) from the last round's aggregate, with the radius at the
+// round's median distance to the center, updates beyond 4 times it left
+// out, identical updates (cosine ≥ 0.99) counted once, and the radius
+// growing at most 2× a round.
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
 
 func parse(spec string, autoDefault bool) (Strategy, error) {
 	if strings.TrimSpace(spec) == "robust" && autoDefault {
