@@ -156,6 +156,21 @@ func IsBounded(s Strategy) bool {
 // growing at most 2× a round.
 const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
 
+// RobustSpecV1 is what "robust" stood for before RobustSpec was centered
+// clipping: a coordinator log committed then names "robust", and replays
+// with it (see ExpandRobust).
+const RobustSpecV1 = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+
+// ExpandRobust returns RobustSpec for the spec "robust" and any other spec
+// unchanged. A coordinator commits the expansion, so that its log keeps its
+// meaning when RobustSpec changes.
+func ExpandRobust(spec string) string {
+	if strings.TrimSpace(spec) == "robust" {
+		return RobustSpec
+	}
+	return spec
+}
+
 func parse(spec string, autoDefault bool) (Strategy, error) {
 	if strings.TrimSpace(spec) == "robust" && autoDefault {
 		spec = RobustSpec
