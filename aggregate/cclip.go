@@ -204,9 +204,10 @@ func (c *CenteredClip) weights(rows [][]float32) []float64 {
 	for i, r := range rows {
 		norms[i] = math.Sqrt(dot32(r, r))
 	}
-	group := seq(k) // group[i] is the smallest row linked to i
-	var find func(int) int
-	find = func(i int) int {
+	// group is a union-find forest: group[i] is i's parent, and each
+	// group's root is its smallest row.
+	group := seq(k)
+	find := func(i int) int {
 		for group[i] != i {
 			i = group[i]
 		}
