@@ -52,6 +52,9 @@
 // left out through Excluder. Quorum (quorum=Q) moves a block of
 // coordinates only once Q distinct clients have sent it, against a
 // backdoor in coordinates that honest clients never train.
+// CenteredClip (cclip) is a robust rule with
+// server state: it clips each update's distance to the last round's
+// aggregate, which RobustSpec uses.
 //
 // The order of Add is part of the input. The mean-based strategies sum in
 // that order, so another order may change the last bits. Median and
@@ -164,7 +167,7 @@ func New(name string) (Strategy, error) { return Parse(name) }
 
 // Names returns the names of the strategies Parse accepts, sorted.
 func Names() []string {
-	return []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
+	return []string{"bulyan", "cclip", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
 }
 
 // MinUpdates returns the least number of updates a round must collect for

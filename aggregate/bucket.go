@@ -59,6 +59,13 @@ func (b Bucketing) Validate() error {
 	return validateStrategy(b.Inner)
 }
 
+// MarshalBinary returns the inner strategy's state (see MarshalState): the
+// buckets keep none, so a snapshot is the same with or without them.
+func (b Bucketing) MarshalBinary() ([]byte, error) { return MarshalState(b.Inner) }
+
+// UnmarshalBinary restores the inner strategy's state (see UnmarshalState).
+func (b Bucketing) UnmarshalBinary(data []byte) error { return UnmarshalState(b.Inner, data) }
+
 // Begin starts a round.
 func (b Bucketing) Begin(n int) Accumulator {
 	if err := b.Validate(); err != nil {

@@ -62,6 +62,15 @@ func strategyParams(name string) ([]Param, bool) {
 			{"lr", ff(DefaultSignVoteLR), "step of each coordinate in the direction of its senders' majority sign"},
 			{"weighted", "false", "weigh each vote by the update's weight (example count) instead of 1"},
 		}, true
+	case "cclip":
+		return []Param{
+			{"tau", "1", "clipping radius as a multiple of the round's median distance to the center, > 0"},
+			{"iters", "3", "clipping steps a round, 1 to 100"},
+			{"lr", "1", "server learning rate η"},
+			{"reject", "0", "leave out of a step the updates farther than this multiple of the median distance, ≥ 1; 0: clip them all"},
+			{"same", "0", "updates with cosine similarity at least this, in (0, 1], count as one; 0: off"},
+			{"growth", "0", "cap the median distance at this multiple of the last round's, ≥ 1; 0: off"},
+		}, true
 	case "multi-krum":
 		return []Param{
 			{"f", "1", "Byzantine updates tolerated"},
@@ -149,12 +158,29 @@ func IsBounded(s Strategy) bool {
 
 // RobustSpec is what the strategy name "robust" stands for: the
 // recommended rule against Byzantine clients, dense or compressed (see
-// docs/strategies.md for what it was measured against). Each update's norm
-// and weight are bounded by the round's medians (bound=auto), clients whose
-// updates keep disagreeing with the others' are excluded (reputation),
-// pairs of updates are averaged (bucket) and each coordinate takes the
-// trimmed mean over the updates that sent it (over=senders).
-const RobustSpec = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+// docs/strategies.md and docs/robustness.md for what it was measured
+// against). Clients whose updates keep disagreeing with the others' are
+// excluded (reputation); the rest are aggregated by centered clipping
+// (CenteredClip) from the last round's aggregate, with the radius at the
+// round's median distance to the center, updates beyond 4 times it left
+// out, identical updates (cosine ≥ 0.99) counted once, and the radius
+// growing at most 2× a round.
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
+
+// RobustSpecV1 is what "robust" stood for before RobustSpec was centered
+// clipping: a coordinator log committed then names "robust", and replays
+// with it (see ExpandRobust).
+const RobustSpecV1 = "trimmed-mean,beta=0.2,over=senders,min-senders=2,bucket=2,reputation=2,bound=auto"
+
+// ExpandRobust returns RobustSpec for the spec "robust" and any other spec
+// unchanged. A coordinator commits the expansion, so that its log keeps its
+// meaning when RobustSpec changes.
+func ExpandRobust(spec string) string {
+	if strings.TrimSpace(spec) == "robust" {
+		return RobustSpec
+	}
+	return spec
+}
 
 func parse(spec string, autoDefault bool) (Strategy, error) {
 	if strings.TrimSpace(spec) == "robust" && autoDefault {
@@ -369,6 +395,11 @@ func (p *kv) strategy() Strategy {
 		return Bulyan{F: p.int("f", 1)}
 	case "signvote":
 		return SignVote{LR: p.float("lr", DefaultSignVoteLR), Weighted: p.bool("weighted", false)}
+	case "cclip":
+		s := NewCenteredClip()
+		s.Tau, s.Iters, s.LR = p.float("tau", s.Tau), p.int("iters", s.Iters), p.float("lr", s.LR)
+		s.Reject, s.Same, s.Growth = p.float("reject", 0), p.float("same", 0), p.float("growth", 0)
+		return s
 	}
 	panic("aggregate: strategy without a constructor: " + p.name)
 }

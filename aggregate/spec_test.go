@@ -113,7 +113,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestNamesAndNew(t *testing.T) {
-	want := []string{"bulyan", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
+	want := []string{"bulyan", "cclip", "fedadagrad", "fedadam", "fedavg", "fedavgm", "fedyogi", "krum", "median", "multi-krum", "signvote", "trimmed-mean"}
 	if !slices.Equal(Names(), want) {
 		t.Fatalf("Names() = %v", Names())
 	}

@@ -449,6 +449,8 @@ func cloneStrategy(s Strategy) (Strategy, error) {
 		return &FedYogi{}, nil
 	case *FedAdagrad:
 		return &FedAdagrad{}, nil
+	case *CenteredClip:
+		return &CenteredClip{}, nil
 	}
 	return nil, fmt.Errorf("%w: cannot restore into %T", ErrState, s)
 }

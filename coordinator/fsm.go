@@ -74,6 +74,11 @@ const DefaultsBounded = "bounded"
 // aggregate.ParseLegacy for one committed before.
 func (c RunConfig) strategy() (aggregate.Strategy, error) {
 	if c.StrategyDefaults == DefaultsBounded {
+		if strings.TrimSpace(c.Strategy) == "robust" {
+			// Leaders commit the expansion; a log that names robust
+			// was committed when it meant RobustSpecV1.
+			return aggregate.Parse(aggregate.RobustSpecV1)
+		}
 		return aggregate.Parse(c.Strategy)
 	}
 	return aggregate.ParseLegacy(c.Strategy)

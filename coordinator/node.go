@@ -23,6 +23,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"golang.org/x/time/rate"
 
+	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/httpguard"
 	"github.com/fedzip/fedzip/membership"
@@ -815,6 +816,8 @@ func (n *Node) step() error {
 		if run.StrategyDefaults == "" {
 			run.StrategyDefaults = DefaultsBounded
 		}
+		// The log holds what "robust" means now, not the name.
+		run.Strategy = aggregate.ExpandRobust(run.Strategy)
 		raw, err := json.Marshal(&run)
 		if err != nil {
 			return err

@@ -45,6 +45,9 @@ type Cell struct {
 	Last     int      `json:"last"`
 	Seconds  float64  `json:"seconds"`
 	Command  string   `json:"command"`
+	// Failed is, for a run that exited with an error (a model driven to
+	// non-finite values, say), the last line it printed; Accuracy is 0.
+	Failed string `json:"failed,omitempty"`
 }
 
 func (c Cell) key() string {
@@ -174,7 +177,11 @@ func (g grid) sweep(out string, done map[string]Cell, log io.Writer) (map[string
 						fmt.Fprintln(log)
 						return nil, err
 					}
-					fmt.Fprintf(log, " %.4f in %.0f s\n", c.Accuracy, c.Seconds)
+					if c.Failed != "" {
+						fmt.Fprintf(log, " failed in %.0f s: %s\n", c.Seconds, c.Failed)
+					} else {
+						fmt.Fprintf(log, " %.4f in %.0f s\n", c.Accuracy, c.Seconds)
+					}
 					b, _ := json.Marshal(c)
 					if _, err := f.Write(append(b, '\n')); err != nil {
 						return nil, err
@@ -217,7 +224,17 @@ func (g grid) runCell(c *Cell, metrics string) error {
 	start := time.Now()
 	cmd := exec.Command(g.bin, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%s: %w\n%s", c.Command, err, out)
+		// Exit status 1 is a run that failed; 2, a command line refused.
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			return fmt.Errorf("%s: %w\n%s", c.Command, err, out)
+		}
+		// The run failed: record it, so that the sweep goes on and the
+		// table shows it.
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		c.Failed = or(strings.TrimSpace(lines[len(lines)-1]), err.Error())
+		c.Seconds = time.Since(start).Seconds()
+		return nil
 	}
 	c.Seconds = time.Since(start).Seconds()
 	f, err := os.Open(metrics)
@@ -303,6 +320,7 @@ func writeTable(w io.Writer, g grid, done map[string]Cell) error {
 		for _, c := range cols {
 			var d, bd []float64
 			var seeds []int
+			failed := false
 			for _, seed := range g.seeds {
 				key := func(a string) string {
 					return Cell{Seed: seed, Codec: c.codec, Strategy: c.strategy, Attack: a, Rounds: g.rounds}.key()
@@ -313,6 +331,10 @@ func writeTable(w io.Writer, g grid, done map[string]Cell) error {
 					continue
 				}
 				seeds = append(seeds, seed)
+				if clean.Failed != "" || cell.Failed != "" {
+					failed = true
+					continue
+				}
 				if attack == "" {
 					d = append(d, clean.Accuracy)
 				} else {
@@ -323,6 +345,8 @@ func writeTable(w io.Writer, g grid, done map[string]Cell) error {
 				}
 			}
 			switch {
+			case failed:
+				row = append(row, "failed")
 			case len(d) == 0:
 				row = append(row, "–")
 			case attack == "":

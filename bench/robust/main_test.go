@@ -13,7 +13,7 @@ import (
 // rate, and a dash for a missing cell; the cells read back from the
 // results file are the ones a rerun skips.
 func TestTableAndResume(t *testing.T) {
-	g := grid{seeds: []int{1, 2}, codecs: []string{"none"}, strategies: []string{"fedavg", "median"}, attacks: []string{"alie", "backdoor"}, rounds: 200, last: 10}
+	g := grid{seeds: []int{1, 2}, codecs: []string{"none"}, strategies: []string{"fedavg", "median"}, attacks: []string{"alie", "backdoor", "gaussian"}, rounds: 200, last: 10}
 	bd := 0.75
 	cells := []Cell{
 		{Seed: 1, Codec: "none", Strategy: "fedavg", Accuracy: 0.90},
@@ -22,6 +22,7 @@ func TestTableAndResume(t *testing.T) {
 		{Seed: 2, Codec: "none", Strategy: "fedavg", Attack: "alie", Accuracy: 0.89},
 		{Seed: 1, Codec: "none", Strategy: "median", Accuracy: 0.80},
 		{Seed: 1, Codec: "none", Strategy: "median", Attack: "backdoor", Accuracy: 0.81, Backdoor: &bd},
+		{Seed: 1, Codec: "none", Strategy: "fedavg", Attack: "gaussian", Failed: "fedzip simulate: client 6: gradient: non-finite value"},
 	}
 	path := filepath.Join(t.TempDir(), "results.jsonl")
 	f, err := os.Create(path)
@@ -52,7 +53,8 @@ func TestTableAndResume(t *testing.T) {
 		"| clean (accuracy) | 91.00% | 80.00% [seeds 1] |",
 		"| alie | -4.0 | – |",
 		"| backdoor | – | +1.0 (bd 75%) [seeds 1] |",
-		"6 of the 12 runs (seeds 1,2) are missing.",
+		"| gaussian | failed [seeds 1] | – |",
+		"9 of the 16 runs (seeds 1,2) are missing.",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
