@@ -390,12 +390,32 @@ func TestFailoverMidRound(t *testing.T) {
 	fed, _ := dataset.Synthetic(1, 1, 6, 3)
 	run := testRun(2)
 	run.Round.PerRound = 4
+	// The round must select four clients: two acknowledged before the
+	// failover, two still awaited after it. A leader opens a round as soon
+	// as MinClients clients are alive, and the clients register one by
+	// one: with MinClients 2, a tick after the second registration opened
+	// round 1 with those two, both were acknowledged before the failover,
+	// and the round closed before the test could check it (1 run in ~3
+	// under load). With MinClients = PerRound every round selects four.
+	run.Round.MinClients = run.Round.PerRound
 	nodes := inmemCluster(t, 3, run)
-	leader := leaderOf(t, nodes)
-	waitFor(t, "init", func() bool { return leader.FSM().View().Initialised })
-	clients := registerClients(t, leader, fed, 6)
+	waitFor(t, "init", func() bool { return leaderOf(t, nodes).FSM().View().Initialised })
+	clients := registerClientsVia(t, func() *Node { return leaderOf(t, nodes) }, fed, 6)
 	var v View
-	waitFor(t, "a round", func() bool { v = leader.FSM().View(); return v.Phase == round.Collecting })
+	waitFor(t, "a round", func() bool {
+		// The clients poll whoever leads (a leader elected after they
+		// registered has not seen them yet).
+		l := leaderOf(t, nodes)
+		for id := range clients {
+			l.touch(id)
+		}
+		v = l.FSM().View()
+		return v.Phase == round.Collecting
+	})
+	if len(v.Selected) != run.Round.PerRound || len(v.Pending) != run.Round.PerRound {
+		t.Fatalf("round %d selected %d clients, %d pending, want %d", v.Round, len(v.Selected), len(v.Pending), run.Round.PerRound)
+	}
+	leader := leaderOf(t, nodes)
 	model, _ := leader.FSM().Model()
 	payload := func(id round.ClientID) []byte {
 		d := make([]float32, len(model))
@@ -445,7 +465,6 @@ func TestFailoverMidRound(t *testing.T) {
 	}
 	waitFor(t, "the round to close", func() bool { return leaderOf(t, survivors).FSM().View().Version == 1 })
 	waitFor(t, "replicas to agree", func() bool { return survivors[0].FSM().ModelHash() == survivors[1].FSM().ModelHash() })
-	_ = clients
 }
 
 // TestNewLeaderJudgesNothingBeforeCatchingUp: a leader whose FSM has not
