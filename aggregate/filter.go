@@ -206,16 +206,7 @@ func applyExcluding(inner Strategy, n int, rows [][]float32, weight func(int) fl
 		}
 		kept = append(kept, i)
 	}
-	if err := acc.Apply(global); err != nil {
-		return nil, err
-	}
-	if e, ok := acc.(Excluder); ok {
-		for _, j := range e.Excluded() {
-			excluded = append(excluded, kept[j])
-		}
-		slices.Sort(excluded)
-	}
-	return excluded, nil
+	return applyKept(acc, global, kept, excluded)
 }
 
 // filterCosines returns the cosine similarity of each row with the
@@ -289,3 +280,21 @@ func dot32(a, b []float32) float64 {
 
 // wrapSpec appends a wrapper's keys to the spec of its inner strategy.
 func wrapSpec(inner Strategy, keys string) string { return innerSpec(inner) + keys }
+
+// applyKept applies acc, the inner accumulator of a wrapper that added the
+// updates kept (their indices in the wrapper's round) and left out
+// excluded, and returns every update left out, sorted: excluded and those
+// the inner rule itself left out (through Excluder), mapped back to the
+// wrapper's indices.
+func applyKept(acc Accumulator, global []float32, kept, excluded []int) ([]int, error) {
+	if err := acc.Apply(global); err != nil {
+		return nil, err
+	}
+	if e, ok := acc.(Excluder); ok {
+		for _, j := range e.Excluded() {
+			excluded = append(excluded, kept[j])
+		}
+		slices.Sort(excluded)
+	}
+	return excluded, nil
+}

@@ -327,16 +327,7 @@ func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global
 		}
 		kept = append(kept, i)
 	}
-	if err := acc.Apply(global); err != nil {
-		return nil, err
-	}
-	if e, ok := acc.(Excluder); ok {
-		for _, j := range e.Excluded() {
-			excluded = append(excluded, kept[j])
-		}
-		slices.Sort(excluded)
-	}
-	return excluded, nil
+	return applyKept(acc, global, kept, excluded)
 }
 
 // agreementScores returns, for each update, its cosine similarity with the
