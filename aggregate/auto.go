@@ -140,6 +140,7 @@ type autoAcc struct {
 	sqs     []float64 // dot32 of each kept update with itself, or −1
 	scratch []float32
 	clipped int
+	tried   bool // an Apply handed the updates to inner and failed
 	applied bool
 }
 
@@ -199,6 +200,15 @@ func (a *autoAcc) Apply(global []float32) error {
 		}
 		weightCap = a.b.WeightMult * lowerMedian(w)
 	}
+	if a.tried {
+		// The failed attempt left the updates in inner: start its round
+		// again, so that this one aggregates what a fresh accumulator
+		// would (the FSM retries a failed close on the next tick).
+		a.inner = a.b.inner().Begin(a.n)
+		a.sa, _ = a.inner.(scaledAdder)
+	}
+	a.tried = true
+	var scaled []Update
 	clipped := 0
 	for i, u := range a.kept {
 		scale, weight := 1.0, u.Weight
@@ -216,8 +226,13 @@ func (a *autoAcc) Apply(global []float32) error {
 			u.Weight = weight
 			err = sk.addKeptSq(u, a.sqs[i])
 		} else if kp, ok := a.inner.(keeper); ok {
-			// Hand the copy over, scaled in place: no second copy.
-			scaleValues(u, scale)
+			// Hand the copy over; a clipped one scaled in a copy of its
+			// own, since a retry after a failed Apply may clip it by
+			// another factor.
+			if scale != 1 {
+				u = keepScaled(u, a.n, scale)
+				scaled = append(scaled, u)
+			}
 			u.Weight = weight
 			err = kp.addKept(u)
 		} else {
@@ -231,9 +246,23 @@ func (a *autoAcc) Apply(global []float32) error {
 		return err
 	}
 	// The inner accumulators are done: nothing reads the copies any more.
-	for _, u := range a.kept {
+	for _, u := range append(a.kept, scaled...) {
 		putRow(u.Delta)
 	}
 	a.clipped, a.kept, a.applied = clipped, nil, true
 	return nil
+}
+
+// keepScaled returns a copy of u, which passed Validate, with its values
+// multiplied by scale (a dense one in a pooled row).
+func keepScaled(u Update, n int, scale float64) Update {
+	var c Update
+	if u.IsSparse() {
+		c = cloneUpdate(u)
+	} else {
+		c = Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown, Delta: getRow(n)}
+		copy(c.Delta, u.Delta)
+	}
+	scaleValues(c, scale)
+	return c
 }

@@ -33,13 +33,18 @@ func TestFollowerSendsPollsToLeader(t *testing.T) {
 	})
 	// poll polls n once; clients dial the leader's Raft address (a
 	// cluster maps it to the leader's gRPC address) unless unknown.
-	poll := func(n *Node, unknown bool) error {
+	// mapTo, when not nil, maps the leader to the address clients are
+	// sent to.
+	poll := func(n *Node, unknown bool, mapTo ...string) error {
 		svc := NewService(n, transport.LimitsFor(16, 0))
 		svc.LongPoll = 100 * time.Millisecond
 		if !unknown {
 			svc.LeaderAddr = nil
 		} else {
 			svc.LeaderAddr = func(string, string) string { return "" }
+		}
+		if len(mapTo) > 0 {
+			svc.LeaderAddr = func(string, string) string { return mapTo[0] }
 		}
 		srv := transport.NewServer(transport.ServerConfig{Insecure: true, Authenticator: svc, Limits: svc.Limits, PublicMethods: ClusterMethods})
 		fedzippb.RegisterCoordinatorServer(srv, svc)
@@ -76,6 +81,14 @@ func TestFollowerSendsPollsToLeader(t *testing.T) {
 	// no round opens, no task.
 	if err := poll(follower, true); !transport.IsNoTask(err) {
 		t.Fatalf("a poll at a follower that knows no leader address: %v; want no task", err)
+	}
+	// Nor does one that knows only an address without a host (a leader
+	// listening on ":7000" without --advertise): the client would dial
+	// its own machine.
+	for _, a := range []string{":7000", "0.0.0.0:7000", "[::]:7000"} {
+		if err := poll(follower, false, a); !transport.IsNoTask(err) {
+			t.Fatalf("a poll at a follower whose leader advertises %s: %v; want no task", a, err)
+		}
 	}
 	// The leader holds the poll (no round opens) and answers no task.
 	l := leaderOf(t, nodes)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -101,7 +102,7 @@ func (s *Service) GetTask(ctx context.Context, req *fedzippb.GetTaskRequest) (*f
 	// client there; one that knows none (an election) serves the poll,
 	// and any node tells a client that a finished run is done.
 	if !s.node.IsLeader() && s.node.FSM().Progress().Phase != round.Finished {
-		if a, id := s.node.Leader(); s.leaderAddr(id, a) != "" {
+		if a, id := s.node.Leader(); s.redirectAddr(id, a) != "" {
 			return nil, s.status(ctx, &NotLeaderError{Leader: a, LeaderID: id})
 		}
 	}
@@ -339,12 +340,37 @@ func (s *Service) leaderAddr(id, addr string) string {
 	return addr
 }
 
+// redirectAddr is leaderAddr when a client can be sent there, "" for a
+// leader that listens on ":7000" or "0.0.0.0:7000" without --advertise:
+// sent there, a client would dial its own machine.
+func (s *Service) redirectAddr(id, addr string) string {
+	if a := s.leaderAddr(id, addr); dialable(a) {
+		return a
+	}
+	return ""
+}
+
+// dialable reports whether addr is not empty nor a host:port whose host
+// is missing or unspecified (0.0.0.0, ::), which another machine cannot
+// dial.
+func dialable(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return true // not host:port (an in-memory transport's address)
+	}
+	ip := net.ParseIP(host)
+	return host != "" && (ip == nil || !ip.IsUnspecified())
+}
+
 // status maps a node error to a gRPC status.
 func (s *Service) status(ctx context.Context, err error) error {
 	var nl *NotLeaderError
 	switch {
 	case errors.As(err, &nl):
-		return transport.NotLeaderError(ctx, s.leaderAddr(nl.LeaderID, nl.Leader))
+		return transport.NotLeaderError(ctx, s.redirectAddr(nl.LeaderID, nl.Leader))
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return status.FromContextError(err).Err()
 	case errors.Is(err, ErrBadSecret), errors.Is(err, ErrBadToken), errors.Is(err, ErrWrongCluster):

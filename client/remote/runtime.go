@@ -121,7 +121,10 @@ type runner struct {
 	// velocity.bin.
 	res, vel []float32
 	backoff  time.Duration
-	sum      Summary
+	// redirected says whether the last failed call was a leader redirect
+	// followed at once; reset when a call succeeds.
+	redirected bool
+	sum        Summary
 	// lastUpload is the duration of the last acknowledged upload, reported
 	// with the next update.
 	lastUpload time.Duration
@@ -271,8 +274,29 @@ func (r *runner) retry(ctx context.Context, err error) error {
 		r.log.Info("following the leader", "addr", leader)
 		r.addrs = append([]string{leader}, slices.DeleteFunc(slices.Clone(r.cfg.Addrs), func(a string) bool { return a == leader })...)
 		r.close()
-		return ctx.Err()
+		if !r.redirected {
+			r.redirected = true
+			return ctx.Err()
+		}
+		// A redirect again, with no call served in between (a node that
+		// names itself, or followers naming each other during an
+		// election): follow it after the backoff, not at once.
+		return r.wait(ctx, err)
 	}
+	if err := r.wait(ctx, err); err != nil {
+		return err
+	}
+	if status.Code(err) == codes.Unavailable || r.conn == nil {
+		r.close()
+		// Rotate so that the next dial tries another node first.
+		r.addrs = append(r.addrs[1:], r.addrs[0])
+	}
+	return nil
+}
+
+// wait counts a retry and sleeps for the next backoff; it returns ctx's
+// error when ctx ends first.
+func (r *runner) wait(ctx context.Context, err error) error {
 	r.cfg.Metrics.Retried()
 	r.backoff = min(max(2*r.backoff, 100*time.Millisecond), r.cfg.MaxBackoff)
 	wait := time.Duration(float64(r.backoff) * (0.5 + rand.Float64()/2))
@@ -283,15 +307,10 @@ func (r *runner) retry(ctx context.Context, err error) error {
 	}
 	select {
 	case <-time.After(wait):
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if status.Code(err) == codes.Unavailable || r.conn == nil {
-		r.close()
-		// Rotate so that the next dial tries another node first.
-		r.addrs = append(r.addrs[1:], r.addrs[0])
-	}
-	return nil
 }
 
 func (r *runner) run(ctx context.Context) (Summary, error) {
@@ -324,6 +343,7 @@ func (r *runner) run(ctx context.Context) (Summary, error) {
 				}
 				continue
 			}
+			r.redirected = false
 			r.st = state{ClientID: res.GetClientId(), Token: res.GetToken()}
 			r.creds.Set(r.st.ClientID, r.st.Token)
 			// A model held under another identity is another run's.
@@ -354,7 +374,7 @@ func (r *runner) run(ctx context.Context) (Summary, error) {
 			}
 			continue
 		}
-		r.backoff = 0
+		r.backoff, r.redirected = 0, false
 	}
 }
 
