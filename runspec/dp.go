@@ -41,6 +41,8 @@ func (d DP) Strategy(strategy string, clients int, seed uint64) (string, error) 
 		return "", invalid("--dp-noise %v needs --dp-clip C > 0 (or --dp-adaptive)", d.Noise)
 	case strings.Contains(strategy, "dp-"):
 		return "", invalid("--strategy %q has dp-* keys and --dp-* flags are set: use one or the other", strategy)
+	case strings.TrimSpace(strategy) == "robust":
+		return "", invalid("--strategy robust takes no --dp-* flags: its rule is not a mean that DP noise can be added to; use a mean-based strategy (e.g. fedavg) with --dp-*")
 	}
 	spec := strategy
 	if strings.TrimSpace(spec) == "" {

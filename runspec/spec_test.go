@@ -149,6 +149,11 @@ func TestDPStrategy(t *testing.T) {
 	if _, err := (DP{Clip: 1}).Strategy("fedavg,dp-noise=1", 10, 1); err == nil {
 		t.Error("dp-* keys and DP flags both accepted")
 	}
+	// robust is a name, not a rule that takes keys: appending dp-* to it
+	// made "robust,dp-clip=…", refused as an unknown strategy.
+	if _, err := (DP{Clip: 1, Noise: 1}).Strategy("robust", 10, 1); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "robust takes no --dp-*") {
+		t.Errorf("robust with --dp-*: %v", err)
+	}
 }
 
 func TestDownloadDefaults(t *testing.T) {
