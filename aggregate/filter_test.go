@@ -37,16 +37,8 @@ func nonIIDRound(seed uint64, n, k int, flipped ...int) []Update {
 
 func applyRound(t testing.TB, s Strategy, n int, ups []Update) ([]float32, []int) {
 	t.Helper()
-	acc := s.Begin(n)
-	for _, u := range ups {
-		if err := acc.Add(u); err != nil {
-			t.Fatal(err)
-		}
-	}
 	g := make([]float32, n)
-	if err := acc.Apply(g); err != nil {
-		t.Fatal(err)
-	}
+	acc := aggregateRound(t, s, g, ups)
 	var ex []int
 	if e, ok := acc.(Excluder); ok {
 		ex = e.Excluded()

@@ -38,20 +38,6 @@ func quorumRounds(seed uint64, rounds int) [][]Update {
 	return out
 }
 
-func quorumApply(t testing.TB, s Strategy, g []float32, ups []Update) Accumulator {
-	t.Helper()
-	acc := s.Begin(len(g))
-	for _, u := range ups {
-		if err := acc.Add(u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := acc.Apply(g); err != nil {
-		t.Fatal(err)
-	}
-	return acc
-}
-
 // TestQuorumStopsColluders: the coordinates only the five colluders send
 // never move, under the default bound as with bare FedAvg, while the
 // honest ones move once enough clients have sent them; nothing moves in
@@ -61,12 +47,12 @@ func TestQuorumStopsColluders(t *testing.T) {
 		s := mustParse(t, spec)
 		g := make([]float32, 16)
 		rounds := quorumRounds(1, 30)
-		quorumApply(t, s, g, rounds[0])
+		aggregateRound(t, s, g, rounds[0])
 		if slices.ContainsFunc(g, func(x float32) bool { return x != 0 }) {
 			t.Fatalf("%s: the first round moved the model: %v", spec, g)
 		}
 		for _, r := range rounds[1:] {
-			quorumApply(t, s, g, r)
+			aggregateRound(t, s, g, r)
 		}
 		for i := 12; i < 16; i++ {
 			if g[i] != 0 {
@@ -87,7 +73,7 @@ func TestQuorumStopsColluders(t *testing.T) {
 	// Without the quorum the colluders' coordinates are learnt.
 	g := make([]float32, 16)
 	for _, r := range quorumRounds(1, 30) {
-		quorumApply(t, mustParse(t, "fedavg"), g, r)
+		aggregateRound(t, mustParse(t, "fedavg"), g, r)
 	}
 	if !(g[12] > 1) {
 		t.Fatalf("without quorum the colluders' coordinate is at %v: the test does not test", g[12])
@@ -121,7 +107,7 @@ func TestQuorumBlock(t *testing.T) {
 		// Client 1 alone sends coordinate 1 (block 0) and coordinate 5 (block 1).
 		ups[0] = Update{Weight: 1, N: 8, Indices: []int32{0, 1, 5}, Values: []float32{1, 10, 10}, Client: 1, ClientKnown: true}
 		before := slices.Clone(g)
-		quorumApply(t, s, g, ups)
+		aggregateRound(t, s, g, ups)
 		if round == 0 {
 			if !slices.Equal(g, before) {
 				t.Fatalf("round 1 moved the model: %v", g)
@@ -170,11 +156,11 @@ func TestQuorumSparseEqualsDense(t *testing.T) {
 	s1, s2, s3 := mustParse(t, spec), mustParse(t, spec), mustParse(t, spec)
 	g1, g2, g3 := make([]float32, n), make([]float32, n), make([]float32, n)
 	for r := range sparse {
-		quorumApply(t, s1, g1, sparse[r])
-		quorumApply(t, s2, g2, dense[r])
+		aggregateRound(t, s1, g1, sparse[r])
+		aggregateRound(t, s2, g2, dense[r])
 		rev := slices.Clone(sparse[r])
 		slices.Reverse(rev)
-		quorumApply(t, s3, g3, rev)
+		aggregateRound(t, s3, g3, rev)
 	}
 	if !slices.Equal(g1, g2) {
 		t.Fatalf("sparse %v, dense %v", g1, g2)
@@ -199,7 +185,7 @@ func TestQuorumState(t *testing.T) {
 	s := mustParse(t, spec)
 	g := make([]float32, 16)
 	for _, r := range rounds[:6] {
-		quorumApply(t, s, g, r)
+		aggregateRound(t, s, g, r)
 	}
 	b, err := MarshalState(s)
 	if err != nil {
@@ -211,8 +197,8 @@ func TestQuorumState(t *testing.T) {
 	}
 	gr := slices.Clone(g)
 	for _, rd := range rounds[6:] {
-		quorumApply(t, s, g, rd)
-		quorumApply(t, r, gr, rd)
+		aggregateRound(t, s, g, rd)
+		aggregateRound(t, r, gr, rd)
 	}
 	if !slices.Equal(g, gr) {
 		t.Fatalf("restored %v, saved %v", gr, g)
@@ -322,7 +308,7 @@ func TestQuorumMin(t *testing.T) {
 			d[0], d[1], d[4] = 1, -1, 1e-4
 			ups = append(ups, Update{Weight: 1, Delta: d, Client: uint64(id + 1), ClientKnown: true})
 		}
-		quorumApply(t, s, make([]float32, 8), ups)
+		aggregateRound(t, s, make([]float32, 8), ups)
 		sup := s.Support()
 		if sup[0] < 2 || (sup[1] >= 2) != c.support {
 			t.Errorf("%s: support %v, want block 1 counted %v", c.spec, sup, c.support)

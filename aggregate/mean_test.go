@@ -27,19 +27,27 @@ func mustParse(t testing.TB, spec string) Strategy {
 func runRounds(t testing.TB, s Strategy, global []float32, rounds [][]Update) [][]float32 {
 	t.Helper()
 	var out [][]float32
-	for r, ups := range rounds {
-		acc := s.Begin(len(global))
-		for _, u := range ups {
-			if err := acc.Add(u); err != nil {
-				t.Fatalf("round %d: Add: %v", r+1, err)
-			}
-		}
-		if err := acc.Apply(global); err != nil {
-			t.Fatalf("round %d: Apply: %v", r+1, err)
-		}
+	for _, ups := range rounds {
+		aggregateRound(t, s, global, ups)
 		out = append(out, slices.Clone(global))
 	}
 	return out
+}
+
+// aggregateRound aggregates one round of ups into global and returns the
+// round's accumulator (for its Clipped or Excluded).
+func aggregateRound(t testing.TB, s Strategy, global []float32, ups []Update) Accumulator {
+	t.Helper()
+	acc := s.Begin(len(global))
+	for i, u := range ups {
+		if err := acc.Add(u); err != nil {
+			t.Fatalf("update %d: Add: %v", i, err)
+		}
+	}
+	if err := acc.Apply(global); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	return acc
 }
 
 func TestServerOptimizersHandComputed(t *testing.T) {

@@ -11,15 +11,7 @@ import (
 func voteRound(t *testing.T, s Strategy, global []float32, ups ...Update) []float32 {
 	t.Helper()
 	g := slices.Clone(global)
-	acc := s.Begin(len(g))
-	for _, u := range ups {
-		if err := acc.Add(u); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := acc.Apply(g); err != nil {
-		t.Fatal(err)
-	}
+	aggregateRound(t, s, g, ups)
 	return g
 }
 

@@ -8,8 +8,6 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
-	"github.com/fedzip/fedzip/dataset"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -261,14 +259,7 @@ func TestBackdoorMNIST(t *testing.T) {
 	if testing.Short() {
 		t.Skip("MNIST run in -short mode")
 	}
-	fed, err := dataset.Spec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := DataOf(fed)
-	model, _ := nn.ParseArch("2nn", 784, 10)
-	init := make([]float32, model.NumParams())
-	model.Init(init, 1)
+	data, model, init := mnist2NN(t)
 	var cleanModel []float32
 	run := func(a Attack) Metrics {
 		cfg := Config{Spec: runspec.Spec{Model: "2nn", InputDim: 784, Classes: 10, Round: round.Config{Fraction: 0.1, Rounds: 5, Seed: 1},

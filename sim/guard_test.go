@@ -5,8 +5,6 @@ import (
 	"os"
 	"testing"
 
-	"github.com/fedzip/fedzip/dataset"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 )
@@ -24,14 +22,7 @@ func TestBackdoorQuorumMNIST(t *testing.T) {
 	if testing.Short() || os.Getenv("FEDZIP_LONG") == "" {
 		t.Skip("four MNIST runs: set FEDZIP_LONG=1")
 	}
-	fed, err := dataset.Spec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := DataOf(fed)
-	model, _ := nn.ParseArch("2nn", 784, 10)
-	init := make([]float32, model.NumParams())
-	model.Init(init, 1)
+	data, model, init := mnist2NN(t)
 	run := func(strategy, codec string) Metrics {
 		cfg := Config{Spec: runspec.Spec{Model: "2nn", InputDim: 784, Classes: 10, Round: round.Config{Fraction: 0.1, Rounds: 15, Seed: 1},
 			LocalEpochs: 1, BatchSize: 10, LR: 0.1, TaskSeed: 1, Strategy: strategy, UploadCodec: codec},

@@ -231,19 +231,26 @@ func TestCancel(t *testing.T) {
 	}
 }
 
+// mnist2NN loads MNIST split iid among 100 clients (seed 1) and returns it
+// with the 2NN and its initial parameters (seed 1), as the MNIST tests use.
+func mnist2NN(t *testing.T) (Data, *nn.MLP, []float32) {
+	t.Helper()
+	fed, err := dataset.Spec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	model, _ := nn.ParseArch("2nn", 784, 10)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	return DataOf(fed), model, init
+}
+
 // TestMNISTLearns is a short real run: 2NN on MNIST, iid, 100 clients.
 func TestMNISTLearns(t *testing.T) {
 	if testing.Short() {
 		t.Skip("MNIST run in -short mode")
 	}
-	fed, err := dataset.Spec{Dataset: "mnist", Clients: 100, Partition: "iid", Seed: 1}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	data := DataOf(fed)
-	model, _ := nn.ParseArch("2nn", 784, 10)
-	init := make([]float32, model.NumParams())
-	model.Init(init, 1)
+	data, model, init := mnist2NN(t)
 	cfg := Config{Spec: runspec.Spec{Model: "2nn", InputDim: 784, Classes: 10, Round: round.Config{Fraction: 0.1, Rounds: 5, Seed: 1},
 		LocalEpochs: 1, BatchSize: 10, LR: 0.1, TaskSeed: 1}}
 	res, err := Run(context.Background(), cfg, model, init, data, nil)
