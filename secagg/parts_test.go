@@ -310,3 +310,43 @@ func TestDependencies(t *testing.T) {
 		}
 	}
 }
+
+// overheadBytes is the closed form of a client's bytes for keys and shares
+// when all its k neighbours take part: up = advert (74) + share bundle
+// (6 + 112k) + unmask response (14 + 49k); down = key list (6 + 72k) +
+// share bundle (6 + 112k) + unmask request (6 + 8k).
+func overheadBytes(k int) (up, down int) {
+	return 74 + 6 + encShareLen*k + 14 + revealedLen*k, 6 + advertLen*k + 6 + encShareLen*k + 6 + 8*k
+}
+
+// TestOverheadBytes checks the closed form against the encoded messages of
+// a round, and logs the table of docs/secagg.md (go test -v -run
+// TestOverheadBytes ./secagg/).
+func TestOverheadBytes(t *testing.T) {
+	p := Params{Session: 1, IDs: testIDs(30), K: 10, T: 6, D: 4, GraphSeed: 1}
+	g, _ := NewGraph(p)
+	r := record(t, g, p.D, nil, true)
+	me := p.IDs[0]
+	var a KeyAdvert
+	for _, adv := range r.adverts {
+		if adv.ID == me {
+			a = adv
+		}
+	}
+	m, l, in, req := r.bundles[me], r.srv.AdvertsFor(me), r.srv.SharesFor(me), r.srv.UnmaskRequestFor(me)
+	var u UnmaskResponse
+	for _, x := range r.resp {
+		if x.From == me {
+			u = x
+		}
+	}
+	up, down := size(&a)+size(&m)+size(&u), size(&l)+size(&in)+size(&req)
+	if wu, wd := overheadBytes(p.K); up != wu || down != wd {
+		t.Fatalf("k=%d: %d up, %d down; closed form %d, %d", p.K, up, down, wu, wd)
+	}
+	t.Log("k\tup B\tdown B\ttotal B")
+	for _, k := range []int{10, 20, 32, 62, 100, 200} {
+		u, d := overheadBytes(k)
+		t.Logf("%d\t%d\t%d\t%d", k, u, d, u+d)
+	}
+}

@@ -26,7 +26,7 @@ func AddPRG(dst []uint32, seed *[32]byte, neg bool) {
 	}
 	var iv [aes.BlockSize]byte
 	ctr := cipher.NewCTR(block, iv[:])
-	var buf [prgChunk]byte
+	buf := make([]byte, 4*min(len(dst), prgChunk/4))
 	for len(dst) > 0 {
 		n := min(len(dst), prgChunk/4)
 		b := buf[:4*n]
