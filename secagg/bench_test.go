@@ -15,8 +15,13 @@ func BenchmarkPRG(b *testing.B) {
 			seed := [32]byte{1}
 			b.SetBytes(int64(4 * d))
 			b.ReportAllocs()
+			cpu, ops := cpuTime(), 0
 			for b.Loop() {
+				ops++
 				AddPRG(v, &seed, false)
+			}
+			if ns := float64(cpuTime()-cpu) / float64(ops); ns > 0 {
+				b.ReportMetric(float64(4*d)/ns*1e3, "cpu-MB/s")
 			}
 		})
 	}
@@ -228,4 +233,31 @@ func BenchmarkServerUnmask(b *testing.B) {
 			b.ReportMetric(float64(cpuTime()-cpu)/1e6/float64(ops), "cpu-ms/op")
 		})
 	}
+}
+
+// BenchmarkShamir splits a 32-byte secret among k = 100 holders with
+// t = 51 and combines it from all 100 shares (t to rebuild, the rest
+// checked against the polynomial), as the server does per client.
+func BenchmarkShamir(b *testing.B) {
+	var secret [32]byte
+	xs := make([]uint32, 100)
+	for i := range xs {
+		xs[i] = uint32(i + 1)
+	}
+	rnd := clientRand(1, 1)
+	shares, _ := Split(&secret, xs, 51, rnd)
+	b.Run("split/k=100/t=51", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = Split(&secret, xs, 51, rnd)
+		}
+	})
+	b.Run("combine/k=100/t=51", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Combine(shares, 51); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

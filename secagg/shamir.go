@@ -120,15 +120,23 @@ func Split(secret *[32]byte, xs []uint32, t int, r io.Reader) ([]Share, error) {
 	}
 	coef := make([][chunks]uint64, t)
 	coef[0] = secretChunks(secret)
+	raw := make([]byte, 8*chunks*(t-1))
+	if _, err := io.ReadFull(r, raw); err != nil {
+		return nil, fmt.Errorf("secagg: randomness: %w", err)
+	}
 	for j := 1; j < t; j++ {
 		for c := range chunks {
-			v, err := randField(r)
-			if err != nil {
-				return nil, err
+			v := binary.LittleEndian.Uint64(raw[8*(chunks*(j-1)+c):]) & prime
+			for v == prime { // rejection, with probability 2^-61
+				var err error
+				if v, err = randField(r); err != nil {
+					return nil, err
+				}
 			}
 			coef[j][c] = v
 		}
 	}
+	clear(raw)
 	out := make([]Share, len(xs))
 	for i, x := range xs {
 		out[i].X = x
