@@ -14,10 +14,17 @@ func ExampleChooseK() {
 		c, ok := secagg.ChooseK(n, 0.3, 0.1, 30, 40)
 		fmt.Printf("n=%d k=%d t=%d ok=%v\n", n, c.K, c.T, ok)
 	}
+	for _, n := range []int{100, 1000, 10000} {
+		c, ok := secagg.ChooseKMalicious(n, 0.3, 0.1, 30, 40)
+		fmt.Printf("malicious server: n=%d k=%d t=%d ok=%v\n", n, c.K, c.T, ok)
+	}
 	// Output:
 	// n=100 k=62 t=32 ok=true
 	// n=1000 k=222 t=112 ok=true
 	// n=10000 k=306 t=154 ok=true
+	// malicious server: n=100 k=72 t=42 ok=true
+	// malicious server: n=1000 k=464 t=274 ok=true
+	// malicious server: n=10000 k=930 t=551 ok=true
 }
 
 // ExampleFixedPoint encodes two clients' values, sums the codes modulo

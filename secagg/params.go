@@ -159,8 +159,8 @@ type Choice struct {
 	// step, so that the sum cannot be recovered.
 	Log2Fail float64
 	// Log2Leak is log2 of the probability (union bound) that some client
-	// has T or more corrupt neighbours, who with the server could rebuild
-	// both of its secrets.
+	// has enough corrupt neighbours to let the server rebuild both of its
+	// secrets (T of them for ChooseK, 2T-K for ChooseKMalicious).
 	Log2Leak float64
 }
 
@@ -169,13 +169,27 @@ type Choice struct {
 // corrupt is corrupt (both chosen independently of the graph), the
 // probability that the sum cannot be recovered is below 2^-eta and the
 // probability that some client's secrets reach t corrupt neighbours is
-// below 2^-sigma. It follows the analysis of Bell et al. 2020: a client's
-// k neighbours are a uniform sample of the other n-1 clients (the seeded
-// permutation makes them so), so the count of its surviving and of its
-// corrupt neighbours is hypergeometric, and a union bound over the n
-// clients bounds both failures. The second result is false when no k <= n-1
-// meets both bounds.
-func ChooseK(n int, drop, corrupt float64, eta, sigma float64) (Choice, bool) {
+// below 2^-sigma, against an honest-but-curious server. It follows the
+// analysis of Bell et al. 2020: a client's k neighbours are a uniform
+// sample of the other n-1 clients (the seeded permutation makes them so),
+// so the count of its surviving and of its corrupt neighbours is
+// hypergeometric, and a union bound over the n clients bounds both
+// failures. The second result is false when no k <= n-1 meets both bounds.
+func ChooseK(n int, drop, corrupt, eta, sigma float64) (Choice, bool) {
+	return chooseK(n, drop, corrupt, eta, sigma, func(k, t int) int { return t })
+}
+
+// ChooseKMalicious is ChooseK against a server that lies about who
+// survived: it may tell some of a client's honest neighbours that the client
+// survived (they reveal b-shares) and the others that it dropped (they
+// reveal s-shares). With c corrupt neighbours it then holds up to h+c
+// b-shares and k-h+c s-shares for some h, so both secrets stay safe only
+// while c < 2t-k; the leakage bound is on that event.
+func ChooseKMalicious(n int, drop, corrupt, eta, sigma float64) (Choice, bool) {
+	return chooseK(n, drop, corrupt, eta, sigma, func(k, t int) int { return 2*t - k })
+}
+
+func chooseK(n int, drop, corrupt, eta, sigma float64, leakAt func(k, t int) int) (Choice, bool) {
 	if n < 3 {
 		return Choice{}, false
 	}
@@ -186,14 +200,26 @@ func ChooseK(n int, drop, corrupt float64, eta, sigma float64) (Choice, bool) {
 		if k < others && k%2 != 0 {
 			continue
 		}
-		// Smallest t above k/2 meeting the privacy bound: P[corrupt
-		// nbrs >= t] small.
+		// tail[x] = P[corrupt neighbours >= x], head[x] = P[surviving
+		// neighbours <= x].
+		tail := make([]float64, k+2)
+		head := make([]float64, k+1)
+		for x := k; x >= 0; x-- {
+			tail[x] = tail[x+1] + hyperPMF(others, bad, k, x)
+		}
+		for x := 0; x <= k; x++ {
+			head[x] = hyperPMF(others, alive, k, x)
+			if x > 0 {
+				head[x] += head[x-1]
+			}
+		}
+		// Smallest t above k/2 meeting the privacy bound.
 		for t := k/2 + 1; t <= k; t++ {
-			leak := log2Union(n, hyperTail(others, bad, k, t))
+			leak := log2Union(n, tail[max(leakAt(k, t), 0)])
 			if leak > -sigma {
 				continue
 			}
-			fail := log2Union(n, hyperHead(others, alive, k, t-1))
+			fail := log2Union(n, head[t-1])
 			if fail <= -eta {
 				return Choice{K: k, T: t, Log2Fail: fail, Log2Leak: leak}, true
 			}
@@ -217,24 +243,6 @@ func hyperPMF(N, m, k, x int) float64 {
 		return 0
 	}
 	return math.Exp(lchoose(m, x) + lchoose(N-m, k-x) - lchoose(N, k))
-}
-
-// hyperTail is P[X >= x].
-func hyperTail(N, m, k, x int) float64 {
-	s := 0.0
-	for v := max(x, 0); v <= k; v++ {
-		s += hyperPMF(N, m, k, v)
-	}
-	return s
-}
-
-// hyperHead is P[X <= x].
-func hyperHead(N, m, k, x int) float64 {
-	s := 0.0
-	for v := 0; v <= x; v++ {
-		s += hyperPMF(N, m, k, v)
-	}
-	return s
 }
 
 func lchoose(n, k int) float64 {
