@@ -7,21 +7,23 @@ import (
 )
 
 // ExampleChooseK prints the neighbourhood size and threshold for rounds of
-// 100 to 10,000 clients of which 30% may drop out and 10% may be corrupt,
+// 10 to 10,000 clients of which 30% may drop out and 10% may be corrupt,
 // with failure below 2^-30 and leakage below 2^-40.
 func ExampleChooseK() {
-	for _, n := range []int{100, 1000, 10000} {
+	for _, n := range []int{10, 100, 1000, 10000} {
 		c, ok := secagg.ChooseK(n, 0.3, 0.1, 30, 40)
 		fmt.Printf("n=%d k=%d t=%d ok=%v\n", n, c.K, c.T, ok)
 	}
-	for _, n := range []int{100, 1000, 10000} {
+	for _, n := range []int{10, 100, 1000, 10000} {
 		c, ok := secagg.ChooseKMalicious(n, 0.3, 0.1, 30, 40)
 		fmt.Printf("malicious server: n=%d k=%d t=%d ok=%v\n", n, c.K, c.T, ok)
 	}
 	// Output:
+	// n=10 k=8 t=5 ok=true
 	// n=100 k=62 t=32 ok=true
 	// n=1000 k=222 t=112 ok=true
 	// n=10000 k=306 t=154 ok=true
+	// malicious server: n=10 k=8 t=5 ok=true
 	// malicious server: n=100 k=72 t=42 ok=true
 	// malicious server: n=1000 k=464 t=274 ok=true
 	// malicious server: n=10000 k=930 t=551 ok=true

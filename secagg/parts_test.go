@@ -345,7 +345,7 @@ func TestOverheadBytes(t *testing.T) {
 		t.Fatalf("k=%d: %d up, %d down; closed form %d, %d", p.K, up, down, wu, wd)
 	}
 	t.Log("k\tup B\tdown B\ttotal B")
-	for _, k := range []int{10, 20, 32, 62, 100, 200} {
+	for _, k := range []int{8, 10, 20, 32, 62, 100, 200} {
 		u, d := overheadBytes(k)
 		t.Logf("%d\t%d\t%d\t%d", k, u, d, u+d)
 	}
