@@ -81,7 +81,6 @@ func FuzzProtocolInputs(f *testing.F) {
 		srv     *Server
 		cl      []*Client
 		bundles []ShareBundle
-		resp    []UnmaskResponse
 	}
 	setup := func(t *testing.T) *state {
 		s := &state{srv: NewServer(g)}
