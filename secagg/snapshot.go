@@ -14,8 +14,8 @@ const kindServerState byte = 7
 // transit, the running sum and the survivors, the revealed shares in the
 // order they arrived and what was reconstructed. The encoding lists every
 // set in ascending order, so two servers that accepted the same messages
-// in the same order encode to the same bytes. It holds no client's masked
-// input, only their sum.
+// in the same order encode to the same bytes. It holds no client's input,
+// only the running sum of the masked vectors.
 func (s *Server) MarshalBinary() ([]byte, error) {
 	b := header(kindServerState, 64)
 	b = append(b, byte(s.step))

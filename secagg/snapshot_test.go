@@ -163,3 +163,67 @@ func FuzzRestoreServer(f *testing.F) {
 		_, _ = s.Sum() // must not panic
 	})
 }
+
+// TestSnapshotHoldsNoInput: the server's snapshot, at every step, contains
+// no client's input, nor the unmasked sum. (It holds the running sum of the
+// masked vectors, which equals the first one until a second arrives: the
+// server received that vector anyway, and it is uniform.)
+func TestSnapshotHoldsNoInput(t *testing.T) {
+	p := Params{Session: 24, IDs: testIDs(8), K: 4, T: 3, D: 64, GraphSeed: 2}
+	g, _ := NewGraph(p)
+	x := testInputs(8, p.D, 9)
+	srv := NewServer(g)
+	var snaps [][]byte
+	snap := func() {
+		b, err := srv.MarshalBinary()
+		must(t, err)
+		snaps = append(snaps, b)
+	}
+	cl := map[uint64]*Client{}
+	for _, id := range p.IDs {
+		cl[id], _ = NewClient(g, id, clientRand(7, id))
+		a, _ := cl[id].Advertise()
+		must(t, srv.AddAdvert(id, a))
+	}
+	must(t, srv.EndAdvertise())
+	for _, id := range p.IDs {
+		m, err := cl[id].ShareKeys(srv.AdvertsFor(id))
+		must(t, err)
+		must(t, srv.AddShares(id, m))
+	}
+	must(t, srv.EndShareKeys())
+	var secrets [][]byte
+	for i, id := range p.IDs {
+		m, err := cl[id].MaskInput(x[i], srv.SharesFor(id))
+		must(t, err)
+		must(t, srv.AddMasked(id, m))
+		secrets = append(secrets, u32bytes(x[i][:8]))
+		snap()
+	}
+	must(t, srv.EndMaskedInput())
+	for _, id := range p.IDs {
+		m, err := cl[id].Unmask(srv.UnmaskRequestFor(id))
+		must(t, err)
+		must(t, srv.AddUnmask(id, m))
+		snap()
+	}
+	sum, err := srv.Sum()
+	must(t, err)
+	secrets = append(secrets, u32bytes(sum[:8]))
+	snap()
+	for _, s := range snaps {
+		for _, v := range secrets {
+			if bytes.Contains(s, v) {
+				t.Fatal("a snapshot holds a client's input or the unmasked sum")
+			}
+		}
+	}
+}
+
+func u32bytes(v []uint32) []byte {
+	var b []byte
+	for _, w := range v {
+		b = append(b, byte(w), byte(w>>8), byte(w>>16), byte(w>>24))
+	}
+	return b
+}
