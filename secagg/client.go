@@ -248,7 +248,8 @@ func (c *Client) MaskInput(x []uint32, in ShareBundle) (MaskedInput, error) {
 		return MaskedInput{}, fmt.Errorf("%w: client %d received shares from %d of t=%d", ErrTooFewNeighbours, c.id, held, p.T)
 	}
 	y := slices.Clone(x)
-	AddPRG(y, &c.b, false)
+	buf := prgScratch()
+	addPRG(y, &c.b, false, buf)
 	for _, id := range ids {
 		pr := c.peers[id]
 		if !pr.held {
@@ -258,7 +259,7 @@ func (c *Client) MaskInput(x []uint32, in ShareBundle) (MaskedInput, error) {
 		if err != nil {
 			return MaskedInput{}, err
 		}
-		AddPRG(y, &seed, maskSign(c.id, id))
+		addPRG(y, &seed, maskSign(c.id, id), buf)
 	}
 	c.step = stepUnmask
 	return MaskedInput{From: c.id, Y: y}, nil

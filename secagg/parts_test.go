@@ -126,6 +126,11 @@ func TestAddPRG(t *testing.T) {
 	if !slices.Equal(a[:3], b) {
 		t.Fatal("prefix differs")
 	}
+	small := make([]uint32, len(a))
+	addPRG(small, &seed, false, make([]byte, 12)) // three values per chunk
+	if !slices.Equal(small, a) {
+		t.Fatal("the stream depends on the buffer size")
+	}
 	AddPRG(a, &seed, true)
 	for _, v := range a {
 		if v != 0 {

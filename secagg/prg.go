@@ -20,15 +20,26 @@ const prgChunk = 1 << 14
 // key one stream only (the protocol derives a fresh one per pair and
 // session).
 func AddPRG(dst []uint32, seed *[32]byte, neg bool) {
+	addPRG(dst, seed, neg, nil)
+}
+
+// prgScratch returns a keystream buffer for addPRG.
+func prgScratch() []byte { return make([]byte, prgChunk) }
+
+// addPRG is AddPRG with a keystream buffer the caller may reuse across
+// calls (nil allocates one).
+func addPRG(dst []uint32, seed *[32]byte, neg bool, buf []byte) {
 	block, err := aes.NewCipher(seed[:])
 	if err != nil {
 		panic("secagg: AddPRG: " + err.Error()) // a 32-byte key never fails
 	}
 	var iv [aes.BlockSize]byte
 	ctr := cipher.NewCTR(block, iv[:])
-	buf := make([]byte, 4*min(len(dst), prgChunk/4))
+	if len(buf) < 4 {
+		buf = make([]byte, 4*min(len(dst), prgChunk/4))
+	}
 	for len(dst) > 0 {
-		n := min(len(dst), prgChunk/4)
+		n := min(len(dst), len(buf)/4)
 		b := buf[:4*n]
 		clear(b)
 		ctr.XORKeyStream(b, b)

@@ -331,12 +331,13 @@ func (s *Server) Sum() ([]uint32, error) {
 	}
 	p := s.g.p
 	out := slices.Clone(s.sum)
+	buf := prgScratch()
 	for _, id := range s.survive {
 		b, err := s.Reconstruct(id, SelfMaskShare)
 		if err != nil {
 			return nil, err
 		}
-		AddPRG(out, &b, true)
+		addPRG(out, &b, true, buf)
 	}
 	for _, j := range s.g.p.IDs {
 		if !s.sent[j] || s.masked[j] {
@@ -372,7 +373,7 @@ func (s *Server) Sum() ([]uint32, error) {
 			}
 			// Survivor i added its mask with j with sign maskSign(i, j);
 			// take it away.
-			AddPRG(out, &seed, !maskSign(i, j))
+			addPRG(out, &seed, !maskSign(i, j), buf)
 		}
 	}
 	s.step = srvDone
