@@ -629,7 +629,8 @@ func TestServerRefusesStrangers(t *testing.T) {
 }
 
 // TestKeyReuseRefused: a key list in which two neighbours share a key
-// (a server trying to make two pairs agree one mask) is refused.
+// (a server trying to make two pairs agree one mask) is refused by the
+// client, and an advert reusing a key by the server.
 func TestKeyReuseRefused(t *testing.T) {
 	p := Params{Session: 1, IDs: testIDs(7), K: 4, T: 3, D: 4, GraphSeed: 2}
 	g, _ := NewGraph(p)
@@ -646,6 +647,20 @@ func TestKeyReuseRefused(t *testing.T) {
 	if _, err := cl[p.IDs[0]].ShareKeys(l); !errors.Is(err, ErrBadKey) {
 		t.Fatalf("reused key: %v", err)
 	}
+	// The server refuses a client that copies another's key.
+	srv2 := NewServer(g)
+	a0, a1 := srv.adverts[p.IDs[0]], srv.adverts[p.IDs[1]]
+	must(t, srv2.AddAdvert(p.IDs[0], a0))
+	a1.SPK = a0.CPK
+	if err := srv2.AddAdvert(p.IDs[1], a1); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("copied key: %v", err)
+	}
+	a1 = srv.adverts[p.IDs[1]]
+	a1.SPK = a1.CPK
+	if err := srv2.AddAdvert(p.IDs[1], a1); !errors.Is(err, ErrBadKey) {
+		t.Fatalf("one key twice: %v", err)
+	}
+	must(t, srv2.AddAdvert(p.IDs[1], srv.adverts[p.IDs[1]]))
 }
 
 func TestParamsValidate(t *testing.T) {

@@ -28,7 +28,8 @@ type Server struct {
 	g    *Graph
 	step int
 
-	adverts  map[uint64]KeyAdvert // U1
+	adverts  map[uint64]KeyAdvert  // U1
+	keys     map[[keyLen]byte]bool // every advertised key
 	shares   map[uint64][]EncryptedShare
 	sent     map[uint64]bool // U2
 	sum      []uint32
@@ -42,7 +43,7 @@ type Server struct {
 
 // NewServer starts the server's side of the round of g.
 func NewServer(g *Graph) *Server {
-	return &Server{g: g, adverts: map[uint64]KeyAdvert{}}
+	return &Server{g: g, adverts: map[uint64]KeyAdvert{}, keys: map[[keyLen]byte]bool{}}
 }
 
 func (s *Server) at(step int) error {
@@ -52,7 +53,8 @@ func (s *Server) at(step int) error {
 	return nil
 }
 
-// AddAdvert accepts a client's step-0 message.
+// AddAdvert accepts a client's step-0 message. It refuses a key that
+// another client already advertised (ErrBadKey).
 func (s *Server) AddAdvert(from uint64, a KeyAdvert) error {
 	if err := s.at(srvAdvertise); err != nil {
 		return err
@@ -63,7 +65,16 @@ func (s *Server) AddAdvert(from uint64, a KeyAdvert) error {
 	if _, dup := s.adverts[from]; dup {
 		return fmt.Errorf("%w: advert of %d", ErrDuplicate, from)
 	}
+	// A key used twice would make the neighbours refuse their key lists:
+	// refuse it here, so one client cannot stall the others.
+	if a.CPK == a.SPK {
+		return fmt.Errorf("%w: client %d advertises one key twice", ErrBadKey, from)
+	}
+	if s.keys[a.CPK] || s.keys[a.SPK] {
+		return fmt.Errorf("%w: client %d reuses another client's key", ErrBadKey, from)
+	}
 	s.adverts[from] = a
+	s.keys[a.CPK], s.keys[a.SPK] = true, true
 	return nil
 }
 

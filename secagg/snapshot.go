@@ -148,8 +148,12 @@ func RestoreServer(g *Graph, b []byte) (*Server, error) {
 		if _, ok := g.Index(a.ID); !ok || i > 0 && a.ID <= prev {
 			corrupt("advert of %d", a.ID)
 		}
+		if a.CPK == a.SPK || s.keys[a.CPK] || s.keys[a.SPK] {
+			corrupt("advert of %d reuses a key", a.ID)
+		}
 		prev = a.ID
 		s.adverts[a.ID] = a
+		s.keys[a.CPK], s.keys[a.SPK] = true, true
 	}
 	if r.err != nil || s.step < srvShareKeys {
 		return finish(s, r)
