@@ -1,6 +1,7 @@
 package secagg
 
 import (
+	"cmp"
 	"crypto/ecdh"
 	"fmt"
 	"slices"
@@ -162,15 +163,7 @@ func (s *Server) EndShareKeys() error {
 // sealed shares addressed to it, in ascending order of sender.
 func (s *Server) SharesFor(id uint64) ShareBundle {
 	b := ShareBundle{Shares: slices.Clone(s.shares[id])}
-	slices.SortFunc(b.Shares, func(x, y EncryptedShare) int {
-		switch {
-		case x.From < y.From:
-			return -1
-		case x.From > y.From:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(b.Shares, func(x, y EncryptedShare) int { return cmp.Compare(x.From, y.From) })
 	return b
 }
 

@@ -1,6 +1,7 @@
 package secagg
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -37,7 +38,7 @@ func (s *Server) MarshalBinary() ([]byte, error) {
 	b = binary.LittleEndian.AppendUint32(b, uint32(n))
 	for _, id := range to {
 		list := slices.Clone(s.shares[id])
-		slices.SortFunc(list, func(x, y EncryptedShare) int { return cmpU64(x.From, y.From) })
+		slices.SortFunc(list, func(x, y EncryptedShare) int { return cmp.Compare(x.From, y.From) })
 		for _, e := range list {
 			b = binary.LittleEndian.AppendUint64(b, e.From)
 			b = binary.LittleEndian.AppendUint64(b, e.To)
@@ -75,16 +76,6 @@ func (s *Server) MarshalBinary() ([]byte, error) {
 		b = append(b, byte(s.recon[o]))
 	}
 	return b, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func sortedKeys[V any](m map[uint64]V) []uint64 {
