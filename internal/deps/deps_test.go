@@ -39,6 +39,7 @@ func TestDependencies(t *testing.T) {
 		{"dataset", network},
 		{"sim", network},
 		{"client", network},
+		{"secagg", network},
 		// The real client must not depend on the simulator.
 		{"client/remote", []string{mod + "sim", mod + "coordinator"}},
 	}
