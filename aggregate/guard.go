@@ -75,8 +75,25 @@ type Quorum struct {
 	// honest MNIST images touch the trigger's corner) from counting as
 	// support; the values of a ternary sparse update are all equal.
 	Min float64
+	// ByInput groups coordinates by input feature instead of in blocks: the
+	// weights of the model's first tensor, when it is a dense layer's
+	// [out, in] matrix, form one support set per input (all the weights
+	// from one pixel), and the other tensors are not guarded. A trigger
+	// lives in the inputs it lights, so this freezes exactly the weights
+	// from inputs no honest client uses, and opens every input honest
+	// clients use within a few rounds even when each sends a sparse 1% of
+	// its update; the deeper layers, which every client trains but few
+	// clients may send a given coordinate of on skewed data, move from the
+	// first round. SetShapes must give it the model's tensor shapes before
+	// the first round; a first tensor of another rank (a convolution,
+	// whose kernels every pixel shares) leaves nothing guarded.
+	ByInput bool
 
 	support []uint64 // per block; nil before the first round
+	// rows and cols are the first tensor's shape with ByInput, from
+	// SetShapes (shaped); rows·cols = 0 guards nothing.
+	rows, cols int
+	shaped     bool
 }
 
 // DefaultQuorumBlock is Quorum.Block when it is 0: blocks of four
@@ -110,14 +127,80 @@ func (q *Quorum) block() int {
 }
 
 // blocks returns the number of support sets of a model of n parameters.
-func (q *Quorum) blocks(n int) int { return (n + q.block() - 1) / q.block() }
+func (q *Quorum) blocks(n int) int {
+	if q.ByInput {
+		return q.cols
+	}
+	return (n + q.block() - 1) / q.block()
+}
+
+// blockOf returns the support set of coordinate j, or -1 for a coordinate
+// the quorum does not guard (ByInput, outside the first tensor).
+func (q *Quorum) blockOf(j int) int {
+	if q.ByInput {
+		if j < q.rows*q.cols {
+			return j % q.cols
+		}
+		return -1
+	}
+	return j / q.block()
+}
+
+// SetShapes gives the quorum the shapes of the model's tensors, in the
+// order of its parameters; only ByInput uses them. It must be called
+// before the first round and before a restore, with the same shapes on
+// every replica.
+func (q *Quorum) SetShapes(shapes [][]int) error {
+	if !q.ByInput {
+		return nil
+	}
+	if len(shapes) == 0 {
+		return fmt.Errorf("%w: quorum-by=input: a model without tensors", ErrShape)
+	}
+	rows, cols := 0, 0
+	if f := shapes[0]; len(f) == 2 {
+		if f[0] <= 0 || f[1] <= 0 || f[0] > math.MaxInt32/f[1] {
+			return fmt.Errorf("%w: quorum-by=input: first tensor of shape %v", ErrShape, f)
+		}
+		rows, cols = f[0], f[1]
+	}
+	if q.shaped && (rows != q.rows || cols != q.cols) {
+		return fmt.Errorf("%w: quorum-by=input: shapes %dx%d, was given %dx%d", ErrShape, rows, cols, q.rows, q.cols)
+	}
+	q.rows, q.cols, q.shaped = rows, cols, true
+	return nil
+}
+
+// SetShapes calls Quorum.SetShapes on the quorum inside s, if any (under
+// AutoBound or NormBound); any other strategy ignores the shapes.
+func SetShapes(s Strategy, shapes [][]int) error {
+	for {
+		switch w := s.(type) {
+		case AutoBound:
+			s = w.inner()
+		case *AutoBound:
+			s = w.inner()
+		case NormBound:
+			s = w.Inner
+		case *Quorum:
+			return w.SetShapes(shapes)
+		default:
+			return nil
+		}
+	}
+}
 
 // Name returns the inner strategy's name.
 func (q *Quorum) Name() string { return q.inner().Name() }
 
 // String returns a spec Parse accepts.
 func (q *Quorum) String() string {
-	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q) + ",quorum-block=" + strconv.Itoa(q.block())
+	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q)
+	if q.ByInput {
+		s += ",quorum-by=input"
+	} else {
+		s += ",quorum-block=" + strconv.Itoa(q.block())
+	}
 	if q.Min != 0 {
 		s += ",quorum-min=" + ff(q.Min)
 	}
@@ -167,6 +250,12 @@ func (q *Quorum) Begin(n int) Accumulator {
 	if err := q.Validate(); err != nil {
 		return errAcc{err}
 	}
+	if q.ByInput && !q.shaped {
+		return errAcc{fmt.Errorf("%w: quorum-by=input before the model's shapes (SetShapes)", ErrShape)}
+	}
+	if q.ByInput && q.rows*q.cols > n {
+		return errAcc{fmt.Errorf("%w: quorum-by=input: first tensor %dx%d, model has %d parameters", ErrShape, q.rows, q.cols, n)}
+	}
 	if q.support != nil && len(q.support) != q.blocks(n) {
 		return errAcc{fmt.Errorf("%w: quorum support of %d blocks of %d, model has %d parameters", ErrShape, len(q.support), q.block(), n)}
 	}
@@ -191,7 +280,15 @@ type quorumAcc struct {
 
 // open reports whether coordinate j had quorum before this round.
 func (a *quorumAcc) open(j int) bool {
-	return a.q.support != nil && bits.OnesCount64(a.q.support[j/a.q.block()]) >= a.q.Q
+	b := a.q.blockOf(j)
+	return b < 0 || a.q.support != nil && bits.OnesCount64(a.q.support[b]) >= a.q.Q
+}
+
+// send records coordinate j, if guarded, in the support as bit.
+func (a *quorumAcc) send(j int, bit uint64) {
+	if b := a.q.blockOf(j); b >= 0 {
+		a.next[b] |= bit
+	}
 }
 
 func (a *quorumAcc) Add(u Update) error {
@@ -241,7 +338,6 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 	if !u.ClientKnown {
 		return nil
 	}
-	B := a.q.block()
 	if a.next == nil {
 		a.next = make([]uint64, a.q.blocks(a.n))
 		copy(a.next, a.q.support)
@@ -251,13 +347,13 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 	if u.IsSparse() {
 		for t, j := range u.Indices {
 			if v := u.Values[t]; v != 0 && math.Abs(float64(v)) >= floor {
-				a.next[int(j)/B] |= bit
+				a.send(int(j), bit)
 			}
 		}
 	} else {
 		for j, v := range u.Delta {
 			if v != 0 && math.Abs(float64(v)) >= floor {
-				a.next[j/B] |= bit
+				a.send(j, bit)
 			}
 		}
 	}
@@ -328,7 +424,11 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := newStateWriter("quorum")
+	w := newStateWriter(q.kind())
+	if q.ByInput {
+		w.u64(uint64(q.rows))
+		w.u64(uint64(q.cols))
+	}
 	w.u64(uint64(q.Q))
 	w.u64(uint64(q.Block))
 	w.u64(q.Seed)
@@ -344,11 +444,26 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	return w.done(), nil
 }
 
+// kind names the state: block quorums keep the format of the first
+// release; ByInput adds the first tensor's shape.
+func (q *Quorum) kind() string {
+	if q.ByInput {
+		return "quorum-input"
+	}
+	return "quorum"
+}
+
 // UnmarshalBinary restores what MarshalBinary saved into q, whose Inner
 // must be a strategy of the saved kind; on error q is unchanged.
 func (q *Quorum) UnmarshalBinary(data []byte) error {
-	r := newStateReader(data, "quorum")
-	t := Quorum{Inner: q.Inner}
+	r := newStateReader(data, q.kind())
+	t := Quorum{Inner: q.Inner, ByInput: q.ByInput, rows: q.rows, cols: q.cols, shaped: q.shaped}
+	if q.ByInput {
+		rows, cols := r.u64(), r.u64()
+		if r.err == nil && (!q.shaped || rows != uint64(q.rows) || cols != uint64(q.cols)) {
+			r.err = fmt.Errorf("%w: quorum-by=input state of a %dx%d first tensor, model's is %dx%d", ErrState, rows, cols, q.rows, q.cols)
+		}
+	}
 	t.Q = int(min(r.u64(), maxQuorum+1))
 	t.Block = int(min(r.u64(), maxQuorumBlock+1))
 	t.Seed = r.u64()
