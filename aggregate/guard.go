@@ -88,8 +88,17 @@ type Quorum struct {
 	// the first round; a first tensor of another rank (a convolution,
 	// whose kernels every pixel shares) leaves nothing guarded.
 	ByInput bool
+	// Frac, when positive, lowers the quorum to ⌈Frac × the distinct
+	// clients seen in the previous rounds⌉ (bits of their own 64-bit set)
+	// while that is below Q: a run of few clients (10, or the 6 of a test)
+	// can open what most of them send, where Q = 24 would never be
+	// reached, and the first rounds of a large run open the inputs most
+	// clients use sooner. Colluders then need Frac of the clients seen, or
+	// Q, whichever is smaller. In [0, 1]; only with ByInput.
+	Frac float64
 
 	support []uint64 // per block; nil before the first round
+	seen    uint64   // with Frac: the clients of the previous rounds, hashed
 	// rows and cols are the first tensor's shape with ByInput, from
 	// SetShapes (shaped); rows·cols = 0 guards nothing.
 	rows, cols int
@@ -198,6 +207,9 @@ func (q *Quorum) String() string {
 	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q)
 	if q.ByInput {
 		s += ",quorum-by=input"
+		if q.Frac != 0 {
+			s += ",quorum-frac=" + ff(q.Frac)
+		}
 	} else {
 		s += ",quorum-block=" + strconv.Itoa(q.block())
 	}
@@ -220,6 +232,9 @@ func (q *Quorum) Validate() error {
 	}
 	if !(q.Min >= 0 && q.Min <= 1) {
 		return fmt.Errorf("%w: quorum-min %v, want 0 ≤ quorum-min ≤ 1", ErrParam, q.Min)
+	}
+	if !(q.Frac >= 0 && q.Frac <= 1) || q.Frac != 0 && !q.ByInput {
+		return fmt.Errorf("%w: quorum-frac %v, want 0 ≤ quorum-frac ≤ 1 with quorum-by=input", ErrParam, q.Frac)
 	}
 	if q.Block < 0 || q.Block > maxQuorumBlock {
 		return fmt.Errorf("%w: quorum-block %d, want 1 ≤ quorum-block ≤ %d", ErrParam, q.Block, maxQuorumBlock)
@@ -261,7 +276,7 @@ func (q *Quorum) Begin(n int) Accumulator {
 	}
 	acc := q.inner().Begin(n)
 	sa, _ := acc.(scaledAdder)
-	return &quorumAcc{q: q, n: n, inner: acc, sa: sa}
+	return &quorumAcc{q: q, n: n, inner: acc, sa: sa, thr: q.threshold(), seen: q.seen}
 }
 
 type quorumAcc struct {
@@ -275,13 +290,25 @@ type quorumAcc struct {
 	dense   []float32
 	scratch []float32
 	masked  int
+	thr     int    // bits a support set needs this round
+	seen    uint64 // q.seen with this round's clients
 	applied bool
 }
 
 // open reports whether coordinate j had quorum before this round.
 func (a *quorumAcc) open(j int) bool {
 	b := a.q.blockOf(j)
-	return b < 0 || a.q.support != nil && bits.OnesCount64(a.q.support[b]) >= a.q.Q
+	return b < 0 || a.q.support != nil && bits.OnesCount64(a.q.support[b]) >= a.thr
+}
+
+// threshold returns the number of bits a support set needs this round: Q,
+// or less with Frac (see Quorum.Frac).
+func (q *Quorum) threshold() int {
+	if q.Frac == 0 {
+		return q.Q
+	}
+	t := int(math.Ceil(q.Frac * float64(bits.OnesCount64(q.seen))))
+	return min(q.Q, max(1, t))
 }
 
 // send records coordinate j, if guarded, in the support as bit.
@@ -343,6 +370,7 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 		copy(a.next, a.q.support)
 	}
 	bit := uint64(1) << (mix64(a.q.Seed^u.Client) >> 58)
+	a.seen |= bit
 	floor := a.q.Min * rmsNonZero(u)
 	if u.IsSparse() {
 		for t, j := range u.Indices {
@@ -386,6 +414,7 @@ func (a *quorumAcc) Apply(global []float32) error {
 	} else if a.q.support == nil {
 		a.q.support = make([]uint64, a.q.blocks(a.n))
 	}
+	a.q.seen = a.seen
 	a.next, a.applied = nil, true
 	return nil
 }
@@ -428,6 +457,8 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	if q.ByInput {
 		w.u64(uint64(q.rows))
 		w.u64(uint64(q.cols))
+		w.f64(q.Frac)
+		w.u64(q.seen)
 	}
 	w.u64(uint64(q.Q))
 	w.u64(uint64(q.Block))
@@ -460,6 +491,7 @@ func (q *Quorum) UnmarshalBinary(data []byte) error {
 	t := Quorum{Inner: q.Inner, ByInput: q.ByInput, rows: q.rows, cols: q.cols, shaped: q.shaped}
 	if q.ByInput {
 		rows, cols := r.u64(), r.u64()
+		t.Frac, t.seen = r.f64(), r.u64()
 		if r.err == nil && (!q.shaped || rows != uint64(q.rows) || cols != uint64(q.cols)) {
 			r.err = fmt.Errorf("%w: quorum-by=input state of a %dx%d first tensor, model's is %dx%d", ErrState, rows, cols, q.rows, q.cols)
 		}

@@ -264,7 +264,7 @@ func TestQuorumSpec(t *testing.T) {
 	if got := Spec(s); Spec(mustParse(t, got)) != got {
 		t.Fatalf("spec %q does not parse back to itself", got)
 	}
-	in := mustParse(t, "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input")
+	in := mustParse(t, "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75")
 	if got := Spec(in); Spec(mustParse(t, got)) != got || !quorumOf(t, in).ByInput || !strings.Contains(got, "quorum-by=input") {
 		t.Fatalf("spec %q does not parse back to itself", got)
 	}
@@ -275,7 +275,8 @@ func TestQuorumSpec(t *testing.T) {
 		"fedavg,quorum=0", "fedavg,quorum=65", "fedavg,quorum=x", "fedavg,quorum=4,quorum-block=0",
 		"fedavg,quorum=4,quorum-block=2000", "fedavg,quorum-block=4", "fedavg,quorum-seed=1",
 		"fedavg,quorum=4,dp-clip=1,dp-noise=1", "fedavg,quorum=4,quorum-by=x", "fedavg,quorum-by=input",
-		"fedavg,quorum=4,quorum-by=input,quorum-block=4",
+		"fedavg,quorum=4,quorum-by=input,quorum-block=4", "fedavg,quorum=4,quorum-frac=0.5",
+		"fedavg,quorum=4,quorum-by=input,quorum-frac=1.5", "fedavg,quorum-frac=0.5",
 	} {
 		if _, err := Parse(bad); !errors.Is(err, ErrParam) {
 			t.Errorf("%s: %v, want ErrParam", bad, err)
@@ -505,7 +506,7 @@ func TestQuorumByInputState(t *testing.T) {
 // FuzzQuorumInputState: the input quorum's decoder never panics, and what
 // decodes encodes back to the same bytes.
 func FuzzQuorumInputState(f *testing.F) {
-	s := mustParse(f, "fedavgm,quorum=2,quorum-by=input,bound=off")
+	s := mustParse(f, "fedavgm,quorum=2,quorum-by=input,quorum-frac=0.5,bound=off")
 	if err := SetShapes(s, [][]int{{1, 4}}); err != nil {
 		f.Fatal(err)
 	}
@@ -527,4 +528,56 @@ func FuzzQuorumInputState(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestQuorumFrac: with 8 honest clients and 2 colluders in all, Q = 24
+// would never open anything; quorum-frac=0.75 opens the inputs most
+// clients send (from the second round: the first round's clients are the
+// population seen) and keeps the colluders' input shut.
+func TestQuorumFrac(t *testing.T) {
+	shapes := [][]int{{3, 4}, {3}}
+	var rounds [][]Update
+	for range 20 {
+		var r []Update
+		for id := range 10 {
+			idx := []int32{0, 1, 2, 4, 5, 6, 8, 9, 10, 12}
+			if id >= 8 {
+				idx = []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+			}
+			val := make([]float32, len(idx))
+			for i := range val {
+				val[i] = 0.1
+			}
+			r = append(r, Update{Weight: 1, N: 15, Indices: idx, Values: val, Client: uint64(id + 1), ClientKnown: true})
+		}
+		rounds = append(rounds, r)
+	}
+	for _, c := range []struct {
+		spec string
+		open bool
+	}{{"fedavg,quorum=24,quorum-by=input,quorum-frac=0.75,bound=off", true}, {"fedavg,quorum=24,quorum-by=input,bound=off", false}} {
+		s := mustParse(t, c.spec)
+		if err := SetShapes(s, shapes); err != nil {
+			t.Fatal(err)
+		}
+		g := make([]float32, 15)
+		aggregateRound(t, s, g, rounds[0])
+		if g[0] != 0 {
+			t.Fatalf("%s: round 1 moved weight 0 to %v", c.spec, g[0])
+		}
+		for _, r := range rounds[1:] {
+			aggregateRound(t, s, g, r)
+		}
+		if (g[0] > 0) != c.open {
+			t.Errorf("%s: honest weight 0 at %v, want open %v", c.spec, g[0], c.open)
+		}
+		for _, j := range []int{3, 7, 11} {
+			if g[j] != 0 {
+				t.Errorf("%s: weight %d of the colluders' input moved to %v", c.spec, j, g[j])
+			}
+		}
+		if !(g[12] > 0) {
+			t.Errorf("%s: the bias, not guarded, did not move", c.spec)
+		}
+	}
 }
