@@ -519,6 +519,9 @@ func (q *Quorum) UnmarshalBinary(data []byte) error {
 	if err := t.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrState, err)
 	}
+	if t.ByInput && t.support != nil && len(t.support) != t.cols {
+		return fmt.Errorf("%w: quorum-by=input support of %d inputs, first tensor has %d", ErrState, len(t.support), t.cols)
+	}
 	if err := UnmarshalState(q.inner(), inner); err != nil {
 		return err
 	}
