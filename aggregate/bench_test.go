@@ -105,6 +105,9 @@ func BenchmarkRound1M(b *testing.B) {
 	}
 }
 
+// shapes2NN are the 2NN's tensors (784-200-200-10), n2NN parameters.
+var shapes2NN = [][]int{{200, 784}, {200}, {200, 200}, {200}, {10, 200}, {10}}
+
 // BenchmarkDefaultAndRobust times one round (Begin, Add of each pre-built
 // update, Apply) of the bare FedAvg ("fedavg,bound=off", the default before
 // AutoBound), the default strategy (runspec.DefaultStrategy, bounded by
@@ -126,14 +129,19 @@ func BenchmarkDefaultAndRobust(b *testing.B) {
 			}
 			for _, spec := range []struct{ name, spec string }{
 				{"bare", "fedavg,bound=off"},
-				{"default", "fedavgm,lr=3,momentum=0"}, // runspec.DefaultStrategy
+				{"default", "fedavgm,lr=3,momentum=0"}, // runspec.DefaultStrategy before the input quorum
+				{"default-quorum", "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75"}, // runspec.DefaultStrategy
 				{"robust", RobustSpec},
 				{"trimmed-senders", "trimmed-mean,over=senders"},
 				{"median-senders", "median,over=senders"},
 				{"signvote", "signvote"},
 			} {
 				b.Run(fmt.Sprintf("%s/%s/clients=%d", spec.name, form.name, k), func(b *testing.B) {
-					benchRound(b, mustParse(b, spec.spec), n2NN, ups)
+					s := mustParse(b, spec.spec)
+					if err := SetShapes(s, shapes2NN); err != nil {
+						b.Fatal(err)
+					}
+					benchRound(b, s, n2NN, ups)
 				})
 			}
 		}

@@ -75,8 +75,34 @@ type Quorum struct {
 	// honest MNIST images touch the trigger's corner) from counting as
 	// support; the values of a ternary sparse update are all equal.
 	Min float64
+	// ByInput groups coordinates by input feature instead of in blocks: the
+	// weights of the model's first tensor, when it is a dense layer's
+	// [out, in] matrix, form one support set per input (all the weights
+	// from one pixel), and the other tensors are not guarded. A trigger
+	// lives in the inputs it lights, so this freezes exactly the weights
+	// from inputs no honest client uses, and opens every input honest
+	// clients use within a few rounds even when each sends a sparse 1% of
+	// its update; the deeper layers, which every client trains but few
+	// clients may send a given coordinate of on skewed data, move from the
+	// first round. SetShapes must give it the model's tensor shapes before
+	// the first round; a first tensor of another rank (a convolution,
+	// whose kernels every pixel shares) leaves nothing guarded.
+	ByInput bool
+	// Frac, when positive, lowers the quorum to ⌈Frac × the distinct
+	// clients seen in the previous rounds⌉ (bits of their own 64-bit set)
+	// while that is below Q: a run of few clients (10, or the 6 of a test)
+	// can open what most of them send, where Q = 24 would never be
+	// reached, and the first rounds of a large run open the inputs most
+	// clients use sooner. Colluders then need Frac of the clients seen, or
+	// Q, whichever is smaller. In [0, 1]; only with ByInput.
+	Frac float64
 
 	support []uint64 // per block; nil before the first round
+	seen    uint64   // with Frac: the clients of the previous rounds, hashed
+	// rows and cols are the first tensor's shape with ByInput, from
+	// SetShapes (shaped); rows·cols = 0 guards nothing.
+	rows, cols int
+	shaped     bool
 }
 
 // DefaultQuorumBlock is Quorum.Block when it is 0: blocks of four
@@ -110,14 +136,83 @@ func (q *Quorum) block() int {
 }
 
 // blocks returns the number of support sets of a model of n parameters.
-func (q *Quorum) blocks(n int) int { return (n + q.block() - 1) / q.block() }
+func (q *Quorum) blocks(n int) int {
+	if q.ByInput {
+		return q.cols
+	}
+	return (n + q.block() - 1) / q.block()
+}
+
+// blockOf returns the support set of coordinate j, or -1 for a coordinate
+// the quorum does not guard (ByInput, outside the first tensor).
+func (q *Quorum) blockOf(j int) int {
+	if q.ByInput {
+		if j < q.rows*q.cols {
+			return j % q.cols
+		}
+		return -1
+	}
+	return j / q.block()
+}
+
+// SetShapes gives the quorum the shapes of the model's tensors, in the
+// order of its parameters; only ByInput uses them. It must be called
+// before the first round and before a restore, with the same shapes on
+// every replica.
+func (q *Quorum) SetShapes(shapes [][]int) error {
+	if !q.ByInput {
+		return nil
+	}
+	if len(shapes) == 0 {
+		return fmt.Errorf("%w: quorum-by=input: a model without tensors", ErrShape)
+	}
+	rows, cols := 0, 0
+	if f := shapes[0]; len(f) == 2 {
+		if f[0] <= 0 || f[1] <= 0 || f[0] > math.MaxInt32/f[1] {
+			return fmt.Errorf("%w: quorum-by=input: first tensor of shape %v", ErrShape, f)
+		}
+		rows, cols = f[0], f[1]
+	}
+	if q.shaped && (rows != q.rows || cols != q.cols) {
+		return fmt.Errorf("%w: quorum-by=input: shapes %dx%d, was given %dx%d", ErrShape, rows, cols, q.rows, q.cols)
+	}
+	q.rows, q.cols, q.shaped = rows, cols, true
+	return nil
+}
+
+// SetShapes calls Quorum.SetShapes on the quorum inside s, if any (under
+// AutoBound or NormBound); any other strategy ignores the shapes.
+func SetShapes(s Strategy, shapes [][]int) error {
+	for {
+		switch w := s.(type) {
+		case AutoBound:
+			s = w.inner()
+		case *AutoBound:
+			s = w.inner()
+		case NormBound:
+			s = w.Inner
+		case *Quorum:
+			return w.SetShapes(shapes)
+		default:
+			return nil
+		}
+	}
+}
 
 // Name returns the inner strategy's name.
 func (q *Quorum) Name() string { return q.inner().Name() }
 
 // String returns a spec Parse accepts.
 func (q *Quorum) String() string {
-	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q) + ",quorum-block=" + strconv.Itoa(q.block())
+	s := innerSpec(q.inner()) + ",quorum=" + strconv.Itoa(q.Q)
+	if q.ByInput {
+		s += ",quorum-by=input"
+		if q.Frac != 0 {
+			s += ",quorum-frac=" + ff(q.Frac)
+		}
+	} else {
+		s += ",quorum-block=" + strconv.Itoa(q.block())
+	}
 	if q.Min != 0 {
 		s += ",quorum-min=" + ff(q.Min)
 	}
@@ -137,6 +232,9 @@ func (q *Quorum) Validate() error {
 	}
 	if !(q.Min >= 0 && q.Min <= 1) {
 		return fmt.Errorf("%w: quorum-min %v, want 0 ≤ quorum-min ≤ 1", ErrParam, q.Min)
+	}
+	if !(q.Frac >= 0 && q.Frac <= 1) || q.Frac != 0 && !q.ByInput {
+		return fmt.Errorf("%w: quorum-frac %v, want 0 ≤ quorum-frac ≤ 1 with quorum-by=input", ErrParam, q.Frac)
 	}
 	if q.Block < 0 || q.Block > maxQuorumBlock {
 		return fmt.Errorf("%w: quorum-block %d, want 1 ≤ quorum-block ≤ %d", ErrParam, q.Block, maxQuorumBlock)
@@ -167,12 +265,18 @@ func (q *Quorum) Begin(n int) Accumulator {
 	if err := q.Validate(); err != nil {
 		return errAcc{err}
 	}
+	if q.ByInput && !q.shaped {
+		return errAcc{fmt.Errorf("%w: quorum-by=input before the model's shapes (SetShapes)", ErrShape)}
+	}
+	if q.ByInput && q.rows*q.cols > n {
+		return errAcc{fmt.Errorf("%w: quorum-by=input: first tensor %dx%d, model has %d parameters", ErrShape, q.rows, q.cols, n)}
+	}
 	if q.support != nil && len(q.support) != q.blocks(n) {
 		return errAcc{fmt.Errorf("%w: quorum support of %d blocks of %d, model has %d parameters", ErrShape, len(q.support), q.block(), n)}
 	}
 	acc := q.inner().Begin(n)
 	sa, _ := acc.(scaledAdder)
-	return &quorumAcc{q: q, n: n, inner: acc, sa: sa}
+	return &quorumAcc{q: q, n: n, inner: acc, sa: sa, thr: q.threshold(), seen: q.seen}
 }
 
 type quorumAcc struct {
@@ -186,12 +290,32 @@ type quorumAcc struct {
 	dense   []float32
 	scratch []float32
 	masked  int
+	thr     int    // bits a support set needs this round
+	seen    uint64 // q.seen with this round's clients
 	applied bool
 }
 
 // open reports whether coordinate j had quorum before this round.
 func (a *quorumAcc) open(j int) bool {
-	return a.q.support != nil && bits.OnesCount64(a.q.support[j/a.q.block()]) >= a.q.Q
+	b := a.q.blockOf(j)
+	return b < 0 || a.q.support != nil && bits.OnesCount64(a.q.support[b]) >= a.thr
+}
+
+// threshold returns the number of bits a support set needs this round: Q,
+// or less with Frac (see Quorum.Frac).
+func (q *Quorum) threshold() int {
+	if q.Frac == 0 {
+		return q.Q
+	}
+	t := int(math.Ceil(q.Frac * float64(bits.OnesCount64(q.seen))))
+	return min(q.Q, max(1, t))
+}
+
+// send records coordinate j, if guarded, in the support as bit.
+func (a *quorumAcc) send(j int, bit uint64) {
+	if b := a.q.blockOf(j); b >= 0 {
+		a.next[b] |= bit
+	}
 }
 
 func (a *quorumAcc) Add(u Update) error {
@@ -241,23 +365,23 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 	if !u.ClientKnown {
 		return nil
 	}
-	B := a.q.block()
 	if a.next == nil {
 		a.next = make([]uint64, a.q.blocks(a.n))
 		copy(a.next, a.q.support)
 	}
 	bit := uint64(1) << (mix64(a.q.Seed^u.Client) >> 58)
+	a.seen |= bit
 	floor := a.q.Min * rmsNonZero(u)
 	if u.IsSparse() {
 		for t, j := range u.Indices {
 			if v := u.Values[t]; v != 0 && math.Abs(float64(v)) >= floor {
-				a.next[int(j)/B] |= bit
+				a.send(int(j), bit)
 			}
 		}
 	} else {
 		for j, v := range u.Delta {
 			if v != 0 && math.Abs(float64(v)) >= floor {
-				a.next[j/B] |= bit
+				a.send(j, bit)
 			}
 		}
 	}
@@ -290,6 +414,7 @@ func (a *quorumAcc) Apply(global []float32) error {
 	} else if a.q.support == nil {
 		a.q.support = make([]uint64, a.q.blocks(a.n))
 	}
+	a.q.seen = a.seen
 	a.next, a.applied = nil, true
 	return nil
 }
@@ -328,7 +453,13 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := newStateWriter("quorum")
+	w := newStateWriter(q.kind())
+	if q.ByInput {
+		w.u64(uint64(q.rows))
+		w.u64(uint64(q.cols))
+		w.f64(q.Frac)
+		w.u64(q.seen)
+	}
 	w.u64(uint64(q.Q))
 	w.u64(uint64(q.Block))
 	w.u64(q.Seed)
@@ -344,11 +475,27 @@ func (q *Quorum) MarshalBinary() ([]byte, error) {
 	return w.done(), nil
 }
 
+// kind names the state: block quorums keep the format of the first
+// release; ByInput adds the first tensor's shape.
+func (q *Quorum) kind() string {
+	if q.ByInput {
+		return "quorum-input"
+	}
+	return "quorum"
+}
+
 // UnmarshalBinary restores what MarshalBinary saved into q, whose Inner
 // must be a strategy of the saved kind; on error q is unchanged.
 func (q *Quorum) UnmarshalBinary(data []byte) error {
-	r := newStateReader(data, "quorum")
-	t := Quorum{Inner: q.Inner}
+	r := newStateReader(data, q.kind())
+	t := Quorum{Inner: q.Inner, ByInput: q.ByInput, rows: q.rows, cols: q.cols, shaped: q.shaped}
+	if q.ByInput {
+		rows, cols := r.u64(), r.u64()
+		t.Frac, t.seen = r.f64(), r.u64()
+		if r.err == nil && (!q.shaped || rows != uint64(q.rows) || cols != uint64(q.cols)) {
+			r.err = fmt.Errorf("%w: quorum-by=input state of a %dx%d first tensor, model's is %dx%d", ErrState, rows, cols, q.rows, q.cols)
+		}
+	}
 	t.Q = int(min(r.u64(), maxQuorum+1))
 	t.Block = int(min(r.u64(), maxQuorumBlock+1))
 	t.Seed = r.u64()
@@ -371,6 +518,9 @@ func (q *Quorum) UnmarshalBinary(data []byte) error {
 	}
 	if err := t.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrState, err)
+	}
+	if t.ByInput && t.support != nil && len(t.support) != t.cols {
+		return fmt.Errorf("%w: quorum-by=input support of %d inputs, first tensor has %d", ErrState, len(t.support), t.cols)
 	}
 	if err := UnmarshalState(q.inner(), inner); err != nil {
 		return err

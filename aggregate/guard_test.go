@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -263,13 +264,19 @@ func TestQuorumSpec(t *testing.T) {
 	if got := Spec(s); Spec(mustParse(t, got)) != got {
 		t.Fatalf("spec %q does not parse back to itself", got)
 	}
+	in := mustParse(t, "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75")
+	if got := Spec(in); Spec(mustParse(t, got)) != got || !quorumOf(t, in).ByInput || !strings.Contains(got, "quorum-by=input") {
+		t.Fatalf("spec %q does not parse back to itself", got)
+	}
 	if Unbounded(mustParse(t, "fedavg,quorum=3,bound=off")) != true {
 		t.Error("fedavg,quorum=3,bound=off is not reported unbounded")
 	}
 	for _, bad := range []string{
 		"fedavg,quorum=0", "fedavg,quorum=65", "fedavg,quorum=x", "fedavg,quorum=4,quorum-block=0",
 		"fedavg,quorum=4,quorum-block=2000", "fedavg,quorum-block=4", "fedavg,quorum-seed=1",
-		"fedavg,quorum=4,dp-clip=1,dp-noise=1",
+		"fedavg,quorum=4,dp-clip=1,dp-noise=1", "fedavg,quorum=4,quorum-by=x", "fedavg,quorum-by=input",
+		"fedavg,quorum=4,quorum-by=input,quorum-block=4", "fedavg,quorum=4,quorum-frac=0.5",
+		"fedavg,quorum=4,quorum-by=input,quorum-frac=1.5", "fedavg,quorum-frac=0.5",
 	} {
 		if _, err := Parse(bad); !errors.Is(err, ErrParam) {
 			t.Errorf("%s: %v, want ErrParam", bad, err)
@@ -312,6 +319,265 @@ func TestQuorumMin(t *testing.T) {
 		sup := s.Support()
 		if sup[0] < 2 || (sup[1] >= 2) != c.support {
 			t.Errorf("%s: support %v, want block 1 counted %v", c.spec, sup, c.support)
+		}
+	}
+}
+
+// inputRounds returns rounds over a model of a 3x4 first tensor (inputs
+// 0..3, coordinate o·4+i) and a bias of 3: each round 6 of 40 honest
+// clients send one weight each of inputs 0..2 (a different output unit
+// per client) and the bias, and 2 of the 5 colluders (IDs 100..104) send
+// the same plus every weight of input 3, which no honest client uses.
+func inputRounds(seed uint64, rounds int) [][]Update {
+	rng := rand.New(rand.NewPCG(seed, 9))
+	var out [][]Update
+	for range rounds {
+		var round []Update
+		ids := rng.Perm(40)[:6]
+		for _, c := range rng.Perm(5)[:2] {
+			ids = append(ids, 100+c)
+		}
+		for _, id := range ids {
+			o := int32(rng.IntN(3))
+			idx := []int32{o*4 + 0, o*4 + 1, o*4 + 2, 12, 13, 14}
+			val := []float32{0.1, 0.1, 0.1, 0.1, 0.1, 0.1}
+			if id >= 100 {
+				idx = append(idx[:3], 3, 7, 11, 12, 13, 14)
+				val = append(val[:3], 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+				slices.Sort(idx)
+				idx = slices.Compact(idx)
+				val = val[:len(idx)]
+			}
+			round = append(round, Update{Weight: 1, N: 15, Indices: idx, Values: val, Client: uint64(id + 1), ClientKnown: true})
+		}
+		out = append(out, round)
+	}
+	return out
+}
+
+// TestQuorumByInput: with quorum-by=input the weights of the input only
+// colluders send never move, the weights of the inputs honest clients use
+// open although each client sends one unit's weights (a block of 4 would
+// need each block's own senders), and the bias, outside the first
+// tensor, moves from the first round.
+func TestQuorumByInput(t *testing.T) {
+	shapes := [][]int{{3, 4}, {3}}
+	s := mustParse(t, "fedavg,quorum=8,quorum-by=input,bound=off")
+	if err := SetShapes(s, shapes); err != nil {
+		t.Fatal(err)
+	}
+	g := make([]float32, 15)
+	rounds := inputRounds(1, 30)
+	aggregateRound(t, s, g, rounds[0])
+	if g[0] != 0 || !(g[12] > 0) {
+		t.Fatalf("round 1: weight %v (want 0: no quorum yet), bias %v (want moved: not guarded)", g[0], g[12])
+	}
+	for _, r := range rounds[1:] {
+		aggregateRound(t, s, g, r)
+	}
+	for _, j := range []int{3, 7, 11} {
+		if g[j] != 0 {
+			t.Errorf("weight %d of the colluders' input moved to %v", j, g[j])
+		}
+	}
+	for o := range 3 {
+		for i := range 3 {
+			if j := o*4 + i; !(g[j] > 0) {
+				t.Errorf("weight %d of honest input %d at %v, want trained", j, i, g[j])
+			}
+		}
+	}
+	if sup := quorumOf(t, s).Support(); len(sup) != 4 || sup[3] > 5 || sup[3] == 0 || sup[0] < 8 {
+		t.Errorf("support %v, want 4 inputs, input 3 with 1..5 senders, input 0 with ≥ 8", sup)
+	}
+	// In blocks of 4 (here a block is one unit's four inputs), the
+	// colluders' input shares blocks with honest ones and is learnt.
+	b := mustParse(t, "fedavg,quorum=8,quorum-block=4,bound=off")
+	g = make([]float32, 15)
+	for _, r := range inputRounds(1, 30) {
+		aggregateRound(t, b, g, r)
+	}
+	if g[3] == 0 {
+		t.Fatal("with blocks of 4 the colluders' input did not move: the test does not test")
+	}
+}
+
+// TestQuorumByInputShapes: the input quorum refuses a round before the
+// model's shapes, shapes that change, and a first tensor larger than the
+// model; a first tensor that is not a matrix (a convolution) guards
+// nothing; and SetShapes reaches the quorum inside the default bound.
+func TestQuorumByInputShapes(t *testing.T) {
+	s := mustParse(t, "fedavgm,lr=3,momentum=0,quorum=2,quorum-by=input")
+	round := func(n int) error {
+		acc := s.Begin(n)
+		if err := acc.Add(Update{Weight: 1, Delta: make([]float32, n), Client: 1, ClientKnown: true}); err != nil {
+			return err
+		}
+		return acc.Apply(make([]float32, n))
+	}
+	if err := round(15); !errors.Is(err, ErrShape) {
+		t.Fatalf("a round before SetShapes: %v, want ErrShape", err)
+	}
+	if err := SetShapes(s, [][]int{{3, 4}, {3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetShapes(s, [][]int{{4, 3}, {3}}); !errors.Is(err, ErrShape) {
+		t.Fatalf("other shapes: %v, want ErrShape", err)
+	}
+	if err := round(10); !errors.Is(err, ErrShape) {
+		t.Fatalf("a model smaller than its first tensor: %v, want ErrShape", err)
+	}
+	if err := SetShapes(mustParse(t, "fedavg,quorum=2,quorum-by=input"), nil); !errors.Is(err, ErrShape) {
+		t.Fatalf("no tensors: %v, want ErrShape", err)
+	}
+	c := mustParse(t, "fedavg,quorum=2,quorum-by=input,bound=off")
+	if err := SetShapes(c, [][]int{{2, 1, 3, 3}, {2}}); err != nil {
+		t.Fatal(err)
+	}
+	g := make([]float32, 20)
+	d := make([]float32, 20)
+	for i := range d {
+		d[i] = 1
+	}
+	aggregateRound(t, c, g, []Update{{Weight: 1, Delta: d, Client: 1, ClientKnown: true}})
+	if slices.ContainsFunc(g, func(x float32) bool { return x != 1 }) {
+		t.Fatalf("a convolution's quorum held coordinates back: %v", g)
+	}
+	// Blocks ignore shapes.
+	if err := SetShapes(mustParse(t, "fedavg,quorum=2"), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQuorumByInputState: the input quorum's state round-trips, carries
+// the first tensor's shape, and is refused by a quorum of other shapes or
+// of blocks (and the other way round).
+func TestQuorumByInputState(t *testing.T) {
+	const spec = "fedavgm,lr=3,momentum=0,quorum=3,quorum-by=input,bound=off"
+	shapes := [][]int{{3, 4}, {3}}
+	s := mustParse(t, spec)
+	if err := SetShapes(s, shapes); err != nil {
+		t.Fatal(err)
+	}
+	rounds := inputRounds(3, 8)
+	g := make([]float32, 15)
+	for _, r := range rounds[:4] {
+		aggregateRound(t, s, g, r)
+	}
+	st, err := MarshalState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mustParse(t, spec)
+	if err := UnmarshalState(r, st); !errors.Is(err, ErrState) {
+		t.Fatalf("restore before SetShapes: %v, want ErrState", err)
+	}
+	other := mustParse(t, spec)
+	if err := SetShapes(other, [][]int{{1, 12}, {3}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmarshalState(other, st); !errors.Is(err, ErrState) {
+		t.Fatalf("restore into other shapes: %v, want ErrState", err)
+	}
+	if err := UnmarshalState(mustParse(t, "fedavgm,lr=3,momentum=0,quorum=3,bound=off"), st); !errors.Is(err, ErrState) {
+		t.Fatalf("restore into a block quorum: %v, want ErrState", err)
+	}
+	if err := SetShapes(r, shapes); err != nil {
+		t.Fatal(err)
+	}
+	if err := UnmarshalState(r, st); err != nil {
+		t.Fatal(err)
+	}
+	g2 := slices.Clone(g)
+	for _, rd := range rounds[4:] {
+		aggregateRound(t, s, g, rd)
+		aggregateRound(t, r, g2, rd)
+	}
+	if !slices.Equal(g, g2) {
+		t.Fatalf("restored quorum diverged: %v against %v", g2, g)
+	}
+	a, _ := MarshalState(s)
+	b, _ := MarshalState(r)
+	if !slices.Equal(a, b) {
+		t.Fatal("restored state differs")
+	}
+}
+
+// FuzzQuorumInputState: the input quorum's decoder never panics, and what
+// decodes encodes back to the same bytes.
+func FuzzQuorumInputState(f *testing.F) {
+	s := mustParse(f, "fedavgm,quorum=2,quorum-by=input,quorum-frac=0.5,bound=off")
+	if err := SetShapes(s, [][]int{{1, 4}}); err != nil {
+		f.Fatal(err)
+	}
+	runRounds(f, s, make([]float32, 4), twoRoundsOf4)
+	st, err := MarshalState(s)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(st)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q := &Quorum{Inner: NewFedAvgM(), Q: 1, ByInput: true}
+		if err := q.SetShapes([][]int{{1, 4}}); err != nil {
+			t.Fatal(err)
+		}
+		if UnmarshalState(q, data) == nil {
+			again, err := MarshalState(q)
+			if err != nil || !slices.Equal(again, data) {
+				t.Fatal("decoded state does not round-trip")
+			}
+		}
+	})
+}
+
+// TestQuorumFrac: with 8 honest clients and 2 colluders in all, Q = 24
+// would never open anything; quorum-frac=0.75 opens the inputs most
+// clients send (from the second round: the first round's clients are the
+// population seen) and keeps the colluders' input shut.
+func TestQuorumFrac(t *testing.T) {
+	shapes := [][]int{{3, 4}, {3}}
+	var rounds [][]Update
+	for range 20 {
+		var r []Update
+		for id := range 10 {
+			idx := []int32{0, 1, 2, 4, 5, 6, 8, 9, 10, 12}
+			if id >= 8 {
+				idx = []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}
+			}
+			val := make([]float32, len(idx))
+			for i := range val {
+				val[i] = 0.1
+			}
+			r = append(r, Update{Weight: 1, N: 15, Indices: idx, Values: val, Client: uint64(id + 1), ClientKnown: true})
+		}
+		rounds = append(rounds, r)
+	}
+	for _, c := range []struct {
+		spec string
+		open bool
+	}{{"fedavg,quorum=24,quorum-by=input,quorum-frac=0.75,bound=off", true}, {"fedavg,quorum=24,quorum-by=input,bound=off", false}} {
+		s := mustParse(t, c.spec)
+		if err := SetShapes(s, shapes); err != nil {
+			t.Fatal(err)
+		}
+		g := make([]float32, 15)
+		aggregateRound(t, s, g, rounds[0])
+		if g[0] != 0 {
+			t.Fatalf("%s: round 1 moved weight 0 to %v", c.spec, g[0])
+		}
+		for _, r := range rounds[1:] {
+			aggregateRound(t, s, g, r)
+		}
+		if (g[0] > 0) != c.open {
+			t.Errorf("%s: honest weight 0 at %v, want open %v", c.spec, g[0], c.open)
+		}
+		for _, j := range []int{3, 7, 11} {
+			if g[j] != 0 {
+				t.Errorf("%s: weight %d of the colluders' input moved to %v", c.spec, j, g[j])
+			}
+		}
+		if !(g[12] > 0) {
+			t.Errorf("%s: the bias, not guarded, did not move", c.spec)
 		}
 	}
 }

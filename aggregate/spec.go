@@ -98,6 +98,8 @@ var wrapperParams = []Param{
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
 	{"quorum-min", "0.5", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
 	{"quorum-seed", "0", "quorum: seed of the hash of client IDs"},
+	{"quorum-frac", "0", "quorum-by=input: lower the quorum to this fraction of the distinct clients seen while that is below quorum, in [0, 1]"},
+	{"quorum-by", "block", "quorum: block (quorum-block consecutive coordinates share a support set) or input (the first dense layer's weights, one set per input feature; other layers unguarded)"},
 	{"dp-clip", "", "DP-FedAvg clipping norm C (initial C with dp-adaptive; default 0.1 then)"},
 	{"dp-noise", "0", "DP-FedAvg noise multiplier z"},
 	{"dp-seed", "0", "seed of the DP noise"},
@@ -431,9 +433,23 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 		if blk == 0 {
 			blk = -1 // refused by Validate: 0 is the struct's default only
 		}
-		s = &Quorum{Inner: s, Q: p.int("quorum", 0), Block: blk, Min: p.float("quorum-min", DefaultQuorumMin), Seed: p.uint64("quorum-seed", 0)}
-	} else if p.has("quorum-block") || p.has("quorum-min") || p.has("quorum-seed") {
-		p.err = fmt.Errorf("%w: %s: quorum-block, quorum-min and quorum-seed need quorum", ErrParam, p.name)
+		byInput := false
+		switch by := p.vals["quorum-by"]; by {
+		case "", "block":
+		case "input":
+			if p.has("quorum-block") {
+				p.err = fmt.Errorf("%w: %s: quorum-block does not apply to quorum-by=input", ErrParam, p.name)
+				return nil, false
+			}
+			byInput, blk = true, DefaultQuorumBlock
+		default:
+			p.fail("quorum-by", by, "block or input")
+			return nil, false
+		}
+		s = &Quorum{Inner: s, Q: p.int("quorum", 0), Block: blk, Min: p.float("quorum-min", DefaultQuorumMin), Seed: p.uint64("quorum-seed", 0),
+			ByInput: byInput, Frac: p.float("quorum-frac", 0)}
+	} else if p.has("quorum-block") || p.has("quorum-min") || p.has("quorum-seed") || p.has("quorum-by") || p.has("quorum-frac") {
+		p.err = fmt.Errorf("%w: %s: quorum-block, quorum-min, quorum-seed, quorum-by and quorum-frac need quorum", ErrParam, p.name)
 		return nil, false
 	}
 	isDP := false

@@ -444,6 +444,9 @@ func (f *FSM) init(raw []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := aggregate.SetShapes(strategy, model.Layout().Shapes()); err != nil {
+		return fmt.Errorf("coordinator: strategy: %w", err)
+	}
 	run := cfg.runID()
 	codec, err := newUpdateCodec(cfg.UploadCodec, !run.IsZero())
 	if err != nil {

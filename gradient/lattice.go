@@ -313,17 +313,21 @@ func latticeSteps(diff []float32, idx []int32, tensors []int, factor float64) ([
 	if total == 0 {
 		return nil, nil
 	}
-	// A tensor that did not change takes the smallest step of the others.
-	smallest := math.Inf(1)
+	// A tensor that did not change (the first layer, say, while a quorum
+	// holds it) takes the largest step of the others: its own changes, when
+	// they come, are not known yet, and training's changes shrink. With the
+	// smallest, the main job under quorum=24,quorum-by=input downloaded
+	// 5.8 MiB instead of 5.0 for the same accuracy.
+	largest := 0.0
 	for _, m := range means {
 		if m > 0 {
-			smallest = min(smallest, m)
+			largest = max(largest, m)
 		}
 	}
 	steps := make([]float32, len(tensors))
 	for t, m := range means {
 		if m == 0 {
-			m = smallest
+			m = largest
 		}
 		x := factor * m
 		if x > math.MaxFloat32/(2*maxLatticeCount) {

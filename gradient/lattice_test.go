@@ -397,3 +397,16 @@ func FuzzReadReplica(f *testing.F) {
 		}
 	})
 }
+
+// TestLatticeStepsUnchangedTensor: a tensor that has not changed when the
+// steps are set takes the largest step of the others.
+func TestLatticeStepsUnchangedTensor(t *testing.T) {
+	diff := []float32{0, 0, 0, 0, 1, -1, 3, 3}
+	steps, err := latticeSteps(diff, []int32{4, 5, 6, 7}, []int{4, 2, 2}, 0.5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []float32{1.5, 0.5, 1.5}; !slices.Equal(steps, want) {
+		t.Fatalf("steps %v, want %v", steps, want)
+	}
+}

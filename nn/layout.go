@@ -37,6 +37,15 @@ func (l Layout) Slice(params []float32, i int) []float32 {
 	return params[t.Offset : t.Offset+t.Size()]
 }
 
+// Shapes returns the shapes of the tensors, in order (copies).
+func (l Layout) Shapes() [][]int {
+	out := make([][]int, len(l.Tensors))
+	for i, t := range l.Tensors {
+		out[i] = slices.Clone(t.Shape)
+	}
+	return out
+}
+
 // Find returns the index of the tensor called name, or -1.
 func (l Layout) Find(name string) int {
 	for i, t := range l.Tensors {

@@ -96,11 +96,14 @@ type Spec struct {
 // 0.6 points of its accuracy at round 200 (docs/benchmarks.md, "Total
 // bytes"): 1 % ternary uploads, lattice downloads, and a server step that
 // falls from 3 to FedAvg's 1 over 200 rounds. docs/codecs.md gives the
-// settings measured on non-IID data.
+// settings measured on non-IID data. The strategy's input quorum keeps a
+// backdoor's trigger out of the first layer (docs/robustness.md,
+// "Backdoor"): the weights from an input move only once 24 distinct
+// clients (or 3/4 of those seen, if fewer) have sent one of them.
 const (
 	DefaultUploadCodec   = "stcw"
 	DefaultDownloadCodec = "lattice"
-	DefaultStrategy      = "fedavgm,lr=3,momentum=0,anneal=200"
+	DefaultStrategy      = "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75"
 )
 
 const (

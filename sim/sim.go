@@ -195,6 +195,9 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	if err != nil {
 		return nil, err
 	}
+	if err := aggregate.SetShapes(strategy, model.Layout().Shapes()); err != nil {
+		return nil, err
+	}
 	mach, err := round.New(cfg.Round, strategy, init)
 	if err != nil {
 		return nil, err

@@ -78,6 +78,8 @@ func TestSimulationAndClusterAgree(t *testing.T) {
 		{"fedavg", "topk=0.05,bits=4,ef=on", "lattice", 0, "", 0},
 		{"fedavg", "stcm", "lattice", 0, "", 1},
 		{"fedadam", "stcm", "", 0, "", 0}, // server state across rounds
+		// The input quorum needs the model's shapes in both drivers.
+		{"fedavgm,lr=3,momentum=0,anneal=200,quorum=2,quorum-by=input", "stcw", "lattice", 0, "", 0},
 		{"median", "topk1", "", 0, "", 0}, // sparse updates densified
 		{"fedavg", "stcm", "", 0, "conv:4x3,pool:2,fc:10", 0},
 	} {
