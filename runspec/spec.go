@@ -100,7 +100,7 @@ type Spec struct {
 const (
 	DefaultUploadCodec   = "stcw"
 	DefaultDownloadCodec = "lattice"
-	DefaultStrategy      = "fedavgm,lr=3,momentum=0,anneal=200"
+	DefaultStrategy      = "fedavgm,lr=3,momentum=0,anneal=200,bound-growth=2"
 )
 
 const (
