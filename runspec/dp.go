@@ -48,6 +48,11 @@ func (d DP) Strategy(strategy string, clients int, seed uint64) (string, error) 
 	if strings.TrimSpace(spec) == "" {
 		spec = "fedavg"
 	}
+	if spec == DefaultStrategy {
+		// DP clips each update itself and takes no bound keys: the
+		// default's rule without its bound.
+		spec = strings.TrimSuffix(spec, defaultBoundGrowth)
+	}
 	if d.Clip > 0 {
 		spec += ",dp-clip=" + strconv.FormatFloat(d.Clip, 'g', -1, 64)
 	}
