@@ -33,6 +33,8 @@ var goldenSpecs = []string{
 	"trimmed-mean,beta=0.2,over=senders,reputation=1,reputation-min=1,bound=auto",
 	"fedavg,reputation=1,reputation-min=1",
 	"krum,f=1", "multi-krum,f=1", "bulyan,f=1", "median,filter=0", "trimmed-mean,bound=10",
+	// runspec.DefaultStrategy since the bound's growth cap.
+	"fedavgm,lr=3,momentum=0,anneal=200,bound-growth=2",
 }
 
 // goldenInput is one kind of round input.

@@ -416,7 +416,7 @@ var twoRoundsOf4 = [][]Update{
 // FuzzUnmarshalState feeds arbitrary bytes to every decoder: none may panic,
 // and what decodes must encode back to the same bytes.
 func FuzzUnmarshalState(f *testing.F) {
-	for _, spec := range []string{"fedavgm", "fedadam", "fedyogi", "fedadagrad,beta1=0.5", "fedavg,dp-clip=1,dp-noise=1", "fedavgm,anneal=5,bound=off"} {
+	for _, spec := range []string{"fedavgm", "fedadam", "fedyogi", "fedadagrad,beta1=0.5", "fedavg,dp-clip=1,dp-noise=1", "fedavgm,anneal=5,bound=off", "fedavgm,anneal=5,bound-growth=2"} {
 		s := mustParse(f, spec)
 		runRounds(f, s, make([]float32, 4), twoRoundsOf4)
 		b, _ := MarshalState(s)
@@ -433,6 +433,13 @@ func FuzzUnmarshalState(f *testing.F) {
 				if err != nil || !slices.Equal(again, data) {
 					t.Fatalf("%s: decoded state does not round-trip", s.Name())
 				}
+			}
+		}
+		// A bound with growth also takes its inner rule's state alone (as
+		// saved before the key existed), which encodes as its own frame.
+		if b := mustParse(t, "fedavgm,anneal=5,bound-growth=2"); UnmarshalState(b, data) == nil && stateKind(data) == autoKind {
+			if again, err := MarshalState(b); err != nil || !slices.Equal(again, data) {
+				t.Fatal("bound with growth: decoded state does not round-trip")
 			}
 		}
 		var a Accountant

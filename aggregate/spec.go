@@ -86,6 +86,7 @@ var wrapperParams = []Param{
 	{"bound", "auto", "auto: clip each update's L2 norm and cap its weight at multiples of the round's medians (AutoBound; the default of the mean-based rules); off: neither; a number: clip to this L2 norm (NormBound)"},
 	{"bound-median", "2", "bound=auto: clip norms to this multiple of the round's median norm, ≥ 1, or off"},
 	{"weight-cap", "2", "bound=auto: cap weights at this multiple of the round's median weight, ≥ 1, or off"},
+	{"bound-growth", "off", "bound=auto: cap the round's median norm at this multiple of the last round's, ≥ 1, or off (the default strategy says 2)"},
 	{"bucket", "", "average shuffled buckets of this many updates before the rule (Bucketing; for robust rules on non-IID clients)"},
 	{"bucket-seed", "0", "seed of the bucket shuffle"},
 	{"filter", "", "drop updates whose cosine with the coordinate-wise median is below this, in [-1, 1] (DirectionFilter; before bucket and the rule)"},
@@ -468,13 +469,15 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 		return nil, false
 	}
 	auto := bound == "auto" || (!hasBound && !isDP && p.autoDefault && isMeanBased(p.name))
-	if !auto && (p.has("bound-median") || p.has("weight-cap")) {
-		p.err = fmt.Errorf("%w: %s: bound-median and weight-cap need bound=auto", ErrParam, p.name)
+	if !auto && (p.has("bound-median") || p.has("weight-cap") || p.has("bound-growth")) {
+		p.err = fmt.Errorf("%w: %s: bound-median, weight-cap and bound-growth need bound=auto", ErrParam, p.name)
 		return nil, false
 	}
 	switch {
 	case auto:
-		return AutoBound{Inner: s, NormMult: p.mult("bound-median", DefaultNormMult), WeightMult: p.mult("weight-cap", DefaultWeightMult)}, true
+		b := NewAutoBound(s)
+		b.NormMult, b.WeightMult, b.Growth = p.mult("bound-median", DefaultNormMult), p.mult("weight-cap", DefaultWeightMult), p.mult("bound-growth", 0)
+		return b, true
 	case bound == "off":
 		return s, true
 	case hasBound:

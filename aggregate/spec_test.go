@@ -16,8 +16,11 @@ func TestParse(t *testing.T) {
 		{"", NewAutoBound(FedAvg{})},
 		{"fedavg", NewAutoBound(FedAvg{})},
 		{"fedavg,bound=off", FedAvg{}},
-		{"fedavg,bound=auto,bound-median=3,weight-cap=off", AutoBound{Inner: FedAvg{}, NormMult: 3}},
-		{"fedavg,weight-cap=1.5", AutoBound{Inner: FedAvg{}, NormMult: 2, WeightMult: 1.5}},
+		{"fedavg,bound=auto,bound-median=3,weight-cap=off", autoBound(FedAvg{}, 3, 0, 0)},
+		{"fedavg,weight-cap=1.5", autoBound(FedAvg{}, 2, 1.5, 0)},
+		{"fedavg,bound-growth=2", autoBound(FedAvg{}, 2, 2, 2)},
+		{"fedavgm,lr=3,momentum=0,anneal=200,bound-growth=1.5", autoBound(&FedAvgM{LR: 3, Anneal: 200, LREnd: 1}, 2, 2, 1.5)},
+		{"fedavg,bound-growth=off", NewAutoBound(FedAvg{})},
 		{"median,bound=auto", NewAutoBound(Median{})},
 		{"fedavg,bound=5", NormBound{Inner: FedAvg{}, Bound: 5}},
 		{"fedavg,reputation=2,bound=off", &Reputation{Inner: FedAvg{}, Z: 2, MinRounds: 3, MaxDrop: 0.5}},
@@ -104,6 +107,10 @@ func TestParseErrors(t *testing.T) {
 		{"fedavg,bound=5,weight-cap=2", ErrParam, "need bound=auto"},
 		{"fedavg,dp-clip=1,bound=auto", ErrParam, "both clip"},
 		{"fedavg,bound=sometimes", ErrParam, "bound"},
+		{"fedavg,bound-growth=0.5", ErrParam, "bound-growth"},
+		{"fedavg,bound-growth=fast", ErrParam, "bound-growth"},
+		{"fedavg,bound-median=off,bound-growth=2", ErrParam, "bound-growth needs bound-median"},
+		{"fedavg,bound=off,bound-growth=2", ErrParam, "need bound=auto"},
 	} {
 		_, err := Parse(tc.spec)
 		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {

@@ -143,7 +143,7 @@ func TestRestartResumesFromDisk(t *testing.T) {
 // that updated the strategy's server state, and restores it into a fresh
 // one; finishing the round on both gives the same model bits.
 func TestSnapshotRestoreRoundTrip(t *testing.T) {
-	for _, strategy := range []string{"fedavg", "fedavgm", "fedadam", "median", "trimmed-mean,reputation=1,reputation-min=1", "fedavg,quorum=2,quorum-block=1", "fedavgm,anneal=3,lr-end=0.5", "cclip,iters=1,reject=4,same=0.99,growth=2,reputation=1,reputation-min=1"} {
+	for _, strategy := range []string{"fedavg", "fedavgm", "fedadam", "median", "trimmed-mean,reputation=1,reputation-min=1", "fedavg,quorum=2,quorum-block=1", "fedavgm,anneal=3,lr-end=0.5", "fedavgm,lr=3,momentum=0,anneal=200,bound=auto,bound-growth=2", "cclip,iters=1,reject=4,same=0.99,growth=2,reputation=1,reputation-min=1"} {
 		t.Run(strategy, func(t *testing.T) {
 			a := NewFSM()
 			idx := uint64(0)

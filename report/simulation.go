@@ -113,6 +113,11 @@ type Simulation struct {
 	Updates   int  `json:"updates"`
 	Clipped   int  `json:"clipped_updates"`
 	Unbounded bool `json:"unbounded,omitempty"`
+
+	// CappedRounds counts the rounds whose bound the strategy capped at a
+	// multiple of the last round's (sim.Metrics.BoundCapped).
+	CappedRounds int `json:"bound_capped_rounds,omitempty"`
+
 	// BackdoorSuccess is the backdoor's success rate in the last round
 	// that measured it (sim.Metrics.BackdoorSuccess); nil without one.
 	BackdoorSuccess *float64 `json:"final_backdoor_success,omitempty"`
@@ -147,6 +152,9 @@ func (s *Simulation) Add(m sim.Metrics) {
 	s.DPClip = m.DPClip
 	s.Updates += m.Clients
 	s.Clipped += m.Clipped
+	if m.BoundCapped {
+		s.CappedRounds++
+	}
 	if m.BackdoorSuccess != nil {
 		s.BackdoorSuccess = m.BackdoorSuccess
 	}
@@ -241,7 +249,11 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 	case s.Unbounded:
 		row("clipped", "bound=off: no update is bounded in norm or weight (one client can ruin the model)")
 	case s.Updates > 0:
-		row("clipped", fmt.Sprintf("%d of %d updates", s.Clipped, s.Updates))
+		capped := ""
+		if s.CappedRounds > 0 {
+			capped = fmt.Sprintf("; the bound capped at bound-growth × the last round's in %d rounds", s.CappedRounds)
+		}
+		row("clipped", fmt.Sprintf("%d of %d updates%s", s.Clipped, s.Updates, capped))
 	}
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))

@@ -468,6 +468,10 @@ type Closed struct {
 	// the mean-based rules, and NormBound); 0 for strategies that bound
 	// nothing.
 	Clipped int
+	// Capped is true when the strategy capped the round's bound below
+	// what the round's own updates gave (see aggregate.Capper;
+	// aggregate.AutoBound with bound-growth).
+	Capped bool
 	// Eval aggregates the evaluation reports the round's clients sent
 	// with their updates (AggregateEval, in selection order), of the model
 	// version the round trained from; nil when none did.
@@ -503,6 +507,9 @@ func (m *Machine) Close(now time.Time) (Closed, error) {
 	}
 	if cl, ok := m.acc.(aggregate.Clipper); ok {
 		c.Clipped = cl.Clipped()
+	}
+	if cp, ok := m.acc.(aggregate.Capper); ok {
+		c.Capped = cp.Capped()
 	}
 	m.phase = Idle
 	m.acc = nil

@@ -48,6 +48,12 @@ func (d DP) Strategy(strategy string, clients int, seed uint64) (string, error) 
 	if strings.TrimSpace(spec) == "" {
 		spec = "fedavg"
 	}
+	if spec == DefaultStrategy {
+		// DP clips each update itself and takes no bound or quorum keys:
+		// the default's rule without its bound and its quorum (which
+		// drops values DP's accounting counts as sent).
+		spec = defaultRule
+	}
 	if d.Clip > 0 {
 		spec += ",dp-clip=" + strconv.FormatFloat(d.Clip, 'g', -1, 64)
 	}

@@ -95,7 +95,9 @@ type Spec struct {
 // total bytes, uploads and downloads, than dense FedAvg and end within
 // 0.6 points of its accuracy at round 200 (docs/benchmarks.md, "Total
 // bytes"): 1 % ternary uploads, lattice downloads, and a server step that
-// falls from 3 to FedAvg's 1 over 200 rounds. docs/codecs.md gives the
+// falls from 3 to FedAvg's 1 over 200 rounds, bounded by the round's
+// medians with the median norm capped at twice the last round's
+// (bound-growth, docs/strategies.md). docs/codecs.md gives the
 // settings measured on non-IID data. The strategy's input quorum keeps a
 // backdoor's trigger out of the first layer (docs/robustness.md,
 // "Backdoor"): the weights from an input move only once 24 distinct
@@ -103,7 +105,20 @@ type Spec struct {
 const (
 	DefaultUploadCodec   = "stcw"
 	DefaultDownloadCodec = "lattice"
-	DefaultStrategy      = "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75"
+	DefaultStrategy      = defaultRule + defaultBoundGrowth + defaultQuorum
+)
+
+// defaultBoundGrowth is the key of DefaultStrategy that caps the bound's
+// median norm at twice the last round's (aggregate.DefaultBoundGrowth),
+// which a spec must state: without it the bound has no cap, as in the
+// logs committed before it existed.
+const defaultBoundGrowth = ",bound-growth=2"
+
+// defaultRule is DefaultStrategy's rule, and defaultQuorum its input
+// quorum against backdoors (aggregate.Quorum with ByInput and Frac).
+const (
+	defaultRule   = "fedavgm,lr=3,momentum=0,anneal=200"
+	defaultQuorum = ",quorum=24,quorum-by=input,quorum-frac=0.75"
 )
 
 const (

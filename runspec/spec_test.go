@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 )
@@ -138,6 +139,14 @@ func TestDPStrategy(t *testing.T) {
 	if want := "fedavg,dp-clip=1,dp-noise=1.1,dp-clients=10,dp-seed=7"; err != nil || got != want {
 		t.Fatalf("got %q, %v; want %q", got, err, want)
 	}
+	// The default's bound gives way to DP's clipping.
+	got, err = DP{Clip: 1, Noise: 1.1}.Strategy(DefaultStrategy, 10, 7)
+	if want := "fedavgm,lr=3,momentum=0,anneal=200,dp-clip=1,dp-noise=1.1,dp-clients=10,dp-seed=7"; err != nil || got != want {
+		t.Fatalf("default: got %q, %v; want %q", got, err, want)
+	}
+	if _, err := aggregate.Parse(got); err != nil {
+		t.Fatalf("default with DP: %v", err)
+	}
 	if got, err := (DP{}).Strategy("median", 10, 7); err != nil || got != "median" {
 		t.Fatalf("DP off: %q, %v", got, err)
 	}
@@ -257,5 +266,18 @@ func TestHugeWorkspaceRefusedWithoutAllocating(t *testing.T) {
 	}
 	if d := after.TotalAlloc - before.TotalAlloc; d > 1<<20 {
 		t.Errorf("Validate allocated %d bytes", d)
+	}
+}
+
+// TestDefaultStrategyBoundGrowth: the default states its bound's growth
+// cap (a spec without the key has none) and it is aggregate's default.
+func TestDefaultStrategyBoundGrowth(t *testing.T) {
+	st, err := aggregate.Parse(DefaultStrategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, ok := st.(aggregate.AutoBound)
+	if !ok || b.Growth != aggregate.DefaultBoundGrowth {
+		t.Fatalf("%s: %#v, want AutoBound with Growth %v", DefaultStrategy, st, aggregate.DefaultBoundGrowth)
 	}
 }

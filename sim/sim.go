@@ -144,6 +144,10 @@ type Metrics struct {
 	// norm or weight (round.Closed.Clipped; aggregate.AutoBound, the
 	// default).
 	Clipped int `json:"clipped,omitempty"`
+	// BoundCapped is true when the strategy capped the round's bound at a
+	// multiple of the last round's (round.Closed.Capped; the default's
+	// bound-growth).
+	BoundCapped bool `json:"bound_capped,omitempty"`
 	// Epsilon is the privacy spent after this round, at Config.DPDelta,
 	// when the strategy is DP with noise.
 	Epsilon float64 `json:"epsilon,omitempty"`
@@ -285,6 +289,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		met.Excluded = len(closed.Excluded)
 		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
 		met.Clipped = closed.Clipped
+		met.BoundCapped = closed.Capped
 		if priv != nil {
 			met.Epsilon = priv.step(len(opened.Selected), len(candidates))
 		}

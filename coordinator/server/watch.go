@@ -67,6 +67,9 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 	}
 	params, version := fsm.Model()
 	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing), "clipped", closed.Clipped}
+	if closed.Capped {
+		attrs = append(attrs, "bound_capped", true)
+	}
 	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
 		attrs = append(attrs, "missing_clients", closed.Missing)
 	}
