@@ -102,3 +102,46 @@ func TestDefaultBitIdenticalAcrossWorkers(t *testing.T) {
 		t.Fatal("training did not change the model")
 	}
 }
+
+// TestInputQuorumLayout: the input quorum takes the first tensor's
+// coordinate j for a weight from input j mod cols (an [out, in] matrix
+// stored row by row). The gradient of an example that lights one input
+// touches only that input's weights in the first tensor of every model
+// with a dense first layer, the MLP and the nets alike.
+func TestInputQuorumLayout(t *testing.T) {
+	shape := nn.Shape{C: 1, H: 6, W: 10}
+	for _, spec := range []string{"mlp:16", "fc:16,fc:10", "fc:8:linear,fc:10"} {
+		m, err := nn.ParseModel(spec, shape, 10)
+		if err != nil {
+			t.Fatalf("%s: %v", spec, err)
+		}
+		first := m.Layout().Tensors[0]
+		if len(first.Shape) != 2 || first.Shape[1] != shape.Dim() {
+			t.Fatalf("%s: first tensor %v, want [out, %d]", spec, first.Shape, shape.Dim())
+		}
+		params := make([]float32, m.NumParams())
+		m.Init(params, 1)
+		cols := first.Shape[1]
+		for _, k := range []int{0, 17, cols - 1} {
+			ws := m.Scratch(1)
+			x := ws.Input(1)
+			clear(x)
+			x[k] = 1
+			ws.Labels(1)[0] = 3
+			grad := make([]float32, m.NumParams())
+			ws.LossGrad(params, grad, 1)
+			touched := 0
+			for j, g := range grad[first.Offset : first.Offset+first.Size()] {
+				if g != 0 {
+					if j%cols != k {
+						t.Fatalf("%s: input %d lit, gradient at weight %d (input %d)", spec, k, j, j%cols)
+					}
+					touched++
+				}
+			}
+			if touched == 0 {
+				t.Fatalf("%s: input %d lit, no gradient in the first tensor", spec, k)
+			}
+		}
+	}
+}
