@@ -43,8 +43,10 @@ import (
 // What it does not stop: Q or more colluding clients (or identities); a
 // backdoor in coordinates that honest clients also train (a trigger over
 // pixels that honest images use: there honest updates oppose it and the
-// norm bound limits each attacker), or in a block that shares honest
-// coordinates; and a block that reached quorum once stays open. It also
+// norm bound limits each attacker, which does not stop it, see
+// docs/robustness.md), or in a block that shares honest
+// coordinates; and a block that reached quorum once stays open (with Frac,
+// until the threshold rises past its support). It also
 // freezes what fewer than Q honest clients teach (features of a class that
 // few clients hold), a cost on heterogeneous data.
 //
@@ -94,7 +96,12 @@ type Quorum struct {
 	// can open what most of them send, where Q = 24 would never be
 	// reached, and the first rounds of a large run open the inputs most
 	// clients use sooner. Colluders then need Frac of the clients seen, or
-	// Q, whichever is smaller. In [0, 1]; only with ByInput.
+	// Q, whichever is smaller, so the first rounds' clients are the
+	// population: a client alone in round 1 opens in round 2 every input
+	// it sent (a trigger's included). The threshold follows the clients
+	// seen, so an input it opened closes again when the threshold rises
+	// past its support; what moved meanwhile stays. In [0, 1]; only with
+	// ByInput.
 	Frac float64
 
 	support []uint64 // per block; nil before the first round
