@@ -298,6 +298,7 @@ type quorumAcc struct {
 	scratch []float32
 	masked  int
 	thr     int    // bits a support set needs this round
+	openB   []bool // per support set: open this round; from the first Add
 	seen    uint64 // q.seen with this round's clients
 	applied bool
 }
@@ -305,7 +306,88 @@ type quorumAcc struct {
 // open reports whether coordinate j had quorum before this round.
 func (a *quorumAcc) open(j int) bool {
 	b := a.q.blockOf(j)
-	return b < 0 || a.q.support != nil && bits.OnesCount64(a.q.support[b]) >= a.thr
+	return b < 0 || a.openB[b]
+}
+
+// opens computes openB, once a round, from the support of the previous
+// rounds.
+func (a *quorumAcc) opens() {
+	if a.openB != nil {
+		return
+	}
+	a.openB = make([]bool, a.q.blocks(a.n))
+	for b, set := range a.q.support {
+		a.openB[b] = bits.OnesCount64(set) >= a.thr
+	}
+}
+
+// maskDense writes src into dst with the values of closed coordinates
+// zeroed, and returns how many non-zero values it zeroed. It walks the
+// guarded coordinates set by set (rows of the first tensor with ByInput,
+// blocks otherwise) so that no coordinate pays a division.
+func (a *quorumAcc) maskDense(src, dst []float32) (masked int) {
+	keep := func(lo, hi int, open bool) {
+		for j := lo; j < hi; j++ {
+			v := src[j]
+			if v != 0 && open {
+				dst[j] = v
+			} else {
+				dst[j] = 0
+				if v != 0 {
+					masked++
+				}
+			}
+		}
+	}
+	q := a.q
+	if q.ByInput {
+		rc := q.rows * q.cols
+		for base := 0; base < rc; base += q.cols {
+			row, out := src[base:base+q.cols], dst[base:base+q.cols]
+			for c, v := range row {
+				if v != 0 && a.openB[c] {
+					out[c] = v
+				} else {
+					out[c] = 0
+					if v != 0 {
+						masked++
+					}
+				}
+			}
+		}
+		keep(rc, len(src), true)
+		return masked
+	}
+	B := q.block()
+	for b, lo := 0, 0; lo < len(src); b, lo = b+1, lo+B {
+		keep(lo, min(lo+B, len(src)), a.openB[b])
+	}
+	return masked
+}
+
+// recordDense adds bit to the support of every guarded coordinate whose
+// value in src is at least floor in magnitude.
+func (a *quorumAcc) recordDense(src []float32, bit uint64, floor float64) {
+	q := a.q
+	if q.ByInput {
+		for base := 0; base < q.rows*q.cols; base += q.cols {
+			for c, v := range src[base : base+q.cols] {
+				if v != 0 && math.Abs(float64(v)) >= floor {
+					a.next[c] |= bit
+				}
+			}
+		}
+		return
+	}
+	B := q.block()
+	for b, lo := 0, 0; lo < len(src); b, lo = b+1, lo+B {
+		for _, v := range src[lo:min(lo+B, len(src))] {
+			if v != 0 && math.Abs(float64(v)) >= floor {
+				a.next[b] |= bit
+				break
+			}
+		}
+	}
 }
 
 // threshold returns the number of bits a support set needs this round: Q,
@@ -341,6 +423,7 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 	}
 	m := Update{Weight: u.Weight, Client: u.Client, ClientKnown: u.ClientKnown}
 	masked := 0
+	a.opens()
 	if u.IsSparse() {
 		a.idx, a.val = a.idx[:0], a.val[:0]
 		for t, j := range u.Indices {
@@ -355,14 +438,7 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 		if a.dense == nil {
 			a.dense = make([]float32, a.n)
 		}
-		for j, v := range u.Delta {
-			a.dense[j] = 0
-			if v != 0 && a.open(j) {
-				a.dense[j] = v
-			} else if v != 0 {
-				masked++
-			}
-		}
+		masked = a.maskDense(u.Delta, a.dense)
 		m.Delta = a.dense
 	}
 	if err := addClipped(a.inner, a.sa, &a.scratch, m, scale, weight); err != nil {
@@ -386,11 +462,7 @@ func (a *quorumAcc) addValid(u Update, scale, weight float64) error {
 			}
 		}
 	} else {
-		for j, v := range u.Delta {
-			if v != 0 && math.Abs(float64(v)) >= floor {
-				a.send(j, bit)
-			}
-		}
+		a.recordDense(u.Delta, bit, floor)
 	}
 	return nil
 }
