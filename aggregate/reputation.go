@@ -79,6 +79,16 @@ type Reputation struct {
 	// MaxClients bounds the clients tracked, at least 1; 0 means
 	// DefaultReputationClients.
 	MaxClients int
+	// High, positive, also excludes a client whose mean score lies more
+	// than High standard errors above the population's: colluders whose
+	// updates agree with one another more than honest clients' do (under a
+	// sparsifying codec, where their uploads are not identical). 0 is off.
+	High float64
+	// Norm, ≥ 1, also excludes a client whose updates' L2 norms average,
+	// geometrically, more than Norm times their rounds' median norm
+	// (each ratio clamped to [2^-4, 2^4]): a client that keeps sending the
+	// largest updates, such as one training on flipped labels. 0 is off.
+	Norm float64
 
 	st reputationState
 }
@@ -91,10 +101,14 @@ const (
 )
 
 type clientScore struct {
-	id  uint64
-	n   uint64
-	sum float64
+	id   uint64
+	n    uint64
+	sum  float64
+	lsum float64 // sum of log2(norm / round's median norm), clamped to ±maxLogNorm
 }
+
+// maxLogNorm bounds each round's log2 norm ratio in Reputation's Norm test.
+const maxLogNorm = 4
 
 type reputationState struct {
 	clients []clientScore // sorted by id
@@ -127,6 +141,12 @@ func (r *Reputation) String() string {
 	if r.MaxClients != 0 {
 		s += ",reputation-clients=" + strconv.Itoa(r.MaxClients)
 	}
+	if r.High != 0 {
+		s += ",reputation-high=" + ff(r.High)
+	}
+	if r.Norm != 0 {
+		s += ",reputation-norm=" + ff(r.Norm)
+	}
 	return s
 }
 
@@ -143,6 +163,12 @@ func (r *Reputation) Validate() error {
 	}
 	if !(r.MaxDrop >= 0 && r.MaxDrop <= 0.5) {
 		return fmt.Errorf("%w: reputation-max %v, want 0 ≤ reputation-max ≤ 0.5", ErrParam, r.MaxDrop)
+	}
+	if !(r.High == 0 || (r.High > 0 && r.High <= 1e6)) {
+		return fmt.Errorf("%w: reputation-high %v, want 0 (off) or in (0, 1e6]", ErrParam, r.High)
+	}
+	if !(r.Norm == 0 || (r.Norm >= 1 && r.Norm <= 1e6)) {
+		return fmt.Errorf("%w: reputation-norm %v, want 0 (off) or in [1, 1e6]", ErrParam, r.Norm)
 	}
 	if r.MaxClients < 0 || r.MaxClients > maxClients {
 		return fmt.Errorf("%w: reputation-clients %d, want 0 ≤ reputation-clients ≤ %d", ErrParam, r.MaxClients, maxClients)
@@ -199,6 +225,38 @@ func (st *reputationState) z(c clientScore, minRounds int) float64 {
 		return math.Inf(1)
 	}
 	return (c.sum/float64(c.n) - mu) * math.Sqrt(float64(c.n)) / math.Sqrt(v)
+}
+
+// extended reports whether r uses High or Norm, whose state the old
+// format does not hold.
+func (r *Reputation) extended() bool { return r.High != 0 || r.Norm != 0 }
+
+// margin returns how far client c is inside every bar of r: negative when
+// it is to be excluded (its z below −Z, above High, or its mean log2 norm
+// ratio above log2 Norm), the lowest first.
+func (r *Reputation) margin(st *reputationState, c clientScore) float64 {
+	if c.n < uint64(r.MinRounds) {
+		return math.Inf(1)
+	}
+	m := math.Inf(1)
+	if z := st.z(c, r.MinRounds); !math.IsInf(z, 1) {
+		m = z + r.Z
+		if r.High > 0 {
+			m = min(m, r.High-z)
+		}
+	}
+	if r.Norm > 0 {
+		m = min(m, math.Log2(r.Norm)-c.lsum/float64(c.n))
+	}
+	return m
+}
+
+// suspect reports whether client c is to be excluded by st.
+func (r *Reputation) suspect(st *reputationState, c clientScore) bool {
+	if !r.extended() {
+		return st.z(c, r.MinRounds) < -r.Z
+	}
+	return r.margin(st, c) < 0
 }
 
 type reputationAcc struct {
@@ -260,7 +318,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	for i, u := range a.ups {
 		trusted[i] = true
 		if u.ClientKnown {
-			if p, ok := r.st.find(u.Client); ok && r.st.z(r.st.clients[p], r.MinRounds) < -r.Z {
+			if p, ok := r.st.find(u.Client); ok && r.suspect(&r.st, r.st.clients[p]) {
 				trusted[i] = false
 			}
 		}
@@ -271,14 +329,23 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 	}
 	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
+	var lnorms []float64
+	if r.Norm > 0 {
+		lnorms = logNormRatios(a.ups, a.sqs, a.n)
+	}
 
 	// The new state, committed only if Inner succeeds.
 	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
 	for i, u := range a.ups {
 		s := scores[i]
-		st.n++
-		st.sum += s
-		st.sumSq += s * s
+		// With High or Norm the population is that of the trusted
+		// updates only, so that excluded colluders' high scores do not
+		// raise the bar that honest clients are judged by.
+		if !r.extended() || trusted[i] {
+			st.n++
+			st.sum += s
+			st.sumSq += s * s
+		}
 		if !u.ClientKnown {
 			continue
 		}
@@ -291,6 +358,9 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 		st.clients[p].n++
 		st.clients[p].sum += s
+		if lnorms != nil {
+			st.clients[p].lsum += lnorms[i]
+		}
 	}
 	z := make([]float64, k)
 	for i, u := range a.ups {
@@ -299,7 +369,23 @@ func (a *reputationAcc) Apply(global []float32) error {
 			z[i] = st.z(st.clients[p], r.MinRounds)
 		}
 	}
-	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
+	limit := min(int(r.MaxDrop*float64(k)), k-minKeep)
+	var drop []bool
+	if !r.extended() {
+		drop = dropSet(z, -r.Z, limit)
+	} else {
+		m := make([]float64, k)
+		for i, u := range a.ups {
+			m[i] = math.Inf(1)
+			if p, ok := st.find(u.Client); u.ClientKnown && ok {
+				m[i] = r.margin(&st, st.clients[p])
+			}
+		}
+		drop = dropSet(m, 0, limit)
+	}
+	if debugRep {
+		dbgRep(a.ups, scores, z, drop, a.n)
+	}
 
 	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
@@ -466,6 +552,43 @@ func agreementScore(d, refSq, norm, clip float64, trusted bool) float64 {
 	return max(-1, min(1, num/norm/math.Sqrt(den2)))
 }
 
+// logNormRatios returns, for each update, log2 of its L2 norm over the
+// round's median norm (the mean of the middle two for an even count),
+// clamped to ±maxLogNorm; 0 for every update when the median is 0. sqs is
+// as in agreementScores.
+func logNormRatios(ups []Update, sqs []float64, n int) []float64 {
+	k := len(ups)
+	norms := make([]float64, k)
+	for i, u := range ups {
+		switch {
+		case sqs != nil && sqs[i] >= 0:
+			norms[i] = math.Sqrt(sqs[i])
+		case u.IsSparse():
+			norms[i] = math.Sqrt(sparseDot(u.Indices, u.Values, u.Values, n))
+		default:
+			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
+		}
+	}
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	out := make([]float64, k)
+	if !(m > 0) {
+		return out
+	}
+	for i, x := range norms {
+		l := -float64(maxLogNorm)
+		if x > 0 {
+			l = max(-maxLogNorm, min(maxLogNorm, math.Log2(x/m)))
+		}
+		out[i] = l
+	}
+	return out
+}
+
 // dot64Lanes adds a[j]·b[j] to s[j mod 4], in order; len(a) is a
 // multiple of 4.
 func dot64Lanes(a, b []float64, s *[4]float64) {
@@ -582,6 +705,15 @@ func (r *Reputation) MarshalBinary() ([]byte, error) {
 		w.f64(c.sum)
 	}
 	w.bytes(inner)
+	if r.extended() {
+		// After the old format, which restores without it as High and
+		// Norm off.
+		w.f64(r.High)
+		w.f64(r.Norm)
+		for _, c := range r.st.clients {
+			w.f64(c.lsum)
+		}
+	}
 	return w.done(), nil
 }
 
@@ -605,17 +737,32 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 		}
 	}
 	inner := rd.bytes()
+	if rd.err == nil && len(rd.b) > 0 {
+		t.High, t.Norm = rd.f64(), rd.f64()
+		if rd.err == nil && len(rd.b) < 8*len(t.st.clients) {
+			rd.err = fmt.Errorf("%w: %d clients' norms in %d bytes", ErrState, len(t.st.clients), len(rd.b))
+		}
+		for i := range t.st.clients {
+			t.st.clients[i].lsum = rd.f64()
+		}
+		if rd.err == nil && !t.extended() {
+			rd.err = fmt.Errorf("%w: reputation extension without high or norm", ErrState)
+		}
+	}
 	if err := rd.finish(); err != nil {
 		return err
 	}
 	var total uint64
 	for i, c := range t.st.clients {
-		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) {
+		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) ||
+			math.IsNaN(c.lsum) || math.Abs(c.lsum) > maxLogNorm*float64(c.n) {
 			return fmt.Errorf("%w: reputation of client %d", ErrState, c.id)
 		}
 		total += c.n
 	}
-	if total > t.st.n || math.IsNaN(t.st.sum) || math.IsNaN(t.st.sumSq) || t.st.sumSq < 0 || math.Abs(t.st.sum) > float64(t.st.n) || t.st.sumSq > float64(t.st.n) {
+	// With High or Norm the population leaves out excluded clients'
+	// scores, which their own counts hold.
+	if (total > t.st.n && !t.extended()) || math.IsNaN(t.st.sum) || math.IsNaN(t.st.sumSq) || t.st.sumSq < 0 || math.Abs(t.st.sum) > float64(t.st.n) || t.st.sumSq > float64(t.st.n) {
 		return fmt.Errorf("%w: reputation population of %d scores", ErrState, t.st.n)
 	}
 	if err := t.Validate(); err != nil {
