@@ -30,7 +30,22 @@ import (
 //
 //	(mean_c − μ)·√n_c / σ < −Z
 //
-// A client whose mean falls back above the bar is trusted again. Excluded
+// A client whose mean falls back above the bar is trusted again.
+//
+// Two more bars, off unless set, are for attacks the agreement score
+// misses. High excludes a client whose mean lies High standard errors
+// above the population's: colluders that send one crafted update through
+// their own error-feedback encoders upload different sparse vectors (so
+// CenteredClip's Same does not group them) that still agree with one
+// another far more than honest clients' do. Norm excludes a client whose
+// updates' L2 norms average, geometrically, more than Norm times their
+// rounds' median norm: a client training on flipped labels on skewed data
+// keeps a high loss, hence large updates, in a direction the agreement
+// score finds ordinary. Norm also excludes honest clients that keep
+// sending the largest updates (those with the most examples, say), which
+// costs clean accuracy. With either set, the population statistics are
+// those of the trusted updates only (as of the previous rounds), so that
+// excluded colluders' scores do not move the bars. Excluded
 // clients' updates are still scored, but left out of the reference and of
 // the aggregate. At most ⌊MaxDrop·k⌋ of a round's k updates are excluded,
 // and never so many that fewer than MinUpdates(Inner) remain: the lowest
@@ -61,7 +76,7 @@ import (
 // (16 KB for dense updates, scored a block at a time); time
 // O(nk + C) per round for C clients tracked (the table is copied so that a
 // failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
-// per client seen, at most MaxClients clients (clients beyond are scored
+// per client seen (32 with High or Norm), at most MaxClients clients (clients beyond are scored
 // into the population but not tracked, hence never excluded); serialised
 // by MarshalBinary.
 type Reputation struct {
@@ -362,30 +377,24 @@ func (a *reputationAcc) Apply(global []float32) error {
 			st.clients[p].lsum += lnorms[i]
 		}
 	}
+	// Each update's client's z (or, with High or Norm, its margin inside
+	// every bar): the lowest below the bar are dropped.
 	z := make([]float64, k)
 	for i, u := range a.ups {
 		z[i] = math.Inf(1)
 		if p, ok := st.find(u.Client); u.ClientKnown && ok {
-			z[i] = st.z(st.clients[p], r.MinRounds)
-		}
-	}
-	limit := min(int(r.MaxDrop*float64(k)), k-minKeep)
-	var drop []bool
-	if !r.extended() {
-		drop = dropSet(z, -r.Z, limit)
-	} else {
-		m := make([]float64, k)
-		for i, u := range a.ups {
-			m[i] = math.Inf(1)
-			if p, ok := st.find(u.Client); u.ClientKnown && ok {
-				m[i] = r.margin(&st, st.clients[p])
+			if r.extended() {
+				z[i] = r.margin(&st, st.clients[p])
+			} else {
+				z[i] = st.z(st.clients[p], r.MinRounds)
 			}
 		}
-		drop = dropSet(m, 0, limit)
 	}
-	if debugRep {
-		dbgRep(a.ups, scores, z, drop, a.n)
+	bar := -r.Z
+	if r.extended() {
+		bar = 0
 	}
+	drop := dropSet(z, bar, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
 	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
