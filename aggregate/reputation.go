@@ -119,17 +119,48 @@ type clientScore struct {
 	id   uint64
 	n    uint64
 	sum  float64
-	lsum float64 // sum of log2(norm / round's median norm), clamped to ±maxLogNorm
+	lsum float64 // with Norm: sum of log2(norm / round's median norm), clamped to ±maxLogNorm
+	wsum float64 // and of log2 of its weight, clamped to [0, maxLogWeight]
 }
 
-// maxLogNorm bounds each round's log2 norm ratio in Reputation's Norm test.
-const maxLogNorm = 4
+// maxLogNorm bounds each round's log2 norm ratio in Reputation's Norm
+// test, and maxLogWeight the log2 of a weight.
+const (
+	maxLogNorm   = 4
+	maxLogWeight = 64
+)
+
+// normFit holds the sums of the least-squares line of the trusted
+// updates' log2 norm ratios (y) on the log2 of their weights (x), which
+// Reputation's Norm test judges a client's mean against.
+type normFit struct {
+	n            uint64
+	x, y, xy, xx float64
+}
+
+// expected returns the line's y at x: the population's mean y plus its
+// slope, clamped to [0, 1], times x minus the mean x; the mean y alone
+// while the weights do not vary.
+func (f *normFit) expected(x float64) float64 {
+	if f.n == 0 {
+		return 0
+	}
+	n := float64(f.n)
+	mx, my := f.x/n, f.y/n
+	vx := f.xx/n - mx*mx
+	if !(vx > 1e-12) {
+		return my
+	}
+	b := max(0, min(1, (f.xy/n-mx*my)/vx))
+	return my + b*(x-mx)
+}
 
 type reputationState struct {
 	clients []clientScore // sorted by id
 	n       uint64        // scores seen
 	sum     float64       // their sum
 	sumSq   float64       // and sum of squares
+	fit     normFit       // with Norm
 }
 
 func (r *Reputation) inner() Strategy {
@@ -261,7 +292,8 @@ func (r *Reputation) margin(st *reputationState, c clientScore) float64 {
 		}
 	}
 	if r.Norm > 0 {
-		m = min(m, math.Log2(r.Norm)-c.lsum/float64(c.n))
+		n := float64(c.n)
+		m = min(m, math.Log2(r.Norm)-(c.lsum/n-st.fit.expected(c.wsum/n)))
 	}
 	return m
 }
@@ -344,13 +376,17 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 	}
 	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
-	var lnorms []float64
+	var lnorms, lweights []float64
 	if r.Norm > 0 {
 		lnorms = logNormRatios(a.ups, a.sqs, a.n)
+		lweights = make([]float64, k)
+		for i, u := range a.ups {
+			lweights[i] = max(0, min(maxLogWeight, math.Log2(u.Weight)))
+		}
 	}
 
 	// The new state, committed only if Inner succeeds.
-	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
+	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq, fit: r.st.fit}
 	for i, u := range a.ups {
 		s := scores[i]
 		// With High or Norm the population is that of the trusted
@@ -360,6 +396,12 @@ func (a *reputationAcc) Apply(global []float32) error {
 			st.n++
 			st.sum += s
 			st.sumSq += s * s
+			if lnorms != nil {
+				x, y := lweights[i], lnorms[i]
+				f := &st.fit
+				f.n++
+				f.x, f.y, f.xy, f.xx = f.x+x, f.y+y, f.xy+float64(x*y), f.xx+float64(x*x)
+			}
 		}
 		if !u.ClientKnown {
 			continue
@@ -375,6 +417,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 		st.clients[p].sum += s
 		if lnorms != nil {
 			st.clients[p].lsum += lnorms[i]
+			st.clients[p].wsum += lweights[i]
 		}
 	}
 	// Each update's client's z (or, with High or Norm, its margin inside
@@ -396,6 +439,9 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, bar, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
+	if debugRep {
+		dbgRep(a.ups, scores, drop, a.n)
+	}
 	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
 		return err
@@ -719,8 +765,15 @@ func (r *Reputation) MarshalBinary() ([]byte, error) {
 		// Norm off.
 		w.f64(r.High)
 		w.f64(r.Norm)
+		f := r.st.fit
+		w.u64(f.n)
+		w.f64(f.x)
+		w.f64(f.y)
+		w.f64(f.xy)
+		w.f64(f.xx)
 		for _, c := range r.st.clients {
 			w.f64(c.lsum)
+			w.f64(c.wsum)
 		}
 	}
 	return w.done(), nil
@@ -748,11 +801,18 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 	inner := rd.bytes()
 	if rd.err == nil && len(rd.b) > 0 {
 		t.High, t.Norm = rd.f64(), rd.f64()
-		if rd.err == nil && len(rd.b) < 8*len(t.st.clients) {
+		f := &t.st.fit
+		f.n, f.x, f.y, f.xy, f.xx = rd.u64(), rd.f64(), rd.f64(), rd.f64(), rd.f64()
+		if rd.err == nil && len(rd.b) < 16*len(t.st.clients) {
 			rd.err = fmt.Errorf("%w: %d clients' norms in %d bytes", ErrState, len(t.st.clients), len(rd.b))
 		}
 		for i := range t.st.clients {
-			t.st.clients[i].lsum = rd.f64()
+			t.st.clients[i].lsum, t.st.clients[i].wsum = rd.f64(), rd.f64()
+		}
+		fn := float64(f.n)
+		if rd.err == nil && !(f.x >= 0 && f.x <= maxLogWeight*fn && math.Abs(f.y) <= maxLogNorm*fn &&
+			math.Abs(f.xy) <= maxLogNorm*maxLogWeight*fn && f.xx >= 0 && f.xx <= maxLogWeight*maxLogWeight*fn) {
+			rd.err = fmt.Errorf("%w: reputation norm fit of %d updates", ErrState, f.n)
 		}
 		if rd.err == nil && !t.extended() {
 			rd.err = fmt.Errorf("%w: reputation extension without high or norm", ErrState)
@@ -764,7 +824,7 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 	var total uint64
 	for i, c := range t.st.clients {
 		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) ||
-			math.IsNaN(c.lsum) || math.Abs(c.lsum) > maxLogNorm*float64(c.n) {
+			!(math.Abs(c.lsum) <= maxLogNorm*float64(c.n)) || !(c.wsum >= 0 && c.wsum <= maxLogWeight*float64(c.n)) {
 			return fmt.Errorf("%w: reputation of client %d", ErrState, c.id)
 		}
 		total += c.n
