@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"
@@ -116,16 +117,20 @@ func TestReputationHighCatchesCompressedColluders(t *testing.T) {
 }
 
 // largeRounds returns rounds of k dense updates of n values from 30
-// clients: honest ones with a block of their own, at a norm that varies by
-// up to 1.3× between clients and by round; the attackers' updates are
-// twice as large as their honest ones and not reversed, as label flipping
-// on skewed data gives, so that the agreement score does not tell them.
+// clients: honest ones with a block of their own, at a norm that varies
+// between clients, by round, and with their example counts (1 to 64 times
+// 100, 2.8 times the norm); the attackers' updates are 2.5 times as large
+// as their honest ones and not reversed, as label flipping on skewed data
+// gives, so that the agreement score does not tell them.
 func largeRounds(seed uint64, rounds, n, k int, attackers ...uint64) (ups [][]Update, ids [][]uint64) {
 	const clients, block = 30, 6
 	rng := rand.New(rand.NewPCG(seed, 13))
-	scale := make([]float64, clients)
+	scale, weight := make([]float64, clients), make([]float64, clients)
 	for c := range scale {
-		scale[c] = 0.8 + 0.4*rng.Float64()
+		// Clients with more examples send larger updates: 64× the
+		// examples, 2.8× the norm.
+		weight[c] = math.Round(100 * math.Exp2(6*rng.Float64()))
+		scale[c] = (0.8 + 0.4*rng.Float64()) * math.Pow(weight[c]/100, 0.25)
 	}
 	for range rounds {
 		var round []Update
@@ -134,7 +139,7 @@ func largeRounds(seed uint64, rounds, n, k int, attackers ...uint64) (ups [][]Up
 			id := uint64(c)
 			s := scale[c] * (0.8 + 0.4*rng.Float64())
 			if slices.Contains(attackers, id) {
-				s *= 2
+				s *= 2.5
 			}
 			d := make([]float32, n)
 			for i := range d {
@@ -143,7 +148,7 @@ func largeRounds(seed uint64, rounds, n, k int, attackers ...uint64) (ups [][]Up
 			for i := range block {
 				d[(c*block+i)%n] += float32(s)
 			}
-			round = append(round, Update{Weight: 1, Delta: d, Client: id, ClientKnown: true})
+			round = append(round, Update{Weight: weight[c], Delta: d, Client: id, ClientKnown: true})
 			rid = append(rid, id)
 		}
 		ups, ids = append(ups, round), append(ids, rid)
@@ -152,21 +157,32 @@ func largeRounds(seed uint64, rounds, n, k int, attackers ...uint64) (ups [][]Up
 }
 
 // TestReputationNormCatchesLargeUpdates: clients that keep sending updates
-// twice the size of everyone's, in a direction the agreement score finds
-// ordinary, are excluded by reputation-norm, and no honest client is;
-// without it, reputation lets them through.
+// 2.5 times the size of the honest ones with as many examples, in a
+// direction the agreement score finds ordinary, are excluded by
+// reputation-norm, and no honest client is, though those with the most
+// examples send updates as large; without it the attackers pass, and
+// without the line on the weights (every weight 1) a third of them do.
+// The low bar is at 50 standard errors so that only the norm bar excludes.
 func TestReputationNormCatchesLargeUpdates(t *testing.T) {
 	attackers := []uint64{4, 13, 21}
 	ups, ids := largeRounds(2, 60, 300, 10, attackers...)
-	base := "cclip,reject=4,same=0.99,growth=2,reputation=2"
-	caught, all, honest := exclusions(t, base+",reputation-norm=1.4", ups, ids, attackers)
-	// 30 rounds of about 9 honest updates; a few excluded by the low bar
-	// by chance, as without reputation-norm.
-	if all == 0 || float64(caught) < 0.9*float64(all) || honest > 10 {
-		t.Errorf("reputation-norm=1.4: %d of %d attacker updates excluded in the second half, %d honest ones excluded", caught, all, honest)
+	const spec = "cclip,reject=4,same=0.99,growth=2,reputation=50"
+	caught, all, honest := exclusions(t, spec+",reputation-norm=1.7", ups, ids, attackers)
+	if all == 0 || caught != all || honest != 0 {
+		t.Errorf("reputation-norm=1.7: %d of %d attacker updates excluded in the second half, %d honest ones excluded", caught, all, honest)
 	}
-	if caught, all, _ := exclusions(t, base, ups, ids, attackers); float64(caught) > 0.2*float64(all) {
-		t.Errorf("without reputation-norm: %d of %d attacker updates excluded; the test does not need it", caught, all)
+	if caught, all, _ := exclusions(t, spec, ups, ids, attackers); caught != 0 {
+		t.Errorf("without reputation-norm: %d of %d attacker updates excluded", caught, all)
+	}
+	flat := make([][]Update, len(ups))
+	for r := range ups {
+		flat[r] = slices.Clone(ups[r])
+		for j := range flat[r] {
+			flat[r][j].Weight = 1
+		}
+	}
+	if caught, all, _ := exclusions(t, spec+",reputation-norm=1.7", flat, ids, attackers); float64(caught) > 0.8*float64(all) {
+		t.Errorf("equal weights: %d of %d attacker updates excluded: the test does not show what the line on the weights does", caught, all)
 	}
 }
 
