@@ -33,6 +33,8 @@ var goldenSpecs = []string{
 	"trimmed-mean,beta=0.2,over=senders,reputation=1,reputation-min=1,bound=auto",
 	"fedavg,reputation=1,reputation-min=1",
 	"krum,f=1", "multi-krum,f=1", "bulyan,f=1", "median,filter=0", "trimmed-mean,bound=10",
+	// RobustSpecV2, recorded before reputation-high and reputation-norm.
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2",
 }
 
 // goldenInput is one kind of round input.
