@@ -161,13 +161,21 @@ func IsBounded(s Strategy) bool {
 // RobustSpec is what the strategy name "robust" stands for: the
 // recommended rule against Byzantine clients, dense or compressed (see
 // docs/strategies.md and docs/robustness.md for what it was measured
-// against). Clients whose updates keep disagreeing with the others' are
-// excluded (reputation); the rest are aggregated by centered clipping
-// (CenteredClip) from the last round's aggregate, with the radius at the
-// round's median distance to the center, updates beyond 4 times it left
-// out, identical updates (cosine ≥ 0.99) counted once, and the radius
-// growing at most 2× a round.
-const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
+// against). Clients whose updates keep disagreeing with the others'
+// (reputation=2), keep agreeing with one another far more than honest
+// clients do (reputation-high=3: colluders under a sparsifying codec), or
+// keep sending updates larger than their example counts explain
+// (reputation-norm=1.7: label flipping) are excluded (Reputation); the
+// rest are aggregated by centered clipping (CenteredClip) from the last
+// round's aggregate, with the radius at the round's median distance to
+// the center, updates beyond 4 times it left out, identical updates
+// (cosine ≥ 0.99) counted once, and the radius growing at most 2× a round.
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7"
+
+// RobustSpecV2 is what "robust" expanded to before reputation-high and
+// reputation-norm. A log that committed it replays as it was applied: the
+// expansion is explicit, and the keys added since are off when absent.
+const RobustSpecV2 = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
 
 // RobustSpecV1 is what "robust" stood for before RobustSpec was centered
 // clipping: a coordinator log committed then names "robust", and replays
