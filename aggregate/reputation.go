@@ -439,9 +439,6 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, bar, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
-	if debugRep {
-		dbgRep(a.ups, scores, drop, a.n)
-	}
 	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
 		return err
