@@ -38,12 +38,12 @@ import (
 // their own error-feedback encoders upload different sparse vectors (so
 // CenteredClip's Same does not group them) that still agree with one
 // another far more than honest clients' do. Norm excludes a client whose
-// updates' L2 norms average, geometrically, more than Norm times their
-// rounds' median norm: a client training on flipped labels on skewed data
-// keeps a high loss, hence large updates, in a direction the agreement
-// score finds ordinary. Norm also excludes honest clients that keep
-// sending the largest updates (those with the most examples, say), which
-// costs clean accuracy. With either set, the population statistics are
+// updates' L2 norms average, geometrically, more than Norm times what the
+// trusted updates give for its example count (Update.Weight, which it
+// trusts): a client training on flipped labels on skewed data keeps a
+// high loss, hence large updates, in a direction the agreement score
+// finds ordinary. Norm also excludes honest clients whose updates stay
+// larger than their example counts explain, which costs clean accuracy. With either set, the population statistics are
 // those of the trusted updates only (as of the previous rounds), so that
 // excluded colluders' scores do not move the bars. Excluded
 // clients' updates are still scored, but left out of the reference and of
@@ -100,9 +100,12 @@ type Reputation struct {
 	// sparsifying codec, where their uploads are not identical). 0 is off.
 	High float64
 	// Norm, ≥ 1, also excludes a client whose updates' L2 norms average,
-	// geometrically, more than Norm times their rounds' median norm
-	// (each ratio clamped to [2^-4, 2^4]): a client that keeps sending the
-	// largest updates, such as one training on flipped labels. 0 is off.
+	// geometrically, more than Norm times what the trusted updates' norms
+	// give for its example count: its mean log2 ratio to its rounds'
+	// median norm (each clamped to ±4) against the least-squares line of
+	// those ratios on log2 of the weights (the slope clamped to [0, 1]).
+	// It is for a client that keeps sending updates larger than its
+	// examples explain, such as one training on flipped labels. 0 is off.
 	Norm float64
 
 	st reputationState
@@ -293,7 +296,7 @@ func (r *Reputation) margin(st *reputationState, c clientScore) float64 {
 	}
 	if r.Norm > 0 {
 		n := float64(c.n)
-		m = min(m, math.Log2(r.Norm)-(c.lsum/n-st.fit.expected(c.wsum/n)))
+		m = min(m, portableLog2(r.Norm)-(c.lsum/n-st.fit.expected(c.wsum/n)))
 	}
 	return m
 }
@@ -381,7 +384,10 @@ func (a *reputationAcc) Apply(global []float32) error {
 		lnorms = logNormRatios(a.ups, a.sqs, a.n)
 		lweights = make([]float64, k)
 		for i, u := range a.ups {
-			lweights[i] = max(0, min(maxLogWeight, math.Log2(u.Weight)))
+			lweights[i] = 0
+			if u.Weight > 1 {
+				lweights[i] = min(maxLogWeight, portableLog2(u.Weight))
+			}
 		}
 	}
 
@@ -634,12 +640,16 @@ func logNormRatios(ups []Update, sqs []float64, n int) []float64 {
 	for i, x := range norms {
 		l := -float64(maxLogNorm)
 		if x > 0 {
-			l = max(-maxLogNorm, min(maxLogNorm, math.Log2(x/m)))
+			l = max(-maxLogNorm, min(maxLogNorm, portableLog2(x/m)))
 		}
 		out[i] = l
 	}
 	return out
 }
+
+// portableLog2 returns log₂ x for finite x > 0, the same on every
+// architecture (see portableLog).
+func portableLog2(x float64) float64 { return portableLog(x) / math.Ln2 }
 
 // dot64Lanes adds a[j]·b[j] to s[j mod 4], in order; len(a) is a
 // multiple of 4.
