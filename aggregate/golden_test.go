@@ -35,6 +35,8 @@ var goldenSpecs = []string{
 	"krum,f=1", "multi-krum,f=1", "bulyan,f=1", "median,filter=0", "trimmed-mean,bound=10",
 	// runspec.DefaultStrategy since the bound's growth cap.
 	"fedavgm,lr=3,momentum=0,anneal=200,bound-growth=2",
+	// RobustSpecV2, recorded before reputation-high and reputation-norm.
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2",
 }
 
 // goldenInput is one kind of round input.

@@ -422,12 +422,19 @@ func FuzzUnmarshalState(f *testing.F) {
 		b, _ := MarshalState(s)
 		f.Add(b)
 	}
+	for _, spec := range []string{"cclip,reputation=2", "cclip,reputation=2,reputation-high=3,reputation-norm=1.4"} {
+		s := mustParse(f, spec)
+		ups, _ := repRounds(7, 6, 4, 5)
+		runRounds(f, s, make([]float32, 4), ups)
+		b, _ := MarshalState(s)
+		f.Add(b)
+	}
 	acct := NewAccountant(2, 3)
 	acct.Step(0.1, 1)
 	b, _ := acct.MarshalBinary()
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, s := range []Strategy{NewFedAvgM(), NewFedAdam(), NewFedYogi(), NewFedAdagrad(), &DP{Clip: 1}} {
+		for _, s := range []Strategy{NewFedAvgM(), NewFedAdam(), NewFedYogi(), NewFedAdagrad(), &DP{Clip: 1}, &Reputation{Inner: NewCenteredClip()}} {
 			if err := UnmarshalState(s, data); err == nil {
 				again, err := MarshalState(s)
 				if err != nil || !slices.Equal(again, data) {

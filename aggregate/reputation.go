@@ -30,7 +30,22 @@ import (
 //
 //	(mean_c − μ)·√n_c / σ < −Z
 //
-// A client whose mean falls back above the bar is trusted again. Excluded
+// A client whose mean falls back above the bar is trusted again.
+//
+// Two more bars, off unless set, are for attacks the agreement score
+// misses. High excludes a client whose mean lies High standard errors
+// above the population's: colluders that send one crafted update through
+// their own error-feedback encoders upload different sparse vectors (so
+// CenteredClip's Same does not group them) that still agree with one
+// another far more than honest clients' do. Norm excludes a client whose
+// updates' L2 norms average, geometrically, more than Norm times what the
+// trusted updates give for its example count (Update.Weight, which it
+// trusts): a client training on flipped labels on skewed data keeps a
+// high loss, hence large updates, in a direction the agreement score
+// finds ordinary. Norm also excludes honest clients whose updates stay
+// larger than their example counts explain, which costs clean accuracy. With either set, the population statistics are
+// those of the trusted updates only (as of the previous rounds), so that
+// excluded colluders' scores do not move the bars. Excluded
 // clients' updates are still scored, but left out of the reference and of
 // the aggregate. At most ⌊MaxDrop·k⌋ of a round's k updates are excluded,
 // and never so many that fewer than MinUpdates(Inner) remain: the lowest
@@ -61,7 +76,7 @@ import (
 // (16 KB for dense updates, scored a block at a time); time
 // O(nk + C) per round for C clients tracked (the table is copied so that a
 // failed Apply leaves it unchanged; lookups are binary searches). State: 24 bytes
-// per client seen, at most MaxClients clients (clients beyond are scored
+// per client seen (32 with High or Norm), at most MaxClients clients (clients beyond are scored
 // into the population but not tracked, hence never excluded); serialised
 // by MarshalBinary.
 type Reputation struct {
@@ -79,6 +94,19 @@ type Reputation struct {
 	// MaxClients bounds the clients tracked, at least 1; 0 means
 	// DefaultReputationClients.
 	MaxClients int
+	// High, positive, also excludes a client whose mean score lies more
+	// than High standard errors above the population's: colluders whose
+	// updates agree with one another more than honest clients' do (under a
+	// sparsifying codec, where their uploads are not identical). 0 is off.
+	High float64
+	// Norm, ≥ 1, also excludes a client whose updates' L2 norms average,
+	// geometrically, more than Norm times what the trusted updates' norms
+	// give for its example count: its mean log2 ratio to its rounds'
+	// median norm (each clamped to ±4) against the least-squares line of
+	// those ratios on log2 of the weights (the slope clamped to [0, 1]).
+	// It is for a client that keeps sending updates larger than its
+	// examples explain, such as one training on flipped labels. 0 is off.
+	Norm float64
 
 	st reputationState
 }
@@ -91,9 +119,43 @@ const (
 )
 
 type clientScore struct {
-	id  uint64
-	n   uint64
-	sum float64
+	id   uint64
+	n    uint64
+	sum  float64
+	lsum float64 // with Norm: sum of log2(norm / round's median norm), clamped to ±maxLogNorm
+	wsum float64 // and of log2 of its weight, clamped to [0, maxLogWeight]
+}
+
+// maxLogNorm bounds each round's log2 norm ratio in Reputation's Norm
+// test, and maxLogWeight the log2 of a weight.
+const (
+	maxLogNorm   = 4
+	maxLogWeight = 64
+)
+
+// normFit holds the sums of the least-squares line of the trusted
+// updates' log2 norm ratios (y) on the log2 of their weights (x), which
+// Reputation's Norm test judges a client's mean against.
+type normFit struct {
+	n            uint64
+	x, y, xy, xx float64
+}
+
+// expected returns the line's y at x: the population's mean y plus its
+// slope, clamped to [0, 1], times x minus the mean x; the mean y alone
+// while the weights do not vary.
+func (f *normFit) expected(x float64) float64 {
+	if f.n == 0 {
+		return 0
+	}
+	n := float64(f.n)
+	mx, my := f.x/n, f.y/n
+	vx := f.xx/n - mx*mx
+	if !(vx > 1e-12) {
+		return my
+	}
+	b := max(0, min(1, (f.xy/n-mx*my)/vx))
+	return my + b*(x-mx)
 }
 
 type reputationState struct {
@@ -101,6 +163,7 @@ type reputationState struct {
 	n       uint64        // scores seen
 	sum     float64       // their sum
 	sumSq   float64       // and sum of squares
+	fit     normFit       // with Norm
 }
 
 func (r *Reputation) inner() Strategy {
@@ -127,6 +190,12 @@ func (r *Reputation) String() string {
 	if r.MaxClients != 0 {
 		s += ",reputation-clients=" + strconv.Itoa(r.MaxClients)
 	}
+	if r.High != 0 {
+		s += ",reputation-high=" + ff(r.High)
+	}
+	if r.Norm != 0 {
+		s += ",reputation-norm=" + ff(r.Norm)
+	}
 	return s
 }
 
@@ -143,6 +212,12 @@ func (r *Reputation) Validate() error {
 	}
 	if !(r.MaxDrop >= 0 && r.MaxDrop <= 0.5) {
 		return fmt.Errorf("%w: reputation-max %v, want 0 ≤ reputation-max ≤ 0.5", ErrParam, r.MaxDrop)
+	}
+	if !(r.High == 0 || (r.High > 0 && r.High <= 1e6)) {
+		return fmt.Errorf("%w: reputation-high %v, want 0 (off) or in (0, 1e6]", ErrParam, r.High)
+	}
+	if !(r.Norm == 0 || (r.Norm >= 1 && r.Norm <= 1e6)) {
+		return fmt.Errorf("%w: reputation-norm %v, want 0 (off) or in [1, 1e6]", ErrParam, r.Norm)
 	}
 	if r.MaxClients < 0 || r.MaxClients > maxClients {
 		return fmt.Errorf("%w: reputation-clients %d, want 0 ≤ reputation-clients ≤ %d", ErrParam, r.MaxClients, maxClients)
@@ -199,6 +274,39 @@ func (st *reputationState) z(c clientScore, minRounds int) float64 {
 		return math.Inf(1)
 	}
 	return (c.sum/float64(c.n) - mu) * math.Sqrt(float64(c.n)) / math.Sqrt(v)
+}
+
+// extended reports whether r uses High or Norm, whose state the old
+// format does not hold.
+func (r *Reputation) extended() bool { return r.High != 0 || r.Norm != 0 }
+
+// margin returns how far client c is inside every bar of r: negative when
+// it is to be excluded (its z below −Z, above High, or its mean log2 norm
+// ratio above log2 Norm), the lowest first.
+func (r *Reputation) margin(st *reputationState, c clientScore) float64 {
+	if c.n < uint64(r.MinRounds) {
+		return math.Inf(1)
+	}
+	m := math.Inf(1)
+	if z := st.z(c, r.MinRounds); !math.IsInf(z, 1) {
+		m = z + r.Z
+		if r.High > 0 {
+			m = min(m, r.High-z)
+		}
+	}
+	if r.Norm > 0 {
+		n := float64(c.n)
+		m = min(m, portableLog2(r.Norm)-(c.lsum/n-st.fit.expected(c.wsum/n)))
+	}
+	return m
+}
+
+// suspect reports whether client c is to be excluded by st.
+func (r *Reputation) suspect(st *reputationState, c clientScore) bool {
+	if !r.extended() {
+		return st.z(c, r.MinRounds) < -r.Z
+	}
+	return r.margin(st, c) < 0
 }
 
 type reputationAcc struct {
@@ -260,7 +368,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	for i, u := range a.ups {
 		trusted[i] = true
 		if u.ClientKnown {
-			if p, ok := r.st.find(u.Client); ok && r.st.z(r.st.clients[p], r.MinRounds) < -r.Z {
+			if p, ok := r.st.find(u.Client); ok && r.suspect(&r.st, r.st.clients[p]) {
 				trusted[i] = false
 			}
 		}
@@ -271,14 +379,36 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 	}
 	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
+	var lnorms, lweights []float64
+	if r.Norm > 0 {
+		lnorms = logNormRatios(a.ups, a.sqs, a.n)
+		lweights = make([]float64, k)
+		for i, u := range a.ups {
+			lweights[i] = 0
+			if u.Weight > 1 {
+				lweights[i] = min(maxLogWeight, portableLog2(u.Weight))
+			}
+		}
+	}
 
 	// The new state, committed only if Inner succeeds.
-	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq}
+	st := reputationState{clients: slices.Clone(r.st.clients), n: r.st.n, sum: r.st.sum, sumSq: r.st.sumSq, fit: r.st.fit}
 	for i, u := range a.ups {
 		s := scores[i]
-		st.n++
-		st.sum += s
-		st.sumSq += s * s
+		// With High or Norm the population is that of the trusted
+		// updates only, so that excluded colluders' high scores do not
+		// raise the bar that honest clients are judged by.
+		if !r.extended() || trusted[i] {
+			st.n++
+			st.sum += s
+			st.sumSq += s * s
+			if lnorms != nil {
+				x, y := lweights[i], lnorms[i]
+				f := &st.fit
+				f.n++
+				f.x, f.y, f.xy, f.xx = f.x+x, f.y+y, f.xy+float64(x*y), f.xx+float64(x*x)
+			}
+		}
 		if !u.ClientKnown {
 			continue
 		}
@@ -291,15 +421,29 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 		st.clients[p].n++
 		st.clients[p].sum += s
+		if lnorms != nil {
+			st.clients[p].lsum += lnorms[i]
+			st.clients[p].wsum += lweights[i]
+		}
 	}
+	// Each update's client's z (or, with High or Norm, its margin inside
+	// every bar): the lowest below the bar are dropped.
 	z := make([]float64, k)
 	for i, u := range a.ups {
 		z[i] = math.Inf(1)
 		if p, ok := st.find(u.Client); u.ClientKnown && ok {
-			z[i] = st.z(st.clients[p], r.MinRounds)
+			if r.extended() {
+				z[i] = r.margin(&st, st.clients[p])
+			} else {
+				z[i] = st.z(st.clients[p], r.MinRounds)
+			}
 		}
 	}
-	drop := dropSet(z, -r.Z, min(int(r.MaxDrop*float64(k)), k-minKeep))
+	bar := -r.Z
+	if r.extended() {
+		bar = 0
+	}
+	drop := dropSet(z, bar, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
 	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
 	if err != nil {
@@ -466,6 +610,47 @@ func agreementScore(d, refSq, norm, clip float64, trusted bool) float64 {
 	return max(-1, min(1, num/norm/math.Sqrt(den2)))
 }
 
+// logNormRatios returns, for each update, log2 of its L2 norm over the
+// round's median norm (the mean of the middle two for an even count),
+// clamped to ±maxLogNorm; 0 for every update when the median is 0. sqs is
+// as in agreementScores.
+func logNormRatios(ups []Update, sqs []float64, n int) []float64 {
+	k := len(ups)
+	norms := make([]float64, k)
+	for i, u := range ups {
+		switch {
+		case sqs != nil && sqs[i] >= 0:
+			norms[i] = math.Sqrt(sqs[i])
+		case u.IsSparse():
+			norms[i] = math.Sqrt(sparseDot(u.Indices, u.Values, u.Values, n))
+		default:
+			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
+		}
+	}
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	out := make([]float64, k)
+	if !(m > 0) {
+		return out
+	}
+	for i, x := range norms {
+		l := -float64(maxLogNorm)
+		if x > 0 {
+			l = max(-maxLogNorm, min(maxLogNorm, portableLog2(x/m)))
+		}
+		out[i] = l
+	}
+	return out
+}
+
+// portableLog2 returns log₂ x for finite x > 0, the same on every
+// architecture (see portableLog).
+func portableLog2(x float64) float64 { return portableLog(x) / math.Ln2 }
+
 // dot64Lanes adds a[j]·b[j] to s[j mod 4], in order; len(a) is a
 // multiple of 4.
 func dot64Lanes(a, b []float64, s *[4]float64) {
@@ -582,6 +767,22 @@ func (r *Reputation) MarshalBinary() ([]byte, error) {
 		w.f64(c.sum)
 	}
 	w.bytes(inner)
+	if r.extended() {
+		// After the old format, which restores without it as High and
+		// Norm off.
+		w.f64(r.High)
+		w.f64(r.Norm)
+		f := r.st.fit
+		w.u64(f.n)
+		w.f64(f.x)
+		w.f64(f.y)
+		w.f64(f.xy)
+		w.f64(f.xx)
+		for _, c := range r.st.clients {
+			w.f64(c.lsum)
+			w.f64(c.wsum)
+		}
+	}
 	return w.done(), nil
 }
 
@@ -605,17 +806,39 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 		}
 	}
 	inner := rd.bytes()
+	if rd.err == nil && len(rd.b) > 0 {
+		t.High, t.Norm = rd.f64(), rd.f64()
+		f := &t.st.fit
+		f.n, f.x, f.y, f.xy, f.xx = rd.u64(), rd.f64(), rd.f64(), rd.f64(), rd.f64()
+		if rd.err == nil && len(rd.b) < 16*len(t.st.clients) {
+			rd.err = fmt.Errorf("%w: %d clients' norms in %d bytes", ErrState, len(t.st.clients), len(rd.b))
+		}
+		for i := range t.st.clients {
+			t.st.clients[i].lsum, t.st.clients[i].wsum = rd.f64(), rd.f64()
+		}
+		fn := float64(f.n)
+		if rd.err == nil && !(f.x >= 0 && f.x <= maxLogWeight*fn && math.Abs(f.y) <= maxLogNorm*fn &&
+			math.Abs(f.xy) <= maxLogNorm*maxLogWeight*fn && f.xx >= 0 && f.xx <= maxLogWeight*maxLogWeight*fn) {
+			rd.err = fmt.Errorf("%w: reputation norm fit of %d updates", ErrState, f.n)
+		}
+		if rd.err == nil && !t.extended() {
+			rd.err = fmt.Errorf("%w: reputation extension without high or norm", ErrState)
+		}
+	}
 	if err := rd.finish(); err != nil {
 		return err
 	}
 	var total uint64
 	for i, c := range t.st.clients {
-		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) {
+		if (i > 0 && c.id <= t.st.clients[i-1].id) || c.n == 0 || math.IsNaN(c.sum) || math.Abs(c.sum) > float64(c.n) ||
+			!(math.Abs(c.lsum) <= maxLogNorm*float64(c.n)) || !(c.wsum >= 0 && c.wsum <= maxLogWeight*float64(c.n)) {
 			return fmt.Errorf("%w: reputation of client %d", ErrState, c.id)
 		}
 		total += c.n
 	}
-	if total > t.st.n || math.IsNaN(t.st.sum) || math.IsNaN(t.st.sumSq) || t.st.sumSq < 0 || math.Abs(t.st.sum) > float64(t.st.n) || t.st.sumSq > float64(t.st.n) {
+	// With High or Norm the population leaves out excluded clients'
+	// scores, which their own counts hold.
+	if (total > t.st.n && !t.extended()) || math.IsNaN(t.st.sum) || math.IsNaN(t.st.sumSq) || t.st.sumSq < 0 || math.Abs(t.st.sum) > float64(t.st.n) || t.st.sumSq > float64(t.st.n) {
 		return fmt.Errorf("%w: reputation population of %d scores", ErrState, t.st.n)
 	}
 	if err := t.Validate(); err != nil {

@@ -95,6 +95,8 @@ var wrapperParams = []Param{
 	{"reputation-min", "3", "reputation: scores a client needs before it can be excluded, ≥ 1"},
 	{"reputation-max", "0.5", "reputation: largest fraction of a round's updates excluded, in [0, 0.5]"},
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
+	{"reputation-high", "0", "reputation: also exclude clients whose mean agreement score is this many standard errors above everyone's, > 0 (colluders under a sparsifying codec); 0: off"},
+	{"reputation-norm", "0", "reputation: also exclude clients whose update norms average (geometrically) more than this multiple of their rounds' median norm, ≥ 1; 0: off"},
 	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
 	{"quorum-min", "0.5", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
@@ -162,13 +164,21 @@ func IsBounded(s Strategy) bool {
 // RobustSpec is what the strategy name "robust" stands for: the
 // recommended rule against Byzantine clients, dense or compressed (see
 // docs/strategies.md and docs/robustness.md for what it was measured
-// against). Clients whose updates keep disagreeing with the others' are
-// excluded (reputation); the rest are aggregated by centered clipping
-// (CenteredClip) from the last round's aggregate, with the radius at the
-// round's median distance to the center, updates beyond 4 times it left
-// out, identical updates (cosine ≥ 0.99) counted once, and the radius
-// growing at most 2× a round.
-const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
+// against). Clients whose updates keep disagreeing with the others'
+// (reputation=2), keep agreeing with one another far more than honest
+// clients do (reputation-high=3: colluders under a sparsifying codec), or
+// keep sending updates larger than their example counts explain
+// (reputation-norm=1.7: label flipping) are excluded (Reputation); the
+// rest are aggregated by centered clipping (CenteredClip) from the last
+// round's aggregate, with the radius at the round's median distance to
+// the center, updates beyond 4 times it left out, identical updates
+// (cosine ≥ 0.99) counted once, and the radius growing at most 2× a round.
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7"
+
+// RobustSpecV2 is what "robust" expanded to before reputation-high and
+// reputation-norm. A log that committed it replays as it was applied: the
+// expansion is explicit, and the keys added since are off when absent.
+const RobustSpecV2 = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2"
 
 // RobustSpecV1 is what "robust" stood for before RobustSpec was centered
 // clipping: a coordinator log committed then names "robust", and replays
@@ -424,9 +434,10 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 	}
 	if p.has("reputation") {
 		s = &Reputation{Inner: s, Z: p.float("reputation", 0), MinRounds: p.int("reputation-min", DefaultReputationMinRounds),
-			MaxDrop: p.float("reputation-max", DefaultReputationMaxDrop), MaxClients: p.int("reputation-clients", 0)}
-	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") {
-		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max and reputation-clients need reputation", ErrParam, p.name)
+			MaxDrop: p.float("reputation-max", DefaultReputationMaxDrop), MaxClients: p.int("reputation-clients", 0),
+			High: p.float("reputation-high", 0), Norm: p.float("reputation-norm", 0)}
+	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") || p.has("reputation-high") || p.has("reputation-norm") {
+		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max, reputation-clients, reputation-high and reputation-norm need reputation", ErrParam, p.name)
 		return nil, false
 	}
 	if p.has("quorum") {

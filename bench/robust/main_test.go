@@ -62,6 +62,37 @@ func TestTableAndResume(t *testing.T) {
 	}
 }
 
+// TestTablePerSeed: with perSeed each seed is a column with two decimals,
+// and a loss beyond the goal (2 points dense, 3 with a codec) is bold.
+func TestTablePerSeed(t *testing.T) {
+	g := grid{seeds: []int{1, 2}, codecs: []string{"none", "stcg"}, strategies: []string{"robust"}, attacks: []string{"alie"}, rounds: 200, perSeed: true}
+	done := map[string]Cell{}
+	for _, c := range []Cell{
+		{Seed: 1, Codec: "none", Accuracy: 0.9},
+		{Seed: 1, Codec: "none", Attack: "alie", Accuracy: 0.875},
+		{Seed: 2, Codec: "none", Accuracy: 0.9},
+		{Seed: 2, Codec: "none", Attack: "alie", Accuracy: 0.885},
+		{Seed: 1, Codec: "stcg", Accuracy: 0.9},
+		{Seed: 1, Codec: "stcg", Attack: "alie", Accuracy: 0.875},
+	} {
+		c.Strategy, c.Rounds = "robust", 200
+		done[c.key()] = c
+	}
+	var b strings.Builder
+	if err := writeTable(&b, g, done); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| attack | `robust` seed 1 none | `robust` seed 2 none | `robust` seed 1 stcg | `robust` seed 2 stcg |",
+		"| clean (accuracy) | 90.00 % | 90.00 % | 90.00 % | – |",
+		"| alie | **-2.50** | -1.50 | -2.50 | – |",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
 // TestArgs: a cell's command is the documented setting, with the attack
 // only when there is one; quote makes it a shell command.
 func TestArgs(t *testing.T) {
