@@ -120,6 +120,7 @@ func (f *simulateFlags) secAggSpec(spec *runspec.Spec) error {
 		return fmt.Errorf("--upload-codec %s with --secagg: secure aggregation sends its own random-k fixed point (--secagg-k, --secagg-bits)", f.uploadCodec)
 	}
 	spec.UploadCodec = ""
+	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
 	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT}
 	if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 		return err
