@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -75,6 +75,7 @@ type secAggRun struct {
 	n     int
 	bound float64 // client-side L2 norm bound (0: none)
 	clip  float64 // this round's fixed-point clip
+	bits  int     // m: the masked values' width on the wire
 	store StateStore
 	idx   []int32 // this round's support
 	// codes[i] and sent[i] are the fixed-point codes of selected[i] and
@@ -102,6 +103,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if err := (secagg.FixedPoint{Clip: 1, Bits: sa.Bits}).Check(sel); err != nil {
 		return nil, fmt.Errorf("sim: --secagg-bits %d: %w", sa.Bits, err)
 	}
+	bits, _ := gradient.MaskedBits(sel, secagg.FixedPoint{Bits: sa.Bits}.Levels())
 	bound, err := runspec.SecAggNormBound(cfg.Strategy)
 	if err != nil {
 		return nil, err
@@ -112,7 +114,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	}
 	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
 	s := &secAggRun{spec: *sa, drop: cfg.SecAggDropout, seed: cfg.TaskSeed, n: n, bound: bound, store: store,
-		idx: make([]int32, k), clip: sa.Clip, hook: cfg.secaggHook}
+		idx: make([]int32, k), clip: sa.Clip, bits: bits, hook: cfg.secaggHook}
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
 	}
@@ -323,13 +325,22 @@ func (s *secAggRun) protocol(r, attempt int, sel []round.ClientID) ([]round.Clie
 			abort(i, 2)
 			continue
 		}
-		if err == nil {
-			err = by.add(&by.up, &y)
-		}
-		if err == nil {
-			err = srv.AddMasked(c.ID(), y)
-		}
 		if err != nil {
+			return nil, nil, by, err
+		}
+		// The client sends the message's header and the low m bits of
+		// each masked value; the server reads them back.
+		wire, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
+		if err != nil {
+			return nil, nil, by, err
+		}
+		hdr := len(wire)
+		wire = gradient.AppendMasked(wire, y.Y, s.bits)
+		by.up += int64(len(wire))
+		if _, err := gradient.ReadMasked(y.Y, wire[hdr:]); err != nil {
+			return nil, nil, by, err
+		}
+		if err := srv.AddMasked(c.ID(), y); err != nil {
 			return nil, nil, by, err
 		}
 	}
@@ -361,6 +372,10 @@ func (s *secAggRun) protocol(r, attempt int, sel []round.ClientID) ([]round.Clie
 	sum, err := srv.Sum()
 	if err != nil {
 		return nil, nil, by, err
+	}
+	// The sum is right modulo 2^m: read it as a signed m-bit integer.
+	for j, v := range sum {
+		sum[j] = uint32(int32(v<<(32-s.bits)) >> (32 - s.bits))
 	}
 	// The simulator holds every input: check the protocol's sum.
 	surv := srv.Survivors()
@@ -460,18 +475,5 @@ func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global
 		}
 	}
 	s.nextClip(mean)
-	if debugSecAgg {
-		var clipped int
-		for _, c := range s.codes {
-			for _, v := range c {
-				if int64(int32(v)) == (secagg.FixedPoint{Bits: s.spec.Bits}).Levels() || -int64(int32(v)) == (secagg.FixedPoint{Bits: s.spec.Bits}).Levels() {
-					clipped++
-				}
-			}
-		}
-		fmt.Fprintf(os.Stderr, "secagg r%d clip %.3g clipped %d/%d surv %d\n", o.Round, s.clip, clipped, len(s.codes)*len(s.idx), len(survivors))
-	}
 	return nil
 }
-
-var debugSecAgg = os.Getenv("SECAGG_DEBUG") != ""

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -139,8 +140,8 @@ func TestSecAggBitIdenticalAcrossWorkers(t *testing.T) {
 
 // TestSecAggBytes checks the bytes a round counts without dropouts against
 // the protocol's message sizes (docs/secagg.md): per client 94 + 161·k up
-// for keys and shares, 14 + 4·d for the masked vector, 18 + 192·k down,
-// on top of the dense model download.
+// for keys and shares, 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
+// m bits, 18 + 192·k down, on top of the dense model download.
 func TestSecAggBytes(t *testing.T) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
@@ -153,8 +154,12 @@ func TestSecAggBytes(t *testing.T) {
 	}
 	n, k := int64(10), int64(4)
 	d := int64(math.Round(0.2 * float64(model.NumParams())))
+	bits, _ := gradient.MaskedBits(10, 2047) // 12-bit codes: 16 bits
+	if bits != 16 {
+		t.Fatalf("masked values of %d bits", bits)
+	}
 	for _, m := range res.Rounds {
-		if want := n * (94 + 161*k + 14 + 4*d); m.UploadBytes != want {
+		if want := n * (94 + 161*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
 			t.Errorf("round %d: %d bytes up, want %d", m.Round, m.UploadBytes, want)
 		}
 		if want := n*(18+192*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
