@@ -63,7 +63,7 @@ const noDrop = 4
 // secAggRun is the simulator's secure aggregation: each round, the
 // selected clients train on the workers and encode their update on the
 // round's shared support (encode, in parallel), then the protocol runs in
-// selection order in the calling goroutine (aggregate): every client a
+// selection order in the calling goroutine (protocol): every client a
 // secagg.Client seeded by (task seed, round, client), the server a
 // secagg.Server. The survivors' mean is submitted to the round machine
 // once for each survivor, with weight 1, so that the strategy's server
