@@ -217,3 +217,40 @@ func TestSecAggRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestSecAggErrorFeedback: what a client's codes carry plus its new
+// residual is its update (plus its old residual), whatever it clipped;
+// a client whose masked input is not in the sum keeps all of it.
+func TestSecAggErrorFeedback(t *testing.T) {
+	cfg := secAggConfig(1)
+	cfg.SecAgg.Clip = 0.01
+	const n = 1000
+	s, err := newSecAggRun(cfg, n, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.open(1, 2)
+	delta := make([]float32, n)
+	for i := range delta {
+		delta[i] = float32(i%7-3) * 0.004 // some beyond the clip
+	}
+	for i, id := range []round.ClientID{1, 2} {
+		s.encode(i, id, 1, slices.Clone(delta))
+	}
+	s.unsend(1, 2)
+	res := make([]float32, n)
+	for i, id := range []round.ClientID{1, 2} {
+		s.store.Load(id, res, nil)
+		if i == 0 {
+			secagg.Scatter(res, s.sent[0], s.idx)
+		}
+		for j := range res {
+			if math.Abs(float64(res[j]-delta[j])) > 1e-7 {
+				t.Fatalf("client %d: residual + sent at %d = %v, update %v", id, j, res[j], delta[j])
+			}
+		}
+	}
+	if slices.Max(s.sent[0]) > 0.01 || slices.Min(s.sent[0]) < -0.01 {
+		t.Fatalf("sent values beyond the clip: %v..%v", slices.Min(s.sent[0]), slices.Max(s.sent[0]))
+	}
+}
