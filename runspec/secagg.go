@@ -74,6 +74,22 @@ func (s Spec) validateSecAgg() error {
 	return err
 }
 
+// secAggDefaultStrategy is what the default strategy stands for under
+// secure aggregation: its server step, without the keys that need each
+// update (the bound by the round's medians, a quorum).
+const secAggDefaultStrategy = "fedavgm,lr=3,momentum=0,anneal=200"
+
+// SecAggStrategy returns the strategy a run with secure aggregation uses
+// for strategy: the default strategy's server step alone for
+// DefaultStrategy, strategy itself otherwise (which SecAggNormBound may
+// refuse).
+func SecAggStrategy(strategy string) string {
+	if strategy == DefaultStrategy {
+		return secAggDefaultStrategy
+	}
+	return strategy
+}
+
 // SecAggNormBound checks that strategy can run on masked inputs and
 // returns the norm bound its clients apply to their own updates (0:
 // none). The server sees only the round's sum, so only the mean-based
@@ -90,8 +106,8 @@ func SecAggNormBound(strategy string) (float64, error) {
 	if err != nil {
 		return 0, invalid("--strategy %q: %w", strategy, err)
 	}
-	if hasKey(strategy, "bound", "auto") {
-		return 0, invalid("--strategy %q with --secagg: bound=auto needs each update's norm, which masking hides; use bound=N (each client clips its own update) or bound=off", strategy)
+	if hasKey(strategy, "bound", "auto") || hasKey(strategy, "bound-median", "") || hasKey(strategy, "weight-cap", "") || hasKey(strategy, "bound-growth", "") {
+		return 0, invalid("--strategy %q with --secagg: bound=auto (and its bound-median, weight-cap, bound-growth) needs each update's norm, which masking hides; use bound=N (each client clips its own update) or bound=off", strategy)
 	}
 	inner, bound := st, 0.0
 	switch b := st.(type) {
@@ -121,11 +137,12 @@ func SecAggNormBound(strategy string) (float64, error) {
 	return bound, nil
 }
 
-// hasKey reports whether a strategy spec sets key to val.
+// hasKey reports whether a strategy spec sets key to val (to any value if
+// val is "").
 func hasKey(spec, key, val string) bool {
 	for _, f := range strings.Split(spec, ",")[1:] {
 		k, v, _ := strings.Cut(f, "=")
-		if strings.TrimSpace(k) == key && strings.TrimSpace(v) == val {
+		if strings.TrimSpace(k) == key && (val == "" || strings.TrimSpace(v) == val) {
 			return true
 		}
 	}

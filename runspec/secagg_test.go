@@ -11,7 +11,7 @@ import (
 // masked inputs; bound=N moves to the clients.
 func TestSecAggStrategies(t *testing.T) {
 	for spec, bound := range map[string]float64{
-		"": 0, "fedavg": 0, "fedavg,bound=off": 0, DefaultStrategy: 0, "fedadam,lr=0.01": 0,
+		"": 0, "fedavg": 0, "fedavg,bound=off": 0, SecAggStrategy(DefaultStrategy): 0, "fedadam,lr=0.01": 0,
 		"fedavg,bound=5": 5, "fedavgm,lr=2,bound=0.5": 0.5,
 	} {
 		got, err := SecAggNormBound(spec)
@@ -21,7 +21,7 @@ func TestSecAggStrategies(t *testing.T) {
 	}
 	for _, spec := range []string{
 		"median", "trimmed-mean", "krum", "multi-krum", "bulyan", "cclip", "signvote", "robust",
-		"fedavg,bound=auto", "fedavg,mean=senders", "fedavg,filter=0", "fedavg,bucket=2",
+		"fedavg,bound=auto", "fedavg,bound-median=3", "fedavg,weight-cap=3", "fedavg,mean=senders", "fedavg,filter=0", "fedavg,bucket=2",
 		"fedavg,reputation=2", "fedavg,quorum=2", "fedavg,dp-clip=1,dp-noise=1",
 	} {
 		if _, err := SecAggNormBound(spec); !errors.Is(err, ErrInvalid) {

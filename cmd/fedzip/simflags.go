@@ -114,12 +114,14 @@ func (f *simulateFlags) config() (sim.Config, error) {
 
 // secAggSpec sets spec's secure aggregation from the --secagg flags. The
 // upload codec is secagg's own: --upload-codec must be left at its
-// default or none.
+// default or none. The default strategy becomes its server step alone
+// (runspec.SecAggStrategy).
 func (f *simulateFlags) secAggSpec(spec *runspec.Spec) error {
 	if f.uploadCodec != runspec.DefaultUploadCodec && !gradient.IsNone(f.uploadCodec) {
 		return fmt.Errorf("--upload-codec %s with --secagg: secure aggregation sends its own random-k fixed point (--secagg-k, --secagg-bits)", f.uploadCodec)
 	}
 	spec.UploadCodec = ""
+	spec.Strategy = runspec.SecAggStrategy(spec.Strategy)
 	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
 	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT}
 	if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
