@@ -86,6 +86,9 @@ type Spec struct {
 	// omitted from the JSON, so that logs written before the field decode
 	// and encode the same.
 	FedEvalEvery int `json:"fed_eval_every,omitempty"`
+	// SecAgg, if not nil, aggregates each round by secure aggregation
+	// (see SecAgg); nil, and omitted from the JSON, is plain aggregation.
+	SecAgg *SecAgg `json:"secagg,omitempty"`
 }
 
 // Bounds of a Spec. The client checks the tasks it receives against the
@@ -202,7 +205,7 @@ func (s Spec) Validate() error {
 	if s.FedEvalEvery < 0 || s.FedEvalEvery > MaxRounds {
 		return invalid("--fed-eval-every %d: want 0..%d (0: off)", s.FedEvalEvery, MaxRounds)
 	}
-	return nil
+	return s.validateSecAgg()
 }
 
 func (s Spec) validateModel() error {

@@ -71,8 +71,14 @@ type Config struct {
 	// not only after the last. It costs a second evaluation.
 	EvalGlobal bool
 
+	// SecAggDropout drops clients out of the secure aggregation protocol
+	// when Spec.SecAgg is set (see secagg.go).
+	SecAggDropout SecAggDropout
+
 	// downloadHook, if set (tests), sees every download message.
 	downloadHook func(id round.ClientID, have int, msg []byte, model []float32)
+	// secaggHook, if set (tests), sees every secure aggregation's sum.
+	secaggHook func(r int, selected, survivors []round.ClientID, sum, plain []uint32)
 }
 
 // Data is a federated data set: one training set split among clients, and
@@ -164,6 +170,9 @@ type Metrics struct {
 	// trigger is stamped on them (the same evaluation as TestAccuracy);
 	// nil otherwise.
 	BackdoorSuccess *float64 `json:"backdoor_success,omitempty"`
+	// Survivors is, with secure aggregation (Spec.SecAgg), the number of
+	// selected clients whose update is in the round's sum.
+	Survivors int `json:"survivors,omitempty"`
 }
 
 // Result is the outcome of a simulation.
@@ -230,6 +239,12 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		backdoorTest = cfg.Attack.triggered(data.Test, t)
 	}
 	priv := newPrivacy(strategy, cfg.DPDelta)
+	var sa *secAggRun
+	if cfg.SecAgg != nil {
+		if sa, err = newSecAggRun(cfg, model.NumParams(), len(data.Parts)); err != nil {
+			return nil, err
+		}
+	}
 
 	candidates := make([]round.ClientID, len(data.Parts))
 	for k := range candidates {
@@ -269,7 +284,13 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		if err != nil {
 			return nil, err
 		}
-		err = p.train(from, opened, cfg, data, func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
+		train := func(submit submitFunc) error { return p.train(from, opened, cfg, data, submit) }
+		if sa != nil {
+			train = func(submitFunc) error {
+				return sa.runRound(p, mach, now, from, opened, cfg, data, evals, &met, &lossSum)
+			}
+		}
+		err = train(func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
 			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
 				return err
 			}

@@ -1,0 +1,150 @@
+package runspec
+
+import (
+	"math"
+	"strings"
+
+	"github.com/fedzip/fedzip/aggregate"
+	"github.com/fedzip/fedzip/gradient"
+)
+
+// SecAgg turns on secure aggregation (SecAgg+, package secagg) with its
+// compression: every client of a round sends the values of one shared
+// random-k support (secagg.Support, drawn from the round's seed, so no
+// indices are sent), in fixed point, masked; the server learns only their
+// sum, divides it by the number of survivors (equal weights: secagg hides
+// per-client weights) and applies it with the strategy's server step.
+// What a client does not send, or clips, joins its error-feedback residual.
+// See docs/secagg.md.
+type SecAgg struct {
+	// Fraction is the fraction of the model's coordinates on the support,
+	// in (0, 1] (--secagg-k).
+	Fraction float64 `json:"fraction"`
+	// Bits is the fixed-point width b, 2..MaxSecAggBits: values are
+	// clipped to [-clip, clip] and coded on 2^(b-1)-1 levels either side.
+	// The sum of n codes cannot wrap modulo 2^32 while n·2^b <= 2^32
+	// (secagg.FixedPoint.Check).
+	Bits int `json:"bits"`
+	// Clip is the fixed-point range: a positive value is fixed; 0 is
+	// automatic, ClipMult times the RMS of the previous round's mean
+	// update on its support (DefaultSecAggClip in round 1).
+	Clip float64 `json:"clip,omitempty"`
+	// Neighbours (k) and Threshold (t) are the protocol's neighbourhood
+	// size and threshold; 0 chooses them (secagg.ChooseK).
+	Neighbours int `json:"neighbours,omitempty"`
+	Threshold  int `json:"threshold,omitempty"`
+}
+
+// Defaults and bounds of SecAgg.
+const (
+	DefaultSecAggFraction = 0.01
+	DefaultSecAggBits     = 8
+	MaxSecAggBits         = 24
+	// DefaultSecAggClip is the automatic clip of the first round, before
+	// any aggregate gives a scale.
+	DefaultSecAggClip = 0.01
+	// SecAggClipMult is the automatic clip as a multiple of the RMS of
+	// the previous round's mean update on its support.
+	SecAggClipMult = 8
+)
+
+// validateSecAgg checks s.SecAgg against the rest of the run: the upload
+// codec is the secagg one, and the strategy only sees the mean (see
+// SecAggNormBound).
+func (s Spec) validateSecAgg() error {
+	sa := s.SecAgg
+	if sa == nil {
+		return nil
+	}
+	switch {
+	case !(sa.Fraction > 0 && sa.Fraction <= 1):
+		return invalid("--secagg-k %v: want a fraction in (0, 1]", sa.Fraction)
+	case sa.Bits < 2 || sa.Bits > MaxSecAggBits:
+		return invalid("--secagg-bits %d: want 2..%d", sa.Bits, MaxSecAggBits)
+	case !(sa.Clip >= 0) || math.IsInf(sa.Clip, 0):
+		return invalid("--secagg-clip %v: want a positive value (0: automatic)", sa.Clip)
+	case sa.Neighbours < 0 || sa.Threshold < 0:
+		return invalid("--secagg-neighbours %d, --secagg-threshold %d: want 0 (choose) or more", sa.Neighbours, sa.Threshold)
+	case (sa.Neighbours == 0) != (sa.Threshold == 0):
+		return invalid("--secagg-neighbours and --secagg-threshold: set both or neither")
+	case !gradient.IsNone(s.UploadCodec):
+		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
+	}
+	_, err := SecAggNormBound(s.Strategy)
+	return err
+}
+
+// secAggDefaultStrategy is what the default strategy stands for under
+// secure aggregation: its server step, without the keys that need each
+// update (the bound by the round's medians, a quorum).
+const secAggDefaultStrategy = "fedavgm,lr=3,momentum=0,anneal=200"
+
+// SecAggStrategy returns the strategy a run with secure aggregation uses
+// for strategy: the default strategy's server step alone for
+// DefaultStrategy, strategy itself otherwise (which SecAggNormBound may
+// refuse).
+func SecAggStrategy(strategy string) string {
+	if strategy == DefaultStrategy {
+		return secAggDefaultStrategy
+	}
+	return strategy
+}
+
+// SecAggNormBound checks that strategy can run on masked inputs and
+// returns the norm bound its clients apply to their own updates (0:
+// none). The server sees only the round's sum, so only the mean-based
+// rules that read nothing but the mean are allowed: fedavg, fedavgm,
+// fedadam, fedyogi, fedadagrad, with mean=all. Rules that inspect each
+// update (median, trimmed-mean, krum, bulyan, multi-krum, cclip, signvote)
+// and the wrappers that do (bound=auto written out, filter, bucket,
+// reputation, quorum, server-side DP) are refused. bound=N moves to the
+// clients: each clips its update to L2 norm N before encoding. The
+// implicit default bound (AutoBound around a mean-based rule) has nothing
+// to bound, since every survivor is credited with the same mean.
+func SecAggNormBound(strategy string) (float64, error) {
+	st, err := aggregate.Parse(strategy)
+	if err != nil {
+		return 0, invalid("--strategy %q: %w", strategy, err)
+	}
+	if hasKey(strategy, "bound", "auto") || hasKey(strategy, "bound-median", "") || hasKey(strategy, "weight-cap", "") || hasKey(strategy, "bound-growth", "") {
+		return 0, invalid("--strategy %q with --secagg: bound=auto (and its bound-median, weight-cap, bound-growth) needs each update's norm, which masking hides; use bound=N (each client clips its own update) or bound=off", strategy)
+	}
+	inner, bound := st, 0.0
+	switch b := st.(type) {
+	case aggregate.AutoBound:
+		inner = b.Inner
+	case aggregate.NormBound:
+		inner, bound = b.Inner, b.Bound
+	}
+	ok := false
+	switch r := inner.(type) {
+	case nil:
+		ok = true
+	case aggregate.FedAvg:
+		ok = r.Mean == aggregate.MeanAll
+	case *aggregate.FedAvgM:
+		ok = r.Mean == aggregate.MeanAll
+	case *aggregate.FedAdam:
+		ok = r.Mean == aggregate.MeanAll
+	case *aggregate.FedYogi:
+		ok = r.Mean == aggregate.MeanAll
+	case *aggregate.FedAdagrad:
+		ok = r.Mean == aggregate.MeanAll
+	}
+	if !ok {
+		return 0, invalid("--strategy %q with --secagg: the server sees only the round's sum; use a mean-based rule (fedavg, fedavgm, fedadam, fedyogi, fedadagrad) with mean=all and no filter, bucket, reputation, quorum or dp-* key", strategy)
+	}
+	return bound, nil
+}
+
+// hasKey reports whether a strategy spec sets key to val (to any value if
+// val is "").
+func hasKey(spec, key, val string) bool {
+	for _, f := range strings.Split(spec, ",")[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		if strings.TrimSpace(k) == key && (val == "" || strings.TrimSpace(v) == val) {
+			return true
+		}
+	}
+	return false
+}

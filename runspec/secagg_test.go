@@ -1,0 +1,65 @@
+package runspec
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestSecAggStrategies: only rules that need nothing but the mean run on
+// masked inputs; bound=N moves to the clients.
+func TestSecAggStrategies(t *testing.T) {
+	for spec, bound := range map[string]float64{
+		"": 0, "fedavg": 0, "fedavg,bound=off": 0, SecAggStrategy(DefaultStrategy): 0, "fedadam,lr=0.01": 0,
+		"fedavg,bound=5": 5, "fedavgm,lr=2,bound=0.5": 0.5,
+	} {
+		got, err := SecAggNormBound(spec)
+		if err != nil || got != bound {
+			t.Errorf("%q: bound %v, %v; want %v", spec, got, err, bound)
+		}
+	}
+	for _, spec := range []string{
+		"median", "trimmed-mean", "krum", "multi-krum", "bulyan", "cclip", "signvote", "robust",
+		"fedavg,bound=auto", "fedavg,bound-median=3", "fedavg,weight-cap=3", "fedavg,mean=senders", "fedavg,filter=0", "fedavg,bucket=2",
+		"fedavg,reputation=2", "fedavg,quorum=2", "fedavg,dp-clip=1,dp-noise=1",
+	} {
+		if _, err := SecAggNormBound(spec); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", spec, err)
+		}
+	}
+}
+
+// TestSecAggValidate checks the SecAgg fields and that a spec without
+// SecAgg encodes as before the field existed.
+func TestSecAggValidate(t *testing.T) {
+	s := good()
+	s.UploadCodec = ""
+	s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(*Spec){
+		"fraction":     func(s *Spec) { s.SecAgg.Fraction = 0 },
+		"bits":         func(s *Spec) { s.SecAgg.Bits = MaxSecAggBits + 1 },
+		"clip":         func(s *Spec) { s.SecAgg.Clip = -1 },
+		"k without t":  func(s *Spec) { s.SecAgg.Neighbours = 4 },
+		"upload codec": func(s *Spec) { s.UploadCodec = "stc" },
+		"strategy":     func(s *Spec) { s.Strategy = "median" },
+	} {
+		c := s
+		sa := *s.SecAgg
+		c.SecAgg = &sa
+		edit(&c)
+		if err := c.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	b, err := json.Marshal(good())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "secagg") {
+		t.Fatalf("a spec without secagg encodes it: %s", b)
+	}
+}

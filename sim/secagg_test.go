@@ -1,0 +1,256 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"testing"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
+)
+
+func secAggConfig(rounds int) Config {
+	cfg := config(rounds, 0.5) // 10 of 20 clients a round
+	cfg.Strategy = "fedavg,bound=off"
+	cfg.SecAgg = &runspec.SecAgg{Fraction: 0.2, Bits: 12, Clip: 0.05}
+	return cfg
+}
+
+// TestSecAggSumExact drops 30% of the clients at each step of the
+// protocol in turn and checks, in every round, that the sum the server
+// recovers is the plain sum of the survivors' fixed-point codes, that the
+// survivors are the clients that sent a masked input (those that drop at
+// the unmask step are in the sum), and that the first round's model moved
+// by exactly the survivors' decoded mean on the support.
+func TestSecAggSumExact(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	for _, step := range SecAggDropSteps {
+		t.Run(step, func(t *testing.T) {
+			cfg := secAggConfig(3)
+			cfg.EvalEvery = 0
+			cfg.SecAggDropout = SecAggDropout{P: 0.3, Step: step}
+			var dropped, rounds int
+			var first []float32
+			cfg.secaggHook = func(r int, selected, survivors []round.ClientID, sum, plain []uint32) {
+				rounds++
+				if !slices.Equal(sum, plain) {
+					t.Errorf("round %d: recovered sum differs from the survivors' plain sum", r)
+				}
+				dropped += len(selected) - len(survivors)
+				if step == "unmask" && len(survivors) != len(selected) {
+					t.Errorf("round %d: %d of %d survivors, but clients dropped only after sending their masked input", r, len(survivors), len(selected))
+				}
+				if r == 1 && first == nil {
+					first = make([]float32, len(sum))
+					secagg.FixedPoint{Clip: 0.05, Bits: 12}.Decode(first, sum)
+					for j := range first {
+						first[j] /= float32(len(survivors))
+					}
+				}
+			}
+			res, err := Run(context.Background(), cfg, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rounds < 3 {
+				t.Fatalf("%d protocol runs for 3 rounds", rounds)
+			}
+			if step != "unmask" && dropped == 0 {
+				t.Fatal("no client dropped at 30% dropout")
+			}
+			for _, m := range res.Rounds {
+				if m.Survivors < 1 || m.Survivors > m.Clients {
+					t.Fatalf("round %d: %d survivors of %d", m.Round, m.Survivors, m.Clients)
+				}
+			}
+			// Round 1 from the same init, alone: the model moves by the mean.
+			cfg1 := cfg
+			cfg1.Round.Rounds = 1
+			first = nil
+			res1, err := Run(context.Background(), cfg1, model, init, data, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx := make([]int32, len(first))
+			secagg.Support(idx, len(init), round.TaskSeed(cfg.TaskSeed^saltSupport, 1, 0))
+			moved := 0
+			for i := range init {
+				want := init[i]
+				if j, ok := slices.BinarySearch(idx, int32(i)); ok {
+					want += first[j]
+				}
+				if d := math.Abs(float64(res1.Model[i] - want)); d > 1e-6 {
+					t.Fatalf("parameter %d = %v, want init + mean = %v", i, res1.Model[i], want)
+				}
+				if res1.Model[i] != init[i] {
+					moved++
+				}
+			}
+			if moved == 0 || moved > len(idx) {
+				t.Fatalf("%d parameters moved, the support has %d", moved, len(idx))
+			}
+		})
+	}
+}
+
+// TestSecAggBitIdenticalAcrossWorkers runs secure aggregation with random
+// dropouts on 1 and 3 workers and requires the same model bits and metrics.
+func TestSecAggBitIdenticalAcrossWorkers(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	var ref *Result
+	for _, w := range []int{1, 3} {
+		cfg := secAggConfig(3)
+		cfg.Strategy = "" // the default AutoBound around FedAvg: nothing to bound
+		cfg.SecAgg.Clip = 0
+		cfg.Workers = w
+		cfg.SecAggDropout = SecAggDropout{P: 0.2}
+		res, err := Run(context.Background(), cfg, model, init, data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = res
+			continue
+		}
+		for i := range res.Model {
+			if math.Float32bits(res.Model[i]) != math.Float32bits(ref.Model[i]) {
+				t.Fatalf("%d workers: parameter %d = %v, 1 worker gives %v", w, i, res.Model[i], ref.Model[i])
+			}
+		}
+		for r := range res.Rounds {
+			a, b := res.Rounds[r], ref.Rounds[r]
+			a.Seconds, a.TrainSeconds, a.EvalSeconds = b.Seconds, b.TrainSeconds, b.EvalSeconds
+			if a != b {
+				t.Fatalf("%d workers: round %d metrics %+v, 1 worker %+v", w, r+1, a, b)
+			}
+		}
+	}
+	if slices.Equal(ref.Model, init) {
+		t.Fatal("training did not change the model")
+	}
+}
+
+// TestSecAggBytes checks the bytes a round counts without dropouts against
+// the protocol's message sizes (docs/secagg.md): per client 94 + 161·k up
+// for keys and shares, 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
+// m bits, 18 + 192·k down, on top of the dense model download.
+func TestSecAggBytes(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	cfg := secAggConfig(2)
+	cfg.SecAgg.Neighbours, cfg.SecAgg.Threshold = 4, 3
+	res, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, k := int64(10), int64(4)
+	d := int64(math.Round(0.2 * float64(model.NumParams())))
+	bits, _ := gradient.MaskedBits(10, 2047) // 12-bit codes: 16 bits
+	if bits != 16 {
+		t.Fatalf("masked values of %d bits", bits)
+	}
+	for _, m := range res.Rounds {
+		if want := n * (94 + 161*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
+			t.Errorf("round %d: %d bytes up, want %d", m.Round, m.UploadBytes, want)
+		}
+		if want := n*(18+192*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
+			t.Errorf("round %d: %d bytes down, want %d", m.Round, m.DownloadBytes, want)
+		}
+		if m.Survivors != 10 {
+			t.Errorf("round %d: %d survivors without dropouts", m.Round, m.Survivors)
+		}
+	}
+}
+
+// TestSecAggTrains runs a short synthetic training under secure
+// aggregation and requires accuracy well above chance (10 classes).
+func TestSecAggTrains(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	cfg := secAggConfig(15)
+	cfg.EvalEvery = 0
+	cfg.SecAgg = &runspec.SecAgg{Fraction: 0.3, Bits: 8}
+	cfg.Strategy = "fedavgm,lr=3,momentum=0"
+	cfg.SecAggDropout = SecAggDropout{P: 0.1}
+	res, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := res.Rounds[len(res.Rounds)-1]
+	t.Logf("accuracy %.3f after %d rounds", last.TestAccuracy, last.Round)
+	if last.TestAccuracy < 0.35 {
+		t.Fatalf("accuracy %.3f after %d rounds, want well above chance (0.1)", last.TestAccuracy, last.Round)
+	}
+}
+
+// TestSecAggRefuses checks the runs secure aggregation cannot simulate.
+func TestSecAggRefuses(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	for name, edit := range map[string]func(*Config){
+		"median":          func(c *Config) { c.Strategy = "median" },
+		"bound=auto":      func(c *Config) { c.Strategy = "fedavg,bound=auto" },
+		"upload codec":    func(c *Config) { c.UploadCodec = "stc" },
+		"too many bits":   func(c *Config) { c.SecAgg.Bits = 30 },
+		"attack":          func(c *Config) { c.Attack = Attack{Kind: "scale", Fraction: 0.2} },
+		"dropout":         func(c *Config) { c.SecAggDropout = SecAggDropout{P: 1} },
+		"two per round":   func(c *Config) { c.Round.Fraction = 0.1 },
+		"threshold alone": func(c *Config) { c.SecAgg.Threshold = 3 },
+	} {
+		cfg := secAggConfig(1)
+		edit(&cfg)
+		if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else if name == "median" && !errors.Is(err, runspec.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// TestSecAggErrorFeedback: what a client's codes carry plus its new
+// residual is its update (plus its old residual), whatever it clipped;
+// a client whose masked input is not in the sum keeps all of it.
+func TestSecAggErrorFeedback(t *testing.T) {
+	cfg := secAggConfig(1)
+	cfg.SecAgg.Clip = 0.01
+	const n = 1000
+	s, err := newSecAggRun(cfg, n, 20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.open(1, 2)
+	delta := make([]float32, n)
+	for i := range delta {
+		delta[i] = float32(i%7-3) * 0.004 // some beyond the clip
+	}
+	for i, id := range []round.ClientID{1, 2} {
+		s.encode(i, id, 1, slices.Clone(delta))
+	}
+	s.unsend(1, 2)
+	res := make([]float32, n)
+	for i, id := range []round.ClientID{1, 2} {
+		s.store.Load(id, res, nil)
+		if i == 0 {
+			secagg.Scatter(res, s.sent[0], s.idx)
+		}
+		for j := range res {
+			if math.Abs(float64(res[j]-delta[j])) > 1e-7 {
+				t.Fatalf("client %d: residual + sent at %d = %v, update %v", id, j, res[j], delta[j])
+			}
+		}
+	}
+	if slices.Max(s.sent[0]) > 0.01 || slices.Min(s.sent[0]) < -0.01 {
+		t.Fatalf("sent values beyond the clip: %v..%v", slices.Min(s.sent[0]), slices.Max(s.sent[0]))
+	}
+}
