@@ -19,9 +19,9 @@ import (
 // three addresses. It kill -9s the leader during round 2 and then kills a
 // client during a later round. The run must finish every round; the
 // round in progress at the leader's death must close with every update
-// (none acknowledged is lost); the dead client must be dropped by
-// membership before the round's deadline; and the two surviving replicas
-// must end with byte-identical model files.
+// (none acknowledged is lost); a round that awaits the dead client must
+// drop it by membership before the round's deadline; and the two
+// surviving replicas must end with byte-identical model files.
 //
 // Every wait is for a log line, with deadlines generous enough for a
 // starved machine (2 cores under -race and other tests): the round
@@ -132,12 +132,34 @@ func TestClusterFailover(t *testing.T) {
 		}
 		return false
 	})
+	// Never fails under load: the wait above is shorter than the deadline.
+	// It documents that no round after the kill waited for its deadline.
 	if d := time.Since(killed); d >= roundDeadline {
 		t.Fatalf("the run took %v after a client died: it waited for the deadline", d)
 	}
-	waitLog(t, leader, "membership to report the dead client", wait, func() bool {
-		return survivors[0].find("client left the membership", nil) != nil || survivors[1].find("client left the membership", nil) != nil
-	})
+	// The dead client holds a round up only if that round selected it and
+	// it had not uploaded yet: a round that closed without an update after
+	// the kill closed because membership dropped it (not its deadline), and
+	// the leader logs "client left the membership" before that drop. When
+	// no round awaited it (not selected, or it uploaded before the kill),
+	// nothing waits for membership and the coordinators exit when training
+	// finishes, possibly before gossip reports the death: no line to wait
+	// for then.
+	missed := false
+	for _, c := range survivors {
+		for _, r := range []float64{4, 5} {
+			if l := c.find("round closed", map[string]float64{"round": r}); l != nil && l["missing"] != 0.0 {
+				missed = true
+			}
+		}
+	}
+	if missed {
+		waitLog(t, leader, "membership to report the dead client", wait, func() bool {
+			return survivors[0].find("client left the membership", nil) != nil || survivors[1].find("client left the membership", nil) != nil
+		})
+	} else {
+		t.Log("no round after the kill awaited the dead client: it had uploaded or was not selected")
+	}
 	l := finished.find("round closed", map[string]float64{"round": 5, "version": 5})
 	// Five rounds of bounded FedAvg (the default server step of 3
 	// overshoots with three or four clients this large), lattice
