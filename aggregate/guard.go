@@ -194,8 +194,6 @@ func SetShapes(s Strategy, shapes [][]int) error {
 		switch w := s.(type) {
 		case AutoBound:
 			s = w.inner()
-		case *AutoBound:
-			s = w.inner()
 		case NormBound:
 			s = w.Inner
 		case *Quorum:
@@ -283,7 +281,7 @@ func (q *Quorum) Begin(n int) Accumulator {
 	}
 	acc := q.inner().Begin(n)
 	sa, _ := acc.(scaledAdder)
-	return &quorumAcc{q: q, n: n, inner: acc, sa: sa, thr: q.threshold(), seen: q.seen}
+	return &quorumAcc{q: q, n: n, inner: acc, sa: sa, seen: q.seen}
 }
 
 type quorumAcc struct {
@@ -297,7 +295,6 @@ type quorumAcc struct {
 	dense   []float32
 	scratch []float32
 	masked  int
-	thr     int    // bits a support set needs this round
 	openB   []bool // per support set: open this round; from the first Add
 	seen    uint64 // q.seen with this round's clients
 	applied bool
@@ -316,8 +313,9 @@ func (a *quorumAcc) opens() {
 		return
 	}
 	a.openB = make([]bool, a.q.blocks(a.n))
+	thr := a.q.threshold() // q.seen changes only when Apply succeeds
 	for b, set := range a.q.support {
-		a.openB[b] = bits.OnesCount64(set) >= a.thr
+		a.openB[b] = bits.OnesCount64(set) >= thr
 	}
 }
 

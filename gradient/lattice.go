@@ -316,8 +316,8 @@ func latticeSteps(diff []float32, idx []int32, tensors []int, factor float64) ([
 	// A tensor that did not change (the first layer, say, while a quorum
 	// holds it) takes the largest step of the others: its own changes, when
 	// they come, are not known yet, and training's changes shrink. With the
-	// smallest, the main job under quorum=24,quorum-by=input downloaded
-	// 5.8 MiB instead of 5.0 for the same accuracy.
+	// smallest, the main job with quorum=24,quorum-by=input downloaded
+	// 5.8 MiB instead of 5.0.
 	largest := 0.0
 	for _, m := range means {
 		if m > 0 {
