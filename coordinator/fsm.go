@@ -944,7 +944,7 @@ func (f *FSM) roundMark() [5]uint64 {
 func (f *FSM) TaskFor(id round.ClientID) (Progress, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.progress(), f.mach != nil && f.mach.Awaits(id)
+	return f.progress(), f.mach != nil && f.mach.Awaits(id) && f.saOffers(id)
 }
 
 // Awaits reports whether the open round still waits for the client's

@@ -703,6 +703,36 @@ func (n *Node) SecAggTask(id round.ClientID, roundNo int) (SecAggTask, error) {
 	return n.fsm.SecAggTask(id, roundNo)
 }
 
+// SecAggWait returns client id's task in round roundNo's secure
+// aggregation once the round has reached step, waiting for the step to
+// change until ctx ends (ErrNoTask). It answers at once an error that
+// waiting cannot change: another round, a client the step does not
+// expect.
+func (n *Node) SecAggWait(ctx context.Context, id round.ClientID, roundNo, step int) (SecAggTask, error) {
+	for {
+		changed := n.fsm.Progress().Changed
+		t, err := n.SecAggTask(id, roundNo)
+		if err == nil && t.Step >= step {
+			return t, nil
+		}
+		if err != nil && !errors.Is(err, ErrCatchingUp) {
+			return t, err
+		}
+		refresh := time.NewTimer(n.cfg.AliveWindow / 2)
+		select {
+		case <-changed:
+		case <-refresh.C:
+		case <-ctx.Done():
+			refresh.Stop()
+			return SecAggTask{}, ErrNoTask
+		case <-n.stop:
+			refresh.Stop()
+			return SecAggTask{}, ErrNoTask
+		}
+		refresh.Stop()
+	}
+}
+
 // CheckUpload judges an update by its header, before its payload is
 // read, as Submit would: only the leader takes updates, and only from a
 // client the open round still waits for. The service calls it so that a

@@ -49,10 +49,27 @@ const (
 )
 
 // saStepEnd are the ends of the steps, in eighths of the round's deadline
-// after the round opened: advertising and sharing keys are quick, the
-// masked input waits for local training, and unmasking ends before the
-// round's own deadline, so the survivors are submitted in time.
-var saStepEnd = [4]time.Duration{1, 2, 6, 7}
+// after the round opened: the advertise step includes the clients'
+// download and local training (client/remote trains before it
+// advertises), and unmasking ends before the round's own deadline, so the
+// survivors are submitted in time.
+var saStepEnd = [4]time.Duration{3, 4, 6, 7}
+
+// saOffers reports whether the open round still offers client id a task:
+// under secure aggregation only while the advertise step runs and the
+// client has not advertised; a client that restarts later cannot rejoin
+// the protocol with new keys. The caller holds mu.
+func (f *FSM) saOffers(id round.ClientID) bool {
+	s := f.sa
+	if f.cfg == nil || f.cfg.SecAgg == nil {
+		return true
+	}
+	if s == nil || s.step != SecAggAdvertise {
+		return false
+	}
+	_, answered := s.answered[id]
+	return !answered
+}
 
 // Seeds of a round's protocol, mixed into the run's task seed. They are
 // the simulator's (sim/secagg.go), so that both drivers draw the same
@@ -294,17 +311,6 @@ func (s *saRound) decode(id round.ClientID, step int, msg []byte, y []uint32) (a
 // header of a masked-input step message, before the packed values
 // (gradient.AppendMasked).
 const maskedHeaderLen = 14
-
-// AppendMaskedInput appends a client's masked-input step message to dst:
-// the secagg.MaskedInput header without values, then y's low m bits
-// (gradient.AppendMasked), m being the round's SecAggTask.MaskBits.
-func AppendMaskedInput(dst []byte, y secagg.MaskedInput, m int) ([]byte, error) {
-	hdr, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
-	if err != nil {
-		return dst, err
-	}
-	return gradient.AppendMasked(append(dst, hdr...), y.Y, m), nil
-}
 
 // saAdd applies a client's step message: the server takes it or refuses
 // it and stays as it was. The caller holds mu.

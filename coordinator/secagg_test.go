@@ -93,7 +93,7 @@ func (p *saPeer) answer(tb testing.TB, task SecAggTask) []byte {
 		var y secagg.MaskedInput
 		if err = in.UnmarshalBinary(task.Msg); err == nil {
 			if y, err = p.c.MaskInput(p.codes, in); err == nil {
-				out, err = AppendMaskedInput(nil, y, task.MaskBits)
+				out, err = appendMaskedInput(nil, y, task.MaskBits)
 			}
 		}
 	case SecAggUnmask:
@@ -110,6 +110,17 @@ func (p *saPeer) answer(tb testing.TB, task SecAggTask) []byte {
 	}
 	p.answers[task.Step] = out
 	return out
+}
+
+// appendMaskedInput appends a masked-input step message to dst as a
+// client sends it: the secagg.MaskedInput header without values, then y's
+// low m bits (gradient.AppendMasked).
+func appendMaskedInput(dst []byte, y secagg.MaskedInput, m int) ([]byte, error) {
+	hdr, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
+	if err != nil {
+		return dst, err
+	}
+	return gradient.AppendMasked(append(dst, hdr...), y.Y, m), nil
 }
 
 // saHarness applies entries to one FSM on a virtual clock, checking after
