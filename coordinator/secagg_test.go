@@ -177,7 +177,7 @@ func newSAHarness(t *testing.T, n int, t0 time.Time) (*saHarness, round.Opened) 
 // in turn: the recovered sum equals the plain sum of the survivors'
 // codes, the model moves by their decoded mean on the support and
 // nowhere else, every entry's state survives a snapshot and a restore,
-// and no entry or snapshot holds a client's codes. Four dropping at the
+// and no entry or snapshot holds a client's codes. Six dropping at the
 // unmask step leave too few shares: the round is abandoned.
 func TestSecAggFSMRound(t *testing.T) {
 	const n = 10
@@ -398,4 +398,42 @@ func TestSecAggRefusals(t *testing.T) {
 	if res := h.apply(command{Type: cmdClose, Now: now.UnixNano()}); !errors.Is(res.(error), ErrSecAggOnly) {
 		t.Errorf("a close in the middle of the protocol: %v", res)
 	}
+}
+
+// FuzzSecAggApply applies an arbitrary step message, for each step, to an
+// FSM whose round is at that step of the protocol: Apply never panics,
+// and a message it refuses changes nothing.
+func FuzzSecAggApply(f *testing.F) {
+	f.Add(uint64(0), []byte{1, 0, 1, 2})
+	f.Add(uint64(2), []byte{1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(uint64(3), []byte{})
+	f.Fuzz(func(t *testing.T, who uint64, msg []byte) {
+		t0 := time.Unix(1000, 0).UTC()
+		h, o := newSAHarness(t, 4, t0)
+		id := o.Selected[who%uint64(len(o.Selected))]
+		peers := map[round.ClientID]*saPeer{}
+		target := int(who>>8) % 4
+		now := t0.Add(time.Second)
+		for step := 0; step < target; step++ {
+			for _, c := range o.Selected {
+				task, err := h.f.SecAggTask(c, o.Round)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if step == 0 {
+					peers[c] = &saPeer{id: c}
+					peers[c].start(t, task, make([]float32, h.f.Params()))
+				}
+				h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
+			}
+			h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+		}
+		before := stateBytes(t, h.f)
+		res := h.f.Apply(&raft.Log{Index: h.index + 1, Type: raft.LogCommand,
+			Data: (&command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: target, Payload: msg}).encode()})
+		if _, refused := res.(error); refused && !bytes.Equal(before, stateBytes(t, h.f)) {
+			t.Fatalf("a refused message (%v) changed the state", res)
+		}
+		checkRestores(t, h.f)
+	})
 }
