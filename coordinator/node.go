@@ -718,19 +718,27 @@ func (n *Node) SecAggWait(ctx context.Context, id round.ClientID, roundNo, step 
 		if err != nil && !errors.Is(err, ErrCatchingUp) {
 			return t, err
 		}
-		refresh := time.NewTimer(n.cfg.AliveWindow / 2)
-		select {
-		case <-changed:
-		case <-refresh.C:
-		case <-ctx.Done():
-			refresh.Stop()
-			return SecAggTask{}, ErrNoTask
-		case <-n.stop:
-			refresh.Stop()
+		if !n.waitChange(ctx, changed) {
 			return SecAggTask{}, ErrNoTask
 		}
-		refresh.Stop()
 	}
+}
+
+// waitChange waits until changed is closed or half an AliveWindow passes
+// (a waiting client is alive: it is recorded at least twice per window),
+// and returns false if ctx or the node ends first.
+func (n *Node) waitChange(ctx context.Context, changed <-chan struct{}) bool {
+	refresh := time.NewTimer(n.cfg.AliveWindow / 2)
+	defer refresh.Stop()
+	select {
+	case <-changed:
+	case <-refresh.C:
+	case <-ctx.Done():
+		return false
+	case <-n.stop:
+		return false
+	}
+	return true
 }
 
 // CheckUpload judges an update by its header, before its payload is
@@ -787,18 +795,9 @@ func (n *Node) WaitTask(ctx context.Context, id round.ClientID) (Task, error) {
 		}
 		// A waiting client is alive: wake at least twice per AliveWindow
 		// to record it, since Changed fires only when the round changes.
-		refresh := time.NewTimer(n.cfg.AliveWindow / 2)
-		select {
-		case <-v.Changed:
-		case <-refresh.C:
-		case <-ctx.Done():
-			refresh.Stop()
-			return Task{}, ErrNoTask
-		case <-n.stop:
-			refresh.Stop()
+		if !n.waitChange(ctx, v.Changed) {
 			return Task{}, ErrNoTask
 		}
-		refresh.Stop()
 	}
 }
 
