@@ -16,11 +16,11 @@ import (
 	"github.com/fedzip/fedzip/secagg"
 )
 
-// TestSecAggClusterFailover runs three secure aggregation rounds on a
+// TestSecAggClusterFailover runs four secure aggregation rounds on a
 // 3-node cluster (Raft on bolt logs over peer TLS on 127.0.0.1) with five
 // clients that train on synthetic shards. In round r the leader is killed
-// right after the first client's message of step r (share keys, masked
-// input, unmask) and restarted once the round is over: no round is lost,
+// right after the first client's message of step r−1 (advertise, share
+// keys, masked input, unmask) and restarted once the round is over: no round is lost,
 // each moves the model by exactly the survivors' decoded mean, clients
 // that resend a message after the failover are acknowledged, the model's
 // accuracy improves, and every replica ends bit-identical.
@@ -28,7 +28,7 @@ func TestSecAggClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("disk cluster in -short mode")
 	}
-	const rounds = 3
+	const rounds = 4
 	fed, _ := dataset.Synthetic(1, 1, 5, 3)
 	run := &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
@@ -86,8 +86,8 @@ func TestSecAggClusterFailover(t *testing.T) {
 				}
 				msg := p.answer(t, task)
 				retryLeader(t, "a step message", leader, func(l *Node) error { return l.SecAggSend(id, r, step, msg) })
-				if i == 0 && step == r {
-					// Kill the leader after the first message of step r;
+				if i == 0 && step == r-1 {
+					// Kill the leader after the first message of step r−1;
 					// the next client's message goes to the new one.
 					for k, d := range ds {
 						if d.node != nil && d.node.IsLeader() {
