@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -31,17 +32,14 @@ func saRun(n int) *RunConfig {
 		AggregateOrder: OrderSelection, StrategyDefaults: DefaultsBounded}
 }
 
-// saPeer is a test client of secure aggregation: its secagg.Client (keys
-// from crypto/rand), its codes for the round, and its last answer of each
-// step, which it sends again when asked again (after a lost answer or a
-// failover) instead of stepping its client twice.
+// saPeer is a test client of secure aggregation: its secagg.Peer (keys
+// from crypto/rand), which resends its answer of a step when asked again,
+// and its codes for the round.
 type saPeer struct {
-	id      round.ClientID
-	round   int
-	c       *secagg.Client
-	codes   []uint32
-	res     []float32
-	answers [4][]byte
+	id    round.ClientID
+	p     *secagg.Peer
+	codes []uint32
+	res   []float32
 }
 
 // start begins round task.Round: a fresh protocol client, and delta
@@ -52,9 +50,11 @@ func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if p.c, err = secagg.NewClient(g, uint64(p.id), rand.Reader); err != nil {
+	c, err := secagg.NewClient(g, uint64(p.id), rand.Reader)
+	if err != nil {
 		tb.Fatal(err)
 	}
+	p.p = secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return remote.PackMasked(y, task.MaskBits) })
 	if p.res == nil {
 		p.res = make([]float32, len(delta))
 	}
@@ -63,64 +63,16 @@ func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
 	p.codes = make([]uint32, len(idx))
 	sent := make([]float32, len(idx))
 	secagg.EncodeUpdate(p.codes, sent, p.res, delta, idx, task.Fixed, task.NormBound, round.TaskSeed(task.SupportSeed, task.Round, p.id))
-	p.round, p.answers = task.Round, [4][]byte{}
 }
 
 // answer returns the peer's message for task's step.
 func (p *saPeer) answer(tb testing.TB, task SecAggTask) []byte {
 	tb.Helper()
-	if a := p.answers[task.Step]; a != nil {
-		return a
-	}
-	var out []byte
-	var err error
-	switch task.Step {
-	case SecAggAdvertise:
-		var a secagg.KeyAdvert
-		if a, err = p.c.Advertise(); err == nil {
-			out, err = a.MarshalBinary()
-		}
-	case SecAggShare:
-		var l secagg.KeyList
-		var b secagg.ShareBundle
-		if err = l.UnmarshalBinary(task.Msg); err == nil {
-			if b, err = p.c.ShareKeys(l); err == nil {
-				out, err = b.MarshalBinary()
-			}
-		}
-	case SecAggMasked:
-		var in secagg.ShareBundle
-		var y secagg.MaskedInput
-		if err = in.UnmarshalBinary(task.Msg); err == nil {
-			if y, err = p.c.MaskInput(p.codes, in); err == nil {
-				out, err = appendMaskedInput(nil, y, task.MaskBits)
-			}
-		}
-	case SecAggUnmask:
-		var q secagg.UnmaskRequest
-		var u secagg.UnmaskResponse
-		if err = q.UnmarshalBinary(task.Msg); err == nil {
-			if u, err = p.c.Unmask(q); err == nil {
-				out, err = u.MarshalBinary()
-			}
-		}
-	}
+	out, err := p.p.Answer(task.Step, task.Msg, p.codes)
 	if err != nil {
 		tb.Fatalf("client %d, step %d: %v", p.id, task.Step, err)
 	}
-	p.answers[task.Step] = out
 	return out
-}
-
-// appendMaskedInput appends a masked-input step message to dst as a
-// client sends it: the secagg.MaskedInput header without values, then y's
-// low m bits (gradient.AppendMasked).
-func appendMaskedInput(dst []byte, y secagg.MaskedInput, m int) ([]byte, error) {
-	hdr, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
-	if err != nil {
-		return dst, err
-	}
-	return gradient.AppendMasked(append(dst, hdr...), y.Y, m), nil
 }
 
 // saHarness applies entries to one FSM on a virtual clock, checking after

@@ -26,18 +26,14 @@ var errSecAggOut = errors.New("client: out of the round's secure aggregation")
 const secAggFile = "secagg-residual.bin"
 
 // secAggPeer is the client's side of one secure aggregation round: its
-// protocol client (keys from crypto/rand), its update's codes on the
-// round's support, and its last answer of each step, which it sends
-// again, byte for byte, when a step is asked again after a lost answer or
-// a failover, instead of stepping its protocol client twice (which
-// secagg.Client refuses with ErrStep).
+// protocol peer (keys from crypto/rand; secagg.Peer resends an answer
+// byte for byte when a step is asked again after a lost answer or a
+// failover), and its update's codes on the round's support.
 type secAggPeer struct {
-	c       *secagg.Client
-	idx     []int32
-	codes   []uint32
-	sent    []float32
-	m       int
-	answers [4][]byte
+	*secagg.Peer
+	idx   []int32
+	codes []uint32
+	sent  []float32
 }
 
 // newSecAggPeer starts the round res describes: it checks the
@@ -65,60 +61,24 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
-	p := &secAggPeer{c: c, idx: make([]int32, d), codes: make([]uint32, d), sent: make([]float32, d), m: int(res.GetMaskBits())}
+	m := int(res.GetMaskBits())
+	p := &secAggPeer{Peer: secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return PackMasked(y, m) }),
+		idx: make([]int32, d), codes: make([]uint32, d), sent: make([]float32, d)}
 	secagg.Support(p.idx, len(delta), res.GetSupportSeed())
 	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed)
 	return p, nil
 }
 
-// answer returns the client's message for step, given the server's
-// message for it; the same bytes again when asked again.
-func (p *secAggPeer) answer(step int, in []byte) ([]byte, error) {
-	if a := p.answers[step]; a != nil {
-		return a, nil
-	}
-	var out []byte
-	var err error
-	switch step {
-	case 0:
-		var a secagg.KeyAdvert
-		if a, err = p.c.Advertise(); err == nil {
-			out, err = a.MarshalBinary()
-		}
-	case 1:
-		var l secagg.KeyList
-		var b secagg.ShareBundle
-		if err = l.UnmarshalBinary(in); err == nil {
-			if b, err = p.c.ShareKeys(l); err == nil {
-				out, err = b.MarshalBinary()
-			}
-		}
-	case 2:
-		var sb secagg.ShareBundle
-		var y secagg.MaskedInput
-		if err = sb.UnmarshalBinary(in); err == nil {
-			if y, err = p.c.MaskInput(p.codes, sb); err == nil {
-				// The header without values, then the low m bits of each
-				// masked value.
-				if out, err = (&secagg.MaskedInput{From: y.From}).MarshalBinary(); err == nil {
-					out = gradient.AppendMasked(out, y.Y, p.m)
-				}
-			}
-		}
-	case 3:
-		var q secagg.UnmaskRequest
-		var u secagg.UnmaskResponse
-		if err = q.UnmarshalBinary(in); err == nil {
-			if u, err = p.c.Unmask(q); err == nil {
-				out, err = u.MarshalBinary()
-			}
-		}
-	}
+// PackMasked encodes a masked-input step message as SecAggStep carries
+// it: the secagg.MaskedInput header without values, then the low m bits
+// of each masked value (gradient.AppendMasked), m being the round's
+// mask_bits.
+func PackMasked(y secagg.MaskedInput, m int) ([]byte, error) {
+	hdr, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
 	if err != nil {
 		return nil, err
 	}
-	p.answers[step] = out
-	return out, nil
+	return gradient.AppendMasked(hdr, y.Y, m), nil
 }
 
 // secAggRound takes part in the secure aggregation of task's round with
@@ -166,7 +126,7 @@ func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []f
 				return err
 			}
 		}
-		msg, err := p.answer(step, res.GetMessage())
+		msg, err := p.Answer(step, res.GetMessage(), p.codes)
 		if err != nil {
 			// Too few neighbours left, or a message that does not
 			// open: this client aborts the round.
