@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -388,4 +389,39 @@ func FuzzSecAggApply(f *testing.F) {
 		}
 		checkRestores(t, h.f)
 	})
+}
+
+// TestSnapshotBeforeSecAgg: a snapshot written before secure aggregation
+// (without its fields) restores, with secure aggregation off, to the
+// state it was taken from.
+func TestSnapshotBeforeSecAgg(t *testing.T) {
+	f, _ := runningFSM(t)
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := s.(*snapshot)
+	old := struct {
+		Config     []byte
+		Clients    []clientRecord
+		NextID     round.ClientID
+		Applied    uint64
+		Machine    round.State
+		Accepted   []command
+		LastClosed round.Closed
+		Strategy   []byte
+		Nodes      []NodeInfo
+		Download   *gradient.ServerState
+	}{cur.Config, cur.Clients, cur.NextID, cur.Applied, cur.Machine, cur.Accepted, cur.LastClosed, cur.Strategy, cur.Nodes, cur.Download}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&old); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(nopCloser{&buf}); err != nil {
+		t.Fatal(err)
+	}
+	if g.sa != nil || !bytes.Equal(stateBytes(t, f), stateBytes(t, g)) {
+		t.Fatal("an older snapshot restored to another state")
+	}
 }
