@@ -180,6 +180,11 @@ type Metrics struct {
 	// Survivors is, with secure aggregation (Spec.SecAgg), the number of
 	// selected clients whose update is in the round's sum.
 	Survivors int `json:"survivors,omitempty"`
+	// SecAggDPNoise is, with distributed DP (Spec.SecAgg.DP), the standard
+	// deviation of the noise in each value of the round's mean update on
+	// the support, in the model's units; Epsilon is then the privacy the
+	// rounds so far spent (secagg.RDP, at Config.DPDelta).
+	SecAggDPNoise float64 `json:"secagg_dp_noise,omitempty"`
 	// Refused is the number of selected clients whose update was refused
 	// (see Run: values that are not finite, or that the coordinator's
 	// decoder or the round machine refuses) and RefusedAttackers the
@@ -330,7 +335,14 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		}
 		if sa != nil {
 			train = func(submitFunc, refuseFunc) error {
-				return sa.runRound(p, mach, now, from, opened, cfg, data, evals, &met, &lossSum)
+				clip := sa.clip // runRound sets the next round's
+				if err := sa.runRound(p, mach, now, from, opened, cfg, data, evals, &met, &lossSum); err != nil {
+					return err
+				}
+				if sa.dp != nil {
+					met.Epsilon, met.SecAggDPNoise = sa.dp.account(clip, sa.spec.Bits, len(sa.idx), met.Survivors)
+				}
+				return nil
 			}
 		}
 		// A refused update drops its client from the round, as a
