@@ -73,7 +73,7 @@ func (s Spec) validateSecAgg() error {
 	case !gradient.IsNone(s.UploadCodec):
 		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
 	}
-	if err := sa.DP.validate(); err != nil {
+	if err := sa.DP.validate(sa.Clip); err != nil {
 		return err
 	}
 	_, err := SecAggNormBound(s.Strategy)

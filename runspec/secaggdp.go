@@ -21,11 +21,16 @@ type SecAggDP struct {
 // MaxSecAggDPNoise bounds SecAggDP.Noise.
 const MaxSecAggDPNoise = 1e3
 
-// validate checks d (nil: no distributed DP).
-func (d *SecAggDP) validate() error {
+// validate checks d (nil: no distributed DP) for the fixed-point clip
+// clip, which must be fixed: the automatic clip follows the noisy mean,
+// whose noise then widens the next round's grid and so its noise, a loop
+// that diverged within 3 rounds on MNIST (σ scales with the grid step).
+func (d *SecAggDP) validate(clip float64) error {
 	switch {
 	case d == nil:
 		return nil
+	case clip == 0:
+		return invalid("--secagg-dp-noise with the automatic --secagg-clip: set --secagg-clip (the automatic clip follows the noisy mean, and the noise then grows with it)")
 	case !(d.Noise > 0 && d.Noise <= MaxSecAggDPNoise):
 		return invalid("--secagg-dp-noise %v: want a noise multiplier in (0, %g]", d.Noise, MaxSecAggDPNoise)
 	case !(d.Clip > 0) || math.IsInf(d.Clip, 0):

@@ -140,12 +140,6 @@ func (d DDP) Sigma(fp FixedPoint, k int) float64 {
 	return d.Noise * d.Sensitivity(fp, k) / math.Sqrt(float64(d.Clients))
 }
 
-// maxSigma is the largest σ of any fixed-point clip for k values of
-// levels L: Sigma at Δ₂ = L·√k.
-func (d DDP) maxSigma(levels int64, k int) float64 {
-	return d.Noise * float64(levels) * math.Sqrt(float64(k)) / math.Sqrt(float64(d.Clients))
-}
-
 // Encode is a client's encoding of vals (modified) for a masked sum: vals
 // is clipped to L2 norm ClipL2, coded by fp with unbiased randomized
 // rounding drawn from seed (fp.EncodeStochastic), decoded back into vals
@@ -187,33 +181,40 @@ func ClipL2(v []float32, c float64) {
 const SumFailure = 0x1p-40
 
 // SumBound returns a bound on |Σ codes| of n clients' noisy codes on k
-// values of L = levels that holds, whatever the fixed-point clip, with
-// probability at least 1 − SumFailure: n·L for the codes plus T =
-// σ·√(2n·ln(2k/β)) for the noise, at the largest σ any clip gives
-// (Δ₂ = L·√k). N_Z(0, σ²) is σ-subgaussian (CKS 2020: E[e^{λX}] ≤
-// e^{λ²σ²/2}), so the sum of n independent draws is √n·σ-subgaussian,
-// P[|Σ| ≥ T] ≤ 2·exp(−T²/(2nσ²)), and a union over the k values gives β.
-// A masked sum of width m decodes while SumBound ≤ 2^(m−1) − 1.
-func (d DDP) SumBound(levels int64, n, k int) int64 {
-	t := d.maxSigma(levels, k) * math.Sqrt(2*float64(n)*math.Log(2*float64(k)/SumFailure))
-	return int64(n)*levels + int64(math.Ceil(t))
+// values coded by fp that holds with probability at least 1 − SumFailure:
+// n·L for the codes plus T = σ·√(2n·ln(2k/β)) for the noise. N_Z(0, σ²) is
+// σ-subgaussian (CKS 2020: E[e^{λX}] ≤ e^{λ²σ²/2}), so the sum of n
+// independent draws is √n·σ-subgaussian, P[|Σ| ≥ T] ≤ 2·exp(−T²/(2nσ²)),
+// and a union over the k values gives β. A masked sum of width m decodes
+// while SumBound ≤ 2^(m−1) − 1. σ depends on fp.Clip: the bound holds
+// for rounds that code with this clip.
+func (d DDP) SumBound(fp FixedPoint, n, k int) int64 {
+	return int64(math.Ceil(d.sumBound(fp, n, k)))
+}
+
+func (d DDP) sumBound(fp FixedPoint, n, k int) float64 {
+	t := d.Sigma(fp, k) * math.Sqrt(2*float64(n)*math.Log(2*float64(k)/SumFailure))
+	return float64(n)*float64(fp.Levels()) + t
 }
 
 // CheckSum refuses (ErrParams) a mechanism whose sum of n clients' codes
-// on k values of L = levels may not fit an int32 (the fixed point's
-// decoding) within SumBound, or whose σ may leave the sampler's range.
-func (d DDP) CheckSum(levels int64, n, k int) error {
+// on k values coded by fp may not fit an int32 (the fixed point's
+// decoding) within SumBound, or whose σ is out of the sampler's range.
+func (d DDP) CheckSum(fp FixedPoint, n, k int) error {
 	if err := d.Validate(); err != nil {
+		return err
+	}
+	if err := fp.Check(1); err != nil {
 		return err
 	}
 	if n < 1 || k < 1 {
 		return fmt.Errorf("%w: distributed DP for %d clients of %d values", ErrParams, n, k)
 	}
-	if s := d.maxSigma(levels, k); s > MaxSigma {
-		return fmt.Errorf("%w: distributed DP σ up to %.4g, beyond %d", ErrParams, s, MaxSigma)
+	if _, err := NewDiscreteGaussian(d.Sigma(fp, k)); err != nil {
+		return err
 	}
-	if b := float64(n)*float64(levels) + d.maxSigma(levels, k)*math.Sqrt(2*float64(n)*math.Log(2*float64(k)/SumFailure)); b > math.MaxInt32 {
-		return fmt.Errorf("%w: %d clients' codes of %d levels plus noise can reach %.4g, beyond 2^31 − 1", ErrParams, n, levels, b)
+	if b := d.sumBound(fp, n, k); b > math.MaxInt32 {
+		return fmt.Errorf("%w: %d clients' codes of %d bits plus noise σ = %.4g can reach %.4g, beyond 2^31 − 1", ErrParams, n, fp.Bits, d.Sigma(fp, k), b)
 	}
 	return nil
 }

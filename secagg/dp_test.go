@@ -170,7 +170,7 @@ func TestDDPSumBound(t *testing.T) {
 	const n, k = 10, 2000
 	fp := FixedPoint{Clip: 1e-6, Bits: 8} // a tiny clip: Δ₂ is L·√k, σ the largest
 	d := DDP{ClipL2: 1, Noise: 1, Clients: n}
-	bound := d.SumBound(fp.Levels(), n, k)
+	bound := d.SumBound(fp, n, k)
 	sum := make([]int64, k)
 	codes := make([]uint32, k)
 	for c := range n {
@@ -193,10 +193,10 @@ func TestDDPSumBound(t *testing.T) {
 	if extra := float64(bound - n*fp.Levels()); extra > 9*sd {
 		t.Errorf("the noise allowance %.0f is more than 9 standard deviations (%.0f) of the sum's noise", extra, sd)
 	}
-	if err := d.CheckSum(fp.Levels(), n, k); err != nil {
+	if err := d.CheckSum(fp, n, k); err != nil {
 		t.Fatal(err)
 	}
-	if err := (DDP{ClipL2: 1, Noise: 1000, Clients: n}).CheckSum(FixedPoint{Bits: 20}.Levels(), n, k); !errors.Is(err, ErrParams) {
+	if err := (DDP{ClipL2: 1, Noise: 1000, Clients: n}).CheckSum(FixedPoint{Clip: 1e-6, Bits: 20}, n, k); !errors.Is(err, ErrParams) {
 		t.Fatalf("a sum that can overflow: %v", err)
 	}
 	for _, bad := range []DDP{{ClipL2: 0, Noise: 1, Clients: 1}, {ClipL2: 1, Noise: 0, Clients: 1}, {ClipL2: 1, Noise: math.NaN(), Clients: 1}, {ClipL2: math.Inf(1), Noise: 1, Clients: 1}, {ClipL2: 1, Noise: 1}} {

@@ -22,18 +22,20 @@ type secAggDP struct {
 // values on the support: the mechanism, whose noise widens the masked
 // values (their width m covers SumBound, which the noise of a round
 // exceeds with probability at most secagg.SumFailure), and its
-// accountant. Without DP it does nothing.
+// accountant. The fixed-point clip is fixed (runspec refuses the automatic
+// one with DP), so the width holds for every round. Without DP it does
+// nothing.
 func (s *secAggRun) setDP(cfg Config, sel, k int) error {
 	d := cfg.SecAgg.DP
 	if d == nil {
 		return nil
 	}
 	ddp := secagg.DDP{ClipL2: d.Clip, Noise: d.Noise, Clients: sel}
-	levels := secagg.FixedPoint{Bits: s.spec.Bits}.Levels()
-	if err := ddp.CheckSum(levels, sel, k); err != nil {
+	fp := secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}
+	if err := ddp.CheckSum(fp, sel, k); err != nil {
 		return fmt.Errorf("sim: --secagg-dp-noise %v with %d clients a round and --secagg-bits %d: %w", d.Noise, sel, s.spec.Bits, err)
 	}
-	bits, ok := gradient.MaskedBits(1, ddp.SumBound(levels, sel, k))
+	bits, ok := gradient.MaskedBits(1, ddp.SumBound(fp, sel, k))
 	if !ok {
 		return fmt.Errorf("sim: --secagg-dp-noise %v: the noisy sum needs more than 32 bits", d.Noise)
 	}

@@ -134,6 +134,12 @@ func TestSecAggDPRefused(t *testing.T) {
 		}
 	}
 	cfg := secAggConfig(1)
+	cfg.SecAgg.Clip = 0 // automatic: refused with DP
+	cfg.SecAgg.DP = &runspec.SecAggDP{Noise: 1, Clip: 1}
+	if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
+		t.Error("distributed DP with the automatic clip was accepted")
+	}
+	cfg = secAggConfig(1)
 	cfg.SecAgg.Bits = 20
 	cfg.SecAgg.DP = &runspec.SecAggDP{Noise: 1000, Clip: 1}
 	if _, err := Run(context.Background(), cfg, model, init, data, nil); err == nil {
