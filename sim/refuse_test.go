@@ -123,16 +123,22 @@ func TestRefusedBitIdenticalAcrossWorkers(t *testing.T) {
 			ref = res
 			continue
 		}
-		if !slices.Equal(res.Model, ref.Model) {
-			t.Fatalf("%d workers: model differs from 1 worker's", w)
-		}
-		for i := range res.Rounds {
-			a, b := res.Rounds[i], ref.Rounds[i]
-			a.Seconds, a.TrainSeconds, a.EvalSeconds = 0, 0, 0
-			b.Seconds, b.TrainSeconds, b.EvalSeconds = 0, 0, 0
-			if a != b {
-				t.Fatalf("%d workers, round %d: %+v, want %+v", w, i+1, a, b)
-			}
+		requireSameRun(t, w, res, ref)
+	}
+}
+
+// requireSameRun fails t unless res, run on w workers, has the model bits
+// and the metrics (but the times) of ref.
+func requireSameRun(t *testing.T, w int, res, ref *Result) {
+	t.Helper()
+	if !slices.Equal(res.Model, ref.Model) {
+		t.Fatalf("%d workers: model differs from 1 worker's", w)
+	}
+	for i := range res.Rounds {
+		a, b := res.Rounds[i], ref.Rounds[i]
+		a.Seconds, a.TrainSeconds, a.EvalSeconds = b.Seconds, b.TrainSeconds, b.EvalSeconds
+		if a != b {
+			t.Fatalf("%d workers, round %d: %+v, want %+v", w, i+1, a, b)
 		}
 	}
 }

@@ -66,16 +66,7 @@ func TestSecAggDP(t *testing.T) {
 			ref = res
 			continue
 		}
-		if !slices.Equal(res.Model, ref.Model) {
-			t.Fatalf("%d workers: model differs from 1 worker's", w)
-		}
-		for r := range res.Rounds {
-			a, b := res.Rounds[r], ref.Rounds[r]
-			a.Seconds, a.TrainSeconds, a.EvalSeconds = b.Seconds, b.TrainSeconds, b.EvalSeconds
-			if a != b {
-				t.Fatalf("%d workers: round %d metrics %+v, 1 worker %+v", w, r+1, a, b)
-			}
-		}
+		requireSameRun(t, w, res, ref)
 	}
 	// Without DP the same run ends elsewhere: the noise moved the model.
 	cfg := secAggConfig(rounds)
