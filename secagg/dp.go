@@ -199,7 +199,8 @@ func (d DDP) sumBound(fp FixedPoint, n, k int) float64 {
 
 // CheckSum refuses (ErrParams) a mechanism whose sum of n clients' codes
 // on k values coded by fp may not fit an int32 (the fixed point's
-// decoding) within SumBound, or whose σ is out of the sampler's range.
+// decoding) within SumBound, or whose σ is below 1/2 (RDP claims nothing
+// there) or beyond the sampler's range.
 func (d DDP) CheckSum(fp FixedPoint, n, k int) error {
 	if err := d.Validate(); err != nil {
 		return err
@@ -209,6 +210,10 @@ func (d DDP) CheckSum(fp FixedPoint, n, k int) error {
 	}
 	if n < 1 || k < 1 {
 		return fmt.Errorf("%w: distributed DP for %d clients of %d values", ErrParams, n, k)
+	}
+	if s := d.Sigma(fp, k); !(s >= 0.5) {
+		// RDP (Proposition 14) holds for σ ≥ 1/2 only.
+		return fmt.Errorf("%w: distributed DP σ = %.4g grid steps, below the 1/2 its accounting needs: raise the noise multiplier", ErrParams, s)
 	}
 	if _, err := NewDiscreteGaussian(d.Sigma(fp, k)); err != nil {
 		return err

@@ -196,6 +196,9 @@ func TestDDPSumBound(t *testing.T) {
 	if err := d.CheckSum(fp, n, k); err != nil {
 		t.Fatal(err)
 	}
+	if err := (DDP{ClipL2: 1e-9, Noise: 1e-3, Clients: n}).CheckSum(FixedPoint{Clip: 1, Bits: 8}, n, k); !errors.Is(err, ErrParams) {
+		t.Fatalf("σ below 1/2: %v", err)
+	}
 	if err := (DDP{ClipL2: 1, Noise: 1000, Clients: n}).CheckSum(FixedPoint{Clip: 1e-6, Bits: 20}, n, k); !errors.Is(err, ErrParams) {
 		t.Fatalf("a sum that can overflow: %v", err)
 	}
