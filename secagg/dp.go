@@ -31,8 +31,8 @@ import (
 // compares a uniform float64 of 53 random bits with math.Exp(−γ), whose
 // result is within one ulp: a trial's probability is off by at most
 // 2^−52, so one sample's distribution is within total variation distance
-// 2^−52 times the expected trials per sample (under 10 for σ ≥ 1, CKS
-// §5) of N_Z(0, σ²). The sampler allocates nothing and is deterministic
+// 2^−52 times its expected number of trials (a small constant, CKS §5)
+// of N_Z(0, σ²). The sampler allocates nothing and is deterministic
 // given its source.
 type DiscreteGaussian struct {
 	sigma2 float64
@@ -226,8 +226,9 @@ func (d DDP) CheckSum(fp FixedPoint, n, k int) error {
 
 // RDP returns ε(α), for α > 1, of the sum of n clients' inputs in Z^d,
 // each carrying independent N_Z(0, σ²)^d noise, for neighbouring inputs
-// (one client's input added or removed) that differ by Δ with ‖Δ‖₁ ≤ Δ₁
-// and ‖Δ‖₂ ≤ Δ₂: the sum is (α, ε(α))-RDP with
+// (one client's input present or replaced by zeros, its noise present in
+// both) that differ by Δ with ‖Δ‖₁ ≤ Δ₁ and ‖Δ‖₂ ≤ Δ₂: the sum is
+// (α, ε(α))-RDP with
 //
 //	ε(α) = min{ α·Δ₂²/(2nσ²) + τ·d,
 //	            α/2 · (Δ₂²/(nσ²) + 2·Δ₁·τ/(√n·σ) + τ²·d),
