@@ -240,6 +240,13 @@ const evalScratch = 1 << 22
 // Run simulates Config.Round.Rounds rounds of federated training of model,
 // starting from init (not modified), and calls observe (if not nil) after
 // each round from the calling goroutine.
+//
+// A client whose update is refused for its values (see encode: not
+// finite, or refused by the coordinator's decoder or the round machine's
+// validation) is dropped from its round, as a coordinator's round goes on
+// without it, and counted in Metrics.Refused; a round left with too few
+// updates is aborted and opened again (Metrics.Aborted), and Run stops
+// after maxAborted such attempts in a row. Every other error stops Run.
 func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data Data, observe func(Metrics)) (*Result, error) {
 	if err := validate(cfg, model, init, data); err != nil {
 		return nil, err
