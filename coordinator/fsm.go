@@ -154,6 +154,9 @@ func (c RunConfig) checkApply() error {
 	if c.SecAgg != nil && c.Round.Deadline <= 0 {
 		return errors.New("coordinator: --secagg needs a round deadline: the protocol's steps end at fractions of it")
 	}
+	if c.SecAgg != nil && c.SecAgg.DP != nil {
+		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
+	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
 	}

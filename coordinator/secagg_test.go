@@ -63,7 +63,7 @@ func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
 	secagg.Support(idx, len(delta), task.SupportSeed)
 	p.codes = make([]uint32, len(idx))
 	sent := make([]float32, len(idx))
-	secagg.EncodeUpdate(p.codes, sent, p.res, delta, idx, task.Fixed, task.NormBound, round.TaskSeed(task.SupportSeed, task.Round, p.id))
+	secagg.EncodeUpdate(p.codes, sent, p.res, delta, idx, task.Fixed, task.NormBound, round.TaskSeed(task.SupportSeed, task.Round, p.id), nil)
 }
 
 // answer returns the peer's message for task's step.

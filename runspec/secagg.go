@@ -33,6 +33,9 @@ type SecAgg struct {
 	// size and threshold; 0 chooses them (secagg.ChooseK).
 	Neighbours int `json:"neighbours,omitempty"`
 	Threshold  int `json:"threshold,omitempty"`
+	// DP is the distributed discrete Gaussian noise each client adds
+	// (nil: none); see SecAggDP.
+	DP *SecAggDP `json:"dp,omitempty"`
 }
 
 // Defaults and bounds of SecAgg.
@@ -69,6 +72,9 @@ func (s Spec) validateSecAgg() error {
 		return invalid("--secagg-neighbours and --secagg-threshold: set both or neither")
 	case !gradient.IsNone(s.UploadCodec):
 		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
+	}
+	if err := sa.DP.validate(sa.Clip); err != nil {
+		return err
 	}
 	_, err := SecAggNormBound(s.Strategy)
 	return err

@@ -10,7 +10,9 @@ import "math"
 // codes and what they decode to (what the client counts as sent) to sent,
 // both of len(idx), and leaves in res everything the codes do not carry:
 // the coordinates off the support, what was clipped, and the rounding.
-func EncodeUpdate(codes []uint32, sent, res, delta []float32, idx []int32, fp FixedPoint, bound float64, seed uint64) {
+// With distributed DP (dp not nil) the codes are dp.Encode's: clipped to
+// dp's L2 norm, rounded, and noised; sent holds them without the noise.
+func EncodeUpdate(codes []uint32, sent, res, delta []float32, idx []int32, fp FixedPoint, bound float64, seed uint64, dp *DDP) {
 	if bound > 0 {
 		var sq float64
 		for _, v := range delta {
@@ -27,8 +29,12 @@ func EncodeUpdate(codes []uint32, sent, res, delta []float32, idx []int32, fp Fi
 		res[j] += v
 	}
 	Gather(sent, res, idx)
-	fp.EncodeStochastic(codes, sent, seed)
-	fp.Decode(sent, codes)
+	if dp != nil {
+		dp.Encode(codes, sent, fp, seed)
+	} else {
+		fp.EncodeStochastic(codes, sent, seed)
+		fp.Decode(sent, codes)
+	}
 	for j, c := range idx {
 		res[c] -= sent[j]
 	}

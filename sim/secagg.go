@@ -86,6 +86,8 @@ type secAggRun struct {
 	// hook, if set (tests), sees every round's recovered sum and the
 	// plain sum of the survivors' codes.
 	hook func(r int, selected, survivors []round.ClientID, sum, plain []uint32)
+	// dp is the clients' distributed DP noise (nil: none; secaggdp.go).
+	dp *secAggDP
 }
 
 func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
@@ -117,6 +119,9 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 		idx: make([]int32, k), clip: sa.Clip, bits: bits, hook: cfg.secaggHook}
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
+	}
+	if err := s.setDP(cfg, sel, k); err != nil { // distributed DP: secaggdp.go
+		return nil, err
 	}
 	s.bufs.New = func() any { b := make([]float32, n); return &b }
 	return s, nil
@@ -172,7 +177,11 @@ func (s *secAggRun) encode(i int, id round.ClientID, r int, delta []float32) {
 	s.store.Load(id, res, nil)
 	vals := make([]float32, len(s.idx))
 	codes := make([]uint32, len(vals))
-	secagg.EncodeUpdate(codes, vals, res, delta, s.idx, secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}, s.bound, round.TaskSeed(s.seed^saltRound, r, id))
+	var dp *secagg.DDP
+	if s.dp != nil { // distributed DP: clip, round and add noise (secaggdp.go)
+		dp = &s.dp.DDP
+	}
+	secagg.EncodeUpdate(codes, vals, res, delta, s.idx, secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}, s.bound, round.TaskSeed(s.seed^saltRound, r, id), dp)
 	s.store.Save(id, res, nil)
 	s.bufs.Put(bp)
 	s.codes[i], s.sent[i] = codes, vals

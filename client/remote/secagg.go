@@ -65,7 +65,7 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	p := &secAggPeer{Peer: secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return PackMasked(y, m) }),
 		idx: make([]int32, d), codes: make([]uint32, d), sent: make([]float32, d)}
 	secagg.Support(p.idx, len(delta), res.GetSupportSeed())
-	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed)
+	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed, nil)
 	return p, nil
 }
 

@@ -137,7 +137,7 @@ func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
 		return nil, err
 	}
 	if f.secagg {
-		if err := f.secAggSpec(&s); err != nil {
+		if err := f.secAggSpec(&s, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -145,17 +145,18 @@ func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
 	return run, run.Validate()
 }
 
-// secAggSpec sets spec's secure aggregation from the --secagg flags. The
+// secAggSpec sets spec's secure aggregation from the --secagg flags, with
+// the distributed DP dp (nil: none; only the simulator has it). The
 // upload codec is secagg's own: --upload-codec must be left at its
 // default or none. The default strategy becomes its server step alone
 // (runspec.SecAggStrategy).
-func (f *runFlags) secAggSpec(spec *runspec.Spec) error {
+func (f *runFlags) secAggSpec(spec *runspec.Spec, dp *runspec.SecAggDP) error {
 	if f.uploadCodec != runspec.DefaultUploadCodec && !gradient.IsNone(f.uploadCodec) {
 		return fmt.Errorf("--upload-codec %s with --secagg: secure aggregation sends its own random-k fixed point (--secagg-k, --secagg-bits)", f.uploadCodec)
 	}
 	spec.UploadCodec = ""
 	spec.Strategy = runspec.SecAggStrategy(spec.Strategy)
 	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
-	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT}
+	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT, DP: dp}
 	return spec.Validate()
 }

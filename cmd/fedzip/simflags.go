@@ -35,6 +35,7 @@ type simulateFlags struct {
 	ui, uiToken                        string
 	secaggDrop                         float64
 	secaggDropStep                     string
+	secaggDPNoise, secaggDPClip        float64
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -70,6 +71,8 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.ui, "ui", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080, during the run and after it until interrupted (empty: off)")
 	holdoutFlag(fs, &f.holdout)
 	fs.Float64Var(&f.secaggDrop, "secagg-dropout", 0, "--secagg: probability that a selected client drops out of the protocol, seeded")
+	fs.Float64Var(&f.secaggDPNoise, "secagg-dp-noise", 0, "--secagg: distributed DP: noise multiplier z of the discrete Gaussian noise the clients add (0: none; needs --secagg-dp-clip; docs/secagg.md)")
+	fs.Float64Var(&f.secaggDPClip, "secagg-dp-clip", 0, "--secagg: distributed DP: L2 norm each client clips its vector on the support to")
 	fs.StringVar(&f.secaggDropStep, "secagg-dropout-step", "random", "--secagg: the step clients drop at: "+strings.Join(sim.SecAggDropSteps, ", "))
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
@@ -88,12 +91,18 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		return sim.Config{}, err
 	}
 	if f.secagg {
-		if err := f.secAggSpec(&spec); err != nil {
+		var dp *runspec.SecAggDP
+		if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
+			dp = &runspec.SecAggDP{Noise: f.secaggDPNoise, Clip: f.secaggDPClip}
+		}
+		if err := f.secAggSpec(&spec, dp); err != nil {
 			return sim.Config{}, err
 		}
 		if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 			return sim.Config{}, err
 		}
+	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
+		return sim.Config{}, fmt.Errorf("--secagg-dp-noise and --secagg-dp-clip need --secagg")
 	}
 	if err := spec.CheckClients(f.clients); err != nil {
 		return sim.Config{}, err
