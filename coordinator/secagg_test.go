@@ -11,6 +11,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -423,5 +424,19 @@ func TestSnapshotBeforeSecAgg(t *testing.T) {
 	}
 	if g.sa != nil || !bytes.Equal(stateBytes(t, f), stateBytes(t, g)) {
 		t.Fatal("an older snapshot restored to another state")
+	}
+}
+
+// TestSecAggDPRefused: the coordinator refuses a run with distributed DP,
+// which its clients would not add: the run's privacy would be claimed and
+// not given.
+func TestSecAggDPRefused(t *testing.T) {
+	run := saRun(5)
+	run.SecAgg.DP = &runspec.SecAggDP{Noise: 1, Clip: 1}
+	if err := run.checkApply(); err == nil || !strings.Contains(err.Error(), "distributed DP") {
+		t.Fatalf("a run with distributed DP: %v", err)
+	}
+	if err := run.Validate(); err == nil {
+		t.Fatal("Validate took a run with distributed DP")
 	}
 }
