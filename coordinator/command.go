@@ -44,6 +44,13 @@ const cmdExpire cmdType = 10
 // that logs written before federated evaluation replay the same.
 const cmdSubmitEval cmdType = 11
 
+// Secure aggregation entries (see secagg.go): a client's message for a
+// step of the protocol, and the end of a step.
+const (
+	cmdSecAgg    cmdType = 12
+	cmdSecAggEnd cmdType = 13
+)
+
 func (t cmdType) String() string {
 	switch t {
 	case cmdInit:
@@ -66,6 +73,10 @@ func (t cmdType) String() string {
 		return "drop"
 	case cmdExpire:
 		return "expire"
+	case cmdSecAgg:
+		return "secagg"
+	case cmdSecAggEnd:
+		return "secagg-end"
 	}
 	return fmt.Sprintf("cmd(%d)", byte(t))
 }
@@ -92,6 +103,9 @@ type command struct {
 	Client    round.ClientID
 	TrainLoss float64
 	Payload   []byte
+	// Step is a secagg or secagg-end entry's protocol step (with Round;
+	// secagg also has Client and the message in Payload).
+	Step int
 	// Eval is a submit's federated evaluation report, nil without (see
 	// cmdSubmitEval).
 	Eval *round.EvalReport
@@ -148,6 +162,14 @@ func (c *command) encode() []byte {
 	case cmdDrop:
 		e.varint(c.Round)
 		e.uvarint(uint64(c.Client))
+	case cmdSecAgg:
+		e.varint(c.Round)
+		e.uvarint(uint64(c.Client))
+		e.uvarint(uint64(c.Step))
+		e.bytes(c.Payload)
+	case cmdSecAggEnd:
+		e.varint(c.Round)
+		e.uvarint(uint64(c.Step))
 	}
 	return e.b
 }
@@ -201,6 +223,16 @@ func uvarintLen(v uint64) int {
 		n++
 	}
 	return n
+}
+
+// step reads a secure aggregation step, 0..3.
+func (d *decoder) step() int {
+	v := d.uvarint("step")
+	if v > SecAggUnmask {
+		d.fail("step")
+		return 0
+	}
+	return int(v)
 }
 
 func (d *decoder) float64(what string) float64 {
@@ -260,6 +292,14 @@ func decodeCommand(data []byte) (command, error) {
 	case cmdDrop:
 		c.Round = d.varint("round")
 		c.Client = round.ClientID(d.uvarint("client"))
+	case cmdSecAgg:
+		c.Round = d.varint("round")
+		c.Client = round.ClientID(d.uvarint("client"))
+		c.Step = d.step()
+		c.Payload = d.bytes("payload")
+	case cmdSecAggEnd:
+		c.Round = d.varint("round")
+		c.Step = d.step()
 	case cmdClose, cmdAbort:
 	default:
 		return command{}, fmt.Errorf("%w: unknown type %d", errCommand, data[0])

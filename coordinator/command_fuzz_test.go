@@ -40,6 +40,8 @@ func seedCommands() []command {
 		{Type: cmdUnnode, Now: 8, Name: "n1"},
 		{Type: cmdDrop, Now: 9, Round: 1, Client: 3},
 		{Type: cmdExpire, Now: 10, Candidates: []round.ClientID{7, 1 << 40}},
+		{Type: cmdSecAgg, Now: 11, Round: 1, Client: 2, Step: SecAggMasked, Payload: []byte{1, 2, 3}},
+		{Type: cmdSecAggEnd, Now: 12, Round: 1, Step: SecAggUnmask},
 	}
 }
 

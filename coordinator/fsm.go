@@ -151,6 +151,12 @@ func (c RunConfig) checkApply() error {
 	if err := c.Round.Validate(); err != nil {
 		return err
 	}
+	if c.SecAgg != nil && c.Round.Deadline <= 0 {
+		return errors.New("coordinator: --secagg needs a round deadline: the protocol's steps end at fractions of it")
+	}
+	if c.SecAgg != nil && c.SecAgg.DP != nil {
+		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
+	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
 	}
@@ -314,6 +320,14 @@ type FSM struct {
 	lastClosed round.Closed
 	applied    uint64
 	changed    chan struct{}
+	// sa is the protocol state of the open round of a run with secure
+	// aggregation (secagg.go), nil otherwise; saClip is the fixed-point
+	// clip of the next round that opens.
+	sa     *saRound
+	saClip float64
+	// saSum, if set (tests), sees each round's recovered sum (read as
+	// signed m-bit integers) and its survivors.
+	saSum func(round int, survivors []uint64, sum []uint32)
 	// observe, if set (by tests, through Config), sees every applied
 	// command and its answer, under mu, in log order.
 	observe func(index uint64, c command, res any)
@@ -391,6 +405,16 @@ func (f *FSM) apply(c command, pre *decoded) any {
 			return err
 		}
 		f.accepted = f.accepted[:0]
+		if f.cfg.SecAgg != nil {
+			if err := f.saOpen(now, o); err != nil {
+				// Deterministic on every replica: the round opens
+				// and is abandoned in the same entry.
+				if aerr := f.mach.Abort(); aerr != nil {
+					return aerr
+				}
+				return err
+			}
+		}
 		return o
 	case cmdSubmit:
 		r, err := f.submit(now, c, pre)
@@ -399,15 +423,26 @@ func (f *FSM) apply(c command, pre *decoded) any {
 		}
 		return r
 	case cmdClose:
-		cl, err := f.mach.Close(now)
+		if f.sa != nil {
+			return fmt.Errorf("%w: the round closes at the end of its protocol", ErrSecAggOnly)
+		}
+		cl, err := f.closeRound(now)
 		if err != nil {
 			return err
 		}
-		f.accepted = nil
-		f.lastClosed = cl
-		f.publish(cl)
 		return cl
+	case cmdSecAgg:
+		return f.saAdd(now, c)
+	case cmdSecAggEnd:
+		e, err := f.saEnd(now, c)
+		if err != nil {
+			return err
+		}
+		return e
 	case cmdDrop:
+		if f.cfg.SecAgg != nil {
+			return fmt.Errorf("%w: a client that stops answering is dropped at the step's deadline", ErrSecAggOnly)
+		}
 		if f.mach.Round() != int(c.Round) {
 			return fmt.Errorf("%w: drop for round %d, round %d is open", round.ErrWrongRound, c.Round, f.mach.Round())
 		}
@@ -416,12 +451,25 @@ func (f *FSM) apply(c command, pre *decoded) any {
 		if err := f.mach.Abort(); err != nil {
 			return err
 		}
-		f.accepted = nil
+		f.accepted, f.sa = nil, nil
 		return nil
 	case cmdExpire:
 		return f.expire(c.Candidates)
 	}
 	return fmt.Errorf("%w: %s", errCommand, c.Type)
+}
+
+// closeRound closes the open round into the next model. The caller holds
+// mu.
+func (f *FSM) closeRound(now time.Time) (round.Closed, error) {
+	cl, err := f.mach.Close(now)
+	if err != nil {
+		return cl, err
+	}
+	f.accepted, f.sa = nil, nil
+	f.lastClosed = cl
+	f.publish(cl)
+	return cl, nil
 }
 
 func (f *FSM) init(raw []byte) error {
@@ -482,6 +530,12 @@ func (f *FSM) init(raw []byte) error {
 	}
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.down = &cfg, slices.Clone(raw), model, strategy, mach, codec, down
 	f.n, f.run, f.initCRC, f.lattice = model.NumParams(), run, gradient.ModelCRC(params), lattice
+	if cfg.SecAgg != nil {
+		f.saClip = cfg.SecAgg.Clip
+		if f.saClip == 0 {
+			f.saClip = runspec.DefaultSecAggClip
+		}
+	}
 	return nil
 }
 
@@ -579,6 +633,9 @@ func (f *FSM) checkSubmit(now time.Time, id round.ClientID, roundNo int, example
 	if _, ok := f.clients[id]; !ok {
 		return round.Receipt{}, fmt.Errorf("%w: %d", ErrUnknownClient, id)
 	}
+	if f.cfg.SecAgg != nil {
+		return round.Receipt{}, fmt.Errorf("%w: a plain update would show the coordinator one client's values", ErrSecAggOnly)
+	}
 	if examples == 0 || examples > 1<<40 {
 		return round.Receipt{}, fmt.Errorf("%w: %d examples", ErrBadUpdate, examples)
 	}
@@ -653,6 +710,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 			ds := f.down.State()
 			s.Download = &ds
 		}
+		if s.SecAgg, err = f.saSnap(); err != nil {
+			return nil, fmt.Errorf("coordinator: snapshot of secure aggregation: %w", err)
+		}
+		s.SecAggClip = f.saClip
 	}
 	return s, nil
 }
@@ -713,6 +774,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 				return fmt.Errorf("coordinator: restore: replaying client %d: %w", c.Client, err)
 			}
 		}
+		if nf.cfg.SecAgg != nil {
+			if !(s.SecAggClip > 0) || math.IsInf(s.SecAggClip, 0) {
+				return fmt.Errorf("coordinator: restore: secure aggregation clip %v", s.SecAggClip)
+			}
+			nf.saClip = s.SecAggClip
+		}
+		// Absent from snapshots before secure aggregation: off.
+		if err := nf.saRestore(s.SecAgg); err != nil {
+			return err
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -720,7 +791,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.down, f.initCRC, f.lattice = nf.down, nf.initCRC, nf.lattice
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
-	f.nodes = nf.nodes
+	f.nodes, f.sa, f.saClip = nf.nodes, nf.sa, nf.saClip
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil
@@ -740,6 +811,11 @@ type snapshot struct {
 	// Download is the download encoder's state, nil without a download
 	// codec (and in snapshots from before download codecs).
 	Download *gradient.ServerState
+	// SecAgg is the protocol state of the open round of a run with
+	// secure aggregation, nil otherwise (and in snapshots from before
+	// secure aggregation); SecAggClip is the next round's clip.
+	SecAgg     *saSnapshot
+	SecAggClip float64
 }
 
 // NodeInfo is a coordinator node as the cluster records it.
@@ -798,7 +874,8 @@ type Progress struct {
 	LastClosed  round.Closed
 	// Changed is closed when the round state next changes: the run is
 	// initialised, or a round opens, closes, is aborted, or a snapshot is
-	// restored. Submissions, registrations and node records do not close
+	// restored, or a step of secure aggregation ends. Submissions,
+	// registrations and node records do not close
 	// it, so that long-polling clients wake once per round, not once per
 	// accepted update.
 	Changed <-chan struct{}
@@ -852,11 +929,15 @@ func (f *FSM) View() View {
 
 // roundMark identifies the round state that View.Changed announces
 // changes of. The caller holds f.mu.
-func (f *FSM) roundMark() [4]uint64 {
+func (f *FSM) roundMark() [5]uint64 {
 	if f.mach == nil {
-		return [4]uint64{}
+		return [5]uint64{}
 	}
-	return [4]uint64{1, uint64(f.mach.Phase()), uint64(f.mach.Round()), f.mach.Version()}
+	var step uint64
+	if f.sa != nil {
+		step = uint64(f.sa.step) + 1
+	}
+	return [5]uint64{1, uint64(f.mach.Phase()), uint64(f.mach.Round()), f.mach.Version(), step}
 }
 
 // TaskFor returns the progress and whether the open round waits for id's
@@ -866,7 +947,7 @@ func (f *FSM) roundMark() [4]uint64 {
 func (f *FSM) TaskFor(id round.ClientID) (Progress, bool) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.progress(), f.mach != nil && f.mach.Awaits(id)
+	return f.progress(), f.mach != nil && f.mach.Awaits(id) && f.saOffers(id)
 }
 
 // Awaits reports whether the open round still waits for the client's
@@ -1052,6 +1133,9 @@ func (f *FSM) checkUpload(now time.Time, id round.ClientID, roundNo int, example
 	}
 	if _, ok := f.clients[id]; !ok {
 		return fmt.Errorf("%w: %d", ErrUnknownClient, id)
+	}
+	if f.cfg.SecAgg != nil {
+		return ErrSecAggOnly
 	}
 	if examples == 0 || examples > 1<<40 {
 		return fmt.Errorf("%w: %d examples", ErrBadUpdate, examples)

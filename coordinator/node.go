@@ -672,6 +672,75 @@ func (n *Node) SubmitEval(id round.ClientID, roundNo int, examples uint64, train
 	return res.(round.Receipt), nil
 }
 
+// SecAggSend commits client id's message for step of round roundNo's
+// secure aggregation, and returns once the entry is applied. What the FSM
+// would refuse before the bytes are decoded (no such round or step, a
+// client the step does not expect, late, too large) and a message that
+// does not decode or speaks for another client are refused before the
+// log; a resend of the message the step already took is acknowledged
+// without a new entry. id is the authenticated client: the messages'
+// own sender fields must name it.
+func (n *Node) SecAggSend(id round.ClientID, roundNo, step int, msg []byte) error {
+	n.touch(id)
+	if err := n.judging(); err != nil {
+		return err
+	}
+	now := n.cfg.Now()
+	if dup, err := n.fsm.saPrecheck(now, id, roundNo, step, msg); err != nil || dup {
+		return err
+	}
+	_, err := n.apply(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(roundNo), Client: id, Step: step, Payload: msg})
+	return err
+}
+
+// SecAggTask returns client id's task in round roundNo's secure
+// aggregation (FSM.SecAggTask), from the leader's state.
+func (n *Node) SecAggTask(id round.ClientID, roundNo int) (SecAggTask, error) {
+	n.touch(id)
+	if err := n.judging(); err != nil {
+		return SecAggTask{}, err
+	}
+	return n.fsm.SecAggTask(id, roundNo)
+}
+
+// SecAggWait returns client id's task in round roundNo's secure
+// aggregation once the round has reached step, waiting for the step to
+// change until ctx ends (ErrNoTask). It answers at once an error that
+// waiting cannot change: another round, a client the step does not
+// expect.
+func (n *Node) SecAggWait(ctx context.Context, id round.ClientID, roundNo, step int) (SecAggTask, error) {
+	for {
+		changed := n.fsm.Progress().Changed
+		t, err := n.SecAggTask(id, roundNo)
+		if err == nil && t.Step >= step {
+			return t, nil
+		}
+		if err != nil && !errors.Is(err, ErrCatchingUp) {
+			return t, err
+		}
+		if !n.waitChange(ctx, changed) {
+			return SecAggTask{}, ErrNoTask
+		}
+	}
+}
+
+// waitChange waits until changed is closed or half an AliveWindow passes
+// (a waiting client is alive: it is recorded at least twice per window),
+// and returns false if ctx or the node ends first.
+func (n *Node) waitChange(ctx context.Context, changed <-chan struct{}) bool {
+	refresh := time.NewTimer(n.cfg.AliveWindow / 2)
+	defer refresh.Stop()
+	select {
+	case <-changed:
+	case <-refresh.C:
+	case <-ctx.Done():
+		return false
+	case <-n.stop:
+		return false
+	}
+	return true
+}
+
 // CheckUpload judges an update by its header, before its payload is
 // read, as Submit would: only the leader takes updates, and only from a
 // client the open round still waits for. The service calls it so that a
@@ -726,18 +795,9 @@ func (n *Node) WaitTask(ctx context.Context, id round.ClientID) (Task, error) {
 		}
 		// A waiting client is alive: wake at least twice per AliveWindow
 		// to record it, since Changed fires only when the round changes.
-		refresh := time.NewTimer(n.cfg.AliveWindow / 2)
-		select {
-		case <-v.Changed:
-		case <-refresh.C:
-		case <-ctx.Done():
-			refresh.Stop()
-			return Task{}, ErrNoTask
-		case <-n.stop:
-			refresh.Stop()
+		if !n.waitChange(ctx, v.Changed) {
 			return Task{}, ErrNoTask
 		}
-		refresh.Stop()
 	}
 }
 
@@ -841,6 +901,15 @@ func (n *Node) step() error {
 		return err
 	case round.Collecting:
 		late := !v.Deadline.IsZero() && !now.Before(v.Deadline)
+		if r, st, due := n.fsm.saDue(now); due && !late {
+			res, err := n.apply(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(r), Step: st})
+			if err == nil {
+				if e := res.(saEnded); e.Abandoned != "" {
+					n.log.Info("round abandoned: secure aggregation failed", "round", r, "step", st, "err", e.Abandoned)
+				}
+			}
+			return err
+		}
 		switch {
 		case n.fsm.canClose(now):
 			// Every node's watcher (coordinator/server) logs the one
@@ -1130,7 +1199,9 @@ func (n *Node) LeaderGRPC() string {
 // the client is not awaited).
 func (n *Node) DropClient(id round.ClientID) error {
 	v, awaited := n.fsm.TaskFor(id)
-	if v.Phase != round.Collecting || !awaited {
+	if v.Phase != round.Collecting || !awaited || v.Config.SecAgg != nil {
+		// Under secure aggregation, a client that stops answering is
+		// dropped at its step's deadline.
 		return nil
 	}
 	_, err := n.apply(command{Type: cmdDrop, Now: n.cfg.Now().UnixNano(), Round: int64(v.Round), Client: id})

@@ -144,7 +144,45 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 		out.RunId = run[:]
 	}
 	out.Evaluate = !t.Done && c.evaluates(t.Round)
+	out.Secagg = c.SecAgg != nil
 	return out
+}
+
+// SecAggStep commits a client's message for a step of a secure
+// aggregation round, or, without one, long-polls until the round reaches
+// the step and returns the client's task for it.
+func (s *Service) SecAggStep(ctx context.Context, req *fedzippb.SecAggStepRequest) (*fedzippb.SecAggStepResponse, error) {
+	if err := transport.CheckClientID(ctx, req.GetClientId()); err != nil {
+		return nil, err
+	}
+	if req.GetStep() > SecAggUnmask || req.GetRound() > math.MaxInt32 {
+		return nil, status.Errorf(codes.InvalidArgument, "secure aggregation step %d of round %d", req.GetStep(), req.GetRound())
+	}
+	id, r, step := round.ClientID(req.GetClientId()), int(req.GetRound()), int(req.GetStep())
+	if msg := req.GetMessage(); len(msg) > 0 {
+		if err := s.node.SecAggSend(id, r, step, msg); err != nil {
+			return nil, s.status(ctx, err)
+		}
+		return &fedzippb.SecAggStepResponse{Round: req.GetRound(), Step: req.GetStep(), Answered: true}, nil
+	}
+	if !s.takePoll(req.GetClientId()) {
+		return nil, status.Errorf(codes.ResourceExhausted, "client %d has %d requests waiting, its limit", req.GetClientId(), MaxPollsPerClient)
+	}
+	defer s.releasePoll(req.GetClientId())
+	wait, cancel := context.WithTimeout(ctx, s.LongPoll)
+	defer cancel()
+	t, err := s.node.SecAggWait(wait, id, r, step)
+	if err != nil {
+		if errors.Is(err, ErrNoTask) && ctx.Err() == nil {
+			return nil, transport.NoTaskError()
+		}
+		return nil, s.status(ctx, err)
+	}
+	p := t.Params
+	return &fedzippb.SecAggStepResponse{Round: uint64(t.Round), Step: uint32(t.Step), Deadline: timestamppb.New(t.Deadline),
+		Session: p.Session, Ids: p.IDs, Neighbours: uint32(p.K), Threshold: uint32(p.T), Dim: uint32(p.D), GraphSeed: p.GraphSeed,
+		SupportSeed: t.SupportSeed, Clip: float64(t.Fixed.Clip), Bits: uint32(t.Fixed.Bits), MaskBits: uint32(t.MaskBits), NormBound: t.NormBound,
+		Message: t.Msg, Answered: t.Answered}, nil
 }
 
 // MaxPollsPerClient bounds the GetTask calls one client may have waiting
@@ -384,7 +422,8 @@ func (s *Service) status(ctx context.Context, err error) error {
 		return status.Error(codes.InvalidArgument, err.Error())
 	case errors.Is(err, round.ErrWrongRound), errors.Is(err, round.ErrNotSelected), errors.Is(err, round.ErrLate),
 		errors.Is(err, round.ErrFinished), errors.Is(err, round.ErrPhase), errors.Is(err, round.ErrDropped),
-		errors.Is(err, ErrConflict), errors.Is(err, ErrWrongRun):
+		errors.Is(err, ErrConflict), errors.Is(err, ErrWrongRun),
+		errors.Is(err, ErrSecAggOnly), errors.Is(err, ErrNoSecAgg), errors.Is(err, ErrSecAggStep):
 		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, ErrNotInitialised), errors.Is(err, ErrCatchingUp):
 		return status.Error(codes.Unavailable, err.Error())

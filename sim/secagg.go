@@ -137,22 +137,10 @@ func (s *secAggRun) graph(r, attempt int, sel []round.ClientID) (*secagg.Graph, 
 	for i, id := range sel {
 		ids[i] = uint64(id)
 	}
-	k, t := s.spec.Neighbours, s.spec.Threshold
-	if k == 0 {
-		// ChooseK takes a fixed fraction of dropouts; with each client
-		// dropping at random, allow four standard deviations more.
-		n, p := float64(len(ids)), max(s.drop.P, 0.1)
-		drop := min(p+4*math.Sqrt(p*(1-p)/n), 0.5)
-		if c, ok := secagg.ChooseK(len(ids), drop, 0.1, 30, 40); ok {
-			k, t = c.K, c.T
-		} else {
-			k = len(ids) - 1
-			t = k/2 + 1
-		}
-	}
+	k, t := secagg.RoundKT(len(ids), s.spec.Neighbours, s.spec.Threshold, s.drop.P)
 	a := round.ClientID(attempt)
 	return secagg.NewGraph(secagg.Params{Session: round.TaskSeed(s.seed^saltSession, r, a), IDs: ids,
-		K: min(k, len(ids)-1), T: min(t, len(ids)-1), D: len(s.idx), GraphSeed: round.TaskSeed(s.seed^saltGraph, r, a)})
+		K: k, T: t, D: len(s.idx), GraphSeed: round.TaskSeed(s.seed^saltGraph, r, a)})
 }
 
 // dropStep returns the step at which client id drops in round r, noDrop
@@ -184,37 +172,16 @@ func (s *secAggRun) open(r, selected int) {
 // unbiased rounding; the new residual is everything but what the codes
 // decode to.
 func (s *secAggRun) encode(i int, id round.ClientID, r int, delta []float32) {
-	if s.bound > 0 {
-		var sq float64
-		for _, v := range delta {
-			sq += float64(v) * float64(v)
-		}
-		if nrm := math.Sqrt(sq); nrm > s.bound {
-			f := float32(s.bound / nrm)
-			for j := range delta {
-				delta[j] *= f
-			}
-		}
-	}
 	bp := s.bufs.Get().(*[]float32)
 	res := *bp
 	s.store.Load(id, res, nil)
-	for j, v := range delta {
-		res[j] += v
-	}
 	vals := make([]float32, len(s.idx))
-	secagg.Gather(vals, res, s.idx)
-	fp := secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}
 	codes := make([]uint32, len(vals))
+	var dp *secagg.DDP
 	if s.dp != nil { // distributed DP: clip, round and add noise (secaggdp.go)
-		s.dp.Encode(codes, vals, fp, round.TaskSeed(s.seed^saltRound, r, id))
-	} else {
-		fp.EncodeStochastic(codes, vals, round.TaskSeed(s.seed^saltRound, r, id))
-		fp.Decode(vals, codes)
+		dp = &s.dp.DDP
 	}
-	for j, c := range s.idx {
-		res[c] -= vals[j]
-	}
+	secagg.EncodeUpdate(codes, vals, res, delta, s.idx, secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}, s.bound, round.TaskSeed(s.seed^saltRound, r, id), dp)
 	s.store.Save(id, res, nil)
 	s.bufs.Put(bp)
 	s.codes[i], s.sent[i] = codes, vals
@@ -420,13 +387,7 @@ func (s *secAggRun) nextClip(mean []float32) {
 	if s.spec.Clip > 0 {
 		return
 	}
-	var sq float64
-	for _, v := range mean {
-		sq += float64(v) * float64(v)
-	}
-	if rms := math.Sqrt(sq / float64(max(len(mean), 1))); rms > 0 && !math.IsInf(rms, 0) {
-		s.clip = runspec.SecAggClipMult * rms
-	}
+	s.clip = secagg.NextClip(s.clip, mean, runspec.SecAggClipMult)
 }
 
 // runRound runs round o under secure aggregation: the clients train and

@@ -118,10 +118,15 @@ func localData(seed uint64) ([]float32, []uint8) {
 // its Raft log on disk under dir, as `fedzip coordinator --insecure`
 // would, and returns its gRPC address.
 func startCoordinator(ctx context.Context, dir, secret string) (addr string, stop func()) {
-	cfg := server.DefaultConfig()
-	cfg.Run = &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
+	return startCoordinatorRun(ctx, dir, secret, &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: 3, Deadline: time.Minute, Seed: 1},
-		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "topk=0.5,bits=8,ef=on"}}
+		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "topk=0.5,bits=8,ef=on"}})
+}
+
+// startCoordinatorRun is startCoordinator for the run given.
+func startCoordinatorRun(ctx context.Context, dir, secret string, run *coordinator.RunConfig) (addr string, stop func()) {
+	cfg := server.DefaultConfig()
+	cfg.Run = run
 	cfg.Dataset = "example"
 	cfg.StateDir = filepath.Join(dir, "coordinator")
 	cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"

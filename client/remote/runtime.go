@@ -465,6 +465,9 @@ func (r *runner) once(ctx context.Context) (done bool, err error) {
 	if err := checkValues(u.Delta, r.cfg.MaxAbsParam); err != nil {
 		return false, r.refuse(key, fmt.Errorf("%w: round %d, trained from version %d: %w", ErrUpdateRefused, task.GetRound(), h.GetVersion(), err))
 	}
+	if task.GetSecagg() {
+		return false, r.secAggRound(ctx, task, u.Delta)
+	}
 	payload, err := r.encode(task, u.Delta)
 	if err != nil {
 		if errors.Is(err, ErrUpdateRefused) || errors.Is(err, ErrTaskRefused) {

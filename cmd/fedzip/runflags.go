@@ -31,6 +31,10 @@ type runFlags struct {
 	// the commands that hold data register (holdoutFlag).
 	fedEvalEvery int
 	holdout      float64
+	// The --secagg flags (runspec.SecAgg).
+	secagg                          bool
+	secaggK, secaggClip             float64
+	secaggBits, secaggNbrs, secaggT int
 }
 
 // addRunFlags registers the run's flags on fs, into r.
@@ -56,6 +60,12 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.Float64Var(&r.dpClip, "dp-clip", 0, "DP-FedAvg: clip each update to this L2 norm C, weigh clients equally and add noise (0: no DP)")
 	fs.Float64Var(&r.dpNoise, "dp-noise", 0, "DP-FedAvg: noise multiplier z, Gaussian noise of stddev z·C on the sum of clipped updates")
 	fs.IntVar(&r.fedEvalEvery, "fed-eval-every", 0, "federated evaluation: every N rounds (rounds 1, 1+N, ...) the selected clients evaluate the model they train from on their held-out examples (--holdout) and report it with their update (0: off)")
+	fs.BoolVar(&r.secagg, "secagg", false, "aggregate each round by secure aggregation (SecAgg+): clients send fixed-point values on one random-k support, masked; the server learns only their sum (docs/secagg.md)")
+	fs.Float64Var(&r.secaggK, "secagg-k", runspec.DefaultSecAggFraction, "--secagg: fraction of the coordinates on the round's shared random-k support")
+	fs.IntVar(&r.secaggBits, "secagg-bits", runspec.DefaultSecAggBits, "--secagg: fixed-point bits b of each value (n·2^b ≤ 2^32)")
+	fs.Float64Var(&r.secaggClip, "secagg-clip", 0, "--secagg: fixed-point range [-clip, clip] (0: 8× the RMS of the last round's mean update)")
+	fs.IntVar(&r.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")
+	fs.IntVar(&r.secaggT, "secagg-threshold", 0, "--secagg: Shamir threshold t, k/2 < t ≤ k (0: chosen)")
 	fs.BoolVar(&r.dpAdaptive, "dp-adaptive", false, "DP-FedAvg: adaptive quantile clipping (Andrew et al. 2021); --dp-clip is then the initial C (0: 0.1)")
 }
 
@@ -126,6 +136,27 @@ func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.secagg {
+		if err := f.secAggSpec(&s, nil); err != nil {
+			return nil, err
+		}
+	}
 	run := &coordinator.RunConfig{Spec: s}
 	return run, run.Validate()
+}
+
+// secAggSpec sets spec's secure aggregation from the --secagg flags, with
+// the distributed DP dp (nil: none; only the simulator has it). The
+// upload codec is secagg's own: --upload-codec must be left at its
+// default or none. The default strategy becomes its server step alone
+// (runspec.SecAggStrategy).
+func (f *runFlags) secAggSpec(spec *runspec.Spec, dp *runspec.SecAggDP) error {
+	if f.uploadCodec != runspec.DefaultUploadCodec && !gradient.IsNone(f.uploadCodec) {
+		return fmt.Errorf("--upload-codec %s with --secagg: secure aggregation sends its own random-k fixed point (--secagg-k, --secagg-bits)", f.uploadCodec)
+	}
+	spec.UploadCodec = ""
+	spec.Strategy = runspec.SecAggStrategy(spec.Strategy)
+	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
+	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT, DP: dp}
+	return spec.Validate()
 }

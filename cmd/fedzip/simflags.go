@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/fedzip/fedzip/deliver/pipeline"
-	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -34,9 +33,7 @@ type simulateFlags struct {
 	dpDelta                            float64
 	deliver, deliverRecipe, deliverKey string
 	ui, uiToken                        string
-	secagg                             bool
-	secaggK, secaggClip, secaggDrop    float64
-	secaggBits, secaggNbrs, secaggT    int
+	secaggDrop                         float64
 	secaggDropStep                     string
 	secaggDPNoise, secaggDPClip        float64
 }
@@ -73,12 +70,6 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	fs.StringVar(&f.ui, "ui", "", "serve the live dashboard at http://ADDR/, e.g. 127.0.0.1:8080, during the run and after it until interrupted (empty: off)")
 	holdoutFlag(fs, &f.holdout)
-	fs.BoolVar(&f.secagg, "secagg", false, "aggregate each round by secure aggregation (SecAgg+): clients send fixed-point values on one random-k support, masked; the server learns only their sum (docs/secagg.md)")
-	fs.Float64Var(&f.secaggK, "secagg-k", runspec.DefaultSecAggFraction, "--secagg: fraction of the coordinates on the round's shared random-k support")
-	fs.IntVar(&f.secaggBits, "secagg-bits", runspec.DefaultSecAggBits, "--secagg: fixed-point bits b of each value (n·2^b ≤ 2^32)")
-	fs.Float64Var(&f.secaggClip, "secagg-clip", 0, "--secagg: fixed-point range [-clip, clip] (0: 8× the RMS of the last round's mean update)")
-	fs.IntVar(&f.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")
-	fs.IntVar(&f.secaggT, "secagg-threshold", 0, "--secagg: Shamir threshold t, k/2 < t ≤ k (0: chosen)")
 	fs.Float64Var(&f.secaggDrop, "secagg-dropout", 0, "--secagg: probability that a selected client drops out of the protocol, seeded")
 	fs.Float64Var(&f.secaggDPNoise, "secagg-dp-noise", 0, "--secagg: distributed DP: noise multiplier z of the discrete Gaussian noise the clients add (0: none; needs --secagg-dp-clip; docs/secagg.md)")
 	fs.Float64Var(&f.secaggDPClip, "secagg-dp-clip", 0, "--secagg: distributed DP: L2 norm each client clips its vector on the support to")
@@ -100,7 +91,14 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		return sim.Config{}, err
 	}
 	if f.secagg {
-		if err := f.secAggSpec(&spec); err != nil {
+		var dp *runspec.SecAggDP
+		if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
+			dp = &runspec.SecAggDP{Noise: f.secaggDPNoise, Clip: f.secaggDPClip}
+		}
+		if err := f.secAggSpec(&spec, dp); err != nil {
+			return sim.Config{}, err
+		}
+		if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 			return sim.Config{}, err
 		}
 	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
@@ -115,27 +113,6 @@ func (f *simulateFlags) config() (sim.Config, error) {
 	}
 	return sim.Config{Spec: spec, Workers: workers, EvalEvery: f.evalEvery, EvalLast: f.evalLast, StateStore: f.stateStore, EvalGlobal: f.evalGlobal,
 		Attack: f.attackConfig(), DPDelta: f.dpDelta, SecAggDropout: sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}}, nil
-}
-
-// secAggSpec sets spec's secure aggregation from the --secagg flags. The
-// upload codec is secagg's own: --upload-codec must be left at its
-// default or none. The default strategy becomes its server step alone
-// (runspec.SecAggStrategy).
-func (f *simulateFlags) secAggSpec(spec *runspec.Spec) error {
-	if f.uploadCodec != runspec.DefaultUploadCodec && !gradient.IsNone(f.uploadCodec) {
-		return fmt.Errorf("--upload-codec %s with --secagg: secure aggregation sends its own random-k fixed point (--secagg-k, --secagg-bits)", f.uploadCodec)
-	}
-	spec.UploadCodec = ""
-	spec.Strategy = runspec.SecAggStrategy(spec.Strategy)
-	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
-	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT}
-	if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
-		spec.SecAgg.DP = &runspec.SecAggDP{Noise: f.secaggDPNoise, Clip: f.secaggDPClip}
-	}
-	if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
-		return err
-	}
-	return spec.Validate()
 }
 
 // validate checks the flags that are the simulator's, not the run's.

@@ -380,7 +380,11 @@ type Task struct {
 	// equals this one, holds version 0 without downloading it: its first
 	// DownloadRequest has has_model set and have_version 0. On a mismatch
 	// (another build, a model it cannot build) it downloads the whole model.
-	InitCrc32C    *uint32 `protobuf:"varint,24,opt,name=init_crc32c,json=initCrc32c,proto3,oneof" json:"init_crc32c,omitempty"`
+	InitCrc32C *uint32 `protobuf:"varint,24,opt,name=init_crc32c,json=initCrc32c,proto3,oneof" json:"init_crc32c,omitempty"`
+	// secagg says the round aggregates by secure aggregation: the client
+	// does not Submit its update but encodes it on the round's support and
+	// takes part in the protocol through SecAggStep.
+	Secagg        bool `protobuf:"varint,25,opt,name=secagg,proto3" json:"secagg,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -581,6 +585,13 @@ func (x *Task) GetInitCrc32C() uint32 {
 		return *x.InitCrc32C
 	}
 	return 0
+}
+
+func (x *Task) GetSecagg() bool {
+	if x != nil {
+		return x.Secagg
+	}
+	return false
 }
 
 // DownloadRequest asks for a model version.
@@ -1164,6 +1175,262 @@ func (x *SubmitResponse) GetSelected() uint32 {
 	return 0
 }
 
+// SecAggStepRequest is a client's message for a step of a secure
+// aggregation round, or a request for its task.
+type SecAggStepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client_id must equal the authenticated client.
+	ClientId uint64 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Round    uint64 `protobuf:"varint,2,opt,name=round,proto3" json:"round,omitempty"`
+	// step is 0 (advertise keys), 1 (share keys), 2 (masked input) or 3
+	// (unmask).
+	Step uint32 `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	// message is the client's encoded message for step (package secagg's
+	// encodings; at step 2 the masked input's header and its values packed
+	// in mask_bits bits); empty asks for the task. It travels in one gRPC
+	// message, so the server's chunk limit bounds it before it is read.
+	Message       []byte `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggStepRequest) Reset() {
+	*x = SecAggStepRequest{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggStepRequest) ProtoMessage() {}
+
+func (x *SecAggStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggStepRequest.ProtoReflect.Descriptor instead.
+func (*SecAggStepRequest) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SecAggStepRequest) GetClientId() uint64 {
+	if x != nil {
+		return x.ClientId
+	}
+	return 0
+}
+
+func (x *SecAggStepRequest) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggStepRequest) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *SecAggStepRequest) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+// SecAggStepResponse is a client's task in the round's protocol: the
+// protocol's parameters, the round's encoding, and the server's message
+// for the current step.
+type SecAggStepResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Round uint64                 `protobuf:"varint,1,opt,name=round,proto3" json:"round,omitempty"`
+	// step is the round's current step.
+	Step uint32 `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	// deadline ends the step: a message later counts as none.
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The protocol's parameters (secagg.Params): every client of the round
+	// builds the same graph from them.
+	Session    uint64   `protobuf:"varint,4,opt,name=session,proto3" json:"session,omitempty"`
+	Ids        []uint64 `protobuf:"varint,5,rep,packed,name=ids,proto3" json:"ids,omitempty"`
+	Neighbours uint32   `protobuf:"varint,6,opt,name=neighbours,proto3" json:"neighbours,omitempty"`
+	Threshold  uint32   `protobuf:"varint,7,opt,name=threshold,proto3" json:"threshold,omitempty"`
+	Dim        uint32   `protobuf:"varint,8,opt,name=dim,proto3" json:"dim,omitempty"`
+	GraphSeed  uint64   `protobuf:"varint,9,opt,name=graph_seed,json=graphSeed,proto3" json:"graph_seed,omitempty"`
+	// support_seed draws the round's shared support of dim coordinates
+	// (secagg.Support).
+	SupportSeed uint64 `protobuf:"varint,10,opt,name=support_seed,json=supportSeed,proto3" json:"support_seed,omitempty"`
+	// The fixed point (clip, bits), the width of the masked values on the
+	// wire, and the L2 norm bound the client applies to its update (0:
+	// none).
+	Clip      float64 `protobuf:"fixed64,11,opt,name=clip,proto3" json:"clip,omitempty"`
+	Bits      uint32  `protobuf:"varint,12,opt,name=bits,proto3" json:"bits,omitempty"`
+	MaskBits  uint32  `protobuf:"varint,13,opt,name=mask_bits,json=maskBits,proto3" json:"mask_bits,omitempty"`
+	NormBound float64 `protobuf:"fixed64,14,opt,name=norm_bound,json=normBound,proto3" json:"norm_bound,omitempty"`
+	// message is the server's message for the step: the key list at step 1,
+	// the client's sealed shares at step 2, its unmask request at step 3.
+	Message []byte `protobuf:"bytes,15,opt,name=message,proto3" json:"message,omitempty"`
+	// answered says the step has the client's message.
+	Answered      bool `protobuf:"varint,16,opt,name=answered,proto3" json:"answered,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SecAggStepResponse) Reset() {
+	*x = SecAggStepResponse{}
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SecAggStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SecAggStepResponse) ProtoMessage() {}
+
+func (x *SecAggStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SecAggStepResponse.ProtoReflect.Descriptor instead.
+func (*SecAggStepResponse) Descriptor() ([]byte, []int) {
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SecAggStepResponse) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetStep() uint32 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *SecAggStepResponse) GetSession() uint64 {
+	if x != nil {
+		return x.Session
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetIds() []uint64 {
+	if x != nil {
+		return x.Ids
+	}
+	return nil
+}
+
+func (x *SecAggStepResponse) GetNeighbours() uint32 {
+	if x != nil {
+		return x.Neighbours
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetThreshold() uint32 {
+	if x != nil {
+		return x.Threshold
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetDim() uint32 {
+	if x != nil {
+		return x.Dim
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetGraphSeed() uint64 {
+	if x != nil {
+		return x.GraphSeed
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetSupportSeed() uint64 {
+	if x != nil {
+		return x.SupportSeed
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetClip() float64 {
+	if x != nil {
+		return x.Clip
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetBits() uint32 {
+	if x != nil {
+		return x.Bits
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetMaskBits() uint32 {
+	if x != nil {
+		return x.MaskBits
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetNormBound() float64 {
+	if x != nil {
+		return x.NormBound
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetMessage() []byte {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SecAggStepResponse) GetAnswered() bool {
+	if x != nil {
+		return x.Answered
+	}
+	return false
+}
+
 // ClusterStatusRequest asks for the cluster's state.
 type ClusterStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1173,7 +1440,7 @@ type ClusterStatusRequest struct {
 
 func (x *ClusterStatusRequest) Reset() {
 	*x = ClusterStatusRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1185,7 +1452,7 @@ func (x *ClusterStatusRequest) String() string {
 func (*ClusterStatusRequest) ProtoMessage() {}
 
 func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[12]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1198,7 +1465,7 @@ func (x *ClusterStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusRequest.ProtoReflect.Descriptor instead.
 func (*ClusterStatusRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{12}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{14}
 }
 
 // NodeStatus is one coordinator node as its peers see it.
@@ -1233,7 +1500,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1512,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[13]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1525,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{13}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeStatus) GetId() string {
@@ -1350,7 +1617,7 @@ type ClusterStatusResponse struct {
 
 func (x *ClusterStatusResponse) Reset() {
 	*x = ClusterStatusResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1629,7 @@ func (x *ClusterStatusResponse) String() string {
 func (*ClusterStatusResponse) ProtoMessage() {}
 
 func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[14]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1642,7 @@ func (x *ClusterStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterStatusResponse.ProtoReflect.Descriptor instead.
 func (*ClusterStatusResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{14}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterStatusResponse) GetNodes() []*NodeStatus {
@@ -1404,7 +1671,7 @@ type NotLeader struct {
 
 func (x *NotLeader) Reset() {
 	*x = NotLeader{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1683,7 @@ func (x *NotLeader) String() string {
 func (*NotLeader) ProtoMessage() {}
 
 func (x *NotLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[15]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1696,7 @@ func (x *NotLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotLeader.ProtoReflect.Descriptor instead.
 func (*NotLeader) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{15}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NotLeader) GetLeaderAddress() string {
@@ -1456,7 +1723,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +1735,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[16]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +1748,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{16}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JoinRequest) GetClusterId() string {
@@ -1529,7 +1796,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1808,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[17]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1821,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{17}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JoinResponse) GetLeaderId() string {
@@ -1576,7 +1843,7 @@ type RemoveRequest struct {
 
 func (x *RemoveRequest) Reset() {
 	*x = RemoveRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1588,7 +1855,7 @@ func (x *RemoveRequest) String() string {
 func (*RemoveRequest) ProtoMessage() {}
 
 func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[18]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1601,7 +1868,7 @@ func (x *RemoveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{18}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RemoveRequest) GetClusterId() string {
@@ -1634,7 +1901,7 @@ type RemoveResponse struct {
 
 func (x *RemoveResponse) Reset() {
 	*x = RemoveResponse{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1913,7 @@ func (x *RemoveResponse) String() string {
 func (*RemoveResponse) ProtoMessage() {}
 
 func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[19]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1926,7 @@ func (x *RemoveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveResponse.ProtoReflect.Descriptor instead.
 func (*RemoveResponse) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{19}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{21}
 }
 
 // StatusRequest asks a node for its own state.
@@ -1672,7 +1939,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1684,7 +1951,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_fedzip_v1_fedzip_proto_msgTypes[20]
+	mi := &file_fedzip_v1_fedzip_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1697,7 +1964,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{20}
+	return file_fedzip_v1_fedzip_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StatusRequest) GetClusterId() string {
@@ -1726,7 +1993,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xf4\x05\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x8c\x06\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -1755,7 +2022,8 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"inputWidth\x12\x1b\n" +
 	"\tinit_seed\x18\x17 \x01(\x04R\binitSeed\x12$\n" +
 	"\vinit_crc32c\x18\x18 \x01(\rH\x00R\n" +
-	"initCrc32c\x88\x01\x01B\x0e\n" +
+	"initCrc32c\x88\x01\x01\x12\x16\n" +
+	"\x06secagg\x18\x19 \x01(\bR\x06secaggB\x0e\n" +
 	"\f_init_crc32c\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
@@ -1804,7 +2072,34 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\x12\x14\n" +
 	"\x05round\x18\x03 \x01(\x04R\x05round\x12\x1a\n" +
 	"\breceived\x18\x04 \x01(\rR\breceived\x12\x1a\n" +
-	"\bselected\x18\x05 \x01(\rR\bselected\"\x16\n" +
+	"\bselected\x18\x05 \x01(\rR\bselected\"t\n" +
+	"\x11SecAggStepRequest\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
+	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\rR\x04step\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\fR\amessage\"\xce\x03\n" +
+	"\x12SecAggStepResponse\x12\x14\n" +
+	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\rR\x04step\x126\n" +
+	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x18\n" +
+	"\asession\x18\x04 \x01(\x04R\asession\x12\x10\n" +
+	"\x03ids\x18\x05 \x03(\x04R\x03ids\x12\x1e\n" +
+	"\n" +
+	"neighbours\x18\x06 \x01(\rR\n" +
+	"neighbours\x12\x1c\n" +
+	"\tthreshold\x18\a \x01(\rR\tthreshold\x12\x10\n" +
+	"\x03dim\x18\b \x01(\rR\x03dim\x12\x1d\n" +
+	"\n" +
+	"graph_seed\x18\t \x01(\x04R\tgraphSeed\x12!\n" +
+	"\fsupport_seed\x18\n" +
+	" \x01(\x04R\vsupportSeed\x12\x12\n" +
+	"\x04clip\x18\v \x01(\x01R\x04clip\x12\x12\n" +
+	"\x04bits\x18\f \x01(\rR\x04bits\x12\x1b\n" +
+	"\tmask_bits\x18\r \x01(\rR\bmaskBits\x12\x1d\n" +
+	"\n" +
+	"norm_bound\x18\x0e \x01(\x01R\tnormBound\x12\x18\n" +
+	"\amessage\x18\x0f \x01(\fR\amessage\x12\x1a\n" +
+	"\banswered\x18\x10 \x01(\bR\banswered\"\x16\n" +
 	"\x14ClusterStatusRequest\"\xb3\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
@@ -1847,12 +2142,14 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tModelKind\x12\x1a\n" +
 	"\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fMODEL_KIND_FULL\x10\x01\x12\x14\n" +
-	"\x10MODEL_KIND_DELTA\x10\x022\xdd\x02\n" +
+	"\x10MODEL_KIND_DELTA\x10\x022\xa8\x03\n" +
 	"\vCoordinator\x12C\n" +
 	"\bRegister\x12\x1a.fedzip.v1.RegisterRequest\x1a\x1b.fedzip.v1.RegisterResponse\x125\n" +
 	"\aGetTask\x12\x19.fedzip.v1.GetTaskRequest\x1a\x0f.fedzip.v1.Task\x12?\n" +
 	"\bDownload\x12\x1a.fedzip.v1.DownloadRequest\x1a\x15.fedzip.v1.ModelChunk0\x01\x12=\n" +
-	"\x06Submit\x12\x16.fedzip.v1.UpdateChunk\x1a\x19.fedzip.v1.SubmitResponse(\x01\x12R\n" +
+	"\x06Submit\x12\x16.fedzip.v1.UpdateChunk\x1a\x19.fedzip.v1.SubmitResponse(\x01\x12I\n" +
+	"\n" +
+	"SecAggStep\x12\x1c.fedzip.v1.SecAggStepRequest\x1a\x1d.fedzip.v1.SecAggStepResponse\x12R\n" +
 	"\rClusterStatus\x12\x1f.fedzip.v1.ClusterStatusRequest\x1a .fedzip.v1.ClusterStatusResponse2\xbc\x01\n" +
 	"\aCluster\x127\n" +
 	"\x04Join\x12\x16.fedzip.v1.JoinRequest\x1a\x17.fedzip.v1.JoinResponse\x12=\n" +
@@ -1872,7 +2169,7 @@ func file_fedzip_v1_fedzip_proto_rawDescGZIP() []byte {
 }
 
 var file_fedzip_v1_fedzip_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_fedzip_v1_fedzip_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(ModelKind)(0),                // 0: fedzip.v1.ModelKind
 	(*RegisterRequest)(nil),       // 1: fedzip.v1.RegisterRequest
@@ -1887,46 +2184,51 @@ var file_fedzip_v1_fedzip_proto_goTypes = []any{
 	(*EvalReport)(nil),            // 10: fedzip.v1.EvalReport
 	(*UpdateChunk)(nil),           // 11: fedzip.v1.UpdateChunk
 	(*SubmitResponse)(nil),        // 12: fedzip.v1.SubmitResponse
-	(*ClusterStatusRequest)(nil),  // 13: fedzip.v1.ClusterStatusRequest
-	(*NodeStatus)(nil),            // 14: fedzip.v1.NodeStatus
-	(*ClusterStatusResponse)(nil), // 15: fedzip.v1.ClusterStatusResponse
-	(*NotLeader)(nil),             // 16: fedzip.v1.NotLeader
-	(*JoinRequest)(nil),           // 17: fedzip.v1.JoinRequest
-	(*JoinResponse)(nil),          // 18: fedzip.v1.JoinResponse
-	(*RemoveRequest)(nil),         // 19: fedzip.v1.RemoveRequest
-	(*RemoveResponse)(nil),        // 20: fedzip.v1.RemoveResponse
-	(*StatusRequest)(nil),         // 21: fedzip.v1.StatusRequest
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*SecAggStepRequest)(nil),     // 13: fedzip.v1.SecAggStepRequest
+	(*SecAggStepResponse)(nil),    // 14: fedzip.v1.SecAggStepResponse
+	(*ClusterStatusRequest)(nil),  // 15: fedzip.v1.ClusterStatusRequest
+	(*NodeStatus)(nil),            // 16: fedzip.v1.NodeStatus
+	(*ClusterStatusResponse)(nil), // 17: fedzip.v1.ClusterStatusResponse
+	(*NotLeader)(nil),             // 18: fedzip.v1.NotLeader
+	(*JoinRequest)(nil),           // 19: fedzip.v1.JoinRequest
+	(*JoinResponse)(nil),          // 20: fedzip.v1.JoinResponse
+	(*RemoveRequest)(nil),         // 21: fedzip.v1.RemoveRequest
+	(*RemoveResponse)(nil),        // 22: fedzip.v1.RemoveResponse
+	(*StatusRequest)(nil),         // 23: fedzip.v1.StatusRequest
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
 }
 var file_fedzip_v1_fedzip_proto_depIdxs = []int32{
 	2,  // 0: fedzip.v1.RegisterRequest.capabilities:type_name -> fedzip.v1.Capabilities
-	22, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	24, // 1: fedzip.v1.Task.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 2: fedzip.v1.ModelHeader.kind:type_name -> fedzip.v1.ModelKind
 	7,  // 3: fedzip.v1.ModelChunk.header:type_name -> fedzip.v1.ModelHeader
 	10, // 4: fedzip.v1.UpdateHeader.eval:type_name -> fedzip.v1.EvalReport
 	9,  // 5: fedzip.v1.UpdateChunk.header:type_name -> fedzip.v1.UpdateHeader
-	14, // 6: fedzip.v1.ClusterStatusResponse.nodes:type_name -> fedzip.v1.NodeStatus
-	1,  // 7: fedzip.v1.Coordinator.Register:input_type -> fedzip.v1.RegisterRequest
-	4,  // 8: fedzip.v1.Coordinator.GetTask:input_type -> fedzip.v1.GetTaskRequest
-	6,  // 9: fedzip.v1.Coordinator.Download:input_type -> fedzip.v1.DownloadRequest
-	11, // 10: fedzip.v1.Coordinator.Submit:input_type -> fedzip.v1.UpdateChunk
-	13, // 11: fedzip.v1.Coordinator.ClusterStatus:input_type -> fedzip.v1.ClusterStatusRequest
-	17, // 12: fedzip.v1.Cluster.Join:input_type -> fedzip.v1.JoinRequest
-	19, // 13: fedzip.v1.Cluster.Remove:input_type -> fedzip.v1.RemoveRequest
-	21, // 14: fedzip.v1.Cluster.Status:input_type -> fedzip.v1.StatusRequest
-	3,  // 15: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
-	5,  // 16: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
-	8,  // 17: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
-	12, // 18: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
-	15, // 19: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
-	18, // 20: fedzip.v1.Cluster.Join:output_type -> fedzip.v1.JoinResponse
-	20, // 21: fedzip.v1.Cluster.Remove:output_type -> fedzip.v1.RemoveResponse
-	14, // 22: fedzip.v1.Cluster.Status:output_type -> fedzip.v1.NodeStatus
-	15, // [15:23] is the sub-list for method output_type
-	7,  // [7:15] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	24, // 6: fedzip.v1.SecAggStepResponse.deadline:type_name -> google.protobuf.Timestamp
+	16, // 7: fedzip.v1.ClusterStatusResponse.nodes:type_name -> fedzip.v1.NodeStatus
+	1,  // 8: fedzip.v1.Coordinator.Register:input_type -> fedzip.v1.RegisterRequest
+	4,  // 9: fedzip.v1.Coordinator.GetTask:input_type -> fedzip.v1.GetTaskRequest
+	6,  // 10: fedzip.v1.Coordinator.Download:input_type -> fedzip.v1.DownloadRequest
+	11, // 11: fedzip.v1.Coordinator.Submit:input_type -> fedzip.v1.UpdateChunk
+	13, // 12: fedzip.v1.Coordinator.SecAggStep:input_type -> fedzip.v1.SecAggStepRequest
+	15, // 13: fedzip.v1.Coordinator.ClusterStatus:input_type -> fedzip.v1.ClusterStatusRequest
+	19, // 14: fedzip.v1.Cluster.Join:input_type -> fedzip.v1.JoinRequest
+	21, // 15: fedzip.v1.Cluster.Remove:input_type -> fedzip.v1.RemoveRequest
+	23, // 16: fedzip.v1.Cluster.Status:input_type -> fedzip.v1.StatusRequest
+	3,  // 17: fedzip.v1.Coordinator.Register:output_type -> fedzip.v1.RegisterResponse
+	5,  // 18: fedzip.v1.Coordinator.GetTask:output_type -> fedzip.v1.Task
+	8,  // 19: fedzip.v1.Coordinator.Download:output_type -> fedzip.v1.ModelChunk
+	12, // 20: fedzip.v1.Coordinator.Submit:output_type -> fedzip.v1.SubmitResponse
+	14, // 21: fedzip.v1.Coordinator.SecAggStep:output_type -> fedzip.v1.SecAggStepResponse
+	17, // 22: fedzip.v1.Coordinator.ClusterStatus:output_type -> fedzip.v1.ClusterStatusResponse
+	20, // 23: fedzip.v1.Cluster.Join:output_type -> fedzip.v1.JoinResponse
+	22, // 24: fedzip.v1.Cluster.Remove:output_type -> fedzip.v1.RemoveResponse
+	16, // 25: fedzip.v1.Cluster.Status:output_type -> fedzip.v1.NodeStatus
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_fedzip_v1_fedzip_proto_init() }
@@ -1942,7 +2244,7 @@ func file_fedzip_v1_fedzip_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fedzip_v1_fedzip_proto_rawDesc), len(file_fedzip_v1_fedzip_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -23,6 +23,7 @@ const (
 	Coordinator_GetTask_FullMethodName       = "/fedzip.v1.Coordinator/GetTask"
 	Coordinator_Download_FullMethodName      = "/fedzip.v1.Coordinator/Download"
 	Coordinator_Submit_FullMethodName        = "/fedzip.v1.Coordinator/Submit"
+	Coordinator_SecAggStep_FullMethodName    = "/fedzip.v1.Coordinator/SecAggStep"
 	Coordinator_ClusterStatus_FullMethodName = "/fedzip.v1.Coordinator/ClusterStatus"
 )
 
@@ -51,6 +52,17 @@ type CoordinatorClient interface {
 	// Resubmitting the same (round, client) is idempotent: the answer has
 	// duplicate set.
 	Submit(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[UpdateChunk, SubmitResponse], error)
+	// SecAggStep is a client's part in a secure aggregation round (a run
+	// with --secagg; see docs/secagg.md). With a message, it commits the
+	// client's message for the step and answers once it is committed; a
+	// resend of the same message is acknowledged, another one refused
+	// (FAILED_PRECONDITION). Without one, it waits (up to the long poll) until
+	// the round reaches the step, then answers the client's task for the
+	// round's current step. The sender is the authenticated client: every
+	// sender field inside the message must name it (INVALID_ARGUMENT).
+	// A client the step does not expect (it missed an earlier step), a step
+	// out of order or after its deadline: FAILED_PRECONDITION.
+	SecAggStep(ctx context.Context, in *SecAggStepRequest, opts ...grpc.CallOption) (*SecAggStepResponse, error)
 	// ClusterStatus describes the coordinator cluster. It needs no token
 	// (operators call it); TLS or mTLS still applies.
 	ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error)
@@ -116,6 +128,16 @@ func (c *coordinatorClient) Submit(ctx context.Context, opts ...grpc.CallOption)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_SubmitClient = grpc.ClientStreamingClient[UpdateChunk, SubmitResponse]
 
+func (c *coordinatorClient) SecAggStep(ctx context.Context, in *SecAggStepRequest, opts ...grpc.CallOption) (*SecAggStepResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SecAggStepResponse)
+	err := c.cc.Invoke(ctx, Coordinator_SecAggStep_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorClient) ClusterStatus(ctx context.Context, in *ClusterStatusRequest, opts ...grpc.CallOption) (*ClusterStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ClusterStatusResponse)
@@ -151,6 +173,17 @@ type CoordinatorServer interface {
 	// Resubmitting the same (round, client) is idempotent: the answer has
 	// duplicate set.
 	Submit(grpc.ClientStreamingServer[UpdateChunk, SubmitResponse]) error
+	// SecAggStep is a client's part in a secure aggregation round (a run
+	// with --secagg; see docs/secagg.md). With a message, it commits the
+	// client's message for the step and answers once it is committed; a
+	// resend of the same message is acknowledged, another one refused
+	// (FAILED_PRECONDITION). Without one, it waits (up to the long poll) until
+	// the round reaches the step, then answers the client's task for the
+	// round's current step. The sender is the authenticated client: every
+	// sender field inside the message must name it (INVALID_ARGUMENT).
+	// A client the step does not expect (it missed an earlier step), a step
+	// out of order or after its deadline: FAILED_PRECONDITION.
+	SecAggStep(context.Context, *SecAggStepRequest) (*SecAggStepResponse, error)
 	// ClusterStatus describes the coordinator cluster. It needs no token
 	// (operators call it); TLS or mTLS still applies.
 	ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error)
@@ -175,6 +208,9 @@ func (UnimplementedCoordinatorServer) Download(*DownloadRequest, grpc.ServerStre
 }
 func (UnimplementedCoordinatorServer) Submit(grpc.ClientStreamingServer[UpdateChunk, SubmitResponse]) error {
 	return status.Error(codes.Unimplemented, "method Submit not implemented")
+}
+func (UnimplementedCoordinatorServer) SecAggStep(context.Context, *SecAggStepRequest) (*SecAggStepResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SecAggStep not implemented")
 }
 func (UnimplementedCoordinatorServer) ClusterStatus(context.Context, *ClusterStatusRequest) (*ClusterStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ClusterStatus not implemented")
@@ -254,6 +290,24 @@ func _Coordinator_Submit_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Coordinator_SubmitServer = grpc.ClientStreamingServer[UpdateChunk, SubmitResponse]
 
+func _Coordinator_SecAggStep_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SecAggStepRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).SecAggStep(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_SecAggStep_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).SecAggStep(ctx, req.(*SecAggStepRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_ClusterStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ClusterStatusRequest)
 	if err := dec(in); err != nil {
@@ -286,6 +340,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetTask",
 			Handler:    _Coordinator_GetTask_Handler,
+		},
+		{
+			MethodName: "SecAggStep",
+			Handler:    _Coordinator_SecAggStep_Handler,
 		},
 		{
 			MethodName: "ClusterStatus",

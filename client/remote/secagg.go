@@ -1,0 +1,188 @@
+package remote
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/secagg"
+	"github.com/fedzip/fedzip/transport"
+	"github.com/fedzip/fedzip/transport/fedzippb"
+)
+
+// errSecAggOut means the coordinator no longer takes this client's part
+// in the round's protocol (it missed a step, or the round moved on).
+var errSecAggOut = errors.New("client: out of the round's secure aggregation")
+
+// secAggFile holds the client's error-feedback residual under secure
+// aggregation.
+const secAggFile = "secagg-residual.bin"
+
+// secAggPeer is the client's side of one secure aggregation round: its
+// protocol peer (keys from crypto/rand; secagg.Peer resends an answer
+// byte for byte when a step is asked again after a lost answer or a
+// failover), and its update's codes on the round's support.
+type secAggPeer struct {
+	*secagg.Peer
+	idx   []int32
+	codes []uint32
+	sent  []float32
+}
+
+// newSecAggPeer starts the round res describes: it checks the
+// parameters, builds the graph and the protocol client, and encodes delta
+// on the support with the residual res (secagg.EncodeUpdate), which it
+// updates.
+func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual []float32, taskSeed uint64) (*secAggPeer, error) {
+	d := int(res.GetDim())
+	if d < 1 || d > len(delta) {
+		return nil, fmt.Errorf("%w: a support of %d coordinates for a model of %d", ErrTaskRefused, d, len(delta))
+	}
+	fp := secagg.FixedPoint{Clip: float32(res.GetClip()), Bits: int(res.GetBits())}
+	if !(fp.Clip > 0) || math.IsInf(float64(fp.Clip), 0) || fp.Bits < 2 || fp.Bits > 24 || res.GetMaskBits() < 1 || res.GetMaskBits() > 32 {
+		return nil, fmt.Errorf("%w: fixed point clip %v, %d bits, %d-bit masked values", ErrTaskRefused, res.GetClip(), res.GetBits(), res.GetMaskBits())
+	}
+	if nb := res.GetNormBound(); !(nb >= 0) || math.IsInf(nb, 0) {
+		return nil, fmt.Errorf("%w: norm bound %v", ErrTaskRefused, nb)
+	}
+	g, err := secagg.NewGraph(secagg.Params{Session: res.GetSession(), IDs: res.GetIds(), K: int(res.GetNeighbours()), T: int(res.GetThreshold()),
+		D: d, GraphSeed: res.GetGraphSeed()})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	c, err := secagg.NewClient(g, id, crand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	m := int(res.GetMaskBits())
+	p := &secAggPeer{Peer: secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return PackMasked(y, m) }),
+		idx: make([]int32, d), codes: make([]uint32, d), sent: make([]float32, d)}
+	secagg.Support(p.idx, len(delta), res.GetSupportSeed())
+	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed, nil)
+	return p, nil
+}
+
+// PackMasked encodes a masked-input step message as SecAggStep carries
+// it: the secagg.MaskedInput header without values, then the low m bits
+// of each masked value (gradient.AppendMasked), m being the round's
+// mask_bits.
+func PackMasked(y secagg.MaskedInput, m int) ([]byte, error) {
+	hdr, err := (&secagg.MaskedInput{From: y.From}).MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return gradient.AppendMasked(hdr, y.Y, m), nil
+}
+
+// secAggRound takes part in the secure aggregation of task's round with
+// the update delta: for each step it waits for the step's task, answers
+// it, and sends the answer until the coordinator acknowledges it. What
+// the codes do not carry stays in the residual (secagg-residual.bin); if
+// the client drops out before its masked input is acknowledged, what it
+// counted as sent goes back into the residual too. Once the masked input
+// is acknowledged it counts as sent, even should the coordinator later
+// abandon the round (a client cannot tell).
+func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []float32) error {
+	id, rnd := r.st.ClientID, task.GetRound()
+	path := filepath.Join(r.cfg.StateDir, secAggFile)
+	residual := make([]float32, len(delta))
+	loadFloats(path, residual)
+	var p *secAggPeer
+	masked := false
+	out := func(why error) error {
+		if p != nil && !masked {
+			secagg.Scatter(residual, p.sent, p.idx)
+			if err := saveFloats(path, residual); err != nil {
+				return err
+			}
+		}
+		r.log.Warn("out of the round's secure aggregation", "round", rnd, "err", why)
+		r.st.LastRound = rnd
+		return r.save()
+	}
+	for step := 0; step <= 3; step++ {
+		res, err := r.secAggCall(ctx, &fedzippb.SecAggStepRequest{ClientId: id, Round: rnd, Step: uint32(step)})
+		if errors.Is(err, errSecAggOut) {
+			return out(err)
+		}
+		if err != nil {
+			return err
+		}
+		if res.GetRound() != rnd || res.GetStep() != uint32(step) {
+			return out(fmt.Errorf("%w: the round is at step %d", errSecAggOut, res.GetStep()))
+		}
+		if p == nil {
+			if p, err = newSecAggPeer(res, id, delta, residual, task.GetTaskSeed()); err != nil {
+				return err
+			}
+			if err := saveFloats(path, residual); err != nil {
+				return err
+			}
+		}
+		msg, err := p.Answer(step, res.GetMessage(), p.codes)
+		if err != nil {
+			// Too few neighbours left, or a message that does not
+			// open: this client aborts the round.
+			return out(err)
+		}
+		if !res.GetAnswered() {
+			_, err = r.secAggCall(ctx, &fedzippb.SecAggStepRequest{ClientId: id, Round: rnd, Step: uint32(step), Message: msg})
+			if errors.Is(err, errSecAggOut) {
+				return out(err)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if step == 2 {
+			masked = true
+		}
+		r.sum.Bytes += int64(len(msg))
+	}
+	r.log.Info("secure aggregation round done", "round", rnd)
+	r.sum.Rounds = append(r.sum.Rounds, int(rnd))
+	r.st.LastRound = rnd
+	return r.save()
+}
+
+// secAggCall calls SecAggStep until it succeeds, following redirects and
+// backing off on network errors; a long poll that ends without the step
+// is asked again. A refusal (FailedPrecondition, InvalidArgument, NotFound)
+// is errSecAggOut.
+func (r *runner) secAggCall(ctx context.Context, req *fedzippb.SecAggStepRequest) (*fedzippb.SecAggStepResponse, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if r.conn == nil {
+			if err := r.dial(ctx); err != nil {
+				if e := r.retry(ctx, err); e != nil {
+					return nil, e
+				}
+				continue
+			}
+		}
+		res, err := r.api.SecAggStep(ctx, req)
+		if err == nil {
+			r.backoff, r.redirected = 0, false
+			return res, nil
+		}
+		if transport.IsNoTask(err) {
+			continue
+		}
+		switch status.Code(err) {
+		case codes.FailedPrecondition, codes.InvalidArgument, codes.NotFound:
+			return nil, fmt.Errorf("%w: %w", errSecAggOut, err)
+		}
+		if e := r.retry(ctx, err); e != nil {
+			return nil, e
+		}
+	}
+}

@@ -1,0 +1,442 @@
+package coordinator
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/fedzip/fedzip/client/remote"
+	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
+)
+
+// saRun is a run with secure aggregation for the FSM tests: n clients a
+// round, half the coordinates on the support, 8-bit codes in [-1, 1].
+func saRun(n int) *RunConfig {
+	return &RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: 4, Classes: 3, InitSeed: 1, Strategy: "fedavg",
+		Round:    round.Config{PerRound: n, MinClients: 3, Deadline: 80 * time.Second, Seed: 3},
+		TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1, UploadCodec: "none",
+		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 1}},
+		AggregateOrder: OrderSelection, StrategyDefaults: DefaultsBounded}
+}
+
+// saPeer is a test client of secure aggregation: its secagg.Peer (keys
+// from crypto/rand), which resends its answer of a step when asked again,
+// and its codes for the round.
+type saPeer struct {
+	id    round.ClientID
+	p     *secagg.Peer
+	codes []uint32
+	res   []float32
+}
+
+// start begins round task.Round: a fresh protocol client, and delta
+// encoded on the round's support with the peer's residual.
+func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
+	tb.Helper()
+	g, err := secagg.NewGraph(task.Params)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c, err := secagg.NewClient(g, uint64(p.id), rand.Reader)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.p = secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return remote.PackMasked(y, task.MaskBits) })
+	if p.res == nil {
+		p.res = make([]float32, len(delta))
+	}
+	idx := make([]int32, task.Params.D)
+	secagg.Support(idx, len(delta), task.SupportSeed)
+	p.codes = make([]uint32, len(idx))
+	sent := make([]float32, len(idx))
+	secagg.EncodeUpdate(p.codes, sent, p.res, delta, idx, task.Fixed, task.NormBound, round.TaskSeed(task.SupportSeed, task.Round, p.id), nil)
+}
+
+// answer returns the peer's message for task's step.
+func (p *saPeer) answer(tb testing.TB, task SecAggTask) []byte {
+	tb.Helper()
+	out, err := p.p.Answer(task.Step, task.Msg, p.codes)
+	if err != nil {
+		tb.Fatalf("client %d, step %d: %v", p.id, task.Step, err)
+	}
+	return out
+}
+
+// saHarness applies entries to one FSM on a virtual clock, checking after
+// every entry that its state survives a snapshot and a restore bit for
+// bit, and keeps every entry and snapshot for the privacy check.
+type saHarness struct {
+	t       *testing.T
+	f       *FSM
+	index   uint64
+	entries [][]byte
+	snaps   [][]byte
+}
+
+func (h *saHarness) apply(c command) any {
+	h.t.Helper()
+	h.index++
+	data := c.encode()
+	h.entries = append(h.entries, data)
+	res := h.f.Apply(&raft.Log{Index: h.index, Type: raft.LogCommand, Data: data})
+	checkRestores(h.t, h.f)
+	h.snaps = append(h.snaps, stateBytes(h.t, h.f))
+	return res
+}
+
+func (h *saHarness) must(c command) any {
+	h.t.Helper()
+	res := h.apply(c)
+	if err, ok := res.(error); ok {
+		h.t.Fatalf("%s entry: %v", c.Type, err)
+	}
+	return res
+}
+
+// newSAHarness initialises a run of n clients a round, registers n
+// clients and opens round 1 at t0.
+func newSAHarness(t *testing.T, n int, t0 time.Time) (*saHarness, round.Opened) {
+	raw, err := json.Marshal(saRun(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &saHarness{t: t, f: NewFSM()}
+	h.must(command{Type: cmdInit, Now: t0.UnixNano(), Config: raw})
+	var cands []round.ClientID
+	for i := range n {
+		r := h.must(command{Type: cmdRegister, Now: t0.UnixNano(), Name: fmt.Sprint(i), TokenHash: []byte{byte(i)}, Examples: 5})
+		cands = append(cands, r.(registered).ID)
+	}
+	o := h.must(command{Type: cmdOpen, Now: t0.UnixNano(), Candidates: cands}).(round.Opened)
+	return h, o
+}
+
+// TestSecAggFSMRound runs rounds of the protocol through the FSM's log
+// entries, on a virtual clock, with 3 of 10 clients dropping at each step
+// in turn: the recovered sum equals the plain sum of the survivors'
+// codes, the model moves by their decoded mean on the support and
+// nowhere else, every entry's state survives a snapshot and a restore,
+// and no entry or snapshot holds a client's codes. Six dropping at the
+// unmask step leave too few shares: the round is abandoned.
+func TestSecAggFSMRound(t *testing.T) {
+	const n = 10
+	t0 := time.Unix(1000, 0).UTC()
+	for _, tc := range []struct {
+		name      string
+		dropStep  int // the step from which the dropping clients send nothing; 4: none
+		drops     int
+		abandoned bool
+	}{
+		{"no dropout", 4, 0, false},
+		{"drop at advertise", SecAggAdvertise, 3, false},
+		{"drop at share", SecAggShare, 3, false},
+		{"drop at masked", SecAggMasked, 3, false},
+		{"drop at unmask", SecAggUnmask, 3, false},
+		{"too many drop at unmask", SecAggUnmask, 6, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, o := newSAHarness(t, n, t0)
+			var gotSum []uint32
+			var gotSurv []uint64
+			h.f.saSum = func(_ int, surv []uint64, sum []uint32) { gotSurv, gotSum = surv, slices.Clone(sum) }
+			before, _ := h.f.Model()
+			rng := mrand.New(mrand.NewPCG(1, 2))
+			peers := map[round.ClientID]*saPeer{}
+			dropped := map[round.ClientID]bool{}
+			for i, id := range o.Selected {
+				peers[id] = &saPeer{id: id}
+				dropped[id] = i < tc.drops
+			}
+			for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
+				now := t0.Add(time.Duration(step+1) * time.Second)
+				for _, id := range o.Selected {
+					task, err := h.f.SecAggTask(id, o.Round)
+					if errors.Is(err, ErrSecAggStep) {
+						continue // it dropped at an earlier step
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					if step == SecAggAdvertise {
+						delta := make([]float32, h.f.Params())
+						for j := range delta {
+							delta[j] = float32(rng.NormFloat64() * 0.3)
+						}
+						peers[id].start(t, task, delta)
+					}
+					if dropped[id] && step >= tc.dropStep {
+						continue
+					}
+					msg := peers[id].answer(t, task)
+					h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: step, Payload: msg})
+					// A resend (the answer was lost) is acknowledged.
+					if dup, err := h.f.saPrecheck(now, id, o.Round, step, msg); err != nil || !dup {
+						t.Fatalf("a resend of step %d: dup %v, %v", step, dup, err)
+					}
+				}
+				// The step ends early once everyone expected answered,
+				// else at its deadline.
+				end := now
+				if _, _, due := h.f.saDue(now); !due {
+					if tc.drops == 0 || step < tc.dropStep {
+						t.Fatalf("step %d: not due with every client answered", step)
+					}
+					end = h.f.sa.deadline(80*time.Second, step)
+					if _, _, due := h.f.saDue(end.Add(-time.Nanosecond)); due {
+						t.Fatalf("step %d due before its deadline", step)
+					}
+				}
+				e := h.must(command{Type: cmdSecAggEnd, Now: end.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+				if step < SecAggUnmask && (e.Closed != nil || e.Abandoned != "") {
+					t.Fatalf("step %d ended with %+v", step, e)
+				}
+				if step == SecAggUnmask {
+					if tc.abandoned {
+						if e.Abandoned == "" || h.f.View().Phase != round.Idle || h.f.View().Version != 0 {
+							t.Fatalf("a round with too few shares: %+v, %+v", e, h.f.View().Progress)
+						}
+						return
+					}
+					if e.Closed == nil || e.Closed.Version != 1 {
+						t.Fatalf("the unmask step ended with %+v", e)
+					}
+				}
+			}
+			// Exactness: the recovered sum is the survivors' plain sum.
+			plain := make([]uint32, len(gotSum))
+			var surv []uint64
+			for _, id := range o.Selected {
+				if dropped[id] && tc.dropStep <= SecAggMasked {
+					continue
+				}
+				surv = append(surv, uint64(id))
+				for j, v := range peers[id].codes {
+					plain[j] += v
+				}
+			}
+			if !slices.Equal(gotSurv, surv) || !slices.Equal(gotSum, plain) {
+				t.Fatalf("survivors %v, want %v; the recovered sum differs from the plain sum", gotSurv, surv)
+			}
+			// The model moved by the decoded mean on the support only.
+			task := saTaskOf(t, h.f, o, peers)
+			idx := make([]int32, task.Params.D)
+			secagg.Support(idx, len(before), task.SupportSeed)
+			mean := make([]float32, len(plain))
+			task.Fixed.Decode(mean, plain)
+			after, _ := h.f.Model()
+			on := map[int32]int{}
+			for j, c := range idx {
+				on[c] = j
+			}
+			for c := range after {
+				j, ok := on[int32(c)]
+				d := float64(after[c] - before[c])
+				if !ok && d != 0 {
+					t.Fatalf("coordinate %d off the support moved by %v", c, d)
+				}
+				if ok && math.Abs(d-float64(mean[j])/float64(len(surv))) > 1e-6 {
+					t.Fatalf("coordinate %d moved by %v, the mean is %v", c, d, mean[j]/float32(len(surv)))
+				}
+			}
+			// Privacy: no entry, no snapshot holds a client's codes, as
+			// uint32s or packed in m bits.
+			for id, p := range peers {
+				raw := binary.LittleEndian.AppendUint32(nil, p.codes[0])
+				for _, v := range p.codes[1:] {
+					raw = binary.LittleEndian.AppendUint32(raw, v)
+				}
+				packed := gradient.AppendMasked(nil, p.codes, task.MaskBits)[5:]
+				for _, b := range append(slices.Clone(h.entries), h.snaps...) {
+					if bytes.Contains(b, raw) || bytes.Contains(b, packed) {
+						t.Fatalf("client %d's codes are in an entry or a snapshot", id)
+					}
+				}
+			}
+		})
+	}
+}
+
+// saTaskOf rebuilds the closed round's task parameters (support seed,
+// fixed point, m) as its clients received them.
+func saTaskOf(t *testing.T, f *FSM, o round.Opened, _ map[round.ClientID]*saPeer) SecAggTask {
+	t.Helper()
+	cfg := f.View().Config
+	fp := secagg.FixedPoint{Clip: float32(cfg.SecAgg.Clip), Bits: cfg.SecAgg.Bits}
+	m, _ := gradient.MaskedBits(len(o.Selected), fp.Levels())
+	return SecAggTask{Round: o.Round, Params: saParams(&cfg, o.Round, o.Selected, saSupportLen(cfg.SecAgg, f.Params())),
+		SupportSeed: round.TaskSeed(cfg.TaskSeed^saltSupport, o.Round, 0), Fixed: fp, MaskBits: m}
+}
+
+// TestSecAggRefusals: messages the protocol does not expect are refused
+// before the log (no entry: nothing durable), and Apply refuses them too
+// without a change of state. A client cannot speak for another, send a
+// step out of order, send more than the step's bound, change its answer,
+// answer late, or send a plain update.
+func TestSecAggRefusals(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	h, o := newSAHarness(t, 5, t0)
+	now := t0.Add(time.Second)
+	a, b := o.Selected[0], o.Selected[1]
+	pa, pb := &saPeer{id: a}, &saPeer{id: b}
+	for _, p := range []*saPeer{pa, pb} {
+		task, err := h.f.SecAggTask(p.id, o.Round)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.start(t, task, make([]float32, h.f.Params()))
+	}
+	task, _ := h.f.SecAggTask(a, o.Round)
+	advA, advB := pa.answer(t, task), pb.answer(t, task)
+	other, _ := (&secagg.MaskedInput{From: uint64(a)}).MarshalBinary()
+	for _, tc := range []struct {
+		name string
+		id   round.ClientID
+		step int
+		msg  []byte
+		want error
+	}{
+		{"b sends a's advert", b, SecAggAdvertise, advA, ErrBadUpdate},
+		{"a step out of order", a, SecAggMasked, other, ErrSecAggStep},
+		{"oversized", a, SecAggAdvertise, make([]byte, 1<<20), ErrBadUpdate},
+		{"garbage", a, SecAggAdvertise, []byte{1, 2, 3}, ErrBadUpdate},
+		{"another round", a, SecAggAdvertise, advA, round.ErrWrongRound},
+		{"an unknown client", 99, SecAggAdvertise, advA, ErrUnknownClient},
+	} {
+		roundNo := o.Round
+		if tc.name == "another round" {
+			roundNo++
+		}
+		before := stateBytes(t, h.f)
+		if _, err := h.f.saPrecheck(now, tc.id, roundNo, tc.step, tc.msg); !errors.Is(err, tc.want) {
+			t.Errorf("%s: precheck %v, want %v", tc.name, err, tc.want)
+		}
+		res := h.apply(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(roundNo), Client: tc.id, Step: tc.step, Payload: tc.msg})
+		if err, ok := res.(error); !ok || !errors.Is(err, tc.want) {
+			t.Errorf("%s: Apply answered %v, want %v", tc.name, res, tc.want)
+		}
+		if !bytes.Equal(before, stateBytes(t, h.f)) {
+			t.Errorf("%s: a refused message changed the state", tc.name)
+		}
+	}
+	h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: a, Step: SecAggAdvertise, Payload: advA})
+	// Another advert from a: a conflict, not a second key.
+	pa2 := &saPeer{id: a}
+	pa2.start(t, task, make([]float32, h.f.Params()))
+	if _, err := h.f.saPrecheck(now, a, o.Round, SecAggAdvertise, pa2.answer(t, task)); !errors.Is(err, ErrConflict) {
+		t.Errorf("a second advert: %v, want ErrConflict", err)
+	}
+	// b, after the step's deadline: late, so dropped.
+	late := h.f.sa.deadline(80*time.Second, SecAggAdvertise)
+	if _, err := h.f.saPrecheck(late, b, o.Round, SecAggAdvertise, advB); !errors.Is(err, round.ErrLate) {
+		t.Errorf("a late advert: %v, want ErrLate", err)
+	}
+	// A plain update would bypass the masks.
+	if _, _, err := h.f.precheck(now, a, o.Round, 5, fuzzUpdate(0.5)); !errors.Is(err, ErrSecAggOnly) {
+		t.Errorf("a plain update: %v, want ErrSecAggOnly", err)
+	}
+	if res := h.apply(command{Type: cmdClose, Now: now.UnixNano()}); !errors.Is(res.(error), ErrSecAggOnly) {
+		t.Errorf("a close in the middle of the protocol: %v", res)
+	}
+}
+
+// FuzzSecAggApply applies an arbitrary step message, for each step, to an
+// FSM whose round is at that step of the protocol: Apply never panics,
+// and a message it refuses changes nothing.
+func FuzzSecAggApply(f *testing.F) {
+	f.Add(uint64(0), []byte{1, 0, 1, 2})
+	f.Add(uint64(2), []byte{1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f})
+	f.Add(uint64(3), []byte{})
+	f.Fuzz(func(t *testing.T, who uint64, msg []byte) {
+		t0 := time.Unix(1000, 0).UTC()
+		h, o := newSAHarness(t, 4, t0)
+		id := o.Selected[who%uint64(len(o.Selected))]
+		peers := map[round.ClientID]*saPeer{}
+		target := int(who>>8) % 4
+		now := t0.Add(time.Second)
+		for step := 0; step < target; step++ {
+			for _, c := range o.Selected {
+				task, err := h.f.SecAggTask(c, o.Round)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if step == 0 {
+					peers[c] = &saPeer{id: c}
+					peers[c].start(t, task, make([]float32, h.f.Params()))
+				}
+				h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
+			}
+			h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+		}
+		before := stateBytes(t, h.f)
+		res := h.f.Apply(&raft.Log{Index: h.index + 1, Type: raft.LogCommand,
+			Data: (&command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: target, Payload: msg}).encode()})
+		if _, refused := res.(error); refused && !bytes.Equal(before, stateBytes(t, h.f)) {
+			t.Fatalf("a refused message (%v) changed the state", res)
+		}
+		checkRestores(t, h.f)
+	})
+}
+
+// TestSnapshotBeforeSecAgg: a snapshot written before secure aggregation
+// (without its fields) restores, with secure aggregation off, to the
+// state it was taken from.
+func TestSnapshotBeforeSecAgg(t *testing.T) {
+	f, _ := runningFSM(t)
+	s, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := s.(*snapshot)
+	old := struct {
+		Config     []byte
+		Clients    []clientRecord
+		NextID     round.ClientID
+		Applied    uint64
+		Machine    round.State
+		Accepted   []command
+		LastClosed round.Closed
+		Strategy   []byte
+		Nodes      []NodeInfo
+		Download   *gradient.ServerState
+	}{cur.Config, cur.Clients, cur.NextID, cur.Applied, cur.Machine, cur.Accepted, cur.LastClosed, cur.Strategy, cur.Nodes, cur.Download}
+	var buf bytes.Buffer
+	if err := gob.NewEncoder(&buf).Encode(&old); err != nil {
+		t.Fatal(err)
+	}
+	g := NewFSM()
+	if err := g.Restore(nopCloser{&buf}); err != nil {
+		t.Fatal(err)
+	}
+	if g.sa != nil || !bytes.Equal(stateBytes(t, f), stateBytes(t, g)) {
+		t.Fatal("an older snapshot restored to another state")
+	}
+}
+
+// TestSecAggDPRefused: the coordinator refuses a run with distributed DP,
+// which its clients would not add: the run's privacy would be claimed and
+// not given.
+func TestSecAggDPRefused(t *testing.T) {
+	run := saRun(5)
+	run.SecAgg.DP = &runspec.SecAggDP{Noise: 1, Clip: 1}
+	if err := run.checkApply(); err == nil || !strings.Contains(err.Error(), "distributed DP") {
+		t.Fatalf("a run with distributed DP: %v", err)
+	}
+	if err := run.Validate(); err == nil {
+		t.Fatal("Validate took a run with distributed DP")
+	}
+}
