@@ -2,6 +2,7 @@ package runspec
 
 import (
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/fedzip/fedzip/aggregate"
@@ -33,6 +34,57 @@ type SecAgg struct {
 	// size and threshold; 0 chooses them (secagg.ChooseK).
 	Neighbours int `json:"neighbours,omitempty"`
 	Threshold  int `json:"threshold,omitempty"`
+	// Support is how the round's support is chosen (--secagg-support):
+	// "" or "random", random-k from the round seed; "announced" or
+	// "announced,explore=F", the top of the server's estimate from the
+	// published aggregates (secagg.Importance) with a fraction F of the
+	// support (DefaultSecAggExplore) still random-k from the round seed.
+	// See ParseSecAggSupport.
+	Support string `json:"support,omitempty"`
+}
+
+// SecAggSupport is a parsed SecAgg.Support.
+type SecAggSupport struct {
+	// Announced is true for a support the server announces.
+	Announced bool
+	// Explore is the fraction of an announced support drawn at random
+	// from the round seed, in [0, 1].
+	Explore float64
+}
+
+// DefaultSecAggExplore is the random fraction of an announced support.
+const DefaultSecAggExplore = 0.25
+
+// ParseSecAggSupport parses SecAgg.Support: "" or "random", "announced",
+// or "announced,explore=F" with F in [0, 1].
+func ParseSecAggSupport(s string) (SecAggSupport, error) {
+	name, rest, _ := strings.Cut(strings.TrimSpace(s), ",")
+	switch strings.TrimSpace(name) {
+	case "", "random":
+		if rest != "" {
+			return SecAggSupport{}, invalid("--secagg-support %q: random takes no options", s)
+		}
+		return SecAggSupport{}, nil
+	case "announced":
+	default:
+		return SecAggSupport{}, invalid("--secagg-support %q: want random or announced[,explore=F]", s)
+	}
+	sup := SecAggSupport{Announced: true, Explore: DefaultSecAggExplore}
+	if rest == "" {
+		return sup, nil
+	}
+	for _, f := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(f, "=")
+		if strings.TrimSpace(k) != "explore" {
+			return SecAggSupport{}, invalid("--secagg-support %q: unknown option %q (want explore=F)", s, k)
+		}
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || !(x >= 0 && x <= 1) {
+			return SecAggSupport{}, invalid("--secagg-support %q: explore=%s: want a fraction in [0, 1]", s, v)
+		}
+		sup.Explore = x
+	}
+	return sup, nil
 }
 
 // Defaults and bounds of SecAgg.
@@ -69,6 +121,9 @@ func (s Spec) validateSecAgg() error {
 		return invalid("--secagg-neighbours and --secagg-threshold: set both or neither")
 	case !gradient.IsNone(s.UploadCodec):
 		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
+	}
+	if _, err := ParseSecAggSupport(sa.Support); err != nil {
+		return err
 	}
 	_, err := SecAggNormBound(s.Strategy)
 	return err

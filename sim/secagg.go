@@ -78,6 +78,15 @@ type secAggRun struct {
 	bits  int     // m: the masked values' width on the wire
 	store StateStore
 	idx   []int32 // this round's support
+	// imp, with an announced support (runspec.SecAggAnnounced), is the
+	// server's estimate the support is announced from; explore is the
+	// number of its coordinates drawn at random from the round seed.
+	imp     *secagg.Importance
+	explore int
+	scratch []int32
+	// announced is the size of this round's announced support message,
+	// which every selected client downloads (0 for a random support).
+	announced int64
 	// codes[i] and sent[i] are the fixed-point codes of selected[i] and
 	// their decoded values (what the client counts as sent).
 	codes [][]uint32
@@ -118,6 +127,15 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
 	}
+	sup, err := runspec.ParseSecAggSupport(sa.Support)
+	if err != nil {
+		return nil, err
+	}
+	if sup.Announced {
+		s.imp = secagg.NewImportance(n)
+		s.explore = min(int(math.Round(sup.Explore*float64(k))), k)
+		s.scratch = make([]int32, k)
+	}
 	s.bufs.New = func() any { b := make([]float32, n); return &b }
 	return s, nil
 }
@@ -146,7 +164,10 @@ func (s *secAggRun) graph(r, attempt int, sel []round.ClientID) (*secagg.Graph, 
 		}
 	}
 	a := round.ClientID(attempt)
-	return secagg.NewGraph(secagg.Params{Session: round.TaskSeed(s.seed^saltSession, r, a), IDs: ids,
+	// The session binds the round's support: a client announced another
+	// support would derive other masks, and the sum would not unmask.
+	session := secagg.BindSupport(round.TaskSeed(s.seed^saltSession, r, a), s.idx)
+	return secagg.NewGraph(secagg.Params{Session: session, IDs: ids,
 		K: min(k, len(ids)-1), T: min(t, len(ids)-1), D: len(s.idx), GraphSeed: round.TaskSeed(s.seed^saltGraph, r, a)})
 }
 
@@ -166,11 +187,37 @@ func (s *secAggRun) dropStep(r, attempt int, id round.ClientID) int {
 	return slices.Index(SecAggDropSteps, s.drop.Step)
 }
 
-// open draws round r's support and sizes the per-client buffers.
-func (s *secAggRun) open(r, selected int) {
-	secagg.Support(s.idx, s.n, round.TaskSeed(s.seed^saltSupport, r, 0))
+// open sets round r's support and sizes the per-client buffers. A random
+// support is drawn from the round seed. An announced one is the server's
+// (secagg.Importance.Announce): the clients are sent its part that is not
+// drawn from the seed (secagg.AppendAnnounced, counted in s.announced) and
+// rebuild it; open checks that what they rebuild is the server's support.
+func (s *secAggRun) open(r, selected int) error {
+	seed := round.TaskSeed(s.seed^saltSupport, r, 0)
 	s.codes = make([][]uint32, selected)
 	s.sent = make([][]float32, selected)
+	if s.imp == nil {
+		secagg.Support(s.idx, s.n, seed)
+		return nil
+	}
+	explore := s.imp.Announce(s.idx, r, seed, s.explore, s.scratch)
+	msg := secagg.AppendAnnounced(nil, secagg.RemoveSupport(nil, s.idx, explore), s.n)
+	s.announced = int64(len(msg))
+	// A client's side: decode, draw the random part, merge.
+	top, err := secagg.ReadAnnounced(nil, msg, s.n, len(s.idx))
+	if err != nil {
+		return err
+	}
+	mine := make([]int32, s.explore)
+	secagg.Support(mine, s.n, seed)
+	got, err := secagg.MergeSupport(make([]int32, 0, len(s.idx)), top, mine)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(got, s.idx) {
+		return fmt.Errorf("secagg: round %d: the clients rebuild another support than the server announced", r)
+	}
+	return nil
 }
 
 // encode is client id's side before the protocol (selected[i], on a
@@ -427,7 +474,10 @@ func (s *secAggRun) nextClip(mean []float32) {
 // protocol's, both directions) to met.
 func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global []float32, o round.Opened, cfg Config, data Data,
 	evals map[round.ClientID]*round.EvalReport, met *Metrics, lossSum *float64) error {
-	s.open(o.Round, len(o.Selected))
+	if err := s.open(o.Round, len(o.Selected)); err != nil {
+		return err
+	}
+	met.DownloadBytes += s.announced * int64(len(o.Selected))
 	pos := make(map[round.ClientID]int, len(o.Selected))
 	for i, id := range o.Selected {
 		pos[id] = i
@@ -473,6 +523,9 @@ func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global
 		if _, err := mach.Submit(now, round.Submission{Round: o.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
 			return err
 		}
+	}
+	if s.imp != nil {
+		s.imp.Observe(o.Round, s.idx, mean)
 	}
 	s.nextClip(mean)
 	return nil

@@ -229,7 +229,9 @@ func TestSecAggErrorFeedback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.open(1, 2)
+	if err := s.open(1, 2); err != nil {
+		t.Fatal(err)
+	}
 	delta := make([]float32, n)
 	for i := range delta {
 		delta[i] = float32(i%7-3) * 0.004 // some beyond the clip

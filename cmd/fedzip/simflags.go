@@ -37,7 +37,7 @@ type simulateFlags struct {
 	secagg                             bool
 	secaggK, secaggClip, secaggDrop    float64
 	secaggBits, secaggNbrs, secaggT    int
-	secaggDropStep                     string
+	secaggDropStep, secaggSupport      string
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -74,6 +74,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	holdoutFlag(fs, &f.holdout)
 	fs.BoolVar(&f.secagg, "secagg", false, "aggregate each round by secure aggregation (SecAgg+): clients send fixed-point values on one random-k support, masked; the server learns only their sum (docs/secagg.md)")
 	fs.Float64Var(&f.secaggK, "secagg-k", runspec.DefaultSecAggFraction, "--secagg: fraction of the coordinates on the round's shared random-k support")
+	fs.StringVar(&f.secaggSupport, "secagg-support", "random", "--secagg: the round's shared support: random (random-k from the round seed) or announced[,explore=F] (the server's top coordinates from its published aggregates, a fraction F random; docs/secagg.md)")
 	fs.IntVar(&f.secaggBits, "secagg-bits", runspec.DefaultSecAggBits, "--secagg: fixed-point bits b of each value (n·2^b ≤ 2^32)")
 	fs.Float64Var(&f.secaggClip, "secagg-clip", 0, "--secagg: fixed-point range [-clip, clip] (0: 8× the RMS of the last round's mean update)")
 	fs.IntVar(&f.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")
@@ -124,6 +125,10 @@ func (f *simulateFlags) secAggSpec(spec *runspec.Spec) error {
 	spec.Strategy = runspec.SecAggStrategy(spec.Strategy)
 	f.uploadCodec = fmt.Sprintf("secagg randk=%g,bits=%d", f.secaggK, f.secaggBits) // for the summary
 	spec.SecAgg = &runspec.SecAgg{Fraction: f.secaggK, Bits: f.secaggBits, Clip: f.secaggClip, Neighbours: f.secaggNbrs, Threshold: f.secaggT}
+	if f.secaggSupport != "random" {
+		spec.SecAgg.Support = f.secaggSupport
+		f.uploadCodec = fmt.Sprintf("secagg %s k=%g,bits=%d", f.secaggSupport, f.secaggK, f.secaggBits)
+	}
 	if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 		return err
 	}

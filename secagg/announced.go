@@ -1,0 +1,301 @@
+package secagg
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+
+	"github.com/fedzip/fedzip/compress"
+)
+
+// An announced support: the server picks the round's support from what it
+// has published, not from the round seed alone.
+//
+// With a random-k support a coordinate is on it once in 1/fraction rounds,
+// so a client's error-feedback residual there waits that long. The server
+// can do better from the aggregates it publishes anyway: each round it
+// learns the survivors' mean on the support, and from it an estimate of how
+// fast each coordinate fills the clients' residuals. Importance keeps, per
+// coordinate, that rate (the |mean| a visit found, divided by the rounds
+// since the visit before, smoothed over visits) and the last round it was
+// on a support. The score of coordinate j in round r is
+//
+//	(rate_j + floor·prior) · (r − last_j)
+//
+// the mass the clients are expected to have accumulated there, with a
+// never-seen coordinate at the prior (the mean rate of the seen ones) and
+// every coordinate at least at a small floor of it, so that a coordinate
+// whose visit found nothing (a pixel always black, or a value rounded to 0)
+// comes back after a while. An exploration part of the support is random-k
+// from the round seed (SupportPlan.Explore); the rest is the top of the
+// scores among the other coordinates.
+//
+// Everything Importance holds is a function of the published supports and
+// means (and the round seeds): it is the server's view, and announcing the
+// support reveals nothing beyond the aggregates already published. It is
+// deterministic: replicas that Observe the same rounds in the same order
+// hold the same bits and announce the same supports.
+
+// Importance is the server's per-coordinate estimate behind an announced
+// support. The zero value is not usable: use NewImportance. It is not safe
+// for concurrent use.
+type Importance struct {
+	rate []float32 // estimated |mean| per round of age; < 0: never seen
+	last []int32   // the last round the coordinate was on a support (0: none)
+	ws   compress.Workspace
+	key  []float32
+}
+
+// Tuning of the score (see Importance).
+const (
+	// importanceSmooth is the weight of the old rate when a coordinate is
+	// seen again.
+	importanceSmooth = 0.5
+	// importanceFloor is the floor of every rate, as a fraction of the
+	// prior.
+	importanceFloor = 0.05
+	// importanceJitter breaks ties (all scores are equal before the first
+	// round) from the round seed: a score is multiplied by
+	// 1 + importanceJitter·u, u uniform in [0, 1).
+	importanceJitter = 1.0 / 1024
+)
+
+// NewImportance returns the estimate of a vector of length d before any
+// round: every coordinate unseen, so the first announced support is random
+// from the round seed.
+func NewImportance(d int) *Importance {
+	im := &Importance{rate: make([]float32, d), last: make([]int32, d)}
+	for j := range im.rate {
+		im.rate[j] = -1
+	}
+	return im
+}
+
+// Len returns the vector length d.
+func (im *Importance) Len() int { return len(im.rate) }
+
+// Observe records round r's published aggregate: mean[i] is the mean update
+// on coordinate idx[i] (idx being round r's support, ascending). Rounds must
+// be observed in increasing order, r ≥ 1. It panics if the lengths differ,
+// an index is out of range or r is not above a coordinate's last round (a
+// programmer error: the server observes what it announced).
+func (im *Importance) Observe(r int, idx []int32, mean []float32) {
+	if len(idx) != len(mean) {
+		panic("secagg: Importance.Observe: length mismatch")
+	}
+	for i, j := range idx {
+		age := r - int(im.last[j])
+		if age < 1 {
+			panic("secagg: Importance.Observe: round not after the coordinate's last")
+		}
+		v := float32(math.Abs(float64(mean[i]))) / float32(age)
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			v = 0
+		}
+		if old := im.rate[j]; old >= 0 {
+			v = importanceSmooth*old + (1-importanceSmooth)*v
+		}
+		im.rate[j] = v
+		im.last[j] = int32(r)
+	}
+}
+
+// Announce writes round r's support (len(dst) coordinates, ascending) to
+// dst: the first nExplore random-k from roundSeed (as Support draws them),
+// the rest the top scores among the other coordinates. It returns in
+// explore (a subslice of scratch, which needs nExplore capacity) the random
+// part, ascending, which every client derives from the seed; the clients
+// need to be sent only dst without it (AppendAnnounced). It panics if
+// nExplore > len(dst) > Len().
+func (im *Importance) Announce(dst []int32, r int, roundSeed uint64, nExplore int, scratch []int32) (explore []int32) {
+	d := len(im.rate)
+	if len(dst) > d || nExplore > len(dst) || nExplore < 0 {
+		panic("secagg: Importance.Announce: bad sizes")
+	}
+	explore = scratch[:nExplore]
+	Support(explore, d, roundSeed)
+	var sum float64
+	var seen int
+	for _, v := range im.rate {
+		if v >= 0 {
+			sum += float64(v)
+			seen++
+		}
+	}
+	prior := float32(1)
+	if seen > 0 && sum > 0 {
+		prior = float32(sum / float64(seen))
+	}
+	floor := importanceFloor * prior
+	if cap(im.key) < d {
+		im.key = make([]float32, d)
+	}
+	key := im.key[:d]
+	h := splitmix(roundSeed ^ 0x616e6e6f756e6365) // "announce"
+	for j := range key {
+		rate := im.rate[j]
+		if rate < 0 {
+			rate = prior
+		}
+		age := float32(r - int(im.last[j]))
+		// A per-round hash of j, uniform in [0, 1), breaks ties.
+		u := float32(splitmix(h^uint64(j))>>40) / (1 << 24)
+		key[j] = (rate + floor) * age * (1 + importanceJitter*u)
+	}
+	inf := float32(math.Inf(1))
+	for _, j := range explore {
+		key[j] = inf
+	}
+	compress.TopK(dst, key, &im.ws)
+	return explore
+}
+
+// MergeSupport writes to dst the union of the ascending, disjoint lists a
+// and b, ascending, and returns it (dst needs len(a)+len(b) capacity). It
+// returns ErrSupport if they share a coordinate.
+func MergeSupport(dst, a, b []int32) ([]int32, error) {
+	dst = dst[:0]
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i] < b[j]):
+			dst = append(dst, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			dst = append(dst, b[j])
+			j++
+		default:
+			return nil, fmt.Errorf("%w: coordinate %d both announced and random", ErrSupport, a[i])
+		}
+	}
+	return dst, nil
+}
+
+// RemoveSupport writes to dst the coordinates of the ascending list all
+// that are not in the ascending list sub (a subset of all), and returns it.
+func RemoveSupport(dst, all, sub []int32) []int32 {
+	dst = dst[:0]
+	j := 0
+	for _, c := range all {
+		for j < len(sub) && sub[j] < c {
+			j++
+		}
+		if j < len(sub) && sub[j] == c {
+			continue
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
+// Kinds of an announced support on the wire.
+const (
+	announcedRice   = 0 // Golomb-Rice coded gaps (compress.AppendRiceIndices)
+	announcedBitmap = 1 // one bit per coordinate, least significant first
+)
+
+// AppendAnnounced appends to dst the announced part of a support: the
+// ascending coordinates idx of a vector of length d, as whichever is
+// smaller of a bitmap and Golomb-Rice coded gaps. The format is a kind
+// byte, the count as a uvarint, then the coordinates. It panics if idx is
+// not ascending in [0, d).
+func AppendAnnounced(dst []byte, idx []int32, d int) []byte {
+	_, nbits := compress.RiceParam(idx, d)
+	rice := 1 + (nbits+7)/8
+	bitmap := int64(d+7) / 8
+	if rice <= bitmap {
+		dst = append(dst, announcedRice)
+		dst = binary.AppendUvarint(dst, uint64(len(idx)))
+		return compress.AppendRiceIndices(dst, idx, d)
+	}
+	dst = append(dst, announcedBitmap)
+	dst = binary.AppendUvarint(dst, uint64(len(idx)))
+	at := len(dst)
+	dst = append(dst, make([]byte, bitmap)...)
+	for _, j := range idx {
+		dst[at+int(j)>>3] |= 1 << (j & 7)
+	}
+	return dst
+}
+
+// ReadAnnounced decodes an announced support written by AppendAnnounced for
+// a vector of length d, of at most max coordinates, into dst (reused if it
+// has the capacity) and returns it. It returns an error wrapping
+// ErrSupport, and never panics, on any src: an unknown kind, a count above
+// max or d, a coordinate out of range, a bitmap whose bits disagree with
+// the count or set beyond d, trailing bytes. It allocates only the
+// coordinates, after bounding their count.
+func ReadAnnounced(dst []int32, src []byte, d, max int) ([]int32, error) {
+	if d < 0 || d > MaxDim {
+		return nil, fmt.Errorf("%w: length %d out of [0, %d]", ErrSupport, d, MaxDim)
+	}
+	if len(src) < 1 {
+		return nil, fmt.Errorf("%w: empty", ErrSupport)
+	}
+	kind := src[0]
+	n, w := binary.Uvarint(src[1:])
+	if w <= 0 {
+		return nil, fmt.Errorf("%w: bad count", ErrSupport)
+	}
+	if n > uint64(d) || n > uint64(max) {
+		return nil, fmt.Errorf("%w: %d coordinates, want at most %d of %d", ErrSupport, n, max, d)
+	}
+	body := src[1+w:]
+	if cap(dst) < int(n) {
+		dst = make([]int32, n)
+	}
+	dst = dst[:n]
+	switch kind {
+	case announcedRice:
+		used, err := compress.DecodeRiceIndices(dst, body, d)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrSupport, err)
+		}
+		if used != len(body) {
+			return nil, fmt.Errorf("%w: %d trailing bytes", ErrSupport, len(body)-used)
+		}
+	case announcedBitmap:
+		if len(body) != (d+7)/8 {
+			return nil, fmt.Errorf("%w: bitmap of %d bytes for %d coordinates", ErrSupport, len(body), d)
+		}
+		k := 0
+		for i, b := range body {
+			for ; b != 0; b &= b - 1 {
+				j := i*8 + bits.TrailingZeros8(b)
+				if j >= d || k == len(dst) {
+					return nil, fmt.Errorf("%w: bitmap disagrees with its count %d", ErrSupport, n)
+				}
+				dst[k] = int32(j)
+				k++
+			}
+		}
+		if k != len(dst) {
+			return nil, fmt.Errorf("%w: bitmap holds %d coordinates, count %d", ErrSupport, k, n)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown kind %d", ErrSupport, kind)
+	}
+	return dst, nil
+}
+
+// BindSupport returns session mixed with a digest of the round's support,
+// for Params.Session: clients that were announced different supports then
+// derive different pair masks, and the server's sum does not unmask. A
+// malicious server cannot give one client a support and the others another
+// (say, coordinates where the others hold nothing) to single it out.
+func BindSupport(session uint64, idx []int32) uint64 {
+	h := sha256.New()
+	b := make([]byte, 4*len(idx))
+	for i, j := range idx {
+		binary.LittleEndian.PutUint32(b[4*i:], uint32(j))
+	}
+	h.Write(b)
+	return splitmix(session ^ binary.LittleEndian.Uint64(h.Sum(nil)))
+}
+
+// ErrSupport reports an announced support that does not decode or does not
+// fit the round.
+var ErrSupport = errors.New("secagg: bad announced support")

@@ -1,0 +1,291 @@
+package secagg
+
+import (
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// publish returns a round's published mean on idx: large on the
+// coordinates below hot, small elsewhere.
+func publish(idx []int32, hot int32, rng *rand.Rand) []float32 {
+	mean := make([]float32, len(idx))
+	for i, j := range idx {
+		mean[i] = float32(rng.NormFloat64()) * 0.001
+		if j < hot {
+			mean[i] += 1
+		}
+	}
+	return mean
+}
+
+// TestAnnounceDeterministic: two servers that observe the same published
+// rounds announce the same supports, bit for bit; a replica that replays
+// them later, from the published (support, mean) pairs only, does too.
+func TestAnnounceDeterministic(t *testing.T) {
+	const d, k, e = 5000, 100, 25
+	a, b := NewImportance(d), NewImportance(d)
+	var log [][2]any
+	rng := rand.New(rand.NewPCG(1, 2))
+	for r := 1; r <= 30; r++ {
+		ia, ib := make([]int32, k), make([]int32, k)
+		ea := a.Announce(ia, r, uint64(r)*77, e, make([]int32, k))
+		eb := b.Announce(ib, r, uint64(r)*77, e, make([]int32, k))
+		if !slices.Equal(ia, ib) || !slices.Equal(ea, eb) {
+			t.Fatalf("round %d: two servers announce different supports", r)
+		}
+		if !slices.IsSorted(ia) || len(slices.Compact(slices.Clone(ia))) != k {
+			t.Fatalf("round %d: support not ascending and distinct", r)
+		}
+		for _, j := range ea {
+			if _, ok := slices.BinarySearch(ia, j); !ok {
+				t.Fatalf("round %d: random coordinate %d not on the support", r, j)
+			}
+		}
+		mean := publish(ia, 300, rng)
+		a.Observe(r, ia, mean)
+		b.Observe(r, ib, mean)
+		log = append(log, [2]any{ia, mean})
+	}
+	c := NewImportance(d)
+	for r, l := range log {
+		c.Observe(r+1, l[0].([]int32), l[1].([]float32))
+	}
+	ic, ia := make([]int32, k), make([]int32, k)
+	c.Announce(ic, 31, 9, e, make([]int32, k))
+	a.Announce(ia, 31, 9, e, make([]int32, k))
+	if !slices.Equal(ic, ia) {
+		t.Fatal("a replay of the published rounds announces another support")
+	}
+}
+
+// TestAnnounceFollowsAggregate: when the published means are large on a
+// set of coordinates, the announced support covers that set once it has
+// been seen, keeps its random part from the round seed, and still visits
+// every coordinate within a bounded number of rounds (the age term).
+func TestAnnounceFollowsAggregate(t *testing.T) {
+	const d, k, e, hot = 2000, 100, 20, 60
+	im := NewImportance(d)
+	rng := rand.New(rand.NewPCG(3, 4))
+	seen := make([]bool, d)
+	var lastAll int
+	for r := 1; r <= 400; r++ {
+		idx := make([]int32, k)
+		exp := im.Announce(idx, r, uint64(r), e, make([]int32, k))
+		want := make([]int32, e)
+		Support(want, d, uint64(r))
+		if !slices.Equal(exp, want) {
+			t.Fatalf("round %d: random part is not Support from the round seed", r)
+		}
+		for _, j := range idx {
+			seen[j] = true
+		}
+		if !slices.Contains(seen, false) && lastAll == 0 {
+			lastAll = r
+		}
+		if r > 60 {
+			covered := 0
+			for _, j := range idx {
+				if j < hot {
+					covered++
+				}
+			}
+			// The hot coordinates fill at 1 per round, the rest at ~0:
+			// after their first visit they are back at least every
+			// other round.
+			if covered < hot/2 {
+				t.Fatalf("round %d: %d of the %d hot coordinates on the support", r, covered, hot)
+			}
+		}
+		im.Observe(r, idx, publish(idx, hot, rng))
+	}
+	if lastAll == 0 {
+		t.Fatal("some coordinate was never on the support in 400 rounds")
+	}
+	t.Logf("every coordinate visited by round %d", lastAll)
+}
+
+// TestAnnouncedRoundTrip encodes supports of several densities and reads
+// them back; the encoding is the smaller of a bitmap and Rice gaps.
+func TestAnnouncedRoundTrip(t *testing.T) {
+	const d = 10000
+	for _, k := range []int{0, 1, 10, 100, 1000, 5000, d} {
+		idx := make([]int32, k)
+		Support(idx, d, uint64(k))
+		msg := AppendAnnounced(nil, idx, d)
+		got, err := ReadAnnounced(nil, msg, d, k)
+		if err != nil {
+			t.Fatalf("k = %d: %v", k, err)
+		}
+		if !slices.Equal(got, idx) {
+			t.Fatalf("k = %d: read back another support", k)
+		}
+		if len(msg) > 2+3+(d+7)/8 {
+			t.Fatalf("k = %d: %d bytes, more than a bitmap", k, len(msg))
+		}
+		if k > 0 {
+			if _, err := ReadAnnounced(nil, msg, d, k-1); !errors.Is(err, ErrSupport) {
+				t.Fatalf("k = %d: a support above the round's size accepted: %v", k, err)
+			}
+		}
+		if _, err := ReadAnnounced(nil, append(msg, 0), d, k); !errors.Is(err, ErrSupport) {
+			t.Fatalf("k = %d: trailing byte accepted: %v", k, err)
+		}
+	}
+}
+
+// TestMergeSupport: the union of the announced and the random part is the
+// support; a coordinate in both is refused.
+func TestMergeSupport(t *testing.T) {
+	all := []int32{1, 4, 5, 9, 12}
+	rnd := []int32{4, 12}
+	top := RemoveSupport(nil, all, rnd)
+	if !slices.Equal(top, []int32{1, 5, 9}) {
+		t.Fatalf("RemoveSupport = %v", top)
+	}
+	got, err := MergeSupport(nil, top, rnd)
+	if err != nil || !slices.Equal(got, all) {
+		t.Fatalf("MergeSupport = %v, %v", got, err)
+	}
+	if _, err := MergeSupport(nil, []int32{1, 4}, rnd); !errors.Is(err, ErrSupport) {
+		t.Fatalf("overlap: %v", err)
+	}
+}
+
+// TestBindSupportSeparates: a client announced another support than the
+// others derives other masks, so the server's sum of the round does not
+// unmask to the inputs' sum (a server cannot single a client out by
+// announcing it its own support).
+func TestBindSupportSeparates(t *testing.T) {
+	s1 := []int32{1, 2, 3}
+	s2 := []int32{1, 2, 4}
+	if BindSupport(7, s1) == BindSupport(7, s2) || BindSupport(7, s1) == BindSupport(8, s1) {
+		t.Fatal("BindSupport ignores the support or the session")
+	}
+	ids := []uint64{1, 2, 3, 4}
+	in := [][]uint32{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}, {10, 11, 12}}
+	sum := func(split bool) []uint32 {
+		p := Params{IDs: ids, K: 3, T: 2, D: 3, GraphSeed: 1}
+		g, err := NewGraph(withSession(p, BindSupport(5, s1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Client 4 was told s2: its graph's session differs.
+		g4, err := NewGraph(withSession(p, BindSupport(5, s2)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(g)
+		cls := make([]*Client, len(ids))
+		for i, id := range ids {
+			gg := g
+			if split && id == 4 {
+				gg = g4
+			}
+			if cls[i], err = NewClient(gg, id, rand.NewChaCha8([32]byte{byte(id)})); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, c := range cls {
+			a, err := c.Advertise()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.AddAdvert(c.ID(), a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := srv.EndAdvertise(); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cls {
+			b, err := c.ShareKeys(srv.AdvertsFor(c.ID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.AddShares(c.ID(), b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := srv.EndShareKeys(); err != nil {
+			t.Fatal(err)
+		}
+		for i, c := range cls {
+			y, err := c.MaskInput(in[i], srv.SharesFor(c.ID()))
+			if err != nil {
+				// The shares sealed under another session do not open.
+				return nil
+			}
+			if err := srv.AddMasked(c.ID(), y); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := srv.EndMaskedInput(); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cls {
+			u, err := c.Unmask(srv.UnmaskRequestFor(c.ID()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.AddUnmask(c.ID(), u); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err := srv.Sum()
+		if err != nil {
+			return nil
+		}
+		return s
+	}
+	want := []uint32{22, 26, 30}
+	if got := sum(false); !slices.Equal(got, want) {
+		t.Fatalf("one support: sum %v, want %v", got, want)
+	}
+	if got := sum(true); slices.Equal(got, want) {
+		t.Fatal("a client announced another support still unmasks into the sum")
+	}
+}
+
+func withSession(p Params, s uint64) Params {
+	p.Session = s
+	return p
+}
+
+// FuzzReadAnnounced decodes arbitrary bytes as an announced support: no
+// panic, and an accepted support is ascending, in range, within the bound,
+// and re-encodes to bytes that read back the same.
+func FuzzReadAnnounced(f *testing.F) {
+	for _, k := range []int{0, 3, 50, 900} {
+		idx := make([]int32, k)
+		Support(idx, 1000, uint64(k))
+		f.Add(AppendAnnounced(nil, idx, 1000), 1000)
+	}
+	f.Add([]byte{1, 2, 0x81}, 9)
+	f.Add([]byte{0, 0xff, 0xff, 0xff, 0xff, 0x0f}, 1<<20)
+	f.Fuzz(func(t *testing.T, b []byte, d int) {
+		if d < 0 || d > 1<<16 {
+			d = 1000
+		}
+		got, err := ReadAnnounced(nil, b, d, 1000)
+		if err != nil {
+			if !errors.Is(err, ErrSupport) {
+				t.Fatalf("error %v is not ErrSupport", err)
+			}
+			return
+		}
+		if len(got) > 1000 || len(got) > d {
+			t.Fatalf("%d coordinates accepted", len(got))
+		}
+		for i, j := range got {
+			if j < 0 || int(j) >= d || (i > 0 && got[i-1] >= j) {
+				t.Fatalf("coordinate %d at %d: not ascending in [0, %d)", j, i, d)
+			}
+		}
+		again, err := ReadAnnounced(nil, AppendAnnounced(nil, got, d), d, 1000)
+		if err != nil || !slices.Equal(again, got) {
+			t.Fatalf("re-encoded support reads back %v, %v", again, err)
+		}
+	})
+}
