@@ -36,9 +36,10 @@ type SecAgg struct {
 	Threshold  int `json:"threshold,omitempty"`
 	// Support is how the round's support is chosen (--secagg-support):
 	// "" or "random", random-k from the round seed; "announced" or
-	// "announced,explore=F", the top of the server's estimate from the
-	// published aggregates (secagg.Importance) with a fraction F of the
-	// support (DefaultSecAggExplore) still random-k from the round seed.
+	// "announced,explore=F,block=B", the top of the server's estimate from
+	// the published aggregates (secagg.Importance) in blocks of B
+	// consecutive coordinates (DefaultSecAggBlock), with a fraction F of
+	// the blocks (DefaultSecAggExplore) random-k from the round seed.
 	// See ParseSecAggSupport.
 	Support string `json:"support,omitempty"`
 }
@@ -47,16 +48,24 @@ type SecAgg struct {
 type SecAggSupport struct {
 	// Announced is true for a support the server announces.
 	Announced bool
-	// Explore is the fraction of an announced support drawn at random
-	// from the round seed, in [0, 1].
+	// Explore is the fraction of an announced support's blocks drawn at
+	// random from the round seed, in [0, 1].
 	Explore float64
+	// Block is the number of consecutive coordinates in a block of an
+	// announced support, 1..MaxSecAggBlock: the server announces blocks.
+	Block int
 }
 
-// DefaultSecAggExplore is the random fraction of an announced support.
-const DefaultSecAggExplore = 0.25
+// Defaults and bounds of an announced support.
+const (
+	DefaultSecAggExplore = 0.25
+	DefaultSecAggBlock   = 16
+	MaxSecAggBlock       = 1 << 16
+)
 
 // ParseSecAggSupport parses SecAgg.Support: "" or "random", "announced",
-// or "announced,explore=F" with F in [0, 1].
+// or "announced," followed by explore=F (F in [0, 1]) and/or block=B
+// (B in 1..MaxSecAggBlock), comma-separated.
 func ParseSecAggSupport(s string) (SecAggSupport, error) {
 	name, rest, _ := strings.Cut(strings.TrimSpace(s), ",")
 	switch strings.TrimSpace(name) {
@@ -69,20 +78,29 @@ func ParseSecAggSupport(s string) (SecAggSupport, error) {
 	default:
 		return SecAggSupport{}, invalid("--secagg-support %q: want random or announced[,explore=F]", s)
 	}
-	sup := SecAggSupport{Announced: true, Explore: DefaultSecAggExplore}
+	sup := SecAggSupport{Announced: true, Explore: DefaultSecAggExplore, Block: DefaultSecAggBlock}
 	if rest == "" {
 		return sup, nil
 	}
 	for _, f := range strings.Split(rest, ",") {
 		k, v, _ := strings.Cut(f, "=")
-		if strings.TrimSpace(k) != "explore" {
-			return SecAggSupport{}, invalid("--secagg-support %q: unknown option %q (want explore=F)", s, k)
+		v = strings.TrimSpace(v)
+		switch strings.TrimSpace(k) {
+		case "explore":
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(x >= 0 && x <= 1) {
+				return SecAggSupport{}, invalid("--secagg-support %q: explore=%s: want a fraction in [0, 1]", s, v)
+			}
+			sup.Explore = x
+		case "block":
+			b, err := strconv.Atoi(v)
+			if err != nil || b < 1 || b > MaxSecAggBlock {
+				return SecAggSupport{}, invalid("--secagg-support %q: block=%s: want 1..%d coordinates", s, v, MaxSecAggBlock)
+			}
+			sup.Block = b
+		default:
+			return SecAggSupport{}, invalid("--secagg-support %q: unknown option %q (want explore=F or block=B)", s, k)
 		}
-		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil || !(x >= 0 && x <= 1) {
-			return SecAggSupport{}, invalid("--secagg-support %q: explore=%s: want a fraction in [0, 1]", s, v)
-		}
-		sup.Explore = x
 	}
 	return sup, nil
 }

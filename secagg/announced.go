@@ -103,20 +103,22 @@ func (im *Importance) Observe(r int, idx []int32, mean []float32) {
 	}
 }
 
-// Announce writes round r's support (len(dst) coordinates, ascending) to
-// dst: the first nExplore random-k from roundSeed (as Support draws them),
-// the rest the top scores among the other coordinates. It returns in
-// explore (a subslice of scratch, which needs nExplore capacity) the random
-// part, ascending, which every client derives from the seed; the clients
-// need to be sent only dst without it (AppendAnnounced). It panics if
-// nExplore > len(dst) > Len().
-func (im *Importance) Announce(dst []int32, r int, roundSeed uint64, nExplore int, scratch []int32) (explore []int32) {
+// Announce returns round r's support in blocks of size coordinates (block
+// b is [b·size, min((b+1)·size, d))): nBlocks blocks, of which nExplore are
+// random-k from roundSeed (RandomBlocks) and the rest the top block scores
+// (the sum of the scores of its coordinates) among the others. It returns
+// the support's coordinates (ascending), the announced blocks (ascending:
+// what the clients must be sent, AppendAnnounced) and the random blocks
+// (ascending: what every client derives from the seed). Blocks make the
+// announcement about size times smaller than a list of coordinates. It
+// panics if size < 1 or nExplore > nBlocks > the number of blocks.
+func (im *Importance) Announce(r int, roundSeed uint64, size, nBlocks, nExplore int) (support, top, explore []int32) {
 	d := len(im.rate)
-	if len(dst) > d || nExplore > len(dst) || nExplore < 0 {
+	nb := NumBlocks(d, size)
+	if nBlocks > nb || nExplore > nBlocks || nExplore < 0 {
 		panic("secagg: Importance.Announce: bad sizes")
 	}
-	explore = scratch[:nExplore]
-	Support(explore, d, roundSeed)
+	explore = RandomBlocks(nb, nExplore, roundSeed)
 	var sum float64
 	var seen int
 	for _, v := range im.rate {
@@ -130,27 +132,90 @@ func (im *Importance) Announce(dst []int32, r int, roundSeed uint64, nExplore in
 		prior = float32(sum / float64(seen))
 	}
 	floor := importanceFloor * prior
-	if cap(im.key) < d {
-		im.key = make([]float32, d)
+	if cap(im.key) < nb {
+		im.key = make([]float32, nb)
 	}
-	key := im.key[:d]
+	key := im.key[:nb]
 	h := splitmix(roundSeed ^ 0x616e6e6f756e6365) // "announce"
-	for j := range key {
-		rate := im.rate[j]
-		if rate < 0 {
-			rate = prior
+	for b := range key {
+		var k float32
+		for j := b * size; j < min((b+1)*size, d); j++ {
+			rate := im.rate[j]
+			if rate < 0 {
+				rate = prior
+			}
+			k += (rate + floor) * float32(r-int(im.last[j]))
 		}
-		age := float32(r - int(im.last[j]))
-		// A per-round hash of j, uniform in [0, 1), breaks ties.
-		u := float32(splitmix(h^uint64(j))>>40) / (1 << 24)
-		key[j] = (rate + floor) * age * (1 + importanceJitter*u)
+		// A per-round hash of b, uniform in [0, 1), breaks ties.
+		u := float32(splitmix(h^uint64(b))>>40) / (1 << 24)
+		key[b] = k * (1 + importanceJitter*u)
 	}
 	inf := float32(math.Inf(1))
-	for _, j := range explore {
-		key[j] = inf
+	for _, b := range explore {
+		key[b] = inf
 	}
-	compress.TopK(dst, key, &im.ws)
-	return explore
+	blocks := make([]int32, nBlocks)
+	compress.TopK(blocks, key, &im.ws)
+	top = RemoveSupport(nil, blocks, explore)
+	return ExpandBlocks(nil, blocks, size, d), top, explore
+}
+
+// NumBlocks returns the number of blocks of size coordinates in a vector of
+// length d, the last one possibly shorter. It panics if size < 1.
+func NumBlocks(d, size int) int {
+	if size < 1 {
+		panic("secagg: block size below 1")
+	}
+	return (d + size - 1) / size
+}
+
+// RandomBlocks returns n of the nb blocks drawn from the round seed alone
+// (as Support draws coordinates), ascending.
+func RandomBlocks(nb, n int, roundSeed uint64) []int32 {
+	b := make([]int32, n)
+	Support(b, nb, roundSeed)
+	return b
+}
+
+// ExpandBlocks appends to dst the coordinates of the ascending blocks of
+// size coordinates in a vector of length d, ascending, and returns it.
+func ExpandBlocks(dst, blocks []int32, size, d int) []int32 {
+	for _, b := range blocks {
+		for j := int(b) * size; j < min((int(b)+1)*size, d); j++ {
+			dst = append(dst, int32(j))
+		}
+	}
+	return dst
+}
+
+// RebuildSupport is a client's side of an announced support: from the
+// announcement msg (AppendAnnounced of the announced blocks), the vector
+// length d, the block size, the numbers of blocks on the support and of
+// random ones, and the round seed, it returns the round's support, the one
+// Importance.Announce gave the server. It returns an error wrapping
+// ErrSupport, and never panics, if msg does not decode to exactly
+// nBlocks−nExplore blocks disjoint from the random ones, or the sizes are
+// out of range.
+func RebuildSupport(msg []byte, d, size, nBlocks, nExplore int, roundSeed uint64) ([]int32, error) {
+	if d < 0 || d > MaxDim || size < 1 || size > MaxDim {
+		return nil, fmt.Errorf("%w: vector %d, block size %d", ErrSupport, d, size)
+	}
+	nb := NumBlocks(d, size)
+	if nBlocks < 0 || nBlocks > nb || nExplore < 0 || nExplore > nBlocks {
+		return nil, fmt.Errorf("%w: %d blocks (%d random) of %d", ErrSupport, nBlocks, nExplore, nb)
+	}
+	top, err := ReadAnnounced(nil, msg, nb, nBlocks-nExplore)
+	if err != nil {
+		return nil, err
+	}
+	if len(top) != nBlocks-nExplore {
+		return nil, fmt.Errorf("%w: %d blocks announced, want %d", ErrSupport, len(top), nBlocks-nExplore)
+	}
+	blocks, err := MergeSupport(make([]int32, 0, nBlocks), top, RandomBlocks(nb, nExplore, roundSeed))
+	if err != nil {
+		return nil, err
+	}
+	return ExpandBlocks(nil, blocks, size, d), nil
 }
 
 // MergeSupport writes to dst the union of the ascending, disjoint lists a

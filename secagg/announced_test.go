@@ -29,10 +29,9 @@ func TestAnnounceDeterministic(t *testing.T) {
 	var log [][2]any
 	rng := rand.New(rand.NewPCG(1, 2))
 	for r := 1; r <= 30; r++ {
-		ia, ib := make([]int32, k), make([]int32, k)
-		ea := a.Announce(ia, r, uint64(r)*77, e, make([]int32, k))
-		eb := b.Announce(ib, r, uint64(r)*77, e, make([]int32, k))
-		if !slices.Equal(ia, ib) || !slices.Equal(ea, eb) {
+		ia, ta, ea := a.Announce(r, uint64(r)*77, 1, k, e)
+		ib, tb, eb := b.Announce(r, uint64(r)*77, 1, k, e)
+		if !slices.Equal(ia, ib) || !slices.Equal(ea, eb) || !slices.Equal(ta, tb) {
 			t.Fatalf("round %d: two servers announce different supports", r)
 		}
 		if !slices.IsSorted(ia) || len(slices.Compact(slices.Clone(ia))) != k {
@@ -52,9 +51,8 @@ func TestAnnounceDeterministic(t *testing.T) {
 	for r, l := range log {
 		c.Observe(r+1, l[0].([]int32), l[1].([]float32))
 	}
-	ic, ia := make([]int32, k), make([]int32, k)
-	c.Announce(ic, 31, 9, e, make([]int32, k))
-	a.Announce(ia, 31, 9, e, make([]int32, k))
+	ic, _, _ := c.Announce(31, 9, 1, k, e)
+	ia, _, _ := a.Announce(31, 9, 1, k, e)
 	if !slices.Equal(ic, ia) {
 		t.Fatal("a replay of the published rounds announces another support")
 	}
@@ -71,8 +69,7 @@ func TestAnnounceFollowsAggregate(t *testing.T) {
 	seen := make([]bool, d)
 	var lastAll int
 	for r := 1; r <= 400; r++ {
-		idx := make([]int32, k)
-		exp := im.Announce(idx, r, uint64(r), e, make([]int32, k))
+		idx, _, exp := im.Announce(r, uint64(r), 1, k, e)
 		want := make([]int32, e)
 		Support(want, d, uint64(r))
 		if !slices.Equal(exp, want) {
@@ -288,4 +285,37 @@ func FuzzReadAnnounced(f *testing.F) {
 			t.Fatalf("re-encoded support reads back %v, %v", again, err)
 		}
 	})
+}
+
+// TestRebuildSupport: a client that is sent the announced blocks rebuilds
+// the server's support, blocks of 7 with a short last block included; an
+// announcement with a block too many or too few, or one that repeats a
+// random block, is refused.
+func TestRebuildSupport(t *testing.T) {
+	const d, size, nb, ne = 1000, 7, 20, 5 // 143 blocks, the last of 6
+	im := NewImportance(d)
+	rng := rand.New(rand.NewPCG(5, 6))
+	last := false
+	for r := 1; r <= 40; r++ {
+		idx, top, exp := im.Announce(r, uint64(r)^99, size, nb, ne)
+		got, err := RebuildSupport(AppendAnnounced(nil, top, NumBlocks(d, size)), d, size, nb, ne, uint64(r)^99)
+		if err != nil || !slices.Equal(got, idx) {
+			t.Fatalf("round %d: rebuilt %v, %v; announced %v", r, got, err, idx)
+		}
+		last = last || slices.Contains(idx, d-1)
+		extra := int32(0) // a block neither announced nor random
+		for slices.Contains(top, extra) || slices.Contains(exp, extra) {
+			extra++
+		}
+		for _, bad := range [][]int32{top[1:], append(slices.Clone(top), extra), append(slices.Clone(top[1:]), exp[0])} {
+			slices.Sort(bad)
+			if _, err := RebuildSupport(AppendAnnounced(nil, bad, NumBlocks(d, size)), d, size, nb, ne, uint64(r)^99); !errors.Is(err, ErrSupport) {
+				t.Fatalf("round %d: bad announcement %v accepted: %v", r, bad, err)
+			}
+		}
+		im.Observe(r, idx, publish(idx, 100, rng))
+	}
+	if !last {
+		t.Fatal("the short last block was never on the support")
+	}
 }

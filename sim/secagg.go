@@ -78,12 +78,12 @@ type secAggRun struct {
 	bits  int     // m: the masked values' width on the wire
 	store StateStore
 	idx   []int32 // this round's support
-	// imp, with an announced support (runspec.SecAggAnnounced), is the
-	// server's estimate the support is announced from; explore is the
-	// number of its coordinates drawn at random from the round seed.
-	imp     *secagg.Importance
-	explore int
-	scratch []int32
+	// imp, with an announced support (runspec.SecAggSupport), is the
+	// server's estimate the support is announced from: blocks blocks of
+	// block coordinates, explore of them drawn at random from the round
+	// seed.
+	imp                    *secagg.Importance
+	block, blocks, explore int
 	// announced is the size of this round's announced support message,
 	// which every selected client downloads (0 for a random support).
 	announced int64
@@ -133,8 +133,9 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	}
 	if sup.Announced {
 		s.imp = secagg.NewImportance(n)
-		s.explore = min(int(math.Round(sup.Explore*float64(k))), k)
-		s.scratch = make([]int32, k)
+		s.block = sup.Block
+		s.blocks = min(max(int(math.Round(float64(k)/float64(sup.Block))), 1), secagg.NumBlocks(n, sup.Block))
+		s.explore = int(math.Round(sup.Explore * float64(s.blocks)))
 	}
 	s.bufs.New = func() any { b := make([]float32, n); return &b }
 	return s, nil
@@ -200,17 +201,12 @@ func (s *secAggRun) open(r, selected int) error {
 		secagg.Support(s.idx, s.n, seed)
 		return nil
 	}
-	explore := s.imp.Announce(s.idx, r, seed, s.explore, s.scratch)
-	msg := secagg.AppendAnnounced(nil, secagg.RemoveSupport(nil, s.idx, explore), s.n)
+	idx, top, _ := s.imp.Announce(r, seed, s.block, s.blocks, s.explore)
+	s.idx = idx
+	msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(s.n, s.block))
 	s.announced = int64(len(msg))
-	// A client's side: decode, draw the random part, merge.
-	top, err := secagg.ReadAnnounced(nil, msg, s.n, len(s.idx))
-	if err != nil {
-		return err
-	}
-	mine := make([]int32, s.explore)
-	secagg.Support(mine, s.n, seed)
-	got, err := secagg.MergeSupport(make([]int32, 0, len(s.idx)), top, mine)
+	// Each client rebuilds the support from msg and the round seed.
+	got, err := secagg.RebuildSupport(msg, s.n, s.block, s.blocks, s.explore, seed)
 	if err != nil {
 		return err
 	}
