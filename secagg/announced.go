@@ -20,18 +20,15 @@ import (
 // learns the survivors' mean on the support, and from it an estimate of how
 // fast each coordinate fills the clients' residuals. Importance keeps, per
 // coordinate, that rate (the |mean| a visit found, divided by the rounds
-// since the visit before, smoothed over visits) and the last round it was
-// on a support. The score of coordinate j in round r is
-//
-//	(rate_j + floor·prior) · (r − last_j)
-//
-// the mass the clients are expected to have accumulated there, with a
-// never-seen coordinate at the prior (the mean rate of the seen ones) and
-// every coordinate at least at a small floor of it, so that a coordinate
-// whose visit found nothing (a pixel always black, or a value rounded to 0)
-// comes back after a while. An exploration part of the support is random-k
-// from the round seed (SupportPlan.Explore); the rest is the top of the
-// scores among the other coordinates.
+// since the visit before, averaged with the rate before) and the last
+// round it was on a support. The score of a coordinate is its rate; a
+// coordinate never seen has the prior, the mean rate of the seen ones. An
+// exploration part of the support is random-k from the round seed (the
+// explore blocks of Announce): it is what brings a coordinate back, and
+// refreshes its rate, once its rate has fallen below the top. (Scoring by
+// rate times the age, the mass expected since the last visit, rotated the
+// support faster: as many rounds to 95% on the 2NN but larger downloads,
+// since the model then moves on more coordinates; see docs/secagg.md.)
 //
 // Everything Importance holds is a function of the published supports and
 // means (and the round seeds): it is the server's view, and announcing the
@@ -54,9 +51,6 @@ const (
 	// importanceSmooth is the weight of the old rate when a coordinate is
 	// seen again.
 	importanceSmooth = 0.5
-	// importanceFloor is the floor of every rate, as a fraction of the
-	// prior.
-	importanceFloor = 0.05
 	// importanceJitter breaks ties (all scores are equal before the first
 	// round) from the round seed: a score is multiplied by
 	// 1 + importanceJitter·u, u uniform in [0, 1).
@@ -103,7 +97,7 @@ func (im *Importance) Observe(r int, idx []int32, mean []float32) {
 	}
 }
 
-// Announce returns round r's support in blocks of size coordinates (block
+// Announce returns a round's support in blocks of size coordinates (block
 // b is [b·size, min((b+1)·size, d))): nBlocks blocks, of which nExplore are
 // random-k from roundSeed (RandomBlocks) and the rest the top block scores
 // (the sum of the scores of its coordinates) among the others. It returns
@@ -112,7 +106,7 @@ func (im *Importance) Observe(r int, idx []int32, mean []float32) {
 // (ascending: what every client derives from the seed). Blocks make the
 // announcement about size times smaller than a list of coordinates. It
 // panics if size < 1 or nExplore > nBlocks > the number of blocks.
-func (im *Importance) Announce(r int, roundSeed uint64, size, nBlocks, nExplore int) (support, top, explore []int32) {
+func (im *Importance) Announce(roundSeed uint64, size, nBlocks, nExplore int) (support, top, explore []int32) {
 	d := len(im.rate)
 	nb := NumBlocks(d, size)
 	if nBlocks > nb || nExplore > nBlocks || nExplore < 0 {
@@ -131,7 +125,6 @@ func (im *Importance) Announce(r int, roundSeed uint64, size, nBlocks, nExplore 
 	if seen > 0 && sum > 0 {
 		prior = float32(sum / float64(seen))
 	}
-	floor := importanceFloor * prior
 	if cap(im.key) < nb {
 		im.key = make([]float32, nb)
 	}
@@ -144,7 +137,7 @@ func (im *Importance) Announce(r int, roundSeed uint64, size, nBlocks, nExplore 
 			if rate < 0 {
 				rate = prior
 			}
-			k += (rate + floor) * float32(r-int(im.last[j]))
+			k += rate
 		}
 		// A per-round hash of b, uniform in [0, 1), breaks ties.
 		u := float32(splitmix(h^uint64(b))>>40) / (1 << 24)

@@ -29,8 +29,8 @@ func TestAnnounceDeterministic(t *testing.T) {
 	var log [][2]any
 	rng := rand.New(rand.NewPCG(1, 2))
 	for r := 1; r <= 30; r++ {
-		ia, ta, ea := a.Announce(r, uint64(r)*77, 1, k, e)
-		ib, tb, eb := b.Announce(r, uint64(r)*77, 1, k, e)
+		ia, ta, ea := a.Announce(uint64(r)*77, 1, k, e)
+		ib, tb, eb := b.Announce(uint64(r)*77, 1, k, e)
 		if !slices.Equal(ia, ib) || !slices.Equal(ea, eb) || !slices.Equal(ta, tb) {
 			t.Fatalf("round %d: two servers announce different supports", r)
 		}
@@ -51,8 +51,8 @@ func TestAnnounceDeterministic(t *testing.T) {
 	for r, l := range log {
 		c.Observe(r+1, l[0].([]int32), l[1].([]float32))
 	}
-	ic, _, _ := c.Announce(31, 9, 1, k, e)
-	ia, _, _ := a.Announce(31, 9, 1, k, e)
+	ic, _, _ := c.Announce(9, 1, k, e)
+	ia, _, _ := a.Announce(9, 1, k, e)
 	if !slices.Equal(ic, ia) {
 		t.Fatal("a replay of the published rounds announces another support")
 	}
@@ -61,7 +61,7 @@ func TestAnnounceDeterministic(t *testing.T) {
 // TestAnnounceFollowsAggregate: when the published means are large on a
 // set of coordinates, the announced support covers that set once it has
 // been seen, keeps its random part from the round seed, and still visits
-// every coordinate within a bounded number of rounds (the age term).
+// every coordinate within a bounded number of rounds (the random part).
 func TestAnnounceFollowsAggregate(t *testing.T) {
 	const d, k, e, hot = 2000, 100, 20, 60
 	im := NewImportance(d)
@@ -69,7 +69,7 @@ func TestAnnounceFollowsAggregate(t *testing.T) {
 	seen := make([]bool, d)
 	var lastAll int
 	for r := 1; r <= 400; r++ {
-		idx, _, exp := im.Announce(r, uint64(r), 1, k, e)
+		idx, _, exp := im.Announce(uint64(r), 1, k, e)
 		want := make([]int32, e)
 		Support(want, d, uint64(r))
 		if !slices.Equal(exp, want) {
@@ -297,7 +297,7 @@ func TestRebuildSupport(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	last := false
 	for r := 1; r <= 40; r++ {
-		idx, top, exp := im.Announce(r, uint64(r)^99, size, nb, ne)
+		idx, top, exp := im.Announce(uint64(r)^99, size, nb, ne)
 		got, err := RebuildSupport(AppendAnnounced(nil, top, NumBlocks(d, size)), d, size, nb, ne, uint64(r)^99)
 		if err != nil || !slices.Equal(got, idx) {
 			t.Fatalf("round %d: rebuilt %v, %v; announced %v", r, got, err, idx)

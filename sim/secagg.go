@@ -201,7 +201,7 @@ func (s *secAggRun) open(r, selected int) error {
 		secagg.Support(s.idx, s.n, seed)
 		return nil
 	}
-	idx, top, _ := s.imp.Announce(r, seed, s.block, s.blocks, s.explore)
+	idx, top, _ := s.imp.Announce(seed, s.block, s.blocks, s.explore)
 	s.idx = idx
 	msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(s.n, s.block))
 	s.announced = int64(len(msg))

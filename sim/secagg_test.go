@@ -302,7 +302,7 @@ func TestSecAggAnnouncedReplay(t *testing.T) {
 	for r := 1; r <= rounds; r++ {
 		seed := round.TaskSeed(cfg.TaskSeed^saltSupport, r, 0)
 		blocks := int(math.Round(float64(k) / 4))
-		idx, top, _ := imp.Announce(r, seed, 4, blocks, int(math.Round(0.25*float64(blocks))))
+		idx, top, _ := imp.Announce(seed, 4, blocks, int(math.Round(0.25*float64(blocks))))
 		rnd := make([]int32, k)
 		secagg.Support(rnd, n, seed)
 		if !slices.Equal(idx, rnd) {
