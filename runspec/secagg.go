@@ -67,10 +67,10 @@ const (
 // or "announced," followed by explore=F (F in [0, 1]) and/or block=B
 // (B in 1..MaxSecAggBlock), comma-separated.
 func ParseSecAggSupport(s string) (SecAggSupport, error) {
-	name, rest, _ := strings.Cut(strings.TrimSpace(s), ",")
+	name, rest, opts := strings.Cut(strings.TrimSpace(s), ",")
 	switch strings.TrimSpace(name) {
 	case "", "random":
-		if rest != "" {
+		if opts {
 			return SecAggSupport{}, invalid("--secagg-support %q: random takes no options", s)
 		}
 		return SecAggSupport{}, nil
@@ -79,7 +79,7 @@ func ParseSecAggSupport(s string) (SecAggSupport, error) {
 		return SecAggSupport{}, invalid("--secagg-support %q: want random or announced[,explore=F]", s)
 	}
 	sup := SecAggSupport{Announced: true, Explore: DefaultSecAggExplore, Block: DefaultSecAggBlock}
-	if rest == "" {
+	if !opts {
 		return sup, nil
 	}
 	for _, f := range strings.Split(rest, ",") {
