@@ -52,6 +52,8 @@ func TestSimulateBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-dropout", "1"},
 		{"--secagg", "--secagg-dropout-step", "never"},
 		{"--secagg", "--secagg-neighbours", "4"},
+		{"--secagg", "--secagg-support", "topk"},
+		{"--secagg", "--secagg-support", "announced,explore=2"},
 	} {
 		code, _, stderr := runCmd(append([]string{"simulate", "--dataset", "synthetic"}, args...)...)
 		if code != exitUsage {
