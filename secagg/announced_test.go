@@ -319,3 +319,35 @@ func TestRebuildSupport(t *testing.T) {
 		t.Fatal("the short last block was never on the support")
 	}
 }
+
+// FuzzRebuildSupport feeds arbitrary announcements and sizes to a client:
+// no panic, and an accepted support is ascending, in range, and made of
+// exactly nBlocks blocks.
+func FuzzRebuildSupport(f *testing.F) {
+	im := NewImportance(1000)
+	_, top, _ := im.Announce(3, 7, 20, 5)
+	f.Add(AppendAnnounced(nil, top, NumBlocks(1000, 7)), 1000, 7, 20, 5, uint64(3))
+	f.Add([]byte{1, 0}, 0, 1, 0, 0, uint64(0))
+	f.Fuzz(func(t *testing.T, msg []byte, d, size, nBlocks, nExplore int, seed uint64) {
+		if d > 1<<14 {
+			d %= 1 << 14
+		}
+		got, err := RebuildSupport(msg, d, size, nBlocks, nExplore, seed)
+		if err != nil {
+			if !errors.Is(err, ErrSupport) {
+				t.Fatalf("error %v is not ErrSupport", err)
+			}
+			return
+		}
+		blocks := map[int32]bool{}
+		for i, j := range got {
+			if j < 0 || int(j) >= d || (i > 0 && got[i-1] >= j) {
+				t.Fatalf("coordinate %d at %d: not ascending in [0, %d)", j, i, d)
+			}
+			blocks[j/int32(size)] = true
+		}
+		if len(blocks) != nBlocks {
+			t.Fatalf("%d blocks, want %d", len(blocks), nBlocks)
+		}
+	})
+}
