@@ -90,7 +90,9 @@ func (im *Importance) Observe(r int, idx []int32, mean []float32) {
 			v = 0
 		}
 		if old := im.rate[j]; old >= 0 {
-			v = importanceSmooth*old + (1-importanceSmooth)*v
+			// The conversions round each product, so that no platform
+			// fuses them: every replica computes the same bits.
+			v = float32(importanceSmooth*old) + float32((1-importanceSmooth)*v)
 		}
 		im.rate[j] = v
 		im.last[j] = int32(r)
@@ -141,7 +143,7 @@ func (im *Importance) Announce(roundSeed uint64, size, nBlocks, nExplore int) (s
 		}
 		// A per-round hash of b, uniform in [0, 1), breaks ties.
 		u := float32(splitmix(h^uint64(b))>>40) / (1 << 24)
-		key[b] = k * (1 + importanceJitter*u)
+		key[b] = k * (1 + float32(importanceJitter*u)) // no fused multiply-add
 	}
 	inf := float32(math.Inf(1))
 	for _, b := range explore {
