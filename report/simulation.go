@@ -113,6 +113,13 @@ type Simulation struct {
 	Updates   int  `json:"updates"`
 	Clipped   int  `json:"clipped_updates"`
 	Unbounded bool `json:"unbounded,omitempty"`
+	// Refused counts the updates refused for their values, which the
+	// rounds went on without (sim.Metrics.Refused), RefusedAttackers the
+	// attackers' among them, and AbortedAttempts the round attempts that
+	// refusals left with too few updates to close (sim.Metrics.Aborted).
+	Refused          int `json:"refused_updates,omitempty"`
+	RefusedAttackers int `json:"refused_attacker_updates,omitempty"`
+	AbortedAttempts  int `json:"aborted_attempts,omitempty"`
 
 	// CappedRounds counts the rounds whose bound the strategy capped at a
 	// multiple of the last round's (sim.Metrics.BoundCapped).
@@ -150,8 +157,15 @@ func (s *Simulation) Add(m sim.Metrics) {
 		s.FinalGlobalAccuracy = m.GlobalTestAccuracy
 	}
 	s.DPClip = m.DPClip
-	s.Updates += m.Clients
+	if m.Reported > 0 {
+		s.Updates += m.Reported
+	} else {
+		s.Updates += m.Clients // metrics written before Reported
+	}
 	s.Clipped += m.Clipped
+	s.Refused += m.Refused
+	s.RefusedAttackers += m.RefusedAttackers
+	s.AbortedAttempts += m.Aborted
 	if m.BoundCapped {
 		s.CappedRounds++
 	}
@@ -212,6 +226,18 @@ func (s *Simulation) WriteJSON(w io.Writer) error {
 	return enc.Encode(s)
 }
 
+// refusedRow is the summary's line on refused updates.
+func refusedRow(refused, attackers, aborted int) string {
+	v := fmt.Sprintf("%d updates whose values were not finite or did not decode; their clients were dropped from the round", refused)
+	if attackers > 0 {
+		v += fmt.Sprintf("; %d of them attackers'", attackers)
+	}
+	if aborted > 0 {
+		v += fmt.Sprintf("; %d round attempts aborted and opened again with too few updates left", aborted)
+	}
+	return v
+}
+
 // WriteTable writes s as a two-column table under a "Summary" heading.
 func (s *Simulation) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -254,6 +280,9 @@ func (s *Simulation) WriteTable(w io.Writer) error {
 			capped = fmt.Sprintf("; the bound capped at bound-growth × the last round's in %d rounds", s.CappedRounds)
 		}
 		row("clipped", fmt.Sprintf("%d of %d updates%s", s.Clipped, s.Updates, capped))
+	}
+	if s.Refused > 0 {
+		row("refused", refusedRow(s.Refused, s.RefusedAttackers, s.AbortedAttempts))
 	}
 	if s.Attack != "" {
 		row("attack", fmt.Sprintf("%s by %g of the clients", s.Attack, s.Attackers))

@@ -42,6 +42,9 @@ type SecAgg struct {
 	// the blocks (DefaultSecAggExplore) random-k from the round seed.
 	// See ParseSecAggSupport.
 	Support string `json:"support,omitempty"`
+	// DP is the distributed discrete Gaussian noise each client adds
+	// (nil: none); see SecAggDP.
+	DP *SecAggDP `json:"dp,omitempty"`
 }
 
 // SecAggSupport is a parsed SecAgg.Support.
@@ -141,6 +144,9 @@ func (s Spec) validateSecAgg() error {
 		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
 	}
 	if _, err := ParseSecAggSupport(sa.Support); err != nil {
+		return err
+	}
+	if err := sa.DP.validate(sa.Clip); err != nil {
 		return err
 	}
 	_, err := SecAggNormBound(s.Strategy)

@@ -179,7 +179,7 @@ func TestColludersSendTheCraftedUpdate(t *testing.T) {
 					t.Errorf("%s: client %d: weight %v, %d examples, %d bytes", kind, id, u.Weight, r.Examples, wire)
 				}
 				return nil
-			})
+			}, nil)
 			p.stop()
 			if err != nil {
 				t.Fatal(err)

@@ -95,6 +95,8 @@ type secAggRun struct {
 	// hook, if set (tests), sees every round's recovered sum and the
 	// plain sum of the survivors' codes.
 	hook func(r int, selected, survivors []round.ClientID, sum, plain []uint32)
+	// dp is the clients' distributed DP noise (nil: none; secaggdp.go).
+	dp *secAggDP
 }
 
 func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
@@ -136,6 +138,15 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 		s.block = sup.Block
 		s.blocks = min(max(int(math.Round(float64(k)/float64(sup.Block))), 1), secagg.NumBlocks(n, sup.Block))
 		s.explore = int(math.Round(sup.Explore * float64(s.blocks)))
+	}
+	// An announced support can be a few coordinates longer than k (a
+	// whole number of blocks); the noise is sized for the longest.
+	kmax := k
+	if s.imp != nil {
+		kmax = max(k, s.blocks*s.block)
+	}
+	if err := s.setDP(cfg, sel, kmax); err != nil { // distributed DP: secaggdp.go
+		return nil, err
 	}
 	s.bufs.New = func() any { b := make([]float32, n); return &b }
 	return s, nil
@@ -244,8 +255,12 @@ func (s *secAggRun) encode(i int, id round.ClientID, r int, delta []float32) {
 	secagg.Gather(vals, res, s.idx)
 	fp := secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}
 	codes := make([]uint32, len(vals))
-	fp.EncodeStochastic(codes, vals, round.TaskSeed(s.seed^saltRound, r, id))
-	fp.Decode(vals, codes)
+	if s.dp != nil { // distributed DP: clip, round and add noise (secaggdp.go)
+		s.dp.Encode(codes, vals, fp, round.TaskSeed(s.seed^saltRound, r, id))
+	} else {
+		fp.EncodeStochastic(codes, vals, round.TaskSeed(s.seed^saltRound, r, id))
+		fp.Decode(vals, codes)
+	}
 	for j, c := range s.idx {
 		res[c] -= vals[j]
 	}

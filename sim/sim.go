@@ -77,6 +77,10 @@ type Config struct {
 
 	// downloadHook, if set (tests), sees every download message.
 	downloadHook func(id round.ClientID, have int, msg []byte, model []float32)
+	// updateHook, if set (tests), may change a client's trained update
+	// before it is encoded, as a faulty or malicious client would; it is
+	// called from the workers, with the client's task seed.
+	updateHook func(id round.ClientID, roundNo int, seed uint64, delta []float32)
 	// secaggHook, if set (tests), sees every secure aggregation's sum.
 	secaggHook func(r int, selected, survivors []round.ClientID, sum, plain []uint32)
 }
@@ -104,7 +108,10 @@ type Metrics struct {
 	TestLoss     float64 `json:"test_loss,omitempty"`
 	TrainLoss    float64 `json:"train_loss"`
 	Clients      int     `json:"clients"`
-	Examples     int     `json:"examples"`
+	// Reported is the number of updates the round aggregated: Clients
+	// less the refused (and, with secure aggregation, the dropped) ones.
+	Reported int `json:"reported,omitempty"`
+	Examples int `json:"examples"`
 	// UploadBytes and DownloadBytes are the bytes that would cross the
 	// network this round: each selected client downloads the model (dense
 	// float32, or the encoded deltas or full-model message of a download
@@ -173,6 +180,42 @@ type Metrics struct {
 	// Survivors is, with secure aggregation (Spec.SecAgg), the number of
 	// selected clients whose update is in the round's sum.
 	Survivors int `json:"survivors,omitempty"`
+	// SecAggDPNoise is, with distributed DP (Spec.SecAgg.DP), the standard
+	// deviation of the noise in each value of the round's mean update on
+	// the support, in the model's units; Epsilon is then the privacy the
+	// rounds so far spent (secagg.RDP, at Config.DPDelta).
+	SecAggDPNoise float64 `json:"secagg_dp_noise,omitempty"`
+	// Refused is the number of selected clients whose update was refused
+	// (see Run: values that are not finite, or that the coordinator's
+	// decoder or the round machine refuses) and RefusedAttackers the
+	// attackers among them. A
+	// refused client is dropped from the round, as a coordinator's round
+	// goes on without it; its bytes, if it sent any, are in UploadBytes.
+	// The counts include the attempts of the round that were aborted.
+	Refused          int `json:"refused,omitempty"`
+	RefusedAttackers int `json:"refused_attackers,omitempty"`
+	// Aborted is the number of attempts at this round that were aborted
+	// because, once refusals were dropped, fewer than Round.MinClients
+	// (at least 1) updates remained: the round is opened again with a
+	// fresh selection, as a coordinator does (round.Machine.Abort).
+	Aborted int `json:"aborted,omitempty"`
+}
+
+// maxAborted is the number of aborted attempts in a row at one round after
+// which Run stops: where every client's update is refused (a model that is
+// no longer finite, say), a coordinator would retry for ever.
+const maxAborted = 10
+
+// addAborted adds to m what the aborted attempts a at its round cost: the
+// refusals and the bytes.
+func (m *Metrics) addAborted(a Metrics) {
+	m.Aborted = a.Aborted
+	m.Refused += a.Refused
+	m.RefusedAttackers += a.RefusedAttackers
+	m.UploadBytes += a.UploadBytes
+	m.DownloadBytes += a.DownloadBytes
+	m.DenseUploadBytes += a.DenseUploadBytes
+	m.DenseDownloadBytes += a.DenseDownloadBytes
 }
 
 // Result is the outcome of a simulation.
@@ -197,6 +240,13 @@ const evalScratch = 1 << 22
 // Run simulates Config.Round.Rounds rounds of federated training of model,
 // starting from init (not modified), and calls observe (if not nil) after
 // each round from the calling goroutine.
+//
+// A client whose update is refused for its values (see encode: not
+// finite, or refused by the coordinator's decoder or the round machine's
+// validation) is dropped from its round, as a coordinator's round goes on
+// without it, and counted in Metrics.Refused; a round left with too few
+// updates is aborted and opened again (Metrics.Aborted), and Run stops
+// after maxAborted such attempts in a row. Every other error stops Run.
 func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data Data, observe func(Metrics)) (*Result, error) {
 	if err := validate(cfg, model, init, data); err != nil {
 		return nil, err
@@ -255,6 +305,8 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 	now := time.Unix(0, 0).UTC()
 	var totals byteTotals
 	modelBytes := int64(4 * model.NumParams())
+	// aborted holds what the aborted attempts at the next round cost.
+	var aborted Metrics
 	for mach.Phase() != round.Finished {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -266,6 +318,7 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 		}
 		met := Metrics{Round: opened.Round, Clients: len(opened.Selected),
 			Attackers: countAttackers(p.attackers, opened.Selected), DPClip: dpClip(strategy)}
+		met.addAborted(aborted)
 		var lossSum float64
 		// Clients start from the model they can reconstruct: the global
 		// model, or the download codec's.
@@ -276,37 +329,83 @@ func Run(ctx context.Context, cfg Config, model nn.Model, init []float32, data D
 				met.DownloadBytes += down.send(id)
 			}
 		} else {
-			met.DownloadBytes = int64(met.Clients) * modelBytes
+			met.DownloadBytes += int64(met.Clients) * modelBytes
 		}
-		met.DenseUploadBytes = int64(met.Clients) * modelBytes
-		met.DenseDownloadBytes = met.DenseUploadBytes
+		met.DenseUploadBytes += int64(met.Clients) * modelBytes
+		met.DenseDownloadBytes += int64(met.Clients) * modelBytes
 		evals, err := p.fedEvaluate(from, opened, cfg, data)
 		if err != nil {
 			return nil, err
 		}
-		train := func(submit submitFunc) error { return p.train(from, opened, cfg, data, submit) }
+		train := func(submit submitFunc, refuse refuseFunc) error {
+			return p.train(from, opened, cfg, data, submit, refuse)
+		}
 		if sa != nil {
-			train = func(submitFunc) error {
-				return sa.runRound(p, mach, now, from, opened, cfg, data, evals, &met, &lossSum)
+			train = func(submitFunc, refuseFunc) error {
+				clip := sa.clip // runRound sets the next round's
+				if err := sa.runRound(p, mach, now, from, opened, cfg, data, evals, &met, &lossSum); err != nil {
+					return err
+				}
+				if sa.dp != nil {
+					met.Epsilon, met.SecAggDPNoise = sa.dp.account(clip, sa.spec.Bits, len(sa.idx), met.Survivors)
+				}
+				return nil
 			}
+		}
+		// A refused update drops its client from the round, as a
+		// coordinator's round goes on without a client whose update it
+		// refused; the round closes on the others.
+		var refused []error
+		refuse := func(id round.ClientID, wire int, err error) error {
+			if e := mach.Drop(id); e != nil {
+				return e
+			}
+			refused = append(refused, err)
+			met.Refused++
+			if p.evil(id) {
+				met.RefusedAttackers++
+			}
+			met.UploadBytes += int64(wire)
+			return nil
 		}
 		err = train(func(id round.ClientID, u aggregate.Update, r client.Result, wire int) error {
 			if _, err := mach.Submit(now, round.Submission{Round: opened.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
+				// The round machine validates every update (aggregate.Validate).
+				if err := refusedIf(err, aggregate.ErrNonFinite, aggregate.ErrWeight); errors.Is(err, errRefused) {
+					return refuse(id, wire, err)
+				}
 				return err
 			}
 			met.UploadBytes += int64(wire)
 			lossSum += r.Loss * float64(r.Examples)
 			met.Examples += r.Examples
 			return nil
-		})
+		}, refuse)
 		if err != nil {
 			return nil, err
 		}
+		if len(refused) > 0 && !mach.CanClose(now) {
+			// Too few updates are left to close the round: abort it and
+			// open it again with a fresh selection, as a coordinator does
+			// (see coordinator.Node's round driver). The model is unchanged.
+			if err := mach.Abort(); err != nil {
+				return nil, err
+			}
+			met.Aborted++
+			if met.Aborted >= maxAborted {
+				return nil, fmt.Errorf("sim: round %d aborted %d times in a row: refusals left fewer than %d updates in every attempt; the last of them: %w",
+					opened.Round, met.Aborted, max(cfg.Round.MinClients, 1), refused[len(refused)-1])
+			}
+			aborted = met
+			continue
+		}
+		aborted = Metrics{}
 		closed, err := mach.Close(now)
 		if err != nil {
 			return nil, err
 		}
 		met.FedEval = closed.Eval
+		met.Reported = closed.Reported
 		met.Excluded = len(closed.Excluded)
 		met.ExcludedAttackers = countAttackers(p.attackers, closed.Excluded)
 		met.Clipped = closed.Clipped
@@ -505,11 +604,34 @@ func (p *pool) setCodec(cfg Config, n int) error {
 	return nil
 }
 
+// errRefused marks a client's update that does not reach the aggregate
+// for what its values are, not for a fault of the simulator: the client
+// runtime does not send it (its values are not finite even from a cleared
+// codec state), or the coordinator refuses it (its bytes decode to values
+// that are not finite, or the round machine's validation refuses it). The
+// simulator drops such a client from the round (Run); every other error
+// stops the run.
+var errRefused = errors.New("update refused")
+
 // encode runs client id's update through the codec with the client's
 // state, as the client runtime does, then decodes it into sc with the
 // coordinator's decoder and checks (gradient.UploadDecoder): the update it
 // returns, aliasing sc, is what the coordinator's FSM would aggregate. It
 // also returns the bytes on the wire.
+//
+// An update whose values the encoder cannot take (gradient.ErrNonFinite:
+// the delta, or residual + delta, is not finite) is handled as the client
+// runtime (client/remote) handles it: the error-feedback state is cleared
+// and the update encoded once more; if that fails too the state stays
+// cleared, nothing is sent, and encode returns an error wrapping
+// errRefused with 0 bytes. An update the coordinator's decoder refuses for
+// its values (gradient.ErrNonFinite: a scale that overflows, say) returns
+// an error wrapping errRefused with the bytes sent; the client's codec
+// state then holds what it encoded, as the client runtime's does, which
+// saves its residual before it uploads and keeps it when the update is
+// refused. Any other error (a run or round the update does not name, a
+// checksum the decoder does not match) is the simulator's own and wraps
+// nothing.
 func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, u aggregate.Update, roundNo int, seed uint64) (aggregate.Update, int, error) {
 	delta := u.Delta
 	if p.store != nil {
@@ -520,24 +642,49 @@ func (p *pool) encode(w *worker, sc *gradient.UploadScratch, id round.ClientID, 
 	}
 	var err error
 	w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed)
+	if errors.Is(err, gradient.ErrNonFinite) {
+		w.enc.Reset()
+		if w.wire, _, err = w.enc.Encode(w.wire[:0], delta, roundNo, seed); errors.Is(err, gradient.ErrNonFinite) {
+			w.enc.Reset()
+			p.saveState(w, id)
+			return aggregate.Update{}, 0, fmt.Errorf("%w: not sent: %w", errRefused, err)
+		}
+	}
 	if err != nil {
 		return aggregate.Update{}, 0, err
 	}
-	if p.store != nil {
-		w.enc.ExportState(w.res, w.vel)
-		p.store.Save(id, w.res, w.vel)
-	}
+	p.saveState(w, id)
 	h, err := p.dec.Check(len(delta), w.wire)
 	if err != nil {
-		return aggregate.Update{}, 0, fmt.Errorf("checking its own update: %w", err)
+		return aggregate.Update{}, len(w.wire), refusedIf(fmt.Errorf("checking its own update: %w", err), gradient.ErrNonFinite)
 	}
 	if h.Round != roundNo || h.Run != runID {
 		return aggregate.Update{}, 0, fmt.Errorf("its own update names round %d of run %v, want round %d of %v", h.Round, h.Run, roundNo, runID)
 	}
 	if u, err = p.dec.Decode(sc, len(delta), w.wire, u.Weight); err != nil {
-		return aggregate.Update{}, 0, fmt.Errorf("decoding its own update: %w", err)
+		return aggregate.Update{}, len(w.wire), refusedIf(fmt.Errorf("decoding its own update: %w", err), gradient.ErrNonFinite)
 	}
 	return u, len(w.wire), nil
+}
+
+// saveState keeps worker w's codec state as client id's (a no-op for
+// codecs without state).
+func (p *pool) saveState(w *worker, id round.ClientID) {
+	if p.store != nil {
+		w.enc.ExportState(w.res, w.vel)
+		p.store.Save(id, w.res, w.vel)
+	}
+}
+
+// refusedIf wraps err in errRefused when it is one of causes: a refusal
+// for the update's values rather than the simulator's fault.
+func refusedIf(err error, causes ...error) error {
+	for _, c := range causes {
+		if errors.Is(err, c) {
+			return fmt.Errorf("%w: %w", errRefused, err)
+		}
+	}
+	return err
 }
 
 // ClientID is the ID of the virtual client that holds Data.Parts[k]:
@@ -573,17 +720,22 @@ type outcome struct {
 // bytes on the wire to the round.
 type submitFunc func(round.ClientID, aggregate.Update, client.Result, int) error
 
+// refuseFunc tells the round that client id's update was refused (err
+// wraps errRefused) after wire bytes crossed the network.
+type refuseFunc func(id round.ClientID, wire int, err error) error
+
 // train runs the selected clients on the workers and hands their updates
 // to submit in selection order. At most cap(p.bufs) client models exist at
 // once: a buffer returns to the pool when its update has been submitted.
 // With a colluding attack (Attack.Colludes), the round's honest clients
-// are submitted first and its attackers after them (see collude).
-func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit submitFunc) error {
+// are submitted first and its attackers after them (see collude). A
+// refused update (errRefused) goes to refuse in its turn instead.
+func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, submit submitFunc, refuse refuseFunc) error {
 	m := countAttackers(p.attackers, o.Selected)
 	if m > 0 && cfg.Attack.Colludes() {
-		return p.collude(global, o, cfg, data, m, submit)
+		return p.collude(global, o, cfg, data, m, submit, refuse)
 	}
-	return p.stream(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+	return p.streamRefusing(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
 		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
 		if err != nil {
 			return u, r, 0, err
@@ -591,9 +743,12 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 		if p.evil(id) {
 			cfg.Attack.corrupt(u.Delta, seed, len(o.Selected), m)
 		}
+		if cfg.updateHook != nil {
+			cfg.updateHook(id, o.Round, seed, u.Delta)
+		}
 		u, wire, err := p.encode(w, &sl.sc, id, u, o.Round, seed)
 		return u, r, wire, err
-	}, submit)
+	}, submit, refuse)
 }
 
 // collude runs a round in which m colluding attackers are selected: the
@@ -605,7 +760,7 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 // selected. The result does not depend on the number of workers: the
 // crafted update is computed once all honest updates are in, from them in
 // selection order.
-func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, m int, submit submitFunc) error {
+func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, m int, submit submitFunc, refuse refuseFunc) error {
 	n := len(global)
 	honest := len(o.Selected) - m
 	var benign, own [][]float32
@@ -615,7 +770,7 @@ func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, 
 		weight float64
 	}
 	results := map[round.ClientID]trained{}
-	err := p.stream(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+	err := p.streamRefusing(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
 		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
 		if err != nil || p.evil(id) {
 			return u, r, 0, err
@@ -633,7 +788,7 @@ func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, 
 		}
 		benign = append(benign, densify(u, n))
 		return submit(id, u, r, wire)
-	})
+	}, refuse)
 	if err != nil {
 		return err
 	}
@@ -641,12 +796,12 @@ func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, 
 		benign = own
 	}
 	crafted := cfg.Attack.craft(benign, len(o.Selected), m)
-	return p.stream(evil, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
+	return p.streamRefusing(evil, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
 		copy(sl.buf, crafted)
 		t := results[id]
 		u, wire, err := p.encode(w, &sl.sc, id, aggregate.Update{Weight: t.weight, Delta: sl.buf}, o.Round, round.TaskSeed(cfg.TaskSeed, o.Round, id))
 		return u, t.r, wire, err
-	}, submit)
+	}, submit, refuse)
 }
 
 // evil reports whether client id attacks.
@@ -681,8 +836,15 @@ func (p *pool) step(w *worker, sl *slot, global []float32, o round.Opened, cfg C
 
 // stream runs job for each of ids on the workers, each in a slot of
 // p.bufs, and hands the outcomes to deliver in the order of ids; a slot
-// returns to the pool after its outcome is delivered.
+// returns to the pool after its outcome is delivered. Every error of a
+// job stops it.
 func (p *pool) stream(ids []round.ClientID, job func(*worker, *slot, round.ClientID) (aggregate.Update, client.Result, int, error), deliver submitFunc) error {
+	return p.streamRefusing(ids, job, deliver, nil)
+}
+
+// streamRefusing is stream, except that an outcome whose error wraps
+// errRefused goes to refuse (if not nil) in its turn.
+func (p *pool) streamRefusing(ids []round.ClientID, job func(*worker, *slot, round.ClientID) (aggregate.Update, client.Result, int, error), deliver submitFunc, refuse refuseFunc) error {
 	n := len(ids)
 	results := make(chan outcome, cap(p.bufs))
 	go func() {
@@ -705,10 +867,15 @@ func (p *pool) stream(ids []round.ClientID, job func(*worker, *slot, round.Clien
 				break
 			}
 			delete(pending, next)
-			if oc.err != nil && firstErr == nil {
+			switch {
+			case firstErr != nil:
+			case oc.err != nil && refuse != nil && errors.Is(oc.err, errRefused):
+				if err := refuse(ids[next], oc.wire, fmt.Errorf("client %d: %w", ids[next], oc.err)); err != nil {
+					firstErr = err
+				}
+			case oc.err != nil:
 				firstErr = fmt.Errorf("client %d: %w", ids[next], oc.err)
-			}
-			if firstErr == nil {
+			default:
 				if err := deliver(ids[next], oc.u, oc.r, oc.wire); err != nil {
 					firstErr = err
 				}

@@ -184,7 +184,7 @@ func TestMemoryBoundedByWorkers(t *testing.T) {
 		}
 		_, err := mach.Submit(zeroTime, round.Submission{Round: 1, Client: id, Update: u})
 		return err
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,7 @@ type simulateFlags struct {
 	secaggK, secaggClip, secaggDrop    float64
 	secaggBits, secaggNbrs, secaggT    int
 	secaggDropStep, secaggSupport      string
+	secaggDPNoise, secaggDPClip        float64
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -80,6 +81,8 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.IntVar(&f.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")
 	fs.IntVar(&f.secaggT, "secagg-threshold", 0, "--secagg: Shamir threshold t, k/2 < t ≤ k (0: chosen)")
 	fs.Float64Var(&f.secaggDrop, "secagg-dropout", 0, "--secagg: probability that a selected client drops out of the protocol, seeded")
+	fs.Float64Var(&f.secaggDPNoise, "secagg-dp-noise", 0, "--secagg: distributed DP: noise multiplier z of the discrete Gaussian noise the clients add (0: none; needs --secagg-dp-clip; docs/secagg.md)")
+	fs.Float64Var(&f.secaggDPClip, "secagg-dp-clip", 0, "--secagg: distributed DP: L2 norm each client clips its vector on the support to")
 	fs.StringVar(&f.secaggDropStep, "secagg-dropout-step", "random", "--secagg: the step clients drop at: "+strings.Join(sim.SecAggDropSteps, ", "))
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
@@ -101,6 +104,8 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		if err := f.secAggSpec(&spec); err != nil {
 			return sim.Config{}, err
 		}
+	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
+		return sim.Config{}, fmt.Errorf("--secagg-dp-noise and --secagg-dp-clip need --secagg")
 	}
 	if err := spec.CheckClients(f.clients); err != nil {
 		return sim.Config{}, err
@@ -128,6 +133,9 @@ func (f *simulateFlags) secAggSpec(spec *runspec.Spec) error {
 	if f.secaggSupport != "random" {
 		spec.SecAgg.Support = f.secaggSupport
 		f.uploadCodec = fmt.Sprintf("secagg %s k=%g,bits=%d", f.secaggSupport, f.secaggK, f.secaggBits)
+	}
+	if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
+		spec.SecAgg.DP = &runspec.SecAggDP{Noise: f.secaggDPNoise, Clip: f.secaggDPClip}
 	}
 	if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 		return err
