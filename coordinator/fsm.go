@@ -157,6 +157,9 @@ func (c RunConfig) checkApply() error {
 	if c.SecAgg != nil && c.SecAgg.DP != nil {
 		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
 	}
+	if c.SecAgg != nil && c.SecAgg.Support != "" {
+		return fmt.Errorf("coordinator: --secagg-support %s is not built in the coordinator (its support is random-k from the round seed); the simulator has it", c.SecAgg.Support)
+	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
 	}

@@ -2,6 +2,7 @@ package runspec
 
 import (
 	"math"
+	"strconv"
 	"strings"
 
 	"github.com/fedzip/fedzip/aggregate"
@@ -33,9 +34,78 @@ type SecAgg struct {
 	// size and threshold; 0 chooses them (secagg.ChooseK).
 	Neighbours int `json:"neighbours,omitempty"`
 	Threshold  int `json:"threshold,omitempty"`
+	// Support is how the round's support is chosen (--secagg-support):
+	// "" or "random", random-k from the round seed; "announced" or
+	// "announced,explore=F,block=B", the top of the server's estimate from
+	// the published aggregates (secagg.Importance) in blocks of B
+	// consecutive coordinates (DefaultSecAggBlock), with a fraction F of
+	// the blocks (DefaultSecAggExplore) random-k from the round seed.
+	// See ParseSecAggSupport.
+	Support string `json:"support,omitempty"`
 	// DP is the distributed discrete Gaussian noise each client adds
 	// (nil: none); see SecAggDP.
 	DP *SecAggDP `json:"dp,omitempty"`
+}
+
+// SecAggSupport is a parsed SecAgg.Support.
+type SecAggSupport struct {
+	// Announced is true for a support the server announces.
+	Announced bool
+	// Explore is the fraction of an announced support's blocks drawn at
+	// random from the round seed, in [0, 1].
+	Explore float64
+	// Block is the number of consecutive coordinates in a block of an
+	// announced support, 1..MaxSecAggBlock: the server announces blocks.
+	Block int
+}
+
+// Defaults and bounds of an announced support.
+const (
+	DefaultSecAggExplore = 0.25
+	DefaultSecAggBlock   = 16
+	MaxSecAggBlock       = 1 << 16
+)
+
+// ParseSecAggSupport parses SecAgg.Support: "" or "random", "announced",
+// or "announced," followed by explore=F (F in [0, 1]) and/or block=B
+// (B in 1..MaxSecAggBlock), comma-separated.
+func ParseSecAggSupport(s string) (SecAggSupport, error) {
+	name, rest, opts := strings.Cut(strings.TrimSpace(s), ",")
+	switch strings.TrimSpace(name) {
+	case "", "random":
+		if opts {
+			return SecAggSupport{}, invalid("--secagg-support %q: random takes no options", s)
+		}
+		return SecAggSupport{}, nil
+	case "announced":
+	default:
+		return SecAggSupport{}, invalid("--secagg-support %q: want random or announced[,explore=F]", s)
+	}
+	sup := SecAggSupport{Announced: true, Explore: DefaultSecAggExplore, Block: DefaultSecAggBlock}
+	if !opts {
+		return sup, nil
+	}
+	for _, f := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(f, "=")
+		v = strings.TrimSpace(v)
+		switch strings.TrimSpace(k) {
+		case "explore":
+			x, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(x >= 0 && x <= 1) {
+				return SecAggSupport{}, invalid("--secagg-support %q: explore=%s: want a fraction in [0, 1]", s, v)
+			}
+			sup.Explore = x
+		case "block":
+			b, err := strconv.Atoi(v)
+			if err != nil || b < 1 || b > MaxSecAggBlock {
+				return SecAggSupport{}, invalid("--secagg-support %q: block=%s: want 1..%d coordinates", s, v, MaxSecAggBlock)
+			}
+			sup.Block = b
+		default:
+			return SecAggSupport{}, invalid("--secagg-support %q: unknown option %q (want explore=F or block=B)", s, k)
+		}
+	}
+	return sup, nil
 }
 
 // Defaults and bounds of SecAgg.
@@ -72,6 +142,9 @@ func (s Spec) validateSecAgg() error {
 		return invalid("--secagg-neighbours and --secagg-threshold: set both or neither")
 	case !gradient.IsNone(s.UploadCodec):
 		return invalid("--upload-codec %q with --secagg: secure aggregation sends its own random-k fixed-point values (--secagg-k, --secagg-bits)", s.UploadCodec)
+	}
+	if _, err := ParseSecAggSupport(sa.Support); err != nil {
+		return err
 	}
 	if err := sa.DP.validate(sa.Clip); err != nil {
 		return err

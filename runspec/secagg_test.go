@@ -63,3 +63,33 @@ func TestSecAggValidate(t *testing.T) {
 		t.Fatalf("a spec without secagg encodes it: %s", b)
 	}
 }
+
+// TestSecAggSupport parses --secagg-support, refuses bad values through
+// Validate, and omits the field from the JSON for the random default.
+func TestSecAggSupport(t *testing.T) {
+	for in, want := range map[string]SecAggSupport{
+		"":                              {},
+		"random":                        {},
+		"announced":                     {Announced: true, Explore: DefaultSecAggExplore, Block: DefaultSecAggBlock},
+		"announced,explore=0":           {Announced: true, Explore: 0, Block: DefaultSecAggBlock},
+		"announced, block=1,explore=1 ": {Announced: true, Explore: 1, Block: 1},
+	} {
+		got, err := ParseSecAggSupport(in)
+		if err != nil || got != want {
+			t.Errorf("%q: %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"topk", "random,explore=0.5", "announced,explore=1.5", "announced,explore=-0.1",
+		"announced,explore=NaN", "announced,block=0", "announced,block=65537", "announced,block=x", "announced,k=3", "announced,"} {
+		s := good()
+		s.UploadCodec = ""
+		s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Support: in}
+		if err := s.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%q: %v, want ErrInvalid", in, err)
+		}
+	}
+	b, err := json.Marshal(SecAgg{Fraction: 0.01, Bits: 8})
+	if err != nil || strings.Contains(string(b), "support") {
+		t.Fatalf("random support in the JSON: %s, %v", b, err)
+	}
+}

@@ -78,6 +78,15 @@ type secAggRun struct {
 	bits  int     // m: the masked values' width on the wire
 	store StateStore
 	idx   []int32 // this round's support
+	// imp, with an announced support (runspec.SecAggSupport), is the
+	// server's estimate the support is announced from: blocks blocks of
+	// block coordinates, explore of them drawn at random from the round
+	// seed.
+	imp                    *secagg.Importance
+	block, blocks, explore int
+	// announced is the size of this round's announced support message,
+	// which every selected client downloads (0 for a random support).
+	announced int64
 	// codes[i] and sent[i] are the fixed-point codes of selected[i] and
 	// their decoded values (what the client counts as sent).
 	codes [][]uint32
@@ -120,7 +129,23 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
 	}
-	if err := s.setDP(cfg, sel, k); err != nil { // distributed DP: secaggdp.go
+	sup, err := runspec.ParseSecAggSupport(sa.Support)
+	if err != nil {
+		return nil, err
+	}
+	if sup.Announced {
+		s.imp = secagg.NewImportance(n)
+		s.block = sup.Block
+		s.blocks = min(max(int(math.Round(float64(k)/float64(sup.Block))), 1), secagg.NumBlocks(n, sup.Block))
+		s.explore = int(math.Round(sup.Explore * float64(s.blocks)))
+	}
+	// An announced support can be a few coordinates longer than k (a
+	// whole number of blocks); the noise is sized for the longest.
+	kmax := k
+	if s.imp != nil {
+		kmax = max(k, s.blocks*s.block)
+	}
+	if err := s.setDP(cfg, sel, kmax); err != nil { // distributed DP: secaggdp.go
 		return nil, err
 	}
 	s.bufs.New = func() any { b := make([]float32, n); return &b }
@@ -139,8 +164,11 @@ func (s *secAggRun) graph(r, attempt int, sel []round.ClientID) (*secagg.Graph, 
 	}
 	k, t := secagg.RoundKT(len(ids), s.spec.Neighbours, s.spec.Threshold, s.drop.P)
 	a := round.ClientID(attempt)
-	return secagg.NewGraph(secagg.Params{Session: round.TaskSeed(s.seed^saltSession, r, a), IDs: ids,
-		K: k, T: t, D: len(s.idx), GraphSeed: round.TaskSeed(s.seed^saltGraph, r, a)})
+	// The session binds the round's support: a client announced another
+	// support would derive other masks, and the sum would not unmask.
+	session := secagg.BindSupport(round.TaskSeed(s.seed^saltSession, r, a), s.idx)
+	return secagg.NewGraph(secagg.Params{Session: session, IDs: ids,
+		K: min(k, len(ids)-1), T: min(t, len(ids)-1), D: len(s.idx), GraphSeed: round.TaskSeed(s.seed^saltGraph, r, a)})
 }
 
 // dropStep returns the step at which client id drops in round r, noDrop
@@ -159,11 +187,32 @@ func (s *secAggRun) dropStep(r, attempt int, id round.ClientID) int {
 	return slices.Index(SecAggDropSteps, s.drop.Step)
 }
 
-// open draws round r's support and sizes the per-client buffers.
-func (s *secAggRun) open(r, selected int) {
-	secagg.Support(s.idx, s.n, round.TaskSeed(s.seed^saltSupport, r, 0))
+// open sets round r's support and sizes the per-client buffers. A random
+// support is drawn from the round seed. An announced one is the server's
+// (secagg.Importance.Announce): the clients are sent its part that is not
+// drawn from the seed (secagg.AppendAnnounced, counted in s.announced) and
+// rebuild it; open checks that what they rebuild is the server's support.
+func (s *secAggRun) open(r, selected int) error {
+	seed := round.TaskSeed(s.seed^saltSupport, r, 0)
 	s.codes = make([][]uint32, selected)
 	s.sent = make([][]float32, selected)
+	if s.imp == nil {
+		secagg.Support(s.idx, s.n, seed)
+		return nil
+	}
+	idx, top, _ := s.imp.Announce(seed, s.block, s.blocks, s.explore)
+	s.idx = idx
+	msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(s.n, s.block))
+	s.announced = int64(len(msg))
+	// Each client rebuilds the support from msg and the round seed.
+	got, err := secagg.RebuildSupport(msg, s.n, s.block, s.blocks, s.explore, seed)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(got, s.idx) {
+		return fmt.Errorf("secagg: round %d: the clients rebuild another support than the server announced", r)
+	}
+	return nil
 }
 
 // encode is client id's side before the protocol (selected[i], on a
@@ -397,7 +446,10 @@ func (s *secAggRun) nextClip(mean []float32) {
 // protocol's, both directions) to met.
 func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global []float32, o round.Opened, cfg Config, data Data,
 	evals map[round.ClientID]*round.EvalReport, met *Metrics, lossSum *float64) error {
-	s.open(o.Round, len(o.Selected))
+	if err := s.open(o.Round, len(o.Selected)); err != nil {
+		return err
+	}
+	met.DownloadBytes += s.announced * int64(len(o.Selected))
 	pos := make(map[round.ClientID]int, len(o.Selected))
 	for i, id := range o.Selected {
 		pos[id] = i
@@ -443,6 +495,9 @@ func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global
 		if _, err := mach.Submit(now, round.Submission{Round: o.Round, Client: id, Update: u, Eval: evals[id]}); err != nil {
 			return err
 		}
+	}
+	if s.imp != nil {
+		s.imp.Observe(o.Round, s.idx, mean)
 	}
 	s.nextClip(mean)
 	return nil

@@ -100,14 +100,22 @@ func TestSecAggSumExact(t *testing.T) {
 }
 
 // TestSecAggBitIdenticalAcrossWorkers runs secure aggregation with random
-// dropouts on 1 and 3 workers and requires the same model bits and metrics.
+// dropouts on 1 and 3 workers, with each support, and requires the same
+// model bits and metrics.
 func TestSecAggBitIdenticalAcrossWorkers(t *testing.T) {
+	for _, sup := range []string{"random", "announced"} {
+		t.Run(sup, func(t *testing.T) { secAggBitIdentical(t, sup) })
+	}
+}
+
+func secAggBitIdentical(t *testing.T, support string) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
 	model.Init(init, 1)
 	var ref *Result
 	for _, w := range []int{1, 3} {
 		cfg := secAggConfig(3)
+		cfg.SecAgg.Support = support
 		cfg.Strategy = "" // the default AutoBound around FedAvg: nothing to bound
 		cfg.SecAgg.Clip = 0
 		cfg.Workers = w
@@ -229,7 +237,9 @@ func TestSecAggErrorFeedback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.open(1, 2)
+	if err := s.open(1, 2); err != nil {
+		t.Fatal(err)
+	}
 	delta := make([]float32, n)
 	for i := range delta {
 		delta[i] = float32(i%7-3) * 0.004 // some beyond the clip
@@ -252,5 +262,70 @@ func TestSecAggErrorFeedback(t *testing.T) {
 	}
 	if slices.Max(s.sent[0]) > 0.01 || slices.Min(s.sent[0]) < -0.01 {
 		t.Fatalf("sent values beyond the clip: %v..%v", slices.Min(s.sent[0]), slices.Max(s.sent[0]))
+	}
+}
+
+// TestSecAggAnnouncedReplay runs secure aggregation with an announced
+// support and replays it from what the server publishes only: each
+// round's recovered sum. A fresh secagg.Importance fed the published means
+// must announce the supports the run used: the model must be the initial
+// one plus every round's mean on the replayed support, and each round's
+// download must count the announced support's bytes. It fails if the
+// support depended on anything the server does not publish, if the
+// server and the clients used different supports, or if the bytes were
+// not counted.
+func TestSecAggAnnouncedReplay(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	const rounds = 4
+	cfg := secAggConfig(rounds)
+	cfg.EvalEvery = 0
+	cfg.SecAgg.Support = "announced,explore=0.25,block=4"
+	cfg.SecAgg.Neighbours, cfg.SecAgg.Threshold = 4, 3
+	sums := map[int][]uint32{}
+	surv := map[int]int{}
+	cfg.secaggHook = func(r int, selected, survivors []round.ClientID, sum, plain []uint32) {
+		sums[r] = slices.Clone(sum)
+		surv[r] = len(survivors)
+	}
+	res, err := Run(context.Background(), cfg, model, init, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(init)
+	k := int(math.Round(0.2 * float64(n)))
+	imp := secagg.NewImportance(n)
+	want := slices.Clone(init)
+	fp := secagg.FixedPoint{Clip: 0.05, Bits: 12}
+	differs := 0
+	for r := 1; r <= rounds; r++ {
+		seed := round.TaskSeed(cfg.TaskSeed^saltSupport, r, 0)
+		blocks := int(math.Round(float64(k) / 4))
+		idx, top, _ := imp.Announce(seed, 4, blocks, int(math.Round(0.25*float64(blocks))))
+		rnd := make([]int32, k)
+		secagg.Support(rnd, n, seed)
+		if !slices.Equal(idx, rnd) {
+			differs++
+		}
+		mean := make([]float32, len(idx))
+		fp.Decode(mean, sums[r])
+		for j := range mean {
+			mean[j] /= float32(surv[r])
+		}
+		secagg.Scatter(want, mean, idx)
+		imp.Observe(r, idx, mean)
+		msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(n, 4))
+		if got, w := res.Rounds[r-1].DownloadBytes, int64(10*(18+192*4)+10*4*n+10*len(msg)); got != w {
+			t.Errorf("round %d: %d bytes down, want %d with the announced support's %d each", r, got, w, len(msg))
+		}
+	}
+	if differs < rounds-1 {
+		t.Fatalf("the announced support equals the random one in %d of %d rounds", rounds-differs, rounds)
+	}
+	for i := range want {
+		if d := math.Abs(float64(res.Model[i] - want[i])); d > 1e-5 {
+			t.Fatalf("parameter %d = %v, the replay of the published means gives %v", i, res.Model[i], want[i])
+		}
 	}
 }

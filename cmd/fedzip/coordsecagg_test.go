@@ -20,6 +20,8 @@ func TestCoordinatorBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-bits", "25"},
 		{"--secagg", "--secagg-neighbours", "4"},
 		{"--secagg", "--deadline", "0s"},
+		{"--secagg", "--secagg-support", "announced"},
+		{"--secagg", "--secagg-support", "bogus"},
 	} {
 		code, _, stderr := runCmd(append([]string{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration",
 			"--state-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, args...)...)

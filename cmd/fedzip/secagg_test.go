@@ -52,6 +52,8 @@ func TestSimulateBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-dropout", "1"},
 		{"--secagg", "--secagg-dropout-step", "never"},
 		{"--secagg", "--secagg-neighbours", "4"},
+		{"--secagg", "--secagg-support", "topk"},
+		{"--secagg", "--secagg-support", "announced,explore=2"},
 	} {
 		code, _, stderr := runCmd(append([]string{"simulate", "--dataset", "synthetic"}, args...)...)
 		if code != exitUsage {
@@ -60,5 +62,23 @@ func TestSimulateBadSecAggFlags(t *testing.T) {
 		if n := strings.Count(strings.TrimRight(stderr, "\n"), "\n"); n != 0 || stderr == "" {
 			t.Errorf("%v: want one line on stderr, got %q", args, stderr)
 		}
+	}
+}
+
+// TestSimulateSecAggAnnounced runs --secagg-support announced end to end:
+// it trains, and the run spec and summary name the support.
+func TestSimulateSecAggAnnounced(t *testing.T) {
+	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
+		"--model", "mlp:16", "--rounds", "3", "--secagg", "--secagg-k", "0.2", "--secagg-support", "announced,block=4",
+		"--download-codec", "none", "-o", "json", "--quiet", "--deliver", "")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var s report.Simulation
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.UploadCodec, "announced,block=4") || s.UploadBytes == 0 {
+		t.Fatalf("summary: upload codec %q, %d bytes up", s.UploadCodec, s.UploadBytes)
 	}
 }
