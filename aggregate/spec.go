@@ -97,6 +97,7 @@ var wrapperParams = []Param{
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
 	{"reputation-high", "0", "reputation: also exclude clients whose mean agreement score is this many standard errors above everyone's, > 0 (colluders under a sparsifying codec); 0: off"},
 	{"reputation-norm", "0", "reputation: also exclude clients whose update norms average (geometrically) more than this multiple of their rounds' median norm, ≥ 1; 0: off"},
+	{"reputation-norm-robust", "false", "reputation-norm: take the median norms and the line on the example counts over the clients the agreement bars trust, each update's pull on the line bounded (so that the attackers judged do not move the bar)"},
 	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
 	{"quorum-min", "0.5", "quorum: a value counts as sent when at least this fraction of the RMS of its update's non-zero values, in [0, 1]"},
@@ -435,9 +436,9 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 	if p.has("reputation") {
 		s = &Reputation{Inner: s, Z: p.float("reputation", 0), MinRounds: p.int("reputation-min", DefaultReputationMinRounds),
 			MaxDrop: p.float("reputation-max", DefaultReputationMaxDrop), MaxClients: p.int("reputation-clients", 0),
-			High: p.float("reputation-high", 0), Norm: p.float("reputation-norm", 0)}
-	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") || p.has("reputation-high") || p.has("reputation-norm") {
-		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max, reputation-clients, reputation-high and reputation-norm need reputation", ErrParam, p.name)
+			High: p.float("reputation-high", 0), Norm: p.float("reputation-norm", 0), NormRobust: p.bool("reputation-norm-robust", false)}
+	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") || p.has("reputation-high") || p.has("reputation-norm") || p.has("reputation-norm-robust") {
+		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max, reputation-clients, reputation-high, reputation-norm and reputation-norm-robust need reputation", ErrParam, p.name)
 		return nil, false
 	}
 	if p.has("quorum") {
