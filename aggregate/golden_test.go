@@ -42,6 +42,9 @@ var goldenSpecs = []string{
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3",
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7",
 	"cclip,reputation=1,reputation-min=1,reputation-norm=1.2",
+	// reputation-norm-robust, as first written.
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true",
+	"cclip,reputation=1,reputation-min=1,reputation-norm=1.2,reputation-norm-robust=true",
 }
 
 // goldenInput is one kind of round input.
