@@ -168,13 +168,21 @@ func IsBounded(s Strategy) bool {
 // against). Clients whose updates keep disagreeing with the others'
 // (reputation=2) or keep agreeing with one another far more than honest
 // clients do (reputation-high=3: colluders under a sparsifying codec) are
-// excluded (Reputation); the rest are aggregated by centered clipping (CenteredClip) from the last
+// excluded (Reputation), and so are clients whose updates stay 1.7 times
+// larger than their example counts explain (reputation-norm=1.7: label
+// flipping on skewed data), judged against the medians and line of the
+// clients the agreement bars trust (reputation-norm-robust, so that
+// inner-product manipulation's small updates do not move the bar); the
+// rest are aggregated by centered clipping (CenteredClip) from the last
 // round's aggregate, with the radius at the round's median distance to
 // the center, updates beyond 4 times it left out, identical updates
 // (cosine ≥ 0.99) counted once, and the radius growing at most 2× a round.
-// reputation-norm, which catches label flipping, is not in it: under
-// inner-product manipulation it cost up to 5.6 points (docs/robustness.md).
-const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3"
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true"
+
+// RobustSpecV3 is what "robust" expanded to before reputation-norm and
+// reputation-norm-robust were in it; a log that committed it replays as it
+// was applied (TestGoldenBits pins its bits).
+const RobustSpecV3 = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3"
 
 // RobustSpecV2 is what "robust" expanded to before reputation-high and
 // reputation-norm. A log that committed it replays as it was applied: the
