@@ -118,17 +118,15 @@ func TestReputationNormRobustCatchesLargeUpdates(t *testing.T) {
 	}
 }
 
-// TestReputationNormRobustState: a state with NormRobust restores bit for
-// bit and continues the same; one without it (the extension as written
-// before the key) restores as NormRobust off; a bad mode, or the mode
-// without Norm, is refused.
-func TestReputationNormRobustState(t *testing.T) {
-	const n = 300
-	const spec = "cclip,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.4,reputation-norm-robust=true"
-	ups, _ := largeRounds(3, 30, n, 10, 4, 13)
+// restoreContinues runs spec over the first split rounds of ups (of n
+// values), restores its state into a fresh strategy, checks that it
+// marshals back to the same bytes and that both continue bit for bit over
+// the other rounds, and returns the state.
+func restoreContinues(t *testing.T, spec string, ups [][]Update, n, split int) []byte {
+	t.Helper()
 	a := mustParse(t, spec)
 	g := make([]float32, n)
-	runRounds(t, a, g, ups[:15])
+	runRounds(t, a, g, ups[:split])
 	state, err := MarshalState(a)
 	if err != nil {
 		t.Fatal(err)
@@ -140,12 +138,24 @@ func TestReputationNormRobustState(t *testing.T) {
 	if again, _ := MarshalState(b); !slices.Equal(again, state) {
 		t.Fatal("restored state marshals differently")
 	}
-	want, got := runRounds(t, a, slices.Clone(g), ups[15:]), runRounds(t, b, slices.Clone(g), ups[15:])
+	want, got := runRounds(t, a, slices.Clone(g), ups[split:]), runRounds(t, b, slices.Clone(g), ups[split:])
 	for r := range want {
 		if !bitsEqual(want[r], got[r]) {
-			t.Fatalf("round %d differs after restore", r+16)
+			t.Fatalf("round %d differs after restore", split+r+1)
 		}
 	}
+	return state
+}
+
+// TestReputationNormRobustState: a state with NormRobust restores bit for
+// bit and continues the same; one without it (the extension as written
+// before the key) restores as NormRobust off; a bad mode, or the mode
+// without Norm, is refused.
+func TestReputationNormRobustState(t *testing.T) {
+	const n = 300
+	const spec = "cclip,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.4,reputation-norm-robust=true"
+	ups, _ := largeRounds(3, 30, n, 10, 4, 13)
+	state := restoreContinues(t, spec, ups, n, 15)
 	// The same state less the mode is the extension before the key.
 	body := state[:len(state)-4]
 	w := newStateWriter("reputation")
