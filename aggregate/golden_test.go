@@ -37,6 +37,14 @@ var goldenSpecs = []string{
 	"fedavgm,lr=3,momentum=0,anneal=200,bound-growth=2",
 	// RobustSpecV2, recorded before reputation-high and reputation-norm.
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2",
+	// RobustSpecV3, and its reputation-norm as it was before
+	// reputation-norm-robust, recorded before reputation-norm-robust.
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3",
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7",
+	"cclip,reputation=1,reputation-min=1,reputation-norm=1.2",
+	// reputation-norm-robust, as first written.
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true",
+	"cclip,reputation=1,reputation-min=1,reputation-norm=1.2,reputation-norm-robust=true",
 }
 
 // goldenInput is one kind of round input.

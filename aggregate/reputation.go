@@ -43,7 +43,11 @@ import (
 // trusts): a client training on flipped labels on skewed data keeps a
 // high loss, hence large updates, in a direction the agreement score
 // finds ordinary. Norm also excludes honest clients whose updates stay
-// larger than their example counts explain, which costs clean accuracy. With either set, the population statistics are
+// larger than their example counts explain, which costs clean accuracy;
+// and attackers with small updates (inner-product manipulation) make
+// honest updates look large against the rounds' medians and the line,
+// unless NormRobust, which takes both over the clients the agreement
+// bars trust. With either set, the population statistics are
 // those of the trusted updates only (as of the previous rounds), so that
 // excluded colluders' scores do not move the bars. Excluded
 // clients' updates are still scored, but left out of the reference and of
@@ -107,6 +111,17 @@ type Reputation struct {
 	// It is for a client that keeps sending updates larger than its
 	// examples explain, such as one training on flipped labels. 0 is off.
 	Norm float64
+	// NormRobust makes the Norm test robust to the attackers it judges.
+	// Without it, attackers with small updates (inner-product
+	// manipulation) lower the rounds' median norms, so that honest
+	// updates look large, and pull the line down while they are trusted;
+	// and honest clients the Norm bar excludes leave the line, which
+	// lowers it further. With it, each round's median norm is that of the
+	// updates of clients the agreement bars (Z, High) trust, the line is
+	// fitted on those updates too (whatever the Norm bar says of them),
+	// and each enters it clamped to within normBand of the line as of the
+	// previous rounds, so that no update pulls it by more. It needs Norm.
+	NormRobust bool
 
 	st reputationState
 }
@@ -127,10 +142,13 @@ type clientScore struct {
 }
 
 // maxLogNorm bounds each round's log2 norm ratio in Reputation's Norm
-// test, and maxLogWeight the log2 of a weight.
+// test, and maxLogWeight the log2 of a weight. normBand is how far, in
+// log2, an update's ratio enters the line of NormRobust from the line as
+// of the previous rounds (a factor √2).
 const (
 	maxLogNorm   = 4
 	maxLogWeight = 64
+	normBand     = 0.5
 )
 
 // normFit holds the sums of the least-squares line of the trusted
@@ -139,6 +157,12 @@ const (
 type normFit struct {
 	n            uint64
 	x, y, xy, xx float64
+}
+
+// add adds the point (x, y).
+func (f *normFit) add(x, y float64) {
+	f.n++
+	f.x, f.y, f.xy, f.xx = f.x+x, f.y+y, f.xy+float64(x*y), f.xx+float64(x*x)
 }
 
 // expected returns the line's y at x: the population's mean y plus its
@@ -196,6 +220,9 @@ func (r *Reputation) String() string {
 	if r.Norm != 0 {
 		s += ",reputation-norm=" + ff(r.Norm)
 	}
+	if r.NormRobust {
+		s += ",reputation-norm-robust=true"
+	}
 	return s
 }
 
@@ -218,6 +245,9 @@ func (r *Reputation) Validate() error {
 	}
 	if !(r.Norm == 0 || (r.Norm >= 1 && r.Norm <= 1e6)) {
 		return fmt.Errorf("%w: reputation-norm %v, want 0 (off) or in [1, 1e6]", ErrParam, r.Norm)
+	}
+	if r.NormRobust && r.Norm == 0 {
+		return fmt.Errorf("%w: reputation-norm-robust needs reputation-norm", ErrParam)
 	}
 	if r.MaxClients < 0 || r.MaxClients > maxClients {
 		return fmt.Errorf("%w: reputation-clients %d, want 0 ≤ reputation-clients ≤ %d", ErrParam, r.MaxClients, maxClients)
@@ -301,6 +331,14 @@ func (r *Reputation) margin(st *reputationState, c clientScore) float64 {
 	return m
 }
 
+// agreementSuspect reports whether client c is to be excluded by st's
+// agreement bars alone (Z and High), as NormRobust's median and line
+// leave out.
+func (r *Reputation) agreementSuspect(st *reputationState, c clientScore) bool {
+	z := st.z(c, r.MinRounds)
+	return !math.IsInf(z, 1) && (z < -r.Z || (r.High > 0 && z > r.High))
+}
+
 // suspect reports whether client c is to be excluded by st.
 func (r *Reputation) suspect(st *reputationState, c clientScore) bool {
 	if !r.extended() {
@@ -379,9 +417,23 @@ func (a *reputationAcc) Apply(global []float32) error {
 		}
 	}
 	scores := agreementScores(a.ups, a.sqs, trusted, a.n)
+	// With NormRobust, the updates the norm ratios and the line are
+	// taken over: those of the clients the agreement bars trust.
+	var fitted []bool
+	if r.NormRobust {
+		fitted = make([]bool, k)
+		for i, u := range a.ups {
+			fitted[i] = true
+			if u.ClientKnown {
+				if p, ok := r.st.find(u.Client); ok && r.agreementSuspect(&r.st, r.st.clients[p]) {
+					fitted[i] = false
+				}
+			}
+		}
+	}
 	var lnorms, lweights []float64
 	if r.Norm > 0 {
-		lnorms = logNormRatios(a.ups, a.sqs, a.n)
+		lnorms = logNormRatios(a.ups, a.sqs, fitted, a.n)
 		lweights = make([]float64, k)
 		for i, u := range a.ups {
 			lweights[i] = 0
@@ -402,12 +454,19 @@ func (a *reputationAcc) Apply(global []float32) error {
 			st.n++
 			st.sum += s
 			st.sumSq += s * s
-			if lnorms != nil {
-				x, y := lweights[i], lnorms[i]
-				f := &st.fit
-				f.n++
-				f.x, f.y, f.xy, f.xx = f.x+x, f.y+y, f.xy+float64(x*y), f.xx+float64(x*x)
+			if lnorms != nil && fitted == nil {
+				st.fit.add(lweights[i], lnorms[i])
 			}
+		}
+		if fitted != nil && fitted[i] {
+			// Clamped to the band around the line as of the previous
+			// rounds (none while it is empty), and to ±maxLogNorm.
+			x, y := lweights[i], lnorms[i]
+			if r.st.fit.n > 0 {
+				e := r.st.fit.expected(x)
+				y = max(-maxLogNorm, min(maxLogNorm, max(e-normBand, min(e+normBand, y))))
+			}
+			st.fit.add(x, y)
 		}
 		if !u.ClientKnown {
 			continue
@@ -612,9 +671,10 @@ func agreementScore(d, refSq, norm, clip float64, trusted bool) float64 {
 
 // logNormRatios returns, for each update, log2 of its L2 norm over the
 // round's median norm (the mean of the middle two for an even count),
-// clamped to ±maxLogNorm; 0 for every update when the median is 0. sqs is
-// as in agreementScores.
-func logNormRatios(ups []Update, sqs []float64, n int) []float64 {
+// clamped to ±maxLogNorm; 0 for every update when the median is 0. The
+// median is that of the updates ref marks, or of all when ref is nil or
+// marks none. sqs is as in agreementScores.
+func logNormRatios(ups []Update, sqs []float64, ref []bool, n int) []float64 {
 	k := len(ups)
 	norms := make([]float64, k)
 	for i, u := range ups {
@@ -627,11 +687,19 @@ func logNormRatios(ups []Update, sqs []float64, n int) []float64 {
 			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
 		}
 	}
-	sorted := slices.Clone(norms)
+	var sorted []float64
+	for i, x := range norms {
+		if ref == nil || ref[i] {
+			sorted = append(sorted, x)
+		}
+	}
+	if len(sorted) == 0 {
+		sorted = slices.Clone(norms)
+	}
 	slices.Sort(sorted)
-	m := sorted[k/2]
-	if k%2 == 0 {
-		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	m := sorted[len(sorted)/2]
+	if len(sorted)%2 == 0 {
+		m = (sorted[len(sorted)/2-1] + sorted[len(sorted)/2]) / 2
 	}
 	out := make([]float64, k)
 	if !(m > 0) {
@@ -782,6 +850,11 @@ func (r *Reputation) MarshalBinary() ([]byte, error) {
 			w.f64(c.lsum)
 			w.f64(c.wsum)
 		}
+		if r.NormRobust {
+			// After the extension, which restores without it as
+			// NormRobust off.
+			w.u64(1)
+		}
 	}
 	return w.done(), nil
 }
@@ -815,6 +888,12 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 		}
 		for i := range t.st.clients {
 			t.st.clients[i].lsum, t.st.clients[i].wsum = rd.f64(), rd.f64()
+		}
+		if rd.err == nil && len(rd.b) > 0 {
+			if v := rd.u64(); rd.err == nil && v != 1 {
+				rd.err = fmt.Errorf("%w: reputation norm mode %d", ErrState, v)
+			}
+			t.NormRobust = true
 		}
 		fn := float64(f.n)
 		if rd.err == nil && !(f.x >= 0 && f.x <= maxLogWeight*fn && math.Abs(f.y) <= maxLogNorm*fn &&
