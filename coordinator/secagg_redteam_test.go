@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/rand"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -18,13 +20,12 @@ import (
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
 
-// TestRedteamSecAggStep attacks the SecAggStep RPC of a node on a real
-// socket as a registered client of a secure aggregation round: a request
-// under another client's ID, a message that speaks for another client, a
-// message beyond the server's chunk limit, a step out of order, garbage,
-// and a long poll for a round that is not open. Each is refused with its
-// code and costs the cluster nothing durable: no Raft log entry.
-func TestRedteamSecAggStep(t *testing.T) {
+// saSocket opens a solo node of a secure aggregation run with three
+// clients a round, serves it on a real socket, registers three clients
+// and waits for the round to open. as(r) is the context of client r's
+// calls, with its own token.
+func saSocket(t *testing.T) (*Node, fedzippb.CoordinatorClient, []*fedzippb.RegisterResponse, View, func(*fedzippb.RegisterResponse) context.Context) {
+	t.Helper()
 	run := testRun(0)
 	run.Round.PerRound, run.Round.MinClients, run.Round.Deadline = 3, 3, 4*time.Minute
 	run.SecAgg = &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 1}
@@ -47,10 +48,22 @@ func TestRedteamSecAggStep(t *testing.T) {
 		v = node.FSM().View()
 		return v.Phase == round.Collecting
 	})
-	mallory, victim := regs[0], regs[1]
 	as := func(r *fedzippb.RegisterResponse) context.Context {
-		return metadata.AppendToOutgoingContext(ctx, transport.AuthorizationKey, "Bearer "+r.GetToken(), transport.ClientIDKey, strconv.FormatUint(r.GetClientId(), 10))
+		return metadata.AppendToOutgoingContext(context.Background(), transport.AuthorizationKey, "Bearer "+r.GetToken(), transport.ClientIDKey, strconv.FormatUint(r.GetClientId(), 10))
 	}
+	return node, api, regs, v, as
+}
+
+// TestRedteamSecAggStep attacks the SecAggStep RPC of a node on a real
+// socket as a registered client of a secure aggregation round: a request
+// under another client's ID, a message that speaks for another client, a
+// message beyond the server's chunk limit, a step out of order, garbage,
+// and a long poll for a round that is not open. Each is refused with its
+// code and costs the cluster nothing durable: no Raft log entry.
+func TestRedteamSecAggStep(t *testing.T) {
+	node, api, regs, v, as := saSocket(t)
+	ctx := context.Background()
+	mallory, victim := regs[0], regs[1]
 	// The victim's real advert, which mallory replays as its own.
 	task, err := api.SecAggStep(as(victim), &fedzippb.SecAggStepRequest{ClientId: victim.GetClientId(), Round: uint64(v.Round)})
 	if err != nil {
@@ -98,4 +111,160 @@ func TestRedteamSecAggStep(t *testing.T) {
 	if _, err := api.SecAggStep(as(victim), &fedzippb.SecAggStepRequest{ClientId: victim.GetClientId(), Round: uint64(v.Round), Message: advBytes}); err != nil {
 		t.Fatalf("the victim's advert: %v", err)
 	}
+}
+
+// TestRedteamSecAggServerRefusals attacks a secure aggregation round on a
+// real socket, at each of its four steps, with messages that decode and
+// speak for the attacker but that the protocol's server refuses: an
+// advert with another client's keys or one key twice, a share bundle
+// that is empty, names a client twice or names the sender itself, masked
+// values of another width or count, and an unmask response that reveals
+// the wrong secret of a survivor or one owner twice. Each is refused with
+// InvalidArgument before the log, so repeating it grows nothing, and the
+// round still closes with the three honest messages of every step.
+func TestRedteamSecAggServerRefusals(t *testing.T) {
+	node, api, regs, v, as := saSocket(t)
+	rnd := uint64(v.Round)
+	mallory := regs[0]
+	poll := func(r *fedzippb.RegisterResponse, step int) *fedzippb.SecAggStepResponse {
+		t.Helper()
+		for {
+			res, err := api.SecAggStep(as(r), &fedzippb.SecAggStepRequest{ClientId: r.GetClientId(), Round: rnd, Step: uint32(step)})
+			if status.Code(err) == codes.Unavailable || status.Code(err) == codes.DeadlineExceeded {
+				continue // the long poll ended without the step (transport.NoTaskError)
+			}
+			if err != nil {
+				t.Fatalf("client %d, task of step %d: %v", r.GetClientId(), step, err)
+			}
+			if int(res.GetStep()) == step {
+				return res
+			}
+		}
+	}
+	send := func(r *fedzippb.RegisterResponse, step int, msg []byte) error {
+		_, err := api.SecAggStep(as(r), &fedzippb.SecAggStepRequest{ClientId: r.GetClientId(), Round: rnd, Step: uint32(step), Message: msg})
+		return err
+	}
+	refused := func(step int, name string, msg []byte) {
+		t.Helper()
+		last := node.Raft().LastIndex()
+		for range 3 { // a refusal repeated costs nothing either
+			if err := send(mallory, step, msg); status.Code(err) != codes.InvalidArgument {
+				t.Errorf("step %d, %s: %v, want InvalidArgument", step, name, err)
+			}
+		}
+		if got := node.Raft().LastIndex(); got != last {
+			t.Errorf("step %d, %s: the refused message added %d log entries", step, name, got-last)
+		}
+	}
+	must := func(b []byte, err error) []byte {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	task := poll(mallory, SecAggAdvertise)
+	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
+		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cls := make([]*secagg.Client, len(regs))
+	adv := make([]secagg.KeyAdvert, len(regs))
+	for i, r := range regs {
+		if cls[i], err = secagg.NewClient(g, r.GetClientId(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		if adv[i], err = cls[i].Advertise(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Step 0: the victim advertises first; mallory takes its keys.
+	if err := send(regs[1], SecAggAdvertise, must(adv[1].MarshalBinary())); err != nil {
+		t.Fatal(err)
+	}
+	stolen := adv[1]
+	stolen.ID = mallory.GetClientId()
+	refused(SecAggAdvertise, "another client's keys", must(stolen.MarshalBinary()))
+	half := adv[0]
+	half.SPK = adv[1].SPK
+	refused(SecAggAdvertise, "another client's mask key", must(half.MarshalBinary()))
+	twice := adv[0]
+	twice.SPK = twice.CPK
+	refused(SecAggAdvertise, "one key twice", must(twice.MarshalBinary()))
+	for _, i := range []int{0, 2} {
+		if err := send(regs[i], SecAggAdvertise, must(adv[i].MarshalBinary())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Step 1.
+	bundles := make([]secagg.ShareBundle, len(regs))
+	for i, r := range regs {
+		var l secagg.KeyList
+		if err := l.UnmarshalBinary(poll(r, SecAggShare).GetMessage()); err != nil {
+			t.Fatal(err)
+		}
+		if bundles[i], err = cls[i].ShareKeys(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := bundles[0]
+	refused(SecAggShare, "no shares", must((&secagg.ShareBundle{}).MarshalBinary()))
+	dup := secagg.ShareBundle{Shares: []secagg.EncryptedShare{own.Shares[0], own.Shares[0]}}
+	refused(SecAggShare, "one neighbour twice", must(dup.MarshalBinary()))
+	self := secagg.ShareBundle{Shares: slices.Clone(own.Shares)}
+	self.Shares[0].To = mallory.GetClientId()
+	refused(SecAggShare, "a share for itself", must(self.MarshalBinary()))
+	for i, r := range regs {
+		if err := send(r, SecAggShare, must(bundles[i].MarshalBinary())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Step 2.
+	masked := make([][]byte, len(regs))
+	for i, r := range regs {
+		res := poll(r, SecAggMasked)
+		var in secagg.ShareBundle
+		if err := in.UnmarshalBinary(res.GetMessage()); err != nil {
+			t.Fatal(err)
+		}
+		y, err := cls[i].MaskInput(make([]uint32, g.Params().D), in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		masked[i] = must(remote.PackMasked(y, int(res.GetMaskBits())))
+		if i == 0 {
+			refused(SecAggMasked, "values one bit wider", must(remote.PackMasked(y, int(res.GetMaskBits())+1)))
+			short := secagg.MaskedInput{From: y.From, Y: y.Y[1:]}
+			refused(SecAggMasked, "one value short", must(remote.PackMasked(short, int(res.GetMaskBits()))))
+		}
+	}
+	for i, r := range regs {
+		if err := send(r, SecAggMasked, masked[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Step 3.
+	for i, r := range regs {
+		var q secagg.UnmaskRequest
+		if err := q.UnmarshalBinary(poll(r, SecAggUnmask).GetMessage()); err != nil {
+			t.Fatal(err)
+		}
+		u, err := cls[i].Unmask(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			wrong := secagg.UnmaskResponse{From: u.From, Shares: slices.Clone(u.Shares)}
+			wrong.Shares[0].Kind = secagg.MaskKeyShare // the mask key of a survivor
+			refused(SecAggUnmask, "the other secret of a survivor", must(wrong.MarshalBinary()))
+			twice := secagg.UnmaskResponse{From: u.From, Shares: []secagg.RevealedShare{u.Shares[0], u.Shares[0]}}
+			refused(SecAggUnmask, "one owner twice", must(twice.MarshalBinary()))
+		}
+		if err := send(r, SecAggUnmask, must(u.MarshalBinary())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the round to close", func() bool { return node.FSM().View().Round > v.Round })
 }
