@@ -229,8 +229,52 @@ func (f *FSM) saPrecheck(now time.Time, id round.ClientID, roundNo, step int, ms
 	if step == SecAggMasked {
 		y = make([]uint32, len(f.sa.idx))
 	}
-	_, err = f.sa.decode(id, step, msg, y)
-	return false, err
+	m, err := f.sa.decode(id, step, msg, y)
+	if err != nil || step == SecAggMasked {
+		// The server's checks of a masked input (a client that shared
+		// keys, once, of the support's length) are saCheck's and
+		// decode's.
+		return false, err
+	}
+	return false, f.sa.trial(uint64(id), m)
+}
+
+// trial applies a decoded advert, share bundle or unmask response to a
+// copy of the round's server, so that a message the server would refuse
+// (a reused key, a share for a client that is not a neighbour, a missing
+// or repeated share, the wrong secret of a client) is refused before the
+// log and costs no entry, however often it is sent. The copy costs the
+// server's state, O(n·k) shares. The caller holds mu (read).
+func (s *saRound) trial(from uint64, m any) error {
+	b, err := s.srv.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	srv, err := secagg.RestoreServer(s.graph, b)
+	if err != nil {
+		return err
+	}
+	return addTo(srv, from, m)
+}
+
+// addTo hands a decoded step message to srv, which takes it or refuses
+// it (ErrBadUpdate) and stays as it was.
+func addTo(srv *secagg.Server, from uint64, m any) error {
+	var err error
+	switch m := m.(type) {
+	case secagg.KeyAdvert:
+		err = srv.AddAdvert(from, m)
+	case secagg.ShareBundle:
+		err = srv.AddShares(from, m)
+	case secagg.MaskedInput:
+		err = srv.AddMasked(from, m)
+	case secagg.UnmaskResponse:
+		err = srv.AddUnmask(from, m)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
+	}
+	return nil
 }
 
 // maxMessage bounds the size of a step's message from a client: the
@@ -328,20 +372,10 @@ func (f *FSM) saAdd(now time.Time, c command) error {
 	if err != nil {
 		return err
 	}
-	from := uint64(c.Client)
-	switch m := m.(type) {
-	case secagg.KeyAdvert:
-		err = s.srv.AddAdvert(from, m)
-	case secagg.ShareBundle:
-		err = s.srv.AddShares(from, m)
-	case secagg.MaskedInput:
-		err = s.srv.AddMasked(from, m)
-		clear(y) // the server keeps only the running sum
-	case secagg.UnmaskResponse:
-		err = s.srv.AddUnmask(from, m)
-	}
+	err = addTo(s.srv, uint64(c.Client), m)
+	clear(y) // the server keeps only the running sum
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
+		return err
 	}
 	s.answered[c.Client] = sha256.Sum256(c.Payload)
 	return nil
