@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"crypto/rand"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -324,4 +325,54 @@ func TestRedteamSecAggBadShare(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRedteamSecAggOutOfRange is a client that masks values beyond its
+// fixed-point range: the largest signed m-bit value on every coordinate,
+// while the others send zero. The coordinator sees only masked values,
+// uniform modulo 2^m, so it cannot refuse them; the sum is read as signed
+// m-bit integers, which bounds what one client can add. The test pins that
+// bound: the model moves by (2^(m-1)-1)/L·clip/survivors on the support,
+// where an honest client adds at most clip/survivors (L = 2^(b-1)-1).
+// Not fixed: checking a client's range needs proofs on masked values.
+func TestRedteamSecAggOutOfRange(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	h, o := newSAHarness(t, 5, t0)
+	before, _ := h.f.Model()
+	now := t0.Add(time.Second)
+	peers := map[round.ClientID]*saPeer{}
+	var task SecAggTask
+	for step := range 4 {
+		for i, c := range o.Selected {
+			var err error
+			if task, err = h.f.SecAggTask(c, o.Round); err != nil {
+				t.Fatal(err)
+			}
+			if step == 0 {
+				peers[c] = &saPeer{id: c}
+				peers[c].start(t, task, make([]float32, h.f.Params()))
+				if i == 0 {
+					for j := range peers[c].codes {
+						peers[c].codes[j] = 1<<(task.MaskBits-1) - 1
+					}
+				}
+			}
+			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
+		}
+		h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+	}
+	if v := h.f.View(); v.Version != 1 {
+		t.Fatalf("the round did not close: %+v", v.Progress)
+	}
+	after, _ := h.f.Model()
+	var most float64
+	for c := range after {
+		most = max(most, math.Abs(float64(after[c]-before[c])))
+	}
+	clip, n := float64(task.Fixed.Clip), float64(len(o.Selected))
+	bound := float64(int64(1)<<(task.MaskBits-1)-1) / float64(task.Fixed.Levels()) * clip / n
+	if math.Abs(most-bound) > 1e-5 {
+		t.Fatalf("one client moved the model by %v, the m-bit bound is %v", most, bound)
+	}
+	t.Logf("m = %d: one client moved a coordinate by %.4f, %.1f times the %.4f an honest client can", task.MaskBits, most, most/(clip/n), clip/n)
 }
