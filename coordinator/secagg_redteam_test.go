@@ -376,3 +376,31 @@ func TestRedteamSecAggOutOfRange(t *testing.T) {
 	}
 	t.Logf("m = %d: one client moved a coordinate by %.4f, %.1f times the %.4f an honest client can", task.MaskBits, most, most/(clip/n), clip/n)
 }
+
+// TestRedteamSecAggPlainSubmit is a selected client of a secure
+// aggregation round that sends its update in the clear over Submit, as
+// in a run without the protocol (which would show the coordinator its
+// values, and carries the evaluation report too): the stream is refused
+// as soon as its header arrives, and no log entry is added.
+func TestRedteamSecAggPlainSubmit(t *testing.T) {
+	node, api, regs, v, as := saSocket(t)
+	mallory := regs[0]
+	last := node.Raft().LastIndex()
+	sctx, cancel := context.WithCancel(as(mallory))
+	defer cancel()
+	stream, err := api.Submit(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &fedzippb.UpdateHeader{ClientId: mallory.GetClientId(), Round: uint64(v.Round), ModelVersion: v.Version, Examples: 10, TotalBytes: 8000}
+	if err := stream.Send(&fedzippb.UpdateChunk{Header: h}); err != nil {
+		t.Fatal(err)
+	}
+	var resp fedzippb.SubmitResponse
+	if err := stream.RecvMsg(&resp); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("a plain update in a secure aggregation round: %v, want FailedPrecondition", err)
+	}
+	if got := node.Raft().LastIndex(); got != last {
+		t.Errorf("the refused update added %d log entries", got-last)
+	}
+}
