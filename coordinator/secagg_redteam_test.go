@@ -404,3 +404,58 @@ func TestRedteamSecAggPlainSubmit(t *testing.T) {
 		t.Errorf("the refused update added %d log entries", got-last)
 	}
 }
+
+// TestRedteamSecAggConcurrentResends is a client that sends its advert
+// many times at once, the same bytes and other bytes, before the first
+// is committed: each send passes the leader's check while none is in the
+// log yet. At most one entry may be added, whatever the attacker's
+// concurrency.
+func TestRedteamSecAggConcurrentResends(t *testing.T) {
+	node, api, regs, v, as := saSocket(t)
+	mallory := regs[0]
+	task, err := api.SecAggStep(as(mallory), &fedzippb.SecAggStepRequest{ClientId: mallory.GetClientId(), Round: uint64(v.Round)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
+		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 32
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		c, err := secagg.NewClient(g, mallory.GetClientId(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := c.Advertise()
+		msgs[i], _ = a.MarshalBinary()
+		if i%2 == 1 {
+			msgs[i] = msgs[i-1] // the same bytes again
+		}
+	}
+	last := node.Raft().LastIndex()
+	start := make(chan struct{})
+	done := make(chan error, n)
+	for _, m := range msgs {
+		go func() {
+			<-start
+			_, err := api.SecAggStep(as(mallory), &fedzippb.SecAggStepRequest{ClientId: mallory.GetClientId(), Round: uint64(v.Round), Message: m})
+			done <- err
+		}()
+	}
+	close(start)
+	ok := 0
+	for range n {
+		if err := <-done; err == nil {
+			ok++
+		}
+	}
+	if ok == 0 {
+		t.Fatal("no advert was taken")
+	}
+	if got := node.Raft().LastIndex() - last; got > 1 {
+		t.Errorf("%d concurrent adverts of one client added %d log entries, want 1", n, got)
+	}
+}
