@@ -72,11 +72,7 @@ func TestRedteamSecAggStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
-		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := graphOf(t, task)
 	vc, err := secagg.NewClient(g, victim.GetClientId(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -168,11 +164,8 @@ func TestRedteamSecAggServerRefusals(t *testing.T) {
 		return b
 	}
 	task := poll(mallory, SecAggAdvertise)
-	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
-		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := graphOf(t, task)
+	var err error
 	cls := make([]*secagg.Client, len(regs))
 	adv := make([]secagg.KeyAdvert, len(regs))
 	for i, r := range regs {
@@ -284,47 +277,38 @@ func TestRedteamSecAggServerRefusals(t *testing.T) {
 func TestRedteamSecAggBadShare(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(t, 5, t0)
-	now := t0.Add(time.Second)
 	peers := map[round.ClientID]*saPeer{}
-	for step := range 4 {
-		for i, c := range o.Selected {
-			task, err := h.f.SecAggTask(c, o.Round)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if step == 0 {
-				peers[c] = &saPeer{id: c}
-				peers[c].start(t, task, make([]float32, h.f.Params()))
-			}
-			msg := peers[c].answer(t, task)
-			if step == SecAggUnmask && i == 0 {
-				var u secagg.UnmaskResponse
-				if err := u.UnmarshalBinary(msg); err != nil {
-					t.Fatal(err)
-				}
-				if y := &u.Shares[0].Y[0]; *y > 0 {
-					*y--
-				} else {
-					*y = 1
-				}
-				if msg, err = u.MarshalBinary(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: msg})
-		}
-		e := h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
-		if step < SecAggUnmask && e.Abandoned != "" {
+	for step := range SecAggUnmask {
+		if e := saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t)); e.Abandoned != "" {
 			t.Fatalf("step %d: %s", step, e.Abandoned)
 		}
-		if step == SecAggUnmask {
-			if !strings.Contains(e.Abandoned, secagg.ErrInconsistentShares.Error()) || e.Closed != nil {
-				t.Fatalf("the unmask step with a wrong share ended with %+v", e)
-			}
-			if v := h.f.View(); v.Phase != round.Idle || v.Version != 0 {
-				t.Fatalf("after a wrong share: phase %v, version %d", v.Phase, v.Version)
-			}
+	}
+	e := saStep(t, h, o, t0.Add(time.Second), peers, SecAggUnmask, func(i int, c round.ClientID, msg []byte, err error) []byte {
+		if err != nil {
+			t.Fatal(err)
 		}
+		if i > 0 {
+			return msg
+		}
+		var u secagg.UnmaskResponse
+		if err := u.UnmarshalBinary(msg); err != nil {
+			t.Fatal(err)
+		}
+		if y := &u.Shares[0].Y[0]; *y > 0 {
+			*y--
+		} else {
+			*y = 1
+		}
+		if msg, err = u.MarshalBinary(); err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	})
+	if !strings.Contains(e.Abandoned, secagg.ErrInconsistentShares.Error()) || e.Closed != nil {
+		t.Fatalf("the unmask step with a wrong share ended with %+v", e)
+	}
+	if v := h.f.View(); v.Phase != round.Idle || v.Version != 0 {
+		t.Fatalf("after a wrong share: phase %v, version %d", v.Phase, v.Version)
 	}
 }
 
@@ -340,28 +324,17 @@ func TestRedteamSecAggOutOfRange(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(t, 5, t0)
 	before, _ := h.f.Model()
-	now := t0.Add(time.Second)
 	peers := map[round.ClientID]*saPeer{}
-	var task SecAggTask
 	for step := range 4 {
-		for i, c := range o.Selected {
-			var err error
-			if task, err = h.f.SecAggTask(c, o.Round); err != nil {
-				t.Fatal(err)
+		saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t))
+		if step == SecAggAdvertise { // the attacker's codes, before it masks them
+			m := h.f.sa.bits
+			for j := range peers[o.Selected[0]].codes {
+				peers[o.Selected[0]].codes[j] = 1<<(m-1) - 1
 			}
-			if step == 0 {
-				peers[c] = &saPeer{id: c}
-				peers[c].start(t, task, make([]float32, h.f.Params()))
-				if i == 0 {
-					for j := range peers[c].codes {
-						peers[c].codes[j] = 1<<(task.MaskBits-1) - 1
-					}
-				}
-			}
-			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
 		}
-		h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
 	}
+	task := saTaskOf(t, h.f, o, peers)
 	if v := h.f.View(); v.Version != 1 {
 		t.Fatalf("the round did not close: %+v", v.Progress)
 	}
@@ -418,11 +391,7 @@ func TestRedteamSecAggConcurrentResends(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
-		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g := graphOf(t, task)
 	const n = 32
 	msgs := make([][]byte, n)
 	for i := range msgs {
@@ -473,45 +442,35 @@ func TestRedteamSecAggConcurrentResends(t *testing.T) {
 func TestRedteamSecAggSealedGarbage(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(t, 5, t0)
-	now := t0.Add(time.Second)
 	peers := map[round.ClientID]*saPeer{}
 	mallory := o.Selected[0]
 	var e saEnded
-	for step := range 3 {
-		for _, c := range o.Selected {
-			task, err := h.f.SecAggTask(c, o.Round)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if step == 0 {
-				peers[c] = &saPeer{id: c}
-				peers[c].start(t, task, make([]float32, h.f.Params()))
-			}
-			msg, err := peers[c].p.Answer(step, task.Msg, peers[c].codes)
+	for step := range SecAggUnmask {
+		e = saStep(t, h, o, t0.Add(time.Second), peers, step, func(_ int, c round.ClientID, msg []byte, err error) []byte {
 			if step == SecAggMasked && c != mallory {
 				if !errors.Is(err, secagg.ErrDecrypt) {
 					t.Fatalf("client %d opened its shares: %v", c, err)
 				}
-				continue // it leaves the round
+				return nil // it leaves the round
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if step == SecAggShare && c == mallory {
-				var b secagg.ShareBundle
-				if err := b.UnmarshalBinary(msg); err != nil {
-					t.Fatal(err)
-				}
-				for i := range b.Shares {
-					b.Shares[i].Sealed[0] ^= 1
-				}
-				if msg, err = b.MarshalBinary(); err != nil {
-					t.Fatal(err)
-				}
+			if step != SecAggShare || c != mallory {
+				return msg
 			}
-			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: msg})
-		}
-		e = h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+			var b secagg.ShareBundle
+			if err := b.UnmarshalBinary(msg); err != nil {
+				t.Fatal(err)
+			}
+			for i := range b.Shares {
+				b.Shares[i].Sealed[0] ^= 1
+			}
+			if msg, err = b.MarshalBinary(); err != nil {
+				t.Fatal(err)
+			}
+			return msg
+		})
 	}
 	if !strings.Contains(e.Abandoned, secagg.ErrTooFewSurvivors.Error()) {
 		t.Fatalf("the masked-input step with one client's garbage shares ended with %+v", e)
@@ -519,4 +478,15 @@ func TestRedteamSecAggSealedGarbage(t *testing.T) {
 	if v := h.f.View(); v.Phase != round.Idle || v.Version != 0 {
 		t.Fatalf("after garbage shares: phase %v, version %d", v.Phase, v.Version)
 	}
+}
+
+// graphOf builds the round's graph from a SecAggStep task, as a client does.
+func graphOf(t *testing.T, task *fedzippb.SecAggStepResponse) *secagg.Graph {
+	t.Helper()
+	g, err := secagg.NewGraph(secagg.Params{Session: task.GetSession(), IDs: task.GetIds(), K: int(task.GetNeighbours()), T: int(task.GetThreshold()),
+		D: int(task.GetDim()), GraphSeed: task.GetGraphSeed()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
 }

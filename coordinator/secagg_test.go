@@ -378,18 +378,7 @@ func FuzzSecAggApply(f *testing.F) {
 		target := int(who>>8) % 4
 		now := t0.Add(time.Second)
 		for step := 0; step < target; step++ {
-			for _, c := range o.Selected {
-				task, err := h.f.SecAggTask(c, o.Round)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if step == 0 {
-					peers[c] = &saPeer{id: c}
-					peers[c].start(t, task, make([]float32, h.f.Params()))
-				}
-				h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
-			}
-			h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+			saStep(t, h, o, now, peers, step, saHonest(t))
 		}
 		// The others answer the step first, so that the end of the step
 		// below works on the fuzzed message: the sum, the unmasking.
@@ -469,24 +458,51 @@ func TestSecAggDPRefused(t *testing.T) {
 func saRealMessages(tb testing.TB, n int) [4][][]byte {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(tb, n, t0)
-	now := t0.Add(time.Second)
 	peers := map[round.ClientID]*saPeer{}
 	var out [4][][]byte
 	for step := range 4 {
-		for _, c := range o.Selected {
-			task, err := h.f.SecAggTask(c, o.Round)
+		saStep(tb, h, o, t0.Add(time.Second), peers, step, func(_ int, _ round.ClientID, msg []byte, err error) []byte {
 			if err != nil {
 				tb.Fatal(err)
 			}
-			if step == 0 {
-				peers[c] = &saPeer{id: c}
-				peers[c].start(tb, task, make([]float32, h.f.Params()))
-			}
-			msg := peers[c].answer(tb, task)
 			out[step] = append(out[step], msg)
-			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: msg})
-		}
-		h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+			return msg
+		})
 	}
 	return out
+}
+
+// saStep runs step of round o on h at now: each selected client (a new
+// peer in peers at step 0) gets its task and answers it; each(i, c, msg,
+// err) sees client c's answer (the i-th selected) and returns what it
+// sends, nil for nothing. The entry that ends the step follows; saStep
+// returns its result.
+func saStep(tb testing.TB, h *saHarness, o round.Opened, now time.Time, peers map[round.ClientID]*saPeer, step int,
+	each func(i int, c round.ClientID, msg []byte, err error) []byte) saEnded {
+	tb.Helper()
+	for i, c := range o.Selected {
+		task, err := h.f.SecAggTask(c, o.Round)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if step == 0 {
+			peers[c] = &saPeer{id: c}
+			peers[c].start(tb, task, make([]float32, h.f.Params()))
+		}
+		msg, err := peers[c].p.Answer(step, task.Msg, peers[c].codes)
+		if msg = each(i, c, msg, err); msg != nil {
+			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: msg})
+		}
+	}
+	return h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+}
+
+// saHonest is saStep's each for clients that send their answer.
+func saHonest(tb testing.TB) func(int, round.ClientID, []byte, error) []byte {
+	return func(_ int, c round.ClientID, msg []byte, err error) []byte {
+		if err != nil {
+			tb.Fatalf("client %d: %v", c, err)
+		}
+		return msg
+	}
 }
