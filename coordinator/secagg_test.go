@@ -393,9 +393,15 @@ func FuzzSecAggApply(f *testing.F) {
 			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: target, Payload: peers[c].answer(t, task)})
 		}
 		before := stateBytes(t, h.f)
+		_, precheck := h.f.saPrecheck(now, id, o.Round, target, msg)
 		res := h.apply(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: target, Payload: msg})
 		if _, refused := res.(error); refused && !bytes.Equal(before, stateBytes(t, h.f)) {
 			t.Fatalf("a refused message (%v) changed the state", res)
+		}
+		// The leader's check before the log judges as Apply does: what it
+		// lets through is taken, what it refuses would be refused.
+		if _, refused := res.(error); refused != (precheck != nil) {
+			t.Fatalf("the check before the log says %v, Apply %v", precheck, res)
 		}
 		// Ending the step never panics either; it closes or abandons the
 		// round, or refuses.
