@@ -142,7 +142,7 @@ func stateBytes(t testing.TB, f *FSM) []byte {
 
 // checkRestores requires f's state to survive a snapshot and a restore
 // into a fresh FSM bit for bit, with the same model.
-func checkRestores(t *testing.T, f *FSM) {
+func checkRestores(t testing.TB, f *FSM) {
 	t.Helper()
 	s, err := f.Snapshot()
 	if err != nil {

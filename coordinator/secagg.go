@@ -229,8 +229,98 @@ func (f *FSM) saPrecheck(now time.Time, id round.ClientID, roundNo, step int, ms
 	if step == SecAggMasked {
 		y = make([]uint32, len(f.sa.idx))
 	}
-	_, err = f.sa.decode(id, step, msg, y)
-	return false, err
+	m, err := f.sa.decode(id, step, msg, y)
+	if err != nil || step == SecAggMasked {
+		// The server's checks of a masked input (a client that shared
+		// keys, once, of the support's length) are saCheck's and
+		// decode's.
+		return false, err
+	}
+	return false, f.sa.admits(uint64(id), m)
+}
+
+// admits checks a decoded advert, share bundle or unmask response as the
+// round's server will, so that a message the server would refuse (a
+// reused key, a share for a client that is not a neighbour, a missing or
+// repeated share, the wrong secret of a client) is refused before the log
+// and costs no entry, however often it is sent. A bundle must name each
+// neighbour that advertised once (AdvertsFor); an unmask response may
+// reveal, once each, the self-mask share of a neighbour that survived and
+// the mask-key share of one that shared keys (SharesFor) and dropped. The
+// caller holds mu (read).
+func (s *saRound) admits(from uint64, m any) error {
+	bad := func(err error, format string, a ...any) error {
+		return fmt.Errorf("%w: %w: %s", ErrBadUpdate, err, fmt.Sprintf(format, a...))
+	}
+	switch m := m.(type) {
+	case secagg.ShareBundle:
+		want := map[uint64]bool{}
+		for _, a := range s.srv.AdvertsFor(from).Adverts {
+			want[a.ID] = true
+		}
+		if len(m.Shares) != len(want) {
+			return bad(secagg.ErrUnknownClient, "%d shares from %d, want one for each of its %d advertised neighbours", len(m.Shares), from, len(want))
+		}
+		for _, e := range m.Shares {
+			if !want[e.To] {
+				return bad(secagg.ErrUnknownClient, "share %d→%d: not an advertised neighbour, or twice", from, e.To)
+			}
+			delete(want, e.To)
+		}
+		return nil
+	case secagg.UnmaskResponse:
+		kinds := map[uint64]secagg.ShareKind{}
+		for _, e := range s.srv.SharesFor(from).Shares {
+			kinds[e.From] = secagg.MaskKeyShare
+		}
+		for _, id := range s.srv.UnmaskRequestFor(from).Survivors {
+			kinds[id] = secagg.SelfMaskShare
+		}
+		for _, r := range m.Shares {
+			k, ok := kinds[r.Owner]
+			if !ok || k != r.Kind {
+				return bad(secagg.ErrBothShares, "share of kind %d of client %d from %d: not a neighbour's, the other secret, or twice", r.Kind, r.Owner, from)
+			}
+			delete(kinds, r.Owner)
+		}
+		return nil
+	}
+	return s.trial(from, m)
+}
+
+// trial applies a decoded message to a copy of the round's server. The
+// copy costs the server's state: admits uses it for adverts only, while
+// the state is the adverts. The caller holds mu (read).
+func (s *saRound) trial(from uint64, m any) error {
+	b, err := s.srv.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	srv, err := secagg.RestoreServer(s.graph, b)
+	if err != nil {
+		return err
+	}
+	return addTo(srv, from, m)
+}
+
+// addTo hands a decoded step message to srv, which takes it or refuses
+// it (ErrBadUpdate) and stays as it was.
+func addTo(srv *secagg.Server, from uint64, m any) error {
+	var err error
+	switch m := m.(type) {
+	case secagg.KeyAdvert:
+		err = srv.AddAdvert(from, m)
+	case secagg.ShareBundle:
+		err = srv.AddShares(from, m)
+	case secagg.MaskedInput:
+		err = srv.AddMasked(from, m)
+	case secagg.UnmaskResponse:
+		err = srv.AddUnmask(from, m)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
+	}
+	return nil
 }
 
 // maxMessage bounds the size of a step's message from a client: the
@@ -328,20 +418,10 @@ func (f *FSM) saAdd(now time.Time, c command) error {
 	if err != nil {
 		return err
 	}
-	from := uint64(c.Client)
-	switch m := m.(type) {
-	case secagg.KeyAdvert:
-		err = s.srv.AddAdvert(from, m)
-	case secagg.ShareBundle:
-		err = s.srv.AddShares(from, m)
-	case secagg.MaskedInput:
-		err = s.srv.AddMasked(from, m)
-		clear(y) // the server keeps only the running sum
-	case secagg.UnmaskResponse:
-		err = s.srv.AddUnmask(from, m)
-	}
+	err = addTo(s.srv, uint64(c.Client), m)
+	clear(y) // the server keeps only the running sum
 	if err != nil {
-		return fmt.Errorf("%w: %w", ErrBadUpdate, err)
+		return err
 	}
 	s.answered[c.Client] = sha256.Sum256(c.Payload)
 	return nil

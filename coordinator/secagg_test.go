@@ -81,7 +81,7 @@ func (p *saPeer) answer(tb testing.TB, task SecAggTask) []byte {
 // every entry that its state survives a snapshot and a restore bit for
 // bit, and keeps every entry and snapshot for the privacy check.
 type saHarness struct {
-	t       *testing.T
+	t       testing.TB
 	f       *FSM
 	index   uint64
 	entries [][]byte
@@ -110,7 +110,7 @@ func (h *saHarness) must(c command) any {
 
 // newSAHarness initialises a run of n clients a round, registers n
 // clients and opens round 1 at t0.
-func newSAHarness(t *testing.T, n int, t0 time.Time) (*saHarness, round.Opened) {
+func newSAHarness(t testing.TB, n int, t0 time.Time) (*saHarness, round.Opened) {
 	raw, err := json.Marshal(saRun(n))
 	if err != nil {
 		t.Fatal(err)
@@ -361,6 +361,15 @@ func FuzzSecAggApply(f *testing.F) {
 	f.Add(uint64(0), []byte{1, 0, 1, 2})
 	f.Add(uint64(2), []byte{1, 3, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 3, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f})
 	f.Add(uint64(3), []byte{})
+	// Real messages of every step from every client of a round run as
+	// the fuzz target runs it (the same IDs, other keys): they decode and
+	// pass the server's checks, so mutations of them reach the sum and
+	// the unmasking.
+	for step, msgs := range saRealMessages(f, 4) {
+		for i, msg := range msgs {
+			f.Add(uint64(step)<<8|uint64(i), msg)
+		}
+	}
 	f.Fuzz(func(t *testing.T, who uint64, msg []byte) {
 		t0 := time.Unix(1000, 0).UTC()
 		h, o := newSAHarness(t, 4, t0)
@@ -369,26 +378,34 @@ func FuzzSecAggApply(f *testing.F) {
 		target := int(who>>8) % 4
 		now := t0.Add(time.Second)
 		for step := 0; step < target; step++ {
-			for _, c := range o.Selected {
-				task, err := h.f.SecAggTask(c, o.Round)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if step == 0 {
-					peers[c] = &saPeer{id: c}
-					peers[c].start(t, task, make([]float32, h.f.Params()))
-				}
-				h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: peers[c].answer(t, task)})
+			saStep(t, h, o, now, peers, step, saHonest(t))
+		}
+		// The others answer the step first, so that the end of the step
+		// below works on the fuzzed message: the sum, the unmasking.
+		for _, c := range o.Selected {
+			if c == id || target == 0 {
+				continue
 			}
-			h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step})
+			task, err := h.f.SecAggTask(c, o.Round)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: target, Payload: peers[c].answer(t, task)})
 		}
 		before := stateBytes(t, h.f)
-		res := h.f.Apply(&raft.Log{Index: h.index + 1, Type: raft.LogCommand,
-			Data: (&command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: target, Payload: msg}).encode()})
+		_, precheck := h.f.saPrecheck(now, id, o.Round, target, msg)
+		res := h.apply(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: target, Payload: msg})
 		if _, refused := res.(error); refused && !bytes.Equal(before, stateBytes(t, h.f)) {
 			t.Fatalf("a refused message (%v) changed the state", res)
 		}
-		checkRestores(t, h.f)
+		// The leader's check before the log judges as Apply does: what it
+		// lets through is taken, what it refuses would be refused.
+		if _, refused := res.(error); refused != (precheck != nil) {
+			t.Fatalf("the check before the log says %v, Apply %v", precheck, res)
+		}
+		// Ending the step never panics either; it closes or abandons the
+		// round, or refuses.
+		h.apply(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: target})
 	})
 }
 
@@ -438,5 +455,60 @@ func TestSecAggDPRefused(t *testing.T) {
 	}
 	if err := run.Validate(); err == nil {
 		t.Fatal("Validate took a run with distributed DP")
+	}
+}
+
+// saRealMessages runs a round of n clients through an FSM as
+// FuzzSecAggApply sets it up and returns each step's message of each
+// selected client, in selection order.
+func saRealMessages(tb testing.TB, n int) [4][][]byte {
+	t0 := time.Unix(1000, 0).UTC()
+	h, o := newSAHarness(tb, n, t0)
+	peers := map[round.ClientID]*saPeer{}
+	var out [4][][]byte
+	for step := range 4 {
+		saStep(tb, h, o, t0.Add(time.Second), peers, step, func(_ int, _ round.ClientID, msg []byte, err error) []byte {
+			if err != nil {
+				tb.Fatal(err)
+			}
+			out[step] = append(out[step], msg)
+			return msg
+		})
+	}
+	return out
+}
+
+// saStep runs step of round o on h at now: each selected client (a new
+// peer in peers at step 0) gets its task and answers it; each(i, c, msg,
+// err) sees client c's answer (the i-th selected) and returns what it
+// sends, nil for nothing. The entry that ends the step follows; saStep
+// returns its result.
+func saStep(tb testing.TB, h *saHarness, o round.Opened, now time.Time, peers map[round.ClientID]*saPeer, step int,
+	each func(i int, c round.ClientID, msg []byte, err error) []byte) saEnded {
+	tb.Helper()
+	for i, c := range o.Selected {
+		task, err := h.f.SecAggTask(c, o.Round)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if step == 0 {
+			peers[c] = &saPeer{id: c}
+			peers[c].start(tb, task, make([]float32, h.f.Params()))
+		}
+		msg, err := peers[c].p.Answer(step, task.Msg, peers[c].codes)
+		if msg = each(i, c, msg, err); msg != nil {
+			h.must(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: c, Step: step, Payload: msg})
+		}
+	}
+	return h.must(command{Type: cmdSecAggEnd, Now: now.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+}
+
+// saHonest is saStep's each for clients that send their answer.
+func saHonest(tb testing.TB) func(int, round.ClientID, []byte, error) []byte {
+	return func(_ int, c round.ClientID, msg []byte, err error) []byte {
+		if err != nil {
+			tb.Fatalf("client %d: %v", c, err)
+		}
+		return msg
 	}
 }

@@ -41,7 +41,8 @@ type Service struct {
 	LeaderAddr func(raftID, raftAddr string) string
 
 	pollMu sync.Mutex
-	polls  map[uint64]int // GetTask calls in flight per client
+	polls  map[uint64]int  // GetTask calls in flight per client
+	sends  map[uint64]bool // SecAggStep messages in flight per client (takeSend)
 
 	// metrics, when set by Instrument, counts updates and bytes; traffic,
 	// kept whether or not, holds the recent rounds' share of them.
@@ -160,6 +161,10 @@ func (s *Service) SecAggStep(ctx context.Context, req *fedzippb.SecAggStepReques
 	}
 	id, r, step := round.ClientID(req.GetClientId()), int(req.GetRound()), int(req.GetStep())
 	if msg := req.GetMessage(); len(msg) > 0 {
+		if !s.takeSend(req.GetClientId()) {
+			return nil, status.Errorf(codes.ResourceExhausted, "client %d has a step message in flight", req.GetClientId())
+		}
+		defer s.releaseSend(req.GetClientId())
 		if err := s.node.SecAggSend(id, r, step, msg); err != nil {
 			return nil, s.status(ctx, err)
 		}
@@ -203,6 +208,30 @@ func (s *Service) takePoll(id uint64) bool {
 	}
 	s.polls[id]++
 	return true
+}
+
+// takeSend admits one step message of client id at a time: a message
+// passes the leader's check until it is applied, so concurrent messages
+// of one client (the same bytes or others) would each add a log entry
+// before the first is in the FSM. A client sends one at a time and
+// retries a ResourceExhausted.
+func (s *Service) takeSend(id uint64) bool {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	if s.sends[id] {
+		return false
+	}
+	if s.sends == nil {
+		s.sends = make(map[uint64]bool)
+	}
+	s.sends[id] = true
+	return true
+}
+
+func (s *Service) releaseSend(id uint64) {
+	s.pollMu.Lock()
+	defer s.pollMu.Unlock()
+	delete(s.sends, id)
 }
 
 func (s *Service) releasePoll(id uint64) {
