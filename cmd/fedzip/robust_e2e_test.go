@@ -132,8 +132,15 @@ func TestRobustCluster(t *testing.T) {
 			rc := startRobustCluster(t, filepath.Join(dir, c.name), bin, certs, data, c.run)
 			last := waitRobustFinished(t, rc, rc.nodes)
 			acc[c.name] = last
-			lines := robustLines(t, rc.nodes)
+			// A round that closes while the watcher still evaluates the
+			// one before is reported with the next (coordinator/server's
+			// watch), so a single node may log no line for it.
+			lines := robustLinesFound(rc.nodes)
 			for r := 1; r <= robustRounds; r++ {
+				if lines[r] == nil {
+					t.Logf("%s round %d: no line (closed while the one before was evaluated)", c.name, r)
+					continue
+				}
 				t.Logf("%s round %d: test_accuracy %v excluded %v", c.name, r, lines[r]["test_accuracy"], lines[r]["excluded_clients"])
 			}
 		})
@@ -438,6 +445,18 @@ func waitRobustFinished(t *testing.T, rc *robustCluster, ps []*proc) float64 {
 // of ps (a node's watcher may fold a round into the next one's line).
 func robustLines(t *testing.T, ps []*proc) map[int]map[string]any {
 	t.Helper()
+	lines := robustLinesFound(ps)
+	for r := 1; r <= robustRounds; r++ {
+		if lines[r] == nil {
+			t.Fatalf("no node logged round %d", r)
+		}
+	}
+	return lines
+}
+
+// robustLinesFound returns the "round closed" line of each round that
+// some node in ps logged.
+func robustLinesFound(ps []*proc) map[int]map[string]any {
 	lines := map[int]map[string]any{}
 	for r := 1; r <= robustRounds; r++ {
 		for _, p := range ps {
@@ -445,9 +464,6 @@ func robustLines(t *testing.T, ps []*proc) map[int]map[string]any {
 				lines[r] = l
 				break
 			}
-		}
-		if lines[r] == nil {
-			t.Fatalf("no node logged round %d", r)
 		}
 	}
 	return lines
