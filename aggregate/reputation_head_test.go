@@ -117,15 +117,16 @@ func TestReputationSkipHeadCatchesSignFlipping(t *testing.T) {
 	}
 }
 
-// TestReputationSkipHeadSparse: sparse updates are scored on the body's
-// coordinates exactly as their dense forms, so the model gets the same
-// bits either way.
+// TestReputationSkipHeadSparse: a round with a sparse update is scored on
+// the whole model (top-k updates overlap in few body coordinates), so
+// that skip-head then gives the bits of the same spec without it; a round
+// of the same updates dense is scored on the body, and gives others.
 func TestReputationSkipHeadSparse(t *testing.T) {
 	const body, classes, k, rounds = 40, 10, 10, 20
 	ups, _ := headRounds(2, rounds, body, classes, k, 3, 17)
 	n := body + classes
-	run := func(sparse bool) []float32 {
-		s := mustParse(t, "cclip,reputation=1,reputation-min=1,reputation-skip-head=true")
+	run := func(spec string, sparse bool) []float32 {
+		s := mustParse(t, spec)
 		if err := SetShapes(s, headShapes(body, classes)); err != nil {
 			t.Fatal(err)
 		}
@@ -133,24 +134,17 @@ func TestReputationSkipHeadSparse(t *testing.T) {
 		for rd := range ups {
 			acc := s.Begin(n)
 			for j, u := range ups[rd] {
-				if sparse {
-					// Drop every third coordinate (the same in both runs).
-					var idx []int32
-					var val []float32
-					for i, v := range u.Delta {
-						if (i+j)%3 != 0 {
-							idx, val = append(idx, int32(i)), append(val, v)
-						}
+				if sparse && j == 0 {
+					// One update of the round sparse: every coordinate
+					// but the last.
+					idx := make([]int32, n-1)
+					for i := range idx {
+						idx[i] = int32(i)
 					}
-					u = Update{Indices: idx, Values: val, N: n, Weight: 1, Client: u.Client, ClientKnown: true}
-				} else {
-					d := slices.Clone(u.Delta)
-					for i := range d {
-						if (i+j)%3 == 0 {
-							d[i] = 0
-						}
-					}
-					u.Delta = d
+					u = Update{Indices: idx, Values: slices.Clone(u.Delta[:n-1]), N: n, Weight: 1, Client: u.Client, ClientKnown: true}
+				} else if j == 0 {
+					u.Delta = slices.Clone(u.Delta)
+					u.Delta[n-1] = 0
 				}
 				if err := acc.Add(u); err != nil {
 					t.Fatal(err)
@@ -162,8 +156,15 @@ func TestReputationSkipHeadSparse(t *testing.T) {
 		}
 		return g
 	}
-	if d, s := run(false), run(true); !bitsEqual(d, s) {
-		t.Errorf("sparse and dense forms of the same updates give different models")
+	const whole, skip = "cclip,reputation=1,reputation-min=1", "cclip,reputation=1,reputation-min=1,reputation-skip-head=true"
+	if !bitsEqual(run(skip, true), run(whole, true)) {
+		t.Errorf("rounds with a sparse update: skip-head differs from the whole-model score")
+	}
+	if !bitsEqual(run(whole, false), run(whole, true)) {
+		t.Errorf("the sparse and dense forms of the same updates differ without skip-head")
+	}
+	if bitsEqual(run(skip, false), run(whole, false)) {
+		t.Errorf("dense rounds: skip-head gives the whole-model score's bits")
 	}
 }
 
