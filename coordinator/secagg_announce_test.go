@@ -1,0 +1,255 @@
+package coordinator
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
+)
+
+// saAnnouncedRun is saRun with an announced support: a quarter of the
+// coordinates, in blocks of 4.
+func saAnnouncedRun(n int) *RunConfig {
+	run := saRun(n)
+	run.SecAgg.Fraction = 0.25
+	run.SecAgg.Support = "announced,block=4"
+	return run
+}
+
+// saPlay runs round o's protocol through h's FSM from t0: each selected
+// client starts at the advertise step with delta(id) and answers every
+// step's task; tamper, if set, may change a client's task first (a
+// coordinator that lies to it). A client whose answer fails, or whose
+// message the FSM refuses, sends nothing more. A step ends as soon as
+// every client it expects has answered, else at its deadline. saPlay
+// returns the answer to the entry that ended the protocol: the end of
+// the unmask step, or of the step that abandoned the round.
+func saPlay(t *testing.T, h *saHarness, o round.Opened, t0 time.Time, peers map[round.ClientID]*saPeer,
+	delta func(round.ClientID) []float32, tamper func(round.ClientID, *SecAggTask)) saEnded {
+	t.Helper()
+	out := map[round.ClientID]bool{}
+	for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
+		now := t0.Add(time.Duration(step+1) * time.Second)
+		for _, id := range o.Selected {
+			if out[id] {
+				continue
+			}
+			task, err := h.f.SecAggTask(id, o.Round)
+			if err != nil {
+				out[id] = true
+				continue
+			}
+			if tamper != nil {
+				tamper(id, &task)
+			}
+			p := peers[id]
+			if step == SecAggAdvertise {
+				p.start(t, task, delta(id))
+			}
+			msg, err := p.p.Answer(task.Step, task.Msg, p.codes)
+			if err == nil {
+				err, _ = h.apply(command{Type: cmdSecAgg, Now: now.UnixNano(), Round: int64(o.Round), Client: id, Step: step, Payload: msg}).(error)
+			}
+			if err != nil {
+				out[id] = true
+			}
+		}
+		end := now
+		if _, _, due := h.f.saDue(now); !due {
+			end = h.f.sa.deadline(h.f.cfg.Round.Deadline, step)
+		}
+		e := h.must(command{Type: cmdSecAggEnd, Now: end.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+		if e.Abandoned != "" || step == SecAggUnmask {
+			return e
+		}
+	}
+	panic("unreachable")
+}
+
+// restoredFSM returns a fresh FSM restored from f's snapshot.
+func restoredFSM(t *testing.T, f *FSM) *FSM {
+	t.Helper()
+	g := NewFSM()
+	if err := g.Restore(nopCloser{bytes.NewBuffer(stateBytes(t, f))}); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestSecAggAnnouncedFSM runs four rounds with an announced support
+// through the FSM's entries, on a virtual clock, checking a snapshot and
+// a restore after every entry. Each round's support and announcement are
+// exactly those of a secagg.Importance that observed the published means
+// of the rounds before (the simulator's calls), and differ from a
+// random-k support once it has; every client rebuilds that support from
+// its task; an FSM restored mid-round announces the same; the recovered
+// sum is the plain sum of the clients' codes, and the model moves by
+// their mean on the announced coordinates and nowhere else.
+func TestSecAggAnnouncedFSM(t *testing.T) {
+	const n, rounds = 6, 4
+	t0 := time.Unix(1000, 0).UTC()
+	run := saAnnouncedRun(n)
+	h, o := newSAHarnessRun(t, run, n, t0)
+	var gotSum []uint32
+	h.f.saSum = func(_ int, _ []uint64, sum []uint32) { gotSum = slices.Clone(sum) }
+	d := h.f.Params()
+	sup, err := runspec.ParseSecAggSupport(run.SecAgg.Support)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, explore := secagg.AnnouncedBlocks(d, saSupportLen(run.SecAgg, d), sup.Block, sup.Explore)
+	ref, fresh := secagg.NewImportance(d), secagg.NewImportance(d)
+	peers := map[round.ClientID]*saPeer{}
+	for _, id := range o.Selected {
+		peers[id] = &saPeer{id: id}
+	}
+	rng := mrand.New(mrand.NewPCG(3, 4))
+	// Each client's update is large on its own few coordinates, so that
+	// the estimate has something to find.
+	delta := func(id round.ClientID) []float32 {
+		out := make([]float32, d)
+		for j := range out {
+			out[j] = float32(rng.NormFloat64() * 0.01)
+			if j%9 == int(id)%9 {
+				out[j] += 0.5
+			}
+		}
+		return out
+	}
+	differs := 0
+	for r := 1; r <= rounds; r++ {
+		tr := t0.Add(time.Duration(r-1) * 100 * time.Second)
+		if r > 1 {
+			o = h.must(command{Type: cmdOpen, Now: tr.UnixNano(), Candidates: slices.Collect(func(yield func(round.ClientID) bool) {
+				for id := range peers {
+					if !yield(id) {
+						return
+					}
+				}
+			})}).(round.Opened)
+			slices.Sort(o.Selected)
+		}
+		seed := round.TaskSeed(run.TaskSeed^saltSupport, r, 0)
+		want, top, _ := ref.Announce(seed, sup.Block, blocks, explore)
+		if random, _, _ := fresh.Announce(seed, sup.Block, blocks, explore); !slices.Equal(want, random) {
+			differs++
+		}
+		task, err := h.f.SecAggTask(o.Selected[0], r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(d, sup.Block)); !bytes.Equal(task.Announced.Msg, msg) || task.Params.D != len(want) {
+			t.Fatalf("round %d: announced %x (%d coordinates), the estimate announces %x (%d)", r, task.Announced.Msg, task.Params.D, msg, len(want))
+		}
+		if g := restoredFSM(t, h.f); true {
+			gt, err := g.SecAggTask(o.Selected[0], r)
+			if err != nil || fmt.Sprint(gt) != fmt.Sprint(task) {
+				t.Fatalf("round %d: a restored FSM gives the task %+v (%v), the FSM %+v", r, gt, err, task)
+			}
+		}
+		before, _ := h.f.Model()
+		if e := saPlay(t, h, o, tr, peers, delta, nil); e.Closed == nil {
+			t.Fatalf("round %d: %+v", r, e)
+		}
+		plain := make([]uint32, len(want))
+		for _, id := range o.Selected {
+			if !slices.Equal(peers[id].idx, want) {
+				t.Fatalf("round %d: client %d rebuilt another support", r, id)
+			}
+			for j, v := range peers[id].codes {
+				plain[j] += v
+			}
+		}
+		if !slices.Equal(gotSum, plain) {
+			t.Fatalf("round %d: the recovered sum is not the clients' plain sum", r)
+		}
+		mean := make([]float32, len(plain))
+		task.Fixed.Decode(mean, plain)
+		inv := 1 / float32(len(o.Selected))
+		for j := range mean {
+			mean[j] *= inv
+		}
+		after, _ := h.f.Model()
+		on := map[int32]int{}
+		for j, c := range want {
+			on[c] = j
+		}
+		for c := range after {
+			j, ok := on[int32(c)]
+			moved := float64(after[c] - before[c])
+			if !ok && moved != 0 {
+				t.Fatalf("round %d: coordinate %d off the support moved by %v", r, c, moved)
+			}
+			if ok && math.Abs(moved-float64(mean[j])) > 1e-6 {
+				t.Fatalf("round %d: coordinate %d moved by %v, the mean is %v", r, c, moved, mean[j])
+			}
+		}
+		ref.Observe(r, want, mean)
+	}
+	if differs == 0 {
+		t.Fatal("every announced support was the one an estimate without observations gives")
+	}
+	if !slices.Equal(h.f.ann.imp.State().Rate, ref.State().Rate) || !slices.Equal(h.f.ann.imp.State().Last, ref.State().Last) {
+		t.Fatal("the FSM's estimate differs from one that observed the published means")
+	}
+}
+
+// TestSecAggAnnouncedOtherSupport is a coordinator that announces one
+// client another support than the others (one announced block swapped for
+// one off the support), to learn that client's values where the others
+// send nothing. The client binds the session to the support it rebuilt,
+// so it derives other keys than its neighbours: no sum is recovered, the
+// round is abandoned and the model does not move.
+func TestSecAggAnnouncedOtherSupport(t *testing.T) {
+	const n = 6
+	t0 := time.Unix(1000, 0).UTC()
+	run := saAnnouncedRun(n)
+	h, o := newSAHarnessRun(t, run, n, t0)
+	recovered := false
+	h.f.saSum = func(int, []uint64, []uint32) { recovered = true }
+	d := h.f.Params()
+	nb := secagg.NumBlocks(d, 4)
+	victim := o.Selected[2]
+	tamper := func(id round.ClientID, task *SecAggTask) {
+		if id != victim || task.Announced.Msg == nil {
+			return
+		}
+		a := task.Announced
+		top, err := secagg.ReadAnnounced(nil, a.Msg, nb, nb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken, err := secagg.MergeSupport(nil, top, secagg.RandomBlocks(nb, a.Explore, task.SupportSeed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b := int32(0); int(b) < nb; b++ {
+			if !slices.Contains(taken, b) {
+				top[0] = b
+				break
+			}
+		}
+		slices.Sort(top)
+		task.Announced.Msg = secagg.AppendAnnounced(nil, top, nb)
+	}
+	peers := map[round.ClientID]*saPeer{}
+	for _, id := range o.Selected {
+		peers[id] = &saPeer{id: id}
+	}
+	before := h.f.ModelHash()
+	e := saPlay(t, h, o, t0, peers, func(round.ClientID) []float32 { return make([]float32, d) }, tamper)
+	if slices.Equal(peers[victim].idx, peers[o.Selected[0]].idx) {
+		t.Fatal("the victim rebuilt the others' support: the lie did not reach it")
+	}
+	if recovered || e.Closed != nil || e.Abandoned == "" || h.f.ModelHash() != before {
+		t.Fatalf("a round where one client was announced another support: sum recovered %v, %+v", recovered, e)
+	}
+	t.Logf("abandoned at step %d: %s", e.Step, e.Abandoned)
+}
