@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedzip/fedzip/client"
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -252,4 +256,165 @@ func TestSecAggAnnouncedOtherSupport(t *testing.T) {
 		t.Fatalf("a round where one client was announced another support: sum recovered %v, %+v", recovered, e)
 	}
 	t.Logf("abandoned at step %d: %s", e.Step, e.Abandoned)
+}
+
+// TestSecAggAnnouncedClusterFailover runs three rounds with an announced
+// support on a 3-node cluster (Raft on bolt logs over peer TLS on
+// 127.0.0.1) with five clients that train on synthetic shards. The leader
+// is killed in round 2 right after the first client's advert, and again
+// as soon as round 2 has closed (between rounds), and each is restarted
+// after the next round. Every round's announcement, served by whichever
+// node leads, is the one an Importance gives that observed the rounds
+// before (a client that asks the new leader again gets the same task);
+// each round moves the model by exactly the survivors' decoded mean on
+// the announced coordinates; and every replica ends with the same model
+// and the same estimate.
+func TestSecAggAnnouncedClusterFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("disk cluster in -short mode")
+	}
+	const rounds = 3
+	fed, _ := dataset.Synthetic(1, 1, 5, 3)
+	run := &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
+		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none",
+		SecAgg: &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"}}}
+	ds := diskCluster(t, 3, run, fastRaft)
+	leader := func() *Node { return leaderOfDisk(t, ds) }
+	waitFor(t, "init", func() bool { return leader().FSM().View().Initialised })
+	sims := registerClientsVia(t, leader, fed, 5)
+	peers := map[round.ClientID]*saPeer{}
+	for id := range sims {
+		peers[id] = &saPeer{id: id}
+	}
+	net, err := nn.ParseArch(run.Model, run.InputDim, run.Classes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := net.NumParams()
+	blocks, explore := secagg.AnnouncedBlocks(d, saSupportLen(run.SecAgg, d), 8, runspec.DefaultSecAggExplore)
+	ref := secagg.NewImportance(d)
+	kill := func() int {
+		for k, dn := range ds {
+			if dn.node != nil && dn.node.IsLeader() {
+				dn.node.Close()
+				dn.node = nil
+				return k
+			}
+		}
+		t.Fatal("no leader to kill")
+		return -1
+	}
+	killed := -1
+	for r := 1; r <= rounds; r++ {
+		var v View
+		waitFor(t, fmt.Sprintf("round %d to open", r), func() bool {
+			l := leader()
+			for id := range sims {
+				l.touch(id) // clients poll whoever leads
+			}
+			v = l.FSM().View()
+			return v.Phase == round.Collecting && v.Round == r
+		})
+		want, top, _ := ref.Announce(round.TaskSeed(run.TaskSeed^saltSupport, r, 0), 8, blocks, explore)
+		msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(d, 8))
+		before, _ := leader().FSM().Model()
+		var fixed secagg.FixedPoint
+		for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
+			for i, id := range v.Selected {
+				var task SecAggTask
+				retryLeader(t, "a task", leader, func(l *Node) error {
+					var err error
+					if task, err = l.SecAggTask(id, r); err == nil && task.Step != step {
+						err = ErrCatchingUp // the step has not ended on this leader yet
+					}
+					return err
+				})
+				p := peers[id]
+				if step == SecAggAdvertise {
+					if !bytes.Equal(task.Announced.Msg, msg) {
+						t.Fatalf("round %d: client %d was announced %x, the estimate announces %x", r, id, task.Announced.Msg, msg)
+					}
+					local := make([]float32, len(before))
+					ct := client.Task{Round: r, Seed: round.TaskSeed(run.TaskSeed, r, id), Epochs: 1, BatchSize: 10, Optimizer: nn.SGD{LR: 0.1}}
+					sims[id].tr.NN = nn.NewTrainer(net, 10)
+					u, _, err := client.Step(context.Background(), sims[id].tr, before, local, ct)
+					if err != nil {
+						t.Fatal(err)
+					}
+					p.start(t, task, u.Delta)
+					if !slices.Equal(p.idx, want) {
+						t.Fatalf("round %d: client %d rebuilt another support", r, id)
+					}
+					fixed = task.Fixed
+				}
+				answer := p.answer(t, task)
+				retryLeader(t, "a step message", leader, func(l *Node) error { return l.SecAggSend(id, r, step, answer) })
+				if r == 2 && i == 0 && step == SecAggAdvertise {
+					killed = kill()
+					var again SecAggTask
+					retryLeader(t, "a task from the new leader", leader, func(l *Node) error {
+						var err error
+						again, err = l.SecAggTask(id, r)
+						return err
+					})
+					if !bytes.Equal(again.Announced.Msg, task.Announced.Msg) || fmt.Sprint(again.Params) != fmt.Sprint(task.Params) {
+						t.Fatalf("after the failover the new leader announces %x under %+v, the old one %x under %+v",
+							again.Announced.Msg, again.Params, task.Announced.Msg, task.Params)
+					}
+					retryLeader(t, "a resend after the failover", leader, func(l *Node) error { return l.SecAggSend(id, r, step, answer) })
+				}
+			}
+		}
+		waitFor(t, fmt.Sprintf("round %d to close", r), func() bool { return leader().FSM().View().Version == uint64(r) })
+		after, _ := leader().FSM().Model()
+		if r == 2 {
+			// Restart the node killed mid-round, and kill the leader
+			// between rounds: the next one announces round 3.
+			ds[killed].open(t, nil, false, fastRaft)
+			killed = kill()
+		}
+		if r == 3 {
+			ds[killed].open(t, nil, false, fastRaft)
+		}
+		sum := make([]uint32, len(want))
+		for _, id := range v.Selected {
+			for j, c := range peers[id].codes {
+				sum[j] += c
+			}
+		}
+		mean := make([]float32, len(sum))
+		fixed.Decode(mean, sum)
+		inv := 1 / float32(len(v.Selected))
+		on := map[int32]int{}
+		for j, c := range want {
+			mean[j] *= inv
+			on[c] = j
+		}
+		for c := range after {
+			j, ok := on[int32(c)]
+			moved := float64(after[c] - before[c])
+			if (!ok && moved != 0) || (ok && math.Abs(moved-float64(mean[j])) > 1e-6) {
+				t.Fatalf("round %d: coordinate %d (on the support: %v) moved by %v", r, c, ok, moved)
+			}
+		}
+		ref.Observe(r, want, mean)
+	}
+	waitFor(t, "every replica at the last version with one model and one estimate", func() bool {
+		l := leader()
+		for _, n := range liveNodes(ds) {
+			if len(liveNodes(ds)) != 3 || n.FSM().View().Version != rounds || n.FSM().ModelHash() != l.FSM().ModelHash() {
+				return false
+			}
+		}
+		return true
+	})
+	for _, n := range liveNodes(ds) {
+		n.FSM().mu.RLock()
+		st := n.FSM().ann.imp.State()
+		n.FSM().mu.RUnlock()
+		if !slices.Equal(st.Rate, ref.State().Rate) || !slices.Equal(st.Last, ref.State().Last) {
+			t.Fatal("a replica's estimate differs from one that observed the published means")
+		}
+	}
 }
