@@ -77,10 +77,12 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 // support from support_seed under the task's session, or with an
 // announced support (announce_block > 0), the support rebuilt from the
 // announcement, which is bounded before it is decoded, and the session
-// bound to it (secagg.Announcement.Support). The caller has checked dim
-// against n.
+// bound to it (secagg.Announcement.Support).
 func taskSupport(res *fedzippb.SecAggStepResponse, n int) ([]int32, uint64, error) {
 	d := int(res.GetDim())
+	if d < 1 || d > n {
+		return nil, 0, fmt.Errorf("%w: a support of %d coordinates for a model of %d", ErrTaskRefused, d, n)
+	}
 	if res.GetAnnounceBlock() == 0 {
 		idx := make([]int32, d)
 		secagg.Support(idx, n, res.GetSupportSeed())
