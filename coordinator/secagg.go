@@ -106,8 +106,8 @@ type saRound struct {
 	// which each client's advertise task carries; nil for a random
 	// support.
 	announced []byte
-	clip   float64 // this round's fixed-point clip
-	bits   int     // m: the masked values' width on the wire
+	clip      float64 // this round's fixed-point clip
+	bits      int     // m: the masked values' width on the wire
 	// eligible are the clients the current step expects: the selected
 	// ones in step 0, then those that answered the step before.
 	eligible map[round.ClientID]bool
