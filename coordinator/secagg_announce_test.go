@@ -2,7 +2,6 @@ package coordinator
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"math"
 	mrand "math/rand/v2"
@@ -10,9 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fedzip/fedzip/client"
-	"github.com/fedzip/fedzip/dataset"
-	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -75,6 +71,38 @@ func saPlay(t *testing.T, h *saHarness, o round.Opened, t0 time.Time, peers map[
 		}
 	}
 	panic("unreachable")
+}
+
+// saMean returns the mean of n clients whose codes sum to sum, as the FSM
+// computes it: the sum decoded, times 1/n in float32.
+func saMean(fp secagg.FixedPoint, sum []uint32, n int) []float32 {
+	mean := make([]float32, len(sum))
+	fp.Decode(mean, sum)
+	inv := 1 / float32(n)
+	for j := range mean {
+		mean[j] *= inv
+	}
+	return mean
+}
+
+// checkMoved requires the model to have moved from before to after by
+// mean[j] on coordinate idx[j] (within 1e-6), and nowhere else.
+func checkMoved(t testing.TB, r int, before, after []float32, idx []int32, mean []float32) {
+	t.Helper()
+	on := map[int32]int{}
+	for j, c := range idx {
+		on[c] = j
+	}
+	for c := range after {
+		j, ok := on[int32(c)]
+		moved := float64(after[c] - before[c])
+		if !ok && moved != 0 {
+			t.Fatalf("round %d: coordinate %d off the support moved by %v", r, c, moved)
+		}
+		if ok && math.Abs(moved-float64(mean[j])) > 1e-6 {
+			t.Fatalf("round %d: coordinate %d moved by %v, the mean is %v", r, c, moved, mean[j])
+		}
+	}
 }
 
 // restoredFSM returns a fresh FSM restored from f's snapshot.
@@ -174,27 +202,9 @@ func TestSecAggAnnouncedFSM(t *testing.T) {
 		if !slices.Equal(gotSum, plain) {
 			t.Fatalf("round %d: the recovered sum is not the clients' plain sum", r)
 		}
-		mean := make([]float32, len(plain))
-		task.Fixed.Decode(mean, plain)
-		inv := 1 / float32(len(o.Selected))
-		for j := range mean {
-			mean[j] *= inv
-		}
+		mean := saMean(task.Fixed, plain, len(o.Selected))
 		after, _ := h.f.Model()
-		on := map[int32]int{}
-		for j, c := range want {
-			on[c] = j
-		}
-		for c := range after {
-			j, ok := on[int32(c)]
-			moved := float64(after[c] - before[c])
-			if !ok && moved != 0 {
-				t.Fatalf("round %d: coordinate %d off the support moved by %v", r, c, moved)
-			}
-			if ok && math.Abs(moved-float64(mean[j])) > 1e-6 {
-				t.Fatalf("round %d: coordinate %d moved by %v, the mean is %v", r, c, moved, mean[j])
-			}
-		}
+		checkMoved(t, r, before, after, want, mean)
 		ref.Observe(r, want, mean)
 	}
 	if differs == 0 {
@@ -274,75 +284,27 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 		t.Skip("disk cluster in -short mode")
 	}
 	const rounds = 3
-	fed, _ := dataset.Synthetic(1, 1, 5, 3)
-	run := &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
-		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
-		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none",
-		SecAgg: &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"}}}
-	ds := diskCluster(t, 3, run, fastRaft)
-	leader := func() *Node { return leaderOfDisk(t, ds) }
-	waitFor(t, "init", func() bool { return leader().FSM().View().Initialised })
-	sims := registerClientsVia(t, leader, fed, 5)
-	peers := map[round.ClientID]*saPeer{}
-	for id := range sims {
-		peers[id] = &saPeer{id: id}
-	}
-	net, err := nn.ParseArch(run.Model, run.InputDim, run.Classes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"})
+	run, ds, leader, sims, peers, net := c.run, c.ds, c.leader, c.sims, c.peers, c.net
 	d := net.NumParams()
 	blocks, explore := secagg.AnnouncedBlocks(d, saSupportLen(run.SecAgg, d), 8, runspec.DefaultSecAggExplore)
 	ref := secagg.NewImportance(d)
-	kill := func() int {
-		for k, dn := range ds {
-			if dn.node != nil && dn.node.IsLeader() {
-				dn.node.Close()
-				dn.node = nil
-				return k
-			}
-		}
-		t.Fatal("no leader to kill")
-		return -1
-	}
 	killed := -1
 	for r := 1; r <= rounds; r++ {
-		var v View
-		waitFor(t, fmt.Sprintf("round %d to open", r), func() bool {
-			l := leader()
-			for id := range sims {
-				l.touch(id) // clients poll whoever leads
-			}
-			v = l.FSM().View()
-			return v.Phase == round.Collecting && v.Round == r
-		})
+		v := saWaitOpen(t, leader, sims, r)
 		want, top, _ := ref.Announce(round.TaskSeed(run.TaskSeed^saltSupport, r, 0), 8, blocks, explore)
 		msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(d, 8))
 		before, _ := leader().FSM().Model()
 		var fixed secagg.FixedPoint
 		for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
 			for i, id := range v.Selected {
-				var task SecAggTask
-				retryLeader(t, "a task", leader, func(l *Node) error {
-					var err error
-					if task, err = l.SecAggTask(id, r); err == nil && task.Step != step {
-						err = ErrCatchingUp // the step has not ended on this leader yet
-					}
-					return err
-				})
+				task := saStepTask(t, leader, id, r, step)
 				p := peers[id]
 				if step == SecAggAdvertise {
 					if !bytes.Equal(task.Announced.Msg, msg) {
 						t.Fatalf("round %d: client %d was announced %x, the estimate announces %x", r, id, task.Announced.Msg, msg)
 					}
-					local := make([]float32, len(before))
-					ct := client.Task{Round: r, Seed: round.TaskSeed(run.TaskSeed, r, id), Epochs: 1, BatchSize: 10, Optimizer: nn.SGD{LR: 0.1}}
-					sims[id].tr.NN = nn.NewTrainer(net, 10)
-					u, _, err := client.Step(context.Background(), sims[id].tr, before, local, ct)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p.start(t, task, u.Delta)
+					p.start(t, task, saTrain(t, sims[id], net, run, r, before))
 					if !slices.Equal(p.idx, want) {
 						t.Fatalf("round %d: client %d rebuilt another support", r, id)
 					}
@@ -351,7 +313,7 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 				answer := p.answer(t, task)
 				retryLeader(t, "a step message", leader, func(l *Node) error { return l.SecAggSend(id, r, step, answer) })
 				if r == 2 && i == 0 && step == SecAggAdvertise {
-					killed = kill()
+					killed = killDiskLeader(t, ds)
 					var again SecAggTask
 					retryLeader(t, "a task from the new leader", leader, func(l *Node) error {
 						var err error
@@ -372,7 +334,7 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 			// Restart the node killed mid-round, and kill the leader
 			// between rounds: the next one announces round 3.
 			ds[killed].open(t, nil, false, fastRaft)
-			killed = kill()
+			killed = killDiskLeader(t, ds)
 		}
 		if r == 3 {
 			ds[killed].open(t, nil, false, fastRaft)
@@ -383,21 +345,8 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 				sum[j] += c
 			}
 		}
-		mean := make([]float32, len(sum))
-		fixed.Decode(mean, sum)
-		inv := 1 / float32(len(v.Selected))
-		on := map[int32]int{}
-		for j, c := range want {
-			mean[j] *= inv
-			on[c] = j
-		}
-		for c := range after {
-			j, ok := on[int32(c)]
-			moved := float64(after[c] - before[c])
-			if (!ok && moved != 0) || (ok && math.Abs(moved-float64(mean[j])) > 1e-6) {
-				t.Fatalf("round %d: coordinate %d (on the support: %v) moved by %v", r, c, ok, moved)
-			}
-		}
+		mean := saMean(fixed, sum, len(v.Selected))
+		checkMoved(t, r, before, after, want, mean)
 		ref.Observe(r, want, mean)
 	}
 	waitFor(t, "every replica at the last version with one model and one estimate", func() bool {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -254,23 +253,8 @@ func TestSecAggFSMRound(t *testing.T) {
 			task := saTaskOf(t, h.f, o, peers)
 			idx := make([]int32, task.Params.D)
 			secagg.Support(idx, len(before), task.SupportSeed)
-			mean := make([]float32, len(plain))
-			task.Fixed.Decode(mean, plain)
 			after, _ := h.f.Model()
-			on := map[int32]int{}
-			for j, c := range idx {
-				on[c] = j
-			}
-			for c := range after {
-				j, ok := on[int32(c)]
-				d := float64(after[c] - before[c])
-				if !ok && d != 0 {
-					t.Fatalf("coordinate %d off the support moved by %v", c, d)
-				}
-				if ok && math.Abs(d-float64(mean[j])/float64(len(surv))) > 1e-6 {
-					t.Fatalf("coordinate %d moved by %v, the mean is %v", c, d, mean[j]/float32(len(surv)))
-				}
-			}
+			checkMoved(t, o.Round, before, after, idx, saMean(task.Fixed, plain, len(surv)))
 			// Privacy: no entry, no snapshot holds a client's codes, as
 			// uint32s or packed in m bits.
 			for id, p := range peers {
