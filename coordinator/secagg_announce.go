@@ -3,6 +3,7 @@ package coordinator
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -45,7 +46,10 @@ func newSAAnnounce(sa *runspec.SecAgg, n int) (*saAnnounce, error) {
 	if err != nil || !sup.Announced {
 		return nil, err
 	}
-	blocks, explore := secagg.AnnouncedBlocks(n, saSupportLen(sa, n), sup.Block, sup.Explore)
+	// k as the simulator rounds it (saSupportLen, which random supports
+	// keep for their logs' sake, can differ by one at a half).
+	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
+	blocks, explore := secagg.AnnouncedBlocks(n, k, sup.Block, sup.Explore)
 	return &saAnnounce{imp: secagg.NewImportance(n), block: sup.Block, blocks: blocks, explore: explore}, nil
 }
 

@@ -136,7 +136,7 @@ func TestSecAggAnnouncedFSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks, explore := secagg.AnnouncedBlocks(d, saSupportLen(run.SecAgg, d), sup.Block, sup.Explore)
+	blocks, explore := secagg.AnnouncedBlocks(d, int(math.Round(run.SecAgg.Fraction*float64(d))), sup.Block, sup.Explore)
 	ref, fresh := secagg.NewImportance(d), secagg.NewImportance(d)
 	peers := map[round.ClientID]*saPeer{}
 	for _, id := range o.Selected {
@@ -287,7 +287,7 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"})
 	run, ds, leader, sims, peers, net := c.run, c.ds, c.leader, c.sims, c.peers, c.net
 	d := net.NumParams()
-	blocks, explore := secagg.AnnouncedBlocks(d, saSupportLen(run.SecAgg, d), 8, runspec.DefaultSecAggExplore)
+	blocks, explore := secagg.AnnouncedBlocks(d, int(math.Round(run.SecAgg.Fraction*float64(d))), 8, runspec.DefaultSecAggExplore)
 	ref := secagg.NewImportance(d)
 	killed := -1
 	for r := 1; r <= rounds; r++ {

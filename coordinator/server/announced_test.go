@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestServerSecAggAnnounced(t *testing.T) {
 	}
 	d := s.Node().FSM().Params()
 	nb := secagg.NumBlocks(d, 4)
-	blocks, explore := secagg.AnnouncedBlocks(d, int(0.3*float64(d)+0.5), 4, runspec.DefaultSecAggExplore)
+	blocks, explore := secagg.AnnouncedBlocks(d, int(math.Round(0.3*float64(d))), 4, runspec.DefaultSecAggExplore)
 	_, top, _ := secagg.NewImportance(d).Announce(round.TaskSeed(run.TaskSeed^0x737570706f7274, 1, 0), 4, blocks, explore) // "support"
 	first := int64(len(secagg.AppendAnnounced(nil, top, nb)))
 	var sum int64
