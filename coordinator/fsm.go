@@ -137,7 +137,8 @@ func (c RunConfig) Validate() error {
 // older coordinator committed must replay as it was first applied, on
 // every replica. A run checked by Validate passes it.
 func (c RunConfig) checkApply() error {
-	if _, err := c.network(); err != nil {
+	net, err := c.network()
+	if err != nil {
 		return err
 	}
 	if c.InputDim < 1 || c.Classes < 2 {
@@ -159,8 +160,12 @@ func (c RunConfig) checkApply() error {
 		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
 	}
 	if c.SecAgg != nil {
-		if _, err := runspec.ParseSecAggSupport(c.SecAgg.Support); err != nil {
+		sup, err := runspec.ParseSecAggSupport(c.SecAgg.Support)
+		if err != nil {
 			return fmt.Errorf("coordinator: %w", err)
+		}
+		if sup.Announced && net.NumParams() > secagg.MaxDim {
+			return fmt.Errorf("coordinator: an announced support of a model of %d parameters: the most is %d", net.NumParams(), secagg.MaxDim)
 		}
 	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {

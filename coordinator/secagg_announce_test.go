@@ -6,6 +6,7 @@ import (
 	"math"
 	mrand "math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -365,5 +366,20 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 		if !slices.Equal(st.Rate, ref.State().Rate) || !slices.Equal(st.Last, ref.State().Last) {
 			t.Fatal("a replica's estimate differs from one that observed the published means")
 		}
+	}
+}
+
+// TestSecAggAnnouncedTooLarge: a run whose model has more parameters than
+// a client can rebuild an announced support of (secagg.MaxDim) is refused
+// before it is committed, rather than in every client's first task.
+func TestSecAggAnnouncedTooLarge(t *testing.T) {
+	run := saAnnouncedRun(5)
+	run.Model, run.InputDim = "mlp:8192", 8192 // 8192² weights and more
+	if err := run.Validate(); err == nil || !strings.Contains(err.Error(), "announced support") {
+		t.Fatalf("an announced support of a model beyond secagg.MaxDim: %v", err)
+	}
+	run.SecAgg.Support = ""
+	if err := run.Validate(); err != nil {
+		t.Fatalf("the same run with a random support: %v", err)
 	}
 }
