@@ -147,9 +147,9 @@ func secAggBitIdentical(t *testing.T, support string) {
 }
 
 // TestSecAggBytes checks the bytes a round counts without dropouts against
-// the protocol's message sizes (docs/secagg.md): per client 94 + 161·k up
+// the protocol's message sizes (docs/secagg.md): per client 94 + 113·k up
 // for keys and shares, 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
-// m bits, 18 + 192·k down, on top of the dense model download.
+// m bits, 18 + 160·k down, on top of the dense model download.
 func TestSecAggBytes(t *testing.T) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
@@ -167,10 +167,10 @@ func TestSecAggBytes(t *testing.T) {
 		t.Fatalf("masked values of %d bits", bits)
 	}
 	for _, m := range res.Rounds {
-		if want := n * (94 + 161*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
+		if want := n * (94 + 113*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
 			t.Errorf("round %d: %d bytes up, want %d", m.Round, m.UploadBytes, want)
 		}
-		if want := n*(18+192*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
+		if want := n*(18+160*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
 			t.Errorf("round %d: %d bytes down, want %d", m.Round, m.DownloadBytes, want)
 		}
 		if m.Survivors != 10 {
@@ -316,7 +316,7 @@ func TestSecAggAnnouncedReplay(t *testing.T) {
 		secagg.Scatter(want, mean, idx)
 		imp.Observe(r, idx, mean)
 		msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(n, 4))
-		if got, w := res.Rounds[r-1].DownloadBytes, int64(10*(18+192*4)+10*4*n+10*len(msg)); got != w {
+		if got, w := res.Rounds[r-1].DownloadBytes, int64(10*(18+160*4)+10*4*n+10*len(msg)); got != w {
 			t.Errorf("round %d: %d bytes down, want %d with the announced support's %d each", r, got, w, len(msg))
 		}
 	}
