@@ -12,6 +12,7 @@ import (
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
 	"github.com/fedzip/fedzip/sim"
 )
 
@@ -102,6 +103,9 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		}
 		if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 			return sim.Config{}, err
+		}
+		if _, _, err := secagg.MaskedWidth(0, f.secaggWidth); err != nil {
+			return sim.Config{}, fmt.Errorf("--secagg-width %d: %w", f.secaggWidth, err)
 		}
 	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 || f.secaggWidth != 0 {
 		return sim.Config{}, fmt.Errorf("--secagg-dp-noise, --secagg-dp-clip and --secagg-width need --secagg")
