@@ -425,3 +425,25 @@ func mustGraph(t *testing.T) *Graph {
 	must(t, err)
 	return g
 }
+
+// TestCombineRefusesOutOfRangeSeed: shares that agree on one polynomial
+// but whose secret is not a 16-byte seed (its last chunk has more than two
+// bytes, as a forged set of shares, all shifted alike, would give) are
+// refused with ErrInconsistentShares, not truncated into some seed.
+func TestCombineRefusesOutOfRangeSeed(t *testing.T) {
+	var secret [SecretLen]byte
+	secret[SecretLen-2], secret[SecretLen-1] = 0xff, 0xff
+	shares, err := Split(&secret, []uint32{1, 2, 3, 4}, 3, rand.NewChaCha8([32]byte{3}))
+	must(t, err)
+	got, err := Combine(shares, 3)
+	must(t, err)
+	if got != secret {
+		t.Fatal("wrong secret")
+	}
+	for i := range shares {
+		shares[i].Y[chunks-1] = addmod(shares[i].Y[chunks-1], 1) // the constant term + 1: chunk 0x10000
+	}
+	if _, err := Combine(shares, 3); !errors.Is(err, ErrInconsistentShares) {
+		t.Fatalf("a secret beyond 16 bytes: %v, want ErrInconsistentShares", err)
+	}
+}
