@@ -76,8 +76,11 @@ type secAggRun struct {
 	bound float64 // client-side L2 norm bound (0: none)
 	clip  float64 // this round's fixed-point clip
 	bits  int     // m: the masked values' width on the wire
-	store StateStore
-	idx   []int32 // this round's support
+	// narrow is set when m was set narrower than the worst case
+	// (Config.SecAggWidth): a sum may then wrap, and is counted.
+	narrow bool
+	store  StateStore
+	idx    []int32 // this round's support
 	// imp, with an announced support (runspec.SecAggSupport), is the
 	// server's estimate the support is announced from: blocks blocks of
 	// block coordinates, explore of them drawn at random from the round
@@ -128,7 +131,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	}
 	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
 	s := &secAggRun{spec: *sa, drop: cfg.SecAggDropout, seed: cfg.TaskSeed, n: n, bound: bound, store: store,
-		idx: make([]int32, k), clip: sa.Clip, bits: bits, hook: cfg.secaggHook}
+		idx: make([]int32, k), clip: sa.Clip, bits: bits, narrow: cfg.SecAggWidth != 0, hook: cfg.secaggHook}
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
 	}
@@ -430,6 +433,9 @@ func (s *secAggRun) protocol(r, attempt int, sel []round.ClientID) ([]round.Clie
 	wraps, err := secagg.CountWraps(sum, plain, s.bits)
 	if err != nil {
 		return nil, nil, by, fmt.Errorf("secagg: round %d: the recovered sum is not the survivors' sum: %w", r, err)
+	}
+	if wraps > 0 && !s.narrow {
+		return nil, nil, by, fmt.Errorf("secagg: round %d: %d coordinates of the sum wrapped at the exact masked width %d", r, wraps, s.bits)
 	}
 	by.wraps = wraps
 	mean := make([]float32, len(sum))
