@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -45,7 +46,14 @@ var goldenSpecs = []string{
 	// reputation-norm-robust, as first written.
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true",
 	"cclip,reputation=1,reputation-min=1,reputation-norm=1.2,reputation-norm-robust=true",
+	// reputation-skip-head, as first written (with goldenShapes).
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true",
+	"cclip,reputation=1,reputation-min=1,reputation-skip-head=true",
 }
+
+// goldenShapes are the tensor shapes SetShapes gives the golden rules: a
+// body of the first half of the n parameters and a head of the rest.
+func goldenShapes(n int) [][]int { return [][]int{{1, n / 2}, {1, n - n/2}} }
 
 // goldenInput is one kind of round input.
 type goldenInput struct {
@@ -134,6 +142,11 @@ func goldenHash(t *testing.T, spec string, in goldenInput) string {
 	s, err := Parse(spec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(spec, "skip-head") {
+		if err := SetShapes(s, goldenShapes(in.n)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rng := rand.New(rand.NewPCG(uint64(len(in.name)), uint64(in.n)))
 	global := make([]float32, in.n)

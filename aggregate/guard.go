@@ -187,8 +187,10 @@ func (q *Quorum) SetShapes(shapes [][]int) error {
 	return nil
 }
 
-// SetShapes calls Quorum.SetShapes on the quorum inside s, if any (under
-// AutoBound or NormBound); any other strategy ignores the shapes.
+// SetShapes hands the model's tensor shapes, in parameter order, to the
+// layers of s that use them (Quorum with quorum-by=input, Reputation with
+// reputation-skip-head), under any wrapper; the others ignore them. Both
+// drivers call it once the model is known.
 func SetShapes(s Strategy, shapes [][]int) error {
 	for {
 		switch w := s.(type) {
@@ -196,8 +198,22 @@ func SetShapes(s Strategy, shapes [][]int) error {
 			s = w.inner()
 		case NormBound:
 			s = w.Inner
+		case *DP:
+			s = w.Inner
 		case *Quorum:
-			return w.SetShapes(shapes)
+			if err := w.SetShapes(shapes); err != nil {
+				return err
+			}
+			s = w.inner()
+		case *Reputation:
+			if err := w.SetShapes(shapes); err != nil {
+				return err
+			}
+			s = w.inner()
+		case DirectionFilter:
+			s = w.inner()
+		case Bucketing:
+			s = w.Inner
 		default:
 			return nil
 		}

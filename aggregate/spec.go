@@ -97,6 +97,7 @@ var wrapperParams = []Param{
 	{"reputation-clients", "0", "reputation: most clients tracked; 0 means 2^20"},
 	{"reputation-high", "0", "reputation: also exclude clients whose mean agreement score is this many standard errors above everyone's, > 0 (colluders under a sparsifying codec); 0: off"},
 	{"reputation-norm", "0", "reputation: also exclude clients whose update norms average (geometrically) more than this multiple of their rounds' median norm, ≥ 1; 0: off"},
+	{"reputation-skip-head", "false", "reputation: score agreement without the model's last layer (its classifier head, whose updates disagree by design on label-skewed data)"},
 	{"reputation-norm-robust", "false", "reputation-norm: take the median norms and the line on the example counts over the clients the agreement bars trust, each update's pull on the line bounded (so that the attackers judged do not move the bar)"},
 	{"quorum", "", "move a block of coordinates only once at least this many distinct clients, 1..64, have sent it (Quorum, against a backdoor where honest clients send nothing; stateful, outside reputation)"},
 	{"quorum-block", "4", "quorum: consecutive coordinates that share one support set, 1..1024"},
@@ -172,12 +173,20 @@ func IsBounded(s Strategy) bool {
 // larger than their example counts explain (reputation-norm=1.7: label
 // flipping on skewed data), judged against the medians and line of the
 // clients the agreement bars trust (reputation-norm-robust, so that
-// inner-product manipulation's small updates do not move the bar); the
-// rest are aggregated by centered clipping (CenteredClip) from the last
+// inner-product manipulation's small updates do not move the bar). The
+// agreement is scored without the model's last layer
+// (reputation-skip-head: on label-skewed data the classifier head's
+// updates disagree by design, and a reversed update looks agreeable
+// there). The rest are aggregated by centered clipping (CenteredClip) from the last
 // round's aggregate, with the radius at the round's median distance to
 // the center, updates beyond 4 times it left out, identical updates
 // (cosine ≥ 0.99) counted once, and the radius growing at most 2× a round.
-const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true"
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true"
+
+// RobustSpecV4 is what "robust" expanded to before reputation-skip-head
+// was in it, scoring agreement over the whole model; a log that committed
+// it replays as it was applied (TestGoldenBits pins its bits).
+const RobustSpecV4 = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true"
 
 // RobustSpecV3 is what "robust" expanded to before reputation-norm and
 // reputation-norm-robust were in it; a log that committed it replays as it
@@ -444,9 +453,10 @@ func (p *kv) wrap(s Strategy) (Strategy, bool) {
 	if p.has("reputation") {
 		s = &Reputation{Inner: s, Z: p.float("reputation", 0), MinRounds: p.int("reputation-min", DefaultReputationMinRounds),
 			MaxDrop: p.float("reputation-max", DefaultReputationMaxDrop), MaxClients: p.int("reputation-clients", 0),
-			High: p.float("reputation-high", 0), Norm: p.float("reputation-norm", 0), NormRobust: p.bool("reputation-norm-robust", false)}
-	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") || p.has("reputation-high") || p.has("reputation-norm") || p.has("reputation-norm-robust") {
-		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max, reputation-clients, reputation-high, reputation-norm and reputation-norm-robust need reputation", ErrParam, p.name)
+			High: p.float("reputation-high", 0), Norm: p.float("reputation-norm", 0), NormRobust: p.bool("reputation-norm-robust", false),
+			SkipHead: p.bool("reputation-skip-head", false)}
+	} else if p.has("reputation-min") || p.has("reputation-max") || p.has("reputation-clients") || p.has("reputation-high") || p.has("reputation-norm") || p.has("reputation-norm-robust") || p.has("reputation-skip-head") {
+		p.err = fmt.Errorf("%w: %s: reputation-min, reputation-max, reputation-clients, reputation-high, reputation-norm, reputation-norm-robust and reputation-skip-head need reputation", ErrParam, p.name)
 		return nil, false
 	}
 	if p.has("quorum") {
