@@ -170,3 +170,45 @@ func TestRunRefuses(t *testing.T) {
 		}
 	}
 }
+
+// TestRestrictedClientsTrainOnlyTheSupport runs the simulator with dense
+// uploads, so that what moves the model is what the clients trained:
+// with supportModel it moves only on round 1's support in round 1, and
+// on round 2's in round 2 (Restrict.Observe switches the support).
+func TestRestrictedClientsTrainOnlyTheSupport(t *testing.T) {
+	fed, m, init := synthetic(t)
+	const seed, fraction = 5, 0.2
+	d := m.NumParams()
+	cfg := sim.Config{Spec: runspec.Spec{Model: "mlp:32", InputDim: fed.Train.Dim, Classes: fed.Train.Classes, InitSeed: 1,
+		Round: round.Config{Fraction: 0.5, Seed: seed}, LocalEpochs: 1, BatchSize: 10, LR: 0.05, TaskSeed: seed,
+		Strategy: "fedavg,bound=off", UploadCodec: "none"}, Workers: 2}
+	run := func(rounds int) []float32 {
+		cfg.Round.Rounds = rounds
+		rs := NewRestrict(d, seed, fraction)
+		res, err := sim.Run(context.Background(), cfg, supportModel{Model: m, r: rs}, init, sim.DataOf(fed), rs.Observe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Model
+	}
+	after1, after2 := run(1), run(2)
+	s1 := supports(d, fraction, seed, 1)
+	got1 := moved(init, after1)
+	if !subset(got1, s1) || len(got1) < len(s1)/2 {
+		t.Fatalf("round 1 moved %d coordinates, support %d, or some off it", len(got1), len(s1))
+	}
+	s2 := make([]int32, SupportLen(d, fraction))
+	SupportOf(s2, d, seed, 2)
+	got2 := moved(after1, after2)
+	if !subset(got2, s2) || len(got2) < len(s2)/2 {
+		t.Fatalf("round 2 moved %d coordinates, support %d, or some off it", len(got2), len(s2))
+	}
+	// Without the restriction the same run moves nearly every coordinate.
+	plain, err := sim.Run(context.Background(), cfg, m, init, sim.DataOf(fed), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := moved(init, plain.Model); len(got) < d/2 {
+		t.Fatalf("unrestricted: moved only %d of %d", len(got), d)
+	}
+}
