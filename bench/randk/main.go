@@ -16,7 +16,7 @@
 // off the support; the simulator, the protocol and the byte counts are
 // the simulator's own). It prints the simulator's summary and the
 // accuracy after each of -rounds, and -metrics-out writes every round.
-// docs/secagg.md ("How random-k 1% meets the goal") has the figures.
+// docs/secagg.md ("Can random-k 1% meet the goal?") has the figures.
 //
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300 -union
