@@ -212,3 +212,24 @@ func TestRestrictedClientsTrainOnlyTheSupport(t *testing.T) {
 		t.Fatalf("unrestricted: moved only %d of %d", len(got), d)
 	}
 }
+
+// TestRunRefusesFlags: bad output formats, rounds and stray arguments are
+// refused before any data is read.
+func TestRunRefusesFlags(t *testing.T) {
+	for _, args := range [][]string{{"-o", "xml"}, {"-rounds", "5,3"}, {"extra"}, {"-nosuchflag"}} {
+		var out strings.Builder
+		if err := run(args, &out); err == nil {
+			t.Errorf("run(%q): no error", args)
+		}
+	}
+}
+
+func TestFirstReaching(t *testing.T) {
+	pts := []Point{{Round: 1, Accuracy: 0.5}, {Round: 5, Accuracy: 0.95}, {Round: 9, Accuracy: 0.97}}
+	if got := FirstReaching(pts, 0.95); got != 5 {
+		t.Errorf("FirstReaching(0.95) = %d, want 5", got)
+	}
+	if got := FirstReaching(pts, 0.99); got != 0 {
+		t.Errorf("FirstReaching(0.99) = %d, want 0", got)
+	}
+}
