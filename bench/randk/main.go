@@ -82,7 +82,7 @@ func run(args []string, stdout io.Writer) error {
 	fs.Float64Var(&o.Fraction, "fraction", 0.01, "fraction of the coordinates on each round's support (--secagg-k)")
 	fs.IntVar(&o.Steps, "steps", 100, "Adam steps a round (with -union: at each of -rounds)")
 	fs.IntVar(&o.Batch, "batch", 100, "examples a step")
-	fs.Float64Var(&o.LR, "lr", 0.003, "Adam's step size")
+	fs.Float64Var(&o.LR, "lr", 0.01, "Adam's step size")
 	fs.BoolVar(&o.Union, "union", false, "train the union of the supports of rounds 1..r at once, for each r of -rounds")
 	var (
 		simMode  = fs.Bool("sim", false, "run the simulator with --secagg instead of the oracle (-fraction is --secagg-k)")
