@@ -25,6 +25,7 @@ import (
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
 )
 
 // RunConfig is the run the cluster trains (runspec.Spec) and its ID. It
@@ -136,7 +137,8 @@ func (c RunConfig) Validate() error {
 // older coordinator committed must replay as it was first applied, on
 // every replica. A run checked by Validate passes it.
 func (c RunConfig) checkApply() error {
-	if _, err := c.network(); err != nil {
+	net, err := c.network()
+	if err != nil {
 		return err
 	}
 	if c.InputDim < 1 || c.Classes < 2 {
@@ -157,8 +159,14 @@ func (c RunConfig) checkApply() error {
 	if c.SecAgg != nil && c.SecAgg.DP != nil {
 		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
 	}
-	if c.SecAgg != nil && c.SecAgg.Support != "" {
-		return fmt.Errorf("coordinator: --secagg-support %s is not built in the coordinator (its support is random-k from the round seed); the simulator has it", c.SecAgg.Support)
+	if c.SecAgg != nil {
+		sup, err := runspec.ParseSecAggSupport(c.SecAgg.Support)
+		if err != nil {
+			return fmt.Errorf("coordinator: %w", err)
+		}
+		if sup.Announced && net.NumParams() > secagg.MaxDim {
+			return fmt.Errorf("coordinator: an announced support of a model of %d parameters: the most is %d", net.NumParams(), secagg.MaxDim)
+		}
 	}
 	if c.LocalEpochs < 1 || c.BatchSize < 1 || !(c.LR > 0) {
 		return fmt.Errorf("coordinator: local epochs %d, batch size %d, lr %v", c.LocalEpochs, c.BatchSize, c.LR)
@@ -328,6 +336,10 @@ type FSM struct {
 	// clip of the next round that opens.
 	sa     *saRound
 	saClip float64
+	// ann is the run's announced support (secagg_announce.go), nil for
+	// a random one: the server's estimate it is announced from, a
+	// function of the rounds closed so far, replicated like the model.
+	ann *saAnnounce
 	// saSum, if set (tests), sees each round's recovered sum (read as
 	// signed m-bit integers) and its survivors.
 	saSum func(round int, survivors []uint64, sum []uint32)
@@ -538,6 +550,9 @@ func (f *FSM) init(raw []byte) error {
 		if f.saClip == 0 {
 			f.saClip = runspec.DefaultSecAggClip
 		}
+		if f.ann, err = newSAAnnounce(cfg.SecAgg, f.n); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -717,6 +732,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 			return nil, fmt.Errorf("coordinator: snapshot of secure aggregation: %w", err)
 		}
 		s.SecAggClip = f.saClip
+		if f.ann != nil {
+			st := f.ann.imp.State()
+			s.Importance = &st
+		}
 	}
 	return s, nil
 }
@@ -783,6 +802,9 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			}
 			nf.saClip = s.SecAggClip
 		}
+		if err := nf.ann.restore(s.Importance, nf.lastClosed.Round); err != nil {
+			return err
+		}
 		// Absent from snapshots before secure aggregation: off.
 		if err := nf.saRestore(s.SecAgg); err != nil {
 			return err
@@ -794,7 +816,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.down, f.initCRC, f.lattice = nf.down, nf.initCRC, nf.lattice
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
-	f.nodes, f.sa, f.saClip = nf.nodes, nf.sa, nf.saClip
+	f.nodes, f.sa, f.saClip, f.ann = nf.nodes, nf.sa, nf.saClip, nf.ann
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil
@@ -819,6 +841,10 @@ type snapshot struct {
 	// secure aggregation); SecAggClip is the next round's clip.
 	SecAgg     *saSnapshot
 	SecAggClip float64
+	// Importance is the estimate behind an announced support
+	// (secagg.Importance), nil for a random support (and in snapshots
+	// from before announced supports).
+	Importance *secagg.ImportanceState
 }
 
 // NodeInfo is a coordinator node as the cluster records it.

@@ -40,8 +40,16 @@ type RoundTraffic struct {
 	// Download calls carried: every message both ways (headers, chunks,
 	// checksums, the acknowledgment; refused uploads too) with gRPC's
 	// 5-byte framing (transport.RPCBytesOf). HTTP/2 and TLS framing are
-	// not in them (transport.WireCounter counts those).
+	// not in them (transport.WireCounter counts those). Under secure
+	// aggregation with an announced support, DownloadBytes and BytesOut
+	// also count the announcements sent (AnnouncedBytes), as the
+	// simulator counts them in its downloads.
 	UploadBytes, DownloadBytes int64
+	// AnnouncedBytes are the announcements of the round's support sent
+	// to clients in their advertise-step tasks (SecAggStep), each time
+	// one was served: a client that asks again after a lost answer or a
+	// failover counts again.
+	AnnouncedBytes int64
 	// Downloads counts the models sent (BytesOut's downloads), whole or
 	// as deltas.
 	Downloads int
@@ -198,6 +206,19 @@ func (s *Service) observeDownload(r int, codec string, n int, rpc, dense int64) 
 	s.traffic.mu.Unlock()
 	s.metrics.Sent(codec, n)
 	s.metrics.Transferred(metrics.Download, rpc, dense)
+}
+
+// observeAnnounced records an announcement of n bytes of round r's
+// support, sent to a client with its advertise-step task, as a download.
+func (s *Service) observeAnnounced(r, n int) {
+	s.traffic.mu.Lock()
+	for _, rt := range []*RoundTraffic{s.traffic.at(r), &s.traffic.all} {
+		rt.AnnouncedBytes += int64(n)
+		rt.BytesOut += int64(n)
+		rt.DownloadBytes += int64(n)
+	}
+	s.traffic.mu.Unlock()
+	s.metrics.Transferred(metrics.Download, int64(n), 0)
 }
 
 // refusalReason names why an update was refused: the node's sentinel when

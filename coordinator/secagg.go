@@ -102,8 +102,12 @@ type saRound struct {
 	graph  *secagg.Graph
 	srv    *secagg.Server
 	idx    []int32 // the support
-	clip   float64 // this round's fixed-point clip
-	bits   int     // m: the masked values' width on the wire
+	// announced is the support's announcement (secagg.AppendAnnounced),
+	// which each client's advertise task carries; nil for a random
+	// support.
+	announced []byte
+	clip      float64 // this round's fixed-point clip
+	bits      int     // m: the masked values' width on the wire
 	// eligible are the clients the current step expects: the selected
 	// ones in step 0, then those that answered the step before.
 	eligible map[round.ClientID]bool
@@ -134,9 +138,13 @@ func saParams(cfg *RunConfig, r int, sel []round.ClientID, d int) secagg.Params 
 	}
 	slices.Sort(ids)
 	k, t := secagg.RoundKT(len(ids), cfg.SecAgg.Neighbours, cfg.SecAgg.Threshold, 0)
-	return secagg.Params{Session: round.TaskSeed(cfg.TaskSeed^saltSession, r, 0), IDs: ids, K: k, T: t, D: d,
+	return secagg.Params{Session: saSession(cfg, r), IDs: ids, K: k, T: t, D: d,
 		GraphSeed: round.TaskSeed(cfg.TaskSeed^saltGraph, r, 0)}
 }
+
+// saSession is round r's session before it is bound to an announced
+// support.
+func saSession(cfg *RunConfig, r int) uint64 { return round.TaskSeed(cfg.TaskSeed^saltSession, r, 0) }
 
 // saSupportLen is the number of coordinates on the support of a model of
 // n parameters.
@@ -160,14 +168,26 @@ func (f *FSM) saOpen(now time.Time, o round.Opened) error {
 	if !ok {
 		return fmt.Errorf("coordinator: %d clients of %d-bit codes overflow 32 bits", len(o.Selected), sa.Bits)
 	}
-	d := saSupportLen(sa, f.n)
-	g, err := secagg.NewGraph(saParams(f.cfg, o.Round, o.Selected, d))
+	seed := round.TaskSeed(f.cfg.TaskSeed^saltSupport, o.Round, 0)
+	var idx []int32
+	var announced []byte
+	if f.ann != nil {
+		idx, announced = f.ann.announce(seed)
+	} else {
+		idx = make([]int32, saSupportLen(sa, f.n))
+		secagg.Support(idx, f.n, seed)
+	}
+	p := saParams(f.cfg, o.Round, o.Selected, len(idx))
+	if f.ann != nil {
+		// Bound to the support: a client announced another one derives
+		// another session, and the sum does not unmask.
+		p.Session = secagg.BindSupport(p.Session, idx)
+	}
+	g, err := secagg.NewGraph(p)
 	if err != nil {
 		return err
 	}
-	idx := make([]int32, d)
-	secagg.Support(idx, f.n, round.TaskSeed(f.cfg.TaskSeed^saltSupport, o.Round, 0))
-	s := &saRound{round: o.Round, opened: now, graph: g, srv: secagg.NewServer(g), idx: idx, clip: f.saClip, bits: bits,
+	s := &saRound{round: o.Round, opened: now, graph: g, srv: secagg.NewServer(g), idx: idx, announced: announced, clip: f.saClip, bits: bits,
 		eligible: make(map[round.ClientID]bool, len(o.Selected)), answered: map[round.ClientID][32]byte{}}
 	for _, id := range o.Selected {
 		s.eligible[id] = true
@@ -516,6 +536,9 @@ func (f *FSM) saFinish(now time.Time) (saEnded, error) {
 	if err != nil {
 		return saEnded{}, err
 	}
+	if f.ann != nil {
+		f.ann.imp.Observe(s.round, s.idx, mean)
+	}
 	if f.cfg.SecAgg.Clip == 0 {
 		f.saClip = secagg.NextClip(f.saClip, mean, runspec.SecAggClipMult)
 	}
@@ -548,8 +571,16 @@ type SecAggTask struct {
 	// same graph from them.
 	Params secagg.Params
 	// SupportSeed draws the round's support: secagg.Support(idx, model
-	// parameters, SupportSeed) with len(idx) = Params.D.
+	// parameters, SupportSeed) with len(idx) = Params.D; with an
+	// announced support, its random blocks.
 	SupportSeed uint64
+	// Announced is, with an announced support, the announcement and the
+	// support's shape (secagg.Announcement, without a message after the
+	// advertise step, when the client holds the support): the client
+	// rebuilds the support with SupportSeed and binds Params.Session to
+	// it (Announcement.Support), which the graph's session then is.
+	// Announced.Block is 0 for a random support.
+	Announced secagg.Announcement
 	// Fixed is the round's fixed point, MaskBits the width m of the
 	// masked values on the wire (AppendMaskedInput), NormBound the L2
 	// norm a client clips its update to (0: none).
@@ -594,6 +625,14 @@ func (f *FSM) SecAggTask(id round.ClientID, roundNo int) (SecAggTask, error) {
 		SupportSeed: round.TaskSeed(f.cfg.TaskSeed^saltSupport, s.round, 0),
 		Fixed:       secagg.FixedPoint{Clip: float32(s.clip), Bits: f.cfg.SecAgg.Bits}, MaskBits: s.bits, NormBound: bound, Answered: answered}
 	t.Params.IDs = slices.Clone(t.Params.IDs)
+	if a := f.ann; a != nil {
+		// The client binds the session to the support it rebuilds.
+		t.Params.Session = saSession(f.cfg, s.round)
+		t.Announced = secagg.Announcement{Block: a.block, Blocks: a.blocks, Explore: a.explore}
+		if s.step == SecAggAdvertise {
+			t.Announced.Msg = slices.Clone(s.announced)
+		}
+	}
 	switch s.step {
 	case SecAggShare:
 		l := s.srv.AdvertsFor(uint64(id))

@@ -29,73 +29,30 @@ func TestSecAggClusterFailover(t *testing.T) {
 		t.Skip("disk cluster in -short mode")
 	}
 	const rounds = 4
-	fed, _ := dataset.Synthetic(1, 1, 5, 3)
-	run := &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
-		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
-		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none",
-		SecAgg: &runspec.SecAgg{Fraction: 1, Bits: 16, Clip: 1}}}
-	ds := diskCluster(t, 3, run, fastRaft)
-	leader := func() *Node { return leaderOfDisk(t, ds) }
-	waitFor(t, "init", func() bool { return leader().FSM().View().Initialised })
-	sims := registerClientsVia(t, leader, fed, 5)
-	peers := map[round.ClientID]*saPeer{}
-	for id := range sims {
-		peers[id] = &saPeer{id: id}
-	}
-	net, err := nn.ParseArch(run.Model, run.InputDim, run.Classes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 1, Bits: 16, Clip: 1})
+	run, ds, leader, fed, sims, peers, net := c.run, c.ds, c.leader, c.fed, c.sims, c.peers, c.net
 	accuracy := func(params []float32) float64 {
 		correct, _ := net.Scratch(fed.Test.N).Evaluate(params, fed.Test.X, fed.Test.Y)
 		return float64(correct) / float64(fed.Test.N)
 	}
 	initial, _ := leader().FSM().Model()
 	for r := 1; r <= rounds; r++ {
-		var v View
-		waitFor(t, fmt.Sprintf("round %d to open", r), func() bool {
-			l := leader()
-			for id := range sims {
-				l.touch(id) // clients poll whoever leads
-			}
-			v = l.FSM().View()
-			return v.Phase == round.Collecting && v.Round == r
-		})
+		v := saWaitOpen(t, leader, sims, r)
 		before, _ := leader().FSM().Model()
 		killed := -1
 		for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
 			for i, id := range v.Selected {
-				var task SecAggTask
-				retryLeader(t, "a task", leader, func(l *Node) error {
-					var err error
-					if task, err = l.SecAggTask(id, r); err == nil && task.Step != step {
-						err = ErrCatchingUp // the step has not ended on this leader yet
-					}
-					return err
-				})
+				task := saStepTask(t, leader, id, r, step)
 				p := peers[id]
 				if step == SecAggAdvertise {
-					local := make([]float32, len(before))
-					ct := client.Task{Round: r, Seed: round.TaskSeed(run.TaskSeed, r, id), Epochs: 1, BatchSize: 10, Optimizer: nn.SGD{LR: 0.1}}
-					sims[id].tr.NN = nn.NewTrainer(net, 10)
-					u, _, err := client.Step(context.Background(), sims[id].tr, before, local, ct)
-					if err != nil {
-						t.Fatal(err)
-					}
-					p.start(t, task, u.Delta)
+					p.start(t, task, saTrain(t, sims[id], net, run, r, before))
 				}
 				msg := p.answer(t, task)
 				retryLeader(t, "a step message", leader, func(l *Node) error { return l.SecAggSend(id, r, step, msg) })
 				if i == 0 && step == r-1 {
 					// Kill the leader after the first message of step r−1;
 					// the next client's message goes to the new one.
-					for k, d := range ds {
-						if d.node != nil && d.node.IsLeader() {
-							d.node.Close()
-							d.node, killed = nil, k
-							break
-						}
-					}
+					killed = killDiskLeader(t, ds)
 					// The first client resends (its answer was lost):
 					// the new leader acknowledges the same bytes.
 					retryLeader(t, "a resend after the failover", leader, func(l *Node) error { return l.SecAggSend(id, r, step, msg) })
@@ -154,4 +111,99 @@ func v0(m map[round.ClientID]*simClient) round.ClientID {
 		return id
 	}
 	return 0
+}
+
+// saWaitOpen waits for round r to open on whichever node leads, the
+// clients of sims polling it, and returns the leader's view of it.
+func saWaitOpen(t *testing.T, leader func() *Node, sims map[round.ClientID]*simClient, r int) View {
+	t.Helper()
+	var v View
+	waitFor(t, fmt.Sprintf("round %d to open", r), func() bool {
+		l := leader()
+		for id := range sims {
+			l.touch(id) // clients poll whoever leads
+		}
+		v = l.FSM().View()
+		return v.Phase == round.Collecting && v.Round == r
+	})
+	return v
+}
+
+// saStepTask returns client id's task for step of round r from whichever
+// node leads, once that node has reached the step.
+func saStepTask(t *testing.T, leader func() *Node, id round.ClientID, r, step int) SecAggTask {
+	t.Helper()
+	var task SecAggTask
+	retryLeader(t, "a task", leader, func(l *Node) error {
+		var err error
+		if task, err = l.SecAggTask(id, r); err == nil && task.Step != step {
+			err = ErrCatchingUp // the step has not ended on this leader yet
+		}
+		return err
+	})
+	return task
+}
+
+// saTrain trains sim's client from the global model before for round r
+// of run, as client/remote does, and returns its update.
+func saTrain(t *testing.T, sim *simClient, net nn.Model, run *RunConfig, r int, before []float32) []float32 {
+	t.Helper()
+	local := make([]float32, len(before))
+	ct := client.Task{Round: r, Seed: round.TaskSeed(run.TaskSeed, r, sim.id), Epochs: 1, BatchSize: 10, Optimizer: nn.SGD{LR: 0.1}}
+	sim.tr.NN = nn.NewTrainer(net, 10)
+	u, _, err := client.Step(context.Background(), sim.tr, before, local, ct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Delta
+}
+
+// killDiskLeader closes the node that leads and returns its index.
+func killDiskLeader(t *testing.T, ds []*diskNode) int {
+	t.Helper()
+	for k, d := range ds {
+		if d.node != nil && d.node.IsLeader() {
+			d.node.Close()
+			d.node = nil
+			return k
+		}
+	}
+	t.Fatal("no leader to kill")
+	return -1
+}
+
+// saCluster is a 3-node cluster (Raft on bolt logs over peer TLS on
+// 127.0.0.1) running secure aggregation, with five registered clients
+// that train on synthetic shards, and their protocol peers.
+type saCluster struct {
+	run    *RunConfig
+	ds     []*diskNode
+	leader func() *Node
+	fed    *dataset.Federated
+	sims   map[round.ClientID]*simClient
+	peers  map[round.ClientID]*saPeer
+	net    *nn.MLP
+}
+
+// newSACluster starts a saCluster for rounds rounds of an mlp:16 with the
+// secure aggregation sa, all five clients selected each round.
+func newSACluster(t *testing.T, rounds int, sa *runspec.SecAgg) *saCluster {
+	t.Helper()
+	fed, _ := dataset.Synthetic(1, 1, 5, 3)
+	c := &saCluster{fed: fed, peers: map[round.ClientID]*saPeer{}}
+	c.run = &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
+		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none", SecAgg: sa}}
+	c.ds = diskCluster(t, 3, c.run, fastRaft)
+	c.leader = func() *Node { return leaderOfDisk(t, c.ds) }
+	waitFor(t, "init", func() bool { return c.leader().FSM().View().Initialised })
+	c.sims = registerClientsVia(t, c.leader, fed, 5)
+	for id := range c.sims {
+		c.peers[id] = &saPeer{id: id}
+	}
+	var err error
+	if c.net, err = nn.ParseArch(c.run.Model, c.run.InputDim, c.run.Classes); err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
@@ -42,13 +41,27 @@ type saPeer struct {
 	p     *secagg.Peer
 	codes []uint32
 	res   []float32
+	// idx is the round's support as the peer derived it.
+	idx []int32
 }
 
 // start begins round task.Round: a fresh protocol client, and delta
 // encoded on the round's support with the peer's residual.
 func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
 	tb.Helper()
-	g, err := secagg.NewGraph(task.Params)
+	params := task.Params
+	idx := make([]int32, params.D)
+	if task.Announced.Block > 0 {
+		// As client/remote does: the support rebuilt from the
+		// announcement, the session bound to it.
+		var err error
+		if idx, params.Session, err = task.Announced.Support(len(delta), params.Session, task.SupportSeed); err != nil {
+			tb.Fatal(err)
+		}
+	} else {
+		secagg.Support(idx, len(delta), task.SupportSeed)
+	}
+	g, err := secagg.NewGraph(params)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -60,8 +73,7 @@ func (p *saPeer) start(tb testing.TB, task SecAggTask, delta []float32) {
 	if p.res == nil {
 		p.res = make([]float32, len(delta))
 	}
-	idx := make([]int32, task.Params.D)
-	secagg.Support(idx, len(delta), task.SupportSeed)
+	p.idx = idx
 	p.codes = make([]uint32, len(idx))
 	sent := make([]float32, len(idx))
 	secagg.EncodeUpdate(p.codes, sent, p.res, delta, idx, task.Fixed, task.NormBound, round.TaskSeed(task.SupportSeed, task.Round, p.id), nil)
@@ -111,7 +123,12 @@ func (h *saHarness) must(c command) any {
 // newSAHarness initialises a run of n clients a round, registers n
 // clients and opens round 1 at t0.
 func newSAHarness(t testing.TB, n int, t0 time.Time) (*saHarness, round.Opened) {
-	raw, err := json.Marshal(saRun(n))
+	return newSAHarnessRun(t, saRun(n), n, t0)
+}
+
+// newSAHarnessRun is newSAHarness for the run given.
+func newSAHarnessRun(t testing.TB, run *RunConfig, n int, t0 time.Time) (*saHarness, round.Opened) {
+	raw, err := json.Marshal(run)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,23 +253,8 @@ func TestSecAggFSMRound(t *testing.T) {
 			task := saTaskOf(t, h.f, o, peers)
 			idx := make([]int32, task.Params.D)
 			secagg.Support(idx, len(before), task.SupportSeed)
-			mean := make([]float32, len(plain))
-			task.Fixed.Decode(mean, plain)
 			after, _ := h.f.Model()
-			on := map[int32]int{}
-			for j, c := range idx {
-				on[c] = j
-			}
-			for c := range after {
-				j, ok := on[int32(c)]
-				d := float64(after[c] - before[c])
-				if !ok && d != 0 {
-					t.Fatalf("coordinate %d off the support moved by %v", c, d)
-				}
-				if ok && math.Abs(d-float64(mean[j])/float64(len(surv))) > 1e-6 {
-					t.Fatalf("coordinate %d moved by %v, the mean is %v", c, d, mean[j]/float32(len(surv)))
-				}
-			}
+			checkMoved(t, o.Round, before, after, idx, saMean(task.Fixed, plain, len(surv)))
 			// Privacy: no entry, no snapshot holds a client's codes, as
 			// uint32s or packed in m bits.
 			for id, p := range peers {

@@ -183,11 +183,15 @@ func (s *Service) SecAggStep(ctx context.Context, req *fedzippb.SecAggStepReques
 		}
 		return nil, s.status(ctx, err)
 	}
-	p := t.Params
+	p, a := t.Params, t.Announced
+	if len(a.Msg) > 0 {
+		s.observeAnnounced(t.Round, len(a.Msg))
+	}
 	return &fedzippb.SecAggStepResponse{Round: uint64(t.Round), Step: uint32(t.Step), Deadline: timestamppb.New(t.Deadline),
 		Session: p.Session, Ids: p.IDs, Neighbours: uint32(p.K), Threshold: uint32(p.T), Dim: uint32(p.D), GraphSeed: p.GraphSeed,
 		SupportSeed: t.SupportSeed, Clip: float64(t.Fixed.Clip), Bits: uint32(t.Fixed.Bits), MaskBits: uint32(t.MaskBits), NormBound: t.NormBound,
-		Message: t.Msg, Answered: t.Answered}, nil
+		Message: t.Msg, Answered: t.Answered,
+		Announced: a.Msg, AnnounceBlock: uint32(a.Block), AnnounceBlocks: uint32(a.Blocks), AnnounceExplore: uint32(a.Explore)}, nil
 }
 
 // MaxPollsPerClient bounds the GetTask calls one client may have waiting

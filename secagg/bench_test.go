@@ -245,7 +245,7 @@ func BenchmarkServerUnmask(b *testing.B) {
 // t = 51 and combines it from all 100 shares (t to rebuild, the rest
 // checked against the polynomial), as the server does per client.
 func BenchmarkShamir(b *testing.B) {
-	var secret [32]byte
+	var secret [SecretLen]byte
 	xs := make([]uint32, 100)
 	for i := range xs {
 		xs[i] = uint32(i + 1)

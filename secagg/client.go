@@ -31,7 +31,8 @@ type Client struct {
 	step int
 
 	cKey, sKey *ecdh.PrivateKey
-	b          [32]byte // self-mask seed
+	sSeed      [SecretLen]byte // the seed sKey is derived from, shared
+	b          [SecretLen]byte // self-mask seed, shared
 
 	peers map[uint64]*peer // neighbours that advertised (U1 ∩ N(i))
 }
@@ -60,9 +61,10 @@ func NewClient(g *Graph, id uint64, rnd io.Reader) (*Client, error) {
 	if c.cKey, err = readKey(rnd); err != nil {
 		return nil, err
 	}
-	if c.sKey, err = readKey(rnd); err != nil {
-		return nil, err
+	if _, err := io.ReadFull(rnd, c.sSeed[:]); err != nil {
+		return nil, fmt.Errorf("secagg: randomness: %w", err)
 	}
+	c.sKey = maskKeyFromSeed(&c.sSeed)
 	if _, err := io.ReadFull(rnd, c.b[:]); err != nil {
 		return nil, fmt.Errorf("secagg: randomness: %w", err)
 	}
@@ -157,8 +159,7 @@ func (c *Client) ShareKeys(list KeyList) (ShareBundle, error) {
 	for i, id := range ids {
 		xs[i] = shareX(c.peers[id].idx)
 	}
-	sk := [32]byte(c.sKey.Bytes())
-	sShares, err := Split(&sk, xs, p.T, c.rnd)
+	sShares, err := Split(&c.sSeed, xs, p.T, c.rnd)
 	if err != nil {
 		return ShareBundle{}, err
 	}
@@ -249,7 +250,8 @@ func (c *Client) MaskInput(x []uint32, in ShareBundle) (MaskedInput, error) {
 	}
 	y := slices.Clone(x)
 	buf := prgScratch()
-	addPRG(y, &c.b, false, buf)
+	self := selfMaskFromSeed(&c.b)
+	addPRG(y, &self, false, buf)
 	for _, id := range ids {
 		pr := c.peers[id]
 		if !pr.held {

@@ -32,11 +32,13 @@
 //     not, never both; the server rebuilds the secrets and removes the
 //     masks (Server.Sum).
 //
-// Shamir sharing works over the field of the Mersenne prime 2^61-1, a
-// 32-byte secret as five field elements; PRG is the AES-256-CTR keystream.
-// FixedPoint maps clipped float32 values to integers whose sum cannot wrap,
-// and Support draws a random-k support from a round seed so that all
-// clients mask the same coordinates.
+// Shamir sharing works over the field of the Mersenne prime 2^61-1; the
+// shared secrets are 16-byte seeds (three field elements) from which a
+// client derives its mask key s_sk and its self-mask key with HKDF-SHA256.
+// PRG is the AES-256-CTR keystream. FixedPoint maps clipped float32 values
+// to integers whose sum cannot wrap, MaskedWidth sizes the masked values
+// on the wire (and ReadSum reads their sum), and Support draws a random-k
+// support from a round seed so that all clients mask the same coordinates.
 //
 // # Conventions
 //

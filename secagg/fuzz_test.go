@@ -103,7 +103,7 @@ func FuzzProtocolInputs(f *testing.F) {
 		return s
 	}
 	f.Add([]byte{}, []byte{}, uint8(0))
-	f.Add([]byte{1, kindShares, 0, 0, 0, 0}, []byte{1, kindUnmaskResponse, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, uint8(1))
+	f.Add([]byte{wireVersion, kindShares, 0, 0, 0, 0}, []byte{wireVersion, kindUnmaskResponse, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, uint8(1))
 	f.Fuzz(func(t *testing.T, bundle, resp []byte, who uint8) {
 		s := setup(t)
 		i := int(who) % len(p.IDs)

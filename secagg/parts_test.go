@@ -18,7 +18,7 @@ func TestShamir(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	rnd := rand.NewChaCha8([32]byte{1})
 	for _, tc := range []struct{ n, t int }{{2, 2}, {5, 3}, {20, 11}, {100, 51}} {
-		var secret [32]byte
+		var secret [SecretLen]byte
 		rnd.Read(secret[:])
 		xs := make([]uint32, tc.n)
 		for i := range xs {
@@ -62,11 +62,11 @@ func TestShamir(t *testing.T) {
 // its top bits split evenly whatever the secret.
 func TestShamirHides(t *testing.T) {
 	rnd := rand.NewChaCha8([32]byte{2})
-	var zero, ones [32]byte
+	var zero, ones [SecretLen]byte
 	for i := range ones {
 		ones[i] = 0xff
 	}
-	for _, s := range []*[32]byte{&zero, &ones} {
+	for _, s := range []*[SecretLen]byte{&zero, &ones} {
 		high := 0
 		const trials = 4000
 		for range trials {
@@ -263,7 +263,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 		&ShareBundle{Shares: []EncryptedShare{es, es}},
 		&MaskedInput{From: 3, Y: []uint32{1, 2, math.MaxUint32}},
 		&UnmaskRequest{Survivors: []uint64{1, 5, 9}},
-		&UnmaskResponse{From: 4, Shares: []RevealedShare{{Owner: 2, Kind: SelfMaskShare, Y: [5]uint64{1, prime - 1}}, {Owner: 3, Kind: MaskKeyShare}}},
+		&UnmaskResponse{From: 4, Shares: []RevealedShare{{Owner: 2, Kind: SelfMaskShare, Y: [chunks]uint64{1, prime - 1}}, {Owner: 3, Kind: MaskKeyShare}}},
 	} {
 		b, err := m.MarshalBinary()
 		must(t, err)
@@ -279,7 +279,7 @@ func TestMessagesRoundTrip(t *testing.T) {
 			t.Fatalf("%T with a trailing byte: %v", m, err)
 		}
 	}
-	if err := new(UnmaskRequest).UnmarshalBinary([]byte{1, kindUnmaskRequest, 0xff, 0xff, 0xff, 0xff}); !errors.Is(err, ErrCorrupt) {
+	if err := new(UnmaskRequest).UnmarshalBinary([]byte{wireVersion, kindUnmaskRequest, 0xff, 0xff, 0xff, 0xff}); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("huge count: %v", err)
 	}
 }
@@ -318,8 +318,8 @@ func TestDependencies(t *testing.T) {
 
 // overheadBytes is the closed form of a client's bytes for keys and shares
 // when all its k neighbours take part: up = advert (74) + share bundle
-// (6 + 112k) + unmask response (14 + 49k); down = key list (6 + 72k) +
-// share bundle (6 + 112k) + unmask request (6 + 8k).
+// (6 + 80k) + unmask response (14 + 33k); down = key list (6 + 72k) +
+// share bundle (6 + 80k) + unmask request (6 + 8k).
 func overheadBytes(k int) (up, down int) {
 	return 74 + 6 + encShareLen*k + 14 + revealedLen*k, 6 + advertLen*k + 6 + encShareLen*k + 6 + 8*k
 }
@@ -346,12 +346,104 @@ func TestOverheadBytes(t *testing.T) {
 		}
 	}
 	up, down := size(&a)+size(&m)+size(&u), size(&l)+size(&in)+size(&req)
-	if wu, wd := overheadBytes(p.K); up != wu || down != wd {
+	if wu, wd := overheadBytes(p.K); up != wu || down != wd || wu != 94+113*p.K || wd != 18+160*p.K {
 		t.Fatalf("k=%d: %d up, %d down; closed form %d, %d", p.K, up, down, wu, wd)
 	}
 	t.Log("k\tup B\tdown B\ttotal B")
 	for _, k := range []int{8, 10, 20, 32, 62, 100, 200} {
 		u, d := overheadBytes(k)
 		t.Logf("%d\t%d\t%d\t%d", k, u, d, u+d)
+	}
+}
+
+// TestOldWireVersionRefused: every message of a real round, and the
+// server's snapshot, encode at wireVersion 2 (shares of 16-byte seeds);
+// the same bytes marked as version 1 (shares of 32-byte keys, five field
+// elements each) are refused with ErrCorrupt, not misread.
+func TestOldWireVersionRefused(t *testing.T) {
+	p := Params{Session: 1, IDs: testIDs(6), K: 4, T: 3, D: 8, GraphSeed: 1}
+	g, _ := NewGraph(p)
+	r := record(t, g, p.D, nil, true)
+	me := p.IDs[0]
+	l, in, req := r.srv.AdvertsFor(me), r.srv.SharesFor(me), r.srv.UnmaskRequestFor(me)
+	m := r.bundles[me]
+	msgs := []message{&r.adverts[0], &l, &m, &in, &req, &r.resp[0]}
+	for _, msg := range msgs {
+		b, err := msg.MarshalBinary()
+		must(t, err)
+		if b[0] != 2 {
+			t.Fatalf("%T encodes version %d", msg, b[0])
+		}
+		got := reflect.New(reflect.TypeOf(msg).Elem()).Interface().(message)
+		must(t, got.UnmarshalBinary(b))
+		b[0] = 1
+		if err := got.UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%T at version 1: %v, want ErrCorrupt", msg, err)
+		}
+	}
+	snap, err := r.srv.MarshalBinary()
+	must(t, err)
+	snap[0] = 1
+	if _, err := RestoreServer(g, snap); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("snapshot at version 1: %v, want ErrCorrupt", err)
+	}
+	// A share bundle's sealed shares are three field elements each, twice
+	// (b and s_sk), and a revealed share is one set of three.
+	if got := len(m.Shares[0].Sealed); got != 2*3*8+16 {
+		t.Errorf("sealed shares of %d bytes", got)
+	}
+}
+
+// TestSeedKeys: the mask key a client advertises is the one derived from
+// the seed it shares, so the server's rebuilt seed gives the advertised
+// public key back, and a different seed does not; the self-mask key is a
+// different key from the same seed.
+func TestSeedKeys(t *testing.T) {
+	var a, b [SecretLen]byte
+	b[SecretLen-1] = 1
+	ka, kb := maskKeyFromSeed(&a), maskKeyFromSeed(&b)
+	if ka.Equal(kb) {
+		t.Fatal("two seeds give one mask key")
+	}
+	if !ka.Equal(maskKeyFromSeed(&a)) {
+		t.Fatal("a seed gives two mask keys")
+	}
+	if sm := selfMaskFromSeed(&a); [32]byte(ka.Bytes()) == sm {
+		t.Fatal("the self-mask key equals the mask key of the same seed")
+	}
+	c, err := NewClient(mustGraph(t), testIDs(4)[0], rand.NewChaCha8([32]byte{9}))
+	must(t, err)
+	adv, err := c.Advertise()
+	must(t, err)
+	if [keyLen]byte(maskKeyFromSeed(&c.sSeed).PublicKey().Bytes()) != adv.SPK {
+		t.Fatal("the advertised mask key is not the one the shared seed gives")
+	}
+}
+
+func mustGraph(t *testing.T) *Graph {
+	g, err := NewGraph(Params{Session: 1, IDs: testIDs(4), K: 3, T: 2, D: 4, GraphSeed: 1})
+	must(t, err)
+	return g
+}
+
+// TestCombineRefusesOutOfRangeSeed: shares that agree on one polynomial
+// but whose secret is not a 16-byte seed (its last chunk has more than two
+// bytes, as a forged set of shares, all shifted alike, would give) are
+// refused with ErrInconsistentShares, not truncated into some seed.
+func TestCombineRefusesOutOfRangeSeed(t *testing.T) {
+	var secret [SecretLen]byte
+	secret[SecretLen-2], secret[SecretLen-1] = 0xff, 0xff
+	shares, err := Split(&secret, []uint32{1, 2, 3, 4}, 3, rand.NewChaCha8([32]byte{3}))
+	must(t, err)
+	got, err := Combine(shares, 3)
+	must(t, err)
+	if got != secret {
+		t.Fatal("wrong secret")
+	}
+	for i := range shares {
+		shares[i].Y[chunks-1] = addmod(shares[i].Y[chunks-1], 1) // the constant term + 1: chunk 0x10000
+	}
+	if _, err := Combine(shares, 3); !errors.Is(err, ErrInconsistentShares) {
+		t.Fatalf("a secret beyond 16 bytes: %v, want ErrInconsistentShares", err)
 	}
 }

@@ -63,6 +63,37 @@ const (
 	labelShareKey = "fedzip secagg v1 share key"
 )
 
+// Labels of the keys a client derives from its shared seeds.
+const (
+	labelMaskKey  = "fedzip secagg v2 mask key"
+	labelSelfMask = "fedzip secagg v2 self mask"
+)
+
+// seedKey expands a shared seed to a 32-byte key for one use
+// (HKDF-SHA256 with the label as info).
+func seedKey(seed *[SecretLen]byte, label string) [32]byte {
+	k, err := hkdf.Key(sha256.New, seed[:], nil, label, 32)
+	if err != nil {
+		panic("secagg: hkdf: " + err.Error()) // 32 bytes of SHA-256 never fail
+	}
+	return [32]byte(k)
+}
+
+// maskKeyFromSeed is the X25519 mask key s_sk a client derives from its
+// mask seed, which it shares; the server rebuilds it the same way.
+func maskKeyFromSeed(seed *[SecretLen]byte) *ecdh.PrivateKey {
+	k := seedKey(seed, labelMaskKey)
+	priv, err := ecdh.X25519().NewPrivateKey(k[:])
+	if err != nil {
+		panic("secagg: " + err.Error()) // every 32-byte string is an X25519 key
+	}
+	return priv
+}
+
+// selfMaskFromSeed is the PRG key of a client's self mask, from its
+// self-mask seed b, which it shares.
+func selfMaskFromSeed(b *[SecretLen]byte) [32]byte { return seedKey(b, labelSelfMask) }
+
 // derive runs X25519 between priv and pub and HKDF-SHA256 over the shared
 // secret with an info string naming the use, the session and the pair
 // (lower ID first).

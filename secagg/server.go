@@ -284,8 +284,9 @@ func (s *Server) AddUnmask(from uint64, m UnmaskResponse) error {
 }
 
 // Reconstruct rebuilds one secret of owner from the shares revealed so far:
-// its self-mask seed (SelfMaskShare) if it is a survivor, its mask key
-// (MaskKeyShare) if it dropped after sharing keys. Asking for the other
+// the key of its self mask (SelfMaskShare) if it is a survivor, its X25519
+// mask key s_sk (MaskKeyShare) if it dropped after sharing keys; each is
+// derived from the 16-byte seed the shares rebuild. Asking for the other
 // kind fails with ErrBothShares, so the server never holds both secrets of
 // one client. A mask key is checked against the public key its owner
 // advertised (ErrInconsistentShares).
@@ -307,16 +308,19 @@ func (s *Server) Reconstruct(owner uint64, kind ShareKind) ([32]byte, error) {
 	if kind == MaskKeyShare {
 		shares = s.sShares[owner]
 	}
-	secret, err := Combine(shares, s.g.p.T)
+	seed, err := Combine(shares, s.g.p.T)
 	if err != nil {
-		return secret, fmt.Errorf("client %d: %w", owner, err)
+		return [32]byte{}, fmt.Errorf("client %d: %w", owner, err)
 	}
+	secret := selfMaskFromSeed(&seed)
 	if kind == MaskKeyShare {
-		priv, err := ecdh.X25519().NewPrivateKey(secret[:])
-		if err != nil || [keyLen]byte(priv.PublicKey().Bytes()) != s.adverts[owner].SPK {
+		priv := maskKeyFromSeed(&seed)
+		if [keyLen]byte(priv.PublicKey().Bytes()) != s.adverts[owner].SPK {
 			return [32]byte{}, fmt.Errorf("%w: mask key of %d does not match its advert", ErrInconsistentShares, owner)
 		}
+		secret = [32]byte(priv.Bytes())
 	}
+	clear(seed[:])
 	s.recon[owner] = kind
 	return secret, nil
 }

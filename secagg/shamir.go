@@ -7,19 +7,27 @@ import (
 	"math/bits"
 )
 
-// Shamir secret sharing of 32-byte secrets over the field of the Mersenne
-// prime 2^61-1. A secret is cut into five chunks of at most 7 bytes (56
+// Shamir secret sharing of 16-byte secrets over the field of the Mersenne
+// prime 2^61-1. A secret is cut into three chunks of at most 7 bytes (56
 // bits, below the prime); each chunk is shared by its own random
 // polynomial of degree t-1, evaluated at the holders' x-coordinates. A share
-// is the holder's x and the five values.
+// is the holder's x and the three values.
+//
+// The secrets a client shares are 16-byte seeds (128 bits, the security
+// level of X25519): its mask key s_sk and its self-mask key are derived
+// from them (maskKeyFromSeed, selfMaskFromSeed). Sharing the 32-byte keys
+// themselves took five field elements a share; a seed takes three.
 
 // prime is the Mersenne prime 2^61-1.
 const prime = 1<<61 - 1
 
-// chunks is the number of field elements of a 32-byte secret.
-const chunks = 5
+// SecretLen is the length in bytes of a shared secret.
+const SecretLen = 16
 
-// Share is one holder's share of a 32-byte secret.
+// chunks is the number of field elements of a secret.
+const chunks = (SecretLen + 6) / 7
+
+// Share is one holder's share of a SecretLen-byte secret.
 type Share struct {
 	X uint32         // the holder's coordinate, 1 + its index in Params.IDs
 	Y [chunks]uint64 // one field element per 7-byte chunk, each < 2^61-1
@@ -65,14 +73,14 @@ func invmod(a uint64) uint64 {
 	return r
 }
 
-// secretChunks splits a secret into field elements: bytes 0..6, 7..13,
-// 14..20, 21..27 and 28..31, little-endian.
-func secretChunks(s *[32]byte) [chunks]uint64 {
+// secretChunks splits a secret into field elements: bytes 0..6, 7..13
+// and 14..15, little-endian.
+func secretChunks(s *[SecretLen]byte) [chunks]uint64 {
 	var c [chunks]uint64
 	var buf [8]byte
 	for i := range chunks {
 		clear(buf[:])
-		copy(buf[:7], s[7*i:min(7*i+7, 32)])
+		copy(buf[:7], s[7*i:min(7*i+7, SecretLen)])
 		c[i] = binary.LittleEndian.Uint64(buf[:])
 	}
 	return c
@@ -80,19 +88,16 @@ func secretChunks(s *[32]byte) [chunks]uint64 {
 
 // chunksSecret is the inverse of secretChunks; it fails if a chunk is too
 // large to have come from one.
-func chunksSecret(c [chunks]uint64) ([32]byte, bool) {
-	var s [32]byte
+func chunksSecret(c [chunks]uint64) ([SecretLen]byte, bool) {
+	var s [SecretLen]byte
 	var buf [8]byte
 	for i := range chunks {
-		limit := uint64(1) << 56
-		if i == chunks-1 {
-			limit = 1 << 32
-		}
+		limit := uint64(1) << (8 * (min(7*i+7, SecretLen) - 7*i))
 		if c[i] >= limit {
 			return s, false
 		}
 		binary.LittleEndian.PutUint64(buf[:], c[i])
-		copy(s[7*i:min(7*i+7, 32)], buf[:7])
+		copy(s[7*i:min(7*i+7, SecretLen)], buf[:7])
 	}
 	return s, true
 }
@@ -114,7 +119,7 @@ func randField(r io.Reader) (uint64, error) {
 // xs so that any t of the shares reconstruct it and t-1 reveal nothing. The
 // polynomials' coefficients are read from r. It panics if t is out of
 // range (a programmer error).
-func Split(secret *[32]byte, xs []uint32, t int, r io.Reader) ([]Share, error) {
+func Split(secret *[SecretLen]byte, xs []uint32, t int, r io.Reader) ([]Share, error) {
 	if t < 1 || t > len(xs) {
 		panic("secagg: Split: threshold out of range")
 	}
@@ -194,25 +199,25 @@ func (l *lagrange) at(w []uint64, z uint64) {
 // than giving a wrong secret. Fewer than t shares give ErrTooFewShares, a
 // repeated or zero coordinate ErrDuplicate or ErrCorrupt, a value outside
 // the field ErrCorrupt.
-func Combine(shares []Share, t int) ([32]byte, error) {
+func Combine(shares []Share, t int) ([SecretLen]byte, error) {
 	if t < 1 {
-		return [32]byte{}, fmt.Errorf("%w: threshold %d", ErrParams, t)
+		return [SecretLen]byte{}, fmt.Errorf("%w: threshold %d", ErrParams, t)
 	}
 	if len(shares) < t {
-		return [32]byte{}, fmt.Errorf("%w: %d of %d", ErrTooFewShares, len(shares), t)
+		return [SecretLen]byte{}, fmt.Errorf("%w: %d of %d", ErrTooFewShares, len(shares), t)
 	}
 	seen := make(map[uint32]bool, len(shares))
 	for _, s := range shares {
 		if s.X == 0 {
-			return [32]byte{}, fmt.Errorf("%w: share at x=0", ErrCorrupt)
+			return [SecretLen]byte{}, fmt.Errorf("%w: share at x=0", ErrCorrupt)
 		}
 		if seen[s.X] {
-			return [32]byte{}, fmt.Errorf("%w: two shares at x=%d", ErrDuplicate, s.X)
+			return [SecretLen]byte{}, fmt.Errorf("%w: two shares at x=%d", ErrDuplicate, s.X)
 		}
 		seen[s.X] = true
 		for _, y := range s.Y {
 			if y >= prime {
-				return [32]byte{}, fmt.Errorf("%w: share value out of field", ErrCorrupt)
+				return [SecretLen]byte{}, fmt.Errorf("%w: share value out of field", ErrCorrupt)
 			}
 		}
 	}
@@ -233,7 +238,7 @@ func Combine(shares []Share, t int) ([32]byte, error) {
 	w := make([]uint64, t)
 	for _, extra := range shares[t:] {
 		if l.at(w, uint64(extra.X)); eval(w) != extra.Y {
-			return [32]byte{}, fmt.Errorf("%w: share at x=%d is off the polynomial", ErrInconsistentShares, extra.X)
+			return [SecretLen]byte{}, fmt.Errorf("%w: share at x=%d is off the polynomial", ErrInconsistentShares, extra.X)
 		}
 	}
 	l.at(w, 0)

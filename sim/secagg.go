@@ -76,8 +76,11 @@ type secAggRun struct {
 	bound float64 // client-side L2 norm bound (0: none)
 	clip  float64 // this round's fixed-point clip
 	bits  int     // m: the masked values' width on the wire
-	store StateStore
-	idx   []int32 // this round's support
+	// narrow is set when m was set narrower than the worst case
+	// (Config.SecAggWidth): a sum may then wrap, and is counted.
+	narrow bool
+	store  StateStore
+	idx    []int32 // this round's support
 	// imp, with an announced support (runspec.SecAggSupport), is the
 	// server's estimate the support is announced from: blocks blocks of
 	// block coordinates, explore of them drawn at random from the round
@@ -114,7 +117,10 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if err := (secagg.FixedPoint{Clip: 1, Bits: sa.Bits}).Check(sel); err != nil {
 		return nil, fmt.Errorf("sim: --secagg-bits %d: %w", sa.Bits, err)
 	}
-	bits, _ := gradient.MaskedBits(sel, secagg.FixedPoint{Bits: sa.Bits}.Levels())
+	bits, _, err := secagg.MaskedWidth(int64(sel)*secagg.FixedPoint{Bits: sa.Bits}.Levels(), cfg.SecAggWidth)
+	if err != nil {
+		return nil, fmt.Errorf("sim: --secagg-width: %w", err)
+	}
 	bound, err := runspec.SecAggNormBound(cfg.Strategy)
 	if err != nil {
 		return nil, err
@@ -125,7 +131,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	}
 	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
 	s := &secAggRun{spec: *sa, drop: cfg.SecAggDropout, seed: cfg.TaskSeed, n: n, bound: bound, store: store,
-		idx: make([]int32, k), clip: sa.Clip, bits: bits, hook: cfg.secaggHook}
+		idx: make([]int32, k), clip: sa.Clip, bits: bits, narrow: cfg.SecAggWidth != 0, hook: cfg.secaggHook}
 	if s.clip == 0 {
 		s.clip = runspec.DefaultSecAggClip
 	}
@@ -248,8 +254,13 @@ func (s *secAggRun) unsend(i int, id round.ClientID) {
 }
 
 // secAggBytes are a round's protocol bytes: up from the clients, down to
-// them.
-type secAggBytes struct{ up, down int64 }
+// them, and the wrapped coordinates of its sum.
+type secAggBytes struct {
+	up, down int64
+	// wraps is the number of coordinates whose sum wrapped modulo 2^m
+	// (Config.SecAggWidth).
+	wraps int
+}
 
 func (b *secAggBytes) add(dst *int64, m encoding.BinaryMarshaler) error {
 	enc, err := m.MarshalBinary()
@@ -399,9 +410,7 @@ func (s *secAggRun) protocol(r, attempt int, sel []round.ClientID) ([]round.Clie
 		return nil, nil, by, err
 	}
 	// The sum is right modulo 2^m: read it as a signed m-bit integer.
-	for j, v := range sum {
-		sum[j] = uint32(int32(v<<(32-s.bits)) >> (32 - s.bits))
-	}
+	secagg.ReadSum(sum, s.bits)
 	// The simulator holds every input: check the protocol's sum.
 	surv := srv.Survivors()
 	plain := make([]uint32, len(s.idx))
@@ -418,9 +427,17 @@ func (s *secAggRun) protocol(r, attempt int, sel []round.ClientID) ([]round.Clie
 	if s.hook != nil {
 		s.hook(r, sel, survivors, sum, plain)
 	}
-	if !slices.Equal(sum, plain) {
-		return nil, nil, by, fmt.Errorf("secagg: round %d: the recovered sum is not the survivors' sum", r)
+	// It must be their plain sum modulo 2^m; where that leaves the
+	// signed m-bit range (only with a width narrower than the exact
+	// one), the coordinate wrapped and is counted.
+	wraps, err := secagg.CountWraps(sum, plain, s.bits)
+	if err != nil {
+		return nil, nil, by, fmt.Errorf("secagg: round %d: the recovered sum is not the survivors' sum: %w", r, err)
 	}
+	if wraps > 0 && !s.narrow {
+		return nil, nil, by, fmt.Errorf("secagg: round %d: %d coordinates of the sum wrapped at the exact masked width %d", r, wraps, s.bits)
+	}
+	by.wraps = wraps
 	mean := make([]float32, len(sum))
 	secagg.FixedPoint{Clip: float32(s.clip), Bits: s.spec.Bits}.Decode(mean, sum)
 	inv := 1 / float32(len(survivors))
@@ -476,6 +493,7 @@ func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global
 		met.UploadBytes += by.up
 		met.DownloadBytes += by.down
 		if err == nil {
+			met.SecAggWraps = by.wraps
 			break
 		}
 		if attempt+1 == maxSecAggAttempts || !(errors.Is(err, secagg.ErrTooFewShares) || errors.Is(err, secagg.ErrTooFewSurvivors)) {

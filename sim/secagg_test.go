@@ -147,9 +147,9 @@ func secAggBitIdentical(t *testing.T, support string) {
 }
 
 // TestSecAggBytes checks the bytes a round counts without dropouts against
-// the protocol's message sizes (docs/secagg.md): per client 94 + 161·k up
+// the protocol's message sizes (docs/secagg.md): per client 94 + 113·k up
 // for keys and shares, 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
-// m bits, 18 + 192·k down, on top of the dense model download.
+// m bits, 18 + 160·k down, on top of the dense model download.
 func TestSecAggBytes(t *testing.T) {
 	data, model := synthetic(t, 20)
 	init := make([]float32, model.NumParams())
@@ -167,10 +167,10 @@ func TestSecAggBytes(t *testing.T) {
 		t.Fatalf("masked values of %d bits", bits)
 	}
 	for _, m := range res.Rounds {
-		if want := n * (94 + 161*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
+		if want := n * (94 + 113*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
 			t.Errorf("round %d: %d bytes up, want %d", m.Round, m.UploadBytes, want)
 		}
-		if want := n*(18+192*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
+		if want := n*(18+160*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
 			t.Errorf("round %d: %d bytes down, want %d", m.Round, m.DownloadBytes, want)
 		}
 		if m.Survivors != 10 {
@@ -316,7 +316,7 @@ func TestSecAggAnnouncedReplay(t *testing.T) {
 		secagg.Scatter(want, mean, idx)
 		imp.Observe(r, idx, mean)
 		msg := secagg.AppendAnnounced(nil, top, secagg.NumBlocks(n, 4))
-		if got, w := res.Rounds[r-1].DownloadBytes, int64(10*(18+192*4)+10*4*n+10*len(msg)); got != w {
+		if got, w := res.Rounds[r-1].DownloadBytes, int64(10*(18+160*4)+10*4*n+10*len(msg)); got != w {
 			t.Errorf("round %d: %d bytes down, want %d with the announced support's %d each", r, got, w, len(msg))
 		}
 	}
@@ -326,6 +326,70 @@ func TestSecAggAnnouncedReplay(t *testing.T) {
 	for i := range want {
 		if d := math.Abs(float64(res.Model[i] - want[i])); d > 1e-5 {
 			t.Fatalf("parameter %d = %v, the replay of the published means gives %v", i, res.Model[i], want[i])
+		}
+	}
+}
+
+// TestSecAggWraps runs with masked values narrower than the worst case
+// (Config.SecAggWidth) and checks, in every round, that the recovered sum
+// is the survivors' plain sum wherever that lies in the signed m-bit range
+// and within the range everywhere, that Metrics.SecAggWraps counts
+// exactly the coordinates outside it, and that the upload shrinks to m
+// bits a value; at the exact width (0) nothing wraps.
+func TestSecAggWraps(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	run := func(width int) (*Result, []int) {
+		cfg := secAggConfig(3)
+		cfg.EvalEvery = 0
+		cfg.SecAggWidth = width
+		m := width
+		if m == 0 {
+			m = 16 // 12-bit codes from 10 clients
+		}
+		lo, hi := -(int64(1) << (m - 1)), int64(1)<<(m-1)-1
+		var wraps []int
+		cfg.secaggHook = func(r int, selected, survivors []round.ClientID, sum, plain []uint32) {
+			n := 0
+			for j := range sum {
+				p, s := int64(int32(plain[j])), int64(int32(sum[j]))
+				if s < lo || s > hi {
+					t.Fatalf("width %d, round %d: coordinate %d reads %d, outside the range", width, r, j, s)
+				}
+				if p < lo || p > hi {
+					n++
+				} else if s != p {
+					t.Fatalf("width %d, round %d: coordinate %d reads %d, its sum %d is in range", width, r, j, s, p)
+				}
+			}
+			wraps = append(wraps, n)
+		}
+		res, err := Run(context.Background(), cfg, model, init, data, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, wraps
+	}
+	exact, none := run(0)
+	narrow, wraps := run(8)
+	total := 0
+	for i, m := range narrow.Rounds {
+		if m.SecAggWraps != wraps[i] {
+			t.Errorf("round %d: secagg_wraps %d, the hook counted %d", m.Round, m.SecAggWraps, wraps[i])
+		}
+		total += m.SecAggWraps
+		d := int64(math.Round(0.2 * float64(model.NumParams())))
+		if saved := exact.Rounds[i].UploadBytes - m.UploadBytes; saved != 10*(((16*d+7)/8)-((8*d+7)/8)) {
+			t.Errorf("round %d: %d bytes saved, want 10 clients' 8 bits of %d values", m.Round, saved, d)
+		}
+	}
+	if total == 0 {
+		t.Fatal("12-bit codes in 8 bits: no coordinate wrapped; the test does not exercise wrapping")
+	}
+	for i, m := range exact.Rounds {
+		if m.SecAggWraps != 0 || none[i] != 0 {
+			t.Errorf("round %d at the exact width: %d wraps (hook %d)", m.Round, m.SecAggWraps, none[i])
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"math"
 
 	"github.com/fedzip/fedzip/aggregate"
-	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/secagg"
 )
 
@@ -35,9 +34,9 @@ func (s *secAggRun) setDP(cfg Config, sel, k int) error {
 	if err := ddp.CheckSum(fp, sel, k); err != nil {
 		return fmt.Errorf("sim: --secagg-dp-noise %v with %d clients a round and --secagg-bits %d: %w", d.Noise, sel, s.spec.Bits, err)
 	}
-	bits, ok := gradient.MaskedBits(1, ddp.SumBound(fp, sel, k))
-	if !ok {
-		return fmt.Errorf("sim: --secagg-dp-noise %v: the noisy sum needs more than 32 bits", d.Noise)
+	bits, _, err := secagg.MaskedWidth(ddp.SumBound(fp, sel, k), cfg.SecAggWidth)
+	if err != nil {
+		return fmt.Errorf("sim: --secagg-dp-noise %v: %w", d.Noise, err)
 	}
 	delta := cfg.DPDelta
 	if delta == 0 {

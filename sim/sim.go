@@ -74,6 +74,12 @@ type Config struct {
 	// SecAggDropout drops clients out of the secure aggregation protocol
 	// when Spec.SecAgg is set (see secagg.go).
 	SecAggDropout SecAggDropout
+	// SecAggWidth, with Spec.SecAgg, is the width m in bits of the masked
+	// values (secagg.MaskedWidth): 0 (the default) is the least width that
+	// holds the worst-case sum, so no coordinate wraps; a narrower width
+	// saves upload bytes, and a coordinate whose sum leaves the signed
+	// m-bit range wraps modulo 2^m and is counted (Metrics.SecAggWraps).
+	SecAggWidth int
 
 	// downloadHook, if set (tests), sees every download message.
 	downloadHook func(id round.ClientID, have int, msg []byte, model []float32)
@@ -185,6 +191,11 @@ type Metrics struct {
 	// the support, in the model's units; Epsilon is then the privacy the
 	// rounds so far spent (secagg.RDP, at Config.DPDelta).
 	SecAggDPNoise float64 `json:"secagg_dp_noise,omitempty"`
+	// SecAggWraps is, with secure aggregation, the number of coordinates
+	// of the round's sum that wrapped modulo 2^m (Config.SecAggWidth
+	// narrower than the worst case): each decoded as its true sum minus a
+	// multiple of 2^m, within the signed m-bit range.
+	SecAggWraps int `json:"secagg_wraps,omitempty"`
 	// Refused is the number of selected clients whose update was refused
 	// (see Run: values that are not finite, or that the coordinator's
 	// decoder or the round machine refuses) and RefusedAttackers the

@@ -52,7 +52,11 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	if nb := res.GetNormBound(); !(nb >= 0) || math.IsInf(nb, 0) {
 		return nil, fmt.Errorf("%w: norm bound %v", ErrTaskRefused, nb)
 	}
-	g, err := secagg.NewGraph(secagg.Params{Session: res.GetSession(), IDs: res.GetIds(), K: int(res.GetNeighbours()), T: int(res.GetThreshold()),
+	idx, session, err := taskSupport(res, len(delta))
+	if err != nil {
+		return nil, err
+	}
+	g, err := secagg.NewGraph(secagg.Params{Session: session, IDs: res.GetIds(), K: int(res.GetNeighbours()), T: int(res.GetThreshold()),
 		D: d, GraphSeed: res.GetGraphSeed()})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
@@ -63,10 +67,37 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	}
 	m := int(res.GetMaskBits())
 	p := &secAggPeer{Peer: secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return PackMasked(y, m) }),
-		idx: make([]int32, d), codes: make([]uint32, d), sent: make([]float32, d)}
-	secagg.Support(p.idx, len(delta), res.GetSupportSeed())
+		idx: idx, codes: make([]uint32, d), sent: make([]float32, d)}
 	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed, nil)
 	return p, nil
+}
+
+// taskSupport returns the round's support of dim coordinates of a model
+// of n parameters and the session to run the protocol under: the random
+// support from support_seed under the task's session, or with an
+// announced support (announce_block > 0), the support rebuilt from the
+// announcement, which is bounded before it is decoded, and the session
+// bound to it (secagg.Announcement.Support).
+func taskSupport(res *fedzippb.SecAggStepResponse, n int) ([]int32, uint64, error) {
+	d := int(res.GetDim())
+	if d < 1 || d > n {
+		return nil, 0, fmt.Errorf("%w: a support of %d coordinates for a model of %d", ErrTaskRefused, d, n)
+	}
+	if res.GetAnnounceBlock() == 0 {
+		idx := make([]int32, d)
+		secagg.Support(idx, n, res.GetSupportSeed())
+		return idx, res.GetSession(), nil
+	}
+	a := secagg.Announcement{Msg: res.GetAnnounced(), Block: int(min(res.GetAnnounceBlock(), secagg.MaxDim+1)),
+		Blocks: int(min(res.GetAnnounceBlocks(), secagg.MaxDim+1)), Explore: int(min(res.GetAnnounceExplore(), secagg.MaxDim+1))}
+	idx, session, err := a.Support(n, res.GetSession(), res.GetSupportSeed())
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	if len(idx) != d {
+		return nil, 0, fmt.Errorf("%w: an announced support of %d coordinates, the task says %d", ErrTaskRefused, len(idx), d)
+	}
+	return idx, session, nil
 }
 
 // PackMasked encodes a masked-input step message as SecAggStep carries

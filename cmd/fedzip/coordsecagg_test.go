@@ -1,8 +1,10 @@
 package main
 
 import (
+	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCoordinatorBadSecAggFlags: a coordinator refuses, before it starts,
@@ -20,7 +22,7 @@ func TestCoordinatorBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-bits", "25"},
 		{"--secagg", "--secagg-neighbours", "4"},
 		{"--secagg", "--deadline", "0s"},
-		{"--secagg", "--secagg-support", "announced"},
+		{"--secagg", "--secagg-support", "announced,block=0"},
 		{"--secagg", "--secagg-support", "bogus"},
 	} {
 		code, _, stderr := runCmd(append([]string{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration",
@@ -31,5 +33,25 @@ func TestCoordinatorBadSecAggFlags(t *testing.T) {
 		if n := strings.Count(strings.TrimRight(stderr, "\n"), "\n"); n != 0 || stderr == "" {
 			t.Errorf("%v: want one line on stderr, got %q", args, stderr)
 		}
+	}
+}
+
+// TestCoordinatorSecAggAnnounced: --secagg-support announced is a
+// coordinator's run as it is the simulator's: the run it commits carries
+// the support, with its options, and passes the FSM's checks.
+func TestCoordinatorSecAggAnnounced(t *testing.T) {
+	var f coordinatorFlags
+	fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+	addRunFlags(fs, &f.runFlags)
+	if err := fs.Parse([]string{"--dataset", "synthetic", "--model", "mlp:16", "--secagg", "--secagg-support", "announced,explore=0.5,block=8"}); err != nil {
+		t.Fatal(err)
+	}
+	f.deadline = time.Minute
+	run, err := f.runConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if run.SecAgg == nil || run.SecAgg.Support != "announced,explore=0.5,block=8" {
+		t.Fatalf("the run's secure aggregation: %+v", run.SecAgg)
 	}
 }

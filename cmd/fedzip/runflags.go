@@ -63,7 +63,7 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.IntVar(&r.fedEvalEvery, "fed-eval-every", 0, "federated evaluation: every N rounds (rounds 1, 1+N, ...) the selected clients evaluate the model they train from on their held-out examples (--holdout) and report it with their update (0: off)")
 	fs.BoolVar(&r.secagg, "secagg", false, "aggregate each round by secure aggregation (SecAgg+): clients send fixed-point values on one random-k support, masked; the server learns only their sum (docs/secagg.md)")
 	fs.Float64Var(&r.secaggK, "secagg-k", runspec.DefaultSecAggFraction, "--secagg: fraction of the coordinates on the round's shared random-k support")
-	fs.StringVar(&r.secaggSupport, "secagg-support", "random", "--secagg: the round's shared support: random (random-k from the round seed) or announced[,explore=F,block=B] (the server's top coordinates from its published aggregates, a fraction F random; simulate only; docs/secagg.md)")
+	fs.StringVar(&r.secaggSupport, "secagg-support", "random", "--secagg: the round's shared support: random (random-k from the round seed) or announced[,explore=F,block=B] (the server's top blocks of B coordinates from its published aggregates, a fraction F of the blocks random; clients receive the announcement with their task and bind the protocol to it; docs/secagg.md)")
 	fs.IntVar(&r.secaggBits, "secagg-bits", runspec.DefaultSecAggBits, "--secagg: fixed-point bits b of each value (n·2^b ≤ 2^32)")
 	fs.Float64Var(&r.secaggClip, "secagg-clip", 0, "--secagg: fixed-point range [-clip, clip] (0: 8× the RMS of the last round's mean update)")
 	fs.IntVar(&r.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")

@@ -39,7 +39,7 @@ func TestSimulateSecAggDP(t *testing.T) {
 	}
 }
 
-// TestSimulateBadSecAggDPFlags: distributed DP settings a run cannot use
+// TestSimulateBadSecAggDPFlags: distributed DP and masked width settings a run cannot use
 // exit 2 with one line on stderr.
 func TestSimulateBadSecAggDPFlags(t *testing.T) {
 	for _, args := range [][]string{
@@ -48,6 +48,10 @@ func TestSimulateBadSecAggDPFlags(t *testing.T) {
 		{"--secagg", "--secagg-clip", "0.05", "--secagg-dp-noise", "1"}, // no L2 clip
 		{"--secagg", "--secagg-clip", "0.05", "--secagg-dp-clip", "1"},  // no noise
 		{"--secagg", "--secagg-clip", "0.05", "--secagg-dp-noise", "-1", "--secagg-dp-clip", "1"},
+		{"--secagg-width", "5"},             // masked width without --secagg
+		{"--secagg", "--secagg-width", "1"}, // below 2 bits
+		{"--secagg", "--secagg-width", "33"},
+		{"--secagg", "--secagg-width", "-4"},
 	} {
 		code, _, stderr := runCmd(append([]string{"simulate", "--dataset", "synthetic"}, args...)...)
 		if code != exitUsage {

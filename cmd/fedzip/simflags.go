@@ -12,6 +12,7 @@ import (
 	"github.com/fedzip/fedzip/internal/workdir"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
 	"github.com/fedzip/fedzip/sim"
 )
 
@@ -36,6 +37,7 @@ type simulateFlags struct {
 	secaggDrop                         float64
 	secaggDropStep                     string
 	secaggDPNoise, secaggDPClip        float64
+	secaggWidth                        int
 }
 
 func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
@@ -73,6 +75,7 @@ func simulateFlagSet(f *simulateFlags) *flag.FlagSet {
 	fs.Float64Var(&f.secaggDrop, "secagg-dropout", 0, "--secagg: probability that a selected client drops out of the protocol, seeded")
 	fs.Float64Var(&f.secaggDPNoise, "secagg-dp-noise", 0, "--secagg: distributed DP: noise multiplier z of the discrete Gaussian noise the clients add (0: none; needs --secagg-dp-clip; docs/secagg.md)")
 	fs.Float64Var(&f.secaggDPClip, "secagg-dp-clip", 0, "--secagg: distributed DP: L2 norm each client clips its vector on the support to")
+	fs.IntVar(&f.secaggWidth, "secagg-width", 0, "--secagg: width m in bits of the masked values (0: the least that holds every sum; narrower wraps a coordinate whose sum leaves the signed m-bit range, counted as secagg_wraps; docs/secagg.md)")
 	fs.StringVar(&f.secaggDropStep, "secagg-dropout-step", "random", "--secagg: the step clients drop at: "+strings.Join(sim.SecAggDropSteps, ", "))
 	fs.StringVar(&f.uiToken, "ui-token", "", "token the dashboard's data requires; open the page as /?token=TOKEN (empty: none)")
 	return fs
@@ -101,8 +104,11 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 			return sim.Config{}, err
 		}
-	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 {
-		return sim.Config{}, fmt.Errorf("--secagg-dp-noise and --secagg-dp-clip need --secagg")
+		if _, _, err := secagg.MaskedWidth(0, f.secaggWidth); err != nil {
+			return sim.Config{}, fmt.Errorf("--secagg-width %d: %w", f.secaggWidth, err)
+		}
+	} else if f.secaggDPNoise != 0 || f.secaggDPClip != 0 || f.secaggWidth != 0 {
+		return sim.Config{}, fmt.Errorf("--secagg-dp-noise, --secagg-dp-clip and --secagg-width need --secagg")
 	}
 	if err := spec.CheckClients(f.clients); err != nil {
 		return sim.Config{}, err
@@ -112,7 +118,8 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	return sim.Config{Spec: spec, Workers: workers, EvalEvery: f.evalEvery, EvalLast: f.evalLast, StateStore: f.stateStore, EvalGlobal: f.evalGlobal,
-		Attack: f.attackConfig(), DPDelta: f.dpDelta, SecAggDropout: sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}}, nil
+		Attack: f.attackConfig(), DPDelta: f.dpDelta, SecAggDropout: sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep},
+		SecAggWidth: f.secaggWidth}, nil
 }
 
 // validate checks the flags that are the simulator's, not the run's.

@@ -159,7 +159,7 @@ func (b roundBytes) attrs() []any {
 	t, a := b.round, b.all
 	return []any{"total_bytes", t.TotalBytes(), "total_ratio", round2(t.TotalRatio()),
 		"upload_bytes", t.UploadBytes, "download_bytes", t.DownloadBytes, "downloads", t.Downloads,
-		"upload_payload_bytes", t.BytesIn, "download_payload_bytes", t.BytesOut,
+		"upload_payload_bytes", t.BytesIn, "download_payload_bytes", t.BytesOut, "announced_bytes", t.AnnouncedBytes,
 		"wire_bytes", b.wireIn + b.wireOut, "wire_in_bytes", b.wireIn, "wire_out_bytes", b.wireOut,
 		"cumulative_total_bytes", a.TotalBytes(), "cumulative_total_ratio", round2(a.TotalRatio()), "cumulative_wire_bytes", b.wireAll}
 }

@@ -1284,9 +1284,23 @@ type SecAggStepResponse struct {
 	// the client's sealed shares at step 2, its unmask request at step 3.
 	Message []byte `protobuf:"bytes,15,opt,name=message,proto3" json:"message,omitempty"`
 	// answered says the step has the client's message.
-	Answered      bool `protobuf:"varint,16,opt,name=answered,proto3" json:"answered,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Answered bool `protobuf:"varint,16,opt,name=answered,proto3" json:"answered,omitempty"`
+	// With an announced support (--secagg-support announced), announce_block
+	// is its block size in coordinates (0: a random support, drawn from
+	// support_seed), announce_blocks the blocks on it and announce_explore
+	// how many of those are drawn from support_seed. announced is, at step 0
+	// only, the other blocks (secagg.AppendAnnounced: a kind byte, a count,
+	// Rice-coded gaps or a bitmap); a client bounds it by
+	// secagg.MaxAnnouncedLen before it decodes it. The support is then dim
+	// coordinates, and session is the round's session before the client
+	// binds it to the support it rebuilt (secagg.BindSupport), so that a
+	// client announced another support than the others gets other masks.
+	Announced       []byte `protobuf:"bytes,17,opt,name=announced,proto3" json:"announced,omitempty"`
+	AnnounceBlock   uint32 `protobuf:"varint,18,opt,name=announce_block,json=announceBlock,proto3" json:"announce_block,omitempty"`
+	AnnounceBlocks  uint32 `protobuf:"varint,19,opt,name=announce_blocks,json=announceBlocks,proto3" json:"announce_blocks,omitempty"`
+	AnnounceExplore uint32 `protobuf:"varint,20,opt,name=announce_explore,json=announceExplore,proto3" json:"announce_explore,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SecAggStepResponse) Reset() {
@@ -1429,6 +1443,34 @@ func (x *SecAggStepResponse) GetAnswered() bool {
 		return x.Answered
 	}
 	return false
+}
+
+func (x *SecAggStepResponse) GetAnnounced() []byte {
+	if x != nil {
+		return x.Announced
+	}
+	return nil
+}
+
+func (x *SecAggStepResponse) GetAnnounceBlock() uint32 {
+	if x != nil {
+		return x.AnnounceBlock
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetAnnounceBlocks() uint32 {
+	if x != nil {
+		return x.AnnounceBlocks
+	}
+	return 0
+}
+
+func (x *SecAggStepResponse) GetAnnounceExplore() uint32 {
+	if x != nil {
+		return x.AnnounceExplore
+	}
+	return 0
 }
 
 // ClusterStatusRequest asks for the cluster's state.
@@ -2077,7 +2119,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x14\n" +
 	"\x05round\x18\x02 \x01(\x04R\x05round\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\rR\x04step\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\fR\amessage\"\xce\x03\n" +
+	"\amessage\x18\x04 \x01(\fR\amessage\"\xe7\x04\n" +
 	"\x12SecAggStepResponse\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\rR\x04step\x126\n" +
@@ -2099,7 +2141,11 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\n" +
 	"norm_bound\x18\x0e \x01(\x01R\tnormBound\x12\x18\n" +
 	"\amessage\x18\x0f \x01(\fR\amessage\x12\x1a\n" +
-	"\banswered\x18\x10 \x01(\bR\banswered\"\x16\n" +
+	"\banswered\x18\x10 \x01(\bR\banswered\x12\x1c\n" +
+	"\tannounced\x18\x11 \x01(\fR\tannounced\x12%\n" +
+	"\x0eannounce_block\x18\x12 \x01(\rR\rannounceBlock\x12'\n" +
+	"\x0fannounce_blocks\x18\x13 \x01(\rR\x0eannounceBlocks\x12)\n" +
+	"\x10announce_explore\x18\x14 \x01(\rR\x0fannounceExplore\"\x16\n" +
 	"\x14ClusterStatusRequest\"\xb3\x02\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
