@@ -7,10 +7,12 @@ package nn
 // bounds the memory a model spec from the network asks for before making
 // its Scratch. The labels (batch bytes) are not counted. The count is a
 // uint64 so that no batch and model overflow it; it panics unless m is an
-// *MLP or a *Net.
+// *MLP, a *Net or a ScratchSizer.
 func ScratchFloats(m Model, batch int) uint64 {
 	b := uint64(max(batch, 0))
 	switch m := m.(type) {
+	case ScratchSizer:
+		return m.ScratchFloats(batch)
 	case *MLP:
 		var sum, widest uint64
 		for _, s := range m.sizes {
@@ -50,7 +52,15 @@ func ScratchFloats(m Model, batch int) uint64 {
 		}
 		return total + 2*b*widest + scratch + gn
 	}
-	panic("nn: ScratchFloats: a model that is neither an MLP nor a Net")
+	panic("nn: ScratchFloats: a model that is neither an MLP, a Net nor a ScratchSizer")
+}
+
+// ScratchSizer is a Model other than an *MLP or a *Net (one that wraps
+// another, say) that gives ScratchFloats its count: what its Scratch(batch)
+// allocates, counted as ScratchFloats counts.
+type ScratchSizer interface {
+	Model
+	ScratchFloats(batch int) uint64
 }
 
 // BatchWithin returns the largest batch, between 1 and most, whose Scratch

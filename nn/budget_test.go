@@ -82,3 +82,26 @@ func TestBatchWithin(t *testing.T) {
 		}
 	}
 }
+
+// wrapped is a Model around another, as a user might write one.
+type wrapped struct{ Model }
+
+func (w wrapped) ScratchFloats(batch int) uint64 { return ScratchFloats(w.Model, batch) }
+
+// TestScratchFloatsSizer: a ScratchSizer gives its own count, which
+// BatchWithin uses; a Model that is none of the three still panics.
+func TestScratchFloatsSizer(t *testing.T) {
+	mlp, _ := ParseModel("2nn", Flat(784), 10)
+	if got, want := ScratchFloats(wrapped{mlp}, 37), ScratchFloats(mlp, 37); got != want {
+		t.Fatalf("ScratchFloats(wrapped) = %d, want %d", got, want)
+	}
+	if got, want := BatchWithin(wrapped{mlp}, 1<<16, 250), BatchWithin(mlp, 1<<16, 250); got != want {
+		t.Fatalf("BatchWithin(wrapped) = %d, want %d", got, want)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("ScratchFloats of an unknown Model did not panic")
+		}
+	}()
+	ScratchFloats(struct{ Model }{mlp}, 1)
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/nn"
+	"github.com/fedzip/fedzip/report"
+	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/sim"
+)
+
+// supportModel is an nn.Model whose clients train only the coordinates of
+// the current round's support: its scratch zeroes the gradient elsewhere,
+// so a client's SGD (nn.Trainer, which then takes the unfused step) moves
+// nothing off the support and its update is zero there. A client knows
+// the support before it trains, since it is drawn from the round seed.
+// The round is set between rounds (Restrict.Observe, as sim.Run's
+// observe), when no client trains.
+type supportModel struct {
+	nn.Model
+	r *Restrict
+}
+
+// Restrict holds the support the clients of the current round train on.
+type Restrict struct {
+	seed     uint64
+	fraction float64
+	idx      []int32
+	on       []bool
+}
+
+// NewRestrict returns the support of round 1 of a run with seed, for a
+// model of d parameters and supports of fraction of them.
+func NewRestrict(d int, seed uint64, fraction float64) *Restrict {
+	s := &Restrict{seed: seed, fraction: fraction, idx: make([]int32, SupportLen(d, fraction)), on: make([]bool, d)}
+	s.set(1)
+	return s
+}
+
+// Observe makes the support of the round after m's the current one: pass
+// it to sim.Run as its observe function.
+func (s *Restrict) Observe(m sim.Metrics) { s.set(m.Round + 1) }
+
+// set makes round r's support the current one.
+func (s *Restrict) set(r int) {
+	for _, j := range s.idx {
+		s.on[j] = false
+	}
+	SupportOf(s.idx, len(s.on), s.seed, r)
+	for _, j := range s.idx {
+		s.on[j] = true
+	}
+}
+
+// ScratchFloats is the wrapped model's (nn.ScratchSizer): the simulator
+// sizes its evaluation batch by it.
+func (m supportModel) ScratchFloats(batch int) uint64 { return nn.ScratchFloats(m.Model, batch) }
+
+func (m supportModel) Scratch(batch int) nn.Scratch {
+	return supportScratch{Scratch: m.Model.Scratch(batch), on: m.r.on}
+}
+
+// supportScratch is a Scratch whose gradients are zero off the support.
+// It does not have the fused SGD step, so nn.Trainer goes through LossGrad.
+type supportScratch struct {
+	nn.Scratch
+	on []bool
+}
+
+func (s supportScratch) LossGrad(params, grad []float32, n int) float64 {
+	loss := s.Scratch.LossGrad(params, grad, n)
+	for j, on := range s.on {
+		if !on {
+			grad[j] = 0
+		}
+	}
+	return loss
+}
+
+// FedRun is one 'fedzip simulate --secagg' run on the iid 2NN (100
+// clients, 10 a round, one worker, dense downloads), optionally with
+// clients that train only the round's support (Restrict).
+type FedRun struct {
+	Seed                 uint64
+	Rounds               int
+	Strategy             string
+	LR, Momentum         float64
+	Epochs, Batch        int
+	Fraction             float64 // --secagg-k
+	Bits                 int     // --secagg-bits
+	Clip                 float64 // --secagg-clip (0: automatic)
+	Restrict             bool
+	Target               float64
+	DataDir              string
+	Clients, ClientRound int
+}
+
+// Run runs it and returns the simulator's summary, the one 'fedzip
+// simulate -o json' prints, and the rounds' metrics.
+func (f FedRun) Run(ctx context.Context) (*report.Simulation, []sim.Metrics, error) {
+	fed, err := dataset.Spec{Dataset: "mnist", DataDir: f.DataDir, Clients: f.Clients, Partition: "iid", Seed: f.Seed}.Load()
+	if err != nil {
+		return nil, nil, err
+	}
+	spec := runspec.Spec{Model: "2nn", Classes: fed.Train.Classes, InitSeed: f.Seed, Strategy: runspec.SecAggStrategy(f.Strategy),
+		Round:    round.Config{Fraction: float64(f.ClientRound) / float64(f.Clients), Rounds: f.Rounds, Seed: f.Seed},
+		TaskSeed: f.Seed, LocalEpochs: f.Epochs, BatchSize: f.Batch, LR: f.LR, Momentum: f.Momentum,
+		SecAgg: &runspec.SecAgg{Fraction: f.Fraction, Bits: f.Bits, Clip: f.Clip}}
+	spec.SetInput(nn.Flat(fed.Train.Dim))
+	if err := spec.Validate(); err != nil {
+		return nil, nil, err
+	}
+	base, err := spec.Network()
+	if err != nil {
+		return nil, nil, err
+	}
+	init := make([]float32, base.NumParams())
+	base.Init(init, spec.InitSeed)
+	model := base
+	var rs *Restrict
+	if f.Restrict {
+		rs = NewRestrict(base.NumParams(), f.Seed, f.Fraction)
+		model = supportModel{Model: base, r: rs}
+	}
+	data := sim.DataOf(fed)
+	codec := fmt.Sprintf("secagg randk=%g,bits=%d", f.Fraction, f.Bits)
+	if f.Restrict {
+		codec += ", clients train the support only"
+	}
+	s := report.Simulation{Dataset: "mnist", Model: base.Name(), Params: base.NumParams(), Clients: len(data.Parts), Rounds: f.Rounds,
+		Target: f.Target, Workers: 1, UploadCodec: codec, DownloadCodec: "none", Strategy: spec.Strategy, Partition: "iid"}
+	var mets []sim.Metrics
+	start := time.Now()
+	_, err = sim.Run(ctx, sim.Config{Spec: spec, Workers: 1, EvalEvery: 1}, model, init, data, func(m sim.Metrics) {
+		s.Add(m)
+		mets = append(mets, m)
+		if rs != nil {
+			rs.Observe(m)
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	s.Finish(time.Since(start).Seconds())
+	return &s, mets, nil
+}
