@@ -352,11 +352,11 @@ func (s *saRound) maxMessage(step int) int {
 	case SecAggAdvertise:
 		return 128
 	case SecAggShare:
-		return 64 + 112*k
+		return 64 + 80*k
 	case SecAggMasked:
 		return 64 + (s.bits*len(s.idx)+7)/8
 	}
-	return 64 + 49*k
+	return 64 + 33*k
 }
 
 // saDecode decodes a client's step message and checks that it speaks for
