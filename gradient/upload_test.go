@@ -133,3 +133,29 @@ func FuzzUploadDecoder(f *testing.F) {
 		}
 	})
 }
+
+// TestUploadDecoderDenseRunRefusesSparseForm: in a run whose upload codec
+// is "none", a client that sends a top-k message still gets its update
+// decoded dense, so that no client can choose the form of its update (a
+// round with a sparse update is scored on the whole model by
+// reputation-skip-head, which the client would otherwise switch on).
+func TestUploadDecoderDenseRunRefusesSparseForm(t *testing.T) {
+	const n = 1000
+	delta := genDelta(make([]float32, n), 3, 1)
+	msg, _, err := mustEncoder(t, "topk=0.01,bits=8", n).Encode(nil, delta, 1, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := NewUploadDecoder("none", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sc UploadScratch
+	u, err := d.Decode(&sc, n, msg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.IsSparse() || len(u.Delta) != n {
+		t.Fatalf("a top-k message in a dense run decoded sparse (%d dense values)", len(u.Delta))
+	}
+}
