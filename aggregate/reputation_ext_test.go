@@ -13,7 +13,12 @@ import (
 // updates excluded.
 func exclusions(t *testing.T, spec string, ups [][]Update, ids [][]uint64, attackers []uint64) (caught, attackerUps, honestDropped int) {
 	t.Helper()
-	s := mustParse(t, spec)
+	return exclusionsOf(t, mustParse(t, spec), ups, ids, attackers)
+}
+
+// exclusionsOf is exclusions with the strategy built.
+func exclusionsOf(t *testing.T, s Strategy, ups [][]Update, ids [][]uint64, attackers []uint64) (caught, attackerUps, honestDropped int) {
+	t.Helper()
 	n := len(ups[0][0].Delta)
 	g := make([]float32, n)
 	for rd := range ups {

@@ -56,10 +56,9 @@ func headShapes(body, classes int) [][]int {
 	return [][]int{{1, body - 1}, {1}, {1, classes - 1}, {1}}
 }
 
-// runHead runs the rounds through spec (shapes set when shapes is not nil)
-// and returns, over the second half of the rounds, the attacker updates
-// excluded, all attacker updates, and the honest updates excluded.
-func runHead(t *testing.T, spec string, shapes [][]int, ups [][]Update, ids [][]uint64, n int, attackers []uint64) (caught, total, honest int) {
+// runHead runs the rounds through spec, with the shapes set when shapes
+// is not nil, and counts what exclusions counts.
+func runHead(t *testing.T, spec string, shapes [][]int, ups [][]Update, ids [][]uint64, attackers []uint64) (caught, total, honest int) {
 	t.Helper()
 	s := mustParse(t, spec)
 	if shapes != nil {
@@ -67,32 +66,7 @@ func runHead(t *testing.T, spec string, shapes [][]int, ups [][]Update, ids [][]
 			t.Fatal(err)
 		}
 	}
-	g := make([]float32, n)
-	for rd := range ups {
-		acc := s.Begin(n)
-		for _, u := range ups[rd] {
-			if err := acc.Add(u); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := acc.Apply(g); err != nil {
-			t.Fatal(err)
-		}
-		ex := acc.(Excluder).Excluded()
-		for j, id := range ids[rd] {
-			bad := slices.Contains(attackers, id)
-			if rd >= len(ups)/2 && bad {
-				total++
-				if slices.Contains(ex, j) {
-					caught++
-				}
-			}
-			if !bad && slices.Contains(ex, j) {
-				honest++
-			}
-		}
-	}
-	return caught, total, honest
+	return exclusionsOf(t, s, ups, ids, attackers)
 }
 
 // TestReputationSkipHeadCatchesSignFlipping: on label-skewed rounds whose
@@ -100,18 +74,16 @@ func runHead(t *testing.T, spec string, shapes [][]int, ups [][]Update, ids [][]
 // the others in the head and a reversed one agrees there, so agreement
 // over the whole model misses the sign flippers; scored without the head
 // (reputation-skip-head) it excludes every one of them in the second half
-// of the rounds, and no honest client.
+// of the rounds, and no honest client there.
 func TestReputationSkipHeadCatchesSignFlipping(t *testing.T) {
 	const body, classes, k, rounds = 40, 10, 10, 60
 	attackers := []uint64{3, 17, 25}
 	ups, ids := headRounds(1, rounds, body, classes, k, attackers...)
-	n := body + classes
-
-	caught, total, honest := runHead(t, "median,reputation=2,reputation-skip-head=true", headShapes(body, classes), ups, ids, n, attackers)
+	caught, total, honest := runHead(t, "median,reputation=2,reputation-skip-head=true", headShapes(body, classes), ups, ids, attackers)
 	if total == 0 || caught != total || honest != 0 {
 		t.Errorf("skip-head: %d of %d attacker updates excluded, %d honest updates excluded; want all and none", caught, total, honest)
 	}
-	whole, total, _ := runHead(t, "median,reputation=2", nil, ups, ids, n, attackers)
+	whole, total, _ := runHead(t, "median,reputation=2", nil, ups, ids, attackers)
 	if whole > total/2 {
 		t.Errorf("whole model: %d of %d attacker updates excluded; the head should hide them (the test no longer tells the two apart)", whole, total)
 	}
