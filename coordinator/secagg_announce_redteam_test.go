@@ -38,17 +38,12 @@ func saRestoreFrom(t *testing.T, s snapshot) (*FSM, error) {
 	return g, g.Restore(nopCloser{&buf})
 }
 
-// saAnnouncedRound1 runs round 1 of an announced run of n clients to its
-// close and opens round 2; it returns the harness, round 2 and the peers.
-func saAnnouncedRound1(t *testing.T, n int, t0 time.Time) (*saHarness, round.Opened, map[round.ClientID]*saPeer) {
-	t.Helper()
-	h, o := newSAHarnessRun(t, saAnnouncedRun(n), n, t0)
-	d := h.f.Params()
+// saClients returns a peer for each client selected in o, their IDs, and
+// each one's update of d parameters (a function of its ID).
+func saClients(o round.Opened, d int) (map[round.ClientID]*saPeer, []round.ClientID, func(round.ClientID) []float32) {
 	peers := map[round.ClientID]*saPeer{}
-	var ids []round.ClientID
 	for _, id := range o.Selected {
 		peers[id] = &saPeer{id: id}
-		ids = append(ids, id)
 	}
 	delta := func(id round.ClientID) []float32 {
 		out := make([]float32, d)
@@ -57,6 +52,15 @@ func saAnnouncedRound1(t *testing.T, n int, t0 time.Time) (*saHarness, round.Ope
 		}
 		return out
 	}
+	return peers, slices.Clone(o.Selected), delta
+}
+
+// saAnnouncedRound1 runs round 1 of an announced run of n clients to its
+// close and opens round 2; it returns the harness, round 2 and the peers.
+func saAnnouncedRound1(t *testing.T, n int, t0 time.Time) (*saHarness, round.Opened, map[round.ClientID]*saPeer) {
+	t.Helper()
+	h, o := newSAHarnessRun(t, saAnnouncedRun(n), n, t0)
+	peers, ids, delta := saClients(o, h.f.Params())
 	if e := saPlay(t, h, o, t0, peers, delta, nil); e.Closed == nil {
 		t.Fatalf("round 1: %+v", e)
 	}
@@ -200,19 +204,7 @@ func TestRedteamSecAggAnnouncedNoGrowth(t *testing.T) {
 	h, o := newSAHarnessRun(t, saAnnouncedRun(n), n, t0)
 	d := h.f.Params()
 	nb := secagg.NumBlocks(d, 4)
-	peers := map[round.ClientID]*saPeer{}
-	var ids []round.ClientID
-	for _, id := range o.Selected {
-		peers[id] = &saPeer{id: id}
-		ids = append(ids, id)
-	}
-	delta := func(id round.ClientID) []float32 {
-		out := make([]float32, d)
-		for j := range out {
-			out[j] = 0.01 * float32((j+int(id))%7)
-		}
-		return out
-	}
+	peers, ids, delta := saClients(o, d)
 	var sizes []int
 	for r := 1; r <= rounds; r++ {
 		tr := t0.Add(time.Duration(r-1) * 100 * time.Second)
