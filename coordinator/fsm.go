@@ -802,7 +802,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			}
 			nf.saClip = s.SecAggClip
 		}
-		if err := nf.ann.restore(s.Importance, nf.lastClosed.Round); err != nil {
+		if err := nf.ann.restore(s.Importance, nf.lastClosed.Round, nf.mach); err != nil {
 			return err
 		}
 		// Absent from snapshots before secure aggregation: off.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
 )
@@ -62,15 +63,31 @@ func (a *saAnnounce) announce(seed uint64) (idx []int32, msg []byte) {
 }
 
 // restore sets the estimate from a snapshot's st, taken when the last
-// closed round was lastClosed. A snapshot without one restores the
-// estimate of a run that has closed no round; a run without an announced
-// support takes none.
-func (a *saAnnounce) restore(st *secagg.ImportanceState, lastClosed int) error {
+// closed round was lastClosed and the round machine was mach. A snapshot
+// without one restores the estimate of a run that has closed no round; a
+// run without an announced support takes none.
+//
+// The next round the estimate observes is mach's open round, or the one
+// after its last, and Observe panics on a coordinate seen in that round or
+// later. So lastClosed, which bounds the estimate's rounds, must not be
+// beyond the last round mach has closed: a forged snapshot that claims so
+// (each of its rounds then within the claim) is refused, or the entry that
+// closes the next round would panic in every replica's Apply.
+func (a *saAnnounce) restore(st *secagg.ImportanceState, lastClosed int, mach *round.Machine) error {
 	switch {
 	case a == nil && st == nil:
 		return nil
 	case a == nil:
 		return errors.New("coordinator: restore: an announced support's estimate in a run without one")
+	}
+	closed := mach.Round()
+	if mach.Phase() == round.Collecting {
+		closed--
+	}
+	if lastClosed > closed {
+		return fmt.Errorf("coordinator: restore: round %d closed last, and the round machine has closed up to round %d", lastClosed, closed)
+	}
+	switch {
 	case st == nil && lastClosed == 0:
 		return nil
 	case st == nil:

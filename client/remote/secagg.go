@@ -25,6 +25,15 @@ var errSecAggOut = errors.New("client: out of the round's secure aggregation")
 // aggregation.
 const secAggFile = "secagg-residual.bin"
 
+// maxGraphEntries bounds the round's graph a client builds: secagg.NewGraph
+// holds k neighbours of each of the n clients (4·n·k bytes) and takes
+// n·k steps. Without it a coordinator's task of secagg.MaxClients IDs on
+// the complete graph (a few hundred kilobytes on the wire) made the client
+// allocate 16 GiB. The bound, 2^24 entries (64 MiB), takes the default
+// graph of secagg.RoundKT up to secagg.MaxClients clients (4.3 million
+// entries) and the complete graph up to 4,096.
+const maxGraphEntries = 1 << 24
+
 // secAggPeer is the client's side of one secure aggregation round: its
 // protocol peer (keys from crypto/rand; secagg.Peer resends an answer
 // byte for byte when a step is asked again after a lost answer or a
@@ -55,6 +64,9 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	idx, session, err := taskSupport(res, len(delta))
 	if err != nil {
 		return nil, err
+	}
+	if n, k := len(res.GetIds()), int(res.GetNeighbours()); k > 0 && n > maxGraphEntries/k {
+		return nil, fmt.Errorf("%w: a graph of %d clients of %d neighbours, beyond %d entries", ErrTaskRefused, n, k, maxGraphEntries)
 	}
 	g, err := secagg.NewGraph(secagg.Params{Session: session, IDs: res.GetIds(), K: int(res.GetNeighbours()), T: int(res.GetThreshold()),
 		D: d, GraphSeed: res.GetGraphSeed()})
