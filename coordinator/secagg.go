@@ -164,9 +164,10 @@ func (f *FSM) saOpen(now time.Time, o round.Opened) error {
 	if err := fp.Check(len(o.Selected)); err != nil {
 		return fmt.Errorf("coordinator: --secagg-bits %d: %w", sa.Bits, err)
 	}
-	bits, ok := gradient.MaskedBits(len(o.Selected), fp.Levels())
-	if !ok {
-		return fmt.Errorf("coordinator: %d clients of %d-bit codes overflow 32 bits", len(o.Selected), sa.Bits)
+	// The exact width, as the simulator's default: the sum never wraps.
+	bits, _, err := secagg.MaskedWidth(int64(len(o.Selected))*fp.Levels(), 0)
+	if err != nil {
+		return fmt.Errorf("coordinator: %d clients of %d-bit codes: %w", len(o.Selected), sa.Bits, err)
 	}
 	seed := round.TaskSeed(f.cfg.TaskSeed^saltSupport, o.Round, 0)
 	var idx []int32
@@ -498,9 +499,7 @@ func (f *FSM) saFinish(now time.Time) (saEnded, error) {
 		return f.saAbandon(SecAggUnmask, err)
 	}
 	// The sum is right modulo 2^m: read it as a signed m-bit integer.
-	for j, v := range sum {
-		sum[j] = uint32(int32(v<<(32-s.bits)) >> (32 - s.bits))
-	}
+	secagg.ReadSum(sum, s.bits)
 	survivors := s.srv.Survivors()
 	if f.saSum != nil {
 		f.saSum(s.round, survivors, sum)
