@@ -279,7 +279,7 @@ func saTaskOf(t *testing.T, f *FSM, o round.Opened, _ map[round.ClientID]*saPeer
 	t.Helper()
 	cfg := f.View().Config
 	fp := secagg.FixedPoint{Clip: float32(cfg.SecAgg.Clip), Bits: cfg.SecAgg.Bits}
-	m, _ := gradient.MaskedBits(len(o.Selected), fp.Levels())
+	m, _, _ := secagg.MaskedWidth(int64(len(o.Selected))*fp.Levels(), 0)
 	return SecAggTask{Round: o.Round, Params: saParams(&cfg, o.Round, o.Selected, saSupportLen(cfg.SecAgg, f.Params())),
 		SupportSeed: round.TaskSeed(cfg.TaskSeed^saltSupport, o.Round, 0), Fixed: fp, MaskBits: m}
 }

@@ -13,22 +13,6 @@ const MaxMaskedLen = 1 << 26
 // count.
 const maskedHeader = 5
 
-// MaskedBits returns the width m of the masked values of a secure
-// aggregation round whose sum of n codes of magnitude at most levels
-// (secagg.FixedPoint.Levels) must be recovered: the least m with
-// n·levels <= 2^(m-1) - 1, so that the sum modulo 2^m, read as a signed
-// m-bit integer, is the true sum. It is at most 32, and false when even
-// 32 bits cannot hold the sum.
-func MaskedBits(n int, levels int64) (int, bool) {
-	max := int64(n) * levels
-	for m := 2; m <= 32; m++ {
-		if max <= 1<<(m-1)-1 {
-			return m, true
-		}
-	}
-	return 32, false
-}
-
 // AppendMasked appends to dst the low m bits of each value of y, packed
 // little-endian after a header (m, then the count as a uint32). Masked
 // values are uniform modulo 2^32, so their low m bits are uniform modulo

@@ -35,22 +35,6 @@ func TestMaskedRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMaskedBits checks the width against the sums it must hold.
-func TestMaskedBits(t *testing.T) {
-	for _, c := range []struct {
-		n      int
-		levels int64
-		m      int
-	}{{10, 127, 12}, {1, 127, 8}, {100, 127, 15}, {1 << 20, 127, 28}} {
-		if m, ok := MaskedBits(c.n, c.levels); !ok || m != c.m {
-			t.Errorf("MaskedBits(%d, %d) = %d, %v; want %d", c.n, c.levels, m, ok, c.m)
-		}
-	}
-	if _, ok := MaskedBits(1<<20, 1<<23); ok {
-		t.Error("a sum beyond 32 bits accepted")
-	}
-}
-
 // TestMaskedRefuses checks the decoder's refusals.
 func TestMaskedRefuses(t *testing.T) {
 	good := AppendMasked(nil, []uint32{1, 2, 3}, 5)

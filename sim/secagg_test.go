@@ -7,7 +7,6 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
@@ -162,7 +161,7 @@ func TestSecAggBytes(t *testing.T) {
 	}
 	n, k := int64(10), int64(4)
 	d := int64(math.Round(0.2 * float64(model.NumParams())))
-	bits, _ := gradient.MaskedBits(10, 2047) // 12-bit codes: 16 bits
+	bits, _, _ := secagg.MaskedWidth(10*2047, 0) // 12-bit codes: 16 bits
 	if bits != 16 {
 		t.Fatalf("masked values of %d bits", bits)
 	}
