@@ -514,3 +514,40 @@ func saHonest(tb testing.TB) func(int, round.ClientID, []byte, error) []byte {
 		return msg
 	}
 }
+
+// TestSecAggMessageBound: at every step an honest client's message fits
+// the step's bound with at most the bound's 64 bytes of framing to spare
+// (the bound follows wire version 2's share sizes, not an older, looser
+// one), and an outsider's message one byte over the bound is refused
+// before it is decoded, at no cost to the state.
+func TestSecAggMessageBound(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	h, o := newSAHarness(t, 10, t0)
+	now := t0.Add(time.Second)
+	if k := h.f.sa.graph.Params().K; k < 5 {
+		t.Fatalf("%d neighbours: too few to tell the bounds apart", k)
+	}
+	peers := map[round.ClientID]*saPeer{}
+	for step := range 4 {
+		bound := h.f.sa.maxMessage(step)
+		saStep(t, h, o, now, peers, step, func(_ int, c round.ClientID, msg []byte, err error) []byte {
+			if err != nil {
+				t.Fatalf("client %d: %v", c, err)
+			}
+			if len(msg) > bound {
+				t.Fatalf("step %d: an honest message of %d bytes, the bound is %d", step, len(msg), bound)
+			}
+			if step != SecAggAdvertise && bound-len(msg) > 64 {
+				t.Errorf("step %d: the bound %d leaves %d bytes over an honest message", step, bound, bound-len(msg))
+			}
+			before := stateBytes(t, h.f)
+			if _, err := h.f.saPrecheck(now, c, o.Round, step, make([]byte, bound+1)); !errors.Is(err, ErrBadUpdate) {
+				t.Errorf("step %d: %d bytes: %v, want ErrBadUpdate", step, bound+1, err)
+			}
+			if !bytes.Equal(before, stateBytes(t, h.f)) {
+				t.Errorf("step %d: a refused message changed the state", step)
+			}
+			return msg
+		})
+	}
+}
