@@ -3,7 +3,6 @@ package coordinator
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -47,10 +46,9 @@ func newSAAnnounce(sa *runspec.SecAgg, n int) (*saAnnounce, error) {
 	if err != nil || !sup.Announced {
 		return nil, err
 	}
-	// k as the simulator rounds it (saSupportLen, which random supports
+	// k as the simulator takes it (saSupportLen, which random supports
 	// keep for their logs' sake, can differ by one at a half).
-	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
-	blocks, explore := secagg.AnnouncedBlocks(n, k, sup.Block, sup.Explore)
+	blocks, explore := secagg.AnnouncedBlocks(n, sa.SupportLen(n), sup.Block, sup.Explore)
 	return &saAnnounce{imp: secagg.NewImportance(n), block: sup.Block, blocks: blocks, explore: explore}, nil
 }
 

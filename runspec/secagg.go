@@ -47,6 +47,14 @@ type SecAgg struct {
 	DP *SecAggDP `json:"dp,omitempty"`
 }
 
+// SupportLen is the number of coordinates the simulator puts on a round's
+// support for a model of n parameters: Fraction·n rounded, at least 1 and
+// at most n (an announced support rounds it to whole blocks). The
+// coordinator's announced support takes the same.
+func (s SecAgg) SupportLen(n int) int {
+	return min(max(int(math.Round(s.Fraction*float64(n))), 1), n)
+}
+
 // SecAggSupport is a parsed SecAgg.Support.
 type SecAggSupport struct {
 	// Announced is true for a support the server announces.

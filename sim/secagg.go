@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -129,7 +128,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := min(max(int(math.Round(sa.Fraction*float64(n))), 1), n)
+	k := sa.SupportLen(n)
 	s := &secAggRun{spec: *sa, drop: cfg.SecAggDropout, seed: cfg.TaskSeed, n: n, bound: bound, store: store,
 		idx: make([]int32, k), clip: sa.Clip, bits: bits, narrow: cfg.SecAggWidth != 0, hook: cfg.secaggHook}
 	if s.clip == 0 {
@@ -142,8 +141,7 @@ func newSecAggRun(cfg Config, n, candidates int) (*secAggRun, error) {
 	if sup.Announced {
 		s.imp = secagg.NewImportance(n)
 		s.block = sup.Block
-		s.blocks = min(max(int(math.Round(float64(k)/float64(sup.Block))), 1), secagg.NumBlocks(n, sup.Block))
-		s.explore = int(math.Round(sup.Explore * float64(s.blocks)))
+		s.blocks, s.explore = secagg.AnnouncedBlocks(n, k, sup.Block, sup.Explore)
 	}
 	// An announced support can be a few coordinates longer than k (a
 	// whole number of blocks); the noise is sized for the longest.
