@@ -158,18 +158,24 @@ func saTrain(t *testing.T, sim *simClient, net nn.Model, run *RunConfig, r int, 
 	return u.Delta
 }
 
-// killDiskLeader closes the node that leads and returns its index.
+// killDiskLeader closes the node that leads and returns its index. It
+// waits for a leader first: a node just restarted can start an election,
+// and the cluster is then without one for a moment.
 func killDiskLeader(t *testing.T, ds []*diskNode) int {
 	t.Helper()
-	for k, d := range ds {
-		if d.node != nil && d.node.IsLeader() {
-			d.node.Close()
-			d.node = nil
-			return k
+	k := -1
+	waitFor(t, "a leader to kill", func() bool {
+		for i, d := range ds {
+			if d.node != nil && d.node.IsLeader() {
+				k = i
+				return true
+			}
 		}
-	}
-	t.Fatal("no leader to kill")
-	return -1
+		return false
+	})
+	ds[k].node.Close()
+	ds[k].node = nil
+	return k
 }
 
 // saCluster is a 3-node cluster (Raft on bolt logs over peer TLS on
