@@ -427,3 +427,53 @@ func TestOrderFreeRulesStayOrderFree(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreMidRunMatches: for every golden spec, a strategy restored
+// from the state saved halfway through a run (into a freshly parsed one,
+// as a replica restoring a snapshot does) aggregates the remaining rounds
+// bit for bit as the one that never stopped. A parameter that the state
+// drops and the restore does not keep would make the replicas diverge.
+func TestRestoreMidRunMatches(t *testing.T) {
+	for _, spec := range goldenSpecs {
+		for _, in := range goldenInputs() {
+			if !strings.HasSuffix(in.name, "-rounds") {
+				continue
+			}
+			parse := func() Strategy {
+				s := mustParse(t, spec)
+				if err := SetShapes(s, goldenShapes(in.n)); err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			rng := rand.New(rand.NewPCG(7, uint64(in.n)))
+			live, global := parse(), make([]float32, in.n)
+			var restored Strategy
+			var rglobal []float32
+			for r, k := range in.ks {
+				if r == len(in.ks)/2 {
+					snap, err := MarshalState(live)
+					if err != nil {
+						t.Fatal(err)
+					}
+					restored = parse()
+					if err := UnmarshalState(restored, snap); err != nil {
+						t.Fatalf("%s|%s: restore: %v", spec, in.name, err)
+					}
+					if got, want := fmt.Sprint(restored), fmt.Sprint(live); got != want {
+						t.Fatalf("%s|%s: restored %s, want %s", spec, in.name, got, want)
+					}
+					rglobal = slices.Clone(global)
+				}
+				ups := in.gen(rng, in.n, k, r)
+				aggregateRound(t, live, global, ups)
+				if restored != nil {
+					aggregateRound(t, restored, rglobal, ups)
+					if !slices.Equal(global, rglobal) {
+						t.Fatalf("%s|%s: round %d after the restore differs", spec, in.name, r+1)
+					}
+				}
+			}
+		}
+	}
+}

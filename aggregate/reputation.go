@@ -1009,6 +1009,10 @@ func (r *Reputation) UnmarshalBinary(data []byte) error {
 	if err := UnmarshalState(r.inner(), inner); err != nil {
 		return err
 	}
+	// SkipHead and the shapes are the spec's and the model's, not state:
+	// they are kept (a restore that dropped them would score the whole
+	// model on this replica and the body on the others).
+	t.SkipHead, t.body, t.total, t.shaped = r.SkipHead, r.body, r.total, r.shaped
 	*r = t
 	return nil
 }

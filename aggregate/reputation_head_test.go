@@ -232,3 +232,52 @@ func findReputation(s Strategy) *Reputation {
 func containsKey(spec, kv string) bool {
 	return slices.Contains(strings.Split(spec, ","), kv)
 }
+
+// TestReputationSkipHeadSurvivesRestore: a replica that restores robust's
+// state from a snapshot, with the shapes set before or after, aggregates
+// the next rounds bit for bit as the replica that never stopped (a
+// restore that dropped SkipHead scored the whole model from then on).
+func TestReputationSkipHeadSurvivesRestore(t *testing.T) {
+	const body, classes = 60, 5
+	ups, _ := headRounds(3, 12, body, classes, 10, 1, 2, 3)
+	shapes := headShapes(body, classes)
+	for _, shapesFirst := range []bool{true, false} {
+		live := mustParse(t, RobustSpec)
+		if err := SetShapes(live, shapes); err != nil {
+			t.Fatal(err)
+		}
+		gLive := make([]float32, body+classes)
+		for _, round := range ups[:6] {
+			aggregateRound(t, live, gLive, round)
+		}
+		snap, err := MarshalState(live)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restored := mustParse(t, RobustSpec)
+		if shapesFirst {
+			if err := SetShapes(restored, shapes); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := UnmarshalState(restored, snap); err != nil {
+			t.Fatal(err)
+		}
+		if !shapesFirst {
+			if err := SetShapes(restored, shapes); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, want := restored.(interface{ String() string }).String(), live.(interface{ String() string }).String(); got != want {
+			t.Fatalf("restored spec %q, want %q", got, want)
+		}
+		gRest := slices.Clone(gLive)
+		for r, round := range ups[6:] {
+			aggregateRound(t, live, gLive, round)
+			aggregateRound(t, restored, gRest, round)
+			if !slices.Equal(gLive, gRest) {
+				t.Fatalf("shapes first %v: round %d after the restore differs from the live replica", shapesFirst, 7+r)
+			}
+		}
+	}
+}
