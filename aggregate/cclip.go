@@ -56,8 +56,17 @@ type CenteredClip struct {
 	// mostly an attacker's cannot widen the radius more than that; 0 means
 	// no cap.
 	Growth float64
+	// Gram computes each step's distances from the round's Gram matrix
+	// (and a Reputation around it its scores and norms from the same
+	// matrix), instead of passes over the updates: O(k²n) once, shared
+	// with Same's cosines, plus one pass that forms the center, in place
+	// of 2·Iters passes; sparse updates stay sparse. It is the same rule
+	// in exact arithmetic, with other rounding, hence other bits: a key of
+	// its own, so that logs committed without it replay as they were.
+	Gram bool
 
 	center []float64
+	spare  []float64 // the center before the last, reused for the next
 	scale  float64 // the first step's median distance of the last round
 
 }
@@ -89,6 +98,9 @@ func (c *CenteredClip) String() string {
 	}
 	if c.Growth != 0 {
 		spec += ",growth=" + ff(c.Growth)
+	}
+	if c.Gram {
+		spec += ",gram=true"
 	}
 	return spec
 }
@@ -188,6 +200,136 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	c.center, c.scale = v, scale
 }
 
+func (c *CenteredClip) usesGram() bool { return c.Gram }
+
+// applyGram is apply with Gram: the steps run on the coefficients a of
+// v = v₀ + Σ_j a_j·(x_j − v₀), v₀ the previous center, whose distances
+// ‖x_i − v‖² = H_ii − 2(Ha)_i + aᵀHa come from the Gram matrix H of the
+// x_i − v₀ (H_ij = G_ij − ⟨x_i,v₀⟩ − ⟨x_j,v₀⟩ + ‖v₀‖²); a step
+// v ← v + (1/W)·Σ_i f_i·(x_i − v) is a ← a + (f − F·a)/W, F = Σ f_i. One
+// pass then forms v = (1 − Σa)·v₀ + Σ_j a_j·x_j. g is the Gram matrix
+// of ups, or nil to compute it.
+func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
+	n, k := len(global), len(ups)
+	if g == nil {
+		g, _ = roundGram(ups, n, 0)
+	}
+	w := sameWeightsGram(g, c.Same)
+	p := make([]float64, k)
+	var q float64
+	if c.center != nil {
+		for i, u := range ups {
+			if u.IsSparse() {
+				p[i] = sparseDot3264(u.Indices, u.Values, c.center)
+			} else {
+				p[i] = dot3264(u.Delta, c.center)
+			}
+		}
+		q = dot64(c.center, c.center)
+	}
+	h := make([]float64, k*k)
+	for i := range k {
+		for j := range k {
+			h[i*k+j] = ((g.at(i, j) - p[i]) - p[j]) + q
+		}
+	}
+	a, ha, d, f := make([]float64, k), make([]float64, k), make([]float64, k), make([]float64, k)
+	scale := c.scale
+	for it := range c.Iters {
+		var aha float64
+		for i := range k {
+			var s float64
+			for j, aj := range a {
+				s += float64(h[i*k+j] * aj)
+			}
+			ha[i] = s
+			aha += float64(a[i] * s)
+		}
+		for i := range k {
+			d[i] = math.Sqrt(max(0, (h[i*k+i]-2*ha[i])+aha))
+		}
+		med := lowerMedian(d)
+		if c.Growth > 0 && c.scale > 0 {
+			med = min(med, c.Growth*c.scale)
+		}
+		if it == 0 {
+			scale = med
+		}
+		tau := c.Tau * med
+		if !(tau > 0) {
+			break // at least half of the updates are at the center
+		}
+		var total, sumF float64
+		for i := range k {
+			f[i] = 0
+			if c.Reject > 0 && d[i] > c.Reject*med {
+				continue
+			}
+			fi := w[i]
+			total += w[i]
+			if d[i] > tau {
+				fi *= tau / d[i]
+			}
+			f[i] = fi
+			sumF += fi
+		}
+		if total == 0 {
+			break // every update rejected (under a growth cap)
+		}
+		inv := 1 / total
+		for j := range a {
+			a[j] += float64((f[j] - float64(sumF*a[j])) * inv)
+		}
+	}
+	var sumA float64
+	for _, x := range a {
+		sumA += x
+	}
+	v := c.spare
+	if len(v) != n {
+		v = make([]float64, n)
+	}
+	c.formCenter(v, ups, a, 1-sumA)
+	for j, x := range v {
+		global[j] = addTo(global[j], c.LR*x)
+	}
+	c.spare, c.center, c.scale = c.center, v, scale
+}
+
+// formCenter writes b·v₀ + Σ_i a_i·x_i into v (v₀ the center, zero
+// before the first round), a block of coordinates at a time, each
+// coordinate's terms added in update order (a sparse update's at its
+// indices only).
+func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b float64) {
+	n := len(v)
+	next := make([]int, len(ups)) // each sparse update's first index not yet added
+	for c0 := 0; c0 < n; c0 += gramBlock {
+		c1 := min(c0+gramBlock, n)
+		vb := v[c0:c1]
+		if c.center != nil {
+			for j, x := range c.center[c0:c1] {
+				vb[j] = float64(b * x)
+			}
+		} else {
+			clear(vb)
+		}
+		for i, u := range ups {
+			ai := a[i]
+			if u.IsSparse() {
+				t := next[i]
+				for ; t < len(u.Indices) && int(u.Indices[t]) < c1; t++ {
+					v[u.Indices[t]] += float64(ai * float64(u.Values[t]))
+				}
+				next[i] = t
+				continue
+			}
+			for j, x := range u.Delta[c0:c1] {
+				vb[j] += float64(ai * float64(x))
+			}
+		}
+	}
+}
+
 // weights returns each row's weight: 1, or with Same, 1/g for a row in a
 // group of g rows linked by cosine similarities of at least Same (the
 // groups are the connected components, found in row order).
@@ -265,6 +407,10 @@ func (c *CenteredClip) MarshalBinary() ([]byte, error) {
 	w.f64(c.Growth)
 	w.f64(c.scale)
 	w.vec(c.center)
+	if c.Gram {
+		// After the old format, which restores without it as Gram off.
+		w.u64(1)
+	}
 	return w.done(), nil
 }
 
@@ -277,6 +423,12 @@ func (c *CenteredClip) UnmarshalBinary(data []byte) error {
 	t.LR, t.Reject, t.Same = r.f64(), r.f64(), r.f64()
 	t.Growth, t.scale = r.f64(), r.f64()
 	t.center = r.vec()
+	if r.err == nil && len(r.b) > 0 {
+		if v := r.u64(); r.err == nil && v != 1 {
+			r.err = fmt.Errorf("%w: cclip mode %d", ErrState, v)
+		}
+		t.Gram = true
+	}
 	if err := r.finish(); err != nil {
 		return err
 	}

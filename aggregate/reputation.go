@@ -497,7 +497,25 @@ func (a *reputationAcc) Apply(global []float32) error {
 	if scn != a.n {
 		sqs = nil // the sums of squares are of whole updates
 	}
-	scores := agreementScores(sc, sqs, trusted, scn)
+	var scores []float64
+	var gram *gramMat // with an inner rule that wants it: the kept updates' share goes to it
+	if wantsGram(r.inner()) {
+		// One Gram matrix gives the scores, the norms and the inner
+		// rule's distances; scored is a's updates or their bodies.
+		split := 0
+		if scn != a.n {
+			split = scn
+		}
+		whole, body := roundGram(a.ups, a.n, split)
+		gram, sqs = whole, whole.diag()
+		if body != nil {
+			scores = agreementScoresGram(body, trusted)
+		} else {
+			scores = agreementScoresGram(whole, trusted)
+		}
+	} else {
+		scores = agreementScores(sc, sqs, trusted, scn)
+	}
 	// With NormRobust, the updates the norm ratios and the line are
 	// taken over: those of the clients the agreement bars trust.
 	var fitted []bool
@@ -514,7 +532,10 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	var lnorms, lweights []float64
 	if r.Norm > 0 {
-		lnorms = logNormRatios(a.ups, a.sqs, fitted, a.n)
+		if gram == nil {
+			sqs = a.sqs
+		}
+		lnorms = logNormRatios(a.ups, sqs, fitted, a.n)
 		lweights = make([]float64, k)
 		for i, u := range a.ups {
 			lweights[i] = 0
@@ -585,7 +606,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	drop := dropSet(z, bar, min(int(r.MaxDrop*float64(k)), k-minKeep))
 
-	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global)
+	excluded, err := applyExcludingKept(r.inner(), a.n, a.ups, drop, global, gram)
 	if err != nil {
 		return err
 	}
@@ -597,7 +618,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 // applyExcludingKept aggregates the updates not dropped with inner, handing
 // them over (see keeper) without their identities, and returns the
 // positions left out, by drop or by inner (see applyExcluding).
-func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global []float32) ([]int, error) {
+func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global []float32, gram *gramMat) ([]int, error) {
 	acc := inner.Begin(n)
 	var excluded, kept []int
 	for i, u := range ups {
@@ -610,6 +631,9 @@ func applyExcludingKept(inner Strategy, n int, ups []Update, drop []bool, global
 			return nil, fmt.Errorf("update %d: %w", i, err)
 		}
 		kept = append(kept, i)
+	}
+	if gs, ok := acc.(interface{ setGram(*gramMat) }); ok && gram != nil {
+		gs.setGram(gram.sub(kept))
 	}
 	return applyKept(acc, global, kept, excluded)
 }

@@ -99,7 +99,29 @@ type rowsAcc struct {
 	n       int
 	ups     []Update
 	rule    robustRule
+	gram    *gramMat // the updates' Gram matrix, when a wrapper has it
 	applied bool
+}
+
+// gramRule is a robustRule that can aggregate from the round's Gram
+// matrix (CenteredClip with Gram).
+type gramRule interface {
+	robustRule
+	// usesGram reports whether applyGram is the rule's Apply.
+	usesGram() bool
+	// applyGram is apply on validated updates, dense or sparse, with
+	// their Gram matrix (nil: applyGram computes it).
+	applyGram(global []float32, ups []Update, g *gramMat)
+}
+
+// setGram hands over the Gram matrix of the updates added, in Add order.
+func (a *rowsAcc) setGram(g *gramMat) { a.gram = g }
+
+// wantsGram reports whether s aggregates from the Gram matrix, which a
+// wrapper that computes it can then hand over (setGram).
+func wantsGram(s Strategy) bool {
+	r, ok := s.(gramRule)
+	return ok && r.usesGram()
 }
 
 func newRowsAcc(n int, rule robustRule) Accumulator {
@@ -152,7 +174,13 @@ func (a *rowsAcc) Apply(global []float32) error {
 	if need := a.rule.minUpdates(); len(a.ups) < need {
 		return fmt.Errorf("%w: %d updates, at least %d needed", ErrTooFewUpdates, len(a.ups), need)
 	}
-	if r, ok := a.rule.(updatesRule); ok {
+	if r, ok := a.rule.(gramRule); ok && r.usesGram() {
+		g := a.gram
+		if g != nil && g.k != len(a.ups) {
+			return fmt.Errorf("%w: Gram matrix of %d updates, round has %d", ErrShape, g.k, len(a.ups))
+		}
+		r.applyGram(global, a.ups, g)
+	} else if r, ok := a.rule.(updatesRule); ok {
 		r.applyUpdates(global, a.ups)
 	} else {
 		a.rule.apply(global, denseRows(a.ups, a.n))

@@ -70,6 +70,7 @@ func strategyParams(name string) ([]Param, bool) {
 			{"reject", "0", "leave out of a step the updates farther than this multiple of the median distance, ≥ 1; 0: clip them all"},
 			{"same", "0", "updates with cosine similarity at least this, in (0, 1], count as one; 0: off"},
 			{"growth", "0", "cap the median distance at this multiple of the last round's, ≥ 1; 0: off"},
+			{"gram", "false", "compute distances (and reputation's scores) from the round's Gram matrix: faster, sparse stays sparse, other bits"},
 		}, true
 	case "multi-krum":
 		return []Param{
@@ -430,6 +431,7 @@ func (p *kv) strategy() Strategy {
 		s := NewCenteredClip()
 		s.Tau, s.Iters, s.LR = p.float("tau", s.Tau), p.int("iters", s.Iters), p.float("lr", s.LR)
 		s.Reject, s.Same, s.Growth = p.float("reject", 0), p.float("same", 0), p.float("growth", 0)
+		s.Gram = p.bool("gram", false)
 		return s
 	}
 	panic("aggregate: strategy without a constructor: " + p.name)

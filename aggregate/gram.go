@@ -1,0 +1,390 @@
+package aggregate
+
+import (
+	"math"
+	"slices"
+	"sort"
+)
+
+// gramMat is the Gram matrix of a round's k updates, G[i][j] = ⟨u_i, u_j⟩
+// over their dense forms, stored whole, row-major. CenteredClip with Gram
+// and a Reputation around it compute every distance, norm and cosine of a
+// round from it: one pass over the updates that reads each block of
+// coordinates once for every pair, instead of one pass a step.
+type gramMat struct {
+	k int
+	g []float64
+}
+
+// at returns G[i][j].
+func (m *gramMat) at(i, j int) float64 { return m.g[i*m.k+j] }
+
+// diag returns G's diagonal, the updates' squared L2 norms.
+func (m *gramMat) diag() []float64 {
+	d := make([]float64, m.k)
+	for i := range d {
+		d[i] = m.g[i*m.k+i]
+	}
+	return d
+}
+
+// sub returns the Gram matrix of the updates idx of m's (in that order).
+func (m *gramMat) sub(idx []int) *gramMat {
+	s := &gramMat{k: len(idx), g: make([]float64, len(idx)*len(idx))}
+	for a, i := range idx {
+		for b, j := range idx {
+			s.g[a*s.k+b] = m.g[i*m.k+j]
+		}
+	}
+	return s
+}
+
+// gramBlock is the number of coordinates a dense pass takes at a time:
+// 8 KB of each float32 row, so that the rows of a block stay in cache
+// while every pair is multiplied.
+const gramBlock = 2048
+
+// roundGram returns the Gram matrix of ups, validated updates of n
+// parameters, and when 0 < split < n also the Gram matrix of their first
+// split parameters (nil otherwise); then the whole matrix is the sum of
+// the body's and the rest's, entry by entry.
+//
+// Each entry is summed in a fixed order: the products x_i[c]·x_j[c] (exact
+// in float64, for float32 values) a block of gramBlock coordinates at a
+// time in coordinate order, each block's sum added to the entry in block
+// order, blocks counted from the start of the range. A sparse update gives
+// the bits of its dense form: only zero terms are skipped, and they change
+// no sum.
+func roundGram(ups []Update, n, split int) (whole, body *gramMat) {
+	k := len(ups)
+	if split <= 0 || split >= n {
+		whole = &gramMat{k: k, g: make([]float64, k*k)}
+		gramRange(ups, 0, n, whole.g)
+		symmetrize(whole)
+		return whole, nil
+	}
+	body = &gramMat{k: k, g: make([]float64, k*k)}
+	gramRange(ups, 0, split, body.g)
+	symmetrize(body)
+	whole = &gramMat{k: k, g: make([]float64, k*k)}
+	gramRange(ups, split, n, whole.g)
+	symmetrize(whole)
+	for i, b := range body.g {
+		whole.g[i] = b + whole.g[i]
+	}
+	return whole, body
+}
+
+// symmetrize copies the upper triangle of m into the lower.
+func symmetrize(m *gramMat) {
+	for i := range m.k {
+		for j := i + 1; j < m.k; j++ {
+			m.g[j*m.k+i] = m.g[i*m.k+j]
+		}
+	}
+}
+
+// gramRange adds to the upper triangle of g (k×k) the products of ups over
+// the coordinates [lo, hi).
+func gramRange(ups []Update, lo, hi int, g []float64) {
+	k := len(ups)
+	var rows [][]float32
+	var pos, sparse []int
+	for i, u := range ups {
+		if u.IsSparse() {
+			sparse = append(sparse, i)
+		} else {
+			rows, pos = append(rows, u.Delta[lo:hi]), append(pos, i)
+		}
+	}
+	gramDense(rows, pos, k, g)
+	gramSparse(ups, sparse, lo, hi, g)
+	for _, i := range sparse {
+		for _, j := range pos {
+			g[min(i, j)*k+max(i, j)] += mixedBlockDot(ups[i], ups[j].Delta, lo, hi)
+		}
+	}
+}
+
+// gramSparse adds to g the products of every pair of the sparse updates
+// ups[idx] (itself included) over [lo, hi), bit for bit as gramDense
+// would their dense forms: it walks the coordinates in order and, at each,
+// multiplies the pairs of updates that sent it, so that the cost is the
+// sum over coordinates of their senders squared, not a merge per pair.
+func gramSparse(ups []Update, idx []int, lo, hi int, g []float64) {
+	if len(idx) == 0 {
+		return
+	}
+	k := len(ups)
+	// The entries of [lo, hi), by coordinate: start[c−lo] .. start[c−lo+1].
+	type entry struct {
+		who int32 // an index into ups
+		val float32
+	}
+	start := make([]int32, hi-lo+1)
+	total := 0
+	for _, i := range idx {
+		a, b := sparseRange(ups[i], lo, hi)
+		for _, c := range ups[i].Indices[a:b] {
+			start[int(c)-lo+1]++
+		}
+		total += b - a
+	}
+	for c := 1; c < len(start); c++ {
+		start[c] += start[c-1]
+	}
+	entries := make([]entry, total)
+	fill := slices.Clone(start[:hi-lo])
+	for _, i := range idx { // in ups order, so each coordinate's senders are too
+		a, b := sparseRange(ups[i], lo, hi)
+		for t := a; t < b; t++ {
+			c := int(ups[i].Indices[t]) - lo
+			entries[fill[c]] = entry{int32(i), ups[i].Values[t]}
+			fill[c]++
+		}
+	}
+	accs := make([]blockAcc, k*k)
+	for c := range hi - lo {
+		es := entries[start[c]:start[c+1]]
+		for p, e := range es {
+			x := float64(e.val)
+			row := accs[int(e.who)*k:]
+			for _, f := range es[p:] {
+				row[f.who].add(c, float64(x*float64(f.val)))
+			}
+		}
+	}
+	for _, i := range idx {
+		for _, j := range idx {
+			if i <= j {
+				g[i*k+j] += accs[i*k+j].sum()
+			}
+		}
+	}
+}
+
+// gramDense adds to g[pos[a]·k + pos[b]], a ≤ b, the block sums of the
+// dense rows (all of one length), four pairs at a time.
+func gramDense(rows [][]float32, pos []int, k int, g []float64) {
+	m := len(rows)
+	if m == 0 {
+		return
+	}
+	n := len(rows[0])
+	var ys [4][]float32
+	for c0 := 0; c0 < n; c0 += gramBlock {
+		c1 := min(c0+gramBlock, n)
+		for a := range m {
+			x := rows[a][c0:c1]
+			ga := g[pos[a]*k:]
+			for b := a; b < m; b += 4 {
+				q := min(4, m-b)
+				for t := range 4 {
+					ys[t] = rows[b+min(t, q-1)][c0:c1] // a short quad repeats its last row
+				}
+				sums := blockSums4(x, &ys)
+				for t := range q {
+					ga[pos[b+t]] += sums[t]
+				}
+			}
+		}
+	}
+}
+
+// gramLanes is the number of partial sums of a block sum: the term of
+// coordinate c (counted from the range's start) goes to lane c mod 8,
+// each lane adds its terms in coordinate order, and reduceLanes combines
+// them in a fixed order.
+const gramLanes = 8
+
+// reduceLanes returns a block sum from its lanes.
+func reduceLanes(l []float64) float64 {
+	l = l[:gramLanes]
+	return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+// blockSums4 returns the block sums of x with each of ys (all of x's
+// length): the AVX kernel's lanes, or gramLanesGo's, the same bits.
+func blockSums4(x []float32, ys *[4][]float32) [4]float64 {
+	n := len(x)
+	var lanes [4 * gramLanes]float64
+	n8 := n &^ (gramLanes - 1)
+	if useGramAsm && n8 > 0 {
+		gramLanes4(&x[0], &ys[0][0], &ys[1][0], &ys[2][0], &ys[3][0], n8, &lanes)
+	} else {
+		for t := range 4 {
+			gramLanesGo(x[:n8], ys[t][:n8], lanes[t*gramLanes:(t+1)*gramLanes])
+		}
+	}
+	var out [4]float64
+	for t := range 4 {
+		l := lanes[t*gramLanes : (t+1)*gramLanes]
+		y := ys[t][:n]
+		for c := n8; c < n; c++ {
+			l[c&(gramLanes-1)] += float64(float64(x[c]) * float64(y[c]))
+		}
+		out[t] = reduceLanes(l)
+	}
+	return out
+}
+
+// gramLanesGo adds to lane[l] the products x[c]·y[c] of the c ≡ l mod 8,
+// in order of c; len(x) is a multiple of 8.
+func gramLanesGo(x, y []float32, lane []float64) {
+	y = y[:len(x)]
+	s0, s1, s2, s3, s4, s5, s6, s7 := lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7]
+	for c := 0; c+8 <= len(x); c += 8 {
+		s0 += float64(float64(x[c]) * float64(y[c]))
+		s1 += float64(float64(x[c+1]) * float64(y[c+1]))
+		s2 += float64(float64(x[c+2]) * float64(y[c+2]))
+		s3 += float64(float64(x[c+3]) * float64(y[c+3]))
+		s4 += float64(float64(x[c+4]) * float64(y[c+4]))
+		s5 += float64(float64(x[c+5]) * float64(y[c+5]))
+		s6 += float64(float64(x[c+6]) * float64(y[c+6]))
+		s7 += float64(float64(x[c+7]) * float64(y[c+7]))
+	}
+	lane[0], lane[1], lane[2], lane[3], lane[4], lane[5], lane[6], lane[7] = s0, s1, s2, s3, s4, s5, s6, s7
+}
+
+// sparseRange returns the positions of u's indices in [lo, hi).
+func sparseRange(u Update, lo, hi int) (int, int) {
+	a := sort.Search(len(u.Indices), func(t int) bool { return int(u.Indices[t]) >= lo })
+	b := a + sort.Search(len(u.Indices)-a, func(t int) bool { return int(u.Indices[a+t]) >= hi })
+	return a, b
+}
+
+// mixedBlockDot is gramDense's sum for sparse u and the dense row y (of
+// the whole model) over [lo, hi), bit for bit.
+func mixedBlockDot(u Update, y []float32, lo, hi int) float64 {
+	a, b := sparseRange(u, lo, hi)
+	var acc blockAcc
+	for t := a; t < b; t++ {
+		c := int(u.Indices[t])
+		acc.add(c-lo, float64(float64(u.Values[t])*float64(y[c])))
+	}
+	return acc.sum()
+}
+
+// blockAcc sums terms given in coordinate order as gramDense does,
+// skipping the zero ones.
+type blockAcc struct {
+	total float64
+	lanes [gramLanes]float64
+	block int // the current block + 1; 0 before the first term
+}
+
+// add adds the term of coordinate c (counted from the range's start).
+func (b *blockAcc) add(c int, x float64) {
+	if bl := c/gramBlock + 1; bl != b.block {
+		b.flush()
+		b.block = bl
+	}
+	b.lanes[c&(gramLanes-1)] += x
+}
+
+func (b *blockAcc) flush() {
+	if b.block != 0 {
+		b.total += reduceLanes(b.lanes[:])
+	}
+	b.lanes = [gramLanes]float64{}
+}
+
+// sum returns the range's sum.
+func (b *blockAcc) sum() float64 {
+	b.flush()
+	b.block = 0
+	return b.total
+}
+
+// sameWeightsGram is CenteredClip.weights from the Gram matrix: 1 for
+// each update, or with same > 0, 1/g for an update in a group of g linked
+// by cosine similarities of at least same.
+func sameWeightsGram(g *gramMat, same float64) []float64 {
+	k := g.k
+	w := make([]float64, k)
+	for i := range w {
+		w[i] = 1
+	}
+	if same == 0 || k < 2 {
+		return w
+	}
+	norms := make([]float64, k)
+	for i := range norms {
+		norms[i] = math.Sqrt(g.at(i, i))
+	}
+	group := seq(k)
+	find := func(i int) int {
+		for group[i] != i {
+			i = group[i]
+		}
+		return i
+	}
+	for i := range k {
+		for j := i + 1; j < k; j++ {
+			if norms[i] == 0 || norms[j] == 0 {
+				continue
+			}
+			if g.at(i, j)/(norms[i]*norms[j]) >= same {
+				a, b := find(i), find(j)
+				group[max(a, b)] = min(a, b)
+			}
+		}
+	}
+	size := make([]int, k)
+	for i := range k {
+		size[find(i)]++
+	}
+	for i := range k {
+		w[i] = 1 / float64(size[find(i)])
+	}
+	return w
+}
+
+// agreementScoresGram is agreementScores from the Gram matrix of the
+// scored updates: each update's cosine with the sum of the other trusted
+// updates clipped to the median norm, without forming the sum.
+func agreementScoresGram(g *gramMat, trusted []bool) []float64 {
+	k := g.k
+	norms := make([]float64, k)
+	for i := range norms {
+		norms[i] = math.Sqrt(g.at(i, i))
+	}
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	clip := make([]float64, k)
+	for i, x := range norms {
+		clip[i] = 1
+		if x > m {
+			clip[i] = m / x
+		}
+	}
+	// d[i] = ⟨u_i, S⟩ for the clipped trusted sum S, and ‖S‖² = Σ c_j d[j].
+	d := make([]float64, k)
+	for i := range k {
+		var s float64
+		for j := range k {
+			if trusted[j] {
+				s += float64(clip[j] * g.at(i, j))
+			}
+		}
+		d[i] = s
+	}
+	var refSq float64
+	for j := range k {
+		if trusted[j] {
+			refSq += float64(clip[j] * d[j])
+		}
+	}
+	scores := make([]float64, k)
+	for i := range k {
+		if norms[i] == 0 {
+			continue
+		}
+		scores[i] = agreementScore(d[i], refSq, norms[i], clip[i], trusted[i])
+	}
+	return scores
+}
