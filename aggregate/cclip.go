@@ -67,7 +67,7 @@ type CenteredClip struct {
 
 	center []float64
 	spare  []float64 // the center before the last, reused for the next
-	scale  float64 // the first step's median distance of the last round
+	scale  float64   // the first step's median distance of the last round
 
 }
 
