@@ -219,13 +219,9 @@ func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 	var q float64
 	if c.center != nil {
 		for i, u := range ups {
-			if u.IsSparse() {
-				p[i] = sparseDot3264(u.Indices, u.Values, c.center)
-			} else {
-				p[i] = dot3264(u.Delta, c.center)
-			}
+			p[i] = centerDot(u, c.center)
 		}
-		q = dot64(c.center, c.center)
+		q = centerSq(c.center)
 	}
 	h := make([]float64, k*k)
 	for i := range k {
@@ -323,9 +319,7 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 				next[i] = t
 				continue
 			}
-			for j, x := range u.Delta[c0:c1] {
-				vb[j] += float64(ai * float64(x))
-			}
+			axpy(vb, u.Delta[c0:c1], ai)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package aggregate
 
 import (
 	"math"
+	"math/bits"
 	"slices"
 	"sort"
 )
@@ -108,10 +109,101 @@ func gramRange(ups []Update, lo, hi int, g []float64) {
 
 // gramSparse adds to g the products of every pair of the sparse updates
 // ups[idx] (itself included) over [lo, hi), bit for bit as gramDense
-// would their dense forms: it walks the coordinates in order and, at each,
-// multiplies the pairs of updates that sent it, so that the cost is the
-// sum over coordinates of their senders squared, not a merge per pair.
+// would their dense forms: it merges their index lists (a heap of one
+// cursor per update, ties in update order) and, at each coordinate sent,
+// multiplies the pairs of updates that sent it. The cost is O(N log k) for
+// N indices, plus the sum over coordinates of their senders squared, not
+// a merge per pair.
 func gramSparse(ups []Update, idx []int, lo, hi int, g []float64) {
+	if len(idx) == 0 {
+		return
+	}
+	total := 0
+	for _, i := range idx {
+		a, b := sparseRange(ups[i], lo, hi)
+		total += b - a
+	}
+	if total*bits.Len(uint(len(idx))) > hi-lo {
+		gramSparseScan(ups, idx, lo, hi, g)
+	} else {
+		gramSparseHeap(ups, idx, lo, hi, g)
+	}
+}
+
+// gramSparseHeap is gramSparse by the heap.
+func gramSparseHeap(ups []Update, idx []int, lo, hi int, g []float64) {
+	k := len(ups)
+	type cursor struct {
+		c   int32 // the coordinate at t
+		who int32 // an index into ups
+		t   int   // the position in its indices
+		end int
+	}
+	less := func(x, y cursor) bool { return x.c < y.c || (x.c == y.c && x.who < y.who) }
+	heap := make([]cursor, 0, len(idx))
+	down := func(i int) {
+		for {
+			l := 2*i + 1
+			if l >= len(heap) {
+				return
+			}
+			if r := l + 1; r < len(heap) && less(heap[r], heap[l]) {
+				l = r
+			}
+			if !less(heap[l], heap[i]) {
+				return
+			}
+			heap[i], heap[l] = heap[l], heap[i]
+			i = l
+		}
+	}
+	for _, i := range idx {
+		if a, b := sparseRange(ups[i], lo, hi); a < b {
+			heap = append(heap, cursor{ups[i].Indices[a], int32(i), a, b})
+		}
+	}
+	for i := len(heap)/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	accs := make([]blockAcc, k*k)
+	var who []int32
+	var val []float32
+	for len(heap) > 0 {
+		c := heap[0].c
+		who, val = who[:0], val[:0]
+		for len(heap) > 0 && heap[0].c == c {
+			top := &heap[0]
+			who, val = append(who, top.who), append(val, ups[top.who].Values[top.t])
+			if top.t++; top.t < top.end {
+				top.c = ups[top.who].Indices[top.t]
+			} else {
+				heap[0] = heap[len(heap)-1]
+				heap = heap[:len(heap)-1]
+			}
+			down(0)
+		}
+		off := int(c) - lo
+		for p, i := range who {
+			x := float64(val[p])
+			row := accs[int(i)*k:]
+			for q := p; q < len(who); q++ {
+				row[who[q]].add(off, float64(x*float64(val[q])))
+			}
+		}
+	}
+	for _, i := range idx {
+		for _, j := range idx {
+			if i <= j {
+				g[i*k+j] += accs[i*k+j].sum()
+			}
+		}
+	}
+}
+
+// gramSparseScan is gramSparse by a counting sort of the indices by
+// coordinate: O(hi − lo + N) instead of the heap's O(N log k), for many
+// updates; the same bits.
+func gramSparseScan(ups []Update, idx []int, lo, hi int, g []float64) {
 	if len(idx) == 0 {
 		return
 	}
@@ -387,4 +479,67 @@ func agreementScoresGram(g *gramMat, trusted []bool) []float64 {
 		scores[i] = agreementScore(d[i], refSq, norms[i], clip[i], trusted[i])
 	}
 	return scores
+}
+
+// centerDot returns ⟨u, v⟩ for a validated update u and a float64 v of
+// its length, summed as roundGram sums an entry (blocks, lanes), so that
+// a sparse u gives the bits of its dense form.
+func centerDot(u Update, v []float64) float64 {
+	if u.IsSparse() {
+		var acc blockAcc
+		for t, c := range u.Indices {
+			acc.add(int(c), float64(float64(u.Values[t])*v[c]))
+		}
+		return acc.sum()
+	}
+	x := u.Delta
+	v = v[:len(x)]
+	var total float64
+	var lanes [gramLanes]float64
+	for c0 := 0; c0 < len(x); c0 += gramBlock {
+		c1 := min(c0+gramBlock, len(x))
+		lanes = [gramLanes]float64{}
+		n8 := (c1 - c0) &^ (gramLanes - 1)
+		if useGramAsm && n8 > 0 {
+			dotLanes3264(&x[c0], &v[c0], n8, &lanes)
+		} else {
+			n8 = 0
+		}
+		for c := c0 + n8; c < c1; c++ {
+			lanes[(c-c0)&(gramLanes-1)] += float64(float64(x[c]) * v[c])
+		}
+		total += reduceLanes(lanes[:])
+	}
+	return total
+}
+
+// axpy adds a·x[c] to v[c] for every c, each product rounded before the
+// add (no fused multiply-add, so that every architecture gets the same
+// bits).
+func axpy(v []float64, x []float32, a float64) {
+	v = v[:len(x)]
+	n4 := len(x) &^ 3
+	if useGramAsm && n4 > 0 {
+		axpy3264(&v[0], &x[0], a, n4)
+	} else {
+		n4 = 0
+	}
+	for c := n4; c < len(x); c++ {
+		v[c] += float64(a * float64(x[c]))
+	}
+}
+
+// centerSq returns ‖v‖², summed as centerDot sums.
+func centerSq(v []float64) float64 {
+	var total float64
+	var lanes [gramLanes]float64
+	for c0 := 0; c0 < len(v); c0 += gramBlock {
+		c1 := min(c0+gramBlock, len(v))
+		lanes = [gramLanes]float64{}
+		for c := c0; c < c1; c++ {
+			lanes[(c-c0)&(gramLanes-1)] += float64(v[c] * v[c])
+		}
+		total += reduceLanes(lanes[:])
+	}
+	return total
 }

@@ -60,3 +60,59 @@ done:
 	VMOVUPD Y7, 224(DI)
 	VZEROUPPER
 	RET
+
+// func dotLanes3264(x *float32, v *float64, n8 int, out *[8]float64)
+//
+// out[l] = Σ_{c < n8, c mod 8 = l} x[c]·v[c], in order of c, rounded as
+// Go's float64(float64(x[c])*v[c]) then +=.
+TEXT ·dotLanes3264(SB), NOSPLIT, $0-32
+	MOVQ x+0(FP), SI
+	MOVQ v+8(FP), DX
+	MOVQ n8+16(FP), CX
+	MOVQ out+24(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	XORQ AX, AX
+
+dloop:
+	CMPQ AX, CX
+	JGE  ddone
+	VCVTPS2PD (SI)(AX*4), Y8
+	VCVTPS2PD 16(SI)(AX*4), Y9
+	VMULPD (DX)(AX*8), Y8, Y8
+	VMULPD 32(DX)(AX*8), Y9, Y9
+	VADDPD Y8, Y0, Y0
+	VADDPD Y9, Y1, Y1
+	ADDQ $8, AX
+	JMP  dloop
+
+ddone:
+	VMOVUPD Y0, 0(DI)
+	VMOVUPD Y1, 32(DI)
+	VZEROUPPER
+	RET
+
+// func axpy3264(v *float64, x *float32, a float64, n4 int)
+//
+// v[c] += a·x[c] for c < n4 (a multiple of 4), each product rounded
+// before the add, as Go's v[c] += float64(a*float64(x[c])).
+TEXT ·axpy3264(SB), NOSPLIT, $0-32
+	MOVQ v+0(FP), DI
+	MOVQ x+8(FP), SI
+	VBROADCASTSD a+16(FP), Y7
+	MOVQ n4+24(FP), CX
+	XORQ AX, AX
+
+aloop:
+	CMPQ AX, CX
+	JGE  adone
+	VCVTPS2PD (SI)(AX*4), Y8
+	VMULPD Y7, Y8, Y8
+	VADDPD (DI)(AX*8), Y8, Y8
+	VMOVUPD Y8, (DI)(AX*8)
+	ADDQ $4, AX
+	JMP  aloop
+
+adone:
+	VZEROUPPER
+	RET

@@ -212,3 +212,33 @@ func resum(b []byte) []byte {
 	body := slices.Clone(b[:len(b)-4])
 	return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
 }
+
+// TestGramSparsePaths: the heap and the counting sort give the same bits,
+// whatever the density and the split.
+func TestGramSparsePaths(t *testing.T) {
+	for _, tc := range []struct {
+		n, k   int
+		frac   float64
+		lo, hi int
+	}{
+		{5000, 12, 0.002, 0, 5000}, {5000, 12, 0.3, 0, 5000}, {9000, 5, 0.05, 2047, 6000}, {300, 40, 0.5, 1, 299}, {100, 3, 0, 0, 100},
+	} {
+		ups := gramCase(uint64(tc.k), tc.n, tc.k, tc.frac, false)
+		idx := seq(tc.k)
+		a, b := make([]float64, tc.k*tc.k), make([]float64, tc.k*tc.k)
+		gramSparseHeap(ups, idx, tc.lo, tc.hi, a)
+		gramSparseScan(ups, idx, tc.lo, tc.hi, b)
+		if !slices.Equal(a, b) {
+			t.Errorf("n %d, k %d, density %g: the heap and the scan differ", tc.n, tc.k, tc.frac)
+		}
+		var nonzero int
+		for _, x := range a {
+			if x != 0 {
+				nonzero++
+			}
+		}
+		if tc.frac >= 0.05 && nonzero == 0 {
+			t.Errorf("n %d, k %d: an empty matrix", tc.n, tc.k)
+		}
+	}
+}
