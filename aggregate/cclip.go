@@ -62,7 +62,9 @@ type CenteredClip struct {
 	// with Same's cosines, plus one pass that forms the center, in place
 	// of 2·Iters passes; sparse updates stay sparse. It is the same rule
 	// in exact arithmetic, with other rounding, hence other bits: a key of
-	// its own, so that logs committed without it replay as they were.
+	// its own, so that logs committed without it replay as they were. A
+	// round of more than maxGramUpdates (1024) updates takes the passes,
+	// so that the matrix stays within 8 MB.
 	Gram bool
 
 	center []float64
@@ -211,6 +213,10 @@ func (c *CenteredClip) usesGram() bool { return c.Gram }
 // of ups, or nil to compute it.
 func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 	n, k := len(global), len(ups)
+	if k > maxGramUpdates {
+		c.apply(global, denseRows(ups, n)) // the matrix would hold more than 8 MB
+		return
+	}
 	if g == nil {
 		g, _ = roundGram(ups, n, 0)
 	}

@@ -40,6 +40,11 @@ func (m *gramMat) sub(idx []int) *gramMat {
 	return s
 }
 
+// maxGramUpdates is the most updates a round aggregates from its Gram
+// matrix (k² float64: 8 MB, and 80 bytes a pair while sparse updates are
+// summed); a larger round takes the passes over the updates.
+const maxGramUpdates = 1024
+
 // gramBlock is the number of coordinates a dense pass takes at a time:
 // 8 KB of each float32 row, so that the rows of a block stay in cache
 // while every pair is multiplied.

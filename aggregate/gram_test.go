@@ -242,3 +242,44 @@ func TestGramSparsePaths(t *testing.T) {
 		}
 	}
 }
+
+// TestGramBeyondTheLimit: a round of more than maxGramUpdates updates is
+// aggregated by the passes (the bits of gram=false), so that its matrix
+// does not grow with the square of an unbounded count; a Reputation
+// around it scores it without the matrix too.
+func TestGramBeyondTheLimit(t *testing.T) {
+	const n = 40
+	k := maxGramUpdates + 1
+	ups := gramCase(1, n, k, 1, false)
+	for i := range ups {
+		ups[i].Client, ups[i].ClientKnown = uint64(i+1), true
+	}
+	for _, spec := range []string{"cclip,same=0.9", "cclip,same=0.9,reputation=1,reputation-min=5"} {
+		a, b := mustParse(t, spec), mustParse(t, spec+",gram=true")
+		ga, gb := make([]float32, n), make([]float32, n)
+		accA, accB := aggregateRound(t, a, ga, ups), aggregateRound(t, b, gb, ups)
+		if ra, ok := accA.(*reputationAcc); ok && !slices.Equal(ra.Scores(), accB.(*reputationAcc).Scores()) {
+			t.Errorf("%s: %d updates with gram=true are scored otherwise than without", spec, k)
+		}
+		if !slices.Equal(ga, gb) {
+			t.Errorf("%s: %d updates with gram=true differ from the passes", spec, k)
+		}
+		if !slices.Equal(centerOf(a), centerOf(b)) {
+			t.Errorf("%s: %d updates with gram=true leave another center than the passes", spec, k)
+		}
+		a2, b2 := mustParse(t, spec), mustParse(t, spec+",gram=true")
+		aggregateRound(t, a2, ga, ups[:20])
+		aggregateRound(t, b2, gb, ups[:20])
+		if slices.Equal(centerOf(a2), centerOf(b2)) {
+			t.Errorf("%s: 20 updates with gram=true leave the passes' center bits: is the matrix used?", spec)
+		}
+	}
+}
+
+// centerOf returns the center of the CenteredClip s is or wraps.
+func centerOf(s Strategy) []float64 {
+	if r, ok := s.(*Reputation); ok {
+		s = r.inner()
+	}
+	return s.(*CenteredClip).Center()
+}
