@@ -132,7 +132,7 @@ func BenchmarkDefaultAndRobust(b *testing.B) {
 				{"default", "fedavgm,lr=3,momentum=0"}, // runspec.DefaultStrategy before the input quorum
 				{"default-quorum", "fedavgm,lr=3,momentum=0,anneal=200,quorum=24,quorum-by=input,quorum-frac=0.75"}, // runspec.DefaultStrategy
 				{"robust", RobustSpec},
-				{"robust-gram", RobustSpec + ",gram=true"},
+				{"robust-v5", RobustSpecV5},
 				{"trimmed-senders", "trimmed-mean,over=senders"},
 				{"median-senders", "median,over=senders"},
 				{"signvote", "signvote"},

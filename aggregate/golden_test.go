@@ -49,6 +49,8 @@ var goldenSpecs = []string{
 	// reputation-skip-head, as first written (with goldenShapes).
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true",
 	"cclip,reputation=1,reputation-min=1,reputation-skip-head=true",
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,gram=true,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true",
+	"cclip,gram=true", "cclip,tau=0.5,iters=5,reject=2,same=0.9,growth=3,gram=true", "cclip,same=0.9,gram=true,reputation=1,reputation-min=1",
 }
 
 // goldenShapes are the tensor shapes SetShapes gives the golden rules: a

@@ -90,7 +90,7 @@ func TestRobustGramAsmIsGo(t *testing.T) {
 	var models [2][]float32
 	for m, asm := range []bool{true, false} {
 		useGramAsm = asm
-		s := mustParse(t, RobustSpec+",gram=true")
+		s := mustParse(t, RobustSpec)
 		if err := SetShapes(s, [][]int{{n - 10, 1}, {10, 1}}); err != nil {
 			t.Fatal(err)
 		}

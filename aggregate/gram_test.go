@@ -145,7 +145,7 @@ func TestCenteredClipGramIsTheRule(t *testing.T) {
 		"cclip",
 		"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2",
 		"cclip,tau=0.5,iters=7,lr=0.7,reject=1.5,same=0.9",
-		RobustSpec,
+		RobustSpecV5,
 	} {
 		passes, gram, sparse := mustParse(t, spec), mustParse(t, spec+",gram=true"), mustParse(t, spec+",gram=true")
 		for _, s := range []Strategy{passes, gram, sparse} {

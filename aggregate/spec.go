@@ -182,7 +182,15 @@ func IsBounded(s Strategy) bool {
 // round's aggregate, with the radius at the round's median distance to
 // the center, updates beyond 4 times it left out, identical updates
 // (cosine ≥ 0.99) counted once, and the radius growing at most 2× a round.
-const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true"
+// Distances, cosines and scores come from the round's Gram matrix
+// (gram=true: one pass over the updates, and sparse updates stay sparse).
+const RobustSpec = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,gram=true,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true"
+
+// RobustSpecV5 is what "robust" expanded to before gram=true was in it,
+// computing the same rule by passes over the updates (other rounding); a
+// log that committed it replays as it was applied (TestGoldenBits pins
+// its bits).
+const RobustSpecV5 = "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true"
 
 // RobustSpecV4 is what "robust" expanded to before reputation-skip-head
 // was in it, scoring agreement over the whole model; a log that committed
