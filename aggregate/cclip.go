@@ -69,6 +69,10 @@ type CenteredClip struct {
 
 	center []float64
 	spare  []float64 // the center before the last, reused for the next
+	// sq is ‖center‖² as centerSq gives it, when sqKnown (the Gram path
+	// forms it with the center).
+	sq      float64
+	sqKnown bool
 	scale  float64   // the first step's median distance of the last round
 
 }
@@ -199,7 +203,7 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	for j, x := range v {
 		global[j] = addTo(global[j], c.LR*x)
 	}
-	c.center, c.scale = v, scale
+	c.center, c.scale, c.sqKnown = v, scale, false
 }
 
 func (c *CenteredClip) usesGram() bool { return c.Gram }
@@ -227,7 +231,10 @@ func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 		for i, u := range ups {
 			p[i] = centerDot(u, c.center)
 		}
-		q = centerSq(c.center)
+		q = c.sq
+		if !c.sqKnown {
+			q = centerSq(c.center) // after a restore, or a round without Gram
+		}
 	}
 	h := make([]float64, k*k)
 	for i := range k {
@@ -291,19 +298,19 @@ func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 	if len(v) != n {
 		v = make([]float64, n)
 	}
-	c.formCenter(v, ups, a, 1-sumA)
-	for j, x := range v {
-		global[j] = addTo(global[j], c.LR*x)
-	}
+	sq := c.formCenter(v, ups, a, 1-sumA, global)
 	c.spare, c.center, c.scale = c.center, v, scale
+	c.sq, c.sqKnown = sq, true
 }
 
 // formCenter writes b·v₀ + Σ_i a_i·x_i into v (v₀ the center, zero
 // before the first round), a block of coordinates at a time, each
 // coordinate's terms added in update order (a sparse update's at its
-// indices only).
-func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b float64) {
+// indices only), moves global by LR·v, and returns ‖v‖² with the bits of
+// centerSq(v), each block summed while it is in cache.
+func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b float64, global []float32) float64 {
 	n := len(v)
+	var sq float64
 	next := make([]int, len(ups)) // each sparse update's first index not yet added
 	for c0 := 0; c0 < n; c0 += gramBlock {
 		c1 := min(c0+gramBlock, n)
@@ -327,7 +334,12 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 			}
 			axpy(vb, u.Delta[c0:c1], ai)
 		}
+		sq += blockSq(vb)
+		for j, x := range vb {
+			global[c0+j] = addTo(global[c0+j], c.LR*x)
+		}
 	}
+	return sq
 }
 
 // weights returns each row's weight: 1, or with Same, 1/g for a row in a

@@ -537,14 +537,23 @@ func axpy(v []float64, x []float32, a float64) {
 // centerSq returns ‖v‖², summed as centerDot sums.
 func centerSq(v []float64) float64 {
 	var total float64
-	var lanes [gramLanes]float64
 	for c0 := 0; c0 < len(v); c0 += gramBlock {
-		c1 := min(c0+gramBlock, len(v))
-		lanes = [gramLanes]float64{}
-		for c := c0; c < c1; c++ {
-			lanes[(c-c0)&(gramLanes-1)] += float64(v[c] * v[c])
-		}
-		total += reduceLanes(lanes[:])
+		total += blockSq(v[c0:min(c0+gramBlock, len(v))])
 	}
 	return total
+}
+
+// blockSq returns one block's sum of squares, in lanes.
+func blockSq(v []float64) float64 {
+	var lanes [gramLanes]float64
+	n8 := len(v) &^ (gramLanes - 1)
+	if useGramAsm && n8 > 0 {
+		sqLanes64(&v[0], n8, &lanes)
+	} else {
+		n8 = 0
+	}
+	for c := n8; c < len(v); c++ {
+		lanes[c&(gramLanes-1)] += float64(v[c] * v[c])
+	}
+	return reduceLanes(lanes[:])
 }

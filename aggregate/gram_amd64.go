@@ -17,3 +17,6 @@ func dotLanes3264(x *float32, v *float64, n8 int, out *[8]float64)
 
 //go:noescape
 func axpy3264(v *float64, x *float32, a float64, n4 int)
+
+//go:noescape
+func sqLanes64(v *float64, n8 int, out *[8]float64)

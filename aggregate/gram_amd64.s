@@ -116,3 +116,33 @@ aloop:
 adone:
 	VZEROUPPER
 	RET
+
+// func sqLanes64(v *float64, n8 int, out *[8]float64)
+//
+// out[l] = Σ_{c < n8, c mod 8 = l} v[c]·v[c], in order of c, each square
+// rounded before the add, as Go's += float64(v[c]*v[c]).
+TEXT ·sqLanes64(SB), NOSPLIT, $0-24
+	MOVQ v+0(FP), SI
+	MOVQ n8+8(FP), CX
+	MOVQ out+16(FP), DI
+	VXORPD Y0, Y0, Y0
+	VXORPD Y1, Y1, Y1
+	XORQ AX, AX
+
+sloop:
+	CMPQ AX, CX
+	JGE  sdone
+	VMOVUPD (SI)(AX*8), Y8
+	VMOVUPD 32(SI)(AX*8), Y9
+	VMULPD Y8, Y8, Y8
+	VMULPD Y9, Y9, Y9
+	VADDPD Y8, Y0, Y0
+	VADDPD Y9, Y1, Y1
+	ADDQ $8, AX
+	JMP  sloop
+
+sdone:
+	VMOVUPD Y0, 0(DI)
+	VMOVUPD Y1, 32(DI)
+	VZEROUPPER
+	RET

@@ -55,11 +55,14 @@ func TestGramAsmIsGo(t *testing.T) {
 		}
 		u := Update{Weight: 1, Delta: x}
 		useGramAsm = true
-		d1, w1 := centerDot(u, v), slices.Clone(v)
+		d1, w1, q1 := centerDot(u, v), slices.Clone(v), centerSq(v)
 		axpy(w1, x, 0.3)
 		useGramAsm = false
-		d2, w2 := centerDot(u, v), slices.Clone(v)
+		d2, w2, q2 := centerDot(u, v), slices.Clone(v), centerSq(v)
 		axpy(w2, x, 0.3)
+		if math.Float64bits(q1) != math.Float64bits(q2) && !(math.IsNaN(q1) && math.IsNaN(q2)) {
+			t.Fatalf("n %d: centerSq: AVX %v, Go %v", n, q1, q2)
+		}
 		if math.Float64bits(d1) != math.Float64bits(d2) && !(math.IsNaN(d1) && math.IsNaN(d2)) {
 			t.Fatalf("n %d: centerDot: AVX %v, Go %v", n, d1, d2)
 		}

@@ -15,3 +15,7 @@ func dotLanes3264(x *float32, v *float64, n8 int, out *[8]float64) {
 func axpy3264(v *float64, x *float32, a float64, n4 int) {
 	panic("aggregate: axpy3264 without the assembly kernel")
 }
+
+func sqLanes64(v *float64, n8 int, out *[8]float64) {
+	panic("aggregate: sqLanes64 without the assembly kernel")
+}
