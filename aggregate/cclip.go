@@ -73,7 +73,7 @@ type CenteredClip struct {
 	// forms it with the center).
 	sq      float64
 	sqKnown bool
-	scale  float64   // the first step's median distance of the last round
+	scale   float64 // the first step's median distance of the last round
 
 }
 
