@@ -65,15 +65,15 @@ func roundGram(ups []Update, n, split int) (whole, body *gramMat) {
 	k := len(ups)
 	if split <= 0 || split >= n {
 		whole = &gramMat{k: k, g: make([]float64, k*k)}
-		gramRange(ups, 0, n, whole.g)
+		gramRange(ups, n, 0, n, whole.g)
 		symmetrize(whole)
 		return whole, nil
 	}
 	body = &gramMat{k: k, g: make([]float64, k*k)}
-	gramRange(ups, 0, split, body.g)
+	gramRange(ups, n, 0, split, body.g)
 	symmetrize(body)
 	whole = &gramMat{k: k, g: make([]float64, k*k)}
-	gramRange(ups, split, n, whole.g)
+	gramRange(ups, n, split, n, whole.g)
 	symmetrize(whole)
 	for i, b := range body.g {
 		whole.g[i] = b + whole.g[i]
@@ -92,7 +92,7 @@ func symmetrize(m *gramMat) {
 
 // gramRange adds to the upper triangle of g (k×k) the products of ups over
 // the coordinates [lo, hi).
-func gramRange(ups []Update, lo, hi int, g []float64) {
+func gramRange(ups []Update, n, lo, hi int, g []float64) {
 	k := len(ups)
 	var rows [][]float32
 	var pos, sparse []int
@@ -104,7 +104,7 @@ func gramRange(ups []Update, lo, hi int, g []float64) {
 		}
 	}
 	gramDense(rows, pos, k, g)
-	gramSparse(ups, sparse, lo, hi, g)
+	gramSparse(ups, n, sparse, lo, hi, g)
 	for _, i := range sparse {
 		for _, j := range pos {
 			g[min(i, j)*k+max(i, j)] += mixedBlockDot(ups[i], ups[j].Delta, lo, hi)
@@ -119,7 +119,7 @@ func gramRange(ups []Update, lo, hi int, g []float64) {
 // multiplies the pairs of updates that sent it. The cost is O(N log k) for
 // N indices, plus the sum over coordinates of their senders squared, not
 // a merge per pair.
-func gramSparse(ups []Update, idx []int, lo, hi int, g []float64) {
+func gramSparse(ups []Update, n int, idx []int, lo, hi int, g []float64) {
 	if len(idx) == 0 {
 		return
 	}
@@ -128,10 +128,36 @@ func gramSparse(ups []Update, idx []int, lo, hi int, g []float64) {
 		a, b := sparseRange(ups[i], lo, hi)
 		total += b - a
 	}
-	if total*bits.Len(uint(len(idx))) > hi-lo {
-		gramSparseScan(ups, idx, lo, hi, g)
-	} else {
+	// The estimated steps of each way; they give the same bits.
+	m := len(idx)
+	pairs, heap, scan := (m-1)*total, 8*total*bits.Len(uint(m)), hi-lo+4*total
+	switch {
+	case pairs <= heap && pairs <= scan:
+		gramSparsePairs(ups, n, idx, lo, hi, g)
+	case heap <= scan:
 		gramSparseHeap(ups, idx, lo, hi, g)
+	default:
+		gramSparseScan(ups, idx, lo, hi, g)
+	}
+}
+
+// gramSparsePairs is gramSparse pair by pair: each update scattered into
+// a dense row of n, the others gathered from it (no merge's unpredictable
+// branches).
+func gramSparsePairs(ups []Update, n int, idx []int, lo, hi int, g []float64) {
+	k := len(ups)
+	row := make([]float32, n)
+	for a, i := range idx {
+		u := ups[i]
+		for t, c := range u.Indices {
+			row[c] = u.Values[t]
+		}
+		for _, j := range idx[a:] {
+			g[i*k+j] += mixedBlockDot(ups[j], row, lo, hi)
+		}
+		for _, c := range u.Indices {
+			row[c] = 0
+		}
 	}
 }
 

@@ -213,7 +213,8 @@ func resum(b []byte) []byte {
 	return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
 }
 
-// TestGramSparsePaths: the heap and the counting sort give the same bits,
+// TestGramSparsePaths: the heap, the counting sort and the pairwise
+// merges give the same bits,
 // whatever the density and the split.
 func TestGramSparsePaths(t *testing.T) {
 	for _, tc := range []struct {
@@ -230,6 +231,18 @@ func TestGramSparsePaths(t *testing.T) {
 		gramSparseScan(ups, idx, tc.lo, tc.hi, b)
 		if !slices.Equal(a, b) {
 			t.Errorf("n %d, k %d, density %g: the heap and the scan differ", tc.n, tc.k, tc.frac)
+		}
+		clear(b)
+		gramSparsePairs(ups, tc.n, idx, tc.lo, tc.hi, b)
+		if !slices.Equal(a, b) {
+			t.Errorf("n %d, k %d, density %g: the heap and the pairs differ", tc.n, tc.k, tc.frac)
+		}
+		for i := range tc.k {
+			for j := i; j < tc.k; j++ {
+				if got := sparseBlockDot(ups[i], ups[j], tc.lo, tc.hi); got != a[i*tc.k+j] {
+					t.Fatalf("n %d, k %d, density %g: the merge of %d and %d gives %v, the heap %v", tc.n, tc.k, tc.frac, i, j, got, a[i*tc.k+j])
+				}
+			}
 		}
 		var nonzero int
 		for _, x := range a {
@@ -283,3 +296,27 @@ func centerOf(s Strategy) []float64 {
 	}
 	return s.(*CenteredClip).Center()
 }
+
+// sparseBlockDot is gramDense's sum for two sparse updates over [lo, hi),
+// by a merge of their indices: the reference of TestGramSparsePaths.
+func sparseBlockDot(u, v Update, lo, hi int) float64 {
+	a, ae := sparseRange(u, lo, hi)
+	b, be := sparseRange(v, lo, hi)
+	ui, vi := u.Indices[:ae], v.Indices[:be]
+	var acc blockAcc
+	for a < ae && b < be {
+		ci, cj := ui[a], vi[b]
+		switch {
+		case ci < cj:
+			a++
+		case ci > cj:
+			b++
+		default:
+			acc.add(int(ci)-lo, float64(float64(u.Values[a])*float64(v.Values[b])))
+			a++
+			b++
+		}
+	}
+	return acc.sum()
+}
+
