@@ -319,4 +319,3 @@ func sparseBlockDot(u, v Update, lo, hi int) float64 {
 	}
 	return acc.sum()
 }
-
