@@ -425,6 +425,7 @@ type reputationAcc struct {
 	n        int
 	ups      []Update  // validated, kept or copied (see keeper)
 	sqs      []float64 // dot32 of each dense update with itself, or −1
+	pooled   []bool    // whether Add copied the update into a pooled row
 	excluded []int
 	scores   []float64
 	applied  bool
@@ -434,10 +435,17 @@ func (a *reputationAcc) Add(u Update) error {
 	if a.applied {
 		return ErrApplied
 	}
-	if err := Validate(u, a.n); err != nil {
+	// One pass checks u, copies it (a dense one into a pooled row, given
+	// back after Apply) and sums its squares.
+	c, _, sq, err := keepWithNorm(u, a.n)
+	if err != nil {
 		return err
 	}
-	return a.addKept(cloneUpdate(u))
+	if err := a.addKeptSq(c, sq); err != nil {
+		return err
+	}
+	a.pooled[len(a.pooled)-1] = !c.IsSparse()
+	return nil
 }
 
 func (a *reputationAcc) addKept(u Update) error { return a.addKeptSq(u, -1) }
@@ -448,6 +456,7 @@ func (a *reputationAcc) addKeptSq(u Update, sq float64) error {
 	}
 	a.ups = append(a.ups, u)
 	a.sqs = append(a.sqs, sq)
+	a.pooled = append(a.pooled, false) // the caller's: it gives the rows back
 	return nil
 }
 
@@ -611,7 +620,14 @@ func (a *reputationAcc) Apply(global []float32) error {
 		return err
 	}
 	r.st = st
-	a.applied, a.excluded, a.scores, a.ups = true, excluded, scores, nil
+	// Nobody reads the rows any more: the inner accumulator is done with
+	// them (as AutoBound also relies on).
+	for i, u := range a.ups {
+		if a.pooled[i] {
+			putRow(u.Delta)
+		}
+	}
+	a.applied, a.excluded, a.scores, a.ups, a.pooled = true, excluded, scores, nil, nil
 	return nil
 }
 
