@@ -131,6 +131,8 @@ func TestCenteredClipGramIsTheRule(t *testing.T) {
 			switch c {
 			case 3: // far out
 				ups[c] = Update{Weight: 1, Delta: slices.Repeat([]float32{40}, n), Client: 4, ClientKnown: true}
+			case 11: // as far out as float32 goes
+				ups[c] = Update{Weight: 1, Delta: slices.Repeat([]float32{-3e38}, n), Client: 12, ClientKnown: true}
 			case 5, 7, 9: // identical colluders
 				ups[c] = Update{Weight: 1, Delta: slices.Clone(crafted), Client: uint64(c + 1), ClientKnown: true}
 			}
