@@ -166,14 +166,10 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 		for i, r := range rows {
 			d[i] = dist3264(r, v)
 		}
-		med := lowerMedian(d)
-		if c.Growth > 0 && c.scale > 0 {
-			med = min(med, c.Growth*c.scale)
-		}
+		med, tau := c.radius(d)
 		if it == 0 {
 			scale = med
 		}
-		tau := c.Tau * med
 		if !(tau > 0) {
 			break // at least half of the updates are at the center
 		}
@@ -257,14 +253,10 @@ func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 		for i := range k {
 			d[i] = math.Sqrt(max(0, (h[i*k+i]-2*ha[i])+aha))
 		}
-		med := lowerMedian(d)
-		if c.Growth > 0 && c.scale > 0 {
-			med = min(med, c.Growth*c.scale)
-		}
+		med, tau := c.radius(d)
 		if it == 0 {
 			scale = med
 		}
-		tau := c.Tau * med
 		if !(tau > 0) {
 			break // at least half of the updates are at the center
 		}
@@ -342,6 +334,16 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 	return sq
 }
 
+// radius returns a step's median distance (the lower median of d, capped
+// by Growth) and its clipping radius.
+func (c *CenteredClip) radius(d []float64) (med, tau float64) {
+	med = lowerMedian(d)
+	if c.Growth > 0 && c.scale > 0 {
+		med = min(med, c.Growth*c.scale)
+	}
+	return med, c.Tau * med
+}
+
 // weights returns each row's weight: 1, or with Same, 1/g for a row in a
 // group of g rows linked by cosine similarities of at least Same (the
 // groups are the connected components, found in row order).
@@ -358,34 +360,7 @@ func (c *CenteredClip) weights(rows [][]float32) []float64 {
 	for i, r := range rows {
 		norms[i] = math.Sqrt(dot32(r, r))
 	}
-	// group is a union-find forest: group[i] is i's parent, and each
-	// group's root is its smallest row.
-	group := seq(k)
-	find := func(i int) int {
-		for group[i] != i {
-			i = group[i]
-		}
-		return i
-	}
-	for i := range k {
-		for j := i + 1; j < k; j++ {
-			if norms[i] == 0 || norms[j] == 0 {
-				continue
-			}
-			if dot32(rows[i], rows[j])/(norms[i]*norms[j]) >= c.Same {
-				a, b := find(i), find(j)
-				group[max(a, b)] = min(a, b)
-			}
-		}
-	}
-	size := make([]int, k)
-	for i := range k {
-		size[find(i)]++
-	}
-	for i := range k {
-		w[i] = 1 / float64(size[find(i)])
-	}
-	return w
+	return sameGroups(norms, c.Same, func(i, j int) float64 { return dot32(rows[i], rows[j]) })
 }
 
 // dist3264 returns ‖a − b‖ for float32 a and float64 b, with four partial

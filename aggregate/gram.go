@@ -423,7 +423,19 @@ func (b *blockAcc) sum() float64 {
 // each update, or with same > 0, 1/g for an update in a group of g linked
 // by cosine similarities of at least same.
 func sameWeightsGram(g *gramMat, same float64) []float64 {
-	k := g.k
+	norms := make([]float64, g.k)
+	for i := range norms {
+		norms[i] = math.Sqrt(g.at(i, i))
+	}
+	return sameGroups(norms, same, g.at)
+}
+
+// sameGroups returns each of k updates' weight: 1, or with same > 0, 1/g
+// for an update in a group of g linked by cosine similarities (dot(i, j)
+// over the norms) of at least same; the groups are the connected
+// components, found in update order.
+func sameGroups(norms []float64, same float64, dot func(i, j int) float64) []float64 {
+	k := len(norms)
 	w := make([]float64, k)
 	for i := range w {
 		w[i] = 1
@@ -431,10 +443,8 @@ func sameWeightsGram(g *gramMat, same float64) []float64 {
 	if same == 0 || k < 2 {
 		return w
 	}
-	norms := make([]float64, k)
-	for i := range norms {
-		norms[i] = math.Sqrt(g.at(i, i))
-	}
+	// group is a union-find forest: group[i] is i's parent, and each
+	// group's root is its smallest update.
 	group := seq(k)
 	find := func(i int) int {
 		for group[i] != i {
@@ -447,7 +457,7 @@ func sameWeightsGram(g *gramMat, same float64) []float64 {
 			if norms[i] == 0 || norms[j] == 0 {
 				continue
 			}
-			if g.at(i, j)/(norms[i]*norms[j]) >= same {
+			if dot(i, j)/(norms[i]*norms[j]) >= same {
 				a, b := find(i), find(j)
 				group[max(a, b)] = min(a, b)
 			}
@@ -472,19 +482,7 @@ func agreementScoresGram(g *gramMat, trusted []bool) []float64 {
 	for i := range norms {
 		norms[i] = math.Sqrt(g.at(i, i))
 	}
-	sorted := slices.Clone(norms)
-	slices.Sort(sorted)
-	m := sorted[k/2]
-	if k%2 == 0 {
-		m = (sorted[k/2-1] + sorted[k/2]) / 2
-	}
-	clip := make([]float64, k)
-	for i, x := range norms {
-		clip[i] = 1
-		if x > m {
-			clip[i] = m / x
-		}
-	}
+	clip := clipToMedian(norms)
 	// d[i] = ⟨u_i, S⟩ for the clipped trusted sum S, and ‖S‖² = Σ c_j d[j].
 	d := make([]float64, k)
 	for i := range k {

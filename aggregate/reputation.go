@@ -671,19 +671,7 @@ func agreementScores(ups []Update, sqs []float64, trusted []bool, n int) []float
 			norms[i] = math.Sqrt(dot32(u.Delta, u.Delta))
 		}
 	}
-	sorted := slices.Clone(norms)
-	slices.Sort(sorted)
-	m := sorted[k/2]
-	if k%2 == 0 {
-		m = (sorted[k/2-1] + sorted[k/2]) / 2
-	}
-	clip := make([]float64, k)
-	for i, x := range norms {
-		clip[i] = 1
-		if x > m {
-			clip[i] = m / x
-		}
-	}
+	clip := clipToMedian(norms)
 	if dense := !slices.ContainsFunc(ups, Update.IsSparse); dense {
 		return agreementScoresDense(ups, trusted, norms, clip, n)
 	}
@@ -718,6 +706,26 @@ func agreementScores(ups []Update, sqs []float64, trusted []bool, n int) []float
 		scores[i] = agreementScore(d, refSq, norms[i], clip[i], trusted[i])
 	}
 	return scores
+}
+
+// clipToMedian returns each norm's clip factor to the median norm (the
+// mean of the middle two for an even count): min(1, m/norm).
+func clipToMedian(norms []float64) []float64 {
+	k := len(norms)
+	sorted := slices.Clone(norms)
+	slices.Sort(sorted)
+	m := sorted[k/2]
+	if k%2 == 0 {
+		m = (sorted[k/2-1] + sorted[k/2]) / 2
+	}
+	clip := make([]float64, k)
+	for i, x := range norms {
+		clip[i] = 1
+		if x > m {
+			clip[i] = m / x
+		}
+	}
+	return clip
 }
 
 // agreementScoresDense is agreementScores for dense updates, bit for bit,
