@@ -90,6 +90,9 @@ func run(args []string, stdout io.Writer) error {
 		metricsF = fs.String("metrics-out", "", "-sim: write one JSON object per round to this file")
 	)
 	fs.BoolVar(&fr.Restrict, "restrict", false, "-sim: clients train only the round's support")
+	fs.StringVar(&fr.LocalOpt, "local-opt", "sgd", "-sim -restrict: the clients' local step on the support: sgd, adam (fresh moments per client, rate -client-lr) or sign")
+	fs.StringVar(&fr.DownloadCodec, "download-codec", "none", "-sim: --download-codec (none: dense downloads)")
+	fs.BoolVar(&fr.Stop, "stop", false, "-sim: stop at the first round at -target")
 	fs.StringVar(&fr.Strategy, "strategy", runspec.DefaultStrategy, "-sim: --strategy")
 	fs.Float64Var(&fr.LR, "client-lr", 0.1, "-sim: --lr, the clients' SGD step")
 	fs.Float64Var(&fr.Momentum, "momentum", 0, "-sim: --momentum, the clients' SGD momentum")
@@ -111,7 +114,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *simMode {
-		fr.Seed, fr.Fraction, fr.DataDir, fr.Rounds = o.Seed, o.Fraction, *dataDir, rs[len(rs)-1]
+		fr.Seed, fr.Fraction, fr.DataDir, fr.Rounds, fr.Target = o.Seed, o.Fraction, *dataDir, rs[len(rs)-1], *target
 		return runSim(fr, rs, *format, *metricsF, stdout)
 	}
 	dir, err := dataset.MNISTDir(*dataDir)
