@@ -163,6 +163,11 @@ type FedRun struct {
 // Run runs it and returns the simulator's summary, the one 'fedzip
 // simulate -o json' prints, and the rounds' metrics.
 func (f FedRun) Run(ctx context.Context) (*report.Simulation, []sim.Metrics, error) {
+	switch f.LocalOpt {
+	case "", "sgd", "adam", "sign":
+	default:
+		return nil, nil, fmt.Errorf("randk: local optimizer %q: want sgd, adam or sign", f.LocalOpt)
+	}
 	fed, err := dataset.Spec{Dataset: "mnist", DataDir: f.DataDir, Clients: f.Clients, Partition: "iid", Seed: f.Seed}.Load()
 	if err != nil {
 		return nil, nil, err
@@ -188,11 +193,6 @@ func (f FedRun) Run(ctx context.Context) (*report.Simulation, []sim.Metrics, err
 		model = supportModel{Model: base, r: rs}
 	}
 	data := sim.DataOf(fed)
-	switch f.LocalOpt {
-	case "", "sgd", "adam", "sign":
-	default:
-		return nil, nil, fmt.Errorf("randk: local optimizer %q: want sgd, adam or sign", f.LocalOpt)
-	}
 	if rs != nil && f.LocalOpt != "" && f.LocalOpt != "sgd" {
 		if f.Momentum != 0 {
 			return nil, nil, fmt.Errorf("randk: local optimizer %q takes no client momentum", f.LocalOpt)
