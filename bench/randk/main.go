@@ -14,13 +14,17 @@
 // -restrict its clients train only the round's support, which they know
 // from the round seed before they train (a model whose gradients are zero
 // off the support; the simulator, the protocol and the byte counts are
-// the simulator's own). It prints the simulator's summary and the
-// accuracy after each of -rounds, and -metrics-out writes every round.
+// the simulator's own). -local-opt adam makes their local step Adam on
+// the support (fresh moments for each client, step -client-lr), -stop
+// ends the run at the first round at -target, and -download-codec sets
+// the downloads (dense by default). It prints the simulator's summary and
+// the accuracy after each of -rounds, and -metrics-out writes every round.
 // docs/secagg.md ("Can random-k 1% meet the goal?") has the figures.
 //
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300 -union
 //	nice -n 10 go run ./bench/randk -sim -restrict -rounds 43,86,150 -seed 7
+//	nice -n 10 go run ./bench/randk -sim -restrict -local-opt adam -client-lr 0.07 -clip 0.5 -strategy fedavgm,lr=1,momentum=0 -rounds 10,20,30,40,50,60,70,80,90,100,120,150,200 -stop -seed 1
 package main
 
 import (
