@@ -14,13 +14,17 @@
 // -restrict its clients train only the round's support, which they know
 // from the round seed before they train (a model whose gradients are zero
 // off the support; the simulator, the protocol and the byte counts are
-// the simulator's own). It prints the simulator's summary and the
-// accuracy after each of -rounds, and -metrics-out writes every round.
+// the simulator's own). -local-opt adam makes their local step Adam on
+// the support (fresh moments for each client, step -client-lr), -stop
+// ends the run at the first round at -target, and -download-codec sets
+// the downloads (dense by default). It prints the simulator's summary and
+// the accuracy after each of -rounds, and -metrics-out writes every round.
 // docs/secagg.md ("Can random-k 1% meet the goal?") has the figures.
 //
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300
 //	nice -n 10 go run ./bench/randk -fraction 0.01 -rounds 43,86,150,300 -union
 //	nice -n 10 go run ./bench/randk -sim -restrict -rounds 43,86,150 -seed 7
+//	nice -n 10 go run ./bench/randk -sim -restrict -local-opt adam -client-lr 0.07 -clip 0.5 -strategy fedavgm,lr=1,momentum=0 -rounds 10,20,30,40,50,60,70,80,90,100,120,150,200 -stop -seed 1
 package main
 
 import (
@@ -90,6 +94,9 @@ func run(args []string, stdout io.Writer) error {
 		metricsF = fs.String("metrics-out", "", "-sim: write one JSON object per round to this file")
 	)
 	fs.BoolVar(&fr.Restrict, "restrict", false, "-sim: clients train only the round's support")
+	fs.StringVar(&fr.LocalOpt, "local-opt", "sgd", "-sim -restrict: the clients' local step on the support: sgd, adam (fresh moments per client, rate -client-lr) or sign")
+	fs.StringVar(&fr.DownloadCodec, "download-codec", "none", "-sim: --download-codec (none: dense downloads)")
+	fs.BoolVar(&fr.Stop, "stop", false, "-sim: stop at the first round at -target")
 	fs.StringVar(&fr.Strategy, "strategy", runspec.DefaultStrategy, "-sim: --strategy")
 	fs.Float64Var(&fr.LR, "client-lr", 0.1, "-sim: --lr, the clients' SGD step")
 	fs.Float64Var(&fr.Momentum, "momentum", 0, "-sim: --momentum, the clients' SGD momentum")
@@ -111,7 +118,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *simMode {
-		fr.Seed, fr.Fraction, fr.DataDir, fr.Rounds = o.Seed, o.Fraction, *dataDir, rs[len(rs)-1]
+		fr.Seed, fr.Fraction, fr.DataDir, fr.Rounds, fr.Target = o.Seed, o.Fraction, *dataDir, rs[len(rs)-1], *target
 		return runSim(fr, rs, *format, *metricsF, stdout)
 	}
 	dir, err := dataset.MNISTDir(*dataDir)

@@ -233,3 +233,83 @@ func TestFirstReaching(t *testing.T) {
 		t.Errorf("FirstReaching(0.99) = %d, want 0", got)
 	}
 }
+
+// TestRestrictDirection: Adam's first step of a client is the sign of
+// the gradient on the support (m̂/√v̂ = g/|g|), the state starts afresh
+// after ClientSteps steps (a later client's first step is a sign again),
+// "sign" gives ±1 on the support, and nothing moves off the support.
+func TestRestrictDirection(t *testing.T) {
+	const d = 200
+	rs := NewRestrict(d, 3, 0.1)
+	rs.Opt, rs.ClientSteps = "adam", 2
+	grad := func(scale float32) []float32 {
+		g := make([]float32, d)
+		for _, j := range rs.idx {
+			g[j] = scale * float32(int(j)%7-3)
+		}
+		return g
+	}
+	isSign := func(g, dir []float32) bool {
+		for _, j := range rs.idx {
+			want := float32(0)
+			if g[j] > 0 {
+				want = 1
+			} else if g[j] < 0 {
+				want = -1
+			}
+			if diff := dir[j] - want; diff > 1e-3 || diff < -1e-3 {
+				return false
+			}
+		}
+		return true
+	}
+	for step := range 4 {
+		g := grad(0.001 * float32(1+step*step))
+		dir := slices.Clone(g)
+		rs.direction(dir)
+		first := step%rs.ClientSteps == 0
+		if isSign(g, dir) != first {
+			t.Fatalf("adam step %d: direction is the gradient's sign: %v, want %v", step, !first, first)
+		}
+	}
+	rs.Opt = "sign"
+	g := grad(0.002)
+	dir := slices.Clone(g)
+	rs.direction(dir)
+	if !isSign(g, dir) {
+		t.Fatal("sign: direction is not the gradient's sign")
+	}
+	for j, on := range rs.on {
+		if !on && dir[j] != 0 {
+			t.Fatalf("coordinate %d off the support moved", j)
+		}
+	}
+}
+
+// TestRestrictedAdamTrainsOnlyTheSupport: clients with the local Adam
+// step move the model only on the round's support.
+func TestRestrictedAdamTrainsOnlyTheSupport(t *testing.T) {
+	fed, m, init := synthetic(t)
+	const seed, fraction = 5, 0.2
+	d := m.NumParams()
+	cfg := sim.Config{Spec: runspec.Spec{Model: "mlp:32", InputDim: fed.Train.Dim, Classes: fed.Train.Classes, InitSeed: 1,
+		Round: round.Config{Fraction: 0.5, Rounds: 1, Seed: seed}, LocalEpochs: 1, BatchSize: 10, LR: 0.01, TaskSeed: seed,
+		Strategy: "fedavg,bound=off", UploadCodec: "none"}, Workers: 1}
+	rs := NewRestrict(d, seed, fraction)
+	rs.Opt, rs.ClientSteps = "adam", (len(sim.DataOf(fed).Parts[0])+9)/10
+	res, err := sim.Run(context.Background(), cfg, supportModel{Model: m, r: rs}, init, sim.DataOf(fed), rs.Observe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := supports(d, fraction, seed, 1)
+	if got := moved(init, res.Model); !subset(got, s1) || len(got) < len(s1)/2 {
+		t.Fatalf("moved %d coordinates, support %d, or some off it", len(got), len(s1))
+	}
+}
+
+func TestFedRunRefusesLocalOpt(t *testing.T) {
+	_, _, err := FedRun{LocalOpt: "rmsprop"}.Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "rmsprop") {
+		t.Fatalf("err = %v", err)
+	}
+}
