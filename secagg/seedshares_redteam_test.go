@@ -133,9 +133,9 @@ func TestRedteamWireVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := m.UnmarshalBinary(b); err != nil {
-			t.Fatalf("%s: version 2: %v", name, err)
+			t.Fatalf("%s: version 3: %v", name, err)
 		}
-		for _, v := range []byte{0, 1, 3, 0xff} {
+		for _, v := range []byte{0, 1, 2, 4, 0xff} {
 			c := append([]byte(nil), b...)
 			c[0] = v
 			if err := m.UnmarshalBinary(c); !errors.Is(err, ErrCorrupt) {
@@ -157,7 +157,7 @@ func TestRedteamWireVersion(t *testing.T) {
 	}
 	var m UnmaskResponse
 	if err := m.UnmarshalBinary(v1); err == nil {
-		t.Fatalf("a version-1 body under version 2 decoded: %+v", m)
+		t.Fatalf("a version-1 body under version 3 decoded: %+v", m)
 	}
 	b, _ := (&UnmaskResponse{From: 7, Shares: []RevealedShare{{Owner: 9, Kind: SelfMaskShare, Y: [chunks]uint64{1, prime, 3}}}}).MarshalBinary()
 	if err := m.UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
