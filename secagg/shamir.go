@@ -168,6 +168,10 @@ type lagrange struct {
 func newLagrange(xs []uint64) *lagrange {
 	t := len(xs)
 	l := &lagrange{xs: xs, invDen: make([]uint64, t), pre: make([]uint64, t+1), suf: make([]uint64, t+1)}
+	// The denominators' inverses with one inversion (Montgomery's
+	// trick): pre holds the running products, then each inverse is the
+	// inverse of the whole times the products around it.
+	acc := uint64(1)
 	for i := range t {
 		den := uint64(1)
 		for m := range t {
@@ -175,7 +179,13 @@ func newLagrange(xs []uint64) *lagrange {
 				den = mulmod(den, submod(xs[i], xs[m]))
 			}
 		}
-		l.invDen[i] = invmod(den)
+		l.invDen[i] = den
+		l.pre[i] = acc
+		acc = mulmod(acc, den)
+	}
+	inv := invmod(acc)
+	for i := t - 1; i >= 0; i-- {
+		inv, l.invDen[i] = mulmod(inv, l.invDen[i]), mulmod(inv, l.pre[i])
 	}
 	return l
 }
