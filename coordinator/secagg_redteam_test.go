@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -396,6 +397,39 @@ func TestRedteamSecAggShiftedShare(t *testing.T) {
 	t.Log(e.Abandoned)
 	if v := h.f.View(); v.Phase != round.Idle || v.Version != 0 || h.f.ModelHash() != before || h.f.sa != nil {
 		t.Fatalf("after a shifted share: phase %v, version %d, model moved %v, protocol state %v", v.Phase, v.Version, h.f.ModelHash() != before, h.f.sa != nil)
+	}
+}
+
+// TestSecAggSnapshotVersion2Refused: a snapshot an FSM took in the middle
+// of the protocol (here after the masked inputs) restores, and the same
+// snapshot with its protocol server state marked as wire version 2 (whose
+// adverts carry no commitment) is refused with an error, not misread:
+// a round in flight does not survive the upgrade to version 3.
+func TestSecAggSnapshotVersion2Refused(t *testing.T) {
+	t0 := time.Unix(1000, 0).UTC()
+	h, o := newSAHarness(t, 5, t0)
+	peers := map[round.ClientID]*saPeer{}
+	for step := range SecAggUnmask {
+		if e := saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t)); e.Abandoned != "" {
+			t.Fatalf("step %d: %s", step, e.Abandoned)
+		}
+	}
+	checkRestores(t, h.f)
+	s, err := h.f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := s.(*snapshot)
+	if snap.SecAgg == nil || snap.SecAgg.Server[0] != 3 {
+		t.Fatalf("the snapshot's protocol state: %+v", snap.SecAgg)
+	}
+	snap.SecAgg.Server[0] = 2
+	var buf bytes.Buffer
+	if err := snap.Persist(&memSink{Buffer: &buf}); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewFSM().Restore(nopCloser{&buf}); !errors.Is(err, secagg.ErrCorrupt) {
+		t.Fatalf("a version-2 protocol state restored: %v", err)
 	}
 }
 
