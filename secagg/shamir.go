@@ -260,6 +260,10 @@ func Combine(shares []Share, t int) ([SecretLen]byte, error) {
 	return s, nil
 }
 
+// errConsistentMismatch wraps ErrInconsistentShares: more than t shares lie
+// on one polynomial whose secret the check refuses.
+var errConsistentMismatch = fmt.Errorf("%w: shares consistent", ErrInconsistentShares)
+
 // combineChecked rebuilds a secret from t or more shares and accepts it
 // only if ok does (ok checks it against its owner's commitment or public
 // key). It first combines all the shares (Combine, which also checks
@@ -271,19 +275,16 @@ func Combine(shares []Share, t int) ([SecretLen]byte, error) {
 // is: a subset that leaves it out holds t right shares. The work is
 // bounded by t+2 interpolations, whatever the shares. If none passes, the
 // error wraps ErrInconsistentShares (and errConsistentMismatch if more
-// than t shares agree on the refused secret); errors of the shares' form (too few,
-// a repeated coordinate, a value outside the field) are Combine's.
-// errConsistentMismatch wraps ErrInconsistentShares: more than t shares lie
-// on one polynomial whose secret the check refuses.
-var errConsistentMismatch = fmt.Errorf("%w: shares consistent", ErrInconsistentShares)
-
+// than t shares agree on the refused secret); errors of the shares' form
+// (too few, a repeated coordinate, a value outside the field) are
+// Combine's.
 func combineChecked(shares []Share, t int, ok func(*[SecretLen]byte) bool) ([SecretLen]byte, error) {
 	s, err := Combine(shares, t)
 	if err == nil && ok(&s) {
 		return s, nil
 	}
 	if err != nil && !errors.Is(err, ErrInconsistentShares) {
-		return s, err
+		return [SecretLen]byte{}, err
 	}
 	if err == nil && len(shares) > t {
 		// More than t shares on one polynomial: every subset rebuilds
