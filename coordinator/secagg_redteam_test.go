@@ -267,6 +267,19 @@ func TestRedteamSecAggServerRefusals(t *testing.T) {
 	waitFor(t, "the round to close", func() bool { return node.FSM().View().Round > v.Round })
 }
 
+// saToUnmask runs the steps before the unmask step with honest clients
+// and returns them.
+func saToUnmask(t *testing.T, h *saHarness, o round.Opened, now time.Time) map[round.ClientID]*saPeer {
+	t.Helper()
+	peers := map[round.ClientID]*saPeer{}
+	for step := range SecAggUnmask {
+		if e := saStep(t, h, o, now, peers, step, saHonest(t)); e.Abandoned != "" {
+			t.Fatalf("step %d: %s", step, e.Abandoned)
+		}
+	}
+	return peers
+}
+
 // TestRedteamSecAggBadShare is a survivor that reveals a wrong share (in
 // the field, of the right owner and kind, off the polynomial) at the
 // unmask step. The coordinator cannot check one share on its own, so the
@@ -279,12 +292,7 @@ func TestRedteamSecAggBadShare(t *testing.T) {
 	h, o := newSAHarness(t, 5, t0)
 	var got []uint32
 	h.f.saSum = func(_ int, _ []uint64, sum []uint32) { got = slices.Clone(sum) }
-	peers := map[round.ClientID]*saPeer{}
-	for step := range SecAggUnmask {
-		if e := saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t)); e.Abandoned != "" {
-			t.Fatalf("step %d: %s", step, e.Abandoned)
-		}
-	}
+	peers := saToUnmask(t, h, o, t0.Add(time.Second))
 	if p := h.f.sa.graph.Params(); p.K != 4 || p.T != 3 {
 		t.Fatalf("k=%d, t=%d: the test wants t+1 = k shares of each seed", p.K, p.T)
 	}
@@ -347,12 +355,7 @@ func lagrangeAt0(xs []int64) *big.Int {
 func TestRedteamSecAggShiftedShare(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(t, 5, t0)
-	peers := map[round.ClientID]*saPeer{}
-	for step := range SecAggUnmask {
-		if e := saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t)); e.Abandoned != "" {
-			t.Fatalf("step %d: %s", step, e.Abandoned)
-		}
-	}
+	peers := saToUnmask(t, h, o, t0.Add(time.Second))
 	g := h.f.sa.graph
 	if p := g.Params(); p.K != 4 || p.T != 3 {
 		t.Fatalf("k=%d, t=%d: the test wants the complete graph of 5 with t=3", p.K, p.T)
@@ -408,12 +411,7 @@ func TestRedteamSecAggShiftedShare(t *testing.T) {
 func TestSecAggSnapshotVersion2Refused(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
 	h, o := newSAHarness(t, 5, t0)
-	peers := map[round.ClientID]*saPeer{}
-	for step := range SecAggUnmask {
-		if e := saStep(t, h, o, t0.Add(time.Second), peers, step, saHonest(t)); e.Abandoned != "" {
-			t.Fatalf("step %d: %s", step, e.Abandoned)
-		}
-	}
+	saToUnmask(t, h, o, t0.Add(time.Second))
 	checkRestores(t, h.f)
 	s, err := h.f.Snapshot()
 	if err != nil {
