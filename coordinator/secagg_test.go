@@ -517,8 +517,8 @@ func saHonest(tb testing.TB) func(int, round.ClientID, []byte, error) []byte {
 
 // TestSecAggMessageBound: at every step an honest client's message fits
 // the step's bound with at most the bound's 64 bytes of framing to spare
-// (the bound follows wire version 2's share sizes, not an older, looser
-// one), and an outsider's message one byte over the bound is refused
+// (the bound follows wire version 3's sizes: an advert of 106 bytes with
+// its commitment, shares of 16-byte seeds), and an outsider's message one byte over the bound is refused
 // before it is decoded, at no cost to the state.
 func TestSecAggMessageBound(t *testing.T) {
 	t0 := time.Unix(1000, 0).UTC()
@@ -537,7 +537,7 @@ func TestSecAggMessageBound(t *testing.T) {
 			if len(msg) > bound {
 				t.Fatalf("step %d: an honest message of %d bytes, the bound is %d", step, len(msg), bound)
 			}
-			if step != SecAggAdvertise && bound-len(msg) > 64 {
+			if bound-len(msg) > 64 {
 				t.Errorf("step %d: the bound %d leaves %d bytes over an honest message", step, bound, bound-len(msg))
 			}
 			before := stateBytes(t, h.f)

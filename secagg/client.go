@@ -90,12 +90,13 @@ func (c *Client) enter(step int) error {
 	return nil
 }
 
-// Advertise is step 0: the client's public keys.
+// Advertise is step 0: the client's public keys and its commitment to
+// its self-mask seed.
 func (c *Client) Advertise() (KeyAdvert, error) {
 	if err := c.enter(stepAdvertise); err != nil {
 		return KeyAdvert{}, err
 	}
-	a := KeyAdvert{ID: c.id}
+	a := KeyAdvert{ID: c.id, BC: commitSelfMask(c.g.p.Session, c.id, &c.b)}
 	copy(a.CPK[:], c.cKey.PublicKey().Bytes())
 	copy(a.SPK[:], c.sKey.PublicKey().Bytes())
 	c.step = stepShareKeys

@@ -1,6 +1,9 @@
 package secagg
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Sentinel errors, returned wrapped with details; test for them with
 // errors.Is. Drivers map them to their own errors at their boundary.
@@ -60,3 +63,37 @@ var (
 	// trailing bytes.
 	ErrCorrupt = errors.New("secagg: corrupt message")
 )
+
+// MismatchError is the server's refusal of a secret it rebuilt from
+// revealed shares: the self-mask seed of survivor Owner does not match
+// the commitment Owner advertised, or the mask key of Owner, which
+// dropped, does not match its advertised public key, from every subset of
+// its Shares revealed shares that the server tried (t, or with more than
+// t, each that leaves one of the first t+1 out). With exactly t shares a
+// neighbour's wrong share cannot be told from the owner's wrong
+// commitment. Sum returns it and no sum. It wraps ErrInconsistentShares.
+type MismatchError struct {
+	Owner  uint64
+	Kind   ShareKind
+	Shares int // revealed shares of the secret
+	T      int // the threshold
+	// Consistent says that more than t shares lie on one polynomial, so
+	// the owner's advert (or its shares, all of them) is what is wrong,
+	// not one neighbour's share.
+	Consistent bool
+}
+
+func (e *MismatchError) Error() string {
+	what := "self-mask seed"
+	if e.Kind == MaskKeyShare {
+		what = "mask key"
+	}
+	blame := ""
+	if e.Consistent {
+		blame = "; the shares agree: the client's own advert or shares are wrong"
+	}
+	return fmt.Sprintf("%v: the %s of client %d rebuilt from %d shares (t=%d) does not match its advert%s", ErrInconsistentShares, what, e.Owner, e.Shares, e.T, blame)
+}
+
+// Unwrap returns ErrInconsistentShares.
+func (e *MismatchError) Unwrap() error { return ErrInconsistentShares }

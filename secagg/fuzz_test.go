@@ -44,7 +44,9 @@ func fuzzDecoder(f *testing.F, newMsg func() message, seeds ...message) {
 }
 
 func FuzzKeyAdvert(f *testing.F) {
-	fuzzDecoder(f, func() message { return new(KeyAdvert) }, &KeyAdvert{ID: 1, CPK: [32]byte{1}})
+	fuzzDecoder(f, func() message { return new(KeyAdvert) }, &KeyAdvert{ID: 1, CPK: [32]byte{1}, BC: [32]byte{2}})
+	// Version 2's advert, without a commitment: refused.
+	f.Add(append([]byte{2, kindAdvert}, make([]byte, 8+2*keyLen)...))
 }
 
 func FuzzKeyList(f *testing.F) {
@@ -142,9 +144,12 @@ func FuzzProtocolInputs(f *testing.F) {
 	})
 }
 
-// FuzzCombine: arbitrary shares never panic Combine.
+// FuzzCombine: arbitrary shares never panic Combine or combineChecked;
+// what combineChecked returns passed its check, after at most t+2
+// checks.
 func FuzzCombine(f *testing.F) {
 	f.Add([]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}, uint8(2))
+	f.Add([]byte{1, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 2, 0, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 3, 0, 9, 4, 5, 6, 7, 8, 9, 10, 11, 12}, uint8(2))
 	f.Fuzz(func(t *testing.T, b []byte, thr uint8) {
 		var shares []Share
 		for len(b) >= 12 {
@@ -157,5 +162,14 @@ func FuzzCombine(f *testing.F) {
 			b = b[12:]
 		}
 		_, _ = Combine(shares, int(thr%8))
+		checks := 0
+		odd := func(s *[SecretLen]byte) bool { checks++; return s[0]&1 == 1 }
+		s, err := combineChecked(shares, int(thr%8), odd)
+		if err == nil && s[0]&1 != 1 {
+			t.Fatalf("combineChecked returned %x, which its check refuses", s)
+		}
+		if checks > int(thr%8)+2 {
+			t.Fatalf("%d checks for t=%d", checks, thr%8)
+		}
 	})
 }

@@ -10,9 +10,10 @@ import (
 // and by the bytes left before it allocates, returns errors wrapping
 // ErrTruncated or ErrCorrupt, and never panics.
 
-// wireVersion 2 shares 16-byte seeds (three field elements a share);
-// version 1 shared the 32-byte keys (five), and its messages are refused.
-const wireVersion = 2
+// wireVersion 3 adds to each advert a commitment to the client's
+// self-mask seed. Version 2 (16-byte seeds, three field elements a share,
+// no commitment) and version 1 (32-byte keys, five) are refused.
+const wireVersion = 3
 
 const (
 	kindAdvert byte = 1 + iota
@@ -25,9 +26,11 @@ const (
 
 const (
 	keyLen       = 32
-	advertLen    = 8 + 2*keyLen
-	plainLen     = 2 * chunks * 8 // a b-share and an s-share
-	sealedLen    = plainLen + 16  // with the GCM tag
+	commitLen    = 32
+	listEntryLen = 8 + 2*keyLen             // an advert in a key list
+	advertLen    = listEntryLen + commitLen // with the commitment
+	plainLen     = 2 * chunks * 8           // a b-share and an s-share
+	sealedLen    = plainLen + 16            // with the GCM tag
 	encShareLen  = 16 + sealedLen
 	revealedLen  = 8 + 1 + chunks*8
 	headerLen    = 2
@@ -35,15 +38,20 @@ const (
 )
 
 // KeyAdvert is step 0's message: a client's two X25519 public keys, c for
-// encrypting shares and s for agreeing pairwise masks.
+// encrypting shares and s for agreeing pairwise masks, and BC, its
+// commitment to its self-mask seed b (SHA-256 over a domain string, the
+// session, the client's ID and b), against which the server checks the b
+// it rebuilds from revealed shares.
 type KeyAdvert struct {
 	ID  uint64
 	CPK [keyLen]byte
 	SPK [keyLen]byte
+	BC  [commitLen]byte
 }
 
 // KeyList is what the server sends a client after step 0: the adverts of
-// its neighbours that took part.
+// its neighbours that took part. Its encoding carries the keys only, not
+// the commitments (which only the server checks): BC decodes as zero.
 type KeyList struct {
 	Adverts []KeyAdvert
 }
@@ -174,36 +182,45 @@ func (r *reader) end() error {
 	return r.err
 }
 
-func appendAdvert(b []byte, a *KeyAdvert) []byte {
+// appendAdvert appends an advert's ID and keys, and with commit its
+// commitment.
+func appendAdvert(b []byte, a *KeyAdvert, commit bool) []byte {
 	b = binary.LittleEndian.AppendUint64(b, a.ID)
 	b = append(b, a.CPK[:]...)
-	return append(b, a.SPK[:]...)
+	b = append(b, a.SPK[:]...)
+	if commit {
+		b = append(b, a.BC[:]...)
+	}
+	return b
 }
 
-func (r *reader) advert(a *KeyAdvert) {
+func (r *reader) advert(a *KeyAdvert, commit bool) {
 	a.ID = r.u64()
 	copy(a.CPK[:], r.take(keyLen))
 	copy(a.SPK[:], r.take(keyLen))
+	if commit {
+		copy(a.BC[:], r.take(commitLen))
+	}
 }
 
 // MarshalBinary encodes the advert.
 func (m *KeyAdvert) MarshalBinary() ([]byte, error) {
-	return appendAdvert(header(kindAdvert, headerLen+advertLen), m), nil
+	return appendAdvert(header(kindAdvert, headerLen+advertLen), m, true), nil
 }
 
 // UnmarshalBinary decodes an advert.
 func (m *KeyAdvert) UnmarshalBinary(b []byte) error {
 	r := newReader(b, kindAdvert, "key advert")
-	r.advert(m)
+	r.advert(m, true)
 	return r.end()
 }
 
-// MarshalBinary encodes the key list.
+// MarshalBinary encodes the key list, without the adverts' commitments.
 func (m *KeyList) MarshalBinary() ([]byte, error) {
-	b := header(kindKeyList, headerLen+4+len(m.Adverts)*advertLen)
+	b := header(kindKeyList, headerLen+4+len(m.Adverts)*listEntryLen)
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(m.Adverts)))
 	for i := range m.Adverts {
-		b = appendAdvert(b, &m.Adverts[i])
+		b = appendAdvert(b, &m.Adverts[i], false)
 	}
 	return b, nil
 }
@@ -211,12 +228,12 @@ func (m *KeyList) MarshalBinary() ([]byte, error) {
 // UnmarshalBinary decodes a key list of at most MaxClients adverts.
 func (m *KeyList) UnmarshalBinary(b []byte) error {
 	r := newReader(b, kindKeyList, "key list")
-	n := r.count(maxListCount, advertLen)
+	n := r.count(maxListCount, listEntryLen)
 	m.Adverts = nil
 	if r.err == nil {
 		m.Adverts = make([]KeyAdvert, n)
 		for i := range m.Adverts {
-			r.advert(&m.Adverts[i])
+			r.advert(&m.Adverts[i], false)
 		}
 	}
 	return r.end()

@@ -317,11 +317,12 @@ func TestDependencies(t *testing.T) {
 }
 
 // overheadBytes is the closed form of a client's bytes for keys and shares
-// when all its k neighbours take part: up = advert (74) + share bundle
-// (6 + 80k) + unmask response (14 + 33k); down = key list (6 + 72k) +
+// when all its k neighbours take part: up = advert (106, with its 32-byte
+// commitment) + share bundle (6 + 80k) + unmask response (14 + 33k);
+// down = key list (6 + 72k, keys without commitments) +
 // share bundle (6 + 80k) + unmask request (6 + 8k).
 func overheadBytes(k int) (up, down int) {
-	return 74 + 6 + encShareLen*k + 14 + revealedLen*k, 6 + advertLen*k + 6 + encShareLen*k + 6 + 8*k
+	return headerLen + advertLen + 6 + encShareLen*k + 14 + revealedLen*k, 6 + listEntryLen*k + 6 + encShareLen*k + 6 + 8*k
 }
 
 // TestOverheadBytes checks the closed form against the encoded messages of
@@ -346,7 +347,7 @@ func TestOverheadBytes(t *testing.T) {
 		}
 	}
 	up, down := size(&a)+size(&m)+size(&u), size(&l)+size(&in)+size(&req)
-	if wu, wd := overheadBytes(p.K); up != wu || down != wd || wu != 94+113*p.K || wd != 18+160*p.K {
+	if wu, wd := overheadBytes(p.K); up != wu || down != wd || wu != 126+113*p.K || wd != 18+160*p.K {
 		t.Fatalf("k=%d: %d up, %d down; closed form %d, %d", p.K, up, down, wu, wd)
 	}
 	t.Log("k\tup B\tdown B\ttotal B")
@@ -357,9 +358,11 @@ func TestOverheadBytes(t *testing.T) {
 }
 
 // TestOldWireVersionRefused: every message of a real round, and the
-// server's snapshot, encode at wireVersion 2 (shares of 16-byte seeds);
-// the same bytes marked as version 1 (shares of 32-byte keys, five field
-// elements each) are refused with ErrCorrupt, not misread.
+// server's snapshot, encode at wireVersion 3 (adverts with a commitment
+// to the self-mask seed); the same bytes marked as version 2 (adverts
+// without it) or version 1 (shares of 32-byte keys, five field elements
+// each) are refused with ErrCorrupt, not misread; so is a version-2
+// advert and a version-2 snapshot as version 2 wrote them (no commitment).
 func TestOldWireVersionRefused(t *testing.T) {
 	p := Params{Session: 1, IDs: testIDs(6), K: 4, T: 3, D: 8, GraphSeed: 1}
 	g, _ := NewGraph(p)
@@ -371,21 +374,44 @@ func TestOldWireVersionRefused(t *testing.T) {
 	for _, msg := range msgs {
 		b, err := msg.MarshalBinary()
 		must(t, err)
-		if b[0] != 2 {
+		if b[0] != 3 {
 			t.Fatalf("%T encodes version %d", msg, b[0])
 		}
 		got := reflect.New(reflect.TypeOf(msg).Elem()).Interface().(message)
 		must(t, got.UnmarshalBinary(b))
-		b[0] = 1
-		if err := got.UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("%T at version 1: %v, want ErrCorrupt", msg, err)
+		for _, v := range []byte{1, 2} {
+			b[0] = v
+			if err := got.UnmarshalBinary(b); !errors.Is(err, ErrCorrupt) {
+				t.Errorf("%T at version %d: %v, want ErrCorrupt", msg, v, err)
+			}
 		}
+	}
+	// Version 2's advert: ID and two keys, no commitment.
+	v2 := append([]byte{2, kindAdvert}, make([]byte, 8+2*keyLen)...)
+	var a KeyAdvert
+	if err := a.UnmarshalBinary(v2); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("a version-2 advert: %v, want ErrCorrupt", err)
 	}
 	snap, err := r.srv.MarshalBinary()
 	must(t, err)
-	snap[0] = 1
-	if _, err := RestoreServer(g, snap); !errors.Is(err, ErrCorrupt) {
-		t.Errorf("snapshot at version 1: %v, want ErrCorrupt", err)
+	// Version 2's snapshot: the same, its adverts without commitments.
+	old := append([]byte{2}, snap[1:headerLen+1+4]...)
+	rest := snap[headerLen+1+4:]
+	for range r.adverts {
+		old = append(old, rest[:listEntryLen]...)
+		rest = rest[advertLen:]
+	}
+	old = append(old, rest...)
+	for _, b := range [][]byte{old, append([]byte{1}, snap[1:]...), append([]byte{2}, snap[1:]...)} {
+		if _, err := RestoreServer(g, b); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a snapshot at version %d: %v, want ErrCorrupt", b[0], err)
+		}
+	}
+	// Restored under version 2's layout read as version 3, it would not
+	// decode either: the commitments are part of the layout.
+	old[0] = wireVersion
+	if _, err := RestoreServer(g, old); err == nil {
+		t.Error("a version-2 snapshot relabelled version 3 restored")
 	}
 	// A share bundle's sealed shares are three field elements each, twice
 	// (b and s_sk), and a revealed share is one set of three.

@@ -90,6 +90,27 @@ func maskKeyFromSeed(seed *[SecretLen]byte) *ecdh.PrivateKey {
 	return priv
 }
 
+// labelCommit is the domain string of a self-mask seed's commitment.
+const labelCommit = "fedzip secagg v3 self-mask seed commitment"
+
+// commitSelfMask is client id's commitment to its self-mask seed b in
+// session: SHA-256(labelCommit || session || id || b), the integers
+// big-endian. b has 128 bits drawn fresh each round, so the digest hides
+// it (finding b is a preimage search); SHA-256's collision resistance
+// binds the client to it. The domain string keeps the digest apart from
+// the self-mask key (HKDF of b under another label), and the session and
+// ID keep one round's or one client's commitment from serving another.
+func commitSelfMask(session, id uint64, b *[SecretLen]byte) [commitLen]byte {
+	h := sha256.New()
+	h.Write([]byte(labelCommit))
+	var n [16]byte
+	binary.BigEndian.PutUint64(n[:8], session)
+	binary.BigEndian.PutUint64(n[8:], id)
+	h.Write(n[:])
+	h.Write(b[:])
+	return [commitLen]byte(h.Sum(nil))
+}
+
 // selfMaskFromSeed is the PRG key of a client's self mask, from its
 // self-mask seed b, which it shares.
 func selfMaskFromSeed(b *[SecretLen]byte) [32]byte { return seedKey(b, labelSelfMask) }

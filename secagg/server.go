@@ -3,6 +3,7 @@ package secagg
 import (
 	"cmp"
 	"crypto/ecdh"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -95,11 +96,13 @@ func (s *Server) EndAdvertise() error {
 }
 
 // AdvertsFor returns what the server sends client id after step 0: the
-// adverts of its neighbours that advertised, in ascending ID order.
+// adverts of its neighbours that advertised, in ascending ID order,
+// without their commitments (as KeyList encodes them).
 func (s *Server) AdvertsFor(id uint64) KeyList {
 	var l KeyList
 	for _, nb := range s.g.Neighbours(id) {
 		if a, ok := s.adverts[nb]; ok {
+			a.BC = [commitLen]byte{} // the list carries keys only
 			l.Adverts = append(l.Adverts, a)
 		}
 	}
@@ -288,8 +291,12 @@ func (s *Server) AddUnmask(from uint64, m UnmaskResponse) error {
 // mask key s_sk (MaskKeyShare) if it dropped after sharing keys; each is
 // derived from the 16-byte seed the shares rebuild. Asking for the other
 // kind fails with ErrBothShares, so the server never holds both secrets of
-// one client. A mask key is checked against the public key its owner
-// advertised (ErrInconsistentShares).
+// one client. The seed is checked against what its owner advertised: a
+// self-mask seed against its commitment, a mask key against its public
+// key. With more than t shares, one wrong share is corrected (see
+// combineChecked); a seed that no tried subset rebuilds to pass the check
+// gives a *MismatchError naming the owner, which wraps
+// ErrInconsistentShares.
 func (s *Server) Reconstruct(owner uint64, kind ShareKind) ([32]byte, error) {
 	if err := s.at(srvUnmask); err != nil {
 		return [32]byte{}, err
@@ -308,17 +315,25 @@ func (s *Server) Reconstruct(owner uint64, kind ShareKind) ([32]byte, error) {
 	if kind == MaskKeyShare {
 		shares = s.sShares[owner]
 	}
-	seed, err := Combine(shares, s.g.p.T)
+	a := s.adverts[owner]
+	check := func(seed *[SecretLen]byte) bool {
+		return commitSelfMask(s.g.p.Session, owner, seed) == a.BC
+	}
+	if kind == MaskKeyShare {
+		check = func(seed *[SecretLen]byte) bool {
+			return [keyLen]byte(maskKeyFromSeed(seed).PublicKey().Bytes()) == a.SPK
+		}
+	}
+	seed, err := combineChecked(shares, s.g.p.T, check)
+	if errors.Is(err, ErrInconsistentShares) {
+		return [32]byte{}, &MismatchError{Owner: owner, Kind: kind, Shares: len(shares), T: s.g.p.T, Consistent: errors.Is(err, errConsistentMismatch)}
+	}
 	if err != nil {
 		return [32]byte{}, fmt.Errorf("client %d: %w", owner, err)
 	}
 	secret := selfMaskFromSeed(&seed)
 	if kind == MaskKeyShare {
-		priv := maskKeyFromSeed(&seed)
-		if [keyLen]byte(priv.PublicKey().Bytes()) != s.adverts[owner].SPK {
-			return [32]byte{}, fmt.Errorf("%w: mask key of %d does not match its advert", ErrInconsistentShares, owner)
-		}
-		secret = [32]byte(priv.Bytes())
+		secret = [32]byte(maskKeyFromSeed(&seed).Bytes())
 	}
 	clear(seed[:])
 	s.recon[owner] = kind

@@ -2,6 +2,7 @@ package secagg
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -167,6 +168,10 @@ type lagrange struct {
 func newLagrange(xs []uint64) *lagrange {
 	t := len(xs)
 	l := &lagrange{xs: xs, invDen: make([]uint64, t), pre: make([]uint64, t+1), suf: make([]uint64, t+1)}
+	// The denominators' inverses with one inversion (Montgomery's
+	// trick): pre holds the running products, then each inverse is the
+	// inverse of the whole times the products around it.
+	acc := uint64(1)
 	for i := range t {
 		den := uint64(1)
 		for m := range t {
@@ -174,7 +179,13 @@ func newLagrange(xs []uint64) *lagrange {
 				den = mulmod(den, submod(xs[i], xs[m]))
 			}
 		}
-		l.invDen[i] = invmod(den)
+		l.invDen[i] = den
+		l.pre[i] = acc
+		acc = mulmod(acc, den)
+	}
+	inv := invmod(acc)
+	for i := t - 1; i >= 0; i-- {
+		inv, l.invDen[i] = mulmod(inv, l.invDen[i]), mulmod(inv, l.pre[i])
 	}
 	return l
 }
@@ -247,4 +258,48 @@ func Combine(shares []Share, t int) ([SecretLen]byte, error) {
 		return s, fmt.Errorf("%w: reconstructed chunk out of range", ErrInconsistentShares)
 	}
 	return s, nil
+}
+
+// errConsistentMismatch wraps ErrInconsistentShares: more than t shares lie
+// on one polynomial whose secret the check refuses.
+var errConsistentMismatch = fmt.Errorf("%w: shares consistent", ErrInconsistentShares)
+
+// combineChecked rebuilds a secret from t or more shares and accepts it
+// only if ok does (ok checks it against its owner's commitment or public
+// key). It first combines all the shares (Combine, which also checks
+// every share beyond the first t); if that fails with
+// ErrInconsistentShares or gives a secret ok refuses, and there are more
+// than t shares, it tries the t+1 subsets of t of the first t+1 shares,
+// each leaving one out, in order, and returns the first secret ok
+// accepts. So one wrong share among more than t is corrected, wherever it
+// is: a subset that leaves it out holds t right shares. The work is
+// bounded by t+2 interpolations, whatever the shares. If none passes, the
+// error wraps ErrInconsistentShares (and errConsistentMismatch if more
+// than t shares agree on the refused secret); errors of the shares' form
+// (too few, a repeated coordinate, a value outside the field) are
+// Combine's.
+func combineChecked(shares []Share, t int, ok func(*[SecretLen]byte) bool) ([SecretLen]byte, error) {
+	s, err := Combine(shares, t)
+	if err == nil && ok(&s) {
+		return s, nil
+	}
+	if err != nil && !errors.Is(err, ErrInconsistentShares) {
+		return [SecretLen]byte{}, err
+	}
+	if err == nil && len(shares) > t {
+		// More than t shares on one polynomial: every subset rebuilds
+		// this secret, so the owner's advert is what is wrong.
+		return [SecretLen]byte{}, fmt.Errorf("%w: %d shares agree on a secret that does not match", errConsistentMismatch, len(shares))
+	}
+	if len(shares) > t {
+		sub := make([]Share, t)
+		for leave := range t + 1 {
+			copy(sub, shares[:leave])
+			copy(sub[leave:], shares[leave+1:t+1])
+			if s, err := Combine(sub, t); err == nil && ok(&s) {
+				return s, nil
+			}
+		}
+	}
+	return [SecretLen]byte{}, fmt.Errorf("%w: no %d of the %d shares rebuild the committed secret", ErrInconsistentShares, t, len(shares))
 }

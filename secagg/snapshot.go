@@ -24,7 +24,7 @@ func (s *Server) MarshalBinary() ([]byte, error) {
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(ids)))
 	for _, id := range ids {
 		a := s.adverts[id]
-		b = appendAdvert(b, &a)
+		b = appendAdvert(b, &a, true)
 	}
 	if s.step < srvShareKeys {
 		return b, nil
@@ -135,7 +135,7 @@ func RestoreServer(g *Graph, b []byte) (*Server, error) {
 	prev := uint64(0)
 	for i := 0; i < n && r.err == nil; i++ {
 		var a KeyAdvert
-		r.advert(&a)
+		r.advert(&a, true)
 		if _, ok := g.Index(a.ID); !ok || i > 0 && a.ID <= prev {
 			corrupt("advert of %d", a.ID)
 		}

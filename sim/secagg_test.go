@@ -146,8 +146,8 @@ func secAggBitIdentical(t *testing.T, support string) {
 }
 
 // TestSecAggBytes checks the bytes a round counts without dropouts against
-// the protocol's message sizes (docs/secagg.md): per client 94 + 113·k up
-// for keys and shares, 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
+// the protocol's message sizes (docs/secagg.md): per client 126 + 113·k up
+// for keys and shares (the advert's 32-byte commitment included), 14 + 5 + ⌈m·d/8⌉ for the masked vector packed in
 // m bits, 18 + 160·k down, on top of the dense model download.
 func TestSecAggBytes(t *testing.T) {
 	data, model := synthetic(t, 20)
@@ -166,7 +166,7 @@ func TestSecAggBytes(t *testing.T) {
 		t.Fatalf("masked values of %d bits", bits)
 	}
 	for _, m := range res.Rounds {
-		if want := n * (94 + 113*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
+		if want := n * (126 + 113*k + 14 + 5 + (d*16+7)/8); m.UploadBytes != want {
 			t.Errorf("round %d: %d bytes up, want %d", m.Round, m.UploadBytes, want)
 		}
 		if want := n*(18+160*k) + n*4*int64(model.NumParams()); m.DownloadBytes != want {
