@@ -51,6 +51,9 @@ var goldenSpecs = []string{
 	"cclip,reputation=1,reputation-min=1,reputation-skip-head=true",
 	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,gram=true,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true,reputation-skip-head=true",
 	"cclip,gram=true", "cclip,tau=0.5,iters=5,reject=2,same=0.9,growth=3,gram=true", "cclip,same=0.9,gram=true,reputation=1,reputation-min=1",
+	// The default's input quorum (recorded before its branch-free loops).
+	"fedavgm,lr=3,momentum=0,anneal=200,quorum=3,quorum-by=input,quorum-frac=0.75",
+	"fedavg,quorum=2,quorum-by=input,quorum-min=0.2",
 }
 
 // goldenShapes are the tensor shapes SetShapes gives the golden rules: a
@@ -145,8 +148,12 @@ func goldenHash(t *testing.T, spec string, in goldenInput) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(spec, "skip-head") {
-		if err := SetShapes(s, goldenShapes(in.n)); err != nil {
+	if strings.Contains(spec, "skip-head") || strings.Contains(spec, "quorum-by=input") {
+		shapes := goldenShapes(in.n)
+		if strings.Contains(spec, "quorum-by=input") {
+			shapes = [][]int{{3, in.n / 6}, {in.n - 3*(in.n/6)}} // three inputs
+		}
+		if err := SetShapes(s, shapes); err != nil {
 			t.Fatal(err)
 		}
 	}
