@@ -1,0 +1,366 @@
+package aggregate
+
+// Red-team tests of the Gram path of centered clipping (gram=true, in
+// RobustSpec): attacks from outside, each kept as a test. See issue 16.
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"testing"
+)
+
+// redShapes gives a model of n parameters a body and a one-row head, so
+// that reputation-skip-head has a head to skip.
+func redShapes(n int) [][]int { return [][]int{{n - 7, 1}, {7, 1}} }
+
+// redParse parses spec and sets its shapes for n parameters.
+func redParse(t testing.TB, spec string, n int) Strategy {
+	t.Helper()
+	s := mustParse(t, spec)
+	if err := SetShapes(s, redShapes(n)); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// redClone returns a deep copy of ups (the accumulators must not write
+// them, but a test must not rely on it).
+func redClone(ups []Update) []Update {
+	out := make([]Update, len(ups))
+	for i, u := range ups {
+		out[i] = cloneUpdate(u)
+		out[i].N = u.N
+	}
+	return out
+}
+
+// redDense returns the dense forms of ups, with their identities.
+func redDense(ups []Update) []Update {
+	out := make([]Update, len(ups))
+	for i, u := range ups {
+		out[i] = densify(u)
+		out[i].Client, out[i].ClientKnown = u.Client, u.ClientKnown
+	}
+	return out
+}
+
+// redSparse returns ups as sparse updates that send every coordinate
+// whose value is not +0 (a −0 is sent, as a codec could).
+func redSparse(ups []Update) []Update {
+	out := make([]Update, len(ups))
+	for i, u := range ups {
+		if u.IsSparse() {
+			out[i] = cloneUpdate(u)
+			continue
+		}
+		s := Update{Weight: u.Weight, N: len(u.Delta), Indices: []int32{}, Values: []float32{}, Client: u.Client, ClientKnown: u.ClientKnown}
+		for c, x := range u.Delta {
+			if math.Float32bits(x) != 0 {
+				s.Indices, s.Values = append(s.Indices, int32(c)), append(s.Values, x)
+			}
+		}
+		out[i] = s
+	}
+	return out
+}
+
+// redHash returns a hash of the model's bits and the strategy's state.
+func redHash(t testing.TB, s Strategy, global []float32) uint64 {
+	t.Helper()
+	h := fnv.New64a()
+	for _, x := range global {
+		var b [4]byte
+		u := math.Float32bits(x)
+		b[0], b[1], b[2], b[3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
+		h.Write(b[:])
+	}
+	st, err := MarshalState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Write(st)
+	return h.Sum64()
+}
+
+// redRounds returns rounds of k updates of n values from clients 1..k:
+// honest ones around a common direction, with an attacker mix (far,
+// float32's limit, colluders, a tiny one, a zero one, a sparse one).
+func redRounds(seed uint64, n, k, rounds int) [][]Update {
+	rng := rand.New(rand.NewPCG(seed, 16))
+	dir := make([]float32, n)
+	for i := range dir {
+		dir[i] = float32(rng.NormFloat64() * 0.01)
+	}
+	var all [][]Update
+	for r := range rounds {
+		crafted := make([]float32, n)
+		for i := range crafted {
+			crafted[i] = -dir[i] + float32(0.001*rng.NormFloat64())
+		}
+		ups := make([]Update, k)
+		for c := range ups {
+			d := make([]float32, n)
+			for i := range d {
+				d[i] = dir[i] + float32(0.01*rng.NormFloat64())
+			}
+			switch {
+			case c == 1 && k > 4:
+				for i := range d {
+					d[i] *= 1e30
+				}
+			case c == 2 && k > 4 && r%2 == 0:
+				for i := range d {
+					d[i] = math.MaxFloat32 * float32(1-2*(i%2))
+				}
+			case c >= 3 && c < 6 && k > 8:
+				copy(d, crafted)
+				d[c] += 1e-7 // nearly identical
+			case c == 6 && k > 8:
+				clear(d)
+			case c == 7 && k > 8:
+				for i := range d {
+					d[i] = math.Float32frombits(uint32(1 + i%7)) // denormals
+				}
+			}
+			ups[c] = Update{Weight: float64(1 + c%5), Delta: d, Client: uint64(c + 1), ClientKnown: true}
+		}
+		if k > 9 {
+			ups[9] = redSparse(ups[9:10])[0]
+		}
+		all = append(all, ups)
+	}
+	return all
+}
+
+// redRun aggregates all with spec under GOMAXPROCS procs, each round's
+// updates passed through form, and returns the hash of the model and the
+// state after every round.
+func redRun(t testing.TB, spec string, n int, all [][]Update, procs int, form func([]Update) []Update) []uint64 {
+	t.Helper()
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+	s, global := redParse(t, spec, n), make([]float32, n)
+	var hs []uint64
+	for _, ups := range all {
+		aggregateRound(t, s, global, form(ups))
+		hs = append(hs, redHash(t, s, global))
+	}
+	return hs
+}
+
+// redDetSpecs are the specs whose bits the determinism tests compare:
+// RobustSpec, and the same without reputation-skip-head, with which a
+// round with a sparse update is scored as its dense form is (with it, such
+// a round is scored whole and a dense one without its head, by design).
+var redDetSpecs = []string{
+	RobustSpec,
+	"cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2,gram=true,reputation=2,reputation-high=3,reputation-norm=1.7,reputation-norm-robust=true",
+}
+
+// TestRedGramDeterminism: the Gram path gives the same bits (model and
+// state, every round) whatever GOMAXPROCS, for updates and for their
+// copies; a round with sparse updates gives the bits of the same round
+// with every update sparse; and without reputation-skip-head, the bits
+// of its dense forms.
+func TestRedGramDeterminism(t *testing.T) {
+	const n, k, rounds = 5003, 12, 6
+	all := redRounds(1, n, k, rounds) // update 9 sparse, the others dense
+	for si, spec := range redDetSpecs {
+		mixed := redRun(t, spec, n, all, 1, redClone)
+		dense := redRun(t, spec, n, all, 1, redDense)
+		for _, tc := range []struct {
+			name  string
+			procs int
+			form  func([]Update) []Update
+			want  []uint64
+		}{
+			{"mixed, 8 procs", 8, redClone, mixed},
+			{"mixed, 2 procs", 2, redClone, mixed},
+			{"every update sparse", 2, redSparse, mixed},
+			{"dense, 8 procs", 8, redDense, dense},
+		} {
+			if got := redRun(t, spec, n, all, tc.procs, tc.form); !slices.Equal(got, tc.want) {
+				t.Errorf("%s: %s: hashes %x, want %x", spec, tc.name, got, tc.want)
+			}
+		}
+		if si == 1 && !slices.Equal(mixed, dense) {
+			t.Errorf("%s: sparse updates give other bits than their dense forms: %x, %x", spec, mixed, dense)
+		}
+	}
+}
+
+// redMaxDiff returns the largest difference of a and b and the largest
+// magnitude of a.
+func redMaxDiff(a, b []float32) (diff, norm float64) {
+	for i := range a {
+		diff = max(diff, math.Abs(float64(a[i])-float64(b[i])))
+		norm = max(norm, math.Abs(float64(a[i])))
+	}
+	return diff, norm
+}
+
+// redFinite fails t if the model, the center or the state holds a NaN or
+// an infinity.
+func redFinite(t *testing.T, what string, s Strategy, global []float32) {
+	t.Helper()
+	if i := nonFinite(global); i >= 0 {
+		t.Fatalf("%s: model[%d] = %v", what, i, global[i])
+	}
+	for i, x := range centerOf(s) {
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			t.Fatalf("%s: center[%d] = %v", what, i, x)
+		}
+	}
+	st, err := MarshalState(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	into := mustParse(t, fmt.Sprint(s))
+	if err := UnmarshalState(into, st); err != nil {
+		t.Fatalf("%s: the state does not restore: %v", what, err)
+	}
+}
+
+// redNumericCases are rounds whose values an attacker controls.
+func redNumericCases(n int) map[string][][]float32 {
+	rng := rand.New(rand.NewPCG(3, 3))
+	honest := func(scale float64) []float32 {
+		d := make([]float32, n)
+		for i := range d {
+			d[i] = float32(scale * (1 + 0.3*rng.NormFloat64()))
+		}
+		return d
+	}
+	fill := func(x float32) []float32 { return slices.Repeat([]float32{x}, n) }
+	alt := func(x float32) []float32 {
+		d := fill(x)
+		for i := 1; i < n; i += 2 {
+			d[i] = -x
+		}
+		return d
+	}
+	near := func(d []float32, eps float32) []float32 {
+		e := slices.Clone(d)
+		e[0] += eps
+		return e
+	}
+	h := [][]float32{honest(0.01), honest(0.01), honest(0.01), honest(0.01), honest(0.01)}
+	cases := map[string][][]float32{
+		"float32 max":          append(slices.Clone(h), fill(math.MaxFloat32), alt(math.MaxFloat32)),
+		"float32 -max all":     {fill(-math.MaxFloat32), fill(-math.MaxFloat32), fill(-math.MaxFloat32)},
+		"denormals":            append(slices.Clone(h), fill(math.Float32frombits(1)), alt(math.Float32frombits(3))),
+		"only denormals":       {fill(math.Float32frombits(1)), alt(math.Float32frombits(1)), fill(math.Float32frombits(0x7fffff))},
+		"signed zeros":         append(slices.Clone(h), fill(float32(math.Copysign(0, -1))), fill(0)),
+		"only -0":              {fill(float32(math.Copysign(0, -1))), fill(float32(math.Copysign(0, -1)))},
+		"1e30 times":           append(slices.Clone(h), func() []float32 { d := honest(0.01); scaleRow(d, 1e30); return d }()),
+		"identical colluders":  append(slices.Clone(h), fill(-0.02), fill(-0.02), fill(-0.02), fill(-0.02)),
+		"near colluders":       append(slices.Clone(h), fill(-0.02), near(fill(-0.02), 1e-9), near(fill(-0.02), -1e-9), near(fill(-0.02), 1e-7)),
+		"zero updates":         {fill(0), fill(0), fill(0), honest(0.01)},
+		"all equal":            {fill(0.25), fill(0.25), fill(0.25), fill(0.25), fill(0.25)},
+		"k=1":                  {honest(0.01)},
+		"k=1 max":              {fill(math.MaxFloat32)},
+		"k=2":                  {honest(0.01), fill(-1e20)},
+		"k=3":                  {honest(0.01), fill(-1e20), honest(0.01)},
+		"k=3 equal":            {fill(1), fill(1), fill(1)},
+		"tiny and huge honest": {honest(1e-20), honest(1e20), honest(1), honest(1e-20)},
+	}
+	return cases
+}
+
+func scaleRow(d []float32, s float32) {
+	for i := range d {
+		d[i] *= s
+	}
+}
+
+// TestRedGramNumerics: on rounds whose values an attacker controls, the
+// Gram path moves the model as the passes do (the rule as written) to
+// within rounding, and no NaN or infinity reaches the model, the center
+// or the state; over three rounds, so that the center carries over.
+func TestRedGramNumerics(t *testing.T) {
+	const n = 203
+	for name, rows := range redNumericCases(n) {
+		for _, spec := range []string{"cclip", "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2", RobustSpecV5} {
+			passes, gram := redParse(t, spec, n), redParse(t, spec+",gram=true", n)
+			gp, gg := make([]float32, n), make([]float32, n)
+			for r := range 3 {
+				ups := make([]Update, len(rows))
+				for i, d := range rows {
+					ups[i] = Update{Weight: 1, Delta: d, Client: uint64(i + 1), ClientKnown: true}
+				}
+				if r == 1 {
+					ups = redSparse(ups)
+				}
+				aggregateRound(t, passes, gp, ups)
+				aggregateRound(t, gram, gg, ups)
+				what := fmt.Sprintf("%s|%s|round %d", name, spec, r+1)
+				redFinite(t, what+"|passes", passes, gp)
+				redFinite(t, what+"|gram", gram, gg)
+				diff, norm := redMaxDiff(gp, gg)
+				if diff > 1e-5*norm {
+					t.Errorf("%s: Gram differs from the passes by %g (largest value %g)", what, diff, norm)
+				}
+			}
+		}
+	}
+}
+
+// TestRedGramCancellation: H = G − p_i − p_j + q cancels when the updates
+// and the center share a large common part m: the Gram path's distances
+// are then known only to about √ε·‖m‖, not to the honest spread. An
+// attacker hidden under that error (far from the honest updates in their
+// own terms, near in ‖m‖'s) moves the center no further than the error:
+// the Gram path's model and center stay within a few √ε·‖m‖ of the
+// passes', and the passes reject it.
+func TestRedGramCancellation(t *testing.T) {
+	const n, k = 1000, 9
+	rng := rand.New(rand.NewPCG(16, 1))
+	spec := "cclip,tau=1,iters=3,lr=1,reject=4,same=0.99,growth=2"
+	passes, gram := redParse(t, spec, n), redParse(t, spec+",gram=true", n)
+	gp, gg := make([]float32, n), make([]float32, n)
+	m := slices.Repeat([]float32{1}, n)
+	mNorm := math.Sqrt(n)
+	var worst float64
+	for r := range 8 {
+		ups := make([]Update, k)
+		for c := range ups {
+			d := slices.Clone(m)
+			for i := range d {
+				d[i] += float32(1e-7 * rng.NormFloat64()) // below 1's half ulp: mostly 1 again
+			}
+			if r > 0 {
+				for range 8 {
+					d[rng.IntN(n)] = math.Nextafter32(1, 2) // the honest spread: an ulp here and there
+				}
+			}
+			if r > 1 && c == k-1 {
+				// The attacker: 1e-4 away in every coordinate, far in the
+				// honest spread's terms, 3e-3 against ‖m‖ ≈ 31.6.
+				for i := range d {
+					d[i] = 1 + 1e-4*float32(1-2*(i%2))
+				}
+			}
+			if r > 1 && c == k-2 {
+				// Another, under the error: 4 ulps in two coordinates
+				// (5e-7 away, against √ε·‖m‖ ≈ 4.7e-7).
+				d[0], d[1] = 1+4*0x1p-23, 1+4*0x1p-23
+			}
+			ups[c] = Update{Weight: 1, Delta: d}
+		}
+		aggregateRound(t, passes, gp, ups)
+		aggregateRound(t, gram, gg, ups)
+		cp, cg := centerOf(passes), centerOf(gram)
+		for i := range cp {
+			worst = max(worst, math.Abs(cp[i]-cg[i]))
+		}
+		redFinite(t, fmt.Sprintf("round %d", r+1), gram, gg)
+	}
+	bound := 16 * math.Sqrt(0x1p-52) * mNorm
+	t.Logf("largest center difference %.3g, √ε·‖m‖ = %.3g", worst, math.Sqrt(0x1p-52)*mNorm)
+	if worst > bound {
+		t.Errorf("the Gram path's center is %g from the passes', more than %g: cancellation lets an attacker further than rounding", worst, bound)
+	}
+}
