@@ -364,3 +364,113 @@ func TestRedGramCancellation(t *testing.T) {
 		t.Errorf("the Gram path's center is %g from the passes', more than %g: cancellation lets an attacker further than rounding", worst, bound)
 	}
 }
+
+// redDrain empties rowPool and returns what it held.
+func redDrain() [][]float32 {
+	var rows [][]float32
+	for {
+		p, ok := rowPool.Get().(*[]float32)
+		if !ok {
+			return rows
+		}
+		rows = append(rows, *p)
+	}
+}
+
+// TestRedGramPooledRows: the rows the Gram stack copies updates into go
+// back to the pool only when nobody reads them: under every wrapper
+// (AutoBound, clipping or not, NormBound, Quorum, Bucketing; DP takes
+// no cclip), with an
+// Apply that fails first and one called twice, beside an accumulator
+// abandoned without Apply, no caller's slice enters the pool, no row
+// enters it twice, the caller's updates are not written, and rows
+// poisoned with NaN once back in the pool change no bit of the model or
+// the state.
+func TestRedGramPooledRows(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // one P: one pool shard
+	const n, k, rounds = 3001, 12, 4
+	all := redRounds(5, n, k, rounds)
+	for _, spec := range []string{
+		RobustSpec,
+		RobustSpec + ",bound=auto",
+		RobustSpec + ",bound=auto,bound-median=1",
+		RobustSpec + ",bound=0.05",
+		RobustSpec + ",quorum=2",
+		"cclip,reject=4,same=0.99,gram=true,bucket=2,reputation=2",
+	} {
+		want := redRun(t, spec, n, all, 1, redClone)
+		s, global := redParse(t, spec, n), make([]float32, n)
+		redDrain()
+		for r, ups := range all {
+			orig := redClone(ups)
+			callers := map[*float32]bool{}
+			for _, u := range ups {
+				if len(u.Delta) > 0 {
+					callers[&u.Delta[0]] = true
+				}
+			}
+			abandoned := s.Begin(n)
+			for _, u := range ups[:k/2] {
+				if err := abandoned.Add(u); err != nil {
+					t.Fatal(err)
+				}
+			}
+			acc := s.Begin(n)
+			for _, u := range ups {
+				if err := acc.Add(u); err != nil {
+					t.Fatalf("%s: round %d: Add: %v", spec, r+1, err)
+				}
+			}
+			if err := acc.Apply(make([]float32, n+1)); err == nil {
+				t.Fatalf("%s: round %d: Apply to a model of another size accepted", spec, r+1)
+			}
+			if err := acc.Apply(global); err != nil {
+				t.Fatalf("%s: round %d: Apply after a failed one: %v", spec, r+1, err)
+			}
+			if err := acc.Apply(global); err == nil {
+				t.Fatalf("%s: round %d: a second Apply accepted", spec, r+1)
+			}
+			seen := map[*float32]bool{}
+			rows := redDrain()
+			for _, row := range rows {
+				if len(row) == 0 {
+					continue
+				}
+				p := &row[:1][0]
+				if callers[p] {
+					t.Fatalf("%s: round %d: a caller's update went into the pool", spec, r+1)
+				}
+				if seen[p] {
+					t.Fatalf("%s: round %d: a row went into the pool twice", spec, r+1)
+				}
+				seen[p] = true
+				row = row[:cap(row)]
+				for i := range row {
+					row[i] = float32(math.NaN())
+				}
+			}
+			if r == 0 && len(rows) == 0 && spec == RobustSpec {
+				t.Errorf("%s: no row came back to the pool: the test poisons nothing", spec)
+			}
+			for _, row := range rows {
+				putRow(row)
+			}
+			for i := range ups {
+				if !redSameUpdate(ups[i], orig[i]) {
+					t.Fatalf("%s: round %d: the caller's update %d was written", spec, r+1, i)
+				}
+			}
+			if got := redHash(t, s, global); got != want[r] {
+				t.Fatalf("%s: round %d: hash %x, want %x: a pooled row was read after it went back", spec, r+1, got, want[r])
+			}
+		}
+	}
+}
+
+// redSameUpdate reports whether a and b hold the same bits.
+func redSameUpdate(a, b Update) bool {
+	eq := func(x, y []float32) bool {
+		return slices.EqualFunc(x, y, func(p, q float32) bool { return math.Float32bits(p) == math.Float32bits(q) })
+	}
+	return eq(a.Delta, b.Delta) && eq(a.Values, b.Values) && slices.Equal(a.Indices, b.Indices) && a.Weight == b.Weight
+}
