@@ -663,3 +663,86 @@ func TestRedGramStateSeeds(t *testing.T) {
 		}
 	}
 }
+
+// TestRedGramRestoreMidRun: a replica restored after any round from the
+// state of one that never stopped (MarshalState into a freshly parsed
+// strategy) continues with the same bits, model and state, every round
+// after, on attacked rounds, sparse and dense, under the wrappers.
+func TestRedGramRestoreMidRun(t *testing.T) {
+	const n, k, rounds = 2053, 12, 6
+	all := redRounds(9, n, k, rounds)
+	for r := range all {
+		if r%2 == 1 {
+			all[r] = redSparse(all[r])
+		}
+	}
+	for _, spec := range append(slices.Clone(redDetSpecs), RobustSpec+",bound=auto", RobustSpec+",quorum=2") {
+		live, global := redParse(t, spec, n), make([]float32, n)
+		want := redRun(t, spec, n, all, 2, redClone)
+		for r, ups := range all {
+			if r > 0 {
+				snap, err := MarshalState(live)
+				if err != nil {
+					t.Fatal(err)
+				}
+				restored := redParse(t, spec, n)
+				if err := UnmarshalState(restored, snap); err != nil {
+					t.Fatalf("%s: restore after round %d: %v", spec, r, err)
+				}
+				rglobal := slices.Clone(global)
+				for q := r; q < len(all); q++ {
+					aggregateRound(t, restored, rglobal, redClone(all[q]))
+					if got := redHash(t, restored, rglobal); got != want[q] {
+						t.Fatalf("%s: restored after round %d: round %d gives %x, the replica that never stopped %x", spec, r, q+1, got, want[q])
+					}
+				}
+			}
+			aggregateRound(t, live, global, redClone(ups))
+		}
+	}
+}
+
+// TestRedGramSignedZeroSparseVsDense: a sparse update must give the bits
+// of its dense form (docs/strategies.md, `gram`). formCenter adds a
+// sparse update's terms at its indices only, but the dense form also adds
+// a_i·(+0) = +0 everywhere else, which turns a −0 into +0. v starts as
+// (1 − Σa)·v₀, which is −0 where v₀ is 0 and Σa rounds above 1 (tau large
+// enough that nothing is clipped): the sparse round then keeps −0 in the
+// center (its state bits), and could in the model where it held −0.
+// Skipped: fixing it changes gram=true's bits on such rounds (see the
+// report on issue 16; proposed fix: count each block's senders in
+// formCenter's sparse loop and turn a −0 into +0 where fewer than all the
+// sparse updates sent the coordinate, before the block's square and the
+// model's move: exactly the dense forms' bits).
+func TestRedGramSignedZeroSparseVsDense(t *testing.T) {
+	if os.Getenv("REDGRAM_SIGNED_ZERO") != "1" {
+		t.Skip("issue 16: sparse updates leave −0 where their dense forms leave +0 (formCenter); set REDGRAM_SIGNED_ZERO=1 to run this failing test")
+	}
+	const n = 300
+	negZero := float32(math.Copysign(0, -1))
+	for seed := range uint64(60) {
+		a, b := redParse(t, "cclip,tau=100,gram=true", n), redParse(t, "cclip,tau=100,gram=true", n)
+		ga, gb := slices.Repeat([]float32{negZero}, n), slices.Repeat([]float32{negZero}, n)
+		for r := range 4 {
+			ups := gramCase(seed*10+uint64(r), n, 7, 0.05, false)
+			aggregateRound(t, a, ga, ups)
+			aggregateRound(t, b, gb, redDense(ups))
+			if ha, hb := redHash(t, a, ga), redHash(t, b, gb); ha != hb {
+				ca, cb := centerOf(a), centerOf(b)
+				for i := range ca {
+					if math.Float64bits(ca[i]) != math.Float64bits(cb[i]) {
+						t.Errorf("seed %d, round %d: center[%d] is %v from sparse updates, %v from their dense forms", seed, r+1, i, ca[i], cb[i])
+						break
+					}
+				}
+				for i := range ga {
+					if math.Float32bits(ga[i]) != math.Float32bits(gb[i]) {
+						t.Errorf("seed %d, round %d: model[%d] is %v from sparse updates, %v from their dense forms", seed, r+1, i, ga[i], gb[i])
+						break
+					}
+				}
+				return
+			}
+		}
+	}
+}
