@@ -751,3 +751,58 @@ func TestRedGramSignedZeroSparseVsDense(t *testing.T) {
 		}
 	}
 }
+
+// TestRedGramRefusedAndReusedInput: under the Gram stack and its
+// wrappers, malformed updates (sparse indices unsorted, repeated, out of
+// range; NaN and infinite values; a wrong length) are refused by Add and
+// change nothing, and a caller that overwrites its buffers with NaN
+// after Add (a decoder reusing them) changes nothing either: the round
+// gives the bits of the clean round.
+func TestRedGramRefusedAndReusedInput(t *testing.T) {
+	const n, k = 1031, 10
+	all := redRounds(11, n, k, 2)
+	nan := float32(math.NaN())
+	bad := []Update{
+		{Weight: 1, N: n, Indices: []int32{5, 3}, Values: []float32{1, 1}},
+		{Weight: 1, N: n, Indices: []int32{3, 3}, Values: []float32{1, 1}},
+		{Weight: 1, N: n, Indices: []int32{n}, Values: []float32{1}},
+		{Weight: 1, N: n, Indices: []int32{-1}, Values: []float32{1}},
+		{Weight: 1, N: n, Indices: []int32{2}, Values: []float32{nan}},
+		{Weight: 1, N: n + 1, Indices: []int32{2}, Values: []float32{1}},
+		{Weight: 1, Delta: slices.Repeat([]float32{float32(math.Inf(1))}, n)},
+		{Weight: 1, Delta: make([]float32, n-1)},
+		{Weight: math.NaN(), Delta: make([]float32, n)},
+		{Weight: 1, Delta: make([]float32, n), Indices: []int32{}},
+	}
+	for _, spec := range []string{RobustSpec, RobustSpec + ",bound=auto", RobustSpec + ",quorum=2"} {
+		want := redRun(t, spec, n, all, 2, redClone)
+		s, global := redParse(t, spec, n), make([]float32, n)
+		for r, ups := range all {
+			mine := redClone(ups)
+			acc := s.Begin(n)
+			for i, u := range mine {
+				if err := acc.Add(bad[i%len(bad)]); err == nil {
+					t.Fatalf("%s: malformed update %d accepted", spec, i%len(bad))
+				}
+				if err := acc.Add(u); err != nil {
+					t.Fatal(err)
+				}
+				for j := range u.Delta {
+					u.Delta[j] = nan
+				}
+				for j := range u.Values {
+					u.Values[j] = nan
+				}
+			}
+			if acc.Count() != len(mine) {
+				t.Fatalf("%s: %d updates counted, %d added", spec, acc.Count(), len(mine))
+			}
+			if err := acc.Apply(global); err != nil {
+				t.Fatal(err)
+			}
+			if got := redHash(t, s, global); got != want[r] {
+				t.Fatalf("%s: round %d: hash %x, want %x", spec, r+1, got, want[r])
+			}
+		}
+	}
+}
