@@ -559,9 +559,10 @@ func TestRedGramSparseMemory(t *testing.T) {
 // TestRedGramCliffBeyondTheLimit: a round of maxGramUpdates + 1 sparse
 // updates takes the passes, which densify every update (4n bytes each)
 // and take same's k²/2 dot products over dense rows: one more update than
-// the limit costs 14× the memory and 37× the time of a round at the limit
-// (measured at n = 2²⁰, 1% sent: 313 MB and 13.7 s against 4.4 GB and
-// 8.5 min). It fails today; skipped unless REDGRAM_CLIFF=1 (issue 16).
+// the limit costs 18× the memory and hundreds of times the time of a
+// round at the limit (BenchmarkRedGramSparse, n = 2²⁰, 1% sent, one round
+// each: 232 MB and 0.9–1.5 s at 1024 against 4,221 MB and 522 s at 1025).
+// It fails today; skipped unless REDGRAM_CLIFF=1 (issue 16).
 func TestRedGramCliffBeyondTheLimit(t *testing.T) {
 	if os.Getenv("REDGRAM_CLIFF") != "1" {
 		t.Skip("issue 16: beyond maxGramUpdates a sparse round is densified (the passes); set REDGRAM_CLIFF=1 to run this failing test")
