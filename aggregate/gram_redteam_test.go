@@ -314,8 +314,9 @@ func TestRedGramNumerics(t *testing.T) {
 // are then known only to about √ε·‖m‖, not to the honest spread. An
 // attacker hidden under that error (far from the honest updates in their
 // own terms, near in ‖m‖'s) moves the center no further than the error:
-// the Gram path's model and center stay within a few √ε·‖m‖ of the
-// passes', and the passes reject it.
+// the Gram path's center stays within a few √ε·‖m‖ of the passes', with
+// one attacker far in the honest spread's terms (1e-4 a coordinate) and
+// one under the error (4 ulps in two coordinates).
 func TestRedGramCancellation(t *testing.T) {
 	const n, k = 1000, 9
 	rng := rand.New(rand.NewPCG(16, 1))
