@@ -41,8 +41,9 @@ func (m *gramMat) sub(idx []int) *gramMat {
 }
 
 // maxGramUpdates is the most updates a round aggregates from its Gram
-// matrix (k² float64: 8 MB, and 80 bytes a pair while sparse updates are
-// summed); a larger round takes the passes over the updates.
+// matrix (k² float64: 8 MB, and while sparse updates are summed 12 bytes a
+// pair plus 72 a pair that sent a common coordinate within one block, see
+// pairSums); a larger round takes the passes over the updates.
 const maxGramUpdates = 1024
 
 // gramBlock is the number of coordinates a dense pass takes at a time:
@@ -196,7 +197,7 @@ func gramSparseHeap(ups []Update, idx []int, lo, hi int, g []float64) {
 	for i := len(heap)/2 - 1; i >= 0; i-- {
 		down(i)
 	}
-	accs := make([]blockAcc, k*k)
+	ps := newPairSums(k)
 	var who []int32
 	var val []float32
 	for len(heap) > 0 {
@@ -216,19 +217,13 @@ func gramSparseHeap(ups []Update, idx []int, lo, hi int, g []float64) {
 		off := int(c) - lo
 		for p, i := range who {
 			x := float64(val[p])
-			row := accs[int(i)*k:]
+			row := int(i) * k
 			for q := p; q < len(who); q++ {
-				row[who[q]].add(off, float64(x*float64(val[q])))
+				ps.add(row+int(who[q]), off, float64(x*float64(val[q])))
 			}
 		}
 	}
-	for _, i := range idx {
-		for _, j := range idx {
-			if i <= j {
-				g[i*k+j] += accs[i*k+j].sum()
-			}
-		}
-	}
+	ps.addTo(g, idx)
 }
 
 // gramSparseScan is gramSparse by a counting sort of the indices by
@@ -266,21 +261,73 @@ func gramSparseScan(ups []Update, idx []int, lo, hi int, g []float64) {
 			fill[c]++
 		}
 	}
-	accs := make([]blockAcc, k*k)
+	ps := newPairSums(k)
 	for c := range hi - lo {
 		es := entries[start[c]:start[c+1]]
 		for p, e := range es {
 			x := float64(e.val)
-			row := accs[int(e.who)*k:]
+			row := int(e.who) * k
 			for _, f := range es[p:] {
-				row[f.who].add(c, float64(x*float64(f.val)))
+				ps.add(row+int(f.who), c, float64(x*float64(f.val)))
 			}
 		}
 	}
+	ps.addTo(g, idx)
+}
+
+// pairSums is a blockAcc for every pair (i, j) of k updates, as the
+// sparse merges need them, given terms in coordinate order (all pairs'
+// together): it holds lanes only for the pairs with a term in the current
+// block, so that it takes 12 bytes a pair plus 72 bytes a pair that sent
+// a common coordinate within one block (instead of blockAcc's 80 bytes a
+// pair, 84 MB for maxGramUpdates), with blockAcc's bits.
+type pairSums struct {
+	k       int
+	block   int     // the current block + 1; 0 before the first term
+	slot    []int32 // each pair's position in touched + 1; 0 when untouched in the block
+	touched []int32 // the pairs (i·k + j) with a term in the block, in order of their first
+	lanes   [][gramLanes]float64
+	total   []float64 // each pair's sum of the blocks before
+}
+
+func newPairSums(k int) *pairSums {
+	return &pairSums{k: k, slot: make([]int32, k*k), total: make([]float64, k*k)}
+}
+
+// add adds the term of pair id at coordinate c (counted from the range's
+// start), c never below the last term's.
+func (p *pairSums) add(id, c int, x float64) {
+	if bl := c/gramBlock + 1; bl != p.block {
+		p.flush()
+		p.block = bl
+	}
+	s := p.slot[id]
+	if s == 0 {
+		p.touched = append(p.touched, int32(id))
+		p.lanes = append(p.lanes, [gramLanes]float64{})
+		s = int32(len(p.lanes))
+		p.slot[id] = s
+	}
+	p.lanes[s-1][c&(gramLanes-1)] += x
+}
+
+// flush adds the block's sums to the totals, as blockAcc.flush does.
+func (p *pairSums) flush() {
+	for t, id := range p.touched {
+		p.total[id] += reduceLanes(p.lanes[t][:])
+		p.slot[id] = 0
+	}
+	p.touched, p.lanes = p.touched[:0], p.lanes[:0]
+}
+
+// addTo adds to g (k×k) the sum of every pair i ≤ j of idx.
+func (p *pairSums) addTo(g []float64, idx []int) {
+	p.flush()
+	k := p.k
 	for _, i := range idx {
 		for _, j := range idx {
 			if i <= j {
-				g[i*k+j] += accs[i*k+j].sum()
+				g[i*k+j] += p.total[i*k+j]
 			}
 		}
 	}
