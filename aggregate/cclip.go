@@ -64,7 +64,8 @@ type CenteredClip struct {
 	// in exact arithmetic, with other rounding, hence other bits: a key of
 	// its own, so that logs committed without it replay as they were. A
 	// round of more than maxGramUpdates (1024) updates takes the passes,
-	// so that the matrix stays within 8 MB.
+	// so that the matrix stays within 8 MB, unless its sparse updates
+	// would cost the passes more (gramFits).
 	Gram bool
 
 	center []float64
@@ -213,8 +214,8 @@ func (c *CenteredClip) usesGram() bool { return c.Gram }
 // of ups, or nil to compute it.
 func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 	n, k := len(global), len(ups)
-	if k > maxGramUpdates {
-		c.apply(global, denseRows(ups, n)) // the matrix would hold more than 8 MB
+	if !gramFits(ups, n) {
+		c.apply(global, denseRows(ups, n)) // the matrix would cost more than the passes
 		return
 	}
 	if g == nil {

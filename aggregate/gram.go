@@ -43,8 +43,32 @@ func (m *gramMat) sub(idx []int) *gramMat {
 // maxGramUpdates is the most updates a round aggregates from its Gram
 // matrix (k² float64: 8 MB, and while sparse updates are summed 12 bytes a
 // pair plus 72 a pair that sent a common coordinate within one block, see
-// pairSums); a larger round takes the passes over the updates.
+// pairSums); a larger round takes the passes over the updates, unless
+// gramFits finds the matrix smaller than the dense copies the passes
+// would make of its sparse updates.
 const maxGramUpdates = 1024
+
+// gramFits reports whether a round of ups, of n parameters, is aggregated
+// from its Gram matrix: up to maxGramUpdates updates, and beyond when the
+// matrices (G and H, 16 bytes a pair, and 12 a pair while sparse updates
+// are summed) take less than the 4n bytes a sparse update densified by
+// the passes would (a round of 1,025 sparse updates of 2²⁰ parameters
+// took 4 GB and minutes by the passes). A dense round beyond the limit
+// takes the passes: its rows are held already, and the matrix would cost
+// k²n/2 products against the passes' 2·iters·k·n.
+func gramFits(ups []Update, n int) bool {
+	k := len(ups)
+	if k <= maxGramUpdates {
+		return true
+	}
+	sparse := 0
+	for _, u := range ups {
+		if u.IsSparse() {
+			sparse++
+		}
+	}
+	return 28*uint64(k)*uint64(k) <= 4*uint64(n)*uint64(sparse)
+}
 
 // gramBlock is the number of coordinates a dense pass takes at a time:
 // 8 KB of each float32 row, so that the rows of a block stay in cache

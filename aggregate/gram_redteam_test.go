@@ -558,16 +558,13 @@ func TestRedGramSparseMemory(t *testing.T) {
 }
 
 // TestRedGramCliffBeyondTheLimit: a round of maxGramUpdates + 1 sparse
-// updates takes the passes, which densify every update (4n bytes each)
-// and take same's k²/2 dot products over dense rows: one more update than
-// the limit costs 18× the memory and hundreds of times the time of a
-// round at the limit (BenchmarkRedGramSparse, n = 2²⁰, 1% sent, one round
-// each: 232 MB and 0.9–1.5 s at 1024 against 4,221 MB and 522 s at 1025).
-// It fails today; skipped unless REDGRAM_CLIFF=1 (issue 16).
+// updates costs about what a round at the limit does. It took the passes,
+// which densify every update (4n bytes each) and take same's k²/2 dot
+// products over dense rows: one more update than the limit cost 18× the
+// memory and hundreds of times the time (BenchmarkRedGramSparse, n = 2²⁰,
+// 1% sent, one round each: 232 MB and 0.9–1.5 s at 1024 against 4,221 MB
+// and 522 s at 1025); gramFits now keeps such a round on the matrix.
 func TestRedGramCliffBeyondTheLimit(t *testing.T) {
-	if os.Getenv("REDGRAM_CLIFF") != "1" {
-		t.Skip("issue 16: beyond maxGramUpdates a sparse round is densified (the passes); set REDGRAM_CLIFF=1 to run this failing test")
-	}
 	const n = 1 << 16
 	at := redRoundAlloc(t, RobustSpec, n, redSparseRound(1, n, maxGramUpdates, 0.01))
 	beyond := redRoundAlloc(t, RobustSpec, n, redSparseRound(1, n, maxGramUpdates+1, 0.01))

@@ -508,7 +508,7 @@ func (a *reputationAcc) Apply(global []float32) error {
 	}
 	var scores []float64
 	var gram *gramMat // with an inner rule that wants it: the kept updates' share goes to it
-	if wantsGram(r.inner()) && k <= maxGramUpdates {
+	if wantsGram(r.inner()) && gramFits(a.ups, a.n) {
 		// One Gram matrix gives the scores, the norms and the inner
 		// rule's distances; scored is a's updates or their bodies.
 		split := 0
