@@ -1,8 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/round"
-	"github.com/fedzip/fedzip/runspec"
 )
 
 // gramAttackLog is the log of a run of aggregate.RobustSpec (the Gram
@@ -24,23 +21,7 @@ import (
 // registrations, then one per round.
 func gramAttackLog(t *testing.T, rounds int) [][]*raft.Log {
 	t.Helper()
-	cfg := RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: aggregate.RobustSpec,
-		Round: round.Config{Fraction: 1, MinClients: 1, Seed: 2}, TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1,
-		UploadCodec: "none", DownloadCodec: runspec.DefaultDownloadCodec}, StrategyDefaults: DefaultsBounded}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFSM()
-	if err := f.init(raw); err != nil {
-		t.Fatal(err)
-	}
-	n := f.n
-	idx := uint64(0)
-	entry := func(c command) *raft.Log {
-		idx++
-		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()}
-	}
+	initEntry, n, entry := mlpTestLog(t, aggregate.RobustSpec)
 	submit := func(r int, id round.ClientID) *raft.Log {
 		d := make([]float32, n)
 		for i := range d {
@@ -61,7 +42,7 @@ func gramAttackLog(t *testing.T, rounds int) [][]*raft.Log {
 		return entry(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: 5, Payload: gradient.AppendFloat32s(nil, d)})
 	}
 	all := []round.ClientID{1, 2, 3, 4, 5, 6, 7, 8}
-	p := []*raft.Log{entry(command{Type: cmdInit, Config: raw})}
+	p := []*raft.Log{initEntry}
 	for range all {
 		p = append(p, entry(command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}, Examples: 5}))
 	}
@@ -91,43 +72,10 @@ func TestGramReplicasUnderAttack(t *testing.T) {
 	d := restored(t, a)
 	var c *FSM
 	for r := 1; r <= rounds; r++ {
-		p := parts[r]
-		if r == 3 {
-			applyAll(t, a, p[:4], false)
-			c = restored(t, a)
-			applyAll(t, a, p[4:], false)
-			applyAll(t, c, p[4:], true)
-		} else {
-			applyAll(t, a, p, false)
-			if c != nil {
-				applyAll(t, c, p, true)
-			}
-		}
-		applyAll(t, b, p, true)
-		applyAll(t, d, p, r%2 == 0)
+		var g []float32
+		c, g = applyReplicas(t, r, parts[r], 4, a, b, c, d)
 		if got := fmt.Sprint(a.strategy); !strings.Contains(got, "gram=true") {
 			t.Fatalf("the FSM runs %s, not the Gram path", got)
-		}
-		sa, err := aggregate.MarshalState(a.strategy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		da := downloads(a)
-		for i, f := range []*FSM{b, c, d} {
-			if f == nil {
-				continue
-			}
-			if f.ModelHash() != a.ModelHash() {
-				t.Fatalf("round %d: replica %d's model differs", r, i)
-			}
-			if s, _ := aggregate.MarshalState(f.strategy); !bytes.Equal(s, sa) {
-				t.Fatalf("round %d: replica %d's strategy state differs", r, i)
-			}
-			sameDownloads(t, "gram replica", da, downloads(f))
-		}
-		g, v := a.Model()
-		if v != uint64(r) {
-			t.Fatalf("round %d: version %d", r, v)
 		}
 		for i, x := range g {
 			if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) || math.Abs(float64(x)) > 100 {

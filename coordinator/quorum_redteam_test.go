@@ -28,23 +28,7 @@ import (
 // the second round 1 and the later registrations, then one per round.
 func earlyBirdLog(t *testing.T, rounds int) [][]*raft.Log {
 	t.Helper()
-	cfg := RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: runspec.DefaultStrategy,
-		Round: round.Config{Fraction: 1, MinClients: 1, Seed: 2}, TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1,
-		UploadCodec: "none", DownloadCodec: runspec.DefaultDownloadCodec}, StrategyDefaults: DefaultsBounded}
-	raw, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFSM()
-	if err := f.init(raw); err != nil {
-		t.Fatal(err)
-	}
-	n := f.n
-	idx := uint64(0)
-	entry := func(c command) *raft.Log {
-		idx++
-		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()}
-	}
+	initEntry, n, entry := mlpTestLog(t, runspec.DefaultStrategy)
 	register := func() *raft.Log {
 		return entry(command{Type: cmdRegister, Name: "c", TokenHash: []byte{1}, Examples: 5})
 	}
@@ -61,7 +45,7 @@ func earlyBirdLog(t *testing.T, rounds int) [][]*raft.Log {
 		}
 		return entry(command{Type: cmdSubmit, Round: int64(r), Client: id, Examples: 5, Payload: gradient.AppendFloat32s(nil, d)})
 	}
-	parts := [][]*raft.Log{{entry(command{Type: cmdInit, Config: raw}), register()}}
+	parts := [][]*raft.Log{{initEntry, register()}}
 	p := []*raft.Log{entry(command{Type: cmdOpen, Candidates: []round.ClientID{1}}), submit(1, 1), entry(command{Type: cmdClose})}
 	for range 7 {
 		p = append(p, register())
@@ -96,6 +80,76 @@ func restored(t *testing.T, f *FSM) *FSM {
 	return c
 }
 
+// mlpTestLog starts the log of a red-team run of strategy on an mlp:8
+// over 6 inputs with 3 classes: its init entry (checked by an FSM), the
+// model's parameter count, and a maker of entries with increasing
+// indices.
+func mlpTestLog(t *testing.T, strategy string) (*raft.Log, int, func(command) *raft.Log) {
+	t.Helper()
+	cfg := RunConfig{Spec: runspec.Spec{Model: "mlp:8", InputDim: 6, Classes: 3, InitSeed: 3, Strategy: strategy,
+		Round: round.Config{Fraction: 1, MinClients: 1, Seed: 2}, TaskSeed: 9, LocalEpochs: 1, BatchSize: 1, LR: 0.1,
+		UploadCodec: "none", DownloadCodec: runspec.DefaultDownloadCodec}, StrategyDefaults: DefaultsBounded}
+	raw, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := NewFSM()
+	if err := f.init(raw); err != nil {
+		t.Fatal(err)
+	}
+	idx := uint64(0)
+	entry := func(c command) *raft.Log {
+		idx++
+		return &raft.Log{Index: idx, Type: raft.LogCommand, Data: c.encode()}
+	}
+	return entry(command{Type: cmdInit, Config: raw}), f.n, entry
+}
+
+// applyReplicas applies round r's entries p to the replicas of the
+// red-team tests: a entry by entry, b in batches, d alternately, and in
+// round 3 a snapshot of a taken after its first split entries becomes c,
+// which then applies every later entry. It checks that every replica
+// holds a's model, strategy state and downloads, and returns c and a's
+// model.
+func applyReplicas(t *testing.T, r int, p []*raft.Log, split int, a, b, c, d *FSM) (*FSM, []float32) {
+	t.Helper()
+	if r == 3 {
+		applyAll(t, a, p[:split], false)
+		c = restored(t, a)
+		applyAll(t, a, p[split:], false)
+		applyAll(t, c, p[split:], true)
+	} else {
+		applyAll(t, a, p, false)
+		if c != nil {
+			applyAll(t, c, p, true)
+		}
+	}
+	applyAll(t, b, p, true)
+	applyAll(t, d, p, r%2 == 0)
+	sa, err := aggregate.MarshalState(a.strategy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	da := downloads(a)
+	for i, f := range []*FSM{b, c, d} {
+		if f == nil {
+			continue
+		}
+		if f.ModelHash() != a.ModelHash() {
+			t.Fatalf("round %d: replica %d's model differs", r, i)
+		}
+		if s, _ := aggregate.MarshalState(f.strategy); !bytes.Equal(s, sa) {
+			t.Fatalf("round %d: replica %d's strategy state differs", r, i)
+		}
+		sameDownloads(t, fmt.Sprintf("round %d, replica %d", r, i), da, downloads(f))
+	}
+	g, v := a.Model()
+	if v != uint64(r) {
+		t.Fatalf("round %d: version %d", r, v)
+	}
+	return c, g
+}
+
 // TestDefaultQuorumReplicas runs the default strategy's input quorum in
 // real FSMs: one applying entry by entry, one in batches, one restored
 // from a snapshot taken before round 1 (the quorum shaped, no support
@@ -118,41 +172,8 @@ func TestDefaultQuorumReplicas(t *testing.T) {
 	init, _ := a.Model()
 	var afterRound2 []float32
 	for r := 1; r <= rounds; r++ {
-		p := parts[r]
-		if r == 3 {
-			applyAll(t, a, p[:3], false)
-			c = restored(t, a)
-			applyAll(t, a, p[3:], false)
-			applyAll(t, c, p[3:], true)
-		} else {
-			applyAll(t, a, p, false)
-			if c != nil {
-				applyAll(t, c, p, true)
-			}
-		}
-		applyAll(t, b, p, true)
-		applyAll(t, d, p, r%2 == 0)
-		sa, err := aggregate.MarshalState(a.strategy)
-		if err != nil {
-			t.Fatal(err)
-		}
-		da := downloads(a)
-		for i, f := range []*FSM{b, c, d} {
-			if f == nil {
-				continue
-			}
-			if f.ModelHash() != a.ModelHash() {
-				t.Fatalf("round %d: replica %d's model differs", r, i)
-			}
-			if s, _ := aggregate.MarshalState(f.strategy); !bytes.Equal(s, sa) {
-				t.Fatalf("round %d: replica %d's strategy state differs", r, i)
-			}
-			sameDownloads(t, fmt.Sprintf("round %d, replica %d", r, i), da, downloads(f))
-		}
-		g, v := a.Model()
-		if v != uint64(r) {
-			t.Fatalf("round %d: version %d", r, v)
-		}
+		var g []float32
+		c, g = applyReplicas(t, r, parts[r], 3, a, b, c, d)
 		trig := func(m []float32) []float32 {
 			var out []float32
 			for o := range 8 {
