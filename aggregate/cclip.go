@@ -305,6 +305,19 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 	n := len(v)
 	var sq float64
 	next := make([]int, len(ups)) // each sparse update's first index not yet added
+	sparse := 0
+	for _, u := range ups {
+		if u.IsSparse() {
+			sparse++
+		}
+	}
+	// senders counts, in a block, the sparse updates that sent each
+	// coordinate: where one did not, its dense form would have added
+	// a_i·(+0) = +0 (a_i ≥ 0), which turns a −0 into +0.
+	var senders []int32
+	if sparse > 0 {
+		senders = make([]int32, gramBlock)
+	}
 	for c0 := 0; c0 < n; c0 += gramBlock {
 		c1 := min(c0+gramBlock, n)
 		vb := v[c0:c1]
@@ -315,17 +328,26 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 		} else {
 			clear(vb)
 		}
+		clear(senders)
 		for i, u := range ups {
 			ai := a[i]
 			if u.IsSparse() {
 				t := next[i]
 				for ; t < len(u.Indices) && int(u.Indices[t]) < c1; t++ {
 					v[u.Indices[t]] += float64(ai * float64(u.Values[t]))
+					senders[int(u.Indices[t])-c0]++
 				}
 				next[i] = t
 				continue
 			}
 			axpy(vb, u.Delta[c0:c1], ai)
+		}
+		if sparse > 0 {
+			for j, x := range vb {
+				if x == 0 && int(senders[j]) < sparse {
+					vb[j] = 0 // +0, as the dense forms give
+				}
+			}
 		}
 		sq += blockSq(vb)
 		for j, x := range vb {

@@ -8,7 +8,6 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"os"
 	"runtime"
 	"slices"
 	"testing"
@@ -729,15 +728,10 @@ func TestRedGramRestoreMidRun(t *testing.T) {
 // (1 − Σa)·v₀, which is −0 where v₀ is 0 and Σa rounds above 1 (tau large
 // enough that nothing is clipped): the sparse round then keeps −0 in the
 // center (its state bits), and could in the model where it held −0.
-// Skipped: fixing it changes gram=true's bits on such rounds (see the
-// report on issue 16; proposed fix: count each block's senders in
-// formCenter's sparse loop and turn a −0 into +0 where fewer than all the
-// sparse updates sent the coordinate, before the block's square and the
-// model's move: exactly the dense forms' bits).
+// formCenter now counts each block's senders and turns a −0 into +0
+// where fewer than all the sparse updates sent the coordinate: exactly
+// the dense forms' bits.
 func TestRedGramSignedZeroSparseVsDense(t *testing.T) {
-	if os.Getenv("REDGRAM_SIGNED_ZERO") != "1" {
-		t.Skip("issue 16: sparse updates leave −0 where their dense forms leave +0 (formCenter); set REDGRAM_SIGNED_ZERO=1 to run this failing test")
-	}
 	const n = 300
 	negZero := float32(math.Copysign(0, -1))
 	for seed := range uint64(60) {
