@@ -160,7 +160,7 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 	v := make([]float64, n)
 	copy(v, c.center)
 	step := make([]float64, n)
-	d := make([]float64, k)
+	d, f := make([]float64, k), make([]float64, k)
 	w := c.weights(rows)
 	scale := c.scale
 	for it := range c.Iters {
@@ -175,18 +175,13 @@ func (c *CenteredClip) apply(global []float32, rows [][]float32) {
 			break // at least half of the updates are at the center
 		}
 		clear(step)
-		var total float64
+		total, _ := c.stepFactors(d, w, f, med, tau)
 		for i, r := range rows {
-			if c.Reject > 0 && d[i] > c.Reject*med {
+			if c.rejects(d[i], med) {
 				continue
 			}
-			f := w[i]
-			total += w[i]
-			if d[i] > tau {
-				f *= tau / d[i]
-			}
 			for j, x := range r {
-				step[j] += f * (float64(x) - v[j])
+				step[j] += f[i] * (float64(x) - v[j])
 			}
 		}
 		if total == 0 {
@@ -261,20 +256,7 @@ func (c *CenteredClip) applyGram(global []float32, ups []Update, g *gramMat) {
 		if !(tau > 0) {
 			break // at least half of the updates are at the center
 		}
-		var total, sumF float64
-		for i := range k {
-			f[i] = 0
-			if c.Reject > 0 && d[i] > c.Reject*med {
-				continue
-			}
-			fi := w[i]
-			total += w[i]
-			if d[i] > tau {
-				fi *= tau / d[i]
-			}
-			f[i] = fi
-			sumF += fi
-		}
+		total, sumF := c.stepFactors(d, w, f, med, tau)
 		if total == 0 {
 			break // every update rejected (under a growth cap)
 		}
@@ -356,6 +338,31 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 	}
 	return sq
 }
+
+// stepFactors writes into f each update's factor in a step: 0 for an
+// update Reject leaves out, else its weight w, times τ/d where its
+// distance d is beyond τ (positive: w > 0 and τ > 0). It returns the sum
+// of the weights kept and the sum of the factors.
+func (c *CenteredClip) stepFactors(d, w, f []float64, med, tau float64) (total, sum float64) {
+	for i := range f {
+		f[i] = 0
+		if c.rejects(d[i], med) {
+			continue
+		}
+		fi := w[i]
+		total += w[i]
+		if d[i] > tau {
+			fi *= tau / d[i]
+		}
+		f[i] = fi
+		sum += fi
+	}
+	return total, sum
+}
+
+// rejects reports whether Reject leaves out of a step an update at
+// distance d, med the step's median distance.
+func (c *CenteredClip) rejects(d, med float64) bool { return c.Reject > 0 && d > c.Reject*med }
 
 // radius returns a step's median distance (the lower median of d, capped
 // by Growth) and its clipping radius.

@@ -2,7 +2,6 @@ package aggregate
 
 import (
 	"math"
-	"math/bits"
 	"slices"
 	"sort"
 )
@@ -139,11 +138,10 @@ func gramRange(ups []Update, n, lo, hi int, g []float64) {
 
 // gramSparse adds to g the products of every pair of the sparse updates
 // ups[idx] (itself included) over [lo, hi), bit for bit as gramDense
-// would their dense forms: it merges their index lists (a heap of one
-// cursor per update, ties in update order) and, at each coordinate sent,
-// multiplies the pairs of updates that sent it. The cost is O(N log k) for
-// N indices, plus the sum over coordinates of their senders squared, not
-// a merge per pair.
+// would their dense forms, pair by pair for a few updates (O(k·N) for N
+// indices sent) or by a counting sort of the indices by coordinate for
+// many (O(hi − lo + N) plus the sum over coordinates of their senders
+// squared), whichever is estimated cheaper; they give the same bits.
 func gramSparse(ups []Update, n int, idx []int, lo, hi int, g []float64) {
 	if len(idx) == 0 {
 		return
@@ -153,15 +151,9 @@ func gramSparse(ups []Update, n int, idx []int, lo, hi int, g []float64) {
 		a, b := sparseRange(ups[i], lo, hi)
 		total += b - a
 	}
-	// The estimated steps of each way; they give the same bits.
-	m := len(idx)
-	pairs, heap, scan := (m-1)*total, 8*total*bits.Len(uint(m)), hi-lo+4*total
-	switch {
-	case pairs <= heap && pairs <= scan:
+	if (len(idx)-1)*total <= hi-lo+4*total {
 		gramSparsePairs(ups, n, idx, lo, hi, g)
-	case heap <= scan:
-		gramSparseHeap(ups, idx, lo, hi, g)
-	default:
+	} else {
 		gramSparseScan(ups, idx, lo, hi, g)
 	}
 }
@@ -186,73 +178,8 @@ func gramSparsePairs(ups []Update, n int, idx []int, lo, hi int, g []float64) {
 	}
 }
 
-// gramSparseHeap is gramSparse by the heap.
-func gramSparseHeap(ups []Update, idx []int, lo, hi int, g []float64) {
-	k := len(ups)
-	type cursor struct {
-		c   int32 // the coordinate at t
-		who int32 // an index into ups
-		t   int   // the position in its indices
-		end int
-	}
-	less := func(x, y cursor) bool { return x.c < y.c || (x.c == y.c && x.who < y.who) }
-	heap := make([]cursor, 0, len(idx))
-	down := func(i int) {
-		for {
-			l := 2*i + 1
-			if l >= len(heap) {
-				return
-			}
-			if r := l + 1; r < len(heap) && less(heap[r], heap[l]) {
-				l = r
-			}
-			if !less(heap[l], heap[i]) {
-				return
-			}
-			heap[i], heap[l] = heap[l], heap[i]
-			i = l
-		}
-	}
-	for _, i := range idx {
-		if a, b := sparseRange(ups[i], lo, hi); a < b {
-			heap = append(heap, cursor{ups[i].Indices[a], int32(i), a, b})
-		}
-	}
-	for i := len(heap)/2 - 1; i >= 0; i-- {
-		down(i)
-	}
-	ps := newPairSums(k)
-	var who []int32
-	var val []float32
-	for len(heap) > 0 {
-		c := heap[0].c
-		who, val = who[:0], val[:0]
-		for len(heap) > 0 && heap[0].c == c {
-			top := &heap[0]
-			who, val = append(who, top.who), append(val, ups[top.who].Values[top.t])
-			if top.t++; top.t < top.end {
-				top.c = ups[top.who].Indices[top.t]
-			} else {
-				heap[0] = heap[len(heap)-1]
-				heap = heap[:len(heap)-1]
-			}
-			down(0)
-		}
-		off := int(c) - lo
-		for p, i := range who {
-			x := float64(val[p])
-			row := int(i) * k
-			for q := p; q < len(who); q++ {
-				ps.add(row+int(who[q]), off, float64(x*float64(val[q])))
-			}
-		}
-	}
-	ps.addTo(g, idx)
-}
-
 // gramSparseScan is gramSparse by a counting sort of the indices by
-// coordinate: O(hi − lo + N) instead of the heap's O(N log k), for many
-// updates; the same bits.
+// coordinate, for many updates.
 func gramSparseScan(ups []Update, idx []int, lo, hi int, g []float64) {
 	if len(idx) == 0 {
 		return
