@@ -324,16 +324,14 @@ func (c *CenteredClip) formCenter(v []float64, ups []Update, a []float64, b floa
 			}
 			axpy(vb, u.Delta[c0:c1], ai)
 		}
-		if sparse > 0 {
-			for j, x := range vb {
-				if x == 0 && int(senders[j]) < sparse {
-					vb[j] = 0 // +0, as the dense forms give
-				}
-			}
-		}
-		sq += blockSq(vb)
+		sq += blockSq(vb) // the same for ±0
+		gb := global[c0:c1]
 		for j, x := range vb {
-			global[c0+j] = addTo(global[c0+j], c.LR*x)
+			if x == 0 && sparse > 0 && int(senders[j]) < sparse {
+				x = 0 // +0, as the dense forms give
+				vb[j] = x
+			}
+			gb[j] = addTo(gb[j], c.LR*x)
 		}
 	}
 	return sq

@@ -378,12 +378,19 @@ func sparseRange(u Update, lo, hi int) (int, int) {
 // the whole model) over [lo, hi), bit for bit.
 func mixedBlockDot(u Update, y []float32, lo, hi int) float64 {
 	a, b := sparseRange(u, lo, hi)
-	var acc blockAcc
-	for t := a; t < b; t++ {
-		c := int(u.Indices[t])
-		acc.add(c-lo, float64(float64(u.Values[t])*float64(y[c])))
+	idx, val := u.Indices[a:b], u.Values[a:b]
+	var total float64
+	for t := 0; t < len(idx); {
+		// The terms of one block, into its lanes (blockAcc's sums).
+		end := lo + (int(idx[t])-lo)/gramBlock*gramBlock + gramBlock
+		var l [gramLanes]float64
+		for ; t < len(idx) && int(idx[t]) < end; t++ {
+			c := int(idx[t])
+			l[(c-lo)&(gramLanes-1)] += float64(float64(val[t]) * float64(y[c]))
+		}
+		total += reduceLanes(l[:])
 	}
-	return acc.sum()
+	return total
 }
 
 // blockAcc sums terms given in coordinate order as gramDense does,
