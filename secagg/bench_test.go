@@ -268,17 +268,25 @@ func BenchmarkShamir(b *testing.B) {
 		}
 	})
 	// The server's rebuild of a self-mask seed with its commitment
-	// check: from 100 honest shares, and from 100 shares whose (t+1)-th
-	// is wrong, the worst place for it: every subset but the last holds
-	// it (t+2 interpolations).
+	// check: from 100 honest shares; from 100 shares whose (t+1)-th is
+	// wrong, the worst place for it: every subset but the last holds it
+	// (t+2 interpolations); and from 100 shares of which 24 are wrong.
 	commit := commitSelfMask(1, 1, &secret)
 	check := func(s *[SecretLen]byte) bool { return commitSelfMask(1, 1, s) == commit }
 	bad := slices.Clone(shares)
 	bad[51].Y[0] = addmod(bad[51].Y[0], 1)
+	// 24 shares wrong in every chunk, the most Berlekamp–Welch corrects
+	// among 100 with t = 51: the subsets fail, then one decode.
+	worst := slices.Clone(shares)
+	for i := range 24 {
+		for c := range chunks {
+			worst[2*i].Y[c] = addmod(worst[2*i].Y[c], uint64(1+i+c))
+		}
+	}
 	for _, c := range []struct {
 		name   string
 		shares []Share
-	}{{"checked/k=100/t=51", shares}, {"corrected/k=100/t=51", bad}} {
+	}{{"checked/k=100/t=51", shares}, {"corrected/k=100/t=51", bad}, {"corrected-24/k=100/t=51", worst}} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

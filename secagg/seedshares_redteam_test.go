@@ -114,9 +114,11 @@ func TestRedteamSeedShareOutOfRange(t *testing.T) {
 
 // TestCombineChecked: with a check that knows the seed (as a commitment
 // does), one shifted share is corrected wherever it lies among more than
-// t shares, with at most t+2 interpolations; with exactly t shares, with
-// two shifted shares among the first t+1, or with shares that agree on
-// another seed, it fails with ErrInconsistentShares and no seed.
+// t shares, with at most t+2 interpolations; two wrong shares among the
+// first t+1 are corrected by Berlekamp–Welch when there are at least t+4
+// shares; with exactly t shares, with two wrong shares among t+3, or with
+// shares that agree on another seed, it fails with ErrInconsistentShares
+// and no seed.
 func TestCombineChecked(t *testing.T) {
 	const n, th = 7, 3
 	seed, shares := seedShares(t, n, th)
@@ -140,10 +142,18 @@ func TestCombineChecked(t *testing.T) {
 	if _, err := combineChecked(out[:th], th, check); !errors.Is(err, ErrInconsistentShares) {
 		t.Fatalf("a shifted share among exactly t: %v", err)
 	}
+	// Two shares wrong in the same chunk among the first t+1 defeat every
+	// subset that leaves one out; Berlekamp–Welch, which decodes each
+	// chunk on its own, corrects them among all 7 (up to ⌊(7−3)/2⌋ = 2
+	// a chunk), and not among 6 (up to 1).
 	two := append([]Share(nil), shares...)
-	two[0].Y[0], two[2].Y[1] = addmod(two[0].Y[0], 1), addmod(two[2].Y[1], 1)
-	if _, err := combineChecked(two, th, check); !errors.Is(err, ErrInconsistentShares) || errors.Is(err, errConsistentMismatch) {
-		t.Fatalf("two wrong shares among the first t+1: %v", err)
+	two[0].Y[0], two[2].Y[0] = addmod(two[0].Y[0], 1), addmod(two[2].Y[0], 5)
+	calls = 0
+	if got, err := combineChecked(two, th, check); err != nil || got != seed || calls > th+3 {
+		t.Fatalf("two wrong shares among 7: %x, %v after %d checks", got, err, calls)
+	}
+	if _, err := combineChecked(two[:n-1], th, check); !errors.Is(err, ErrInconsistentShares) || errors.Is(err, errConsistentMismatch) {
+		t.Fatalf("two wrong shares among 6: %v", err)
 	}
 	other := func(s *[SecretLen]byte) bool { return false }
 	if _, err := combineChecked(shares, th, other); !errors.Is(err, errConsistentMismatch) {
@@ -166,7 +176,12 @@ type saRound struct {
 
 func newSARound(t *testing.T, advert func(*KeyAdvert)) *saRound {
 	t.Helper()
-	p := Params{Session: 17, IDs: testIDs(6), K: 5, T: 3, D: 32, GraphSeed: 4}
+	return newSARoundP(t, Params{Session: 17, IDs: testIDs(6), K: 5, T: 3, D: 32, GraphSeed: 4}, advert)
+}
+
+// newSARoundP is newSARound with the round's parameters p.
+func newSARoundP(t *testing.T, p Params, advert func(*KeyAdvert)) *saRound {
+	t.Helper()
 	g, err := NewGraph(p)
 	must(t, err)
 	r := &saRound{p: p, g: g, srv: NewServer(g), cl: make([]*Client, len(p.IDs)), x: testInputs(len(p.IDs), p.D, 9)}

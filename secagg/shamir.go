@@ -272,8 +272,12 @@ var errConsistentMismatch = fmt.Errorf("%w: shares consistent", ErrInconsistentS
 // than t shares, it tries the t+1 subsets of t of the first t+1 shares,
 // each leaving one out, in order, and returns the first secret ok
 // accepts. So one wrong share among more than t is corrected, wherever it
-// is: a subset that leaves it out holds t right shares. The work is
-// bounded by t+2 interpolations, whatever the shares. If none passes, the
+// is: a subset that leaves it out holds t right shares. If none passes,
+// it decodes the first maxBWShares shares with Berlekamp–Welch, which
+// corrects up to ⌊(m − t)/2⌋ wrong shares among m wherever they are, and
+// returns that secret if ok accepts it. The work is bounded by t+2
+// interpolations and one decode (O(m³) field products, m ≤ maxBWShares),
+// and ok is called at most t+3 times, whatever the shares. If none passes, the
 // error wraps ErrInconsistentShares (and errConsistentMismatch if more
 // than t shares agree on the refused secret); errors of the shares' form
 // (too few, a repeated coordinate, a value outside the field) are
@@ -299,6 +303,13 @@ func combineChecked(shares []Share, t int, ok func(*[SecretLen]byte) bool) ([Sec
 			if s, err := Combine(sub, t); err == nil && ok(&s) {
 				return s, nil
 			}
+		}
+	}
+	// Several wrong shares: Berlekamp–Welch on the first maxBWShares
+	// corrects up to ⌊(m − t)/2⌋ of them, wherever they are.
+	if v, good := berlekampWelch(shares[:min(len(shares), maxBWShares)], t); good {
+		if s, in := chunksSecret(v); in && ok(&s) {
+			return s, nil
 		}
 	}
 	return [SecretLen]byte{}, fmt.Errorf("%w: no %d of the %d shares rebuild the committed secret", ErrInconsistentShares, t, len(shares))
