@@ -54,10 +54,11 @@ func (o SGD) Step(params, grad, vel []float32) {
 	}
 }
 
-// Trainer runs minibatch SGD for one model over examples held in memory. It
-// owns a workspace, a gradient and a momentum buffer, so a Trainer must not
-// be used by two goroutines at once; after the first call, training
-// allocates nothing.
+// Trainer runs minibatch SGD (or Adam on a support, SupportAdamEpochs)
+// for one model over examples held in memory. It owns a workspace, a
+// gradient, a momentum buffer and, once used, Adam's moments, so a
+// Trainer must not be used by two goroutines at once; after the first
+// call, training allocates nothing.
 type Trainer struct {
 	Model Model
 	ws    Scratch

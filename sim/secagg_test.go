@@ -216,6 +216,8 @@ func TestSecAggRefuses(t *testing.T) {
 		"dropout":         func(c *Config) { c.SecAggDropout = SecAggDropout{P: 1} },
 		"two per round":   func(c *Config) { c.Round.Fraction = 0.1 },
 		"threshold alone": func(c *Config) { c.SecAgg.Threshold = 3 },
+		"adam, momentum":  func(c *Config) { c.SecAgg.Local = runspec.SecAggLocalSupportAdam },
+		"unknown local":   func(c *Config) { c.SecAgg.Local = "adam"; c.Momentum = 0 },
 	} {
 		cfg := secAggConfig(1)
 		edit(&cfg)
