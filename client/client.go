@@ -30,13 +30,55 @@ type Task struct {
 	// training minimises the loss plus mu/2·‖w − w_global‖². Zero is plain
 	// local SGD (FedAvg's client).
 	ProxMu float32
+	// Local is the local optimizer (runspec.SecAgg.Local): "" or
+	// runspec.SecAggLocalSGD, SGD with Optimizer on every coordinate;
+	// runspec.SecAggLocalSupportAdam, Adam at rate Optimizer.LR on the
+	// coordinates Support only (nn.Trainer.SupportAdamEpochs).
+	Local string
+	// Support are the coordinates local training may change, strictly
+	// increasing: the round's secure aggregation support, which the
+	// client knows before it trains. nil is every coordinate; only
+	// support-adam takes one.
+	Support []int32
 }
 
 // Validate reports a malformed task: the run spec's check of local
-// training (runspec.CheckLocal), whose bounds the coordinator and the
-// simulator check a run against before it starts.
+// training (runspec.CheckLocal and runspec.CheckSecAggLocal), whose
+// bounds the coordinator and the simulator check a run against before it
+// starts, and a support that is not strictly increasing coordinates, is
+// missing for support-adam or given to SGD. That the support lies within
+// the model is checked by the trainer, which knows the model.
 func (t Task) Validate() error {
-	return runspec.CheckLocal(t.Epochs, t.BatchSize, t.Optimizer, t.ProxMu)
+	if err := runspec.CheckLocal(t.Epochs, t.BatchSize, t.Optimizer, t.ProxMu); err != nil {
+		return err
+	}
+	if err := runspec.CheckSecAggLocal(t.Local, t.Optimizer, t.ProxMu); err != nil {
+		return err
+	}
+	adam := t.Local == runspec.SecAggLocalSupportAdam
+	switch {
+	case adam && len(t.Support) == 0:
+		return fmt.Errorf("%w: local training %s without a support", runspec.ErrInvalid, t.Local)
+	case !adam && t.Support != nil:
+		return fmt.Errorf("%w: a support of %d coordinates for local SGD, which moves every coordinate", runspec.ErrInvalid, len(t.Support))
+	}
+	return checkSupport(t.Support, -1)
+}
+
+// checkSupport reports a support that is not strictly increasing
+// coordinates below n (n < 0: any).
+func checkSupport(support []int32, n int) error {
+	prev := int32(-1)
+	for i, j := range support {
+		if j <= prev {
+			return fmt.Errorf("%w: support coordinate %d (#%d) after %d: want strictly increasing coordinates", runspec.ErrInvalid, j, i, prev)
+		}
+		if n >= 0 && int(j) >= n {
+			return fmt.Errorf("%w: support coordinate %d (#%d) of a model of %d parameters", runspec.ErrInvalid, j, i, n)
+		}
+		prev = j
+	}
+	return nil
 }
 
 // Result reports local training.
@@ -102,7 +144,9 @@ func (d DataTrainer) NumParams() int { return d.NN.Model.NumParams() }
 
 // Train runs Task.Epochs passes of minibatch SGD, on FedProx's objective
 // when Task.ProxMu is positive: params on entry are the global model the
-// proximal term holds the local model to.
+// proximal term holds the local model to. With Task.Local support-adam it
+// runs them with Adam on Task.Support only, in the same minibatches:
+// every other coordinate of params keeps its bits.
 func (d DataTrainer) Train(ctx context.Context, params []float32, task Task) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{}, err
@@ -111,6 +155,27 @@ func (d DataTrainer) Train(ctx context.Context, params []float32, task Task) (Re
 		return Result{}, fmt.Errorf("client: task batch size %d, trainer built for %d", task.BatchSize, d.NN.Workspace().Batch())
 	}
 	rng := rand.New(rand.NewPCG(task.Seed, 0x6c6f63616c)) // "local"
-	loss := d.NN.ProxEpochs(params, d.X, d.Y, d.Index, task.Epochs, task.Optimizer, task.ProxMu, rng)
+	var loss float64
+	switch task.Local {
+	case "", runspec.SecAggLocalSGD:
+		if task.Support != nil {
+			return Result{}, fmt.Errorf("client: a support of %d coordinates for local SGD, which moves every coordinate", len(task.Support))
+		}
+		loss = d.NN.ProxEpochs(params, d.X, d.Y, d.Index, task.Epochs, task.Optimizer, task.ProxMu, rng)
+	case runspec.SecAggLocalSupportAdam:
+		if err := runspec.CheckSecAggLocal(task.Local, task.Optimizer, task.ProxMu); err != nil {
+			return Result{}, err
+		}
+		if err := checkSupport(task.Support, len(params)); err != nil {
+			return Result{}, err
+		}
+		opt := nn.Adam{LR: task.Optimizer.LR}
+		if err := opt.Validate(); err != nil {
+			return Result{}, err
+		}
+		loss = d.NN.SupportAdamEpochs(params, d.X, d.Y, d.Index, task.Epochs, task.Support, opt, rng)
+	default:
+		return Result{}, fmt.Errorf("client: local training %q: want %s or %s", task.Local, runspec.SecAggLocalSGD, runspec.SecAggLocalSupportAdam)
+	}
 	return Result{Examples: len(d.Index), Loss: loss}, nil
 }

@@ -156,6 +156,9 @@ func (c RunConfig) checkApply() error {
 	if c.SecAgg != nil && c.Round.Deadline <= 0 {
 		return errors.New("coordinator: --secagg needs a round deadline: the protocol's steps end at fractions of it")
 	}
+	if err := saCheckLocal(c.SecAgg); err != nil {
+		return err
+	}
 	if c.SecAgg != nil && c.SecAgg.DP != nil {
 		return errors.New("coordinator: distributed DP with --secagg (--secagg-dp-*) is not built in the coordinator; the simulator has it")
 	}

@@ -460,6 +460,31 @@ func TestSecAggDPRefused(t *testing.T) {
 	}
 }
 
+// TestSecAggLocalRefused: the coordinator refuses a run whose clients
+// should train only the round's support (--secagg-local support-adam):
+// its clients would train every coordinate with SGD, and the run would
+// not be the one asked for. The explicit default is taken, and the run
+// config's JSON keeps the field, so that an FSM replaying it refuses it
+// too.
+func TestSecAggLocalRefused(t *testing.T) {
+	run := saRun(5)
+	run.SecAgg.Local = runspec.SecAggLocalSupportAdam
+	if err := run.Validate(); !errors.Is(err, ErrSecAggLocal) || !strings.Contains(err.Error(), "secagg_local") {
+		t.Fatalf("a run with support-adam: %v, want ErrSecAggLocal naming the Task field it needs", err)
+	}
+	raw, err := json.Marshal(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := NewFSM().init(raw); !errors.Is(err, ErrSecAggLocal) {
+		t.Fatalf("the FSM applied a committed run with support-adam: %v", err)
+	}
+	run.SecAgg.Local = runspec.SecAggLocalSGD
+	if err := run.Validate(); err != nil {
+		t.Fatalf("--secagg-local sgd: %v", err)
+	}
+}
+
 // saRealMessages runs a round of n clients through an FSM as
 // FuzzSecAggApply sets it up and returns each step's message of each
 // selected client, in selection order.

@@ -5,7 +5,8 @@
 // An MLP is stateless and safe for concurrent use; each goroutine brings its
 // own Workspace (activations) or Trainer (workspace, gradient, momentum).
 // After construction, forward passes, backward passes and SGD steps
-// allocate nothing.
+// allocate nothing; so do Adam steps on a support after a Trainer's first
+// (Trainer.SupportAdamEpochs).
 //
 // The matrix products run on hand-written AVX2/FMA kernels on amd64 CPUs
 // that have them (gemm_amd64.s) and on portable Go elsewhere or with the

@@ -54,10 +54,11 @@ func (o SGD) Step(params, grad, vel []float32) {
 	}
 }
 
-// Trainer runs minibatch SGD for one model over examples held in memory. It
-// owns a workspace, a gradient and a momentum buffer, so a Trainer must not
-// be used by two goroutines at once; after the first call, training
-// allocates nothing.
+// Trainer runs minibatch SGD (or Adam on a support, SupportAdamEpochs)
+// for one model over examples held in memory. It owns a workspace, a
+// gradient, a momentum buffer and, once used, Adam's moments, so a
+// Trainer must not be used by two goroutines at once; after the first
+// call, training allocates nothing.
 type Trainer struct {
 	Model Model
 	ws    Scratch
@@ -68,6 +69,9 @@ type Trainer struct {
 	// anchor is w₀ of the proximal term, allocated by the first
 	// ProxEpochs with mu > 0.
 	anchor []float32
+	// m1 and m2 are Adam's moments on the support, allocated by the first
+	// SupportAdamEpochs.
+	m1, m2 []float32
 }
 
 // NewTrainer returns a Trainer for batches of at most batch examples.
@@ -99,16 +103,10 @@ func (t *Trainer) Epochs(params []float32, x []float32, y []uint8, idx []int, ep
 // Plain SGD without it takes the fused step (MLP.SGDStep); momentum or a
 // proximal term need the gradient materialised.
 func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, epochs int, opt SGD, mu float32, rng *rand.Rand) float64 {
-	m := t.Model
-	d := m.InputDim()
 	if len(idx) == 0 || epochs <= 0 {
 		return 0
 	}
-	if cap(t.perm) < len(idx) {
-		t.perm = make([]int, len(idx))
-	}
-	perm := t.perm[:len(idx)]
-	copy(perm, idx)
+	perm := t.permOf(idx)
 	clear(t.vel)
 	if mu > 0 {
 		if t.anchor == nil {
@@ -122,13 +120,7 @@ func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, ep
 		rng.Shuffle(len(perm), func(i, j int) { perm[i], perm[j] = perm[j], perm[i] })
 		loss = 0
 		for lo := 0; lo < len(perm); lo += bs {
-			n := min(bs, len(perm)-lo)
-			in := t.ws.Input(n)
-			lab := t.ws.Labels(n)
-			for r, ex := range perm[lo : lo+n] {
-				copy(in[r*d:(r+1)*d], x[ex*d:(ex+1)*d])
-				lab[r] = y[ex]
-			}
+			n := t.fill(x, y, perm[lo:min(lo+bs, len(perm))])
 			switch {
 			case opt.Momentum == 0 && mu == 0 && t.fused != nil:
 				loss += t.fused.SGDStep(params, n, opt.LR, opt.WeightDecay)
@@ -143,4 +135,28 @@ func (t *Trainer) epochs(params []float32, x []float32, y []uint8, idx []int, ep
 		}
 	}
 	return loss / float64(len(perm))
+}
+
+// permOf returns the trainer's permutation buffer holding idx.
+func (t *Trainer) permOf(idx []int) []int {
+	if cap(t.perm) < len(idx) {
+		t.perm = make([]int, len(idx))
+	}
+	perm := t.perm[:len(idx)]
+	copy(perm, idx)
+	return perm
+}
+
+// fill copies the examples rows of (x, y) into the workspace's input and
+// labels and returns their number.
+func (t *Trainer) fill(x []float32, y []uint8, rows []int) int {
+	d := t.Model.InputDim()
+	n := len(rows)
+	in := t.ws.Input(n)
+	lab := t.ws.Labels(n)
+	for r, ex := range rows {
+		copy(in[r*d:(r+1)*d], x[ex*d:(ex+1)*d])
+		lab[r] = y[ex]
+	}
+	return n
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/fedzip/fedzip/aggregate"
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/nn"
 )
 
 // SecAgg turns on secure aggregation (SecAgg+, package secagg) with its
@@ -45,6 +46,46 @@ type SecAgg struct {
 	// DP is the distributed discrete Gaussian noise each client adds
 	// (nil: none); see SecAggDP.
 	DP *SecAggDP `json:"dp,omitempty"`
+	// Local is the clients' local training (--secagg-local): "" or
+	// SecAggLocalSGD, SGD on every coordinate (--lr, --momentum,
+	// --weight-decay, --prox-mu); SecAggLocalSupportAdam, Adam on the
+	// round's support only (nn.Trainer.SupportAdamEpochs at rate --lr,
+	// fresh moments for each client and round), so that a client's update
+	// is zero off the support and nothing it trains is left in its
+	// residual. Omitted from the JSON when "", so that a run committed
+	// before the field replays as it was.
+	Local string `json:"local,omitempty"`
+}
+
+// The clients' local training under secure aggregation (SecAgg.Local).
+const (
+	SecAggLocalSGD         = "sgd"
+	SecAggLocalSupportAdam = "support-adam"
+)
+
+// CheckSecAggLocal reports local training that local (SecAgg.Local)
+// refuses: an unknown name, or with SecAggLocalSupportAdam, SGD's
+// momentum, weight decay or FedProx's proximal term, which Adam on the
+// support does not take (its first moment is its momentum; a decay or a
+// pull towards the global model on every coordinate would move
+// coordinates off the support). It is the run's check and the client's.
+func CheckSecAggLocal(local string, opt nn.SGD, proxMu float32) error {
+	switch local {
+	case "", SecAggLocalSGD:
+		return nil
+	case SecAggLocalSupportAdam:
+	default:
+		return invalid("--secagg-local %q: want %s or %s", local, SecAggLocalSGD, SecAggLocalSupportAdam)
+	}
+	switch {
+	case opt.Momentum != 0:
+		return invalid("--secagg-local %s with --momentum %v: Adam keeps its own first moment; leave --momentum at 0", local, opt.Momentum)
+	case opt.WeightDecay != 0:
+		return invalid("--secagg-local %s with --weight-decay %v: the decay would move coordinates off the support; leave it at 0", local, opt.WeightDecay)
+	case proxMu != 0:
+		return invalid("--secagg-local %s with --prox-mu %v: FedProx's term is for SGD on every coordinate; leave it at 0", local, proxMu)
+	}
+	return nil
 }
 
 // SupportLen is the number of coordinates the simulator puts on a round's
@@ -155,6 +196,9 @@ func (s Spec) validateSecAgg() error {
 		return err
 	}
 	if err := sa.DP.validate(sa.Clip); err != nil {
+		return err
+	}
+	if err := CheckSecAggLocal(sa.Local, s.Optimizer(), float32(s.ProxMu)); err != nil {
 		return err
 	}
 	_, err := SecAggNormBound(s.Strategy)

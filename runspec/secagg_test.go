@@ -93,3 +93,57 @@ func TestSecAggSupport(t *testing.T) {
 		t.Fatalf("random support in the JSON: %s, %v", b, err)
 	}
 }
+
+// TestSecAggLocal accepts support-adam with a random or an announced
+// support, keeps it in the run's JSON (and leaves the default out), and
+// refuses an unknown name and the SGD settings Adam on the support does
+// not take, naming the flag.
+func TestSecAggLocal(t *testing.T) {
+	base := good()
+	base.UploadCodec = ""
+	for _, sup := range []string{"", "random", "announced"} {
+		for _, local := range []string{"", SecAggLocalSGD, SecAggLocalSupportAdam} {
+			s := base
+			s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Support: sup, Local: local}
+			if err := s.Validate(); err != nil {
+				t.Errorf("support %q, local %q: %v", sup, local, err)
+			}
+		}
+	}
+	s := base
+	s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Local: SecAggLocalSupportAdam}
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Spec
+	if err := json.Unmarshal(b, &back); err != nil || back.SecAgg == nil || back.SecAgg.Local != SecAggLocalSupportAdam {
+		t.Fatalf("the run's JSON %s does not keep --secagg-local: %+v, %v", b, back.SecAgg, err)
+	}
+	if b, _ := json.Marshal(SecAgg{Fraction: 0.01, Bits: 8}); strings.Contains(string(b), "local") {
+		t.Fatalf("the default local training is in the JSON: %s", b)
+	}
+	for name, c := range map[string]struct {
+		edit func(*Spec)
+		flag string
+	}{
+		"unknown":      {func(s *Spec) { s.SecAgg.Local = "adam" }, "--secagg-local"},
+		"momentum":     {func(s *Spec) { s.Momentum = 0.9 }, "--momentum"},
+		"weight decay": {func(s *Spec) { s.WeightDecay = 1e-4 }, "--weight-decay"},
+		"prox mu":      {func(s *Spec) { s.ProxMu = 0.1 }, "--prox-mu"},
+	} {
+		c2 := s
+		sa := *s.SecAgg
+		c2.SecAgg = &sa
+		c.edit(&c2)
+		err := c2.Validate()
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.flag) {
+			t.Errorf("%s: %v, want ErrInvalid naming %s", name, err, c.flag)
+		}
+	}
+	// Plain SGD keeps every SGD setting.
+	s.SecAgg.Local, s.Momentum, s.ProxMu = SecAggLocalSGD, 0.9, 0.1
+	if err := s.Validate(); err != nil {
+		t.Fatalf("sgd with momentum and prox-mu: %v", err)
+	}
+}

@@ -454,8 +454,9 @@ func (s *secAggRun) nextClip(mean []float32) {
 	s.clip = secagg.NextClip(s.clip, mean, runspec.SecAggClipMult)
 }
 
-// runRound runs round o under secure aggregation: the clients train and
-// encode on the workers, the protocol runs, the survivors' mean goes to
+// runRound runs round o under secure aggregation: the clients train (on
+// the round's support only with SecAgg.Local support-adam) and encode on
+// the workers, the protocol runs, the survivors' mean goes to
 // the machine under each survivor's ID (weight 1), and the others are
 // dropped. It adds the examples, loss, survivors and bytes (the
 // protocol's, both directions) to met.
@@ -469,9 +470,19 @@ func (s *secAggRun) runRound(p *pool, mach *round.Machine, now time.Time, global
 	for i, id := range o.Selected {
 		pos[id] = i
 	}
+	// With support-adam the clients train only the round's support, which
+	// open has just set: they know it before they train, as it is drawn
+	// from the round seed or announced with the task.
+	var support []int32
+	if s.spec.Local == runspec.SecAggLocalSupportAdam {
+		support = s.idx
+	}
 	err := p.stream(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
-		u, r, _, err := p.step(w, sl, global, o, cfg, data, id)
+		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id, support)
 		if err == nil {
+			if cfg.updateHook != nil {
+				cfg.updateHook(id, o.Round, seed, u.Delta)
+			}
 			s.encode(pos[id], id, o.Round, u.Delta)
 		}
 		return aggregate.Update{}, r, 0, err

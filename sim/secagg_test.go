@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/fedzip/fedzip/round"
@@ -214,6 +216,8 @@ func TestSecAggRefuses(t *testing.T) {
 		"dropout":         func(c *Config) { c.SecAggDropout = SecAggDropout{P: 1} },
 		"two per round":   func(c *Config) { c.Round.Fraction = 0.1 },
 		"threshold alone": func(c *Config) { c.SecAgg.Threshold = 3 },
+		"adam, momentum":  func(c *Config) { c.SecAgg.Local = runspec.SecAggLocalSupportAdam },
+		"unknown local":   func(c *Config) { c.SecAgg.Local = "adam"; c.Momentum = 0 },
 	} {
 		cfg := secAggConfig(1)
 		edit(&cfg)
@@ -391,4 +395,106 @@ func TestSecAggWraps(t *testing.T) {
 			t.Errorf("round %d at the exact width: %d wraps (hook %d)", m.Round, m.SecAggWraps, none[i])
 		}
 	}
+}
+
+// TestSecAggSupportAdam runs rounds whose clients train with support-adam
+// and requires, for each support: every update zero, bit for bit, off the
+// round's support (the one the server aggregates, seen in the same
+// round's sum) and moving on it; the model learns; and the same bits on
+// 1 and 3 workers, at GOMAXPROCS 1 and 4, with dropouts.
+func TestSecAggSupportAdam(t *testing.T) {
+	data, model := synthetic(t, 20)
+	init := make([]float32, model.NumParams())
+	model.Init(init, 1)
+	for _, sup := range []string{"random", "announced"} {
+		t.Run(sup, func(t *testing.T) {
+			var ref *Result
+			for _, c := range []struct{ workers, procs int }{{1, 1}, {3, 4}} {
+				cfg := secAggConfig(4)
+				cfg.Momentum = 0
+				cfg.SecAgg.Support = sup
+				cfg.SecAgg.Local = runspec.SecAggLocalSupportAdam
+				cfg.LR = 0.02
+				cfg.Workers = c.workers
+				cfg.SecAggDropout = SecAggDropout{P: 0.2}
+				var mu sync.Mutex
+				deltas := map[int][][]float32{}
+				cfg.updateHook = func(_ round.ClientID, r int, _ uint64, d []float32) {
+					mu.Lock()
+					deltas[r] = append(deltas[r], slices.Clone(d))
+					mu.Unlock()
+				}
+				// The support the clients trained on must be the one
+				// the protocol aggregates: the round's.
+				cfg.secaggHook = func(r int, selected, _ []round.ClientID, _, _ []uint32) {
+					mu.Lock()
+					defer mu.Unlock()
+					if len(deltas[r]) != len(selected) {
+						t.Errorf("round %d: %d updates for %d selected clients", r, len(deltas[r]), len(selected))
+					}
+				}
+				prev := runtime.GOMAXPROCS(c.procs)
+				res, err := Run(context.Background(), cfg, model, init, data, nil)
+				runtime.GOMAXPROCS(prev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for r := 1; r <= 4; r++ {
+					on, limit := roundSupport(cfg, len(init), r)
+					union := map[int]bool{}
+					for _, d := range deltas[r] {
+						moved := 0
+						for i, v := range d {
+							if math.Float32bits(v) == 0 {
+								continue
+							}
+							if on != nil && !on[i] {
+								t.Fatalf("round %d: an update moves coordinate %d off the support by %v", r, i, v)
+							}
+							union[i] = true
+							moved++
+						}
+						if moved == 0 {
+							t.Fatalf("round %d: an update moves nothing", r)
+						}
+					}
+					if len(union) > limit {
+						t.Fatalf("round %d: the updates move %d coordinates, the support has %d", r, len(union), limit)
+					}
+				}
+				if first, last := res.Rounds[0], res.Rounds[len(res.Rounds)-1]; !(last.TestLoss < first.TestLoss) {
+					t.Errorf("test loss %v after round 1, %v after round 4: not learning", first.TestLoss, last.TestLoss)
+				}
+				if ref == nil {
+					ref = res
+					continue
+				}
+				for i := range res.Model {
+					if math.Float32bits(res.Model[i]) != math.Float32bits(ref.Model[i]) {
+						t.Fatalf("%d workers, GOMAXPROCS %d: parameter %d = %v, 1 worker gives %v", c.workers, c.procs, i, res.Model[i], ref.Model[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+// roundSupport returns round r's random support of a model of n
+// parameters as a mask (nil for an announced support, which depends on
+// the aggregates) and the support's length (an announced support's
+// longest).
+func roundSupport(cfg Config, n, r int) ([]bool, int) {
+	k := cfg.SecAgg.SupportLen(n)
+	sup, _ := runspec.ParseSecAggSupport(cfg.SecAgg.Support)
+	if sup.Announced {
+		blocks, _ := secagg.AnnouncedBlocks(n, k, sup.Block, sup.Explore)
+		return nil, blocks * sup.Block
+	}
+	idx := make([]int32, k)
+	secagg.Support(idx, n, round.TaskSeed(cfg.TaskSeed^saltSupport, r, 0))
+	on := make([]bool, n)
+	for _, j := range idx {
+		on[j] = true
+	}
+	return on, k
 }

@@ -747,7 +747,7 @@ func (p *pool) train(global []float32, o round.Opened, cfg Config, data Data, su
 		return p.collude(global, o, cfg, data, m, submit, refuse)
 	}
 	return p.streamRefusing(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
-		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
+		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id, nil)
 		if err != nil {
 			return u, r, 0, err
 		}
@@ -782,7 +782,7 @@ func (p *pool) collude(global []float32, o round.Opened, cfg Config, data Data, 
 	}
 	results := map[round.ClientID]trained{}
 	err := p.streamRefusing(o.Selected, func(w *worker, sl *slot, id round.ClientID) (aggregate.Update, client.Result, int, error) {
-		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id)
+		u, r, seed, err := p.step(w, sl, global, o, cfg, data, id, nil)
 		if err != nil || p.evil(id) {
 			return u, r, 0, err
 		}
@@ -822,8 +822,10 @@ func (p *pool) evil(id round.ClientID) bool {
 
 // step trains client id of round o from global into sl.buf on worker w,
 // on the data it trains on (flipped labels or poisoned examples for some
-// attackers), and returns its update, its result and its task seed.
-func (p *pool) step(w *worker, sl *slot, global []float32, o round.Opened, cfg Config, data Data, id round.ClientID) (aggregate.Update, client.Result, uint64, error) {
+// attackers), and returns its update, its result and its task seed. A
+// non-nil support is secure aggregation's: the client trains only it,
+// with the run's SecAgg.Local (sim/secagg.go).
+func (p *pool) step(w *worker, sl *slot, global []float32, o round.Opened, cfg Config, data Data, id round.ClientID, support []int32) (aggregate.Update, client.Result, uint64, error) {
 	task := client.Task{
 		Round:     o.Round,
 		Seed:      round.TaskSeed(cfg.TaskSeed, o.Round, id),
@@ -831,6 +833,9 @@ func (p *pool) step(w *worker, sl *slot, global []float32, o round.Opened, cfg C
 		BatchSize: cfg.BatchSize,
 		Optimizer: cfg.Optimizer(),
 		ProxMu:    float32(cfg.ProxMu),
+	}
+	if support != nil {
+		task.Local, task.Support = cfg.SecAgg.Local, support
 	}
 	tr := client.DataTrainer{NN: w.tr, X: data.Train.X, Y: data.Train.Y, Index: data.Parts[part(id)]}
 	if p.evil(id) {

@@ -24,6 +24,9 @@ func TestCoordinatorBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--deadline", "0s"},
 		{"--secagg", "--secagg-support", "announced,block=0"},
 		{"--secagg", "--secagg-support", "bogus"},
+		{"--secagg", "--secagg-local", "support-adam"},
+		{"--secagg", "--secagg-local", "bogus"},
+		{"--secagg-local", "support-adam"},
 	} {
 		code, _, stderr := runCmd(append([]string{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration",
 			"--state-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0"}, args...)...)

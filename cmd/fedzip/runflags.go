@@ -36,6 +36,7 @@ type runFlags struct {
 	secaggK, secaggClip             float64
 	secaggBits, secaggNbrs, secaggT int
 	secaggSupport                   string
+	secaggLocal                     string
 }
 
 // addRunFlags registers the run's flags on fs, into r.
@@ -64,6 +65,7 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.BoolVar(&r.secagg, "secagg", false, "aggregate each round by secure aggregation (SecAgg+): clients send fixed-point values on one random-k support, masked; the server learns only their sum (docs/secagg.md)")
 	fs.Float64Var(&r.secaggK, "secagg-k", runspec.DefaultSecAggFraction, "--secagg: fraction of the coordinates on the round's shared random-k support")
 	fs.StringVar(&r.secaggSupport, "secagg-support", "random", "--secagg: the round's shared support: random (random-k from the round seed) or announced[,explore=F,block=B] (the server's top blocks of B coordinates from its published aggregates, a fraction F of the blocks random; clients receive the announcement with their task and bind the protocol to it; docs/secagg.md)")
+	fs.StringVar(&r.secaggLocal, "secagg-local", runspec.SecAggLocalSGD, "--secagg: the clients' local training: sgd (every coordinate, --lr, --momentum, ...) or support-adam (Adam at rate --lr on the round's support only, fresh moments each round; takes no --momentum, --weight-decay or --prox-mu; e.g. --secagg-local support-adam --lr 0.07 --secagg-clip 0.5 --strategy fedavgm,lr=1,momentum=0; docs/secagg.md)")
 	fs.IntVar(&r.secaggBits, "secagg-bits", runspec.DefaultSecAggBits, "--secagg: fixed-point bits b of each value (n·2^b ≤ 2^32)")
 	fs.Float64Var(&r.secaggClip, "secagg-clip", 0, "--secagg: fixed-point range [-clip, clip] (0: 8× the RMS of the last round's mean update)")
 	fs.IntVar(&r.secaggNbrs, "secagg-neighbours", 0, "--secagg: neighbours k of each client (0: chosen with --secagg-threshold)")
@@ -102,6 +104,9 @@ func (r runFlags) spec(sel round.Config, perRound int) (runspec.Spec, error) {
 		TaskSeed: r.seed, LocalEpochs: r.localEpochs, BatchSize: r.batchSize, LR: r.lr, Momentum: r.momentum, WeightDecay: r.wd, ProxMu: r.proxMu,
 		UploadCodec: r.uploadCodec, FedEvalEvery: r.fedEvalEvery}
 	s.SetInput(in)
+	if !r.secagg && r.secaggLocal != runspec.SecAggLocalSGD {
+		return s, fmt.Errorf("%w: --secagg-local %s needs --secagg", runspec.ErrInvalid, r.secaggLocal)
+	}
 	if r.downloadMaxLag < 1 || r.downloadMaxLag > runspec.MaxDownloadMaxLag {
 		return s, fmt.Errorf("%w: --download-max-lag %d: want 1..%d", runspec.ErrInvalid, r.downloadMaxLag, runspec.MaxDownloadMaxLag)
 	}
@@ -163,6 +168,10 @@ func (f *runFlags) secAggSpec(spec *runspec.Spec, dp *runspec.SecAggDP) error {
 	if f.secaggSupport != "random" {
 		spec.SecAgg.Support = f.secaggSupport
 		f.uploadCodec = fmt.Sprintf("secagg %s k=%g,bits=%d", f.secaggSupport, f.secaggK, f.secaggBits)
+	}
+	if f.secaggLocal != runspec.SecAggLocalSGD {
+		spec.SecAgg.Local = f.secaggLocal
+		f.uploadCodec += ", clients train " + f.secaggLocal
 	}
 	return spec.Validate()
 }

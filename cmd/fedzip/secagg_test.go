@@ -54,6 +54,11 @@ func TestSimulateBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-neighbours", "4"},
 		{"--secagg", "--secagg-support", "topk"},
 		{"--secagg", "--secagg-support", "announced,explore=2"},
+		{"--secagg", "--secagg-local", "adam"},
+		{"--secagg", "--secagg-local", "support-adam", "--momentum", "0.9"},
+		{"--secagg", "--secagg-local", "support-adam", "--weight-decay", "0.01"},
+		{"--secagg", "--secagg-local", "support-adam", "--prox-mu", "0.1"},
+		{"--secagg-local", "support-adam"},
 	} {
 		code, _, stderr := runCmd(append([]string{"simulate", "--dataset", "synthetic"}, args...)...)
 		if code != exitUsage {
@@ -80,5 +85,29 @@ func TestSimulateSecAggAnnounced(t *testing.T) {
 	}
 	if !strings.Contains(s.UploadCodec, "announced,block=4") || s.UploadBytes == 0 {
 		t.Fatalf("summary: upload codec %q, %d bytes up", s.UploadCodec, s.UploadBytes)
+	}
+}
+
+// TestSimulateSecAggSupportAdam runs --secagg-local support-adam end to
+// end: it trains, the summary names it, and the coordinator refuses what
+// the simulator runs with one line that says why.
+func TestSimulateSecAggSupportAdam(t *testing.T) {
+	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
+		"--model", "mlp:16", "--rounds", "3", "--secagg", "--secagg-k", "0.2", "--secagg-local", "support-adam", "--lr", "0.02",
+		"--secagg-clip", "0.05", "--download-codec", "none", "-o", "json", "--quiet", "--deliver", "")
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var s report.Simulation
+	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(s.UploadCodec, "support-adam") || s.Rounds != 3 || s.UploadBytes == 0 {
+		t.Fatalf("summary: codec %q, %d rounds, %d bytes up", s.UploadCodec, s.Rounds, s.UploadBytes)
+	}
+	code, _, stderr = runCmd("coordinator", "--dataset", "synthetic", "--insecure", "--open-registration", "--state-dir", t.TempDir(),
+		"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--secagg-local", "support-adam")
+	if code != exitUsage || !strings.Contains(stderr, "secagg_local") {
+		t.Fatalf("coordinator: exit %d, %q; want %d naming the Task field it needs", code, stderr, exitUsage)
 	}
 }
