@@ -41,7 +41,9 @@ import (
 // SupportFunc rebuilds the support drawn from key: it appends the
 // support's indices, sorted, distinct and in [0, n), to dst and returns
 // the result. It must return the same support for the same key on every
-// party (secagg.Support with the run's support length, say).
+// party (secagg.Support with the run's support length, say). A
+// ServerEncoder may call it from concurrent syncs: it must be safe for
+// concurrent use there.
 type SupportFunc func(key uint64, dst []int32) ([]int32, error)
 
 // maxSeededKeys bounds the keys of a seeded sync: the versions it spans.
@@ -280,7 +282,18 @@ func (s *ServerEncoder) composeSeeded(have int) []byte {
 		}
 		return appendSeededMessage(nil, n, 0, s.version, l.tensors, l.steps, keys, vals)
 	}
-	sum := make([]int64, n) // only U's entries are touched
+	sp, _ := scratchPool.Get().(*[]int64)
+	if sp == nil || len(*sp) != n {
+		b := make([]int64, n)
+		sp = &b
+	}
+	sum := *sp // only U's entries are touched, and cleared on return
+	defer func() {
+		for _, i := range u {
+			sum[i] = 0
+		}
+		scratchPool.Put(sp)
+	}()
 	var d Decoder
 	lim := Limits{MaxParams: n}.norm()
 	for _, m := range s.history[len(s.history)-lag:] {

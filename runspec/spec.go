@@ -425,11 +425,11 @@ func CheckDownloadCodec(spec string) error {
 const SeededDownloadCodec = "seeded"
 
 // SecAggDownloadCodec returns the download codec a simulated run with
-// secure aggregation sa uses for codec: SeededDownloadCodec for
-// DefaultDownloadCodec when sa has a random support (every version then
-// changes on a support drawn from a seed every client knows), codec
-// otherwise. Any other spelling of a codec, such as the lattice preset's
-// spec in full (topk=0.02,bits=lattice,step=2,levels=7), is kept.
+// secure aggregation sa uses when --download-codec is not given (codec is
+// then its default): SeededDownloadCodec for DefaultDownloadCodec when sa
+// has a random support (every version then changes on a support drawn
+// from a seed every client knows), codec otherwise. A coordinator keeps
+// the lattice: it does not publish versions with their supports.
 func SecAggDownloadCodec(codec string, sa *SecAgg) string {
 	if codec != DefaultDownloadCodec || sa == nil {
 		return codec

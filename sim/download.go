@@ -52,7 +52,7 @@ func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*dow
 	if !cfg.DownloadOn() {
 		return nil, nil
 	}
-	spec, err := runspec.DownloadSpec(runspec.SecAggDownloadCodec(cfg.DownloadCodec, cfg.SecAgg))
+	spec, err := runspec.DownloadSpec(cfg.DownloadCodec)
 	if err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}

@@ -308,7 +308,7 @@ func TestLatticeDownloadsApply(t *testing.T) {
 }
 
 // TestSeededDownloadsApply: under secure aggregation with a random
-// support the default download codec is the seeded lattice; each client
+// support and the seeded download codec, each client
 // keeps a gradient.Replica that rebuilds supports from their seeds, and
 // after every download holds the model the server says clients train
 // from, bit for bit. Syncs across the rounds' supports name keys, not
@@ -319,7 +319,7 @@ func TestSeededDownloadsApply(t *testing.T) {
 	model.Init(init, 4)
 	cfg := secAggConfig(8)
 	cfg.InitSeed, cfg.Workers, cfg.EvalEvery = 4, 2, 0
-	cfg.DownloadCodec, cfg.DownloadMaxLag = runspec.DefaultDownloadCodec, 3
+	cfg.DownloadCodec, cfg.DownloadMaxLag = runspec.SeededDownloadCodec, 3
 	n, k := len(init), cfg.SecAgg.SupportLen(len(init))
 	reps := map[round.ClientID]*gradient.Replica{}
 	var sent, seeded, counted int64
