@@ -125,6 +125,12 @@ func (c RunConfig) Validate() error {
 	if err := c.Spec.Validate(); err != nil {
 		return err
 	}
+	if sp, err := runspec.DownloadSpec(c.DownloadCodec); err == nil && sp.Seeded {
+		// The FSM publishes with Publish and clients hold no support
+		// func: a seeded codec would run as the plain lattice under a
+		// name that promises keyed syncs.
+		return fmt.Errorf("%w: --download-codec %s: seeded syncs are simulated only (fedzip simulate); the coordinator serves lattice", runspec.ErrInvalid, c.DownloadCodec)
+	}
 	if c.StrategyDefaults == "" {
 		c.StrategyDefaults = DefaultsBounded // as the leader commits a new run
 	}

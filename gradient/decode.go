@@ -36,7 +36,8 @@ type Decoder struct {
 	u32    []uint32
 	zbuf   []byte
 	dense  []float32
-	lval   []int32 // lattice count changes
+	lval   []int32  // lattice count changes
+	keys   []uint64 // seeded lattice sync keys
 	ws     compress.Workspace
 }
 

@@ -101,7 +101,8 @@
 //	                            other bits are zero
 //	6       selection  u8       0 dense, 1 top-k, 2 random-k
 //	7       format     u8       0 float32, 1 float16, 2 bfloat16, 3 codes,
-//	                            4 lattice (downloads only, top-k)
+//	                            4 lattice (downloads only; top-k, or
+//	                            random-k for a seeded sync)
 //	8       bits       u8       32, 16, 16, the code width 1..8, or 32
 //	                            (lattice)
 //	9       n          uvarint  model length, < 2^31
@@ -163,6 +164,18 @@
 // model's are zero); from any other base it adds to the counts of that
 // version. Coordinate i of tensor t is then init_i + float32(step_t ·
 // count_i).
+//
+// A seeded lattice sync (format 4 with selection random-k, the
+// support=seeded codec: ServerEncoder.PublishSupport) names supports
+// instead of indices: the indices section, coding 3 seed, holds one u64
+// key (little endian) per version from base+1 to round, in that order (1
+// to 1024 keys, none twice); the receiver rebuilds each key's support with
+// its SupportFunc and takes their union U, sorted, of exactly k
+// coordinates (at most 32·n support coordinates in all). The scales
+// section is the tensor table, always with steps. The values section holds
+// the k count changes over U, zeros included, zigzag coded as uvarints or
+// as compress.AppendHuffman of the symbols min(z, 255) followed by a
+// uvarint z−255 for each symbol 255.
 //
 // The update is value j at coordinate j (dense) or at index j (sparse),
 // zero elsewhere. A FULL message is dense float32 with base 0.

@@ -71,6 +71,15 @@ type lattice struct {
 	// the client holds (see sync); cleared by Publish.
 	mu    sync.Mutex
 	cache map[int][]byte
+
+	// With support=seeded only: keys[i] and seeded[i] are the key of the
+	// support of version version − len(keys) + 1 + i and whether the
+	// version moved counts on that support only (the last maxSeededKeys
+	// versions); supports rebuilds a support from its key (nil until
+	// SetSupportFunc).
+	keys     []uint64
+	seeded   []bool
+	supports SupportFunc
 }
 
 // maxSyncCache bounds the composed syncs kept per version (besides the
@@ -125,8 +134,10 @@ func checkTensors(sizes []int, n int) error {
 }
 
 // publishLattice is Publish for the lattice codec; s.diff holds
-// global − model.
-func (s *ServerEncoder) publishLattice() (Stats, error) {
+// global − model. With seeded set (PublishSupport) the version moves
+// counts to the nearest of global (moveNearest) and records key; without,
+// it moves the top-k by at most Levels steps.
+func (s *ServerEncoder) publishLattice(global []float32, seeded bool, key uint64, support []int32) (Stats, error) {
 	l, n := s.lat, len(s.model)
 	st := Stats{N: n, ClipFactor: 1}
 	if !finite32(s.diff) {
@@ -134,7 +145,14 @@ func (s *ServerEncoder) publishLattice() (Stats, error) {
 	}
 	k := s.spec.Kept(n, s.version+1)
 	idx := grow(&l.idx, k)
-	if l.steps == nil {
+	onSupport := false
+	sel, vals := l.sel[:0], l.vals[:0]
+	if seeded {
+		var err error
+		if sel, vals, onSupport, err = l.moveNearest(global, s.diff, support, s.spec.Step, sel, vals); err != nil {
+			return st, err
+		}
+	} else if l.steps == nil {
 		compress.TopK(idx, s.diff, &l.ws)
 		slices.Sort(idx)
 		steps, err := latticeSteps(s.diff, idx, l.tensors, s.spec.Step)
@@ -143,8 +161,7 @@ func (s *ServerEncoder) publishLattice() (Stats, error) {
 		}
 		l.steps = steps // nil while the model has not changed
 	}
-	sel, vals := l.sel[:0], l.vals[:0]
-	if l.steps != nil {
+	if !seeded && l.steps != nil {
 		// Select in steps: the coordinates furthest from the model in
 		// units of their tensor's step.
 		norm := grow(&l.norm, n)
@@ -198,6 +215,9 @@ func (s *ServerEncoder) publishLattice() (Stats, error) {
 	l.sel, l.vals = sel, vals
 	s.version++
 	s.pushHistory(msg)
+	if s.spec.Seeded {
+		l.pushKey(key, onSupport)
+	}
 	l.mu.Lock()
 	l.cache = nil
 	l.mu.Unlock()
@@ -378,7 +398,11 @@ func (s *ServerEncoder) sync(have int) []byte {
 	n := len(s.model)
 	var msg []byte
 	if have > 0 {
-		if msg = s.compose(have); msg == nil {
+		msg = s.compose(have)
+		if sm := s.composeSeeded(have); sm != nil && (msg == nil || len(sm) < len(msg)) && len(sm) < len(s.sync(0)) {
+			msg = sm
+		}
+		if msg == nil {
 			msg = s.sync(0)
 		}
 	}
@@ -392,6 +416,9 @@ func (s *ServerEncoder) sync(have int) []byte {
 			}
 		}
 		msg = appendLatticeMessage(nil, n, 0, s.version, l.tensors, l.steps, idx, vals)
+		if sm := s.composeSeeded(0); sm != nil && len(sm) < len(msg) {
+			msg = sm
+		}
 	}
 	l.mu.Lock()
 	if len(l.cache) < maxSyncCache || have == 0 { // the sync from 0 is always kept
@@ -488,45 +515,10 @@ func appendLatticeMessage(dst []byte, n, base, to int, tensors []int, steps []fl
 	var u32 []uint32
 	sec, ic := appendAutoIndices(sec, idx, n, &isym, &u32)
 	il := len(sec)
-	// The tensor table: its count (0 without steps), sizes, steps.
-	if steps == nil {
-		sec = binary.AppendUvarint(sec, 0)
-	} else {
-		sec = binary.AppendUvarint(sec, uint64(len(tensors)))
-		for _, z := range tensors {
-			sec = binary.AppendUvarint(sec, uint64(z))
-		}
-		for _, x := range steps {
-			sec = binary.LittleEndian.AppendUint32(sec, math.Float32bits(x))
-		}
-	}
+	sec = appendLatticeTable(sec, tensors, steps)
 	tl := len(sec) - il
-	// Values: zigzag varints, or a Huffman code of their first byte's
-	// symbol with the rest as varints, whichever is smaller.
 	at := len(sec)
-	for _, v := range vals {
-		sec = binary.AppendUvarint(sec, zigzag(v))
-	}
-	vc := CodingRaw
-	if len(vals) > 0 {
-		raw := len(sec) - at
-		sym := make([]uint8, len(vals))
-		var rest []byte
-		for j, v := range vals {
-			z := zigzag(v) - 1 // v != 0
-			if z < 255 {
-				sym[j] = uint8(z)
-			} else {
-				sym[j] = 255
-				rest = binary.AppendUvarint(rest, z-255)
-			}
-		}
-		huff := compress.AppendHuffman(nil, sym)
-		if len(huff)+len(rest) < raw {
-			sec = append(append(sec[:at], huff...), rest...)
-			vc = CodingHuffman
-		}
-	}
+	sec, vc := appendLatticeValues(sec, vals, 1)
 	h := Header{Selection: TopK, Format: FormatLattice, Bits: 32, N: n, K: len(idx), Round: to, Base: base}
 	h.Sections[0] = Section{Kind: SectionIndices, Coding: ic, Length: il}
 	h.Sections[1] = Section{Kind: SectionScales, Coding: CodingRaw, Length: tl}
@@ -538,6 +530,52 @@ func appendLatticeMessage(dst []byte, n, base, to int, tensors []int, steps []fl
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }
 
+// appendLatticeTable appends the tensor table: its count (0 without
+// steps), sizes, steps.
+func appendLatticeTable(sec []byte, tensors []int, steps []float32) []byte {
+	if steps == nil {
+		return binary.AppendUvarint(sec, 0)
+	}
+	sec = binary.AppendUvarint(sec, uint64(len(tensors)))
+	for _, z := range tensors {
+		sec = binary.AppendUvarint(sec, uint64(z))
+	}
+	for _, x := range steps {
+		sec = binary.LittleEndian.AppendUint32(sec, math.Float32bits(x))
+	}
+	return sec
+}
+
+// appendLatticeValues appends count changes as zigzag varints, or as a
+// Huffman code of the symbols zigzag(v) − off with the rest as varints,
+// whichever is smaller, and returns the coding (see latticeValues).
+func appendLatticeValues(sec []byte, vals []int32, off uint64) ([]byte, Coding) {
+	at := len(sec)
+	for _, v := range vals {
+		sec = binary.AppendUvarint(sec, zigzag(v))
+	}
+	if len(vals) == 0 {
+		return sec, CodingRaw
+	}
+	raw := len(sec) - at
+	sym := make([]uint8, len(vals))
+	var rest []byte
+	for j, v := range vals {
+		z := zigzag(v) - off
+		if z < 255 {
+			sym[j] = uint8(z)
+		} else {
+			sym[j] = 255
+			rest = binary.AppendUvarint(rest, z-255)
+		}
+	}
+	huff := compress.AppendHuffman(nil, sym)
+	if len(huff)+len(rest) < raw {
+		return append(append(sec[:at], huff...), rest...), CodingHuffman
+	}
+	return sec, CodingRaw
+}
+
 func zigzag(v int32) uint64   { return uint64(uint32(v<<1) ^ uint32(v>>31)) }
 func unzigzag(z uint64) int64 { return int64(z>>1) ^ -int64(z&1) }
 
@@ -547,51 +585,76 @@ func unzigzag(z uint64) int64 { return int64(z>>1) ^ -int64(z&1) }
 // small enough), the indices, and every change nonzero and at most
 // 2·maxLatticeCount in magnitude.
 func (d *Decoder) lattice(h *Header, src []byte) (tensors []int, steps []float32, idx, vals []int32, err error) {
-	if h.Format != FormatLattice {
-		return nil, nil, nil, nil, fmt.Errorf("%w: a %s message where a lattice message was expected", ErrCorrupt, h.Format)
+	if h.Format != FormatLattice || h.Selection != TopK {
+		return nil, nil, nil, nil, fmt.Errorf("%w: a %s %s message where an explicit lattice message was expected", ErrCorrupt, h.Selection, h.Format)
 	}
-	_, tb := sectionBytes(h, src, SectionScales)
-	nt, m := binary.Uvarint(tb)
-	if m <= 0 || nt > maxLatticeTensors || nt > uint64(h.N) {
-		return nil, nil, nil, nil, fmt.Errorf("%w: lattice tensor table: bad count", ErrCorrupt)
-	}
-	pos := m
-	if nt > 0 {
-		// Each tensor takes at least 5 bytes: bound before allocating.
-		if uint64(len(tb)-pos) < 5*nt {
-			return nil, nil, nil, nil, fmt.Errorf("%w: lattice tensor table of %d bytes for %d tensors", ErrCorrupt, len(tb), nt)
-		}
-		tensors = make([]int, nt)
-		for t := range tensors {
-			z, m := binary.Uvarint(tb[pos:])
-			if m <= 0 || z > uint64(h.N) {
-				return nil, nil, nil, nil, fmt.Errorf("%w: lattice tensor table: bad size of tensor %d", ErrCorrupt, t)
-			}
-			tensors[t] = int(z)
-			pos += m
-		}
-		if err := checkTensors(tensors, h.N); err != nil {
-			return nil, nil, nil, nil, fmt.Errorf("lattice tensor table: %w", err)
-		}
-		if len(tb)-pos != 4*int(nt) {
-			return nil, nil, nil, nil, fmt.Errorf("%w: lattice tensor table: %d bytes of steps for %d tensors", ErrCorrupt, len(tb)-pos, nt)
-		}
-		steps = make([]float32, nt)
-		for t := range steps {
-			x := math.Float32frombits(binary.LittleEndian.Uint32(tb[pos+4*t:]))
-			if !(x >= 0x1p-126) || float64(x) > math.MaxFloat32/(2*maxLatticeCount) {
-				return nil, nil, nil, nil, fmt.Errorf("%w: lattice step %g of tensor %d", ErrCorrupt, x, t)
-			}
-			steps[t] = x
-		}
-	} else if pos != len(tb) || h.K != 0 {
-		return nil, nil, nil, nil, fmt.Errorf("%w: a lattice message without steps changes %d counts", ErrCorrupt, h.K)
+	if tensors, steps, err = latticeTable(h, src); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	idx = grow(&d.idx, h.K)
 	if err := d.indices(idx, h, src); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	vals = grow(&d.lval, h.K)
+	if vals, err = d.latticeValues(h, src, 1); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return tensors, steps, idx, vals, nil
+}
+
+// latticeTable decodes and checks the tensor table of a lattice message
+// that parse accepted: sizes splitting n, steps positive, normal and
+// small enough; nil, nil for a message without steps (which must then
+// change no count).
+func latticeTable(h *Header, src []byte) (tensors []int, steps []float32, err error) {
+	_, tb := sectionBytes(h, src, SectionScales)
+	nt, m := binary.Uvarint(tb)
+	if m <= 0 || nt > maxLatticeTensors || nt > uint64(h.N) {
+		return nil, nil, fmt.Errorf("%w: lattice tensor table: bad count", ErrCorrupt)
+	}
+	pos := m
+	if nt == 0 {
+		if pos != len(tb) || h.K != 0 {
+			return nil, nil, fmt.Errorf("%w: a lattice message without steps changes %d counts", ErrCorrupt, h.K)
+		}
+		return nil, nil, nil
+	}
+	// Each tensor takes at least 5 bytes: bound before allocating.
+	if uint64(len(tb)-pos) < 5*nt {
+		return nil, nil, fmt.Errorf("%w: lattice tensor table of %d bytes for %d tensors", ErrCorrupt, len(tb), nt)
+	}
+	tensors = make([]int, nt)
+	for t := range tensors {
+		z, m := binary.Uvarint(tb[pos:])
+		if m <= 0 || z > uint64(h.N) {
+			return nil, nil, fmt.Errorf("%w: lattice tensor table: bad size of tensor %d", ErrCorrupt, t)
+		}
+		tensors[t] = int(z)
+		pos += m
+	}
+	if err := checkTensors(tensors, h.N); err != nil {
+		return nil, nil, fmt.Errorf("lattice tensor table: %w", err)
+	}
+	if len(tb)-pos != 4*int(nt) {
+		return nil, nil, fmt.Errorf("%w: lattice tensor table: %d bytes of steps for %d tensors", ErrCorrupt, len(tb)-pos, nt)
+	}
+	steps = make([]float32, nt)
+	for t := range steps {
+		x := math.Float32frombits(binary.LittleEndian.Uint32(tb[pos+4*t:]))
+		if !(x >= 0x1p-126) || float64(x) > math.MaxFloat32/(2*maxLatticeCount) {
+			return nil, nil, fmt.Errorf("%w: lattice step %g of tensor %d", ErrCorrupt, x, t)
+		}
+		steps[t] = x
+	}
+	return tensors, steps, nil
+}
+
+// latticeValues decodes the h.K count changes of a lattice message, in
+// d's scratch: zigzag varints, or a Huffman code of the symbols
+// zigzag(v) − off (255: the rest follows as a varint). An explicit
+// message (off 1) has no zero change; a seeded one (off 0) may. Every
+// change is at most 2·maxLatticeCount in magnitude.
+func (d *Decoder) latticeValues(h *Header, src []byte, off uint64) ([]int32, error) {
+	vals := grow(&d.lval, h.K)
 	s, vb := sectionBytes(h, src, SectionValues)
 	var rest []byte
 	var sym []uint8
@@ -599,7 +662,7 @@ func (d *Decoder) lattice(h *Header, src []byte) (tensors []int, steps []float32
 		sym = grow(&d.sym, h.K)
 		used, err := compress.DecodeHuffman(sym, vb)
 		if err != nil {
-			return nil, nil, nil, nil, sectionError(s.Kind, s.Coding, err)
+			return nil, sectionError(s.Kind, s.Coding, err)
 		}
 		rest = vb[used:]
 	} else {
@@ -609,27 +672,27 @@ func (d *Decoder) lattice(h *Header, src []byte) (tensors []int, steps []float32
 		var z uint64
 		if sym == nil || sym[j] == 255 {
 			x, m := binary.Uvarint(rest)
-			if m <= 0 {
-				return nil, nil, nil, nil, fmt.Errorf("%w: lattice value %d: bad varint", ErrCorrupt, j)
+			if m <= 0 || x > 1<<40 {
+				return nil, fmt.Errorf("%w: lattice value %d: bad varint", ErrCorrupt, j)
 			}
 			rest = rest[m:]
 			z = x
 			if sym != nil {
-				z += 255 + 1
+				z += 255 + off
 			}
 		} else {
-			z = uint64(sym[j]) + 1
+			z = uint64(sym[j]) + off
 		}
 		v := unzigzag(z)
-		if v == 0 || v > 2*maxLatticeCount || v < -2*maxLatticeCount {
-			return nil, nil, nil, nil, fmt.Errorf("%w: lattice value %d is %d", ErrCorrupt, j, v)
+		if (v == 0 && off != 0) || v > 2*maxLatticeCount || v < -2*maxLatticeCount {
+			return nil, fmt.Errorf("%w: lattice value %d is %d", ErrCorrupt, j, v)
 		}
 		vals[j] = int32(v)
 	}
 	if len(rest) != 0 {
-		return nil, nil, nil, nil, fmt.Errorf("%w: values section (lattice): %d trailing bytes", ErrCorrupt, len(rest))
+		return nil, fmt.Errorf("%w: values section (lattice): %d trailing bytes", ErrCorrupt, len(rest))
 	}
-	return tensors, steps, idx, vals, nil
+	return vals, nil
 }
 
 func isFinite32(x float32) bool { return math.Float32bits(x)&0x7f800000 != 0x7f800000 }
@@ -686,6 +749,15 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 		if math.Float32bits(x) != math.Float32bits(st.Model[i]) {
 			return nil, bad("the model differs from init + step·counts at coordinate %d", i)
 		}
+	}
+	if len(st.Keys) != len(st.Seeded) || len(st.Keys) > st.Version || (len(st.Keys) > 0 && !spec.Seeded) {
+		return nil, bad("%d keys and %d seeded flags at version %d (support=seeded: %v)", len(st.Keys), len(st.Seeded), st.Version, spec.Seeded)
+	}
+	if spec.Seeded {
+		// (Whether a version really moved counts on its support only is
+		// checked again whenever a seeded sync is composed.)
+		keep := max(len(st.Keys)-maxSeededKeys, 0)
+		l.keys, l.seeded = slices.Clone(st.Keys[keep:]), slices.Clone(st.Seeded[keep:])
 	}
 	hist := st.History[len(st.History)-min(len(st.History), maxLag):]
 	v := st.Version - len(hist)

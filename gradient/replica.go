@@ -31,7 +31,19 @@ type Replica struct {
 	steps     []float32
 	dec       Decoder
 	next      []int32 // scratch: new counts of a sync's indices
+	// supports rebuilds a seeded sync's supports (nil: seeded syncs are
+	// refused); bm, sup and uidx are its scratch (the union's bitmap, one
+	// support, the union's indices).
+	supports SupportFunc
+	bm       []uint64
+	sup      []int32
+	uidx     []int32
 }
+
+// SetSupportFunc sets the function that rebuilds a support from its key,
+// which the replica needs to apply seeded lattice syncs (support=seeded):
+// the same as the server's. Without it a seeded sync is refused.
+func (r *Replica) SetSupportFunc(f SupportFunc) { r.supports = f }
 
 // NewReplica returns a Replica holding version 0, a copy of init (the
 // run's initial model, which a client computes from the run's seed).
@@ -101,10 +113,48 @@ func (r *Replica) Apply(src []byte, limits Limits) (int, error) {
 }
 
 func (r *Replica) applyLattice(h *Header, msg []byte) error {
+	if h.Selection == RandK {
+		return r.applySeeded(h, msg)
+	}
 	tensors, steps, idx, vals, err := r.dec.lattice(h, msg)
 	if err != nil {
 		return err
 	}
+	return r.applyCounts(h, tensors, steps, idx, vals)
+}
+
+// applySeeded applies a seeded sync: it rebuilds the union of the keys'
+// supports (bounded by union before any support is rebuilt past the
+// bound) and applies the count changes over it as an explicit sync's.
+func (r *Replica) applySeeded(h *Header, msg []byte) error {
+	tensors, steps, keys, vals, err := r.dec.seeded(h, msg)
+	if err != nil {
+		return err
+	}
+	if r.supports == nil {
+		return fmt.Errorf("%w: a seeded lattice sync, and the replica has no support func (SetSupportFunc)", ErrSpec)
+	}
+	if h.Base != 0 && (h.Base != r.version || !r.onLattice) {
+		return fmt.Errorf("%w: lattice sync from version %d, replica holds version %d (on the lattice: %v)", ErrBase, h.Base, r.version, r.onLattice)
+	}
+	n := len(r.model)
+	bm := grow(&r.bm, (n+63)/64)
+	size, sup, err := union(r.supports, keys, n, bm, r.sup)
+	r.sup = sup
+	if err != nil || size != h.K {
+		clear(bm)
+		if err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: a seeded lattice sync of %d values for a union of %d coordinates", ErrCorrupt, h.K, size)
+	}
+	idx := bitmapIndices(grow(&r.uidx, size)[:0], bm)
+	return r.applyCounts(h, tensors, steps, idx, vals)
+}
+
+// applyCounts applies the count changes vals of the sorted coordinates idx
+// of a lattice sync with the tensor table tensors, steps (nil: none).
+func (r *Replica) applyCounts(h *Header, tensors []int, steps []float32, idx, vals []int32) error {
 	fresh := h.Base == 0
 	switch {
 	case h.Round <= h.Base:

@@ -24,6 +24,9 @@ func (s Spec) CheckDownload() error {
 // CheckUpload reports whether s can encode updates: bits=lattice is a
 // download codec only (ErrSpec).
 func (s Spec) CheckUpload() error {
+	if s.Seeded {
+		return fmt.Errorf("%w: support=seeded is a mode of the lattice download codec, not an upload codec", ErrSpec)
+	}
 	if s.Values == Lattice {
 		return fmt.Errorf("%w: bits=lattice is a download codec (the server's model lattice), not an upload codec", ErrSpec)
 	}
@@ -121,7 +124,7 @@ func (s *ServerEncoder) Publish(global []float32, seed uint64) (Stats, error) {
 		s.diff[i] = g - s.model[i]
 	}
 	if s.lat != nil {
-		return s.publishLattice()
+		return s.publishLattice(global, false, 0, nil)
 	}
 	// Reuse the bytes of the delta that drops out of the history. Encode
 	// writes nothing on error, so the history stays intact until it
@@ -242,6 +245,12 @@ type ServerState struct {
 	Tensors []int     `json:",omitempty"`
 	Steps   []float32 `json:",omitempty"`
 	Counts  []int32   `json:",omitempty"`
+	// With support=seeded only: the keys of the last versions' supports
+	// (at most the last maxSeededKeys versions, oldest first: Keys[i] is
+	// that of version Version − len(Keys) + 1 + i) and whether each
+	// version moved counts on its support only (PublishSupport).
+	Keys   []uint64 `json:",omitempty"`
+	Seeded []bool   `json:",omitempty"`
 }
 
 // State returns a copy of the encoder's state, which shares no memory
@@ -254,6 +263,7 @@ func (s *ServerEncoder) State() ServerState {
 	if l := s.lat; l != nil {
 		st.Init, st.Tensors = slices.Clone(l.init), slices.Clone(l.tensors)
 		st.Steps, st.Counts = slices.Clone(l.steps), slices.Clone(l.counts)
+		st.Keys, st.Seeded = slices.Clone(l.keys), slices.Clone(l.seeded)
 	}
 	return st
 }

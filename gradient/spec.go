@@ -175,6 +175,13 @@ type Spec struct {
 	// are half a step or more from the global model, every step halves
 	// (0: never).
 	Refine float64
+	// Seeded is, for Lattice, the seeded-support mode (support=seeded):
+	// a version published with its support (ServerEncoder.PublishSupport)
+	// moves the counts of exactly that support to the global model's
+	// nearest counts, and a sync across such versions names the supports'
+	// keys instead of indices (see "Seeded syncs" in the package
+	// documentation of the lattice codec).
+	Seeded bool
 }
 
 // Lattice defaults, chosen on the iid 2NN with seeds 1–3 (see
@@ -222,6 +229,10 @@ const (
 //	        ternary)
 //	lattice topk=0.02,bits=lattice,step=2,levels=7: the download codec of
 //	        compact syncs (see ServerEncoder); not an upload codec
+//	seeded  topk=0.02,bits=lattice,step=0.5,levels=7,support=seeded: the
+//	        lattice codec for a model that changes on random supports
+//	        drawn from seeds (secure aggregation's): syncs list the
+//	        supports' keys, not indices (see ServerEncoder.PublishSupport)
 var Presets = map[string]string{
 	"none":     "none",
 	"dgc":      "topk=0.001,ef=on,momentum=0.9,warmup=4",
@@ -237,6 +248,7 @@ var Presets = map[string]string{
 	"efsign":   "bits=sign,ef=on",
 	"terngrad": "bits=ternary,stochastic=on",
 	"lattice":  "topk=0.02,bits=lattice,step=2,levels=7",
+	"seeded":   "topk=0.02,bits=lattice,step=0.5,levels=7,support=seeded",
 }
 
 // PresetNames returns the names of the presets, sorted.
@@ -263,6 +275,9 @@ func PresetNames() []string {
 //	refine=F     lattice: halve every step when fewer than F·k
 //	             coordinates are half a step from the global model, F in
 //	             [0, 1] (default 0: never)
+//	support=S    lattice: explicit (default) or seeded (versions
+//	             published with a support drawn from a key; syncs name
+//	             the keys, see ServerEncoder.PublishSupport)
 //	stochastic=on|off  unbiased stochastic rounding (bits 1..8, ternary)
 //	ef=on|off    error feedback: keep what was not sent in a residual
 //	momentum=M   DGC momentum correction with factor masking, M in [0, 1);
@@ -331,7 +346,7 @@ func ParseSpec(s string) (Spec, error) {
 	return sp, nil
 }
 
-var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block", "step", "levels", "refine"}
+var specKeys = []string{"topk", "randk", "bits", "stochastic", "ef", "momentum", "decay", "clip", "warmup", "warmstart", "entropy", "bucket", "block", "step", "levels", "refine", "support"}
 
 func (sp *Spec) set(key, val string) error {
 	switch key {
@@ -433,6 +448,15 @@ func (sp *Spec) set(key, val string) error {
 			return fmt.Errorf("refine=%s: want a fraction in [0, 1], such as 0.25", val)
 		}
 		sp.Refine = f
+	case "support":
+		switch val {
+		case "explicit":
+			sp.Seeded = false
+		case "seeded":
+			sp.Seeded = true
+		default:
+			return fmt.Errorf("support=%s: want explicit or seeded (bits=lattice only)", val)
+		}
 	case "levels":
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 || n > 1<<20 {
@@ -543,6 +567,9 @@ func (sp Spec) checkLattice() error {
 		if sp.Step != 0 || sp.Levels != 0 || sp.Refine != 0 {
 			return fmt.Errorf("step, levels and refine: need bits=lattice")
 		}
+		if sp.Seeded {
+			return fmt.Errorf("support=seeded: needs bits=lattice (a download codec)")
+		}
 		return nil
 	}
 	switch {
@@ -554,6 +581,8 @@ func (sp Spec) checkLattice() error {
 		return fmt.Errorf("levels=%d: want a number of steps in [1, 1048576]", sp.Levels)
 	case !(sp.Refine >= 0 && sp.Refine <= 1):
 		return fmt.Errorf("refine=%g: want a fraction in [0, 1]", sp.Refine)
+	case sp.Seeded && sp.Refine != 0:
+		return fmt.Errorf("support=seeded with refine=%g: a seeded lattice keeps its steps (a halving would move every coordinate off its support)", sp.Refine)
 	case sp.EF || sp.Stochastic || sp.Clip != 0 || sp.Warmup != 0 || sp.Bucket != 0 || sp.Block != 0 || sp.Entropy != EntropyAuto:
 		return fmt.Errorf("bits=lattice takes only topk, step and levels (the server residual is exact, the coding fixed)")
 	}
@@ -631,6 +660,9 @@ func (sp Spec) String() string {
 		b = append(b, "step="+f(sp.Step), "levels="+strconv.Itoa(sp.Levels))
 		if sp.Refine != 0 {
 			b = append(b, "refine="+f(sp.Refine))
+		}
+		if sp.Seeded {
+			b = append(b, "support=seeded")
 		}
 	}
 	if len(b) == 0 {

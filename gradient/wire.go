@@ -90,7 +90,11 @@ const (
 	FormatCodes Format = 3
 	// FormatLattice values are nonzero changes of lattice counts (int32,
 	// Bits 32) of a download of the lattice codec; the scales section is
-	// the tensor table (sizes and steps). See ServerEncoder.
+	// the tensor table (sizes and steps). See ServerEncoder. With randk
+	// selection it is a seeded sync: the indices section holds the keys of
+	// the supports (CodingSeed, 8 bytes each) and the values are the
+	// count changes over the supports' union, zeros included (see
+	// ServerEncoder.PublishSupport).
 	FormatLattice Format = 4
 )
 
@@ -450,8 +454,10 @@ func parse(src []byte, lim Limits, prefix bool) (Header, error) {
 			return h, fmt.Errorf("%w: codes of %d bits, want 1..8", ErrCorrupt, h.Bits)
 		}
 	case FormatLattice:
-		if h.Bits != 32 || h.Selection != TopK {
-			return h, fmt.Errorf("%w: lattice counts of %d bits with %s selection, want 32 and topk", ErrCorrupt, h.Bits, h.Selection)
+		// topk: an explicit sync (indices); randk: a seeded sync (the
+		// keys of the supports, see seeded.go).
+		if h.Bits != 32 || (h.Selection != TopK && h.Selection != RandK) {
+			return h, fmt.Errorf("%w: lattice counts of %d bits with %s selection, want 32 and topk or randk", ErrCorrupt, h.Bits, h.Selection)
 		}
 	default:
 		return h, fmt.Errorf("%w: unknown value format %d", ErrCorrupt, format)
@@ -502,6 +508,13 @@ func (h *Header) checkSection(s Section) error {
 	}
 	switch s.Kind {
 	case SectionIndices:
+		if h.Format == FormatLattice && h.Selection == RandK {
+			// A seeded sync: the keys, 8 bytes each, one per version.
+			if s.Coding != CodingSeed || s.Length < 8 || s.Length%8 != 0 || s.Length > 8*maxSeededKeys {
+				return bad("seeded lattice sync: %s keys of %d bytes, want seed coding and 1..%d keys of 8 bytes", s.Coding, s.Length, maxSeededKeys)
+			}
+			return nil
+		}
 		switch s.Coding {
 		case CodingRaw:
 			if want := packedLen(h.K, indexWidth(h.N)); s.Length != want {
@@ -528,7 +541,7 @@ func (h *Header) checkSection(s Section) error {
 				return bad("runs: %d bytes cannot hold %d indices", s.Length, h.K)
 			}
 		case CodingSeed:
-			if h.Selection != RandK {
+			if h.Selection != RandK || h.Format == FormatLattice {
 				return bad("seed coding for %s selection", h.Selection)
 			}
 			if s.Length != 8 {

@@ -202,6 +202,9 @@ func (s Spec) Validate() error {
 	if s.DownloadMaxLag < 0 || s.DownloadMaxLag > MaxDownloadMaxLag {
 		return invalid("--download-max-lag %d: want 1..%d (0: %d)", s.DownloadMaxLag, MaxDownloadMaxLag, DefaultDownloadMaxLag)
 	}
+	if err := s.validateSeededDownload(); err != nil {
+		return err
+	}
 	if s.FedEvalEvery < 0 || s.FedEvalEvery > MaxRounds {
 		return invalid("--fed-eval-every %d: want 0..%d (0: off)", s.FedEvalEvery, MaxRounds)
 	}
@@ -411,6 +414,45 @@ func CheckDownloadCodec(spec string) error {
 	}
 	if err := sp.CheckDownload(); err != nil {
 		return invalid("--download-codec %q: %w (use e.g. stc or topk=0.05,bits=ternary)", spec, err)
+	}
+	return nil
+}
+
+// SeededDownloadCodec is the download codec whose syncs name the keys of
+// secure aggregation's random supports instead of indices
+// (gradient.ServerEncoder.PublishSupport): the default of a simulated run
+// with a random secure aggregation support (SecAggDownloadCodec).
+const SeededDownloadCodec = "seeded"
+
+// SecAggDownloadCodec returns the download codec a simulated run with
+// secure aggregation sa uses when --download-codec is not given (codec is
+// then its default): SeededDownloadCodec for DefaultDownloadCodec when sa
+// has a random support (every version then changes on a support drawn
+// from a seed every client knows), codec otherwise. A coordinator keeps
+// the lattice: it does not publish versions with their supports.
+func SecAggDownloadCodec(codec string, sa *SecAgg) string {
+	if codec != DefaultDownloadCodec || sa == nil {
+		return codec
+	}
+	if sup, err := ParseSecAggSupport(sa.Support); err != nil || sup.Announced {
+		return codec
+	}
+	return SeededDownloadCodec
+}
+
+// validateSeededDownload refuses a seeded download codec
+// (support=seeded) without secure aggregation's random support: its keys
+// are the seeds of that support, and nothing else would publish them.
+func (s Spec) validateSeededDownload() error {
+	sp, err := codec("--download-codec", s.DownloadCodec)
+	if err != nil || !sp.Seeded {
+		return err
+	}
+	if s.SecAgg == nil {
+		return invalid("--download-codec %q: seeded syncs name the seeds of secure aggregation's random supports: they need --secagg (use lattice without it)", s.DownloadCodec)
+	}
+	if sup, err := ParseSecAggSupport(s.SecAgg.Support); err != nil || sup.Announced {
+		return invalid("--download-codec %q: seeded syncs need --secagg-support random (an announced support is not drawn from a seed alone; use lattice)", s.DownloadCodec)
 	}
 	return nil
 }

@@ -2,11 +2,13 @@ package sim
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
 )
 
 // downloads is the server side of a compressed download direction: a
@@ -26,6 +28,12 @@ type downloads struct {
 	// lattice says the codec is the lattice codec: a client that holds a
 	// model is sent one sync, never the whole model.
 	lattice bool
+	// seeded says the codec is the seeded lattice (support=seeded): each
+	// round is published with its secure aggregation support, drawn from
+	// the run's TaskSeed seed into support.
+	seeded  bool
+	seed    uint64
+	support []int32
 	// sent, if set (tests), sees every download: the client, the version
 	// it held, the bytes it was sent and the model it then holds.
 	sent func(id round.ClientID, have int, msg []byte, model []float32)
@@ -48,6 +56,11 @@ func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*dow
 	if err != nil {
 		return nil, fmt.Errorf("sim: %w", err)
 	}
+	if spec.Seeded {
+		if sup, err := runspec.ParseSecAggSupport(supportOf(cfg.SecAgg)); cfg.SecAgg == nil || err != nil || sup.Announced {
+			return nil, fmt.Errorf("sim: --download-codec %s: needs --secagg with a random support", cfg.DownloadCodec)
+		}
+	}
 	srv, err := gradient.NewServerEncoder(spec, init, cfg.DownloadLag())
 	if err != nil {
 		return nil, fmt.Errorf("sim: download codec: %w", err)
@@ -63,6 +76,13 @@ func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*dow
 		return nil, fmt.Errorf("sim: download codec: %w", err)
 	}
 	d := &downloads{srv: srv, have: make([]int32, clients), sent: cfg.downloadHook, lattice: spec.Values == gradient.Lattice}
+	if spec.Seeded {
+		// Each version is published with its round's support, keyed by
+		// the support's seed (secAggRun.open draws the same).
+		d.seeded, d.seed = true, cfg.TaskSeed
+		d.support = make([]int32, cfg.SecAgg.SupportLen(len(init)))
+		srv.SetSupportFunc(supportFunc(len(init), len(d.support)))
+	}
 	seeded := make([]float32, len(init))
 	model.Init(seeded, cfg.InitSeed)
 	if gradient.ModelCRC(seeded) != gradient.ModelCRC(init) {
@@ -105,9 +125,41 @@ func (d *downloads) send(id round.ClientID) int64 {
 
 // publish makes global the next version, encoded with the run's download
 // seed for the round (runspec.Spec.DownloadSeed, as a coordinator does).
+// With the seeded codec the version is published with the round's secure
+// aggregation support, keyed by its seed (the key a client rebuilds it
+// from, as a coordinator's clients are sent SupportSeed).
 func (d *downloads) publish(global []float32, run runspec.Spec, roundNo int) error {
-	if _, err := d.srv.Publish(global, run.DownloadSeed(roundNo)); err != nil {
+	var err error
+	if d.seeded {
+		key := supportSeed(d.seed, roundNo)
+		secagg.Support(d.support, len(global), key)
+		_, err = d.srv.PublishSupport(global, run.DownloadSeed(roundNo), key, d.support)
+	} else {
+		_, err = d.srv.Publish(global, run.DownloadSeed(roundNo))
+	}
+	if err != nil {
 		return fmt.Errorf("sim: publishing round %d: %w", roundNo, err)
 	}
 	return nil
+}
+
+// supportSeed is the seed of round r's random secure aggregation support
+// in a run with task seed seed (secAggRun.open's).
+func supportSeed(seed uint64, r int) uint64 { return round.TaskSeed(seed^saltSupport, r, 0) }
+
+// supportFunc rebuilds a random support of k of n coordinates from its
+// seed, as every client does (secagg.Support).
+func supportFunc(n, k int) gradient.SupportFunc {
+	return func(key uint64, dst []int32) ([]int32, error) {
+		dst = slices.Grow(dst[:0], k)[:k]
+		secagg.Support(dst, n, key)
+		return dst, nil
+	}
+}
+
+func supportOf(sa *runspec.SecAgg) string {
+	if sa == nil {
+		return ""
+	}
+	return sa.Support
 }

@@ -20,6 +20,9 @@ import (
 // the coordinator) and how the simulator drives it.
 type simulateFlags struct {
 	runFlags
+	// downloadCodecSet says --download-codec was given (runSimulate):
+	// otherwise --secagg with a random support downloads seeded syncs.
+	downloadCodecSet                   bool
 	partition                          string
 	clients, evalEvery, workers        int
 	evalLast                           int
@@ -100,6 +103,15 @@ func (f *simulateFlags) config() (sim.Config, error) {
 		}
 		if err := f.secAggSpec(&spec, dp); err != nil {
 			return sim.Config{}, err
+		}
+		if !f.downloadCodecSet {
+			spec.DownloadCodec = runspec.SecAggDownloadCodec(spec.DownloadCodec, spec.SecAgg)
+			if spec.DownloadCodec != "" {
+				f.downloadCodec = spec.DownloadCodec // for the summary
+			}
+			if err := spec.Validate(); err != nil {
+				return sim.Config{}, err
+			}
 		}
 		if err := (sim.SecAggDropout{P: f.secaggDrop, Step: f.secaggDropStep}).Validate(); err != nil {
 			return sim.Config{}, err

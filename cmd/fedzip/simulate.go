@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ func runSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if code, done := parseFlags(ctx, fs, args, stdout, stderr, "simulate", "Runs federated rounds with virtual clients in this process: the same run spec,\nround machine, client step, codecs and strategies as a coordinator cluster.", simulateExample); done {
 		return code
 	}
+	fs.Visit(func(fl *flag.Flag) { f.downloadCodecSet = f.downloadCodecSet || fl.Name == "download-codec" })
 	cfg, err := f.config()
 	if err != nil {
 		fmt.Fprintf(stderr, "fedzip simulate: %v\n", err)
