@@ -104,14 +104,20 @@ func TestSecAggLocal(t *testing.T) {
 	for _, sup := range []string{"", "random", "announced"} {
 		for _, local := range []string{"", SecAggLocalSGD, SecAggLocalSupportAdam} {
 			s := base
-			s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Support: sup, Local: local}
+			s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Support: sup, Local: local, Clip: 0.5}
 			if err := s.Validate(); err != nil {
 				t.Errorf("support %q, local %q: %v", sup, local, err)
+			}
+			// Adam's moves outgrow the automatic clip: support-adam
+			// needs a fixed one.
+			s.SecAgg.Clip = 0
+			if err := s.Validate(); (err != nil) != (local == SecAggLocalSupportAdam) || err != nil && !strings.Contains(err.Error(), "--secagg-clip") {
+				t.Errorf("support %q, local %q, automatic clip: %v", sup, local, err)
 			}
 		}
 	}
 	s := base
-	s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Local: SecAggLocalSupportAdam}
+	s.SecAgg = &SecAgg{Fraction: DefaultSecAggFraction, Bits: DefaultSecAggBits, Local: SecAggLocalSupportAdam, Clip: 0.5}
 	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)

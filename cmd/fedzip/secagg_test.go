@@ -55,6 +55,7 @@ func TestSimulateBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--secagg-support", "topk"},
 		{"--secagg", "--secagg-support", "announced,explore=2"},
 		{"--secagg", "--secagg-local", "adam"},
+		{"--secagg", "--secagg-local", "support-adam"},
 		{"--secagg", "--secagg-local", "support-adam", "--momentum", "0.9"},
 		{"--secagg", "--secagg-local", "support-adam", "--weight-decay", "0.01"},
 		{"--secagg", "--secagg-local", "support-adam", "--prox-mu", "0.1"},
@@ -106,7 +107,7 @@ func TestSimulateSecAggSupportAdam(t *testing.T) {
 		t.Fatalf("summary: codec %q, %d rounds, %d bytes up", s.UploadCodec, s.Rounds, s.UploadBytes)
 	}
 	code, _, stderr = runCmd("coordinator", "--dataset", "synthetic", "--insecure", "--open-registration", "--state-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--secagg-local", "support-adam")
+		"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--secagg-local", "support-adam", "--secagg-clip", "0.05")
 	if code != exitUsage || !strings.Contains(stderr, "secagg_local") {
 		t.Fatalf("coordinator: exit %d, %q; want %d naming the Task field it needs", code, stderr, exitUsage)
 	}
