@@ -119,7 +119,6 @@ func (s *ServerEncoder) PublishSupport(global []float32, seed, key uint64, suppo
 	for i, g := range global {
 		s.diff[i] = g - s.model[i]
 	}
-	_ = seed
 	return s.publishLattice(global, true, key, support)
 }
 

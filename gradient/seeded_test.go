@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/fedzip/fedzip/compress"
@@ -476,4 +477,34 @@ func FuzzSeededSync(f *testing.F) {
 			t.Fatal("the replica holds a value that is not finite")
 		}
 	})
+}
+
+// TestSeededConcurrentSyncs: syncs may be served concurrently (a
+// coordinator's downloads): concurrent AppendUpdate calls for every
+// version held give the bytes a sequential encoder gives. Run with -race.
+func TestSeededConcurrentSyncs(t *testing.T) {
+	const n, k, lag = 3000, 30, 8
+	a, b := newSeededRun(t, n, k, lag, nil), newSeededRun(t, n, k, lag, nil)
+	safe := func(key uint64, dst []int32) ([]int32, error) {
+		dst = slices.Grow(dst[:0], k)[:k]
+		compress.RandK(dst, n, key, nil) // its own workspace per call
+		return dst, nil
+	}
+	a.srv.SetSupportFunc(safe)
+	for range 10 {
+		a.publish(t)
+		b.publish(t)
+	}
+	got := make([][]byte, 12)
+	var wg sync.WaitGroup
+	for have := range got {
+		wg.Go(func() { got[have], _ = a.srv.AppendUpdate(nil, have-1) })
+	}
+	wg.Wait()
+	for have := range got {
+		want, _ := b.srv.AppendUpdate(nil, have-1)
+		if !bytes.Equal(got[have], want) {
+			t.Fatalf("have %d: concurrent syncs differ from sequential ones", have-1)
+		}
+	}
 }
