@@ -338,8 +338,14 @@ type FSM struct {
 	nodes map[string]NodeInfo
 	// lastClosed describes the last closed round.
 	lastClosed round.Closed
-	applied    uint64
-	changed    chan struct{}
+	// closedLog holds the last maxClosedLog closed rounds this replica
+	// applied, oldest first, so that a node's log has one line per
+	// round however fast rounds close (ClosedSince). It is not in
+	// snapshots: a restore starts it again from the snapshot's
+	// lastClosed.
+	closedLog []round.Closed
+	applied   uint64
+	changed   chan struct{}
 	// sa is the protocol state of the open round of a run with secure
 	// aggregation (secagg.go), nil otherwise; saClip is the fixed-point
 	// clip of the next round that opens.
@@ -492,6 +498,7 @@ func (f *FSM) closeRound(now time.Time) (round.Closed, error) {
 	}
 	f.accepted, f.sa = nil, nil
 	f.lastClosed = cl
+	f.logClosed(cl)
 	f.publish(cl)
 	return cl, nil
 }
@@ -825,6 +832,10 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.down, f.initCRC, f.lattice = nf.down, nf.initCRC, nf.lattice
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
+	f.closedLog = f.closedLog[:0]
+	if f.lastClosed.Round > 0 {
+		f.logClosed(f.lastClosed)
+	}
 	f.nodes, f.sa, f.saClip, f.ann = nf.nodes, nf.sa, nf.saClip, nf.ann
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -926,6 +937,36 @@ type View struct {
 	// still awaited.
 	Selected []round.ClientID
 	Pending  []round.ClientID
+}
+
+// maxClosedLog bounds the closed rounds an FSM keeps for ClosedSince.
+const maxClosedLog = 256
+
+// logClosed appends cl to closedLog, dropping the oldest beyond
+// maxClosedLog. The caller holds mu.
+func (f *FSM) logClosed(cl round.Closed) {
+	if len(f.closedLog) == maxClosedLog {
+		copy(f.closedLog, f.closedLog[1:])
+		f.closedLog = f.closedLog[:maxClosedLog-1]
+	}
+	f.closedLog = append(f.closedLog, cl)
+}
+
+// ClosedSince returns the closed rounds after round r that this replica
+// applied and still holds (the last 256, and none from before its last
+// snapshot restore), oldest first: a watcher that fell behind logs each
+// of them, not only the last. The records' slices are shared: read them,
+// do not modify them.
+func (f *FSM) ClosedSince(r int) []round.Closed {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out []round.Closed
+	for _, cl := range f.closedLog {
+		if cl.Round > r {
+			out = append(out, cl)
+		}
+	}
+	return out
 }
 
 // Progress returns the current state without any per-client list. It is

@@ -17,14 +17,16 @@ import (
 // watch logs each closed round (the one "round closed" line, with its
 // evaluation), reports it to the observer, saves the model and evaluates
 // it, until the run finishes (nil), ctx ends (ErrClosed) or the gRPC
-// server fails (its error). A round that closes while the previous one is
-// still being evaluated is reported with the newer one.
+// server fails (its error). Rounds that closed while the previous one was
+// being evaluated get their own lines first (FSM.ClosedSince), without an
+// evaluation: only the newest model is still there to evaluate.
 func (s *Server) watch(ctx context.Context) error {
 	var (
-		seen  uint64
-		model nn.Model
-		ws    nn.Scratch
-		test  = s.test
+		seen      uint64
+		seenRound int
+		model     nn.Model
+		ws        nn.Scratch
+		test      = s.test
 	)
 	for {
 		v := s.node.FSM().Progress()
@@ -41,6 +43,12 @@ func (s *Server) watch(ctx context.Context) error {
 		}
 		if v.Initialised && v.Version > seen {
 			seen = v.Version
+			for _, cl := range s.node.FSM().ClosedSince(seenRound) {
+				if cl.Round < v.LastClosed.Round {
+					s.logSkipped(cl)
+				}
+			}
+			seenRound = max(seenRound, v.LastClosed.Round)
 			s.roundClosed(v, model, ws)
 			if v.Phase == round.Finished {
 				s.log.Info("training finished", "rounds", v.Round)
@@ -58,6 +66,42 @@ func (s *Server) watch(ctx context.Context) error {
 	}
 }
 
+// logSkipped logs the "round closed" line of a round that closed before
+// the one the watcher is about to report, and tells the observer: the
+// line has no evaluation (that round's model is gone), the rest is as
+// roundClosed's.
+func (s *Server) logSkipped(closed round.Closed) {
+	attrs := closedAttrs(closed, closed.Version)
+	b := s.roundBytes(closed.Round)
+	attrs = append(attrs, b.attrs()...)
+	attrs = append(attrs, evalAttrs(closed)...)
+	s.log.Info("round closed", attrs...)
+	s.obs.roundClosed(closed, b, false, 0, 0)
+}
+
+// closedAttrs are the attributes a "round closed" line opens with: the
+// round, the model version, the updates and who was left out.
+func closedAttrs(closed round.Closed, version uint64) []any {
+	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing), "clipped", closed.Clipped}
+	if closed.Capped {
+		attrs = append(attrs, "bound_capped", true)
+	}
+	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
+		attrs = append(attrs, "missing_clients", closed.Missing)
+	}
+	return append(attrs, excludedAttrs(closed.Excluded)...)
+}
+
+// evalAttrs are the clients' evaluation of the model the round trained
+// from (version fed_version, the one before this round's), if any.
+func evalAttrs(closed round.Closed) []any {
+	e := closed.Eval
+	if e == nil {
+		return nil
+	}
+	return []any{"fed_accuracy", e.Accuracy, "fed_loss", e.Loss, "fed_examples", e.Examples, "fed_reports", e.Reports, "fed_version", e.Version}
+}
+
 // roundClosed logs the round v closed last, evaluates the new model,
 // tells the observer and saves the checkpoint.
 func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scratch) {
@@ -66,14 +110,7 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 		test = nil
 	}
 	params, version := fsm.Model()
-	attrs := []any{"round", closed.Round, "version", version, "reported", closed.Reported, "missing", len(closed.Missing), "clipped", closed.Clipped}
-	if closed.Capped {
-		attrs = append(attrs, "bound_capped", true)
-	}
-	if len(closed.Missing) > 0 && len(closed.Missing) <= 32 {
-		attrs = append(attrs, "missing_clients", closed.Missing)
-	}
-	attrs = append(attrs, excludedAttrs(closed.Excluded)...)
+	attrs := closedAttrs(closed, version)
 	var b roundBytes
 	if closed.Round > 0 {
 		b = s.roundBytes(closed.Round)
@@ -92,11 +129,7 @@ func (s *Server) roundClosed(v coordinator.Progress, model nn.Model, ws nn.Scrat
 			attrs = append(attrs, "client_test_accuracy", float64(correct)/float64(test.N))
 		}
 	}
-	if e := closed.Eval; e != nil {
-		// The clients' evaluation of the model the round trained from
-		// (version fed_version, the one before this round's).
-		attrs = append(attrs, "fed_accuracy", e.Accuracy, "fed_loss", e.Loss, "fed_examples", e.Examples, "fed_reports", e.Reports, "fed_version", e.Version)
-	}
+	attrs = append(attrs, evalAttrs(closed)...)
 	s.log.Info("round closed", attrs...)
 	if closed.Round > 0 {
 		s.obs.roundClosed(closed, b, test != nil, acc, loss)
