@@ -200,3 +200,157 @@ func secAggSupportAdamRun(t *testing.T, support string) {
 		}
 	}
 }
+
+// TestSecAggSupportAdamFailover runs two support-adam rounds on a 3-node
+// cluster (Raft on disk, gRPC on 127.0.0.1) with three client/remote
+// clients that know every node. The leader is closed while the first
+// client trains round 1: after it asked for the advertise step, whose
+// support it trains on, and before it sends its advert. The client sends
+// the advert to the new leader, which takes it: every client takes part
+// in both rounds, and the two live nodes end with one model.
+func TestSecAggSupportAdamFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster in -short mode")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	run := &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
+		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: 2, Deadline: 2 * time.Minute, Seed: 1},
+		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.07, UploadCodec: "none",
+		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Local: runspec.SecAggLocalSupportAdam}}}
+	var nodes []*server.Server
+	var addrs []string
+	defer func() {
+		for _, s := range nodes {
+			s.Close()
+		}
+	}()
+	for i := range 3 {
+		cfg := server.DefaultConfig()
+		cfg.Run, cfg.Dataset = run, "example"
+		cfg.ID, cfg.StateDir = fmt.Sprintf("n%d", i+1), filepath.Join(dir, fmt.Sprintf("n%d", i+1))
+		cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
+		cfg.Insecure, cfg.JoinSecret, cfg.ClusterSecret = true, "s3cret", "cs"
+		cfg.LongPoll = time.Second
+		if i > 0 {
+			cfg.Join, cfg.Bootstrap = []string{nodes[0].GRPCAddr()}, false
+		}
+		cfg.Node = func(c *coordinator.Config) {
+			c.Raft = func(r *raft.Config) {
+				r.HeartbeatTimeout, r.ElectionTimeout, r.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
+			}
+		}
+		s, err := server.Start(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, s)
+		addrs = append(addrs, s.GRPCAddr())
+	}
+	// failover closes the leader once, and returns when another node
+	// leads.
+	var once sync.Once
+	closed := -1
+	failover := func() error {
+		var err error
+		once.Do(func() {
+			for i, s := range nodes {
+				if s.Node().IsLeader() {
+					closed = i
+					s.Close()
+					break
+				}
+			}
+			if closed < 0 {
+				err = fmt.Errorf("no leader to close")
+				return
+			}
+			for ctx.Err() == nil {
+				for i, s := range nodes {
+					if i != closed && s.Node().IsLeader() {
+						return
+					}
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			err = ctx.Err()
+		})
+		return err
+	}
+
+	type done struct {
+		sum remote.Summary
+		err error
+	}
+	results := make(chan done)
+	for i := range 3 {
+		x, y := localData(uint64(i))
+		cfg := remote.Config{Addrs: addrs, Insecure: true, Name: fmt.Sprint(i), JoinSecret: "s3cret",
+			StateDir: filepath.Join(dir, fmt.Sprint(i)), Examples: uint64(len(y)), MaxBackoff: 200 * time.Millisecond,
+			NewTrainer: func(task *fedzippb.Task) (client.Trainer, error) {
+				m, err := nn.ParseModel(task.GetModel(), nn.Flat(int(task.GetInputDim())), int(task.GetClasses()))
+				if err != nil {
+					return nil, err
+				}
+				idx := make([]int, len(y))
+				for j := range idx {
+					idx[j] = j
+				}
+				tr := client.DataTrainer{NN: nn.NewTrainer(m, int(task.GetBatchSize())), X: x, Y: y, Index: idx}
+				if i > 0 {
+					return tr, nil
+				}
+				return failingOver{tr, failover}, nil
+			}}
+		go func() {
+			sum, err := remote.Run(ctx, cfg)
+			results <- done{sum, err}
+		}()
+	}
+	for range 3 {
+		r := <-results
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		if fmt.Sprint(r.sum.Rounds) != "[1 2]" {
+			t.Errorf("client %d: secure aggregation rounds %v", r.sum.ClientID, r.sum.Rounds)
+		}
+	}
+	if closed < 0 {
+		t.Fatal("no leader was closed")
+	}
+	var live []*server.Server
+	for i, s := range nodes {
+		if i != closed {
+			live = append(live, s)
+		}
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, v0 := live[0].Node().FSM().Model()
+		_, v1 := live[1].Node().FSM().Model()
+		if v0 == 2 && v1 == 2 && live[0].Node().FSM().ModelHash() == live[1].Node().FSM().ModelHash() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the live nodes hold versions %d and %d", v0, v1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// failingOver trains with tr after it has run failover, in round 1.
+type failingOver struct {
+	tr       client.Trainer
+	failover func() error
+}
+
+func (f failingOver) Train(ctx context.Context, p []float32, task client.Task) (client.Result, error) {
+	if task.Round == 1 {
+		if err := f.failover(); err != nil {
+			return client.Result{}, err
+		}
+	}
+	return f.tr.Train(ctx, p, task)
+}
