@@ -226,7 +226,9 @@ func PackMasked(y secagg.MaskedInput, m int) ([]byte, error) {
 // the client drops out before its masked input is acknowledged, what it
 // counted as sent goes back into the residual too. Once the masked input
 // is acknowledged it counts as sent, even should the coordinator later
-// abandon the round (a client cannot tell).
+// abandon the round (a client cannot tell). first, if not nil, is the
+// advertise step asked for before training (secAggFirst, support-adam):
+// step 0 answers it, and asks for no other.
 func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []float32, first *saPlan) error {
 	id, rnd := r.st.ClientID, task.GetRound()
 	path := filepath.Join(r.cfg.StateDir, secAggFile)
