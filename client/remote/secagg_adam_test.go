@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/runspec"
@@ -157,4 +159,44 @@ func TestSecAggSupportAdamFirstStep(t *testing.T) {
 			t.Errorf("the client trained round 2 on a support it refused: %+v", task)
 		}
 	}
+}
+
+// FuzzCheckTaskSecAggLocal: any task bytes, from seeds of support-adam
+// tasks, give a refusal that wraps ErrTaskRefused or a task whose local
+// training the client runs: sgd, or support-adam under secure
+// aggregation without SGD's momentum, weight decay or proximal term.
+func FuzzCheckTaskSecAggLocal(f *testing.F) {
+	sgd := adamTask(2)
+	sgd.SecaggLocal = ""
+	unknown := adamTask(3)
+	unknown.SecaggLocal = "adam"
+	for _, task := range []*fedzippb.Task{adamTask(1), sgd, unknown} {
+		b, err := proto.Marshal(task)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var task fedzippb.Task
+		if proto.Unmarshal(b, &task) != nil {
+			return
+		}
+		if err := CheckTask(&task, DefaultMaxParams); err != nil {
+			if !errors.Is(err, ErrTaskRefused) {
+				t.Fatalf("error %v does not wrap ErrTaskRefused", err)
+			}
+			return
+		}
+		adam, err := checkSecAggLocal(&task)
+		switch local := task.GetSecaggLocal(); {
+		case err != nil:
+			t.Fatalf("a checked task: %v", err)
+		case local != "" && local != runspec.SecAggLocalSGD && local != runspec.SecAggLocalSupportAdam:
+			t.Fatalf("a checked task trains with %q", local)
+		case adam && (!task.GetSecagg() || task.GetMomentum() != 0 || task.GetWeightDecay() != 0 || task.GetProxMu() != 0):
+			t.Fatalf("a checked support-adam task: secagg %v, momentum %v, weight decay %v, prox mu %v",
+				task.GetSecagg(), task.GetMomentum(), task.GetWeightDecay(), task.GetProxMu())
+		}
+	})
 }
