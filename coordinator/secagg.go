@@ -51,34 +51,34 @@ const (
 // saStepEnd are the ends of the steps, in eighths of the round's deadline
 // after the round opened: the advertise step includes the clients'
 // download and local training (client/remote trains before it
-// advertises), and unmasking ends before the round's own deadline, so the
-// survivors are submitted in time.
+// advertises; with support-adam it asks for the step first and trains
+// before it answers), and unmasking ends before the round's own
+// deadline, so the survivors are submitted in time.
 var saStepEnd = [4]time.Duration{3, 4, 6, 7}
 
-// ErrSecAggLocal: a run whose clients train with --secagg-local
-// support-adam, which the coordinator's clients cannot run yet.
-var ErrSecAggLocal = errors.New("coordinator: --secagg-local support-adam is not built in the coordinator (the simulator has it)")
+// ErrSecAggLocal: a committed run names local training under secure
+// aggregation (runspec.SecAgg.Local) that the FSM does not know.
+var ErrSecAggLocal = errors.New("coordinator: unknown --secagg-local")
 
-// saCheckLocal refuses local training under secure aggregation that the
-// real clients cannot do (runspec.SecAgg.Local). The simulator's
-// support-adam clients train only the round's support, which they know
-// before they train. A client of the coordinator could learn it in time
-// without a change of protocol: the advertise step's task (SecAggStep,
-// step 0) carries support_seed or the announcement from the moment the
-// round opens, but client/remote trains before it asks for that step
-// (runner.run, then secAggRound). What it cannot learn is that it should:
-// fedzippb.Task carries the SGD settings (lr, momentum, weight_decay,
-// prox_mu) and no local optimizer. Building it takes a Task field (such
-// as string secagg_local = 26, which the coordinator sets from
-// SecAgg.Local and an older client refuses), and a client that, given
-// it, asks for step 0 before it trains, trains with client.Task.Support
-// set to the step's support, and answers that step with the response it
-// already holds.
+// saCheckLocal refuses local training under secure aggregation
+// (runspec.SecAgg.Local) other than "", SecAggLocalSGD and
+// SecAggLocalSupportAdam. The task tells a client which
+// (Task.secagg_local, taskMessage); a support-adam client asks for the
+// advertise step, whose task carries the round's support (support_seed
+// or the announcement), before it trains, trains on that support, and
+// answers the step with the task it holds (client/remote). A run without
+// the field, or with "" or sgd, replays as before; one with support-adam
+// could not be committed before this check accepted it (Node.Open
+// validates its run before it proposes it).
 func saCheckLocal(sa *runspec.SecAgg) error {
-	if sa == nil || sa.Local == "" || sa.Local == runspec.SecAggLocalSGD {
+	if sa == nil {
 		return nil
 	}
-	return fmt.Errorf("%w: fedzippb.Task has no field that tells a client to train only the round's support (it needs one, e.g. string secagg_local = 26, and client/remote must ask for the advertise step, which carries the support, before it trains); use 'fedzip simulate --secagg-local %s', or --secagg-local sgd", ErrSecAggLocal, sa.Local)
+	switch sa.Local {
+	case "", runspec.SecAggLocalSGD, runspec.SecAggLocalSupportAdam:
+		return nil
+	}
+	return fmt.Errorf("%w %q: want %s or %s", ErrSecAggLocal, sa.Local, runspec.SecAggLocalSGD, runspec.SecAggLocalSupportAdam)
 }
 
 // saOffers reports whether the open round still offers client id a task:

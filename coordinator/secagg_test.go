@@ -460,28 +460,45 @@ func TestSecAggDPRefused(t *testing.T) {
 	}
 }
 
-// TestSecAggLocalRefused: the coordinator refuses a run whose clients
-// should train only the round's support (--secagg-local support-adam):
-// its clients would train every coordinate with SGD, and the run would
-// not be the one asked for. The explicit default is taken, and the run
-// config's JSON keeps the field, so that an FSM replaying it refuses it
-// too.
-func TestSecAggLocalRefused(t *testing.T) {
+// TestSecAggLocal: a run whose clients train only the round's support
+// (--secagg-local support-adam) is committed and applied, and its task
+// names the local optimizer (Task.secagg_local), which an sgd run's task
+// leaves empty, as it was before the field. An attack kept as a test: a
+// committed run that names a local optimizer the FSM does not know is
+// refused when applied (ErrSecAggLocal), not run as SGD.
+func TestSecAggLocal(t *testing.T) {
+	for _, local := range []string{"", runspec.SecAggLocalSGD, runspec.SecAggLocalSupportAdam} {
+		run := saRun(5)
+		run.SecAgg.Local = local
+		if err := run.Validate(); err != nil {
+			t.Fatalf("--secagg-local %q: %v", local, err)
+		}
+		raw, err := json.Marshal(run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := NewFSM().init(raw); err != nil {
+			t.Fatalf("the FSM refused a committed run with --secagg-local %q: %v", local, err)
+		}
+		want := ""
+		if local == runspec.SecAggLocalSupportAdam {
+			want = local
+		}
+		if got := taskMessage(Task{Round: 1, Config: *run}, 10).GetSecaggLocal(); got != want {
+			t.Errorf("--secagg-local %q: the task says secagg_local %q, want %q", local, got, want)
+		}
+	}
 	run := saRun(5)
-	run.SecAgg.Local = runspec.SecAggLocalSupportAdam
-	if err := run.Validate(); !errors.Is(err, ErrSecAggLocal) || !strings.Contains(err.Error(), "secagg_local") {
-		t.Fatalf("a run with support-adam: %v, want ErrSecAggLocal naming the Task field it needs", err)
+	run.SecAgg.Local = "adam"
+	if err := run.Validate(); err == nil {
+		t.Fatal("Validate took --secagg-local adam")
 	}
 	raw, err := json.Marshal(run)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := NewFSM().init(raw); !errors.Is(err, ErrSecAggLocal) {
-		t.Fatalf("the FSM applied a committed run with support-adam: %v", err)
-	}
-	run.SecAgg.Local = runspec.SecAggLocalSGD
-	if err := run.Validate(); err != nil {
-		t.Fatalf("--secagg-local sgd: %v", err)
+		t.Fatalf("the FSM applied a committed run with --secagg-local adam: %v, want ErrSecAggLocal", err)
 	}
 }
 

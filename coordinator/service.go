@@ -19,6 +19,7 @@ import (
 	"github.com/fedzip/fedzip/metrics"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -146,6 +147,11 @@ func taskMessage(t Task, params int) *fedzippb.Task {
 	}
 	out.Evaluate = !t.Done && c.evaluates(t.Round)
 	out.Secagg = c.SecAgg != nil
+	if c.SecAgg != nil && c.SecAgg.Local != runspec.SecAggLocalSGD {
+		// "" for sgd, so that an sgd task is the bytes it was before
+		// the field.
+		out.SecaggLocal = c.SecAgg.Local
+	}
 	return out
 }
 

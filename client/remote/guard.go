@@ -100,6 +100,9 @@ func checkTask(t *fedzippb.Task, maxParams int) error {
 	if err := taskOf(t).Validate(); err != nil {
 		return refuse("%v", err)
 	}
+	if _, err := checkSecAggLocal(t); err != nil {
+		return err
+	}
 	// The run spec's codec checks: the coordinator checked its run with
 	// the same functions before committing it.
 	if err := runspec.CheckUploadCodec(t.GetUploadCodec()); err != nil {

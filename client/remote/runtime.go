@@ -22,6 +22,7 @@ import (
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/metrics"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -456,8 +457,18 @@ func (r *runner) once(ctx context.Context) (done bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// With secagg_local support-adam the client trains only the round's
+	// support, which its advertise step carries: it asks for that step
+	// first, and secAggRound answers the step it holds.
+	tk, first := taskOf(task), (*saPlan)(nil)
+	if adam, _ := checkSecAggLocal(task); adam {
+		if first, err = r.secAggFirst(ctx, task, key, len(global)); first == nil {
+			return false, err
+		}
+		tk.Local, tk.Support = runspec.SecAggLocalSupportAdam, first.idx
+	}
 	local := make([]float32, len(global))
-	u, res, err := client.Step(ctx, r.trainer, global, local, taskOf(task))
+	u, res, err := client.Step(ctx, r.trainer, global, local, tk)
 	if err != nil {
 		return false, err
 	}
@@ -466,7 +477,7 @@ func (r *runner) once(ctx context.Context) (done bool, err error) {
 		return false, r.refuse(key, fmt.Errorf("%w: round %d, trained from version %d: %w", ErrUpdateRefused, task.GetRound(), h.GetVersion(), err))
 	}
 	if task.GetSecagg() {
-		return false, r.secAggRound(ctx, task, u.Delta)
+		return false, r.secAggRound(ctx, task, u.Delta, first)
 	}
 	payload, err := r.encode(task, u.Delta)
 	if err != nil {

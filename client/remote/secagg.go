@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/fedzip/fedzip/gradient"
+	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/secagg"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
@@ -45,14 +46,24 @@ type secAggPeer struct {
 	sent  []float32
 }
 
-// newSecAggPeer starts the round res describes: it checks the
-// parameters, builds the graph and the protocol client, and encodes delta
-// on the support with the residual res (secagg.EncodeUpdate), which it
-// updates.
-func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual []float32, taskSeed uint64) (*secAggPeer, error) {
+// saPlan is a round's protocol as the client's advertise step (step 0)
+// describes it, checked: its step-0 task, the round's support and the
+// session bound to it, the graph and the fixed point.
+type saPlan struct {
+	res     *fedzippb.SecAggStepResponse
+	idx     []int32
+	session uint64
+	graph   *secagg.Graph
+	fp      secagg.FixedPoint
+}
+
+// secAggPlan checks the parameters of the round res describes for a model
+// of n parameters, rebuilds its support (taskSupport) and builds its
+// graph. Every refusal wraps ErrTaskRefused.
+func secAggPlan(res *fedzippb.SecAggStepResponse, n int) (*saPlan, error) {
 	d := int(res.GetDim())
-	if d < 1 || d > len(delta) {
-		return nil, fmt.Errorf("%w: a support of %d coordinates for a model of %d", ErrTaskRefused, d, len(delta))
+	if d < 1 || d > n {
+		return nil, fmt.Errorf("%w: a support of %d coordinates for a model of %d", ErrTaskRefused, d, n)
 	}
 	fp := secagg.FixedPoint{Clip: float32(res.GetClip()), Bits: int(res.GetBits())}
 	if !(fp.Clip > 0) || math.IsInf(float64(fp.Clip), 0) || fp.Bits < 2 || fp.Bits > 24 || res.GetMaskBits() < 1 || res.GetMaskBits() > 32 {
@@ -61,7 +72,7 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	if nb := res.GetNormBound(); !(nb >= 0) || math.IsInf(nb, 0) {
 		return nil, fmt.Errorf("%w: norm bound %v", ErrTaskRefused, nb)
 	}
-	idx, session, err := taskSupport(res, len(delta))
+	idx, session, err := taskSupport(res, n)
 	if err != nil {
 		return nil, err
 	}
@@ -73,15 +84,99 @@ func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
-	c, err := secagg.NewClient(g, id, crand.Reader)
+	return &saPlan{res: res, idx: idx, session: session, graph: g, fp: fp}, nil
+}
+
+// newSecAggPeer starts the round res describes: it checks the
+// parameters, builds the graph (secAggPlan) and the protocol client, and
+// encodes delta on the support with the residual (secagg.EncodeUpdate),
+// which it updates.
+func newSecAggPeer(res *fedzippb.SecAggStepResponse, id uint64, delta, residual []float32, taskSeed uint64) (*secAggPeer, error) {
+	pl, err := secAggPlan(res, len(delta))
+	if err != nil {
+		return nil, err
+	}
+	return startSecAggPeer(pl, id, delta, residual, taskSeed)
+}
+
+// startSecAggPeer starts the round pl describes, as newSecAggPeer.
+func startSecAggPeer(pl *saPlan, id uint64, delta, residual []float32, taskSeed uint64) (*secAggPeer, error) {
+	if len(pl.idx) > len(delta) {
+		panic(fmt.Sprintf("remote: a plan of %d coordinates for an update of %d", len(pl.idx), len(delta)))
+	}
+	c, err := secagg.NewClient(pl.graph, id, crand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTaskRefused, err)
 	}
-	m := int(res.GetMaskBits())
+	d, m := len(pl.idx), int(pl.res.GetMaskBits())
 	p := &secAggPeer{Peer: secagg.NewPeer(c, func(y secagg.MaskedInput) ([]byte, error) { return PackMasked(y, m) }),
-		idx: idx, codes: make([]uint32, d), sent: make([]float32, d)}
-	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, fp, res.GetNormBound(), taskSeed, nil)
+		idx: pl.idx, codes: make([]uint32, d), sent: make([]float32, d)}
+	secagg.EncodeUpdate(p.codes, p.sent, residual, delta, p.idx, pl.fp, pl.res.GetNormBound(), taskSeed, nil)
 	return p, nil
+}
+
+// checkSecAggLocal reports, with an error wrapping ErrTaskRefused, a
+// task's secagg_local that the client does not run: a value other than
+// "", runspec.SecAggLocalSGD and runspec.SecAggLocalSupportAdam, one
+// without secagg, or support-adam with SGD's momentum, weight decay or
+// proximal term (runspec.CheckSecAggLocal). It returns whether the task
+// trains with support-adam.
+func checkSecAggLocal(t *fedzippb.Task) (adam bool, err error) {
+	local := t.GetSecaggLocal()
+	switch local {
+	case "", runspec.SecAggLocalSGD:
+		return false, nil
+	case runspec.SecAggLocalSupportAdam:
+	default:
+		return false, fmt.Errorf("%w: secagg_local %.32q: want %q, %q or none", ErrTaskRefused, local, runspec.SecAggLocalSGD, runspec.SecAggLocalSupportAdam)
+	}
+	if !t.GetSecagg() {
+		return false, fmt.Errorf("%w: secagg_local %q without secure aggregation", ErrTaskRefused, local)
+	}
+	tk := taskOf(t)
+	if err := runspec.CheckSecAggLocal(local, tk.Optimizer, tk.ProxMu); err != nil {
+		return false, fmt.Errorf("%w: %w", ErrTaskRefused, err)
+	}
+	return true, nil
+}
+
+// secAggFirst asks, for a task with secagg_local support-adam, for the
+// round's advertise step before the client trains, and returns it checked
+// (secAggPlan, for a model of n parameters): the client trains on its
+// support, and secAggRound answers the step-0 task it holds, with no
+// second request that could be answered otherwise. A client out of the
+// round's protocol leaves it, as secAggRound does, and a step-0 task it
+// refuses refuses the task (runner.refuse); pl is then nil and err what
+// the runtime returns (nil after leaving).
+func (r *runner) secAggFirst(ctx context.Context, task *fedzippb.Task, key taskKey, n int) (pl *saPlan, err error) {
+	rnd := task.GetRound()
+	res, err := r.secAggCall(ctx, &fedzippb.SecAggStepRequest{ClientId: r.st.ClientID, Round: rnd, Step: saAdvertise})
+	if errors.Is(err, errSecAggOut) {
+		return nil, r.leaveSecAgg(rnd, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if res.GetRound() != rnd || res.GetStep() != saAdvertise {
+		return nil, r.leaveSecAgg(rnd, fmt.Errorf("%w: the round is at step %d", errSecAggOut, res.GetStep()))
+	}
+	if pl, err = secAggPlan(res, n); err != nil {
+		return nil, r.refuse(key, err)
+	}
+	return pl, nil
+}
+
+// saAdvertise is the protocol's first step (SecAggStepRequest.step 0):
+// the client advertises its keys. With secagg_local support-adam its task
+// carries the support the client trains on.
+const saAdvertise = 0
+
+// leaveSecAgg logs that the client is out of round rnd's protocol for why
+// and records the round as its last.
+func (r *runner) leaveSecAgg(rnd uint64, why error) error {
+	r.log.Warn("out of the round's secure aggregation", "round", rnd, "err", why)
+	r.st.LastRound = rnd
+	return r.save()
 }
 
 // taskSupport returns the round's support of dim coordinates of a model
@@ -131,8 +226,10 @@ func PackMasked(y secagg.MaskedInput, m int) ([]byte, error) {
 // the client drops out before its masked input is acknowledged, what it
 // counted as sent goes back into the residual too. Once the masked input
 // is acknowledged it counts as sent, even should the coordinator later
-// abandon the round (a client cannot tell).
-func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []float32) error {
+// abandon the round (a client cannot tell). first, if not nil, is the
+// advertise step asked for before training (secAggFirst, support-adam):
+// step 0 answers it, and asks for no other.
+func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []float32, first *saPlan) error {
 	id, rnd := r.st.ClientID, task.GetRound()
 	path := filepath.Join(r.cfg.StateDir, secAggFile)
 	residual := make([]float32, len(delta))
@@ -146,23 +243,33 @@ func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []f
 				return err
 			}
 		}
-		r.log.Warn("out of the round's secure aggregation", "round", rnd, "err", why)
-		r.st.LastRound = rnd
-		return r.save()
+		return r.leaveSecAgg(rnd, why)
 	}
 	for step := 0; step <= 3; step++ {
-		res, err := r.secAggCall(ctx, &fedzippb.SecAggStepRequest{ClientId: id, Round: rnd, Step: uint32(step)})
-		if errors.Is(err, errSecAggOut) {
-			return out(err)
-		}
-		if err != nil {
-			return err
-		}
-		if res.GetRound() != rnd || res.GetStep() != uint32(step) {
-			return out(fmt.Errorf("%w: the round is at step %d", errSecAggOut, res.GetStep()))
+		var res *fedzippb.SecAggStepResponse
+		if step == saAdvertise && first != nil {
+			res = first.res // asked for before training (secAggFirst)
+		} else {
+			var err error
+			res, err = r.secAggCall(ctx, &fedzippb.SecAggStepRequest{ClientId: id, Round: rnd, Step: uint32(step)})
+			if errors.Is(err, errSecAggOut) {
+				return out(err)
+			}
+			if err != nil {
+				return err
+			}
+			if res.GetRound() != rnd || res.GetStep() != uint32(step) {
+				return out(fmt.Errorf("%w: the round is at step %d", errSecAggOut, res.GetStep()))
+			}
 		}
 		if p == nil {
-			if p, err = newSecAggPeer(res, id, delta, residual, task.GetTaskSeed()); err != nil {
+			var err error
+			if first != nil {
+				p, err = startSecAggPeer(first, id, delta, residual, task.GetTaskSeed())
+			} else {
+				p, err = newSecAggPeer(res, id, delta, residual, task.GetTaskSeed())
+			}
+			if err != nil {
 				return err
 			}
 			if err := saveFloats(path, residual); err != nil {

@@ -24,8 +24,9 @@ func TestCoordinatorBadSecAggFlags(t *testing.T) {
 		{"--secagg", "--deadline", "0s"},
 		{"--secagg", "--secagg-support", "announced,block=0"},
 		{"--secagg", "--secagg-support", "bogus"},
-		{"--secagg", "--secagg-local", "support-adam"},
 		{"--secagg", "--secagg-local", "bogus"},
+		{"--secagg", "--secagg-local", "support-adam", "--momentum", "0.9"},
+		{"--secagg", "--secagg-local", "support-adam", "--prox-mu", "0.1"},
 		{"--secagg-local", "support-adam"},
 	} {
 		code, _, stderr := runCmd(append([]string{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration",

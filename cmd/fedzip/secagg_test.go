@@ -1,11 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/fedzip/fedzip/internal/syncbuf"
 	"github.com/fedzip/fedzip/report"
 )
 
@@ -90,12 +95,15 @@ func TestSimulateSecAggAnnounced(t *testing.T) {
 }
 
 // TestSimulateSecAggSupportAdam runs --secagg-local support-adam end to
-// end: it trains, the summary names it, and the coordinator refuses what
-// the simulator runs with one line that says why.
+// end in both drivers, with the same flags: the simulator trains and its
+// summary names it; a coordinator (Raft on disk, gRPC on 127.0.0.1) and
+// three 'fedzip client's run its two rounds to the end, every client
+// taking part in both.
 func TestSimulateSecAggSupportAdam(t *testing.T) {
-	code, stdout, stderr := runCmd("simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
-		"--model", "mlp:16", "--rounds", "3", "--secagg", "--secagg-k", "0.2", "--secagg-local", "support-adam", "--lr", "0.02",
-		"--secagg-clip", "0.05", "--download-codec", "none", "-o", "json", "--quiet", "--deliver", "")
+	flags := []string{"--dataset", "synthetic", "--model", "mlp:16", "--rounds", "2", "--secagg", "--secagg-local", "support-adam", "--lr", "0.02",
+		"--secagg-clip", "0.05", "--download-codec", "none"}
+	code, stdout, stderr := runCmd(append([]string{"simulate", "--clients", "20", "--fraction", "0.5", "--secagg-k", "0.2",
+		"-o", "json", "--quiet", "--deliver", ""}, flags...)...)
 	if code != exitOK {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
@@ -103,12 +111,73 @@ func TestSimulateSecAggSupportAdam(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(s.UploadCodec, "support-adam") || s.Rounds != 3 || s.UploadBytes == 0 {
+	if !strings.Contains(s.UploadCodec, "support-adam") || s.Rounds != 2 || s.UploadBytes == 0 {
 		t.Fatalf("summary: codec %q, %d rounds, %d bytes up", s.UploadCodec, s.Rounds, s.UploadBytes)
 	}
-	code, _, stderr = runCmd("coordinator", "--dataset", "synthetic", "--insecure", "--open-registration", "--state-dir", t.TempDir(),
-		"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--secagg-local", "support-adam", "--secagg-clip", "0.05")
-	if code != exitUsage || !strings.Contains(stderr, "secagg_local") {
-		t.Fatalf("coordinator: exit %d, %q; want %d naming the Task field it needs", code, stderr, exitUsage)
+
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var coordErr syncbuf.Buffer
+	coordDone := make(chan int, 1)
+	go func() {
+		coordDone <- runIn(ctx, &coordErr, append([]string{"coordinator", "--insecure", "--open-registration", "--state-dir", filepath.Join(dir, "c"),
+			"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--min-clients", "3", "--fraction", "1"}, flags...)...)
+	}()
+	addr := ""
+	waitCmdLog(t, &coordErr, coordDone, "the coordinator's gRPC address", func(l string) bool {
+		if _, rest, ok := strings.Cut(l, `"msg":"coordinator listening","grpc":"`); ok {
+			addr, _, _ = strings.Cut(rest, `"`)
+		}
+		return addr != ""
+	})
+	type result struct {
+		code   int
+		stdout string
+	}
+	clients := make(chan result, 3)
+	for i := range 3 {
+		go func() {
+			var o, e syncbuf.Buffer
+			code := run(ctx, []string{"client", "--insecure", "--coordinator", addr, "--dataset", "synthetic", "--clients", "3",
+				"--client-index", fmt.Sprint(i), "--state-dir", filepath.Join(dir, fmt.Sprint(i))}, &o, &e)
+			clients <- result{code, o.String() + e.String()}
+		}()
+	}
+	for range 3 {
+		r := <-clients
+		if r.code != exitOK || !strings.Contains(r.stdout, "2 updates accepted") {
+			t.Errorf("client: exit %d\n%s", r.code, r.stdout)
+		}
+	}
+	waitCmdLog(t, &coordErr, coordDone, "the end of training", func(l string) bool { return strings.Contains(l, `"msg":"training finished","rounds":2`) })
+	cancel()
+	if code := <-coordDone; code != exitOK {
+		t.Fatalf("coordinator: exit %d\n%s", code, coordErr.String())
+	}
+}
+
+// runIn runs the command args until ctx ends, its stderr (and stdout)
+// into out, and returns its exit code.
+func runIn(ctx context.Context, out io.Writer, args ...string) int {
+	return run(ctx, args, out, out)
+}
+
+// waitCmdLog polls the log l of a command running until exited receives its
+// code, until cond holds of it; it fails on a deadline, or if the command
+// exited first.
+func waitCmdLog(t *testing.T, l *syncbuf.Buffer, exited chan int, what string, cond func(string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond(l.String()) {
+		select {
+		case code := <-exited:
+			exited <- code
+			t.Fatalf("waiting for %s: the command exited %d\n%s", what, code, l.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: timed out\n%s", what, l.String())
+		}
 	}
 }

@@ -43,6 +43,10 @@ type Server struct {
 	polls     int
 	downloads int
 	submitted []uint64
+	// step is what SecAggStep answers (SetSecAgg); stepMsgs are the
+	// steps of the messages it received.
+	step     *fedzippb.SecAggStepResponse
+	stepMsgs []uint32
 }
 
 var _ fedzippb.CoordinatorServer = (*Server)(nil)
@@ -167,4 +171,41 @@ func (s *Server) Submit(st grpc.ClientStreamingServer[fedzippb.UpdateChunk, fedz
 // ClusterStatus answers an empty status.
 func (s *Server) ClusterStatus(context.Context, *fedzippb.ClusterStatusRequest) (*fedzippb.ClusterStatusResponse, error) {
 	return &fedzippb.ClusterStatusResponse{}, nil
+}
+
+// SetSecAgg makes SecAggStep answer a request without a message with res
+// (nil: "no task yet"), whatever step it asks for, and take any message.
+// The server keeps res; the caller must not change it afterwards.
+func (s *Server) SetSecAgg(res *fedzippb.SecAggStepResponse) {
+	s.mu.Lock()
+	s.step = res
+	s.mu.Unlock()
+}
+
+// SecAggMessages returns the steps of the secure aggregation messages the
+// server received, in order.
+func (s *Server) SecAggMessages() []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.stepMsgs)
+}
+
+// SecAggStep answers what SetSecAgg set, and records a message's step.
+func (s *Server) SecAggStep(ctx context.Context, req *fedzippb.SecAggStepRequest) (*fedzippb.SecAggStepResponse, error) {
+	s.mu.Lock()
+	res := s.step
+	if len(req.GetMessage()) > 0 {
+		s.stepMsgs = append(s.stepMsgs, req.GetStep())
+		s.mu.Unlock()
+		return &fedzippb.SecAggStepResponse{Round: req.GetRound(), Step: req.GetStep(), Answered: true}, nil
+	}
+	s.mu.Unlock()
+	if res == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+		return nil, transport.NoTaskError()
+	}
+	return proto.Clone(res).(*fedzippb.SecAggStepResponse), nil
 }

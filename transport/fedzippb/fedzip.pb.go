@@ -384,7 +384,15 @@ type Task struct {
 	// secagg says the round aggregates by secure aggregation: the client
 	// does not Submit its update but encodes it on the round's support and
 	// takes part in the protocol through SecAggStep.
-	Secagg        bool `protobuf:"varint,25,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	Secagg bool `protobuf:"varint,25,opt,name=secagg,proto3" json:"secagg,omitempty"`
+	// secagg_local is, with secagg, the clients' local training
+	// (runspec.SecAgg.Local, --secagg-local): empty or "sgd", SGD with lr,
+	// momentum, weight_decay and prox_mu on every coordinate, as before the
+	// field; "support-adam", Adam at rate lr on the round's support only,
+	// which the client learns from its advertise step (SecAggStep, step 0)
+	// before it trains. A client refuses a task with any other value, or
+	// with a value and no secagg.
+	SecaggLocal   string `protobuf:"bytes,26,opt,name=secagg_local,json=secaggLocal,proto3" json:"secagg_local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -592,6 +600,13 @@ func (x *Task) GetSecagg() bool {
 		return x.Secagg
 	}
 	return false
+}
+
+func (x *Task) GetSecaggLocal() string {
+	if x != nil {
+		return x.SecaggLocal
+	}
+	return ""
 }
 
 // DownloadRequest asks for a model version.
@@ -2035,7 +2050,7 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\x05token\x18\x02 \x01(\tR\x05token\"P\n" +
 	"\x0eGetTaskRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
-	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\x8c\x06\n" +
+	"\fhave_version\x18\x02 \x01(\x04R\vhaveVersion\"\xaf\x06\n" +
 	"\x04Task\x12\x14\n" +
 	"\x05round\x18\x01 \x01(\x04R\x05round\x12#\n" +
 	"\rmodel_version\x18\x02 \x01(\x04R\fmodelVersion\x12!\n" +
@@ -2065,7 +2080,8 @@ const file_fedzip_v1_fedzip_proto_rawDesc = "" +
 	"\tinit_seed\x18\x17 \x01(\x04R\binitSeed\x12$\n" +
 	"\vinit_crc32c\x18\x18 \x01(\rH\x00R\n" +
 	"initCrc32c\x88\x01\x01\x12\x16\n" +
-	"\x06secagg\x18\x19 \x01(\bR\x06secaggB\x0e\n" +
+	"\x06secagg\x18\x19 \x01(\bR\x06secagg\x12!\n" +
+	"\fsecagg_local\x18\x1a \x01(\tR\vsecaggLocalB\x0e\n" +
 	"\f_init_crc32c\"\x91\x01\n" +
 	"\x0fDownloadRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12!\n" +
