@@ -102,7 +102,7 @@ func secAggSupportAdamRun(t *testing.T, support string) {
 	cfg.Run = &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: rounds, Deadline: time.Minute, Seed: 1},
 		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.07, UploadCodec: "none",
-		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Support: support, Local: runspec.SecAggLocalSupportAdam}}}
+		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 0.5, Support: support, Local: runspec.SecAggLocalSupportAdam}}}
 	cfg.Dataset = "example"
 	cfg.StateDir = filepath.Join(dir, "coordinator")
 	cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
@@ -195,7 +195,15 @@ func secAggSupportAdamRun(t *testing.T, support string) {
 				changed = append(changed, int32(j))
 			}
 		}
-		if !slices.Equal(changed, first.support) {
+		// The model moves on the support only, and on most of it (a
+		// coordinate whose codes sum to zero stays put).
+		off := 0
+		for _, j := range changed {
+			if _, on := slices.BinarySearch(first.support, j); !on {
+				off++
+			}
+		}
+		if off > 0 || 2*len(changed) < len(first.support) {
 			t.Errorf("round %d: the model changed on %v, the clients trained on %v", r+1, changed, first.support)
 		}
 	}
@@ -218,7 +226,7 @@ func TestSecAggSupportAdamFailover(t *testing.T) {
 	run := &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: 2, Deadline: 2 * time.Minute, Seed: 1},
 		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.07, UploadCodec: "none",
-		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Local: runspec.SecAggLocalSupportAdam}}}
+		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 0.5, Local: runspec.SecAggLocalSupportAdam}}}
 	var nodes []*server.Server
 	var addrs []string
 	defer func() {
