@@ -84,9 +84,10 @@ func servedSupport(fsm *coordinator.FSM, rnd, n int) ([]int32, error) {
 // support. In every round every client trains with support-adam on one
 // and the same support of the round's dim coordinates, which it learnt
 // from its advertise step before training; it moves no coordinate off
-// it; and the global model's change in the round is not zero exactly on
-// that support: the round's secure sum is of what the clients trained,
-// on the coordinates they trained.
+// it; and the global model's change in the round lies on that support
+// and covers most of it (a coordinate whose codes sum to zero stays put):
+// the round's secure sum is of what the clients trained, on the
+// coordinates they trained.
 func TestSecAggSupportAdamClients(t *testing.T) {
 	for _, support := range []string{"random", "announced"} {
 		t.Run(support, func(t *testing.T) { secAggSupportAdamRun(t, support) })
