@@ -147,6 +147,9 @@ func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
 		if err := f.secAggSpec(&s, nil); err != nil {
 			return nil, err
 		}
+		if !f.downloadCodecSet {
+			s.DownloadCodec = runspec.SecAggDownloadCodec(s.DownloadCodec, s.SecAgg)
+		}
 	}
 	run := &coordinator.RunConfig{Spec: s}
 	return run, run.Validate()
