@@ -326,7 +326,7 @@ type FSM struct {
 	// supBuf is publish's scratch for a round's random support (seeded
 	// downloads, support=seeded).
 	supBuf []int32
-	sc      scratch
+	sc     scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
