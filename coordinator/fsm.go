@@ -566,8 +566,8 @@ func (f *FSM) init(raw []byte) error {
 			return err
 		}
 	}
-	// (runspec refuses seeded downloads without a random support; an
-	// older log's run is published explicitly, as before.)
+	// (runspec refuses seeded downloads without a random support; a run
+	// that had them anyway would publish every version explicitly.)
 	f.seeded = seeded && cfg.SecAgg != nil && f.ann == nil
 	return nil
 }

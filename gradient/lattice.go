@@ -754,9 +754,9 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 	if len(st.Keys) != len(st.Seeded) || len(st.Keys) != len(st.Sizes) || len(st.Keys) > st.Version || (len(st.Keys) > 0 && !spec.Seeded) {
 		return nil, bad("%d keys, %d lengths and %d seeded flags at version %d (support=seeded: %v)", len(st.Keys), len(st.Sizes), len(st.Seeded), st.Version, spec.Seeded)
 	}
-	for i, k := range st.Sizes {
-		if k < 0 || int(k) > n || (k == 0 && st.Seeded[i]) {
-			return nil, bad("support length %d of a model of %d (seeded: %v)", k, n, st.Seeded[i])
+	for _, k := range st.Sizes {
+		if k < 0 || int(k) > n {
+			return nil, bad("support length %d of a model of %d", k, n)
 		}
 	}
 	if spec.Seeded {

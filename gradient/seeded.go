@@ -47,9 +47,9 @@ import (
 // appends the support's k indices, sorted, distinct and in [0, n), to dst
 // and returns the result (secagg.Support(dst[:k], n, key), say). It must
 // return the same support for the same key and k on every party. k comes
-// from the server's PublishSupport on the server and from the sync's
-// bytes on a Replica, where it is at least 1 and at most n, and the sum
-// of a sync's lengths at most 32·n. A ServerEncoder may call it from
+// from the support given to PublishSupport on the server and from the
+// sync's bytes on a Replica, where it is at least 1 and at most n, and k
+// times the sync's keys at most 32·n. A ServerEncoder may call it from
 // concurrent syncs: it must be safe for concurrent use there.
 type SupportFunc func(key uint64, k int, dst []int32) ([]int32, error)
 

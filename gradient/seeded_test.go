@@ -259,7 +259,8 @@ func TestSeededOffSupport(t *testing.T) {
 
 // TestSeededRestore: an encoder restored from its state (and given its
 // support func again) serves the same bytes to every client and
-// publishes the same next version; keys on a non-seeded spec are refused.
+// publishes the same next version; keys on a non-seeded spec, and
+// support lengths that do not match the keys or the model, are refused.
 func TestSeededRestore(t *testing.T) {
 	const n, k, lag = 3000, 30, 5
 	run := newSeededRun(t, n, k, lag, []int{2000, 1000})
@@ -304,6 +305,21 @@ func TestSeededRestore(t *testing.T) {
 	bad.Seeded = bad.Seeded[1:]
 	if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("keys and flags of different lengths: %v, want ErrCorrupt", err)
+	}
+	bad = run.srv.State()
+	bad.Sizes = bad.Sizes[1:]
+	if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("keys and lengths of different counts: %v, want ErrCorrupt", err)
+	}
+	for _, k := range []int32{-1, n + 1} {
+		bad = run.srv.State()
+		bad.Sizes[2] = k
+		if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a support length of %d: %v, want ErrCorrupt", k, err)
+		}
+	}
+	if st.Sizes[0] != k {
+		t.Fatalf("the state's support lengths %v, want %d each", st.Sizes, k)
 	}
 }
 
