@@ -26,8 +26,9 @@ import (
 // that resend a message after the failover are acknowledged, the model's
 // accuracy improves, and every replica ends bit-identical. Downloads are
 // seeded: every node serves the same bytes for every version held (the
-// restarted ones with their encoders restored), and a client's replica
-// applying them holds the client model bit for bit.
+// restarted ones having replayed the log), and so does an FSM restored
+// from each node's snapshot; a client's replica applying them holds the
+// client model bit for bit.
 func TestSecAggClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("disk cluster in -short mode")
@@ -101,6 +102,7 @@ func TestSecAggClusterFailover(t *testing.T) {
 	want, _ := leader().FSM().ClientModel()
 	for _, n := range liveNodes(ds) {
 		sameServed(t, "a node", leader().FSM(), n.FSM(), rounds)
+		sameServed(t, "a node's snapshot restored", leader().FSM(), restoredFSM(t, n.FSM()), rounds)
 	}
 	init := make([]float32, len(want))
 	net.Init(init, run.InitSeed)
