@@ -51,7 +51,8 @@ func TestRunConfigSeededDownload(t *testing.T) {
 // as client/remote's); the sync from the version before is seeded; and an
 // FSM restored from a snapshot of the round (its encoder given its
 // support func again) serves the same bytes for every version held, and,
-// once it has applied the next round's entries too, still does.
+// once it has applied the next round's entries too, still does. A round
+// abandoned before the second publishes nothing.
 func TestSecAggSeededFSM(t *testing.T) {
 	const nc, rounds = 5, 3
 	t0 := time.Unix(1000, 0).UTC()
@@ -70,6 +71,9 @@ func TestSecAggSeededFSM(t *testing.T) {
 	var mark int // entries h.f had applied at restored's snapshot
 	now := t0
 	for r := 1; r <= rounds; r++ {
+		if r == 2 {
+			now = saAbandoned(t, h, o.Selected, now.Add(time.Minute), rng)
+		}
 		if r > 1 {
 			now = now.Add(time.Minute)
 			o = h.must(command{Type: cmdOpen, Now: now.UnixNano(), Candidates: o.Selected}).(round.Opened)
@@ -128,7 +132,62 @@ func TestSecAggSeededFSM(t *testing.T) {
 		}
 		restored, mark = restoredFSM(t, h.f), len(h.entries)
 		sameServed(t, fmt.Sprintf("round %d, restored", r), h.f, restored, r)
+		t.Logf("round %d: version %d, %d entries", r, v, len(h.entries))
 	}
+}
+
+// saAbandoned opens a round at now among cands in which only two
+// clients answer the unmask step, requires it to be abandoned with the
+// downloads served as they were (an abandoned round publishes nothing),
+// and returns the time of its last entry.
+func saAbandoned(t *testing.T, h *saHarness, cands []round.ClientID, now time.Time, rng *mrand.Rand) time.Time {
+	t.Helper()
+	v := h.f.View().Version
+	var served [][]byte
+	for have := range v + 1 {
+		d, _ := h.f.ServeDownload(have, true)
+		served = append(served, d.Payload)
+	}
+	o := h.must(command{Type: cmdOpen, Now: now.UnixNano(), Candidates: cands}).(round.Opened)
+	peers := map[round.ClientID]*saPeer{}
+	for step := SecAggAdvertise; step <= SecAggUnmask; step++ {
+		at := now.Add(time.Duration(step+1) * time.Second)
+		for i, id := range o.Selected {
+			task, err := h.f.SecAggTask(id, o.Round)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if step == SecAggAdvertise {
+				delta := make([]float32, h.f.Params())
+				for j := range delta {
+					delta[j] = float32(rng.NormFloat64() * 0.3)
+				}
+				peers[id] = &saPeer{id: id}
+				peers[id].start(t, task, delta)
+			}
+			if step == SecAggUnmask && i >= 2 {
+				continue
+			}
+			h.must(command{Type: cmdSecAgg, Now: at.UnixNano(), Round: int64(o.Round), Client: id, Step: step, Payload: peers[id].answer(t, task)})
+		}
+		if _, _, due := h.f.saDue(at); !due {
+			at = h.f.sa.deadline(h.f.cfg.Round.Deadline, step)
+		}
+		e := h.must(command{Type: cmdSecAggEnd, Now: at.UnixNano(), Round: int64(o.Round), Step: step}).(saEnded)
+		if step == SecAggUnmask && (e.Abandoned == "" || e.Closed != nil) {
+			t.Fatalf("a round with two clients at the unmask step ended with %+v", e)
+		}
+		now = at
+	}
+	if h.f.View().Version != v {
+		t.Fatalf("an abandoned round moved the version from %d to %d", v, h.f.View().Version)
+	}
+	for have := range v + 1 {
+		if d, _ := h.f.ServeDownload(have, true); !bytes.Equal(d.Payload, served[have]) {
+			t.Fatalf("after an abandoned round, the download from version %d changed", have)
+		}
+	}
+	return now
 }
 
 // seededReplica is a client's replica of init as client/remote makes it.
