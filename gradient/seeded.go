@@ -16,7 +16,7 @@ import (
 // random-k, whose key is the round's support seed), a sync need not name
 // indices. PublishSupport moves the counts of the version's support to
 // the global model's nearest counts, count = round((global − init)/step)
-// (no Levels cap), and records the key. A sync across versions that all
+// (no Levels cap), and records the key and the support's length. A sync across versions that all
 // did so lists their keys instead of indices: the client rebuilds each
 // support from its key (Replica.SetSupportFunc), takes their union U,
 // sorted, and reads one count change per coordinate of U, zeros

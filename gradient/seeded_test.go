@@ -384,9 +384,10 @@ func TestPublishSupportRefuses(t *testing.T) {
 
 // TestReplicaRefusesSeeded: a seeded sync is refused without a support
 // func, with supports that are not the server's, with duplicate keys, a
-// key count that is not the versions it spans, or more support work than
-// the bound (the support func is then called at most up to the bound);
-// the replica keeps what it held.
+// key count that is not the versions it spans, more support work than
+// the bound, a length of 0, above n, or too small for the values, or a
+// length uvarint that runs over the keys (for the lengths, the support
+// func is never called); the replica keeps what it held.
 func TestReplicaRefusesSeeded(t *testing.T) {
 	const n, k = 2000, 20
 	run := newSeededRun(t, n, k, 10, nil)
