@@ -125,12 +125,6 @@ func (c RunConfig) Validate() error {
 	if err := c.Spec.Validate(); err != nil {
 		return err
 	}
-	if sp, err := runspec.DownloadSpec(c.DownloadCodec); err == nil && sp.Seeded {
-		// The FSM publishes with Publish and clients hold no support
-		// func: a seeded codec would run as the plain lattice under a
-		// name that promises keyed syncs.
-		return fmt.Errorf("%w: --download-codec %s: seeded syncs are simulated only (fedzip simulate); the coordinator serves lattice", runspec.ErrInvalid, c.DownloadCodec)
-	}
 	if c.StrategyDefaults == "" {
 		c.StrategyDefaults = DefaultsBounded // as the leader commits a new run
 	}
@@ -325,7 +319,14 @@ type FSM struct {
 	// lattice says the download codec is the lattice codec
 	// (gradient.Lattice), whose syncs never send a whole model.
 	lattice bool
-	sc      scratch
+	// seeded says the lattice is seeded (support=seeded) and the run has
+	// a random secure aggregation support: each version is published with
+	// its round's support (publish).
+	seeded bool
+	// supBuf is publish's scratch for a round's random support (seeded
+	// downloads, support=seeded).
+	supBuf []int32
+	sc     scratch
 	// batch holds ApplyBatch's decode buffers, one per update decoded
 	// ahead; only the Raft goroutine uses them.
 	batch   []scratch
@@ -534,8 +535,8 @@ func (f *FSM) init(raw []byte) error {
 	params := make([]float32, model.NumParams())
 	model.Init(params, cfg.InitSeed)
 	var (
-		down    *gradient.ServerEncoder
-		lattice bool
+		down            *gradient.ServerEncoder
+		lattice, seeded bool
 	)
 	if cfg.DownloadOn() {
 		spec, lag, err := cfg.downloadSpec()
@@ -545,12 +546,14 @@ func (f *FSM) init(raw []byte) error {
 		if down, err = gradient.NewServerEncoder(spec, params, lag); err != nil {
 			return fmt.Errorf("coordinator: download codec: %w", err)
 		}
+		setSupports(down, model.NumParams())
 		// The lattice codec steps each tensor on its own; other codecs
 		// ignore the sizes.
 		if err := down.SetTensors(tensorSizes(model)); err != nil {
 			return fmt.Errorf("coordinator: download codec: %w", err)
 		}
 		lattice = spec.Values == gradient.Lattice
+		seeded = spec.Seeded
 	}
 	mach, err := round.New(cfg.Round, strategy, params)
 	if err != nil {
@@ -570,6 +573,9 @@ func (f *FSM) init(raw []byte) error {
 			return err
 		}
 	}
+	// (runspec refuses seeded downloads without a random support; a run
+	// that had them anyway would publish every version explicitly.)
+	f.seeded = seeded && cfg.SecAgg != nil && f.ann == nil
 	return nil
 }
 
@@ -584,20 +590,38 @@ func tensorSizes(m nn.Model) []int {
 	return out
 }
 
+// setSupports gives a download encoder the function that rebuilds secure
+// aggregation's random supports from their seeds (secagg.Supports), which
+// a seeded encoder (support=seeded) needs to publish and compose syncs; it
+// is not part of the encoder's state, so it is set wherever an encoder is
+// created or restored. Other codecs ignore it.
+func setSupports(d *gradient.ServerEncoder, n int) {
+	d.SetSupportFunc(secagg.Supports(n))
+}
+
 // publish makes the global model of a round just closed the download
 // encoder's next version, with random draws seeded by the run's task seed
 // and the round: deterministic, so every replica serves the same bytes.
-// Should encoding fail (a version beyond 2³², a model that overflows), the
-// encoder restarts at the new version from the exact global model, which
-// every client then downloads whole; should even that fail, it stays
-// behind and downloads serve the global model (see ServeDownload). The
-// caller holds mu.
+// With seeded downloads and a random secure aggregation support, the
+// version is published with the round's support, keyed by its seed
+// (PublishSupport: syncs across such versions name the seeds, not the
+// indices). Should encoding fail (a version beyond 2³², a model that
+// overflows), the encoder restarts at the new version from the exact
+// global model, which every client then downloads whole; should even that
+// fail, it stays behind and downloads serve the global model (see
+// ServeDownload). The caller holds mu.
 func (f *FSM) publish(cl round.Closed) {
 	if f.down == nil {
 		return
 	}
 	global := f.mach.Global()
-	if _, err := f.down.Publish(global, f.cfg.DownloadSeed(cl.Round)); err == nil {
+	var err error
+	if key, sup, ok := f.roundSupport(cl.Round); ok {
+		_, err = f.down.PublishSupport(global, f.cfg.DownloadSeed(cl.Round), key, sup)
+	} else {
+		_, err = f.down.Publish(global, f.cfg.DownloadSeed(cl.Round))
+	}
+	if err == nil {
 		return
 	}
 	spec, lag, err := f.cfg.downloadSpec()
@@ -605,8 +629,23 @@ func (f *FSM) publish(cl round.Closed) {
 		return
 	}
 	if d, err := gradient.RestoreServerEncoder(spec, gradient.ServerState{Version: int(cl.Version), Model: global}, lag); err == nil {
+		setSupports(d, f.n)
 		f.down = d
 	}
+}
+
+// roundSupport returns, for a seeded download codec under secure
+// aggregation with a random support, round r's support and its seed (the
+// draw saOpen makes), in f.supBuf; false otherwise.
+func (f *FSM) roundSupport(r int) (uint64, []int32, bool) {
+	sa := f.cfg.SecAgg
+	if !f.seeded {
+		return 0, nil, false
+	}
+	key := round.TaskSeed(f.cfg.TaskSeed^saltSupport, r, 0)
+	f.supBuf = slices.Grow(f.supBuf[:0], saSupportLen(sa, f.n))[:saSupportLen(sa, f.n)]
+	secagg.Support(f.supBuf, f.n, key)
+	return key, f.supBuf, true
 }
 
 // submit applies a submit entry. pre, if not nil, is its update decoded
@@ -806,6 +845,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			if nf.down, err = gradient.RestoreServerEncoder(spec, *s.Download, lag); err != nil {
 				return fmt.Errorf("coordinator: restore: download encoder: %w", err)
 			}
+			setSupports(nf.down, nf.n)
 		}
 		for _, c := range s.Accepted {
 			if _, err := nf.submit(time.Unix(0, c.Now).UTC(), c, nil); err != nil {
@@ -829,7 +869,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cfg, f.rawCfg, f.model, f.strategy, f.mach, f.codec, f.n, f.run = nf.cfg, nf.rawCfg, nf.model, nf.strategy, nf.mach, nf.codec, nf.n, nf.run
-	f.down, f.initCRC, f.lattice = nf.down, nf.initCRC, nf.lattice
+	f.down, f.initCRC, f.lattice, f.seeded = nf.down, nf.initCRC, nf.lattice, nf.seeded
 	f.whole.reset()
 	f.clients, f.nextID, f.accepted, f.lastClosed, f.applied = nf.clients, nf.nextID, nf.accepted, nf.lastClosed, nf.applied
 	f.closedLog = f.closedLog[:0]

@@ -285,7 +285,7 @@ func TestSecAggAnnouncedClusterFailover(t *testing.T) {
 		t.Skip("disk cluster in -short mode")
 	}
 	const rounds = 3
-	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"})
+	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 0.2, Bits: 16, Clip: 1, Support: "announced,block=8"}, "")
 	run, ds, leader, sims, peers, net := c.run, c.ds, c.leader, c.sims, c.peers, c.net
 	d := net.NumParams()
 	blocks, explore := secagg.AnnouncedBlocks(d, int(math.Round(run.SecAgg.Fraction*float64(d))), 8, runspec.DefaultSecAggExplore)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/dataset"
+	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
@@ -23,13 +24,17 @@ import (
 // keys, masked input, unmask) and restarted once the round is over: no round is lost,
 // each moves the model by exactly the survivors' decoded mean, clients
 // that resend a message after the failover are acknowledged, the model's
-// accuracy improves, and every replica ends bit-identical.
+// accuracy improves, and every replica ends bit-identical. Downloads are
+// seeded: every node serves the same bytes for every version held (the
+// restarted ones having replayed the log), and so does an FSM restored
+// from each node's snapshot; a client's replica applying them holds the
+// client model bit for bit.
 func TestSecAggClusterFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("disk cluster in -short mode")
 	}
 	const rounds = 4
-	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 1, Bits: 16, Clip: 1})
+	c := newSACluster(t, rounds, &runspec.SecAgg{Fraction: 1, Bits: 16, Clip: 1}, runspec.SeededDownloadCodec)
 	run, ds, leader, fed, sims, peers, net := c.run, c.ds, c.leader, c.fed, c.sims, c.peers, c.net
 	accuracy := func(params []float32) float64 {
 		correct, _ := net.Scratch(fed.Test.N).Evaluate(params, fed.Test.X, fed.Test.Y)
@@ -93,6 +98,22 @@ func TestSecAggClusterFailover(t *testing.T) {
 		}
 		return true
 	})
+	// The download encoders agree bit for bit on every node.
+	want, _ := leader().FSM().ClientModel()
+	for _, n := range liveNodes(ds) {
+		sameServed(t, "a node", leader().FSM(), n.FSM(), rounds)
+		sameServed(t, "a node's snapshot restored", leader().FSM(), restoredFSM(t, n.FSM()), rounds)
+	}
+	init := make([]float32, len(want))
+	net.Init(init, run.InitSeed)
+	rep := seededReplica(t, init)
+	d, _ := leader().FSM().ServeDownload(0, true)
+	if _, err := rep.Apply(d.Payload, gradient.Limits{MaxParams: len(init)}); err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(rep.Model(), want); i >= 0 {
+		t.Fatalf("a client's replica differs from the client model at %d", i)
+	}
 	final, _ := leader().FSM().Model()
 	a0, a1 := accuracy(initial), accuracy(final)
 	t.Logf("test accuracy %.3f before, %.3f after %d secure aggregation rounds", a0, a1, rounds)
@@ -192,14 +213,15 @@ type saCluster struct {
 }
 
 // newSACluster starts a saCluster for rounds rounds of an mlp:16 with the
-// secure aggregation sa, all five clients selected each round.
-func newSACluster(t *testing.T, rounds int, sa *runspec.SecAgg) *saCluster {
+// secure aggregation sa and the download codec download ("": none), all
+// five clients selected each round.
+func newSACluster(t *testing.T, rounds int, sa *runspec.SecAgg, download string) *saCluster {
 	t.Helper()
 	fed, _ := dataset.Synthetic(1, 1, 5, 3)
 	c := &saCluster{fed: fed, peers: map[round.ClientID]*saPeer{}}
 	c.run = &RunConfig{Spec: runspec.Spec{Model: "mlp:16", InputDim: dataset.SyntheticDim, Classes: dataset.SyntheticClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{PerRound: 5, MinClients: 3, Rounds: rounds, Deadline: 4 * time.Minute, Seed: 5},
-		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none", SecAgg: sa}}
+		TaskSeed: 5, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none", SecAgg: sa, DownloadCodec: download}}
 	c.ds = diskCluster(t, 3, c.run, fastRaft)
 	c.leader = func() *Node { return leaderOfDisk(t, c.ds) }
 	waitFor(t, "init", func() bool { return c.leader().FSM().View().Initialised })

@@ -167,11 +167,13 @@
 //
 // A seeded lattice sync (format 4 with selection random-k, the
 // support=seeded codec: ServerEncoder.PublishSupport) names supports
-// instead of indices: the indices section, coding 3 seed, holds one u64
-// key (little endian) per version from base+1 to round, in that order (1
-// to 1024 keys, none twice); the receiver rebuilds each key's support with
-// its SupportFunc and takes their union U, sorted, of exactly k
-// coordinates (at most 32·n support coordinates in all). The scales
+// instead of indices: the indices section, coding 3 seed, holds the
+// length s of every support (a uvarint, 1 ≤ s ≤ n) and then one u64 key
+// (little endian) per version from base+1 to round, in that order (1 to
+// 1024 keys, none twice, s times their number at most 32·n and at least
+// k). The receiver rebuilds each key's support of s coordinates with its
+// SupportFunc (secagg.Support(dst[:s], n, key): it needs nothing of the
+// run) and takes their union U, sorted, of exactly k coordinates. The scales
 // section is the tensor table, always with steps. The values section holds
 // the k count changes over U, zeros included, zigzag coded as uvarints or
 // as compress.AppendHuffman of the symbols min(z, 255) followed by a

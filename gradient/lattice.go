@@ -72,12 +72,13 @@ type lattice struct {
 	mu    sync.Mutex
 	cache map[int][]byte
 
-	// With support=seeded only: keys[i] and seeded[i] are the key of the
-	// support of version version − len(keys) + 1 + i and whether the
-	// version moved counts on that support only (the last maxSeededKeys
-	// versions); supports rebuilds a support from its key (nil until
-	// SetSupportFunc).
+	// With support=seeded only: keys[i], sizes[i] and seeded[i] are the
+	// key and length of the support of version version − len(keys) + 1 + i
+	// and whether the version moved counts on that support only (the last
+	// maxSeededKeys versions); supports rebuilds a support from its key
+	// (nil until SetSupportFunc).
 	keys     []uint64
+	sizes    []int32
 	seeded   []bool
 	supports SupportFunc
 }
@@ -216,7 +217,7 @@ func (s *ServerEncoder) publishLattice(global []float32, seeded bool, key uint64
 	s.version++
 	s.pushHistory(msg)
 	if s.spec.Seeded {
-		l.pushKey(key, onSupport)
+		l.pushKey(key, len(support), onSupport)
 	}
 	l.mu.Lock()
 	l.cache = nil
@@ -750,14 +751,19 @@ func restoreLattice(spec Spec, st ServerState, maxLag int) (*ServerEncoder, erro
 			return nil, bad("the model differs from init + step·counts at coordinate %d", i)
 		}
 	}
-	if len(st.Keys) != len(st.Seeded) || len(st.Keys) > st.Version || (len(st.Keys) > 0 && !spec.Seeded) {
-		return nil, bad("%d keys and %d seeded flags at version %d (support=seeded: %v)", len(st.Keys), len(st.Seeded), st.Version, spec.Seeded)
+	if len(st.Keys) != len(st.Seeded) || len(st.Keys) != len(st.Sizes) || len(st.Keys) > st.Version || (len(st.Keys) > 0 && !spec.Seeded) {
+		return nil, bad("%d keys, %d lengths and %d seeded flags at version %d (support=seeded: %v)", len(st.Keys), len(st.Sizes), len(st.Seeded), st.Version, spec.Seeded)
+	}
+	for _, k := range st.Sizes {
+		if k < 0 || int(k) > n {
+			return nil, bad("support length %d of a model of %d", k, n)
+		}
 	}
 	if spec.Seeded {
 		// (Whether a version really moved counts on its support only is
 		// checked again whenever a seeded sync is composed.)
 		keep := max(len(st.Keys)-maxSeededKeys, 0)
-		l.keys, l.seeded = slices.Clone(st.Keys[keep:]), slices.Clone(st.Seeded[keep:])
+		l.keys, l.sizes, l.seeded = slices.Clone(st.Keys[keep:]), slices.Clone(st.Sizes[keep:]), slices.Clone(st.Seeded[keep:])
 	}
 	hist := st.History[len(st.History)-min(len(st.History), maxLag):]
 	v := st.Version - len(hist)

@@ -127,7 +127,7 @@ func (r *Replica) applyLattice(h *Header, msg []byte) error {
 // supports (bounded by union before any support is rebuilt past the
 // bound) and applies the count changes over it as an explicit sync's.
 func (r *Replica) applySeeded(h *Header, msg []byte) error {
-	tensors, steps, keys, vals, err := r.dec.seeded(h, msg)
+	tensors, steps, k, keys, vals, err := r.dec.seeded(h, msg)
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func (r *Replica) applySeeded(h *Header, msg []byte) error {
 	}
 	n := len(r.model)
 	bm := grow(&r.bm, (n+63)/64)
-	size, sup, err := union(r.supports, keys, n, bm, r.sup)
+	size, sup, err := union(r.supports, keys, k, n, bm, r.sup)
 	r.sup = sup
 	if err != nil || size != h.K {
 		clear(bm)

@@ -16,7 +16,7 @@ import (
 // random-k, whose key is the round's support seed), a sync need not name
 // indices. PublishSupport moves the counts of the version's support to
 // the global model's nearest counts, count = round((global − init)/step)
-// (no Levels cap), and records the key. A sync across versions that all
+// (no Levels cap), and records the key and the support's length. A sync across versions that all
 // did so lists their keys instead of indices: the client rebuilds each
 // support from its key (Replica.SetSupportFunc), takes their union U,
 // sorted, and reads one count change per coordinate of U, zeros
@@ -25,26 +25,33 @@ import (
 // version was published with its support.
 //
 // The wire form is a lattice message with randk selection: the indices
-// section holds the keys (CodingSeed, 8 bytes little-endian each, one per
-// version from Base+1 to Round, in that order), the scales section the
-// tensor table (always with steps), the values section the |U| = K count
-// changes. Both sides bound the work before doing it: at most
-// maxSeededKeys keys, and at most seededWork(n) support coordinates in
-// all; duplicate keys, supports that are not sorted, distinct and in
-// range, and a union whose size is not K are refused.
+// section holds the supports' length and keys (CodingSeed: the length s
+// of every support, a uvarint with 1 ≤ s ≤ n, then the keys, 8 bytes
+// little-endian each, one per version from Base+1 to Round, in that
+// order), the scales section the tensor table (always with steps), the
+// values section the |U| = K count changes. Carrying s lets any client
+// rebuild every support (secagg.Support(dst[:s], n, key)) with no
+// knowledge of the run; versions whose supports differ in length are
+// never seeded together. Both sides bound the work before doing it: at
+// most maxSeededKeys keys, and at most seededWork(n) support coordinates
+// in all, checked on the length before any support is rebuilt; duplicate
+// keys, supports that are not s sorted, distinct coordinates in range,
+// and a union whose size is not K are refused.
 //
 // Every path gives the same bits: a seeded sync is composed from the same
 // kept deltas as an explicit one (and refused, for the explicit form, if
 // one of them changed a count off the union), and a Replica applies the
 // count changes exactly as it applies an explicit sync's.
 
-// SupportFunc rebuilds the support drawn from key: it appends the
-// support's indices, sorted, distinct and in [0, n), to dst and returns
-// the result. It must return the same support for the same key on every
-// party (secagg.Support with the run's support length, say). A
-// ServerEncoder may call it from concurrent syncs: it must be safe for
-// concurrent use there.
-type SupportFunc func(key uint64, dst []int32) ([]int32, error)
+// SupportFunc rebuilds the support of k coordinates drawn from key: it
+// appends the support's k indices, sorted, distinct and in [0, n), to dst
+// and returns the result (secagg.Support(dst[:k], n, key), say). It must
+// return the same support for the same key and k on every party. k comes
+// from the support given to PublishSupport on the server and from the
+// sync's bytes on a Replica, where it is at least 1 and at most n, and k
+// times the sync's keys at most 32·n. A ServerEncoder may call it from
+// concurrent syncs: it must be safe for concurrent use there.
+type SupportFunc func(key uint64, k int, dst []int32) ([]int32, error)
 
 // maxSeededKeys bounds the keys of a seeded sync: the versions it spans.
 const maxSeededKeys = 1024
@@ -105,7 +112,7 @@ func (s *ServerEncoder) PublishSupport(global []float32, seed, key uint64, suppo
 	if err := checkSupport(support, n); err != nil {
 		return Stats{}, err
 	}
-	got, err := s.lat.supports(key, s.lat.idx[:0])
+	got, err := s.lat.supports(key, len(support), s.lat.idx[:0])
 	if err != nil {
 		return Stats{}, fmt.Errorf("gradient: support of key %#x: %w", key, err)
 	}
@@ -172,26 +179,36 @@ func (l *lattice) moveNearest(global, diff []float32, support []int32, factor fl
 	return sel, vals, on, nil
 }
 
-// pushKey records the key of the version just published and whether it
-// moved counts on its support only, keeping the last maxSeededKeys.
-func (l *lattice) pushKey(key uint64, seeded bool) {
+// pushKey records the key and support length of the version just
+// published and whether it moved counts on its support only, keeping the
+// last maxSeededKeys.
+func (l *lattice) pushKey(key uint64, k int, seeded bool) {
 	if len(l.keys) == maxSeededKeys {
 		copy(l.keys, l.keys[1:])
+		copy(l.sizes, l.sizes[1:])
 		copy(l.seeded, l.seeded[1:])
-		l.keys, l.seeded = l.keys[:maxSeededKeys-1], l.seeded[:maxSeededKeys-1]
+		l.keys, l.sizes, l.seeded = l.keys[:maxSeededKeys-1], l.sizes[:maxSeededKeys-1], l.seeded[:maxSeededKeys-1]
 	}
 	l.keys = append(l.keys, key)
+	l.sizes = append(l.sizes, int32(k))
 	l.seeded = append(l.seeded, seeded)
 }
 
-// union rebuilds the supports of keys with f into the bitmap bm (of n
-// bits, zero on entry) and returns the number of coordinates set. It
-// refuses duplicate keys, supports that are not sorted, distinct and in
-// range, and more than seededWork(n) support coordinates in all. buf is
-// scratch for f; the grown buffer is returned.
-func union(f SupportFunc, keys []uint64, n int, bm []uint64, buf []int32) (int, []int32, error) {
+// union rebuilds the supports of keys, of k coordinates each, with f
+// into the bitmap bm (of n bits, zero on entry) and returns the number of
+// coordinates set. Before it rebuilds any, it refuses duplicate keys, k
+// outside [1, n] and more than seededWork(n) support coordinates in all;
+// then supports that are not k sorted, distinct coordinates in range. buf
+// is scratch for f; the grown buffer is returned.
+func union(f SupportFunc, keys []uint64, k, n int, bm []uint64, buf []int32) (int, []int32, error) {
 	if len(keys) < 1 || len(keys) > maxSeededKeys {
 		return 0, buf, fmt.Errorf("%w: a seeded sync of %d keys, want 1..%d", ErrCorrupt, len(keys), maxSeededKeys)
+	}
+	if k < 1 || k > n {
+		return 0, buf, fmt.Errorf("%w: supports of %d coordinates for a model of %d", ErrCorrupt, k, n)
+	}
+	if k*len(keys) > seededWork(n) {
+		return 0, buf, fmt.Errorf("%w: a seeded sync of %d supports of %d, more than %d coordinates for a model of %d", ErrTooLarge, len(keys), k, seededWork(n), n)
 	}
 	for a := range keys {
 		for b := a + 1; b < len(keys); b++ {
@@ -200,17 +217,17 @@ func union(f SupportFunc, keys []uint64, n int, bm []uint64, buf []int32) (int, 
 			}
 		}
 	}
-	work, count := 0, 0
+	count := 0
 	for _, key := range keys {
 		var err error
-		if buf, err = f(key, buf[:0]); err != nil {
+		if buf, err = f(key, k, buf[:0]); err != nil {
 			return 0, buf, fmt.Errorf("gradient: support of key %#x: %w", key, err)
+		}
+		if len(buf) != k {
+			return 0, buf, fmt.Errorf("%w: the support func rebuilt %d coordinates for key %#x, want %d", ErrCorrupt, len(buf), key, k)
 		}
 		if err := checkSupport(buf, n); err != nil {
 			return 0, buf, err
-		}
-		if work += len(buf); work > seededWork(n) {
-			return 0, buf, fmt.Errorf("%w: a seeded sync of more than %d support coordinates for a model of %d", ErrTooLarge, seededWork(n), n)
 		}
 		for _, i := range buf {
 			w, b := i>>6, uint64(1)<<(i&63)
@@ -251,14 +268,15 @@ func (s *ServerEncoder) composeSeeded(have int) []byte {
 	if have > 0 && lag > len(s.history) {
 		return nil
 	}
-	keys := l.keys[len(l.keys)-lag:]
-	for _, ok := range l.seeded[len(l.seeded)-lag:] {
-		if !ok {
+	keys, sizes := l.keys[len(l.keys)-lag:], l.sizes[len(l.sizes)-lag:]
+	for j, ok := range l.seeded[len(l.seeded)-lag:] {
+		if !ok || sizes[j] != sizes[0] {
 			return nil
 		}
 	}
+	k := int(sizes[0])
 	bm := make([]uint64, (n+63)/64)
-	size, _, err := union(l.supports, keys, n, bm, nil)
+	size, _, err := union(l.supports, keys, k, n, bm, nil)
 	if err != nil {
 		return nil
 	}
@@ -279,7 +297,7 @@ func (s *ServerEncoder) composeSeeded(have int) []byte {
 		if nnz != l.nnz {
 			return nil
 		}
-		return appendSeededMessage(nil, n, 0, s.version, l.tensors, l.steps, keys, vals)
+		return appendSeededMessage(nil, n, 0, s.version, l.tensors, l.steps, k, keys, vals)
 	}
 	sp, _ := scratchPool.Get().(*[]int64)
 	if sp == nil || len(*sp) != n {
@@ -324,16 +342,17 @@ func (s *ServerEncoder) composeSeeded(have int) []byte {
 		}
 		vals[j] = int32(v)
 	}
-	return appendSeededMessage(nil, n, have, s.version, l.tensors, l.steps, keys, vals)
+	return appendSeededMessage(nil, n, have, s.version, l.tensors, l.steps, k, keys, vals)
 }
 
 // appendSeededMessage appends a seeded sync from version base to to: the
-// keys of the versions base+1..to, the tensor table and the count changes
-// over the union of the keys' supports, sorted (see "Seeded syncs").
-func appendSeededMessage(dst []byte, n, base, to int, tensors []int, steps []float32, keys []uint64, vals []int32) []byte {
-	var sec []byte
-	for _, k := range keys {
-		sec = binary.LittleEndian.AppendUint64(sec, k)
+// supports' length k and the keys of the versions base+1..to, the tensor
+// table and the count changes over the union of the keys' supports,
+// sorted (see "Seeded syncs").
+func appendSeededMessage(dst []byte, n, base, to int, tensors []int, steps []float32, k int, keys []uint64, vals []int32) []byte {
+	sec := binary.AppendUvarint(nil, uint64(k))
+	for _, key := range keys {
+		sec = binary.LittleEndian.AppendUint64(sec, key)
 	}
 	kl := len(sec)
 	sec = appendLatticeTable(sec, tensors, steps)
@@ -352,29 +371,41 @@ func appendSeededMessage(dst []byte, n, base, to int, tensors []int, steps []flo
 }
 
 // seeded decodes a seeded sync that parse accepted: its tensor table
-// (which must have steps), its keys (one per version from Base+1 to
-// Round) and its K count changes, in d's scratch.
-func (d *Decoder) seeded(h *Header, src []byte) (tensors []int, steps []float32, keys []uint64, vals []int32, err error) {
+// (which must have steps), its supports' length k (in [1, n], k times the
+// keys at most seededWork(n) and at least K), its keys (one per version
+// from Base+1 to Round) and its K count changes, in d's scratch.
+func (d *Decoder) seeded(h *Header, src []byte) (tensors []int, steps []float32, k int, keys []uint64, vals []int32, err error) {
 	if h.Format != FormatLattice || h.Selection != RandK {
-		return nil, nil, nil, nil, fmt.Errorf("%w: a %s %s message where a seeded lattice sync was expected", ErrCorrupt, h.Selection, h.Format)
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a %s %s message where a seeded lattice sync was expected", ErrCorrupt, h.Selection, h.Format)
 	}
 	if tensors, steps, err = latticeTable(h, src); err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, 0, nil, nil, err
 	}
 	if steps == nil {
-		return nil, nil, nil, nil, fmt.Errorf("%w: a seeded lattice sync without steps", ErrCorrupt)
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a seeded lattice sync without steps", ErrCorrupt)
 	}
 	_, kb := sectionBytes(h, src, SectionIndices)
-	nk := len(kb) / 8 // parse: 1..maxSeededKeys whole keys
-	if h.Round <= h.Base || h.Round-h.Base != nk {
-		return nil, nil, nil, nil, fmt.Errorf("%w: a seeded lattice sync from version %d to %d with %d keys", ErrCorrupt, h.Base, h.Round, nk)
+	k64, w := binary.Uvarint(kb)
+	if w <= 0 || k64 < 1 || k64 > uint64(h.N) {
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a seeded lattice sync with supports of %d coordinates (%d bytes) for a model of %d", ErrCorrupt, k64, w, h.N)
+	}
+	k, kb = int(k64), kb[w:]
+	nk := len(kb) / 8
+	if len(kb)%8 != 0 || nk < 1 || nk > maxSeededKeys || h.Round <= h.Base || h.Round-h.Base != nk {
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a seeded lattice sync from version %d to %d with %d bytes of keys", ErrCorrupt, h.Base, h.Round, len(kb))
+	}
+	if k*nk > seededWork(h.N) {
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a seeded lattice sync of %d supports of %d, more than %d coordinates for a model of %d", ErrTooLarge, nk, k, seededWork(h.N), h.N)
+	}
+	if h.K > k*nk {
+		return nil, nil, 0, nil, nil, fmt.Errorf("%w: a seeded lattice sync of %d values for %d supports of %d", ErrCorrupt, h.K, nk, k)
 	}
 	keys = grow(&d.keys, nk)
 	for j := range keys {
 		keys[j] = binary.LittleEndian.Uint64(kb[8*j:])
 	}
 	if vals, err = d.latticeValues(h, src, 0); err != nil {
-		return nil, nil, nil, nil, err
+		return nil, nil, 0, nil, nil, err
 	}
-	return tensors, steps, keys, vals, nil
+	return tensors, steps, k, keys, vals, nil
 }

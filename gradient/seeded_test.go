@@ -14,14 +14,25 @@ import (
 )
 
 // randomSupports returns a SupportFunc drawing k of n coordinates with
-// the key as seed, as secagg.Support does, and counts its calls in
-// *calls (if not nil).
+// the key as seed, as secagg.Support does, whatever length it is asked
+// for, and counts its calls in *calls (if not nil).
 func randomSupports(n, k int, calls *int) SupportFunc {
 	var ws compress.Workspace
-	return func(key uint64, dst []int32) ([]int32, error) {
+	return func(key uint64, _ int, dst []int32) ([]int32, error) {
 		if calls != nil {
 			*calls++
 		}
+		dst = slices.Grow(dst[:0], k)[:k]
+		compress.RandK(dst, n, key, &ws)
+		return dst, nil
+	}
+}
+
+// anySupports returns the SupportFunc a client uses: it draws the length
+// the sync asks for, of n coordinates, knowing nothing else of the run.
+func anySupports(n int) SupportFunc {
+	var ws compress.Workspace
+	return func(key uint64, k int, dst []int32) ([]int32, error) {
 		dst = slices.Grow(dst[:0], k)[:k]
 		compress.RandK(dst, n, key, &ws)
 		return dst, nil
@@ -73,7 +84,7 @@ func (r *seededRun) publish(t testing.TB) {
 	t.Helper()
 	key := r.rng.Uint64()
 	var err error
-	if r.buf, err = r.sup(key, r.buf); err != nil {
+	if r.buf, err = r.sup(key, r.k, r.buf); err != nil {
 		t.Fatal(err)
 	}
 	for _, i := range r.buf {
@@ -91,7 +102,7 @@ func (r *seededRun) replica(t testing.TB) *Replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep.SetSupportFunc(r.sup)
+	rep.SetSupportFunc(anySupports(r.n))
 	return rep
 }
 
@@ -248,7 +259,8 @@ func TestSeededOffSupport(t *testing.T) {
 
 // TestSeededRestore: an encoder restored from its state (and given its
 // support func again) serves the same bytes to every client and
-// publishes the same next version; keys on a non-seeded spec are refused.
+// publishes the same next version; keys on a non-seeded spec, and
+// support lengths that do not match the keys or the model, are refused.
 func TestSeededRestore(t *testing.T) {
 	const n, k, lag = 3000, 30, 5
 	run := newSeededRun(t, n, k, lag, []int{2000, 1000})
@@ -294,6 +306,21 @@ func TestSeededRestore(t *testing.T) {
 	if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("keys and flags of different lengths: %v, want ErrCorrupt", err)
 	}
+	bad = run.srv.State()
+	bad.Sizes = bad.Sizes[1:]
+	if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("keys and lengths of different counts: %v, want ErrCorrupt", err)
+	}
+	for _, k := range []int32{-1, n + 1} {
+		bad = run.srv.State()
+		bad.Sizes[2] = k
+		if _, err := RestoreServerEncoder(run.srv.spec, bad, lag); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("a support length of %d: %v, want ErrCorrupt", k, err)
+		}
+	}
+	if st.Sizes[0] != k {
+		t.Fatalf("the state's support lengths %v, want %d each", st.Sizes, k)
+	}
 }
 
 // TestSeededSpec: the key parses, prints and is refused where it does not
@@ -328,8 +355,8 @@ func TestSeededSpec(t *testing.T) {
 func TestPublishSupportRefuses(t *testing.T) {
 	const n = 500
 	run := newSeededRun(t, n, 10, 4, nil)
-	good, _ := run.sup(42, nil)
-	other, _ := run.sup(43, nil)
+	good, _ := run.sup(42, 10, nil)
+	other, _ := run.sup(43, 10, nil)
 	for name, sup := range map[string][]int32{
 		"unsorted":      {5, 3},
 		"duplicate":     {3, 3},
@@ -357,9 +384,10 @@ func TestPublishSupportRefuses(t *testing.T) {
 
 // TestReplicaRefusesSeeded: a seeded sync is refused without a support
 // func, with supports that are not the server's, with duplicate keys, a
-// key count that is not the versions it spans, or more support work than
-// the bound (the support func is then called at most up to the bound);
-// the replica keeps what it held.
+// key count that is not the versions it spans, more support work than
+// the bound, a length of 0, above n, or too small for the values, or a
+// length uvarint that runs over the keys (for the lengths, the support
+// func is never called); the replica keeps what it held.
 func TestReplicaRefusesSeeded(t *testing.T) {
 	const n, k = 2000, 20
 	run := newSeededRun(t, n, k, 10, nil)
@@ -384,13 +412,20 @@ func TestReplicaRefusesSeeded(t *testing.T) {
 	keep(r, "no support func", ErrSpec)
 	r.SetSupportFunc(randomSupports(n, k+1, nil))
 	keep(r, "longer supports", ErrCorrupt)
-	r.SetSupportFunc(func(key uint64, dst []int32) ([]int32, error) { return append(dst[:0], 7, 3), nil })
+	r.SetSupportFunc(func(key uint64, k int, dst []int32) ([]int32, error) {
+		dst = append(dst[:0], 7, 3)
+		for i := 2; i < k; i++ {
+			dst = append(dst, int32(i+10))
+		}
+		return dst, nil
+	})
 	keep(r, "unsorted support", ErrIndex)
 
 	h, _ := ReadHeader(msg, lim)
 	ks := h.Sections[0]
 	dup := slices.Clone(msg)
-	copy(dup[ks.Offset+8:ks.Offset+16], dup[ks.Offset:ks.Offset+8])
+	kOff := ks.Offset + 1 // after the length, a one-byte uvarint
+	copy(dup[kOff+8:kOff+16], dup[kOff:kOff+8])
 	msg = reseal(dup)
 	r.SetSupportFunc(run.sup)
 	keep(r, "duplicate keys", ErrCorrupt)
@@ -409,10 +444,47 @@ func TestReplicaRefusesSeeded(t *testing.T) {
 	for i := range many {
 		many[i] = uint64(i)
 	}
-	msg = appendSeededMessage(nil, n, 0, len(many), []int{n}, []float32{0.01}, many, make([]int32, n))
+	msg = appendSeededMessage(nil, n, 0, len(many), []int{n}, []float32{0.01}, n, many, make([]int32, n))
 	keep(r, "too much work", ErrTooLarge)
-	if calls > seededWork(n)/n+1 {
-		t.Errorf("the support func was called %d times past the bound of %d coordinates", calls, seededWork(n))
+	if calls != 0 {
+		t.Errorf("the support func was called %d times for a sync past the bound of %d coordinates (the lengths say so)", calls, seededWork(n))
+	}
+
+	// Lengths that are not a support's, or that cannot hold the values,
+	// are refused before any support is rebuilt.
+	calls = 0
+	count := anySupports(n)
+	r.SetSupportFunc(func(key uint64, k int, dst []int32) ([]int32, error) {
+		calls++
+		return count(key, k, dst)
+	})
+	var d Decoder
+	h, _ = ReadHeader(orig, lim)
+	tensors, steps, sk, keys, vals, err := d.seeded(&h, orig)
+	if err != nil || sk != k {
+		t.Fatalf("the sync from 0: length %d, %v", sk, err)
+	}
+	tensors, steps, keys, vals = slices.Clone(tensors), slices.Clone(steps), slices.Clone(keys), slices.Clone(vals)
+	for name, bad := range map[string]int{
+		"length 0":         0,
+		"length above n":   n + 1,
+		"length 2^63":      -1 << 63,
+		"length below K/4": len(vals)/4 - 1,
+	} {
+		msg = appendSeededMessage(nil, n, 0, 4, tensors, steps, bad, keys, vals)
+		keep(r, name, ErrCorrupt)
+	}
+	// A length whose uvarint runs past the keys' bytes.
+	msg = slices.Clone(orig)
+	msg[h.Sections[0].Offset] |= 0x80
+	msg = reseal(msg)
+	keep(r, "length uvarint over the keys", ErrCorrupt)
+	if calls != 0 {
+		t.Errorf("the support func was called %d times for lengths the bytes refuse", calls)
+	}
+	msg = appendSeededMessage(nil, n, 0, 4, tensors, steps, k, keys, vals)
+	if _, err := r.Apply(msg, lim); err != nil || sameBits(r.Model(), run.srv.Model()) >= 0 {
+		t.Fatalf("the sync re-emitted: %v", err)
 	}
 }
 
@@ -485,7 +557,7 @@ func FuzzSeededSync(f *testing.F) {
 func TestSeededConcurrentSyncs(t *testing.T) {
 	const n, k, lag = 3000, 30, 8
 	a, b := newSeededRun(t, n, k, lag, nil), newSeededRun(t, n, k, lag, nil)
-	safe := func(key uint64, dst []int32) ([]int32, error) {
+	safe := func(key uint64, _ int, dst []int32) ([]int32, error) {
 		dst = slices.Grow(dst[:0], k)[:k]
 		compress.RandK(dst, n, key, nil) // its own workspace per call
 		return dst, nil

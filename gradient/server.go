@@ -245,11 +245,13 @@ type ServerState struct {
 	Tensors []int     `json:",omitempty"`
 	Steps   []float32 `json:",omitempty"`
 	Counts  []int32   `json:",omitempty"`
-	// With support=seeded only: the keys of the last versions' supports
-	// (at most the last maxSeededKeys versions, oldest first: Keys[i] is
-	// that of version Version − len(Keys) + 1 + i) and whether each
-	// version moved counts on its support only (PublishSupport).
+	// With support=seeded only: the keys and lengths of the last
+	// versions' supports (at most the last maxSeededKeys versions, oldest
+	// first: Keys[i] and Sizes[i] are those of version Version − len(Keys)
+	// + 1 + i; 0 and 0 for a plain Publish) and whether each version moved
+	// counts on its support only (PublishSupport).
 	Keys   []uint64 `json:",omitempty"`
+	Sizes  []int32  `json:",omitempty"`
 	Seeded []bool   `json:",omitempty"`
 }
 
@@ -263,7 +265,7 @@ func (s *ServerEncoder) State() ServerState {
 	if l := s.lat; l != nil {
 		st.Init, st.Tensors = slices.Clone(l.init), slices.Clone(l.tensors)
 		st.Steps, st.Counts = slices.Clone(l.steps), slices.Clone(l.counts)
-		st.Keys, st.Seeded = slices.Clone(l.keys), slices.Clone(l.seeded)
+		st.Keys, st.Sizes, st.Seeded = slices.Clone(l.keys), slices.Clone(l.sizes), slices.Clone(l.seeded)
 	}
 	return st
 }

@@ -92,7 +92,8 @@ const (
 	// Bits 32) of a download of the lattice codec; the scales section is
 	// the tensor table (sizes and steps). See ServerEncoder. With randk
 	// selection it is a seeded sync: the indices section holds the keys of
-	// the supports (CodingSeed, 8 bytes each) and the values are the
+	// the supports and their length (CodingSeed: a uvarint, then 8 bytes
+	// a key) and the values are the
 	// count changes over the supports' union, zeros included (see
 	// ServerEncoder.PublishSupport).
 	FormatLattice Format = 4
@@ -509,9 +510,10 @@ func (h *Header) checkSection(s Section) error {
 	switch s.Kind {
 	case SectionIndices:
 		if h.Format == FormatLattice && h.Selection == RandK {
-			// A seeded sync: the keys, 8 bytes each, one per version.
-			if s.Coding != CodingSeed || s.Length < 8 || s.Length%8 != 0 || s.Length > 8*maxSeededKeys {
-				return bad("seeded lattice sync: %s keys of %d bytes, want seed coding and 1..%d keys of 8 bytes", s.Coding, s.Length, maxSeededKeys)
+			// A seeded sync: the supports' length (a uvarint), then a
+			// key, 8 bytes, per version (Decoder.seeded checks the rest).
+			if s.Coding != CodingSeed || s.Length < 1+8 || s.Length > binary.MaxVarintLen64+8*maxSeededKeys {
+				return bad("seeded lattice sync: %s keys of %d bytes, want seed coding, a length and 1..%d keys of 8 bytes", s.Coding, s.Length, maxSeededKeys)
 			}
 			return nil
 		}

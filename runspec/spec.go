@@ -420,16 +420,16 @@ func CheckDownloadCodec(spec string) error {
 
 // SeededDownloadCodec is the download codec whose syncs name the keys of
 // secure aggregation's random supports instead of indices
-// (gradient.ServerEncoder.PublishSupport): the default of a simulated run
-// with a random secure aggregation support (SecAggDownloadCodec).
+// (gradient.ServerEncoder.PublishSupport): the default of a run with a
+// random secure aggregation support (SecAggDownloadCodec).
 const SeededDownloadCodec = "seeded"
 
-// SecAggDownloadCodec returns the download codec a simulated run with
-// secure aggregation sa uses when --download-codec is not given (codec is
-// then its default): SeededDownloadCodec for DefaultDownloadCodec when sa
-// has a random support (every version then changes on a support drawn
-// from a seed every client knows), codec otherwise. A coordinator keeps
-// the lattice: it does not publish versions with their supports.
+// SecAggDownloadCodec returns the download codec a run (simulated or a
+// coordinator's) with secure aggregation sa uses when --download-codec is
+// not given (codec is then its default): SeededDownloadCodec for
+// DefaultDownloadCodec when sa has a random support (every version then
+// changes on a support drawn from a seed every client knows), codec
+// otherwise.
 func SecAggDownloadCodec(codec string, sa *SecAgg) string {
 	if codec != DefaultDownloadCodec || sa == nil {
 		return codec

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
@@ -81,7 +80,7 @@ func newDownloads(cfg Config, model nn.Model, init []float32, clients int) (*dow
 		// the support's seed (secAggRun.open draws the same).
 		d.seeded, d.seed = true, cfg.TaskSeed
 		d.support = make([]int32, cfg.SecAgg.SupportLen(len(init)))
-		srv.SetSupportFunc(supportFunc(len(init), len(d.support)))
+		srv.SetSupportFunc(secagg.Supports(len(init)))
 	}
 	seeded := make([]float32, len(init))
 	model.Init(seeded, cfg.InitSeed)
@@ -146,16 +145,6 @@ func (d *downloads) publish(global []float32, run runspec.Spec, roundNo int) err
 // supportSeed is the seed of round r's random secure aggregation support
 // in a run with task seed seed (secAggRun.open's).
 func supportSeed(seed uint64, r int) uint64 { return round.TaskSeed(seed^saltSupport, r, 0) }
-
-// supportFunc rebuilds a random support of k of n coordinates from its
-// seed, as every client does (secagg.Support).
-func supportFunc(n, k int) gradient.SupportFunc {
-	return func(key uint64, dst []int32) ([]int32, error) {
-		dst = slices.Grow(dst[:0], k)[:k]
-		secagg.Support(dst, n, key)
-		return dst, nil
-	}
-}
 
 func supportOf(sa *runspec.SecAgg) string {
 	if sa == nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
+	"github.com/fedzip/fedzip/secagg"
 )
 
 // TestDownloadBytes checks the per-round byte counts: dense downloads cost
@@ -320,7 +321,7 @@ func TestSeededDownloadsApply(t *testing.T) {
 	cfg := secAggConfig(8)
 	cfg.InitSeed, cfg.Workers, cfg.EvalEvery = 4, 2, 0
 	cfg.DownloadCodec, cfg.DownloadMaxLag = runspec.SeededDownloadCodec, 3
-	n, k := len(init), cfg.SecAgg.SupportLen(len(init))
+	n := len(init)
 	reps := map[round.ClientID]*gradient.Replica{}
 	var sent, seeded, counted int64
 	cfg.downloadHook = func(id round.ClientID, have int, msg []byte, want []float32) {
@@ -330,7 +331,7 @@ func TestSeededDownloadsApply(t *testing.T) {
 			if rep, err = gradient.NewReplica(init); err != nil {
 				t.Fatal(err)
 			}
-			rep.SetSupportFunc(supportFunc(n, k))
+			rep.SetSupportFunc(secagg.Supports(n)) // k travels in the sync
 			reps[id] = rep
 		}
 		if have != rep.Version() {

@@ -14,6 +14,7 @@ import (
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/internal/boundedfile"
+	"github.com/fedzip/fedzip/secagg"
 	"github.com/fedzip/fedzip/transport"
 	"github.com/fedzip/fedzip/transport/fedzippb"
 )
@@ -204,7 +205,7 @@ func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transpo
 				os.Remove(r.replicaPath())
 			}
 			if rep == nil {
-				if rep, err = gradient.NewReplica(init); err != nil {
+				if rep, err = newReplica(init); err != nil {
 					return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
 				}
 			}
@@ -241,7 +242,7 @@ func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transpo
 			// from the initial model, then, if that fails too, download
 			// the whole model.
 			r.log.Warn("model sync refused; asking again", "have", have, "from_version_0", !retried, "err", err)
-			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
+			if r.rep, err = newReplica(initOf()); err != nil {
 				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
 			}
 			os.Remove(r.replicaPath())
@@ -258,7 +259,7 @@ func (r *runner) fetchSync(ctx context.Context, task *fedzippb.Task, lim transpo
 		case holds && h.GetKind() == fedzippb.ModelKind_MODEL_KIND_FULL:
 			// A replica holds only what it reconstructs: the next sync
 			// is from version 0.
-			if r.rep, err = gradient.NewReplica(initOf()); err != nil {
+			if r.rep, err = newReplica(initOf()); err != nil {
 				return nil, nil, fmt.Errorf("%w: the initial model: %w", ErrModelRefused, err)
 			}
 			os.Remove(r.replicaPath())
@@ -303,6 +304,21 @@ func loadReplica(path string, init []float32) (*gradient.Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", client.ErrDownload, err)
 	}
+	rep.SetSupportFunc(secagg.Supports(len(init)))
+	return rep, nil
+}
+
+// newReplica returns a replica holding the initial model init, which
+// applies seeded syncs (support=seeded) as well as explicit ones: it
+// rebuilds a sync's supports from their seeds with secagg.Supports, the
+// supports' length read from the sync and bounded there (see
+// gradient.SupportFunc), so it needs nothing of the run.
+func newReplica(init []float32) (*gradient.Replica, error) {
+	rep, err := gradient.NewReplica(init)
+	if err != nil {
+		return nil, err
+	}
+	rep.SetSupportFunc(secagg.Supports(len(init)))
 	return rep, nil
 }
 

@@ -36,6 +36,10 @@ type coordinatorFlags struct {
 	logFormat                   string
 	join, gossipKey, gossipJoin string
 	srv                         server.Config
+	// downloadCodecSet says --download-codec was given: without it a run
+	// with --secagg and a random support downloads seeded syncs
+	// (runspec.SecAggDownloadCodec).
+	downloadCodecSet bool
 }
 
 func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -92,6 +96,7 @@ func runCoordinator(ctx context.Context, args []string, stdout, stderr io.Writer
 		"  fedzip dev-certs certs\n  fedzip coordinator --tls-cert certs/server.pem --tls-key certs/server-key.pem --client-ca certs/ca.pem \\\n    --raft-cert certs/node.pem --raft-key certs/node-key.pem --raft-ca certs/peer-ca.pem --rounds 10\n"); done {
 		return code
 	}
+	fs.Visit(func(fl *flag.Flag) { f.downloadCodecSet = f.downloadCodecSet || fl.Name == "download-codec" })
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "fedzip coordinator: %v\n", err)
 		var ue usageError

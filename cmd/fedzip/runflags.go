@@ -48,7 +48,7 @@ func addRunFlags(fs *flag.FlagSet, r *runFlags) {
 	fs.IntVar(&r.classes, "classes", 0, "number of classes, the model's outputs (0: the --dataset's)")
 	fs.StringVar(&r.strategy, "strategy", runspec.DefaultStrategy, "aggregation strategy: "+strings.Join(aggregate.Names(), ", ")+", with key=value parameters (e.g. fedadam,lr=0.03); the mean-based ones bound each update by the round's medians unless bound=off (fedavg is fedavg,bound=auto,bound-median=2,weight-cap=2); robust means "+aggregate.RobustSpec+" (see docs/strategies.md)")
 	fs.StringVar(&r.uploadCodec, "upload-codec", runspec.DefaultUploadCodec, "codec of client updates: none (dense float32), a preset (stcw, stcg, stcm, stc, dgc, topk1, topk4, qsgd8, ...) or key=value,... (see docs/codecs.md)")
-	fs.StringVar(&r.downloadCodec, "download-codec", runspec.DefaultDownloadCodec, "codec of the model clients download: lattice (one compact sync from the version a client holds, however far behind), none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): clients get the compressed change since the version they hold, the rest kept as an exact server residual, and train from the model they reconstruct (see docs/codecs.md)")
+	fs.StringVar(&r.downloadCodec, "download-codec", runspec.DefaultDownloadCodec, "codec of the model clients download: lattice (one compact sync from the version a client holds, however far behind; under --secagg with a random support the default is seeded, whose syncs name the rounds' support seeds instead of indices), none (the dense float32 model) or a spec without momentum (e.g. topk=0.05,bits=ternary): clients get the compressed change since the version they hold, the rest kept as an exact server residual, and train from the model they reconstruct (see docs/codecs.md)")
 	fs.IntVar(&r.downloadMaxLag, "download-max-lag", runspec.DefaultDownloadMaxLag, fmt.Sprintf("with --download-codec: encoded deltas the server keeps (1..%d); a client further behind downloads the whole model, or with lattice one sync from the initial model (memory: one delta each)", runspec.MaxDownloadMaxLag))
 	fs.IntVar(&r.rounds, "rounds", 100, "number of rounds (coordinator: 0 runs until stopped)")
 	fs.Float64Var(&r.fraction, "fraction", 0.1, "fraction C of the clients selected each round, in (0, 1]")
@@ -146,6 +146,9 @@ func (f coordinatorFlags) runConfig() (*coordinator.RunConfig, error) {
 	if f.secagg {
 		if err := f.secAggSpec(&s, nil); err != nil {
 			return nil, err
+		}
+		if !f.downloadCodecSet {
+			s.DownloadCodec = runspec.SecAggDownloadCodec(s.DownloadCodec, s.SecAgg)
 		}
 	}
 	run := &coordinator.RunConfig{Spec: s}

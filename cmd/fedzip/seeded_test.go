@@ -2,16 +2,19 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/fedzip/fedzip/report"
 )
 
 // TestSimulateSecAggSeededDefault: with --secagg and a random support the
 // simulator downloads seeded syncs unless --download-codec is given (the
-// lattice's own name included); without --secagg, or on a coordinator,
-// --download-codec seeded is refused with one line.
+// lattice's own name included); without --secagg or with an announced
+// support, --download-codec seeded is refused with one line, by the
+// simulator and by the coordinator.
 func TestSimulateSecAggSeededDefault(t *testing.T) {
 	base := []string{"simulate", "--dataset", "synthetic", "--clients", "20", "--fraction", "0.5",
 		"--model", "mlp:16", "--rounds", "3", "--secagg", "--secagg-k", "0.2", "-o", "json", "--quiet", "--deliver", ""}
@@ -39,7 +42,9 @@ func TestSimulateSecAggSeededDefault(t *testing.T) {
 		{"simulate", "--dataset", "synthetic", "--download-codec", "seeded"},
 		{"simulate", "--dataset", "synthetic", "--secagg", "--secagg-support", "announced", "--download-codec", "seeded"},
 		{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration", "--state-dir", t.TempDir(),
-			"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--download-codec", "seeded"},
+			"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--secagg", "--secagg-support", "announced", "--download-codec", "seeded"},
+		{"coordinator", "--dataset", "synthetic", "--insecure", "--open-registration", "--state-dir", t.TempDir(),
+			"--listen", "127.0.0.1:0", "--raft-addr", "127.0.0.1:0", "--download-codec", "seeded"},
 	} {
 		code, _, stderr := runCmd(args...)
 		if code != exitUsage {
@@ -47,6 +52,38 @@ func TestSimulateSecAggSeededDefault(t *testing.T) {
 		}
 		if n := strings.Count(strings.TrimRight(stderr, "\n"), "\n"); n != 0 || stderr == "" {
 			t.Errorf("%v: want one line on stderr, got %q", args, stderr)
+		}
+	}
+}
+
+// TestCoordinatorSecAggSeededDefault: the run a coordinator commits with
+// --secagg and a random support downloads seeded syncs unless
+// --download-codec is given; with an announced support, or without
+// --secagg, it keeps the lattice.
+func TestCoordinatorSecAggSeededDefault(t *testing.T) {
+	base := []string{"--dataset", "synthetic", "--model", "mlp:16"}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--secagg"}, "seeded"},
+		{[]string{"--secagg", "--download-codec", "lattice"}, "lattice"},
+		{[]string{"--secagg", "--secagg-support", "announced"}, "lattice"},
+		{nil, "lattice"},
+	} {
+		f := coordinatorFlags{deadline: time.Minute}
+		fs := flag.NewFlagSet("coordinator", flag.ContinueOnError)
+		addRunFlags(fs, &f.runFlags)
+		if err := fs.Parse(append(base, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		fs.Visit(func(fl *flag.Flag) { f.downloadCodecSet = f.downloadCodecSet || fl.Name == "download-codec" })
+		run, err := f.runConfig()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if run.DownloadCodec != tc.want {
+			t.Errorf("%v: download codec %q, want %q", tc.args, run.DownloadCodec, tc.want)
 		}
 	}
 }
