@@ -518,15 +518,22 @@ func appendLatticeMessage(dst []byte, n, base, to int, tensors []int, steps []fl
 	il := len(sec)
 	sec = appendLatticeTable(sec, tensors, steps)
 	tl := len(sec) - il
-	at := len(sec)
 	sec, vc := appendLatticeValues(sec, vals, 1)
 	h := Header{Selection: TopK, Format: FormatLattice, Bits: 32, N: n, K: len(idx), Round: to, Base: base}
+	return appendLatticeSections(dst, &h, sec, ic, il, tl, vc)
+}
+
+// appendLatticeSections appends a lattice message: h, given its
+// selection and counts, with the three sections of sec (the indices or
+// keys, il bytes coded ic; the tensor table, tl bytes; the values, the
+// rest, coded vc), then sec and the checksum.
+func appendLatticeSections(dst []byte, h *Header, sec []byte, ic Coding, il, tl int, vc Coding) []byte {
 	h.Sections[0] = Section{Kind: SectionIndices, Coding: ic, Length: il}
 	h.Sections[1] = Section{Kind: SectionScales, Coding: CodingRaw, Length: tl}
-	h.Sections[2] = Section{Kind: SectionValues, Coding: vc, Length: len(sec) - at}
+	h.Sections[2] = Section{Kind: SectionValues, Coding: vc, Length: len(sec) - il - tl}
 	h.NumSections = 3
 	start := len(dst)
-	dst = appendHeader(dst, &h)
+	dst = appendHeader(dst, h)
 	dst = append(dst, sec...)
 	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
 }

@@ -3,7 +3,6 @@ package gradient
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/bits"
 	"slices"
@@ -357,17 +356,9 @@ func appendSeededMessage(dst []byte, n, base, to int, tensors []int, steps []flo
 	kl := len(sec)
 	sec = appendLatticeTable(sec, tensors, steps)
 	tl := len(sec) - kl
-	at := len(sec)
 	sec, vc := appendLatticeValues(sec, vals, 0)
 	h := Header{Selection: RandK, Format: FormatLattice, Bits: 32, N: n, K: len(vals), Round: to, Base: base}
-	h.Sections[0] = Section{Kind: SectionIndices, Coding: CodingSeed, Length: kl}
-	h.Sections[1] = Section{Kind: SectionScales, Coding: CodingRaw, Length: tl}
-	h.Sections[2] = Section{Kind: SectionValues, Coding: vc, Length: len(sec) - at}
-	h.NumSections = 3
-	start := len(dst)
-	dst = appendHeader(dst, &h)
-	dst = append(dst, sec...)
-	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	return appendLatticeSections(dst, &h, sec, CodingSeed, kl, tl, vc)
 }
 
 // seeded decodes a seeded sync that parse accepted: its tensor table
