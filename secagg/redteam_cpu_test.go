@@ -1,6 +1,7 @@
 package secagg
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -137,5 +138,62 @@ func TestRedteamTwoWrongSharesLargeT(t *testing.T) {
 	}
 	if s, err := combineChecked(shares, th, func(s *[SecretLen]byte) bool { return *s == secret }); err != nil || s != secret {
 		t.Fatalf("two wrong shares of %d with t = %d: %v", k, th, err)
+	}
+}
+
+// TestRedteamForgedPolynomial: six colluding holders among m = 20 with
+// t = 11 (Berlekamp–Welch corrects e = 4) move their shares onto P', the
+// polynomial through ten honest shares and another secret: P' fits 16
+// shares, m − e, so the decode returns its secret, not the owner's. The
+// commitment check refuses it: combineChecked returns no secret, only
+// ErrInconsistentShares, calls the check at most t+3 times, and the forged
+// secret did reach the check (the attack got as far as it can).
+func TestRedteamForgedPolynomial(t *testing.T) {
+	const m, th = 20, 11
+	var secret, forged [SecretLen]byte
+	for i := range secret {
+		secret[i], forged[i] = byte(i), byte(100+i)
+	}
+	xs := make([]uint32, m)
+	for i := range xs {
+		xs[i] = uint32(i + 1)
+	}
+	shares, err := Split(&secret, xs, th, clientRand(5, 5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// P' through (0, forged) and the honest shares 10..19.
+	px := []uint64{0}
+	py := [][chunks]uint64{secretChunks(&forged)}
+	for _, sh := range shares[10:] {
+		px, py = append(px, uint64(sh.X)), append(py, sh.Y)
+	}
+	l := newLagrange(px)
+	w := make([]uint64, th)
+	for i := range 6 { // holders 0..5 lie; 6..9 stay honest and off P'
+		l.at(w, uint64(shares[i].X))
+		var y [chunks]uint64
+		for j := range th {
+			for c := range chunks {
+				y[c] = addmod(y[c], mulmod(w[j], py[j][c]))
+			}
+		}
+		shares[i].Y = y
+	}
+	commit := commitSelfMask(1, 1, &secret)
+	calls, sawForged := 0, false
+	got, err := combineChecked(shares, th, func(s *[SecretLen]byte) bool {
+		calls++
+		sawForged = sawForged || *s == forged
+		return commitSelfMask(1, 1, s) == commit
+	})
+	if err == nil || !errors.Is(err, ErrInconsistentShares) {
+		t.Fatalf("combineChecked accepted %x (forged %x), err %v", got, forged, err)
+	}
+	if calls > th+3 {
+		t.Errorf("the check ran %d times, more than t+3 = %d", calls, th+3)
+	}
+	if !sawForged {
+		t.Errorf("the forged secret never reached the check: the attack is not what this test means")
 	}
 }
