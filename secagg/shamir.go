@@ -275,10 +275,11 @@ var errConsistentMismatch = fmt.Errorf("%w: shares consistent", ErrInconsistentS
 // is: a subset that leaves it out holds t right shares. If none passes,
 // it decodes the first maxBWShares shares with Berlekamp–Welch, which
 // corrects up to ⌊(m − t)/2⌋ wrong shares among m wherever they are, and
-// returns that secret if ok accepts it. The work is bounded by t+2
-// interpolations and one decode (O(m³) field products, m ≤ maxBWShares),
-// and ok is called at most t+3 times, whatever the shares. If none passes, the
-// error wraps ErrInconsistentShares (and errConsistentMismatch if more
+// returns that secret if ok accepts it. The work is bounded by two
+// interpolations (O(t²) field products each: the t+1 subsets share one),
+// the check of the shares beyond t (O(m·t)) and one decode (O(m³) field
+// products, m ≤ maxBWShares), and ok is called at most t+3 times,
+// whatever the shares. If none passes, the error wraps ErrInconsistentShares (and errConsistentMismatch if more
 // than t shares agree on the refused secret); errors of the shares' form
 // (too few, a repeated coordinate, a value outside the field) are
 // Combine's.
@@ -296,11 +297,33 @@ func combineChecked(shares []Share, t int, ok func(*[SecretLen]byte) bool) ([Sec
 		return [SecretLen]byte{}, fmt.Errorf("%w: %d shares agree on a secret that does not match", errConsistentMismatch, len(shares))
 	}
 	if len(shares) > t {
-		sub := make([]Share, t)
-		for leave := range t + 1 {
-			copy(sub, shares[:leave])
-			copy(sub[leave:], shares[leave+1:t+1])
-			if s, err := Combine(sub, t); err == nil && ok(&s) {
+		// The subset leaving out share j of the first t+1 has the
+		// weights L_i·(x_j − x_i)/x_j at 0, L_i being those of all t+1,
+		// so its secret is A − B/x_j with A = Σ L_i y_i and
+		// B = Σ L_i x_i y_i: all t+1 subsets in O(t²) products, not
+		// t+1 interpolations of O(t²) each, which two wrong shares could
+		// make the server run for every owner.
+		xs := make([]uint64, t+1)
+		for i := range xs {
+			xs[i] = uint64(shares[i].X)
+		}
+		w := make([]uint64, t+1)
+		newLagrange(xs).at(w, 0)
+		var a, b [chunks]uint64
+		for i, sh := range shares[:t+1] {
+			wx := mulmod(w[i], xs[i])
+			for c := range chunks {
+				a[c] = addmod(a[c], mulmod(w[i], sh.Y[c]))
+				b[c] = addmod(b[c], mulmod(wx, sh.Y[c]))
+			}
+		}
+		for _, xj := range xs {
+			inv := invmod(xj)
+			var v [chunks]uint64
+			for c := range chunks {
+				v[c] = submod(a[c], mulmod(b[c], inv))
+			}
+			if s, in := chunksSecret(v); in && ok(&s) {
 				return s, nil
 			}
 		}

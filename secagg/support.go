@@ -7,7 +7,12 @@ import "github.com/fedzip/fedzip/compress"
 // so every client of the round computes the same support and none sends
 // its indices. It panics if len(dst) > d (a programmer error).
 func Support(dst []int32, d int, roundSeed uint64) {
-	compress.RandK(dst, d, splitmix(roundSeed^0x7365636167737570), nil)
+	supportWS(dst, d, roundSeed, nil)
+}
+
+// supportWS is Support with a workspace for its draw (nil: a new one).
+func supportWS(dst []int32, d int, roundSeed uint64, ws *compress.Workspace) {
+	compress.RandK(dst, d, splitmix(roundSeed^0x7365636167737570), ws)
 }
 
 // Gather writes src[idx[i]] to dst[i]. It panics if the lengths differ.

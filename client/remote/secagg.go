@@ -226,7 +226,9 @@ func PackMasked(y secagg.MaskedInput, m int) ([]byte, error) {
 // the client drops out before its masked input is acknowledged, what it
 // counted as sent goes back into the residual too. Once the masked input
 // is acknowledged it counts as sent, even should the coordinator later
-// abandon the round (a client cannot tell). first, if not nil, is the
+// abandon the round (a client cannot tell), and only then is the residual
+// less it written: a client killed before leaves the residual the round
+// started from. first, if not nil, is the
 // advertise step asked for before training (secAggFirst, support-adam):
 // step 0 answers it, and asks for no other.
 func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []float32, first *saPlan) error {
@@ -272,9 +274,9 @@ func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []f
 			if err != nil {
 				return err
 			}
-			if err := saveFloats(path, residual); err != nil {
-				return err
-			}
+			// The residual less what is sent is saved once the masked
+			// input is taken (step 2), not before: a client killed
+			// earlier restarts from the residual the round started from.
 		}
 		msg, err := p.Answer(step, res.GetMessage(), p.codes)
 		if err != nil {
@@ -293,6 +295,9 @@ func (r *runner) secAggRound(ctx context.Context, task *fedzippb.Task, delta []f
 		}
 		if step == 2 {
 			masked = true
+			if err := saveFloats(path, residual); err != nil {
+				return err
+			}
 		}
 		r.sum.Bytes += int64(len(msg))
 	}

@@ -47,6 +47,9 @@ type Server struct {
 	// steps of the messages it received.
 	step     *fedzippb.SecAggStepResponse
 	stepMsgs []uint32
+	// hold, if not nil, delays the answer to every message until it is
+	// closed (HoldSecAggMessages).
+	hold <-chan struct{}
 }
 
 var _ fedzippb.CoordinatorServer = (*Server)(nil)
@@ -182,6 +185,16 @@ func (s *Server) SetSecAgg(res *fedzippb.SecAggStepResponse) {
 	s.mu.Unlock()
 }
 
+// HoldSecAggMessages makes SecAggStep record each message it receives
+// and then answer it only once release is closed (or the caller gives
+// up): a client caught between sending a step's message and learning it
+// was taken, as a client killed at that moment is.
+func (s *Server) HoldSecAggMessages(release <-chan struct{}) {
+	s.mu.Lock()
+	s.hold = release
+	s.mu.Unlock()
+}
+
 // SecAggMessages returns the steps of the secure aggregation messages the
 // server received, in order.
 func (s *Server) SecAggMessages() []uint32 {
@@ -196,7 +209,15 @@ func (s *Server) SecAggStep(ctx context.Context, req *fedzippb.SecAggStepRequest
 	res := s.step
 	if len(req.GetMessage()) > 0 {
 		s.stepMsgs = append(s.stepMsgs, req.GetStep())
+		hold := s.hold
 		s.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		return &fedzippb.SecAggStepResponse{Round: req.GetRound(), Step: req.GetStep(), Answered: true}, nil
 	}
 	s.mu.Unlock()
