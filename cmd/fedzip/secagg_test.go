@@ -173,6 +173,9 @@ func waitCmdLog(t *testing.T, l *syncbuf.Buffer, exited chan int, what string, c
 		select {
 		case code := <-exited:
 			exited <- code
+			if cond(l.String()) {
+				return // the line came just before the exit
+			}
 			t.Fatalf("waiting for %s: the command exited %d\n%s", what, code, l.String())
 		case <-time.After(10 * time.Millisecond):
 		}
