@@ -125,6 +125,13 @@ func startCoordinator(ctx context.Context, dir, secret string) (addr string, sto
 
 // startCoordinatorRun is startCoordinator for the run given.
 func startCoordinatorRun(ctx context.Context, dir, secret string, run *coordinator.RunConfig) (addr string, stop func()) {
+	s := startCoordinatorServer(ctx, dir, secret, run)
+	return s.GRPCAddr(), func() { s.Close() }
+}
+
+// startCoordinatorServer is startCoordinatorRun returning the node, for
+// tests that read its FSM; the caller closes it.
+func startCoordinatorServer(ctx context.Context, dir, secret string, run *coordinator.RunConfig) *server.Server {
 	cfg := server.DefaultConfig()
 	cfg.Run = run
 	cfg.Dataset = "example"
@@ -141,5 +148,5 @@ func startCoordinatorRun(ctx context.Context, dir, secret string, run *coordinat
 	if err != nil {
 		panic(err)
 	}
-	return s.GRPCAddr(), func() { s.Close() }
+	return s
 }

@@ -99,25 +99,10 @@ func secAggSupportAdamRun(t *testing.T, support string) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cfg := server.DefaultConfig()
-	cfg.Run = &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
+	s := startCoordinatorServer(ctx, dir, "s3cret", &coordinator.RunConfig{Spec: runspec.Spec{Model: "mlp:", InputDim: exampleDim, Classes: exampleClasses, InitSeed: 1,
 		Strategy: "fedavg", Round: round.Config{Fraction: 1, MinClients: 3, Rounds: rounds, Deadline: time.Minute, Seed: 1},
 		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.07, UploadCodec: "none",
-		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 0.5, Support: support, Local: runspec.SecAggLocalSupportAdam}}}
-	cfg.Dataset = "example"
-	cfg.StateDir = filepath.Join(dir, "coordinator")
-	cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Insecure, cfg.JoinSecret = true, "s3cret"
-	cfg.LongPoll = time.Second
-	cfg.Node = func(c *coordinator.Config) {
-		c.Raft = func(r *raft.Config) {
-			r.HeartbeatTimeout, r.ElectionTimeout, r.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
-		}
-	}
-	s, err := server.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+		SecAgg: &runspec.SecAgg{Fraction: 0.5, Bits: 8, Clip: 0.5, Support: support, Local: runspec.SecAggLocalSupportAdam}}})
 	defer s.Close()
 
 	var mu sync.Mutex

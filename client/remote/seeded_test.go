@@ -15,13 +15,11 @@ import (
 	"github.com/fedzip/fedzip/client"
 	"github.com/fedzip/fedzip/client/remote"
 	"github.com/fedzip/fedzip/coordinator"
-	"github.com/fedzip/fedzip/coordinator/server"
 	"github.com/fedzip/fedzip/gradient"
 	"github.com/fedzip/fedzip/nn"
 	"github.com/fedzip/fedzip/round"
 	"github.com/fedzip/fedzip/runspec"
 	"github.com/fedzip/fedzip/transport/fedzippb"
-	"github.com/hashicorp/raft"
 )
 
 // checkedTrainer trains as its inner trainer, after checking that the
@@ -72,21 +70,7 @@ func TestSecAggSeededDownloads(t *testing.T) {
 		TaskSeed: 1, LocalEpochs: 1, BatchSize: 10, LR: 0.1, UploadCodec: "none",
 		DownloadCodec: runspec.SeededDownloadCodec, DownloadMaxLag: 2,
 		SecAgg: &runspec.SecAgg{Fraction: 0.2, Bits: 8}}}
-	cfg := server.DefaultConfig()
-	cfg.Run, cfg.Dataset = run, "example"
-	cfg.StateDir = filepath.Join(dir, "coordinator")
-	cfg.ListenAddr, cfg.RaftAddr = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Insecure, cfg.JoinSecret = true, "s3cret"
-	cfg.LongPoll = time.Second
-	cfg.Node = func(c *coordinator.Config) {
-		c.Raft = func(r *raft.Config) {
-			r.HeartbeatTimeout, r.ElectionTimeout, r.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
-		}
-	}
-	srv, err := server.Start(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := startCoordinatorServer(ctx, dir, "s3cret", run)
 	defer srv.Close()
 	fsm := srv.Node().FSM()
 
